@@ -1,0 +1,435 @@
+//! A request becomes a [`Caller`] exactly once, at the edge (DESIGN.md §1): credential → tenant →
+//! role → prefix. Tenancy, roles and prefixes are checked here and nowhere else; a
+//! [`TenantScope`] for storage is obtained only from a `Caller` or an [`OperatorGrant`].
+
+use crate::directory::Directory;
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids::TenantId;
+use crate::model::{AuditDraft, KeyRecord, Tenant, TenantStatus};
+use crate::path::{PathPrefix, TenantPath};
+use crate::role::Role;
+use crate::secret::{KeySecret, SecretHash};
+use crate::slug::DEFAULT_SLUG;
+use crate::store::TenantScope;
+use crate::time::Timestamp;
+use std::sync::Arc;
+
+/// What the edge read off a request, before anything is trusted.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    pub bearer: Option<String>,
+    /// From a `/t/{slug}/v1/...` path.
+    pub path_tenant: Option<String>,
+    /// From `X-Tenant-ID` (a slug or an id).
+    pub header_tenant: Option<String>,
+    pub host: Option<String>,
+    pub request_id: String,
+    pub ip: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Principal {
+    Operator,
+    Key(Arc<KeyRecord>),
+}
+
+/// An authenticated request, bound to exactly one tenant.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    tenant: Arc<Tenant>,
+    principal: Principal,
+    request_id: String,
+    ip: String,
+}
+
+/// Proof that the caller holds the operator key: what tenant administration requires.
+#[derive(Debug, Clone)]
+pub struct OperatorGrant {
+    request_id: String,
+    ip: String,
+}
+
+impl OperatorGrant {
+    /// The scope of any tenant, for the operator's administration of it.
+    pub fn scope_of(&self, tenant: &Tenant) -> TenantScope {
+        TenantScope::new(tenant)
+    }
+    pub fn audit(&self, action: &str, target: &str, result: &str) -> AuditDraft {
+        AuditDraft {
+            actor: "operator".into(),
+            action: action.into(),
+            target: target.into(),
+            result: result.into(),
+            request_id: self.request_id.clone(),
+            ip: self.ip.clone(),
+        }
+    }
+}
+
+impl Caller {
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+    pub fn scope(&self) -> TenantScope {
+        TenantScope::new(&self.tenant)
+    }
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    pub fn is_operator(&self) -> bool {
+        matches!(self.principal, Principal::Operator)
+    }
+    /// The operator acts with every right of an owner.
+    pub fn role(&self) -> Role {
+        match &self.principal {
+            Principal::Operator => Role::Owner,
+            Principal::Key(k) => k.role,
+        }
+    }
+    pub fn prefix(&self) -> Option<&PathPrefix> {
+        match &self.principal {
+            Principal::Operator => None,
+            Principal::Key(k) => k.prefix.as_ref(),
+        }
+    }
+    /// Who the audit log names: `operator` or `key:<id>`; never a secret.
+    pub fn actor(&self) -> String {
+        match &self.principal {
+            Principal::Operator => "operator".to_owned(),
+            Principal::Key(k) => format!("key:{}", k.id),
+        }
+    }
+
+    pub fn operator(&self) -> Result<OperatorGrant> {
+        match self.principal {
+            Principal::Operator => Ok(OperatorGrant { request_id: self.request_id.clone(), ip: self.ip.clone() }),
+            Principal::Key(_) => Err(Error::forbidden("this route needs the operator key")),
+        }
+    }
+
+    pub fn require_role(&self, min: Role) -> Result<()> {
+        if self.role() >= min {
+            Ok(())
+        } else {
+            Err(Error::forbidden(format!("this needs role {min} or above; the key has role {}", self.role())))
+        }
+    }
+
+    /// Whether the key's prefix lets it see `path` (listings use this to leave paths out).
+    pub fn sees(&self, path: &str) -> bool {
+        self.prefix().is_none_or(|p| p.covers(path))
+    }
+
+    pub fn require_path(&self, path: &TenantPath) -> Result<()> {
+        match self.prefix() {
+            Some(p) if !p.covers(path.as_str()) => {
+                Err(Error::forbidden(format!("the key is limited to paths under {}", p.as_dir())))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn audit(&self, action: &str, target: &str, result: &str) -> AuditDraft {
+        AuditDraft {
+            actor: self.actor(),
+            action: action.into(),
+            target: target.into(),
+            result: result.into(),
+            request_id: self.request_id.clone(),
+            ip: self.ip.clone(),
+        }
+    }
+}
+
+/// Why authentication failed, and the tenant whose audit log must record it (API.md §8: refused
+/// requests are audited, 401 aside).
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: Error,
+    pub audit_in: Option<(Arc<Tenant>, AuditDraft)>,
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Self {
+        Refusal { error, audit_in: None }
+    }
+}
+
+/// How tenants may be named besides a tenant key.
+#[derive(Debug, Clone, Default)]
+pub struct TenantNaming {
+    /// `{slug}.{base_domain}` names tenant `slug`.
+    pub base_domain: Option<String>,
+}
+
+/// A tenant named by a request, before it is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Named {
+    SlugOrId(String),
+    Domain(String),
+}
+
+fn host_without_port(host: &str) -> String {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+    };
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl TenantNaming {
+    fn from_host(&self, host: &str) -> Option<Named> {
+        let host = host_without_port(host);
+        if let Some(base) = &self.base_domain {
+            if let Some(label) = host.strip_suffix(base.as_str()).and_then(|h| h.strip_suffix('.')) {
+                if !label.is_empty() && !label.contains('.') {
+                    return Some(Named::SlugOrId(label.to_owned()));
+                }
+            }
+        }
+        Some(Named::Domain(host))
+    }
+
+    /// Everything the request names, strongest first: path, header, host.
+    fn named(&self, facts: &RequestFacts) -> Vec<Named> {
+        let mut out = Vec::with_capacity(3);
+        if let Some(s) = &facts.path_tenant {
+            out.push(Named::SlugOrId(s.clone()));
+        }
+        if let Some(s) = facts.header_tenant.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            out.push(Named::SlugOrId(s.to_owned()));
+        }
+        if let Some(n) = facts.host.as_deref().and_then(|h| self.from_host(h)) {
+            out.push(n);
+        }
+        out
+    }
+}
+
+fn names_tenant(named: &Named, tenant: &Tenant) -> bool {
+    match named {
+        Named::SlugOrId(s) => s == tenant.slug.as_str() || s == tenant.id.as_str(),
+        Named::Domain(d) => tenant.domains.iter().any(|x| x == d),
+    }
+}
+
+fn lookup(dir: &Directory, named: &Named) -> Option<Arc<Tenant>> {
+    match named {
+        Named::SlugOrId(s) => dir
+            .tenant_by_slug(s)
+            .or_else(|| TenantId::parse(s).and_then(|id| dir.tenant(&id))),
+        Named::Domain(d) => dir.tenant_by_domain(d),
+    }
+}
+
+/// Turns a request's facts into a [`Caller`] (API.md §3). Pure: the caller writes any audit.
+pub fn authenticate(
+    dir: &Directory,
+    naming: &TenantNaming,
+    operator_hash: &SecretHash,
+    facts: RequestFacts,
+    now: Timestamp,
+) -> Result<Caller, Refusal> {
+    let bearer = facts.bearer.as_deref().ok_or_else(Error::unauthenticated)?;
+    let secret = KeySecret::from_presented(bearer);
+    let named = naming.named(&facts);
+
+    if let Some(key_id) = secret.key_id() {
+        let key = dir.key(&key_id).filter(|k| k.hash.matches(bearer) && k.is_usable(now));
+        let key = key.ok_or_else(Error::unauthenticated)?;
+        let tenant = dir.tenant(&key.tenant_id).ok_or_else(Error::unauthenticated)?;
+        if tenant.status == TenantStatus::Archived {
+            return Err(Error::unauthenticated().into());
+        }
+        let caller = Caller { tenant: tenant.clone(), principal: Principal::Key(key), request_id: facts.request_id, ip: facts.ip };
+        // A host that is not a tenant's name (an IP, `localhost`) names nothing: only explicit
+        // names other than the key's own tenant are a mismatch.
+        let mismatch = named.iter().find(|n| match n {
+            Named::Domain(d) => dir.tenant_by_domain(d).is_some_and(|t| t.id != tenant.id),
+            other => !names_tenant(other, &tenant),
+        });
+        if mismatch.is_some() {
+            let audit = caller.audit("auth.tenant_mismatch", "", "refused:tenant_mismatch");
+            return Err(Refusal {
+                error: Error::new(ErrorCode::TenantMismatch, "this key belongs to another tenant than the one the request names"),
+                audit_in: Some((tenant, audit)),
+            });
+        }
+        if tenant.status == TenantStatus::Suspended {
+            let audit = caller.audit("auth.suspended", "", "refused:tenant_suspended");
+            return Err(Refusal {
+                error: Error::new(ErrorCode::TenantSuspended, format!("tenant '{}' is suspended", tenant.slug)),
+                audit_in: Some((tenant, audit)),
+            });
+        }
+        return Ok(caller);
+    }
+
+    if !operator_hash.matches(bearer) {
+        return Err(Error::unauthenticated().into());
+    }
+    // The operator: the first name given wins; a host that is no tenant's name is ignored.
+    let mut tenant = None;
+    for n in &named {
+        match (n, lookup(dir, n)) {
+            (_, Some(t)) => {
+                tenant = Some(t);
+                break;
+            }
+            (Named::Domain(_), None) => continue,
+            (Named::SlugOrId(s), None) => return Err(Error::tenant_not_found(s).into()),
+        }
+    }
+    let tenant = match tenant {
+        Some(t) => t,
+        None => dir.tenant_by_slug(DEFAULT_SLUG).ok_or_else(|| Error::tenant_not_found(DEFAULT_SLUG))?,
+    };
+    Ok(Caller { tenant, principal: Principal::Operator, request_id: facts.request_id, ip: facts.ip })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::KeyId;
+    use crate::model::Placement;
+    use crate::slug::Slug;
+    use crate::tier::QuotaOverrides;
+
+    fn tenant(slug: &str, domains: &[&str]) -> Tenant {
+        Tenant {
+            id: TenantId::generate(),
+            slug: Slug::parse(slug).unwrap(),
+            name: slug.into(),
+            tier: "free".into(),
+            status: TenantStatus::Active,
+            placement: Placement::Shared,
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            quotas: QuotaOverrides::default(),
+            metadata: serde_json::json!({}),
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+        }
+    }
+
+    struct World {
+        dir: Directory,
+        naming: TenantNaming,
+        op: KeySecret,
+        acme_key: KeySecret,
+        acme: Tenant,
+        globex: Tenant,
+    }
+
+    fn world() -> World {
+        let dir = Directory::default();
+        let default = tenant("default", &[]);
+        let acme = tenant("acme", &["files.acme.test"]);
+        let globex = tenant("globex", &["globex.test"]);
+        let key_id = KeyId::generate();
+        let acme_key = KeySecret::mint(&key_id);
+        let rec = KeyRecord {
+            id: key_id,
+            tenant_id: acme.id.clone(),
+            name: "k".into(),
+            role: Role::Writer,
+            prefix: None,
+            hash: acme_key.hash(),
+            created_at: Timestamp::from_millis(0),
+            created_by: "operator".into(),
+            expires_at: Some(Timestamp::from_millis(10_000)),
+            revoked_at: None,
+        };
+        dir.load(vec![default, acme.clone(), globex.clone()], vec![rec]);
+        World { dir, naming: TenantNaming { base_domain: Some("tenantry.test".into()) }, op: KeySecret::mint_operator(), acme_key, acme, globex }
+    }
+
+    fn facts(bearer: &KeySecret) -> RequestFacts {
+        RequestFacts { bearer: Some(bearer.expose().to_owned()), ..Default::default() }
+    }
+
+    fn auth(w: &World, f: RequestFacts) -> Result<Caller, Refusal> {
+        authenticate(&w.dir, &w.naming, &w.op.hash(), f, Timestamp::from_millis(5))
+    }
+
+    #[test]
+    fn a_tenant_key_decides_the_tenant() {
+        let w = world();
+        let c = auth(&w, facts(&w.acme_key)).unwrap();
+        assert_eq!(c.tenant().slug.as_str(), "acme");
+        assert_eq!(c.role(), Role::Writer);
+        let own = RequestFacts { path_tenant: Some("acme".into()), host: Some("acme.tenantry.test:7070".into()), ..facts(&w.acme_key) };
+        assert_eq!(auth(&w, own).unwrap().tenant().id, w.acme.id);
+    }
+
+    #[test]
+    fn a_tenant_key_naming_another_tenant_any_way_is_a_mismatch_audited_in_its_own_tenant() {
+        let w = world();
+        for f in [
+            RequestFacts { path_tenant: Some("globex".into()), ..facts(&w.acme_key) },
+            RequestFacts { header_tenant: Some("globex".into()), ..facts(&w.acme_key) },
+            RequestFacts { header_tenant: Some(w.globex.id.to_string()), ..facts(&w.acme_key) },
+            RequestFacts { header_tenant: Some("no-such-tenant".into()), ..facts(&w.acme_key) },
+            RequestFacts { host: Some("globex.tenantry.test".into()), ..facts(&w.acme_key) },
+            RequestFacts { host: Some("globex.test".into()), ..facts(&w.acme_key) },
+        ] {
+            let r = auth(&w, f).unwrap_err();
+            assert_eq!(r.error.code, ErrorCode::TenantMismatch);
+            assert_eq!(r.audit_in.unwrap().0.id, w.acme.id);
+        }
+    }
+
+    #[test]
+    fn the_operator_names_a_tenant_by_path_then_header_then_host_else_default() {
+        let w = world();
+        let slug = |f| auth(&w, f).unwrap().tenant().slug.to_string();
+        assert_eq!(slug(facts(&w.op)), "default");
+        assert_eq!(slug(RequestFacts { host: Some("localhost:7070".into()), ..facts(&w.op) }), "default");
+        assert_eq!(slug(RequestFacts { host: Some("globex.test".into()), ..facts(&w.op) }), "globex");
+        assert_eq!(slug(RequestFacts { host: Some("ACME.tenantry.test".into()), ..facts(&w.op) }), "acme");
+        assert_eq!(slug(RequestFacts { header_tenant: Some("globex".into()), host: Some("acme.tenantry.test".into()), ..facts(&w.op) }), "globex");
+        assert_eq!(slug(RequestFacts { path_tenant: Some("acme".into()), header_tenant: Some("globex".into()), ..facts(&w.op) }), "acme");
+        let missing = auth(&w, RequestFacts { header_tenant: Some("nope".into()), ..facts(&w.op) }).unwrap_err();
+        assert_eq!(missing.error.code, ErrorCode::TenantNotFound);
+    }
+
+    #[test]
+    fn unknown_expired_and_missing_keys_are_unauthenticated() {
+        let w = world();
+        let none = RequestFacts::default();
+        assert_eq!(auth(&w, none).unwrap_err().error.code, ErrorCode::Unauthenticated);
+        let forged = KeySecret::mint(&w.acme_key.key_id().unwrap());
+        assert_eq!(auth(&w, facts(&forged)).unwrap_err().error.code, ErrorCode::Unauthenticated);
+        let late = authenticate(&w.dir, &w.naming, &w.op.hash(), facts(&w.acme_key), Timestamp::from_millis(10_000));
+        assert_eq!(late.unwrap_err().error.code, ErrorCode::Unauthenticated);
+    }
+
+    #[test]
+    fn suspended_tenants_refuse_keys_and_archived_ones_do_not_know_them() {
+        let w = world();
+        let mut t = w.acme.clone();
+        t.status = TenantStatus::Suspended;
+        w.dir.put_tenant(t.clone());
+        assert_eq!(auth(&w, facts(&w.acme_key)).unwrap_err().error.code, ErrorCode::TenantSuspended);
+        t.status = TenantStatus::Archived;
+        w.dir.put_tenant(t);
+        assert_eq!(auth(&w, facts(&w.acme_key)).unwrap_err().error.code, ErrorCode::Unauthenticated);
+    }
+
+    #[test]
+    fn prefixes_and_roles_are_checked_here() {
+        let w = world();
+        let mut rec = (*w.dir.key(&w.acme_key.key_id().unwrap()).unwrap()).clone();
+        rec.prefix = Some(PathPrefix::parse("/docs").unwrap());
+        rec.role = Role::Reader;
+        w.dir.put_key(rec);
+        let c = auth(&w, facts(&w.acme_key)).unwrap();
+        assert!(c.require_path(&TenantPath::parse("/docs/a").unwrap()).is_ok());
+        assert_eq!(c.require_path(&TenantPath::parse("/docs2").unwrap()).unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(c.require_role(Role::Writer).unwrap_err().code, ErrorCode::Forbidden);
+        assert!(c.operator().is_err());
+    }
+}

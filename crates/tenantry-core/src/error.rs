@@ -1,0 +1,96 @@
+//! The one error type of the domain and the stable codes of API.md §2. The HTTP layer maps
+//! [`ErrorCode`] to a status in exactly one place; everything else only picks a code.
+
+use std::fmt;
+
+/// Stable machine-readable error codes (API.md §2). Never rename one: clients match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidPath,
+    InvalidSlug,
+    InvalidRequest,
+    Unauthenticated,
+    Forbidden,
+    TenantMismatch,
+    TenantSuspended,
+    QuotaExceeded,
+    FeatureNotInTier,
+    NotFound,
+    TenantNotFound,
+    Conflict,
+    PreconditionFailed,
+    TooLarge,
+    RateLimited,
+    /// Anything the client could not have caused; its details are logged, never answered.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidPath => "invalid_path",
+            ErrorCode::InvalidSlug => "invalid_slug",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TenantMismatch => "tenant_mismatch",
+            ErrorCode::TenantSuspended => "tenant_suspended",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::FeatureNotInTier => "feature_not_in_tier",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::TenantNotFound => "tenant_not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PreconditionFailed => "precondition_failed",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A domain error: a stable code and words for a human. For `Internal` the message is for the
+/// log only; the HTTP layer never sends it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error { code, message: message.into() }
+    }
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            ErrorCode::Unauthenticated,
+            "missing, unknown, revoked or expired key; send `Authorization: Bearer <key>`",
+        )
+    }
+    pub fn tenant_not_found(slug: &str) -> Self {
+        Self::new(ErrorCode::TenantNotFound, format!("tenant '{slug}' not found"))
+    }
+}

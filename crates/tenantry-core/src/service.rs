@@ -1,0 +1,686 @@
+//! The use cases of API.md §3–§6 and §8: each public method is one operation a caller may ask
+//! for. Rules (roles, prefixes, tiers, state transitions) are applied here, the change is made
+//! through the store in one transaction together with its audit entry, and the in-memory
+//! directory is updated after the commit.
+
+use crate::audit::{self, ChainReport};
+use crate::caller::{self, Caller, RequestFacts, TenantNaming};
+use crate::directory::Directory;
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids::{KeyId, TenantId};
+use crate::model::{
+    AuditDraft, AuditEntry, FileMeta, KeyInfo, KeyRecord, MintedKey, Page, Placement, Tenant, TenantStatus, TenantView,
+};
+use crate::path::{PathPrefix, TenantPath};
+use crate::role::Role;
+use crate::secret::{KeySecret, SecretHash};
+use crate::slug::{Slug, DEFAULT_SLUG};
+use crate::store::{ByteRange, FileListing, FileWrite, Precondition, Store, WriteOutcome};
+use crate::tier::{Limits, QuotaOverrides, TierTable};
+use crate::time::{Clock, Timestamp};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Audit action names, shared by the service (for changes) and the edge (for refusals).
+pub mod actions {
+    pub const TENANT_CREATE: &str = "tenant.create";
+    pub const TENANT_UPDATE: &str = "tenant.update";
+    pub const TENANT_SUSPEND: &str = "tenant.suspend";
+    pub const TENANT_RESUME: &str = "tenant.resume";
+    pub const TENANT_ARCHIVE: &str = "tenant.archive";
+    pub const TENANT_RESTORE: &str = "tenant.restore";
+    pub const TENANT_PURGE: &str = "tenant.purge";
+    pub const TENANT_READ: &str = "tenant.read";
+    pub const KEY_CREATE: &str = "key.create";
+    pub const KEY_REVOKE: &str = "key.revoke";
+    pub const KEY_READ: &str = "key.read";
+    pub const FILE_WRITE: &str = "file.write";
+    pub const FILE_DELETE: &str = "file.delete";
+    pub const FILE_READ: &str = "file.read";
+    pub const AUDIT_READ: &str = "audit.read";
+    pub const REQUEST: &str = "request";
+}
+
+/// Largest page any listing returns, whatever `limit` asks.
+pub const MAX_PAGE: usize = 1000;
+pub const DEFAULT_PAGE: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub tiers: TierTable,
+    pub naming: TenantNaming,
+    /// Largest file body accepted (413 `too_large` beyond).
+    pub max_file_bytes: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig { tiers: TierTable::default(), naming: TenantNaming::default(), max_file_bytes: 64 << 20 }
+    }
+}
+
+/// A request to create a tenant (API.md §4), fields still raw: the service parses them.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    pub slug: String,
+    pub name: Option<String>,
+    pub tier: Option<String>,
+    pub placement: Option<String>,
+    pub quotas: Option<Value>,
+    pub metadata: Option<Value>,
+    pub domains: Option<Vec<String>>,
+}
+
+/// A change to a tenant: only the fields given change.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub tier: Option<String>,
+    pub quotas: Option<Value>,
+    pub metadata: Option<Value>,
+    pub domains: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    pub role: String,
+    pub prefix: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+/// The status transitions an operator can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Suspend,
+    Resume,
+    Archive,
+    Restore,
+}
+
+/// What `whoami` answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WhoAmI {
+    pub tenant: TenantView,
+    pub key: WhoAmIKey,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WhoAmIKey {
+    /// `null` for the operator key.
+    pub id: Option<KeyId>,
+    pub role: Role,
+    pub prefix: Option<PathPrefix>,
+    pub operator: bool,
+}
+
+pub struct Tenantry {
+    store: Arc<dyn Store>,
+    directory: Directory,
+    config: ServiceConfig,
+    operator_hash: SecretHash,
+    clock: Arc<dyn Clock>,
+}
+
+fn validate_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(Error::invalid_request("`name` must be 1 to 200 characters without control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn validate_metadata(v: Value) -> Result<Value> {
+    if !v.is_object() {
+        return Err(Error::invalid_request("`metadata` must be a JSON object"));
+    }
+    if serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(usize::MAX) > 64 * 1024 {
+        return Err(Error::new(ErrorCode::TooLarge, "`metadata` is larger than 64 KiB"));
+    }
+    Ok(v)
+}
+
+fn validate_domains(domains: Vec<String>) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(domains.len());
+    for d in domains {
+        let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+        let valid = !d.is_empty()
+            && d.len() <= 253
+            && d.contains('.')
+            && d.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !valid {
+            return Err(Error::invalid_request(format!("invalid domain {d:?}: use a hostname such as files.example.com")));
+        }
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    if out.len() > 32 {
+        return Err(Error::invalid_request("at most 32 domains per tenant"));
+    }
+    Ok(out)
+}
+
+fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>> {
+    match cursor.filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(c) => hex::decode(c)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(Some)
+            .ok_or_else(|| Error::invalid_request("invalid `cursor`: pass back a `next_cursor` unchanged")),
+    }
+}
+
+fn encode_cursor(last: &str) -> String {
+    hex::encode(last.as_bytes())
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(0) => Err(Error::invalid_request("`limit` must be at least 1")),
+        Some(n) => Ok(n.min(MAX_PAGE)),
+    }
+}
+
+impl Tenantry {
+    /// Loads the directory from the store and makes sure the `default` tenant exists.
+    pub async fn start(store: Arc<dyn Store>, config: ServiceConfig, operator_key: &str, clock: Arc<dyn Clock>) -> Result<Tenantry> {
+        let this = Tenantry { store, directory: Directory::default(), config, operator_hash: SecretHash::of(operator_key), clock };
+        let (tenants, keys) = this.store.load_directory().await?;
+        this.directory.load(tenants, keys);
+        if this.directory.tenant_by_slug(DEFAULT_SLUG).is_none() {
+            let now = this.clock.now();
+            let tenant = Tenant {
+                id: TenantId::generate(),
+                slug: Slug::default_tenant(),
+                name: "Default".into(),
+                tier: "enterprise".into(),
+                status: TenantStatus::Active,
+                placement: Placement::Shared,
+                domains: vec![],
+                quotas: QuotaOverrides::default(),
+                metadata: serde_json::json!({}),
+                created_at: now,
+                updated_at: now,
+            };
+            let audit = AuditDraft {
+                actor: "system".into(),
+                action: actions::TENANT_CREATE.into(),
+                target: DEFAULT_SLUG.into(),
+                result: "ok".into(),
+                request_id: String::new(),
+                ip: String::new(),
+            };
+            this.store.insert_tenant(&tenant, None, audit).await?;
+            this.directory.put_tenant(tenant);
+        }
+        Ok(this)
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Effective limits of a tenant: its tier's, with its own overrides on top.
+    pub fn limits_of(&self, tenant: &Tenant) -> Limits {
+        let tier = self.config.tiers.get(&tenant.tier).cloned().unwrap_or_default();
+        tier.with_overrides(&tenant.quotas)
+    }
+
+    pub fn view(&self, tenant: &Tenant) -> TenantView {
+        TenantView { tenant: tenant.clone(), limits: self.limits_of(tenant) }
+    }
+
+    // ---- the edge -------------------------------------------------------------------------
+
+    /// Authenticates a request (API.md §3). Refusals that concern a known tenant are audited there.
+    pub async fn authenticate(&self, facts: RequestFacts) -> Result<Caller> {
+        match caller::authenticate(&self.directory, &self.config.naming, &self.operator_hash, facts, self.clock.now()) {
+            Ok(c) => Ok(c),
+            Err(refusal) => {
+                if let Some((tenant, draft)) = refusal.audit_in {
+                    let scope = crate::store::TenantScope::new(&tenant);
+                    if let Err(e) = self.store.append_audit(&scope, draft).await {
+                        return Err(e);
+                    }
+                }
+                Err(refusal.error)
+            }
+        }
+    }
+
+    /// Records a refused request in the caller's tenant's audit log.
+    pub async fn audit_refusal(&self, caller: &Caller, action: &str, target: &str, code: ErrorCode) -> Result<()> {
+        if self.directory.tenant(&caller.tenant().id).is_none() {
+            return Ok(()); // purged meanwhile: nothing left to write to.
+        }
+        let draft = caller.audit(action, target, &format!("refused:{code}"));
+        self.store.append_audit(&caller.scope(), draft).await
+    }
+
+    // ---- tenants (operator) ---------------------------------------------------------------
+
+    fn tenant_by_slug(&self, slug: &str) -> Result<Arc<Tenant>> {
+        self.directory.tenant_by_slug(slug).ok_or_else(|| {
+            Error::tenant_not_found(slug)
+        })
+    }
+
+    fn check_domains_free(&self, domains: &[String], owner: Option<&TenantId>) -> Result<()> {
+        for d in domains {
+            if let Some(other) = self.directory.domain_owner(d) {
+                if Some(&other) != owner {
+                    return Err(Error::conflict(format!("domain '{d}' is already registered to another tenant")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_tenant(&self, caller: &Caller, req: NewTenant) -> Result<(TenantView, MintedKey)> {
+        let grant = caller.operator()?;
+        let slug = Slug::parse(req.slug.trim())?;
+        let tier = req.tier.unwrap_or_else(|| self.config.tiers.default_tier.clone());
+        let tier_limits = self.config.tiers.require(&tier)?.clone();
+        let quotas = match &req.quotas {
+            Some(v) => QuotaOverrides::parse(v)?,
+            None => QuotaOverrides::default(),
+        };
+        let placement = match req.placement.as_deref() {
+            None => Placement::Shared,
+            Some(p) => Placement::parse(p)
+                .ok_or_else(|| Error::invalid_request(format!("unknown placement {p:?}: use shared or dedicated")))?,
+        };
+        if placement == Placement::Dedicated {
+            if !tier_limits.with_overrides(&quotas).dedicated_placement {
+                return Err(Error::new(
+                    ErrorCode::FeatureNotInTier,
+                    format!("tier '{tier}' does not include dedicated placement"),
+                ));
+            }
+            return Err(Error::invalid_request(
+                "dedicated placement is not available in this release; create the tenant as shared",
+            ));
+        }
+        let name = validate_name(req.name.as_deref().unwrap_or(slug.as_str()))?;
+        let metadata = validate_metadata(req.metadata.unwrap_or_else(|| serde_json::json!({})))?;
+        let domains = validate_domains(req.domains.unwrap_or_default())?;
+        if self.directory.tenant_by_slug(slug.as_str()).is_some() {
+            return Err(Error::conflict(format!("slug '{slug}' is taken")));
+        }
+        self.check_domains_free(&domains, None)?;
+
+        let now = self.clock.now();
+        let tenant = Tenant {
+            id: TenantId::generate(),
+            slug: slug.clone(),
+            name,
+            tier,
+            status: TenantStatus::Active,
+            placement,
+            domains,
+            quotas,
+            metadata,
+            created_at: now,
+            updated_at: now,
+        };
+        let (owner, secret) = mint_key(&tenant.id, "owner", Role::Owner, None, None, "operator", now);
+        self.store
+            .insert_tenant(&tenant, Some(&owner), grant.audit(actions::TENANT_CREATE, slug.as_str(), "ok"))
+            .await?;
+        let minted = MintedKey { info: owner.info(), key: secret.expose().to_owned() };
+        self.directory.put_key(owner);
+        self.directory.put_tenant(tenant.clone());
+        Ok((self.view(&tenant), minted))
+    }
+
+    pub fn list_tenants(&self, caller: &Caller, status: Option<&str>, limit: Option<usize>, cursor: Option<&str>) -> Result<Page<TenantView>> {
+        caller.operator()?;
+        let status = match status.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(TenantStatus::parse(s).ok_or_else(|| {
+                Error::invalid_request(format!("unknown status {s:?}: use active, suspended or archived"))
+            })?),
+        };
+        let limit = page_limit(limit)?;
+        let after = decode_cursor(cursor)?;
+        let mut items = self.directory.list_tenants(status, after.as_deref(), limit + 1);
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|t| encode_cursor(t.slug.as_str()))
+        } else {
+            None
+        };
+        Ok(Page { items: items.iter().map(|t| self.view(t)).collect(), next_cursor })
+    }
+
+    pub fn get_tenant(&self, caller: &Caller, slug: &str) -> Result<TenantView> {
+        caller.operator()?;
+        Ok(self.view(&*self.tenant_by_slug(slug)?))
+    }
+
+    pub async fn update_tenant(&self, caller: &Caller, slug: &str, patch: TenantPatch) -> Result<TenantView> {
+        let grant = caller.operator()?;
+        let mut tenant = (*self.tenant_by_slug(slug)?).clone();
+        if let Some(name) = patch.name {
+            tenant.name = validate_name(&name)?;
+        }
+        if let Some(tier) = patch.tier {
+            self.config.tiers.require(&tier)?;
+            tenant.tier = tier;
+        }
+        if let Some(q) = patch.quotas {
+            tenant.quotas = QuotaOverrides::parse(&q)?;
+        }
+        if let Some(m) = patch.metadata {
+            tenant.metadata = validate_metadata(m)?;
+        }
+        if let Some(d) = patch.domains {
+            tenant.domains = validate_domains(d)?;
+            self.check_domains_free(&tenant.domains, Some(&tenant.id))?;
+        }
+        tenant.updated_at = self.clock.now();
+        self.store.update_tenant(&tenant, grant.audit(actions::TENANT_UPDATE, slug, "ok")).await?;
+        self.directory.put_tenant(tenant.clone());
+        Ok(self.view(&tenant))
+    }
+
+    pub async fn transition(&self, caller: &Caller, slug: &str, to: Transition) -> Result<TenantView> {
+        let grant = caller.operator()?;
+        let mut tenant = (*self.tenant_by_slug(slug)?).clone();
+        use TenantStatus::*;
+        let (allowed_from, next, action): (&[TenantStatus], TenantStatus, &str) = match to {
+            Transition::Suspend => (&[Active, Suspended], Suspended, actions::TENANT_SUSPEND),
+            Transition::Resume => (&[Suspended, Active], Active, actions::TENANT_RESUME),
+            Transition::Archive => (&[Active, Suspended, Archived], Archived, actions::TENANT_ARCHIVE),
+            Transition::Restore => (&[Archived], Active, actions::TENANT_RESTORE),
+        };
+        if tenant.slug.as_str() == DEFAULT_SLUG && next != Active {
+            return Err(Error::conflict("the `default` tenant always stays active"));
+        }
+        if !allowed_from.contains(&tenant.status) {
+            let hint = match tenant.status {
+                Archived => "; restore it first",
+                _ => "",
+            };
+            return Err(Error::conflict(format!("tenant '{slug}' is {}{hint}", tenant.status.as_str())));
+        }
+        if tenant.status == next {
+            return Ok(self.view(&tenant)); // already there: nothing to change or audit.
+        }
+        tenant.status = next;
+        tenant.updated_at = self.clock.now();
+        self.store.update_tenant(&tenant, grant.audit(action, slug, "ok")).await?;
+        self.directory.put_tenant(tenant.clone());
+        Ok(self.view(&tenant))
+    }
+
+    pub async fn purge_tenant(&self, caller: &Caller, slug: &str) -> Result<()> {
+        let grant = caller.operator()?;
+        let tenant = self.tenant_by_slug(slug)?;
+        if tenant.status != TenantStatus::Archived {
+            return Err(Error::conflict(format!(
+                "tenant '{slug}' is {}: only an archived tenant can be purged (archive it with DELETE first)",
+                tenant.status.as_str()
+            )));
+        }
+        self.store.purge_tenant(&grant.scope_of(&tenant)).await?;
+        self.directory.remove_tenant(&tenant.id);
+        Ok(())
+    }
+
+    // ---- keys -------------------------------------------------------------------------------
+
+    pub async fn create_key(&self, caller: &Caller, req: NewKey) -> Result<MintedKey> {
+        caller.require_role(Role::Admin)?;
+        let name = validate_name(&req.name)?;
+        let role = Role::parse(&req.role)?;
+        if role > caller.role() {
+            return Err(Error::forbidden(format!("a {} key cannot create a {role} key", caller.role())));
+        }
+        let prefix = match req.prefix.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => Some(PathPrefix::parse(p)?).filter(|p| !p.is_root()),
+            None => None,
+        };
+        let prefix = match (caller.prefix(), prefix) {
+            (None, p) => p,
+            (Some(own), None) => Some(own.clone()),
+            (Some(own), Some(p)) if p.is_within(own) => Some(p),
+            (Some(own), Some(_)) => {
+                return Err(Error::forbidden(format!("the new key's prefix must lie under {}", own.as_dir())))
+            }
+        };
+        let now = self.clock.now();
+        let expires_at = match req.expires_at.as_deref() {
+            Some(s) => {
+                let t = Timestamp::parse(s)?;
+                if t <= now {
+                    return Err(Error::invalid_request("`expires_at` is in the past"));
+                }
+                Some(t)
+            }
+            None => None,
+        };
+        let scope = caller.scope();
+        let (record, secret) = mint_key(scope.tenant_id(), &name, role, prefix, expires_at, &caller.actor(), now);
+        self.store.insert_key(&scope, &record, caller.audit(actions::KEY_CREATE, record.id.as_str(), "ok")).await?;
+        let minted = MintedKey { info: record.info(), key: secret.expose().to_owned() };
+        self.directory.put_key(record);
+        Ok(minted)
+    }
+
+    pub async fn list_keys(&self, caller: &Caller) -> Result<Vec<KeyInfo>> {
+        caller.require_role(Role::Admin)?;
+        let keys = self.store.list_keys(&caller.scope()).await?;
+        Ok(keys.iter().map(KeyRecord::info).collect())
+    }
+
+    pub async fn revoke_key(&self, caller: &Caller, id: &str) -> Result<()> {
+        caller.require_role(Role::Admin)?;
+        let scope = caller.scope();
+        let not_found = || Error::not_found(format!("key '{id}' not found"));
+        let key_id = KeyId::parse(id).ok_or_else(not_found)?;
+        let key = self.directory.key(&key_id).filter(|k| &k.tenant_id == scope.tenant_id()).ok_or_else(not_found)?;
+        if key.role == Role::Owner && caller.role() < Role::Owner {
+            return Err(Error::forbidden("an admin key cannot revoke an owner key"));
+        }
+        if key.revoked_at.is_some() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        self.store.revoke_key(&scope, &key_id, now, caller.audit(actions::KEY_REVOKE, id, "ok")).await?;
+        let mut revoked = (*key).clone();
+        revoked.revoked_at = Some(now);
+        self.directory.put_key(revoked);
+        Ok(())
+    }
+
+    pub fn whoami(&self, caller: &Caller) -> WhoAmI {
+        let key = match caller.principal() {
+            caller::Principal::Operator => WhoAmIKey { id: None, role: Role::Owner, prefix: None, operator: true },
+            caller::Principal::Key(k) => WhoAmIKey { id: Some(k.id.clone()), role: k.role, prefix: k.prefix.clone(), operator: false },
+        };
+        WhoAmI { tenant: self.view(caller.tenant()), key }
+    }
+
+    // ---- files ------------------------------------------------------------------------------
+
+    /// Data-plane work is refused on an archived tenant even for the operator.
+    fn require_live(&self, caller: &Caller) -> Result<()> {
+        match self.directory.tenant(&caller.tenant().id) {
+            Some(t) if t.status == TenantStatus::Archived => Err(Error::conflict(format!(
+                "tenant '{}' is archived; restore it first",
+                t.slug
+            ))),
+            Some(_) => Ok(()),
+            None => Err(Error::tenant_not_found(caller.tenant().slug.as_str())),
+        }
+    }
+
+    pub async fn put_file(
+        &self,
+        caller: &Caller,
+        path: TenantPath,
+        content: Vec<u8>,
+        content_type: Option<String>,
+        precondition: Precondition,
+    ) -> Result<(FileMeta, WriteOutcome)> {
+        caller.require_role(Role::Writer)?;
+        caller.require_path(&path)?;
+        self.require_live(caller)?;
+        if content.len() as u64 > self.config.max_file_bytes {
+            return Err(Error::new(
+                ErrorCode::TooLarge,
+                format!("file is {} bytes; the maximum is {}", content.len(), self.config.max_file_bytes),
+            ));
+        }
+        let content_type = content_type
+            .filter(|c| !c.is_empty() && c.len() <= 255 && !c.chars().any(char::is_control))
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        let audit = caller.audit(actions::FILE_WRITE, path.as_str(), "ok");
+        let write = FileWrite { path, content, content_type, precondition, at: self.clock.now() };
+        self.store.put_file(&caller.scope(), write, audit).await
+    }
+
+    fn file_not_found(path: &TenantPath) -> Error {
+        Error::not_found(format!("no file at {path}"))
+    }
+
+    pub async fn stat_file(&self, caller: &Caller, path: &TenantPath) -> Result<FileMeta> {
+        caller.require_path(path)?;
+        self.require_live(caller)?;
+        self.store.stat_file(&caller.scope(), path).await?.ok_or_else(|| Self::file_not_found(path))
+    }
+
+    pub async fn read_file(&self, caller: &Caller, path: &TenantPath, range: Option<ByteRange>) -> Result<(FileMeta, Vec<u8>)> {
+        caller.require_path(path)?;
+        self.require_live(caller)?;
+        self.store.read_file(&caller.scope(), path, range).await?.ok_or_else(|| Self::file_not_found(path))
+    }
+
+    pub async fn delete_file(&self, caller: &Caller, path: &TenantPath, precondition: Precondition) -> Result<()> {
+        caller.require_role(Role::Writer)?;
+        caller.require_path(path)?;
+        self.require_live(caller)?;
+        let audit = caller.audit(actions::FILE_DELETE, path.as_str(), "ok");
+        self.store.delete_file(&caller.scope(), path, precondition, self.clock.now(), audit).await
+    }
+
+    /// Lists files in path order under `prefix`, leaving out whatever the key may not see.
+    pub async fn list_files(
+        &self,
+        caller: &Caller,
+        prefix: Option<&str>,
+        recursive: bool,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<Page<FileMeta>> {
+        self.require_live(caller)?;
+        let asked = PathPrefix::parse(prefix.unwrap_or("/"))?;
+        let limit = page_limit(limit)?;
+        let after = decode_cursor(cursor)?;
+        // Narrow to the key's prefix; disjoint prefixes list nothing (no error: listings just
+        // leave out what the key may not see).
+        let within = match caller.prefix() {
+            None => asked.clone(),
+            Some(own) if asked.is_within(own) => asked.clone(),
+            Some(own) if recursive && own.is_within(&asked) => own.clone(),
+            Some(own) if own.is_within(&asked) => asked.clone(),
+            Some(_) => return Ok(Page { items: vec![], next_cursor: None }),
+        };
+        let listing = FileListing { within, recursive, after, limit: limit + 1 };
+        let mut items = self.store.list_files(&caller.scope(), listing).await?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|f| encode_cursor(f.path.as_str()))
+        } else {
+            None
+        };
+        items.retain(|f| caller.sees(f.path.as_str()));
+        Ok(Page { items, next_cursor })
+    }
+
+    // ---- audit ------------------------------------------------------------------------------
+
+    pub async fn list_audit(&self, caller: &Caller, after: Option<u64>, action: Option<&str>, limit: Option<usize>) -> Result<Page<AuditEntry>> {
+        caller.require_role(Role::Admin)?;
+        let limit = page_limit(limit)?;
+        let action = action.filter(|a| !a.is_empty());
+        let mut items = self.store.list_audit(&caller.scope(), after.unwrap_or(0), action, limit + 1).await?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| e.seq.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Walks the caller's tenant's whole audit chain.
+    pub async fn verify_audit(&self, caller: &Caller) -> Result<ChainReport> {
+        caller.require_role(Role::Admin)?;
+        let scope = caller.scope();
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.list_audit(&scope, after, None, MAX_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let done = page.len() < MAX_PAGE;
+            all.extend(page);
+            if done {
+                break;
+            }
+        }
+        Ok(audit::verify(&all))
+    }
+}
+
+fn mint_key(
+    tenant: &TenantId,
+    name: &str,
+    role: Role,
+    prefix: Option<PathPrefix>,
+    expires_at: Option<Timestamp>,
+    created_by: &str,
+    now: Timestamp,
+) -> (KeyRecord, KeySecret) {
+    let id = KeyId::generate();
+    let secret = KeySecret::mint(&id);
+    let record = KeyRecord {
+        id,
+        tenant_id: tenant.clone(),
+        name: name.to_owned(),
+        role,
+        prefix,
+        hash: secret.hash(),
+        created_at: now,
+        created_by: created_by.to_owned(),
+        expires_at,
+        revoked_at: None,
+    };
+    (record, secret)
+}
