@@ -1,1 +1,17 @@
-//! stub
+//! The embedded storage backend: SQLite in WAL mode under the data dir, implementing
+//! tenantry-core's [`Store`](tenantry_core::store::Store) traits.
+//!
+//! # Layout
+//! - [`schema`]: the migrations, applied in order on open; a newer schema is refused.
+//! - [`pool`]: one writer connection (all writes are short transactions, serialized) and a small
+//!   pool of reader connections, used from tokio's blocking threads.
+//! - [`store`]: the trait implementations. Every row carries `tenant_id` and every index is led
+//!   by it; every query filters on the `TenantScope` it was handed.
+
+mod pool;
+mod schema;
+mod store;
+
+pub use pool::OpenOptions;
+pub use schema::SCHEMA_VERSION;
+pub use store::SqliteStore;

@@ -1,0 +1,561 @@
+//! [`SqliteStore`]: tenantry-core's storage traits on SQLite. Each trait method is one
+//! transaction on a blocking thread; a change and its audit entry commit together.
+
+use crate::pool::{sql_error, OpenOptions, Pool};
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use std::path::Path;
+use std::sync::Arc;
+use tenantry_core::audit::{chain_hash, GENESIS};
+use tenantry_core::ids::{KeyId, TenantId};
+use tenantry_core::model::{AuditDraft, AuditEntry, FileMeta, KeyRecord, Placement, Tenant, TenantStatus};
+use tenantry_core::path::{PathPrefix, TenantPath};
+use tenantry_core::role::Role;
+use tenantry_core::secret::SecretHash;
+use tenantry_core::slug::Slug;
+use tenantry_core::store::{
+    etag_of, AuditLog, ByteRange, FileListing, FileStore, FileWrite, Health, Precondition, TenantRegistry, TenantScope,
+    WriteOutcome,
+};
+use tenantry_core::time::{Clock, SystemClock, Timestamp};
+use tenantry_core::tier::QuotaOverrides;
+use tenantry_core::{Error, Result};
+
+/// The name of the shared database inside the data dir.
+pub const SHARED_DB: &str = "tenantry.db";
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Pool>,
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::internal(format!("stored {what} does not parse"))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+impl SqliteStore {
+    /// Opens the store in `data_dir` (which must exist), migrating an older schema.
+    pub fn open(data_dir: &Path, opts: OpenOptions) -> Result<SqliteStore> {
+        let shared = Pool::open(&data_dir.join(SHARED_DB), &opts)?;
+        Ok(SqliteStore { shared: Arc::new(shared) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let pool = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&mut pool.writer()))
+            .await
+            .map_err(|e| Error::internal(format!("store task failed: {e}")))?
+    }
+
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let pool = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&pool.reader()))
+            .await
+            .map_err(|e| Error::internal(format!("store task failed: {e}")))?
+    }
+}
+
+fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Tenant>> {
+    let id: String = r.get(0)?;
+    let slug: String = r.get(1)?;
+    let status: String = r.get(4)?;
+    let placement: String = r.get(5)?;
+    let domains: String = r.get(6)?;
+    let quotas: String = r.get(7)?;
+    let metadata: String = r.get(8)?;
+    let (name, tier, created, updated): (String, String, i64, i64) = (r.get(2)?, r.get(3)?, r.get(9)?, r.get(10)?);
+    Ok((|| {
+        Ok(Tenant {
+            id: TenantId::parse(&id).ok_or_else(|| corrupt("tenant id"))?,
+            slug: Slug::parse(&slug).map_err(|_| corrupt("slug"))?,
+            name,
+            tier,
+            status: TenantStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            placement: Placement::parse(&placement).ok_or_else(|| corrupt("placement"))?,
+            domains: serde_json::from_str(&domains).map_err(|_| corrupt("domains"))?,
+            quotas: serde_json::from_str::<QuotaOverrides>(&quotas).map_err(|_| corrupt("quotas"))?,
+            metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
+            created_at: Timestamp::from_millis(created),
+            updated_at: Timestamp::from_millis(updated),
+        })
+    })())
+}
+
+const TENANT_COLUMNS: &str = "id, slug, name, tier, status, placement, domains, quotas, metadata, created_at, updated_at";
+const KEY_COLUMNS: &str = "id, tenant_id, name, role, prefix, hash, created_at, created_by, expires_at, revoked_at";
+const FILE_COLUMNS: &str = "path, size, etag, version, content_type, created_at, updated_at";
+const AUDIT_COLUMNS: &str = "seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash";
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<Result<KeyRecord>> {
+    let (id, tenant, name, role): (String, String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    let prefix: Option<String> = r.get(4)?;
+    let hash: Vec<u8> = r.get(5)?;
+    let (created, created_by, expires, revoked): (i64, String, Option<i64>, Option<i64>) =
+        (r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?);
+    Ok((|| {
+        Ok(KeyRecord {
+            id: KeyId::parse(&id).ok_or_else(|| corrupt("key id"))?,
+            tenant_id: TenantId::parse(&tenant).ok_or_else(|| corrupt("tenant id"))?,
+            name,
+            role: Role::parse(&role).map_err(|_| corrupt("role"))?,
+            prefix: prefix.map(|p| PathPrefix::parse(&p)).transpose().map_err(|_| corrupt("prefix"))?,
+            hash: SecretHash::from_slice(&hash).ok_or_else(|| corrupt("key hash"))?,
+            created_at: Timestamp::from_millis(created),
+            created_by,
+            expires_at: expires.map(Timestamp::from_millis),
+            revoked_at: revoked.map(Timestamp::from_millis),
+        })
+    })())
+}
+
+fn file_from_row(r: &Row<'_>) -> rusqlite::Result<Result<FileMeta>> {
+    let path: String = r.get(0)?;
+    let (size, etag, version, content_type, created, updated): (i64, String, i64, String, i64, i64) =
+        (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+    Ok(TenantPath::parse(&path).map_err(|_| corrupt("path")).map(|path| FileMeta {
+        path,
+        size: size as u64,
+        etag,
+        version: version as u64,
+        content_type,
+        created_at: Timestamp::from_millis(created),
+        updated_at: Timestamp::from_millis(updated),
+    }))
+}
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: r.get::<_, i64>(0)? as u64,
+        at: Timestamp::from_millis(r.get(1)?),
+        tenant: r.get(2)?,
+        actor: r.get(3)?,
+        action: r.get(4)?,
+        target: r.get(5)?,
+        result: r.get(6)?,
+        request_id: r.get(7)?,
+        ip: r.get(8)?,
+        prev_hash: r.get(9)?,
+        hash: r.get(10)?,
+    })
+}
+
+/// Appends to the tenant's hash chain inside the caller's transaction.
+fn append_audit_tx(tx: &Transaction<'_>, tenant: &TenantId, slug: &str, draft: AuditDraft) -> Result<()> {
+    let last: Option<(i64, String)> = tx
+        .prepare_cached("SELECT seq, hash FROM audit WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut s| s.query_row([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(sql_error)?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_owned()));
+    let mut entry = AuditEntry {
+        seq: prev_seq as u64 + 1,
+        at: SystemClock.now(),
+        tenant: slug.to_owned(),
+        actor: draft.actor,
+        action: draft.action,
+        target: draft.target,
+        result: draft.result,
+        request_id: draft.request_id,
+        ip: draft.ip,
+        prev_hash,
+        hash: String::new(),
+    };
+    entry.hash = chain_hash(&entry.prev_hash, &entry);
+    tx.prepare_cached(
+        "INSERT INTO audit (tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            tenant.as_str(),
+            entry.seq as i64,
+            entry.at.millis(),
+            entry.tenant,
+            entry.actor,
+            entry.action,
+            entry.target,
+            entry.result,
+            entry.request_id,
+            entry.ip,
+            entry.prev_hash,
+            entry.hash
+        ])
+    })
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+fn write_tenant_row(tx: &Transaction<'_>, t: &Tenant, insert: bool) -> Result<()> {
+    let domains = serde_json::to_string(&t.domains).map_err(|e| Error::internal(e.to_string()))?;
+    let quotas = t.quotas.to_value().to_string();
+    let metadata = t.metadata.to_string();
+    let sql = if insert {
+        "INSERT INTO tenants (id, slug, name, tier, status, placement, domains, quotas, metadata, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    } else {
+        "UPDATE tenants SET slug = ?2, name = ?3, tier = ?4, status = ?5, placement = ?6, domains = ?7, quotas = ?8,
+         metadata = ?9, created_at = ?10, updated_at = ?11 WHERE id = ?1"
+    };
+    let slug_taken = |e: rusqlite::Error| {
+        if is_unique_violation(&e) {
+            Error::conflict(format!("slug '{}' is taken", t.slug))
+        } else {
+            sql_error(e)
+        }
+    };
+    tx.execute(
+        sql,
+        params![
+            t.id.as_str(),
+            t.slug.as_str(),
+            t.name,
+            t.tier,
+            t.status.as_str(),
+            t.placement.as_str(),
+            domains,
+            quotas,
+            metadata,
+            t.created_at.millis(),
+            t.updated_at.millis()
+        ],
+    )
+    .map_err(slug_taken)?;
+    tx.execute("DELETE FROM tenant_domains WHERE tenant_id = ?1", [t.id.as_str()]).map_err(sql_error)?;
+    for d in &t.domains {
+        tx.execute("INSERT INTO tenant_domains (domain, tenant_id) VALUES (?1, ?2)", params![d, t.id.as_str()])
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::conflict(format!("domain '{d}' is already registered to another tenant"))
+                } else {
+                    sql_error(e)
+                }
+            })?;
+    }
+    Ok(())
+}
+
+fn insert_key_tx(tx: &Transaction<'_>, k: &KeyRecord) -> Result<()> {
+    tx.execute(
+        &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        params![
+            k.id.as_str(),
+            k.tenant_id.as_str(),
+            k.name,
+            k.role.as_str(),
+            k.prefix.as_ref().map(|p| p.as_str().to_owned()),
+            k.hash.0.as_slice(),
+            k.created_at.millis(),
+            k.created_by,
+            k.expires_at.map(Timestamp::millis),
+            k.revoked_at.map(Timestamp::millis)
+        ],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+/// Runs `f` in a write transaction that commits only if `f` succeeds.
+fn in_tx<T>(conn: &mut Connection, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error)?;
+    let out = f(&tx)?;
+    tx.commit().map_err(sql_error)?;
+    Ok(out)
+}
+
+#[async_trait]
+impl TenantRegistry for SqliteStore {
+    async fn load_directory(&self) -> Result<(Vec<Tenant>, Vec<KeyRecord>)> {
+        self.read(|conn| {
+            let mut tenants = Vec::new();
+            let mut s = conn.prepare(&format!("SELECT {TENANT_COLUMNS} FROM tenants")).map_err(sql_error)?;
+            for t in s.query_map([], tenant_from_row).map_err(sql_error)? {
+                tenants.push(t.map_err(sql_error)??);
+            }
+            let mut keys = Vec::new();
+            let mut s = conn.prepare(&format!("SELECT {KEY_COLUMNS} FROM keys")).map_err(sql_error)?;
+            for k in s.query_map([], key_from_row).map_err(sql_error)? {
+                keys.push(k.map_err(sql_error)??);
+            }
+            Ok((tenants, keys))
+        })
+        .await
+    }
+
+    async fn insert_tenant(&self, tenant: &Tenant, owner: Option<&KeyRecord>, audit: AuditDraft) -> Result<()> {
+        let (tenant, owner) = (tenant.clone(), owner.cloned());
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                write_tenant_row(tx, &tenant, true)?;
+                if let Some(k) = &owner {
+                    insert_key_tx(tx, k)?;
+                }
+                append_audit_tx(tx, &tenant.id, tenant.slug.as_str(), audit)
+            })
+        })
+        .await
+    }
+
+    async fn update_tenant(&self, tenant: &Tenant, audit: AuditDraft) -> Result<()> {
+        let tenant = tenant.clone();
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                write_tenant_row(tx, &tenant, false)?;
+                append_audit_tx(tx, &tenant.id, tenant.slug.as_str(), audit)
+            })
+        })
+        .await
+    }
+
+    async fn purge_tenant(&self, scope: &TenantScope) -> Result<()> {
+        let id = scope.tenant_id().clone();
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                for table in ["files", "keys", "audit", "tenant_domains"] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [id.as_str()]).map_err(sql_error)?;
+                }
+                tx.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()]).map_err(sql_error)?;
+                Ok(())
+            })?;
+            // secure_delete zeroed the pages; checkpointing moves them out of the WAL too, so no
+            // copy of the purged bytes stays behind in the log.
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sql_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_key(&self, scope: &TenantScope, key: &KeyRecord, audit: AuditDraft) -> Result<()> {
+        if &key.tenant_id != scope.tenant_id() {
+            return Err(Error::internal("key's tenant differs from the scope"));
+        }
+        let (scope, key) = (scope.clone(), key.clone());
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                insert_key_tx(tx, &key)?;
+                append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), audit)
+            })
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, scope: &TenantScope, id: &KeyId, at: Timestamp, audit: AuditDraft) -> Result<()> {
+        let (scope, id) = (scope.clone(), id.clone());
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                let n = tx
+                    .execute(
+                        "UPDATE keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                        params![scope.tenant_id().as_str(), id.as_str(), at.millis()],
+                    )
+                    .map_err(sql_error)?;
+                if n == 0 {
+                    return Err(Error::not_found(format!("key '{id}' not found")));
+                }
+                append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), audit)
+            })
+        })
+        .await
+    }
+
+    async fn list_keys(&self, scope: &TenantScope) -> Result<Vec<KeyRecord>> {
+        let tenant = scope.tenant_id().clone();
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = ?1 ORDER BY created_at, id"))
+                .map_err(sql_error)?;
+            let rows = s.query_map([tenant.as_str()], key_from_row).map_err(sql_error)?;
+            rows.map(|k| k.map_err(sql_error)?).collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteStore {
+    async fn append_audit(&self, scope: &TenantScope, draft: AuditDraft) -> Result<()> {
+        let scope = scope.clone();
+        self.write(move |conn| in_tx(conn, |tx| append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft))).await
+    }
+
+    async fn list_audit(&self, scope: &TenantScope, after: u64, action: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>> {
+        let tenant = scope.tenant_id().clone();
+        let action = action.map(str::to_owned);
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(&format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit WHERE tenant_id = ?1 AND seq > ?2 AND (?3 IS NULL OR action = ?3)
+                     ORDER BY seq LIMIT ?4"
+                ))
+                .map_err(sql_error)?;
+            let rows = s
+                .query_map(params![tenant.as_str(), after as i64, action, limit as i64], audit_from_row)
+                .map_err(sql_error)?;
+            rows.map(|r| r.map_err(sql_error)).collect()
+        })
+        .await
+    }
+}
+
+fn current_etag(tx: &Transaction<'_>, tenant: &TenantId, path: &str) -> Result<Option<(String, i64, i64)>> {
+    tx.prepare_cached("SELECT etag, version, created_at FROM files WHERE tenant_id = ?1 AND path = ?2")
+        .and_then(|mut s| s.query_row(params![tenant.as_str(), path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .map_err(sql_error)
+}
+
+#[async_trait]
+impl FileStore for SqliteStore {
+    async fn put_file(&self, scope: &TenantScope, write: FileWrite, audit: AuditDraft) -> Result<(FileMeta, WriteOutcome)> {
+        let scope = scope.clone();
+        let pool = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            // Hash before taking the writer: only the short transaction is serialized.
+            let etag = etag_of(&write.content);
+            let mut conn = pool.writer();
+            in_tx(&mut conn, |tx| {
+                let tenant = scope.tenant_id();
+                let current = current_etag(tx, tenant, write.path.as_str())?;
+                write.precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
+                let (version, created_at, outcome) = match &current {
+                    Some((_, v, created)) => (v + 1, *created, WriteOutcome::Replaced),
+                    None => (1, write.at.millis(), WriteOutcome::Created),
+                };
+                tx.prepare_cached(
+                    "INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, content)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (tenant_id, path) DO UPDATE SET size = excluded.size, etag = excluded.etag,
+                       version = excluded.version, content_type = excluded.content_type,
+                       updated_at = excluded.updated_at, content = excluded.content",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        tenant.as_str(),
+                        write.path.as_str(),
+                        write.content.len() as i64,
+                        etag,
+                        version,
+                        write.content_type,
+                        created_at,
+                        write.at.millis(),
+                        write.content
+                    ])
+                })
+                .map_err(sql_error)?;
+                append_audit_tx(tx, tenant, scope.slug().as_str(), audit)?;
+                let meta = FileMeta {
+                    path: write.path.clone(),
+                    size: write.content.len() as u64,
+                    etag: etag.clone(),
+                    version: version as u64,
+                    content_type: write.content_type.clone(),
+                    created_at: Timestamp::from_millis(created_at),
+                    updated_at: write.at,
+                };
+                Ok((meta, outcome))
+            })
+        })
+        .await
+        .map_err(|e| Error::internal(format!("store task failed: {e}")))?
+    }
+
+    async fn stat_file(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<FileMeta>> {
+        let (tenant, path) = (scope.tenant_id().clone(), path.clone());
+        self.read(move |conn| {
+            conn.prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = ?1 AND path = ?2"))
+                .and_then(|mut s| s.query_row(params![tenant.as_str(), path.as_str()], file_from_row).optional())
+                .map_err(sql_error)?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn read_file(&self, scope: &TenantScope, path: &TenantPath, range: Option<ByteRange>) -> Result<Option<(FileMeta, Vec<u8>)>> {
+        let (tenant, path) = (scope.tenant_id().clone(), path.clone());
+        self.read(move |conn| {
+            let (start, len) = match range {
+                Some(r) => (r.start as i64 + 1, (r.end - r.start) as i64),
+                None => (1, i64::MAX),
+            };
+            let row = conn
+                .prepare_cached(&format!(
+                    "SELECT {FILE_COLUMNS}, substr(content, ?3, ?4) FROM files WHERE tenant_id = ?1 AND path = ?2"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![tenant.as_str(), path.as_str(), start, len], |r| {
+                        let bytes: Option<Vec<u8>> = r.get(7)?;
+                        Ok((file_from_row(r)?, bytes.unwrap_or_default()))
+                    })
+                    .optional()
+                })
+                .map_err(sql_error)?;
+            match row {
+                None => Ok(None),
+                Some((meta, bytes)) => Ok(Some((meta?, bytes))),
+            }
+        })
+        .await
+    }
+
+    async fn delete_file(&self, scope: &TenantScope, path: &TenantPath, precondition: Precondition, _at: Timestamp, audit: AuditDraft) -> Result<()> {
+        let (scope, path) = (scope.clone(), path.clone());
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                let tenant = scope.tenant_id();
+                let current = current_etag(tx, tenant, path.as_str())?;
+                if current.is_none() {
+                    return Err(Error::not_found(format!("no file at {path}")));
+                }
+                precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
+                tx.prepare_cached("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2")
+                    .and_then(|mut s| s.execute(params![tenant.as_str(), path.as_str()]))
+                    .map_err(sql_error)?;
+                append_audit_tx(tx, tenant, scope.slug().as_str(), audit)
+            })
+        })
+        .await
+    }
+
+    async fn list_files(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<FileMeta>> {
+        let tenant = scope.tenant_id().clone();
+        self.read(move |conn| {
+            let dir = listing.within.as_dir();
+            // Every path under `dir` sorts in [dir, dir with its final '/' bumped to '0').
+            let upper = format!("{}0", &dir[..dir.len() - 1]);
+            let after = listing.after.unwrap_or_default();
+            let mut s = conn
+                .prepare_cached(&format!(
+                    "SELECT {FILE_COLUMNS} FROM files
+                     WHERE tenant_id = ?1 AND path >= ?2 AND path < ?3 AND path > ?4
+                       AND (?5 OR instr(substr(path, length(?2) + 1), '/') = 0)
+                     ORDER BY path LIMIT ?6"
+                ))
+                .map_err(sql_error)?;
+            let rows = s
+                .query_map(params![tenant.as_str(), dir, upper, after, listing.recursive, listing.limit as i64], file_from_row)
+                .map_err(sql_error)?;
+            rows.map(|r| r.map_err(sql_error)?).collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Health for SqliteStore {
+    async fn ready(&self) -> Result<()> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_error)).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.write(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sql_error)?;
+            Ok(())
+        })
+        .await
+    }
+}
