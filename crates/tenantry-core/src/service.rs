@@ -273,7 +273,7 @@ impl Tenantry {
     }
 
     /// Records a refused request in the caller's tenant's audit log.
-    pub async fn audit_refusal(&self, caller: &Caller, action: &str, target: &str, code: ErrorCode) -> Result<()> {
+    pub async fn audit_refusal(&self, caller: &Caller, action: &str, target: &str, code: &str) -> Result<()> {
         if self.directory.tenant(&caller.tenant().id).is_none() {
             return Ok(()); // purged meanwhile: nothing left to write to.
         }

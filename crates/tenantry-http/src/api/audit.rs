@@ -1,0 +1,33 @@
+//! The audit log (API.md §8): own tenant for tenant admins; any tenant for the operator.
+
+use crate::edge::{num_param, ApiQuery, Authed};
+use crate::error::ApiResult;
+use crate::AppState;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    after: Option<String>,
+    action: Option<String>,
+    limit: Option<String>,
+}
+
+/// Entries after `after`, in seq order.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(
+    ("after" = Option<u64>, Query), ("action" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "{items, next_cursor}"), (status = 403, description = "needs admin")))]
+pub async fn list(State(state): State<AppState>, Authed(caller): Authed, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult<Response> {
+    let after = num_param(&q.after, "after")?;
+    let limit = num_param(&q.limit, "limit")?;
+    let page = state.svc.list_audit(&caller, after, q.action.as_deref(), limit).await?;
+    Ok(Json(page).into_response())
+}
+
+/// Walks the tenant's hash chain and reports the first broken link.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, description = "{entries, ok, first_broken_seq, reason}")))]
+pub async fn verify(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
+    Ok(Json(state.svc.verify_audit(&caller).await?).into_response())
+}

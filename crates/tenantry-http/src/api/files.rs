@@ -1,0 +1,235 @@
+//! Files (API.md §6). Paths are taken raw from the URI and validated by the core after
+//! percent-decoding, so no layer decodes twice.
+
+use crate::edge::{bool_param, num_param, refuse, ApiQuery, Authed};
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, RANGE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use tenantry_core::model::FileMeta;
+use tenantry_core::path::TenantPath;
+use tenantry_core::store::{ByteRange, Precondition, WriteOutcome};
+
+fn path_of(uri: &Uri) -> Result<TenantPath, ApiError> {
+    let raw = uri.path().strip_prefix("/v1/files").unwrap_or("");
+    Ok(TenantPath::parse_encoded(raw)?)
+}
+
+fn etags(headers: &HeaderMap, name: axum::http::HeaderName) -> Result<Option<Vec<String>>, ApiError> {
+    let mut out = Vec::new();
+    for v in headers.get_all(&name) {
+        let v = v.to_str().map_err(|_| ApiError::invalid(format!("{name} is not ASCII")))?;
+        out.extend(v.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()));
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+fn write_precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    let if_match = etags(headers, IF_MATCH)?;
+    let if_none = etags(headers, IF_NONE_MATCH)?;
+    match (if_match, if_none) {
+        (Some(_), Some(_)) => Err(ApiError::invalid("send either If-Match or If-None-Match, not both")),
+        (Some(tags), None) => Ok(Precondition::IfMatch(tags)),
+        (None, Some(tags)) if tags == ["*"] => Ok(Precondition::IfNoneMatchAny),
+        (None, Some(_)) => Err(ApiError::invalid("on writes, If-None-Match takes only `*`")),
+        (None, None) => Ok(Precondition::None),
+    }
+}
+
+fn meta_headers(res: &mut Response, meta: &FileMeta) {
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&meta.etag) {
+        h.insert(ETAG, v);
+    }
+    h.insert(CONTENT_TYPE, HeaderValue::from_str(&meta.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert("x-file-version", HeaderValue::from(meta.version));
+}
+
+/// Write a file (raw body). Durable when answered.
+#[utoipa::path(put, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path, description = "absolute file path")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, description = "created: {path, size, etag, version, content_type, updated_at}"), (status = 200, description = "replaced"),
+        (status = 412, description = "precondition_failed"), (status = 413, description = "too_large")))]
+pub async fn put(State(state): State<AppState>, Authed(caller): Authed, uri: Uri, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let path = path_of(&uri)?;
+    let precondition = write_precondition(&headers)?;
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (meta, outcome) = state.svc.put_file(&caller, path, Vec::from(body), content_type, precondition).await?;
+    let status = if outcome == WriteOutcome::Created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut res = (status, Json(&meta)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&meta.etag) {
+        res.headers_mut().insert(ETAG, v);
+    }
+    Ok(res)
+}
+
+enum RangeAsk {
+    Whole,
+    Part(ByteRange),
+    Unsatisfiable,
+}
+
+/// One `bytes=` range; anything else (several ranges, other units, garbage) is ignored and the
+/// whole file is sent, as RFC 9110 allows.
+fn parse_range(header: &str, size: u64) -> RangeAsk {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else { return RangeAsk::Whole };
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return RangeAsk::Whole };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else { return RangeAsk::Whole };
+        if n == 0 {
+            return RangeAsk::Unsatisfiable;
+        }
+        ByteRange { start: size.saturating_sub(n), end: size }
+    } else {
+        let Ok(start) = a.parse::<u64>() else { return RangeAsk::Whole };
+        let end = if b.is_empty() {
+            size
+        } else {
+            let Ok(last) = b.parse::<u64>() else { return RangeAsk::Whole };
+            if last < start {
+                return RangeAsk::Whole;
+            }
+            last.saturating_add(1).min(size)
+        };
+        ByteRange { start, end }
+    };
+    if range.start >= size {
+        RangeAsk::Unsatisfiable
+    } else {
+        RangeAsk::Part(range)
+    }
+}
+
+fn not_modified(headers: &HeaderMap, meta: &FileMeta) -> Result<bool, ApiError> {
+    Ok(etags(headers, IF_NONE_MATCH)?.is_some_and(|tags| tags.iter().any(|t| t == "*" || t.trim_start_matches("W/") == meta.etag)))
+}
+
+/// Read a file: the bytes as stored. `Range` (one range) and `If-None-Match` are honoured.
+#[utoipa::path(get, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)),
+    responses((status = 200, description = "the bytes", content_type = "application/octet-stream"), (status = 206, description = "a range of the bytes"),
+        (status = 304, description = "not modified"), (status = 404, description = "not_found")))]
+pub async fn get(State(state): State<AppState>, Authed(caller): Authed, uri: Uri, headers: HeaderMap) -> ApiResult<Response> {
+    let path = path_of(&uri)?;
+    let range_header = headers.get(RANGE).and_then(|v| v.to_str().ok());
+    let (meta, bytes, range) = match range_header {
+        None => {
+            let (meta, bytes) = state.svc.read_file(&caller, &path, None).await?;
+            (meta, bytes, None)
+        }
+        Some(h) => {
+            let meta = state.svc.stat_file(&caller, &path).await?;
+            match parse_range(h, meta.size) {
+                RangeAsk::Whole => {
+                    let (meta, bytes) = state.svc.read_file(&caller, &path, None).await?;
+                    (meta, bytes, None)
+                }
+                RangeAsk::Unsatisfiable => {
+                    let mut res = refuse(StatusCode::RANGE_NOT_SATISFIABLE, "invalid_request", format!("the file has {} bytes", meta.size));
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
+                        res.headers_mut().insert(CONTENT_RANGE, v);
+                    }
+                    return Ok(res);
+                }
+                RangeAsk::Part(r) => {
+                    let (meta, bytes) = state.svc.read_file(&caller, &path, Some(r)).await?;
+                    (meta, bytes, Some(r))
+                }
+            }
+        }
+    };
+    if not_modified(&headers, &meta)? {
+        let mut res = StatusCode::NOT_MODIFIED.into_response();
+        meta_headers(&mut res, &meta);
+        return Ok(res);
+    }
+    let len = bytes.len();
+    let mut res = Response::new(Body::from(bytes));
+    meta_headers(&mut res, &meta);
+    res.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(r) = range {
+        *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start, r.start + len as u64 - 1, meta.size)) {
+            res.headers_mut().insert(CONTENT_RANGE, v);
+        }
+    }
+    Ok(res)
+}
+
+/// Headers only: what GET would send, without reading the content.
+#[utoipa::path(head, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)), responses((status = 200, description = "headers of the file"), (status = 404, description = "not_found")))]
+pub async fn head(State(state): State<AppState>, Authed(caller): Authed, uri: Uri) -> ApiResult<Response> {
+    let path = path_of(&uri)?;
+    let meta = state.svc.stat_file(&caller, &path).await?;
+    let mut res = StatusCode::OK.into_response();
+    meta_headers(&mut res, &meta);
+    res.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(meta.size));
+    Ok(res)
+}
+
+/// Delete a file; `If-Match` honoured.
+#[utoipa::path(delete, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)), responses((status = 204, description = "deleted"), (status = 404, description = "not_found")))]
+pub async fn remove(State(state): State<AppState>, Authed(caller): Authed, uri: Uri, headers: HeaderMap) -> ApiResult<Response> {
+    let path = path_of(&uri)?;
+    let precondition = match etags(&headers, IF_MATCH)? {
+        Some(tags) => Precondition::IfMatch(tags),
+        None => Precondition::None,
+    };
+    state.svc.delete_file(&caller, &path, precondition).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    prefix: Option<String>,
+    recursive: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Files under `prefix` in path order; only direct children unless `recursive=true`.
+#[utoipa::path(get, path = "/v1/files", tag = "files", params(
+    ("prefix" = Option<String>, Query, description = "a directory such as /docs/"),
+    ("recursive" = Option<bool>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, description = "{items: [{path, size, etag, updated_at}], next_cursor}")))]
+pub async fn list(State(state): State<AppState>, Authed(caller): Authed, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Response> {
+    let recursive = bool_param(&q.recursive, "recursive")?;
+    let limit = num_param(&q.limit, "limit")?;
+    let page = state.svc.list_files(&caller, q.prefix.as_deref(), recursive, limit, q.cursor.as_deref()).await?;
+    Ok(Json(page).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(h: &str, size: u64) -> Option<(u64, u64)> {
+        match parse_range(h, size) {
+            RangeAsk::Part(r) => Some((r.start, r.end)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(part("bytes=0-99", 1000), Some((0, 100)));
+        assert_eq!(part("bytes=900-", 1000), Some((900, 1000)));
+        assert_eq!(part("bytes=-100", 1000), Some((900, 1000)));
+        assert_eq!(part("bytes=990-2000", 1000), Some((990, 1000)));
+        assert_eq!(part("bytes=-5000", 1000), Some((0, 1000)));
+        assert!(matches!(parse_range("bytes=1000-", 1000), RangeAsk::Unsatisfiable));
+        assert!(matches!(parse_range("bytes=0-1,5-6", 1000), RangeAsk::Whole));
+        assert!(matches!(parse_range("items=0-1", 1000), RangeAsk::Whole));
+        assert!(matches!(parse_range("bytes=5-1", 1000), RangeAsk::Whole));
+    }
+}

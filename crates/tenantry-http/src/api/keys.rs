@@ -1,0 +1,40 @@
+//! API keys of the caller's tenant (API.md §5).
+
+use crate::edge::{ApiJson, Authed};
+use crate::error::ApiResult;
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tenantry_core::service::NewKey;
+
+/// Create a key no stronger than the caller's own; the secret is shown only here.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body(content = Object, description = "{name, role, prefix?, expires_at?}"),
+    responses((status = 201, description = "{id, name, role, prefix, key, ...}"), (status = 403, description = "forbidden")))]
+pub async fn create(State(state): State<AppState>, Authed(caller): Authed, ApiJson(req): ApiJson<NewKey>) -> ApiResult<Response> {
+    let minted = state.svc.create_key(&caller, req).await?;
+    Ok((StatusCode::CREATED, Json(minted)).into_response())
+}
+
+/// The tenant's keys, without secrets.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, description = "{items}")))]
+pub async fn list(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
+    let items = state.svc.list_keys(&caller).await?;
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+/// Revoke at once.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
+    responses((status = 204, description = "revoked"), (status = 404, description = "no such key in this tenant")))]
+pub async fn revoke(State(state): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
+    state.svc.revoke_key(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The caller's tenant and key.
+#[utoipa::path(get, path = "/v1/whoami", tag = "keys", responses((status = 200, description = "{tenant, key: {id, role, prefix}}")))]
+pub async fn whoami(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
+    Ok(Json(state.svc.whoami(&caller)).into_response())
+}

@@ -1,0 +1,92 @@
+//! The API routes, one module per resource. [`routes`] builds the router and, beside it, the
+//! [`RouteTable`]: every (method, path) with its audit action, which the OpenAPI test checks
+//! against the spec so the two cannot drift.
+
+pub mod audit;
+pub mod files;
+pub mod keys;
+pub mod ops;
+pub mod tenants;
+
+use crate::{AppState, HttpConfig};
+use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
+use axum::routing::{delete, get, head, patch, post, put, MethodRouter};
+use axum::Router;
+use tenantry_core::service::actions;
+
+#[derive(Debug, Clone)]
+pub struct RouteEntry {
+    pub method: Method,
+    pub path: &'static str,
+    pub action: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    entries: Vec<RouteEntry>,
+}
+
+impl RouteTable {
+    pub fn entries(&self) -> &[RouteEntry] {
+        &self.entries
+    }
+
+    /// The audit action of a route, for refusals of it.
+    pub fn action(&self, method: &Method, route: Option<&str>) -> &'static str {
+        route
+            .and_then(|r| self.entries.iter().find(|e| e.path == r && e.method == method))
+            .map_or(actions::REQUEST, |e| e.action)
+    }
+}
+
+struct Builder {
+    router: Router<AppState>,
+    table: RouteTable,
+}
+
+impl Builder {
+    fn add(mut self, method: Method, path: &'static str, action: &'static str, handler: MethodRouter<AppState>) -> Self {
+        self.router = self.router.route(path, handler);
+        self.table.entries.push(RouteEntry { method, path, action });
+        self
+    }
+}
+
+/// Every route, as the route table records it (for the OpenAPI drift test).
+pub fn route_list(config: &HttpConfig) -> Vec<RouteEntry> {
+    routes(0, config).1.entries
+}
+
+/// The router and its table. `max_file_bytes` sizes the file-upload body limit.
+pub fn routes(max_file_bytes: u64, config: &HttpConfig) -> (Router<AppState>, RouteTable) {
+    use actions::*;
+    // One byte over the maximum, so the service sees an oversized body and answers `too_large`.
+    let file_limit = DefaultBodyLimit::max(max_file_bytes as usize + 1);
+    let json_limit = DefaultBodyLimit::max(config.max_json_bytes);
+    let b = Builder { router: Router::new(), table: RouteTable::default() }
+        .add(Method::GET, "/healthz", REQUEST, get(ops::healthz))
+        .add(Method::GET, "/readyz", REQUEST, get(ops::readyz))
+        .add(Method::GET, "/metrics", REQUEST, get(ops::metrics))
+        .add(Method::GET, "/openapi.json", REQUEST, get(ops::openapi))
+        .add(Method::POST, "/v1/tenants", TENANT_CREATE, post(tenants::create).layer(json_limit))
+        .add(Method::GET, "/v1/tenants", TENANT_READ, get(tenants::list))
+        .add(Method::GET, "/v1/tenants/{slug}", TENANT_READ, get(tenants::show))
+        .add(Method::PATCH, "/v1/tenants/{slug}", TENANT_UPDATE, patch(tenants::update).layer(json_limit))
+        .add(Method::DELETE, "/v1/tenants/{slug}", TENANT_ARCHIVE, delete(tenants::archive))
+        .add(Method::POST, "/v1/tenants/{slug}/suspend", TENANT_SUSPEND, post(tenants::suspend))
+        .add(Method::POST, "/v1/tenants/{slug}/resume", TENANT_RESUME, post(tenants::resume))
+        .add(Method::POST, "/v1/tenants/{slug}/restore", TENANT_RESTORE, post(tenants::restore))
+        .add(Method::POST, "/v1/keys", KEY_CREATE, post(keys::create).layer(json_limit))
+        .add(Method::GET, "/v1/keys", KEY_READ, get(keys::list))
+        .add(Method::DELETE, "/v1/keys/{id}", KEY_REVOKE, delete(keys::revoke))
+        .add(Method::GET, "/v1/whoami", KEY_READ, get(keys::whoami))
+        .add(Method::GET, "/v1/files", FILE_READ, get(files::list))
+        .add(Method::PUT, "/v1/files/{*path}", FILE_WRITE, put(files::put).layer(file_limit))
+        .add(Method::GET, "/v1/files/{*path}", FILE_READ, get(files::get))
+        .add(Method::HEAD, "/v1/files/{*path}", FILE_READ, head(files::head))
+        .add(Method::DELETE, "/v1/files/{*path}", FILE_DELETE, delete(files::remove))
+        .add(Method::GET, "/v1/audit", AUDIT_READ, get(audit::list))
+        .add(Method::GET, "/v1/audit/verify", AUDIT_READ, get(audit::verify));
+    (b.router, b.table)
+}

@@ -1,0 +1,236 @@
+//! The edge: what every request passes through before and after its handler. A request gets an
+//! id, is turned into a `Caller` by [`Authed`] (the only way a handler obtains one), and on the
+//! way out every error gets the one JSON shape of API.md §2, refusals are audited, and metrics
+//! are recorded.
+
+use crate::error::{error_response, ApiError, ErrorInfo, InternalCause};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use tenantry_core::caller::{Caller, RequestFacts};
+
+/// The tenant a `/t/{slug}/v1/...` path named, moved out of the path before routing.
+#[derive(Debug, Clone)]
+pub struct PathTenant(pub String);
+
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Where [`Authed`] leaves the caller so [`finish`] can audit a refusal in the right tenant.
+#[derive(Debug, Clone, Default)]
+struct CallerSlot(Arc<OnceLock<Caller>>);
+
+/// `/t/{slug}/v1/...` → `/v1/...` with the slug kept aside: the same routes serve both forms.
+pub fn rewrite_tenant_path(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let Some(rest) = path.strip_prefix("/t/") else { return req };
+    let Some((slug, tail)) = rest.split_once('/') else { return req };
+    if !(tail == "v1" || tail.starts_with("v1/")) || slug.is_empty() {
+        return req;
+    }
+    let slug = percent_encoding::percent_decode_str(slug).decode_utf8_lossy().into_owned();
+    let new_path = format!("/{tail}");
+    let new_uri = match req.uri().query() {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    };
+    if let Ok(uri) = new_uri.parse::<Uri>() {
+        *req.uri_mut() = uri;
+        req.extensions_mut().insert(PathTenant(slug));
+    }
+    req
+}
+
+/// An authenticated request: the extractor every tenant-facing handler takes.
+pub struct Authed(pub Caller);
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bearer = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(|v| v.trim().to_owned());
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+        let facts = RequestFacts {
+            bearer,
+            path_tenant: parts.extensions.get::<PathTenant>().map(|p| p.0.clone()),
+            header_tenant: header("x-tenant-id"),
+            host,
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
+            ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default(),
+        };
+        let caller = state.svc.authenticate(facts).await?;
+        if let Some(slot) = parts.extensions.get::<CallerSlot>() {
+            let _ = slot.0.set(caller.clone());
+        }
+        Ok(Authed(caller))
+    }
+}
+
+/// A JSON body, with every failure answered as `invalid_request` (or `too_large`) in our shape.
+/// The Content-Type is not insisted on: a body that parses as JSON is taken.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError(tenantry_core::Error::new(tenantry_core::ErrorCode::TooLarge, "request body is too large"))
+            } else {
+                ApiError::invalid(rej.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::invalid("expected a JSON body"));
+        }
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Query parameters, with failures answered as `invalid_request`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded_lite::from_str(q).map(ApiQuery).map_err(|e| ApiError::invalid(format!("invalid query: {e}")))
+    }
+}
+
+/// Query strings into a struct through serde_json: every value is a string; handlers parse
+/// numbers and booleans with [`num_param`] and [`bool_param`] so each bad value gets its own message.
+mod serde_urlencoded_lite {
+    use serde::de::DeserializeOwned;
+    use serde_json::{Map, Value};
+
+    pub fn from_str<T: DeserializeOwned>(q: &str) -> Result<T, String> {
+        let mut map = Map::new();
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .map_err(|_| "not UTF-8".to_owned())
+            };
+            map.insert(decode(k)?, Value::String(decode(v)?));
+        }
+        serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string())
+    }
+}
+
+/// A numeric query parameter: absent or empty is `None`, anything but a whole number is refused.
+pub fn num_param<T: std::str::FromStr>(value: &Option<String>, name: &str) -> Result<Option<T>, ApiError> {
+    match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| ApiError::invalid(format!("`{name}` must be a non-negative whole number"))),
+    }
+}
+
+/// A boolean query parameter: `true`/`false`/`1`/`0`, absent is `false`.
+pub fn bool_param(value: &Option<String>, name: &str) -> Result<bool, ApiError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(_) => Err(ApiError::invalid(format!("`{name}` must be true or false"))),
+    }
+}
+
+pub async fn no_route() -> Response {
+    error_response(StatusCode::NOT_FOUND, "not_found", "no such route; GET /openapi.json lists them".into())
+}
+
+async fn error_from_bare_status(res: Response) -> (Response, ErrorInfo) {
+    let status = res.status();
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "not found".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => ("invalid_request", "method not allowed on this route".to_owned()),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "request body is too large".to_owned()),
+        StatusCode::UNAUTHORIZED => ("unauthenticated", "unauthenticated".to_owned()),
+        s if s.is_client_error() => ("invalid_request", if text.is_empty() { s.to_string() } else { text }),
+        _ => ("internal", "internal error".to_owned()),
+    };
+    let info = ErrorInfo { code, message };
+    (Response::from_parts(parts, Body::empty()), info)
+}
+
+/// Runs around every routed request: request id in, error body / audit / metrics out.
+pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = state.metrics.next_request_id();
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let slot = CallerSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let target = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned();
+
+    let mut res = next.run(req).await;
+    let status = res.status();
+
+    if status.is_client_error() || status.is_server_error() {
+        let info = match res.extensions().get::<ErrorInfo>().cloned() {
+            Some(info) => info,
+            None => {
+                let (bare, info) = error_from_bare_status(res).await;
+                res = bare;
+                info
+            }
+        };
+        if let Some(InternalCause(cause)) = res.extensions().get::<InternalCause>() {
+            tracing::error!(request_id = %request_id, route = route.as_deref().unwrap_or("-"), "internal error: {cause}");
+        }
+        if status.is_client_error() && status != StatusCode::UNAUTHORIZED {
+            if let Some(caller) = slot.0.get() {
+                let action = state.routes.action(&method, route.as_deref());
+                if let Err(e) = state.svc.audit_refusal(caller, action, &target, info.code).await {
+                    tracing::error!(request_id = %request_id, "could not audit a refused request: {e}");
+                }
+            }
+        }
+        let body = serde_json::json!({
+            "error": { "code": info.code, "message": info.message, "request_id": request_id }
+        });
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+        res.headers_mut().remove(axum::http::header::ETAG);
+        *res.body_mut() = Body::from(bytes);
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    state.metrics.record(route.as_deref().unwrap_or("unmatched"), &method, status.as_u16(), started.elapsed());
+    res
+}
+
+/// For handlers that want to answer a plain error quickly.
+pub fn refuse(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    error_response(status, code, message.into()).into_response()
+}

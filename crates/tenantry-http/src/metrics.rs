@@ -1,0 +1,116 @@
+//! Prometheus metrics kept with atomics: requests by route template, method and status, a
+//! latency histogram by route, and tenants by status. Labels are route *templates*, never raw
+//! paths or tenant names, so the number of series is bounded by the route table.
+
+use axum::http::Method;
+use rand::Rng;
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+use tenantry_core::directory::Directory;
+
+const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+pub struct Metrics {
+    boot: String,
+    next_id: AtomicU64,
+    requests: RwLock<HashMap<(String, Method, u16), AtomicU64>>,
+    latency: RwLock<HashMap<String, Histogram>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let boot: u32 = rand::thread_rng().gen();
+        Metrics { boot: format!("{boot:08x}"), next_id: AtomicU64::new(1), requests: Default::default(), latency: Default::default() }
+    }
+}
+
+impl Metrics {
+    /// Unique per process run and cheap: a random boot prefix and a counter.
+    pub fn next_request_id(&self) -> String {
+        format!("req_{}{:08x}", self.boot, self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
+        let key = (route.to_owned(), method.clone(), status);
+        let done = self.requests.read().map(|m| m.get(&key).map(|c| c.fetch_add(1, Ordering::Relaxed)).is_some()).unwrap_or(false);
+        if !done {
+            if let Ok(mut m) = self.requests.write() {
+                m.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let secs = elapsed.as_secs_f64();
+        let observe = |h: &Histogram| {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    h.buckets[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            h.count.fetch_add(1, Ordering::Relaxed);
+            h.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        };
+        let done = self.latency.read().map(|m| m.get(route).map(observe).is_some()).unwrap_or(false);
+        if !done {
+            if let Ok(mut m) = self.latency.write() {
+                observe(m.entry(route.to_owned()).or_default());
+            }
+        }
+    }
+
+    pub fn render(&self, directory: &Directory) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP tenantry_http_requests_total HTTP requests by route template, method and status.\n");
+        out.push_str("# TYPE tenantry_http_requests_total counter\n");
+        if let Ok(m) = self.requests.read() {
+            let mut rows: Vec<_> = m.iter().collect();
+            rows.sort_by(|a, b| (&a.0 .0, a.0 .1.as_str(), a.0 .2).cmp(&(&b.0 .0, b.0 .1.as_str(), b.0 .2)));
+            for ((route, method, status), n) in rows {
+                let _ = writeln!(
+                    out,
+                    "tenantry_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {}",
+                    escape(route),
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# HELP tenantry_http_request_duration_seconds Request latency by route template.\n");
+        out.push_str("# TYPE tenantry_http_request_duration_seconds histogram\n");
+        if let Ok(m) = self.latency.read() {
+            let mut rows: Vec<_> = m.iter().collect();
+            rows.sort_by(|a, b| a.0.cmp(b.0));
+            for (route, h) in rows {
+                let route = escape(route);
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "tenantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {}",
+                        h.buckets[i].load(Ordering::Relaxed)
+                    );
+                }
+                let count = h.count.load(Ordering::Relaxed);
+                let _ = writeln!(out, "tenantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}");
+                let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+                let _ = writeln!(out, "tenantry_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}");
+                let _ = writeln!(out, "tenantry_http_request_duration_seconds_count{{route=\"{route}\"}} {count}");
+            }
+        }
+        out.push_str("# HELP tenantry_tenants Tenants by status.\n# TYPE tenantry_tenants gauge\n");
+        for (status, n) in directory.count_by_status() {
+            let _ = writeln!(out, "tenantry_tenants{{status=\"{}\"}} {n}", status.as_str());
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
