@@ -1,1 +1,207 @@
-//! stub
+//! A small HTTP client for Tenantry's API, used by the CLI and the black-box tests. Errors come
+//! back as [`ClientError::Api`] carrying the server's stable code, so callers match on codes,
+//! never on words.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Everything but unreserved characters is encoded in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{message} ({code}, HTTP {status})")]
+    Api { status: u16, code: String, message: String, request_id: String },
+    #[error("cannot reach the server at {url}: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// Percent-encodes a file path segment by segment, keeping its slashes.
+pub fn encode_path(path: &str) -> String {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    trimmed.split('/').map(|s| utf8_percent_encode(s, SEGMENT).to_string()).collect::<Vec<_>>().join("/")
+}
+
+pub fn encode_query(value: &str) -> String {
+    utf8_percent_encode(value, SEGMENT).to_string()
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+    tenant: Option<String>,
+}
+
+/// A raw answer: status, headers and body bytes.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl RawResponse {
+    pub fn json(&self) -> Result<Value> {
+        serde_json::from_slice(&self.body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Client {
+    pub fn new(base: &str, key: Option<String>) -> Client {
+        let http = reqwest::Client::builder().build().unwrap_or_default();
+        Client { http, base: base.trim_end_matches('/').to_owned(), key, tenant: None }
+    }
+
+    /// Names a tenant on every request (`X-Tenant-ID`): the operator key acts on it; a tenant key
+    /// is refused with `tenant_mismatch` if it is not its own.
+    pub fn with_tenant(mut self, tenant: Option<String>) -> Client {
+        self.tenant = tenant;
+        self
+    }
+
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request; `extra` headers are added. Any status is returned as is.
+    pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>, extra: &[(&str, &str)]) -> Result<RawResponse> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url);
+        if let Some(k) = &self.key {
+            req = req.header(AUTHORIZATION, format!("Bearer {k}"));
+        }
+        if let Some(t) = &self.tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        for (name, value) in extra {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                req = req.header(n, v);
+            }
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let res = req.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), reason: e.to_string() })?;
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.bytes().await.map_err(|e| ClientError::Transport { url: self.base.clone(), reason: e.to_string() })?;
+        Ok(RawResponse { status, headers, body })
+    }
+
+    /// Like [`send`](Self::send), but a non-2xx status becomes [`ClientError::Api`].
+    pub async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>, extra: &[(&str, &str)]) -> Result<RawResponse> {
+        let res = self.send(method, path, body, extra).await?;
+        if res.status.is_success() || res.status == StatusCode::NOT_MODIFIED {
+            return Ok(res);
+        }
+        let v: Value = serde_json::from_slice(&res.body).unwrap_or(Value::Null);
+        let e = &v["error"];
+        Err(ClientError::Api {
+            status: res.status.as_u16(),
+            code: e["code"].as_str().unwrap_or("unknown").to_owned(),
+            message: e["message"].as_str().unwrap_or("no error body").to_owned(),
+            request_id: e["request_id"].as_str().unwrap_or("").to_owned(),
+        })
+    }
+
+    pub async fn json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let extra: &[(&str, &str)] = if bytes.is_some() { &[(CONTENT_TYPE.as_str(), "application/json")] } else { &[] };
+        let res = self.call(method, path, bytes, extra).await?;
+        if res.body.is_empty() {
+            return Ok(Value::Null);
+        }
+        res.json()
+    }
+
+    // ---- typed helpers over the contract ----
+
+    pub async fn create_tenant(&self, body: &Value) -> Result<Value> {
+        self.json(Method::POST, "/v1/tenants", Some(body)).await
+    }
+    pub async fn list_tenants(&self, query: &str) -> Result<Value> {
+        self.json(Method::GET, &format!("/v1/tenants{query}"), None).await
+    }
+    pub async fn show_tenant(&self, slug: &str) -> Result<Value> {
+        self.json(Method::GET, &format!("/v1/tenants/{}", encode_query(slug)), None).await
+    }
+    pub async fn update_tenant(&self, slug: &str, patch: &Value) -> Result<Value> {
+        self.json(Method::PATCH, &format!("/v1/tenants/{}", encode_query(slug)), Some(patch)).await
+    }
+    /// `action`: suspend, resume or restore.
+    pub async fn tenant_action(&self, slug: &str, action: &str) -> Result<Value> {
+        self.json(Method::POST, &format!("/v1/tenants/{}/{action}", encode_query(slug)), None).await
+    }
+    pub async fn archive_tenant(&self, slug: &str) -> Result<Value> {
+        self.json(Method::DELETE, &format!("/v1/tenants/{}", encode_query(slug)), None).await
+    }
+    pub async fn purge_tenant(&self, slug: &str) -> Result<()> {
+        self.json(Method::DELETE, &format!("/v1/tenants/{}?purge=true", encode_query(slug)), None).await.map(|_| ())
+    }
+    pub async fn whoami(&self) -> Result<Value> {
+        self.json(Method::GET, "/v1/whoami", None).await
+    }
+    pub async fn create_key(&self, body: &Value) -> Result<Value> {
+        self.json(Method::POST, "/v1/keys", Some(body)).await
+    }
+    pub async fn list_keys(&self) -> Result<Value> {
+        self.json(Method::GET, "/v1/keys", None).await
+    }
+    pub async fn revoke_key(&self, id: &str) -> Result<()> {
+        self.json(Method::DELETE, &format!("/v1/keys/{}", encode_query(id)), None).await.map(|_| ())
+    }
+    pub async fn put_file(&self, path: &str, content: Vec<u8>, content_type: Option<&str>) -> Result<Value> {
+        let extra: Vec<(&str, &str)> = content_type.map(|c| vec![("content-type", c)]).unwrap_or_default();
+        self.call(Method::PUT, &format!("/v1/files/{}", encode_path(path)), Some(content), &extra).await?.json()
+    }
+    pub async fn get_file(&self, path: &str) -> Result<bytes::Bytes> {
+        Ok(self.call(Method::GET, &format!("/v1/files/{}", encode_path(path)), None, &[]).await?.body)
+    }
+    pub async fn delete_file(&self, path: &str) -> Result<()> {
+        self.call(Method::DELETE, &format!("/v1/files/{}", encode_path(path)), None, &[]).await.map(|_| ())
+    }
+    /// One page of a listing; `cursor` from the previous page's `next_cursor`.
+    pub async fn list_files(&self, prefix: &str, recursive: bool, cursor: Option<&str>) -> Result<Value> {
+        let mut q = format!("/v1/files?prefix={}&recursive={recursive}", encode_query(prefix));
+        if let Some(c) = cursor {
+            q.push_str(&format!("&cursor={}", encode_query(c)));
+        }
+        self.json(Method::GET, &q, None).await
+    }
+    pub async fn audit(&self, query: &str) -> Result<Value> {
+        self.json(Method::GET, &format!("/v1/audit{query}"), None).await
+    }
+    pub async fn verify_audit(&self) -> Result<Value> {
+        self.json(Method::GET, "/v1/audit/verify", None).await
+    }
+}

@@ -1,0 +1,81 @@
+//! `tenantry fs ...`: files of the current tenant. `fs get` writes the bytes unchanged, so its
+//! `[slug]` line goes to standard error.
+
+use super::context::{explain, Context};
+use super::output::{field, human_bytes, json, table};
+use super::FsCmd;
+use anyhow::Context as _;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+
+pub async fn run(ctx: &Context, cmd: FsCmd) -> anyhow::Result<()> {
+    let (client, t) = ctx.tenant_client().await?;
+    let slug = t.slug.as_str();
+    match cmd {
+        FsCmd::Put { path, local_file, content_type } => {
+            let content = match &local_file {
+                Some(f) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+                None => {
+                    let mut buf = Vec::new();
+                    std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
+                    buf
+                }
+            };
+            let meta = client.put_file(&path, content, content_type.as_deref()).await.map_err(|e| explain(e, Some(slug)))?;
+            if ctx.json {
+                return Ok(json(&meta));
+            }
+            let size = meta["size"].as_u64().unwrap_or(0);
+            println!("[{slug}] wrote {} ({}, version {}, etag {})", field(&meta, "path"), human_bytes(size), field(&meta, "version"), field(&meta, "etag"));
+        }
+        FsCmd::Get { path, output } => {
+            let bytes = client.get_file(&path).await.map_err(|e| explain(e, Some(slug)))?;
+            match &output {
+                Some(f) => {
+                    std::fs::write(f, &bytes).with_context(|| format!("cannot write {}", f.display()))?;
+                    if ctx.json {
+                        json(&json!({ "path": path, "size": bytes.len(), "output": f }));
+                    } else {
+                        println!("[{slug}] {path} → {} ({})", f.display(), human_bytes(bytes.len() as u64));
+                    }
+                }
+                None => {
+                    eprintln!("[{slug}] {path} ({})", human_bytes(bytes.len() as u64));
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&bytes)?;
+                    out.flush()?;
+                }
+            }
+        }
+        FsCmd::Ls { prefix, recursive } => {
+            let prefix = prefix.unwrap_or_else(|| "/".into());
+            let mut items: Vec<Value> = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = client.list_files(&prefix, recursive, cursor.as_deref()).await.map_err(|e| explain(e, Some(slug)))?;
+                items.extend(page["items"].as_array().cloned().unwrap_or_default());
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            if ctx.json {
+                return Ok(json(&json!({ "items": items })));
+            }
+            println!("[{slug}] {} file(s) under {prefix}", items.len());
+            let rows = items
+                .iter()
+                .map(|f| vec![field(f, "path"), human_bytes(f["size"].as_u64().unwrap_or(0)), field(f, "updated_at")])
+                .collect();
+            table(&["PATH", "SIZE", "UPDATED"], rows);
+        }
+        FsCmd::Rm { path } => {
+            client.delete_file(&path).await.map_err(|e| explain(e, Some(slug)))?;
+            if ctx.json {
+                return Ok(json(&json!({ "path": path, "deleted": true })));
+            }
+            println!("[{slug}] deleted {path}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! The command line (API.md §1): `serve`, and the client commands that talk to a running server.
+//! Human output is tables and `[slug] ...` lines; `--json` prints exactly one JSON document.
+
+mod context;
+mod files;
+mod keys;
+mod output;
+mod tenants;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+pub use context::Context;
+
+#[derive(Debug, Parser)]
+#[command(name = "tenantry", version, about = "Multi-tenant workspace server and its command-line client")]
+pub struct Cli {
+    /// Print exactly one JSON document on standard output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Server address.
+    #[arg(long, global = true, env = "TENANTRY_URL", default_value = "http://127.0.0.1:7070")]
+    pub url: String,
+    /// The key to send (a tenant key, or the operator key).
+    #[arg(long, global = true, env = "TENANTRY_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// The tenant to act on (slug).
+    #[arg(long, global = true, env = "TENANTRY_TENANT")]
+    pub tenant: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Tenant administration (operator key) and the active-tenant context.
+    Tenant {
+        #[command(subcommand)]
+        cmd: TenantCmd,
+    },
+    /// API keys of the current tenant.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// Files of the current tenant.
+    Fs {
+        #[command(subcommand)]
+        cmd: FsCmd,
+    },
+    /// The current tenant's audit log; `audit verify` checks its hash chain.
+    Audit(AuditArgs),
+    /// Which tenant and key the client acts as.
+    Whoami,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TENANTRY_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "TENANTRY_DATA")]
+    pub data: Option<PathBuf>,
+    /// TOML configuration file (`tenantry config default` prints an example).
+    #[arg(long, env = "TENANTRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The operator key; generated and stored in DATA/admin.key when unset.
+    #[arg(long, env = "TENANTRY_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print a commented example configuration file.
+    Default,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant; prints its owner key once.
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        tier: Option<String>,
+        #[arg(long)]
+        placement: Option<String>,
+        /// A custom domain (repeatable).
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+        /// Metadata as a JSON object.
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show one tenant.
+    Show { slug: Option<String> },
+    /// Change a tenant's name, tier, quotas, metadata or domains.
+    Update {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        tier: Option<String>,
+        /// A quota override NAME=VALUE (VALUE `null` = unlimited); repeatable.
+        #[arg(long = "quota")]
+        quotas: Vec<String>,
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Replace the custom domains (repeatable); `--clear-domains` removes them all.
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+        #[arg(long)]
+        clear_domains: bool,
+    },
+    /// Suspend: tenant keys get 403 until resumed.
+    Suspend { slug: String },
+    /// Resume a suspended tenant.
+    Resume { slug: String },
+    /// Archive: keys stop working, data is kept.
+    Delete {
+        slug: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Restore an archived tenant.
+    Restore { slug: String },
+    /// Erase an archived tenant's data for good.
+    Purge {
+        slug: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Make SLUG the active tenant of this client.
+    Switch { slug: String },
+    /// Which tenant the client acts on, and why.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Create a key; prints its secret once.
+    Create {
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        prefix: Option<String>,
+        /// RFC 3339 time after which the key stops working.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List the tenant's keys.
+    List,
+    /// Revoke a key at once.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FsCmd {
+    /// Write a file from LOCAL_FILE, or standard input.
+    Put {
+        path: String,
+        local_file: Option<PathBuf>,
+        #[arg(long)]
+        content_type: Option<String>,
+    },
+    /// Read a file to standard output (bytes unchanged) or to -o FILE.
+    Get {
+        path: String,
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// List files under PREFIX.
+    Ls {
+        prefix: Option<String>,
+        #[arg(long, short = 'r')]
+        recursive: bool,
+    },
+    /// Delete a file.
+    Rm { path: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub cmd: Option<AuditCmd>,
+    /// Entries after this seq.
+    #[arg(long)]
+    pub after: Option<u64>,
+    /// Only this action (e.g. file.write).
+    #[arg(long)]
+    pub action: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Walk the tenant's audit hash chain and report the first broken link.
+    Verify,
+}
+
+/// Runs a client command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Context::new(&cli);
+    match cli.command {
+        Command::Serve(_) => unreachable!("serve is dispatched by main"),
+        Command::Config { cmd: ConfigCmd::Default } => {
+            print!("{}", crate::config::EXAMPLE_CONFIG);
+            Ok(())
+        }
+        Command::Tenant { cmd } => tenants::run(&ctx, cmd).await,
+        Command::Key { cmd } => keys::run(&ctx, cmd).await,
+        Command::Fs { cmd } => files::run(&ctx, cmd).await,
+        Command::Audit(args) => keys::audit(&ctx, args).await,
+        Command::Whoami => keys::whoami(&ctx).await,
+    }
+}

@@ -1,0 +1,195 @@
+//! `tenantry tenant ...`: administration with the operator key, and the active-tenant context.
+
+use super::context::{explain, write_active_tenant, Context};
+use super::output::{field, json, table};
+use super::TenantCmd;
+use anyhow::{bail, Context as _};
+use serde_json::{json, Map, Value};
+use std::io::{BufRead, IsTerminal, Write};
+
+fn print_tenant(ctx: &Context, t: &Value, headline: &str) {
+    if ctx.json {
+        return json(t);
+    }
+    println!("[{}] {headline}", field(t, "slug"));
+    for (k, label) in [("id", "id"), ("name", "name"), ("tier", "tier"), ("status", "status"), ("placement", "placement"), ("created_at", "created")] {
+        println!("  {label:<10} {}", field(t, k));
+    }
+    if let Some(d) = t["domains"].as_array().filter(|d| !d.is_empty()) {
+        println!("  {:<10} {}", "domains", d.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
+    }
+}
+
+/// Asks the user to type the slug, unless `--yes`.
+fn confirm(slug: &str, what: &str, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to {what} tenant '{slug}' without confirmation: pass --yes");
+    }
+    eprint!("type the slug '{slug}' to {what} it: ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != slug {
+        bail!("not confirmed; nothing changed");
+    }
+    Ok(())
+}
+
+fn parse_json_object(s: &str, what: &str) -> anyhow::Result<Value> {
+    let v: Value = serde_json::from_str(s).with_context(|| format!("{what} is not valid JSON"))?;
+    if !v.is_object() {
+        bail!("{what} must be a JSON object");
+    }
+    Ok(v)
+}
+
+pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
+    let client = ctx.client();
+    match cmd {
+        TenantCmd::Create { slug, name, tier, placement, domains, metadata } => {
+            let mut body = Map::new();
+            body.insert("slug".into(), json!(slug));
+            if let Some(n) = name {
+                body.insert("name".into(), json!(n));
+            }
+            if let Some(t) = tier {
+                body.insert("tier".into(), json!(t));
+            }
+            if let Some(p) = placement {
+                body.insert("placement".into(), json!(p));
+            }
+            if !domains.is_empty() {
+                body.insert("domains".into(), json!(domains));
+            }
+            if let Some(m) = metadata {
+                body.insert("metadata".into(), parse_json_object(&m, "--metadata")?);
+            }
+            let t = client.create_tenant(&Value::Object(body)).await.map_err(|e| explain(e, Some(&slug)))?;
+            if ctx.json {
+                return Ok(json(&t));
+            }
+            print_tenant(ctx, &t, "created");
+            println!("  owner key (shown once, keep it safe): {}", field(&t, "owner_key"));
+        }
+        TenantCmd::List { status } => {
+            let mut items = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut q = String::from("?limit=1000");
+                if let Some(s) = &status {
+                    q.push_str(&format!("&status={}", tenantry_client::encode_query(s)));
+                }
+                if let Some(c) = &cursor {
+                    q.push_str(&format!("&cursor={c}"));
+                }
+                let page = client.list_tenants(&q).await.map_err(|e| explain(e, None))?;
+                items.extend(page["items"].as_array().cloned().unwrap_or_default());
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            if ctx.json {
+                return Ok(json(&json!({ "items": items })));
+            }
+            let rows = items
+                .iter()
+                .map(|t| ["slug", "name", "tier", "status", "placement", "created_at"].iter().map(|k| field(t, k)).collect())
+                .collect();
+            table(&["SLUG", "NAME", "TIER", "STATUS", "PLACEMENT", "CREATED"], rows);
+        }
+        TenantCmd::Show { slug } => {
+            let slug = match slug {
+                Some(s) => s,
+                None => ctx.resolve().await?.slug,
+            };
+            let t = client.show_tenant(&slug).await.map_err(|e| explain(e, Some(&slug)))?;
+            print_tenant(ctx, &t, "tenant");
+            if !ctx.json {
+                println!("  limits     {}", t["limits"]);
+                println!("  quotas     {}", t["quotas"]);
+                println!("  metadata   {}", t["metadata"]);
+            }
+        }
+        TenantCmd::Update { slug, name, tier, quotas, metadata, domains, clear_domains } => {
+            let mut patch = Map::new();
+            if let Some(n) = name {
+                patch.insert("name".into(), json!(n));
+            }
+            if let Some(t) = tier {
+                patch.insert("tier".into(), json!(t));
+            }
+            if !quotas.is_empty() {
+                let mut q = Map::new();
+                for pair in quotas {
+                    let (k, v) = pair.split_once('=').with_context(|| format!("--quota {pair:?}: use NAME=VALUE"))?;
+                    let v: Value = serde_json::from_str(v.trim()).with_context(|| format!("--quota {pair:?}: VALUE must be a number, true, false or null"))?;
+                    q.insert(k.trim().to_owned(), v);
+                }
+                patch.insert("quotas".into(), Value::Object(q));
+            }
+            if let Some(m) = metadata {
+                patch.insert("metadata".into(), parse_json_object(&m, "--metadata")?);
+            }
+            if clear_domains || !domains.is_empty() {
+                patch.insert("domains".into(), json!(domains));
+            }
+            if patch.is_empty() {
+                bail!("nothing to change: give --name, --tier, --quota, --metadata or --domain");
+            }
+            let t = client.update_tenant(&slug, &Value::Object(patch)).await.map_err(|e| explain(e, Some(&slug)))?;
+            print_tenant(ctx, &t, "updated");
+        }
+        TenantCmd::Suspend { slug } => action(ctx, &slug, "suspend", "suspended").await?,
+        TenantCmd::Resume { slug } => action(ctx, &slug, "resume", "resumed").await?,
+        TenantCmd::Restore { slug } => action(ctx, &slug, "restore", "restored").await?,
+        TenantCmd::Delete { slug, yes } => {
+            confirm(&slug, "archive", yes)?;
+            let t = client.archive_tenant(&slug).await.map_err(|e| explain(e, Some(&slug)))?;
+            print_tenant(ctx, &t, "archived: keys stop working, data kept (`tenantry tenant restore` undoes it)");
+        }
+        TenantCmd::Purge { slug, yes } => {
+            confirm(&slug, "purge", yes)?;
+            client.purge_tenant(&slug).await.map_err(|e| explain(e, Some(&slug)))?;
+            if ctx.json {
+                json(&json!({ "slug": slug, "purged": true }));
+            } else {
+                println!("[{slug}] purged: every byte of its data is erased");
+            }
+        }
+        TenantCmd::Switch { slug } => {
+            // Check that the key can act on it before making it the default.
+            let c = client.with_tenant(Some(slug.clone()));
+            let me = c.whoami().await.map_err(|e| explain(e, Some(&slug)))?;
+            let path = write_active_tenant(&slug)?;
+            if ctx.json {
+                json(&json!({ "tenant": slug, "config": path, "whoami": me }));
+            } else {
+                println!("[{slug}] is now the active tenant (saved in {})", path.display());
+            }
+        }
+        TenantCmd::Status => {
+            let (c, resolved) = ctx.tenant_client().await?;
+            let me = c.whoami().await.map_err(|e| explain(e, Some(&resolved.slug)))?;
+            if ctx.json {
+                return Ok(json(&json!({ "tenant": resolved.slug, "source": resolved.source, "url": ctx.url, "whoami": me })));
+            }
+            println!("[{}] active tenant (from {})", resolved.slug, resolved.source);
+            println!("  server     {}", ctx.url);
+            let key = &me["key"];
+            let who = if key["operator"] == Value::Bool(true) { "operator key".to_owned() } else { format!("key {} ({})", field(key, "id"), field(key, "role")) };
+            println!("  acting as  {who}");
+            println!("  status     {}", field(&me["tenant"], "status"));
+        }
+    }
+    Ok(())
+}
+
+async fn action(ctx: &Context, slug: &str, verb: &str, done: &str) -> anyhow::Result<()> {
+    let t = ctx.client().tenant_action(slug, verb).await.map_err(|e| explain(e, Some(slug)))?;
+    print_tenant(ctx, &t, done);
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Server configuration, layered: built-in defaults → TOML file (`--config`) → `TENANTRY_*`
+//! environment → flags. Everything ends in one typed [`ServeConfig`].
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tenantry_core::tier::{Limits, TierTable};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+pub const DEFAULT_DATA: &str = "./tenantry-data";
+
+/// The environment variables Tenantry reads; any other `TENANTRY_*` gets a warning.
+pub const KNOWN_ENV: &[&str] = &[
+    "TENANTRY_LISTEN",
+    "TENANTRY_DATA",
+    "TENANTRY_CONFIG",
+    "TENANTRY_ADMIN_KEY",
+    "TENANTRY_URL",
+    "TENANTRY_KEY",
+    "TENANTRY_TENANT",
+    "TENANTRY_LOG",
+    "TENANTRY_CLIENT_CONFIG",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    pub max_keys: Option<u64>,
+    pub max_storage_bytes: Option<u64>,
+    pub max_files: Option<u64>,
+    pub max_api_calls_month: Option<u64>,
+    pub max_requests_per_minute: Option<u64>,
+    pub webhooks: Option<bool>,
+    pub dedicated_placement: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data: Option<PathBuf>,
+    pub base_domain: Option<String>,
+    pub max_file_bytes: Option<u64>,
+    pub default_tier: Option<String>,
+    /// `full` (default) or `normal`; see docs/ARCHITECTURE.md on durability.
+    pub synchronous: Option<String>,
+    pub log: Option<String>,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: String,
+    pub data: PathBuf,
+    pub base_domain: Option<String>,
+    pub max_file_bytes: u64,
+    pub tiers: TierTable,
+    pub synchronous_full: bool,
+    pub admin_key: Option<String>,
+    pub log: String,
+}
+
+/// What flags and the environment said (clap merges those two, flags winning).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub admin_key: Option<String>,
+}
+
+/// Largest file size the inline-BLOB storage accepts (see docs/ARCHITECTURE.md).
+pub const MAX_FILE_BYTES_CEILING: u64 = 512 << 20;
+
+pub fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+impl ServeConfig {
+    pub fn load(o: Overrides) -> anyhow::Result<ServeConfig> {
+        let file = match &o.config {
+            Some(p) => read_file_config(p)?,
+            None => FileConfig::default(),
+        };
+        let mut tiers = TierTable::default();
+        for (name, t) in &file.tiers {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+                bail!("tier name {name:?} in the config file: use lowercase letters, digits, - and _");
+            }
+            // A built-in tier keeps the values the file leaves out; a new tier starts unlimited
+            // with no features.
+            let base = tiers.get(name).cloned().unwrap_or(Limits { webhooks: false, dedicated_placement: false, ..Limits::unlimited() });
+            tiers.set(
+                name,
+                Limits {
+                    max_keys: t.max_keys.or(base.max_keys),
+                    max_storage_bytes: t.max_storage_bytes.or(base.max_storage_bytes),
+                    max_files: t.max_files.or(base.max_files),
+                    max_api_calls_month: t.max_api_calls_month.or(base.max_api_calls_month),
+                    max_requests_per_minute: t.max_requests_per_minute.or(base.max_requests_per_minute),
+                    webhooks: t.webhooks.unwrap_or(base.webhooks),
+                    dedicated_placement: t.dedicated_placement.unwrap_or(base.dedicated_placement),
+                },
+            );
+        }
+        if let Some(d) = &file.default_tier {
+            if tiers.get(d).is_none() {
+                bail!("default_tier {d:?} is not a configured tier");
+            }
+            tiers.default_tier = d.clone();
+        }
+        let max_file_bytes = file.max_file_bytes.unwrap_or(64 << 20);
+        if max_file_bytes == 0 || max_file_bytes > MAX_FILE_BYTES_CEILING {
+            bail!("max_file_bytes must be between 1 and {MAX_FILE_BYTES_CEILING}");
+        }
+        let synchronous_full = match file.synchronous.as_deref() {
+            None | Some("full") => true,
+            Some("normal") => false,
+            Some(other) => bail!("synchronous = {other:?}: use \"full\" or \"normal\""),
+        };
+        let base_domain = file.base_domain.map(|d| d.trim().trim_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty());
+        Ok(ServeConfig {
+            listen: o.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            data: o.data.or(file.data).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
+            base_domain,
+            max_file_bytes,
+            tiers,
+            synchronous_full,
+            admin_key: o.admin_key.filter(|k| !k.is_empty()),
+            log: file.log.unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+}
+
+/// Names of `TENANTRY_*` variables that are set but mean nothing to Tenantry (likely typos).
+pub fn unknown_env_vars() -> Vec<String> {
+    std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("TENANTRY_") && !KNOWN_ENV.contains(&k.as_str()))
+        .collect()
+}
+
+/// A commented example configuration (`tenantry config default`).
+pub const EXAMPLE_CONFIG: &str = r#"# Tenantry server configuration. Every key is optional; flags and TENANTRY_* variables win.
+
+# Address to listen on (TENANTRY_LISTEN, --listen).
+listen = "127.0.0.1:7070"
+# Data directory (TENANTRY_DATA, --data).
+data = "./tenantry-data"
+# With a base domain, {slug}.{base_domain} names tenant {slug} for the operator key.
+# base_domain = "tenantry.example.com"
+# Largest file accepted, in bytes (413 too_large beyond). At most 536870912.
+max_file_bytes = 67108864
+# "full": a write is on disk when answered, even across power loss. "normal": faster, survives
+# a crash of the process but may lose the last writes on power loss.
+synchronous = "full"
+# Tier given to new tenants.
+default_tier = "free"
+# Log filter (TENANTRY_LOG), e.g. "info" or "tenantry=debug".
+log = "info"
+
+# Tiers: a built-in tier (free, starter, pro, enterprise) keeps the values you leave out; a new
+# tier starts unlimited and without features.
+# [tiers.team]
+# max_keys = 25
+# max_storage_bytes = 53687091200
+# max_files = 500000
+# max_api_calls_month = 50000
+# max_requests_per_minute = 600
+# webhooks = true
+# dedicated_placement = false
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_flags_beat_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.toml");
+        std::fs::write(&p, format!("{EXAMPLE_CONFIG}\n[tiers.team]\nmax_keys = 25\n[tiers.free]\nmax_keys = 3\n")).unwrap();
+        let c = ServeConfig::load(Overrides { config: Some(p.clone()), listen: Some("127.0.0.1:1".into()), ..Default::default() }).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1");
+        assert_eq!(c.data, PathBuf::from("./tenantry-data"));
+        assert_eq!(c.tiers.get("team").unwrap().max_keys, Some(25));
+        assert_eq!(c.tiers.get("team").unwrap().max_files, None);
+        assert_eq!(c.tiers.get("free").unwrap().max_keys, Some(3));
+        assert_eq!(c.tiers.get("free").unwrap().max_files, Some(10_000));
+        std::fs::write(&p, "bogus = 1\n").unwrap();
+        assert!(ServeConfig::load(Overrides { config: Some(p), ..Default::default() }).is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! `tenantry serve`: opens the data dir, the SQLite store and the core service, then serves HTTP
+//! until SIGTERM/SIGINT, finishing in-flight requests and closing storage cleanly.
+
+use crate::config::ServeConfig;
+use anyhow::Context;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tenantry_core::caller::TenantNaming;
+use tenantry_core::secret::KeySecret;
+use tenantry_core::service::{ServiceConfig, Tenantry};
+use tenantry_core::store::{Health, Store};
+use tenantry_core::time::SystemClock;
+use tenantry_http::HttpConfig;
+use tenantry_store_sqlite::{OpenOptions, SqliteStore};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
+/// The operator key: from the environment, else from DATA/admin.key, else a new one written
+/// there with mode 0600. Returns the key and whether it was just generated.
+pub fn operator_key(data: &Path, from_env: Option<&str>) -> anyhow::Result<(String, bool)> {
+    if let Some(k) = from_env {
+        return Ok((k.to_owned(), false));
+    }
+    let path = data.join(ADMIN_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(k) if !k.trim().is_empty() => return Ok((k.trim().to_owned(), false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let key = KeySecret::mint_operator().expose().to_owned();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(key.as_bytes())?;
+    f.sync_all()?;
+    Ok((key, true))
+}
+
+/// A server started by [`start`]: where it listens and how to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_key: String,
+    /// Set when this start generated the operator key (to print it once).
+    pub generated_admin_key: bool,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    store: Arc<SqliteStore>,
+}
+
+impl Running {
+    /// Stops accepting, waits for in-flight requests, then closes storage.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.context("server task panicked")??;
+        self.store.close().await.context("closing storage")?;
+        Ok(())
+    }
+
+    /// Resolves when the server stops on its own (it should not).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("server task panicked")??;
+        Ok(())
+    }
+}
+
+/// Opens everything and starts serving in the background.
+pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&cfg.data).with_context(|| format!("cannot create data dir {}", cfg.data.display()))?;
+    let (admin_key, generated) = operator_key(&cfg.data, cfg.admin_key.as_deref())?;
+    let opts = OpenOptions { synchronous_full: cfg.synchronous_full, ..OpenOptions::default() };
+    let data = cfg.data.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data, opts))
+        .await
+        .context("opening storage")?
+        .map_err(|e| anyhow::anyhow!("cannot open storage in {}: {}", cfg.data.display(), e.message))?;
+    let store = Arc::new(store);
+    let service_config = ServiceConfig {
+        tiers: cfg.tiers.clone(),
+        naming: TenantNaming { base_domain: cfg.base_domain.clone() },
+        max_file_bytes: cfg.max_file_bytes,
+    };
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let svc = Tenantry::start(dyn_store, service_config, &admin_key, Arc::new(SystemClock))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start: {}", e.message))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(tenantry_http::serve(listener, Arc::new(svc), HttpConfig::default(), async move {
+        let _ = rx.await;
+    }));
+    Ok(Running { addr, admin_key, generated_admin_key: generated, shutdown: Some(tx), task, store })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// `tenantry serve`: start, print where, serve until a signal, stop cleanly.
+pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
+    let data = cfg.data.clone();
+    let mut running = start(cfg).await?;
+    if running.generated_admin_key {
+        println!("operator key (shown once; stored in {}): {}", data.join(ADMIN_KEY_FILE).display(), running.admin_key);
+    }
+    println!("tenantry listening on http://{} (data: {})", running.addr, data.display());
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutdown signal: finishing in-flight requests");
+            running.stop().await?;
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+        res = running.wait() => res,
+    }
+}
