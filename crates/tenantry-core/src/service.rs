@@ -461,12 +461,13 @@ impl Tenantry {
         if role > caller.role() {
             return Err(Error::forbidden(format!("a {} key cannot create a {role} key", caller.role())));
         }
-        let prefix = match req.prefix.as_deref().filter(|p| !p.is_empty()) {
-            Some(p) => Some(PathPrefix::parse(p)?).filter(|p| !p.is_root()),
+        // `None`: not given (inherit the creator's); `Some(root)`: explicitly everything.
+        let asked = match req.prefix.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => Some(PathPrefix::parse(p)?),
             None => None,
         };
-        let prefix = match (caller.prefix(), prefix) {
-            (None, p) => p,
+        let prefix = match (caller.prefix(), asked) {
+            (None, p) => p.filter(|p| !p.is_root()),
             (Some(own), None) => Some(own.clone()),
             (Some(own), Some(p)) if p.is_within(own) => Some(p),
             (Some(own), Some(_)) => {

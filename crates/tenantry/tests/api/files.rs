@@ -1,0 +1,212 @@
+use crate::helpers::*;
+use reqwest::Method;
+use sha2::{Digest, Sha256};
+
+fn etag(content: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(Sha256::digest(content)))
+}
+
+#[tokio::test]
+async fn put_creates_then_replaces_and_get_returns_the_bytes_unchanged() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let content: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let res = app.raw(Some(&t.owner), Method::PUT, "/v1/files/data/blob.bin", Some(&content), &[("content-type", "application/x-thing")]).await;
+    assert_eq!(res.status, 201);
+    let meta = res.json().unwrap();
+    assert_eq!(meta["path"], "/data/blob.bin");
+    assert_eq!(meta["size"], 70_000);
+    assert_eq!(meta["etag"], etag(&content));
+    assert_eq!(meta["version"], 1);
+    assert_eq!(meta["content_type"], "application/x-thing");
+    assert!(meta["updated_at"].is_string());
+    assert_eq!(res.header("etag"), Some(etag(&content).as_str()));
+
+    let got = app.raw(Some(&t.owner), Method::GET, "/v1/files/data/blob.bin", None, &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(&got.body[..], &content[..]);
+    assert_eq!(got.header("etag"), Some(etag(&content).as_str()));
+    assert_eq!(got.header("content-type"), Some("application/x-thing"));
+    assert_eq!(got.header("content-length"), Some("70000"));
+
+    let res = app.raw(Some(&t.owner), Method::PUT, "/v1/files/data/blob.bin", Some(b"v2"), &[]).await;
+    assert_eq!(res.status, 200);
+    let meta = res.json().unwrap();
+    assert_eq!((meta["version"].as_u64(), meta["size"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(meta["content_type"], "application/octet-stream");
+    assert_eq!(&app.as_key(&t.owner).get_file("/data/blob.bin").await.unwrap()[..], b"v2");
+}
+
+#[tokio::test]
+async fn head_gives_the_headers_of_get_without_a_body() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    app.as_key(&t.owner).put_file("/h.txt", b"hello head".to_vec(), Some("text/plain")).await.unwrap();
+    let res = app.raw(Some(&t.owner), Method::HEAD, "/v1/files/h.txt", None, &[]).await;
+    assert_eq!(res.status, 200);
+    assert!(res.body.is_empty());
+    assert_eq!(res.header("content-length"), Some("10"));
+    assert_eq!(res.header("etag"), Some(etag(b"hello head").as_str()));
+    assert_eq!(res.header("content-type"), Some("text/plain"));
+    let res = app.raw(Some(&t.owner), Method::HEAD, "/v1/files/missing", None, &[]).await;
+    assert_eq!(res.status, 404);
+}
+
+#[tokio::test]
+async fn delete_answers_204_then_the_file_is_gone() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    app.as_key(&t.owner).put_file("/d.txt", b"x".to_vec(), None).await.unwrap();
+    let res = app.raw(Some(&t.owner), Method::DELETE, "/v1/files/d.txt", None, &[]).await;
+    assert_eq!(res.status, 204);
+    let res = app.raw(Some(&t.owner), Method::GET, "/v1/files/d.txt", None, &[]).await;
+    assert_error(&res, 404, "not_found");
+    let res = app.raw(Some(&t.owner), Method::DELETE, "/v1/files/d.txt", None, &[]).await;
+    assert_error(&res, 404, "not_found");
+}
+
+#[tokio::test]
+async fn conditional_writes_fail_with_412_and_change_nothing() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let k = Some(t.owner.as_str());
+    let res = app.raw(k, Method::PUT, "/v1/files/c.txt", Some(b"one"), &[("if-none-match", "*")]).await;
+    assert_eq!(res.status, 201);
+    let res = app.raw(k, Method::PUT, "/v1/files/c.txt", Some(b"two"), &[("if-none-match", "*")]).await;
+    assert_error(&res, 412, "precondition_failed");
+    let res = app.raw(k, Method::PUT, "/v1/files/c.txt", Some(b"two"), &[("if-match", "\"deadbeef\"")]).await;
+    assert_error(&res, 412, "precondition_failed");
+    let res = app.raw(k, Method::DELETE, "/v1/files/c.txt", None, &[("if-match", "\"deadbeef\"")]).await;
+    assert_error(&res, 412, "precondition_failed");
+    assert_eq!(&app.as_key(&t.owner).get_file("/c.txt").await.unwrap()[..], b"one");
+    let res = app.raw(k, Method::PUT, "/v1/files/c.txt", Some(b"two"), &[("if-match", &etag(b"one"))]).await;
+    assert_eq!(res.status, 200);
+    let res = app.raw(k, Method::PUT, "/v1/files/new.txt", Some(b"x"), &[("if-match", "*")]).await;
+    assert_error(&res, 412, "precondition_failed");
+    // GET with a matching If-None-Match is 304.
+    let res = app.raw(k, Method::GET, "/v1/files/c.txt", None, &[("if-none-match", &etag(b"two"))]).await;
+    assert_eq!(res.status, 304);
+    assert!(res.body.is_empty());
+}
+
+#[tokio::test]
+async fn range_requests_return_the_asked_bytes() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    app.as_key(&t.owner).put_file("/r.txt", b"0123456789".to_vec(), None).await.unwrap();
+    let k = Some(t.owner.as_str());
+    for (range, body, content_range) in [("bytes=2-5", "2345", "bytes 2-5/10"), ("bytes=7-", "789", "bytes 7-9/10"), ("bytes=-3", "789", "bytes 7-9/10"), ("bytes=8-100", "89", "bytes 8-9/10")] {
+        let res = app.raw(k, Method::GET, "/v1/files/r.txt", None, &[("range", range)]).await;
+        assert_eq!(res.status, 206, "{range}");
+        assert_eq!(&res.body[..], body.as_bytes());
+        assert_eq!(res.header("content-range"), Some(content_range));
+    }
+    let res = app.raw(k, Method::GET, "/v1/files/r.txt", None, &[("range", "bytes=10-")]).await;
+    assert_eq!(res.status, 416);
+    assert_eq!(res.header("content-range"), Some("bytes */10"));
+    let res = app.raw(k, Method::GET, "/v1/files/r.txt", None, &[("range", "bytes=0-1,4-5")]).await;
+    assert_eq!((res.status.as_u16(), &res.body[..]), (200, &b"0123456789"[..]));
+}
+
+#[tokio::test]
+async fn invalid_paths_are_refused_after_percent_decoding_and_change_nothing() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+
+    let long = format!("/v1/files/{}", "a".repeat(1030));
+    for p in [
+        "/v1/files/a/%2e%2e/b",
+        "/v1/files/a/%2E/b",
+        "/v1/files/a/./b",
+        "/v1/files/a//b",
+        "/v1/files/a/",
+        "/v1/files/a%00b",
+        "/v1/files/a%0Ab",
+        "/v1/files/a%5Cb",
+        "/v1/files/a%2F%2Fb",
+        "/v1/files/%FF",
+        long.as_str(),
+    ] {
+        for method in ["PUT", "GET", "DELETE"] {
+            let (status, body) = app.raw_request(method, p, &t.owner, b"x").await;
+            assert_eq!(status, 400, "{method} {p}: {body}");
+            assert!(body.contains("\"invalid_path\""), "{method} {p}: {body}");
+        }
+    }
+    let list = app.as_key(&t.owner).list_files("/", true, None).await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+    // Unicode and spaces are fine, percent-encoded or not.
+    app.as_key(&t.owner).put_file("/ünï côdé/файл.txt", b"u".to_vec(), None).await.unwrap();
+    let list = app.as_key(&t.owner).list_files("/", true, None).await.unwrap();
+    assert_eq!(list["items"][0]["path"], "/ünï côdé/файл.txt");
+}
+
+#[tokio::test]
+async fn a_body_over_the_maximum_is_413_too_large_and_writes_nothing() {
+    let app = spawn_with(|c| c.max_file_bytes = 1000).await;
+    let t = app.create_tenant("acme").await;
+    let res = app.raw(Some(&t.owner), Method::PUT, "/v1/files/big", Some(&vec![7u8; 1001]), &[]).await;
+    assert_error(&res, 413, "too_large");
+    let res = app.raw(Some(&t.owner), Method::PUT, "/v1/files/big", Some(&vec![7u8; 50_000]), &[]).await;
+    assert_error(&res, 413, "too_large");
+    let res = app.raw(Some(&t.owner), Method::GET, "/v1/files/big", None, &[]).await;
+    assert_error(&res, 404, "not_found");
+    let res = app.raw(Some(&t.owner), Method::PUT, "/v1/files/ok", Some(&vec![7u8; 1000]), &[]).await;
+    assert_eq!(res.status, 201);
+}
+
+#[tokio::test]
+async fn listings_page_in_path_order_and_recurse_only_when_asked() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let c = app.as_key(&t.owner);
+    let mut all = Vec::new();
+    for i in 0..25 {
+        let p = format!("/logs/{i:02}.txt");
+        c.put_file(&p, vec![b'x'; i], None).await.unwrap();
+        all.push(p);
+    }
+    c.put_file("/logs/deep/z.txt", b"z".to_vec(), None).await.unwrap();
+    c.put_file("/logsx.txt", b"no".to_vec(), None).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(cur) => format!("/v1/files?prefix=/logs/&limit=10&cursor={cur}"),
+            None => "/v1/files?prefix=/logs/&limit=10".into(),
+        };
+        let page = app.raw(Some(&t.owner), Method::GET, &q, None, &[]).await.json().unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 10);
+        for i in items {
+            assert!(i["size"].is_u64() && i["etag"].is_string() && i["updated_at"].is_string());
+            seen.push(i["path"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(n) => cursor = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all, "non-recursive: direct children only, in order");
+    let rec = c.list_files("/logs", true, None).await.unwrap();
+    let rec: Vec<_> = rec["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(rec.len(), 26);
+    assert_eq!(rec.last().unwrap(), "/logs/deep/z.txt");
+    let res = app.raw(Some(&t.owner), Method::GET, "/v1/files?cursor=zz!", None, &[]).await;
+    assert_error(&res, 400, "invalid_request");
+    let res = app.raw(Some(&t.owner), Method::GET, "/v1/files?prefix=/a/../b", None, &[]).await;
+    assert_error(&res, 400, "invalid_path");
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_a_restart() {
+    let mut app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    for i in 0..20 {
+        app.as_key(&t.owner).put_file(&format!("/f{i}"), format!("content {i}").into_bytes(), None).await.unwrap();
+    }
+    app.restart().await;
+    for i in 0..20 {
+        assert_eq!(app.as_key(&t.owner).get_file(&format!("/f{i}")).await.unwrap(), format!("content {i}").into_bytes());
+    }
+}

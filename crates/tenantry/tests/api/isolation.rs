@@ -1,0 +1,128 @@
+//! The cross-tenant matrix: for every tenant route, another tenant's key, the same key naming
+//! the other tenant, and the operator naming the wrong tenant get 404/403 and never the data.
+use crate::helpers::*;
+use reqwest::Method;
+
+const SECRET: &[u8] = b"acme-confidential-7f3a";
+
+struct World {
+    app: TestApp,
+    acme: Tenant,
+    globex: Tenant,
+    acme_key_id: String,
+}
+
+async fn world() -> World {
+    let app = spawn_app().await;
+    let acme = app.create_tenant("acme").await;
+    let globex = app.create_tenant("globex").await;
+    app.as_key(&acme.owner).put_file("/private/plan.txt", SECRET.to_vec(), None).await.unwrap();
+    let (acme_key_id, _) = app.key(&acme, "reader", None).await;
+    World { app, acme, globex, acme_key_id }
+}
+
+/// Every tenant-scoped route, pointed at acme's things.
+fn routes(w: &World) -> Vec<(Method, String)> {
+    vec![
+        (Method::GET, "/v1/files/private/plan.txt".into()),
+        (Method::HEAD, "/v1/files/private/plan.txt".into()),
+        (Method::DELETE, "/v1/files/private/plan.txt".into()),
+        (Method::GET, "/v1/files?prefix=/private&recursive=true".into()),
+        (Method::GET, "/v1/keys".into()),
+        (Method::DELETE, format!("/v1/keys/{}", w.acme_key_id)),
+        (Method::GET, "/v1/audit?limit=1000".into()),
+        (Method::GET, "/v1/audit/verify".into()),
+        (Method::GET, "/v1/whoami".into()),
+    ]
+}
+
+/// Whether an answer carries anything of acme's beyond what the request itself said: the
+/// content, acme's id, its slug as data, or its key's details.
+fn leaks(w: &World, body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    body.windows(SECRET.len()).any(|x| x == SECRET)
+        || text.contains(&w.acme.id)
+        || text.contains("\"slug\":\"acme\"")
+        || text.contains(&format!("\"id\":\"{}", w.acme_key_id))
+}
+
+async fn acme_is_untouched(w: &World) {
+    assert_eq!(&w.app.as_key(&w.acme.owner).get_file("/private/plan.txt").await.unwrap()[..], SECRET);
+    let keys = w.app.as_key(&w.acme.owner).list_keys().await.unwrap();
+    let k = keys["items"].as_array().unwrap().iter().find(|k| k["id"] == w.acme_key_id.as_str()).unwrap().clone();
+    assert!(k["revoked_at"].is_null());
+}
+
+#[tokio::test]
+async fn another_tenants_key_never_gets_a_byte_of_the_data() {
+    let w = world().await;
+    for (m, p) in routes(&w) {
+        let res = w.app.raw(Some(&w.globex.owner), m.clone(), &p, None, &[]).await;
+        assert!(res.status == 404 || res.status.is_success(), "{m} {p}: {}", res.status);
+        if res.status == 404 {
+            assert!(code(&res) == "not_found" || m == Method::HEAD, "{m} {p}");
+        }
+        assert!(!leaks(&w, &res.body), "{m} {p} leaked: {}", String::from_utf8_lossy(&res.body));
+        // The same answer as for something that never existed anywhere.
+        let never = p.replace("plan.txt", "never.txt").replace(&w.acme_key_id, "key_0000000000000000");
+        let other = w.app.raw(Some(&w.globex.owner), m.clone(), &never, None, &[]).await;
+        assert_eq!((res.status, code(&res)), (other.status, code(&other)), "{m} {p}");
+    }
+    // A write by globex to the same path lands in globex, not in acme.
+    w.app.as_key(&w.globex.owner).put_file("/private/plan.txt", b"globex's own".to_vec(), None).await.unwrap();
+    acme_is_untouched(&w).await;
+}
+
+#[tokio::test]
+async fn a_key_naming_another_tenant_by_path_or_header_is_a_mismatch_on_every_route() {
+    let w = world().await;
+    for (m, p) in routes(&w) {
+        let res = w.app.raw(Some(&w.globex.owner), m.clone(), &p, None, &[("x-tenant-id", "acme")]).await;
+        assert_eq!(res.status, 403, "{m} {p}");
+        if m != Method::HEAD {
+            assert_eq!(code(&res), "tenant_mismatch");
+        }
+        assert!(!leaks(&w, &res.body));
+        let res = w.app.raw(Some(&w.globex.owner), m.clone(), &format!("/t/acme{p}"), None, &[]).await;
+        assert_eq!(res.status, 403, "/t/acme{p}");
+        assert!(!leaks(&w, &res.body));
+    }
+    let res = w.app.raw(Some(&w.globex.owner), Method::PUT, "/t/acme/v1/files/private/plan.txt", Some(b"overwrite"), &[]).await;
+    assert_eq!(res.status, 403);
+    acme_is_untouched(&w).await;
+}
+
+#[tokio::test]
+async fn the_operator_naming_the_wrong_tenant_sees_only_that_tenant() {
+    let w = world().await;
+    for (m, p) in routes(&w) {
+        if p.starts_with("/v1/whoami") || p.starts_with("/v1/keys") || p.starts_with("/v1/audit") {
+            continue; // these answer for globex, which is right; checked for leaks below
+        }
+        let res = w.app.raw(Some(&w.app.admin_key), m.clone(), &p, None, &[("x-tenant-id", "globex")]).await;
+        assert_eq!(res.status.as_u16() / 100 == 2 && p.contains("prefix"), res.status.is_success(), "{m} {p}");
+        assert!(!leaks(&w, &res.body), "{m} {p}");
+    }
+    for p in ["/v1/keys", "/v1/audit?limit=1000", "/v1/whoami"] {
+        let res = w.app.raw(Some(&w.app.admin_key), Method::GET, p, None, &[("x-tenant-id", "globex")]).await;
+        assert_eq!(res.status, 200);
+        assert!(!leaks(&w, &res.body), "{p}");
+    }
+    acme_is_untouched(&w).await;
+}
+
+#[tokio::test]
+async fn a_prefixed_key_learns_nothing_outside_its_prefix_from_errors_or_listings() {
+    let w = world().await;
+    let (_, docs) = w.app.key(&w.acme, "admin", Some("/docs")).await;
+    for p in ["/v1/files/private/plan.txt", "/v1/files/private/nothing-here.txt"] {
+        let res = w.app.raw(Some(&docs), Method::GET, p, None, &[]).await;
+        // The same answer whether or not the file exists: existence is not revealed.
+        assert_error(&res, 403, "forbidden");
+        assert!(!res.body.windows(SECRET.len()).any(|x| x == SECRET));
+    }
+    let list = w.app.as_key(&docs).list_files("/", true, None).await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+    let list = w.app.as_key(&docs).list_files("/private", true, None).await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+}

@@ -1,0 +1,11 @@
+//! Black-box tests: the real server over HTTP, one test per contract row of API.md §2–§6, §8
+//! and §10, plus the cross-tenant matrix.
+
+mod audit;
+mod files;
+mod helpers;
+mod isolation;
+mod keys;
+mod ops;
+mod routing;
+mod tenants;

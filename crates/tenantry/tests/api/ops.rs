@@ -1,0 +1,49 @@
+use crate::helpers::*;
+use reqwest::Method;
+
+#[tokio::test]
+async fn health_and_readiness_answer_without_a_key() {
+    let app = spawn_app().await;
+    let res = app.raw(None, Method::GET, "/healthz", None, &[]).await;
+    assert_eq!((res.status.as_u16(), res.json().unwrap()["status"].as_str()), (200, Some("ok")));
+    let res = app.raw(None, Method::GET, "/readyz", None, &[]).await;
+    assert_eq!((res.status.as_u16(), res.json().unwrap()["status"].as_str()), (200, Some("ready")));
+    assert!(res.header("x-request-id").is_some_and(|r| r.starts_with("req_")));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status_and_tenants_by_status() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    app.operator().tenant_action("globex", "suspend").await.unwrap();
+    for _ in 0..3 {
+        let _ = app.raw(Some(&t.owner), Method::GET, "/v1/files/missing", None, &[]).await;
+    }
+    let text = String::from_utf8(app.raw(None, Method::GET, "/metrics", None, &[]).await.body.to_vec()).unwrap();
+    assert!(text.contains("tenantry_http_requests_total{route=\"/v1/files/{*path}\",method=\"GET\",status=\"404\"} 3"), "{text}");
+    assert!(text.contains("tenantry_tenants{status=\"active\"} 2"));
+    assert!(text.contains("tenantry_tenants{status=\"suspended\"} 1"));
+    assert!(text.contains("tenantry_http_request_duration_seconds_count{route=\"/v1/files/{*path}\"} 3"));
+    assert!(!text.contains("missing"), "labels are route templates, never raw paths");
+}
+
+#[tokio::test]
+async fn openapi_json_is_openapi_3_1_and_lists_the_routes() {
+    let app = spawn_app().await;
+    let spec = app.raw(None, Method::GET, "/openapi.json", None, &[]).await.json().unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    for p in ["/v1/tenants", "/v1/tenants/{slug}", "/v1/keys", "/v1/files/{path}", "/v1/audit", "/healthz"] {
+        assert!(spec["paths"].get(p).is_some(), "{p}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_the_error_shape_with_a_request_id() {
+    let app = spawn_app().await;
+    let res = app.raw(None, Method::GET, "/nope", None, &[]).await;
+    assert_error(&res, 404, "not_found");
+    let res = app.raw(Some(&app.admin_key), Method::PATCH, "/v1/keys", None, &[]).await;
+    assert_eq!(res.status, 405);
+    assert_eq!(code(&res), "invalid_request");
+}
