@@ -1,0 +1,274 @@
+//! The real `tenantry` binary: `serve` as a process (first start, restart, signals, schema
+//! checks) and the CLI client against it.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
+
+fn clean_command() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TENANTRY_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("TENANTRY_LOG", "warn");
+    c
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    stdout_lines: Vec<String>,
+}
+
+/// Starts `tenantry serve` on port 0 and reads its first lines until it says where it listens.
+fn serve(data: &Path, extra_env: &[(&str, &str)]) -> Server {
+    let mut cmd = clean_command();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("serve exited before listening: {lines:?}");
+        }
+        let done = line.contains("listening on http://");
+        lines.push(line.trim_end().to_owned());
+        if done {
+            break;
+        }
+    }
+    let url = lines.last().unwrap().split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    Server { child, url, stdout_lines: lines }
+}
+
+impl Server {
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("serve did not stop within 5 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+struct Cli {
+    url: String,
+    key: String,
+    client_config: PathBuf,
+}
+
+impl Cli {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = clean_command();
+        c.args(args).env("TENANTRY_URL", &self.url).env("TENANTRY_KEY", &self.key).env("TENANTRY_CLIENT_CONFIG", &self.client_config);
+        c.stdin(Stdio::null());
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let text = self.ok(&a);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?} --json is not one JSON document ({e}): {text}"))
+    }
+    fn with_key(&self, key: &str) -> Cli {
+        Cli { url: self.url.clone(), key: key.to_owned(), client_config: self.client_config.clone() }
+    }
+}
+
+fn admin_key(data: &Path) -> String {
+    std::fs::read_to_string(data.join("admin.key")).unwrap().trim().to_owned()
+}
+
+#[test]
+fn first_start_prints_the_operator_key_once_and_stores_it_with_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let key = admin_key(&data);
+    assert!(server.stdout_lines.iter().any(|l| l.contains("operator key") && l.contains(&key)), "{:?}", server.stdout_lines);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("admin.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let cli = Cli { url: server.url.clone(), key: key.clone(), client_config: dir.path().join("client.toml") };
+    cli.ok(&["tenant", "create", "acme"]);
+    assert!(server.terminate().success(), "SIGTERM is a clean stop");
+
+    let again = serve(&data, &[]);
+    assert!(!again.stdout_lines.iter().any(|l| l.contains(&key)), "the key is printed only once");
+    let cli = Cli { url: again.url.clone(), ..cli };
+    let t = cli.json(&["tenant", "show", "acme"]);
+    assert_eq!(t["slug"], "acme");
+}
+
+#[test]
+fn the_operator_key_from_the_environment_is_used_and_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[("TENANTRY_ADMIN_KEY", "my-operator-secret")]);
+    assert!(!data.join("admin.key").exists());
+    let cli = Cli { url: server.url.clone(), key: "my-operator-secret".into(), client_config: dir.path().join("c.toml") };
+    assert_eq!(cli.json(&["whoami"])["key"]["operator"], true);
+    let wrong = cli.with_key("other");
+    assert!(!wrong.run(&["whoami"]).status.success());
+}
+
+#[test]
+fn a_data_dir_from_a_newer_schema_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    serve(&data, &[]).terminate();
+    let db = rusqlite::Connection::open(data.join("tenantry.db")).unwrap();
+    db.pragma_update(None, "user_version", 999).unwrap();
+    drop(db);
+    let out = clean_command().args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(&data).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("schema version 999") && err.contains("newer"), "{err}");
+}
+
+#[test]
+fn the_cli_creates_switches_and_moves_bytes_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let cli = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("client.toml") };
+
+    let created = cli.ok(&["tenant", "create", "acme", "--name", "Acme Inc", "--tier", "pro"]);
+    assert!(created.starts_with("[acme] created"), "{created}");
+    let owner = created.lines().find(|l| l.contains("owner key")).unwrap().split_whitespace().last().unwrap().to_owned();
+    assert!(owner.starts_with("tnr_key_"));
+
+    let switched = cli.ok(&["tenant", "switch", "acme"]);
+    assert!(switched.starts_with("[acme]"), "{switched}");
+    let status = cli.ok(&["tenant", "status"]);
+    assert!(status.starts_with("[acme] active tenant (from active tenant"), "{status}");
+
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let mut put = cli.cmd(&["fs", "put", "/bin/all.bytes"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    put.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let out = put.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("[acme] wrote /bin/all.bytes"));
+
+    let got = cli.run(&["fs", "get", "/bin/all.bytes"]);
+    assert!(got.status.success());
+    assert_eq!(got.stdout, bytes, "fs get writes the bytes unchanged");
+    assert!(String::from_utf8_lossy(&got.stderr).starts_with("[acme]"));
+
+    let local = dir.path().join("copy.bin");
+    cli.ok(&["fs", "get", "/bin/all.bytes", "-o", local.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&local).unwrap(), bytes);
+    cli.ok(&["fs", "put", "/docs/copy.bin", local.to_str().unwrap()]);
+
+    let ls = cli.json(&["fs", "ls", "/", "--recursive"]);
+    let paths: Vec<_> = ls["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/bin/all.bytes", "/docs/copy.bin"]);
+    let human = cli.ok(&["fs", "ls", "/bin"]);
+    assert!(human.starts_with("[acme] 1 file(s) under /bin") && human.contains("all.bytes"), "{human}");
+    cli.ok(&["fs", "rm", "/bin/all.bytes"]);
+    assert!(!cli.run(&["fs", "get", "/bin/all.bytes"]).status.success());
+
+    // The owner key acts on its own tenant without any switching.
+    let as_owner = Cli { client_config: dir.path().join("none.toml"), ..cli.with_key(&owner) };
+    let k = as_owner.json(&["key", "create", "ci", "--role", "reader", "--prefix", "/docs"]);
+    assert_eq!((k["role"].as_str(), k["prefix"].as_str()), (Some("reader"), Some("/docs")));
+    let keys = as_owner.ok(&["key", "list"]);
+    assert!(keys.starts_with("[acme] keys") && keys.contains("ci"), "{keys}");
+    as_owner.ok(&["key", "revoke", k["id"].as_str().unwrap()]);
+    let reader = as_owner.with_key(k["key"].as_str().unwrap());
+    assert!(!reader.run(&["whoami"]).status.success());
+
+    let verify = as_owner.ok(&["audit", "verify"]);
+    assert!(verify.starts_with("[acme] audit chain intact"), "{verify}");
+    let log = as_owner.json(&["audit", "--action", "file.write"]);
+    assert_eq!(log["items"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn tenant_resolution_follows_flag_env_active_only_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let cli = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("client.toml") };
+    let slug = |args: &[&str], env: Option<&str>| {
+        let mut c = cli.cmd(args);
+        if let Some(e) = env {
+            c.env("TENANTRY_TENANT", e);
+        }
+        let out = c.arg("--json").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["tenant"].as_str().unwrap().to_owned(), v["source"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(slug(&["tenant", "status"], None), ("default".into(), "default".into()));
+    cli.ok(&["tenant", "create", "acme"]);
+    assert_eq!(slug(&["tenant", "status"], None).0, "acme", "the only tenant besides default");
+    cli.ok(&["tenant", "create", "globex"]);
+    assert_eq!(slug(&["tenant", "status"], None).0, "default");
+    cli.ok(&["tenant", "switch", "globex"]);
+    assert_eq!(slug(&["tenant", "status"], None).0, "globex");
+    assert_eq!(slug(&["tenant", "status"], Some("acme")), ("acme".into(), "TENANTRY_TENANT".into()));
+    assert_eq!(slug(&["tenant", "status", "--tenant", "default"], Some("acme")), ("default".into(), "--tenant".into()));
+}
+
+#[test]
+fn errors_exit_non_zero_with_one_line_that_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let cli = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("client.toml") };
+    let out = cli.run(&["tenant", "show", "ghost"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("tenant 'ghost' not found; `tenantry tenant list` shows the tenants"), "{err}");
+
+    cli.ok(&["tenant", "create", "acme"]);
+    let out = cli.run(&["tenant", "delete", "acme"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert_eq!(cli.json(&["tenant", "show", "acme"])["status"], "active");
+    cli.ok(&["tenant", "delete", "acme", "--yes"]);
+    assert_eq!(cli.json(&["tenant", "show", "acme"])["status"], "archived");
+    cli.ok(&["tenant", "purge", "acme", "--yes"]);
+    assert!(!cli.run(&["tenant", "show", "acme"]).status.success());
+
+    let offline = Cli { url: "http://127.0.0.1:9".into(), ..cli.with_key("x") };
+    let out = offline.run(&["tenant", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `tenantry serve` running?"));
+}
