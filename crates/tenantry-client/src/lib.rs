@@ -94,7 +94,13 @@ impl Client {
     }
 
     /// Sends a request; `extra` headers are added. Any status is returned as is.
-    pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>, extra: &[(&str, &str)]) -> Result<RawResponse> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        extra: &[(&str, &str)],
+    ) -> Result<RawResponse> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url);
         if let Some(k) = &self.key {
@@ -111,15 +117,23 @@ impl Client {
         if let Some(b) = body {
             req = req.body(b);
         }
-        let res = req.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), reason: e.to_string() })?;
+        let res =
+            req.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), reason: e.to_string() })?;
         let status = res.status();
         let headers = res.headers().clone();
-        let body = res.bytes().await.map_err(|e| ClientError::Transport { url: self.base.clone(), reason: e.to_string() })?;
+        let body =
+            res.bytes().await.map_err(|e| ClientError::Transport { url: self.base.clone(), reason: e.to_string() })?;
         Ok(RawResponse { status, headers, body })
     }
 
     /// Like [`send`](Self::send), but a non-2xx status becomes [`ClientError::Api`].
-    pub async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>, extra: &[(&str, &str)]) -> Result<RawResponse> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        extra: &[(&str, &str)],
+    ) -> Result<RawResponse> {
         let res = self.send(method, path, body, extra).await?;
         if res.status.is_success() || res.status == StatusCode::NOT_MODIFIED {
             return Ok(res);

@@ -45,9 +45,8 @@ pub struct ChainReport {
 /// Checks that entries (in seq order, starting at seq 1) form an unbroken chain.
 pub fn verify<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> ChainReport {
     let mut prev = GENESIS.to_owned();
-    let mut expected_seq = 1;
     let mut count = 0;
-    for e in entries {
+    for (expected_seq, e) in (1u64..).zip(entries) {
         count += 1;
         let broken = if e.seq != expected_seq {
             Some(format!("expected seq {expected_seq}, found {}", e.seq))
@@ -62,7 +61,6 @@ pub fn verify<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> ChainRep
             return ChainReport { entries: count, ok: false, first_broken_seq: Some(e.seq), reason: Some(reason) };
         }
         prev = e.hash.clone();
-        expected_seq += 1;
     }
     ChainReport { entries: count, ok: true, first_broken_seq: None, reason: None }
 }

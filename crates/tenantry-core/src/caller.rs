@@ -149,7 +149,8 @@ impl Caller {
 #[derive(Debug)]
 pub struct Refusal {
     pub error: Error,
-    pub audit_in: Option<(Arc<Tenant>, AuditDraft)>,
+    /// Boxed: refusals are rare and the common `Ok(Caller)` should stay small.
+    pub audit_in: Option<Box<(Arc<Tenant>, AuditDraft)>>,
 }
 
 impl From<Error> for Refusal {
@@ -182,7 +183,7 @@ fn host_without_port(host: &str) -> String {
 }
 
 impl TenantNaming {
-    fn from_host(&self, host: &str) -> Option<Named> {
+    fn name_in_host(&self, host: &str) -> Option<Named> {
         let host = host_without_port(host);
         if let Some(base) = &self.base_domain {
             if let Some(label) = host.strip_suffix(base.as_str()).and_then(|h| h.strip_suffix('.')) {
@@ -203,7 +204,7 @@ impl TenantNaming {
         if let Some(s) = facts.header_tenant.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             out.push(Named::SlugOrId(s.to_owned()));
         }
-        if let Some(n) = facts.host.as_deref().and_then(|h| self.from_host(h)) {
+        if let Some(n) = facts.host.as_deref().and_then(|h| self.name_in_host(h)) {
             out.push(n);
         }
         out
@@ -219,9 +220,7 @@ fn names_tenant(named: &Named, tenant: &Tenant) -> bool {
 
 fn lookup(dir: &Directory, named: &Named) -> Option<Arc<Tenant>> {
     match named {
-        Named::SlugOrId(s) => dir
-            .tenant_by_slug(s)
-            .or_else(|| TenantId::parse(s).and_then(|id| dir.tenant(&id))),
+        Named::SlugOrId(s) => dir.tenant_by_slug(s).or_else(|| TenantId::parse(s).and_then(|id| dir.tenant(&id))),
         Named::Domain(d) => dir.tenant_by_domain(d),
     }
 }
@@ -245,7 +244,12 @@ pub fn authenticate(
         if tenant.status == TenantStatus::Archived {
             return Err(Error::unauthenticated().into());
         }
-        let caller = Caller { tenant: tenant.clone(), principal: Principal::Key(key), request_id: facts.request_id, ip: facts.ip };
+        let caller = Caller {
+            tenant: tenant.clone(),
+            principal: Principal::Key(key),
+            request_id: facts.request_id,
+            ip: facts.ip,
+        };
         // A host that is not a tenant's name (an IP, `localhost`) names nothing: only explicit
         // names other than the key's own tenant are a mismatch.
         let mismatch = named.iter().find(|n| match n {
@@ -255,15 +259,18 @@ pub fn authenticate(
         if mismatch.is_some() {
             let audit = caller.audit("auth.tenant_mismatch", "", "refused:tenant_mismatch");
             return Err(Refusal {
-                error: Error::new(ErrorCode::TenantMismatch, "this key belongs to another tenant than the one the request names"),
-                audit_in: Some((tenant, audit)),
+                error: Error::new(
+                    ErrorCode::TenantMismatch,
+                    "this key belongs to another tenant than the one the request names",
+                ),
+                audit_in: Some(Box::new((tenant, audit))),
             });
         }
         if tenant.status == TenantStatus::Suspended {
             let audit = caller.audit("auth.suspended", "", "refused:tenant_suspended");
             return Err(Refusal {
                 error: Error::new(ErrorCode::TenantSuspended, format!("tenant '{}' is suspended", tenant.slug)),
-                audit_in: Some((tenant, audit)),
+                audit_in: Some(Box::new((tenant, audit))),
             });
         }
         return Ok(caller);
@@ -344,7 +351,14 @@ mod tests {
             revoked_at: None,
         };
         dir.load(vec![default, acme.clone(), globex.clone()], vec![rec]);
-        World { dir, naming: TenantNaming { base_domain: Some("tenantry.test".into()) }, op: KeySecret::mint_operator(), acme_key, acme, globex }
+        World {
+            dir,
+            naming: TenantNaming { base_domain: Some("tenantry.test".into()) },
+            op: KeySecret::mint_operator(),
+            acme_key,
+            acme,
+            globex,
+        }
     }
 
     fn facts(bearer: &KeySecret) -> RequestFacts {
@@ -361,7 +375,11 @@ mod tests {
         let c = auth(&w, facts(&w.acme_key)).unwrap();
         assert_eq!(c.tenant().slug.as_str(), "acme");
         assert_eq!(c.role(), Role::Writer);
-        let own = RequestFacts { path_tenant: Some("acme".into()), host: Some("acme.tenantry.test:7070".into()), ..facts(&w.acme_key) };
+        let own = RequestFacts {
+            path_tenant: Some("acme".into()),
+            host: Some("acme.tenantry.test:7070".into()),
+            ..facts(&w.acme_key)
+        };
         assert_eq!(auth(&w, own).unwrap().tenant().id, w.acme.id);
     }
 
@@ -390,8 +408,22 @@ mod tests {
         assert_eq!(slug(RequestFacts { host: Some("localhost:7070".into()), ..facts(&w.op) }), "default");
         assert_eq!(slug(RequestFacts { host: Some("globex.test".into()), ..facts(&w.op) }), "globex");
         assert_eq!(slug(RequestFacts { host: Some("ACME.tenantry.test".into()), ..facts(&w.op) }), "acme");
-        assert_eq!(slug(RequestFacts { header_tenant: Some("globex".into()), host: Some("acme.tenantry.test".into()), ..facts(&w.op) }), "globex");
-        assert_eq!(slug(RequestFacts { path_tenant: Some("acme".into()), header_tenant: Some("globex".into()), ..facts(&w.op) }), "acme");
+        assert_eq!(
+            slug(RequestFacts {
+                header_tenant: Some("globex".into()),
+                host: Some("acme.tenantry.test".into()),
+                ..facts(&w.op)
+            }),
+            "globex"
+        );
+        assert_eq!(
+            slug(RequestFacts {
+                path_tenant: Some("acme".into()),
+                header_tenant: Some("globex".into()),
+                ..facts(&w.op)
+            }),
+            "acme"
+        );
         let missing = auth(&w, RequestFacts { header_tenant: Some("nope".into()), ..facts(&w.op) }).unwrap_err();
         assert_eq!(missing.error.code, ErrorCode::TenantNotFound);
     }

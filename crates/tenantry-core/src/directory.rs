@@ -94,10 +94,17 @@ impl Directory {
     }
 
     /// Tenants in slug order after `after_slug`, optionally of one status.
-    pub fn list_tenants(&self, status: Option<TenantStatus>, after_slug: Option<&str>, limit: usize) -> Vec<Arc<Tenant>> {
+    pub fn list_tenants(
+        &self,
+        status: Option<TenantStatus>,
+        after_slug: Option<&str>,
+        limit: usize,
+    ) -> Vec<Arc<Tenant>> {
         let inner = self.read();
         let range = match after_slug {
-            Some(after) => inner.by_slug.range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            Some(after) => {
+                inner.by_slug.range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            }
             None => inner.by_slug.range::<str, _>(..),
         };
         range

@@ -158,7 +158,9 @@ fn validate_domains(domains: Vec<String>) -> Result<Vec<String>> {
                     && !label.ends_with('-')
             });
         if !valid {
-            return Err(Error::invalid_request(format!("invalid domain {d:?}: use a hostname such as files.example.com")));
+            return Err(Error::invalid_request(format!(
+                "invalid domain {d:?}: use a hostname such as files.example.com"
+            )));
         }
         if !out.contains(&d) {
             out.push(d);
@@ -195,8 +197,19 @@ fn page_limit(limit: Option<usize>) -> Result<usize> {
 
 impl Tenantry {
     /// Loads the directory from the store and makes sure the `default` tenant exists.
-    pub async fn start(store: Arc<dyn Store>, config: ServiceConfig, operator_key: &str, clock: Arc<dyn Clock>) -> Result<Tenantry> {
-        let this = Tenantry { store, directory: Directory::default(), config, operator_hash: SecretHash::of(operator_key), clock };
+    pub async fn start(
+        store: Arc<dyn Store>,
+        config: ServiceConfig,
+        operator_key: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Tenantry> {
+        let this = Tenantry {
+            store,
+            directory: Directory::default(),
+            config,
+            operator_hash: SecretHash::of(operator_key),
+            clock,
+        };
         let (tenants, keys) = this.store.load_directory().await?;
         this.directory.load(tenants, keys);
         if this.directory.tenant_by_slug(DEFAULT_SLUG).is_none() {
@@ -261,11 +274,9 @@ impl Tenantry {
         match caller::authenticate(&self.directory, &self.config.naming, &self.operator_hash, facts, self.clock.now()) {
             Ok(c) => Ok(c),
             Err(refusal) => {
-                if let Some((tenant, draft)) = refusal.audit_in {
-                    let scope = crate::store::TenantScope::new(&tenant);
-                    if let Err(e) = self.store.append_audit(&scope, draft).await {
-                        return Err(e);
-                    }
+                if let Some(audit) = refusal.audit_in {
+                    let (tenant, draft) = *audit;
+                    self.store.append_audit(&crate::store::TenantScope::new(&tenant), draft).await?;
                 }
                 Err(refusal.error)
             }
@@ -284,9 +295,7 @@ impl Tenantry {
     // ---- tenants (operator) ---------------------------------------------------------------
 
     fn tenant_by_slug(&self, slug: &str) -> Result<Arc<Tenant>> {
-        self.directory.tenant_by_slug(slug).ok_or_else(|| {
-            Error::tenant_not_found(slug)
-        })
+        self.directory.tenant_by_slug(slug).ok_or_else(|| Error::tenant_not_found(slug))
     }
 
     fn check_domains_free(&self, domains: &[String], owner: Option<&TenantId>) -> Result<()> {
@@ -357,7 +366,13 @@ impl Tenantry {
         Ok((self.view(&tenant), minted))
     }
 
-    pub fn list_tenants(&self, caller: &Caller, status: Option<&str>, limit: Option<usize>, cursor: Option<&str>) -> Result<Page<TenantView>> {
+    pub fn list_tenants(
+        &self,
+        caller: &Caller,
+        status: Option<&str>,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<Page<TenantView>> {
         caller.operator()?;
         let status = match status.filter(|s| !s.is_empty()) {
             None => None,
@@ -522,7 +537,9 @@ impl Tenantry {
     pub fn whoami(&self, caller: &Caller) -> WhoAmI {
         let key = match caller.principal() {
             caller::Principal::Operator => WhoAmIKey { id: None, role: Role::Owner, prefix: None, operator: true },
-            caller::Principal::Key(k) => WhoAmIKey { id: Some(k.id.clone()), role: k.role, prefix: k.prefix.clone(), operator: false },
+            caller::Principal::Key(k) => {
+                WhoAmIKey { id: Some(k.id.clone()), role: k.role, prefix: k.prefix.clone(), operator: false }
+            }
         };
         WhoAmI { tenant: self.view(caller.tenant()), key }
     }
@@ -532,10 +549,9 @@ impl Tenantry {
     /// Data-plane work is refused on an archived tenant even for the operator.
     fn require_live(&self, caller: &Caller) -> Result<()> {
         match self.directory.tenant(&caller.tenant().id) {
-            Some(t) if t.status == TenantStatus::Archived => Err(Error::conflict(format!(
-                "tenant '{}' is archived; restore it first",
-                t.slug
-            ))),
+            Some(t) if t.status == TenantStatus::Archived => {
+                Err(Error::conflict(format!("tenant '{}' is archived; restore it first", t.slug)))
+            }
             Some(_) => Ok(()),
             None => Err(Error::tenant_not_found(caller.tenant().slug.as_str())),
         }
@@ -576,7 +592,12 @@ impl Tenantry {
         self.store.stat_file(&caller.scope(), path).await?.ok_or_else(|| Self::file_not_found(path))
     }
 
-    pub async fn read_file(&self, caller: &Caller, path: &TenantPath, range: Option<ByteRange>) -> Result<(FileMeta, Vec<u8>)> {
+    pub async fn read_file(
+        &self,
+        caller: &Caller,
+        path: &TenantPath,
+        range: Option<ByteRange>,
+    ) -> Result<(FileMeta, Vec<u8>)> {
         caller.require_path(path)?;
         self.require_live(caller)?;
         self.store.read_file(&caller.scope(), path, range).await?.ok_or_else(|| Self::file_not_found(path))
@@ -626,7 +647,13 @@ impl Tenantry {
 
     // ---- audit ------------------------------------------------------------------------------
 
-    pub async fn list_audit(&self, caller: &Caller, after: Option<u64>, action: Option<&str>, limit: Option<usize>) -> Result<Page<AuditEntry>> {
+    pub async fn list_audit(
+        &self,
+        caller: &Caller,
+        after: Option<u64>,
+        action: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Page<AuditEntry>> {
         caller.require_role(Role::Admin)?;
         let limit = page_limit(limit)?;
         let action = action.filter(|a| !a.is_empty());

@@ -26,9 +26,7 @@ impl Slug {
         if !valid_shape {
             return Err(Error::new(
                 ErrorCode::InvalidSlug,
-                format!(
-                    "invalid slug {s:?}: use 1 to 63 lowercase letters, digits and inner hyphens (a DNS label)"
-                ),
+                format!("invalid slug {s:?}: use 1 to 63 lowercase letters, digits and inner hyphens (a DNS label)"),
             ));
         }
         if RESERVED_SLUGS.contains(&s) {

@@ -99,17 +99,40 @@ pub trait TenantRegistry: Send + Sync {
 pub trait AuditLog: Send + Sync {
     /// Appends an entry on its own (refused requests, which change nothing else).
     async fn append_audit(&self, scope: &TenantScope, draft: AuditDraft) -> Result<()>;
-    async fn list_audit(&self, scope: &TenantScope, after: u64, action: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>>;
+    async fn list_audit(
+        &self,
+        scope: &TenantScope,
+        after: u64,
+        action: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>>;
 }
 
 #[async_trait]
 pub trait FileStore: Send + Sync {
-    async fn put_file(&self, scope: &TenantScope, write: FileWrite, audit: AuditDraft) -> Result<(FileMeta, WriteOutcome)>;
+    async fn put_file(
+        &self,
+        scope: &TenantScope,
+        write: FileWrite,
+        audit: AuditDraft,
+    ) -> Result<(FileMeta, WriteOutcome)>;
     async fn stat_file(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<FileMeta>>;
     /// The file's metadata and bytes (the whole file, or `range`).
-    async fn read_file(&self, scope: &TenantScope, path: &TenantPath, range: Option<ByteRange>) -> Result<Option<(FileMeta, Vec<u8>)>>;
+    async fn read_file(
+        &self,
+        scope: &TenantScope,
+        path: &TenantPath,
+        range: Option<ByteRange>,
+    ) -> Result<Option<(FileMeta, Vec<u8>)>>;
     /// `not_found` if absent; `precondition_failed` if the precondition does not hold.
-    async fn delete_file(&self, scope: &TenantScope, path: &TenantPath, precondition: Precondition, at: Timestamp, audit: AuditDraft) -> Result<()>;
+    async fn delete_file(
+        &self,
+        scope: &TenantScope,
+        path: &TenantPath,
+        precondition: Precondition,
+        at: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<()>;
     async fn list_files(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<FileMeta>>;
 }
 

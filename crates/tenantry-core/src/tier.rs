@@ -186,7 +186,9 @@ mod tests {
 
     #[test]
     fn bad_overrides_are_refused() {
-        for v in [json!({"max_keys": -1}), json!({"max_keys": "5"}), json!({"bogus": 1}), json!({"webhooks": 1}), json!([1])] {
+        for v in
+            [json!({"max_keys": -1}), json!({"max_keys": "5"}), json!({"bogus": 1}), json!({"webhooks": 1}), json!([1])]
+        {
             assert!(QuotaOverrides::parse(&v).is_err(), "{v}");
         }
     }

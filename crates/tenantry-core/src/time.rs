@@ -63,9 +63,16 @@ impl Timestamp {
 
     /// Parses RFC 3339: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`.
     pub fn parse(s: &str) -> Result<Timestamp, Error> {
-        let bad = || Error::invalid_request(format!("invalid timestamp {s:?}: use RFC 3339, e.g. 2026-01-31T12:00:00Z"));
+        let bad =
+            || Error::invalid_request(format!("invalid timestamp {s:?}: use RFC 3339, e.g. 2026-01-31T12:00:00Z"));
         let b = s.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !matches!(b[10], b'T' | b't' | b' ')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
             return Err(bad());
         }
         let num = |r: std::ops::Range<usize>| -> Result<i64, Error> {
@@ -79,7 +86,13 @@ impl Timestamp {
         let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
         let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
         let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-        if !(1..=12).contains(&month) || day < 1 || day > month_days[(month - 1) as usize] || hour > 23 || minute > 59 || second > 60 {
+        if !(1..=12).contains(&month)
+            || day < 1
+            || day > month_days[(month - 1) as usize]
+            || hour > 23
+            || minute > 59
+            || second > 60
+        {
             return Err(bad());
         }
         let mut rest = &s[19..];
@@ -158,7 +171,16 @@ mod tests {
 
     #[test]
     fn malformed_timestamps_are_invalid_requests() {
-        for s in ["", "2026-11-23", "2026-13-01T00:00:00Z", "2025-02-29T00:00:00Z", "2026-11-23T24:00:00Z", "2026-11-23T00:00:00", "2026-11-23T00:00:00.Z", "2026-1a-23T00:00:00Z"] {
+        for s in [
+            "",
+            "2026-11-23",
+            "2026-13-01T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-11-23T24:00:00Z",
+            "2026-11-23T00:00:00",
+            "2026-11-23T00:00:00.Z",
+            "2026-1a-23T00:00:00Z",
+        ] {
             assert!(Timestamp::parse(s).is_err(), "{s}");
         }
     }

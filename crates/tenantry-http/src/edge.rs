@@ -147,7 +147,9 @@ mod serde_urlencoded_lite {
 pub fn num_param<T: std::str::FromStr>(value: &Option<String>, name: &str) -> Result<Option<T>, ApiError> {
     match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| ApiError::invalid(format!("`{name}` must be a non-negative whole number"))),
+        Some(v) => {
+            v.parse().map(Some).map_err(|_| ApiError::invalid(format!("`{name}` must be a non-negative whole number")))
+        }
     }
 }
 
@@ -167,7 +169,10 @@ pub async fn no_route() -> Response {
 async fn error_from_bare_status(res: Response) -> (Response, ErrorInfo) {
     let status = res.status();
     let (parts, body) = res.into_parts();
-    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "not found".to_owned()),
         StatusCode::METHOD_NOT_ALLOWED => ("invalid_request", "method not allowed on this route".to_owned()),

@@ -52,7 +52,12 @@ pub struct AppState {
 /// The router with every route and the edge middleware, before the `/t/{slug}` rewrite.
 pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> Router {
     let (router, table) = api::routes(svc.config().max_file_bytes, &config);
-    let state = AppState { svc, metrics: Arc::new(metrics::Metrics::default()), config: Arc::new(config), routes: Arc::new(table) };
+    let state = AppState {
+        svc,
+        metrics: Arc::new(metrics::Metrics::default()),
+        config: Arc::new(config),
+        routes: Arc::new(table),
+    };
     router
         .fallback(edge::no_route)
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::finish))

@@ -30,7 +30,12 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let boot: u32 = rand::thread_rng().gen();
-        Metrics { boot: format!("{boot:08x}"), next_id: AtomicU64::new(1), requests: Default::default(), latency: Default::default() }
+        Metrics {
+            boot: format!("{boot:08x}"),
+            next_id: AtomicU64::new(1),
+            requests: Default::default(),
+            latency: Default::default(),
+        }
     }
 }
 
@@ -42,7 +47,11 @@ impl Metrics {
 
     pub fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
         let key = (route.to_owned(), method.clone(), status);
-        let done = self.requests.read().map(|m| m.get(&key).map(|c| c.fetch_add(1, Ordering::Relaxed)).is_some()).unwrap_or(false);
+        let done = self
+            .requests
+            .read()
+            .map(|m| m.get(&key).map(|c| c.fetch_add(1, Ordering::Relaxed)).is_some())
+            .unwrap_or(false);
         if !done {
             if let Ok(mut m) = self.requests.write() {
                 m.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
@@ -97,7 +106,10 @@ impl Metrics {
                     );
                 }
                 let count = h.count.load(Ordering::Relaxed);
-                let _ = writeln!(out, "tenantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}");
+                let _ = writeln!(
+                    out,
+                    "tenantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+                );
                 let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
                 let _ = writeln!(out, "tenantry_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}");
                 let _ = writeln!(out, "tenantry_http_request_duration_seconds_count{{route=\"{route}\"}} {count}");

@@ -66,8 +66,9 @@ impl Pool {
         })?;
         let mut readers = Vec::new();
         for _ in 0..opts.readers.max(1) {
-            let r = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(sql_error)?;
+            let r =
+                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                    .map_err(sql_error)?;
             configure(&r, opts).map_err(sql_error)?;
             readers.push(Mutex::new(r));
         }

@@ -17,8 +17,8 @@ use tenantry_core::store::{
     etag_of, AuditLog, ByteRange, FileListing, FileStore, FileWrite, Health, Precondition, TenantRegistry, TenantScope,
     WriteOutcome,
 };
-use tenantry_core::time::{Clock, SystemClock, Timestamp};
 use tenantry_core::tier::QuotaOverrides;
+use tenantry_core::time::{Clock, SystemClock, Timestamp};
 use tenantry_core::{Error, Result};
 
 /// The name of the shared database inside the data dir.
@@ -48,7 +48,10 @@ impl SqliteStore {
         &self.shared.path
     }
 
-    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let pool = self.shared.clone();
         tokio::task::spawn_blocking(move || f(&mut pool.writer()))
             .await
@@ -89,7 +92,8 @@ fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Tenant>> {
     })())
 }
 
-const TENANT_COLUMNS: &str = "id, slug, name, tier, status, placement, domains, quotas, metadata, created_at, updated_at";
+const TENANT_COLUMNS: &str =
+    "id, slug, name, tier, status, placement, domains, quotas, metadata, created_at, updated_at";
 const KEY_COLUMNS: &str = "id, tenant_id, name, role, prefix, hash, created_at, created_by, expires_at, revoked_at";
 const FILE_COLUMNS: &str = "path, size, etag, version, content_type, created_at, updated_at";
 const AUDIT_COLUMNS: &str = "seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash";
@@ -318,7 +322,8 @@ impl TenantRegistry for SqliteStore {
         self.write(move |conn| {
             in_tx(conn, |tx| {
                 for table in ["files", "keys", "audit", "tenant_domains"] {
-                    tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [id.as_str()]).map_err(sql_error)?;
+                    tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [id.as_str()])
+                        .map_err(sql_error)?;
                 }
                 tx.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()]).map_err(sql_error)?;
                 Ok(())
@@ -381,10 +386,17 @@ impl TenantRegistry for SqliteStore {
 impl AuditLog for SqliteStore {
     async fn append_audit(&self, scope: &TenantScope, draft: AuditDraft) -> Result<()> {
         let scope = scope.clone();
-        self.write(move |conn| in_tx(conn, |tx| append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft))).await
+        self.write(move |conn| in_tx(conn, |tx| append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft)))
+            .await
     }
 
-    async fn list_audit(&self, scope: &TenantScope, after: u64, action: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>> {
+    async fn list_audit(
+        &self,
+        scope: &TenantScope,
+        after: u64,
+        action: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
         let tenant = scope.tenant_id().clone();
         let action = action.map(str::to_owned);
         self.read(move |conn| {
@@ -405,13 +417,20 @@ impl AuditLog for SqliteStore {
 
 fn current_etag(tx: &Transaction<'_>, tenant: &TenantId, path: &str) -> Result<Option<(String, i64, i64)>> {
     tx.prepare_cached("SELECT etag, version, created_at FROM files WHERE tenant_id = ?1 AND path = ?2")
-        .and_then(|mut s| s.query_row(params![tenant.as_str(), path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .and_then(|mut s| {
+            s.query_row(params![tenant.as_str(), path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+        })
         .map_err(sql_error)
 }
 
 #[async_trait]
 impl FileStore for SqliteStore {
-    async fn put_file(&self, scope: &TenantScope, write: FileWrite, audit: AuditDraft) -> Result<(FileMeta, WriteOutcome)> {
+    async fn put_file(
+        &self,
+        scope: &TenantScope,
+        write: FileWrite,
+        audit: AuditDraft,
+    ) -> Result<(FileMeta, WriteOutcome)> {
         let scope = scope.clone();
         let pool = self.shared.clone();
         tokio::task::spawn_blocking(move || {
@@ -475,7 +494,12 @@ impl FileStore for SqliteStore {
         .await
     }
 
-    async fn read_file(&self, scope: &TenantScope, path: &TenantPath, range: Option<ByteRange>) -> Result<Option<(FileMeta, Vec<u8>)>> {
+    async fn read_file(
+        &self,
+        scope: &TenantScope,
+        path: &TenantPath,
+        range: Option<ByteRange>,
+    ) -> Result<Option<(FileMeta, Vec<u8>)>> {
         let (tenant, path) = (scope.tenant_id().clone(), path.clone());
         self.read(move |conn| {
             let (start, len) = match range {
@@ -502,7 +526,14 @@ impl FileStore for SqliteStore {
         .await
     }
 
-    async fn delete_file(&self, scope: &TenantScope, path: &TenantPath, precondition: Precondition, _at: Timestamp, audit: AuditDraft) -> Result<()> {
+    async fn delete_file(
+        &self,
+        scope: &TenantScope,
+        path: &TenantPath,
+        precondition: Precondition,
+        _at: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<()> {
         let (scope, path) = (scope.clone(), path.clone());
         self.write(move |conn| {
             in_tx(conn, |tx| {
@@ -537,7 +568,10 @@ impl FileStore for SqliteStore {
                 ))
                 .map_err(sql_error)?;
             let rows = s
-                .query_map(params![tenant.as_str(), dir, upper, after, listing.recursive, listing.limit as i64], file_from_row)
+                .query_map(
+                    params![tenant.as_str(), dir, upper, after, listing.recursive, listing.limit as i64],
+                    file_from_row,
+                )
                 .map_err(sql_error)?;
             rows.map(|r| r.map_err(sql_error)?).collect()
         })

@@ -87,12 +87,18 @@ impl ServeConfig {
         };
         let mut tiers = TierTable::default();
         for (name, t) in &file.tiers {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+            if name.is_empty()
+                || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
                 bail!("tier name {name:?} in the config file: use lowercase letters, digits, - and _");
             }
             // A built-in tier keeps the values the file leaves out; a new tier starts unlimited
             // with no features.
-            let base = tiers.get(name).cloned().unwrap_or(Limits { webhooks: false, dedicated_placement: false, ..Limits::unlimited() });
+            let base = tiers.get(name).cloned().unwrap_or(Limits {
+                webhooks: false,
+                dedicated_placement: false,
+                ..Limits::unlimited()
+            });
             tiers.set(
                 name,
                 Limits {
@@ -121,7 +127,8 @@ impl ServeConfig {
             Some("normal") => false,
             Some(other) => bail!("synchronous = {other:?}: use \"full\" or \"normal\""),
         };
-        let base_domain = file.base_domain.map(|d| d.trim().trim_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty());
+        let base_domain =
+            file.base_domain.map(|d| d.trim().trim_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty());
         Ok(ServeConfig {
             listen: o.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             data: o.data.or(file.data).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
@@ -182,8 +189,14 @@ mod tests {
     fn the_example_config_parses_and_flags_beat_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.toml");
-        std::fs::write(&p, format!("{EXAMPLE_CONFIG}\n[tiers.team]\nmax_keys = 25\n[tiers.free]\nmax_keys = 3\n")).unwrap();
-        let c = ServeConfig::load(Overrides { config: Some(p.clone()), listen: Some("127.0.0.1:1".into()), ..Default::default() }).unwrap();
+        std::fs::write(&p, format!("{EXAMPLE_CONFIG}\n[tiers.team]\nmax_keys = 25\n[tiers.free]\nmax_keys = 3\n"))
+            .unwrap();
+        let c = ServeConfig::load(Overrides {
+            config: Some(p.clone()),
+            listen: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(c.listen, "127.0.0.1:1");
         assert_eq!(c.data, PathBuf::from("./tenantry-data"));
         assert_eq!(c.tiers.get("team").unwrap().max_keys, Some(25));

@@ -7,7 +7,10 @@ use tenantry::config::{unknown_env_vars, Overrides, ServeConfig};
 fn init_logging(filter: &str) {
     let filter = std::env::var("TENANTRY_LOG").unwrap_or_else(|_| filter.to_owned());
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -24,7 +27,12 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => {
-                let cfg = ServeConfig::load(Overrides { listen: args.listen, data: args.data, config: args.config, admin_key: args.admin_key })?;
+                let cfg = ServeConfig::load(Overrides {
+                    listen: args.listen,
+                    data: args.data,
+                    config: args.config,
+                    admin_key: args.admin_key,
+                })?;
                 init_logging(&cfg.log);
                 for var in unknown_env_vars() {
                     tracing::warn!("{var} is set but Tenantry does not know it (a typo?)");

@@ -92,7 +92,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
     let svc = Tenantry::start(dyn_store, service_config, &admin_key, Arc::new(SystemClock))
         .await
         .map_err(|e| anyhow::anyhow!("cannot start: {}", e.message))?;
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(tenantry_http::serve(listener, Arc::new(svc), HttpConfig::default(), async move {

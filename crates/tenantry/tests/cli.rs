@@ -83,7 +83,10 @@ struct Cli {
 impl Cli {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = clean_command();
-        c.args(args).env("TENANTRY_URL", &self.url).env("TENANTRY_KEY", &self.key).env("TENANTRY_CLIENT_CONFIG", &self.client_config);
+        c.args(args)
+            .env("TENANTRY_URL", &self.url)
+            .env("TENANTRY_KEY", &self.key)
+            .env("TENANTRY_CLIENT_CONFIG", &self.client_config);
         c.stdin(Stdio::null());
         c
     }
@@ -116,7 +119,11 @@ fn first_start_prints_the_operator_key_once_and_stores_it_with_mode_0600() {
     let data = dir.path().join("data");
     let server = serve(&data, &[]);
     let key = admin_key(&data);
-    assert!(server.stdout_lines.iter().any(|l| l.contains("operator key") && l.contains(&key)), "{:?}", server.stdout_lines);
+    assert!(
+        server.stdout_lines.iter().any(|l| l.contains("operator key") && l.contains(&key)),
+        "{:?}",
+        server.stdout_lines
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -140,7 +147,8 @@ fn the_operator_key_from_the_environment_is_used_and_not_written() {
     let data = dir.path().join("data");
     let server = serve(&data, &[("TENANTRY_ADMIN_KEY", "my-operator-secret")]);
     assert!(!data.join("admin.key").exists());
-    let cli = Cli { url: server.url.clone(), key: "my-operator-secret".into(), client_config: dir.path().join("c.toml") };
+    let cli =
+        Cli { url: server.url.clone(), key: "my-operator-secret".into(), client_config: dir.path().join("c.toml") };
     assert_eq!(cli.json(&["whoami"])["key"]["operator"], true);
     let wrong = cli.with_key("other");
     assert!(!wrong.run(&["whoami"]).status.success());
@@ -169,7 +177,8 @@ fn the_cli_creates_switches_and_moves_bytes_unchanged() {
 
     let created = cli.ok(&["tenant", "create", "acme", "--name", "Acme Inc", "--tier", "pro"]);
     assert!(created.starts_with("[acme] created"), "{created}");
-    let owner = created.lines().find(|l| l.contains("owner key")).unwrap().split_whitespace().last().unwrap().to_owned();
+    let owner =
+        created.lines().find(|l| l.contains("owner key")).unwrap().split_whitespace().last().unwrap().to_owned();
     assert!(owner.starts_with("tnr_key_"));
 
     let switched = cli.ok(&["tenant", "switch", "acme"]);
@@ -178,7 +187,8 @@ fn the_cli_creates_switches_and_moves_bytes_unchanged() {
     assert!(status.starts_with("[acme] active tenant (from active tenant"), "{status}");
 
     let bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
-    let mut put = cli.cmd(&["fs", "put", "/bin/all.bytes"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut put =
+        cli.cmd(&["fs", "put", "/bin/all.bytes"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     put.stdin.take().unwrap().write_all(&bytes).unwrap();
     let out = put.wait_with_output().unwrap();
     assert!(out.status.success());

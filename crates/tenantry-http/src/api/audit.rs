@@ -19,7 +19,11 @@ pub struct AuditQuery {
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(
     ("after" = Option<u64>, Query), ("action" = Option<String>, Query), ("limit" = Option<u32>, Query)),
     responses((status = 200, description = "{items, next_cursor}"), (status = 403, description = "needs admin")))]
-pub async fn list(State(state): State<AppState>, Authed(caller): Authed, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult<Response> {
+pub async fn list(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Response> {
     let after = num_param(&q.after, "after")?;
     let limit = num_param(&q.limit, "limit")?;
     let page = state.svc.list_audit(&caller, after, q.action.as_deref(), limit).await?;

@@ -6,7 +6,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, RANGE};
+use axum::http::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, RANGE,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -47,7 +49,10 @@ fn meta_headers(res: &mut Response, meta: &FileMeta) {
     if let Ok(v) = HeaderValue::from_str(&meta.etag) {
         h.insert(ETAG, v);
     }
-    h.insert(CONTENT_TYPE, HeaderValue::from_str(&meta.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&meta.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert("x-file-version", HeaderValue::from(meta.version));
 }
@@ -57,7 +62,13 @@ fn meta_headers(res: &mut Response, meta: &FileMeta) {
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, description = "created: {path, size, etag, version, content_type, updated_at}"), (status = 200, description = "replaced"),
         (status = 412, description = "precondition_failed"), (status = 413, description = "too_large")))]
-pub async fn put(State(state): State<AppState>, Authed(caller): Authed, uri: Uri, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+pub async fn put(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let path = path_of(&uri)?;
     let precondition = write_precondition(&headers)?;
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -112,14 +123,20 @@ fn parse_range(header: &str, size: u64) -> RangeAsk {
 }
 
 fn not_modified(headers: &HeaderMap, meta: &FileMeta) -> Result<bool, ApiError> {
-    Ok(etags(headers, IF_NONE_MATCH)?.is_some_and(|tags| tags.iter().any(|t| t == "*" || t.trim_start_matches("W/") == meta.etag)))
+    Ok(etags(headers, IF_NONE_MATCH)?
+        .is_some_and(|tags| tags.iter().any(|t| t == "*" || t.trim_start_matches("W/") == meta.etag)))
 }
 
 /// Read a file: the bytes as stored. `Range` (one range) and `If-None-Match` are honoured.
 #[utoipa::path(get, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)),
     responses((status = 200, description = "the bytes", content_type = "application/octet-stream"), (status = 206, description = "a range of the bytes"),
         (status = 304, description = "not modified"), (status = 404, description = "not_found")))]
-pub async fn get(State(state): State<AppState>, Authed(caller): Authed, uri: Uri, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn get(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let path = path_of(&uri)?;
     let range_header = headers.get(RANGE).and_then(|v| v.to_str().ok());
     let (meta, bytes, range) = match range_header {
@@ -135,7 +152,11 @@ pub async fn get(State(state): State<AppState>, Authed(caller): Authed, uri: Uri
                     (meta, bytes, None)
                 }
                 RangeAsk::Unsatisfiable => {
-                    let mut res = refuse(StatusCode::RANGE_NOT_SATISFIABLE, "invalid_request", format!("the file has {} bytes", meta.size));
+                    let mut res = refuse(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "invalid_request",
+                        format!("the file has {} bytes", meta.size),
+                    );
                     if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
                         res.headers_mut().insert(CONTENT_RANGE, v);
                     }
@@ -179,7 +200,12 @@ pub async fn head(State(state): State<AppState>, Authed(caller): Authed, uri: Ur
 
 /// Delete a file; `If-Match` honoured.
 #[utoipa::path(delete, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)), responses((status = 204, description = "deleted"), (status = 404, description = "not_found")))]
-pub async fn remove(State(state): State<AppState>, Authed(caller): Authed, uri: Uri, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn remove(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let path = path_of(&uri)?;
     let precondition = match etags(&headers, IF_MATCH)? {
         Some(tags) => Precondition::IfMatch(tags),
@@ -202,7 +228,11 @@ pub struct ListQuery {
     ("prefix" = Option<String>, Query, description = "a directory such as /docs/"),
     ("recursive" = Option<bool>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "{items: [{path, size, etag, updated_at}], next_cursor}")))]
-pub async fn list(State(state): State<AppState>, Authed(caller): Authed, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Response> {
+pub async fn list(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Response> {
     let recursive = bool_param(&q.recursive, "recursive")?;
     let limit = num_param(&q.limit, "limit")?;
     let page = state.svc.list_files(&caller, q.prefix.as_deref(), recursive, limit, q.cursor.as_deref()).await?;

@@ -13,7 +13,11 @@ use tenantry_core::service::NewKey;
 /// Create a key no stronger than the caller's own; the secret is shown only here.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body(content = Object, description = "{name, role, prefix?, expires_at?}"),
     responses((status = 201, description = "{id, name, role, prefix, key, ...}"), (status = 403, description = "forbidden")))]
-pub async fn create(State(state): State<AppState>, Authed(caller): Authed, ApiJson(req): ApiJson<NewKey>) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<NewKey>,
+) -> ApiResult<Response> {
     let minted = state.svc.create_key(&caller, req).await?;
     Ok((StatusCode::CREATED, Json(minted)).into_response())
 }
@@ -28,7 +32,11 @@ pub async fn list(State(state): State<AppState>, Authed(caller): Authed) -> ApiR
 /// Revoke at once.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 204, description = "revoked"), (status = 404, description = "no such key in this tenant")))]
-pub async fn revoke(State(state): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     state.svc.revoke_key(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -46,7 +46,13 @@ struct Builder {
 }
 
 impl Builder {
-    fn add(mut self, method: Method, path: &'static str, action: &'static str, handler: MethodRouter<AppState>) -> Self {
+    fn add(
+        mut self,
+        method: Method,
+        path: &'static str,
+        action: &'static str,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
         self.router = self.router.route(path, handler);
         self.table.entries.push(RouteEntry { method, path, action });
         self

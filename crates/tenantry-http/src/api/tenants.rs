@@ -14,7 +14,11 @@ use tenantry_core::service::{NewTenant, TenantPatch, Transition};
 /// Create a tenant; the answer holds its owner key, shown only here.
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body(content = Object, description = "{slug, name?, tier?, placement?, quotas?, metadata?, domains?}"),
     responses((status = 201, description = "the tenant, with `owner_key`"), (status = 400, description = "invalid_slug or invalid_request"), (status = 409, description = "slug or domain taken")))]
-pub async fn create(State(state): State<AppState>, Authed(caller): Authed, ApiJson(req): ApiJson<NewTenant>) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<NewTenant>,
+) -> ApiResult<Response> {
     let (tenant, owner) = state.svc.create_tenant(&caller, req).await?;
     let mut body = serde_json::to_value(&tenant).unwrap_or_default();
     if let Value::Object(map) = &mut body {
@@ -37,7 +41,11 @@ pub struct ListQuery {
     ("limit" = Option<u32>, Query, description = "page size, at most 1000"),
     ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "{items, next_cursor}")))]
-pub async fn list(State(state): State<AppState>, Authed(caller): Authed, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Response> {
+pub async fn list(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Response> {
     let limit = num_param(&q.limit, "limit")?;
     let page = state.svc.list_tenants(&caller, q.status.as_deref(), limit, q.cursor.as_deref())?;
     Ok(Json(page).into_response())
@@ -45,7 +53,11 @@ pub async fn list(State(state): State<AppState>, Authed(caller): Authed, ApiQuer
 
 #[utoipa::path(get, path = "/v1/tenants/{slug}", tag = "tenants", params(("slug" = String, Path)),
     responses((status = 200, description = "the tenant"), (status = 404, description = "tenant_not_found")))]
-pub async fn show(State(state): State<AppState>, Authed(caller): Authed, Path(slug): Path<String>) -> ApiResult<Response> {
+pub async fn show(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(slug): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(state.svc.get_tenant(&caller, &slug)?).into_response())
 }
 
@@ -62,24 +74,41 @@ pub async fn update(
     Ok(Json(state.svc.update_tenant(&caller, &slug, patch).await?).into_response())
 }
 
-async fn transition(state: &AppState, caller: &tenantry_core::caller::Caller, slug: &str, to: Transition) -> ApiResult<Response> {
+async fn transition(
+    state: &AppState,
+    caller: &tenantry_core::caller::Caller,
+    slug: &str,
+    to: Transition,
+) -> ApiResult<Response> {
     Ok(Json(state.svc.transition(caller, slug, to).await?).into_response())
 }
 
 /// Suspend: every tenant-key request gets 403 `tenant_suspended`; data kept.
 #[utoipa::path(post, path = "/v1/tenants/{slug}/suspend", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the suspended tenant")))]
-pub async fn suspend(State(state): State<AppState>, Authed(caller): Authed, Path(slug): Path<String>) -> ApiResult<Response> {
+pub async fn suspend(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(slug): Path<String>,
+) -> ApiResult<Response> {
     transition(&state, &caller, &slug, Transition::Suspend).await
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{slug}/resume", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the active tenant")))]
-pub async fn resume(State(state): State<AppState>, Authed(caller): Authed, Path(slug): Path<String>) -> ApiResult<Response> {
+pub async fn resume(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(slug): Path<String>,
+) -> ApiResult<Response> {
     transition(&state, &caller, &slug, Transition::Resume).await
 }
 
 /// Archived → active; its keys work again.
 #[utoipa::path(post, path = "/v1/tenants/{slug}/restore", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the restored tenant"), (status = 409, description = "not archived")))]
-pub async fn restore(State(state): State<AppState>, Authed(caller): Authed, Path(slug): Path<String>) -> ApiResult<Response> {
+pub async fn restore(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(slug): Path<String>,
+) -> ApiResult<Response> {
     transition(&state, &caller, &slug, Transition::Restore).await
 }
 

@@ -60,14 +60,21 @@ fn find_key(flag: Option<String>) -> Option<String> {
     flag.filter(|k| !k.is_empty())
         .or_else(|| std::env::var("TENANTRY_ADMIN_KEY").ok().filter(|k| !k.is_empty()))
         .or_else(|| {
-            let data = std::env::var_os("TENANTRY_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DATA));
+            let data = std::env::var_os("TENANTRY_DATA")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DATA));
             std::fs::read_to_string(data.join(crate::server::ADMIN_KEY_FILE)).ok().map(|k| k.trim().to_owned())
         })
 }
 
 impl Context {
     pub fn new(cli: &Cli) -> Context {
-        Context { json: cli.json, url: cli.url.clone(), key: find_key(cli.key.clone()), flag_tenant: cli.tenant.clone() }
+        Context {
+            json: cli.json,
+            url: cli.url.clone(),
+            key: find_key(cli.key.clone()),
+            flag_tenant: cli.tenant.clone(),
+        }
     }
 
     /// A client that names no tenant (tenant administration, or "whatever the key's tenant is").
@@ -98,7 +105,9 @@ impl Context {
         let page = client.list_tenants("?limit=3").await.map_err(|e| explain(e, None))?;
         let others: Vec<String> = page["items"]
             .as_array()
-            .map(|a| a.iter().filter_map(|t| t["slug"].as_str()).filter(|s| *s != "default").map(str::to_owned).collect())
+            .map(|a| {
+                a.iter().filter_map(|t| t["slug"].as_str()).filter(|s| *s != "default").map(str::to_owned).collect()
+            })
             .unwrap_or_default();
         if others.len() == 1 {
             return Ok(Resolved { slug: others[0].clone(), source: "the only tenant besides default" });

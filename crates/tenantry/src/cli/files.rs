@@ -21,12 +21,20 @@ pub async fn run(ctx: &Context, cmd: FsCmd) -> anyhow::Result<()> {
                     buf
                 }
             };
-            let meta = client.put_file(&path, content, content_type.as_deref()).await.map_err(|e| explain(e, Some(slug)))?;
+            let meta =
+                client.put_file(&path, content, content_type.as_deref()).await.map_err(|e| explain(e, Some(slug)))?;
             if ctx.json {
-                return Ok(json(&meta));
+                json(&meta);
+                return Ok(());
             }
             let size = meta["size"].as_u64().unwrap_or(0);
-            println!("[{slug}] wrote {} ({}, version {}, etag {})", field(&meta, "path"), human_bytes(size), field(&meta, "version"), field(&meta, "etag"));
+            println!(
+                "[{slug}] wrote {} ({}, version {}, etag {})",
+                field(&meta, "path"),
+                human_bytes(size),
+                field(&meta, "version"),
+                field(&meta, "etag")
+            );
         }
         FsCmd::Get { path, output } => {
             let bytes = client.get_file(&path).await.map_err(|e| explain(e, Some(slug)))?;
@@ -52,7 +60,10 @@ pub async fn run(ctx: &Context, cmd: FsCmd) -> anyhow::Result<()> {
             let mut items: Vec<Value> = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
-                let page = client.list_files(&prefix, recursive, cursor.as_deref()).await.map_err(|e| explain(e, Some(slug)))?;
+                let page = client
+                    .list_files(&prefix, recursive, cursor.as_deref())
+                    .await
+                    .map_err(|e| explain(e, Some(slug)))?;
                 items.extend(page["items"].as_array().cloned().unwrap_or_default());
                 match page["next_cursor"].as_str() {
                     Some(c) => cursor = Some(c.to_owned()),
@@ -60,7 +71,8 @@ pub async fn run(ctx: &Context, cmd: FsCmd) -> anyhow::Result<()> {
                 }
             }
             if ctx.json {
-                return Ok(json(&json!({ "items": items })));
+                json(&json!({ "items": items }));
+                return Ok(());
             }
             println!("[{slug}] {} file(s) under {prefix}", items.len());
             let rows = items
@@ -72,7 +84,8 @@ pub async fn run(ctx: &Context, cmd: FsCmd) -> anyhow::Result<()> {
         FsCmd::Rm { path } => {
             client.delete_file(&path).await.map_err(|e| explain(e, Some(slug)))?;
             if ctx.json {
-                return Ok(json(&json!({ "path": path, "deleted": true })));
+                json(&json!({ "path": path, "deleted": true }));
+                return Ok(());
             }
             println!("[{slug}] deleted {path}");
         }

@@ -22,29 +22,43 @@ pub async fn run(ctx: &Context, cmd: KeyCmd) -> anyhow::Result<()> {
             }
             let k = client.create_key(&Value::Object(body)).await.map_err(|e| explain(e, Some(slug)))?;
             if ctx.json {
-                return Ok(json(&k));
+                json(&k);
+                return Ok(());
             }
-            println!("[{slug}] created key {} ({}, role {}, prefix {})", field(&k, "id"), field(&k, "name"), field(&k, "role"), field(&k, "prefix"));
+            println!(
+                "[{slug}] created key {} ({}, role {}, prefix {})",
+                field(&k, "id"),
+                field(&k, "name"),
+                field(&k, "role"),
+                field(&k, "prefix")
+            );
             println!("  secret (shown once, keep it safe): {}", field(&k, "key"));
         }
         KeyCmd::List => {
             let keys = client.list_keys().await.map_err(|e| explain(e, Some(slug)))?;
             if ctx.json {
-                return Ok(json(&keys));
+                json(&keys);
+                return Ok(());
             }
             println!("[{slug}] keys");
             let rows = keys["items"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|k| ["id", "name", "role", "prefix", "created_at", "expires_at", "revoked_at"].iter().map(|f| field(k, f)).collect())
+                .map(|k| {
+                    ["id", "name", "role", "prefix", "created_at", "expires_at", "revoked_at"]
+                        .iter()
+                        .map(|f| field(k, f))
+                        .collect()
+                })
                 .collect();
             table(&["ID", "NAME", "ROLE", "PREFIX", "CREATED", "EXPIRES", "REVOKED"], rows);
         }
         KeyCmd::Revoke { id } => {
             client.revoke_key(&id).await.map_err(|e| explain(e, Some(slug)))?;
             if ctx.json {
-                return Ok(json(&json!({ "id": id, "revoked": true })));
+                json(&json!({ "id": id, "revoked": true }));
+                return Ok(());
             }
             println!("[{slug}] revoked key {id}");
         }
@@ -56,7 +70,8 @@ pub async fn whoami(ctx: &Context) -> anyhow::Result<()> {
     let (client, t) = ctx.tenant_client().await?;
     let me = client.whoami().await.map_err(|e| explain(e, Some(&t.slug)))?;
     if ctx.json {
-        return Ok(json(&me));
+        json(&me);
+        return Ok(());
     }
     let key = &me["key"];
     println!("[{}] tenant {} ({})", t.slug, field(&me["tenant"], "name"), field(&me["tenant"], "status"));
@@ -99,7 +114,8 @@ pub async fn audit(ctx: &Context, args: AuditArgs) -> anyhow::Result<()> {
     }
     let page = client.audit(&q).await.map_err(|e| explain(e, Some(slug)))?;
     if ctx.json {
-        return Ok(json(&page));
+        json(&page);
+        return Ok(());
     }
     println!("[{slug}] audit log");
     let rows = page["items"]

@@ -12,7 +12,14 @@ fn print_tenant(ctx: &Context, t: &Value, headline: &str) {
         return json(t);
     }
     println!("[{}] {headline}", field(t, "slug"));
-    for (k, label) in [("id", "id"), ("name", "name"), ("tier", "tier"), ("status", "status"), ("placement", "placement"), ("created_at", "created")] {
+    for (k, label) in [
+        ("id", "id"),
+        ("name", "name"),
+        ("tier", "tier"),
+        ("status", "status"),
+        ("placement", "placement"),
+        ("created_at", "created"),
+    ] {
         println!("  {label:<10} {}", field(t, k));
     }
     if let Some(d) = t["domains"].as_array().filter(|d| !d.is_empty()) {
@@ -69,7 +76,8 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
             }
             let t = client.create_tenant(&Value::Object(body)).await.map_err(|e| explain(e, Some(&slug)))?;
             if ctx.json {
-                return Ok(json(&t));
+                json(&t);
+                return Ok(());
             }
             print_tenant(ctx, &t, "created");
             println!("  owner key (shown once, keep it safe): {}", field(&t, "owner_key"));
@@ -93,11 +101,14 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                 }
             }
             if ctx.json {
-                return Ok(json(&json!({ "items": items })));
+                json(&json!({ "items": items }));
+                return Ok(());
             }
             let rows = items
                 .iter()
-                .map(|t| ["slug", "name", "tier", "status", "placement", "created_at"].iter().map(|k| field(t, k)).collect())
+                .map(|t| {
+                    ["slug", "name", "tier", "status", "placement", "created_at"].iter().map(|k| field(t, k)).collect()
+                })
                 .collect();
             table(&["SLUG", "NAME", "TIER", "STATUS", "PLACEMENT", "CREATED"], rows);
         }
@@ -126,7 +137,8 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                 let mut q = Map::new();
                 for pair in quotas {
                     let (k, v) = pair.split_once('=').with_context(|| format!("--quota {pair:?}: use NAME=VALUE"))?;
-                    let v: Value = serde_json::from_str(v.trim()).with_context(|| format!("--quota {pair:?}: VALUE must be a number, true, false or null"))?;
+                    let v: Value = serde_json::from_str(v.trim())
+                        .with_context(|| format!("--quota {pair:?}: VALUE must be a number, true, false or null"))?;
                     q.insert(k.trim().to_owned(), v);
                 }
                 patch.insert("quotas".into(), Value::Object(q));
@@ -175,12 +187,17 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
             let (c, resolved) = ctx.tenant_client().await?;
             let me = c.whoami().await.map_err(|e| explain(e, Some(&resolved.slug)))?;
             if ctx.json {
-                return Ok(json(&json!({ "tenant": resolved.slug, "source": resolved.source, "url": ctx.url, "whoami": me })));
+                json(&json!({ "tenant": resolved.slug, "source": resolved.source, "url": ctx.url, "whoami": me }));
+                return Ok(());
             }
             println!("[{}] active tenant (from {})", resolved.slug, resolved.source);
             println!("  server     {}", ctx.url);
             let key = &me["key"];
-            let who = if key["operator"] == Value::Bool(true) { "operator key".to_owned() } else { format!("key {} ({})", field(key, "id"), field(key, "role")) };
+            let who = if key["operator"] == Value::Bool(true) {
+                "operator key".to_owned()
+            } else {
+                format!("key {} ({})", field(key, "id"), field(key, "role"))
+            };
             println!("  acting as  {who}");
             println!("  status     {}", field(&me["tenant"], "status"));
         }

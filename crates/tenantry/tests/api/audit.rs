@@ -1,3 +1,4 @@
+//! API.md §8 audit log: what is recorded, who may read it, and the tamper-evident chain.
 use crate::helpers::*;
 use reqwest::Method;
 
@@ -13,10 +14,17 @@ async fn every_mutation_and_refusal_is_audited_with_the_contract_fields() {
     let _ = app.raw(Some("tnr_key_nosuchkey0000000_00"), Method::GET, "/v1/whoami", None, &[]).await; // 401: not audited
     let log = app.as_key(&t.owner).audit("").await.unwrap();
     let items = log["items"].as_array().unwrap();
-    let actions: Vec<_> = items.iter().map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap())).collect();
+    let actions: Vec<_> =
+        items.iter().map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap())).collect();
     assert_eq!(
         actions,
-        [("tenant.create", "ok"), ("key.create", "ok"), ("file.write", "ok"), ("file.delete", "ok"), ("file.write", "refused:forbidden")]
+        [
+            ("tenant.create", "ok"),
+            ("key.create", "ok"),
+            ("file.write", "ok"),
+            ("file.delete", "ok"),
+            ("file.write", "refused:forbidden")
+        ]
     );
     let last = &items[4];
     for field in ["seq", "at", "tenant", "actor", "action", "target", "result", "request_id", "ip"] {
@@ -65,9 +73,7 @@ async fn verify_reports_an_intact_chain_and_the_first_tampered_entry() {
     app.restart().await;
     {
         let db = rusqlite::Connection::open(app.data.join("tenantry.db")).unwrap();
-        let n = db
-            .execute("UPDATE audit SET target = '/forged' WHERE tenant_slug = 'acme' AND seq = 4", [])
-            .unwrap();
+        let n = db.execute("UPDATE audit SET target = '/forged' WHERE tenant_slug = 'acme' AND seq = 4", []).unwrap();
         assert_eq!(n, 1);
     }
     let report = app.as_key(&t.owner).verify_audit().await.unwrap();

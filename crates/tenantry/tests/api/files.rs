@@ -1,3 +1,4 @@
+//! API.md §6: files — writes, reads, conditional requests, ranges, paths, sizes, listings.
 use crate::helpers::*;
 use reqwest::Method;
 use sha2::{Digest, Sha256};
@@ -11,7 +12,15 @@ async fn put_creates_then_replaces_and_get_returns_the_bytes_unchanged() {
     let app = spawn_app().await;
     let t = app.create_tenant("acme").await;
     let content: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-    let res = app.raw(Some(&t.owner), Method::PUT, "/v1/files/data/blob.bin", Some(&content), &[("content-type", "application/x-thing")]).await;
+    let res = app
+        .raw(
+            Some(&t.owner),
+            Method::PUT,
+            "/v1/files/data/blob.bin",
+            Some(&content),
+            &[("content-type", "application/x-thing")],
+        )
+        .await;
     assert_eq!(res.status, 201);
     let meta = res.json().unwrap();
     assert_eq!(meta["path"], "/data/blob.bin");
@@ -95,7 +104,12 @@ async fn range_requests_return_the_asked_bytes() {
     let t = app.create_tenant("acme").await;
     app.as_key(&t.owner).put_file("/r.txt", b"0123456789".to_vec(), None).await.unwrap();
     let k = Some(t.owner.as_str());
-    for (range, body, content_range) in [("bytes=2-5", "2345", "bytes 2-5/10"), ("bytes=7-", "789", "bytes 7-9/10"), ("bytes=-3", "789", "bytes 7-9/10"), ("bytes=8-100", "89", "bytes 8-9/10")] {
+    for (range, body, content_range) in [
+        ("bytes=2-5", "2345", "bytes 2-5/10"),
+        ("bytes=7-", "789", "bytes 7-9/10"),
+        ("bytes=-3", "789", "bytes 7-9/10"),
+        ("bytes=8-100", "89", "bytes 8-9/10"),
+    ] {
         let res = app.raw(k, Method::GET, "/v1/files/r.txt", None, &[("range", range)]).await;
         assert_eq!(res.status, 206, "{range}");
         assert_eq!(&res.body[..], body.as_bytes());
@@ -207,6 +221,9 @@ async fn acknowledged_writes_survive_a_restart() {
     }
     app.restart().await;
     for i in 0..20 {
-        assert_eq!(app.as_key(&t.owner).get_file(&format!("/f{i}")).await.unwrap(), format!("content {i}").into_bytes());
+        assert_eq!(
+            app.as_key(&t.owner).get_file(&format!("/f{i}")).await.unwrap(),
+            format!("content {i}").into_bytes()
+        );
     }
 }

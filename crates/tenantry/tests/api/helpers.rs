@@ -17,7 +17,9 @@ pub struct TestApp {
 }
 
 pub fn config_in(data: PathBuf) -> ServeConfig {
-    let mut cfg = ServeConfig::load(Overrides { listen: Some("127.0.0.1:0".into()), data: Some(data), ..Default::default() }).unwrap();
+    let mut cfg =
+        ServeConfig::load(Overrides { listen: Some("127.0.0.1:0".into()), data: Some(data), ..Default::default() })
+            .unwrap();
     cfg.base_domain = Some("tenantry.test".into());
     cfg
 }
@@ -80,7 +82,11 @@ impl TestApp {
 
     pub async fn create_tenant(&self, slug: &str) -> Tenant {
         let t = self.operator().create_tenant(&json!({ "slug": slug })).await.unwrap();
-        Tenant { slug: slug.into(), id: t["id"].as_str().unwrap().into(), owner: t["owner_key"].as_str().unwrap().into() }
+        Tenant {
+            slug: slug.into(),
+            id: t["id"].as_str().unwrap().into(),
+            owner: t["owner_key"].as_str().unwrap().into(),
+        }
     }
 
     /// Mints a key in `tenant` with `role` and optional prefix; returns (id, secret).
@@ -93,7 +99,14 @@ impl TestApp {
         (k["id"].as_str().unwrap().into(), k["key"].as_str().unwrap().into())
     }
 
-    pub async fn raw(&self, key: Option<&str>, method: Method, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> RawResponse {
+    pub async fn raw(
+        &self,
+        key: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> RawResponse {
         let c = Client::new(&self.url, key.map(str::to_owned));
         c.send(method, path, body.map(|b| b.to_vec()), headers).await.unwrap()
     }

@@ -87,7 +87,10 @@ async fn a_key_naming_another_tenant_by_path_or_header_is_a_mismatch_on_every_ro
         assert_eq!(res.status, 403, "/t/acme{p}");
         assert!(!leaks(&w, &res.body));
     }
-    let res = w.app.raw(Some(&w.globex.owner), Method::PUT, "/t/acme/v1/files/private/plan.txt", Some(b"overwrite"), &[]).await;
+    let res = w
+        .app
+        .raw(Some(&w.globex.owner), Method::PUT, "/t/acme/v1/files/private/plan.txt", Some(b"overwrite"), &[])
+        .await;
     assert_eq!(res.status, 403);
     acme_is_untouched(&w).await;
 }

@@ -1,3 +1,4 @@
+//! API.md §5: keys — secrets shown once, revocation, roles and prefixes.
 use crate::helpers::*;
 use reqwest::Method;
 use serde_json::json;
@@ -6,10 +7,15 @@ use serde_json::json;
 async fn a_created_key_shows_its_secret_once_and_lists_without_it() {
     let app = spawn_app().await;
     let t = app.create_tenant("acme").await;
-    let res = app.raw(Some(&t.owner), Method::POST, "/v1/keys", Some(br#"{"name":"ci","role":"writer","prefix":"/docs/"}"#), &[]).await;
+    let res = app
+        .raw(Some(&t.owner), Method::POST, "/v1/keys", Some(br#"{"name":"ci","role":"writer","prefix":"/docs/"}"#), &[])
+        .await;
     assert_eq!(res.status, 201);
     let k = res.json().unwrap();
-    assert_eq!((k["name"].as_str(), k["role"].as_str(), k["prefix"].as_str()), (Some("ci"), Some("writer"), Some("/docs")));
+    assert_eq!(
+        (k["name"].as_str(), k["role"].as_str(), k["prefix"].as_str()),
+        (Some("ci"), Some("writer"), Some("/docs"))
+    );
     let secret = k["key"].as_str().unwrap();
     assert!(secret.starts_with("tnr_key_") && secret.contains(k["id"].as_str().unwrap()));
     let list = app.as_key(&t.owner).list_keys().await.unwrap();
@@ -50,10 +56,20 @@ async fn missing_malformed_forged_and_expired_keys_are_unauthenticated() {
     let res = app.raw(None, Method::GET, "/v1/files/a", None, &[("authorization", "Basic abc")]).await;
     assert_error(&res, 401, "unauthenticated");
     // Expiry in the past is refused at creation; a near expiry stops working once passed.
-    let err = app.as_key(&t.owner).create_key(&json!({"name": "old", "role": "reader", "expires_at": "2001-01-01T00:00:00Z"})).await.unwrap_err();
+    let err = app
+        .as_key(&t.owner)
+        .create_key(&json!({"name": "old", "role": "reader", "expires_at": "2001-01-01T00:00:00Z"}))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("invalid_request"));
-    let soon = tenantry_core::time::Timestamp::from_millis(tenantry_core::time::Clock::now(&tenantry_core::time::SystemClock).millis() + 1500);
-    let k = app.as_key(&t.owner).create_key(&json!({"name": "brief", "role": "reader", "expires_at": soon.to_string()})).await.unwrap();
+    let soon = tenantry_core::time::Timestamp::from_millis(
+        tenantry_core::time::Clock::now(&tenantry_core::time::SystemClock).millis() + 1500,
+    );
+    let k = app
+        .as_key(&t.owner)
+        .create_key(&json!({"name": "brief", "role": "reader", "expires_at": soon.to_string()}))
+        .await
+        .unwrap();
     let secret = k["key"].as_str().unwrap();
     assert!(app.as_key(secret).whoami().await.is_ok());
     tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
@@ -115,7 +131,9 @@ async fn a_prefixed_key_sees_and_touches_only_its_prefix_on_segment_boundaries()
     }
     let res = app.raw(Some(&docs), Method::PUT, "/v1/files/docs2/new", Some(b"x"), &[]).await;
     assert_error(&res, 403, "forbidden");
-    let paths = |v: serde_json::Value| v["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let paths = |v: serde_json::Value| {
+        v["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
     assert_eq!(paths(c.list_files("/", true, None).await.unwrap()), ["/docs/a.txt", "/docs/sub/b.txt"]);
     assert_eq!(paths(c.list_files("/docs2", true, None).await.unwrap()), Vec::<String>::new());
     assert_eq!(paths(c.list_files("/docs/", false, None).await.unwrap()), ["/docs/a.txt"]);
@@ -123,9 +141,11 @@ async fn a_prefixed_key_sees_and_touches_only_its_prefix_on_segment_boundaries()
     let k = app.key(&t, "admin", Some("/docs")).await.1;
     let err = app.as_key(&k).create_key(&json!({"name": "wide", "role": "reader", "prefix": "/"})).await.unwrap_err();
     assert_eq!(err.code(), Some("forbidden"));
-    let err = app.as_key(&k).create_key(&json!({"name": "wide", "role": "reader", "prefix": "/docs2"})).await.unwrap_err();
+    let err =
+        app.as_key(&k).create_key(&json!({"name": "wide", "role": "reader", "prefix": "/docs2"})).await.unwrap_err();
     assert_eq!(err.code(), Some("forbidden"));
-    let narrow = app.as_key(&k).create_key(&json!({"name": "n", "role": "reader", "prefix": "/docs/sub"})).await.unwrap();
+    let narrow =
+        app.as_key(&k).create_key(&json!({"name": "n", "role": "reader", "prefix": "/docs/sub"})).await.unwrap();
     assert_eq!(narrow["prefix"], "/docs/sub");
     let inherit = app.as_key(&k).create_key(&json!({"name": "i", "role": "reader"})).await.unwrap();
     assert_eq!(inherit["prefix"], "/docs");

@@ -1,3 +1,4 @@
+//! API.md §10: health, readiness, metrics, OpenAPI, and the error shape of unknown routes.
 use crate::helpers::*;
 use reqwest::Method;
 
@@ -21,7 +22,10 @@ async fn metrics_count_requests_by_route_and_status_and_tenants_by_status() {
         let _ = app.raw(Some(&t.owner), Method::GET, "/v1/files/missing", None, &[]).await;
     }
     let text = String::from_utf8(app.raw(None, Method::GET, "/metrics", None, &[]).await.body.to_vec()).unwrap();
-    assert!(text.contains("tenantry_http_requests_total{route=\"/v1/files/{*path}\",method=\"GET\",status=\"404\"} 3"), "{text}");
+    assert!(
+        text.contains("tenantry_http_requests_total{route=\"/v1/files/{*path}\",method=\"GET\",status=\"404\"} 3"),
+        "{text}"
+    );
     assert!(text.contains("tenantry_tenants{status=\"active\"} 2"));
     assert!(text.contains("tenantry_tenants{status=\"suspended\"} 1"));
     assert!(text.contains("tenantry_http_request_duration_seconds_count{route=\"/v1/files/{*path}\"} 3"));

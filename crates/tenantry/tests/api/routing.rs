@@ -24,7 +24,10 @@ async fn the_operator_names_a_tenant_by_path_header_host_or_domain_else_default(
     assert_eq!(slug_for(&app, &k, "/v1/whoami", &[("host", "files.globex.test:7070")]).await, "globex");
     // Path beats header beats host.
     assert_eq!(slug_for(&app, &k, "/t/globex/v1/whoami", &[("x-tenant-id", "acme")]).await, "globex");
-    assert_eq!(slug_for(&app, &k, "/v1/whoami", &[("x-tenant-id", "globex"), ("host", "acme.tenantry.test")]).await, "globex");
+    assert_eq!(
+        slug_for(&app, &k, "/v1/whoami", &[("x-tenant-id", "globex"), ("host", "acme.tenantry.test")]).await,
+        "globex"
+    );
     let res = app.raw(Some(&k), Method::GET, "/t/nobody/v1/whoami", None, &[]).await;
     assert_error(&res, 404, "tenant_not_found");
     let res = app.raw(Some(&k), Method::GET, "/v1/whoami", Some(b""), &[("x-tenant-id", "nobody")]).await;
@@ -63,7 +66,11 @@ async fn a_tenant_key_naming_another_tenant_is_refused_and_audited_in_its_own_te
         assert!(!String::from_utf8_lossy(&res.body).contains("globex data"));
     }
     // Naming its own tenant any way is fine.
-    assert_eq!(slug_for(&app, &acme.owner, "/t/acme/v1/whoami", &[("x-tenant-id", "acme"), ("host", "acme.tenantry.test")]).await, "acme");
+    assert_eq!(
+        slug_for(&app, &acme.owner, "/t/acme/v1/whoami", &[("x-tenant-id", "acme"), ("host", "acme.tenantry.test")])
+            .await,
+        "acme"
+    );
     let log = app.as_key(&acme.owner).audit("?action=auth.tenant_mismatch").await.unwrap();
     assert_eq!(log["items"].as_array().unwrap().len(), attempts.len());
     assert_eq!(log["items"][0]["result"], "refused:tenant_mismatch");

@@ -1,3 +1,4 @@
+//! API.md §4: tenant administration by the operator.
 use crate::helpers::*;
 use reqwest::Method;
 use serde_json::json;
@@ -5,7 +6,15 @@ use serde_json::json;
 #[tokio::test]
 async fn creating_a_tenant_answers_201_with_an_owner_key_that_works_at_once() {
     let app = spawn_app().await;
-    let res = app.raw(Some(&app.admin_key), Method::POST, "/v1/tenants", Some(br#"{"slug":"acme","name":"Acme Inc","metadata":{"plan":"x"}}"#), &[]).await;
+    let res = app
+        .raw(
+            Some(&app.admin_key),
+            Method::POST,
+            "/v1/tenants",
+            Some(br#"{"slug":"acme","name":"Acme Inc","metadata":{"plan":"x"}}"#),
+            &[],
+        )
+        .await;
     assert_eq!(res.status, 201);
     let t = res.json().unwrap();
     assert_eq!(t["slug"], "acme");
@@ -37,7 +46,8 @@ async fn invalid_reserved_and_taken_slugs_are_refused_and_change_nothing() {
     let res = app.raw(Some(&app.admin_key), Method::POST, "/v1/tenants", Some(br#"{"slug":"acme"}"#), &[]).await;
     assert_error(&res, 409, "conflict");
     let list = app.operator().list_tenants("").await.unwrap();
-    let slugs: Vec<_> = list["items"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap().to_owned()).collect();
+    let slugs: Vec<_> =
+        list["items"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap().to_owned()).collect();
     assert_eq!(slugs, ["acme", "default"]);
 }
 
@@ -57,7 +67,9 @@ async fn bad_create_bodies_are_invalid_requests() {
         let res = app.raw(Some(&app.admin_key), Method::POST, "/v1/tenants", Some(body), &[]).await;
         assert_error(&res, 400, "invalid_request");
     }
-    let res = app.raw(Some(&app.admin_key), Method::POST, "/v1/tenants", Some(br#"{"slug":"x7","placement":"dedicated"}"#), &[]).await;
+    let res = app
+        .raw(Some(&app.admin_key), Method::POST, "/v1/tenants", Some(br#"{"slug":"x7","placement":"dedicated"}"#), &[])
+        .await;
     assert_error(&res, 403, "feature_not_in_tier");
     assert_eq!(app.operator().list_tenants("").await.unwrap()["items"].as_array().unwrap().len(), 1);
 }
@@ -71,7 +83,9 @@ async fn tenants_page_in_slug_order_with_a_cursor_and_filter_by_status() {
     app.operator().tenant_action("b", "suspend").await.unwrap();
     let op = app.operator();
     let p1 = op.list_tenants("?limit=2").await.unwrap();
-    let slugs = |p: &serde_json::Value| p["items"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let slugs = |p: &serde_json::Value| {
+        p["items"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
     assert_eq!(slugs(&p1), ["a", "b"]);
     let c = p1["next_cursor"].as_str().unwrap();
     let p2 = op.list_tenants(&format!("?limit=2&cursor={c}")).await.unwrap();
@@ -91,7 +105,13 @@ async fn patch_changes_only_the_given_fields_and_takes_effect_at_once() {
     let app = spawn_app().await;
     app.create_tenant("acme").await;
     let op = app.operator();
-    let t = op.update_tenant("acme", &json!({"tier": "pro", "quotas": {"max_keys": 40, "max_files": null}, "domains": ["Files.Acme.TEST"]})).await.unwrap();
+    let t = op
+        .update_tenant(
+            "acme",
+            &json!({"tier": "pro", "quotas": {"max_keys": 40, "max_files": null}, "domains": ["Files.Acme.TEST"]}),
+        )
+        .await
+        .unwrap();
     assert_eq!(t["tier"], "pro");
     assert_eq!(t["name"], "acme");
     assert_eq!(t["quotas"], json!({"max_keys": 40, "max_files": null}));
@@ -117,7 +137,12 @@ async fn a_suspended_tenant_refuses_every_tenant_key_request_and_resume_restores
     let t = app.create_tenant("acme").await;
     app.as_key(&t.owner).put_file("/a.txt", b"kept".to_vec(), None).await.unwrap();
     app.operator().tenant_action("acme", "suspend").await.unwrap();
-    for (m, p) in [(Method::GET, "/v1/whoami"), (Method::GET, "/v1/files/a.txt"), (Method::GET, "/v1/keys"), (Method::PUT, "/v1/files/b.txt")] {
+    for (m, p) in [
+        (Method::GET, "/v1/whoami"),
+        (Method::GET, "/v1/files/a.txt"),
+        (Method::GET, "/v1/keys"),
+        (Method::PUT, "/v1/files/b.txt"),
+    ] {
         let res = app.raw(Some(&t.owner), m, p, Some(b"x"), &[]).await;
         assert_error(&res, 403, "tenant_suspended");
     }
@@ -192,7 +217,13 @@ async fn the_default_tenant_always_exists_and_cannot_be_archived() {
 async fn tenant_keys_cannot_administer_tenants() {
     let app = spawn_app().await;
     let t = app.create_tenant("acme").await;
-    for (m, p) in [(Method::GET, "/v1/tenants"), (Method::POST, "/v1/tenants"), (Method::GET, "/v1/tenants/acme"), (Method::POST, "/v1/tenants/acme/suspend"), (Method::DELETE, "/v1/tenants/acme")] {
+    for (m, p) in [
+        (Method::GET, "/v1/tenants"),
+        (Method::POST, "/v1/tenants"),
+        (Method::GET, "/v1/tenants/acme"),
+        (Method::POST, "/v1/tenants/acme/suspend"),
+        (Method::DELETE, "/v1/tenants/acme"),
+    ] {
         let res = app.raw(Some(&t.owner), m, p, Some(br#"{"slug":"zzz"}"#), &[]).await;
         assert_error(&res, 403, "forbidden");
     }
