@@ -5,9 +5,11 @@
 //! - [`schema`]: the migrations, applied in order on open; a newer schema is refused.
 //! - [`pool`]: one writer connection (all writes are short transactions, serialized) and a small
 //!   pool of reader connections, used from tokio's blocking threads.
+//! - `cache`: a bounded cache of small hot files in front of the readers.
 //! - [`store`]: the trait implementations. Every row carries `tenant_id` and every index is led
 //!   by it; every query filters on the `TenantScope` it was handed.
 
+mod cache;
 mod pool;
 mod schema;
 mod store;

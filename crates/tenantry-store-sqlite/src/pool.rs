@@ -14,11 +14,13 @@ pub struct OpenOptions {
     /// `NORMAL`: survives a process crash, may lose the last commits on power loss.
     pub synchronous_full: bool,
     pub readers: usize,
+    /// Bytes of small files kept in memory for reads (0 disables the cache).
+    pub cache_bytes: usize,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { synchronous_full: true, readers: 4 }
+        OpenOptions { synchronous_full: true, readers: 4, cache_bytes: 64 << 20 }
     }
 }
 
@@ -40,6 +42,9 @@ fn configure(conn: &Connection, opts: &OpenOptions) -> rusqlite::Result<()> {
     // Purged tenants' bytes are overwritten, not left in free pages.
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "cache_size", -8192)?;
+    // Reads come straight from the OS page cache instead of being copied into each connection's
+    // own cache: with many tenants the hot set is larger than one connection's cache.
+    conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -77,6 +82,14 @@ impl Pool {
 
     pub fn writer(&self) -> MutexGuard<'_, Connection> {
         lock(&self.writer)
+    }
+
+    /// A free reader, without waiting: for reads done inline on an async worker thread, which
+    /// must never block on a lock.
+    pub fn try_reader(&self) -> Option<MutexGuard<'_, Connection>> {
+        let n = self.readers.len();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        (0..n).find_map(|i| self.readers[(start + i) % n].try_lock().ok())
     }
 
     /// A free reader if there is one, else waits on the next in turn.

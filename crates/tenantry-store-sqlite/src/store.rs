@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: tenantry-core's storage traits on SQLite. Each trait method is one
 //! transaction on a blocking thread; a change and its audit entry commit together.
 
+use crate::cache::FileCache;
 use crate::pool::{sql_error, OpenOptions, Pool};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
@@ -27,6 +28,7 @@ pub const SHARED_DB: &str = "tenantry.db";
 #[derive(Clone)]
 pub struct SqliteStore {
     shared: Arc<Pool>,
+    cache: Arc<FileCache>,
 }
 
 fn corrupt(what: &str) -> Error {
@@ -41,7 +43,7 @@ impl SqliteStore {
     /// Opens the store in `data_dir` (which must exist), migrating an older schema.
     pub fn open(data_dir: &Path, opts: OpenOptions) -> Result<SqliteStore> {
         let shared = Pool::open(&data_dir.join(SHARED_DB), &opts)?;
-        Ok(SqliteStore { shared: Arc::new(shared) })
+        Ok(SqliteStore { shared: Arc::new(shared), cache: Arc::new(FileCache::new(opts.cache_bytes)) })
     }
 
     pub fn path(&self) -> &Path {
@@ -319,6 +321,7 @@ impl TenantRegistry for SqliteStore {
 
     async fn purge_tenant(&self, scope: &TenantScope) -> Result<()> {
         let id = scope.tenant_id().clone();
+        let cache = self.cache.clone();
         self.write(move |conn| {
             in_tx(conn, |tx| {
                 for table in ["files", "keys", "audit", "tenant_domains"] {
@@ -328,6 +331,7 @@ impl TenantRegistry for SqliteStore {
                 tx.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()]).map_err(sql_error)?;
                 Ok(())
             })?;
+            cache.invalidate_tenant(&id);
             // secure_delete zeroed the pages; checkpointing moves them out of the WAL too, so no
             // copy of the purged bytes stays behind in the log.
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sql_error)?;
@@ -423,6 +427,48 @@ fn current_etag(tx: &Transaction<'_>, tenant: &TenantId, path: &str) -> Result<O
         .map_err(sql_error)
 }
 
+/// Files at most this large are read inline (see `read_file`).
+const INLINE_READ_MAX: i64 = 64 * 1024;
+
+enum FileRead {
+    Missing,
+    /// The bytes asked for exceed the inline limit: read again on the blocking pool.
+    TooLarge,
+    Found(FileMeta, Vec<u8>),
+}
+
+fn read_file_tx(
+    conn: &Connection,
+    tenant: &TenantId,
+    path: &TenantPath,
+    range: Option<ByteRange>,
+    max_len: i64,
+) -> Result<FileRead> {
+    let (start, len) = match range {
+        Some(r) => (r.start as i64 + 1, (r.end - r.start) as i64),
+        None => (1, i64::MAX),
+    };
+    let row = conn
+        .prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS}, CASE WHEN min(size - ?3 + 1, ?4) <= ?5 THEN substr(content, ?3, ?4) END
+             FROM files WHERE tenant_id = ?1 AND path = ?2"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![tenant.as_str(), path.as_str(), start, len, max_len], |r| {
+                let bytes: Option<Vec<u8>> = r.get(7)?;
+                Ok((file_from_row(r)?, bytes))
+            })
+            .optional()
+        })
+        .map_err(sql_error)?;
+    Ok(match row {
+        None => FileRead::Missing,
+        Some((meta, Some(bytes))) => FileRead::Found(meta?, bytes),
+        // substr of a blob is a blob (maybe empty), never NULL: NULL means over the limit.
+        Some((_, None)) => FileRead::TooLarge,
+    })
+}
+
 #[async_trait]
 impl FileStore for SqliteStore {
     async fn put_file(
@@ -433,11 +479,13 @@ impl FileStore for SqliteStore {
     ) -> Result<(FileMeta, WriteOutcome)> {
         let scope = scope.clone();
         let pool = self.shared.clone();
+        let cache = self.cache.clone();
         tokio::task::spawn_blocking(move || {
             // Hash before taking the writer: only the short transaction is serialized.
             let etag = etag_of(&write.content);
             let mut conn = pool.writer();
-            in_tx(&mut conn, |tx| {
+            let path = write.path.clone();
+            let out = in_tx(&mut conn, |tx| {
                 let tenant = scope.tenant_id();
                 let current = current_etag(tx, tenant, write.path.as_str())?;
                 write.precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
@@ -477,13 +525,19 @@ impl FileStore for SqliteStore {
                     updated_at: write.at,
                 };
                 Ok((meta, outcome))
-            })
+            });
+            // After the commit (or a refusal, which changed nothing but costs nothing to drop).
+            cache.invalidate(scope.tenant_id(), path.as_str());
+            out
         })
         .await
         .map_err(|e| Error::internal(format!("store task failed: {e}")))?
     }
 
     async fn stat_file(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<FileMeta>> {
+        if let Some(hit) = self.cache.get(scope.tenant_id(), path.as_str()) {
+            return Ok(Some(hit.0.clone()));
+        }
         let (tenant, path) = (scope.tenant_id().clone(), path.clone());
         self.read(move |conn| {
             conn.prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = ?1 AND path = ?2"))
@@ -500,30 +554,42 @@ impl FileStore for SqliteStore {
         path: &TenantPath,
         range: Option<ByteRange>,
     ) -> Result<Option<(FileMeta, Vec<u8>)>> {
-        let (tenant, path) = (scope.tenant_id().clone(), path.clone());
-        self.read(move |conn| {
-            let (start, len) = match range {
-                Some(r) => (r.start as i64 + 1, (r.end - r.start) as i64),
-                None => (1, i64::MAX),
+        let tenant = scope.tenant_id();
+        if let Some(hit) = self.cache.get(tenant, path.as_str()) {
+            let bytes = match range {
+                Some(r) => hit.1[r.start as usize..(r.end as usize).min(hit.1.len())].to_vec(),
+                None => hit.1.clone(),
             };
-            let row = conn
-                .prepare_cached(&format!(
-                    "SELECT {FILE_COLUMNS}, substr(content, ?3, ?4) FROM files WHERE tenant_id = ?1 AND path = ?2"
-                ))
-                .and_then(|mut s| {
-                    s.query_row(params![tenant.as_str(), path.as_str(), start, len], |r| {
-                        let bytes: Option<Vec<u8>> = r.get(7)?;
-                        Ok((file_from_row(r)?, bytes.unwrap_or_default()))
+            return Ok(Some((hit.0.clone(), bytes)));
+        }
+        let generation = self.cache.generation();
+        // Small files are read inline on the calling thread when a reader is free: a
+        // prepared-statement read of a few KiB costs microseconds, less than a hop to the
+        // blocking pool. Larger ones (or a busy pool) go to the blocking pool.
+        let inline = match self.shared.try_reader() {
+            Some(conn) => read_file_tx(&conn, tenant, path, range, INLINE_READ_MAX)?,
+            None => FileRead::TooLarge,
+        };
+        let found = match inline {
+            FileRead::Missing => return Ok(None),
+            FileRead::Found(meta, bytes) => Some((meta, bytes)),
+            FileRead::TooLarge => {
+                let (t, p) = (tenant.clone(), path.clone());
+                self.read(move |conn| {
+                    Ok(match read_file_tx(conn, &t, &p, range, i64::MAX)? {
+                        FileRead::Found(meta, bytes) => Some((meta, bytes)),
+                        _ => None,
                     })
-                    .optional()
                 })
-                .map_err(sql_error)?;
-            match row {
-                None => Ok(None),
-                Some((meta, bytes)) => Ok(Some((meta?, bytes))),
+                .await?
             }
-        })
-        .await
+        };
+        if let (Some((meta, bytes)), None) = (&found, range) {
+            if bytes.len() as i64 <= INLINE_READ_MAX {
+                self.cache.insert(tenant, generation, Arc::new((meta.clone(), bytes.clone())));
+            }
+        }
+        Ok(found)
     }
 
     async fn delete_file(
@@ -535,8 +601,9 @@ impl FileStore for SqliteStore {
         audit: AuditDraft,
     ) -> Result<()> {
         let (scope, path) = (scope.clone(), path.clone());
+        let cache = self.cache.clone();
         self.write(move |conn| {
-            in_tx(conn, |tx| {
+            let out = in_tx(conn, |tx| {
                 let tenant = scope.tenant_id();
                 let current = current_etag(tx, tenant, path.as_str())?;
                 if current.is_none() {
@@ -547,7 +614,9 @@ impl FileStore for SqliteStore {
                     .and_then(|mut s| s.execute(params![tenant.as_str(), path.as_str()]))
                     .map_err(sql_error)?;
                 append_audit_tx(tx, tenant, scope.slug().as_str(), audit)
-            })
+            });
+            cache.invalidate(scope.tenant_id(), path.as_str());
+            out
         })
         .await
     }

@@ -227,3 +227,41 @@ async fn acknowledged_writes_survive_a_restart() {
         );
     }
 }
+
+#[tokio::test]
+async fn reads_after_writes_and_deletes_never_see_a_cached_old_version() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let c = app.as_key(&t.owner);
+    for round in 0..20u32 {
+        let body = format!("round {round}").into_bytes();
+        c.put_file("/hot.txt", body.clone(), None).await.unwrap();
+        assert_eq!(c.get_file("/hot.txt").await.unwrap(), body); // fills the cache
+        assert_eq!(c.get_file("/hot.txt").await.unwrap(), body); // served from it
+        let head = app.raw(Some(&t.owner), Method::HEAD, "/v1/files/hot.txt", None, &[]).await;
+        assert_eq!(head.header("etag"), Some(etag(&body).as_str()));
+        if round % 5 == 4 {
+            c.delete_file("/hot.txt").await.unwrap();
+            assert_eq!(c.get_file("/hot.txt").await.unwrap_err().code(), Some("not_found"));
+        }
+    }
+    // Concurrent writers and readers: every read sees some acknowledged version, and the last
+    // acknowledged write is what a read after all of them returns.
+    let mut tasks = Vec::new();
+    for w in 0..4u32 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25u32 {
+                c.put_file("/race.txt", format!("w{w}-{i}").into_bytes(), None).await.unwrap();
+                let got = c.get_file("/race.txt").await.unwrap();
+                assert!(got.starts_with(b"w"), "{got:?}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let final_put = c.put_file("/race.txt", b"final".to_vec(), None).await.unwrap();
+    assert_eq!(final_put["version"], 101);
+    assert_eq!(&c.get_file("/race.txt").await.unwrap()[..], b"final");
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# HTTP benchmark (issue: core). Builds release, starts Tenantry and nginx on loopback, and loads
+# both with wrk: 4 KiB file GET and PUT at 32 connections, with (a) 1 tenant and (b) 10,000
+# tenants with requests spread over all of them. nginx serves the same 4 KiB file behind a
+# bearer-header check: the reference measured in the same run. Also: tenant creation latency and
+# server RSS with 10,000 idle tenants.
+#   bench/http.sh [DURATION_SECONDS=10] [TENANTS=10000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+N=${2:-10000}
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light || apt-get install -y -qq nginx; }
+cargo build --release -q
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; nginx -c "$WORK/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$WORK"' EXIT
+head -c 4096 /dev/urandom | base64 -w0 | head -c 4096 > "$WORK/file4k"
+TOKEN=bench-token
+
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:18080;
+    location = /v1/files/bench.txt {
+      if (\$http_authorization != "Bearer $TOKEN") { return 401; }
+      alias $WORK/file4k;
+      default_type text/plain;
+    }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx.conf"
+
+TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn ./target/release/tenantry serve \
+  --listen 127.0.0.1:18070 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 50); do curl -sf http://127.0.0.1:18070/healthz >/dev/null && break; sleep 0.1; done
+
+rps() { grep 'Requests/sec' | awk '{print $2}'; }
+lat() { grep -A1 'Latency' | head -1 | awk '{print $2}'; }
+run_wrk() { # name url lua-env...
+  local name=$1 url=$2; shift 2
+  local out; out=$(env "$@" wrk -t2 -c32 -d"${DUR}s" --latency -s bench/keys.lua "$url")
+  local p99; p99=$(echo "$out" | grep -E '^ +99%' | awk '{print $2}')
+  printf '%-34s %10s req/s   p99 %s\n' "$name" "$(echo "$out" | rps)" "$p99"
+  echo "$out" | rps > "$WORK/$name.rps"
+}
+
+echo "== setup: 1 tenant"
+echo "$TOKEN" > "$WORK/nginx.keys"
+python3 bench/setup.py http://127.0.0.1:18070 bench-operator 1 "$WORK/one.keys" "$WORK/file4k" single
+echo "== setup: $N tenants (tenant creation latency over one connection)"
+CREATE=$(python3 bench/setup.py http://127.0.0.1:18070 bench-operator "$N" "$WORK/many.keys" "$WORK/file4k" many)
+echo "$CREATE"
+sleep 2
+RSS=$(awk '/VmRSS/ {print $2}' /proc/$SERVER/status)
+echo "server RSS with $((N + 2)) idle tenants: $((RSS / 1024)) MiB"
+
+echo "== load: wrk -t2 -c32 -d${DUR}s (nginx first and last: the reference is the better of the two)"
+run_wrk nginx-get-first http://127.0.0.1:18080 KEYS="$WORK/nginx.keys" METHOD=GET
+run_wrk tenantry-get-1-tenant http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=GET
+run_wrk tenantry-get-${N}-tenants http://127.0.0.1:18070 KEYS="$WORK/many.keys" METHOD=GET
+run_wrk tenantry-put-1-tenant http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=PUT
+run_wrk tenantry-put-${N}-tenants http://127.0.0.1:18070 KEYS="$WORK/many.keys" METHOD=PUT
+run_wrk nginx-get-last http://127.0.0.1:18080 KEYS="$WORK/nginx.keys" METHOD=GET
+python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$(cat "$WORK/nginx-get-first.rps")" "$(cat "$WORK/nginx-get-last.rps")" > "$WORK/nginx-get.rps"
+
+r() { cat "$WORK/$1.rps"; }
+python3 - "$(r nginx-get)" "$(r tenantry-get-1-tenant)" "$(r tenantry-get-${N}-tenants)" "$(r tenantry-put-1-tenant)" "$(r tenantry-put-${N}-tenants)" <<'PY'
+import sys
+ng, g1, gn, p1, pn = map(float, sys.argv[1:])
+print(f"GET 1 tenant / nginx          = {g1/ng:.2f}  (goal >= 0.5)")
+print(f"GET many tenants / 1 tenant   = {gn/g1:.2f}  (goal >= 0.9)")
+print(f"PUT many tenants / 1 tenant   = {pn/p1:.2f}  (goal >= 0.9)")
+PY
