@@ -2,7 +2,9 @@
 # HTTP benchmark (issue: core). Builds release, starts Tenantry and nginx on loopback, and loads
 # both with wrk: 4 KiB file GET and PUT at 32 connections, with (a) 1 tenant and (b) 10,000
 # tenants with requests spread over all of them. nginx serves the same 4 KiB file behind a
-# bearer-header check: the reference measured in the same run. Also: tenant creation latency and
+# bearer-header check: the reference measured in the same run. PUT (a) spreads its writes over
+# N paths of the one tenant, so (a) and (b) touch the same number of rows; the one-path figure
+# (every write to the same row) is printed too. Also: tenant creation latency and
 # server RSS with 10,000 idle tenants.
 #   bench/http.sh [DURATION_SECONDS=10] [TENANTS=10000]
 set -euo pipefail
@@ -65,7 +67,8 @@ echo "== load: wrk -t2 -c32 -d${DUR}s (nginx first and last: the reference is th
 run_wrk nginx-get-first http://127.0.0.1:18080 KEYS="$WORK/nginx.keys" METHOD=GET
 run_wrk tenantry-get-1-tenant http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=GET
 run_wrk tenantry-get-${N}-tenants http://127.0.0.1:18070 KEYS="$WORK/many.keys" METHOD=GET
-run_wrk tenantry-put-1-tenant http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=PUT
+run_wrk tenantry-put-1-tenant-1-path http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=PUT
+run_wrk tenantry-put-1-tenant http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=PUT PATHS="$N"
 run_wrk tenantry-put-${N}-tenants http://127.0.0.1:18070 KEYS="$WORK/many.keys" METHOD=PUT
 run_wrk nginx-get-last http://127.0.0.1:18080 KEYS="$WORK/nginx.keys" METHOD=GET
 python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$(cat "$WORK/nginx-get-first.rps")" "$(cat "$WORK/nginx-get-last.rps")" > "$WORK/nginx-get.rps"

@@ -1,8 +1,11 @@
 -- wrk script: each request picks one of the keys in $KEYS at random, so load spreads over every
--- tenant. METHOD=GET|PUT; PUT sends a 4 KiB body.
+-- tenant. METHOD=GET|PUT; PUT sends a 4 KiB body. With PATHS=N, PUT writes one of N paths at
+-- random instead of /bench.txt (the single-tenant PUT baseline: the same number of distinct
+-- rows as N tenants with one file each, so only the tenant count differs).
 local keys = {}
 local method = os.getenv("METHOD") or "GET"
 local body = string.rep("x", 4096)
+local paths = tonumber(os.getenv("PATHS") or "0")
 for line in io.lines(os.getenv("KEYS")) do
   if #line > 0 then keys[#keys + 1] = line end
 end
@@ -11,7 +14,9 @@ request = function()
   local key = keys[math.random(#keys)]
   local headers = { ["Authorization"] = "Bearer " .. key }
   if method == "PUT" then
-    return wrk.format("PUT", "/v1/files/bench.txt", headers, body)
+    local path = "/v1/files/bench.txt"
+    if paths > 0 then path = "/v1/files/spread/" .. math.random(paths) .. ".txt" end
+    return wrk.format("PUT", path, headers, body)
   end
   return wrk.format("GET", "/v1/files/bench.txt", headers)
 end

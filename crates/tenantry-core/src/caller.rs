@@ -238,9 +238,10 @@ pub fn authenticate(
     let named = naming.named(&facts);
 
     if let Some(key_id) = secret.key_id() {
-        let key = dir.key(&key_id).filter(|k| k.hash.matches(bearer) && k.is_usable(now));
-        let key = key.ok_or_else(Error::unauthenticated)?;
-        let tenant = dir.tenant(&key.tenant_id).ok_or_else(Error::unauthenticated)?;
+        let (key, tenant) = dir
+            .key_with_tenant(&key_id)
+            .filter(|(k, _)| k.hash.matches(bearer) && k.is_usable(now))
+            .ok_or_else(Error::unauthenticated)?;
         if tenant.status == TenantStatus::Archived {
             return Err(Error::unauthenticated().into());
         }

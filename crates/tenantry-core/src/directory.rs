@@ -70,6 +70,14 @@ impl Directory {
         self.write().keys.insert(key.id.clone(), Arc::new(key));
     }
 
+    /// A key and its tenant under one lock acquisition (the hot path of authentication).
+    pub fn key_with_tenant(&self, id: &KeyId) -> Option<(Arc<KeyRecord>, Arc<Tenant>)> {
+        let inner = self.read();
+        let key = inner.keys.get(id)?;
+        let tenant = inner.tenants.get(&key.tenant_id)?;
+        Some((key.clone(), tenant.clone()))
+    }
+
     pub fn key(&self, id: &KeyId) -> Option<Arc<KeyRecord>> {
         self.read().keys.get(id).cloned()
     }

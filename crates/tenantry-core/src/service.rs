@@ -546,15 +546,14 @@ impl Tenantry {
 
     // ---- files ------------------------------------------------------------------------------
 
-    /// Data-plane work is refused on an archived tenant even for the operator.
+    /// Data-plane work is refused on an archived tenant even for the operator. The caller's
+    /// tenant snapshot was taken when the request was authenticated, so it is current.
     fn require_live(&self, caller: &Caller) -> Result<()> {
-        match self.directory.tenant(&caller.tenant().id) {
-            Some(t) if t.status == TenantStatus::Archived => {
-                Err(Error::conflict(format!("tenant '{}' is archived; restore it first", t.slug)))
-            }
-            Some(_) => Ok(()),
-            None => Err(Error::tenant_not_found(caller.tenant().slug.as_str())),
+        let t = caller.tenant();
+        if t.status == TenantStatus::Archived {
+            return Err(Error::conflict(format!("tenant '{}' is archived; restore it first", t.slug)));
         }
+        Ok(())
     }
 
     pub async fn put_file(

@@ -193,8 +193,10 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     let slot = CallerSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let target = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map(MatchedPath::as_str);
+    // Cheap to clone (shared bytes); decoded only if the request is refused.
+    let uri = req.uri().clone();
 
     let mut res = next.run(req).await;
     let status = res.status();
@@ -209,11 +211,12 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
             }
         };
         if let Some(InternalCause(cause)) = res.extensions().get::<InternalCause>() {
-            tracing::error!(request_id = %request_id, route = route.as_deref().unwrap_or("-"), "internal error: {cause}");
+            tracing::error!(request_id = %request_id, route = route.unwrap_or("-"), "internal error: {cause}");
         }
         if status.is_client_error() && status != StatusCode::UNAUTHORIZED {
             if let Some(caller) = slot.0.get() {
-                let action = state.routes.action(&method, route.as_deref());
+                let action = state.routes.action(&method, route);
+                let target = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
                 if let Err(e) = state.svc.audit_refusal(caller, action, &target, info.code).await {
                     tracing::error!(request_id = %request_id, "could not audit a refused request: {e}");
                 }
@@ -231,7 +234,7 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
     }
-    state.metrics.record(route.as_deref().unwrap_or("unmatched"), &method, status.as_u16(), started.elapsed());
+    state.metrics.record(route.unwrap_or("unmatched"), &method, status.as_u16(), started.elapsed());
     res
 }
 

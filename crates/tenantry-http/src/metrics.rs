@@ -7,7 +7,7 @@ use rand::Rng;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tenantry_core::directory::Directory;
 
@@ -20,22 +20,24 @@ struct Histogram {
     sum_micros: AtomicU64,
 }
 
+/// Everything recorded for one route template.
+#[derive(Default)]
+struct RouteStats {
+    by_status: RwLock<HashMap<(Method, u16), AtomicU64>>,
+    latency: Histogram,
+}
+
 pub struct Metrics {
     boot: String,
     next_id: AtomicU64,
-    requests: RwLock<HashMap<(String, Method, u16), AtomicU64>>,
-    latency: RwLock<HashMap<String, Histogram>>,
+    // Looked up by `&str` on the hot path: no allocation once a route has been seen.
+    routes: RwLock<HashMap<String, Arc<RouteStats>>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let boot: u32 = rand::thread_rng().gen();
-        Metrics {
-            boot: format!("{boot:08x}"),
-            next_id: AtomicU64::new(1),
-            requests: Default::default(),
-            latency: Default::default(),
-        }
+        Metrics { boot: format!("{boot:08x}"), next_id: AtomicU64::new(1), routes: Default::default() }
     }
 }
 
@@ -45,75 +47,73 @@ impl Metrics {
         format!("req_{}{:08x}", self.boot, self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
+    fn route(&self, route: &str) -> Arc<RouteStats> {
+        if let Some(r) = self.routes.read().ok().and_then(|m| m.get(route).cloned()) {
+            return r;
+        }
+        let mut m = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        m.entry(route.to_owned()).or_default().clone()
+    }
+
     pub fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
-        let key = (route.to_owned(), method.clone(), status);
-        let done = self
-            .requests
-            .read()
-            .map(|m| m.get(&key).map(|c| c.fetch_add(1, Ordering::Relaxed)).is_some())
-            .unwrap_or(false);
-        if !done {
-            if let Ok(mut m) = self.requests.write() {
-                m.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
-            }
+        let stats = self.route(route);
+        let key = (method.clone(), status);
+        let counted = stats.by_status.read().ok().and_then(|m| m.get(&key).map(|c| c.fetch_add(1, Ordering::Relaxed)));
+        if counted.is_none() {
+            let mut m = stats.by_status.write().unwrap_or_else(|e| e.into_inner());
+            m.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
         }
         let secs = elapsed.as_secs_f64();
-        let observe = |h: &Histogram| {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.buckets[i].fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            h.count.fetch_add(1, Ordering::Relaxed);
-            h.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        };
-        let done = self.latency.read().map(|m| m.get(route).map(observe).is_some()).unwrap_or(false);
-        if !done {
-            if let Ok(mut m) = self.latency.write() {
-                observe(m.entry(route.to_owned()).or_default());
+        let h = &stats.latency;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.buckets[i].fetch_add(1, Ordering::Relaxed);
             }
         }
+        h.count.fetch_add(1, Ordering::Relaxed);
+        h.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub fn render(&self, directory: &Directory) -> String {
+        let mut routes: Vec<(String, Arc<RouteStats>)> =
+            self.routes.read().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        routes.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = String::new();
         out.push_str("# HELP tenantry_http_requests_total HTTP requests by route template, method and status.\n");
         out.push_str("# TYPE tenantry_http_requests_total counter\n");
-        if let Ok(m) = self.requests.read() {
-            let mut rows: Vec<_> = m.iter().collect();
-            rows.sort_by(|a, b| (&a.0 .0, a.0 .1.as_str(), a.0 .2).cmp(&(&b.0 .0, b.0 .1.as_str(), b.0 .2)));
-            for ((route, method, status), n) in rows {
+        for (route, stats) in &routes {
+            let route = escape(route);
+            let mut rows: Vec<_> = stats
+                .by_status
+                .read()
+                .map(|m| m.iter().map(|((me, st), n)| (me.to_string(), *st, n.load(Ordering::Relaxed))).collect())
+                .unwrap_or_default();
+            rows.sort();
+            for (method, status, n) in rows {
                 let _ = writeln!(
                     out,
-                    "tenantry_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {}",
-                    escape(route),
-                    n.load(Ordering::Relaxed)
+                    "tenantry_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
                 );
             }
         }
         out.push_str("# HELP tenantry_http_request_duration_seconds Request latency by route template.\n");
         out.push_str("# TYPE tenantry_http_request_duration_seconds histogram\n");
-        if let Ok(m) = self.latency.read() {
-            let mut rows: Vec<_> = m.iter().collect();
-            rows.sort_by(|a, b| a.0.cmp(b.0));
-            for (route, h) in rows {
-                let route = escape(route);
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "tenantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {}",
-                        h.buckets[i].load(Ordering::Relaxed)
-                    );
-                }
-                let count = h.count.load(Ordering::Relaxed);
+        for (route, stats) in &routes {
+            let route = escape(route);
+            let h = &stats.latency;
+            for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "tenantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+                    "tenantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {}",
+                    h.buckets[i].load(Ordering::Relaxed)
                 );
-                let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-                let _ = writeln!(out, "tenantry_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}");
-                let _ = writeln!(out, "tenantry_http_request_duration_seconds_count{{route=\"{route}\"}} {count}");
             }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ =
+                writeln!(out, "tenantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}");
+            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "tenantry_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}");
+            let _ = writeln!(out, "tenantry_http_request_duration_seconds_count{{route=\"{route}\"}} {count}");
         }
         out.push_str("# HELP tenantry_tenants Tenants by status.\n# TYPE tenantry_tenants gauge\n");
         for (status, n) in directory.count_by_status() {

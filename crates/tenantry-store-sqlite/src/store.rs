@@ -4,7 +4,7 @@
 use crate::cache::FileCache;
 use crate::pool::{sql_error, OpenOptions, Pool};
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::Arc;
 use tenantry_core::audit::{chain_hash, GENESIS};
@@ -50,14 +50,9 @@ impl SqliteStore {
         &self.shared.path
     }
 
-    async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let pool = self.shared.clone();
-        tokio::task::spawn_blocking(move || f(&mut pool.writer()))
-            .await
-            .map_err(|e| Error::internal(format!("store task failed: {e}")))?
+    /// One write in the next group commit (see `pool`): answered once durable.
+    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        self.shared.write(f, None).await
     }
 
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
@@ -154,7 +149,7 @@ fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 }
 
 /// Appends to the tenant's hash chain inside the caller's transaction.
-fn append_audit_tx(tx: &Transaction<'_>, tenant: &TenantId, slug: &str, draft: AuditDraft) -> Result<()> {
+fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, draft: AuditDraft) -> Result<()> {
     let last: Option<(i64, String)> = tx
         .prepare_cached("SELECT seq, hash FROM audit WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1")
         .and_then(|mut s| s.query_row([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
@@ -198,7 +193,7 @@ fn append_audit_tx(tx: &Transaction<'_>, tenant: &TenantId, slug: &str, draft: A
     Ok(())
 }
 
-fn write_tenant_row(tx: &Transaction<'_>, t: &Tenant, insert: bool) -> Result<()> {
+fn write_tenant_row(tx: &Connection, t: &Tenant, insert: bool) -> Result<()> {
     let domains = serde_json::to_string(&t.domains).map_err(|e| Error::internal(e.to_string()))?;
     let quotas = t.quotas.to_value().to_string();
     let metadata = t.metadata.to_string();
@@ -247,7 +242,7 @@ fn write_tenant_row(tx: &Transaction<'_>, t: &Tenant, insert: bool) -> Result<()
     Ok(())
 }
 
-fn insert_key_tx(tx: &Transaction<'_>, k: &KeyRecord) -> Result<()> {
+fn insert_key_tx(tx: &Connection, k: &KeyRecord) -> Result<()> {
     tx.execute(
         &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
         params![
@@ -265,14 +260,6 @@ fn insert_key_tx(tx: &Transaction<'_>, k: &KeyRecord) -> Result<()> {
     )
     .map_err(sql_error)?;
     Ok(())
-}
-
-/// Runs `f` in a write transaction that commits only if `f` succeeds.
-fn in_tx<T>(conn: &mut Connection, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error)?;
-    let out = f(&tx)?;
-    tx.commit().map_err(sql_error)?;
-    Ok(out)
 }
 
 #[async_trait]
@@ -296,25 +283,21 @@ impl TenantRegistry for SqliteStore {
 
     async fn insert_tenant(&self, tenant: &Tenant, owner: Option<&KeyRecord>, audit: AuditDraft) -> Result<()> {
         let (tenant, owner) = (tenant.clone(), owner.cloned());
-        self.write(move |conn| {
-            in_tx(conn, |tx| {
-                write_tenant_row(tx, &tenant, true)?;
-                if let Some(k) = &owner {
-                    insert_key_tx(tx, k)?;
-                }
-                append_audit_tx(tx, &tenant.id, tenant.slug.as_str(), audit)
-            })
+        self.write(move |tx| {
+            write_tenant_row(tx, &tenant, true)?;
+            if let Some(k) = &owner {
+                insert_key_tx(tx, k)?;
+            }
+            append_audit_tx(tx, &tenant.id, tenant.slug.as_str(), audit)
         })
         .await
     }
 
     async fn update_tenant(&self, tenant: &Tenant, audit: AuditDraft) -> Result<()> {
         let tenant = tenant.clone();
-        self.write(move |conn| {
-            in_tx(conn, |tx| {
-                write_tenant_row(tx, &tenant, false)?;
-                append_audit_tx(tx, &tenant.id, tenant.slug.as_str(), audit)
-            })
+        self.write(move |tx| {
+            write_tenant_row(tx, &tenant, false)?;
+            append_audit_tx(tx, &tenant.id, tenant.slug.as_str(), audit)
         })
         .await
     }
@@ -322,22 +305,23 @@ impl TenantRegistry for SqliteStore {
     async fn purge_tenant(&self, scope: &TenantScope) -> Result<()> {
         let id = scope.tenant_id().clone();
         let cache = self.cache.clone();
-        self.write(move |conn| {
-            in_tx(conn, |tx| {
+        // Alone on the write connection: the checkpoint below cannot run inside a transaction.
+        self.shared
+            .exclusive(move |conn| {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error)?;
                 for table in ["files", "keys", "audit", "tenant_domains"] {
                     tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [id.as_str()])
                         .map_err(sql_error)?;
                 }
                 tx.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()]).map_err(sql_error)?;
+                tx.commit().map_err(sql_error)?;
+                cache.invalidate_tenant(&id);
+                // secure_delete zeroed the pages; checkpointing moves them out of the WAL too, so
+                // no copy of the purged bytes stays behind in the log.
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sql_error)?;
                 Ok(())
-            })?;
-            cache.invalidate_tenant(&id);
-            // secure_delete zeroed the pages; checkpointing moves them out of the WAL too, so no
-            // copy of the purged bytes stays behind in the log.
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sql_error)?;
-            Ok(())
-        })
-        .await
+            })
+            .await
     }
 
     async fn insert_key(&self, scope: &TenantScope, key: &KeyRecord, audit: AuditDraft) -> Result<()> {
@@ -345,30 +329,26 @@ impl TenantRegistry for SqliteStore {
             return Err(Error::internal("key's tenant differs from the scope"));
         }
         let (scope, key) = (scope.clone(), key.clone());
-        self.write(move |conn| {
-            in_tx(conn, |tx| {
-                insert_key_tx(tx, &key)?;
-                append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), audit)
-            })
+        self.write(move |tx| {
+            insert_key_tx(tx, &key)?;
+            append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), audit)
         })
         .await
     }
 
     async fn revoke_key(&self, scope: &TenantScope, id: &KeyId, at: Timestamp, audit: AuditDraft) -> Result<()> {
         let (scope, id) = (scope.clone(), id.clone());
-        self.write(move |conn| {
-            in_tx(conn, |tx| {
-                let n = tx
-                    .execute(
-                        "UPDATE keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
-                        params![scope.tenant_id().as_str(), id.as_str(), at.millis()],
-                    )
-                    .map_err(sql_error)?;
-                if n == 0 {
-                    return Err(Error::not_found(format!("key '{id}' not found")));
-                }
-                append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), audit)
-            })
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                    params![scope.tenant_id().as_str(), id.as_str(), at.millis()],
+                )
+                .map_err(sql_error)?;
+            if n == 0 {
+                return Err(Error::not_found(format!("key '{id}' not found")));
+            }
+            append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), audit)
         })
         .await
     }
@@ -390,8 +370,7 @@ impl TenantRegistry for SqliteStore {
 impl AuditLog for SqliteStore {
     async fn append_audit(&self, scope: &TenantScope, draft: AuditDraft) -> Result<()> {
         let scope = scope.clone();
-        self.write(move |conn| in_tx(conn, |tx| append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft)))
-            .await
+        self.write(move |tx| append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft)).await
     }
 
     async fn list_audit(
@@ -419,7 +398,7 @@ impl AuditLog for SqliteStore {
     }
 }
 
-fn current_etag(tx: &Transaction<'_>, tenant: &TenantId, path: &str) -> Result<Option<(String, i64, i64)>> {
+fn current_etag(tx: &Connection, tenant: &TenantId, path: &str) -> Result<Option<(String, i64, i64)>> {
     tx.prepare_cached("SELECT etag, version, created_at FROM files WHERE tenant_id = ?1 AND path = ?2")
         .and_then(|mut s| {
             s.query_row(params![tenant.as_str(), path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
@@ -477,61 +456,68 @@ impl FileStore for SqliteStore {
         write: FileWrite,
         audit: AuditDraft,
     ) -> Result<(FileMeta, WriteOutcome)> {
+        // Hash outside the writer, which only runs the short transaction; a large body is hashed
+        // on the blocking pool rather than on an async worker.
+        let write = Arc::new(write);
+        let etag = if write.content.len() as i64 <= INLINE_READ_MAX {
+            etag_of(&write.content)
+        } else {
+            let w = write.clone();
+            tokio::task::spawn_blocking(move || etag_of(&w.content))
+                .await
+                .map_err(|e| Error::internal(format!("hashing failed: {e}")))?
+        };
         let scope = scope.clone();
-        let pool = self.shared.clone();
         let cache = self.cache.clone();
-        tokio::task::spawn_blocking(move || {
-            // Hash before taking the writer: only the short transaction is serialized.
-            let etag = etag_of(&write.content);
-            let mut conn = pool.writer();
-            let path = write.path.clone();
-            let out = in_tx(&mut conn, |tx| {
-                let tenant = scope.tenant_id();
-                let current = current_etag(tx, tenant, write.path.as_str())?;
-                write.precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
-                let (version, created_at, outcome) = match &current {
-                    Some((_, v, created)) => (v + 1, *created, WriteOutcome::Replaced),
-                    None => (1, write.at.millis(), WriteOutcome::Created),
-                };
-                tx.prepare_cached(
-                    "INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, content)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (tenant_id, path) DO UPDATE SET size = excluded.size, etag = excluded.etag,
-                       version = excluded.version, content_type = excluded.content_type,
-                       updated_at = excluded.updated_at, content = excluded.content",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        tenant.as_str(),
-                        write.path.as_str(),
-                        write.content.len() as i64,
-                        etag,
-                        version,
-                        write.content_type,
-                        created_at,
-                        write.at.millis(),
-                        write.content
-                    ])
-                })
-                .map_err(sql_error)?;
-                append_audit_tx(tx, tenant, scope.slug().as_str(), audit)?;
-                let meta = FileMeta {
-                    path: write.path.clone(),
-                    size: write.content.len() as u64,
-                    etag: etag.clone(),
-                    version: version as u64,
-                    content_type: write.content_type.clone(),
-                    created_at: Timestamp::from_millis(created_at),
-                    updated_at: write.at,
-                };
-                Ok((meta, outcome))
-            });
-            // After the commit (or a refusal, which changed nothing but costs nothing to drop).
-            cache.invalidate(scope.tenant_id(), path.as_str());
-            out
-        })
-        .await
-        .map_err(|e| Error::internal(format!("store task failed: {e}")))?
+        let tenant = scope.tenant_id().clone();
+        let path = write.path.clone();
+        let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || cache.invalidate(&tenant, path.as_str()));
+        self.shared
+            .write(
+                move |tx| {
+                    let tenant = scope.tenant_id();
+                    let current = current_etag(tx, tenant, write.path.as_str())?;
+                    write.precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
+                    let (version, created_at, outcome) = match &current {
+                        Some((_, v, created)) => (v + 1, *created, WriteOutcome::Replaced),
+                        None => (1, write.at.millis(), WriteOutcome::Created),
+                    };
+                    tx.prepare_cached(
+                        "INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, content)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                         ON CONFLICT (tenant_id, path) DO UPDATE SET size = excluded.size, etag = excluded.etag,
+                           version = excluded.version, content_type = excluded.content_type,
+                           updated_at = excluded.updated_at, content = excluded.content",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            tenant.as_str(),
+                            write.path.as_str(),
+                            write.content.len() as i64,
+                            etag,
+                            version,
+                            write.content_type,
+                            created_at,
+                            write.at.millis(),
+                            write.content
+                        ])
+                    })
+                    .map_err(sql_error)?;
+                    append_audit_tx(tx, tenant, scope.slug().as_str(), audit)?;
+                    let meta = FileMeta {
+                        path: write.path.clone(),
+                        size: write.content.len() as u64,
+                        etag: etag.clone(),
+                        version: version as u64,
+                        content_type: write.content_type.clone(),
+                        created_at: Timestamp::from_millis(created_at),
+                        updated_at: write.at,
+                    };
+                    Ok((meta, outcome))
+                },
+                Some(on_commit),
+            )
+            .await
     }
 
     async fn stat_file(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<FileMeta>> {
@@ -602,23 +588,25 @@ impl FileStore for SqliteStore {
     ) -> Result<()> {
         let (scope, path) = (scope.clone(), path.clone());
         let cache = self.cache.clone();
-        self.write(move |conn| {
-            let out = in_tx(conn, |tx| {
-                let tenant = scope.tenant_id();
-                let current = current_etag(tx, tenant, path.as_str())?;
-                if current.is_none() {
-                    return Err(Error::not_found(format!("no file at {path}")));
-                }
-                precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
-                tx.prepare_cached("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2")
-                    .and_then(|mut s| s.execute(params![tenant.as_str(), path.as_str()]))
-                    .map_err(sql_error)?;
-                append_audit_tx(tx, tenant, scope.slug().as_str(), audit)
-            });
-            cache.invalidate(scope.tenant_id(), path.as_str());
-            out
-        })
-        .await
+        let (tenant, p) = (scope.tenant_id().clone(), path.clone());
+        let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || cache.invalidate(&tenant, p.as_str()));
+        self.shared
+            .write(
+                move |tx| {
+                    let tenant = scope.tenant_id();
+                    let current = current_etag(tx, tenant, path.as_str())?;
+                    if current.is_none() {
+                        return Err(Error::not_found(format!("no file at {path}")));
+                    }
+                    precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
+                    tx.prepare_cached("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2")
+                        .and_then(|mut s| s.execute(params![tenant.as_str(), path.as_str()]))
+                        .map_err(sql_error)?;
+                    append_audit_tx(tx, tenant, scope.slug().as_str(), audit)
+                },
+                Some(on_commit),
+            )
+            .await
     }
 
     async fn list_files(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<FileMeta>> {
@@ -655,10 +643,11 @@ impl Health for SqliteStore {
     }
 
     async fn close(&self) -> Result<()> {
-        self.write(|conn| {
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sql_error)?;
-            Ok(())
-        })
-        .await
+        self.shared
+            .exclusive(|conn| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sql_error)?;
+                Ok(())
+            })
+            .await
     }
 }

@@ -265,3 +265,41 @@ async fn reads_after_writes_and_deletes_never_see_a_cached_old_version() {
     assert_eq!(final_put["version"], 101);
     assert_eq!(&c.get_file("/race.txt").await.unwrap()[..], b"final");
 }
+
+#[tokio::test]
+async fn concurrent_conditional_creates_have_exactly_one_winner_and_others_are_unaffected() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let mut tasks = Vec::new();
+    for i in 0..32u32 {
+        let (url, key) = (app.url.clone(), t.owner.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = tenantry_client::Client::new(&url, Some(key));
+            let contested = c
+                .send(
+                    Method::PUT,
+                    "/v1/files/once.txt",
+                    Some(format!("writer {i}").into_bytes()),
+                    &[("if-none-match", "*")],
+                )
+                .await
+                .unwrap();
+            let own = c.put_file(&format!("/own/{i}.txt"), vec![b'x'; 10], None).await.unwrap();
+            (contested.status.as_u16(), own["version"].as_u64())
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        let (status, own_version) = task.await.unwrap();
+        statuses.push(status);
+        assert_eq!(own_version, Some(1));
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 412).count(), 31);
+    let listing = app.as_key(&t.owner).list_files("/own", true, None).await.unwrap();
+    assert_eq!(listing["items"].as_array().unwrap().len(), 32);
+    let report = app.as_key(&t.owner).verify_audit().await.unwrap();
+    assert_eq!(report["ok"], true);
+    // create, 32 own writes, 1 contested win, 31 audited refusals
+    assert_eq!(report["entries"], 1 + 32 + 1 + 31);
+}
