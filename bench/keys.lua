@@ -1,7 +1,7 @@
 -- wrk script: each request picks one of the keys in $KEYS at random, so load spreads over every
--- tenant. METHOD=GET|PUT; PUT sends a 4 KiB body. With PATHS=N, PUT writes one of N paths at
--- random instead of /bench.txt (the single-tenant PUT baseline: the same number of distinct
--- rows as N tenants with one file each, so only the tenant count differs).
+-- tenant. METHOD=GET|PUT; PUT sends a 4 KiB body. With PATHS=N, each request reads or writes
+-- /spread/<random 1..N>.txt instead of /bench.txt: the single-tenant baseline with the same
+-- working set as N tenants with one file each, so only the number of tenants differs.
 local keys = {}
 local method = os.getenv("METHOD") or "GET"
 local body = string.rep("x", 4096)
@@ -13,10 +13,10 @@ math.randomseed(os.time())
 request = function()
   local key = keys[math.random(#keys)]
   local headers = { ["Authorization"] = "Bearer " .. key }
+  local path = "/v1/files/bench.txt"
+  if paths > 0 then path = "/v1/files/spread/" .. math.random(paths) .. ".txt" end
   if method == "PUT" then
-    local path = "/v1/files/bench.txt"
-    if paths > 0 then path = "/v1/files/spread/" .. math.random(paths) .. ".txt" end
     return wrk.format("PUT", path, headers, body)
   end
-  return wrk.format("GET", "/v1/files/bench.txt", headers)
+  return wrk.format("GET", path, headers)
 end
