@@ -390,7 +390,10 @@ impl AuditLog for SqliteStore {
                 ))
                 .map_err(sql_error)?;
             let rows = s
-                .query_map(params![tenant.as_str(), after.min(i64::MAX as u64) as i64, action, limit as i64], audit_from_row)
+                .query_map(
+                    params![tenant.as_str(), after.min(i64::MAX as u64) as i64, action, limit as i64],
+                    audit_from_row,
+                )
                 .map_err(sql_error)?;
             rows.map(|r| r.map_err(sql_error)).collect()
         })

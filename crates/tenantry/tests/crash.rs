@@ -1,0 +1,167 @@
+//! Crash safety: concurrent writers against the real binary, SIGKILL at random moments (25
+//! times), restart on the same data dir, and check that every acknowledged write is there and
+//! intact, nothing half-written is visible, and each tenant's audit chain still verifies.
+//! `TENANTRY_CRASH_ROUNDS` sets the number of kills (longer runs: see docs/SECURITY.md).
+
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tenantry_client::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
+const OPERATOR: &str = "crash-test-operator-key";
+
+fn start(data: &Path) -> (Child, String) {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TENANTRY_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("TENANTRY_ADMIN_KEY", OPERATOR)
+        .env("TENANTRY_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "serve exited before listening");
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            let url = url.to_owned();
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return (child, url);
+        }
+    }
+}
+
+/// What the writers know: acknowledged contents, and writes that were sent but not answered.
+#[derive(Default)]
+struct Ledger {
+    acked: HashMap<(String, String), Vec<u8>>,
+    in_flight: HashMap<(String, String), Vec<Vec<u8>>>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill_at_random_moments() {
+    let rounds: usize = std::env::var("TENANTRY_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(25);
+    let seed: u64 = std::env::var("TENANTRY_TEST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
+    println!("crash test seed {seed} (TENANTRY_TEST_SEED), {rounds} rounds");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    let (mut child, url) = start(&data);
+    let op = Client::new(&url, Some(OPERATOR.into()));
+    let mut owners = HashMap::new();
+    for slug in ["crash-a", "crash-b"] {
+        let t = op.create_tenant(&serde_json::json!({ "slug": slug, "tier": "enterprise" })).await.unwrap();
+        owners.insert(slug.to_owned(), t["owner_key"].as_str().unwrap().to_owned());
+    }
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut url = url;
+    let mut total_acked = 0usize;
+
+    for round in 0..rounds {
+        let mut writers = Vec::new();
+        for w in 0..6usize {
+            let slug = if w % 2 == 0 { "crash-a" } else { "crash-b" };
+            let client = Client::new(&url, Some(owners[slug].clone()));
+            let ledger = ledger.clone();
+            let mut wrng = rand::rngs::StdRng::seed_from_u64(rng.gen());
+            writers.push(tokio::spawn(async move {
+                let mut n = 0usize;
+                loop {
+                    // Half new files, half rewrites of one hot file per writer.
+                    let path = if wrng.gen_bool(0.5) { format!("/r{round}/w{w}/{n}") } else { format!("/hot/w{w}") };
+                    let len = wrng.gen_range(0..20_000);
+                    let mut content = format!("{slug}:{path}:{n}:").into_bytes();
+                    content.extend((0..len).map(|_| wrng.gen::<u8>()));
+                    let key = (slug.to_owned(), path.clone());
+                    ledger.lock().unwrap().in_flight.entry(key.clone()).or_default().push(content.clone());
+                    match client.put_file(&path, content.clone(), None).await {
+                        Ok(_) => {
+                            let mut l = ledger.lock().unwrap();
+                            l.acked.insert(key.clone(), content.clone());
+                            if let Some(v) = l.in_flight.get_mut(&key) {
+                                v.retain(|c| c != &content);
+                            }
+                        }
+                        Err(_) => return n, // the server is gone
+                    }
+                    n += 1;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(40..250))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for w in writers {
+            total_acked += w.await.unwrap();
+        }
+
+        let (c, u) = start(&data);
+        child = c;
+        url = u;
+        // Every acknowledged write of this round is there, whole, and so is a sample of older
+        // ones; a write in flight at the kill is either fully there or absent.
+        let l = ledger.lock().unwrap();
+        let this_round = format!("/r{round}/");
+        let mut to_check: Vec<(String, String)> = l
+            .acked
+            .keys()
+            .filter(|(_, p)| p.starts_with(&this_round) || p.starts_with("/hot/") || rng.gen_ratio(1, 20))
+            .cloned()
+            .collect();
+        to_check.sort();
+        let mut observed = Vec::new();
+        for (s, path) in &to_check {
+            let client = Client::new(&url, Some(owners[s].clone()));
+            let acked = &l.acked[&(s.clone(), path.clone())];
+            let got =
+                client.get_file(path).await.unwrap_or_else(|e| panic!("round {round}: acked {s}{path} lost: {e}"));
+            let pending = l.in_flight.get(&(s.clone(), path.clone()));
+            let ok = &got[..] == acked.as_slice() || pending.is_some_and(|p| p.iter().any(|c| c[..] == got[..]));
+            assert!(ok, "round {round}: {s}{path} holds neither the acknowledged nor an in-flight version");
+            observed.push(((s.clone(), path.clone()), got.to_vec()));
+        }
+        for ((s, path), pending) in l.in_flight.iter().filter(|(_, p)| !p.is_empty()) {
+            if l.acked.contains_key(&(s.clone(), path.clone())) {
+                continue;
+            }
+            let client = Client::new(&url, Some(owners[s].clone()));
+            if let Ok(got) = client.get_file(path).await {
+                assert!(pending.iter().any(|c| c[..] == got[..]), "round {round}: {s}{path} is half-written");
+                observed.push(((s.clone(), path.clone()), got.to_vec()));
+            }
+        }
+        for (slug, owner) in &owners {
+            let client = Client::new(&url, Some(owner.clone()));
+            let report = client.verify_audit().await.unwrap();
+            assert_eq!(report["ok"], true, "round {round}: audit chain of {slug} broken: {report}");
+            // Nothing of the other tenant is visible here.
+            let other = if slug == "crash-a" { "crash-b" } else { "crash-a" };
+            let listing = client.list_files(&this_round, true, None).await.unwrap();
+            assert!(!listing.to_string().contains(&format!("{other}:")));
+        }
+        drop(l);
+        // The restart settled the in-flight writes: what it showed is the truth from now on.
+        let mut l = ledger.lock().unwrap();
+        l.in_flight.clear();
+        for (key, content) in observed {
+            l.acked.insert(key, content);
+        }
+        drop(l);
+    }
+    let _ = child.kill();
+    assert!(total_acked > rounds, "the writers got too few writes in ({total_acked}) for the test to mean much");
+    println!("crash test: {rounds} SIGKILLs survived, {total_acked} acknowledged writes checked");
+}
