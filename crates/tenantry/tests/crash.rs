@@ -15,6 +15,8 @@ use tenantry_client::Client;
 const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
 const OPERATOR: &str = "crash-test-operator-key";
 
+// The child is handed to the caller, which kills and waits for it.
+#[allow(clippy::zombie_processes)]
 fn start(data: &Path) -> (Child, String) {
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
@@ -34,7 +36,10 @@ fn start(data: &Path) -> (Child, String) {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "serve exited before listening");
+        if reader.read_line(&mut line).unwrap() == 0 {
+            let _ = child.wait();
+            panic!("serve exited before listening");
+        }
         if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
             let url = url.to_owned();
             std::thread::spawn(move || for _ in reader.lines() {});
@@ -113,7 +118,11 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
         url = u;
         // Every acknowledged write of this round is there, whole, and so is a sample of older
         // ones; a write in flight at the kill is either fully there or absent.
-        let l = ledger.lock().unwrap();
+        // The writers are done: work on a copy, so no lock is held across the awaits below.
+        let l = {
+            let guard = ledger.lock().unwrap();
+            Ledger { acked: guard.acked.clone(), in_flight: guard.in_flight.clone() }
+        };
         let this_round = format!("/r{round}/");
         let mut to_check: Vec<(String, String)> = l
             .acked
@@ -152,14 +161,12 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
             let listing = client.list_files(&this_round, true, None).await.unwrap();
             assert!(!listing.to_string().contains(&format!("{other}:")));
         }
-        drop(l);
         // The restart settled the in-flight writes: what it showed is the truth from now on.
-        let mut l = ledger.lock().unwrap();
-        l.in_flight.clear();
+        let mut guard = ledger.lock().unwrap();
+        guard.in_flight.clear();
         for (key, content) in observed {
-            l.acked.insert(key, content);
+            guard.acked.insert(key, content);
         }
-        drop(l);
     }
     let _ = child.kill();
     assert!(total_acked > rounds, "the writers got too few writes in ({total_acked}) for the test to mean much");
