@@ -625,14 +625,15 @@ impl Tenantry {
         let after = decode_cursor(cursor)?;
         // Narrow to the key's prefix; disjoint prefixes list nothing (no error: listings just
         // leave out what the key may not see).
-        let within = match caller.prefix() {
-            None => asked.clone(),
-            Some(own) if asked.is_within(own) => asked.clone(),
-            Some(own) if recursive && own.is_within(&asked) => own.clone(),
-            Some(own) if own.is_within(&asked) => asked.clone(),
+        let (within, include_within) = match caller.prefix() {
+            None => (asked.clone(), false),
+            Some(own) if asked.is_within(own) => (asked.clone(), false),
+            // Narrowed to the key's prefix, which covers a file at exactly that path too.
+            Some(own) if recursive && own.is_within(&asked) => (own.clone(), own != &asked),
+            Some(own) if own.is_within(&asked) => (asked.clone(), false),
             Some(_) => return Ok(Page { items: vec![], next_cursor: None }),
         };
-        let listing = FileListing { within, recursive, after, limit: limit + 1 };
+        let listing = FileListing { within, recursive, include_within, after, limit: limit + 1 };
         let mut items = self.store.list_files(&caller.scope(), listing).await?;
         let next_cursor = if items.len() > limit {
             items.truncate(limit);

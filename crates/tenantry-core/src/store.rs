@@ -68,6 +68,8 @@ pub enum WriteOutcome {
 pub struct FileListing {
     pub within: PathPrefix,
     pub recursive: bool,
+    /// Also list a file whose path is exactly `within` (a key's prefix covers itself).
+    pub include_within: bool,
     /// Only paths strictly greater than this (the cursor).
     pub after: Option<String>,
     pub limit: usize,

@@ -622,14 +622,24 @@ impl FileStore for SqliteStore {
             let mut s = conn
                 .prepare_cached(&format!(
                     "SELECT {FILE_COLUMNS} FROM files
-                     WHERE tenant_id = ?1 AND path >= ?2 AND path < ?3 AND path > ?4
-                       AND (?5 OR instr(substr(path, length(?2) + 1), '/') = 0)
+                     WHERE tenant_id = ?1 AND path > ?4
+                       AND ((path >= ?2 AND path < ?3 AND (?5 OR instr(substr(path, length(?2) + 1), '/') = 0))
+                            OR (?7 AND path = ?8))
                      ORDER BY path LIMIT ?6"
                 ))
                 .map_err(sql_error)?;
             let rows = s
                 .query_map(
-                    params![tenant.as_str(), dir, upper, after, listing.recursive, listing.limit as i64],
+                    params![
+                        tenant.as_str(),
+                        dir,
+                        upper,
+                        after,
+                        listing.recursive,
+                        listing.limit as i64,
+                        listing.include_within,
+                        listing.within.as_str()
+                    ],
                     file_from_row,
                 )
                 .map_err(sql_error)?;

@@ -134,7 +134,8 @@ async fn a_prefixed_key_sees_and_touches_only_its_prefix_on_segment_boundaries()
     let paths = |v: serde_json::Value| {
         v["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
     };
-    assert_eq!(paths(c.list_files("/", true, None).await.unwrap()), ["/docs/a.txt", "/docs/sub/b.txt"]);
+    // The key covers /docs itself, so a file at exactly /docs is listed too.
+    assert_eq!(paths(c.list_files("/", true, None).await.unwrap()), ["/docs", "/docs/a.txt", "/docs/sub/b.txt"]);
     assert_eq!(paths(c.list_files("/docs2", true, None).await.unwrap()), Vec::<String>::new());
     assert_eq!(paths(c.list_files("/docs/", false, None).await.unwrap()), ["/docs/a.txt"]);
     // It cannot mint a key wider than itself; a narrower one is fine, and no prefix means its own.

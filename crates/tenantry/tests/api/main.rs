@@ -6,6 +6,7 @@ mod files;
 mod helpers;
 mod isolation;
 mod keys;
+mod model;
 mod ops;
 mod routing;
 mod tenants;

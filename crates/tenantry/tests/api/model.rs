@@ -1,0 +1,233 @@
+//! The cross-tenant property test: seeded random sequences of operations by several tenants and
+//! keys (roles, prefixes, suspended and archived tenants, the operator with and without naming a
+//! tenant) against the real server, each answer checked against a simple model. No answer may
+//! carry another tenant's data. `TENANTRY_TEST_SEED` replays a run; `TENANTRY_MODEL_OPS` sets
+//! its length (default 3000).
+
+use crate::helpers::*;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use reqwest::Method;
+use std::collections::{BTreeMap, HashMap};
+
+const PATHS: &[&str] = &["/a", "/p", "/p/x", "/p/q", "/p/q/y", "/p2/z", "/pq"];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Status {
+    Active,
+    Suspended,
+    Archived,
+}
+
+#[derive(Clone, Debug)]
+struct ModelKey {
+    secret: String,
+    writer: bool,
+    prefix: Option<&'static str>,
+}
+
+impl ModelKey {
+    fn covers(&self, path: &str) -> bool {
+        self.prefix.is_none_or(|p| path == p || path.starts_with(&format!("{p}/")))
+    }
+}
+
+struct ModelTenant {
+    slug: String,
+    status: Status,
+    keys: Vec<ModelKey>,
+}
+
+#[derive(Debug, Clone)]
+enum Actor {
+    Key {
+        tenant: usize,
+        key: usize,
+    },
+    /// A tenant key naming another tenant by header or path.
+    Foreign {
+        tenant: usize,
+        key: usize,
+        names: usize,
+        by_path: bool,
+    },
+    Operator {
+        names: Option<usize>,
+    },
+}
+
+fn marker(slug: &str) -> String {
+    format!("SECRET-{slug}-")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_operations_never_cross_tenants_and_match_the_model() {
+    let seed: u64 = std::env::var("TENANTRY_TEST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
+    let ops: usize = std::env::var("TENANTRY_MODEL_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    println!("model test seed {seed} (TENANTRY_TEST_SEED), {ops} operations");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let app = spawn_app().await;
+
+    let mut tenants = Vec::new();
+    for slug in ["mt-alpha", "mt-beta", "mt-gamma"] {
+        let t = app.create_tenant(slug).await;
+        let mut keys = vec![ModelKey { secret: t.owner.clone(), writer: true, prefix: None }];
+        for (role, prefix, writer) in
+            [("writer", Some("/p"), true), ("reader", None, false), ("admin", Some("/p/q"), true)]
+        {
+            keys.push(ModelKey { secret: app.key(&t, role, prefix).await.1, writer, prefix });
+        }
+        tenants.push(ModelTenant { slug: slug.into(), status: Status::Active, keys });
+    }
+    // default's data, for the operator without a tenant name.
+    let default_idx = tenants.len();
+    tenants.push(ModelTenant { slug: "default".into(), status: Status::Active, keys: vec![] });
+    let mut files: HashMap<(usize, String), String> = HashMap::new();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+
+    for step in 0..ops {
+        let ctx = format!("seed {seed}, step {step}");
+        // Tenant administration now and then.
+        if rng.gen_ratio(1, 40) {
+            let i = rng.gen_range(0..default_idx);
+            let (verb, next) = match tenants[i].status {
+                Status::Active if rng.gen_bool(0.5) => ("suspend", Status::Suspended),
+                Status::Active => ("archive", Status::Archived),
+                Status::Suspended => ("resume", Status::Active),
+                Status::Archived => ("restore", Status::Active),
+            };
+            let op = app.operator();
+            let res = if verb == "archive" {
+                op.archive_tenant(&tenants[i].slug).await
+            } else {
+                op.tenant_action(&tenants[i].slug, verb).await
+            };
+            assert_eq!(res.unwrap()["slug"], tenants[i].slug.as_str(), "{ctx}");
+            tenants[i].status = next;
+            *counts.entry(verb).or_default() += 1;
+            continue;
+        }
+
+        let actor = match rng.gen_range(0..10) {
+            0 => Actor::Operator { names: if rng.gen_bool(0.3) { None } else { Some(rng.gen_range(0..default_idx)) } },
+            1 => {
+                let tenant = rng.gen_range(0..default_idx);
+                let names = (tenant + rng.gen_range(1..default_idx)) % default_idx;
+                Actor::Foreign { tenant, key: rng.gen_range(0..4), names, by_path: rng.gen_bool(0.5) }
+            }
+            _ => Actor::Key { tenant: rng.gen_range(0..default_idx), key: rng.gen_range(0..4) },
+        };
+        let path = *PATHS.choose(&mut rng).unwrap();
+        let op = *["put", "get", "delete", "list", "head"].choose(&mut rng).unwrap();
+        *counts.entry(op).or_default() += 1;
+
+        // Whose data the request acts on, which key (if any), and what the model expects first.
+        let (acting, key, secret, mut headers, mut prefix_path): (
+            usize,
+            Option<ModelKey>,
+            String,
+            Vec<(String, String)>,
+            String,
+        ) = match &actor {
+            Actor::Key { tenant, key } => {
+                let k = tenants[*tenant].keys[*key].clone();
+                (*tenant, Some(k.clone()), k.secret, vec![], String::new())
+            }
+            Actor::Foreign { tenant, key, names, by_path } => {
+                let k = tenants[*tenant].keys[*key].clone();
+                let slug = tenants[*names].slug.clone();
+                if *by_path {
+                    (*tenant, Some(k.clone()), k.secret, vec![], format!("/t/{slug}"))
+                } else {
+                    (*tenant, Some(k.clone()), k.secret, vec![("x-tenant-id".into(), slug)], String::new())
+                }
+            }
+            Actor::Operator { names: Some(j) } => {
+                (*j, None, app.admin_key.clone(), vec![("x-tenant-id".into(), tenants[*j].slug.clone())], String::new())
+            }
+            Actor::Operator { names: None } => (default_idx, None, app.admin_key.clone(), vec![], String::new()),
+        };
+        if rng.gen_ratio(1, 10) && matches!(actor, Actor::Key { .. }) {
+            // Naming its own tenant explicitly is fine.
+            if rng.gen_bool(0.5) {
+                headers.push(("x-tenant-id".into(), tenants[acting].slug.clone()));
+            } else {
+                prefix_path = format!("/t/{}", tenants[acting].slug);
+            }
+        }
+        let status = tenants[acting].status;
+        let refusal: Option<(u16, &str)> = match (&actor, key.as_ref()) {
+            (_, Some(_)) if status == Status::Archived => Some((401, "unauthenticated")),
+            (Actor::Foreign { .. }, _) => Some((403, "tenant_mismatch")),
+            (_, Some(_)) if status == Status::Suspended => Some((403, "tenant_suspended")),
+            (_, None) if status == Status::Archived => Some((409, "conflict")),
+            (_, Some(k)) if (op == "put" || op == "delete") && !k.writer => Some((403, "forbidden")),
+            (_, Some(k)) if op != "list" && !k.covers(path) => Some((403, "forbidden")),
+            _ => None,
+        };
+
+        let body = format!("{}{step}", marker(&tenants[acting].slug));
+        let (method, url) = match op {
+            "put" => (Method::PUT, format!("{prefix_path}/v1/files{path}")),
+            "get" => (Method::GET, format!("{prefix_path}/v1/files{path}")),
+            "head" => (Method::HEAD, format!("{prefix_path}/v1/files{path}")),
+            "delete" => (Method::DELETE, format!("{prefix_path}/v1/files{path}")),
+            _ => (Method::GET, format!("{prefix_path}/v1/files?prefix={path}&recursive=true")),
+        };
+        let header_refs: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let res = app.raw(Some(&secret), method, &url, (op == "put").then_some(body.as_bytes()), &header_refs).await;
+        let text = String::from_utf8_lossy(&res.body).to_string();
+
+        // Never another tenant's data, whatever the answer.
+        for (j, t) in tenants.iter().enumerate() {
+            if j != acting {
+                assert!(!text.contains(&marker(&t.slug)), "{ctx}: {actor:?} {op} {path} leaked {}: {text}", t.slug);
+            }
+        }
+
+        if let Some((code_status, code_name)) = refusal {
+            assert_eq!(res.status.as_u16(), code_status, "{ctx}: {actor:?} {op} {path}: {text}");
+            if op != "head" {
+                assert_eq!(code(&res), code_name, "{ctx}: {actor:?} {op} {path}");
+            }
+            continue;
+        }
+        let current = files.get(&(acting, path.to_owned())).cloned();
+        match op {
+            "put" => {
+                assert_eq!(res.status.as_u16(), if current.is_some() { 200 } else { 201 }, "{ctx}: put {path}: {text}");
+                files.insert((acting, path.to_owned()), body);
+            }
+            "get" => match current {
+                Some(c) => assert_eq!((res.status.as_u16(), text.as_str()), (200, c.as_str()), "{ctx}: get {path}"),
+                None => assert_eq!((res.status.as_u16(), code(&res).as_str()), (404, "not_found"), "{ctx}: get {path}"),
+            },
+            "head" => assert_eq!(res.status.as_u16(), if current.is_some() { 200 } else { 404 }, "{ctx}: head {path}"),
+            "delete" => {
+                assert_eq!(res.status.as_u16(), if current.is_some() { 204 } else { 404 }, "{ctx}: delete {path}");
+                files.remove(&(acting, path.to_owned()));
+            }
+            _ => {
+                assert_eq!(res.status.as_u16(), 200, "{ctx}: list {path}: {text}");
+                let v = res.json().unwrap();
+                let got: Vec<String> =
+                    v["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap().to_owned()).collect();
+                let mut want: Vec<String> = files
+                    .keys()
+                    .filter(|(t, p)| *t == acting && p.starts_with(&format!("{path}/")))
+                    .filter(|(_, p)| key.as_ref().is_none_or(|k| k.covers(p)))
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                want.sort();
+                assert_eq!(got, want, "{ctx}: list {path} by {actor:?}");
+            }
+        }
+    }
+    println!("model test: {counts:?}");
+    assert!(counts.values().sum::<usize>() >= ops);
+    // Each tenant's audit chain still verifies after all of it.
+    for t in &tenants[..default_idx] {
+        let op = app.operator().with_tenant(Some(t.slug.clone()));
+        assert_eq!(op.verify_audit().await.unwrap()["ok"], true, "{}", t.slug);
+    }
+}
