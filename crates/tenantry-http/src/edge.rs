@@ -198,7 +198,14 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     // Cheap to clone (shared bytes); decoded only if the request is refused.
     let uri = req.uri().clone();
 
-    let mut res = next.run(req).await;
+    let mut res = match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            format!("the request took longer than {} s (slow body?)", state.config.request_timeout.as_secs()),
+        ),
+    };
     let status = res.status();
 
     if status.is_client_error() || status.is_server_error() {

@@ -17,27 +17,40 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 
-use axum::extract::Request;
 use axum::Router;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tenantry_core::service::Tenantry;
 use tokio::net::TcpListener;
 use tower::Layer;
 
-/// Limits of the HTTP layer (documented in docs/SECURITY.md once it exists; see README).
+/// Limits of the HTTP layer (docs/SECURITY.md lists them with their reasons).
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Largest JSON body accepted.
+    /// Largest JSON body accepted (413 `too_large` beyond).
     pub max_json_bytes: usize,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Open connections beyond this are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Time to send a request's head; also how long an idle keep-alive connection is kept.
+    pub header_timeout: Duration,
+    /// Time for a whole request, body included (408 beyond): slow bodies cannot pin a handler.
+    pub request_timeout: Duration,
+    /// Largest request head (request line and headers); larger gets 431 and a closed connection.
+    pub max_header_bytes: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { max_json_bytes: 1 << 20, shutdown_grace: Duration::from_secs(30) }
+        HttpConfig {
+            max_json_bytes: 1 << 20,
+            shutdown_grace: Duration::from_secs(30),
+            max_connections: 16_384,
+            header_timeout: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(120),
+            max_header_bytes: 64 << 10,
+        }
     }
 }
 
@@ -65,31 +78,62 @@ pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
-/// (for at most `shutdown_grace`).
+/// (for at most `shutdown_grace`). Each connection is HTTP/1.1 with a head-read timeout, a head
+/// size limit and a connection cap, so idle or slow clients cannot exhaust the server.
 pub async fn serve(
     listener: TcpListener,
     svc: Arc<Tenantry>,
     config: HttpConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let app = tower::util::MapRequestLayer::new(edge::rewrite_tenant_path).layer(router(svc, config.clone()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .max_headers(128);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream); // over the connection cap: closed at once
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
     let grace = config.shutdown_grace;
-    let app = tower::util::MapRequestLayer::new(edge::rewrite_tenant_path).layer(router(svc, config));
-    let make = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, make).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    });
-    let server = std::future::IntoFuture::into_future(server);
-    tokio::pin!(server);
     tokio::select! {
-        res = &mut server => res,
-        _ = async {
-            let _ = stopping_rx.await;
-            tokio::time::sleep(grace).await;
-        } => {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
             tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
-            Ok(())
         }
     }
+    Ok(())
 }

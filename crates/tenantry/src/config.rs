@@ -5,7 +5,9 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tenantry_core::tier::{Limits, TierTable};
+use tenantry_http::HttpConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA: &str = "./tenantry-data";
@@ -35,6 +37,17 @@ pub struct TierConfig {
     pub dedicated_placement: Option<bool>,
 }
 
+/// `[limits]`: the HTTP layer's protections against slow, idle and oversized clients.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_connections: Option<usize>,
+    pub header_timeout_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
+    pub max_header_bytes: Option<usize>,
+    pub max_json_bytes: Option<usize>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -48,6 +61,8 @@ pub struct FileConfig {
     pub log: Option<String>,
     #[serde(default)]
     pub tiers: BTreeMap<String, TierConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +75,7 @@ pub struct ServeConfig {
     pub synchronous_full: bool,
     pub admin_key: Option<String>,
     pub log: String,
+    pub http: HttpConfig,
 }
 
 /// What flags and the environment said (clap merges those two, flags winning).
@@ -127,6 +143,26 @@ impl ServeConfig {
             Some("normal") => false,
             Some(other) => bail!("synchronous = {other:?}: use \"full\" or \"normal\""),
         };
+        let mut http = HttpConfig::default();
+        let l = &file.limits;
+        if let Some(n) = l.max_connections {
+            if n == 0 {
+                bail!("limits.max_connections must be at least 1");
+            }
+            http.max_connections = n;
+        }
+        if let Some(s) = l.header_timeout_secs {
+            http.header_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(s) = l.request_timeout_secs {
+            http.request_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(n) = l.max_header_bytes {
+            http.max_header_bytes = n.clamp(8192, 1 << 20);
+        }
+        if let Some(n) = l.max_json_bytes {
+            http.max_json_bytes = n.clamp(1024, 64 << 20);
+        }
         let base_domain =
             file.base_domain.map(|d| d.trim().trim_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty());
         Ok(ServeConfig {
@@ -138,6 +174,7 @@ impl ServeConfig {
             synchronous_full,
             admin_key: o.admin_key.filter(|k| !k.is_empty()),
             log: file.log.unwrap_or_else(|| "info".to_owned()),
+            http,
         })
     }
 }
@@ -168,6 +205,19 @@ synchronous = "full"
 default_tier = "free"
 # Log filter (TENANTRY_LOG), e.g. "info" or "tenantry=debug".
 log = "info"
+
+# Protections against slow, idle and oversized clients.
+[limits]
+# Open connections beyond this are closed at once.
+max_connections = 16384
+# Seconds to send a request's headers; also how long an idle keep-alive connection is kept.
+header_timeout_secs = 15
+# Seconds for a whole request, body included (408 beyond).
+request_timeout_secs = 120
+# Largest request line plus headers, in bytes (431 beyond).
+max_header_bytes = 65536
+# Largest JSON body, in bytes (413 too_large beyond).
+max_json_bytes = 1048576
 
 # Tiers: a built-in tier (free, starter, pro, enterprise) keeps the values you leave out; a new
 # tier starts unlimited and without features.

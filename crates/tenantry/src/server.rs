@@ -12,7 +12,6 @@ use tenantry_core::secret::KeySecret;
 use tenantry_core::service::{ServiceConfig, Tenantry};
 use tenantry_core::store::{Health, Store};
 use tenantry_core::time::SystemClock;
-use tenantry_http::HttpConfig;
 use tenantry_store_sqlite::{OpenOptions, SqliteStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -96,7 +95,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(tenantry_http::serve(listener, Arc::new(svc), HttpConfig::default(), async move {
+    let task = tokio::spawn(tenantry_http::serve(listener, Arc::new(svc), cfg.http.clone(), async move {
         let _ = rx.await;
     }));
     Ok(Running { addr, admin_key, generated_admin_key: generated, shutdown: Some(tx), task, store })
