@@ -87,21 +87,41 @@ impl FromRequestParts<AppState> for Authed {
     }
 }
 
-/// A JSON body, with every failure answered as `invalid_request` (or `too_large`) in our shape.
-/// The Content-Type is not insisted on: a body that parses as JSON is taken.
+/// Reads a whole body of at most `limit` bytes. A declared `Content-Length` over the limit is
+/// refused before a byte is read, so a client cannot make us wait for a body we would refuse.
+pub async fn read_body(body: Body, headers: &axum::http::HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError(tenantry_core::Error::new(
+            tenantry_core::ErrorCode::TooLarge,
+            format!("request body is larger than {limit} bytes"),
+        ))
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::invalid(format!("could not read the request body: {e}"))),
+    }
+}
+
+/// A JSON body (at most `max_json_bytes`), with every failure answered as `invalid_request`
+/// (or `too_large`) in our shape. The Content-Type is not insisted on: a body that parses as JSON
+/// is taken.
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError(tenantry_core::Error::new(tenantry_core::ErrorCode::TooLarge, "request body is too large"))
-            } else {
-                ApiError::invalid(rej.body_text())
-            }
-        })?;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(body, &parts.headers, state.config.max_json_bytes).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid("expected a JSON body"));
         }

@@ -64,7 +64,7 @@ pub struct AppState {
 
 /// The router with every route and the edge middleware, before the `/t/{slug}` rewrite.
 pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> Router {
-    let (router, table) = api::routes(svc.config().max_file_bytes, &config);
+    let (router, table) = api::routes();
     let state = AppState {
         svc,
         metrics: Arc::new(metrics::Metrics::default()),

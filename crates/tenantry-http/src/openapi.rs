@@ -55,7 +55,7 @@ mod tests {
                 }
             }
         }
-        let svc_routes = crate::api::route_list(&crate::HttpConfig::default());
+        let svc_routes = crate::api::route_list();
         let served: BTreeSet<_> =
             svc_routes.iter().map(|e| (e.method.to_string(), e.path.replace("{*", "{"))).collect();
         assert_eq!(documented, served);

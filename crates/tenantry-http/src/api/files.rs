@@ -1,6 +1,7 @@
 //! Files (API.md §6). Paths are taken raw from the URI and validated by the core after
 //! percent-decoding, so no layer decodes twice.
 
+use crate::edge::read_body;
 use crate::edge::{bool_param, num_param, refuse, ApiQuery, Authed};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -12,7 +13,6 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
 use serde::Deserialize;
 use tenantry_core::model::FileMeta;
 use tenantry_core::path::TenantPath;
@@ -67,10 +67,11 @@ pub async fn put(
     Authed(caller): Authed,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let path = path_of(&uri)?;
     let precondition = write_precondition(&headers)?;
+    let body = read_body(body, &headers, state.svc.config().max_file_bytes as usize + 1).await?;
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (meta, outcome) = state.svc.put_file(&caller, path, Vec::from(body), content_type, precondition).await?;
     let status = if outcome == WriteOutcome::Created { StatusCode::CREATED } else { StatusCode::OK };

@@ -8,7 +8,7 @@ pub mod keys;
 pub mod ops;
 pub mod tenants;
 
-use crate::{AppState, HttpConfig};
+use crate::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::routing::{delete, get, head, patch, post, put, MethodRouter};
@@ -60,39 +60,39 @@ impl Builder {
 }
 
 /// Every route, as the route table records it (for the OpenAPI drift test).
-pub fn route_list(config: &HttpConfig) -> Vec<RouteEntry> {
-    routes(0, config).1.entries
+pub fn route_list() -> Vec<RouteEntry> {
+    routes().1.entries
 }
 
-/// The router and its table. `max_file_bytes` sizes the file-upload body limit.
-pub fn routes(max_file_bytes: u64, config: &HttpConfig) -> (Router<AppState>, RouteTable) {
+/// The router and its table.
+pub fn routes() -> (Router<AppState>, RouteTable) {
     use actions::*;
-    // One byte over the maximum, so the service sees an oversized body and answers `too_large`.
-    let file_limit = DefaultBodyLimit::max(max_file_bytes as usize + 1);
-    let json_limit = DefaultBodyLimit::max(config.max_json_bytes);
+    // Bodies are read by `edge::read_body` with each route's own limit; axum's default limit
+    // (2 MiB) is lifted so it cannot cut in first.
+    let unlimited = DefaultBodyLimit::disable();
     let b = Builder { router: Router::new(), table: RouteTable::default() }
         .add(Method::GET, "/healthz", REQUEST, get(ops::healthz))
         .add(Method::GET, "/readyz", REQUEST, get(ops::readyz))
         .add(Method::GET, "/metrics", REQUEST, get(ops::metrics))
         .add(Method::GET, "/openapi.json", REQUEST, get(ops::openapi))
-        .add(Method::POST, "/v1/tenants", TENANT_CREATE, post(tenants::create).layer(json_limit))
+        .add(Method::POST, "/v1/tenants", TENANT_CREATE, post(tenants::create))
         .add(Method::GET, "/v1/tenants", TENANT_READ, get(tenants::list))
         .add(Method::GET, "/v1/tenants/{slug}", TENANT_READ, get(tenants::show))
-        .add(Method::PATCH, "/v1/tenants/{slug}", TENANT_UPDATE, patch(tenants::update).layer(json_limit))
+        .add(Method::PATCH, "/v1/tenants/{slug}", TENANT_UPDATE, patch(tenants::update))
         .add(Method::DELETE, "/v1/tenants/{slug}", TENANT_ARCHIVE, delete(tenants::archive))
         .add(Method::POST, "/v1/tenants/{slug}/suspend", TENANT_SUSPEND, post(tenants::suspend))
         .add(Method::POST, "/v1/tenants/{slug}/resume", TENANT_RESUME, post(tenants::resume))
         .add(Method::POST, "/v1/tenants/{slug}/restore", TENANT_RESTORE, post(tenants::restore))
-        .add(Method::POST, "/v1/keys", KEY_CREATE, post(keys::create).layer(json_limit))
+        .add(Method::POST, "/v1/keys", KEY_CREATE, post(keys::create))
         .add(Method::GET, "/v1/keys", KEY_READ, get(keys::list))
         .add(Method::DELETE, "/v1/keys/{id}", KEY_REVOKE, delete(keys::revoke))
         .add(Method::GET, "/v1/whoami", KEY_READ, get(keys::whoami))
         .add(Method::GET, "/v1/files", FILE_READ, get(files::list))
-        .add(Method::PUT, "/v1/files/{*path}", FILE_WRITE, put(files::put).layer(file_limit))
+        .add(Method::PUT, "/v1/files/{*path}", FILE_WRITE, put(files::put))
         .add(Method::GET, "/v1/files/{*path}", FILE_READ, get(files::get))
         .add(Method::HEAD, "/v1/files/{*path}", FILE_READ, head(files::head))
         .add(Method::DELETE, "/v1/files/{*path}", FILE_DELETE, delete(files::remove))
         .add(Method::GET, "/v1/audit", AUDIT_READ, get(audit::list))
         .add(Method::GET, "/v1/audit/verify", AUDIT_READ, get(audit::verify));
-    (b.router, b.table)
+    (b.router.layer(unlimited), b.table)
 }
