@@ -23,6 +23,8 @@ impl Drop for Server {
     }
 }
 
+// The child is owned by the returned Server, which kills and waits for it on drop.
+#[allow(clippy::zombie_processes)]
 fn serve(dir: &Path, limits: &str) -> Server {
     let config = dir.join("tenantry.toml");
     std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
