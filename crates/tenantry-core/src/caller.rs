@@ -465,4 +465,61 @@ mod tests {
         assert_eq!(c.require_role(Role::Writer).unwrap_err().code, ErrorCode::Forbidden);
         assert!(c.operator().is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn name() -> impl Strategy<Value = Option<String>> {
+            prop_oneof![
+                Just(None),
+                Just(Some("acme".to_owned())),
+                Just(Some("globex".to_owned())),
+                Just(Some("default".to_owned())),
+                "[a-z0-9.:\\[\\]-]{0,30}".prop_map(Some),
+                "\\PC{0,20}".prop_map(Some),
+            ]
+        }
+
+        fn host() -> impl Strategy<Value = Option<String>> {
+            prop_oneof![
+                Just(None),
+                Just(Some("acme.tenantry.test".to_owned())),
+                Just(Some("globex.test:443".to_owned())),
+                Just(Some("files.acme.test".to_owned())),
+                Just(Some("127.0.0.1:7070".to_owned())),
+                Just(Some("[::1]:7070".to_owned())),
+                "[a-zA-Z0-9.:\\[\\]-]{0,40}".prop_map(Some),
+            ]
+        }
+
+        proptest! {
+            /// Whatever a request names, a tenant key acts on its own tenant or is refused.
+            #[test]
+            fn a_tenant_key_never_reaches_another_tenant(p in name(), h in name(), host in host()) {
+                let w = world();
+                let facts = RequestFacts { path_tenant: p, header_tenant: h, host, ..facts(&w.acme_key) };
+                match auth(&w, facts) {
+                    Ok(c) => prop_assert_eq!(&c.tenant().id, &w.acme.id),
+                    Err(r) => prop_assert_eq!(r.error.code, ErrorCode::TenantMismatch),
+                }
+            }
+
+            /// The operator gets the tenant it named (path, then header, then host) or a 404.
+            #[test]
+            fn the_operator_gets_what_it_names_or_not_found(p in name(), h in name(), host in host()) {
+                let w = world();
+                let facts = RequestFacts { path_tenant: p.clone(), header_tenant: h.clone(), host, ..facts(&w.op) };
+                match auth(&w, facts) {
+                    Ok(c) => {
+                        let first = p.or(h.filter(|h| !h.trim().is_empty()));
+                        if let Some(named) = first {
+                            prop_assert!(named.trim() == c.tenant().slug.as_str() || named.trim() == c.tenant().id.as_str());
+                        }
+                    }
+                    Err(r) => prop_assert_eq!(r.error.code, ErrorCode::TenantNotFound),
+                }
+            }
+        }
+    }
 }

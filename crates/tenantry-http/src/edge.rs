@@ -269,3 +269,38 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
 pub fn refuse(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
     error_response(status, code, message.into()).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rewrite(path: &str) -> (String, Option<String>) {
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let out = rewrite_tenant_path(req);
+        (out.uri().to_string(), out.extensions().get::<PathTenant>().map(|p| p.0.clone()))
+    }
+
+    #[test]
+    fn tenant_paths_are_moved_out_of_the_uri() {
+        assert_eq!(rewrite("/t/acme/v1/files/a?x=1"), ("/v1/files/a?x=1".into(), Some("acme".into())));
+        assert_eq!(rewrite("/t/acme/v1"), ("/v1".into(), Some("acme".into())));
+        assert_eq!(rewrite("/t/a%20b/v1/whoami"), ("/v1/whoami".into(), Some("a b".into())));
+        assert_eq!(rewrite("/t/acme/v2/x"), ("/t/acme/v2/x".into(), None));
+        assert_eq!(rewrite("/t//v1/x"), ("/t//v1/x".into(), None));
+        assert_eq!(rewrite("/v1/files/t/acme/v1"), ("/v1/files/t/acme/v1".into(), None));
+    }
+
+    proptest! {
+        #[test]
+        fn rewriting_never_panics_and_only_yields_v1_paths(path in "/[a-zA-Z0-9%/._~-]{0,60}") {
+            prop_assume!(path.parse::<Uri>().is_ok());
+            let (uri, tenant) = rewrite(&path);
+            if tenant.is_some() {
+                prop_assert!(uri.starts_with("/v1"));
+            } else {
+                prop_assert_eq!(uri, path);
+            }
+        }
+    }
+}
