@@ -17,11 +17,58 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The error answers every API route can give (API.md §2), with the one error body, added to
+/// each operation so the document lists every status the server may send.
+struct ErrorResponses;
+
+const API_ERRORS: &[(&str, &str)] = &[
+    ("400", "invalid_path, invalid_slug or invalid_request"),
+    ("401", "unauthenticated: no key, unknown, revoked or expired key"),
+    ("403", "forbidden, tenant_mismatch, tenant_suspended, quota_exceeded or feature_not_in_tier"),
+    ("404", "not_found or tenant_not_found (also for anything of another tenant)"),
+    ("405", "method not allowed on this route"),
+    ("408", "the request took longer than the request timeout"),
+    ("409", "conflict"),
+    ("413", "too_large"),
+    ("429", "rate_limited"),
+];
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let detail = ObjectBuilder::new()
+            .property("code", ObjectBuilder::new().schema_type(Type::String))
+            .property("message", ObjectBuilder::new().schema_type(Type::String))
+            .property("request_id", ObjectBuilder::new().schema_type(Type::String))
+            .required("code")
+            .required("message")
+            .required("request_id");
+        let body = ObjectBuilder::new().property("error", detail).required("error").build();
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.insert("Error".into(), body.into());
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head];
+            for op in ops.into_iter().flatten() {
+                for (status, why) in API_ERRORS {
+                    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Error"))).build();
+                    let response =
+                        ResponseBuilder::new().description(*why).content("application/json", content).build();
+                    op.responses.responses.entry((*status).to_owned()).or_insert(response.into());
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tenantry", description = "Multi-tenant workspace server. Every `/v1/...` route is also served as `/t/{slug}/v1/...`."),
     security(("bearer" = [])),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ErrorResponses),
     paths(
         api::ops::healthz, api::ops::readyz, api::ops::metrics, api::ops::openapi,
         api::tenants::create, api::tenants::list, api::tenants::show, api::tenants::update, api::tenants::archive,

@@ -130,7 +130,7 @@ fn not_modified(headers: &HeaderMap, meta: &FileMeta) -> Result<bool, ApiError> 
 
 /// Read a file: the bytes as stored. `Range` (one range) and `If-None-Match` are honoured.
 #[utoipa::path(get, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)),
-    responses((status = 200, description = "the bytes", content_type = "application/octet-stream"), (status = 206, description = "a range of the bytes"),
+    responses((status = 200, description = "the bytes, with the Content-Type they were stored with", content_type = "*/*"), (status = 206, description = "a range of the bytes", content_type = "*/*"),
         (status = 304, description = "not modified"), (status = 404, description = "not_found")))]
 pub async fn get(
     State(state): State<AppState>,

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Soak: mixed traffic from many tenants for a configurable time, in consecutive wrk intervals,
+# reporting throughput, p50/p99 latency, errors and server RSS per interval, as a table
+# (bench/results/soak.md) and a plot (bench/results/soak.png). No leak: RSS flattens; no
+# degradation: throughput and p99 stay level.
+#   bench/soak.sh [TOTAL_SECONDS=300] [INTERVAL_SECONDS=15] [TENANTS=200]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOTAL=${1:-300}
+STEP=${2:-15}
+N=${3:-200}
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
+cargo build --release -q
+WORK=$(mktemp -d)
+OUT=bench/results
+mkdir -p "$OUT"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+head -c 4096 /dev/urandom | base64 -w0 | head -c 4096 > "$WORK/file4k"
+TENANTRY_ADMIN_KEY=soak-operator TENANTRY_LOG=warn ./target/release/tenantry serve \
+  --listen 127.0.0.1:18075 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 50); do curl -sf http://127.0.0.1:18075/healthz >/dev/null && break; sleep 0.1; done
+python3 bench/setup.py http://127.0.0.1:18075 soak-operator "$N" "$WORK/keys" "$WORK/file4k" soak > /dev/null
+
+echo "t_s,rps,p50_ms,p99_ms,errors,rss_mib" > "$OUT/soak.csv"
+elapsed=0
+to_ms() { python3 -c "import sys; v=sys.argv[1]; u=v.lstrip('0123456789.'); n=float(v[:len(v)-len(u)]); print(round(n*{'us':0.001,'ms':1,'s':1000}[u],3))" "$1"; }
+while [ "$elapsed" -lt "$TOTAL" ]; do
+  out=$(KEYS="$WORK/keys" wrk -t2 -c32 -d"${STEP}s" --latency -s bench/mixed.lua http://127.0.0.1:18075)
+  elapsed=$((elapsed + STEP))
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+  p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+  errors=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+  errors=${errors:-0}
+  socket=$(echo "$out" | awk -F'[ ,]+' '/Socket errors/ {print $4+$6+$8+$10}')
+  errors=$((errors + ${socket:-0}))
+  rss=$(( $(awk '/VmRSS/ {print $2}' /proc/$SERVER/status) / 1024 ))
+  echo "$elapsed,$rps,$p50,$p99,$errors,$rss" | tee -a "$OUT/soak.csv"
+done
+
+python3 - "$OUT" <<'PY'
+import csv, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+out = sys.argv[1]
+rows = list(csv.DictReader(open(f"{out}/soak.csv")))
+t = [int(r["t_s"]) for r in rows]
+fig, ax = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+ax[0].plot(t, [float(r["rps"]) for r in rows], marker="o"); ax[0].set_ylabel("requests/s")
+ax[1].plot(t, [float(r["p50_ms"]) for r in rows], marker="o", label="p50")
+ax[1].plot(t, [float(r["p99_ms"]) for r in rows], marker="o", label="p99"); ax[1].set_ylabel("latency ms"); ax[1].legend()
+ax[2].plot(t, [int(r["rss_mib"]) for r in rows], marker="o"); ax[2].set_ylabel("server RSS MiB"); ax[2].set_xlabel("seconds")
+for a in ax: a.grid(True, alpha=0.3)
+fig.suptitle("Tenantry soak: mixed traffic over many tenants")
+fig.tight_layout(); fig.savefig(f"{out}/soak.png", dpi=90)
+with open(f"{out}/soak.md", "w") as f:
+    f.write("| t (s) | req/s | p50 ms | p99 ms | errors | RSS MiB |\n|---|---|---|---|---|---|\n")
+    for r in rows:
+        f.write(f"| {r['t_s']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['rss_mib']} |\n")
+print(open(f"{out}/soak.md").read())
+PY
