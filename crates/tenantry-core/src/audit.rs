@@ -34,6 +34,7 @@ pub fn chain_hash(prev_hash: &str, entry: &AuditEntry) -> String {
 
 /// The outcome of walking a chain from its first entry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChainReport {
     pub entries: u64,
     pub ok: bool,

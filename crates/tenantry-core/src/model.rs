@@ -62,22 +62,30 @@ impl Placement {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tenant {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: TenantId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub slug: Slug,
     pub name: String,
     pub tier: String,
     pub status: TenantStatus,
     pub placement: Placement,
     pub domains: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub quotas: QuotaOverrides,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Value,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }
 
 /// A tenant as the API shows it: the record plus its effective limits.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantView {
     #[serde(flatten)]
     pub tenant: Tenant,
@@ -119,19 +127,26 @@ impl KeyRecord {
 
 /// A key as the API lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyInfo {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: KeyId,
     pub name: String,
     pub role: Role,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub prefix: Option<PathPrefix>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
     pub created_by: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<Timestamp>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub revoked_at: Option<Timestamp>,
 }
 
 /// A newly minted key: the only time its secret is ever shown.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MintedKey {
     #[serde(flatten)]
     pub info: KeyInfo,
@@ -139,21 +154,27 @@ pub struct MintedKey {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileMeta {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub path: TenantPath,
     pub size: u64,
     /// Quoted, as in the `ETag` header: the SHA-256 of the content.
     pub etag: String,
     pub version: u64,
     pub content_type: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }
 
 /// One line of a tenant's audit log (API.md §8), with its place in the hash chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub seq: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: Timestamp,
     pub tenant: String,
     pub actor: String,
@@ -179,6 +200,7 @@ pub struct AuditDraft {
 
 /// A page of a listing and the cursor to the next one.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

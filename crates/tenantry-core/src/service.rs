@@ -103,16 +103,20 @@ pub enum Transition {
 
 /// What `whoami` answers.
 #[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WhoAmI {
     pub tenant: TenantView,
     pub key: WhoAmIKey,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WhoAmIKey {
     /// `null` for the operator key.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub id: Option<KeyId>,
     pub role: Role,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub prefix: Option<PathPrefix>,
     pub operator: bool,
 }

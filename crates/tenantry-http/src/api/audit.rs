@@ -7,6 +7,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use tenantry_core::audit::ChainReport;
+use tenantry_core::model::{AuditEntry, Page};
 
 #[derive(Deserialize)]
 pub struct AuditQuery {
@@ -18,7 +20,7 @@ pub struct AuditQuery {
 /// Entries after `after`, in seq order.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(
     ("after" = Option<u64>, Query), ("action" = Option<String>, Query), ("limit" = Option<u32>, Query)),
-    responses((status = 200, description = "{items, next_cursor}"), (status = 403, description = "needs admin")))]
+    responses((status = 200, description = "a page of entries", body = Page<AuditEntry>), (status = 403, description = "needs admin")))]
 pub async fn list(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -31,7 +33,7 @@ pub async fn list(
 }
 
 /// Walks the tenant's hash chain and reports the first broken link.
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, description = "{entries, ok, first_broken_seq, reason}")))]
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, description = "the result of walking the chain", body = ChainReport)))]
 pub async fn verify(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
     Ok(Json(state.svc.verify_audit(&caller).await?).into_response())
 }

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use tenantry_core::model::FileMeta;
+use tenantry_core::model::{FileMeta, Page};
 use tenantry_core::path::TenantPath;
 use tenantry_core::store::{ByteRange, Precondition, WriteOutcome};
 
@@ -60,7 +60,7 @@ fn meta_headers(res: &mut Response, meta: &FileMeta) {
 /// Write a file (raw body). Durable when answered.
 #[utoipa::path(put, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path, description = "absolute file path")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 201, description = "created: {path, size, etag, version, content_type, updated_at}"), (status = 200, description = "replaced"),
+    responses((status = 201, description = "created", body = FileMeta), (status = 200, description = "replaced", body = FileMeta),
         (status = 412, description = "precondition_failed"), (status = 413, description = "too_large")))]
 pub async fn put(
     State(state): State<AppState>,
@@ -228,7 +228,7 @@ pub struct ListQuery {
 #[utoipa::path(get, path = "/v1/files", tag = "files", params(
     ("prefix" = Option<String>, Query, description = "a directory such as /docs/"),
     ("recursive" = Option<bool>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, description = "{items: [{path, size, etag, updated_at}], next_cursor}")))]
+    responses((status = 200, description = "a page of files in path order", body = Page<FileMeta>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authed(caller): Authed,

@@ -7,12 +7,18 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
-use tenantry_core::service::NewKey;
+use tenantry_core::model::{KeyInfo, MintedKey};
+use tenantry_core::service::{NewKey, WhoAmI};
+
+/// The tenant's keys, without secrets.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    items: Vec<KeyInfo>,
+}
 
 /// Create a key no stronger than the caller's own; the secret is shown only here.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body(content = Object, description = "{name, role, prefix?, expires_at?}"),
-    responses((status = 201, description = "{id, name, role, prefix, key, ...}"), (status = 403, description = "forbidden")))]
+    responses((status = 201, description = "the key, with its secret `key`", body = MintedKey), (status = 403, description = "forbidden")))]
 pub async fn create(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -23,10 +29,10 @@ pub async fn create(
 }
 
 /// The tenant's keys, without secrets.
-#[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, description = "{items}")))]
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, description = "the keys", body = KeyList)))]
 pub async fn list(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
     let items = state.svc.list_keys(&caller).await?;
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(KeyList { items }).into_response())
 }
 
 /// Revoke at once.
@@ -42,7 +48,7 @@ pub async fn revoke(
 }
 
 /// The caller's tenant and key.
-#[utoipa::path(get, path = "/v1/whoami", tag = "keys", responses((status = 200, description = "{tenant, key: {id, role, prefix}}")))]
+#[utoipa::path(get, path = "/v1/whoami", tag = "keys", responses((status = 200, description = "the tenant and the key", body = WhoAmI)))]
 pub async fn whoami(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
     Ok(Json(state.svc.whoami(&caller)).into_response())
 }

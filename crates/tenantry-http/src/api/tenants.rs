@@ -8,23 +8,29 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use tenantry_core::model::{Page, TenantView};
 use tenantry_core::service::{NewTenant, TenantPatch, Transition};
+
+/// A new tenant and its owner key, shown only in this answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct CreatedTenant {
+    #[serde(flatten)]
+    tenant: TenantView,
+    /// The owner key's secret: shown only here.
+    owner_key: String,
+    owner_key_id: String,
+}
 
 /// Create a tenant; the answer holds its owner key, shown only here.
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body(content = Object, description = "{slug, name?, tier?, placement?, quotas?, metadata?, domains?}"),
-    responses((status = 201, description = "the tenant, with `owner_key`"), (status = 400, description = "invalid_slug or invalid_request"), (status = 409, description = "slug or domain taken")))]
+    responses((status = 201, description = "the tenant, with `owner_key`", body = CreatedTenant), (status = 400, description = "invalid_slug or invalid_request"), (status = 409, description = "slug or domain taken")))]
 pub async fn create(
     State(state): State<AppState>,
     Authed(caller): Authed,
     ApiJson(req): ApiJson<NewTenant>,
 ) -> ApiResult<Response> {
     let (tenant, owner) = state.svc.create_tenant(&caller, req).await?;
-    let mut body = serde_json::to_value(&tenant).unwrap_or_default();
-    if let Value::Object(map) = &mut body {
-        map.insert("owner_key".into(), json!(owner.key));
-        map.insert("owner_key_id".into(), json!(owner.info.id));
-    }
+    let body = CreatedTenant { tenant, owner_key: owner.key, owner_key_id: owner.info.id.to_string() };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -40,7 +46,7 @@ pub struct ListQuery {
     ("status" = Option<String>, Query, description = "active, suspended or archived"),
     ("limit" = Option<u32>, Query, description = "page size, at most 1000"),
     ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
-    responses((status = 200, description = "{items, next_cursor}")))]
+    responses((status = 200, description = "a page of tenants", body = Page<TenantView>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -52,7 +58,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{slug}", tag = "tenants", params(("slug" = String, Path)),
-    responses((status = 200, description = "the tenant"), (status = 404, description = "tenant_not_found")))]
+    responses((status = 200, description = "the tenant", body = TenantView), (status = 404, description = "tenant_not_found")))]
 pub async fn show(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -64,7 +70,7 @@ pub async fn show(
 /// Change name, tier, quotas, metadata or domains; effective on the next request.
 #[utoipa::path(patch, path = "/v1/tenants/{slug}", tag = "tenants", params(("slug" = String, Path)),
     request_body(content = Object, description = "{name?, tier?, quotas?, metadata?, domains?}"),
-    responses((status = 200, description = "the changed tenant")))]
+    responses((status = 200, description = "the changed tenant", body = TenantView)))]
 pub async fn update(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -84,7 +90,7 @@ async fn transition(
 }
 
 /// Suspend: every tenant-key request gets 403 `tenant_suspended`; data kept.
-#[utoipa::path(post, path = "/v1/tenants/{slug}/suspend", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the suspended tenant")))]
+#[utoipa::path(post, path = "/v1/tenants/{slug}/suspend", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the suspended tenant", body = TenantView)))]
 pub async fn suspend(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -93,7 +99,7 @@ pub async fn suspend(
     transition(&state, &caller, &slug, Transition::Suspend).await
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{slug}/resume", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the active tenant")))]
+#[utoipa::path(post, path = "/v1/tenants/{slug}/resume", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the active tenant", body = TenantView)))]
 pub async fn resume(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -103,7 +109,7 @@ pub async fn resume(
 }
 
 /// Archived → active; its keys work again.
-#[utoipa::path(post, path = "/v1/tenants/{slug}/restore", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the restored tenant"), (status = 409, description = "not archived")))]
+#[utoipa::path(post, path = "/v1/tenants/{slug}/restore", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the restored tenant", body = TenantView), (status = 409, description = "not archived")))]
 pub async fn restore(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -119,7 +125,7 @@ pub struct DeleteQuery {
 
 /// Archive (keys stop working, data kept), or with `?purge=true` erase an archived tenant for good.
 #[utoipa::path(delete, path = "/v1/tenants/{slug}", tag = "tenants", params(("slug" = String, Path), ("purge" = Option<bool>, Query)),
-    responses((status = 200, description = "archived: the tenant"), (status = 204, description = "purged"), (status = 409, description = "purge of a tenant that is not archived")))]
+    responses((status = 200, description = "archived: the tenant", body = TenantView), (status = 204, description = "purged"), (status = 409, description = "purge of a tenant that is not archived")))]
 pub async fn archive(
     State(state): State<AppState>,
     Authed(caller): Authed,
