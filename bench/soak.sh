@@ -4,6 +4,8 @@
 # (bench/results/soak.md) and a plot (bench/results/soak.png). No leak: RSS flattens; no
 # degradation: throughput and p99 stay level.
 #   bench/soak.sh [TOTAL_SECONDS=300] [INTERVAL_SECONDS=15] [TENANTS=200]
+# PROFILE=debug uses the debug build (the short run in .ci/run). The run fails if any request
+# failed or the heap (anonymous RSS) grew by more than 64 MiB from the first interval.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL=${1:-300}
@@ -11,13 +13,14 @@ STEP=${2:-15}
 N=${3:-200}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
-cargo build --release -q
+PROFILE=${PROFILE:-release}
+if [ "$PROFILE" = release ]; then cargo build --release -q; else cargo build -q; fi
 WORK=$(mktemp -d)
 OUT=bench/results
 mkdir -p "$OUT"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 head -c 4096 /dev/urandom | base64 -w0 | head -c 4096 > "$WORK/file4k"
-TENANTRY_ADMIN_KEY=soak-operator TENANTRY_LOG=warn ./target/release/tenantry serve \
+TENANTRY_ADMIN_KEY=soak-operator TENANTRY_LOG=warn "./target/$PROFILE/tenantry" serve \
   --listen 127.0.0.1:18075 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 50); do curl -sf http://127.0.0.1:18075/healthz >/dev/null && break; sleep 0.1; done
@@ -69,4 +72,9 @@ with open(f"{out}/soak.md", "w") as f:
     for r in rows:
         f.write(f"| {r['t_s']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['rss_mib']} | {r['anon_mib']} | {r['file_mib']} | {r['db_mib']} |\n")
 print(open(f"{out}/soak.md").read())
+errors = sum(int(r["errors"]) for r in rows)
+heap_growth = int(rows[-1]["anon_mib"]) - int(rows[0]["anon_mib"])
+print(f"soak: {len(rows)} intervals, {errors} errors, heap grew {heap_growth} MiB")
+if errors or heap_growth > 64:
+    sys.exit("soak failed: requests failed or the heap grew")
 PY
