@@ -61,13 +61,29 @@ impl fmt::Display for ErrorCode {
 pub struct Error {
     pub code: ErrorCode,
     pub message: String,
+    /// Extra fields for the error body, e.g. a quota's `limit` and `current` use.
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into() }
+        Error { code, message: message.into(), details: None }
+    }
+
+    /// A hard limit that a change would cross (API.md §8): 403 `quota_exceeded` with the limit
+    /// and the current use in the body.
+    pub fn quota_exceeded(quota: &str, limit: u64, current: u64) -> Self {
+        let mut details = serde_json::Map::new();
+        details.insert("quota".into(), quota.into());
+        details.insert("limit".into(), limit.into());
+        details.insert("current".into(), current.into());
+        Error {
+            code: ErrorCode::QuotaExceeded,
+            message: format!("{quota} is {limit}; {current} in use, and this change would go over it"),
+            details: Some(details),
+        }
     }
     pub fn invalid_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)

@@ -506,7 +506,10 @@ impl Tenantry {
         };
         let scope = caller.scope();
         let (record, secret) = mint_key(scope.tenant_id(), &name, role, prefix, expires_at, &caller.actor(), now);
-        self.store.insert_key(&scope, &record, caller.audit(actions::KEY_CREATE, record.id.as_str(), "ok")).await?;
+        let max_keys = self.limits_of(caller.tenant()).max_keys;
+        self.store
+            .insert_key(&scope, &record, max_keys, caller.audit(actions::KEY_CREATE, record.id.as_str(), "ok"))
+            .await?;
         let minted = MintedKey { info: record.info(), key: secret.expose().to_owned() };
         self.directory.put_key(record);
         Ok(minted)
@@ -581,7 +584,16 @@ impl Tenantry {
             .filter(|c| !c.is_empty() && c.len() <= 255 && !c.chars().any(char::is_control))
             .unwrap_or_else(|| "application/octet-stream".to_owned());
         let audit = caller.audit(actions::FILE_WRITE, path.as_str(), "ok");
-        let write = FileWrite { path, content, content_type, precondition, at: self.clock.now() };
+        let limits = self.limits_of(caller.tenant());
+        let write = FileWrite {
+            path,
+            content,
+            content_type,
+            precondition,
+            at: self.clock.now(),
+            max_storage_bytes: limits.max_storage_bytes,
+            max_files: limits.max_files,
+        };
         self.store.put_file(&caller.scope(), write, audit).await
     }
 

@@ -54,6 +54,16 @@ pub struct FileWrite {
     pub content_type: String,
     pub precondition: Precondition,
     pub at: Timestamp,
+    /// Hard limits, checked by the store inside the write transaction (`None`: unlimited).
+    pub max_storage_bytes: Option<u64>,
+    pub max_files: Option<u64>,
+}
+
+/// A tenant's stored usage, as the usage counters hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoredUsage {
+    pub storage_bytes: u64,
+    pub files: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +102,15 @@ pub trait TenantRegistry: Send + Sync {
     async fn update_tenant(&self, tenant: &Tenant, audit: AuditDraft) -> Result<()>;
     /// Erases every row of the tenant, its record included.
     async fn purge_tenant(&self, scope: &TenantScope) -> Result<()>;
-    async fn insert_key(&self, scope: &TenantScope, key: &KeyRecord, audit: AuditDraft) -> Result<()>;
+    /// Adds a key; `quota_exceeded` if the tenant already has `max_keys` usable keys (checked in
+    /// the transaction, so concurrent creations cannot pass the limit together).
+    async fn insert_key(
+        &self,
+        scope: &TenantScope,
+        key: &KeyRecord,
+        max_keys: Option<u64>,
+        audit: AuditDraft,
+    ) -> Result<()>;
     async fn revoke_key(&self, scope: &TenantScope, id: &KeyId, at: Timestamp, audit: AuditDraft) -> Result<()>;
     async fn list_keys(&self, scope: &TenantScope) -> Result<Vec<KeyRecord>>;
 }
@@ -136,6 +154,8 @@ pub trait FileStore: Send + Sync {
         audit: AuditDraft,
     ) -> Result<()>;
     async fn list_files(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<FileMeta>>;
+    /// The tenant's usage counters (bytes and number of files).
+    async fn usage(&self, scope: &TenantScope) -> Result<StoredUsage>;
 }
 
 /// Operational checks of the backend.

@@ -201,7 +201,7 @@ async fn error_from_bare_status(res: Response) -> (Response, ErrorInfo) {
         s if s.is_client_error() => ("invalid_request", if text.is_empty() { s.to_string() } else { text }),
         _ => ("internal", "internal error".to_owned()),
     };
-    let info = ErrorInfo { code, message };
+    let info = ErrorInfo { code, message, details: None };
     (Response::from_parts(parts, Body::empty()), info)
 }
 
@@ -249,9 +249,14 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
                 }
             }
         }
-        let body = serde_json::json!({
-            "error": { "code": info.code, "message": info.message, "request_id": request_id }
-        });
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), info.code.into());
+        error.insert("message".into(), info.message.clone().into());
+        error.insert("request_id".into(), request_id.clone().into());
+        for (k, v) in info.details.iter().flatten() {
+            error.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let body = serde_json::json!({ "error": error });
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         res.headers_mut().remove(axum::http::header::CONTENT_LENGTH);

@@ -29,6 +29,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 pub struct ErrorInfo {
     pub code: &'static str,
     pub message: String,
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug)]
@@ -48,20 +49,24 @@ impl ApiError {
 
 pub fn error_response(status: StatusCode, code: &'static str, message: String) -> Response {
     let mut res = status.into_response();
-    res.extensions_mut().insert(ErrorInfo { code, message });
+    res.extensions_mut().insert(ErrorInfo { code, message, details: None });
     res
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let Error { code, message } = self.0;
+        let Error { code, message, details } = self.0;
         if code == ErrorCode::Internal {
             // The cause is logged with the request id by edge::finish; the client learns nothing.
             let mut res = error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into());
             res.extensions_mut().insert(InternalCause(message));
             return res;
         }
-        error_response(status_of(code), code.as_str(), message)
+        let mut res = error_response(status_of(code), code.as_str(), message);
+        if let (Some(d), Some(info)) = (details, res.extensions_mut().get_mut::<ErrorInfo>()) {
+            info.details = Some(d);
+        }
+        res
     }
 }
 

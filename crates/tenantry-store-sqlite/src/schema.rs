@@ -66,6 +66,17 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX audit_by_action ON audit(tenant_id, action, seq);
     "#,
+    // 2: per-tenant usage counters, kept in the same transaction as every write so quota checks
+    // are exact under any number of concurrent writers.
+    r#"
+    CREATE TABLE tenant_usage (
+        tenant_id TEXT PRIMARY KEY,
+        storage_bytes INTEGER NOT NULL,
+        files INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO tenant_usage (tenant_id, storage_bytes, files)
+        SELECT tenant_id, SUM(size), COUNT(*) FROM files GROUP BY tenant_id;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -90,4 +101,44 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
         tx.commit().map_err(MigrateError::Sql)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_database_is_migrated_and_its_usage_counted_from_its_files() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        for (tenant, path, size) in [("t1", "/a", 10), ("t1", "/b", 5), ("t2", "/a", 7)] {
+            conn.execute(
+                "INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, content)
+                 VALUES (?1, ?2, ?3, '', 1, '', 0, 0, zeroblob(?3))",
+                rusqlite::params![tenant, path, size],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let usage: Vec<(String, i64, i64)> = conn
+            .prepare("SELECT tenant_id, storage_bytes, files FROM tenant_usage ORDER BY tenant_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(usage, vec![("t1".to_owned(), 15, 2), ("t2".to_owned(), 7, 1)]);
+        // Migrating again changes nothing.
+        migrate(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        assert!(matches!(migrate(&mut conn), Err(MigrateError::Newer { found }) if found == SCHEMA_VERSION + 1));
+    }
 }

@@ -15,8 +15,8 @@ use tenantry_core::role::Role;
 use tenantry_core::secret::SecretHash;
 use tenantry_core::slug::Slug;
 use tenantry_core::store::{
-    etag_of, AuditLog, ByteRange, FileListing, FileStore, FileWrite, Health, Precondition, TenantRegistry, TenantScope,
-    WriteOutcome,
+    etag_of, AuditLog, ByteRange, FileListing, FileStore, FileWrite, Health, Precondition, StoredUsage, TenantRegistry,
+    TenantScope, WriteOutcome,
 };
 use tenantry_core::tier::QuotaOverrides;
 use tenantry_core::time::{Clock, SystemClock, Timestamp};
@@ -309,7 +309,7 @@ impl TenantRegistry for SqliteStore {
         self.shared
             .exclusive(move |conn| {
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error)?;
-                for table in ["files", "keys", "audit", "tenant_domains"] {
+                for table in ["files", "keys", "audit", "tenant_domains", "tenant_usage"] {
                     tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [id.as_str()])
                         .map_err(sql_error)?;
                 }
@@ -324,12 +324,33 @@ impl TenantRegistry for SqliteStore {
             .await
     }
 
-    async fn insert_key(&self, scope: &TenantScope, key: &KeyRecord, audit: AuditDraft) -> Result<()> {
+    async fn insert_key(
+        &self,
+        scope: &TenantScope,
+        key: &KeyRecord,
+        max_keys: Option<u64>,
+        audit: AuditDraft,
+    ) -> Result<()> {
         if &key.tenant_id != scope.tenant_id() {
             return Err(Error::internal("key's tenant differs from the scope"));
         }
         let (scope, key) = (scope.clone(), key.clone());
         self.write(move |tx| {
+            if let Some(max) = max_keys {
+                // Usable keys: not revoked and not expired at the new key's creation time.
+                let active: i64 = tx
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM keys WHERE tenant_id = ?1 AND revoked_at IS NULL
+                         AND (expires_at IS NULL OR expires_at > ?2)",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(params![scope.tenant_id().as_str(), key.created_at.millis()], |r| r.get(0))
+                    })
+                    .map_err(sql_error)?;
+                if active as u64 >= max {
+                    return Err(Error::quota_exceeded("max_keys", max, active as u64));
+                }
+            }
             insert_key_tx(tx, &key)?;
             append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), audit)
         })
@@ -401,12 +422,32 @@ impl AuditLog for SqliteStore {
     }
 }
 
-fn current_etag(tx: &Connection, tenant: &TenantId, path: &str) -> Result<Option<(String, i64, i64)>> {
-    tx.prepare_cached("SELECT etag, version, created_at FROM files WHERE tenant_id = ?1 AND path = ?2")
+/// The current (etag, version, created_at, size) of a file, if any.
+fn current_etag(tx: &Connection, tenant: &TenantId, path: &str) -> Result<Option<(String, i64, i64, i64)>> {
+    tx.prepare_cached("SELECT etag, version, created_at, size FROM files WHERE tenant_id = ?1 AND path = ?2")
         .and_then(|mut s| {
-            s.query_row(params![tenant.as_str(), path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+            s.query_row(params![tenant.as_str(), path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()
         })
         .map_err(sql_error)
+}
+
+fn usage_tx(tx: &Connection, tenant: &TenantId) -> Result<StoredUsage> {
+    let row: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = ?1")
+        .and_then(|mut s| s.query_row([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(sql_error)?;
+    Ok(row.map(|(b, f)| StoredUsage { storage_bytes: b.max(0) as u64, files: f.max(0) as u64 }).unwrap_or_default())
+}
+
+/// Moves the usage counters by the given deltas (after the caller checked the limits).
+fn add_usage_tx(tx: &Connection, tenant: &TenantId, bytes: i64, files: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO tenant_usage (tenant_id, storage_bytes, files) VALUES (?1, max(?2, 0), max(?3, 0))
+         ON CONFLICT (tenant_id) DO UPDATE SET storage_bytes = max(storage_bytes + ?2, 0), files = max(files + ?3, 0)",
+    )
+    .and_then(|mut s| s.execute(params![tenant.as_str(), bytes, files]))
+    .map_err(sql_error)?;
+    Ok(())
 }
 
 /// Files at most this large are read inline (see `read_file`).
@@ -482,9 +523,27 @@ impl FileStore for SqliteStore {
                     let current = current_etag(tx, tenant, write.path.as_str())?;
                     write.precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
                     let (version, created_at, outcome) = match &current {
-                        Some((_, v, created)) => (v + 1, *created, WriteOutcome::Replaced),
+                        Some((_, v, created, _)) => (v + 1, *created, WriteOutcome::Replaced),
                         None => (1, write.at.millis(), WriteOutcome::Created),
                     };
+                    // Hard limits, inside the transaction: a change that would take usage over a
+                    // limit is refused; one that does not grow usage is always allowed.
+                    let used = usage_tx(tx, tenant)?;
+                    let old_size = current.as_ref().map_or(0, |c| c.3);
+                    let bytes_delta = write.content.len() as i64 - old_size;
+                    let files_delta = i64::from(outcome == WriteOutcome::Created);
+                    let new_bytes = used.storage_bytes.saturating_add_signed(bytes_delta);
+                    if let Some(max) = write.max_storage_bytes {
+                        if bytes_delta > 0 && new_bytes > max {
+                            return Err(Error::quota_exceeded("max_storage_bytes", max, used.storage_bytes));
+                        }
+                    }
+                    if let Some(max) = write.max_files {
+                        if files_delta > 0 && used.files + 1 > max {
+                            return Err(Error::quota_exceeded("max_files", max, used.files));
+                        }
+                    }
+                    add_usage_tx(tx, tenant, bytes_delta, files_delta)?;
                     tx.prepare_cached(
                         "INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, content)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -605,11 +664,18 @@ impl FileStore for SqliteStore {
                     tx.prepare_cached("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2")
                         .and_then(|mut s| s.execute(params![tenant.as_str(), path.as_str()]))
                         .map_err(sql_error)?;
+                    let size = current.as_ref().map_or(0, |c| c.3);
+                    add_usage_tx(tx, tenant, -size, -1)?;
                     append_audit_tx(tx, tenant, scope.slug().as_str(), audit)
                 },
                 Some(on_commit),
             )
             .await
+    }
+
+    async fn usage(&self, scope: &TenantScope) -> Result<StoredUsage> {
+        let tenant = scope.tenant_id().clone();
+        self.read(move |conn| usage_tx(conn, &tenant)).await
     }
 
     async fn list_files(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<FileMeta>> {

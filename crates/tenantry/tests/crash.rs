@@ -168,6 +168,30 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
             guard.acked.insert(key, content);
         }
     }
+    // The usage counters (kept in the same transactions as the writes) match the data exactly.
+    let db = rusqlite::Connection::open(data.join("tenantry.db")).unwrap();
+    for owner in owners.values() {
+        let client = Client::new(&url, Some(owner.clone()));
+        let tenant_id = client.whoami().await.unwrap()["tenant"]["id"].as_str().unwrap().to_owned();
+        let (mut bytes, mut files, mut cursor) = (0u64, 0u64, None::<String>);
+        loop {
+            let page = client.list_files("/", true, cursor.as_deref()).await.unwrap();
+            for item in page["items"].as_array().unwrap() {
+                bytes += item["size"].as_u64().unwrap();
+                files += 1;
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        let counted: (i64, i64) = db
+            .query_row("SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = ?1", [&tenant_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((counted.0 as u64, counted.1 as u64), (bytes, files), "usage counters of {tenant_id}");
+    }
     let _ = child.kill();
     assert!(total_acked > rounds, "the writers got too few writes in ({total_acked}) for the test to mean much");
     println!("crash test: {rounds} SIGKILLs survived, {total_acked} acknowledged writes checked");

@@ -80,13 +80,15 @@ impl TestApp {
         (status, body)
     }
 
+    /// An `enterprise` tenant (no limits), so tests of other things are not bounded by quotas.
     pub async fn create_tenant(&self, slug: &str) -> Tenant {
-        let t = self.operator().create_tenant(&json!({ "slug": slug })).await.unwrap();
-        Tenant {
-            slug: slug.into(),
-            id: t["id"].as_str().unwrap().into(),
-            owner: t["owner_key"].as_str().unwrap().into(),
-        }
+        self.create_tenant_with(json!({ "slug": slug, "tier": "enterprise" })).await
+    }
+
+    pub async fn create_tenant_with(&self, body: serde_json::Value) -> Tenant {
+        let slug = body["slug"].as_str().unwrap().to_owned();
+        let t = self.operator().create_tenant(&body).await.unwrap();
+        Tenant { slug, id: t["id"].as_str().unwrap().into(), owner: t["owner_key"].as_str().unwrap().into() }
     }
 
     /// Mints a key in `tenant` with `role` and optional prefix; returns (id, secret).

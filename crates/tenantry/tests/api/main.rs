@@ -8,5 +8,6 @@ mod isolation;
 mod keys;
 mod model;
 mod ops;
+mod quotas;
 mod routing;
 mod tenants;

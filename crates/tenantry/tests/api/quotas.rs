@@ -1,0 +1,134 @@
+//! API.md §8 hard limits: storage, file count and keys are checked inside the write transaction,
+//! so no number of concurrent writers can take usage past a limit.
+
+use crate::helpers::*;
+use reqwest::Method;
+use serde_json::json;
+
+fn stored_usage(app: &TestApp, tenant_id: &str) -> (u64, u64) {
+    let db = rusqlite::Connection::open(app.data.join("tenantry.db")).unwrap();
+    db.query_row("SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = ?1", [tenant_id], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+    })
+    .unwrap_or((0, 0))
+}
+
+async fn listed_usage(app: &TestApp, owner: &str) -> (u64, u64) {
+    let list = app.as_key(owner).list_files("/", true, None).await.unwrap();
+    let items = list["items"].as_array().unwrap();
+    (items.iter().map(|i| i["size"].as_u64().unwrap()).sum(), items.len() as u64)
+}
+
+#[tokio::test]
+async fn put_over_the_storage_quota_is_refused_with_limit_and_use_and_changes_nothing() {
+    let app = spawn_app().await;
+    let t = app.create_tenant_with(json!({"slug": "small", "quotas": {"max_storage_bytes": 1000}})).await;
+    let c = app.as_key(&t.owner);
+    c.put_file("/a", vec![1; 600], None).await.unwrap();
+    let res = app.raw(Some(&t.owner), Method::PUT, "/v1/files/b", Some(&[2; 401]), &[]).await;
+    assert_error(&res, 403, "quota_exceeded");
+    let err = res.json().unwrap();
+    assert_eq!(err["error"]["quota"], "max_storage_bytes");
+    assert_eq!(err["error"]["limit"], 1000);
+    assert_eq!(err["error"]["current"], 600);
+    assert_eq!(c.get_file("/b").await.unwrap_err().code(), Some("not_found"));
+    // Exactly up to the limit is fine; replacing counts the difference; deleting frees at once.
+    c.put_file("/b", vec![2; 400], None).await.unwrap();
+    assert_eq!(stored_usage(&app, &t.id), (1000, 2));
+    let res = app.raw(Some(&t.owner), Method::PUT, "/v1/files/a", Some(&[1; 601]), &[]).await;
+    assert_error(&res, 403, "quota_exceeded");
+    c.put_file("/a", vec![1; 100], None).await.unwrap();
+    assert_eq!(stored_usage(&app, &t.id), (500, 2));
+    c.delete_file("/b").await.unwrap();
+    assert_eq!(stored_usage(&app, &t.id), (100, 1));
+    c.put_file("/c", vec![3; 900], None).await.unwrap();
+    assert_eq!(stored_usage(&app, &t.id), (1000, 2));
+}
+
+#[tokio::test]
+async fn the_file_count_limit_is_hard_and_replacing_does_not_count() {
+    let app = spawn_app().await;
+    let t = app.create_tenant_with(json!({"slug": "few", "quotas": {"max_files": 3}})).await;
+    let c = app.as_key(&t.owner);
+    for p in ["/1", "/2", "/3"] {
+        c.put_file(p, b"x".to_vec(), None).await.unwrap();
+    }
+    let res = app.raw(Some(&t.owner), Method::PUT, "/v1/files/4", Some(b"x"), &[]).await;
+    assert_error(&res, 403, "quota_exceeded");
+    assert_eq!(res.json().unwrap()["error"]["quota"], "max_files");
+    c.put_file("/3", b"replaced".to_vec(), None).await.unwrap();
+    c.delete_file("/1").await.unwrap();
+    c.put_file("/4", b"x".to_vec(), None).await.unwrap();
+    assert_eq!(stored_usage(&app, &t.id), (1 + 8 + 1, 3));
+}
+
+#[tokio::test]
+async fn concurrent_writers_never_push_usage_past_the_limits_and_counters_match_the_data() {
+    let app = spawn_app().await;
+    let t =
+        app.create_tenant_with(json!({"slug": "race", "quotas": {"max_storage_bytes": 20_000, "max_files": 25}})).await;
+    let mut tasks = Vec::new();
+    for w in 0..16u64 {
+        let (url, key) = (app.url.clone(), t.owner.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = tenantry_client::Client::new(&url, Some(key));
+            let mut refused = 0;
+            for i in 0..30u64 {
+                let path = format!("/f{}", (w * 7 + i) % 40);
+                let size = ((w * 131 + i * 977) % 2000) as usize;
+                match i % 5 {
+                    4 => {
+                        let _ = c.delete_file(&path).await;
+                    }
+                    _ => match c.put_file(&path, vec![b'q'; size], None).await {
+                        Ok(_) => {}
+                        Err(e) => {
+                            assert_eq!(e.code(), Some("quota_exceeded"), "{e}");
+                            refused += 1;
+                        }
+                    },
+                }
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for task in tasks {
+        refused += task.await.unwrap();
+    }
+    assert!(refused > 0, "the test should hit the limits");
+    let (bytes, files) = listed_usage(&app, &t.owner).await;
+    assert!(bytes <= 20_000 && files <= 25, "over the limit: {bytes} bytes, {files} files");
+    assert_eq!(stored_usage(&app, &t.id), (bytes, files), "the counters match the data exactly");
+}
+
+#[tokio::test]
+async fn the_key_limit_counts_usable_keys_and_holds_under_concurrency() {
+    let app = spawn_app().await;
+    // free tier: 2 keys, the owner key included.
+    let t = app.create_tenant_with(json!({"slug": "keys", "tier": "free"})).await;
+    let (id, _) = app.key(&t, "reader", None).await;
+    let res = app.raw(Some(&t.owner), Method::POST, "/v1/keys", Some(br#"{"name":"x","role":"reader"}"#), &[]).await;
+    assert_error(&res, 403, "quota_exceeded");
+    assert_eq!((res.json().unwrap()["error"]["limit"].as_u64()), Some(2));
+    app.as_key(&t.owner).revoke_key(&id).await.unwrap();
+    app.key(&t, "reader", None).await;
+    // Raise the limit through the tenant's quotas: effective on the next request.
+    app.operator().update_tenant("keys", &json!({"quotas": {"max_keys": 6}})).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (url, owner) = (app.url.clone(), t.owner.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = tenantry_client::Client::new(&url, Some(owner));
+            c.create_key(&json!({"name": format!("k{i}"), "role": "reader"})).await.is_ok()
+        }));
+    }
+    let mut made = 0;
+    for task in tasks {
+        made += usize::from(task.await.unwrap());
+    }
+    assert_eq!(made, 4, "6 allowed, 2 usable already");
+    let keys = app.as_key(&t.owner).list_keys().await.unwrap();
+    let usable = keys["items"].as_array().unwrap().iter().filter(|k| k["revoked_at"].is_null()).count();
+    assert_eq!(usable, 6);
+}
