@@ -106,6 +106,17 @@ impl Error {
             "missing, unknown, revoked or expired key; send `Authorization: Bearer <key>`",
         )
     }
+    pub fn rate_limited(per_minute: u64, retry_after_secs: u64) -> Self {
+        let mut details = serde_json::Map::new();
+        details.insert("limit".into(), per_minute.into());
+        details.insert("retry_after".into(), retry_after_secs.into());
+        Error {
+            code: ErrorCode::RateLimited,
+            message: format!("more than {per_minute} requests per minute; retry in {retry_after_secs} s"),
+            details: Some(details),
+        }
+    }
+
     pub fn tenant_not_found(slug: &str) -> Self {
         Self::new(ErrorCode::TenantNotFound, format!("tenant '{slug}' not found"))
     }

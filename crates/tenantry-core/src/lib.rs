@@ -20,6 +20,7 @@ pub mod error;
 pub mod ids;
 pub mod model;
 pub mod path;
+pub mod ratelimit;
 pub mod role;
 pub mod secret;
 pub mod service;

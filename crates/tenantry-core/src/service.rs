@@ -124,6 +124,7 @@ pub struct WhoAmIKey {
 pub struct Tenantry {
     store: Arc<dyn Store>,
     directory: Directory,
+    rate_limits: crate::ratelimit::RateLimits,
     config: ServiceConfig,
     operator_hash: SecretHash,
     clock: Arc<dyn Clock>,
@@ -210,6 +211,7 @@ impl Tenantry {
         let this = Tenantry {
             store,
             directory: Directory::default(),
+            rate_limits: Default::default(),
             config,
             operator_hash: SecretHash::of(operator_key),
             clock,
@@ -285,6 +287,16 @@ impl Tenantry {
                 Err(refusal.error)
             }
         }
+    }
+
+    /// Counts a tenant-key request against its tenant's `max_requests_per_minute` (API.md §8).
+    /// `None` for the operator and for tenants without a rate limit.
+    pub fn admit(&self, caller: &Caller) -> Option<crate::ratelimit::RateDecision> {
+        if caller.is_operator() {
+            return None;
+        }
+        let per_minute = self.limits_of(caller.tenant()).max_requests_per_minute?;
+        Some(self.rate_limits.check(&caller.tenant().id, per_minute, self.clock.now().millis()))
     }
 
     /// Records a refused request in the caller's tenant's audit log.
@@ -468,6 +480,7 @@ impl Tenantry {
         }
         self.store.purge_tenant(&grant.scope_of(&tenant)).await?;
         self.directory.remove_tenant(&tenant.id);
+        self.rate_limits.forget(&tenant.id);
         Ok(())
     }
 

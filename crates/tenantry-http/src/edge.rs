@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tenantry_core::caller::{Caller, RequestFacts};
+use tenantry_core::ratelimit::RateDecision;
 
 /// The tenant a `/t/{slug}/v1/...` path named, moved out of the path before routing.
 #[derive(Debug, Clone)]
@@ -26,9 +27,10 @@ pub struct PathTenant(pub String);
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Where [`Authed`] leaves the caller so [`finish`] can audit a refusal in the right tenant.
+/// Where [`Authed`] leaves the caller (so [`finish`] can audit a refusal in the right tenant)
+/// and the rate-limit decision (for the `RateLimit-*` headers).
 #[derive(Debug, Clone, Default)]
-struct CallerSlot(Arc<OnceLock<Caller>>);
+struct CallerSlot(Arc<(OnceLock<Caller>, OnceLock<RateDecision>)>);
 
 /// `/t/{slug}/v1/...` → `/v1/...` with the slug kept aside: the same routes serve both forms.
 pub fn rewrite_tenant_path(mut req: Request) -> Request {
@@ -80,10 +82,17 @@ impl FromRequestParts<AppState> for Authed {
             ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default(),
         };
         let caller = state.svc.authenticate(facts).await?;
+        let decision = state.svc.admit(&caller);
         if let Some(slot) = parts.extensions.get::<CallerSlot>() {
-            let _ = slot.0.set(caller.clone());
+            let _ = slot.0 .0.set(caller.clone());
+            if let Some(d) = decision {
+                let _ = slot.0 .1.set(d);
+            }
         }
-        Ok(Authed(caller))
+        match decision {
+            Some(d) if !d.allowed => Err(ApiError(tenantry_core::Error::rate_limited(d.limit, d.retry_after_secs))),
+            _ => Ok(Authed(caller)),
+        }
     }
 }
 
@@ -241,7 +250,7 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
             tracing::error!(request_id = %request_id, route = route.unwrap_or("-"), "internal error: {cause}");
         }
         if status.is_client_error() && status != StatusCode::UNAUTHORIZED {
-            if let Some(caller) = slot.0.get() {
+            if let Some(caller) = slot.0 .0.get() {
                 let action = state.routes.action(&method, route);
                 let target = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
                 if let Err(e) = state.svc.audit_refusal(caller, action, &target, info.code).await {
@@ -265,6 +274,14 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(d) = slot.0 .1.get() {
+        let h = res.headers_mut();
+        h.insert("ratelimit-limit", HeaderValue::from(d.limit));
+        h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+        if !d.allowed {
+            h.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs));
+        }
     }
     state.metrics.record(route.unwrap_or("unmatched"), &method, status.as_u16(), started.elapsed());
     res

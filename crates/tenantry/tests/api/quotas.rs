@@ -22,7 +22,11 @@ async fn listed_usage(app: &TestApp, owner: &str) -> (u64, u64) {
 #[tokio::test]
 async fn put_over_the_storage_quota_is_refused_with_limit_and_use_and_changes_nothing() {
     let app = spawn_app().await;
-    let t = app.create_tenant_with(json!({"slug": "small", "quotas": {"max_storage_bytes": 1000}})).await;
+    let t = app
+        .create_tenant_with(
+            json!({"slug": "small", "quotas": {"max_storage_bytes": 1000, "max_requests_per_minute": null}}),
+        )
+        .await;
     let c = app.as_key(&t.owner);
     c.put_file("/a", vec![1; 600], None).await.unwrap();
     let res = app.raw(Some(&t.owner), Method::PUT, "/v1/files/b", Some(&[2; 401]), &[]).await;
@@ -48,7 +52,9 @@ async fn put_over_the_storage_quota_is_refused_with_limit_and_use_and_changes_no
 #[tokio::test]
 async fn the_file_count_limit_is_hard_and_replacing_does_not_count() {
     let app = spawn_app().await;
-    let t = app.create_tenant_with(json!({"slug": "few", "quotas": {"max_files": 3}})).await;
+    let t = app
+        .create_tenant_with(json!({"slug": "few", "quotas": {"max_files": 3, "max_requests_per_minute": null}}))
+        .await;
     let c = app.as_key(&t.owner);
     for p in ["/1", "/2", "/3"] {
         c.put_file(p, b"x".to_vec(), None).await.unwrap();
@@ -66,7 +72,7 @@ async fn the_file_count_limit_is_hard_and_replacing_does_not_count() {
 async fn concurrent_writers_never_push_usage_past_the_limits_and_counters_match_the_data() {
     let app = spawn_app().await;
     let t =
-        app.create_tenant_with(json!({"slug": "race", "quotas": {"max_storage_bytes": 20_000, "max_files": 25}})).await;
+        app.create_tenant_with(json!({"slug": "race", "quotas": {"max_storage_bytes": 20_000, "max_files": 25, "max_requests_per_minute": null}})).await;
     let mut tasks = Vec::new();
     for w in 0..16u64 {
         let (url, key) = (app.url.clone(), t.owner.clone());
@@ -106,7 +112,9 @@ async fn concurrent_writers_never_push_usage_past_the_limits_and_counters_match_
 async fn the_key_limit_counts_usable_keys_and_holds_under_concurrency() {
     let app = spawn_app().await;
     // free tier: 2 keys, the owner key included.
-    let t = app.create_tenant_with(json!({"slug": "keys", "tier": "free"})).await;
+    let t = app
+        .create_tenant_with(json!({"slug": "keys", "tier": "free", "quotas": {"max_requests_per_minute": null}}))
+        .await;
     let (id, _) = app.key(&t, "reader", None).await;
     let res = app.raw(Some(&t.owner), Method::POST, "/v1/keys", Some(br#"{"name":"x","role":"reader"}"#), &[]).await;
     assert_error(&res, 403, "quota_exceeded");
@@ -114,7 +122,10 @@ async fn the_key_limit_counts_usable_keys_and_holds_under_concurrency() {
     app.as_key(&t.owner).revoke_key(&id).await.unwrap();
     app.key(&t, "reader", None).await;
     // Raise the limit through the tenant's quotas: effective on the next request.
-    app.operator().update_tenant("keys", &json!({"quotas": {"max_keys": 6}})).await.unwrap();
+    app.operator()
+        .update_tenant("keys", &json!({"quotas": {"max_keys": 6, "max_requests_per_minute": null}}))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..12 {
         let (url, owner) = (app.url.clone(), t.owner.clone());
@@ -131,4 +142,36 @@ async fn the_key_limit_counts_usable_keys_and_holds_under_concurrency() {
     let keys = app.as_key(&t.owner).list_keys().await.unwrap();
     let usable = keys["items"].as_array().unwrap().iter().filter(|k| k["revoked_at"].is_null()).count();
     assert_eq!(usable, 6);
+}
+
+#[tokio::test]
+async fn requests_over_the_rate_limit_get_429_with_retry_after_and_ratelimit_headers() {
+    let app = spawn_app().await;
+    // free tier: 60 requests per minute, a burst of 6.
+    let t = app.create_tenant_with(json!({"slug": "limited", "tier": "free"})).await;
+    let other = app.create_tenant_with(json!({"slug": "other", "tier": "free"})).await;
+    let mut remaining = Vec::new();
+    for _ in 0..6 {
+        let res = app.raw(Some(&t.owner), Method::GET, "/v1/whoami", None, &[]).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.header("ratelimit-limit"), Some("60"));
+        remaining.push(res.header("ratelimit-remaining").unwrap().parse::<u64>().unwrap());
+    }
+    assert_eq!(remaining, [5, 4, 3, 2, 1, 0]);
+    let res = app.raw(Some(&t.owner), Method::GET, "/v1/files/x", None, &[]).await;
+    assert_error(&res, 429, "rate_limited");
+    assert!(res.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(res.header("ratelimit-remaining"), Some("0"));
+    // Another tenant is not affected, and the operator is never rate limited.
+    let res = app.raw(Some(&other.owner), Method::GET, "/v1/whoami", None, &[]).await;
+    assert_eq!((res.status.as_u16(), res.header("ratelimit-remaining")), (200, Some("5")));
+    for _ in 0..20 {
+        let res = app.raw(Some(&app.admin_key), Method::GET, "/v1/whoami", None, &[("x-tenant-id", "limited")]).await;
+        assert_eq!(res.status, 200);
+        assert!(res.header("ratelimit-limit").is_none());
+    }
+    // A raised limit applies on the next request.
+    app.operator().update_tenant("limited", &json!({"quotas": {"max_requests_per_minute": 100000}})).await.unwrap();
+    let res = app.raw(Some(&t.owner), Method::GET, "/v1/whoami", None, &[]).await;
+    assert_eq!((res.status.as_u16(), res.header("ratelimit-limit")), (200, Some("100000")));
 }
