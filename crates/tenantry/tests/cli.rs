@@ -1,21 +1,16 @@
 //! The real `tenantry` binary: `serve` as a process (first start, restart, signals, schema
 //! checks) and the CLI client against it.
 
+mod common;
+
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
-
 fn clean_command() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TENANTRY_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = common::clean_command();
     c.env("TENANTRY_LOG", "warn");
     c
 }
@@ -29,28 +24,12 @@ struct Server {
 /// Starts `tenantry serve` on port 0 and reads its first lines until it says where it listens.
 fn serve(data: &Path, extra_env: &[(&str, &str)]) -> Server {
     let mut cmd = clean_command();
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data).stderr(Stdio::inherit());
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            panic!("serve exited before listening: {lines:?}");
-        }
-        let done = line.contains("listening on http://");
-        lines.push(line.trim_end().to_owned());
-        if done {
-            break;
-        }
-    }
-    let url = lines.last().unwrap().split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in reader.lines() {});
-    Server { child, url, stdout_lines: lines }
+    let served = common::start_serving(cmd);
+    Server { child: served.child, url: served.url, stdout_lines: served.stdout_lines }
 }
 
 impl Server {

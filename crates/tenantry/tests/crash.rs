@@ -3,49 +3,23 @@
 //! intact, nothing half-written is visible, and each tenant's audit chain still verifies.
 //! `TENANTRY_CRASH_ROUNDS` sets the number of kills (longer runs: see docs/SECURITY.md).
 
+mod common;
+
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tenantry_client::Client;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
 const OPERATOR: &str = "crash-test-operator-key";
 
-// The child is handed to the caller, which kills and waits for it.
-#[allow(clippy::zombie_processes)]
 fn start(data: &Path) -> (Child, String) {
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TENANTRY_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("TENANTRY_ADMIN_KEY", OPERATOR)
-        .env("TENANTRY_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            let _ = child.wait();
-            panic!("serve exited before listening");
-        }
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            let url = url.to_owned();
-            std::thread::spawn(move || for _ in reader.lines() {});
-            return (child, url);
-        }
-    }
+    let mut cmd = common::clean_command();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data).env("TENANTRY_ADMIN_KEY", OPERATOR);
+    let served = common::start_serving(cmd);
+    (served.child, served.url)
 }
 
 /// What the writers know: acknowledged contents, and writes that were sent but not answered.

@@ -2,13 +2,14 @@
 //! UTF-8, and 10,000 idle connections. The server answers with a clear 4xx or closes the
 //! connection, stays responsive, and its memory stays bounded.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
 const OPERATOR: &str = "hostile-test-operator";
 
 struct Server {
@@ -23,41 +24,17 @@ impl Drop for Server {
     }
 }
 
-// The child is owned by the returned Server, which kills and waits for it on drop.
-#[allow(clippy::zombie_processes)]
 fn serve(dir: &Path, limits: &str) -> Server {
     let config = dir.join("tenantry.toml");
     std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TENANTRY_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+    let mut cmd = common::clean_command();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.join("data"))
         .arg("--config")
         .arg(&config)
-        .env("TENANTRY_ADMIN_KEY", OPERATOR)
-        .env("TENANTRY_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            let _ = child.wait();
-            panic!("serve exited before listening");
-        }
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            let addr = url.trim_start_matches("http://").to_owned();
-            std::thread::spawn(move || for _ in reader.lines() {});
-            return Server { child, addr };
-        }
-    }
+        .env("TENANTRY_ADMIN_KEY", OPERATOR);
+    let served = common::start_serving(cmd);
+    Server { child: served.child, addr: served.url.trim_start_matches("http://").to_owned() }
 }
 
 /// Sends raw bytes and returns what came back before the server closed or `wait` passed.
