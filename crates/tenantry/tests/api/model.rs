@@ -177,11 +177,19 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
         let header_refs: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let res = app.raw(Some(&secret), method, &url, (op == "put").then_some(body.as_bytes()), &header_refs).await;
         let text = String::from_utf8_lossy(&res.body).to_string();
+        let header_text: String =
+            res.headers.iter().map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes()))).collect();
 
-        // Never another tenant's data, whatever the answer.
+        // Never another tenant's data or id, in the body or the headers, whatever the answer.
         for (j, t) in tenants.iter().enumerate() {
             if j != acting {
-                assert!(!text.contains(&marker(&t.slug)), "{ctx}: {actor:?} {op} {path} leaked {}: {text}", t.slug);
+                for (part, what) in [(&text, "body"), (&header_text, "headers")] {
+                    assert!(
+                        !part.contains(&marker(&t.slug)),
+                        "{ctx}: {actor:?} {op} {path} leaked {} in its {what}: {part}",
+                        t.slug
+                    );
+                }
             }
         }
 
