@@ -19,7 +19,8 @@ WORK=$(mktemp -d)
 OUT=bench/results
 mkdir -p "$OUT"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-head -c 4096 /dev/urandom | base64 -w0 | head -c 4096 > "$WORK/file4k"
+# 3072 random bytes are exactly 4096 base64 characters (no second head: SIGPIPE under pipefail).
+head -c 3072 /dev/urandom | base64 -w0 > "$WORK/file4k"
 TENANTRY_ADMIN_KEY=soak-operator TENANTRY_LOG=warn "./target/$PROFILE/tenantry" serve \
   --listen 127.0.0.1:18075 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
 SERVER=$!

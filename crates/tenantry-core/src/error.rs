@@ -14,6 +14,8 @@ pub enum ErrorCode {
     TenantMismatch,
     TenantSuspended,
     QuotaExceeded,
+    /// The monthly call allowance is spent: `quota_exceeded`, but answered with 429 (API.md §2).
+    AllowanceExceeded,
     FeatureNotInTier,
     NotFound,
     TenantNotFound,
@@ -35,7 +37,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TenantMismatch => "tenant_mismatch",
             ErrorCode::TenantSuspended => "tenant_suspended",
-            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::QuotaExceeded | ErrorCode::AllowanceExceeded => "quota_exceeded",
             ErrorCode::FeatureNotInTier => "feature_not_in_tier",
             ErrorCode::NotFound => "not_found",
             ErrorCode::TenantNotFound => "tenant_not_found",

@@ -28,5 +28,6 @@ pub mod slug;
 pub mod store;
 pub mod tier;
 pub mod time;
+pub mod usage;
 
 pub use error::{Error, ErrorCode, Result};

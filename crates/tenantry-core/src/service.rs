@@ -38,6 +38,7 @@ pub mod actions {
     pub const FILE_DELETE: &str = "file.delete";
     pub const FILE_READ: &str = "file.read";
     pub const AUDIT_READ: &str = "audit.read";
+    pub const USAGE_READ: &str = "usage.read";
     pub const REQUEST: &str = "request";
 }
 
@@ -101,6 +102,36 @@ pub enum Transition {
     Restore,
 }
 
+/// The body of `GET /v1/usage` (API.md §8).
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageReport {
+    pub tenant: String,
+    pub tier: String,
+    pub period: Period,
+    pub usage: UsageNumbers,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Period {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub from: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub to: Timestamp,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageNumbers {
+    pub storage_bytes: u64,
+    pub files: u64,
+    pub keys: u64,
+    #[serde(flatten)]
+    pub counters: crate::usage::Counters,
+}
+
 /// What `whoami` answers.
 #[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -125,6 +156,7 @@ pub struct Tenantry {
     store: Arc<dyn Store>,
     directory: Directory,
     rate_limits: crate::ratelimit::RateLimits,
+    meter: crate::usage::Meter,
     config: ServiceConfig,
     operator_hash: SecretHash,
     clock: Arc<dyn Clock>,
@@ -212,12 +244,17 @@ impl Tenantry {
             store,
             directory: Directory::default(),
             rate_limits: Default::default(),
+            meter: Default::default(),
             config,
             operator_hash: SecretHash::of(operator_key),
             clock,
         };
         let (tenants, keys) = this.store.load_directory().await?;
         this.directory.load(tenants, keys);
+        let (month_start, month_end) = this.clock.now().month_bounds();
+        let day = |t: Timestamp| t.millis().div_euclid(crate::usage::DAY_MS);
+        let calls = this.store.calls_between(day(month_start), day(month_end)).await?;
+        this.meter.seed_month(month_start.millis(), calls);
         if this.directory.tenant_by_slug(DEFAULT_SLUG).is_none() {
             let now = this.clock.now();
             let tenant = Tenant {
@@ -297,6 +334,86 @@ impl Tenantry {
         }
         let per_minute = self.limits_of(caller.tenant()).max_requests_per_minute?;
         Some(self.rate_limits.check(&caller.tenant().id, per_minute, self.clock.now().millis()))
+    }
+
+    /// The monthly allowance (`max_api_calls_month`): 429 `quota_exceeded` once spent. Counted
+    /// in memory, so the check costs no database round trip. Tenant keys only.
+    pub fn check_allowance(&self, caller: &Caller) -> Result<()> {
+        if caller.is_operator() {
+            return Ok(());
+        }
+        let Some(max) = self.limits_of(caller.tenant()).max_api_calls_month else { return Ok(()) };
+        let (month_start, _) = self.clock.now().month_bounds();
+        let used = self.meter.month_calls(&caller.tenant().id, month_start.millis());
+        if used >= max {
+            let mut e = Error::quota_exceeded("max_api_calls_month", max, used);
+            e.code = ErrorCode::AllowanceExceeded;
+            e.message = format!("the monthly allowance of {max} API calls is spent; it renews on the 1st (UTC)");
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Meters one answered request of a tenant key (API.md §8 usage).
+    pub fn record_request(&self, caller: &Caller, read: bool, bytes_in: u64, bytes_out: u64) {
+        if caller.is_operator() {
+            return;
+        }
+        let now = self.clock.now();
+        let c = crate::usage::Counters {
+            api_calls: 1,
+            reads: u64::from(read),
+            writes: u64::from(!read),
+            bytes_in,
+            bytes_out,
+            searches: 0,
+        };
+        self.meter.record(&caller.tenant().id, now.millis(), now.month_bounds().0.millis(), c);
+    }
+
+    /// Writes the metered usage to the store (called every few seconds and at shutdown).
+    pub async fn flush_usage(&self) -> Result<()> {
+        let batch = self.meter.take();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Purged meanwhile: nothing to bill.
+        let batch: Vec<_> = batch.into_iter().filter(|(t, _, _)| self.directory.tenant(t).is_some()).collect();
+        if let Err(e) = self.store.add_usage(batch.clone()).await {
+            self.meter.restore(batch);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn usage_report(&self, tenant: &Tenant, scope: &crate::store::TenantScope) -> Result<UsageReport> {
+        let (from, to) = self.clock.now().month_bounds();
+        let day = |t: Timestamp| t.millis().div_euclid(crate::usage::DAY_MS);
+        let mut counters = self.store.usage_between(scope, day(from), day(to)).await?;
+        counters.add(&self.meter.pending(&tenant.id, day(from), day(to)));
+        let stored = self.store.usage(scope).await?;
+        let keys = self.store.list_keys(scope).await?;
+        let now = self.clock.now();
+        let usable = keys.iter().filter(|k| k.is_usable(now)).count() as u64;
+        Ok(UsageReport {
+            tenant: tenant.slug.to_string(),
+            tier: tenant.tier.clone(),
+            period: Period { from, to },
+            usage: UsageNumbers { storage_bytes: stored.storage_bytes, files: stored.files, keys: usable, counters },
+            limits: self.limits_of(tenant),
+        })
+    }
+
+    /// `GET /v1/usage`: the caller's tenant, this month.
+    pub async fn usage(&self, caller: &Caller) -> Result<UsageReport> {
+        self.usage_report(caller.tenant(), &caller.scope()).await
+    }
+
+    /// `GET /v1/tenants/{slug}/usage`: the same for any tenant, for the operator.
+    pub async fn tenant_usage(&self, caller: &Caller, slug: &str) -> Result<UsageReport> {
+        let grant = caller.operator()?;
+        let tenant = self.tenant_by_slug(slug)?;
+        self.usage_report(&tenant, &grant.scope_of(&tenant)).await
     }
 
     /// Records a refused request in the caller's tenant's audit log.
@@ -481,6 +598,7 @@ impl Tenantry {
         self.store.purge_tenant(&grant.scope_of(&tenant)).await?;
         self.directory.remove_tenant(&tenant.id);
         self.rate_limits.forget(&tenant.id);
+        self.meter.forget(&tenant.id);
         Ok(())
     }
 

@@ -158,6 +158,17 @@ pub trait FileStore: Send + Sync {
     async fn usage(&self, scope: &TenantScope) -> Result<StoredUsage>;
 }
 
+/// Metered request usage, by tenant and UTC day (see [`crate::usage`]).
+#[async_trait]
+pub trait UsageLog: Send + Sync {
+    /// Adds a batch of counters (one transaction).
+    async fn add_usage(&self, batch: Vec<(TenantId, i64, crate::usage::Counters)>) -> Result<()>;
+    /// The tenant's counters summed over days `[from_day, to_day)`.
+    async fn usage_between(&self, scope: &TenantScope, from_day: i64, to_day: i64) -> Result<crate::usage::Counters>;
+    /// Every tenant's API calls over days `[from_day, to_day)` (to seed the monthly allowance).
+    async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>>;
+}
+
 /// Operational checks of the backend.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -168,8 +179,8 @@ pub trait Health: Send + Sync {
 }
 
 /// Everything a backend provides.
-pub trait Store: TenantRegistry + AuditLog + FileStore + Health + 'static {}
-impl<T: TenantRegistry + AuditLog + FileStore + Health + 'static> Store for T {}
+pub trait Store: TenantRegistry + AuditLog + FileStore + UsageLog + Health + 'static {}
+impl<T: TenantRegistry + AuditLog + FileStore + UsageLog + Health + 'static> Store for T {}
 
 /// The ETag of some content: its SHA-256, quoted as HTTP wants it.
 pub fn etag_of(content: &[u8]) -> String {

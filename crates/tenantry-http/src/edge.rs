@@ -27,10 +27,11 @@ pub struct PathTenant(pub String);
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Where [`Authed`] leaves the caller (so [`finish`] can audit a refusal in the right tenant)
-/// and the rate-limit decision (for the `RateLimit-*` headers).
+/// Where [`Authed`] leaves the caller (so [`finish`] can audit a refusal in the right tenant),
+/// the rate-limit decision (for the `RateLimit-*` headers), and whether the request was admitted
+/// (admitted requests are metered).
 #[derive(Debug, Clone, Default)]
-struct CallerSlot(Arc<(OnceLock<Caller>, OnceLock<RateDecision>)>);
+struct CallerSlot(Arc<(OnceLock<Caller>, OnceLock<RateDecision>, std::sync::atomic::AtomicBool)>);
 
 /// `/t/{slug}/v1/...` → `/v1/...` with the slug kept aside: the same routes serve both forms.
 pub fn rewrite_tenant_path(mut req: Request) -> Request {
@@ -91,7 +92,13 @@ impl FromRequestParts<AppState> for Authed {
         }
         match decision {
             Some(d) if !d.allowed => Err(ApiError(tenantry_core::Error::rate_limited(d.limit, d.retry_after_secs))),
-            _ => Ok(Authed(caller)),
+            _ => {
+                state.svc.check_allowance(&caller)?;
+                if let Some(slot) = parts.extensions.get::<CallerSlot>() {
+                    slot.0 .2.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(Authed(caller))
+            }
         }
     }
 }
@@ -222,6 +229,12 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     let slot = CallerSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();
+    let bytes_in = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map(MatchedPath::as_str);
     // Cheap to clone (shared bytes); decoded only if the request is refused.
@@ -274,6 +287,11 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
+    }
+    if let (Some(caller), true) = (slot.0 .0.get(), slot.0 .2.load(std::sync::atomic::Ordering::Relaxed)) {
+        let bytes_out = axum::body::HttpBody::size_hint(res.body()).exact().unwrap_or(0);
+        let read = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
+        state.svc.record_request(caller, read, bytes_in, bytes_out);
     }
     if let Some(d) = slot.0 .1.get() {
         let h = res.headers_mut();

@@ -76,6 +76,7 @@ impl Modify for ErrorResponses {
         api::keys::create, api::keys::list, api::keys::revoke, api::keys::whoami,
         api::files::list, api::files::put, api::files::get, api::files::head, api::files::remove,
         api::audit::list, api::audit::verify,
+        api::usage::own, api::usage::tenant,
     )
 )]
 struct ApiDoc;

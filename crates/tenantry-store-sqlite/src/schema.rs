@@ -77,6 +77,20 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO tenant_usage (tenant_id, storage_bytes, files)
         SELECT tenant_id, SUM(size), COUNT(*) FROM files GROUP BY tenant_id;
     "#,
+    // 3: metered request usage by tenant and UTC day (flushed in batches from memory).
+    r#"
+    CREATE TABLE usage_daily (
+        tenant_id TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        api_calls INTEGER NOT NULL,
+        reads INTEGER NOT NULL,
+        writes INTEGER NOT NULL,
+        bytes_in INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL,
+        searches INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, day)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -16,10 +16,11 @@ use tenantry_core::secret::SecretHash;
 use tenantry_core::slug::Slug;
 use tenantry_core::store::{
     etag_of, AuditLog, ByteRange, FileListing, FileStore, FileWrite, Health, Precondition, StoredUsage, TenantRegistry,
-    TenantScope, WriteOutcome,
+    TenantScope, UsageLog, WriteOutcome,
 };
 use tenantry_core::tier::QuotaOverrides;
 use tenantry_core::time::{Clock, SystemClock, Timestamp};
+use tenantry_core::usage::Counters;
 use tenantry_core::{Error, Result};
 
 /// The name of the shared database inside the data dir.
@@ -309,7 +310,7 @@ impl TenantRegistry for SqliteStore {
         self.shared
             .exclusive(move |conn| {
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error)?;
-                for table in ["files", "keys", "audit", "tenant_domains", "tenant_usage"] {
+                for table in ["files", "keys", "audit", "tenant_domains", "tenant_usage", "usage_daily"] {
                     tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [id.as_str()])
                         .map_err(sql_error)?;
                 }
@@ -710,6 +711,83 @@ impl FileStore for SqliteStore {
                 )
                 .map_err(sql_error)?;
             rows.map(|r| r.map_err(sql_error)?).collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UsageLog for SqliteStore {
+    async fn add_usage(&self, batch: Vec<(TenantId, i64, Counters)>) -> Result<()> {
+        self.write(move |tx| {
+            let mut s = tx
+                .prepare_cached(
+                    "INSERT INTO usage_daily (tenant_id, day, api_calls, reads, writes, bytes_in, bytes_out, searches)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (tenant_id, day) DO UPDATE SET api_calls = api_calls + ?3, reads = reads + ?4,
+                       writes = writes + ?5, bytes_in = bytes_in + ?6, bytes_out = bytes_out + ?7,
+                       searches = searches + ?8",
+                )
+                .map_err(sql_error)?;
+            for (tenant, day, c) in &batch {
+                s.execute(params![
+                    tenant.as_str(),
+                    day,
+                    c.api_calls as i64,
+                    c.reads as i64,
+                    c.writes as i64,
+                    c.bytes_in as i64,
+                    c.bytes_out as i64,
+                    c.searches as i64
+                ])
+                .map_err(sql_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn usage_between(&self, scope: &TenantScope, from_day: i64, to_day: i64) -> Result<Counters> {
+        let tenant = scope.tenant_id().clone();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT COALESCE(SUM(api_calls), 0), COALESCE(SUM(reads), 0), COALESCE(SUM(writes), 0),
+                        COALESCE(SUM(bytes_in), 0), COALESCE(SUM(bytes_out), 0), COALESCE(SUM(searches), 0)
+                 FROM usage_daily WHERE tenant_id = ?1 AND day >= ?2 AND day < ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![tenant.as_str(), from_day, to_day], |r| {
+                    Ok(Counters {
+                        api_calls: r.get::<_, i64>(0)? as u64,
+                        reads: r.get::<_, i64>(1)? as u64,
+                        writes: r.get::<_, i64>(2)? as u64,
+                        bytes_in: r.get::<_, i64>(3)? as u64,
+                        bytes_out: r.get::<_, i64>(4)? as u64,
+                        searches: r.get::<_, i64>(5)? as u64,
+                    })
+                })
+            })
+            .map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>> {
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT tenant_id, SUM(api_calls) FROM usage_daily WHERE day >= ?1 AND day < ?2 GROUP BY tenant_id",
+                )
+                .map_err(sql_error)?;
+            let rows = s
+                .query_map(params![from_day, to_day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(sql_error)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (t, n) = row.map_err(sql_error)?;
+                out.push((TenantId::parse(&t).ok_or_else(|| corrupt("tenant id"))?, n as u64));
+            }
+            Ok(out)
         })
         .await
     }

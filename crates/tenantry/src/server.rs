@@ -51,7 +51,12 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     store: Arc<SqliteStore>,
+    svc: Arc<Tenantry>,
+    flusher: JoinHandle<()>,
 }
+
+/// How often metered usage is written to the store: at most this much is lost on a crash.
+pub const USAGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Running {
     /// Stops accepting, waits for in-flight requests, then closes storage.
@@ -60,6 +65,9 @@ impl Running {
             let _ = tx.send(());
         }
         (&mut self.task).await.context("server task panicked")??;
+        self.flusher.abort();
+        // Nothing metered is lost on a clean shutdown.
+        self.svc.flush_usage().await.map_err(|e| anyhow::anyhow!("flushing usage: {}", e.message))?;
         self.store.close().await.context("closing storage")?;
         Ok(())
     }
@@ -94,11 +102,24 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let svc = Arc::new(svc);
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(tenantry_http::serve(listener, Arc::new(svc), cfg.http.clone(), async move {
+    let task = tokio::spawn(tenantry_http::serve(listener, svc.clone(), cfg.http.clone(), async move {
         let _ = rx.await;
     }));
-    Ok(Running { addr, admin_key, generated_admin_key: generated, shutdown: Some(tx), task, store })
+    let flusher = {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = svc.flush_usage().await {
+                    tracing::error!("could not flush usage (kept for the next try): {}", e.message);
+                }
+            }
+        })
+    };
+    Ok(Running { addr, admin_key, generated_admin_key: generated, shutdown: Some(tx), task, store, svc, flusher })
 }
 
 async fn shutdown_signal() {

@@ -7,6 +7,7 @@ pub mod files;
 pub mod keys;
 pub mod ops;
 pub mod tenants;
+pub mod usage;
 
 use crate::AppState;
 use axum::extract::DefaultBodyLimit;
@@ -92,6 +93,8 @@ pub fn routes() -> (Router<AppState>, RouteTable) {
         .add(Method::GET, "/v1/files/{*path}", FILE_READ, get(files::get))
         .add(Method::HEAD, "/v1/files/{*path}", FILE_READ, head(files::head))
         .add(Method::DELETE, "/v1/files/{*path}", FILE_DELETE, delete(files::remove))
+        .add(Method::GET, "/v1/tenants/{slug}/usage", TENANT_READ, get(usage::tenant))
+        .add(Method::GET, "/v1/usage", USAGE_READ, get(usage::own))
         .add(Method::GET, "/v1/audit", AUDIT_READ, get(audit::list))
         .add(Method::GET, "/v1/audit/verify", AUDIT_READ, get(audit::verify));
     (b.router.layer(unlimited), b.table)

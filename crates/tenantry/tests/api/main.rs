@@ -11,3 +11,4 @@ mod ops;
 mod quotas;
 mod routing;
 mod tenants;
+mod usage;

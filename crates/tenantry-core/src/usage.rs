@@ -1,0 +1,136 @@
+//! Usage metering (API.md §8): per tenant and per UTC day, counted in memory on the request path
+//! and flushed to the store in batches (no write per request). The current month's API calls are
+//! also kept in memory per tenant, so the monthly allowance costs no database round trip.
+
+use crate::ids::TenantId;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Counted request usage of one tenant over some period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Counters {
+    pub api_calls: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub searches: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.api_calls += o.api_calls;
+        self.reads += o.reads;
+        self.writes += o.writes;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.searches += o.searches;
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Not yet flushed, by (tenant, day number since the epoch).
+    pending: HashMap<(TenantId, i64), Counters>,
+    /// API calls in the current month (flushed and pending), and the month they are for.
+    month: HashMap<TenantId, (i64, u64)>,
+}
+
+#[derive(Default)]
+pub struct Meter {
+    inner: Mutex<Inner>,
+}
+
+impl Meter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Seeds the month's call counts from the store at start (`month_start_ms` names the month).
+    pub fn seed_month(&self, month_start_ms: i64, calls: Vec<(TenantId, u64)>) {
+        let mut inner = self.lock();
+        for (t, n) in calls {
+            inner.month.insert(t, (month_start_ms, n));
+        }
+    }
+
+    /// API calls of `tenant` in the month starting at `month_start_ms`.
+    pub fn month_calls(&self, tenant: &TenantId, month_start_ms: i64) -> u64 {
+        match self.lock().month.get(tenant) {
+            Some((m, n)) if *m == month_start_ms => *n,
+            _ => 0,
+        }
+    }
+
+    /// Counts one request.
+    pub fn record(&self, tenant: &TenantId, now_ms: i64, month_start_ms: i64, c: Counters) {
+        let mut inner = self.lock();
+        inner.pending.entry((tenant.clone(), now_ms.div_euclid(DAY_MS))).or_default().add(&c);
+        let entry = inner.month.entry(tenant.clone()).or_insert((month_start_ms, 0));
+        if entry.0 != month_start_ms {
+            *entry = (month_start_ms, 0); // a new month begins at zero
+        }
+        entry.1 += c.api_calls;
+    }
+
+    /// Takes everything not yet flushed. On a failed flush, hand it back with [`restore`](Self::restore).
+    pub fn take(&self) -> Vec<(TenantId, i64, Counters)> {
+        self.lock().pending.drain().map(|((t, d), c)| (t, d, c)).collect()
+    }
+
+    pub fn restore(&self, batch: Vec<(TenantId, i64, Counters)>) {
+        let mut inner = self.lock();
+        for (t, d, c) in batch {
+            inner.pending.entry((t, d)).or_default().add(&c);
+        }
+    }
+
+    /// Not-yet-flushed usage of `tenant` on days `[from_day, to_day)`.
+    pub fn pending(&self, tenant: &TenantId, from_day: i64, to_day: i64) -> Counters {
+        let inner = self.lock();
+        let mut sum = Counters::default();
+        for ((t, d), c) in &inner.pending {
+            if t == tenant && *d >= from_day && *d < to_day {
+                sum.add(c);
+            }
+        }
+        sum
+    }
+
+    pub fn forget(&self, tenant: &TenantId) {
+        let mut inner = self.lock();
+        inner.pending.retain(|(t, _), _| t != tenant);
+        inner.month.remove(tenant);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_day_and_month_and_taken_once() {
+        let m = Meter::default();
+        let t = TenantId::generate();
+        let call = Counters { api_calls: 1, reads: 1, bytes_out: 10, ..Default::default() };
+        m.record(&t, 5 * DAY_MS + 1, 0, call);
+        m.record(&t, 5 * DAY_MS + 2, 0, call);
+        m.record(&t, 6 * DAY_MS, 0, call);
+        assert_eq!(m.month_calls(&t, 0), 3);
+        assert_eq!(m.pending(&t, 5, 6).api_calls, 2);
+        assert_eq!(m.pending(&t, 0, 100).bytes_out, 30);
+        let batch = m.take();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(m.pending(&t, 0, 100), Counters::default());
+        m.restore(batch);
+        assert_eq!(m.pending(&t, 0, 100).api_calls, 3);
+        // A new month starts from zero.
+        m.record(&t, 40 * DAY_MS, 31 * DAY_MS, call);
+        assert_eq!(m.month_calls(&t, 31 * DAY_MS), 1);
+        assert_eq!(m.month_calls(&t, 0), 0);
+    }
+}

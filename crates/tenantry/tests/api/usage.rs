@@ -1,0 +1,71 @@
+//! API.md §8 usage: metered exactly, kept across a clean restart, and the monthly allowance.
+
+use crate::helpers::*;
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn usage_counts_exactly_the_requests_made() {
+    let mut app = spawn_app().await;
+    let t = app
+        .create_tenant_with(json!({"slug": "metered", "tier": "starter", "quotas": {"max_requests_per_minute": null}}))
+        .await;
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    for (i, size) in [100usize, 2000, 5].iter().enumerate() {
+        let res = app.raw(Some(&t.owner), Method::PUT, &format!("/v1/files/f{i}"), Some(&vec![b'u'; *size]), &[]).await;
+        assert_eq!(res.status, 201);
+        bytes_in += *size as u64;
+        bytes_out += res.body.len() as u64;
+    }
+    for _ in 0..4 {
+        let res = app.raw(Some(&t.owner), Method::GET, "/v1/files/f1", None, &[]).await;
+        bytes_out += res.body.len() as u64;
+    }
+    let res = app.raw(Some(&t.owner), Method::GET, "/v1/files/missing", None, &[]).await;
+    bytes_out += res.body.len() as u64;
+    let u = app.as_key(&t.owner).json(Method::GET, "/v1/usage", None).await.unwrap();
+    assert_eq!(u["tenant"], "metered");
+    assert_eq!(u["tier"], "starter");
+    let usage = &u["usage"];
+    assert_eq!(usage["api_calls"], 8);
+    assert_eq!(usage["writes"], 3);
+    assert_eq!(usage["reads"], 5);
+    assert_eq!(usage["bytes_in"], bytes_in);
+    assert_eq!(usage["bytes_out"], bytes_out);
+    assert_eq!(usage["searches"], 0);
+    assert_eq!(usage["storage_bytes"], 2105);
+    assert_eq!(usage["files"], 3);
+    assert_eq!(usage["keys"], 1);
+    assert_eq!(u["limits"]["max_keys"], 5);
+    assert!(u["period"]["from"].as_str().unwrap().ends_with("-01T00:00:00.000Z"));
+    // The operator sees the same for that tenant; the usage call above is now counted too.
+    let op = app.operator().json(Method::GET, "/v1/tenants/metered/usage", None).await.unwrap();
+    assert_eq!(op["usage"]["api_calls"], 9);
+    let res = app.raw(Some(&t.owner), Method::GET, "/v1/tenants/metered/usage", None, &[]).await;
+    assert_error(&res, 403, "forbidden");
+    // A clean restart loses nothing metered.
+    app.restart().await;
+    let after = app.operator().json(Method::GET, "/v1/tenants/metered/usage", None).await.unwrap();
+    assert_eq!(after["usage"]["api_calls"], 10);
+    assert_eq!(after["usage"]["bytes_in"], bytes_in);
+}
+
+#[tokio::test]
+async fn the_monthly_allowance_answers_429_quota_exceeded_once_spent() {
+    let app = spawn_app().await;
+    let t = app
+        .create_tenant_with(
+            json!({"slug": "allowance", "quotas": {"max_api_calls_month": 5, "max_requests_per_minute": null}}),
+        )
+        .await;
+    for _ in 0..5 {
+        assert_eq!(app.raw(Some(&t.owner), Method::GET, "/v1/whoami", None, &[]).await.status, 200);
+    }
+    let res = app.raw(Some(&t.owner), Method::GET, "/v1/whoami", None, &[]).await;
+    assert_error(&res, 429, "quota_exceeded");
+    assert_eq!(res.json().unwrap()["error"]["limit"], 5);
+    // The operator is not metered, and raising the allowance applies at once.
+    app.operator().update_tenant("allowance", &json!({"quotas": {"max_api_calls_month": 6}})).await.unwrap();
+    assert_eq!(app.raw(Some(&t.owner), Method::GET, "/v1/whoami", None, &[]).await.status, 200);
+    assert_eq!(app.raw(Some(&t.owner), Method::GET, "/v1/whoami", None, &[]).await.status, 429);
+}
