@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-50}
 command -v schemathesis >/dev/null || python3 -m pip install -q schemathesis
+# A fresh pyenv may not have a shim for the new console script yet: fall back to its real path.
+ST=$(command -v schemathesis || echo "$(python3 -c 'import os, sys; print(os.path.dirname(sys.executable))')/schemathesis")
 cargo build -q
 WORK=$(mktemp -d)
 PORT=18090
@@ -22,7 +24,7 @@ for who in owner operator; do
   key=fuzz-operator
   [ "$who" = owner ] && key=$OWNER
   echo "== schemathesis as $who"
-  schemathesis run "http://127.0.0.1:$PORT/openapi.json" -H "Authorization: Bearer $key" \
+  "$ST" run "http://127.0.0.1:$PORT/openapi.json" -H "Authorization: Bearer $key" \
     -n "$N" --seed 1 \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth,unsupported_method --no-color --suppress-health-check=filter_too_much 2>&1 | tail -12
 done
