@@ -212,6 +212,16 @@ impl Client {
         }
         self.json(Method::GET, &q, None).await
     }
+    /// `GET /v1/tenants/{slug}/usage` with a query string (`?from=..&to=..&granularity=..`).
+    pub async fn tenant_usage(&self, slug: &str, query: &str) -> Result<Value> {
+        self.json(Method::GET, &format!("/v1/tenants/{}/usage{query}", encode_query(slug)), None).await
+    }
+    /// The CSV billing export of a tenant's usage.
+    pub async fn tenant_usage_csv(&self, slug: &str, query: &str) -> Result<bytes::Bytes> {
+        let sep = if query.is_empty() { "?" } else { "&" };
+        let path = format!("/v1/tenants/{}/usage{query}{sep}format=csv", encode_query(slug));
+        Ok(self.call(Method::GET, &path, None, &[]).await?.body)
+    }
     pub async fn audit(&self, query: &str) -> Result<Value> {
         self.json(Method::GET, &format!("/v1/audit{query}"), None).await
     }

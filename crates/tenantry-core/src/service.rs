@@ -111,6 +111,18 @@ pub struct UsageReport {
     pub period: Period,
     pub usage: UsageNumbers,
     pub limits: Limits,
+    /// With a `from`/`to`/`granularity` query: the counters per day or month of the period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<Vec<SeriesPoint>>,
+}
+
+/// One day (`2026-11-23`) or month (`2026-11`) of metered usage.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SeriesPoint {
+    pub period: String,
+    #[serde(flatten)]
+    pub counters: crate::usage::Counters,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -401,6 +413,7 @@ impl Tenantry {
             period: Period { from, to },
             usage: UsageNumbers { storage_bytes: stored.storage_bytes, files: stored.files, keys: usable, counters },
             limits: self.limits_of(tenant),
+            series: None,
         })
     }
 
@@ -409,11 +422,69 @@ impl Tenantry {
         self.usage_report(caller.tenant(), &caller.scope()).await
     }
 
-    /// `GET /v1/tenants/{slug}/usage`: the same for any tenant, for the operator.
-    pub async fn tenant_usage(&self, caller: &Caller, slug: &str) -> Result<UsageReport> {
+    /// `GET /v1/tenants/{slug}/usage`: the same for any tenant, for the operator. With `from`
+    /// and/or `to` (dates or RFC 3339; `to` exclusive) the counters cover that period, and
+    /// `series` breaks it down by `granularity` (`day`, the default, or `month`).
+    pub async fn tenant_usage(
+        &self,
+        caller: &Caller,
+        slug: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        granularity: Option<&str>,
+    ) -> Result<UsageReport> {
         let grant = caller.operator()?;
         let tenant = self.tenant_by_slug(slug)?;
-        self.usage_report(&tenant, &grant.scope_of(&tenant)).await
+        let scope = grant.scope_of(&tenant);
+        let mut report = self.usage_report(&tenant, &scope).await?;
+        if from.is_none() && to.is_none() && granularity.is_none() {
+            return Ok(report);
+        }
+        let parse = |s: &str| {
+            let s = s.trim();
+            if s.len() == 10 {
+                Timestamp::parse(&format!("{s}T00:00:00Z"))
+            } else {
+                Timestamp::parse(s)
+            }
+        };
+        let from = match from.filter(|s| !s.is_empty()) {
+            Some(s) => parse(s)?,
+            None => report.period.from,
+        };
+        let to = match to.filter(|s| !s.is_empty()) {
+            Some(s) => parse(s)?,
+            None => report.period.to,
+        };
+        if to <= from {
+            return Err(Error::invalid_request("`to` must be after `from`"));
+        }
+        let monthly = match granularity.unwrap_or("day") {
+            "day" => false,
+            "month" => true,
+            other => return Err(Error::invalid_request(format!("unknown granularity {other:?}: use day or month"))),
+        };
+        let day_of = |t: Timestamp| t.millis().div_euclid(crate::usage::DAY_MS);
+        let (from_day, to_day) = (day_of(from), day_of(Timestamp::from_millis(to.millis() + crate::usage::DAY_MS - 1)));
+        let mut days: std::collections::BTreeMap<i64, crate::usage::Counters> = Default::default();
+        for (d, c) in self.store.usage_by_day(&scope, from_day, to_day).await? {
+            days.entry(d).or_default().add(&c);
+        }
+        for (d, c) in self.meter.pending_by_day(&tenant.id, from_day, to_day) {
+            days.entry(d).or_default().add(&c);
+        }
+        let mut series: std::collections::BTreeMap<String, crate::usage::Counters> = Default::default();
+        let mut total = crate::usage::Counters::default();
+        for (d, c) in &days {
+            let date = Timestamp::from_millis(d * crate::usage::DAY_MS).to_string();
+            let key = if monthly { date[..7].to_owned() } else { date[..10].to_owned() };
+            series.entry(key).or_default().add(c);
+            total.add(c);
+        }
+        report.period = Period { from, to };
+        report.usage.counters = total;
+        report.series = Some(series.into_iter().map(|(period, counters)| SeriesPoint { period, counters }).collect());
+        Ok(report)
     }
 
     /// Records a refused request in the caller's tenant's audit log.

@@ -165,6 +165,13 @@ pub trait UsageLog: Send + Sync {
     async fn add_usage(&self, batch: Vec<(TenantId, i64, crate::usage::Counters)>) -> Result<()>;
     /// The tenant's counters summed over days `[from_day, to_day)`.
     async fn usage_between(&self, scope: &TenantScope, from_day: i64, to_day: i64) -> Result<crate::usage::Counters>;
+    /// The tenant's counters per day over `[from_day, to_day)`, days without usage left out.
+    async fn usage_by_day(
+        &self,
+        scope: &TenantScope,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<(i64, crate::usage::Counters)>>;
     /// Every tenant's API calls over days `[from_day, to_day)` (to seed the monthly allowance).
     async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>>;
 }

@@ -89,6 +89,17 @@ impl Meter {
         }
     }
 
+    /// Not-yet-flushed usage of `tenant` per day on days `[from_day, to_day)`.
+    pub fn pending_by_day(&self, tenant: &TenantId, from_day: i64, to_day: i64) -> Vec<(i64, Counters)> {
+        let inner = self.lock();
+        inner
+            .pending
+            .iter()
+            .filter(|((t, d), _)| t == tenant && *d >= from_day && *d < to_day)
+            .map(|((_, d), c)| (*d, *c))
+            .collect()
+    }
+
     /// Not-yet-flushed usage of `tenant` on days `[from_day, to_day)`.
     pub fn pending(&self, tenant: &TenantId, from_day: i64, to_day: i64) -> Counters {
         let inner = self.lock();

@@ -772,6 +772,35 @@ impl UsageLog for SqliteStore {
         .await
     }
 
+    async fn usage_by_day(&self, scope: &TenantScope, from_day: i64, to_day: i64) -> Result<Vec<(i64, Counters)>> {
+        let tenant = scope.tenant_id().clone();
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT day, api_calls, reads, writes, bytes_in, bytes_out, searches FROM usage_daily
+                     WHERE tenant_id = ?1 AND day >= ?2 AND day < ?3 ORDER BY day",
+                )
+                .map_err(sql_error)?;
+            let rows = s
+                .query_map(params![tenant.as_str(), from_day, to_day], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        Counters {
+                            api_calls: r.get::<_, i64>(1)? as u64,
+                            reads: r.get::<_, i64>(2)? as u64,
+                            writes: r.get::<_, i64>(3)? as u64,
+                            bytes_in: r.get::<_, i64>(4)? as u64,
+                            bytes_out: r.get::<_, i64>(5)? as u64,
+                            searches: r.get::<_, i64>(6)? as u64,
+                        },
+                    ))
+                })
+                .map_err(sql_error)?;
+            rows.map(|r| r.map_err(sql_error)).collect()
+        })
+        .await
+    }
+
     async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>> {
         self.read(move |conn| {
             let mut s = conn

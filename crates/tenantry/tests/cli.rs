@@ -201,6 +201,15 @@ fn the_cli_creates_switches_and_moves_bytes_unchanged() {
     let reader = as_owner.with_key(k["key"].as_str().unwrap());
     assert!(!reader.run(&["whoami"]).status.success());
 
+    let usage = cli.ok(&["tenant", "usage", "acme"]);
+    assert!(usage.starts_with("[acme] usage "), "{usage}");
+    assert!(usage.contains("max") || usage.contains("unlimited") || usage.contains("storage_bytes"), "{usage}");
+    let csv_path = dir.path().join("usage.csv");
+    cli.ok(&["tenant", "usage", "acme", "--csv", csv_path.to_str().unwrap()]);
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    assert!(csv.starts_with("tenant,period,api_calls,"), "{csv}");
+    assert_eq!(cli.json(&["tenant", "usage", "acme"])["tenant"], "acme");
+
     let verify = as_owner.ok(&["audit", "verify"]);
     assert!(verify.starts_with("[acme] audit chain intact"), "{verify}");
     let log = as_owner.json(&["audit", "--action", "file.write"]);

@@ -1,11 +1,12 @@
 //! Usage (API.md §8): this month's metered requests, stored bytes, files and keys, and limits.
 
-use crate::edge::Authed;
-use crate::error::ApiResult;
+use crate::edge::{ApiQuery, Authed};
+use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Deserialize;
 use tenantry_core::service::UsageReport;
 
 /// The caller's tenant's usage this month.
@@ -14,13 +15,46 @@ pub async fn own(State(state): State<AppState>, Authed(caller): Authed) -> ApiRe
     Ok(Json(state.svc.usage(&caller).await?).into_response())
 }
 
-/// Any tenant's usage this month (operator).
-#[utoipa::path(get, path = "/v1/tenants/{slug}/usage", tag = "usage", params(("slug" = String, Path)),
-    responses((status = 200, description = "usage and limits", body = UsageReport)))]
+#[derive(Deserialize)]
+pub struct UsageQuery {
+    from: Option<String>,
+    to: Option<String>,
+    granularity: Option<String>,
+    format: Option<String>,
+}
+
+/// Any tenant's usage (operator): this month, or `from`..`to` by `granularity`; `format=csv`
+/// gives the billing export.
+#[utoipa::path(get, path = "/v1/tenants/{slug}/usage", tag = "usage", params(("slug" = String, Path),
+        ("from" = Option<String>, Query, description = "YYYY-MM-DD or RFC 3339; default: start of this month"),
+        ("to" = Option<String>, Query, description = "exclusive; default: start of next month"),
+        ("granularity" = Option<String>, Query, description = "day (default) or month"),
+        ("format" = Option<String>, Query, description = "json (default) or csv")),
+    responses((status = 200, description = "usage and limits (with `series` for a period query); with format=csv, text/csv rows tenant,period,api_calls,reads,writes,bytes_in,bytes_out,searches",
+        content((UsageReport = "application/json"), (String = "text/csv")))))]
 pub async fn tenant(
     State(state): State<AppState>,
     Authed(caller): Authed,
     Path(slug): Path<String>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> ApiResult<Response> {
-    Ok(Json(state.svc.tenant_usage(&caller, &slug).await?).into_response())
+    let csv = match q.format.as_deref() {
+        None | Some("") | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => return Err(ApiError::invalid(format!("unknown format {other:?}: use json or csv"))),
+    };
+    let granularity = q.granularity.as_deref().or(csv.then_some("day"));
+    let report = state.svc.tenant_usage(&caller, &slug, q.from.as_deref(), q.to.as_deref(), granularity).await?;
+    if !csv {
+        return Ok(Json(report).into_response());
+    }
+    let mut out = String::from("tenant,period,api_calls,reads,writes,bytes_in,bytes_out,searches\n");
+    for p in report.series.iter().flatten() {
+        let c = &p.counters;
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{}\n",
+            report.tenant, p.period, c.api_calls, c.reads, c.writes, c.bytes_in, c.bytes_out, c.searches
+        ));
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
 }

@@ -144,6 +144,23 @@ pub enum TenantCmd {
         #[arg(long)]
         yes: bool,
     },
+    /// Usage and limits (this month, or --from/--to), with a per-day chart; --csv writes the
+    /// billing export.
+    Usage {
+        slug: Option<String>,
+        /// First day (YYYY-MM-DD), default the start of this month.
+        #[arg(long)]
+        from: Option<String>,
+        /// Day after the last (YYYY-MM-DD), default the start of next month.
+        #[arg(long)]
+        to: Option<String>,
+        /// day or month
+        #[arg(long, default_value = "day")]
+        granularity: String,
+        /// Write the CSV billing export to this file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
     /// Make SLUG the active tenant of this client.
     Switch { slug: String },
     /// Which tenant the client acts on, and why.

@@ -172,6 +172,38 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                 println!("[{slug}] purged: every byte of its data is erased");
             }
         }
+        TenantCmd::Usage { slug, from, to, granularity, csv } => {
+            let slug = match slug {
+                Some(s) => s,
+                None => ctx.resolve().await?.slug,
+            };
+            let mut q = format!("?granularity={}", tenantry_client::encode_query(&granularity));
+            for (name, v) in [("from", &from), ("to", &to)] {
+                if let Some(v) = v {
+                    q.push_str(&format!("&{name}={}", tenantry_client::encode_query(v)));
+                }
+            }
+            if let Some(file) = csv {
+                let bytes = client.tenant_usage_csv(&slug, &q).await.map_err(|e| explain(e, Some(&slug)))?;
+                std::fs::write(&file, &bytes).with_context(|| format!("cannot write {}", file.display()))?;
+                if ctx.json {
+                    json(&json!({ "tenant": slug, "csv": file, "bytes": bytes.len() }));
+                } else {
+                    println!(
+                        "[{slug}] usage written to {} ({} lines)",
+                        file.display(),
+                        bytes.iter().filter(|b| **b == b'\n').count()
+                    );
+                }
+                return Ok(());
+            }
+            let report = client.tenant_usage(&slug, &q).await.map_err(|e| explain(e, Some(&slug)))?;
+            if ctx.json {
+                json(&report);
+                return Ok(());
+            }
+            print_usage(&slug, &report);
+        }
         TenantCmd::Switch { slug } => {
             // Check that the key can act on it before making it the default.
             let c = client.with_tenant(Some(slug.clone()));
@@ -209,4 +241,39 @@ async fn action(ctx: &Context, slug: &str, verb: &str, done: &str) -> anyhow::Re
     let t = ctx.client().tenant_action(slug, verb).await.map_err(|e| explain(e, Some(slug)))?;
     print_tenant(ctx, &t, done);
     Ok(())
+}
+
+/// Limits and use as a table, then a bar per day (or month) of API calls.
+fn print_usage(slug: &str, r: &Value) {
+    println!(
+        "[{slug}] usage {} → {} (tier {})",
+        field(&r["period"], "from"),
+        field(&r["period"], "to"),
+        field(r, "tier")
+    );
+    let rows = [
+        ("storage_bytes", "max_storage_bytes"),
+        ("files", "max_files"),
+        ("keys", "max_keys"),
+        ("api_calls", "max_api_calls_month"),
+        ("reads", ""),
+        ("writes", ""),
+        ("bytes_in", ""),
+        ("bytes_out", ""),
+        ("searches", ""),
+    ]
+    .iter()
+    .map(|(u, l)| {
+        let limit = if l.is_empty() { String::new() } else { field(&r["limits"], l).replace('-', "unlimited") };
+        vec![u.to_string(), field(&r["usage"], u), limit]
+    })
+    .collect();
+    table(&["", "USED", "LIMIT"], rows);
+    let series = r["series"].as_array().cloned().unwrap_or_default();
+    let max = series.iter().filter_map(|p| p["api_calls"].as_u64()).max().unwrap_or(0).max(1);
+    for p in &series {
+        let n = p["api_calls"].as_u64().unwrap_or(0);
+        let width = ((n as f64 / max as f64) * 40.0).round() as usize;
+        println!("  {:<10} {:>8} {}", field(p, "period"), n, "█".repeat(width));
+    }
 }

@@ -69,3 +69,37 @@ async fn the_monthly_allowance_answers_429_quota_exceeded_once_spent() {
     assert_eq!(app.raw(Some(&t.owner), Method::GET, "/v1/whoami", None, &[]).await.status, 200);
     assert_eq!(app.raw(Some(&t.owner), Method::GET, "/v1/whoami", None, &[]).await.status, 429);
 }
+
+#[tokio::test]
+async fn the_operator_gets_usage_by_day_or_month_and_as_csv() {
+    let app = spawn_app().await;
+    let t = app.create_tenant_with(json!({"slug": "billed", "quotas": {"max_requests_per_minute": null}})).await;
+    for _ in 0..3 {
+        app.raw(Some(&t.owner), Method::PUT, "/v1/files/x", Some(b"12345"), &[]).await;
+    }
+    let today = tenantry_core::time::Clock::now(&tenantry_core::time::SystemClock).to_string()[..10].to_owned();
+    let month = &today[..7];
+    let op = app.operator();
+    let by_day = op.tenant_usage("billed", "?from=2020-01-01&to=2100-01-01&granularity=day").await.unwrap();
+    assert_eq!(
+        by_day["series"],
+        json!([{"period": today, "api_calls": 3, "reads": 0, "writes": 3, "bytes_in": 15, "bytes_out": by_day["usage"]["bytes_out"], "searches": 0}])
+    );
+    assert_eq!(by_day["usage"]["api_calls"], 3);
+    assert_eq!(by_day["period"]["from"], "2020-01-01T00:00:00.000Z");
+    let by_month = op.tenant_usage("billed", "?granularity=month").await.unwrap();
+    assert_eq!(by_month["series"][0]["period"], month);
+    assert_eq!(by_month["series"][0]["api_calls"], 3);
+    let before = op.tenant_usage("billed", "?from=2020-01-01&to=2020-02-01").await.unwrap();
+    assert_eq!((before["usage"]["api_calls"].as_u64(), before["series"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    let csv = op.tenant_usage_csv("billed", "").await.unwrap();
+    let text = String::from_utf8(csv.to_vec()).unwrap();
+    let lines: Vec<_> = text.lines().collect();
+    assert_eq!(lines[0], "tenant,period,api_calls,reads,writes,bytes_in,bytes_out,searches");
+    assert!(lines[1].starts_with(&format!("billed,{today},3,0,3,15,")), "{text}");
+    for bad in ["?granularity=week", "?from=2026-02-01&to=2026-01-01", "?from=yesterday", "?format=xml"] {
+        let res =
+            app.raw(Some(&app.admin_key), Method::GET, &format!("/v1/tenants/billed/usage{bad}"), None, &[]).await;
+        assert_error(&res, 400, "invalid_request");
+    }
+}
