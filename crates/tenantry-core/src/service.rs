@@ -338,6 +338,23 @@ impl Tenantry {
         }
     }
 
+    /// Whether `secret` is the operator key (for the operator-only parts of `/metrics`).
+    pub fn is_operator_key(&self, secret: &str) -> bool {
+        self.operator_hash.matches(secret)
+    }
+
+    /// (slug, requests, stored bytes, files) of the given tenants, for the busiest-tenants metrics.
+    /// Tenants purged meanwhile are left out.
+    pub async fn tenant_gauges(&self, busiest: Vec<(TenantId, u64)>) -> Result<Vec<(String, u64, u64, u64)>> {
+        let mut rows = Vec::with_capacity(busiest.len());
+        for (id, requests) in busiest {
+            let Some(tenant) = self.directory.tenant(&id) else { continue };
+            let used = self.store.usage(&crate::store::TenantScope::new(&tenant)).await?;
+            rows.push((tenant.slug.to_string(), requests, used.storage_bytes, used.files));
+        }
+        Ok(rows)
+    }
+
     /// Counts a tenant-key request against its tenant's `max_requests_per_minute` (API.md §8).
     /// `None` for the operator and for tenants without a rate limit.
     pub fn admit(&self, caller: &Caller) -> Option<crate::ratelimit::RateDecision> {

@@ -288,6 +288,9 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
     }
+    if let Some(caller) = slot.0 .0.get() {
+        state.metrics.record_tenant(&caller.tenant().id);
+    }
     if let (Some(caller), true) = (slot.0 .0.get(), slot.0 .2.load(std::sync::atomic::Ordering::Relaxed)) {
         let bytes_out = axum::body::HttpBody::size_hint(res.body()).exact().unwrap_or(0);
         let read = method == axum::http::Method::GET || method == axum::http::Method::HEAD;

@@ -1,6 +1,8 @@
 //! Prometheus metrics kept with atomics: requests by route template, method and status, a
 //! latency histogram by route, and tenants by status. Labels are route *templates*, never raw
-//! paths or tenant names, so the number of series is bounded by the route table.
+//! paths, so the number of series is bounded by the route table. Per-tenant series exist only
+//! for the [`TOP_TENANTS`] busiest tenants, and only for a scrape with the operator key (tenant
+//! names are not for anonymous eyes).
 
 use axum::http::Method;
 use rand::Rng;
@@ -10,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tenantry_core::directory::Directory;
+use tenantry_core::ids::TenantId;
 
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -32,12 +35,22 @@ pub struct Metrics {
     next_id: AtomicU64,
     // Looked up by `&str` on the hot path: no allocation once a route has been seen.
     routes: RwLock<HashMap<String, Arc<RouteStats>>>,
+    /// Requests per tenant since start; only the busiest few are ever rendered (see `busiest`).
+    tenants: RwLock<HashMap<TenantId, AtomicU64>>,
 }
+
+/// How many tenants get their own series: label cardinality stays bounded however many exist.
+pub const TOP_TENANTS: usize = 20;
 
 impl Default for Metrics {
     fn default() -> Self {
         let boot: u32 = rand::thread_rng().gen();
-        Metrics { boot: format!("{boot:08x}"), next_id: AtomicU64::new(1), routes: Default::default() }
+        Metrics {
+            boot: format!("{boot:08x}"),
+            next_id: AtomicU64::new(1),
+            routes: Default::default(),
+            tenants: Default::default(),
+        }
     }
 }
 
@@ -72,6 +85,47 @@ impl Metrics {
         }
         h.count.fetch_add(1, Ordering::Relaxed);
         h.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn record_tenant(&self, tenant: &TenantId) {
+        let counted = self.tenants.read().ok().and_then(|m| m.get(tenant).map(|c| c.fetch_add(1, Ordering::Relaxed)));
+        if counted.is_none() {
+            let mut m = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+            m.entry(tenant.clone()).or_default().fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The `n` tenants with the most requests since start, busiest first.
+    pub fn busiest(&self, n: usize) -> Vec<(TenantId, u64)> {
+        let mut all: Vec<(TenantId, u64)> = self
+            .tenants
+            .read()
+            .map(|m| m.iter().map(|(t, c)| (t.clone(), c.load(Ordering::Relaxed))).collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+
+    /// Per-tenant series for the busiest tenants: (slug, requests, storage bytes, files).
+    pub fn render_tenants(rows: &[(String, u64, u64, u64)]) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP tenantry_tenant_requests_total Requests since start, for the busiest tenants only.\n");
+        out.push_str("# TYPE tenantry_tenant_requests_total counter\n");
+        for (slug, requests, _, _) in rows {
+            let _ = writeln!(out, "tenantry_tenant_requests_total{{tenant=\"{}\"}} {requests}", escape(slug));
+        }
+        out.push_str("# HELP tenantry_tenant_storage_bytes Stored bytes, for the busiest tenants only.\n");
+        out.push_str("# TYPE tenantry_tenant_storage_bytes gauge\n");
+        for (slug, _, bytes, _) in rows {
+            let _ = writeln!(out, "tenantry_tenant_storage_bytes{{tenant=\"{}\"}} {bytes}", escape(slug));
+        }
+        out.push_str("# HELP tenantry_tenant_files Stored files, for the busiest tenants only.\n");
+        out.push_str("# TYPE tenantry_tenant_files gauge\n");
+        for (slug, _, _, files) in rows {
+            let _ = writeln!(out, "tenantry_tenant_files{{tenant=\"{}\"}} {files}", escape(slug));
+        }
+        out
     }
 
     pub fn render(&self, directory: &Directory) -> String {

@@ -3,7 +3,7 @@
 use crate::error::error_response;
 use crate::AppState;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -28,10 +28,23 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text: requests by route and status, latency histogram, tenants by status.
+/// Prometheus text: requests by route and status, latency histogram, tenants by status; with the
+/// operator key, also requests, stored bytes and files of the 20 busiest tenants.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(state.svc.directory());
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let mut body = state.metrics.render(state.svc.directory());
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if bearer.is_some_and(|b| state.svc.is_operator_key(b)) {
+        let busiest = state.metrics.busiest(crate::metrics::TOP_TENANTS);
+        match state.svc.tenant_gauges(busiest).await {
+            Ok(rows) => body.push_str(&crate::metrics::Metrics::render_tenants(&rows)),
+            Err(e) => tracing::error!("per-tenant metrics: {e}"),
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

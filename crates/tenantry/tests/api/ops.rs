@@ -51,3 +51,29 @@ async fn unknown_routes_and_methods_get_the_error_shape_with_a_request_id() {
     assert_eq!(res.status, 405);
     assert_eq!(code(&res), "invalid_request");
 }
+
+#[tokio::test]
+async fn busiest_tenants_get_their_own_series_only_for_the_operator() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    app.as_key(&t.owner).put_file("/a", vec![0; 1234], None).await.unwrap();
+    for _ in 0..4 {
+        app.as_key(&t.owner).get_file("/a").await.unwrap();
+    }
+    let anonymous = String::from_utf8(app.raw(None, Method::GET, "/metrics", None, &[]).await.body.to_vec()).unwrap();
+    assert!(!anonymous.contains("acme"), "no tenant names without the operator key");
+    let op = String::from_utf8(app.raw(Some(&app.admin_key), Method::GET, "/metrics", None, &[]).await.body.to_vec())
+        .unwrap();
+    assert!(op.contains("tenantry_tenant_requests_total{tenant=\"acme\"} 5"), "{op}");
+    assert!(op.contains("tenantry_tenant_storage_bytes{tenant=\"acme\"} 1234"), "{op}");
+    assert!(op.contains("tenantry_tenant_files{tenant=\"acme\"} 1"), "{op}");
+    // However many tenants there are, only the 20 busiest get series.
+    for i in 0..22 {
+        let other = app.create_tenant(&format!("t{i}")).await;
+        app.as_key(&other.owner).whoami().await.unwrap();
+    }
+    let op = String::from_utf8(app.raw(Some(&app.admin_key), Method::GET, "/metrics", None, &[]).await.body.to_vec())
+        .unwrap();
+    assert_eq!(op.lines().filter(|l| l.starts_with("tenantry_tenant_requests_total{")).count(), 20);
+    assert!(op.contains("tenantry_tenant_requests_total{tenant=\"acme\"} 5"), "the busiest stays in");
+}
