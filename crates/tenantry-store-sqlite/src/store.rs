@@ -716,6 +716,12 @@ impl FileStore for SqliteStore {
     }
 }
 
+/// The six usage counters, read from `r` starting at column `first`.
+fn counters_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<Counters> {
+    let n = |i: usize| r.get::<_, i64>(first + i).map(|v| v.max(0) as u64);
+    Ok(Counters { api_calls: n(0)?, reads: n(1)?, writes: n(2)?, bytes_in: n(3)?, bytes_out: n(4)?, searches: n(5)? })
+}
+
 #[async_trait]
 impl UsageLog for SqliteStore {
     async fn add_usage(&self, batch: Vec<(TenantId, i64, Counters)>) -> Result<()> {
@@ -755,18 +761,7 @@ impl UsageLog for SqliteStore {
                         COALESCE(SUM(bytes_in), 0), COALESCE(SUM(bytes_out), 0), COALESCE(SUM(searches), 0)
                  FROM usage_daily WHERE tenant_id = ?1 AND day >= ?2 AND day < ?3",
             )
-            .and_then(|mut s| {
-                s.query_row(params![tenant.as_str(), from_day, to_day], |r| {
-                    Ok(Counters {
-                        api_calls: r.get::<_, i64>(0)? as u64,
-                        reads: r.get::<_, i64>(1)? as u64,
-                        writes: r.get::<_, i64>(2)? as u64,
-                        bytes_in: r.get::<_, i64>(3)? as u64,
-                        bytes_out: r.get::<_, i64>(4)? as u64,
-                        searches: r.get::<_, i64>(5)? as u64,
-                    })
-                })
-            })
+            .and_then(|mut s| s.query_row(params![tenant.as_str(), from_day, to_day], |r| counters_from_row(r, 0)))
             .map_err(sql_error)
         })
         .await
@@ -783,17 +778,7 @@ impl UsageLog for SqliteStore {
                 .map_err(sql_error)?;
             let rows = s
                 .query_map(params![tenant.as_str(), from_day, to_day], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        Counters {
-                            api_calls: r.get::<_, i64>(1)? as u64,
-                            reads: r.get::<_, i64>(2)? as u64,
-                            writes: r.get::<_, i64>(3)? as u64,
-                            bytes_in: r.get::<_, i64>(4)? as u64,
-                            bytes_out: r.get::<_, i64>(5)? as u64,
-                            searches: r.get::<_, i64>(6)? as u64,
-                        },
-                    ))
+                    Ok((r.get::<_, i64>(0)?, counters_from_row(r, 1)?))
                 })
                 .map_err(sql_error)?;
             rows.map(|r| r.map_err(sql_error)).collect()

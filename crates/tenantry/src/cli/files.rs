@@ -2,7 +2,7 @@
 //! `[slug]` line goes to standard error.
 
 use super::context::{explain, Context};
-use super::output::{field, human_bytes, json, table};
+use super::output::{field, human_bytes, json, table, take_page};
 use super::FsCmd;
 use anyhow::Context as _;
 use serde_json::{json, Value};
@@ -64,10 +64,9 @@ pub async fn run(ctx: &Context, cmd: FsCmd) -> anyhow::Result<()> {
                     .list_files(&prefix, recursive, cursor.as_deref())
                     .await
                     .map_err(|e| explain(e, Some(slug)))?;
-                items.extend(page["items"].as_array().cloned().unwrap_or_default());
-                match page["next_cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_owned()),
-                    None => break,
+                cursor = take_page(&mut items, &page);
+                if cursor.is_none() {
+                    break;
                 }
             }
             if ctx.json {

@@ -41,3 +41,9 @@ pub fn human_bytes(n: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+/// Adds a listing page's items to `items` and returns the cursor of the next page, if any.
+pub fn take_page(items: &mut Vec<Value>, page: &Value) -> Option<String> {
+    items.extend(page["items"].as_array().cloned().unwrap_or_default());
+    page["next_cursor"].as_str().map(str::to_owned)
+}

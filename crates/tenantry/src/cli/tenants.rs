@@ -1,7 +1,7 @@
 //! `tenantry tenant ...`: administration with the operator key, and the active-tenant context.
 
 use super::context::{explain, write_active_tenant, Context};
-use super::output::{field, json, table};
+use super::output::{field, json, table, take_page};
 use super::TenantCmd;
 use anyhow::{bail, Context as _};
 use serde_json::{json, Map, Value};
@@ -94,10 +94,9 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                     q.push_str(&format!("&cursor={c}"));
                 }
                 let page = client.list_tenants(&q).await.map_err(|e| explain(e, None))?;
-                items.extend(page["items"].as_array().cloned().unwrap_or_default());
-                match page["next_cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_owned()),
-                    None => break,
+                cursor = take_page(&mut items, &page);
+                if cursor.is_none() {
+                    break;
                 }
             }
             if ctx.json {
