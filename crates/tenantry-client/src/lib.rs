@@ -228,4 +228,109 @@ impl Client {
     pub async fn verify_audit(&self) -> Result<Value> {
         self.json(Method::GET, "/v1/audit/verify", None).await
     }
+    // ---- the data plane (API.md §7) ----
+
+    fn memory_path(namespace: &str, key: &str) -> String {
+        format!("/v1/memory/{}/{}", encode_query(namespace), encode_path(key))
+    }
+    /// Sets a memory value; `ttl_seconds` makes it expire.
+    pub async fn set_memory(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &Value,
+        ttl_seconds: Option<u64>,
+    ) -> Result<Value> {
+        let mut path = Self::memory_path(namespace, key);
+        if let Some(t) = ttl_seconds {
+            path.push_str(&format!("?ttl_seconds={t}"));
+        }
+        self.json(Method::PUT, &path, Some(value)).await
+    }
+    pub async fn get_memory(&self, namespace: &str, key: &str) -> Result<Value> {
+        self.json(Method::GET, &Self::memory_path(namespace, key), None).await
+    }
+    pub async fn delete_memory(&self, namespace: &str, key: &str) -> Result<()> {
+        self.json(Method::DELETE, &Self::memory_path(namespace, key), None).await.map(|_| ())
+    }
+    /// One page of a namespace; `query` is appended as is (`?prefix=..&cursor=..`).
+    pub async fn list_memory(&self, namespace: &str, query: &str) -> Result<Value> {
+        self.json(Method::GET, &format!("/v1/memory/{}{query}", encode_query(namespace)), None).await
+    }
+    /// `GET /v1/search?q=..` plus extra query (`&prefix=..&limit=..`).
+    pub async fn search(&self, q: &str, extra: &str) -> Result<Value> {
+        self.json(Method::GET, &format!("/v1/search?q={}{extra}", encode_query(q)), None).await
+    }
+    pub async fn events(&self, after: u64, limit: Option<usize>) -> Result<Value> {
+        let limit = limit.map(|l| format!("&limit={l}")).unwrap_or_default();
+        self.json(Method::GET, &format!("/v1/events?after={after}{limit}"), None).await
+    }
+    /// Opens the live event stream (SSE) after `after`; read it with [`EventStream::next`].
+    pub async fn event_stream(&self, after: Option<u64>) -> Result<EventStream> {
+        let mut req = self.http.get(format!("{}/v1/events", self.base)).header("accept", "text/event-stream");
+        if let Some(k) = &self.key {
+            req = req.header(AUTHORIZATION, format!("Bearer {k}"));
+        }
+        if let Some(t) = &self.tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        if let Some(a) = after {
+            req = req.header("last-event-id", a.to_string());
+        }
+        let res =
+            req.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), reason: e.to_string() })?;
+        if !res.status().is_success() {
+            let status = res.status().as_u16();
+            let v: Value = res.json().await.unwrap_or(Value::Null);
+            let e = &v["error"];
+            return Err(ClientError::Api {
+                status,
+                code: e["code"].as_str().unwrap_or("unknown").to_owned(),
+                message: e["message"].as_str().unwrap_or("no error body").to_owned(),
+                request_id: e["request_id"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+        Ok(EventStream { res, buf: String::new() })
+    }
+    pub async fn create_webhook(&self, body: &Value) -> Result<Value> {
+        self.json(Method::POST, "/v1/webhooks", Some(body)).await
+    }
+    pub async fn list_webhooks(&self) -> Result<Value> {
+        self.json(Method::GET, "/v1/webhooks", None).await
+    }
+    pub async fn delete_webhook(&self, id: &str) -> Result<()> {
+        self.json(Method::DELETE, &format!("/v1/webhooks/{}", encode_query(id)), None).await.map(|_| ())
+    }
+    pub async fn webhook_deliveries(&self, id: &str) -> Result<Value> {
+        self.json(Method::GET, &format!("/v1/webhooks/{}/deliveries", encode_query(id)), None).await
+    }
+}
+
+/// A live event stream: each [`next`](Self::next) returns the next event's JSON (comments and
+/// keep-alives skipped), or `None` when the server ends the stream.
+pub struct EventStream {
+    res: reqwest::Response,
+    buf: String,
+}
+
+impl EventStream {
+    pub async fn next(&mut self) -> Result<Option<Value>> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let data: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                if data.is_empty() {
+                    continue;
+                }
+                return serde_json::from_str(&data.join("\n"))
+                    .map(Some)
+                    .map_err(|e| ClientError::Transport { url: String::new(), reason: format!("bad event: {e}") });
+            }
+            match self.res.chunk().await {
+                Ok(Some(chunk)) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(ClientError::Transport { url: String::new(), reason: e.to_string() }),
+            }
+        }
+    }
 }

@@ -47,6 +47,7 @@ macro_rules! id_type {
 
 id_type!(TenantId, "tnt_", 16);
 id_type!(KeyId, "key_", 16);
+id_type!(WebhookId, "whk_", 16);
 
 #[cfg(test)]
 mod tests {

@@ -12,16 +12,22 @@
 //! - [`store`]: the capability traits a storage backend implements.
 //! - [`service`]: the use cases (tenants, keys, files, audit) tying rules, store and audit together.
 //! - [`audit`]: the tamper-evident hash chain of each tenant's audit log.
+//! - The data plane: [`memory`] (namespaced JSON values), [`search`] (tokens, per-tenant BM25,
+//!   snippets), [`events`] (the change feed and the [`events::Journal`] every change writes) and
+//!   [`webhook`] (subscriptions, signatures, retries, the private-network guard).
 
 pub mod audit;
 pub mod caller;
 pub mod directory;
 pub mod error;
+pub mod events;
 pub mod ids;
+pub mod memory;
 pub mod model;
 pub mod path;
 pub mod ratelimit;
 pub mod role;
+pub mod search;
 pub mod secret;
 pub mod service;
 pub mod slug;
@@ -29,5 +35,6 @@ pub mod store;
 pub mod tier;
 pub mod time;
 pub mod usage;
+pub mod webhook;
 
 pub use error::{Error, ErrorCode, Result};

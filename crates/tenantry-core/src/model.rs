@@ -205,3 +205,17 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
 }
+
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` items fetched in order: the extra one, if present, only
+    /// says there is more, and the cursor names the last item kept.
+    pub fn cut(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(cursor_of)
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}

@@ -7,6 +7,7 @@ use crate::audit::{self, ChainReport};
 use crate::caller::{self, Caller, RequestFacts, TenantNaming};
 use crate::directory::Directory;
 use crate::error::{Error, ErrorCode, Result};
+use crate::events::{types as event_types, EventDraft, Journal};
 use crate::ids::{KeyId, TenantId};
 use crate::model::{
     AuditDraft, AuditEntry, FileMeta, KeyInfo, KeyRecord, MintedKey, Page, Placement, Tenant, TenantStatus, TenantView,
@@ -39,8 +40,26 @@ pub mod actions {
     pub const FILE_READ: &str = "file.read";
     pub const AUDIT_READ: &str = "audit.read";
     pub const USAGE_READ: &str = "usage.read";
+    pub const MEMORY_SET: &str = "memory.set";
+    pub const MEMORY_DELETE: &str = "memory.delete";
+    pub const MEMORY_READ: &str = "memory.read";
+    pub const SEARCH: &str = "search";
+    pub const EVENTS_READ: &str = "events.read";
+    pub const WEBHOOK_CREATE: &str = "webhook.create";
+    pub const WEBHOOK_UPDATE: &str = "webhook.update";
+    pub const WEBHOOK_DELETE: &str = "webhook.delete";
+    pub const WEBHOOK_READ: &str = "webhook.read";
     pub const REQUEST: &str = "request";
 }
+
+mod events;
+mod memory;
+mod search;
+mod webhooks;
+
+pub use events::EVENT_PAGE_MAX;
+pub use search::SearchRequest;
+pub use webhooks::{AttemptResult, NewWebhook, WebhookPatch};
 
 /// Largest page any listing returns, whatever `limit` asks.
 pub const MAX_PAGE: usize = 1000;
@@ -52,11 +71,50 @@ pub struct ServiceConfig {
     pub naming: TenantNaming,
     /// Largest file body accepted (413 `too_large` beyond).
     pub max_file_bytes: u64,
+    /// Largest memory value accepted, in bytes of compact JSON (413 `too_large` beyond).
+    pub max_memory_value_bytes: u64,
+    /// How long events are kept (`GET /v1/events` and SSE resume reach back this far).
+    pub event_retention_days: u64,
+    pub webhooks: WebhookPolicy,
+}
+
+/// How webhooks are delivered (config `[webhooks]`).
+#[derive(Debug, Clone)]
+pub struct WebhookPolicy {
+    /// Deliver to loopback, private, link-local and similar addresses too (off by default).
+    pub allow_private_networks: bool,
+    /// Attempts per delivery before it is given up as failed.
+    pub max_attempts: u32,
+    /// Consecutive failed attempts after which a webhook is disabled.
+    pub disable_after: u32,
+    /// First retry delay; each further retry waits twice as long (at most an hour).
+    pub retry_base_ms: u64,
+    /// Time allowed for one delivery (connect, send, answer).
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookPolicy {
+    fn default() -> Self {
+        WebhookPolicy {
+            allow_private_networks: false,
+            max_attempts: 8,
+            disable_after: 20,
+            retry_base_ms: 5_000,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        ServiceConfig { tiers: TierTable::default(), naming: TenantNaming::default(), max_file_bytes: 64 << 20 }
+        ServiceConfig {
+            tiers: TierTable::default(),
+            naming: TenantNaming::default(),
+            max_file_bytes: 64 << 20,
+            max_memory_value_bytes: crate::memory::DEFAULT_MAX_VALUE_BYTES,
+            event_retention_days: 7,
+            webhooks: WebhookPolicy::default(),
+        }
     }
 }
 
@@ -603,14 +661,9 @@ impl Tenantry {
         };
         let limit = page_limit(limit)?;
         let after = decode_cursor(cursor)?;
-        let mut items = self.directory.list_tenants(status, after.as_deref(), limit + 1);
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|t| encode_cursor(t.slug.as_str()))
-        } else {
-            None
-        };
-        Ok(Page { items: items.iter().map(|t| self.view(t)).collect(), next_cursor })
+        let items = self.directory.list_tenants(status, after.as_deref(), limit + 1);
+        let page = Page::cut(items, limit, |t| encode_cursor(t.slug.as_str()));
+        Ok(Page { items: page.items.iter().map(|t| self.view(t)).collect(), next_cursor: page.next_cursor })
     }
 
     pub fn get_tenant(&self, caller: &Caller, slug: &str) -> Result<TenantView> {
@@ -639,7 +692,7 @@ impl Tenantry {
             self.check_domains_free(&tenant.domains, Some(&tenant.id))?;
         }
         tenant.updated_at = self.clock.now();
-        self.store.update_tenant(&tenant, grant.audit(actions::TENANT_UPDATE, slug, "ok")).await?;
+        self.store.update_tenant(&tenant, grant.audit(actions::TENANT_UPDATE, slug, "ok").into()).await?;
         self.directory.put_tenant(tenant.clone());
         Ok(self.view(&tenant))
     }
@@ -669,7 +722,16 @@ impl Tenantry {
         }
         tenant.status = next;
         tenant.updated_at = self.clock.now();
-        self.store.update_tenant(&tenant, grant.audit(action, slug, "ok")).await?;
+        let event = match next {
+            Suspended => Some(event_types::TENANT_SUSPENDED),
+            Active if to == Transition::Resume => Some(event_types::TENANT_RESUMED),
+            _ => None,
+        };
+        let journal = Journal {
+            audit: grant.audit(action, slug, "ok"),
+            event: event.map(|kind| EventDraft::new(kind, "operator".to_owned())),
+        };
+        self.store.update_tenant(&tenant, journal).await?;
         self.directory.put_tenant(tenant.clone());
         Ok(self.view(&tenant))
     }
@@ -726,9 +788,12 @@ impl Tenantry {
         let scope = caller.scope();
         let (record, secret) = mint_key(scope.tenant_id(), &name, role, prefix, expires_at, &caller.actor(), now);
         let max_keys = self.limits_of(caller.tenant()).max_keys;
-        self.store
-            .insert_key(&scope, &record, max_keys, caller.audit(actions::KEY_CREATE, record.id.as_str(), "ok"))
-            .await?;
+        let event = EventDraft::new(event_types::KEY_CREATED, caller.actor()).detail(serde_json::json!({
+            "id": record.id, "name": record.name, "role": record.role.as_str(),
+            "prefix": record.prefix.as_ref().map(|p| p.as_str().to_owned()),
+        }));
+        let journal = Journal::with_event(caller.audit(actions::KEY_CREATE, record.id.as_str(), "ok"), event);
+        self.store.insert_key(&scope, &record, max_keys, journal).await?;
         let minted = MintedKey { info: record.info(), key: secret.expose().to_owned() };
         self.directory.put_key(record);
         Ok(minted)
@@ -753,7 +818,9 @@ impl Tenantry {
             return Ok(());
         }
         let now = self.clock.now();
-        self.store.revoke_key(&scope, &key_id, now, caller.audit(actions::KEY_REVOKE, id, "ok")).await?;
+        let event = EventDraft::new(event_types::KEY_REVOKED, caller.actor()).detail(serde_json::json!({"id": id}));
+        let journal = Journal::with_event(caller.audit(actions::KEY_REVOKE, id, "ok"), event);
+        self.store.revoke_key(&scope, &key_id, now, journal).await?;
         let mut revoked = (*key).clone();
         revoked.revoked_at = Some(now);
         self.directory.put_key(revoked);
@@ -802,8 +869,12 @@ impl Tenantry {
         let content_type = content_type
             .filter(|c| !c.is_empty() && c.len() <= 255 && !c.chars().any(char::is_control))
             .unwrap_or_else(|| "application/octet-stream".to_owned());
-        let audit = caller.audit(actions::FILE_WRITE, path.as_str(), "ok");
+        let journal = Journal::with_event(
+            caller.audit(actions::FILE_WRITE, path.as_str(), "ok"),
+            EventDraft::new(event_types::FILE_WRITTEN, caller.actor()).path(path.as_str()),
+        );
         let limits = self.limits_of(caller.tenant());
+        let index = crate::search::IndexDoc::of_file(&content);
         let write = FileWrite {
             path,
             content,
@@ -812,8 +883,9 @@ impl Tenantry {
             at: self.clock.now(),
             max_storage_bytes: limits.max_storage_bytes,
             max_files: limits.max_files,
+            index,
         };
-        self.store.put_file(&caller.scope(), write, audit).await
+        self.store.put_file(&caller.scope(), write, journal).await
     }
 
     fn file_not_found(path: &TenantPath) -> Error {
@@ -841,8 +913,11 @@ impl Tenantry {
         caller.require_role(Role::Writer)?;
         caller.require_path(path)?;
         self.require_live(caller)?;
-        let audit = caller.audit(actions::FILE_DELETE, path.as_str(), "ok");
-        self.store.delete_file(&caller.scope(), path, precondition, self.clock.now(), audit).await
+        let journal = Journal::with_event(
+            caller.audit(actions::FILE_DELETE, path.as_str(), "ok"),
+            EventDraft::new(event_types::FILE_DELETED, caller.actor()).path(path.as_str()),
+        );
+        self.store.delete_file(&caller.scope(), path, precondition, self.clock.now(), journal).await
     }
 
     /// Lists files in path order under `prefix`, leaving out whatever the key may not see.
@@ -869,15 +944,10 @@ impl Tenantry {
             Some(_) => return Ok(Page { items: vec![], next_cursor: None }),
         };
         let listing = FileListing { within, recursive, include_within, after, limit: limit + 1 };
-        let mut items = self.store.list_files(&caller.scope(), listing).await?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|f| encode_cursor(f.path.as_str()))
-        } else {
-            None
-        };
-        items.retain(|f| caller.sees(f.path.as_str()));
-        Ok(Page { items, next_cursor })
+        let items = self.store.list_files(&caller.scope(), listing).await?;
+        let mut page = Page::cut(items, limit, |f| encode_cursor(f.path.as_str()));
+        page.items.retain(|f| caller.sees(f.path.as_str()));
+        Ok(page)
     }
 
     // ---- audit ------------------------------------------------------------------------------
@@ -892,14 +962,8 @@ impl Tenantry {
         caller.require_role(Role::Admin)?;
         let limit = page_limit(limit)?;
         let action = action.filter(|a| !a.is_empty());
-        let mut items = self.store.list_audit(&caller.scope(), after.unwrap_or(0), action, limit + 1).await?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|e| e.seq.to_string())
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        let items = self.store.list_audit(&caller.scope(), after.unwrap_or(0), action, limit + 1).await?;
+        Ok(Page::cut(items, limit, |e| e.seq.to_string()))
     }
 
     /// Walks the caller's tenant's whole audit chain.

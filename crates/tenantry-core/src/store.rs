@@ -1,13 +1,21 @@
-//! The storage traits, split by capability (tenants and keys, audit, files). A backend implements
-//! them all; every method is one atomic transaction. Methods on a tenant's data take a
-//! [`TenantScope`], which only an authenticated [`crate::caller::Caller`] can hand out.
+//! The storage traits, split by capability (tenants and keys, audit, files, memory, search,
+//! events, webhooks). A backend implements them all; every method is one atomic transaction.
+//! Methods on a tenant's data take a [`TenantScope`], which only an authenticated
+//! [`crate::caller::Caller`] can hand out. A method that changes something takes a [`Journal`]:
+//! its audit entry and event are written in the same transaction, the event's webhook deliveries
+//! queued in the outbox with them, and the event handed to the [`crate::events::EventSink`]
+//! after the commit.
 
 use crate::error::Result;
-use crate::ids::{KeyId, TenantId};
+use crate::events::{Event, Journal};
+use crate::ids::{KeyId, TenantId, WebhookId};
+use crate::memory::{MemoryEntry, MemoryKey, Namespace};
 use crate::model::{AuditDraft, AuditEntry, FileMeta, KeyRecord, Placement, Tenant};
 use crate::path::{PathPrefix, TenantPath};
+use crate::search::{IndexDoc, SearchHit};
 use crate::slug::Slug;
 use crate::time::Timestamp;
+use crate::webhook::{DeliveryAttempt, Webhook};
 use async_trait::async_trait;
 
 /// The tenant a piece of work is for. Its fields are private and its constructor is crate-private:
@@ -57,6 +65,8 @@ pub struct FileWrite {
     /// Hard limits, checked by the store inside the write transaction (`None`: unlimited).
     pub max_storage_bytes: Option<u64>,
     pub max_files: Option<u64>,
+    /// The search index entry of the new content (`None`: not indexed, e.g. binary).
+    pub index: Option<IndexDoc>,
 }
 
 /// A tenant's stored usage, as the usage counters hold it.
@@ -99,7 +109,7 @@ pub trait TenantRegistry: Send + Sync {
     /// Creates a tenant with its owner key; `conflict` if the slug or a domain is taken.
     async fn insert_tenant(&self, tenant: &Tenant, owner: Option<&KeyRecord>, audit: AuditDraft) -> Result<()>;
     /// Stores a changed tenant record (name, tier, status, quotas, ...).
-    async fn update_tenant(&self, tenant: &Tenant, audit: AuditDraft) -> Result<()>;
+    async fn update_tenant(&self, tenant: &Tenant, journal: Journal) -> Result<()>;
     /// Erases every row of the tenant, its record included.
     async fn purge_tenant(&self, scope: &TenantScope) -> Result<()>;
     /// Adds a key; `quota_exceeded` if the tenant already has `max_keys` usable keys (checked in
@@ -109,9 +119,9 @@ pub trait TenantRegistry: Send + Sync {
         scope: &TenantScope,
         key: &KeyRecord,
         max_keys: Option<u64>,
-        audit: AuditDraft,
+        journal: Journal,
     ) -> Result<()>;
-    async fn revoke_key(&self, scope: &TenantScope, id: &KeyId, at: Timestamp, audit: AuditDraft) -> Result<()>;
+    async fn revoke_key(&self, scope: &TenantScope, id: &KeyId, at: Timestamp, journal: Journal) -> Result<()>;
     async fn list_keys(&self, scope: &TenantScope) -> Result<Vec<KeyRecord>>;
 }
 
@@ -134,7 +144,7 @@ pub trait FileStore: Send + Sync {
         &self,
         scope: &TenantScope,
         write: FileWrite,
-        audit: AuditDraft,
+        journal: Journal,
     ) -> Result<(FileMeta, WriteOutcome)>;
     async fn stat_file(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<FileMeta>>;
     /// The file's metadata and bytes (the whole file, or `range`).
@@ -151,11 +161,171 @@ pub trait FileStore: Send + Sync {
         path: &TenantPath,
         precondition: Precondition,
         at: Timestamp,
-        audit: AuditDraft,
+        journal: Journal,
     ) -> Result<()>;
     async fn list_files(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<FileMeta>>;
     /// The tenant's usage counters (bytes and number of files).
     async fn usage(&self, scope: &TenantScope) -> Result<StoredUsage>;
+}
+
+/// A memory write, validated by the service.
+#[derive(Debug, Clone)]
+pub struct MemoryWrite {
+    pub namespace: Namespace,
+    pub key: MemoryKey,
+    /// The value as compact JSON.
+    pub value: String,
+    pub expires_at: Option<Timestamp>,
+    pub at: Timestamp,
+    pub max_storage_bytes: Option<u64>,
+    pub index: IndexDoc,
+}
+
+/// A memory listing: one namespace, keys starting with `prefix`, after the cursor.
+#[derive(Debug, Clone)]
+pub struct MemoryListing {
+    pub namespace: Namespace,
+    pub prefix: String,
+    pub after: Option<String>,
+    pub limit: usize,
+    pub with_values: bool,
+    /// Entries expiring at or before this instant are left out.
+    pub now: Timestamp,
+}
+
+#[async_trait]
+pub trait MemoryStore: Send + Sync {
+    /// Sets a value (creating or replacing it); storage counts toward `max_storage_bytes`.
+    async fn put_memory(&self, scope: &TenantScope, write: MemoryWrite, journal: Journal) -> Result<MemoryEntry>;
+    /// The entry unless absent or expired at `now`.
+    async fn get_memory(
+        &self,
+        scope: &TenantScope,
+        namespace: &Namespace,
+        key: &MemoryKey,
+        now: Timestamp,
+    ) -> Result<Option<MemoryEntry>>;
+    /// `not_found` if absent or expired.
+    async fn delete_memory(
+        &self,
+        scope: &TenantScope,
+        namespace: &Namespace,
+        key: &MemoryKey,
+        now: Timestamp,
+        journal: Journal,
+    ) -> Result<()>;
+    /// In key order.
+    async fn list_memory(&self, scope: &TenantScope, listing: MemoryListing) -> Result<Vec<MemoryEntry>>;
+    /// Background upkeep across tenants: deletes up to `limit` entries expired at `now` (with their
+    /// index entries and storage), returning how many.
+    async fn reclaim_expired_memory(&self, now: Timestamp, limit: usize) -> Result<u64>;
+}
+
+/// A search, narrowed by the service to what the caller may see.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub terms: Vec<String>,
+    /// Files under this prefix (`None`: no files).
+    pub files: Option<PathPrefix>,
+    /// Memory entries, of this namespace when given (`None`: no memory).
+    pub memory: Option<Option<Namespace>>,
+    pub limit: usize,
+    pub now: Timestamp,
+}
+
+#[async_trait]
+pub trait SearchIndex: Send + Sync {
+    /// The best hits holding every term, ranked with statistics of the searched scope only.
+    async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<Vec<SearchHit>>;
+}
+
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Events with `seq > after` in order; with `visible`, only those about paths under it.
+    async fn list_events(
+        &self,
+        scope: &TenantScope,
+        after: u64,
+        visible: Option<PathPrefix>,
+        limit: usize,
+    ) -> Result<Vec<Event>>;
+    /// The tenant's latest `seq` (0 before its first event).
+    async fn last_event_seq(&self, scope: &TenantScope) -> Result<u64>;
+    /// Background upkeep across tenants: deletes a batch of events (and webhook delivery logs)
+    /// older than `before`, returning how many events; `seq` numbers are never reused.
+    async fn prune_events(&self, before: Timestamp) -> Result<u64>;
+    /// Registers a sink told about every event after its commit, in commit order.
+    fn add_event_sink(&self, sink: std::sync::Arc<dyn crate::events::EventSink>);
+}
+
+/// A webhook to store, with its secret (kept for signing; never shown again).
+#[derive(Debug, Clone)]
+pub struct NewWebhookRecord {
+    pub hook: Webhook,
+    pub secret: String,
+}
+
+/// A delivery that is due, with what it takes to make it.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: u64,
+    pub tenant_id: TenantId,
+    pub tenant_slug: String,
+    pub webhook_id: WebhookId,
+    pub url: String,
+    pub secret: String,
+    pub event: Event,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
+/// What became of one attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub delivery_id: u64,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    pub delivered: bool,
+    pub at: Timestamp,
+    /// When to try again (`None` with `delivered == false`: give up on this delivery).
+    pub retry_at: Option<Timestamp>,
+    /// Disable the webhook when its consecutive failures reach this many.
+    pub disable_after: u32,
+}
+
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// `quota_exceeded` beyond `max` webhooks for the tenant.
+    async fn insert_webhook(
+        &self,
+        scope: &TenantScope,
+        record: NewWebhookRecord,
+        max: usize,
+        journal: Journal,
+    ) -> Result<()>;
+    async fn list_webhooks(&self, scope: &TenantScope) -> Result<Vec<Webhook>>;
+    async fn get_webhook(&self, scope: &TenantScope, id: &WebhookId) -> Result<Option<Webhook>>;
+    /// Sets `enabled` (re-enabling clears the failure count and reason).
+    async fn set_webhook_enabled(&self, scope: &TenantScope, id: &WebhookId, enabled: bool) -> Result<()>;
+    /// Deletes the webhook, its pending deliveries and its delivery log; `not_found` if absent.
+    async fn delete_webhook(&self, scope: &TenantScope, id: &WebhookId, journal: Journal) -> Result<()>;
+    /// The webhook's delivery attempts, newest first, with `id < before` when given.
+    async fn list_deliveries(
+        &self,
+        scope: &TenantScope,
+        id: &WebhookId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryAttempt>>;
+    /// The delivery worker's queue, across tenants: deliveries due at `now` of enabled webhooks,
+    /// oldest first.
+    async fn due_deliveries(&self, now: Timestamp, limit: usize) -> Result<Vec<DueDelivery>>;
+    /// Logs an attempt and reschedules, completes or gives up on the delivery; updates the
+    /// webhook's failure count (disabling it at `disable_after`).
+    async fn record_attempt(&self, report: AttemptReport) -> Result<()>;
+    /// The earliest time a pending delivery of an enabled webhook is due, if any.
+    async fn next_delivery_at(&self) -> Result<Option<Timestamp>>;
 }
 
 /// Metered request usage, by tenant and UTC day (see [`crate::usage`]).
@@ -186,8 +356,32 @@ pub trait Health: Send + Sync {
 }
 
 /// Everything a backend provides.
-pub trait Store: TenantRegistry + AuditLog + FileStore + UsageLog + Health + 'static {}
-impl<T: TenantRegistry + AuditLog + FileStore + UsageLog + Health + 'static> Store for T {}
+pub trait Store:
+    TenantRegistry
+    + AuditLog
+    + FileStore
+    + MemoryStore
+    + SearchIndex
+    + EventLog
+    + WebhookStore
+    + UsageLog
+    + Health
+    + 'static
+{
+}
+impl<T> Store for T where
+    T: TenantRegistry
+        + AuditLog
+        + FileStore
+        + MemoryStore
+        + SearchIndex
+        + EventLog
+        + WebhookStore
+        + UsageLog
+        + Health
+        + 'static
+{
+}
 
 /// The ETag of some content: its SHA-256, quoted as HTTP wants it.
 pub fn etag_of(content: &[u8]) -> String {

@@ -8,12 +8,16 @@
 //! - [`api`]: one module per resource, each with its `routes()` and handlers `<resource>::<verb>`.
 //! - [`openapi`]: the OpenAPI 3.1 document, checked against the route table by a test.
 //! - [`metrics`]: counters and a latency histogram in Prometheus text.
+//! - [`live`]: the SSE event hub and streams; [`delivery`]: the webhook worker and the resolvers
+//!   that keep deliveries off private networks.
 //!
 //! [`serve`] is the seam: the binary and the tests both start the real server through it.
 
 pub mod api;
+pub mod delivery;
 pub mod edge;
 pub mod error;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 
@@ -60,21 +64,29 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub config: Arc<HttpConfig>,
     pub routes: Arc<api::RouteTable>,
+    pub hub: Arc<live::EventHub>,
+    pub resolver: Arc<dyn tenantry_core::webhook::HostResolver>,
 }
 
-/// The router with every route and the edge middleware, before the `/t/{slug}` rewrite.
-pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> Router {
+/// The router with every route and the edge middleware, before the `/t/{slug}` rewrite. The
+/// event hub is registered with the store here and handed back so a shutdown can end its streams.
+pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> (Router, Arc<live::EventHub>) {
     let (router, table) = api::routes();
+    let hub = Arc::new(live::EventHub::default());
+    svc.store().add_event_sink(hub.clone());
     let state = AppState {
         svc,
         metrics: Arc::new(metrics::Metrics::default()),
         config: Arc::new(config),
         routes: Arc::new(table),
+        hub: hub.clone(),
+        resolver: Arc::new(delivery::SystemResolver),
     };
-    router
+    let router = router
         .fallback(edge::no_route)
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::finish))
-        .with_state(state)
+        .with_state(state);
+    (router, hub)
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
@@ -89,7 +101,8 @@ pub async fn serve(
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt;
 
-    let app = tower::util::MapRequestLayer::new(edge::rewrite_tenant_path).layer(router(svc, config.clone()));
+    let (router, hub) = router(svc, config.clone());
+    let app = tower::util::MapRequestLayer::new(edge::rewrite_tenant_path).layer(router);
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -128,6 +141,8 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // Event streams never end on their own: end them so the drain below can finish.
+    hub.close();
     let grace = config.shutdown_grace;
     tokio::select! {
         _ = graceful.shutdown() => {}

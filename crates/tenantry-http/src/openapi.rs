@@ -77,6 +77,10 @@ impl Modify for ErrorResponses {
         api::files::list, api::files::put, api::files::get, api::files::head, api::files::remove,
         api::audit::list, api::audit::verify,
         api::usage::own, api::usage::tenant,
+        api::memory::set, api::memory::get, api::memory::remove, api::memory::list,
+        api::search::search, api::events::list,
+        api::webhooks::create, api::webhooks::list, api::webhooks::show, api::webhooks::update, api::webhooks::remove,
+        api::webhooks::deliveries,
     )
 )]
 struct ApiDoc;

@@ -6,13 +6,21 @@
 //! - [`pool`]: one writer connection (all writes are short transactions, serialized) and a small
 //!   pool of reader connections, used from tokio's blocking threads.
 //! - `cache`: a bounded cache of small hot files in front of the readers.
-//! - [`store`]: the trait implementations. Every row carries `tenant_id` and every index is led
-//!   by it; every query filters on the `TenantScope` it was handed.
+//! - `store`: the registry, audit, file and usage traits. Every row carries `tenant_id` and
+//!   every index is led by it; every query filters on the `TenantScope` it was handed.
+//! - `journal`: what each change writes beside itself (audit entry, event, webhook outbox rows)
+//!   and the hand-off of committed events to the sinks.
+//! - `memory`, `search`, `events`, `webhooks`: the data plane's traits.
 
 mod cache;
+mod events;
+mod journal;
+mod memory;
 mod pool;
 mod schema;
+mod search;
 mod store;
+mod webhooks;
 
 pub use pool::OpenOptions;
 pub use schema::SCHEMA_VERSION;

@@ -158,7 +158,7 @@ fn configure(conn: &Connection, opts: &OpenOptions) -> rusqlite::Result<()> {
     // Reads come straight from the OS page cache instead of being copied into each connection's
     // own cache: with many tenants the hot set is larger than one connection's cache.
     conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(())
 }
 

@@ -91,6 +91,98 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, day)
     ) WITHOUT ROWID;
     "#,
+    // 4: the data plane. Events and the webhook outbox are written in the same transaction as the
+    // change they record; `last_event_seq` keeps seq increasing even after old events are pruned.
+    // Search is a plain inverted index (see tenantry_core::search for why not FTS5's ranking):
+    // one posting per (tenant, term, document), the document id sorting files by path so a
+    // prefix is a key range; `search_docs` keeps each document's terms so it can be unindexed.
+    r#"
+    ALTER TABLE tenant_usage ADD COLUMN last_event_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tenant_usage ADD COLUMN search_docs INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tenant_usage ADD COLUMN search_words INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE events (
+        tenant_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        path TEXT,
+        namespace TEXT,
+        key TEXT,
+        detail TEXT,
+        actor TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_by_time ON events(at);
+    CREATE TABLE memory (
+        tenant_id TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        expires_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (tenant_id, namespace, key)
+    );
+    CREATE INDEX memory_by_expiry ON memory(expires_at) WHERE expires_at IS NOT NULL;
+    CREATE TABLE search_docs (
+        tenant_id TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        len INTEGER NOT NULL,
+        terms TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, kind, doc)
+    ) WITHOUT ROWID;
+    CREATE TABLE search_postings (
+        tenant_id TEXT NOT NULL,
+        term TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        tf INTEGER NOT NULL,
+        len INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, term, kind, doc)
+    ) WITHOUT ROWID;
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        path_glob TEXT,
+        secret TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        disabled_reason TEXT,
+        consecutive_failures INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE INDEX webhooks_by_tenant ON webhooks(tenant_id, id);
+    CREATE TABLE webhook_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        webhook_id TEXT NOT NULL,
+        event_seq INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at INTEGER
+    );
+    CREATE INDEX outbox_due ON webhook_outbox(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+    CREATE INDEX outbox_by_tenant ON webhook_outbox(tenant_id, webhook_id);
+    CREATE TABLE webhook_attempts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        webhook_id TEXT NOT NULL,
+        delivery_id INTEGER NOT NULL,
+        event_seq INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        status INTEGER,
+        latency_ms INTEGER NOT NULL,
+        error TEXT,
+        outcome TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX attempts_by_webhook ON webhook_attempts(tenant_id, webhook_id, id);
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -2,16 +2,20 @@
 //! transaction on a blocking thread; a change and its audit entry commit together.
 
 use crate::cache::FileCache;
+use crate::journal::{journal_tx, Published, Sinks};
 use crate::pool::{sql_error, OpenOptions, Pool};
+use crate::search::{index_tx, unindex_tx};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::Arc;
 use tenantry_core::audit::{chain_hash, GENESIS};
+use tenantry_core::events::Journal;
 use tenantry_core::ids::{KeyId, TenantId};
 use tenantry_core::model::{AuditDraft, AuditEntry, FileMeta, KeyRecord, Placement, Tenant, TenantStatus};
 use tenantry_core::path::{PathPrefix, TenantPath};
 use tenantry_core::role::Role;
+use tenantry_core::search::DocKind;
 use tenantry_core::secret::SecretHash;
 use tenantry_core::slug::Slug;
 use tenantry_core::store::{
@@ -28,11 +32,12 @@ pub const SHARED_DB: &str = "tenantry.db";
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    shared: Arc<Pool>,
-    cache: Arc<FileCache>,
+    pub(crate) shared: Arc<Pool>,
+    pub(crate) cache: Arc<FileCache>,
+    pub(crate) sinks: Sinks,
 }
 
-fn corrupt(what: &str) -> Error {
+pub(crate) fn corrupt(what: &str) -> Error {
     Error::internal(format!("stored {what} does not parse"))
 }
 
@@ -44,7 +49,24 @@ impl SqliteStore {
     /// Opens the store in `data_dir` (which must exist), migrating an older schema.
     pub fn open(data_dir: &Path, opts: OpenOptions) -> Result<SqliteStore> {
         let shared = Pool::open(&data_dir.join(SHARED_DB), &opts)?;
-        Ok(SqliteStore { shared: Arc::new(shared), cache: Arc::new(FileCache::new(opts.cache_bytes)) })
+        Ok(SqliteStore {
+            shared: Arc::new(shared),
+            cache: Arc::new(FileCache::new(opts.cache_bytes)),
+            sinks: Sinks::default(),
+        })
+    }
+
+    /// One write that journals a change of `tenant`: its events reach the sinks after the commit,
+    /// after `then` has run.
+    pub(crate) async fn write_journaled<T: Send + 'static>(
+        &self,
+        tenant: &TenantId,
+        then: Option<Box<dyn FnOnce() + Send>>,
+        f: impl FnOnce(&Connection, &Published) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let published = Published::default();
+        let hook = published.on_commit(tenant.clone(), self.sinks.clone(), then);
+        self.shared.write(move |tx| f(tx, &published), Some(hook)).await
     }
 
     pub fn path(&self) -> &Path {
@@ -52,11 +74,17 @@ impl SqliteStore {
     }
 
     /// One write in the next group commit (see `pool`): answered once durable.
-    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         self.shared.write(f, None).await
     }
 
-    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let pool = self.shared.clone();
         tokio::task::spawn_blocking(move || f(&pool.reader()))
             .await
@@ -150,7 +178,7 @@ fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 }
 
 /// Appends to the tenant's hash chain inside the caller's transaction.
-fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, draft: AuditDraft) -> Result<()> {
+pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, draft: AuditDraft) -> Result<()> {
     let last: Option<(i64, String)> = tx
         .prepare_cached("SELECT seq, hash FROM audit WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1")
         .and_then(|mut s| s.query_row([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
@@ -294,11 +322,11 @@ impl TenantRegistry for SqliteStore {
         .await
     }
 
-    async fn update_tenant(&self, tenant: &Tenant, audit: AuditDraft) -> Result<()> {
+    async fn update_tenant(&self, tenant: &Tenant, journal: Journal) -> Result<()> {
         let tenant = tenant.clone();
-        self.write(move |tx| {
+        self.write_journaled(&tenant.id.clone(), None, move |tx, published| {
             write_tenant_row(tx, &tenant, false)?;
-            append_audit_tx(tx, &tenant.id, tenant.slug.as_str(), audit)
+            journal_tx(tx, &tenant.id, tenant.slug.as_str(), journal, published)
         })
         .await
     }
@@ -310,7 +338,21 @@ impl TenantRegistry for SqliteStore {
         self.shared
             .exclusive(move |conn| {
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error)?;
-                for table in ["files", "keys", "audit", "tenant_domains", "tenant_usage", "usage_daily"] {
+                for table in [
+                    "files",
+                    "keys",
+                    "audit",
+                    "tenant_domains",
+                    "tenant_usage",
+                    "usage_daily",
+                    "events",
+                    "memory",
+                    "search_docs",
+                    "search_postings",
+                    "webhooks",
+                    "webhook_outbox",
+                    "webhook_attempts",
+                ] {
                     tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [id.as_str()])
                         .map_err(sql_error)?;
                 }
@@ -330,13 +372,13 @@ impl TenantRegistry for SqliteStore {
         scope: &TenantScope,
         key: &KeyRecord,
         max_keys: Option<u64>,
-        audit: AuditDraft,
+        journal: Journal,
     ) -> Result<()> {
         if &key.tenant_id != scope.tenant_id() {
             return Err(Error::internal("key's tenant differs from the scope"));
         }
         let (scope, key) = (scope.clone(), key.clone());
-        self.write(move |tx| {
+        self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
             if let Some(max) = max_keys {
                 // Usable keys: not revoked and not expired at the new key's creation time.
                 let active: i64 = tx
@@ -353,14 +395,14 @@ impl TenantRegistry for SqliteStore {
                 }
             }
             insert_key_tx(tx, &key)?;
-            append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), audit)
+            journal_tx(tx, scope.tenant_id(), scope.slug().as_str(), journal, published)
         })
         .await
     }
 
-    async fn revoke_key(&self, scope: &TenantScope, id: &KeyId, at: Timestamp, audit: AuditDraft) -> Result<()> {
+    async fn revoke_key(&self, scope: &TenantScope, id: &KeyId, at: Timestamp, journal: Journal) -> Result<()> {
         let (scope, id) = (scope.clone(), id.clone());
-        self.write(move |tx| {
+        self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
             let n = tx
                 .execute(
                     "UPDATE keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
@@ -370,7 +412,7 @@ impl TenantRegistry for SqliteStore {
             if n == 0 {
                 return Err(Error::not_found(format!("key '{id}' not found")));
             }
-            append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), audit)
+            journal_tx(tx, scope.tenant_id(), scope.slug().as_str(), journal, published)
         })
         .await
     }
@@ -432,7 +474,7 @@ fn current_etag(tx: &Connection, tenant: &TenantId, path: &str) -> Result<Option
         .map_err(sql_error)
 }
 
-fn usage_tx(tx: &Connection, tenant: &TenantId) -> Result<StoredUsage> {
+pub(crate) fn usage_tx(tx: &Connection, tenant: &TenantId) -> Result<StoredUsage> {
     let row: Option<(i64, i64)> = tx
         .prepare_cached("SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = ?1")
         .and_then(|mut s| s.query_row([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
@@ -441,7 +483,7 @@ fn usage_tx(tx: &Connection, tenant: &TenantId) -> Result<StoredUsage> {
 }
 
 /// Moves the usage counters by the given deltas (after the caller checked the limits).
-fn add_usage_tx(tx: &Connection, tenant: &TenantId, bytes: i64, files: i64) -> Result<()> {
+pub(crate) fn add_usage_tx(tx: &Connection, tenant: &TenantId, bytes: i64, files: i64) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO tenant_usage (tenant_id, storage_bytes, files) VALUES (?1, max(?2, 0), max(?3, 0))
          ON CONFLICT (tenant_id) DO UPDATE SET storage_bytes = max(storage_bytes + ?2, 0), files = max(files + ?3, 0)",
@@ -499,7 +541,7 @@ impl FileStore for SqliteStore {
         &self,
         scope: &TenantScope,
         write: FileWrite,
-        audit: AuditDraft,
+        journal: Journal,
     ) -> Result<(FileMeta, WriteOutcome)> {
         // Hash outside the writer, which only runs the short transaction; a large body is hashed
         // on the blocking pool rather than on an async worker.
@@ -517,9 +559,7 @@ impl FileStore for SqliteStore {
         let tenant = scope.tenant_id().clone();
         let path = write.path.clone();
         let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || cache.invalidate(&tenant, path.as_str()));
-        self.shared
-            .write(
-                move |tx| {
+        self.write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
                     let tenant = scope.tenant_id();
                     let current = current_etag(tx, tenant, write.path.as_str())?;
                     write.precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
@@ -566,7 +606,13 @@ impl FileStore for SqliteStore {
                         ])
                     })
                     .map_err(sql_error)?;
-                    append_audit_tx(tx, tenant, scope.slug().as_str(), audit)?;
+                    if current.is_some() {
+                        unindex_tx(tx, tenant, DocKind::File, write.path.as_str())?;
+                    }
+                    if let Some(doc) = &write.index {
+                        index_tx(tx, tenant, DocKind::File, write.path.as_str(), doc)?;
+                    }
+                    journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
                     let meta = FileMeta {
                         path: write.path.clone(),
                         size: write.content.len() as u64,
@@ -577,10 +623,8 @@ impl FileStore for SqliteStore {
                         updated_at: write.at,
                     };
                     Ok((meta, outcome))
-                },
-                Some(on_commit),
-            )
-            .await
+        })
+        .await
     }
 
     async fn stat_file(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<FileMeta>> {
@@ -647,31 +691,28 @@ impl FileStore for SqliteStore {
         path: &TenantPath,
         precondition: Precondition,
         _at: Timestamp,
-        audit: AuditDraft,
+        journal: Journal,
     ) -> Result<()> {
         let (scope, path) = (scope.clone(), path.clone());
         let cache = self.cache.clone();
         let (tenant, p) = (scope.tenant_id().clone(), path.clone());
         let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || cache.invalidate(&tenant, p.as_str()));
-        self.shared
-            .write(
-                move |tx| {
-                    let tenant = scope.tenant_id();
-                    let current = current_etag(tx, tenant, path.as_str())?;
-                    if current.is_none() {
-                        return Err(Error::not_found(format!("no file at {path}")));
-                    }
-                    precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
-                    tx.prepare_cached("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2")
-                        .and_then(|mut s| s.execute(params![tenant.as_str(), path.as_str()]))
-                        .map_err(sql_error)?;
-                    let size = current.as_ref().map_or(0, |c| c.3);
-                    add_usage_tx(tx, tenant, -size, -1)?;
-                    append_audit_tx(tx, tenant, scope.slug().as_str(), audit)
-                },
-                Some(on_commit),
-            )
-            .await
+        self.write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
+            let tenant = scope.tenant_id();
+            let current = current_etag(tx, tenant, path.as_str())?;
+            if current.is_none() {
+                return Err(Error::not_found(format!("no file at {path}")));
+            }
+            precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
+            tx.prepare_cached("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2")
+                .and_then(|mut s| s.execute(params![tenant.as_str(), path.as_str()]))
+                .map_err(sql_error)?;
+            let size = current.as_ref().map_or(0, |c| c.3);
+            add_usage_tx(tx, tenant, -size, -1)?;
+            unindex_tx(tx, tenant, DocKind::File, path.as_str())?;
+            journal_tx(tx, tenant, scope.slug().as_str(), journal, published)
+        })
+        .await
     }
 
     async fn usage(&self, scope: &TenantScope) -> Result<StoredUsage> {

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tenantry_core::service::WebhookPolicy;
 use tenantry_core::tier::{Limits, TierTable};
 use tenantry_http::HttpConfig;
 
@@ -23,6 +24,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "TENANTRY_TENANT",
     "TENANTRY_LOG",
     "TENANTRY_CLIENT_CONFIG",
+    "TENANTRY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +50,31 @@ pub struct LimitsConfig {
     pub max_json_bytes: Option<usize>,
 }
 
+/// `[memory]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    pub max_value_bytes: Option<u64>,
+}
+
+/// `[events]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    pub retention_days: Option<u64>,
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub allow_private_networks: Option<bool>,
+    pub max_attempts: Option<u32>,
+    pub disable_after: Option<u32>,
+    pub retry_base_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -63,6 +90,12 @@ pub struct FileConfig {
     pub tiers: BTreeMap<String, TierConfig>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub memory: MemoryConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -76,7 +109,15 @@ pub struct ServeConfig {
     pub admin_key: Option<String>,
     pub log: String,
     pub http: HttpConfig,
+    pub max_memory_value_bytes: u64,
+    pub event_retention_days: u64,
+    pub webhooks: WebhookPolicy,
+    /// How often expired memory is reclaimed and old events pruned.
+    pub upkeep_interval: Duration,
 }
+
+/// Largest memory value the configuration may allow (it travels in one JSON body).
+pub const MAX_MEMORY_VALUE_CEILING: u64 = 16 << 20;
 
 /// What flags and the environment said (clap merges those two, flags winning).
 #[derive(Debug, Default, Clone)]
@@ -163,6 +204,30 @@ impl ServeConfig {
         if let Some(n) = l.max_json_bytes {
             http.max_json_bytes = n.clamp(1024, 64 << 20);
         }
+        let max_memory_value_bytes =
+            file.memory.max_value_bytes.unwrap_or(tenantry_core::memory::DEFAULT_MAX_VALUE_BYTES);
+        if max_memory_value_bytes == 0 || max_memory_value_bytes > MAX_MEMORY_VALUE_CEILING {
+            bail!("memory.max_value_bytes must be between 1 and {MAX_MEMORY_VALUE_CEILING}");
+        }
+        let event_retention_days = file.events.retention_days.unwrap_or(7);
+        if event_retention_days == 0 || event_retention_days > 3650 {
+            bail!("events.retention_days must be between 1 and 3650");
+        }
+        let w = &file.webhooks;
+        let defaults = WebhookPolicy::default();
+        let env_private = match std::env::var("TENANTRY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS").ok().as_deref() {
+            None | Some("") => None,
+            Some("1") | Some("true") => Some(true),
+            Some("0") | Some("false") => Some(false),
+            Some(other) => bail!("TENANTRY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS={other:?}: use 1 or 0"),
+        };
+        let webhooks = WebhookPolicy {
+            allow_private_networks: env_private.or(w.allow_private_networks).unwrap_or(false),
+            max_attempts: w.max_attempts.unwrap_or(defaults.max_attempts).clamp(1, 100),
+            disable_after: w.disable_after.unwrap_or(defaults.disable_after).clamp(1, 10_000),
+            retry_base_ms: w.retry_base_ms.unwrap_or(defaults.retry_base_ms).clamp(10, 3_600_000),
+            timeout_ms: w.timeout_ms.unwrap_or(defaults.timeout_ms).clamp(100, 120_000),
+        };
         let base_domain =
             file.base_domain.map(|d| d.trim().trim_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty());
         Ok(ServeConfig {
@@ -175,6 +240,10 @@ impl ServeConfig {
             admin_key: o.admin_key.filter(|k| !k.is_empty()),
             log: file.log.unwrap_or_else(|| "info".to_owned()),
             http,
+            max_memory_value_bytes,
+            event_retention_days,
+            webhooks,
+            upkeep_interval: Duration::from_secs(30),
         })
     }
 }
@@ -218,6 +287,27 @@ request_timeout_secs = 120
 max_header_bytes = 65536
 # Largest JSON body, in bytes (413 too_large beyond).
 max_json_bytes = 1048576
+
+[memory]
+# Largest memory value, in bytes of compact JSON (413 too_large beyond). At most 16777216.
+max_value_bytes = 1048576
+
+[events]
+# Days events are kept for GET /v1/events and SSE resume (webhook delivery logs too).
+retention_days = 7
+
+[webhooks]
+# Deliver to loopback, private, link-local, CGNAT and metadata addresses too. Leave off unless
+# every tenant is trusted (TENANTRY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS=1 also sets it).
+allow_private_networks = false
+# Attempts per delivery before it is logged as failed.
+max_attempts = 8
+# Consecutive failed attempts after which a webhook is disabled.
+disable_after = 20
+# First retry after this many milliseconds, doubling each time (at most an hour).
+retry_base_ms = 5000
+# Milliseconds allowed per delivery.
+timeout_ms = 10000
 
 # Tiers: a built-in tier (free, starter, pro, enterprise) keeps the values you leave out; a new
 # tier starts unlimited and without features.

@@ -53,6 +53,9 @@ pub struct Running {
     store: Arc<SqliteStore>,
     svc: Arc<Tenantry>,
     flusher: JoinHandle<()>,
+    upkeep: JoinHandle<()>,
+    deliveries: JoinHandle<()>,
+    stop_workers: tokio::sync::watch::Sender<bool>,
 }
 
 /// How often metered usage is written to the store: at most this much is lost on a crash.
@@ -66,6 +69,10 @@ impl Running {
         }
         (&mut self.task).await.context("server task panicked")??;
         self.flusher.abort();
+        self.upkeep.abort();
+        // An attempt in flight finishes and is recorded; what was not attempted stays queued.
+        let _ = self.stop_workers.send(true);
+        let _ = (&mut self.deliveries).await;
         // Nothing metered is lost on a clean shutdown.
         self.svc.flush_usage().await.map_err(|e| anyhow::anyhow!("flushing usage: {}", e.message))?;
         self.store.close().await.context("closing storage")?;
@@ -94,6 +101,9 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         tiers: cfg.tiers.clone(),
         naming: TenantNaming { base_domain: cfg.base_domain.clone() },
         max_file_bytes: cfg.max_file_bytes,
+        max_memory_value_bytes: cfg.max_memory_value_bytes,
+        event_retention_days: cfg.event_retention_days,
+        webhooks: cfg.webhooks.clone(),
     };
     let dyn_store: Arc<dyn Store> = store.clone();
     let svc = Tenantry::start(dyn_store, service_config, &admin_key, Arc::new(SystemClock))
@@ -119,7 +129,37 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
             }
         })
     };
-    Ok(Running { addr, admin_key, generated_admin_key: generated, shutdown: Some(tx), task, store, svc, flusher })
+    let upkeep = {
+        let svc = svc.clone();
+        let every = cfg.upkeep_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = svc.reclaim_expired_memory().await {
+                    tracing::error!("could not reclaim expired memory: {}", e.message);
+                }
+                if let Err(e) = svc.prune_events().await {
+                    tracing::error!("could not prune old events: {}", e.message);
+                }
+            }
+        })
+    };
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let deliveries = tenantry_http::delivery::spawn(svc.clone(), workers_stopped);
+    Ok(Running {
+        addr,
+        admin_key,
+        generated_admin_key: generated,
+        shutdown: Some(tx),
+        task,
+        store,
+        svc,
+        flusher,
+        upkeep,
+        deliveries,
+        stop_workers,
+    })
 }
 
 async fn shutdown_signal() {

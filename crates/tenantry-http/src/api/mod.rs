@@ -3,11 +3,15 @@
 //! against the spec so the two cannot drift.
 
 pub mod audit;
+pub mod events;
 pub mod files;
 pub mod keys;
+pub mod memory;
 pub mod ops;
+pub mod search;
 pub mod tenants;
 pub mod usage;
+pub mod webhooks;
 
 use crate::AppState;
 use axum::extract::DefaultBodyLimit;
@@ -96,6 +100,18 @@ pub fn routes() -> (Router<AppState>, RouteTable) {
         .add(Method::GET, "/v1/tenants/{slug}/usage", TENANT_READ, get(usage::tenant))
         .add(Method::GET, "/v1/usage", USAGE_READ, get(usage::own))
         .add(Method::GET, "/v1/audit", AUDIT_READ, get(audit::list))
-        .add(Method::GET, "/v1/audit/verify", AUDIT_READ, get(audit::verify));
+        .add(Method::GET, "/v1/audit/verify", AUDIT_READ, get(audit::verify))
+        .add(Method::PUT, "/v1/memory/{namespace}/{*key}", MEMORY_SET, put(memory::set))
+        .add(Method::GET, "/v1/memory/{namespace}/{*key}", MEMORY_READ, get(memory::get))
+        .add(Method::DELETE, "/v1/memory/{namespace}/{*key}", MEMORY_DELETE, delete(memory::remove))
+        .add(Method::GET, "/v1/memory/{namespace}", MEMORY_READ, get(memory::list))
+        .add(Method::GET, "/v1/search", SEARCH, get(search::search))
+        .add(Method::GET, "/v1/events", EVENTS_READ, get(events::list))
+        .add(Method::POST, "/v1/webhooks", WEBHOOK_CREATE, post(webhooks::create))
+        .add(Method::GET, "/v1/webhooks", WEBHOOK_READ, get(webhooks::list))
+        .add(Method::GET, "/v1/webhooks/{id}", WEBHOOK_READ, get(webhooks::show))
+        .add(Method::PATCH, "/v1/webhooks/{id}", WEBHOOK_UPDATE, patch(webhooks::update))
+        .add(Method::DELETE, "/v1/webhooks/{id}", WEBHOOK_DELETE, delete(webhooks::remove))
+        .add(Method::GET, "/v1/webhooks/{id}/deliveries", WEBHOOK_READ, get(webhooks::deliveries));
     (b.router.layer(unlimited), b.table)
 }

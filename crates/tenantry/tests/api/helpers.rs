@@ -113,6 +113,11 @@ impl TestApp {
         c.send(method, path, body.map(|b| b.to_vec()), headers).await.unwrap()
     }
 
+    /// Changes the configuration the next [`restart`](Self::restart) uses.
+    pub fn set_config(&mut self, f: impl FnOnce(&mut ServeConfig)) {
+        f(&mut self.cfg);
+    }
+
     /// Stops the server cleanly and starts it again on the same data dir.
     pub async fn restart(&mut self) {
         self.running.take().unwrap().stop().await.unwrap();
@@ -135,4 +140,106 @@ pub fn assert_error(res: &RawResponse, status: u16, expected_code: &str) {
     assert_eq!(v["error"]["code"], expected_code, "body: {v}");
     assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     assert_eq!(v["error"]["request_id"].as_str(), res.header("x-request-id"));
+}
+
+/// A webhook receiver on a local port: records every request and answers with the status set
+/// in `status` (200 unless changed).
+pub struct Receiver {
+    pub url: String,
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    pub status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let (g, st) = (got.clone(), status.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { return };
+                let (g, st) = (g.clone(), st.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    let head_end = loop {
+                        let n = s.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let headers: Vec<(String, String)> = head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+                        .collect();
+                    let len: usize = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let n = s.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let body = buf[head_end..(head_end + len).min(buf.len())].to_vec();
+                    g.lock().unwrap().push(Received { headers, body });
+                    let code = st.load(std::sync::atomic::Ordering::SeqCst);
+                    let res = format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = s.write_all(res.as_bytes()).await;
+                });
+            }
+        });
+        Receiver { url, got, status }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    pub fn answer_with(&self, status: u16) {
+        self.status.store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Polls `check` every 50 ms for up to `secs` seconds; panics with `what` if it never holds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }

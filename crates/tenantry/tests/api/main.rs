@@ -2,13 +2,17 @@
 //! and §10, plus the cross-tenant matrix.
 
 mod audit;
+mod events;
 mod files;
 mod helpers;
 mod isolation;
 mod keys;
+mod memory;
 mod model;
 mod ops;
 mod quotas;
 mod routing;
+mod search;
 mod tenants;
 mod usage;
+mod webhooks;

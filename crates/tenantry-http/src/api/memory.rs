@@ -1,0 +1,92 @@
+//! Memory (API.md §7): JSON values by namespace and key.
+
+use crate::edge::{bool_param, num_param, read_body, ApiQuery, Authed};
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use tenantry_core::memory::MemoryEntry;
+use tenantry_core::model::Page;
+
+#[derive(Deserialize)]
+pub struct SetQuery {
+    ttl_seconds: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    prefix: Option<String>,
+    values: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Sets a value (any JSON), optionally expiring after `ttl_seconds`.
+#[utoipa::path(put, path = "/v1/memory/{namespace}/{key}", tag = "memory",
+    params(("namespace" = String, Path), ("key" = String, Path, description = "may contain `/`"), ("ttl_seconds" = Option<u64>, Query)),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "stored", body = MemoryEntry), (status = 413, description = "too_large")))]
+pub async fn set(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((namespace, key)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<SetQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let ttl = num_param(&q.ttl_seconds, "ttl_seconds")?;
+    // Room for whitespace around the largest value; the value itself is measured compactly.
+    let limit = (state.svc.config().max_memory_value_bytes as usize).saturating_mul(2).max(state.config.max_json_bytes);
+    let bytes = read_body(body, &headers, limit).await?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("the body must be JSON: {e}")))?;
+    let entry = state.svc.set_memory(&caller, &namespace, &key, value, ttl).await?;
+    Ok((StatusCode::OK, Json(entry)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/memory/{namespace}/{key}", tag = "memory",
+    params(("namespace" = String, Path), ("key" = String, Path)),
+    responses((status = 200, description = "the entry", body = MemoryEntry), (status = 404, description = "absent or expired")))]
+pub async fn get(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((namespace, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(Json(state.svc.get_memory(&caller, &namespace, &key).await?).into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/memory/{namespace}/{key}", tag = "memory",
+    params(("namespace" = String, Path), ("key" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, description = "absent or expired")))]
+pub async fn remove(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((namespace, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    state.svc.delete_memory(&caller, &namespace, &key).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A namespace's entries in key order (values included unless `values=false`).
+#[utoipa::path(get, path = "/v1/memory/{namespace}", tag = "memory",
+    params(("namespace" = String, Path), ("prefix" = Option<String>, Query), ("values" = Option<bool>, Query),
+        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, description = "a page of entries", body = Page<MemoryEntry>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(namespace): Path<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Response> {
+    let with_values = q.values.is_none() || bool_param(&q.values, "values")?;
+    let limit = num_param(&q.limit, "limit")?;
+    let page = state
+        .svc
+        .list_memory(&caller, &namespace, q.prefix.as_deref(), with_values, limit, q.cursor.as_deref())
+        .await?;
+    Ok(Json(page).into_response())
+}

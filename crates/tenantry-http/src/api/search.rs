@@ -1,0 +1,47 @@
+//! Search (API.md §7) over the caller's tenant's text files and memory values.
+
+use crate::edge::{num_param, ApiQuery, Authed};
+use crate::error::ApiResult;
+use crate::AppState;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tenantry_core::search::SearchHit;
+use tenantry_core::service::SearchRequest;
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: Option<String>,
+    prefix: Option<String>,
+    namespace: Option<String>,
+    kind: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SearchResults {
+    items: Vec<SearchHit>,
+}
+
+/// Ranked hits holding every word of `q`; `prefix` narrows to files under it, `namespace` to one
+/// memory namespace, `kind` to `file` or `memory`.
+#[utoipa::path(get, path = "/v1/search", tag = "search", params(
+    ("q" = String, Query), ("prefix" = Option<String>, Query), ("namespace" = Option<String>, Query),
+    ("kind" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "hits, best first", body = SearchResults)))]
+pub async fn search(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> ApiResult<Response> {
+    let req = SearchRequest {
+        q: q.q.unwrap_or_default(),
+        prefix: q.prefix,
+        namespace: q.namespace,
+        kind: q.kind,
+        limit: num_param(&q.limit, "limit")?,
+    };
+    let items = state.svc.search(&caller, req).await?;
+    Ok(Json(SearchResults { items }).into_response())
+}

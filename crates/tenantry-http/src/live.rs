@@ -1,0 +1,160 @@
+//! The live event stream (API.md §7, SSE): a hub fed by the store after each commit, and one task
+//! per subscriber that first replays what the client missed from the store, then relays the hub.
+//! It subscribes before replaying and skips every `seq` it has already sent, so a resume from
+//! `Last-Event-ID` has neither gaps nor duplicates.
+
+use axum::body::Body;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tenantry_core::caller::Caller;
+use tenantry_core::events::{Event, EventSink};
+use tenantry_core::ids::TenantId;
+use tenantry_core::service::Tenantry;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// Batches of committed events, per tenant, for the streams open on it.
+pub struct EventHub {
+    tenants: Mutex<HashMap<TenantId, broadcast::Sender<Arc<[Event]>>>>,
+    closing: watch::Sender<bool>,
+}
+
+/// Batches a slow subscriber may fall behind before it re-reads from the store.
+const HUB_CAPACITY: usize = 1024;
+/// A comment line this often keeps proxies from closing an idle stream.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How often a stream re-checks that its key and tenant are still allowed (an in-memory look-up):
+/// a revocation's own event reaches the stream just before the directory forgets the key.
+const RECHECK: Duration = Duration::from_secs(1);
+/// Events read from the store per page while replaying.
+const REPLAY_PAGE: usize = 500;
+
+impl Default for EventHub {
+    fn default() -> Self {
+        EventHub { tenants: Mutex::default(), closing: watch::channel(false).0 }
+    }
+}
+
+impl EventHub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, broadcast::Sender<Arc<[Event]>>>> {
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn subscribe(&self, tenant: &TenantId) -> broadcast::Receiver<Arc<[Event]>> {
+        self.lock().entry(tenant.clone()).or_insert_with(|| broadcast::channel(HUB_CAPACITY).0).subscribe()
+    }
+
+    /// Ends every open stream (on shutdown, so in-flight work can drain).
+    pub fn close(&self) {
+        let _ = self.closing.send(true);
+    }
+
+    /// Open streams, for metrics.
+    pub fn subscribers(&self) -> usize {
+        self.lock().values().map(broadcast::Sender::receiver_count).sum()
+    }
+}
+
+impl EventSink for EventHub {
+    fn published(&self, tenant: &TenantId, events: &[Event]) {
+        let mut tenants = self.lock();
+        if let Some(tx) = tenants.get(tenant) {
+            if tx.send(Arc::from(events)).is_err() {
+                tenants.remove(tenant); // nobody listening any more
+            }
+        }
+    }
+}
+
+fn frame(e: &Event) -> Bytes {
+    let data = serde_json::to_string(e).unwrap_or_default();
+    Bytes::from(format!("id: {}\nevent: {}\ndata: {data}\n\n", e.seq, e.kind))
+}
+
+/// The response body of a stream: frames from the subscriber task.
+struct StreamBody(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for StreamBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// Starts a stream of the caller's events with `seq > after`.
+pub fn stream(svc: Arc<Tenantry>, hub: Arc<EventHub>, caller: Caller, after: u64) -> Body {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let _ = relay(&svc, &hub, &caller, after, &tx).await;
+    });
+    Body::new(StreamBody(rx))
+}
+
+/// Sends replayed events from the store, `cursor` moving past each.
+async fn replay(svc: &Tenantry, caller: &Caller, cursor: &mut u64, tx: &mpsc::Sender<Bytes>) -> Result<(), ()> {
+    loop {
+        let page = svc.events_after(caller, *cursor, REPLAY_PAGE).await.map_err(|_| ())?;
+        for e in &page {
+            tx.send(frame(e)).await.map_err(|_| ())?;
+            *cursor = e.seq;
+        }
+        if page.len() < REPLAY_PAGE {
+            return Ok(());
+        }
+    }
+}
+
+async fn relay(
+    svc: &Tenantry,
+    hub: &EventHub,
+    caller: &Caller,
+    after: u64,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<(), ()> {
+    let mut live = hub.subscribe(&caller.tenant().id);
+    let mut closing = hub.closing.subscribe();
+    let prefix = caller.prefix().cloned();
+    let mut cursor = after;
+    tx.send(Bytes::from_static(b"retry: 2000\n\n")).await.map_err(|_| ())?;
+    replay(svc, caller, &mut cursor, tx).await?;
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.tick().await;
+    loop {
+        tokio::select! {
+            batch = live.recv() => match batch {
+                Ok(events) => {
+                    for e in events.iter() {
+                        if e.seq <= cursor {
+                            continue; // replayed already
+                        }
+                        cursor = e.seq;
+                        if e.visible_under(prefix.as_ref()) {
+                            tx.send(frame(e)).await.map_err(|_| ())?;
+                        }
+                    }
+                }
+                // Fell behind the hub: the store has everything, in order.
+                Err(broadcast::error::RecvError::Lagged(_)) => replay(svc, caller, &mut cursor, tx).await?,
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = keepalive.tick() => tx.send(Bytes::from_static(b": keepalive\n\n")).await.map_err(|_| ())?,
+            _ = recheck.tick() => {}
+            _ = closing.changed() => return Ok(()),
+            _ = tx.closed() => return Ok(()),
+        }
+        // A revoked key, or a suspended or archived tenant, ends the stream.
+        if !svc.still_allowed(caller) {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The event log: read by page (filtered by a key's prefix inside the query, so a prefixed key
+//! still gets full pages) and pruned by age.
+
+use crate::journal::last_event_seq_tx;
+use crate::pool::sql_error;
+use crate::store::SqliteStore;
+use async_trait::async_trait;
+use rusqlite::{params, Row};
+use std::sync::Arc;
+use tenantry_core::events::{Event, EventSink};
+use tenantry_core::path::PathPrefix;
+use tenantry_core::store::{EventLog, TenantScope};
+use tenantry_core::time::Timestamp;
+use tenantry_core::Result;
+
+/// Most events deleted by one `prune_events` call.
+pub const PRUNE_BATCH: usize = 5000;
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+    let detail: Option<String> = r.get(5)?;
+    Ok(Event {
+        seq: r.get::<_, i64>(0)? as u64,
+        kind: r.get(1)?,
+        path: r.get(2)?,
+        namespace: r.get(3)?,
+        key: r.get(4)?,
+        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+        actor: r.get(6)?,
+        at: Timestamp::from_millis(r.get(7)?),
+    })
+}
+
+#[async_trait]
+impl EventLog for SqliteStore {
+    async fn list_events(
+        &self,
+        scope: &TenantScope,
+        after: u64,
+        visible: Option<PathPrefix>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let tenant = scope.tenant_id().clone();
+        self.read(move |conn| {
+            let after = after.min(i64::MAX as u64) as i64;
+            let rows: Vec<Event> = match visible {
+                None => conn
+                    .prepare_cached(
+                        "SELECT seq, type, path, namespace, key, detail, actor, at FROM events
+                         WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map(params![tenant.as_str(), after, limit as i64], event_from_row)?.collect()
+                    })
+                    .map_err(sql_error)?,
+                Some(prefix) => {
+                    let dir = prefix.as_dir();
+                    let upper = format!("{}0", &dir[..dir.len() - 1]);
+                    conn.prepare_cached(
+                        "SELECT seq, type, path, namespace, key, detail, actor, at FROM events
+                         WHERE tenant_id = ?1 AND seq > ?2 AND ((path >= ?3 AND path < ?4) OR path = ?5)
+                         ORDER BY seq LIMIT ?6",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map(
+                            params![tenant.as_str(), after, dir, upper, prefix.as_str(), limit as i64],
+                            event_from_row,
+                        )?
+                        .collect()
+                    })
+                    .map_err(sql_error)?
+                }
+            };
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn last_event_seq(&self, scope: &TenantScope) -> Result<u64> {
+        let tenant = scope.tenant_id().clone();
+        self.read(move |conn| last_event_seq_tx(conn, &tenant)).await
+    }
+
+    async fn prune_events(&self, before: Timestamp) -> Result<u64> {
+        self.write(move |tx| {
+            // In batches, so the writer is never held for long; the caller repeats while full.
+            let n = tx
+                .execute(
+                    "DELETE FROM events WHERE (tenant_id, seq) IN
+                       (SELECT tenant_id, seq FROM events WHERE at < ?1 LIMIT ?2)",
+                    params![before.millis(), PRUNE_BATCH as i64],
+                )
+                .map_err(sql_error)?;
+            tx.execute(
+                "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts WHERE at < ?1 LIMIT ?2)",
+                params![before.millis(), PRUNE_BATCH as i64],
+            )
+            .map_err(sql_error)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    fn add_event_sink(&self, sink: Arc<dyn EventSink>) {
+        self.sinks.write().unwrap_or_else(|e| e.into_inner()).push(sink);
+    }
+}

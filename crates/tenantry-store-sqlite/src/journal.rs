@@ -1,0 +1,139 @@
+//! What every change writes beside itself, inside its transaction: the audit entry, the event
+//! (numbered from the tenant's counter) and one outbox row per webhook that wants the event.
+//! The events are handed to the sinks only after the commit, on the writer thread, so they reach
+//! subscribers in commit order and never before they are durable.
+
+use crate::pool::sql_error;
+use crate::store::append_audit_tx;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::sync::{Arc, Mutex, RwLock};
+use tenantry_core::events::{Event, EventSink, Journal};
+use tenantry_core::ids::{TenantId, WebhookId};
+use tenantry_core::time::{Clock, SystemClock};
+use tenantry_core::webhook::Webhook;
+use tenantry_core::Result;
+
+/// The sinks told about committed events.
+pub(crate) type Sinks = Arc<RwLock<Vec<Arc<dyn EventSink>>>>;
+
+/// Events a write published, kept until its commit.
+#[derive(Default, Clone)]
+pub(crate) struct Published(Arc<Mutex<Vec<Event>>>);
+
+impl Published {
+    fn push(&self, e: Event) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+    }
+
+    /// The hook that hands the events to the sinks after the commit (then runs `then`).
+    pub(crate) fn on_commit(
+        &self,
+        tenant: TenantId,
+        sinks: Sinks,
+        then: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Box<dyn FnOnce() + Send> {
+        let events = self.0.clone();
+        Box::new(move || {
+            if let Some(f) = then {
+                f();
+            }
+            let events = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
+            if !events.is_empty() {
+                for sink in sinks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                    sink.published(&tenant, &events);
+                }
+            }
+        })
+    }
+}
+
+/// Writes the journal of a change inside its transaction.
+pub(crate) fn journal_tx(
+    tx: &Connection,
+    tenant: &TenantId,
+    slug: &str,
+    journal: Journal,
+    published: &Published,
+) -> Result<()> {
+    append_audit_tx(tx, tenant, slug, journal.audit)?;
+    let Some(draft) = journal.event else { return Ok(()) };
+    let seq: i64 = tx
+        .prepare_cached(
+            "INSERT INTO tenant_usage (tenant_id, storage_bytes, files, last_event_seq) VALUES (?1, 0, 0, 1)
+             ON CONFLICT (tenant_id) DO UPDATE SET last_event_seq = last_event_seq + 1
+             RETURNING last_event_seq",
+        )
+        .and_then(|mut s| s.query_row([tenant.as_str()], |r| r.get(0)))
+        .map_err(sql_error)?;
+    let event = draft.into_event(seq as u64, SystemClock.now());
+    let detail = event.detail.as_ref().map(|d| d.to_string());
+    tx.prepare_cached(
+        "INSERT INTO events (tenant_id, seq, type, path, namespace, key, detail, actor, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            tenant.as_str(),
+            seq,
+            event.kind,
+            event.path,
+            event.namespace,
+            event.key,
+            detail,
+            event.actor,
+            event.at.millis()
+        ])
+    })
+    .map_err(sql_error)?;
+    queue_deliveries_tx(tx, tenant, slug, &event)?;
+    published.push(event);
+    Ok(())
+}
+
+/// The outbox: one row per enabled webhook of the tenant that wants the event.
+fn queue_deliveries_tx(tx: &Connection, tenant: &TenantId, slug: &str, event: &Event) -> Result<()> {
+    let hooks: Vec<(String, String, Option<String>)> = {
+        let mut s = tx
+            .prepare_cached("SELECT id, events, path_glob FROM webhooks WHERE tenant_id = ?1 AND enabled = 1")
+            .map_err(sql_error)?;
+        let rows = s.query_map([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(sql_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql_error)?
+    };
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let mut body = serde_json::to_value(event).map_err(|e| tenantry_core::Error::internal(e.to_string()))?;
+    body["tenant"] = serde_json::Value::String(slug.to_owned());
+    let body = body.to_string();
+    for (id, events, path_glob) in hooks {
+        let probe = Webhook {
+            id: WebhookId::parse(&id).ok_or_else(|| crate::store::corrupt("webhook id"))?,
+            url: String::new(),
+            events: serde_json::from_str(&events).map_err(|_| crate::store::corrupt("webhook events"))?,
+            path_glob,
+            enabled: true,
+            disabled_reason: None,
+            consecutive_failures: 0,
+            created_at: event.at,
+            created_by: String::new(),
+        };
+        if probe.wants(event) {
+            tx.prepare_cached(
+                "INSERT INTO webhook_outbox (tenant_id, webhook_id, event_seq, event, attempts, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![tenant.as_str(), id, event.seq as i64, body, event.at.millis()]))
+            .map_err(sql_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// The tenant's latest event number.
+pub(crate) fn last_event_seq_tx(conn: &Connection, tenant: &TenantId) -> Result<u64> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT last_event_seq FROM tenant_usage WHERE tenant_id = ?1")
+        .and_then(|mut s| s.query_row([tenant.as_str()], |r| r.get(0)).optional())
+        .map_err(sql_error)?;
+    Ok(seq.unwrap_or(0).max(0) as u64)
+}

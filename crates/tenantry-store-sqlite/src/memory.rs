@@ -1,0 +1,230 @@
+//! Memory entries: one row per (tenant, namespace, key), the value as compact JSON text. Values
+//! count toward the tenant's `storage_bytes` in the same counters as files, checked inside the
+//! write transaction; expired rows are invisible at once and reclaimed in the background.
+
+use crate::journal::journal_tx;
+use crate::pool::sql_error;
+use crate::search::{index_tx, memory_doc, unindex_tx};
+use crate::store::{add_usage_tx, corrupt, usage_tx, SqliteStore};
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tenantry_core::events::Journal;
+use tenantry_core::ids::TenantId;
+use tenantry_core::memory::{MemoryEntry, MemoryKey, Namespace};
+use tenantry_core::search::DocKind;
+use tenantry_core::store::{MemoryListing, MemoryStore, MemoryWrite, TenantScope};
+use tenantry_core::time::Timestamp;
+use tenantry_core::{Error, Result};
+
+const COLUMNS: &str = "namespace, key, value, size, expires_at, created_at, updated_at";
+
+fn entry_from_row(r: &Row<'_>, with_value: bool) -> rusqlite::Result<Result<MemoryEntry>> {
+    let value: String = r.get(2)?;
+    let (size, expires, created, updated): (i64, Option<i64>, i64, i64) = (r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+    let value = if with_value {
+        match serde_json::from_str(&value) {
+            Ok(v) => Some(v),
+            Err(_) => return Ok(Err(corrupt("memory value"))),
+        }
+    } else {
+        None
+    };
+    Ok(Ok(MemoryEntry {
+        namespace: r.get(0)?,
+        key: r.get(1)?,
+        value,
+        size: size.max(0) as u64,
+        expires_at: expires.map(Timestamp::from_millis),
+        created_at: Timestamp::from_millis(created),
+        updated_at: Timestamp::from_millis(updated),
+    }))
+}
+
+/// The current (size, created_at) of an entry, expired or not.
+fn current_tx(tx: &Connection, tenant: &TenantId, ns: &str, key: &str) -> Result<Option<(i64, i64, Option<i64>)>> {
+    tx.prepare_cached(
+        "SELECT size, created_at, expires_at FROM memory WHERE tenant_id = ?1 AND namespace = ?2 AND key = ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![tenant.as_str(), ns, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+    })
+    .map_err(sql_error)
+}
+
+fn remove_tx(tx: &Connection, tenant: &TenantId, ns: &str, key: &str, size: i64) -> Result<()> {
+    tx.prepare_cached("DELETE FROM memory WHERE tenant_id = ?1 AND namespace = ?2 AND key = ?3")
+        .and_then(|mut s| s.execute(params![tenant.as_str(), ns, key]))
+        .map_err(sql_error)?;
+    add_usage_tx(tx, tenant, -size, 0)?;
+    unindex_tx(tx, tenant, DocKind::Memory, &memory_doc(ns, key))
+}
+
+fn is_live(expires_at: Option<i64>, now: Timestamp) -> bool {
+    expires_at.is_none_or(|e| e > now.millis())
+}
+
+#[async_trait]
+impl MemoryStore for SqliteStore {
+    async fn put_memory(&self, scope: &TenantScope, write: MemoryWrite, journal: Journal) -> Result<MemoryEntry> {
+        let scope = scope.clone();
+        self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
+            let tenant = scope.tenant_id();
+            let (ns, key) = (write.namespace.as_str(), write.key.as_str());
+            let current = current_tx(tx, tenant, ns, key)?;
+            // An expired entry being replaced is a new entry.
+            let created_at = match current {
+                Some((_, created, expires)) if is_live(expires, write.at) => created,
+                _ => write.at.millis(),
+            };
+            let old_size = current.map_or(0, |c| c.0);
+            let new_size = write.value.len() as i64;
+            let delta = new_size - old_size;
+            if let Some(max) = write.max_storage_bytes {
+                let used = usage_tx(tx, tenant)?;
+                if delta > 0 && used.storage_bytes.saturating_add_signed(delta) > max {
+                    return Err(Error::quota_exceeded("max_storage_bytes", max, used.storage_bytes));
+                }
+            }
+            add_usage_tx(tx, tenant, delta, 0)?;
+            tx.prepare_cached(
+                "INSERT INTO memory (tenant_id, namespace, key, value, size, expires_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (tenant_id, namespace, key) DO UPDATE SET value = excluded.value, size = excluded.size,
+                   expires_at = excluded.expires_at, created_at = excluded.created_at, updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    tenant.as_str(),
+                    ns,
+                    key,
+                    write.value,
+                    new_size,
+                    write.expires_at.map(Timestamp::millis),
+                    created_at,
+                    write.at.millis()
+                ])
+            })
+            .map_err(sql_error)?;
+            let doc = memory_doc(ns, key);
+            if current.is_some() {
+                unindex_tx(tx, tenant, DocKind::Memory, &doc)?;
+            }
+            index_tx(tx, tenant, DocKind::Memory, &doc, &write.index)?;
+            journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
+            Ok(MemoryEntry {
+                namespace: ns.to_owned(),
+                key: key.to_owned(),
+                value: None,
+                size: new_size as u64,
+                expires_at: write.expires_at,
+                created_at: Timestamp::from_millis(created_at),
+                updated_at: write.at,
+            })
+        })
+        .await
+    }
+
+    async fn get_memory(
+        &self,
+        scope: &TenantScope,
+        namespace: &Namespace,
+        key: &MemoryKey,
+        now: Timestamp,
+    ) -> Result<Option<MemoryEntry>> {
+        let (tenant, ns, key) = (scope.tenant_id().clone(), namespace.clone(), key.clone());
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM memory WHERE tenant_id = ?1 AND namespace = ?2 AND key = ?3
+                   AND (expires_at IS NULL OR expires_at > ?4)"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![tenant.as_str(), ns.as_str(), key.as_str(), now.millis()], |r| {
+                    entry_from_row(r, true)
+                })
+                .optional()
+            })
+            .map_err(sql_error)?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn delete_memory(
+        &self,
+        scope: &TenantScope,
+        namespace: &Namespace,
+        key: &MemoryKey,
+        now: Timestamp,
+        journal: Journal,
+    ) -> Result<()> {
+        let (scope, ns, key) = (scope.clone(), namespace.clone(), key.clone());
+        self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
+            let tenant = scope.tenant_id();
+            match current_tx(tx, tenant, ns.as_str(), key.as_str())? {
+                Some((size, _, expires)) if is_live(expires, now) => {
+                    remove_tx(tx, tenant, ns.as_str(), key.as_str(), size)?;
+                    journal_tx(tx, tenant, scope.slug().as_str(), journal, published)
+                }
+                _ => Err(Error::not_found(format!("no memory entry {}/{}", ns.as_str(), key.as_str()))),
+            }
+        })
+        .await
+    }
+
+    async fn list_memory(&self, scope: &TenantScope, listing: MemoryListing) -> Result<Vec<MemoryEntry>> {
+        let tenant = scope.tenant_id().clone();
+        self.read(move |conn| {
+            // Keys starting with the prefix sort in [prefix, prefix + U+10FFFF); `substr` keeps it
+            // exact for any prefix without building an upper bound.
+            let after = listing.after.clone().unwrap_or_default();
+            let mut s = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM memory WHERE tenant_id = ?1 AND namespace = ?2 AND key >= ?3
+                       AND substr(key, 1, length(?3)) = ?3 AND key > ?4
+                       AND (expires_at IS NULL OR expires_at > ?5)
+                     ORDER BY key LIMIT ?6"
+                ))
+                .map_err(sql_error)?;
+            let rows = s
+                .query_map(
+                    params![
+                        tenant.as_str(),
+                        listing.namespace.as_str(),
+                        listing.prefix,
+                        after,
+                        listing.now.millis(),
+                        listing.limit as i64
+                    ],
+                    |r| entry_from_row(r, listing.with_values),
+                )
+                .map_err(sql_error)?;
+            rows.map(|r| r.map_err(sql_error)?).collect()
+        })
+        .await
+    }
+
+    async fn reclaim_expired_memory(&self, now: Timestamp, limit: usize) -> Result<u64> {
+        self.write(move |tx| {
+            let expired: Vec<(String, String, String, i64)> = {
+                let mut s = tx
+                    .prepare_cached(
+                        "SELECT tenant_id, namespace, key, size FROM memory
+                         WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+                    )
+                    .map_err(sql_error)?;
+                let rows = s
+                    .query_map(params![now.millis(), limit as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .map_err(sql_error)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(sql_error)?
+            };
+            for (tenant, ns, key, size) in &expired {
+                let tenant = TenantId::parse(tenant).ok_or_else(|| corrupt("tenant id"))?;
+                remove_tx(tx, &tenant, ns, key, *size)?;
+            }
+            Ok(expired.len() as u64)
+        })
+        .await
+    }
+}

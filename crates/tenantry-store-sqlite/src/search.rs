@@ -1,0 +1,248 @@
+//! The search index on plain tables (see tenantry_core::search for the why): postings keyed by
+//! (tenant, term, kind, doc), so one term's documents under a path prefix are one key range, and
+//! the statistics BM25 needs are counted inside the tenant (and the prefix) only.
+
+use crate::pool::sql_error;
+use crate::store::SqliteStore;
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+use tenantry_core::ids::TenantId;
+use tenantry_core::memory::{searchable_text, SEPARATOR};
+use tenantry_core::search::{rank, snippet, DocKind, IndexDoc, Posting, ScopeStats, SearchHit};
+use tenantry_core::store::{SearchIndex, SearchQuery, TenantScope};
+use tenantry_core::Result;
+
+/// A memory entry's document id.
+pub(crate) fn memory_doc(namespace: &str, key: &str) -> String {
+    format!("{namespace}{SEPARATOR}{key}")
+}
+
+/// Adds a document's postings (the caller has removed any older version).
+pub(crate) fn index_tx(tx: &Connection, tenant: &TenantId, kind: DocKind, doc: &str, entry: &IndexDoc) -> Result<()> {
+    let terms: Vec<&str> = entry.terms.iter().map(|(t, _)| t.as_str()).collect();
+    tx.prepare_cached("INSERT INTO search_docs (tenant_id, kind, doc, len, terms) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .and_then(|mut s| s.execute(params![tenant.as_str(), kind as i64, doc, entry.len, terms.join(" ")]))
+        .map_err(sql_error)?;
+    let mut s = tx
+        .prepare_cached(
+            "INSERT INTO search_postings (tenant_id, term, kind, doc, tf, len) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(sql_error)?;
+    for (term, tf) in &entry.terms {
+        s.execute(params![tenant.as_str(), term, kind as i64, doc, tf, entry.len]).map_err(sql_error)?;
+    }
+    move_search_counters(tx, tenant, 1, i64::from(entry.len))
+}
+
+/// Removes a document's postings, if it has any.
+pub(crate) fn unindex_tx(tx: &Connection, tenant: &TenantId, kind: DocKind, doc: &str) -> Result<()> {
+    let row: Option<(i64, String)> = tx
+        .prepare_cached("SELECT len, terms FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
+        .and_then(|mut s| {
+            s.query_row(params![tenant.as_str(), kind as i64, doc], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+        })
+        .map_err(sql_error)?;
+    let Some((len, terms)) = row else { return Ok(()) };
+    let mut s = tx
+        .prepare_cached("DELETE FROM search_postings WHERE tenant_id = ?1 AND term = ?2 AND kind = ?3 AND doc = ?4")
+        .map_err(sql_error)?;
+    for term in terms.split(' ').filter(|t| !t.is_empty()) {
+        s.execute(params![tenant.as_str(), term, kind as i64, doc]).map_err(sql_error)?;
+    }
+    tx.prepare_cached("DELETE FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
+        .and_then(|mut s| s.execute(params![tenant.as_str(), kind as i64, doc]))
+        .map_err(sql_error)?;
+    move_search_counters(tx, tenant, -1, -len)
+}
+
+fn move_search_counters(tx: &Connection, tenant: &TenantId, docs: i64, words: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO tenant_usage (tenant_id, storage_bytes, files, search_docs, search_words)
+         VALUES (?1, 0, 0, max(?2, 0), max(?3, 0))
+         ON CONFLICT (tenant_id) DO UPDATE SET search_docs = max(search_docs + ?2, 0),
+           search_words = max(search_words + ?3, 0)",
+    )
+    .and_then(|mut s| s.execute(params![tenant.as_str(), docs, words]))
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+/// One part of a searched scope: documents of a kind, all of them or those in `[lo, hi)` (plus
+/// one exact id: a path prefix covers the file at exactly its path too).
+struct Part {
+    kind: DocKind,
+    range: Option<(String, String)>,
+    exact: Option<String>,
+}
+
+fn parts_of(query: &SearchQuery) -> Vec<Part> {
+    let mut parts = Vec::new();
+    if let Some(prefix) = &query.files {
+        if prefix.is_root() {
+            parts.push(Part { kind: DocKind::File, range: None, exact: None });
+        } else {
+            let dir = prefix.as_dir();
+            let upper = format!("{}0", &dir[..dir.len() - 1]);
+            parts.push(Part {
+                kind: DocKind::File,
+                range: Some((dir, upper)),
+                exact: Some(prefix.as_str().to_owned()),
+            });
+        }
+    }
+    if let Some(namespace) = &query.memory {
+        let range = namespace.as_ref().map(|ns| {
+            let lo = format!("{}{SEPARATOR}", ns.as_str());
+            let hi = format!("{}{}", ns.as_str(), char::from_u32(SEPARATOR as u32 + 1).unwrap_or(' '));
+            (lo, hi)
+        });
+        parts.push(Part { kind: DocKind::Memory, range, exact: None });
+    }
+    parts
+}
+
+fn postings_tx(conn: &Connection, tenant: &TenantId, term: &str, part: &Part, out: &mut Vec<Posting>) -> Result<()> {
+    let kind = part.kind;
+    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Posting> {
+        Ok(Posting { kind, doc: r.get(0)?, tf: r.get(1)?, len: r.get(2)? })
+    };
+    let rows: Vec<Posting> = match &part.range {
+        None => conn
+            .prepare_cached(
+                "SELECT doc, tf, len FROM search_postings WHERE tenant_id = ?1 AND term = ?2 AND kind = ?3 ORDER BY doc",
+            )
+            .and_then(|mut s| s.query_map(params![tenant.as_str(), term, kind as i64], map)?.collect())
+            .map_err(sql_error)?,
+        Some((lo, hi)) => conn
+            .prepare_cached(
+                "SELECT doc, tf, len FROM search_postings WHERE tenant_id = ?1 AND term = ?2 AND kind = ?3
+                   AND ((doc >= ?4 AND doc < ?5) OR doc = ?6) ORDER BY doc",
+            )
+            .and_then(|mut s| s.query_map(params![tenant.as_str(), term, kind as i64, lo, hi, part.exact], map)?.collect())
+            .map_err(sql_error)?,
+    };
+    out.extend(rows);
+    Ok(())
+}
+
+fn stats_tx(conn: &Connection, tenant: &TenantId, parts: &[Part]) -> Result<ScopeStats> {
+    let mut stats = ScopeStats::default();
+    for part in parts {
+        let (docs, words): (i64, i64) = match &part.range {
+            None => conn
+                .prepare_cached(
+                    "SELECT count(*), COALESCE(sum(len), 0) FROM search_docs WHERE tenant_id = ?1 AND kind = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![tenant.as_str(), part.kind as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                })
+                .map_err(sql_error)?,
+            Some((lo, hi)) => conn
+                .prepare_cached(
+                    "SELECT count(*), COALESCE(sum(len), 0) FROM search_docs WHERE tenant_id = ?1 AND kind = ?2
+                       AND ((doc >= ?3 AND doc < ?4) OR doc = ?5)",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![tenant.as_str(), part.kind as i64, lo, hi, part.exact], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                })
+                .map_err(sql_error)?,
+        };
+        stats.docs += docs.max(0) as u64;
+        stats.words += words.max(0) as u64;
+    }
+    Ok(stats)
+}
+
+/// The tenant's whole index: kept as counters, so the common unnarrowed search counts nothing.
+fn tenant_stats_tx(conn: &Connection, tenant: &TenantId) -> Result<ScopeStats> {
+    let row: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT search_docs, search_words FROM tenant_usage WHERE tenant_id = ?1")
+        .and_then(|mut s| s.query_row([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(sql_error)?;
+    let (docs, words) = row.unwrap_or((0, 0));
+    Ok(ScopeStats { docs: docs.max(0) as u64, words: words.max(0) as u64 })
+}
+
+/// The hit for a ranked document, or `None` if it is gone or expired.
+fn hit_tx(
+    conn: &Connection,
+    tenant: &TenantId,
+    kind: DocKind,
+    doc: &str,
+    score: f64,
+    terms: &[String],
+    now: i64,
+) -> Result<Option<SearchHit>> {
+    match kind {
+        DocKind::File => {
+            let content: Option<Vec<u8>> = conn
+                .prepare_cached("SELECT content FROM files WHERE tenant_id = ?1 AND path = ?2")
+                .and_then(|mut s| s.query_row(params![tenant.as_str(), doc], |r| r.get(0)).optional())
+                .map_err(sql_error)?;
+            Ok(content.map(|c| SearchHit {
+                kind: "file",
+                path: Some(doc.to_owned()),
+                namespace: None,
+                key: None,
+                score,
+                snippet: snippet(&String::from_utf8_lossy(&c), terms),
+            }))
+        }
+        DocKind::Memory => {
+            let Some((namespace, key)) = doc.split_once(SEPARATOR) else { return Ok(None) };
+            let value: Option<String> = conn
+                .prepare_cached(
+                    "SELECT value FROM memory WHERE tenant_id = ?1 AND namespace = ?2 AND key = ?3
+                       AND (expires_at IS NULL OR expires_at > ?4)",
+                )
+                .and_then(|mut s| s.query_row(params![tenant.as_str(), namespace, key, now], |r| r.get(0)).optional())
+                .map_err(sql_error)?;
+            Ok(value.map(|v| {
+                let text = serde_json::from_str(&v).map(|v| searchable_text(&v)).unwrap_or(v);
+                SearchHit {
+                    kind: "memory",
+                    path: None,
+                    namespace: Some(namespace.to_owned()),
+                    key: Some(key.to_owned()),
+                    score,
+                    snippet: snippet(&text, terms),
+                }
+            }))
+        }
+    }
+}
+
+#[async_trait]
+impl SearchIndex for SqliteStore {
+    async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<Vec<SearchHit>> {
+        let tenant = scope.tenant_id().clone();
+        self.read(move |conn| {
+            let parts = parts_of(&query);
+            let narrowed = parts.iter().any(|p| p.range.is_some());
+            let stats = if narrowed { stats_tx(conn, &tenant, &parts)? } else { tenant_stats_tx(conn, &tenant)? };
+            let mut lists = Vec::with_capacity(query.terms.len());
+            for term in &query.terms {
+                let mut list = Vec::new();
+                for part in &parts {
+                    postings_tx(conn, &tenant, term, part, &mut list)?;
+                }
+                lists.push(list);
+            }
+            // A few more than asked: an expired memory entry not yet reclaimed is dropped below.
+            let ranked = rank(&lists, stats, query.limit + 8);
+            let mut hits = Vec::with_capacity(query.limit);
+            for (kind, doc, score) in ranked {
+                if hits.len() == query.limit {
+                    break;
+                }
+                if let Some(hit) = hit_tx(conn, &tenant, kind, &doc, score, &query.terms, query.now.millis())? {
+                    hits.push(hit);
+                }
+            }
+            Ok(hits)
+        })
+        .await
+    }
+}
