@@ -270,3 +270,62 @@ fn errors_exit_non_zero_with_one_line_that_says_what_to_do() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `tenantry serve` running?"));
 }
+
+#[test]
+fn the_cli_reaches_memory_search_events_and_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[("TENANTRY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "1")]);
+    let cli = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("client.toml") };
+    cli.ok(&["tenant", "create", "acme", "--tier", "pro"]);
+
+    let set = cli.ok(&["mem", "set", "agent:a", "notes/1", r#"{"topic": "quarterly budget"}"#, "--ttl", "3600"]);
+    assert!(set.starts_with("[acme] set agent:a/notes/1") && set.contains("expires"), "{set}");
+    cli.ok(&["mem", "set", "agent:a", "plain", "just words", "--string"]);
+    let bad = cli.run(&["mem", "set", "agent:a", "x", "not json"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--string"));
+    assert_eq!(cli.json(&["mem", "get", "agent:a", "plain"])["value"], "just words");
+    let human = cli.ok(&["mem", "get", "agent:a", "notes/1"]);
+    assert!(human.starts_with("[acme] agent:a/notes/1") && human.contains("quarterly budget"), "{human}");
+    let ls = cli.json(&["mem", "ls", "agent:a"]);
+    let keys: Vec<_> = ls["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["notes/1", "plain"]);
+    assert!(cli.ok(&["mem", "ls", "agent:a", "--prefix", "notes/"]).starts_with("[acme] 1 entry in agent:a"));
+
+    let plan = dir.path().join("plan.md");
+    std::fs::write(&plan, "a plan without the word").unwrap();
+    cli.ok(&["fs", "put", "/docs/plan.md", plan.to_str().unwrap()]);
+    let found = cli.json(&["fs", "search", "budget"]);
+    assert_eq!(found["items"][0]["kind"], "memory");
+    let human = cli.ok(&["fs", "search", "budget"]);
+    assert!(human.starts_with("[acme] 1 hit(s)") && human.contains("«budget»"), "{human}");
+
+    let hook = cli.json(&["webhook", "create", "http://127.0.0.1:9/hook", "--event", "file.written"]);
+    let id = hook["id"].as_str().unwrap().to_owned();
+    assert!(hook["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert!(cli.ok(&["webhook", "list"]).contains(&id));
+    let deliveries = cli.ok(&["webhook", "deliveries", &id]);
+    assert!(deliveries.starts_with("[acme]"), "{deliveries}");
+    cli.ok(&["webhook", "rm", &id]);
+
+    cli.ok(&["mem", "rm", "agent:a", "plain"]);
+    let events = cli.json(&["events"]);
+    let kinds: Vec<_> = events["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["memory.set", "memory.set", "file.written", "webhook.created", "webhook.deleted", "memory.deleted"]
+    );
+    let human = cli.ok(&["events", "--after", "5"]);
+    assert!(human.starts_with("[acme] 1 event(s)") && human.contains("memory.deleted"), "{human}");
+
+    // --follow prints events as they happen, one JSON document per line.
+    let mut follow = cli.cmd(&["events", "--follow", "--json", "--after", "6"]).stdout(Stdio::piped()).spawn().unwrap();
+    cli.ok(&["mem", "set", "agent:a", "live", "1"]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(follow.stdout.take().unwrap()), &mut line).unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let e: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((e["seq"].as_u64(), e["key"].as_str()), (Some(7), Some("live")));
+}

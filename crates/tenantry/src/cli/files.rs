@@ -88,6 +88,9 @@ pub async fn run(ctx: &Context, cmd: FsCmd) -> anyhow::Result<()> {
             }
             println!("[{slug}] deleted {path}");
         }
+        FsCmd::Search { query, prefix, kind, limit } => {
+            super::data::search(ctx, &client, slug, &query, prefix, kind, limit).await?;
+        }
     }
     Ok(())
 }

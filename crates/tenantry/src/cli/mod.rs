@@ -2,6 +2,7 @@
 //! Human output is tables and `[slug] ...` lines; `--json` prints exactly one JSON document.
 
 mod context;
+mod data;
 mod files;
 mod keys;
 mod output;
@@ -49,6 +50,18 @@ pub enum Command {
     Fs {
         #[command(subcommand)]
         cmd: FsCmd,
+    },
+    /// Agent memory of the current tenant: JSON values by namespace and key.
+    Mem {
+        #[command(subcommand)]
+        cmd: MemCmd,
+    },
+    /// The current tenant's change events; --follow streams them live.
+    Events(EventsArgs),
+    /// Webhooks of the current tenant (admin keys).
+    Webhook {
+        #[command(subcommand)]
+        cmd: WebhookCmd,
     },
     /// The current tenant's audit log; `audit verify` checks its hash chain.
     Audit(AuditArgs),
@@ -209,6 +222,91 @@ pub enum FsCmd {
     },
     /// Delete a file.
     Rm { path: String },
+    /// Search text files and memory values; every word must match.
+    Search {
+        query: String,
+        /// Only files under this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// `file` or `memory`.
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemCmd {
+    /// Set NAMESPACE KEY to a JSON VALUE (standard input when absent).
+    Set {
+        namespace: String,
+        // Not `key`: that id is taken by the global `--key` option.
+        #[arg(value_name = "KEY")]
+        entry: String,
+        value: Option<String>,
+        /// Expire after this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Store VALUE as a JSON string instead of parsing it as JSON.
+        #[arg(long)]
+        string: bool,
+    },
+    /// Print a value.
+    Get {
+        namespace: String,
+        #[arg(value_name = "KEY")]
+        entry: String,
+    },
+    /// List a namespace's keys.
+    Ls {
+        namespace: String,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Delete a value.
+    Rm {
+        namespace: String,
+        #[arg(value_name = "KEY")]
+        entry: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Events after this seq (with --follow: resume after it).
+    #[arg(long)]
+    pub after: Option<u64>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Keep streaming new events as they happen.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCmd {
+    /// Create a webhook; prints its signing secret once.
+    Create {
+        /// Where deliveries are POSTed (not `url`: that id is the global `--url` option).
+        #[arg(value_name = "URL")]
+        target: String,
+        /// An event type to deliver (repeatable); all types when absent.
+        #[arg(long = "event")]
+        events: Vec<String>,
+        /// Only events about paths matching this glob (`*` within a segment, `**` across).
+        #[arg(long)]
+        path_glob: Option<String>,
+        /// The signing secret (16+ characters); generated when absent.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// List the tenant's webhooks.
+    List,
+    /// Delete a webhook with its pending deliveries.
+    Rm { id: String },
+    /// Recent delivery attempts of a webhook.
+    Deliveries { id: String },
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +341,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant { cmd } => tenants::run(&ctx, cmd).await,
         Command::Key { cmd } => keys::run(&ctx, cmd).await,
         Command::Fs { cmd } => files::run(&ctx, cmd).await,
+        Command::Mem { cmd } => data::mem(&ctx, cmd).await,
+        Command::Events(args) => data::events(&ctx, args).await,
+        Command::Webhook { cmd } => data::webhook(&ctx, cmd).await,
         Command::Audit(args) => keys::audit(&ctx, args).await,
         Command::Whoami => keys::whoami(&ctx).await,
     }
