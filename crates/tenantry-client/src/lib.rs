@@ -89,6 +89,10 @@ impl Client {
         self.tenant.as_deref()
     }
 
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

@@ -77,13 +77,21 @@ impl IndexDoc {
     }
 
     /// A file's index entry, or `None` for content that is not indexed: binary (not UTF-8, or
-    /// holding NUL bytes) or larger than [`MAX_INDEXED_BYTES`].
+    /// holding NUL bytes), larger than [`MAX_INDEXED_BYTES`], or an encoded blob rather than
+    /// text (see [`looks_like_text`]).
     pub fn of_file(content: &[u8]) -> Option<IndexDoc> {
-        if content.len() > MAX_INDEXED_BYTES || content.contains(&0) {
+        if content.len() > MAX_INDEXED_BYTES || content.contains(&0) || !looks_like_text(content) {
             return None;
         }
         std::str::from_utf8(content).ok().map(IndexDoc::of_text)
     }
+}
+
+/// Whether UTF-8 content reads as text worth indexing: anything up to 1 KiB, and beyond that at
+/// least one whitespace byte per 200 bytes. Base64 and hex dumps, keys and similar encoded blobs
+/// have none: indexing them costs a posting per random token and finds nothing anyone searches.
+pub fn looks_like_text(content: &[u8]) -> bool {
+    content.len() <= 1024 || content.iter().filter(|b| b.is_ascii_whitespace()).count() * 200 >= content.len()
 }
 
 /// The distinct terms of a query, in the order given.
@@ -235,6 +243,10 @@ mod tests {
         assert!(IndexDoc::of_file(&[0xff, 0xfe, 0x00]).is_none());
         assert!(IndexDoc::of_file(b"nul\0inside").is_none());
         assert!(IndexDoc::of_file(&vec![b'a'; MAX_INDEXED_BYTES + 1]).is_none());
+        // An encoded blob (no whitespace over 1 KiB) is not text; prose and code are.
+        assert!(IndexDoc::of_file("QUJD".repeat(300).as_bytes()).is_none());
+        assert!(IndexDoc::of_file("QUJD".repeat(200).as_bytes()).is_some());
+        assert!(IndexDoc::of_file("fn main() { println!(\"hi\"); }\n".repeat(100).as_bytes()).is_some());
     }
 
     #[test]

@@ -59,6 +59,41 @@ fn remove_tx(tx: &Connection, tenant: &TenantId, ns: &str, key: &str, size: i64)
     unindex_tx(tx, tenant, DocKind::Memory, &memory_doc(ns, key))
 }
 
+/// Values at most this large are read inline (see `get_memory`).
+const INLINE_MAX: i64 = 64 * 1024;
+
+/// The live entry (`Some(None)`: absent or expired), or `None` when its value is over `max_len`.
+fn get_tx(
+    conn: &Connection,
+    tenant: &TenantId,
+    ns: &Namespace,
+    key: &MemoryKey,
+    now: Timestamp,
+    max_len: i64,
+) -> Result<Option<Option<MemoryEntry>>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT namespace, key, CASE WHEN size <= ?5 THEN value END, size, expires_at, created_at, updated_at
+             FROM memory WHERE tenant_id = ?1 AND namespace = ?2 AND key = ?3
+               AND (expires_at IS NULL OR expires_at > ?4)",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![tenant.as_str(), ns.as_str(), key.as_str(), now.millis(), max_len], |r| match r
+                .get::<_, Option<String>>(2)?
+            {
+                None => Ok(None),
+                Some(_) => entry_from_row(r, true).map(Some),
+            })
+            .optional()
+        })
+        .map_err(sql_error)?;
+    match row {
+        None => Ok(Some(None)),
+        Some(None) => Ok(None),
+        Some(Some(entry)) => Ok(Some(Some(entry?))),
+    }
+}
+
 fn is_live(expires_at: Option<i64>, now: Timestamp) -> bool {
     expires_at.is_none_or(|e| e > now.millis())
 }
@@ -131,22 +166,16 @@ impl MemoryStore for SqliteStore {
         key: &MemoryKey,
         now: Timestamp,
     ) -> Result<Option<MemoryEntry>> {
+        // Small values are read inline when a reader is free (as small files are): cheaper than
+        // a hop to the blocking pool. A value over the inline limit comes back as NULL and is
+        // read again on the pool.
+        if let Some(conn) = self.shared.try_reader() {
+            if let Some(found) = get_tx(&conn, scope.tenant_id(), namespace, key, now, INLINE_MAX)? {
+                return Ok(found);
+            }
+        }
         let (tenant, ns, key) = (scope.tenant_id().clone(), namespace.clone(), key.clone());
-        self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM memory WHERE tenant_id = ?1 AND namespace = ?2 AND key = ?3
-                   AND (expires_at IS NULL OR expires_at > ?4)"
-            ))
-            .and_then(|mut s| {
-                s.query_row(params![tenant.as_str(), ns.as_str(), key.as_str(), now.millis()], |r| {
-                    entry_from_row(r, true)
-                })
-                .optional()
-            })
-            .map_err(sql_error)?
-            .transpose()
-        })
-        .await
+        self.read(move |conn| Ok(get_tx(conn, &tenant, &ns, &key, now, i64::MAX)?.flatten())).await
     }
 
     async fn delete_memory(
