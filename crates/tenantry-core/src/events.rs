@@ -96,6 +96,13 @@ impl EventDraft {
         self.detail = Some(detail);
         self
     }
+    /// `quota.warning`: usage of `quota` crossed 80% of its limit with this change.
+    pub fn quota_warning(quota: &str, limit: u64, current: u64) -> EventDraft {
+        EventDraft::new(types::QUOTA_WARNING, "system".to_owned()).detail(serde_json::json!({
+            "quota": quota, "limit": limit, "current": current, "threshold": 0.8,
+        }))
+    }
+
     pub fn into_event(self, seq: u64, at: Timestamp) -> Event {
         Event {
             seq,

@@ -19,6 +19,19 @@ pub struct Limits {
     pub dedicated_placement: bool,
 }
 
+/// Usage at this fraction of a hard limit (4/5 = 80%) raises a `quota.warning` event.
+pub const WARNING_NUMERATOR: u64 = 4;
+pub const WARNING_DENOMINATOR: u64 = 5;
+
+/// Whether moving usage from `before` to `after` crosses the warning line of `limit` upward
+/// (once per crossing: a tenant hovering above the line is not warned on every write).
+pub fn crosses_warning(before: u64, after: u64, limit: Option<u64>) -> bool {
+    let Some(limit) = limit else { return false };
+    let line =
+        |v: u64| u128::from(v) * u128::from(WARNING_DENOMINATOR) >= u128::from(limit) * u128::from(WARNING_NUMERATOR);
+    limit > 0 && !line(before) && line(after)
+}
+
 const NUMERIC_LIMITS: &[&str] =
     &["max_keys", "max_storage_bytes", "max_files", "max_api_calls_month", "max_requests_per_minute"];
 const FEATURES: &[&str] = &["webhooks", "dedicated_placement"];
@@ -191,5 +204,16 @@ mod tests {
         {
             assert!(QuotaOverrides::parse(&v).is_err(), "{v}");
         }
+    }
+
+    #[test]
+    fn the_warning_fires_once_when_usage_crosses_eighty_percent() {
+        assert!(crosses_warning(79, 80, Some(100)));
+        assert!(crosses_warning(0, 100, Some(100)));
+        assert!(!crosses_warning(80, 90, Some(100)), "already above: no new warning");
+        assert!(!crosses_warning(10, 79, Some(100)));
+        assert!(!crosses_warning(90, 10, Some(100)));
+        assert!(!crosses_warning(0, u64::MAX, None));
+        assert!(crosses_warning(0, u64::MAX, Some(u64::MAX)));
     }
 }

@@ -7,8 +7,10 @@ use crate::pool::sql_error;
 use crate::store::append_audit_tx;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::{Arc, Mutex, RwLock};
-use tenantry_core::events::{Event, EventSink, Journal};
+use tenantry_core::events::{Event, EventDraft, EventSink, Journal};
 use tenantry_core::ids::{TenantId, WebhookId};
+use tenantry_core::store::StoredUsage;
+use tenantry_core::tier::crosses_warning;
 use tenantry_core::time::{Clock, SystemClock};
 use tenantry_core::webhook::Webhook;
 use tenantry_core::Result;
@@ -56,7 +58,36 @@ pub(crate) fn journal_tx(
     published: &Published,
 ) -> Result<()> {
     append_audit_tx(tx, tenant, slug, journal.audit)?;
-    let Some(draft) = journal.event else { return Ok(()) };
+    match journal.event {
+        Some(draft) => event_tx(tx, tenant, slug, draft, published),
+        None => Ok(()),
+    }
+}
+
+/// Raises `quota.warning` events for the limits this change's usage crossed 80% of.
+pub(crate) fn quota_warnings_tx(
+    tx: &Connection,
+    tenant: &TenantId,
+    slug: &str,
+    before: StoredUsage,
+    after: StoredUsage,
+    limits: (Option<u64>, Option<u64>),
+    published: &Published,
+) -> Result<()> {
+    let (max_bytes, max_files) = limits;
+    if crosses_warning(before.storage_bytes, after.storage_bytes, max_bytes) {
+        let draft = EventDraft::quota_warning("max_storage_bytes", max_bytes.unwrap_or(0), after.storage_bytes);
+        event_tx(tx, tenant, slug, draft, published)?;
+    }
+    if crosses_warning(before.files, after.files, max_files) {
+        let draft = EventDraft::quota_warning("max_files", max_files.unwrap_or(0), after.files);
+        event_tx(tx, tenant, slug, draft, published)?;
+    }
+    Ok(())
+}
+
+/// Numbers and writes one event, and queues its webhook deliveries.
+fn event_tx(tx: &Connection, tenant: &TenantId, slug: &str, draft: EventDraft, published: &Published) -> Result<()> {
     let seq: i64 = tx
         .prepare_cached(
             "INSERT INTO tenant_usage (tenant_id, storage_bytes, files, last_event_seq) VALUES (?1, 0, 0, 1)

@@ -2,7 +2,7 @@
 //! count toward the tenant's `storage_bytes` in the same counters as files, checked inside the
 //! write transaction; expired rows are invisible at once and reclaimed in the background.
 
-use crate::journal::journal_tx;
+use crate::journal::{journal_tx, quota_warnings_tx};
 use crate::pool::sql_error;
 use crate::search::{index_tx, memory_doc, unindex_tx};
 use crate::store::{add_usage_tx, corrupt, usage_tx, SqliteStore};
@@ -12,7 +12,7 @@ use tenantry_core::events::Journal;
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{MemoryEntry, MemoryKey, Namespace};
 use tenantry_core::search::DocKind;
-use tenantry_core::store::{MemoryListing, MemoryStore, MemoryWrite, TenantScope};
+use tenantry_core::store::{MemoryListing, MemoryStore, MemoryWrite, StoredUsage, TenantScope};
 use tenantry_core::time::Timestamp;
 use tenantry_core::{Error, Result};
 
@@ -114,9 +114,10 @@ impl MemoryStore for SqliteStore {
             let old_size = current.map_or(0, |c| c.0);
             let new_size = write.value.len() as i64;
             let delta = new_size - old_size;
+            let used = usage_tx(tx, tenant)?;
+            let after = StoredUsage { storage_bytes: used.storage_bytes.saturating_add_signed(delta), ..used };
             if let Some(max) = write.max_storage_bytes {
-                let used = usage_tx(tx, tenant)?;
-                if delta > 0 && used.storage_bytes.saturating_add_signed(delta) > max {
+                if delta > 0 && after.storage_bytes > max {
                     return Err(Error::quota_exceeded("max_storage_bytes", max, used.storage_bytes));
                 }
             }
@@ -146,6 +147,7 @@ impl MemoryStore for SqliteStore {
             }
             index_tx(tx, tenant, DocKind::Memory, &doc, &write.index)?;
             journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
+            quota_warnings_tx(tx, tenant, scope.slug().as_str(), used, after, (write.max_storage_bytes, None), published)?;
             Ok(MemoryEntry {
                 namespace: ns.to_owned(),
                 key: key.to_owned(),

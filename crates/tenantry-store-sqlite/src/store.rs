@@ -2,7 +2,7 @@
 //! transaction on a blocking thread; a change and its audit entry commit together.
 
 use crate::cache::FileCache;
-use crate::journal::{journal_tx, Published, Sinks};
+use crate::journal::{journal_tx, quota_warnings_tx, Published, Sinks};
 use crate::pool::{sql_error, OpenOptions, Pool};
 use crate::search::{index_tx, unindex_tx};
 use async_trait::async_trait;
@@ -585,6 +585,7 @@ impl FileStore for SqliteStore {
                         }
                     }
                     add_usage_tx(tx, tenant, bytes_delta, files_delta)?;
+                    let after = StoredUsage { storage_bytes: new_bytes, files: used.files + files_delta as u64 };
                     tx.prepare_cached(
                         "INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, content)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -613,6 +614,8 @@ impl FileStore for SqliteStore {
                         index_tx(tx, tenant, DocKind::File, write.path.as_str(), doc)?;
                     }
                     journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
+                    let limits = (write.max_storage_bytes, write.max_files);
+                    quota_warnings_tx(tx, tenant, scope.slug().as_str(), used, after, limits, published)?;
                     let meta = FileMeta {
                         path: write.path.clone(),
                         size: write.content.len() as u64,

@@ -175,3 +175,38 @@ async fn requests_over_the_rate_limit_get_429_with_retry_after_and_ratelimit_hea
     let res = app.raw(Some(&t.owner), Method::GET, "/v1/whoami", None, &[]).await;
     assert_eq!((res.status.as_u16(), res.header("ratelimit-limit")), (200, Some("100000")));
 }
+
+#[tokio::test]
+async fn crossing_eighty_percent_of_a_limit_raises_one_quota_warning_event() {
+    let app = spawn_app().await;
+    let acme = app
+        .create_tenant_with(serde_json::json!({
+            "slug": "acme", "tier": "enterprise", "quotas": {"max_storage_bytes": 100, "max_files": 5}
+        }))
+        .await;
+    let c = app.as_key(&acme.owner);
+    c.put_file("/a", vec![b'a'; 50], None).await.unwrap(); // 50 bytes, 1 file
+    c.put_file("/b", vec![b'b'; 30], None).await.unwrap(); // 80 bytes: crosses 80%
+    c.put_file("/c", vec![b'c'; 5], None).await.unwrap(); // 85 bytes: still above, no new warning
+    c.put_file("/d", vec![], None).await.unwrap(); // 4 files of 5: crosses 80%
+    let events = c.events(0, None).await.unwrap();
+    let items = events["items"].as_array().unwrap();
+    let warnings: Vec<&serde_json::Value> = items.iter().filter(|e| e["type"] == "quota.warning").collect();
+    assert_eq!(warnings.len(), 2, "{items:?}");
+    assert_eq!(
+        warnings[0]["detail"],
+        serde_json::json!({"quota": "max_storage_bytes", "limit": 100, "current": 80, "threshold": 0.8})
+    );
+    assert_eq!(warnings[1]["detail"]["quota"], "max_files");
+    assert_eq!(warnings[1]["detail"]["current"], 4);
+    assert_eq!(warnings[0]["actor"], "system");
+    // The warning follows the write that caused it.
+    let b = items.iter().position(|e| e["path"] == "/b").unwrap();
+    assert_eq!(items[b + 1]["type"], "quota.warning");
+    // Going below and back above warns again: bytes 85 → 35 → 85, files 4 → 3 → 4.
+    c.delete_file("/a").await.unwrap();
+    c.put_file("/e", vec![b'e'; 50], None).await.unwrap();
+    let events = c.events(0, None).await.unwrap();
+    let n = events["items"].as_array().unwrap().iter().filter(|e| e["type"] == "quota.warning").count();
+    assert_eq!(n, 4);
+}
