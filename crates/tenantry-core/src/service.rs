@@ -230,6 +230,8 @@ pub struct Tenantry {
     config: ServiceConfig,
     operator_hash: SecretHash,
     clock: Arc<dyn Clock>,
+    /// Warnings raised on the request path, written by the next usage flush.
+    warnings: std::sync::Mutex<Vec<(TenantId, EventDraft)>>,
 }
 
 fn validate_name(name: &str) -> Result<String> {
@@ -318,6 +320,7 @@ impl Tenantry {
             config,
             operator_hash: SecretHash::of(operator_key),
             clock,
+            warnings: Default::default(),
         };
         let (tenants, keys) = this.store.load_directory().await?;
         this.directory.load(tenants, keys);
@@ -441,7 +444,9 @@ impl Tenantry {
         Ok(())
     }
 
-    /// Meters one answered request of a tenant key (API.md §8 usage).
+    /// Meters one answered request of a tenant key (API.md §8 usage). Crossing 80% of the monthly
+    /// allowance queues a `quota.warning`, written with the next flush (this path never waits on
+    /// storage).
     pub fn record_request(&self, caller: &Caller, read: bool, bytes_in: u64, bytes_out: u64) {
         if caller.is_operator() {
             return;
@@ -455,11 +460,28 @@ impl Tenantry {
             bytes_out,
             searches: 0,
         };
-        self.meter.record(&caller.tenant().id, now.millis(), now.month_bounds().0.millis(), c);
+        let tenant = caller.tenant();
+        let (before, after) = self.meter.record(&tenant.id, now.millis(), now.month_bounds().0.millis(), c);
+        let max = self.limits_of(tenant).max_api_calls_month;
+        if crate::tier::crosses_warning(before, after, max) {
+            let draft = EventDraft::quota_warning("max_api_calls_month", max.unwrap_or(0), after);
+            self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push((tenant.id.clone(), draft));
+        }
     }
 
     /// Writes the metered usage to the store (called every few seconds and at shutdown).
     pub async fn flush_usage(&self) -> Result<()> {
+        let mut warnings = std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner())).into_iter();
+        while let Some((tenant, draft)) = warnings.next() {
+            let Some(t) = self.directory.tenant(&tenant) else { continue };
+            if let Err(e) = self.store.publish_event(&crate::store::TenantScope::new(&t), draft.clone()).await {
+                // Kept for the next flush, this one first.
+                let mut pending = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+                let rest: Vec<_> = std::iter::once((tenant, draft)).chain(warnings).collect();
+                pending.splice(0..0, rest);
+                return Err(e);
+            }
+        }
         let batch = self.meter.take();
         if batch.is_empty() {
             return Ok(());

@@ -254,6 +254,8 @@ pub trait EventLog: Send + Sync {
     /// Background upkeep across tenants: deletes a batch of events (and webhook delivery logs)
     /// older than `before`, returning how many events; `seq` numbers are never reused.
     async fn prune_events(&self, before: Timestamp) -> Result<u64>;
+    /// Writes an event that no change of data carries (a warning raised on the request path).
+    async fn publish_event(&self, scope: &TenantScope, draft: crate::events::EventDraft) -> Result<()>;
     /// Registers a sink told about every event after its commit, in commit order.
     fn add_event_sink(&self, sink: std::sync::Arc<dyn crate::events::EventSink>);
 }

@@ -66,15 +66,17 @@ impl Meter {
         }
     }
 
-    /// Counts one request.
-    pub fn record(&self, tenant: &TenantId, now_ms: i64, month_start_ms: i64, c: Counters) {
+    /// Counts one request; returns the tenant's API calls this month, before and after.
+    pub fn record(&self, tenant: &TenantId, now_ms: i64, month_start_ms: i64, c: Counters) -> (u64, u64) {
         let mut inner = self.lock();
         inner.pending.entry((tenant.clone(), now_ms.div_euclid(DAY_MS))).or_default().add(&c);
         let entry = inner.month.entry(tenant.clone()).or_insert((month_start_ms, 0));
         if entry.0 != month_start_ms {
             *entry = (month_start_ms, 0); // a new month begins at zero
         }
+        let before = entry.1;
         entry.1 += c.api_calls;
+        (before, entry.1)
     }
 
     /// Takes everything not yet flushed. On a failed flush, hand it back with [`restore`](Self::restore).

@@ -1,13 +1,13 @@
 //! The event log: read by page (filtered by a key's prefix inside the query, so a prefixed key
 //! still gets full pages) and pruned by age.
 
-use crate::journal::last_event_seq_tx;
+use crate::journal::{event_tx, last_event_seq_tx};
 use crate::pool::sql_error;
 use crate::store::SqliteStore;
 use async_trait::async_trait;
 use rusqlite::{params, Row};
 use std::sync::Arc;
-use tenantry_core::events::{Event, EventSink};
+use tenantry_core::events::{Event, EventDraft, EventSink};
 use tenantry_core::path::PathPrefix;
 use tenantry_core::store::{EventLog, TenantScope};
 use tenantry_core::time::Timestamp;
@@ -96,6 +96,14 @@ impl EventLog for SqliteStore {
             )
             .map_err(sql_error)?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn publish_event(&self, scope: &TenantScope, draft: EventDraft) -> Result<()> {
+        let scope = scope.clone();
+        self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
+            event_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft, published)
         })
         .await
     }

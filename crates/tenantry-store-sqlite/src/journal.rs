@@ -64,30 +64,45 @@ pub(crate) fn journal_tx(
     }
 }
 
-/// Raises `quota.warning` events for the limits this change's usage crossed 80% of.
+/// Raises a `quota.warning` event for each `(quota, limit, before, after)` whose usage crossed 80%
+/// of its limit with this change.
 pub(crate) fn quota_warnings_tx(
     tx: &Connection,
     tenant: &TenantId,
     slug: &str,
-    before: StoredUsage,
-    after: StoredUsage,
-    limits: (Option<u64>, Option<u64>),
+    crossings: &[(&str, Option<u64>, u64, u64)],
     published: &Published,
 ) -> Result<()> {
-    let (max_bytes, max_files) = limits;
-    if crosses_warning(before.storage_bytes, after.storage_bytes, max_bytes) {
-        let draft = EventDraft::quota_warning("max_storage_bytes", max_bytes.unwrap_or(0), after.storage_bytes);
-        event_tx(tx, tenant, slug, draft, published)?;
-    }
-    if crosses_warning(before.files, after.files, max_files) {
-        let draft = EventDraft::quota_warning("max_files", max_files.unwrap_or(0), after.files);
-        event_tx(tx, tenant, slug, draft, published)?;
+    for &(quota, limit, before, after) in crossings {
+        if crosses_warning(before, after, limit) {
+            let draft = EventDraft::quota_warning(quota, limit.unwrap_or(0), after);
+            event_tx(tx, tenant, slug, draft, published)?;
+        }
     }
     Ok(())
 }
 
+/// `max_storage_bytes` and `max_files` crossings of a change from `before` to `after`.
+pub(crate) fn storage_crossings(
+    before: StoredUsage,
+    after: StoredUsage,
+    max_bytes: Option<u64>,
+    max_files: Option<u64>,
+) -> [(&'static str, Option<u64>, u64, u64); 2] {
+    [
+        ("max_storage_bytes", max_bytes, before.storage_bytes, after.storage_bytes),
+        ("max_files", max_files, before.files, after.files),
+    ]
+}
+
 /// Numbers and writes one event, and queues its webhook deliveries.
-fn event_tx(tx: &Connection, tenant: &TenantId, slug: &str, draft: EventDraft, published: &Published) -> Result<()> {
+pub(crate) fn event_tx(
+    tx: &Connection,
+    tenant: &TenantId,
+    slug: &str,
+    draft: EventDraft,
+    published: &Published,
+) -> Result<()> {
     let seq: i64 = tx
         .prepare_cached(
             "INSERT INTO tenant_usage (tenant_id, storage_bytes, files, last_event_seq) VALUES (?1, 0, 0, 1)

@@ -2,9 +2,9 @@
 //! count toward the tenant's `storage_bytes` in the same counters as files, checked inside the
 //! write transaction; expired rows are invisible at once and reclaimed in the background.
 
-use crate::journal::{journal_tx, quota_warnings_tx};
+use crate::journal::{journal_tx, quota_warnings_tx, storage_crossings};
 use crate::pool::sql_error;
-use crate::search::{index_tx, memory_doc, unindex_tx};
+use crate::search::{memory_doc, reindex_tx};
 use crate::store::{add_usage_tx, corrupt, usage_tx, SqliteStore};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -56,7 +56,7 @@ fn remove_tx(tx: &Connection, tenant: &TenantId, ns: &str, key: &str, size: i64)
         .and_then(|mut s| s.execute(params![tenant.as_str(), ns, key]))
         .map_err(sql_error)?;
     add_usage_tx(tx, tenant, -size, 0)?;
-    unindex_tx(tx, tenant, DocKind::Memory, &memory_doc(ns, key))
+    reindex_tx(tx, tenant, DocKind::Memory, &memory_doc(ns, key), None)
 }
 
 /// Values at most this large are read inline (see `get_memory`).
@@ -141,13 +141,10 @@ impl MemoryStore for SqliteStore {
                 ])
             })
             .map_err(sql_error)?;
-            let doc = memory_doc(ns, key);
-            if current.is_some() {
-                unindex_tx(tx, tenant, DocKind::Memory, &doc)?;
-            }
-            index_tx(tx, tenant, DocKind::Memory, &doc, &write.index)?;
+            reindex_tx(tx, tenant, DocKind::Memory, &memory_doc(ns, key), Some(&write.index))?;
             journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
-            quota_warnings_tx(tx, tenant, scope.slug().as_str(), used, after, (write.max_storage_bytes, None), published)?;
+            let crossings = storage_crossings(used, after, write.max_storage_bytes, None);
+            quota_warnings_tx(tx, tenant, scope.slug().as_str(), &crossings, published)?;
             Ok(MemoryEntry {
                 namespace: ns.to_owned(),
                 key: key.to_owned(),

@@ -6,6 +6,7 @@ use crate::pool::sql_error;
 use crate::store::SqliteStore;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashSet;
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{searchable_text, SEPARATOR};
 use tenantry_core::search::{rank, snippet, DocKind, IndexDoc, Posting, ScopeStats, SearchHit};
@@ -17,42 +18,93 @@ pub(crate) fn memory_doc(namespace: &str, key: &str) -> String {
     format!("{namespace}{SEPARATOR}{key}")
 }
 
-/// Adds a document's postings (the caller has removed any older version).
-pub(crate) fn index_tx(tx: &Connection, tenant: &TenantId, kind: DocKind, doc: &str, entry: &IndexDoc) -> Result<()> {
-    let terms: Vec<&str> = entry.terms.iter().map(|(t, _)| t.as_str()).collect();
-    tx.prepare_cached("INSERT INTO search_docs (tenant_id, kind, doc, len, terms) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .and_then(|mut s| s.execute(params![tenant.as_str(), kind as i64, doc, entry.len, terms.join(" ")]))
-        .map_err(sql_error)?;
-    let mut s = tx
-        .prepare_cached(
-            "INSERT INTO search_postings (tenant_id, term, kind, doc, tf, len) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .map_err(sql_error)?;
-    for (term, tf) in &entry.terms {
-        s.execute(params![tenant.as_str(), term, kind as i64, doc, tf, entry.len]).map_err(sql_error)?;
-    }
-    move_search_counters(tx, tenant, 1, i64::from(entry.len))
-}
+/// Postings written or deleted per statement: one statement per row costs more in SQLite's VM
+/// than the B-tree work itself.
+const BATCH: usize = 32;
 
-/// Removes a document's postings, if it has any.
-pub(crate) fn unindex_tx(tx: &Connection, tenant: &TenantId, kind: DocKind, doc: &str) -> Result<()> {
-    let row: Option<(i64, String)> = tx
+/// Makes the index hold `new` for a document (`None`: not indexed any more). Only what changed is
+/// written: postings of words no longer present are deleted, the others are upserted in batches.
+pub(crate) fn reindex_tx(
+    tx: &Connection,
+    tenant: &TenantId,
+    kind: DocKind,
+    doc: &str,
+    new: Option<&IndexDoc>,
+) -> Result<()> {
+    let old: Option<(i64, String)> = tx
         .prepare_cached("SELECT len, terms FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
         .and_then(|mut s| {
             s.query_row(params![tenant.as_str(), kind as i64, doc], |r| Ok((r.get(0)?, r.get(1)?))).optional()
         })
         .map_err(sql_error)?;
-    let Some((len, terms)) = row else { return Ok(()) };
-    let mut s = tx
-        .prepare_cached("DELETE FROM search_postings WHERE tenant_id = ?1 AND term = ?2 AND kind = ?3 AND doc = ?4")
-        .map_err(sql_error)?;
-    for term in terms.split(' ').filter(|t| !t.is_empty()) {
-        s.execute(params![tenant.as_str(), term, kind as i64, doc]).map_err(sql_error)?;
+    if old.is_none() && new.is_none() {
+        return Ok(());
     }
-    tx.prepare_cached("DELETE FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
-        .and_then(|mut s| s.execute(params![tenant.as_str(), kind as i64, doc]))
-        .map_err(sql_error)?;
-    move_search_counters(tx, tenant, -1, -len)
+    let keep: HashSet<&str> = new.map(|n| n.terms.iter().map(|(t, _)| t.as_str()).collect()).unwrap_or_default();
+    let removed: Vec<&str> = match &old {
+        Some((_, terms)) => terms.split(' ').filter(|t| !t.is_empty() && !keep.contains(t)).collect(),
+        None => Vec::new(),
+    };
+    let k = kind as i64;
+    for chunk in removed.chunks(BATCH) {
+        // A full batch's statement, the IN list padded with its first term.
+        let mut s = tx
+            .prepare_cached(&format!(
+                "DELETE FROM search_postings WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3 AND term IN ({})",
+                (4..4 + BATCH).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+            ))
+            .map_err(sql_error)?;
+        let padded: Vec<&str> = (0..BATCH).map(|i| chunk.get(i).copied().unwrap_or(chunk[0])).collect();
+        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(3 + BATCH);
+        let tenant_str = tenant.as_str();
+        all.push(&tenant_str);
+        all.push(&k);
+        all.push(&doc);
+        for t in &padded {
+            all.push(t);
+        }
+        s.execute(all.as_slice()).map_err(sql_error)?;
+    }
+    match new {
+        Some(entry) => {
+            let upsert_sql = |rows: usize| {
+                format!(
+                    "INSERT INTO search_postings (tenant_id, term, kind, doc, tf, len) VALUES {}
+                     ON CONFLICT (tenant_id, term, kind, doc) DO UPDATE SET tf = excluded.tf, len = excluded.len",
+                    (0..rows)
+                        .map(|r| format!("(?1, ?{}, ?2, ?3, ?{}, ?4)", 5 + 2 * r, 6 + 2 * r))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let tenant_str = tenant.as_str();
+            let len = i64::from(entry.len);
+            for chunk in entry.terms.chunks(BATCH) {
+                let mut s = tx.prepare_cached(&upsert_sql(chunk.len().min(BATCH))).map_err(sql_error)?;
+                let mut all: Vec<&dyn rusqlite::ToSql> = vec![&tenant_str, &k, &doc, &len];
+                for (term, tf) in chunk {
+                    all.push(term);
+                    all.push(tf);
+                }
+                s.execute(all.as_slice()).map_err(sql_error)?;
+            }
+            let terms: Vec<&str> = entry.terms.iter().map(|(t, _)| t.as_str()).collect();
+            tx.prepare_cached(
+                "INSERT INTO search_docs (tenant_id, kind, doc, len, terms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant_id, kind, doc) DO UPDATE SET len = excluded.len, terms = excluded.terms",
+            )
+            .and_then(|mut s| s.execute(params![tenant.as_str(), k, doc, entry.len, terms.join(" ")]))
+            .map_err(sql_error)?;
+        }
+        None => {
+            tx.prepare_cached("DELETE FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
+                .and_then(|mut s| s.execute(params![tenant.as_str(), k, doc]))
+                .map_err(sql_error)?;
+        }
+    }
+    let old_len = old.as_ref().map_or(0, |o| o.0);
+    let docs = i64::from(new.is_some()) - i64::from(old.is_some());
+    move_search_counters(tx, tenant, docs, new.map_or(0, |n| i64::from(n.len)) - old_len)
 }
 
 fn move_search_counters(tx: &Connection, tenant: &TenantId, docs: i64, words: i64) -> Result<()> {

@@ -2,9 +2,9 @@
 //! transaction on a blocking thread; a change and its audit entry commit together.
 
 use crate::cache::FileCache;
-use crate::journal::{journal_tx, quota_warnings_tx, Published, Sinks};
+use crate::journal::{journal_tx, quota_warnings_tx, storage_crossings, Published, Sinks};
 use crate::pool::{sql_error, OpenOptions, Pool};
-use crate::search::{index_tx, unindex_tx};
+use crate::search::reindex_tx;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
@@ -291,6 +291,18 @@ fn insert_key_tx(tx: &Connection, k: &KeyRecord) -> Result<()> {
     Ok(())
 }
 
+/// Usable keys: not revoked and not expired at `at`.
+fn usable_keys_tx(tx: &Connection, tenant: &TenantId, at: Timestamp) -> Result<u64> {
+    let n: i64 = tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM keys WHERE tenant_id = ?1 AND revoked_at IS NULL
+             AND (expires_at IS NULL OR expires_at > ?2)",
+        )
+        .and_then(|mut s| s.query_row(params![tenant.as_str(), at.millis()], |r| r.get(0)))
+        .map_err(sql_error)?;
+    Ok(n.max(0) as u64)
+}
+
 #[async_trait]
 impl TenantRegistry for SqliteStore {
     async fn load_directory(&self) -> Result<(Vec<Tenant>, Vec<KeyRecord>)> {
@@ -380,22 +392,19 @@ impl TenantRegistry for SqliteStore {
         let (scope, key) = (scope.clone(), key.clone());
         self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
             if let Some(max) = max_keys {
-                // Usable keys: not revoked and not expired at the new key's creation time.
-                let active: i64 = tx
-                    .prepare_cached(
-                        "SELECT COUNT(*) FROM keys WHERE tenant_id = ?1 AND revoked_at IS NULL
-                         AND (expires_at IS NULL OR expires_at > ?2)",
-                    )
-                    .and_then(|mut s| {
-                        s.query_row(params![scope.tenant_id().as_str(), key.created_at.millis()], |r| r.get(0))
-                    })
-                    .map_err(sql_error)?;
-                if active as u64 >= max {
-                    return Err(Error::quota_exceeded("max_keys", max, active as u64));
+                let active = usable_keys_tx(tx, scope.tenant_id(), key.created_at)?;
+                if active >= max {
+                    return Err(Error::quota_exceeded("max_keys", max, active));
                 }
             }
             insert_key_tx(tx, &key)?;
-            journal_tx(tx, scope.tenant_id(), scope.slug().as_str(), journal, published)
+            journal_tx(tx, scope.tenant_id(), scope.slug().as_str(), journal, published)?;
+            if let Some(max) = max_keys {
+                let after = usable_keys_tx(tx, scope.tenant_id(), key.created_at)?;
+                let crossing = [("max_keys", Some(max), after.saturating_sub(1), after)];
+                quota_warnings_tx(tx, scope.tenant_id(), scope.slug().as_str(), &crossing, published)?;
+            }
+            Ok(())
         })
         .await
     }
@@ -607,15 +616,10 @@ impl FileStore for SqliteStore {
                         ])
                     })
                     .map_err(sql_error)?;
-                    if current.is_some() {
-                        unindex_tx(tx, tenant, DocKind::File, write.path.as_str())?;
-                    }
-                    if let Some(doc) = &write.index {
-                        index_tx(tx, tenant, DocKind::File, write.path.as_str(), doc)?;
-                    }
+                    reindex_tx(tx, tenant, DocKind::File, write.path.as_str(), write.index.as_ref())?;
                     journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
-                    let limits = (write.max_storage_bytes, write.max_files);
-                    quota_warnings_tx(tx, tenant, scope.slug().as_str(), used, after, limits, published)?;
+                    let crossings = storage_crossings(used, after, write.max_storage_bytes, write.max_files);
+                    quota_warnings_tx(tx, tenant, scope.slug().as_str(), &crossings, published)?;
                     let meta = FileMeta {
                         path: write.path.clone(),
                         size: write.content.len() as u64,
@@ -712,7 +716,7 @@ impl FileStore for SqliteStore {
                 .map_err(sql_error)?;
             let size = current.as_ref().map_or(0, |c| c.3);
             add_usage_tx(tx, tenant, -size, -1)?;
-            unindex_tx(tx, tenant, DocKind::File, path.as_str())?;
+            reindex_tx(tx, tenant, DocKind::File, path.as_str(), None)?;
             journal_tx(tx, tenant, scope.slug().as_str(), journal, published)
         })
         .await

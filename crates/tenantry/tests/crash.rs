@@ -170,3 +170,32 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
     assert!(total_acked > rounds, "the writers got too few writes in ({total_acked}) for the test to mean much");
     println!("crash test: {rounds} SIGKILLs survived, {total_acked} acknowledged writes checked");
 }
+
+/// Metering is counted in memory and flushed every 2 s: a crash may lose the last seconds, never
+/// more, and never counts a request twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loses_at_most_the_last_seconds_of_metering() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, url) = start(&data);
+    let op = Client::new(&url, Some(OPERATOR.into()));
+    let t = op.create_tenant(&serde_json::json!({ "slug": "metered", "tier": "enterprise" })).await.unwrap();
+    let owner = Client::new(&url, Some(t["owner_key"].as_str().unwrap().to_owned()));
+    for _ in 0..40 {
+        owner.whoami().await.unwrap();
+    }
+    // Two flush intervals: the 40 calls are stored.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    for _ in 0..25 {
+        owner.whoami().await.unwrap();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, url) = start(&data);
+    let op = Client::new(&url, Some(OPERATOR.into()));
+    let usage = op.tenant_usage("metered", "").await.unwrap();
+    let calls = usage["usage"]["api_calls"].as_u64().unwrap();
+    assert!((40..=65).contains(&calls), "{calls} calls metered; 40 were flushed before the crash, 65 made");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -210,3 +210,51 @@ async fn crossing_eighty_percent_of_a_limit_raises_one_quota_warning_event() {
     let n = events["items"].as_array().unwrap().iter().filter(|e| e["type"] == "quota.warning").count();
     assert_eq!(n, 4);
 }
+
+#[tokio::test]
+async fn the_key_limit_and_the_monthly_allowance_warn_at_eighty_percent_too() {
+    let app = spawn_app().await;
+    let acme = app
+        .create_tenant_with(serde_json::json!({
+            "slug": "acme", "tier": "enterprise",
+            "quotas": {"max_keys": 5, "max_api_calls_month": 10}
+        }))
+        .await;
+    // The owner key is 1 of 5; the third new key makes 4: 80%.
+    for _ in 0..3 {
+        app.key(&acme, "reader", None).await;
+    }
+    // Read the feed as the operator, who is not metered.
+    let op = app.operator().with_tenant(Some("acme".into()));
+    let warnings = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "quota.warning")
+            .map(|e| e["detail"].clone())
+            .collect()
+    };
+    let page = op.events(0, None).await.unwrap();
+    assert_eq!(warnings(&page), [serde_json::json!({"quota": "max_keys", "limit": 5, "current": 4, "threshold": 0.8})]);
+    // 3 calls so far (the key creations); calls 4..=9: the 8th crosses 80% of 10. The warning is
+    // written with the next usage flush.
+    let c = app.as_key(&acme.owner);
+    for _ in 0..6 {
+        c.whoami().await.unwrap();
+    }
+    eventually(10, "the allowance warning", || async {
+        warnings(&op.events(0, None).await.unwrap()).iter().any(|w| w["quota"] == "max_api_calls_month")
+    })
+    .await;
+    let all = warnings(&op.events(0, None).await.unwrap());
+    assert_eq!(
+        all[1],
+        serde_json::json!({"quota": "max_api_calls_month", "limit": 10, "current": 8, "threshold": 0.8})
+    );
+    // Once per month: the 10th call and the refused 11th raise no second one.
+    c.whoami().await.unwrap();
+    assert!(c.whoami().await.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(warnings(&op.events(0, None).await.unwrap()).len(), 2);
+}
