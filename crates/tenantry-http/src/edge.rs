@@ -28,10 +28,19 @@ pub struct PathTenant(pub String);
 pub struct RequestId(pub String);
 
 /// Where [`Authed`] leaves the caller (so [`finish`] can audit a refusal in the right tenant),
-/// the rate-limit decision (for the `RateLimit-*` headers), and whether the request was admitted
-/// (admitted requests are metered).
+/// the rate-limit decision (for the `RateLimit-*` headers), whether the request was admitted
+/// (admitted requests are metered), and the tenant's in-flight slot (freed when the request is
+/// done with).
 #[derive(Debug, Clone, Default)]
-struct CallerSlot(Arc<(OnceLock<Caller>, OnceLock<RateDecision>, std::sync::atomic::AtomicBool)>);
+struct CallerSlot(Arc<SlotInner>);
+
+#[derive(Debug, Default)]
+struct SlotInner {
+    caller: OnceLock<Caller>,
+    decision: OnceLock<RateDecision>,
+    admitted: std::sync::atomic::AtomicBool,
+    in_flight: OnceLock<tokio::sync::OwnedSemaphorePermit>,
+}
 
 /// `/t/{slug}/v1/...` → `/v1/...` with the slug kept aside: the same routes serve both forms.
 pub fn rewrite_tenant_path(mut req: Request) -> Request {
@@ -85,17 +94,23 @@ impl FromRequestParts<AppState> for Authed {
         let caller = state.svc.authenticate(facts).await?;
         let decision = state.svc.admit(&caller);
         if let Some(slot) = parts.extensions.get::<CallerSlot>() {
-            let _ = slot.0 .0.set(caller.clone());
+            let _ = slot.0.caller.set(caller.clone());
             if let Some(d) = decision {
-                let _ = slot.0 .1.set(d);
+                let _ = slot.0.decision.set(d);
             }
         }
         match decision {
             Some(d) if !d.allowed => Err(ApiError(tenantry_core::Error::rate_limited(d.limit, d.retry_after_secs))),
             _ => {
                 state.svc.check_allowance(&caller)?;
+                // The operator's work is not a tenant's load.
+                let permit =
+                    if caller.is_operator() { None } else { Some(state.in_flight.enter(&caller.tenant().id).await) };
                 if let Some(slot) = parts.extensions.get::<CallerSlot>() {
-                    slot.0 .2.store(true, std::sync::atomic::Ordering::Relaxed);
+                    slot.0.admitted.store(true, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(p) = permit {
+                        let _ = slot.0.in_flight.set(p);
+                    }
                 }
                 Ok(Authed(caller))
             }
@@ -263,7 +278,7 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
             tracing::error!(request_id = %request_id, route = route.unwrap_or("-"), "internal error: {cause}");
         }
         if status.is_client_error() && status != StatusCode::UNAUTHORIZED {
-            if let Some(caller) = slot.0 .0.get() {
+            if let Some(caller) = slot.0.caller.get() {
                 let action = state.routes.action(&method, route);
                 let target = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
                 if let Err(e) = state.svc.audit_refusal(caller, action, &target, info.code).await {
@@ -288,15 +303,15 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
     }
-    if let Some(caller) = slot.0 .0.get() {
+    if let Some(caller) = slot.0.caller.get() {
         state.metrics.record_tenant(&caller.tenant().id);
     }
-    if let (Some(caller), true) = (slot.0 .0.get(), slot.0 .2.load(std::sync::atomic::Ordering::Relaxed)) {
+    if let (Some(caller), true) = (slot.0.caller.get(), slot.0.admitted.load(std::sync::atomic::Ordering::Relaxed)) {
         let bytes_out = axum::body::HttpBody::size_hint(res.body()).exact().unwrap_or(0);
         let read = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
         state.svc.record_request(caller, read, bytes_in, bytes_out);
     }
-    if let Some(d) = slot.0 .1.get() {
+    if let Some(d) = slot.0.decision.get() {
         let h = res.headers_mut();
         h.insert("ratelimit-limit", HeaderValue::from(d.limit));
         h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));

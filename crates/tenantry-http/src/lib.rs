@@ -17,6 +17,7 @@ pub mod api;
 pub mod delivery;
 pub mod edge;
 pub mod error;
+pub mod fairness;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
@@ -43,6 +44,8 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Largest request head (request line and headers); larger gets 431 and a closed connection.
     pub max_header_bytes: usize,
+    /// Requests of one tenant inside handlers at once; more wait for a slot (see `fairness`).
+    pub max_in_flight_per_tenant: usize,
 }
 
 impl Default for HttpConfig {
@@ -54,6 +57,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(120),
             max_header_bytes: 64 << 10,
+            max_in_flight_per_tenant: fairness::default_per_tenant(),
         }
     }
 }
@@ -65,6 +69,7 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     pub routes: Arc<api::RouteTable>,
     pub hub: Arc<live::EventHub>,
+    pub in_flight: Arc<fairness::InFlight>,
     pub resolver: Arc<dyn tenantry_core::webhook::HostResolver>,
 }
 
@@ -74,12 +79,14 @@ pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> (Router, Arc<live::Even
     let (router, table) = api::routes();
     let hub = Arc::new(live::EventHub::default());
     svc.store().add_event_sink(hub.clone());
+    let in_flight = Arc::new(fairness::InFlight::new(config.max_in_flight_per_tenant));
     let state = AppState {
         svc,
         metrics: Arc::new(metrics::Metrics::default()),
         config: Arc::new(config),
         routes: Arc::new(table),
         hub: hub.clone(),
+        in_flight,
         resolver: Arc::new(delivery::SystemResolver),
     };
     let router = router

@@ -5,9 +5,10 @@
 //! is free without waiting.
 
 use rusqlite::{Connection, OpenFlags};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tenantry_core::Error;
 
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ impl Default for OpenOptions {
 
 /// A write queued for the writer thread.
 trait WriteJob: Send {
+    /// Whose write this is (a hash of the tenant id), for fair grouping; `None` for upkeep.
+    fn owner(&self) -> Option<u64>;
     /// Runs inside the group's transaction; `false` if it failed (its savepoint is rolled back).
     fn run(&mut self, conn: &Connection) -> bool;
     /// After the group's commit (or its failure): answers the waiting caller.
@@ -35,6 +38,7 @@ trait WriteJob: Send {
 }
 
 struct Job<T, F> {
+    owner: Option<u64>,
     work: Option<F>,
     result: Option<Result<T, Error>>,
     on_commit: Option<Box<dyn FnOnce() + Send>>,
@@ -42,6 +46,10 @@ struct Job<T, F> {
 }
 
 impl<T: Send, F: FnOnce(&Connection) -> Result<T, Error> + Send> WriteJob for Job<T, F> {
+    fn owner(&self) -> Option<u64> {
+        self.owner
+    }
+
     fn run(&mut self, conn: &Connection) -> bool {
         let Some(work) = self.work.take() else { return false };
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
@@ -78,34 +86,76 @@ enum Queued {
 
 /// Most writes committed together in one transaction.
 const MAX_GROUP: usize = 128;
+/// While more than one tenant has writes waiting, at most this many of one tenant's go into a
+/// group: a tenant flooding the server cannot make every group (and so every other tenant's
+/// write) wait for dozens of its own. Alone, a tenant fills whole groups.
+const SHARE_WHEN_CONTENDED: usize = 8;
 
-fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>) {
-    let mut pending: Option<Queued> = None;
-    loop {
-        let first = match pending.take() {
-            Some(q) => q,
-            None => match rx.recv() {
-                Ok(q) => q,
-                Err(_) => return, // the store was dropped
-            },
-        };
-        let mut group: Vec<Box<dyn WriteJob>> = match first {
-            Queued::Exclusive(f) => {
-                f(&mut conn);
-                continue;
-            }
-            Queued::Grouped(job) => vec![job],
-        };
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(Queued::Grouped(job)) => group.push(job),
-                Ok(exclusive) => {
-                    pending = Some(exclusive);
-                    break;
+/// Picks the next group from the backlog, oldest first, within each tenant's share. Stops at an
+/// exclusive job, so it runs after everything queued before it.
+fn next_group(backlog: &mut VecDeque<Queued>) -> Vec<Box<dyn WriteJob>> {
+    let mut owners: HashMap<u64, usize> = HashMap::new();
+    for q in backlog.iter() {
+        match q {
+            Queued::Grouped(job) => {
+                if let Some(o) = job.owner() {
+                    *owners.entry(o).or_default() += 1;
                 }
-                Err(_) => break,
+            }
+            Queued::Exclusive(_) => break,
+        }
+    }
+    let share = if owners.len() > 1 { SHARE_WHEN_CONTENDED } else { MAX_GROUP };
+    let mut taken: HashMap<u64, usize> = HashMap::new();
+    let mut group = Vec::new();
+    let mut kept = VecDeque::with_capacity(backlog.len());
+    while let Some(q) = backlog.pop_front() {
+        match q {
+            Queued::Grouped(job) if group.len() < MAX_GROUP => {
+                let within = match job.owner() {
+                    None => true,
+                    Some(o) => {
+                        let n = taken.entry(o).or_default();
+                        *n += 1;
+                        *n <= share
+                    }
+                };
+                if within {
+                    group.push(job);
+                } else {
+                    kept.push_back(Queued::Grouped(job));
+                }
+            }
+            other => {
+                kept.push_back(other);
+                kept.extend(backlog.drain(..));
+                break;
             }
         }
+    }
+    *backlog = kept;
+    group
+}
+
+fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>) {
+    let mut backlog: VecDeque<Queued> = VecDeque::new();
+    loop {
+        if backlog.is_empty() {
+            match rx.recv() {
+                Ok(q) => backlog.push_back(q),
+                Err(_) => return, // the store was dropped
+            }
+        }
+        while let Ok(q) = rx.try_recv() {
+            backlog.push_back(q);
+        }
+        if matches!(backlog.front(), Some(Queued::Exclusive(_))) {
+            if let Some(Queued::Exclusive(f)) = backlog.pop_front() {
+                f(&mut conn);
+            }
+            continue;
+        }
+        let mut group = next_group(&mut backlog);
         let committed = run_group(&conn, &mut group);
         for job in group {
             job.finish(committed.clone());
@@ -138,10 +188,32 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<(), E
 
 pub(crate) struct Pool {
     pub path: PathBuf,
+    /// Tells the checkpoint thread to end.
+    stop: Arc<AtomicBool>,
     // mpsc::Sender is Sync: callers on any thread queue without a lock.
     writer: std::sync::mpsc::Sender<Queued>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How often the checkpoint thread copies committed WAL frames back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Runs PASSIVE checkpoints beside the writer: they never block it (nor readers), and keep the
+/// WAL short so the writer's safety-net checkpoint does not fire on a commit's path.
+fn checkpoint_loop(conn: Connection, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!("background checkpoint failed (the writer's own will run): {e}");
+        }
+    }
 }
 
 pub(crate) fn sql_error(e: rusqlite::Error) -> Error {
@@ -173,9 +245,9 @@ impl Pool {
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Pool, Error> {
         let mut writer = Connection::open(path).map_err(sql_error)?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
-        // Checkpoint every ~32 MiB of WAL instead of 4 MiB: pages written again and again (hot
-        // tenants' audit tails, replaced files) are copied back to the database once, not each time.
-        writer.pragma_update(None, "wal_autocheckpoint", 8192).map_err(sql_error)?;
+        // Checkpoints are the checkpointer thread's job (below), so the writer never stalls copying
+        // the WAL back into the database mid-commit; this is only the safety net (256 MiB).
+        writer.pragma_update(None, "wal_autocheckpoint", 65536).map_err(sql_error)?;
         configure(&writer, opts).map_err(sql_error)?;
         crate::schema::migrate(&mut writer).map_err(|e| match e {
             crate::schema::MigrateError::Newer { found } => Error::internal(format!(
@@ -198,7 +270,15 @@ impl Pool {
             .name("tenantry-writer".into())
             .spawn(move || writer_loop(writer, rx))
             .map_err(|e| Error::internal(format!("cannot start the writer thread: {e}")))?;
-        Ok(Pool { path: path.to_owned(), writer: tx, readers, next_reader: AtomicUsize::new(0) })
+        let checkpointer = Connection::open(path).map_err(sql_error)?;
+        configure(&checkpointer, opts).map_err(sql_error)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("tenantry-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, stopped))
+            .map_err(|e| Error::internal(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Pool { path: path.to_owned(), writer: tx, readers, next_reader: AtomicUsize::new(0), stop })
     }
 
     fn enqueue(&self, q: Queued) -> Result<(), Error> {
@@ -207,13 +287,15 @@ impl Pool {
 
     /// Queues `work` to run in the next group transaction; the answer comes after the commit.
     /// `on_commit` runs on the writer thread once the work is durable.
+    /// `owner` (a hash of the tenant id) lets the writer share groups fairly between tenants.
     pub async fn write<T: Send + 'static>(
         &self,
+        owner: Option<u64>,
         work: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
         on_commit: Option<Box<dyn FnOnce() + Send>>,
     ) -> Result<T, Error> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.enqueue(Queued::Grouped(Box::new(Job { work: Some(work), result: None, on_commit, reply })))?;
+        self.enqueue(Queued::Grouped(Box::new(Job { owner, work: Some(work), result: None, on_commit, reply })))?;
         answer.await.map_err(|_| Error::internal("the writer thread dropped a write"))?
     }
 
@@ -247,5 +329,55 @@ impl Pool {
             }
         }
         lock(&self.readers[start % n])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Probe(Option<u64>);
+
+    impl WriteJob for Probe {
+        fn owner(&self) -> Option<u64> {
+            self.0
+        }
+        fn run(&mut self, _conn: &Connection) -> bool {
+            true
+        }
+        fn finish(self: Box<Self>, _committed: Result<(), Error>) {}
+    }
+
+    fn backlog(owners: &[Option<u64>]) -> VecDeque<Queued> {
+        owners.iter().map(|o| Queued::Grouped(Box::new(Probe(*o)))).collect()
+    }
+
+    fn owners(group: &[Box<dyn WriteJob>]) -> Vec<Option<u64>> {
+        group.iter().map(|j| j.owner()).collect()
+    }
+
+    #[test]
+    fn a_flooding_tenant_gets_a_share_of_each_group_while_others_wait() {
+        let mut queue = backlog(&[[Some(1); 20].as_slice(), &[Some(2), None, Some(2)]].concat());
+        let group = next_group(&mut queue);
+        let got = owners(&group);
+        assert_eq!(got.iter().filter(|o| **o == Some(1)).count(), SHARE_WHEN_CONTENDED);
+        assert_eq!(got.iter().filter(|o| **o == Some(2)).count(), 2);
+        assert_eq!(got.iter().filter(|o| o.is_none()).count(), 1);
+        assert_eq!(queue.len(), 20 - SHARE_WHEN_CONTENDED, "the rest of tenant 1 waits, in order");
+        // Alone, a tenant fills whole groups.
+        let mut queue = backlog(&[Some(1); 20]);
+        assert_eq!(next_group(&mut queue).len(), 20);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_group_stops_at_an_exclusive_job_so_it_runs_after_everything_before_it() {
+        let mut queue = backlog(&[Some(1), Some(2)]);
+        queue.push_back(Queued::Exclusive(Box::new(|_| {})));
+        queue.extend(backlog(&[Some(3)]));
+        assert_eq!(owners(&next_group(&mut queue)), [Some(1), Some(2)]);
+        assert!(matches!(queue.front(), Some(Queued::Exclusive(_))));
+        assert_eq!(queue.len(), 2);
     }
 }

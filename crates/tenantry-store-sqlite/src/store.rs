@@ -37,6 +37,27 @@ pub struct SqliteStore {
     pub(crate) sinks: Sinks,
 }
 
+/// Checkpoints the whole WAL into the database and empties it, retrying while a reader or the
+/// background checkpointer holds it back (the pragma reports that rather than failing).
+fn truncate_wal(conn: &Connection) -> Result<()> {
+    for _ in 0..250 {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).map_err(sql_error)?;
+        if busy == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(Error::internal("the WAL could not be checkpointed within 5 s (a long read?)"))
+}
+
+/// A tenant's key for the writer's fair grouping.
+pub(crate) fn owner_of(tenant: &TenantId) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    tenant.hash(&mut h);
+    h.finish()
+}
+
 pub(crate) fn corrupt(what: &str) -> Error {
     Error::internal(format!("stored {what} does not parse"))
 }
@@ -66,7 +87,7 @@ impl SqliteStore {
     ) -> Result<T> {
         let published = Published::default();
         let hook = published.on_commit(tenant.clone(), self.sinks.clone(), then);
-        self.shared.write(move |tx| f(tx, &published), Some(hook)).await
+        self.shared.write(Some(owner_of(tenant)), move |tx| f(tx, &published), Some(hook)).await
     }
 
     pub fn path(&self) -> &Path {
@@ -78,7 +99,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.shared.write(f, None).await
+        self.shared.write(None, f, None).await
     }
 
     pub(crate) async fn read<T: Send + 'static>(
@@ -373,7 +394,7 @@ impl TenantRegistry for SqliteStore {
                 cache.invalidate_tenant(&id);
                 // secure_delete zeroed the pages; checkpointing moves them out of the WAL too, so
                 // no copy of the purged bytes stays behind in the log.
-                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sql_error)?;
+                truncate_wal(conn)?;
                 Ok(())
             })
             .await
@@ -443,7 +464,10 @@ impl TenantRegistry for SqliteStore {
 impl AuditLog for SqliteStore {
     async fn append_audit(&self, scope: &TenantScope, draft: AuditDraft) -> Result<()> {
         let scope = scope.clone();
-        self.write(move |tx| append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft)).await
+        let owner = Some(owner_of(scope.tenant_id()));
+        self.shared
+            .write(owner, move |tx| append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft), None)
+            .await
     }
 
     async fn list_audit(
@@ -864,7 +888,7 @@ impl Health for SqliteStore {
     async fn close(&self) -> Result<()> {
         self.shared
             .exclusive(|conn| {
-                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sql_error)?;
+                truncate_wal(conn)?;
                 Ok(())
             })
             .await

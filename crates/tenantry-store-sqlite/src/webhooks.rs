@@ -106,22 +106,28 @@ impl WebhookStore for SqliteStore {
 
     async fn set_webhook_enabled(&self, scope: &TenantScope, id: &WebhookId, enabled: bool) -> Result<()> {
         let (tenant, id) = (scope.tenant_id().clone(), id.clone());
-        self.write(move |tx| {
-            let n = tx
-                .execute(
-                    "UPDATE webhooks SET enabled = ?3,
+        let owner = Some(crate::store::owner_of(&tenant));
+        self.shared
+            .write(
+                owner,
+                move |tx| {
+                    let n = tx
+                        .execute(
+                            "UPDATE webhooks SET enabled = ?3,
                        disabled_reason = CASE WHEN ?3 THEN NULL ELSE 'disabled by an admin' END,
                        consecutive_failures = CASE WHEN ?3 THEN 0 ELSE consecutive_failures END
                      WHERE tenant_id = ?1 AND id = ?2",
-                    params![tenant.as_str(), id.as_str(), enabled],
-                )
-                .map_err(sql_error)?;
-            if n == 0 {
-                return Err(Error::not_found(format!("webhook '{id}' not found")));
-            }
-            Ok(())
-        })
-        .await
+                            params![tenant.as_str(), id.as_str(), enabled],
+                        )
+                        .map_err(sql_error)?;
+                    if n == 0 {
+                        return Err(Error::not_found(format!("webhook '{id}' not found")));
+                    }
+                    Ok(())
+                },
+                None,
+            )
+            .await
     }
 
     async fn delete_webhook(&self, scope: &TenantScope, id: &WebhookId, journal: Journal) -> Result<()> {

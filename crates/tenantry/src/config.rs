@@ -48,6 +48,7 @@ pub struct LimitsConfig {
     pub request_timeout_secs: Option<u64>,
     pub max_header_bytes: Option<usize>,
     pub max_json_bytes: Option<usize>,
+    pub max_in_flight_per_tenant: Option<usize>,
 }
 
 /// `[memory]`.
@@ -201,6 +202,12 @@ impl ServeConfig {
         if let Some(n) = l.max_header_bytes {
             http.max_header_bytes = n.clamp(8192, 1 << 20);
         }
+        if let Some(n) = l.max_in_flight_per_tenant {
+            if n == 0 {
+                bail!("limits.max_in_flight_per_tenant must be at least 1");
+            }
+            http.max_in_flight_per_tenant = n;
+        }
         if let Some(n) = l.max_json_bytes {
             http.max_json_bytes = n.clamp(1024, 64 << 20);
         }
@@ -287,6 +294,9 @@ request_timeout_secs = 120
 max_header_bytes = 65536
 # Largest JSON body, in bytes (413 too_large beyond).
 max_json_bytes = 1048576
+# Requests of one tenant inside handlers at once; more wait for a slot (default 16 per core,
+# at least 32). Keeps one flooding tenant to a bounded share of the server.
+# max_in_flight_per_tenant = 32
 
 [memory]
 # Largest memory value, in bytes of compact JSON (413 too_large beyond). At most 16777216.

@@ -258,3 +258,37 @@ async fn the_key_limit_and_the_monthly_allowance_warn_at_eighty_percent_too() {
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(warnings(&op.events(0, None).await.unwrap()).len(), 2);
 }
+
+#[tokio::test]
+async fn a_tenant_at_its_in_flight_bound_waits_while_other_tenants_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_with(|c| c.http.max_in_flight_per_tenant = 1).await;
+    let (a, b) = (app.create_tenant("flood").await, app.create_tenant("quiet").await);
+    app.as_key(&a.owner).put_file("/x", b"x".to_vec(), None).await.unwrap();
+    // A's upload holds A's only slot while its body trickles in.
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/files/slow HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 10\r\n\r\nhello",
+        a.owner
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A's next request waits for the slot...
+    let waiting = {
+        let c = app.as_key(&a.owner);
+        tokio::spawn(async move { c.get_file("/x").await.unwrap() })
+    };
+    // ...while B is served at once.
+    let t0 = std::time::Instant::now();
+    app.as_key(&b.owner).put_file("/y", b"y".to_vec(), None).await.unwrap();
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "A's second request waits while its first holds the slot");
+    slow.write_all(b"world").await.unwrap();
+    let mut answer = vec![0u8; 12];
+    slow.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 201");
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    assert_eq!(&got[..], b"x");
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Noisy neighbours (issue: tiers and quotas): tenant B's latency alone, then while tenant A floods
+# the server with 10x B's connections. Both are enterprise tenants (no rate limit: the flood is
+# within A's rights). Measured for reads (4 KiB GET) and for writes (4 KiB PUT).
+#   bench/fairness.sh [SECONDS=10] [B_CONNECTIONS=4] [MAX_IN_FLIGHT_PER_TENANT=default]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+BC=${2:-4}
+INFLIGHT=${3:-}
+AC=$((BC * 10))
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+cargo build --release -q --bin tenantry
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+head -c 3072 /dev/urandom | base64 -w0 > "$WORK/file4k"
+CONFIG=()
+if [ -n "$INFLIGHT" ]; then
+  printf '[limits]\nmax_in_flight_per_tenant = %s\n' "$INFLIGHT" > "$WORK/config.toml"
+  CONFIG=(--config "$WORK/config.toml")
+fi
+TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn ./target/release/tenantry serve \
+  --listen 127.0.0.1:18073 --data "$WORK/data" "${CONFIG[@]}" > "$WORK/serve.log" 2>&1 &
+for _ in $(seq 50); do curl -sf http://127.0.0.1:18073/healthz >/dev/null && break; sleep 0.1; done
+python3 bench/setup.py http://127.0.0.1:18073 bench-operator 1 "$WORK/a.keys" "$WORK/file4k" flood > /dev/null
+python3 bench/setup.py http://127.0.0.1:18073 bench-operator 1 "$WORK/b.keys" "$WORK/file4k" quiet > /dev/null
+
+p99() { grep -E '^ +99%' | awk '{print $2}'; }
+to_ms() { python3 -c "import sys,re; v=sys.argv[1]; m=re.match(r'([0-9.]+)(us|ms|s)',v); x=float(m.group(1)); print(x/1000 if m.group(2)=='us' else x*1000 if m.group(2)=='s' else x)" "$1"; }
+b_run() { KEYS="$WORK/b.keys" METHOD=$1 wrk -t1 -c"$BC" -d"${DUR}s" --latency -s bench/keys.lua http://127.0.0.1:18073; }
+for method in GET PUT; do
+  alone=$(b_run $method)
+  KEYS="$WORK/a.keys" METHOD=$method wrk -t1 -c"$AC" -d"$((DUR + 2))s" --latency -s bench/keys.lua \
+    http://127.0.0.1:18073 > "$WORK/flood.out" &
+  FLOOD=$!
+  sleep 1
+  with=$(b_run $method)
+  wait $FLOOD
+  a=$(echo "$alone" | p99); w=$(echo "$with" | p99)
+  printf '%s: B alone p99 %s (%s req/s); B while A floods with %s connections p99 %s (%s req/s); A %s req/s\n' \
+    "$method" "$a" "$(echo "$alone" | awk '/Requests\/sec/ {print $2}')" "$AC" "$w" \
+    "$(echo "$with" | awk '/Requests\/sec/ {print $2}')" "$(awk '/Requests\/sec/ {print $2}' "$WORK/flood.out")"
+  python3 -c "import sys; print('  ratio %.2f (goal <= 2)' % (float(sys.argv[2]) / float(sys.argv[1])))" "$(to_ms "$a")" "$(to_ms "$w")"
+done
