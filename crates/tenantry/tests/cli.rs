@@ -329,3 +329,48 @@ fn the_cli_reaches_memory_search_events_and_webhooks() {
     let e: Value = serde_json::from_str(&line).unwrap();
     assert_eq!((e["seq"].as_u64(), e["key"].as_str()), (Some(7), Some("live")));
 }
+
+#[test]
+fn migrate_copies_a_folder_reports_bad_names_and_changes_nothing_the_second_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let cli = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("client.toml") };
+    cli.ok(&["tenant", "create", "legacy", "--tier", "pro"]);
+    let src = dir.path().join("old-install");
+    std::fs::create_dir_all(src.join("docs/deep/er")).unwrap();
+    std::fs::create_dir_all(src.join("ünïcode")).unwrap();
+    std::fs::write(src.join("readme.md"), "# hello").unwrap();
+    std::fs::write(src.join("empty.txt"), "").unwrap();
+    std::fs::write(src.join("docs/deep/er/data.bin"), vec![7u8; 70_000]).unwrap();
+    std::fs::write(src.join("ünïcode/ça.txt"), "ça va").unwrap();
+    std::fs::write(src.join("bad\\name.txt"), "backslash").unwrap();
+    std::fs::write(src.join("line\nbreak.txt"), "control").unwrap();
+    std::os::unix::fs::symlink(src.join("readme.md"), src.join("link.md")).unwrap();
+    let from = src.to_str().unwrap();
+
+    let plan = cli.json(&["migrate", "--from", from, "--dry-run", "--tenant", "legacy"]);
+    assert_eq!(plan["create"]["files"], 4);
+    assert_eq!(plan["create"]["bytes"], 7 + 70_000 + "ça va".len() as u64);
+    assert_eq!(plan["skipped"].as_array().unwrap().len(), 3, "{plan}");
+    let reasons = plan["skipped"].to_string();
+    assert!(reasons.contains("backslash") && reasons.contains("control") && reasons.contains("symbolic link"), "{reasons}");
+    assert!(cli.json(&["fs", "ls", "/", "--recursive", "--tenant", "legacy"])["items"].as_array().unwrap().is_empty());
+    let human = cli.ok(&["migrate", "--from", from, "--dry-run", "--tenant", "legacy"]);
+    assert!(human.starts_with("[legacy] ") && human.contains("would copy") && human.contains("create   /readme.md"), "{human}");
+
+    let done = cli.json(&["migrate", "--from", from, "--tenant", "legacy"]);
+    assert_eq!(done["create"]["files"], 4);
+    assert!(done["failed"].as_array().unwrap().is_empty());
+    let got = cli.run(&["fs", "get", "/docs/deep/er/data.bin", "--tenant", "legacy"]);
+    assert_eq!(got.stdout, vec![7u8; 70_000]);
+    assert_eq!(cli.run(&["fs", "get", "/ünïcode/ça.txt", "--tenant", "legacy"]).stdout, "ça va".as_bytes());
+
+    // Again: nothing to do. After one local change: exactly that file is replaced.
+    let again = cli.json(&["migrate", "--from", from, "--tenant", "legacy"]);
+    assert_eq!((again["create"]["files"].clone(), again["unchanged"]["files"].clone()), (0.into(), 4.into()));
+    std::fs::write(src.join("readme.md"), "# hello again").unwrap();
+    let third = cli.json(&["migrate", "--from", from, "--tenant", "legacy"]);
+    assert_eq!((third["replace"]["files"].clone(), third["unchanged"]["files"].clone()), (1.into(), 3.into()));
+    assert!(!cli.run(&["migrate", "--from", "/nonexistent/dir"]).status.success());
+}

@@ -5,6 +5,7 @@ mod context;
 mod data;
 mod files;
 mod keys;
+mod migrate;
 mod output;
 mod tenants;
 
@@ -65,6 +66,15 @@ pub enum Command {
     },
     /// The current tenant's audit log; `audit verify` checks its hash chain.
     Audit(AuditArgs),
+    /// Copy an existing single-tenant folder into the current tenant's files.
+    Migrate {
+        /// The folder; its files keep their paths relative to it.
+        #[arg(long)]
+        from: PathBuf,
+        /// Only print what would be copied.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Which tenant and key the client acts as.
     Whoami,
     /// Configuration helpers.
@@ -345,6 +355,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => data::events(&ctx, args).await,
         Command::Webhook { cmd } => data::webhook(&ctx, cmd).await,
         Command::Audit(args) => keys::audit(&ctx, args).await,
+        Command::Migrate { from, dry_run } => migrate::run(&ctx, from, dry_run).await,
         Command::Whoami => keys::whoami(&ctx).await,
     }
 }
