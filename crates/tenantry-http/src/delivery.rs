@@ -61,6 +61,11 @@ impl EventSink for Wake {
     }
 }
 
+/// Webhook attempts since the process started, for `/metrics` (process-wide: one server per
+/// process in production).
+pub static ATTEMPTS_DELIVERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static ATTEMPTS_FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Deliveries made at once.
 const CONCURRENCY: usize = 32;
 /// Longest sleep when nothing is due (new events wake the worker earlier).
@@ -113,6 +118,8 @@ pub fn spawn(svc: Arc<Tenantry>, mut shutdown: watch::Receiver<bool>) -> tokio::
                 set.spawn(async move {
                     let result = deliver(&client, &d, svc.config().webhooks.allow_private_networks).await;
                     let report = svc.attempt_report(&d, result);
+                    let counter = if report.delivered { &ATTEMPTS_DELIVERED } else { &ATTEMPTS_FAILED };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Err(e) = svc.record_attempt(report).await {
                         tracing::error!(delivery = d.id, "could not record a webhook attempt: {}", e.message);
                     }

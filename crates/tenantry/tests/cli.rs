@@ -354,10 +354,16 @@ fn migrate_copies_a_folder_reports_bad_names_and_changes_nothing_the_second_time
     assert_eq!(plan["create"]["bytes"], 7 + 70_000 + "ça va".len() as u64);
     assert_eq!(plan["skipped"].as_array().unwrap().len(), 3, "{plan}");
     let reasons = plan["skipped"].to_string();
-    assert!(reasons.contains("backslash") && reasons.contains("control") && reasons.contains("symbolic link"), "{reasons}");
+    assert!(
+        reasons.contains("backslash") && reasons.contains("control") && reasons.contains("symbolic link"),
+        "{reasons}"
+    );
     assert!(cli.json(&["fs", "ls", "/", "--recursive", "--tenant", "legacy"])["items"].as_array().unwrap().is_empty());
     let human = cli.ok(&["migrate", "--from", from, "--dry-run", "--tenant", "legacy"]);
-    assert!(human.starts_with("[legacy] ") && human.contains("would copy") && human.contains("create   /readme.md"), "{human}");
+    assert!(
+        human.starts_with("[legacy] ") && human.contains("would copy") && human.contains("create   /readme.md"),
+        "{human}"
+    );
 
     let done = cli.json(&["migrate", "--from", from, "--tenant", "legacy"]);
     assert_eq!(done["create"]["files"], 4);

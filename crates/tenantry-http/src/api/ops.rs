@@ -33,6 +33,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut body = state.metrics.render(state.svc.directory());
+    {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(body, "# HELP tenantry_event_streams Open SSE event streams.");
+        let _ = writeln!(body, "# TYPE tenantry_event_streams gauge");
+        let _ = writeln!(body, "tenantry_event_streams {}", state.hub.subscribers());
+        let _ = writeln!(body, "# HELP tenantry_webhook_attempts_total Webhook delivery attempts by outcome.");
+        let _ = writeln!(body, "# TYPE tenantry_webhook_attempts_total counter");
+        let delivered = crate::delivery::ATTEMPTS_DELIVERED.load(Relaxed);
+        let failed = crate::delivery::ATTEMPTS_FAILED.load(Relaxed);
+        let _ = writeln!(body, "tenantry_webhook_attempts_total{{outcome=\"delivered\"}} {delivered}");
+        let _ = writeln!(body, "tenantry_webhook_attempts_total{{outcome=\"failed\"}} {failed}");
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -33,6 +33,22 @@ async fn metrics_count_requests_by_route_and_status_and_tenants_by_status() {
 }
 
 #[tokio::test]
+async fn metrics_count_open_event_streams() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let gauge = |text: &str| {
+        text.lines().find_map(|l| l.strip_prefix("tenantry_event_streams ")).map(|v| v.trim().parse::<u64>().unwrap())
+    };
+    let scrape =
+        || async { String::from_utf8(app.raw(None, Method::GET, "/metrics", None, &[]).await.body.to_vec()).unwrap() };
+    assert_eq!(gauge(&scrape().await), Some(0));
+    let _s1 = app.as_key(&t.owner).event_stream(None).await.unwrap();
+    let _s2 = app.as_key(&t.owner).event_stream(None).await.unwrap();
+    eventually(5, "two open streams", || async { gauge(&scrape().await) == Some(2) }).await;
+    assert!(scrape().await.contains("tenantry_webhook_attempts_total{outcome=\"delivered\"}"));
+}
+
+#[tokio::test]
 async fn openapi_json_is_openapi_3_1_and_lists_the_routes() {
     let app = spawn_app().await;
     let spec = app.raw(None, Method::GET, "/openapi.json", None, &[]).await.json().unwrap();
