@@ -1,7 +1,8 @@
 //! The cross-tenant property test: seeded random sequences of operations by several tenants and
 //! keys (roles, prefixes, suspended and archived tenants, the operator with and without naming a
-//! tenant) against the real server, each answer checked against a simple model. No answer may
-//! carry another tenant's data. `TENANTRY_TEST_SEED` replays a run; `TENANTRY_MODEL_OPS` sets
+//! tenant) against the real server, each answer checked against a simple model: files, memory,
+//! search and the event feed. No answer may carry another tenant's data, and no event names
+//! another tenant's key. `TENANTRY_TEST_SEED` replays a run; `TENANTRY_MODEL_OPS` sets
 //! its length (default 3000).
 
 use crate::helpers::*;
@@ -83,6 +84,12 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
     let default_idx = tenants.len();
     tenants.push(ModelTenant { slug: "default".into(), status: Status::Active, keys: vec![] });
     let mut files: HashMap<(usize, String), String> = HashMap::new();
+    let mut memory: HashMap<(usize, String), String> = HashMap::new();
+    // Key ids by tenant (the id is inside the secret: tnr_key_<id>_<random>).
+    let key_id =
+        |secret: &str| secret.strip_prefix("tnr_").and_then(|s| s.rsplit_once('_')).map(|(id, _)| id.to_owned());
+    let key_ids: Vec<Vec<String>> =
+        tenants.iter().map(|t| t.keys.iter().filter_map(|k| key_id(&k.secret)).collect()).collect();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
 
     for step in 0..ops {
@@ -118,7 +125,10 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
             _ => Actor::Key { tenant: rng.gen_range(0..default_idx), key: rng.gen_range(0..4) },
         };
         let path = *PATHS.choose(&mut rng).unwrap();
-        let op = *["put", "get", "delete", "list", "head"].choose(&mut rng).unwrap();
+        let op =
+            *["put", "get", "delete", "list", "head", "search", "events", "mset", "mget"].choose(&mut rng).unwrap();
+        let mem_key = *["k1", "k2"].choose(&mut rng).unwrap();
+        let file_op = ["put", "get", "delete", "head"].contains(&op);
         *counts.entry(op).or_default() += 1;
 
         // Whose data the request acts on, which key (if any), and what the model expects first.
@@ -161,8 +171,10 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
             (Actor::Foreign { .. }, _) => Some((403, "tenant_mismatch")),
             (_, Some(_)) if status == Status::Suspended => Some((403, "tenant_suspended")),
             (_, None) if status == Status::Archived => Some((409, "conflict")),
-            (_, Some(k)) if (op == "put" || op == "delete") && !k.writer => Some((403, "forbidden")),
-            (_, Some(k)) if op != "list" && !k.covers(path) => Some((403, "forbidden")),
+            (_, Some(k)) if (op == "put" || op == "delete" || op == "mset") && !k.writer => Some((403, "forbidden")),
+            // Memory lies under no path: keys with a prefix have none.
+            (_, Some(k)) if (op == "mset" || op == "mget") && k.prefix.is_some() => Some((403, "forbidden")),
+            (_, Some(k)) if file_op && !k.covers(path) => Some((403, "forbidden")),
             _ => None,
         };
 
@@ -172,10 +184,20 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
             "get" => (Method::GET, format!("{prefix_path}/v1/files{path}")),
             "head" => (Method::HEAD, format!("{prefix_path}/v1/files{path}")),
             "delete" => (Method::DELETE, format!("{prefix_path}/v1/files{path}")),
+            "search" => (Method::GET, format!("{prefix_path}/v1/search?q=secret&kind=file&limit=100")),
+            "events" => (Method::GET, format!("{prefix_path}/v1/events?after=0&limit=1000")),
+            "mset" => (Method::PUT, format!("{prefix_path}/v1/memory/ns/{mem_key}")),
+            "mget" => (Method::GET, format!("{prefix_path}/v1/memory/ns/{mem_key}")),
             _ => (Method::GET, format!("{prefix_path}/v1/files?prefix={path}&recursive=true")),
         };
+        let json_body = serde_json::to_string(&body).unwrap();
         let header_refs: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        let res = app.raw(Some(&secret), method, &url, (op == "put").then_some(body.as_bytes()), &header_refs).await;
+        let sent = match op {
+            "put" => Some(body.as_bytes()),
+            "mset" => Some(json_body.as_bytes()),
+            _ => None,
+        };
+        let res = app.raw(Some(&secret), method, &url, sent, &header_refs).await;
         let text = String::from_utf8_lossy(&res.body).to_string();
         let header_text: String =
             res.headers.iter().map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes()))).collect();
@@ -202,6 +224,54 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
         }
         let current = files.get(&(acting, path.to_owned())).cloned();
         match op {
+            "search" => {
+                assert_eq!(res.status.as_u16(), 200, "{ctx}: search: {text}");
+                let v = res.json().unwrap();
+                let mut got: Vec<String> =
+                    v["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap().to_owned()).collect();
+                got.sort();
+                let mut want: Vec<String> = files
+                    .keys()
+                    .filter(|(t, p)| *t == acting && key.as_ref().is_none_or(|k| k.covers(p)))
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                want.sort();
+                assert_eq!(got, want, "{ctx}: search by {actor:?}");
+            }
+            "events" => {
+                assert_eq!(res.status.as_u16(), 200, "{ctx}: events: {text}");
+                let v = res.json().unwrap();
+                for e in v["items"].as_array().unwrap() {
+                    let actor_field = e["actor"].as_str().unwrap();
+                    for (j, ids) in key_ids.iter().enumerate() {
+                        if j != acting {
+                            assert!(
+                                !ids.iter().any(|id| actor_field == format!("key:{id}")),
+                                "{ctx}: an event of {} reached {}: {e}",
+                                tenants[j].slug,
+                                tenants[acting].slug
+                            );
+                        }
+                    }
+                    if let (Some(k), Some(p)) = (key.as_ref(), e["path"].as_str()) {
+                        assert!(k.covers(p), "{ctx}: a key limited to {:?} saw an event about {p}", k.prefix);
+                    }
+                    if key.as_ref().is_some_and(|k| k.prefix.is_some()) {
+                        assert!(e["path"].is_string(), "{ctx}: a prefixed key saw a pathless event: {e}");
+                    }
+                }
+            }
+            "mset" => {
+                assert_eq!(res.status.as_u16(), 200, "{ctx}: mset: {text}");
+                memory.insert((acting, mem_key.to_owned()), body.clone());
+            }
+            "mget" => match memory.get(&(acting, mem_key.to_owned())) {
+                Some(want) => {
+                    assert_eq!(res.status.as_u16(), 200, "{ctx}: mget {mem_key}: {text}");
+                    assert_eq!(res.json().unwrap()["value"], want.as_str(), "{ctx}: mget {mem_key}");
+                }
+                None => assert_eq!((res.status.as_u16(), code(&res).as_str()), (404, "not_found"), "{ctx}: mget"),
+            },
             "put" => {
                 assert_eq!(res.status.as_u16(), if current.is_some() { 200 } else { 201 }, "{ctx}: put {path}: {text}");
                 files.insert((acting, path.to_owned()), body);
