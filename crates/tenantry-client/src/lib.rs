@@ -284,18 +284,37 @@ impl Client {
         let res =
             req.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), reason: e.to_string() })?;
         if !res.status().is_success() {
-            let status = res.status().as_u16();
-            let v: Value = res.json().await.unwrap_or(Value::Null);
-            let e = &v["error"];
-            return Err(ClientError::Api {
-                status,
-                code: e["code"].as_str().unwrap_or("unknown").to_owned(),
-                message: e["message"].as_str().unwrap_or("no error body").to_owned(),
-                request_id: e["request_id"].as_str().unwrap_or("").to_owned(),
-            });
+            return Err(api_error(res).await);
         }
         Ok(EventStream { res, buf: String::new() })
     }
+    /// Streams `GET path` into `out`, calling `progress` with the bytes received so far; non-2xx
+    /// answers become [`ClientError::Api`]. Returns the number of bytes written.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            req = req.header(AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let transport = |e: reqwest::Error| ClientError::Transport { url: self.base.clone(), reason: e.to_string() };
+        let mut res = req.send().await.map_err(transport)?;
+        if !res.status().is_success() {
+            return Err(api_error(res).await);
+        }
+        let mut n = 0u64;
+        while let Some(chunk) = res.chunk().await.map_err(transport)? {
+            out.write_all(&chunk)
+                .map_err(|e| ClientError::Transport { url: self.base.clone(), reason: format!("writing: {e}") })?;
+            n += chunk.len() as u64;
+            progress(n);
+        }
+        Ok(n)
+    }
+
     pub async fn create_webhook(&self, body: &Value) -> Result<Value> {
         self.json(Method::POST, "/v1/webhooks", Some(body)).await
     }
@@ -307,6 +326,19 @@ impl Client {
     }
     pub async fn webhook_deliveries(&self, id: &str) -> Result<Value> {
         self.json(Method::GET, &format!("/v1/webhooks/{}/deliveries", encode_query(id)), None).await
+    }
+}
+
+/// The error a non-2xx answer carries, in the shape of API.md §2.
+async fn api_error(res: reqwest::Response) -> ClientError {
+    let status = res.status().as_u16();
+    let v: Value = res.json().await.unwrap_or(Value::Null);
+    let e = &v["error"];
+    ClientError::Api {
+        status,
+        code: e["code"].as_str().unwrap_or("unknown").to_owned(),
+        message: e["message"].as_str().unwrap_or("no error body").to_owned(),
+        request_id: e["request_id"].as_str().unwrap_or("").to_owned(),
     }
 }
 

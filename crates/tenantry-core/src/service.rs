@@ -32,6 +32,7 @@ pub mod actions {
     pub const TENANT_RESTORE: &str = "tenant.restore";
     pub const TENANT_PURGE: &str = "tenant.purge";
     pub const TENANT_READ: &str = "tenant.read";
+    pub const TENANT_EXPORT: &str = "tenant.export";
     pub const KEY_CREATE: &str = "key.create";
     pub const KEY_REVOKE: &str = "key.revoke";
     pub const KEY_READ: &str = "key.read";
@@ -53,11 +54,13 @@ pub mod actions {
 }
 
 mod events;
+mod export;
 mod memory;
 mod search;
 mod webhooks;
 
 pub use events::EVENT_PAGE_MAX;
+pub use export::Export;
 pub use search::SearchRequest;
 pub use webhooks::{AttemptResult, NewWebhook, WebhookPatch};
 

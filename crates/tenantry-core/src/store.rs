@@ -216,6 +216,14 @@ pub trait MemoryStore: Send + Sync {
     ) -> Result<()>;
     /// In key order.
     async fn list_memory(&self, scope: &TenantScope, listing: MemoryListing) -> Result<Vec<MemoryEntry>>;
+    /// Every live entry of the tenant in (namespace, key) order, after `after` (for export).
+    async fn list_all_memory(
+        &self,
+        scope: &TenantScope,
+        after: Option<(String, String)>,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Vec<MemoryEntry>>;
     /// Background upkeep across tenants: deletes up to `limit` entries expired at `now` (with their
     /// index entries and storage), returning how many.
     async fn reclaim_expired_memory(&self, now: Timestamp, limit: usize) -> Result<u64>;
@@ -307,6 +315,8 @@ pub trait WebhookStore: Send + Sync {
         journal: Journal,
     ) -> Result<()>;
     async fn list_webhooks(&self, scope: &TenantScope) -> Result<Vec<Webhook>>;
+    /// The signing secrets of the tenant's webhooks (for an export that asks for them).
+    async fn webhook_secrets(&self, scope: &TenantScope) -> Result<Vec<(WebhookId, String)>>;
     async fn get_webhook(&self, scope: &TenantScope, id: &WebhookId) -> Result<Option<Webhook>>;
     /// Sets `enabled` (re-enabling clears the failure count and reason).
     async fn set_webhook_enabled(&self, scope: &TenantScope, id: &WebhookId, enabled: bool) -> Result<()>;

@@ -89,13 +89,18 @@ impl http_body::Body for StreamBody {
     }
 }
 
+/// A response body of the chunks sent on `rx`, ending when every sender is dropped.
+pub(crate) fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
+    Body::new(StreamBody(rx))
+}
+
 /// Starts a stream of the caller's events with `seq > after`.
 pub fn stream(svc: Arc<Tenantry>, hub: Arc<EventHub>, caller: Caller, after: u64) -> Body {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
         let _ = relay(&svc, &hub, &caller, after, &tx).await;
     });
-    Body::new(StreamBody(rx))
+    channel_body(rx)
 }
 
 /// Sends replayed events from the store, `cursor` moving past each.

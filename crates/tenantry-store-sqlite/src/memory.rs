@@ -231,6 +231,31 @@ impl MemoryStore for SqliteStore {
         .await
     }
 
+    async fn list_all_memory(
+        &self,
+        scope: &TenantScope,
+        after: Option<(String, String)>,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Vec<MemoryEntry>> {
+        let tenant = scope.tenant_id().clone();
+        self.read(move |conn| {
+            let (ans, ak) = after.unwrap_or_default();
+            let mut s = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM memory WHERE tenant_id = ?1 AND (namespace, key) > (?2, ?3)
+                       AND (expires_at IS NULL OR expires_at > ?4)
+                     ORDER BY namespace, key LIMIT ?5"
+                ))
+                .map_err(sql_error)?;
+            let rows = s
+                .query_map(params![tenant.as_str(), ans, ak, now.millis(), limit as i64], |r| entry_from_row(r, true))
+                .map_err(sql_error)?;
+            rows.map(|r| r.map_err(sql_error)?).collect()
+        })
+        .await
+    }
+
     async fn reclaim_expired_memory(&self, now: Timestamp, limit: usize) -> Result<u64> {
         self.write(move |tx| {
             let expired: Vec<(String, String, String, i64)> = {

@@ -549,7 +549,7 @@ fn read_file_tx(
     };
     let row = conn
         .prepare_cached(&format!(
-            "SELECT {FILE_COLUMNS}, CASE WHEN min(size - ?3 + 1, ?4) <= ?5 THEN substr(content, ?3, ?4) END
+            "SELECT {FILE_COLUMNS}, CASE WHEN min(size - ?3 + 1, ?4) <= ?5 THEN coalesce(substr(content, ?3, ?4), x'') END
              FROM files WHERE tenant_id = ?1 AND path = ?2"
         ))
         .and_then(|mut s| {
@@ -563,7 +563,7 @@ fn read_file_tx(
     Ok(match row {
         None => FileRead::Missing,
         Some((meta, Some(bytes))) => FileRead::Found(meta?, bytes),
-        // substr of a blob is a blob (maybe empty), never NULL: NULL means over the limit.
+        // NULL means over the limit: substr of an empty blob is NULL too, hence the coalesce.
         Some((_, None)) => FileRead::TooLarge,
     })
 }

@@ -93,6 +93,25 @@ impl WebhookStore for SqliteStore {
         .await
     }
 
+    async fn webhook_secrets(&self, scope: &TenantScope) -> Result<Vec<(WebhookId, String)>> {
+        let tenant = scope.tenant_id().clone();
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached("SELECT id, secret FROM webhooks WHERE tenant_id = ?1 ORDER BY created_at, id")
+                .map_err(sql_error)?;
+            let rows = s
+                .query_map([tenant.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(sql_error)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, secret) = row.map_err(sql_error)?;
+                out.push((WebhookId::parse(&id).ok_or_else(|| corrupt("webhook id"))?, secret));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn get_webhook(&self, scope: &TenantScope, id: &WebhookId) -> Result<Option<Webhook>> {
         let (tenant, id) = (scope.tenant_id().clone(), id.clone());
         self.read(move |conn| {

@@ -379,4 +379,18 @@ fn migrate_copies_a_folder_reports_bad_names_and_changes_nothing_the_second_time
     let third = cli.json(&["migrate", "--from", from, "--tenant", "legacy"]);
     assert_eq!((third["replace"]["files"].clone(), third["unchanged"]["files"].clone()), (1.into(), 3.into()));
     assert!(!cli.run(&["migrate", "--from", "/nonexistent/dir"]).status.success());
+
+    // The migrated tenant exports as a bundle that verifies.
+    let out = dir.path().join("legacy.tenantry");
+    let human = cli.ok(&["tenant", "export", "legacy", "-o", out.to_str().unwrap()]);
+    assert!(
+        human.starts_with("[legacy] exported to") && human.contains("4 files") && human.ends_with("verified\n"),
+        "{human}"
+    );
+    let (header, manifest) = tenantry_bundle::verify(std::fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!((header.tenant["slug"].as_str(), manifest.files), (Some("legacy"), 4));
+    let json = cli.json(&["tenant", "export", "legacy", "-o", out.to_str().unwrap()]);
+    assert_eq!(json["manifest"]["files"], 4);
+    assert!(!cli.run(&["tenant", "export", "ghost", "-o", out.to_str().unwrap()]).status.success());
+    assert!(!dir.path().join("legacy.tenantry.partial").exists());
 }

@@ -3,6 +3,7 @@
 //! against the spec so the two cannot drift.
 
 pub mod audit;
+pub mod bundles;
 pub mod events;
 pub mod files;
 pub mod keys;
@@ -98,6 +99,7 @@ pub fn routes() -> (Router<AppState>, RouteTable) {
         .add(Method::HEAD, "/v1/files/{*path}", FILE_READ, head(files::head))
         .add(Method::DELETE, "/v1/files/{*path}", FILE_DELETE, delete(files::remove))
         .add(Method::GET, "/v1/tenants/{slug}/usage", TENANT_READ, get(usage::tenant))
+        .add(Method::GET, "/v1/tenants/{slug}/export", TENANT_EXPORT, get(bundles::export))
         .add(Method::GET, "/v1/usage", USAGE_READ, get(usage::own))
         .add(Method::GET, "/v1/audit", AUDIT_READ, get(audit::list))
         .add(Method::GET, "/v1/audit/verify", AUDIT_READ, get(audit::verify))

@@ -184,6 +184,15 @@ pub enum TenantCmd {
         #[arg(long)]
         csv: Option<PathBuf>,
     },
+    /// Write the whole tenant as a `.tenantry` bundle (docs/BUNDLE.md) and verify it.
+    Export {
+        slug: String,
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Include webhook signing secrets.
+        #[arg(long)]
+        include_secrets: bool,
+    },
     /// Make SLUG the active tenant of this client.
     Switch { slug: String },
     /// Which tenant the client acts on, and why.

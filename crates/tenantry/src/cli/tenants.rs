@@ -214,6 +214,58 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                 println!("[{slug}] is now the active tenant (saved in {})", path.display());
             }
         }
+        TenantCmd::Export { slug, output, include_secrets } => {
+            let path = format!(
+                "/v1/tenants/{}/export{}",
+                tenantry_client::encode_query(&slug),
+                if include_secrets { "?include_secrets=true" } else { "" }
+            );
+            // Written beside the target and renamed once verified: a failed export never leaves a
+            // file that looks like a bundle.
+            let partial = output.with_extension("tenantry.partial");
+            let mut file =
+                std::fs::File::create(&partial).with_context(|| format!("cannot write {}", partial.display()))?;
+            let bar = if ctx.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {bytes} {binary_bytes_per_sec} {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            let got = client.download(&path, &mut file, |n| bar.set_position(n)).await;
+            bar.finish_and_clear();
+            let bytes = match got {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(explain(e, Some(&slug)));
+                }
+            };
+            file.sync_all()?;
+            drop(file);
+            let checked = std::fs::File::open(&partial)
+                .map_err(tenantry_bundle::BundleError::from)
+                .and_then(|f| tenantry_bundle::verify(std::io::BufReader::new(f)));
+            let manifest = match checked {
+                Ok((_, m)) => m,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    bail!("the export of '{slug}' did not verify ({e}); see the server log, then try again");
+                }
+            };
+            std::fs::rename(&partial, &output).with_context(|| format!("cannot write {}", output.display()))?;
+            if ctx.json {
+                json(&json!({ "tenant": slug, "output": output, "bytes": bytes, "manifest": manifest }));
+            } else {
+                let records: Vec<String> = manifest.records.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                println!(
+                    "[{slug}] exported to {} ({}): {} files ({}), {}; verified",
+                    output.display(),
+                    super::output::human_bytes(bytes),
+                    manifest.files,
+                    super::output::human_bytes(manifest.file_bytes),
+                    if records.is_empty() { "no records".to_owned() } else { records.join(", ") }
+                );
+            }
+        }
         TenantCmd::Status => {
             let (c, resolved) = ctx.tenant_client().await?;
             let me = c.whoami().await.map_err(|e| explain(e, Some(&resolved.slug)))?;

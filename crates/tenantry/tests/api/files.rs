@@ -303,3 +303,21 @@ async fn concurrent_conditional_creates_have_exactly_one_winner_and_others_are_u
     // create, 32 own writes, 1 contested win, 31 audited refusals
     assert_eq!(report["entries"], 1 + 32 + 1 + 31);
 }
+
+#[tokio::test]
+async fn an_empty_file_is_stored_and_served_as_empty() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let c = app.as_key(&t.owner);
+    let meta = c.put_file("/empty", vec![], None).await.unwrap();
+    assert_eq!(meta["size"], 0);
+    // Twice: the second read may come from the cache.
+    for _ in 0..2 {
+        let res = app.raw(Some(&t.owner), reqwest::Method::GET, "/v1/files/empty", None, &[]).await;
+        assert_eq!(res.status, 200);
+        assert!(res.body.is_empty());
+        assert_eq!(res.header("etag"), meta["etag"].as_str());
+    }
+    let res = app.raw(Some(&t.owner), reqwest::Method::HEAD, "/v1/files/empty", None, &[]).await;
+    assert_eq!(res.status, 200);
+}

@@ -2,6 +2,7 @@
 //! and §10, plus the cross-tenant matrix.
 
 mod audit;
+mod bundles;
 mod events;
 mod files;
 mod helpers;
