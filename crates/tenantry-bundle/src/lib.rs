@@ -474,6 +474,31 @@ mod tests {
         assert!(w.file(&meta, b"abd".as_slice()).is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Arbitrary bytes, or a real bundle with a random run of bytes overwritten, are refused
+        /// with an error: never a panic, never an accepted bundle.
+        #[test]
+        fn damaged_input_is_an_error_never_a_panic(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            at in 0usize..6000,
+        ) {
+            proptest::prop_assert!(verify(noise.as_slice()).is_err());
+            let (mut bundle, _) = sample();
+            let start = at % bundle.len();
+            let mut changed = false;
+            for (i, b) in noise.iter().take(64).enumerate() {
+                if let Some(x) = bundle.get_mut(start + i) {
+                    changed |= *x != *b;
+                    *x = *b;
+                }
+            }
+            if changed {
+                proptest::prop_assert!(verify(bundle.as_slice()).is_err());
+            }
+        }
+    }
+
     #[test]
     fn another_version_is_refused_with_its_number() {
         let mut header = Header::new(json!({}), String::new());
