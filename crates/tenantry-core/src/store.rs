@@ -331,8 +331,8 @@ pub trait WebhookStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<DeliveryAttempt>>;
     /// The delivery worker's queue, across tenants: deliveries due at `now` of enabled webhooks,
-    /// oldest first.
-    async fn due_deliveries(&self, now: Timestamp, limit: usize) -> Result<Vec<DueDelivery>>;
+    /// oldest first, at most `per_tenant` of any one tenant.
+    async fn due_deliveries(&self, now: Timestamp, limit: usize, per_tenant: usize) -> Result<Vec<DueDelivery>>;
     /// Logs an attempt and reschedules, completes or gives up on the delivery; updates the
     /// webhook's failure count (disabling it at `disable_after`).
     async fn record_attempt(&self, report: AttemptReport) -> Result<()>;

@@ -5,6 +5,7 @@
 //! earlier lookup that DNS could change; literal IPs are checked before sending; redirects are
 //! never followed and proxies from the environment are ignored.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,12 +67,14 @@ impl EventSink for Wake {
 pub static ATTEMPTS_DELIVERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 pub static ATTEMPTS_FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Deliveries made at once.
+/// Deliveries made at once, and at most this many of one tenant: a tenant whose receiver hangs
+/// until the timeout holds a few slots, never the worker.
 const CONCURRENCY: usize = 32;
+const PER_TENANT: usize = 4;
 /// Longest sleep when nothing is due (new events wake the worker earlier).
 const IDLE: Duration = Duration::from_secs(5);
 
-/// Starts the worker; it stops when `shutdown` turns true.
+/// Starts the worker; it stops when `shutdown` turns true, after the attempts in flight.
 pub fn spawn(svc: Arc<Tenantry>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     let wake = Arc::new(Notify::new());
     svc.store().add_event_sink(Arc::new(Wake(wake.clone())));
@@ -86,46 +89,78 @@ pub fn spawn(svc: Arc<Tenantry>, mut shutdown: watch::Receiver<bool>) -> tokio::
         .build()
         .expect("the webhook client builds");
     tokio::spawn(async move {
+        // Deliveries in flight, by id and by tenant: a due row stays in the outbox until its
+        // attempt is recorded, so the next fetch sees it again and must skip it.
+        let mut in_flight: HashSet<u64> = HashSet::new();
+        let mut per_tenant: HashMap<TenantId, usize> = HashMap::new();
+        let mut running: tokio::task::JoinSet<(u64, TenantId)> = tokio::task::JoinSet::new();
         loop {
             if *shutdown.borrow() {
+                while running.join_next().await.is_some() {}
                 return;
             }
-            let due = match svc.due_deliveries(CONCURRENCY * 2).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!("webhook outbox unreadable: {}", e.message);
-                    Vec::new()
-                }
-            };
-            if due.is_empty() {
-                let wait = match svc.next_delivery_at().await {
-                    Ok(Some(at)) => Duration::from_millis((at.millis() - svc.now().millis()).clamp(0, 5_000) as u64),
-                    _ => IDLE,
-                };
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => return,
-                }
-                continue;
-            }
-            let mut set = tokio::task::JoinSet::new();
-            for d in due {
-                while set.len() >= CONCURRENCY {
-                    set.join_next().await;
-                }
-                let (svc, client) = (svc.clone(), client.clone());
-                set.spawn(async move {
-                    let result = deliver(&client, &d, svc.config().webhooks.allow_private_networks).await;
-                    let report = svc.attempt_report(&d, result);
-                    let counter = if report.delivered { &ATTEMPTS_DELIVERED } else { &ATTEMPTS_FAILED };
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let Err(e) = svc.record_attempt(report).await {
-                        tracing::error!(delivery = d.id, "could not record a webhook attempt: {}", e.message);
+            let mut started = 0;
+            if running.len() < CONCURRENCY {
+                let due = match svc.due_deliveries(CONCURRENCY * 4, PER_TENANT).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!("webhook outbox unreadable: {}", e.message);
+                        Vec::new()
                     }
-                });
+                };
+                for d in due {
+                    if running.len() >= CONCURRENCY {
+                        break;
+                    }
+                    let busy = per_tenant.get(&d.tenant_id).copied().unwrap_or(0);
+                    if in_flight.contains(&d.id) || busy >= PER_TENANT {
+                        continue;
+                    }
+                    in_flight.insert(d.id);
+                    started += 1;
+                    *per_tenant.entry(d.tenant_id.clone()).or_default() += 1;
+                    let (svc, client) = (svc.clone(), client.clone());
+                    running.spawn(async move {
+                        let result = deliver(&client, &d, svc.config().webhooks.allow_private_networks).await;
+                        let report = svc.attempt_report(&d, result);
+                        let counter = if report.delivered { &ATTEMPTS_DELIVERED } else { &ATTEMPTS_FAILED };
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if let Err(e) = svc.record_attempt(report).await {
+                            tracing::error!(delivery = d.id, "could not record a webhook attempt: {}", e.message);
+                        }
+                        (d.id, d.tenant_id)
+                    });
+                }
             }
-            while set.join_next().await.is_some() {}
+            let wait = match svc.next_delivery_at().await {
+                Ok(Some(at)) => Duration::from_millis((at.millis() - svc.now().millis()).clamp(0, 5_000) as u64),
+                _ => IDLE,
+            };
+            // With attempts in flight and nothing new startable (all slots or all tenants' shares
+            // busy), wait for one to finish (or a new event) rather than polling the outbox.
+            let wait = if !running.is_empty() && (started == 0 || running.len() >= CONCURRENCY) {
+                IDLE
+            } else {
+                wait.max(Duration::from_millis(20))
+            };
+            tokio::select! {
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    // A panicked attempt keeps its id in `in_flight` (no second delivery until a
+                    // restart retries it), which is the safe side.
+                    if let Ok((id, tenant)) = done {
+                        in_flight.remove(&id);
+                        if let Some(n) = per_tenant.get_mut(&tenant) {
+                            *n -= 1;
+                            if *n == 0 {
+                                per_tenant.remove(&tenant);
+                            }
+                        }
+                    }
+                }
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
         }
     })
 }

@@ -208,18 +208,21 @@ impl WebhookStore for SqliteStore {
         .await
     }
 
-    async fn due_deliveries(&self, now: Timestamp, limit: usize) -> Result<Vec<DueDelivery>> {
+    async fn due_deliveries(&self, now: Timestamp, limit: usize, per_tenant: usize) -> Result<Vec<DueDelivery>> {
         self.read(move |conn| {
+            // The oldest few of each tenant, so one tenant's backlog never hides another's.
             let mut s = conn
                 .prepare_cached(
-                    "SELECT o.id, o.tenant_id, o.webhook_id, w.url, w.secret, o.event, o.attempts
-                     FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id AND w.tenant_id = o.tenant_id
-                     WHERE o.next_attempt_at IS NOT NULL AND o.next_attempt_at <= ?1 AND w.enabled = 1
-                     ORDER BY o.next_attempt_at, o.id LIMIT ?2",
+                    "SELECT id, tenant_id, webhook_id, url, secret, event, attempts FROM (
+                       SELECT o.id, o.tenant_id, o.webhook_id, w.url, w.secret, o.event, o.attempts, o.next_attempt_at,
+                         row_number() OVER (PARTITION BY o.tenant_id ORDER BY o.next_attempt_at, o.id) AS nth
+                       FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id AND w.tenant_id = o.tenant_id
+                       WHERE o.next_attempt_at IS NOT NULL AND o.next_attempt_at <= ?1 AND w.enabled = 1)
+                     WHERE nth <= ?3 ORDER BY next_attempt_at, id LIMIT ?2",
                 )
                 .map_err(sql_error)?;
             let rows = s
-                .query_map(params![now.millis(), limit as i64], |r| {
+                .query_map(params![now.millis(), limit as i64, per_tenant as i64], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, String>(1)?,

@@ -185,10 +185,11 @@ impl Tenantry {
 
     // ---- the delivery worker's side -----------------------------------------------------------
 
-    /// Deliveries due now, with those the tenant may no longer receive already settled.
-    pub async fn due_deliveries(&self, limit: usize) -> Result<Vec<DueDelivery>> {
+    /// Deliveries due now (at most `per_tenant` of one tenant), with those the tenant may no
+    /// longer receive already settled.
+    pub async fn due_deliveries(&self, limit: usize, per_tenant: usize) -> Result<Vec<DueDelivery>> {
         let now = self.clock.now();
-        let due = self.store.due_deliveries(now, limit).await?;
+        let due = self.store.due_deliveries(now, limit, per_tenant).await?;
         let mut out = Vec::with_capacity(due.len());
         for d in due {
             let refusal = match self.directory.tenant(&d.tenant_id) {

@@ -285,3 +285,40 @@ async fn a_webhook_subscribed_to_everything_first_receives_its_own_creation() {
     assert_eq!(first["type"], "webhook.created");
     assert_eq!(first["detail"]["id"], hook["id"]);
 }
+
+#[tokio::test]
+async fn a_tenant_whose_receiver_hangs_does_not_delay_another_tenants_deliveries() {
+    let app = spawn_with(|c| {
+        c.webhooks.allow_private_networks = true;
+        c.webhooks.timeout_ms = 20_000;
+    })
+    .await;
+    let (slow, fast) = (app.create_tenant("slow").await, app.create_tenant("fast").await);
+    // (The fast tenant's delivery must not wait for the slow one's attempts to time out.)
+    // A receiver that accepts connections and never answers.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_url = format!("http://{}/hook", hang.local_addr().unwrap());
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = hang.accept().await {
+            h.lock().unwrap().push(s);
+        }
+    });
+    app.as_key(&slow.owner).create_webhook(&json!({"url": hang_url, "events": ["file.written"]})).await.unwrap();
+    for i in 0..40 {
+        app.as_key(&slow.owner).put_file(&format!("/f{i}"), vec![], None).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let rx = Receiver::start().await;
+    app.as_key(&fast.owner).create_webhook(&json!({"url": rx.url, "events": ["file.written"]})).await.unwrap();
+    app.as_key(&fast.owner).put_file("/now", vec![], None).await.unwrap();
+    eventually(15, "the other tenant's delivery", || async { !rx.received().is_empty() }).await;
+    // It arrived while every attempt to the hanging receiver was still waiting on its 20 s
+    // timeout: it did not queue behind them.
+    let slow_hook =
+        app.as_key(&slow.owner).list_webhooks().await.unwrap()["items"][0]["id"].as_str().unwrap().to_owned();
+    assert!(deliveries(&app, &slow.owner, &slow_hook).await.is_empty(), "no slow attempt has finished yet");
+    // The hanging tenant holds only its share of the worker's slots.
+    assert!(held.lock().unwrap().len() <= 4, "{} connections to the hanging receiver", held.lock().unwrap().len());
+}
