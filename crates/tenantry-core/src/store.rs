@@ -154,6 +154,9 @@ pub trait FileStore: Send + Sync {
         path: &TenantPath,
         range: Option<ByteRange>,
     ) -> Result<Option<(FileMeta, Vec<u8>)>>;
+    /// The whole file without touching the hot-file cache: bulk reads (exports) must neither
+    /// evict other tenants' hot files nor grow memory with what they read.
+    async fn read_file_cold(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<(FileMeta, Vec<u8>)>>;
     /// `not_found` if absent; `precondition_failed` if the precondition does not hold.
     async fn delete_file(
         &self,

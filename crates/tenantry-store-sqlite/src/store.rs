@@ -716,6 +716,17 @@ impl FileStore for SqliteStore {
         Ok(found)
     }
 
+    async fn read_file_cold(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<(FileMeta, Vec<u8>)>> {
+        let (t, p) = (scope.tenant_id().clone(), path.clone());
+        self.read(move |conn| {
+            Ok(match read_file_tx(conn, &t, &p, None, i64::MAX)? {
+                FileRead::Found(meta, bytes) => Some((meta, bytes)),
+                _ => None,
+            })
+        })
+        .await
+    }
+
     async fn delete_file(
         &self,
         scope: &TenantScope,

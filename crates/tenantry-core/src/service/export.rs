@@ -41,7 +41,7 @@ impl Tenantry {
 
     /// A file's metadata and bytes (`None`: deleted since it was listed).
     pub async fn export_file(&self, e: &Export, path: &TenantPath) -> Result<Option<(FileMeta, Vec<u8>)>> {
-        self.store.read_file(&e.scope, path, None).await
+        self.store.read_file_cold(&e.scope, path).await
     }
 
     /// The next page of memory entries in (namespace, key) order.
