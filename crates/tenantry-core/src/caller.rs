@@ -132,6 +132,17 @@ impl Caller {
         }
     }
 
+    /// Refuses keys limited to a path prefix, for what lies under no path (`what`: e.g. "memory").
+    pub fn require_whole_tenant(&self, what: &str) -> Result<()> {
+        match self.prefix() {
+            Some(p) => Err(Error::forbidden(format!(
+                "the key is limited to files under {}; {what} needs a key without a path prefix",
+                p.as_dir()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     pub fn audit(&self, action: &str, target: &str, result: &str) -> AuditDraft {
         AuditDraft {
             actor: self.actor(),

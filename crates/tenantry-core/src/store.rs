@@ -283,11 +283,14 @@ pub struct NewWebhookRecord {
 pub struct DueDelivery {
     pub id: u64,
     pub tenant_id: TenantId,
-    pub tenant_slug: String,
     pub webhook_id: WebhookId,
     pub url: String,
     pub secret: String,
-    pub event: Event,
+    /// The event's type (for the `Tenantry-Event` header).
+    pub event_type: String,
+    /// The delivery body as queued with the event: its JSON plus `"tenant"`. Sent byte for
+    /// byte, so every retry signs and carries the same bytes.
+    pub body: String,
     /// Attempts made so far.
     pub attempts: u32,
 }

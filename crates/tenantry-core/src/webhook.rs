@@ -38,14 +38,19 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// Whether this webhook wants `event`: its type is subscribed and, with a glob, its path matches.
     pub fn wants(&self, event: &Event) -> bool {
-        self.events.iter().any(|t| t == &event.kind || t == "*")
-            && match &self.path_glob {
-                None => true,
-                Some(glob) => event.path.as_deref().is_some_and(|p| glob_matches(glob, p)),
-            }
+        wants(&self.events, self.path_glob.as_deref(), event)
     }
+}
+
+/// Whether a subscription to `events` (types, or `*`) and `path_glob` wants `event`: its type is
+/// subscribed and, with a glob, its path matches.
+pub fn wants(events: &[String], path_glob: Option<&str>, event: &Event) -> bool {
+    events.iter().any(|t| t == &event.kind || t == "*")
+        && match path_glob {
+            None => true,
+            Some(glob) => event.path.as_deref().is_some_and(|p| glob_matches(glob, p)),
+        }
 }
 
 /// Checks a target URL's shape: `http` or `https`, a host, no credentials.

@@ -165,13 +165,6 @@ pub fn spawn(svc: Arc<Tenantry>, mut shutdown: watch::Receiver<bool>) -> tokio::
     })
 }
 
-/// The body of a delivery: the event, and which tenant it is of.
-pub fn delivery_body(d: &DueDelivery) -> Vec<u8> {
-    let mut v = serde_json::to_value(&d.event).unwrap_or_default();
-    v["tenant"] = serde_json::Value::String(d.tenant_slug.clone());
-    serde_json::to_vec(&v).unwrap_or_default()
-}
-
 async fn deliver(client: &reqwest::Client, d: &DueDelivery, allow_private: bool) -> AttemptResult {
     let started = Instant::now();
     let failed = |error: String| AttemptResult { status: None, latency_ms: 0, error: Some(error) };
@@ -184,14 +177,14 @@ async fn deliver(client: &reqwest::Client, d: &DueDelivery, allow_private: bool)
             return failed(e.message);
         }
     }
-    let body = delivery_body(d);
+    let body = d.body.as_bytes().to_vec();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let signature = webhook::signature(&d.secret, now as i64, &body);
     let sent = client
         .post(url)
         .header("content-type", "application/json")
         .header(webhook::SIGNATURE_HEADER, signature)
-        .header("tenantry-event", d.event.kind.as_str())
+        .header("tenantry-event", d.event_type.as_str())
         .header("tenantry-delivery", d.id.to_string())
         .header("tenantry-webhook-id", d.webhook_id.as_str())
         .body(body)

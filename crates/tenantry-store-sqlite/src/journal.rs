@@ -8,11 +8,10 @@ use crate::store::append_audit_tx;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::{Arc, Mutex, RwLock};
 use tenantry_core::events::{Event, EventDraft, EventSink, Journal};
-use tenantry_core::ids::{TenantId, WebhookId};
+use tenantry_core::ids::TenantId;
 use tenantry_core::store::StoredUsage;
 use tenantry_core::tier::crosses_warning;
 use tenantry_core::time::{Clock, SystemClock};
-use tenantry_core::webhook::Webhook;
 use tenantry_core::Result;
 
 /// The sinks told about committed events.
@@ -152,18 +151,8 @@ fn queue_deliveries_tx(tx: &Connection, tenant: &TenantId, slug: &str, event: &E
     body["tenant"] = serde_json::Value::String(slug.to_owned());
     let body = body.to_string();
     for (id, events, path_glob) in hooks {
-        let probe = Webhook {
-            id: WebhookId::parse(&id).ok_or_else(|| crate::store::corrupt("webhook id"))?,
-            url: String::new(),
-            events: serde_json::from_str(&events).map_err(|_| crate::store::corrupt("webhook events"))?,
-            path_glob,
-            enabled: true,
-            disabled_reason: None,
-            consecutive_failures: 0,
-            created_at: event.at,
-            created_by: String::new(),
-        };
-        if probe.wants(event) {
+        let events: Vec<String> = serde_json::from_str(&events).map_err(|_| crate::store::corrupt("webhook events"))?;
+        if tenantry_core::webhook::wants(&events, path_glob.as_deref(), event) {
             tx.prepare_cached(
                 "INSERT INTO webhook_outbox (tenant_id, webhook_id, event_seq, event, attempts, next_attempt_at)
                  VALUES (?1, ?2, ?3, ?4, 0, ?5)",

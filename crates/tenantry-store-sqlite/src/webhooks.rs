@@ -7,7 +7,7 @@ use crate::pool::sql_error;
 use crate::store::{corrupt, SqliteStore};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
-use tenantry_core::events::{Event, Journal};
+use tenantry_core::events::Journal;
 use tenantry_core::ids::{TenantId, WebhookId};
 use tenantry_core::store::{AttemptReport, DueDelivery, NewWebhookRecord, TenantScope, WebhookStore};
 use tenantry_core::time::Timestamp;
@@ -34,6 +34,14 @@ fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Webhook>> {
             created_by: by,
         })
     })())
+}
+
+/// The `type` of a queued delivery body.
+fn event_type_of(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+        .unwrap_or_default()
 }
 
 #[async_trait]
@@ -237,20 +245,14 @@ impl WebhookStore for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (id, tenant, webhook, url, secret, body, attempts) = row.map_err(sql_error)?;
-                let mut value: serde_json::Value = serde_json::from_str(&body).map_err(|_| corrupt("outbox event"))?;
-                let slug = value.get("tenant").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
-                if let Some(obj) = value.as_object_mut() {
-                    obj.remove("tenant");
-                }
-                let event: Event = serde_json::from_value(value).map_err(|_| corrupt("outbox event"))?;
                 out.push(DueDelivery {
                     id: id as u64,
                     tenant_id: TenantId::parse(&tenant).ok_or_else(|| corrupt("tenant id"))?,
-                    tenant_slug: slug,
                     webhook_id: WebhookId::parse(&webhook).ok_or_else(|| corrupt("webhook id"))?,
                     url,
                     secret,
-                    event,
+                    event_type: event_type_of(&body),
+                    body,
                     attempts: attempts.clamp(0, u32::MAX as i64) as u32,
                 });
             }
@@ -272,10 +274,7 @@ impl WebhookStore for SqliteStore {
                 .map_err(sql_error)?;
             // Gone meanwhile (the webhook was deleted): nothing to record.
             let Some((tenant, webhook, seq, body, attempts)) = row else { return Ok(()) };
-            let event_type = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
-                .unwrap_or_default();
+            let event_type = event_type_of(&body);
             let outcome = match (report.delivered, report.retry_at) {
                 (true, _) => "delivered",
                 (false, Some(_)) => "retrying",

@@ -11,16 +11,6 @@ use crate::role::Role;
 use crate::search::IndexDoc;
 use crate::store::{MemoryListing, MemoryWrite};
 
-fn require_whole_tenant(caller: &Caller) -> Result<()> {
-    match caller.prefix() {
-        Some(p) => Err(Error::forbidden(format!(
-            "the key is limited to files under {}; memory needs a key without a path prefix",
-            p.as_dir()
-        ))),
-        None => Ok(()),
-    }
-}
-
 impl Tenantry {
     pub async fn set_memory(
         &self,
@@ -31,7 +21,7 @@ impl Tenantry {
         ttl_seconds: Option<u64>,
     ) -> Result<MemoryEntry> {
         caller.require_role(Role::Writer)?;
-        require_whole_tenant(caller)?;
+        caller.require_whole_tenant("memory")?;
         self.require_live(caller)?;
         let (namespace, key) = (Namespace::parse(namespace)?, MemoryKey::parse(key)?);
         let now = self.clock.now();
@@ -57,7 +47,7 @@ impl Tenantry {
     }
 
     pub async fn get_memory(&self, caller: &Caller, namespace: &str, key: &str) -> Result<MemoryEntry> {
-        require_whole_tenant(caller)?;
+        caller.require_whole_tenant("memory")?;
         self.require_live(caller)?;
         let (ns, k) = (Namespace::parse(namespace)?, MemoryKey::parse(key)?);
         self.store
@@ -68,7 +58,7 @@ impl Tenantry {
 
     pub async fn delete_memory(&self, caller: &Caller, namespace: &str, key: &str) -> Result<()> {
         caller.require_role(Role::Writer)?;
-        require_whole_tenant(caller)?;
+        caller.require_whole_tenant("memory")?;
         self.require_live(caller)?;
         let (ns, k) = (Namespace::parse(namespace)?, MemoryKey::parse(key)?);
         let journal = Journal::with_event(
@@ -88,7 +78,7 @@ impl Tenantry {
         limit: Option<usize>,
         cursor: Option<&str>,
     ) -> Result<Page<MemoryEntry>> {
-        require_whole_tenant(caller)?;
+        caller.require_whole_tenant("memory")?;
         self.require_live(caller)?;
         let namespace = Namespace::parse(namespace)?;
         let limit = page_limit(limit)?;

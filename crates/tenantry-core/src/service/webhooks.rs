@@ -46,13 +46,8 @@ pub struct AttemptResult {
 impl Tenantry {
     fn require_webhook_admin(&self, caller: &Caller) -> Result<()> {
         caller.require_role(Role::Admin)?;
-        if let Some(p) = caller.prefix() {
-            return Err(Error::forbidden(format!(
-                "the key is limited to files under {}; webhooks see the whole tenant and need a key without a prefix",
-                p.as_dir()
-            )));
-        }
-        Ok(())
+        // Webhooks see every event of the tenant.
+        caller.require_whole_tenant("a webhook")
     }
 
     fn webhook_not_found(id: &str) -> Error {

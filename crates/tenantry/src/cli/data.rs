@@ -3,7 +3,7 @@
 //! per line, as events arrive (a stream cannot be one document).
 
 use super::context::{explain, Context};
-use super::output::{field, human_bytes, json, table, take_page};
+use super::output::{all_pages, field, human_bytes, json, table};
 use super::{EventsArgs, MemCmd, WebhookCmd};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Map, Value};
@@ -51,20 +51,17 @@ pub async fn mem(ctx: &Context, cmd: MemCmd) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&entry["value"]).unwrap_or_default());
         }
         MemCmd::Ls { namespace, prefix } => {
-            let mut items = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let mut q =
-                    format!("?values=false&prefix={}", tenantry_client::encode_query(prefix.as_deref().unwrap_or("")));
-                if let Some(c) = &cursor {
-                    q.push_str(&format!("&cursor={}", tenantry_client::encode_query(c)));
+            let prefix = tenantry_client::encode_query(prefix.as_deref().unwrap_or(""));
+            let items = all_pages(|cursor| {
+                let mut q = format!("?values=false&prefix={prefix}");
+                if let Some(c) = cursor {
+                    q.push_str(&format!("&cursor={}", tenantry_client::encode_query(&c)));
                 }
-                let page = client.list_memory(&namespace, &q).await.map_err(err)?;
-                cursor = take_page(&mut items, &page);
-                if cursor.is_none() {
-                    break;
-                }
-            }
+                let (client, namespace) = (&client, &namespace);
+                async move { client.list_memory(namespace, &q).await }
+            })
+            .await
+            .map_err(err)?;
             if ctx.json {
                 json(&json!({ "items": items }));
                 return Ok(());

@@ -2,10 +2,10 @@
 //! `[slug]` line goes to standard error.
 
 use super::context::{explain, Context};
-use super::output::{field, human_bytes, json, table, take_page};
+use super::output::{all_pages, field, human_bytes, json, table};
 use super::FsCmd;
 use anyhow::Context as _;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::io::{Read, Write};
 
 pub async fn run(ctx: &Context, cmd: FsCmd) -> anyhow::Result<()> {
@@ -57,18 +57,11 @@ pub async fn run(ctx: &Context, cmd: FsCmd) -> anyhow::Result<()> {
         }
         FsCmd::Ls { prefix, recursive } => {
             let prefix = prefix.unwrap_or_else(|| "/".into());
-            let mut items: Vec<Value> = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let page = client
-                    .list_files(&prefix, recursive, cursor.as_deref())
+            let (client, prefix) = (&client, &prefix);
+            let items =
+                all_pages(|cursor| async move { client.list_files(prefix, recursive, cursor.as_deref()).await })
                     .await
                     .map_err(|e| explain(e, Some(slug)))?;
-                cursor = take_page(&mut items, &page);
-                if cursor.is_none() {
-                    break;
-                }
-            }
             if ctx.json {
                 json(&json!({ "items": items }));
                 return Ok(());

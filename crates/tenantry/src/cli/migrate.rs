@@ -4,7 +4,7 @@
 //! the ETag) is left alone, so running it twice changes nothing the second time.
 
 use super::context::{explain, Context};
-use super::output::{human_bytes, json, take_page};
+use super::output::{all_pages, human_bytes, json};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -96,15 +96,10 @@ pub async fn run(ctx: &Context, from: PathBuf, dry_run: bool) -> anyhow::Result<
     walk(&from, &from, &mut found)?;
 
     // What the tenant already holds: path → ETag.
-    let mut remote_items = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = client.list_files("/", true, cursor.as_deref()).await.map_err(|e| explain(e, Some(slug)))?;
-        cursor = take_page(&mut remote_items, &page);
-        if cursor.is_none() {
-            break;
-        }
-    }
+    let lister = &client;
+    let remote_items = all_pages(|cursor| async move { lister.list_files("/", true, cursor.as_deref()).await })
+        .await
+        .map_err(|e| explain(e, Some(slug)))?;
     let remote: HashMap<String, String> = remote_items
         .iter()
         .filter_map(|f| Some((f["path"].as_str()?.to_owned(), f["etag"].as_str()?.to_owned())))

@@ -42,8 +42,21 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Adds a listing page's items to `items` and returns the cursor of the next page, if any.
-pub fn take_page(items: &mut Vec<Value>, page: &Value) -> Option<String> {
-    items.extend(page["items"].as_array().cloned().unwrap_or_default());
-    page["next_cursor"].as_str().map(str::to_owned)
+/// Every item of a paged listing: `fetch(cursor)` returns one page (`{"items", "next_cursor"}`),
+/// called with `None` first and then each page's `next_cursor` until there is none.
+pub async fn all_pages<F, Fut, E>(mut fetch: F) -> Result<Vec<Value>, E>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, E>>,
+{
+    let mut items = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = fetch(cursor).await?;
+        items.extend(page["items"].as_array().cloned().unwrap_or_default());
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            return Ok(items);
+        }
+    }
 }

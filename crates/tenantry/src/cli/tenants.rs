@@ -1,7 +1,7 @@
 //! `tenantry tenant ...`: administration with the operator key, and the active-tenant context.
 
 use super::context::{explain, write_active_tenant, Context};
-use super::output::{field, json, table, take_page};
+use super::output::{all_pages, field, json, table};
 use super::TenantCmd;
 use anyhow::{bail, Context as _};
 use serde_json::{json, Map, Value};
@@ -83,22 +83,19 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
             println!("  owner key (shown once, keep it safe): {}", field(&t, "owner_key"));
         }
         TenantCmd::List { status } => {
-            let mut items = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
+            let client = &client;
+            let items = all_pages(|cursor| {
                 let mut q = String::from("?limit=1000");
                 if let Some(s) = &status {
                     q.push_str(&format!("&status={}", tenantry_client::encode_query(s)));
                 }
-                if let Some(c) = &cursor {
+                if let Some(c) = cursor {
                     q.push_str(&format!("&cursor={c}"));
                 }
-                let page = client.list_tenants(&q).await.map_err(|e| explain(e, None))?;
-                cursor = take_page(&mut items, &page);
-                if cursor.is_none() {
-                    break;
-                }
-            }
+                async move { client.list_tenants(&q).await }
+            })
+            .await
+            .map_err(|e| explain(e, None))?;
             if ctx.json {
                 json(&json!({ "items": items }));
                 return Ok(());
