@@ -315,6 +315,55 @@ impl Client {
         Ok(n)
     }
 
+    /// POSTs the bytes of `input` as a stream (a bundle to import): read on a blocking thread in
+    /// 256 KiB chunks, so memory stays flat whatever the size; `progress` hears the bytes read
+    /// so far. The answer's JSON, or the API error.
+    pub async fn upload(
+        &self,
+        path: &str,
+        input: Box<dyn std::io::Read + Send>,
+        progress: std::sync::Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Value> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        std::thread::spawn(move || {
+            let mut input = input;
+            let mut sent = 0u64;
+            loop {
+                let mut buf = vec![0u8; 256 << 10];
+                match std::io::Read::read(&mut input, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        sent += n as u64;
+                        if tx.blocking_send(Ok(bytes::Bytes::from(buf))).is_err() {
+                            break; // the request ended (the server answered early)
+                        }
+                        progress(sent);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        break;
+                    }
+                }
+            }
+        });
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(CONTENT_TYPE, "application/vnd.tenantry.bundle")
+            .body(reqwest::Body::wrap(ChannelBody { rx }));
+        if let Some(k) = &self.key {
+            req = req.header(AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let res =
+            req.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), reason: e.to_string() })?;
+        if !res.status().is_success() {
+            return Err(api_error(res).await);
+        }
+        res.json().await.map_err(|e| ClientError::Transport { url: self.base.clone(), reason: e.to_string() })
+    }
+
     pub async fn create_webhook(&self, body: &Value) -> Result<Value> {
         self.json(Method::POST, "/v1/webhooks", Some(body)).await
     }
@@ -368,5 +417,22 @@ impl EventStream {
                 Err(e) => return Err(ClientError::Transport { url: String::new(), reason: e.to_string() }),
             }
         }
+    }
+}
+
+/// A request body fed from a channel (see [`Client::upload`]).
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        self.rx.poll_recv(cx).map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
     }
 }

@@ -20,6 +20,8 @@ pub mod types {
     pub const WEBHOOK_CREATED: &str = "webhook.created";
     pub const WEBHOOK_DELETED: &str = "webhook.deleted";
     pub const QUOTA_WARNING: &str = "quota.warning";
+    /// A bundle was imported into the tenant; `detail` is the import's report.
+    pub const TENANT_IMPORTED: &str = "tenant.imported";
 
     /// Every type a webhook may subscribe to.
     pub const ALL: &[&str] = &[
@@ -34,6 +36,7 @@ pub mod types {
         WEBHOOK_CREATED,
         WEBHOOK_DELETED,
         QUOTA_WARNING,
+        TENANT_IMPORTED,
     ];
 }
 

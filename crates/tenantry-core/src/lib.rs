@@ -12,6 +12,7 @@
 //! - [`store`]: the capability traits a storage backend implements.
 //! - [`service`]: the use cases (tenants, keys, files, audit) tying rules, store and audit together.
 //! - [`audit`]: the tamper-evident hash chain of each tenant's audit log.
+//! - [`import`]: bundle imports (conflict policy, rename rule, staged items, the report).
 //! - The data plane: [`memory`] (namespaced JSON values), [`search`] (tokens, per-tenant BM25,
 //!   snippets), [`events`] (the change feed and the [`events::Journal`] every change writes) and
 //!   [`webhook`] (subscriptions, signatures, retries, the private-network guard).
@@ -22,6 +23,7 @@ pub mod directory;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod import;
 pub mod memory;
 pub mod model;
 pub mod path;

@@ -50,7 +50,7 @@ pub fn tokens(text: &str) -> impl Iterator<Item = (usize, usize, String)> + '_ {
 
 /// What the index stores for one document: its distinct terms with their counts, and its length
 /// in words.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct IndexDoc {
     pub terms: Vec<(String, u32)>,
     pub len: u32,

@@ -33,6 +33,7 @@ pub mod actions {
     pub const TENANT_PURGE: &str = "tenant.purge";
     pub const TENANT_READ: &str = "tenant.read";
     pub const TENANT_EXPORT: &str = "tenant.export";
+    pub const TENANT_IMPORT: &str = "tenant.import";
     pub const KEY_CREATE: &str = "key.create";
     pub const KEY_REVOKE: &str = "key.revoke";
     pub const KEY_READ: &str = "key.read";
@@ -55,12 +56,14 @@ pub mod actions {
 
 mod events;
 mod export;
+mod import;
 mod memory;
 mod search;
 mod webhooks;
 
 pub use events::EVENT_PAGE_MAX;
 pub use export::Export;
+pub use import::Import;
 pub use search::SearchRequest;
 pub use webhooks::{AttemptResult, NewWebhook, WebhookPatch};
 

@@ -346,6 +346,43 @@ pub trait WebhookStore: Send + Sync {
     async fn next_delivery_at(&self) -> Result<Option<Timestamp>>;
 }
 
+/// Bundle imports (see [`crate::import`]): staged rows are invisible until `commit_import`
+/// publishes them all in one transaction; a staged import that is aborted, or that a crash
+/// interrupted, leaves nothing behind (the backend sweeps it when it opens).
+#[async_trait]
+pub trait ImportStore: Send + Sync {
+    /// Opens an import into the tenant.
+    async fn begin_import(&self, scope: &TenantScope, import: &str, at: Timestamp) -> Result<()>;
+    /// Stores files' bytes and metadata where nobody sees them. A file whose path holds the same
+    /// content (or, under `skip`, any content) is staged without its bytes: nothing to write.
+    async fn stage_files(
+        &self,
+        scope: &TenantScope,
+        import: &str,
+        policy: crate::import::ConflictPolicy,
+        files: Vec<crate::import::StagedFile>,
+    ) -> Result<()>;
+    /// Stores records (by their position in the bundle) where nobody sees them.
+    async fn stage_records(
+        &self,
+        scope: &TenantScope,
+        import: &str,
+        records: Vec<(u64, crate::import::StagedRecord)>,
+    ) -> Result<()>;
+    /// Publishes everything staged, deciding each conflict now, checking the limits, applying the
+    /// settings when the plan says so, and writing the journal (its event carries the report).
+    /// All or nothing; the staged rows are gone afterwards either way.
+    async fn commit_import(
+        &self,
+        scope: &TenantScope,
+        import: &str,
+        plan: crate::import::ImportPlan,
+        journal: Journal,
+    ) -> Result<crate::import::ImportReport>;
+    /// Drops a staged import.
+    async fn abort_import(&self, import: &str) -> Result<()>;
+}
+
 /// Metered request usage, by tenant and UTC day (see [`crate::usage`]).
 #[async_trait]
 pub trait UsageLog: Send + Sync {
@@ -382,6 +419,7 @@ pub trait Store:
     + SearchIndex
     + EventLog
     + WebhookStore
+    + ImportStore
     + UsageLog
     + Health
     + 'static
@@ -395,6 +433,7 @@ impl<T> Store for T where
         + SearchIndex
         + EventLog
         + WebhookStore
+        + ImportStore
         + UsageLog
         + Health
         + 'static

@@ -255,7 +255,13 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     // Cheap to clone (shared bytes); decoded only if the request is refused.
     let uri = req.uri().clone();
 
-    let mut res = match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
+    // An import's body may be gigabytes: it has its own idle timeout instead (api::bundles).
+    let limit = if route == Some("/v1/tenants/{slug}/import") {
+        std::time::Duration::from_secs(u32::MAX as u64)
+    } else {
+        state.config.request_timeout
+    };
+    let mut res = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(res) => res,
         Err(_) => error_response(
             StatusCode::REQUEST_TIMEOUT,

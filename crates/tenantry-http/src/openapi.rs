@@ -76,7 +76,7 @@ impl Modify for ErrorResponses {
         api::keys::create, api::keys::list, api::keys::revoke, api::keys::whoami,
         api::files::list, api::files::put, api::files::get, api::files::head, api::files::remove,
         api::audit::list, api::audit::verify,
-        api::usage::own, api::usage::tenant, api::bundles::export,
+        api::usage::own, api::usage::tenant, api::bundles::export, api::bundles::import,
         api::memory::set, api::memory::get, api::memory::remove, api::memory::list,
         api::search::search, api::events::list,
         api::webhooks::create, api::webhooks::list, api::webhooks::show, api::webhooks::update, api::webhooks::remove,

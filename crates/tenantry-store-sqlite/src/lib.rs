@@ -14,6 +14,7 @@
 
 mod cache;
 mod events;
+mod import;
 mod journal;
 mod memory;
 mod pool;

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tenantry_core::events::Journal;
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{MemoryEntry, MemoryKey, Namespace};
-use tenantry_core::search::DocKind;
+use tenantry_core::search::{DocKind, IndexDoc};
 use tenantry_core::store::{MemoryListing, MemoryStore, MemoryWrite, StoredUsage, TenantScope};
 use tenantry_core::time::Timestamp;
 use tenantry_core::{Error, Result};
@@ -57,6 +57,45 @@ fn remove_tx(tx: &Connection, tenant: &TenantId, ns: &str, key: &str, size: i64)
         .map_err(sql_error)?;
     add_usage_tx(tx, tenant, -size, 0)?;
     reindex_tx(tx, tenant, DocKind::Memory, &memory_doc(ns, key), None)
+}
+
+/// An entry as stored (the value is compact JSON).
+pub(crate) struct StoredEntry<'a> {
+    pub namespace: &'a str,
+    pub key: &'a str,
+    pub value: &'a str,
+    pub expires_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Creates or replaces an entry and its index document (usage is the caller's).
+pub(crate) fn upsert_memory_tx(
+    tx: &Connection,
+    tenant: &TenantId,
+    e: &StoredEntry<'_>,
+    index: &IndexDoc,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO memory (tenant_id, namespace, key, value, size, expires_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (tenant_id, namespace, key) DO UPDATE SET value = excluded.value, size = excluded.size,
+           expires_at = excluded.expires_at, created_at = excluded.created_at, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            tenant.as_str(),
+            e.namespace,
+            e.key,
+            e.value,
+            e.value.len() as i64,
+            e.expires_at.map(Timestamp::millis),
+            e.created_at.millis(),
+            e.updated_at.millis()
+        ])
+    })
+    .map_err(sql_error)?;
+    reindex_tx(tx, tenant, DocKind::Memory, &memory_doc(e.namespace, e.key), Some(index))
 }
 
 /// Values at most this large are read inline (see `get_memory`).
@@ -122,26 +161,15 @@ impl MemoryStore for SqliteStore {
                 }
             }
             add_usage_tx(tx, tenant, delta, 0)?;
-            tx.prepare_cached(
-                "INSERT INTO memory (tenant_id, namespace, key, value, size, expires_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (tenant_id, namespace, key) DO UPDATE SET value = excluded.value, size = excluded.size,
-                   expires_at = excluded.expires_at, created_at = excluded.created_at, updated_at = excluded.updated_at",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    tenant.as_str(),
-                    ns,
-                    key,
-                    write.value,
-                    new_size,
-                    write.expires_at.map(Timestamp::millis),
-                    created_at,
-                    write.at.millis()
-                ])
-            })
-            .map_err(sql_error)?;
-            reindex_tx(tx, tenant, DocKind::Memory, &memory_doc(ns, key), Some(&write.index))?;
+            let stored = StoredEntry {
+                namespace: ns,
+                key,
+                value: &write.value,
+                expires_at: write.expires_at,
+                created_at: Timestamp::from_millis(created_at),
+                updated_at: write.at,
+            };
+            upsert_memory_tx(tx, tenant, &stored, &write.index)?;
             journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
             let crossings = storage_crossings(used, after, write.max_storage_bytes, None);
             quota_warnings_tx(tx, tenant, scope.slug().as_str(), &crossings, published)?;

@@ -189,6 +189,59 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX audit_by_action;
     "#,
+    // 6: file bytes move to a table of their own, so a bundle import can write them in small
+    // transactions that nobody sees (staged, listed in `import_files`) and then publish the whole
+    // tenant in one short transaction that only inserts metadata rows: a 1 GiB import never holds
+    // the shared writer for the time it takes to write 1 GiB. Rows staged by an import that never
+    // committed (a crash) are swept when the store opens.
+    r#"
+    CREATE TABLE file_content (
+        id INTEGER PRIMARY KEY,
+        content BLOB NOT NULL
+    );
+    INSERT INTO file_content (id, content) SELECT rowid, content FROM files;
+    CREATE TABLE files_v6 (
+        tenant_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        content_id INTEGER NOT NULL,
+        UNIQUE (tenant_id, path)
+    );
+    INSERT INTO files_v6 (tenant_id, path, size, etag, version, content_type, created_at, updated_at, content_id)
+        SELECT tenant_id, path, size, etag, version, content_type, created_at, updated_at, rowid FROM files;
+    DROP TABLE files;
+    ALTER TABLE files_v6 RENAME TO files;
+    CREATE TABLE imports (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        started_at INTEGER NOT NULL
+    );
+    CREATE TABLE import_files (
+        import_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        content_id INTEGER,
+        index_doc TEXT,
+        PRIMARY KEY (import_id, n)
+    ) WITHOUT ROWID;
+    CREATE TABLE import_records (
+        import_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (import_id, n)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -230,7 +230,10 @@ fn hit_tx(
     match kind {
         DocKind::File => {
             let content: Option<Vec<u8>> = conn
-                .prepare_cached("SELECT content FROM files WHERE tenant_id = ?1 AND path = ?2")
+                .prepare_cached(
+                    "SELECT content FROM files JOIN file_content ON file_content.id = files.content_id
+                     WHERE tenant_id = ?1 AND path = ?2",
+                )
                 .and_then(|mut s| s.query_row(params![tenant.as_str(), doc], |r| r.get(0)).optional())
                 .map_err(sql_error)?;
             Ok(content.map(|c| SearchHit {

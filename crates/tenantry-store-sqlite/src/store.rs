@@ -70,6 +70,17 @@ impl SqliteStore {
     /// Opens the store in `data_dir` (which must exist), migrating an older schema.
     pub fn open(data_dir: &Path, opts: OpenOptions) -> Result<SqliteStore> {
         let shared = Pool::open(&data_dir.join(SHARED_DB), &opts)?;
+        // Imports a crash interrupted: nothing of them was published; drop what they staged.
+        {
+            let mut conn = Connection::open(&shared.path).map_err(sql_error)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_error)?;
+            let tx = conn.transaction().map_err(sql_error)?;
+            let swept = crate::import::sweep_imports_tx(&tx)?;
+            tx.commit().map_err(sql_error)?;
+            if swept > 0 {
+                tracing::warn!(swept, "dropped imports that were interrupted before they committed");
+            }
+        }
         Ok(SqliteStore {
             shared: Arc::new(shared),
             cache: Arc::new(FileCache::new(opts.cache_bytes)),
@@ -371,7 +382,27 @@ impl TenantRegistry for SqliteStore {
         self.shared
             .exclusive(move |conn| {
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error)?;
+                // Bytes first (they are found through the rows that point at them), staged imports
+                // included.
+                tx.execute(
+                    "DELETE FROM file_content WHERE id IN (SELECT content_id FROM files WHERE tenant_id = ?1)
+                       OR id IN (SELECT content_id FROM import_files WHERE import_id IN
+                                 (SELECT id FROM imports WHERE tenant_id = ?1))",
+                    [id.as_str()],
+                )
+                .map_err(sql_error)?;
+                tx.execute(
+                    "DELETE FROM import_files WHERE import_id IN (SELECT id FROM imports WHERE tenant_id = ?1)",
+                    [id.as_str()],
+                )
+                .map_err(sql_error)?;
+                tx.execute(
+                    "DELETE FROM import_records WHERE import_id IN (SELECT id FROM imports WHERE tenant_id = ?1)",
+                    [id.as_str()],
+                )
+                .map_err(sql_error)?;
                 for table in [
+                    "imports",
                     "files",
                     "keys",
                     "audit",
@@ -498,13 +529,56 @@ impl AuditLog for SqliteStore {
     }
 }
 
-/// The current (etag, version, created_at, size) of a file, if any.
-fn current_etag(tx: &Connection, tenant: &TenantId, path: &str) -> Result<Option<(String, i64, i64, i64)>> {
-    tx.prepare_cached("SELECT etag, version, created_at, size FROM files WHERE tenant_id = ?1 AND path = ?2")
-        .and_then(|mut s| {
-            s.query_row(params![tenant.as_str(), path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()
+/// A stored file's row, without its bytes.
+pub(crate) struct CurrentFile {
+    pub etag: String,
+    pub version: i64,
+    pub created_at: i64,
+    pub size: i64,
+    pub content_id: i64,
+}
+
+/// The current row of a file, if any.
+pub(crate) fn current_file(tx: &Connection, tenant: &TenantId, path: &str) -> Result<Option<CurrentFile>> {
+    tx.prepare_cached(
+        "SELECT etag, version, created_at, size, content_id FROM files WHERE tenant_id = ?1 AND path = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![tenant.as_str(), path], |r| {
+            Ok(CurrentFile {
+                etag: r.get(0)?,
+                version: r.get(1)?,
+                created_at: r.get(2)?,
+                size: r.get(3)?,
+                content_id: r.get(4)?,
+            })
         })
-        .map_err(sql_error)
+        .optional()
+    })
+    .map_err(sql_error)
+}
+
+/// Stores a file's bytes: over `replacing`'s row in place, or in a new row. Returns its id.
+pub(crate) fn store_content_tx(tx: &Connection, replacing: Option<i64>, content: &[u8]) -> Result<i64> {
+    match replacing {
+        Some(id) => {
+            tx.prepare_cached("UPDATE file_content SET content = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, content]))
+                .map_err(sql_error)?;
+            Ok(id)
+        }
+        None => {
+            tx.prepare_cached("INSERT INTO file_content (content) VALUES (?1)")
+                .and_then(|mut s| s.execute(params![content]))
+                .map_err(sql_error)?;
+            Ok(tx.last_insert_rowid())
+        }
+    }
+}
+
+pub(crate) fn drop_content_tx(tx: &Connection, id: i64) -> Result<()> {
+    tx.prepare_cached("DELETE FROM file_content WHERE id = ?1").and_then(|mut s| s.execute([id])).map_err(sql_error)?;
+    Ok(())
 }
 
 pub(crate) fn usage_tx(tx: &Connection, tenant: &TenantId) -> Result<StoredUsage> {
@@ -522,6 +596,43 @@ pub(crate) fn add_usage_tx(tx: &Connection, tenant: &TenantId, bytes: i64, files
          ON CONFLICT (tenant_id) DO UPDATE SET storage_bytes = max(storage_bytes + ?2, 0), files = max(files + ?3, 0)",
     )
     .and_then(|mut s| s.execute(params![tenant.as_str(), bytes, files]))
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+/// A file's metadata row as stored.
+pub(crate) struct FileRow<'a> {
+    pub path: &'a str,
+    pub size: i64,
+    pub etag: &'a str,
+    pub version: i64,
+    pub content_type: &'a str,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub content_id: i64,
+}
+
+pub(crate) fn upsert_file_row_tx(tx: &Connection, tenant: &TenantId, row: &FileRow<'_>) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, content_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (tenant_id, path) DO UPDATE SET size = excluded.size, etag = excluded.etag,
+           version = excluded.version, content_type = excluded.content_type,
+           created_at = excluded.created_at, updated_at = excluded.updated_at, content_id = excluded.content_id",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            tenant.as_str(),
+            row.path,
+            row.size,
+            row.etag,
+            row.version,
+            row.content_type,
+            row.created_at,
+            row.updated_at,
+            row.content_id
+        ])
+    })
     .map_err(sql_error)?;
     Ok(())
 }
@@ -550,7 +661,7 @@ fn read_file_tx(
     let row = conn
         .prepare_cached(&format!(
             "SELECT {FILE_COLUMNS}, CASE WHEN min(size - ?3 + 1, ?4) <= ?5 THEN coalesce(substr(content, ?3, ?4), x'') END
-             FROM files WHERE tenant_id = ?1 AND path = ?2"
+             FROM files JOIN file_content ON file_content.id = files.content_id WHERE tenant_id = ?1 AND path = ?2"
         ))
         .and_then(|mut s| {
             s.query_row(params![tenant.as_str(), path.as_str(), start, len, max_len], |r| {
@@ -593,67 +704,58 @@ impl FileStore for SqliteStore {
         let path = write.path.clone();
         let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || cache.invalidate(&tenant, path.as_str()));
         self.write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
-                    let tenant = scope.tenant_id();
-                    let current = current_etag(tx, tenant, write.path.as_str())?;
-                    write.precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
-                    let (version, created_at, outcome) = match &current {
-                        Some((_, v, created, _)) => (v + 1, *created, WriteOutcome::Replaced),
-                        None => (1, write.at.millis(), WriteOutcome::Created),
-                    };
-                    // Hard limits, inside the transaction: a change that would take usage over a
-                    // limit is refused; one that does not grow usage is always allowed.
-                    let used = usage_tx(tx, tenant)?;
-                    let old_size = current.as_ref().map_or(0, |c| c.3);
-                    let bytes_delta = write.content.len() as i64 - old_size;
-                    let files_delta = i64::from(outcome == WriteOutcome::Created);
-                    let new_bytes = used.storage_bytes.saturating_add_signed(bytes_delta);
-                    if let Some(max) = write.max_storage_bytes {
-                        if bytes_delta > 0 && new_bytes > max {
-                            return Err(Error::quota_exceeded("max_storage_bytes", max, used.storage_bytes));
-                        }
-                    }
-                    if let Some(max) = write.max_files {
-                        if files_delta > 0 && used.files + 1 > max {
-                            return Err(Error::quota_exceeded("max_files", max, used.files));
-                        }
-                    }
-                    add_usage_tx(tx, tenant, bytes_delta, files_delta)?;
-                    let after = StoredUsage { storage_bytes: new_bytes, files: used.files + files_delta as u64 };
-                    tx.prepare_cached(
-                        "INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, content)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                         ON CONFLICT (tenant_id, path) DO UPDATE SET size = excluded.size, etag = excluded.etag,
-                           version = excluded.version, content_type = excluded.content_type,
-                           updated_at = excluded.updated_at, content = excluded.content",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            tenant.as_str(),
-                            write.path.as_str(),
-                            write.content.len() as i64,
-                            etag,
-                            version,
-                            write.content_type,
-                            created_at,
-                            write.at.millis(),
-                            write.content
-                        ])
-                    })
-                    .map_err(sql_error)?;
-                    reindex_tx(tx, tenant, DocKind::File, write.path.as_str(), write.index.as_ref())?;
-                    journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
-                    let crossings = storage_crossings(used, after, write.max_storage_bytes, write.max_files);
-                    quota_warnings_tx(tx, tenant, scope.slug().as_str(), &crossings, published)?;
-                    let meta = FileMeta {
-                        path: write.path.clone(),
-                        size: write.content.len() as u64,
-                        etag: etag.clone(),
-                        version: version as u64,
-                        content_type: write.content_type.clone(),
-                        created_at: Timestamp::from_millis(created_at),
-                        updated_at: write.at,
-                    };
-                    Ok((meta, outcome))
+            let tenant = scope.tenant_id();
+            let current = current_file(tx, tenant, write.path.as_str())?;
+            write.precondition.check(current.as_ref().map(|c| c.etag.as_str()))?;
+            let (version, created_at, outcome) = match &current {
+                Some(c) => (c.version + 1, c.created_at, WriteOutcome::Replaced),
+                None => (1, write.at.millis(), WriteOutcome::Created),
+            };
+            // Hard limits, inside the transaction: a change that would take usage over a
+            // limit is refused; one that does not grow usage is always allowed.
+            let used = usage_tx(tx, tenant)?;
+            let old_size = current.as_ref().map_or(0, |c| c.size);
+            let bytes_delta = write.content.len() as i64 - old_size;
+            let files_delta = i64::from(outcome == WriteOutcome::Created);
+            let new_bytes = used.storage_bytes.saturating_add_signed(bytes_delta);
+            if let Some(max) = write.max_storage_bytes {
+                if bytes_delta > 0 && new_bytes > max {
+                    return Err(Error::quota_exceeded("max_storage_bytes", max, used.storage_bytes));
+                }
+            }
+            if let Some(max) = write.max_files {
+                if files_delta > 0 && used.files + 1 > max {
+                    return Err(Error::quota_exceeded("max_files", max, used.files));
+                }
+            }
+            add_usage_tx(tx, tenant, bytes_delta, files_delta)?;
+            let after = StoredUsage { storage_bytes: new_bytes, files: used.files + files_delta as u64 };
+            let content_id = store_content_tx(tx, current.as_ref().map(|c| c.content_id), &write.content)?;
+            let row = FileRow {
+                path: write.path.as_str(),
+                size: write.content.len() as i64,
+                etag: &etag,
+                version,
+                content_type: &write.content_type,
+                created_at,
+                updated_at: write.at.millis(),
+                content_id,
+            };
+            upsert_file_row_tx(tx, tenant, &row)?;
+            reindex_tx(tx, tenant, DocKind::File, write.path.as_str(), write.index.as_ref())?;
+            journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
+            let crossings = storage_crossings(used, after, write.max_storage_bytes, write.max_files);
+            quota_warnings_tx(tx, tenant, scope.slug().as_str(), &crossings, published)?;
+            let meta = FileMeta {
+                path: write.path.clone(),
+                size: write.content.len() as u64,
+                etag: etag.clone(),
+                version: version as u64,
+                content_type: write.content_type.clone(),
+                created_at: Timestamp::from_millis(created_at),
+                updated_at: write.at,
+            };
+            Ok((meta, outcome))
         })
         .await
     }
@@ -741,16 +843,15 @@ impl FileStore for SqliteStore {
         let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || cache.invalidate(&tenant, p.as_str()));
         self.write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
             let tenant = scope.tenant_id();
-            let current = current_etag(tx, tenant, path.as_str())?;
-            if current.is_none() {
+            let Some(current) = current_file(tx, tenant, path.as_str())? else {
                 return Err(Error::not_found(format!("no file at {path}")));
-            }
-            precondition.check(current.as_ref().map(|c| c.0.as_str()))?;
+            };
+            precondition.check(Some(&current.etag))?;
             tx.prepare_cached("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2")
                 .and_then(|mut s| s.execute(params![tenant.as_str(), path.as_str()]))
                 .map_err(sql_error)?;
-            let size = current.as_ref().map_or(0, |c| c.3);
-            add_usage_tx(tx, tenant, -size, -1)?;
+            drop_content_tx(tx, current.content_id)?;
+            add_usage_tx(tx, tenant, -current.size, -1)?;
             reindex_tx(tx, tenant, DocKind::File, path.as_str(), None)?;
             journal_tx(tx, tenant, scope.slug().as_str(), journal, published)
         })

@@ -393,4 +393,16 @@ fn migrate_copies_a_folder_reports_bad_names_and_changes_nothing_the_second_time
     assert_eq!(json["manifest"]["files"], 4);
     assert!(!cli.run(&["tenant", "export", "ghost", "-o", out.to_str().unwrap()]).status.success());
     assert!(!dir.path().join("legacy.tenantry.partial").exists());
+
+    // And imports into another tenant: a report for people, the report as JSON for scripts.
+    cli.ok(&["tenant", "create", "staging", "--tier", "enterprise"]);
+    let human = cli.ok(&["tenant", "import", "staging", out.to_str().unwrap()]);
+    assert!(human.starts_with("[staging] imported"), "{human}");
+    assert!(human.contains("files      4 created"), "{human}");
+    let json = cli.json(&["tenant", "import", "staging", out.to_str().unwrap(), "--on-conflict", "rename"]);
+    assert_eq!((json["files"]["unchanged"].clone(), json["on_conflict"].clone()), (4.into(), "rename".into()));
+    let bad = cli.run(&["tenant", "import", "staging", out.to_str().unwrap(), "--on-conflict", "merge"]);
+    assert!(!bad.status.success());
+    let missing = cli.run(&["tenant", "import", "staging", "/nonexistent/x.tenantry"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/x.tenantry"));
 }

@@ -199,3 +199,113 @@ async fn a_crash_loses_at_most_the_last_seconds_of_metering() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A reader that hands out its bytes slowly, so a kill lands in the middle of an upload.
+struct Throttled {
+    data: std::io::Cursor<Vec<u8>>,
+    pause: Duration,
+}
+
+impl std::io::Read for Throttled {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(self.pause);
+        let n = buf.len().min(64 << 10);
+        self.data.read(&mut buf[..n])
+    }
+}
+
+/// An import is all or nothing even when the server is killed in the middle of it (while the
+/// bundle streams in and is staged, or while it commits): after the restart the tenant holds the
+/// whole bundle or none of it, and no staged bytes are left behind in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_midway_leaves_all_or_nothing_and_no_staged_bytes() {
+    let seed: u64 = std::env::var("TENANTRY_TEST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    const FILES: usize = 160;
+    let header = tenantry_bundle::Header::new(
+        serde_json::json!({"name": "Imported", "tier": "enterprise", "quotas": {}, "metadata": {}, "domains": []}),
+        "2026-11-23T00:00:00.000Z".into(),
+    );
+    let mut w = tenantry_bundle::Writer::new(Vec::new(), &header).unwrap();
+    let mut contents = Vec::new();
+    for i in 0..FILES {
+        let content: Vec<u8> = (0..64 << 10).map(|_| rng.gen::<u8>()).collect();
+        let meta = tenantry_bundle::FileMeta {
+            path: format!("/batch/{i:04}.bin"),
+            size: content.len() as u64,
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&content)),
+            content_type: "application/octet-stream".into(),
+            created_at: "2026-01-02T03:04:05.006Z".into(),
+            updated_at: "2026-01-02T03:04:05.006Z".into(),
+        };
+        w.file(&meta, content.as_slice()).unwrap();
+        contents.push(content);
+    }
+    let bundle = w.finish().unwrap().1;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, mut url) = start(&data);
+    let op = Client::new(&url, Some(OPERATOR.into()));
+    op.create_tenant(&serde_json::json!({ "slug": "imported", "tier": "enterprise" })).await.unwrap();
+    let (mut complete, mut empty) = (0, 0);
+    for round in 0..4 {
+        let op = Client::new(&url, Some(OPERATOR.into()));
+        let input = Throttled { data: std::io::Cursor::new(bundle.clone()), pause: Duration::from_millis(6) };
+        let upload =
+            tokio::spawn(
+                async move { op.upload("/v1/tenants/imported/import", Box::new(input), Arc::new(|_| {})).await },
+            );
+        // About 1 s of upload: the kill lands early, midway, anywhere (the commit included), or
+        // once the import was answered.
+        let wait = match round {
+            0 => Some(300),
+            1 => Some(800),
+            2 => Some(rng.gen_range(150..3000)),
+            _ => None,
+        };
+        match wait {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            None => {
+                while !upload.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let answered = upload.await.unwrap().is_ok();
+        (child, url) = start(&data);
+        let owner_view = Client::new(&url, Some(OPERATOR.into())).with_tenant(Some("imported".into()));
+        let usage = Client::new(&url, Some(OPERATOR.into())).tenant_usage("imported", "").await.unwrap();
+        let n = usage["usage"]["files"].as_u64().unwrap() as usize;
+        assert!(n == 0 || n == FILES, "round {round}: {n} of {FILES} files visible: an import is all or nothing");
+        assert!(!answered || n == FILES, "round {round}: an acknowledged import must be there whole");
+        if n == FILES {
+            complete += 1;
+            for i in [0, FILES / 2, FILES - 1] {
+                let got = owner_view.get_file(&format!("/batch/{i:04}.bin")).await.unwrap();
+                assert!(got[..] == contents[i][..], "round {round}: file {i} intact");
+            }
+            // Start the next round from an empty tenant again.
+            for i in 0..FILES {
+                owner_view.delete_file(&format!("/batch/{i:04}.bin")).await.unwrap();
+            }
+        } else {
+            empty += 1;
+        }
+        let db = rusqlite::Connection::open(data.join("tenantry.db")).unwrap();
+        let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM imports"), 0, "round {round}: the interrupted import was swept");
+        assert_eq!(
+            count("SELECT COUNT(*) FROM file_content"),
+            count("SELECT COUNT(*) FROM files"),
+            "round {round}: no staged bytes left behind"
+        );
+    }
+    println!("import crash test: {complete} rounds complete, {empty} rounds rolled back");
+    assert!(complete >= 1 && empty >= 1, "both outcomes were exercised");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -43,6 +43,31 @@ pub struct AttemptResult {
     pub error: Option<String>,
 }
 
+/// A webhook's target, event types (sorted, without duplicates) and path glob, checked.
+pub(super) fn webhook_fields(
+    url: &str,
+    events: &[String],
+    path_glob: Option<&str>,
+) -> Result<(url::Url, Vec<String>, Option<String>)> {
+    let url = webhook::parse_target(url)?;
+    if events.is_empty() || events.len() > types::ALL.len() {
+        return Err(Error::invalid_request("`events` must list 1 or more event types (or \"*\")"));
+    }
+    for e in events {
+        if e != "*" && !types::ALL.contains(&e.as_str()) {
+            return Err(Error::invalid_request(format!(
+                "unknown event type {e:?}; known types: {}",
+                types::ALL.join(", ")
+            )));
+        }
+    }
+    let path_glob = path_glob.filter(|g| !g.is_empty()).map(webhook::parse_glob).transpose()?;
+    let mut events = events.to_vec();
+    events.sort();
+    events.dedup();
+    Ok((url, events, path_glob))
+}
+
 impl Tenantry {
     fn require_webhook_admin(&self, caller: &Caller) -> Result<()> {
         caller.require_role(Role::Admin)?;
@@ -73,27 +98,12 @@ impl Tenantry {
                 format!("webhooks are not part of the '{}' tier", caller.tenant().tier),
             ));
         }
-        let url = webhook::parse_target(&req.url)?;
-        if req.events.is_empty() || req.events.len() > types::ALL.len() {
-            return Err(Error::invalid_request("`events` must list 1 or more event types (or \"*\")"));
-        }
-        for e in &req.events {
-            if e != "*" && !types::ALL.contains(&e.as_str()) {
-                return Err(Error::invalid_request(format!(
-                    "unknown event type {e:?}; known types: {}",
-                    types::ALL.join(", ")
-                )));
-            }
-        }
-        let path_glob = req.path_glob.as_deref().filter(|g| !g.is_empty()).map(webhook::parse_glob).transpose()?;
+        let (url, events, path_glob) = webhook_fields(&req.url, &req.events, req.path_glob.as_deref())?;
         let secret = match req.secret.as_deref() {
             Some(s) => webhook::parse_secret(s)?,
             None => webhook::new_secret(),
         };
         webhook::vet_target(&url, resolver, self.config.webhooks.allow_private_networks).await?;
-        let mut events = req.events.clone();
-        events.sort();
-        events.dedup();
         let hook = Webhook {
             id: WebhookId::generate(),
             url: url.to_string(),

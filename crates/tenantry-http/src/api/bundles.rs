@@ -1,5 +1,6 @@
 //! Bundles (API.md §9): `GET /v1/tenants/{slug}/export` streams a `.tenantry` bundle
-//! (docs/BUNDLE.md). The bundle is written on a blocking thread into a bounded channel that feeds
+//! (docs/BUNDLE.md); `POST /v1/tenants/{slug}/import` reads one as the request streams in,
+//! staging as it goes, and commits only after the whole bundle verified. The bundle is written on a blocking thread into a bounded channel that feeds
 //! the response body, so memory stays flat however large the tenant; if anything fails midway
 //! the stream stops short and the bundle fails verification instead of looking complete.
 
@@ -13,6 +14,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde::Deserialize;
 use std::sync::Arc;
+use tenantry_core::import::ImportReport;
 use tenantry_core::service::{Export, Tenantry};
 use tokio::sync::mpsc;
 
@@ -130,4 +132,173 @@ pub async fn export(
         h.insert(CONTENT_DISPOSITION, v);
     }
     Ok(res)
+}
+
+#[derive(Deserialize)]
+pub struct ImportQuery {
+    on_conflict: Option<String>,
+}
+
+/// How long an import upload may send nothing before it is given up (the whole-request timeout
+/// does not apply to imports, which may be large; this one keeps a stalled client from holding
+/// an import open).
+const IMPORT_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A blocking `Read` over the chunks of a request body pumped in by an async task.
+struct ChannelReader {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    chunk: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.chunk = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        bytes::Buf::advance(&mut self.chunk, n);
+        Ok(n)
+    }
+}
+
+/// Staged items are handed to the store in batches of about this many bytes.
+const STAGE_BATCH_BYTES: usize = 8 << 20;
+const STAGE_BATCH_RECORDS: usize = 500;
+
+/// Reads, validates and stages the whole bundle, then commits; on any failure drops what was
+/// staged. Runs on a blocking thread.
+fn read_and_import(
+    svc: &Tenantry,
+    mut imp: tenantry_core::service::Import,
+    input: ChannelReader,
+) -> Result<ImportReport, tenantry_core::Error> {
+    use tenantry_bundle::{BundleError, Item};
+    use tenantry_core::Error;
+    let rt = tokio::runtime::Handle::current();
+    let mut files = Vec::new();
+    let mut file_bytes = 0usize;
+    let mut records = Vec::new();
+    // The first error of ours stops the reader; it is reported instead of the reader's own.
+    let mut failure: Option<Error> = None;
+    let max_file = svc.config().max_file_bytes;
+    let stop = |failure: &mut Option<Error>, e: Error| {
+        *failure = Some(e);
+        BundleError::Io(std::io::Error::other("import stopped"))
+    };
+    let read = tenantry_bundle::read(input, |item| {
+        match item {
+            Item::Record { kind, record } => match svc.import_record(&mut imp, kind, record) {
+                Ok(Some(r)) => records.push(r),
+                Ok(None) => {}
+                Err(e) => return Err(stop(&mut failure, e)),
+            },
+            Item::File { meta, content } => {
+                if meta.size > max_file {
+                    let e = Error::new(
+                        tenantry_core::ErrorCode::TooLarge,
+                        format!("{} is {} bytes; this server's maximum file size is {max_file}", meta.path, meta.size),
+                    );
+                    return Err(stop(&mut failure, e));
+                }
+                let mut bytes = Vec::with_capacity(meta.size as usize);
+                std::io::Read::read_to_end(content, &mut bytes)?;
+                file_bytes += bytes.len();
+                let staged = svc.import_file(
+                    &mut imp,
+                    &meta.path,
+                    &meta.sha256,
+                    &meta.content_type,
+                    &meta.created_at,
+                    &meta.updated_at,
+                    bytes,
+                );
+                match staged {
+                    Ok(f) => files.push(f),
+                    Err(e) => return Err(stop(&mut failure, e)),
+                }
+            }
+        }
+        if file_bytes >= STAGE_BATCH_BYTES || files.len() >= STAGE_BATCH_RECORDS {
+            file_bytes = 0;
+            if let Err(e) = rt.block_on(svc.stage_import_files(&imp, std::mem::take(&mut files))) {
+                return Err(stop(&mut failure, e));
+            }
+        }
+        if records.len() >= STAGE_BATCH_RECORDS {
+            if let Err(e) = rt.block_on(svc.stage_import_records(&imp, std::mem::take(&mut records))) {
+                return Err(stop(&mut failure, e));
+            }
+        }
+        Ok(())
+    });
+    let staged = match read {
+        Ok((header, _)) => rt
+            .block_on(svc.stage_import_records(&imp, records))
+            .and_then(|_| rt.block_on(svc.stage_import_files(&imp, files)))
+            .map(|_| header),
+        Err(e) => Err(failure.unwrap_or_else(|| Error::invalid_request(e.to_string()))),
+    };
+    match staged {
+        Ok(header) => rt.block_on(svc.commit_import(imp, &header.tenant)),
+        Err(e) => {
+            if let Err(cleanup) = rt.block_on(svc.abort_import(imp)) {
+                tracing::error!("dropping a failed import's staged rows failed: {}", cleanup.message);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Loads a `.tenantry` bundle (the raw request body) into the tenant. The whole bundle is read
+/// and verified before anything changes; then everything is applied in one transaction.
+/// `on_conflict` decides for paths and memory keys that hold different content (the same
+/// content is never a conflict): `skip` (default) keeps the tenant's, `overwrite` takes the
+/// bundle's, `rename` keeps both (docs/BUNDLE.md has the suffix rule). Operator only.
+#[utoipa::path(post, path = "/v1/tenants/{slug}/import", tag = "tenants",
+    params(("slug" = String, Path), ("on_conflict" = Option<String>, Query, description = "skip (default), overwrite or rename")),
+    request_body(content = Vec<u8>, content_type = "application/vnd.tenantry.bundle"),
+    responses((status = 200, description = "what the import did", body = ImportReport)))]
+pub async fn import(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(slug): Path<String>,
+    ApiQuery(q): ApiQuery<ImportQuery>,
+    body: axum::body::Body,
+) -> ApiResult<axum::Json<ImportReport>> {
+    use http_body_util::BodyExt;
+    let imp = state.svc.begin_import(&caller, &slug, q.on_conflict.as_deref()).await?;
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::spawn(async move {
+        let mut body = body;
+        loop {
+            let frame = match tokio::time::timeout(IMPORT_IDLE, body.frame()).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    let _ = tx.send(Err(std::io::Error::other(format!("the upload failed: {e}")))).await;
+                    break;
+                }
+                Err(_) => {
+                    let msg = format!("the upload sent nothing for {} s", IMPORT_IDLE.as_secs());
+                    let _ = tx.send(Err(std::io::Error::other(msg))).await;
+                    break;
+                }
+            };
+            if let Ok(data) = frame.into_data() {
+                if tx.send(Ok(data)).await.is_err() {
+                    break; // the reader stopped (damaged bundle): the rest is not needed
+                }
+            }
+        }
+    });
+    let svc = state.svc.clone();
+    let input = ChannelReader { rx, chunk: Bytes::new() };
+    let report = tokio::task::spawn_blocking(move || read_and_import(&svc, imp, input))
+        .await
+        .map_err(|e| tenantry_core::Error::internal(format!("import task failed: {e}")))??;
+    Ok(axum::Json(report))
 }

@@ -100,6 +100,7 @@ pub fn routes() -> (Router<AppState>, RouteTable) {
         .add(Method::DELETE, "/v1/files/{*path}", FILE_DELETE, delete(files::remove))
         .add(Method::GET, "/v1/tenants/{slug}/usage", TENANT_READ, get(usage::tenant))
         .add(Method::GET, "/v1/tenants/{slug}/export", TENANT_EXPORT, get(bundles::export))
+        .add(Method::POST, "/v1/tenants/{slug}/import", TENANT_IMPORT, post(bundles::import))
         .add(Method::GET, "/v1/usage", USAGE_READ, get(usage::own))
         .add(Method::GET, "/v1/audit", AUDIT_READ, get(audit::list))
         .add(Method::GET, "/v1/audit/verify", AUDIT_READ, get(audit::verify))

@@ -193,6 +193,16 @@ pub enum TenantCmd {
         #[arg(long)]
         include_secrets: bool,
     },
+    /// Load a `.tenantry` bundle into the tenant: verified whole before anything changes, then
+    /// applied all at once.
+    Import {
+        slug: String,
+        bundle: PathBuf,
+        /// For paths and memory keys holding different content: skip (keep the tenant's),
+        /// overwrite (take the bundle's) or rename (keep both; the incoming one gets `.imported`).
+        #[arg(long, default_value = "skip")]
+        on_conflict: String,
+    },
     /// Make SLUG the active tenant of this client.
     Switch { slug: String },
     /// Which tenant the client acts on, and why.

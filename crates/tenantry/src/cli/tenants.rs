@@ -263,6 +263,34 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                 );
             }
         }
+        TenantCmd::Import { slug, bundle, on_conflict } => {
+            let file = std::fs::File::open(&bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
+            let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let bar = if ctx.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total) };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let path = format!(
+                "/v1/tenants/{}/import?on_conflict={}",
+                tenantry_client::encode_query(&slug),
+                tenantry_client::encode_query(&on_conflict)
+            );
+            let progress = {
+                let bar = bar.clone();
+                std::sync::Arc::new(move |n: u64| bar.set_position(n))
+            };
+            let sent = client.upload(&path, Box::new(std::io::BufReader::new(file)), progress).await;
+            bar.finish_and_clear();
+            let report = sent.map_err(|e| explain(e, Some(&slug)))?;
+            if ctx.json {
+                json(&report);
+            } else {
+                print_import_report(&slug, &bundle, &report);
+            }
+        }
         TenantCmd::Status => {
             let (c, resolved) = ctx.tenant_client().await?;
             let me = c.whoami().await.map_err(|e| explain(e, Some(&resolved.slug)))?;
@@ -283,6 +311,35 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_import_report(slug: &str, bundle: &std::path::Path, r: &Value) {
+    let counts = |v: &Value| {
+        let parts: Vec<String> = ["created", "replaced", "renamed", "skipped", "unchanged"]
+            .iter()
+            .filter_map(|k| v[*k].as_u64().filter(|n| *n > 0).map(|n| format!("{n} {k}")))
+            .collect();
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    };
+    println!("[{slug}] imported {} (on_conflict={})", bundle.display(), field(r, "on_conflict"));
+    println!(
+        "  files      {} ({} written)",
+        counts(&r["files"]),
+        super::output::human_bytes(r["file_bytes"].as_u64().unwrap_or(0))
+    );
+    println!("  memory     {}", counts(&r["memory"]));
+    println!("  webhooks   {}", counts(&r["webhooks"]));
+    println!("  settings   {}", field(r, "settings"));
+    for item in r["renamed"].as_array().into_iter().flatten() {
+        println!("  renamed    {} -> {}", field(item, "from"), field(item, "to"));
+    }
+    for note in r["notes"].as_array().into_iter().flatten() {
+        println!("  note       {}", note.as_str().unwrap_or_default());
+    }
 }
 
 async fn action(ctx: &Context, slug: &str, verb: &str, done: &str) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ mod bundles;
 mod events;
 mod files;
 mod helpers;
+mod import;
 mod isolation;
 mod keys;
 mod memory;

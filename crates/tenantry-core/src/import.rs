@@ -1,0 +1,243 @@
+//! Importing a bundle into a tenant (API.md §9): the conflict policy, the rename rule, what is
+//! staged, and the report an import answers with. The service reads a verified stream of bundle
+//! items into staged rows nobody sees; the store then publishes them in one transaction, deciding
+//! each conflict against what the tenant holds at that moment.
+
+use crate::error::{Error, Result};
+use crate::ids::WebhookId;
+use crate::memory::MemoryKey;
+use crate::path::TenantPath;
+use crate::search::IndexDoc;
+use crate::tier::QuotaOverrides;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// What an import does with a path (or memory key) that already holds *different* content.
+/// The same content is never a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConflictPolicy {
+    /// Keep what the tenant has (the default).
+    #[default]
+    Skip,
+    /// Replace it with the bundle's.
+    Overwrite,
+    /// Keep both: the incoming one goes to a renamed path ([`renamed_path`]).
+    Rename,
+}
+
+impl ConflictPolicy {
+    pub fn parse(raw: &str) -> Result<ConflictPolicy> {
+        match raw {
+            "skip" => Ok(ConflictPolicy::Skip),
+            "overwrite" => Ok(ConflictPolicy::Overwrite),
+            "rename" => Ok(ConflictPolicy::Rename),
+            other => {
+                Err(Error::invalid_request(format!("unknown on_conflict {other:?}: use skip, overwrite or rename")))
+            }
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictPolicy::Skip => "skip",
+            ConflictPolicy::Overwrite => "overwrite",
+            ConflictPolicy::Rename => "rename",
+        }
+    }
+}
+
+fn suffix(attempt: u32) -> String {
+    if attempt <= 1 {
+        ".imported".to_owned()
+    } else {
+        format!(".imported-{attempt}")
+    }
+}
+
+/// Where `rename` puts an incoming file: `.imported` before the extension of the last segment
+/// (`/docs/report.pdf` → `/docs/report.imported.pdf`; no extension or a dot file: at the end,
+/// `/Makefile` → `/Makefile.imported`), `.imported-2`, `-3`, ... when that is taken too.
+pub fn renamed_path(path: &TenantPath, attempt: u32) -> Result<TenantPath> {
+    let p = path.as_str();
+    let name_start = p.rfind('/').map_or(0, |i| i + 1);
+    let name = &p[name_start..];
+    let cut = match name.rfind('.') {
+        Some(dot) if dot > 0 => name_start + dot,
+        _ => p.len(),
+    };
+    let renamed = format!("{}{}{}", &p[..cut], suffix(attempt), &p[cut..]);
+    TenantPath::parse(&renamed).map_err(|_| {
+        Error::invalid_request(format!("{p} conflicts and cannot be renamed: {renamed} is not a valid path"))
+    })
+}
+
+/// Where `rename` puts an incoming memory entry: the key with `.imported` (then `-2`, ...) added.
+pub fn renamed_memory_key(key: &str, attempt: u32) -> Result<MemoryKey> {
+    MemoryKey::parse(&format!("{key}{}", suffix(attempt)))
+}
+
+/// A file read from a bundle, waiting to be published.
+#[derive(Debug, Clone)]
+pub struct StagedFile {
+    /// Its position in the bundle: files are published in this order.
+    pub n: u64,
+    pub path: TenantPath,
+    pub etag: String,
+    pub content_type: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub content: Vec<u8>,
+    pub index: Option<IndexDoc>,
+}
+
+/// A record read from a bundle, validated, waiting to be published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StagedRecord {
+    Memory {
+        namespace: String,
+        key: String,
+        /// Compact JSON.
+        value: String,
+        expires_at: Option<Timestamp>,
+        created_at: Timestamp,
+        updated_at: Timestamp,
+        index: IndexDoc,
+    },
+    Webhook {
+        /// A new id (webhook ids are unique across the server, and the source may still exist).
+        id: WebhookId,
+        url: String,
+        events: Vec<String>,
+        path_glob: Option<String>,
+        enabled: bool,
+        disabled_reason: Option<String>,
+        /// The bundle's secret, or a new one when the bundle holds none.
+        secret: String,
+        created_at: Timestamp,
+        created_by: String,
+    },
+}
+
+/// The tenant settings a bundle carries, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportSettings {
+    pub name: String,
+    pub tier: String,
+    pub quotas: QuotaOverrides,
+    pub metadata: serde_json::Value,
+    pub domains: Vec<String>,
+}
+
+/// How an import is published: decided by the service, applied by the store in one transaction.
+#[derive(Debug, Clone)]
+pub struct ImportPlan {
+    pub on_conflict: ConflictPolicy,
+    /// Applied when the tenant holds no files and no memory, or with `overwrite`.
+    pub settings: Option<ImportSettings>,
+    pub max_storage_bytes: Option<u64>,
+    pub max_files: Option<u64>,
+    pub max_webhooks: usize,
+    pub at: Timestamp,
+}
+
+/// What happened to the items of one kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImportCounts {
+    /// New in the tenant.
+    pub created: u64,
+    /// Replaced different content (`overwrite`).
+    pub replaced: u64,
+    /// Kept next to different content under a new name (`rename`).
+    pub renamed: u64,
+    /// Left out: the tenant holds different content (`skip`), or it changed while importing.
+    pub skipped: u64,
+    /// Already there with the same content.
+    pub unchanged: u64,
+}
+
+/// One item `rename` put under a new name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Renamed {
+    /// `file` or `memory`.
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// What an import did (the answer of `POST /v1/tenants/{slug}/import`, and the detail of its
+/// `tenant.imported` event).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImportReport {
+    pub tenant: String,
+    pub on_conflict: String,
+    pub files: ImportCounts,
+    /// Bytes of the files created, replaced or renamed.
+    pub file_bytes: u64,
+    pub memory: ImportCounts,
+    pub webhooks: ImportCounts,
+    /// Key records in the bundle: never imported (a bundle holds no key secrets).
+    pub keys_not_imported: u64,
+    /// `applied` or `kept`.
+    pub settings: String,
+    /// Items put under a new name (the first 1,000).
+    pub renamed: Vec<Renamed>,
+    /// What the operator should know: keys to create again, domains held by another tenant, ...
+    pub notes: Vec<String>,
+}
+
+/// Renamed items listed in a report at most.
+pub const MAX_RENAMED_LISTED: usize = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> TenantPath {
+        TenantPath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn renames_keep_the_extension_and_count_up() {
+        assert_eq!(renamed_path(&p("/docs/report.pdf"), 1).unwrap().as_str(), "/docs/report.imported.pdf");
+        assert_eq!(renamed_path(&p("/docs/report.pdf"), 2).unwrap().as_str(), "/docs/report.imported-2.pdf");
+        assert_eq!(renamed_path(&p("/a.tar.gz"), 1).unwrap().as_str(), "/a.tar.imported.gz");
+        assert_eq!(renamed_path(&p("/Makefile"), 1).unwrap().as_str(), "/Makefile.imported");
+        assert_eq!(renamed_path(&p("/x/.env"), 3).unwrap().as_str(), "/x/.env.imported-3");
+        assert_eq!(renamed_path(&p("/v1.2/notes"), 1).unwrap().as_str(), "/v1.2/notes.imported");
+        assert_eq!(renamed_memory_key("notes/today", 1).unwrap().as_str(), "notes/today.imported");
+        assert_eq!(renamed_memory_key("k", 2).unwrap().as_str(), "k.imported-2");
+    }
+
+    #[test]
+    fn a_rename_past_the_longest_path_is_refused_not_truncated() {
+        let long = format!("/{}", "a".repeat(crate::path::MAX_PATH_BYTES - 1));
+        let err = renamed_path(&p(&long), 1).unwrap_err();
+        assert_eq!(err.code, crate::ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn policies_parse_and_print() {
+        for raw in ["skip", "overwrite", "rename"] {
+            assert_eq!(ConflictPolicy::parse(raw).unwrap().as_str(), raw);
+        }
+        assert!(ConflictPolicy::parse("merge").is_err());
+    }
+
+    #[test]
+    fn staged_records_survive_their_json_form() {
+        let r = StagedRecord::Memory {
+            namespace: "ns".into(),
+            key: "k".into(),
+            value: "{\"a\":1}".into(),
+            expires_at: None,
+            created_at: Timestamp::from_millis(5),
+            updated_at: Timestamp::from_millis(6),
+            index: IndexDoc::of_text("hello world"),
+        };
+        let back: StagedRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,590 @@
+//! Bundle imports on SQLite. Staging writes file bytes into `file_content` rows that no `files`
+//! row points at yet (listed in `import_files`), and records into `import_records`, in ordinary
+//! small write jobs that take their turn with every other tenant's writes. `commit_import` then
+//! publishes the tenant's whole import in one transaction that writes metadata rows only, so it
+//! is atomic without holding the shared writer for the time it takes to write the bytes. An
+//! import that is aborted, or interrupted by a crash, is swept: its staged bytes deleted.
+
+use crate::journal::{journal_tx, quota_warnings_tx, storage_crossings};
+use crate::memory::{upsert_memory_tx, StoredEntry};
+use crate::pool::sql_error;
+use crate::search::reindex_tx;
+use crate::store::{
+    add_usage_tx, corrupt, current_file, drop_content_tx, store_content_tx, upsert_file_row_tx, usage_tx, FileRow,
+    SqliteStore,
+};
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+use tenantry_core::events::Journal;
+use tenantry_core::ids::TenantId;
+use tenantry_core::import::{
+    renamed_memory_key, renamed_path, ConflictPolicy, ImportPlan, ImportReport, ImportSettings, Renamed, StagedFile,
+    StagedRecord, MAX_RENAMED_LISTED,
+};
+use tenantry_core::path::TenantPath;
+use tenantry_core::search::{DocKind, IndexDoc};
+use tenantry_core::store::{ImportStore, StoredUsage, TenantScope};
+use tenantry_core::time::Timestamp;
+use tenantry_core::{Error, Result};
+
+/// Deletes a staged import's rows and the bytes only it points at.
+fn drop_import_tx(tx: &Connection, import: &str) -> Result<()> {
+    tx.execute(
+        "DELETE FROM file_content WHERE id IN
+           (SELECT content_id FROM import_files WHERE import_id = ?1 AND content_id IS NOT NULL)",
+        [import],
+    )
+    .map_err(sql_error)?;
+    forget_import_tx(tx, import)
+}
+
+/// Deletes a published import's staging rows (its bytes now belong to files).
+fn forget_import_tx(tx: &Connection, import: &str) -> Result<()> {
+    for table in ["import_files", "import_records"] {
+        tx.execute(&format!("DELETE FROM {table} WHERE import_id = ?1"), [import]).map_err(sql_error)?;
+    }
+    tx.execute("DELETE FROM imports WHERE id = ?1", [import]).map_err(sql_error)?;
+    Ok(())
+}
+
+/// Drops every staged import: run when the store opens, when no import can be in progress.
+pub(crate) fn sweep_imports_tx(tx: &Connection) -> Result<u64> {
+    let ids: Vec<String> = tx
+        .prepare("SELECT id FROM imports")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(sql_error)?;
+    for id in &ids {
+        drop_import_tx(tx, id)?;
+    }
+    Ok(ids.len() as u64)
+}
+
+fn check_import(tx: &Connection, tenant: &TenantId, import: &str) -> Result<()> {
+    let owner: Option<String> = tx
+        .prepare_cached("SELECT tenant_id FROM imports WHERE id = ?1")
+        .and_then(|mut s| s.query_row([import], |r| r.get(0)).optional())
+        .map_err(sql_error)?;
+    match owner {
+        Some(t) if t == tenant.as_str() => Ok(()),
+        Some(_) => Err(Error::internal("the import belongs to another tenant")),
+        None => Err(Error::internal("the import is not open (swept or already finished)")),
+    }
+}
+
+/// A staged file as read back for publishing.
+struct Staged {
+    path: String,
+    size: i64,
+    etag: String,
+    content_type: String,
+    created_at: i64,
+    updated_at: i64,
+    content_id: Option<i64>,
+    index: Option<IndexDoc>,
+}
+
+/// Publishing state: the running report and usage deltas.
+struct Publish<'a> {
+    tx: &'a Connection,
+    tenant: &'a TenantId,
+    policy: ConflictPolicy,
+    report: ImportReport,
+    bytes_delta: i64,
+    files_delta: i64,
+}
+
+impl Publish<'_> {
+    fn note_rename(&mut self, kind: &str, from: &str, to: &str) {
+        if self.report.renamed.len() < MAX_RENAMED_LISTED {
+            self.report.renamed.push(Renamed { kind: kind.into(), from: from.into(), to: to.into() });
+        }
+    }
+
+    fn write_file(&mut self, path: &str, f: &Staged, content_id: i64, version: i64) -> Result<()> {
+        let row = FileRow {
+            path,
+            size: f.size,
+            etag: &f.etag,
+            version,
+            content_type: &f.content_type,
+            created_at: f.created_at,
+            updated_at: f.updated_at,
+            content_id,
+        };
+        upsert_file_row_tx(self.tx, self.tenant, &row)?;
+        reindex_tx(self.tx, self.tenant, DocKind::File, path, f.index.as_ref())?;
+        self.report.file_bytes += f.size as u64;
+        Ok(())
+    }
+
+    fn file(&mut self, f: Staged) -> Result<()> {
+        let current = current_file(self.tx, self.tenant, &f.path)?;
+        let counts = &mut self.report.files;
+        let Some(content_id) = f.content_id else {
+            // Staged without bytes: the same content was there (or, under skip, other content).
+            // If that changed meanwhile, the change made during the import stands.
+            match current {
+                Some(c) if c.etag == f.etag => counts.unchanged += 1,
+                _ => counts.skipped += 1,
+            }
+            return Ok(());
+        };
+        match current {
+            None => {
+                counts.created += 1;
+                self.bytes_delta += f.size;
+                self.files_delta += 1;
+                self.write_file(&f.path.clone(), &f, content_id, 1)
+            }
+            Some(c) if c.etag == f.etag => {
+                counts.unchanged += 1;
+                drop_content_tx(self.tx, content_id)
+            }
+            Some(c) => match self.policy {
+                ConflictPolicy::Skip => {
+                    counts.skipped += 1;
+                    drop_content_tx(self.tx, content_id)
+                }
+                ConflictPolicy::Overwrite => {
+                    counts.replaced += 1;
+                    self.bytes_delta += f.size - c.size;
+                    drop_content_tx(self.tx, c.content_id)?;
+                    self.write_file(&f.path.clone(), &f, content_id, c.version + 1)
+                }
+                ConflictPolicy::Rename => {
+                    let path = TenantPath::parse(&f.path).map_err(|_| corrupt("staged path"))?;
+                    for attempt in 1.. {
+                        let to = renamed_path(&path, attempt)?;
+                        match current_file(self.tx, self.tenant, to.as_str())? {
+                            // Imported and renamed before: the same bundle imported again.
+                            Some(there) if there.etag == f.etag => {
+                                self.report.files.unchanged += 1;
+                                return drop_content_tx(self.tx, content_id);
+                            }
+                            Some(_) => continue,
+                            None => {
+                                self.report.files.renamed += 1;
+                                self.bytes_delta += f.size;
+                                self.files_delta += 1;
+                                self.note_rename("file", &f.path, to.as_str());
+                                return self.write_file(to.as_str(), &f, content_id, 1);
+                            }
+                        }
+                    }
+                    unreachable!("the attempts run until a free path is found or renaming fails")
+                }
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_memory(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        expires_at: Option<Timestamp>,
+        created_at: Timestamp,
+        updated_at: Timestamp,
+        index: &IndexDoc,
+    ) -> Result<()> {
+        let entry = StoredEntry { namespace, key, value, expires_at, created_at, updated_at };
+        upsert_memory_tx(self.tx, self.tenant, &entry, index)
+    }
+
+    /// The value and size of a live entry; an expired one counts as absent but its size is freed.
+    fn current_memory(&self, ns: &str, key: &str, now: Timestamp) -> Result<Option<(String, i64, bool)>> {
+        self.tx
+            .prepare_cached(
+                "SELECT value, size, expires_at IS NULL OR expires_at > ?4 FROM memory
+                 WHERE tenant_id = ?1 AND namespace = ?2 AND key = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![self.tenant.as_str(), ns, key, now.millis()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+            })
+            .map_err(sql_error)
+    }
+
+    fn record(&mut self, record: StagedRecord, plan: &ImportPlan) -> Result<()> {
+        match record {
+            StagedRecord::Memory { namespace, key, value, expires_at, created_at, updated_at, index } => {
+                let size = value.len() as i64;
+                match self.current_memory(&namespace, &key, plan.at)? {
+                    Some((v, _, true)) if v == value => self.report.memory.unchanged += 1,
+                    Some((_, old, live)) if !live || self.policy == ConflictPolicy::Overwrite => {
+                        if live {
+                            self.report.memory.replaced += 1;
+                        } else {
+                            self.report.memory.created += 1;
+                        }
+                        self.bytes_delta += size - old;
+                        self.write_memory(&namespace, &key, &value, expires_at, created_at, updated_at, &index)?;
+                    }
+                    Some(_) if self.policy == ConflictPolicy::Skip => self.report.memory.skipped += 1,
+                    Some(_) => {
+                        for attempt in 1.. {
+                            let to = renamed_memory_key(&key, attempt)?;
+                            match self.current_memory(&namespace, to.as_str(), plan.at)? {
+                                Some((v, _, true)) if v == value => {
+                                    self.report.memory.unchanged += 1;
+                                    break;
+                                }
+                                Some((_, _, true)) => continue,
+                                expired_or_none => {
+                                    let old = expired_or_none.map_or(0, |(_, size, _)| size);
+                                    self.report.memory.renamed += 1;
+                                    self.bytes_delta += size - old;
+                                    let (from, dest) =
+                                        (format!("{namespace}/{key}"), format!("{namespace}/{}", to.as_str()));
+                                    self.note_rename("memory", &from, &dest);
+                                    self.write_memory(
+                                        &namespace,
+                                        to.as_str(),
+                                        &value,
+                                        expires_at,
+                                        created_at,
+                                        updated_at,
+                                        &index,
+                                    )?;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        self.report.memory.created += 1;
+                        self.bytes_delta += size;
+                        self.write_memory(&namespace, &key, &value, expires_at, created_at, updated_at, &index)?;
+                    }
+                }
+                Ok(())
+            }
+            StagedRecord::Webhook {
+                id,
+                url,
+                events,
+                path_glob,
+                enabled,
+                disabled_reason,
+                secret,
+                created_at,
+                created_by,
+            } => {
+                let events = serde_json::to_string(&events).map_err(|e| Error::internal(e.to_string()))?;
+                let same: bool = self
+                    .tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM webhooks WHERE tenant_id = ?1 AND url = ?2 AND events = ?3
+                           AND path_glob IS ?4)",
+                    )
+                    .and_then(|mut s| s.query_row(params![self.tenant.as_str(), url, events, path_glob], |r| r.get(0)))
+                    .map_err(sql_error)?;
+                if same {
+                    self.report.webhooks.unchanged += 1;
+                    return Ok(());
+                }
+                let count: i64 = self
+                    .tx
+                    .prepare_cached("SELECT COUNT(*) FROM webhooks WHERE tenant_id = ?1")
+                    .and_then(|mut s| s.query_row([self.tenant.as_str()], |r| r.get(0)))
+                    .map_err(sql_error)?;
+                if count as usize >= plan.max_webhooks {
+                    return Err(Error::quota_exceeded("webhooks", plan.max_webhooks as u64, count as u64));
+                }
+                self.tx
+                    .prepare_cached(
+                        "INSERT INTO webhooks (id, url, events, path_glob, enabled, disabled_reason,
+                           consecutive_failures, created_at, created_by, tenant_id, secret)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            id.as_str(),
+                            url,
+                            events,
+                            path_glob,
+                            enabled,
+                            disabled_reason,
+                            created_at.millis(),
+                            created_by,
+                            self.tenant.as_str(),
+                            secret
+                        ])
+                    })
+                    .map_err(sql_error)?;
+                self.report.webhooks.created += 1;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Applies the bundle's settings to the tenant row; domains another tenant holds are left out.
+/// Returns those left out.
+fn apply_settings_tx(tx: &Connection, tenant: &TenantId, s: &ImportSettings, at: Timestamp) -> Result<Vec<String>> {
+    let mut domains = Vec::new();
+    let mut taken = Vec::new();
+    for d in &s.domains {
+        let owner: Option<String> = tx
+            .prepare_cached("SELECT tenant_id FROM tenant_domains WHERE domain = ?1")
+            .and_then(|mut st| st.query_row([d], |r| r.get(0)).optional())
+            .map_err(sql_error)?;
+        match owner {
+            Some(o) if o != tenant.as_str() => taken.push(d.clone()),
+            _ => domains.push(d.clone()),
+        }
+    }
+    let json = serde_json::to_string(&domains).map_err(|e| Error::internal(e.to_string()))?;
+    tx.execute(
+        "UPDATE tenants SET name = ?2, tier = ?3, quotas = ?4, metadata = ?5, domains = ?6, updated_at = ?7
+         WHERE id = ?1",
+        params![
+            tenant.as_str(),
+            s.name,
+            s.tier,
+            s.quotas.to_value().to_string(),
+            s.metadata.to_string(),
+            json,
+            at.millis()
+        ],
+    )
+    .map_err(sql_error)?;
+    tx.execute("DELETE FROM tenant_domains WHERE tenant_id = ?1", [tenant.as_str()]).map_err(sql_error)?;
+    for d in &domains {
+        tx.execute("INSERT INTO tenant_domains (domain, tenant_id) VALUES (?1, ?2)", params![d, tenant.as_str()])
+            .map_err(sql_error)?;
+    }
+    Ok(taken)
+}
+
+impl SqliteStore {
+    /// A staging write: in the tenant's turn with the other writers, into an import still open.
+    async fn staging_write(
+        &self,
+        scope: &TenantScope,
+        import: &str,
+        f: impl FnOnce(&Connection, &TenantId, &str) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let (tenant, import) = (scope.tenant_id().clone(), import.to_owned());
+        let owner = Some(crate::store::owner_of(&tenant));
+        self.shared
+            .write(
+                owner,
+                move |tx| {
+                    check_import(tx, &tenant, &import)?;
+                    f(tx, &tenant, &import)
+                },
+                None,
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl ImportStore for SqliteStore {
+    async fn begin_import(&self, scope: &TenantScope, import: &str, at: Timestamp) -> Result<()> {
+        let (tenant, import) = (scope.tenant_id().clone(), import.to_owned());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO imports (id, tenant_id, started_at) VALUES (?1, ?2, ?3)",
+                params![import, tenant.as_str(), at.millis()],
+            )
+            .map_err(sql_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stage_files(
+        &self,
+        scope: &TenantScope,
+        import: &str,
+        policy: ConflictPolicy,
+        files: Vec<StagedFile>,
+    ) -> Result<()> {
+        self.staging_write(scope, import, move |tx, tenant, import| {
+            for f in &files {
+                let current = current_file(tx, tenant, f.path.as_str())?;
+                let needs_bytes = match &current {
+                    None => true,
+                    Some(c) => c.etag != f.etag && policy != ConflictPolicy::Skip,
+                };
+                let content_id = if needs_bytes { Some(store_content_tx(tx, None, &f.content)?) } else { None };
+                let index = match &f.index {
+                    Some(doc) => Some(serde_json::to_string(doc).map_err(|e| Error::internal(e.to_string()))?),
+                    None => None,
+                };
+                tx.prepare_cached(
+                    "INSERT INTO import_files (import_id, n, path, size, etag, content_type, created_at,
+                               updated_at, content_id, index_doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        import,
+                        f.n as i64,
+                        f.path.as_str(),
+                        f.content.len() as i64,
+                        f.etag,
+                        f.content_type,
+                        f.created_at.millis(),
+                        f.updated_at.millis(),
+                        content_id,
+                        index
+                    ])
+                })
+                .map_err(sql_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stage_records(&self, scope: &TenantScope, import: &str, records: Vec<(u64, StagedRecord)>) -> Result<()> {
+        self.staging_write(scope, import, move |tx, _, import| {
+            for (n, r) in &records {
+                let kind = match r {
+                    StagedRecord::Memory { .. } => "memory",
+                    StagedRecord::Webhook { .. } => "webhook",
+                };
+                let json = serde_json::to_string(r).map_err(|e| Error::internal(e.to_string()))?;
+                tx.prepare_cached("INSERT INTO import_records (import_id, n, kind, record) VALUES (?1, ?2, ?3, ?4)")
+                    .and_then(|mut s| s.execute(params![import, *n as i64, kind, json]))
+                    .map_err(sql_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn commit_import(
+        &self,
+        scope: &TenantScope,
+        import: &str,
+        plan: ImportPlan,
+        mut journal: Journal,
+    ) -> Result<ImportReport> {
+        let (scope, import, import_id) = (scope.clone(), import.to_owned(), import.to_owned());
+        let cache = self.cache.clone();
+        let tenant_id = scope.tenant_id().clone();
+        let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || cache.invalidate_tenant(&tenant_id));
+        let result = self
+            .write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
+                let tenant = scope.tenant_id();
+                check_import(tx, tenant, &import)?;
+                let used = usage_tx(tx, tenant)?;
+                let was_empty = used == StoredUsage::default();
+                let mut p = Publish {
+                    tx,
+                    tenant,
+                    policy: plan.on_conflict,
+                    report: ImportReport {
+                        tenant: scope.slug().as_str().to_owned(),
+                        on_conflict: plan.on_conflict.as_str().to_owned(),
+                        settings: "kept".into(),
+                        ..ImportReport::default()
+                    },
+                    bytes_delta: 0,
+                    files_delta: 0,
+                };
+                // Records first (they come first in a bundle), then files in bundle order.
+                let records: Vec<String> = tx
+                    .prepare_cached("SELECT record FROM import_records WHERE import_id = ?1 ORDER BY n")
+                    .and_then(|mut s| s.query_map([&import], |r| r.get(0))?.collect())
+                    .map_err(sql_error)?;
+                for json in records {
+                    let record: StagedRecord = serde_json::from_str(&json).map_err(|_| corrupt("staged record"))?;
+                    p.record(record, &plan)?;
+                }
+                let mut s = tx
+                    .prepare_cached(
+                        "SELECT path, size, etag, content_type, created_at, updated_at, content_id, index_doc
+                         FROM import_files WHERE import_id = ?1 ORDER BY n",
+                    )
+                    .map_err(sql_error)?;
+                let rows = s
+                    .query_map([&import], |r| {
+                        let index: Option<String> = r.get(7)?;
+                        Ok((
+                            Staged {
+                                path: r.get(0)?,
+                                size: r.get(1)?,
+                                etag: r.get(2)?,
+                                content_type: r.get(3)?,
+                                created_at: r.get(4)?,
+                                updated_at: r.get(5)?,
+                                content_id: r.get(6)?,
+                                index: None,
+                            },
+                            index,
+                        ))
+                    })
+                    .map_err(sql_error)?;
+                for row in rows {
+                    let (mut f, index) = row.map_err(sql_error)?;
+                    f.index = match index {
+                        Some(j) => Some(serde_json::from_str(&j).map_err(|_| corrupt("staged index"))?),
+                        None => None,
+                    };
+                    p.file(f)?;
+                }
+                drop(s);
+                // The limits, against the whole import at once.
+                let after = StoredUsage {
+                    storage_bytes: used.storage_bytes.saturating_add_signed(p.bytes_delta),
+                    files: used.files.saturating_add_signed(p.files_delta),
+                };
+                if let Some(max) = plan.max_storage_bytes {
+                    if p.bytes_delta > 0 && after.storage_bytes > max {
+                        return Err(Error::quota_exceeded("max_storage_bytes", max, used.storage_bytes));
+                    }
+                }
+                if let Some(max) = plan.max_files {
+                    if p.files_delta > 0 && after.files > max {
+                        return Err(Error::quota_exceeded("max_files", max, used.files));
+                    }
+                }
+                add_usage_tx(tx, tenant, p.bytes_delta, p.files_delta)?;
+                if let Some(settings) = &plan.settings {
+                    if was_empty || plan.on_conflict == ConflictPolicy::Overwrite {
+                        let taken = apply_settings_tx(tx, tenant, settings, plan.at)?;
+                        p.report.settings = "applied".into();
+                        if !taken.is_empty() {
+                            p.report.notes.push(format!(
+                                "domains registered to another tenant were not applied: {}",
+                                taken.join(", ")
+                            ));
+                        }
+                    } else {
+                        p.report.notes.push(
+                            "the tenant already held data, so its settings were kept (on_conflict=overwrite applies the bundle's)"
+                                .into(),
+                        );
+                    }
+                }
+                // Every staged byte row is now either a file's or deleted: forget the staging rows.
+                forget_import_tx(tx, &import)?;
+                let report = p.report;
+                if let Some(event) = journal.event.as_mut() {
+                    event.detail = Some(serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?);
+                }
+                journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
+                let crossings = storage_crossings(used, after, plan.max_storage_bytes, plan.max_files);
+                quota_warnings_tx(tx, tenant, scope.slug().as_str(), &crossings, published)?;
+                Ok(report)
+            })
+            .await;
+        if result.is_err() {
+            // The transaction rolled back, staged rows included: drop them now.
+            self.abort_import(&import_id).await?;
+        }
+        result
+    }
+
+    async fn abort_import(&self, import: &str) -> Result<()> {
+        let import = import.to_owned();
+        self.write(move |tx| drop_import_tx(tx, &import)).await
+    }
+}
