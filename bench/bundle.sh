@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Bundle export (issue: bundles): a tenant of ~1 GiB in mixed file sizes (200 × 4 MiB, 2,000 ×
-# 64 KiB, 20,000 × 4 KiB) exported over HTTP to a file; rate against the disk's own sequential
-# copy of 1 GiB (dd with fsync) in the same run, and the server's RSS growth during the export.
+# Bundle export and import (issue: bundles): a tenant of ~1 GiB in mixed file sizes (200 × 4 MiB,
+# 2,000 × 64 KiB, 20,000 × 4 KiB) exported over HTTP to a file, then imported into an empty
+# tenant; rates against the disk's own sequential copy of 1 GiB (dd with fsync) in the same run,
+# and the server's anonymous-memory growth during each.
 #   bench/bundle.sh [SCALE=1.0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ SCALE=${1:-1.0}
 cargo build --release -q --bin tenantry
 WORK=$(mktemp -d -p "${BENCH_DIR:-$PWD/target}")
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
-TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn ./target/release/tenantry serve \
+TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn,tenantry_http::api::bundles=info ./target/release/tenantry serve \
   --listen 127.0.0.1:18074 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 50); do curl -sf http://127.0.0.1:18074/healthz >/dev/null && break; sleep 0.1; done
@@ -43,17 +44,29 @@ T0=$(date +%s.%N)
 curl -sf -H 'Authorization: Bearer bench-operator' http://127.0.0.1:18074/v1/tenants/big/export -o "$WORK/big.tenantry"
 sync "$WORK/big.tenantry"
 T1=$(date +%s.%N)
-kill $SAMPLER 2>/dev/null || true
 PEAK=$(cat "$WORK/peak" 2>/dev/null || echo "$BEFORE")
+# Import into an empty tenant (curl -T streams the file; the answer is the import's report).
+curl -sf -X POST -H 'Authorization: Bearer bench-operator' -H 'Content-Type: application/json' \
+  -d '{"slug": "restored", "tier": "enterprise"}' http://127.0.0.1:18074/v1/tenants > /dev/null
+IBEFORE=$(rss)
+echo "$IBEFORE" > "$WORK/peak"
+I0=$(date +%s.%N)
+curl -sf -X POST -T "$WORK/big.tenantry" -H 'Authorization: Bearer bench-operator' \
+  http://127.0.0.1:18074/v1/tenants/restored/import > "$WORK/report.json"
+I1=$(date +%s.%N)
+kill $SAMPLER 2>/dev/null || true
+IPEAK=$(cat "$WORK/peak" 2>/dev/null || echo "$IBEFORE")
+python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('import report:', json.dumps(r['files']))" "$WORK/report.json"
+grep 'import committed' "$WORK/serve.log" | tail -1 || true
 BYTES=$(du -b "$WORK/big.tenantry" | cut -f1)
 head -c $((1 << 30)) /dev/urandom > "$WORK/ref.bin"
 sync
 D0=$(date +%s.%N)
 dd if="$WORK/ref.bin" of="$WORK/ref.copy" bs=1M conv=fsync status=none
 D1=$(date +%s.%N)
-python3 - "$T0" "$T1" "$BYTES" "$D0" "$D1" "$BEFORE" "$PEAK" "$SCALE" <<'PY'
+python3 - "$T0" "$T1" "$BYTES" "$D0" "$D1" "$BEFORE" "$PEAK" "$SCALE" "$I0" "$I1" "$IBEFORE" "$IPEAK" <<'PY'
 import sys
-t0, t1, size, d0, d1, before, peak, scale = map(float, sys.argv[1:])
+t0, t1, size, d0, d1, before, peak, scale, i0, i1, ibefore, ipeak = map(float, sys.argv[1:])
 data = (200 * 4 * 2**20 + 2000 * 64 * 2**10 + 20000 * 4 * 2**10) * scale
 export = data / (t1 - t0) / 2**20
 disk = 2**30 / (d1 - d0) / 2**20
@@ -61,4 +74,7 @@ print(f"export: {data / 2**20:.0f} MiB of files in {t1 - t0:.1f} s = {export:.0f
 print(f"disk sequential copy (dd, fsync): {disk:.0f} MiB/s")
 print(f"ratio {export / disk:.2f} (goal >= 0.5)")
 print(f"server anonymous RSS {before / 1024:.0f} MiB before, {peak / 1024:.0f} MiB at peak: +{(peak - before) / 1024:.0f} MiB (goal < 64)")
+imp = data / (i1 - i0) / 2**20
+print(f"import: {i1 - i0:.1f} s = {imp:.0f} MiB/s of files; ratio {imp / disk:.2f} (goal >= 0.5)")
+print(f"server anonymous RSS during import: {ibefore / 1024:.0f} MiB before, {ipeak / 1024:.0f} MiB at peak: +{(ipeak - ibefore) / 1024:.0f} MiB (goal < 64)")
 PY

@@ -235,6 +235,30 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
+    /// Adds a file whose bytes are already in memory and whose `meta.sha256` the caller vouches
+    /// for (a store that keeps each file's SHA-256 as its ETag): no second hash of the content.
+    /// A wrong hash is not caught here, but by any reader of the bundle.
+    pub fn file_with_known_hash(&mut self, meta: &FileMeta, content: &[u8]) -> Result<(), BundleError> {
+        if content.len() as u64 != meta.size {
+            return Err(damaged(format!("{} is {} bytes, not {}", meta.path, content.len(), meta.size)));
+        }
+        let sha: [u8; 32] = hex::decode(&meta.sha256)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| damaged(format!("{} has no valid SHA-256", meta.path)))?;
+        self.flush_records()?;
+        let no = self.next_no();
+        let json = serde_json::to_vec(meta).map_err(|e| damaged(e.to_string()))?;
+        self.entry(&format!("files/{no:09}.json"), &json)?;
+        let name = format!("files/{no:09}.data");
+        let mut h = Self::header(meta.size);
+        self.tar.append_data(&mut h, &name, content)?;
+        self.chain.add(&name, meta.size, &sha);
+        self.files += 1;
+        self.file_bytes += meta.size;
+        Ok(())
+    }
+
     /// Writes the manifest and ends the stream; returns the manifest and the output.
     pub fn finish(mut self) -> Result<(Manifest, W), BundleError> {
         self.flush_records()?;
@@ -383,6 +407,17 @@ mod tests {
         hex::encode(Sha256::digest(b))
     }
 
+    /// A writer that has the sample's header and records, ready for its files.
+    fn sample_writer() -> Writer<Vec<u8>> {
+        let header = Header::new(json!({"slug": "acme", "name": "Acme"}), "2026-11-23T00:00:00.000Z".into());
+        let mut w = Writer::new(Vec::new(), &header).unwrap();
+        for i in 0..2500 {
+            w.record("memory", &json!({"namespace": "ns", "key": format!("k{i}"), "value": i})).unwrap();
+        }
+        w.record("webhooks", &json!({"url": "https://example.com"})).unwrap();
+        w
+    }
+
     fn sample() -> (Vec<u8>, Vec<(FileMeta, Vec<u8>)>) {
         let files: Vec<(FileMeta, Vec<u8>)> =
             [("/a.txt", b"hello".to_vec()), ("/empty", vec![]), ("/ünï/ç/deep.bin", vec![7u8; 100_000])]
@@ -399,12 +434,7 @@ mod tests {
                     (meta, c)
                 })
                 .collect();
-        let header = Header::new(json!({"slug": "acme", "name": "Acme"}), "2026-11-23T00:00:00.000Z".into());
-        let mut w = Writer::new(Vec::new(), &header).unwrap();
-        for i in 0..2500 {
-            w.record("memory", &json!({"namespace": "ns", "key": format!("k{i}"), "value": i})).unwrap();
-        }
-        w.record("webhooks", &json!({"url": "https://example.com"})).unwrap();
+        let mut w = sample_writer();
         for (meta, content) in &files {
             w.file(meta, content.as_slice()).unwrap();
         }
@@ -438,6 +468,27 @@ mod tests {
         assert_eq!(memory, 2500);
         assert_eq!(got_files, files);
         assert_eq!(manifest.file_bytes, 100_005);
+    }
+
+    #[test]
+    fn a_file_with_a_known_hash_writes_the_same_bundle_and_a_wrong_hash_fails_the_reader() {
+        let (bundle, files) = sample();
+        let write = |wrong: bool| {
+            let mut w = sample_writer();
+            for (meta, content) in &files {
+                let mut meta = meta.clone();
+                if wrong && meta.path == "/a.txt" {
+                    meta.sha256 = sha(b"something else");
+                }
+                w.file_with_known_hash(&meta, content).unwrap();
+            }
+            w.finish().unwrap().1
+        };
+        assert_eq!(write(false), bundle, "byte for byte what `file` writes");
+        assert!(matches!(verify(write(true).as_slice()), Err(BundleError::Damaged(_))));
+        let (meta, content) = &files[0];
+        let mut w = Writer::new(Vec::new(), &Header::new(json!({}), String::new())).unwrap();
+        assert!(w.file_with_known_hash(meta, &content[1..]).is_err(), "the size must match");
     }
 
     #[test]

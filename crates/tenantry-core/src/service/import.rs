@@ -24,8 +24,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
 
-/// One import in progress.
-#[derive(Debug)]
+/// One import in progress (a clone stages into the same import).
+#[derive(Debug, Clone)]
 pub struct Import {
     id: String,
     scope: TenantScope,

@@ -1,0 +1,110 @@
+//! The runbooks in docs/runbooks are tested as written: every ```sh block of a page is run, in
+//! order, as one bash script (`set -euo pipefail`) against a real server started the way the page
+//! assumes (`tenantry serve` with its data in `./tenantry-data`), with the real binary on PATH.
+//! Then the state the page promises is checked.
+
+mod common;
+
+use serde_json::json;
+use std::path::Path;
+use tenantry_client::Client;
+
+/// The ```sh blocks of a markdown page, joined.
+fn script_of(page: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(page)).unwrap();
+    let mut out = String::from("set -euo pipefail\n");
+    let mut inside = false;
+    for line in text.lines() {
+        match (inside, line.trim_end()) {
+            (false, "```sh") => inside = true,
+            (true, "```") => inside = false,
+            (true, l) => {
+                out.push_str(l);
+                out.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(out.lines().count() > 10, "{page} has its commands in ```sh blocks");
+    out
+}
+
+/// Runs the page's script in `dir` with the server at `url`; returns its standard output.
+fn run_page(page: &str, dir: &Path, url: &str) -> String {
+    let bin_dir = Path::new(common::BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let mut cmd = std::process::Command::new("bash");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TENANTRY_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .arg("-c")
+        .arg(script_of(page))
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("TENANTRY_URL", url)
+        .env("TENANTRY_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{page} failed:\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_and_restore_runbook_works_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = common::clean_command();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data", "tenantry-data"]).current_dir(dir.path());
+    let served = common::start_serving(cmd);
+    let mut child = served.child;
+    let operator_key = std::fs::read_to_string(dir.path().join("tenantry-data/admin.key")).unwrap();
+    let op = Client::new(&served.url, Some(operator_key.trim().to_owned()));
+    let acme = op.create_tenant(&json!({"slug": "acme", "tier": "enterprise", "name": "Acme"})).await.unwrap();
+    let owner = Client::new(&served.url, Some(acme["owner_key"].as_str().unwrap().to_owned()));
+    for i in 0..12 {
+        owner.put_file(&format!("/docs/{i}.txt"), format!("report {i}").into_bytes(), None).await.unwrap();
+    }
+    owner.put_file("/report.pdf", b"%PDF original".to_vec(), None).await.unwrap();
+    owner.set_memory("agent", "plan", &json!({"step": 3}), None).await.unwrap();
+    op.create_tenant(&json!({"slug": "globex", "tier": "enterprise"})).await.unwrap();
+
+    // (What each on_conflict policy does is tested in tests/api/import.rs; here, that the
+    // commands run as written.)
+    let out = run_page("docs/runbooks/backup-restore.md", dir.path(), &served.url);
+    assert!(out.contains("[acme-drill] imported acme.tenantry"), "{out}");
+    assert!(out.contains("[acme-restored] imported acme.tenantry"), "{out}");
+
+    // Backups of every tenant, each verifying, with its manifest beside it.
+    for slug in ["default", "acme", "globex"] {
+        let bundle = dir.path().join(format!("backups/{slug}.tenantry"));
+        let (header, manifest) = tenantry_bundle::verify(std::fs::File::open(&bundle).unwrap()).unwrap();
+        assert_eq!(header.tenant["slug"], slug);
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(format!("backups/{slug}.json"))).unwrap()).unwrap();
+        assert_eq!(saved["manifest"]["files"], manifest.files);
+    }
+    // The drill tenant is gone; the restored one holds what acme held, and a new admin key.
+    assert_eq!(op.show_tenant("acme-drill").await.unwrap_err().code(), Some("tenant_not_found"));
+    let usage = |slug: &'static str| {
+        let op = op.clone();
+        async move { op.tenant_usage(slug, "").await.unwrap()["usage"].clone() }
+    };
+    let (a, r) = (usage("acme").await, usage("acme-restored").await);
+    assert_eq!((a["files"].as_u64(), a["storage_bytes"].as_u64()), (r["files"].as_u64(), r["storage_bytes"].as_u64()));
+    assert_eq!(r["files"], 13);
+    let restored = op.clone().with_tenant(Some("acme-restored".into()));
+    assert_eq!(&restored.get_file("/report.pdf").await.unwrap()[..], b"%PDF original");
+    assert_eq!(restored.get_memory("agent", "plan").await.unwrap()["value"], json!({"step": 3}));
+    assert_eq!(op.show_tenant("acme-restored").await.unwrap()["name"], "Acme");
+    let keys = restored.list_keys().await.unwrap();
+    assert!(keys["items"].as_array().unwrap().iter().any(|k| k["name"] == "restored-admin"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
