@@ -34,6 +34,7 @@ pub mod actions {
     pub const TENANT_READ: &str = "tenant.read";
     pub const TENANT_EXPORT: &str = "tenant.export";
     pub const TENANT_IMPORT: &str = "tenant.import";
+    pub const TENANT_MOVE: &str = "tenant.move";
     pub const KEY_CREATE: &str = "key.create";
     pub const KEY_REVOKE: &str = "key.revoke";
     pub const KEY_READ: &str = "key.read";
@@ -58,12 +59,14 @@ mod events;
 mod export;
 mod import;
 mod memory;
+mod placement;
 mod search;
 mod webhooks;
 
 pub use events::EVENT_PAGE_MAX;
 pub use export::Export;
 pub use import::Import;
+pub use placement::MoveStatus;
 pub use search::SearchRequest;
 pub use webhooks::{AttemptResult, NewWebhook, WebhookPatch};
 
@@ -238,6 +241,8 @@ pub struct Tenantry {
     clock: Arc<dyn Clock>,
     /// Warnings raised on the request path, written by the next usage flush.
     warnings: std::sync::Mutex<Vec<(TenantId, EventDraft)>>,
+    /// Moves under way, with how far each has come.
+    moving: Arc<std::sync::Mutex<std::collections::HashMap<TenantId, crate::store::MoveProgress>>>,
 }
 
 fn validate_name(name: &str) -> Result<String> {
@@ -327,6 +332,7 @@ impl Tenantry {
             operator_hash: SecretHash::of(operator_key),
             clock,
             warnings: Default::default(),
+            moving: Default::default(),
         };
         let (tenants, keys) = this.store.load_directory().await?;
         this.directory.load(tenants, keys);
@@ -630,15 +636,10 @@ impl Tenantry {
             Some(p) => Placement::parse(p)
                 .ok_or_else(|| Error::invalid_request(format!("unknown placement {p:?}: use shared or dedicated")))?,
         };
-        if placement == Placement::Dedicated {
-            if !tier_limits.with_overrides(&quotas).dedicated_placement {
-                return Err(Error::new(
-                    ErrorCode::FeatureNotInTier,
-                    format!("tier '{tier}' does not include dedicated placement"),
-                ));
-            }
-            return Err(Error::invalid_request(
-                "dedicated placement is not available in this release; create the tenant as shared",
+        if placement == Placement::Dedicated && !tier_limits.with_overrides(&quotas).dedicated_placement {
+            return Err(Error::new(
+                ErrorCode::FeatureNotInTier,
+                format!("tier '{tier}' does not include dedicated placement"),
             ));
         }
         let name = validate_name(req.name.as_deref().unwrap_or(slug.as_str()))?;

@@ -298,6 +298,7 @@ pub struct DueDelivery {
 /// What became of one attempt.
 #[derive(Debug, Clone)]
 pub struct AttemptReport {
+    pub tenant_id: TenantId,
     pub delivery_id: u64,
     pub status: Option<u16>,
     pub latency_ms: u64,
@@ -380,7 +381,50 @@ pub trait ImportStore: Send + Sync {
         journal: Journal,
     ) -> Result<crate::import::ImportReport>;
     /// Drops a staged import.
-    async fn abort_import(&self, import: &str) -> Result<()>;
+    async fn abort_import(&self, scope: &TenantScope, import: &str) -> Result<()>;
+}
+
+/// What a move between placements did (the answer of `POST /v1/tenants/{slug}/move`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MoveReport {
+    pub tenant: String,
+    pub from: Placement,
+    pub to: Placement,
+    pub files: u64,
+    pub file_bytes: u64,
+    /// Rows copied in all (files, memory, search index, audit, events, keys, webhooks, ...).
+    pub rows: u64,
+    /// Copy rounds made while the tenant kept serving, before the fence.
+    pub rounds: u32,
+    /// Time from the start to the switch.
+    pub copy_ms: u64,
+    /// How long the tenant's writes waited: the fence, from closing it to the switch.
+    pub fence_ms: u64,
+    /// Every row compared equal in both places before the switch, and every file's bytes hashed
+    /// to its ETag in the new place after it.
+    pub verified: bool,
+}
+
+/// How far a move has come (for progress reports while it runs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MoveProgress {
+    pub copied_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Moving tenants between the shared store and stores of their own.
+#[async_trait]
+pub trait PlacementStore: Send + Sync {
+    /// Moves the tenant's rows to `to` while it keeps serving: copy, catch up, a short write
+    /// fence, switch, verify, then delete the old copy. `conflict` if it is there already or a
+    /// move is under way. `progress` hears the bytes copied so far.
+    async fn move_tenant(
+        &self,
+        scope: &TenantScope,
+        to: Placement,
+        progress: std::sync::Arc<dyn Fn(MoveProgress) + Send + Sync>,
+    ) -> Result<MoveReport>;
 }
 
 /// Metered request usage, by tenant and UTC day (see [`crate::usage`]).
@@ -420,6 +464,7 @@ pub trait Store:
     + EventLog
     + WebhookStore
     + ImportStore
+    + PlacementStore
     + UsageLog
     + Health
     + 'static
@@ -434,6 +479,7 @@ impl<T> Store for T where
         + EventLog
         + WebhookStore
         + ImportStore
+        + PlacementStore
         + UsageLog
         + Health
         + 'static

@@ -89,9 +89,10 @@ pub fn spawn(svc: Arc<Tenantry>, mut shutdown: watch::Receiver<bool>) -> tokio::
         .build()
         .expect("the webhook client builds");
     tokio::spawn(async move {
-        // Deliveries in flight, by id and by tenant: a due row stays in the outbox until its
-        // attempt is recorded, so the next fetch sees it again and must skip it.
-        let mut in_flight: HashSet<u64> = HashSet::new();
+        // Deliveries in flight, by (tenant, id) (ids are per database: a dedicated tenant's are its
+        // own) and by tenant: a due row stays in the outbox until its attempt is recorded, so the
+        // next fetch sees it again and must skip it.
+        let mut in_flight: HashSet<(TenantId, u64)> = HashSet::new();
         let mut per_tenant: HashMap<TenantId, usize> = HashMap::new();
         let mut running: tokio::task::JoinSet<(u64, TenantId)> = tokio::task::JoinSet::new();
         loop {
@@ -113,10 +114,10 @@ pub fn spawn(svc: Arc<Tenantry>, mut shutdown: watch::Receiver<bool>) -> tokio::
                         break;
                     }
                     let busy = per_tenant.get(&d.tenant_id).copied().unwrap_or(0);
-                    if in_flight.contains(&d.id) || busy >= PER_TENANT {
+                    if in_flight.contains(&(d.tenant_id.clone(), d.id)) || busy >= PER_TENANT {
                         continue;
                     }
-                    in_flight.insert(d.id);
+                    in_flight.insert((d.tenant_id.clone(), d.id));
                     started += 1;
                     *per_tenant.entry(d.tenant_id.clone()).or_default() += 1;
                     let (svc, client) = (svc.clone(), client.clone());
@@ -148,7 +149,7 @@ pub fn spawn(svc: Arc<Tenantry>, mut shutdown: watch::Receiver<bool>) -> tokio::
                     // A panicked attempt keeps its id in `in_flight` (no second delivery until a
                     // restart retries it), which is the safe side.
                     if let Ok((id, tenant)) = done {
-                        in_flight.remove(&id);
+                        in_flight.remove(&(tenant.clone(), id));
                         if let Some(n) = per_tenant.get_mut(&tenant) {
                             *n -= 1;
                             if *n == 0 {

@@ -255,8 +255,9 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     // Cheap to clone (shared bytes); decoded only if the request is refused.
     let uri = req.uri().clone();
 
-    // An import's body may be gigabytes: it has its own idle timeout instead (api::bundles).
-    let limit = if route == Some("/v1/tenants/{slug}/import") {
+    // An import's body may be gigabytes (it has its own idle timeout instead, api::bundles), and
+    // a move takes as long as copying the tenant does.
+    let limit = if matches!(route, Some("/v1/tenants/{slug}/import" | "/v1/tenants/{slug}/move")) {
         std::time::Duration::from_secs(u32::MAX as u64)
     } else {
         state.config.request_timeout

@@ -77,6 +77,7 @@ impl Modify for ErrorResponses {
         api::files::list, api::files::put, api::files::get, api::files::head, api::files::remove,
         api::audit::list, api::audit::verify,
         api::usage::own, api::usage::tenant, api::bundles::export, api::bundles::import,
+        api::tenants::move_tenant, api::tenants::move_status,
         api::memory::set, api::memory::get, api::memory::remove, api::memory::list,
         api::search::search, api::events::list,
         api::webhooks::create, api::webhooks::list, api::webhooks::show, api::webhooks::update, api::webhooks::remove,

@@ -40,7 +40,7 @@ impl EventLog for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Event>> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             let after = after.min(i64::MAX as u64) as i64;
             let rows: Vec<Event> = match visible {
                 None => conn
@@ -77,11 +77,11 @@ impl EventLog for SqliteStore {
 
     async fn last_event_seq(&self, scope: &TenantScope) -> Result<u64> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| last_event_seq_tx(conn, &tenant)).await
+        self.read_of(&tenant.clone(), move |conn| last_event_seq_tx(conn, &tenant)).await
     }
 
     async fn prune_events(&self, before: Timestamp) -> Result<u64> {
-        self.write(move |tx| {
+        self.upkeep_write(move |tx| {
             // In batches, so the writer is never held for long; the caller repeats while full.
             let n = tx
                 .execute(

@@ -369,17 +369,11 @@ impl SqliteStore {
         f: impl FnOnce(&Connection, &TenantId, &str) -> Result<()> + Send + 'static,
     ) -> Result<()> {
         let (tenant, import) = (scope.tenant_id().clone(), import.to_owned());
-        let owner = Some(crate::store::owner_of(&tenant));
-        self.shared
-            .write(
-                owner,
-                move |tx| {
-                    check_import(tx, &tenant, &import)?;
-                    f(tx, &tenant, &import)
-                },
-                None,
-            )
-            .await
+        self.write_of(&tenant.clone(), move |tx| {
+            check_import(tx, &tenant, &import)?;
+            f(tx, &tenant, &import)
+        })
+        .await
     }
 }
 
@@ -387,7 +381,7 @@ impl SqliteStore {
 impl ImportStore for SqliteStore {
     async fn begin_import(&self, scope: &TenantScope, import: &str, at: Timestamp) -> Result<()> {
         let (tenant, import) = (scope.tenant_id().clone(), import.to_owned());
-        self.write(move |tx| {
+        self.write_of(&tenant.clone(), move |tx| {
             tx.execute(
                 "INSERT INTO imports (id, tenant_id, started_at) VALUES (?1, ?2, ?3)",
                 params![import, tenant.as_str(), at.millis()],
@@ -467,6 +461,7 @@ impl ImportStore for SqliteStore {
         mut journal: Journal,
     ) -> Result<ImportReport> {
         let (scope, import, import_id) = (scope.clone(), import.to_owned(), import.to_owned());
+        let scope_for_abort = scope.clone();
         let cache = self.cache.clone();
         let tenant_id = scope.tenant_id().clone();
         let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || cache.invalidate_tenant(&tenant_id));
@@ -578,13 +573,13 @@ impl ImportStore for SqliteStore {
             .await;
         if result.is_err() {
             // The transaction rolled back, staged rows included: drop them now.
-            self.abort_import(&import_id).await?;
+            self.abort_import(&scope_for_abort, &import_id).await?;
         }
         result
     }
 
-    async fn abort_import(&self, import: &str) -> Result<()> {
+    async fn abort_import(&self, scope: &TenantScope, import: &str) -> Result<()> {
         let import = import.to_owned();
-        self.write(move |tx| drop_import_tx(tx, &import)).await
+        self.write_of(scope.tenant_id(), move |tx| drop_import_tx(tx, &import)).await
     }
 }

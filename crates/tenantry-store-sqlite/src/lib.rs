@@ -17,6 +17,8 @@ mod events;
 mod import;
 mod journal;
 mod memory;
+mod moves;
+mod placement;
 mod pool;
 mod schema;
 mod search;

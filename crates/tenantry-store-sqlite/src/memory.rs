@@ -196,13 +196,14 @@ impl MemoryStore for SqliteStore {
         // Small values are read inline when a reader is free (as small files are): cheaper than
         // a hop to the blocking pool. A value over the inline limit comes back as NULL and is
         // read again on the pool.
-        if let Some(conn) = self.shared.try_reader() {
+        let pool = self.pool_of(scope.tenant_id())?;
+        if let Some(conn) = pool.try_reader() {
             if let Some(found) = get_tx(&conn, scope.tenant_id(), namespace, key, now, INLINE_MAX)? {
                 return Ok(found);
             }
         }
         let (tenant, ns, key) = (scope.tenant_id().clone(), namespace.clone(), key.clone());
-        self.read(move |conn| Ok(get_tx(conn, &tenant, &ns, &key, now, i64::MAX)?.flatten())).await
+        self.read_of(&tenant.clone(), move |conn| Ok(get_tx(conn, &tenant, &ns, &key, now, i64::MAX)?.flatten())).await
     }
 
     async fn delete_memory(
@@ -229,7 +230,7 @@ impl MemoryStore for SqliteStore {
 
     async fn list_memory(&self, scope: &TenantScope, listing: MemoryListing) -> Result<Vec<MemoryEntry>> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             // Keys starting with the prefix sort in [prefix, prefix + U+10FFFF); `substr` keeps it
             // exact for any prefix without building an upper bound.
             let after = listing.after.clone().unwrap_or_default();
@@ -267,7 +268,7 @@ impl MemoryStore for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<MemoryEntry>> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             let (ans, ak) = after.unwrap_or_default();
             let mut s = conn
                 .prepare_cached(&format!(
@@ -285,7 +286,7 @@ impl MemoryStore for SqliteStore {
     }
 
     async fn reclaim_expired_memory(&self, now: Timestamp, limit: usize) -> Result<u64> {
-        self.write(move |tx| {
+        self.upkeep_write(move |tx| {
             let expired: Vec<(String, String, String, i64)> = {
                 let mut s = tx
                     .prepare_cached(

@@ -19,11 +19,13 @@ pub struct OpenOptions {
     pub readers: usize,
     /// Bytes of small files kept in memory for reads (0 disables the cache).
     pub cache_bytes: usize,
+    /// Dedicated tenants' databases open at once at most (least recently used closed first).
+    pub max_open_dedicated: usize,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { synchronous_full: true, readers: 4, cache_bytes: 64 << 20 }
+        OpenOptions { synchronous_full: true, readers: 4, cache_bytes: 64 << 20, max_open_dedicated: 64 }
     }
 }
 

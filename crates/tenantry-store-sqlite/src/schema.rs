@@ -242,6 +242,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (import_id, n)
     ) WITHOUT ROWID;
     "#,
+    // 7: tenant moves between placements (shared database ⇄ a database of the tenant's own). A row
+    // exists while a move is under way; `phase` says whether the registry already points at the
+    // new place (`switched`: finish by deleting the old copy) or not (`copying`: roll back by
+    // deleting the new copy). Dedicated databases have this table too, always empty.
+    r#"
+    CREATE TABLE moves (
+        tenant_id TEXT PRIMARY KEY,
+        to_placement TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        started_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -273,7 +273,7 @@ fn hit_tx(
 impl SearchIndex for SqliteStore {
     async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<Vec<SearchHit>> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             let parts = parts_of(&query);
             let narrowed = parts.iter().any(|p| p.range.is_some());
             let stats = if narrowed { stats_tx(conn, &tenant, &parts)? } else { tenant_stats_tx(conn, &tenant)? };

@@ -3,6 +3,7 @@
 
 use crate::cache::FileCache;
 use crate::journal::{journal_tx, quota_warnings_tx, storage_crossings, Published, Sinks};
+use crate::placement::{DedicatedPools, Routes};
 use crate::pool::{sql_error, OpenOptions, Pool};
 use crate::search::reindex_tx;
 use async_trait::async_trait;
@@ -27,12 +28,17 @@ use tenantry_core::time::{Clock, SystemClock, Timestamp};
 use tenantry_core::usage::Counters;
 use tenantry_core::{Error, Result};
 
+/// Dedicated databases one cross-tenant upkeep call visits at most.
+const UPKEEP_DEDICATED_PER_CALL: usize = 8;
+
 /// The name of the shared database inside the data dir.
 pub const SHARED_DB: &str = "tenantry.db";
 
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(crate) shared: Arc<Pool>,
+    pub(crate) dedicated: Arc<DedicatedPools>,
+    pub(crate) routes: Arc<Routes>,
     pub(crate) cache: Arc<FileCache>,
     pub(crate) sinks: Sinks,
 }
@@ -69,23 +75,25 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 impl SqliteStore {
     /// Opens the store in `data_dir` (which must exist), migrating an older schema.
     pub fn open(data_dir: &Path, opts: OpenOptions) -> Result<SqliteStore> {
-        let shared = Pool::open(&data_dir.join(SHARED_DB), &opts)?;
-        // Imports a crash interrupted: nothing of them was published; drop what they staged.
-        {
-            let mut conn = Connection::open(&shared.path).map_err(sql_error)?;
-            conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_error)?;
-            let tx = conn.transaction().map_err(sql_error)?;
-            let swept = crate::import::sweep_imports_tx(&tx)?;
-            tx.commit().map_err(sql_error)?;
-            if swept > 0 {
-                tracing::warn!(swept, "dropped imports that were interrupted before they committed");
-            }
-        }
-        Ok(SqliteStore {
-            shared: Arc::new(shared),
+        let shared = Arc::new(Pool::open(&data_dir.join(SHARED_DB), &opts)?);
+        let store = SqliteStore {
+            dedicated: Arc::new(DedicatedPools::new(data_dir, &opts, opts.max_open_dedicated)),
+            routes: Arc::new(Routes::default()),
+            shared,
             cache: Arc::new(FileCache::new(opts.cache_bytes)),
             sinks: Sinks::default(),
-        })
+        };
+        crate::moves::recover(&store)?;
+        Ok(store)
+    }
+
+    /// The pool holding `tenant`'s rows.
+    pub(crate) fn pool_of(&self, tenant: &TenantId) -> Result<Arc<Pool>> {
+        if self.routes.is_dedicated(tenant) {
+            self.dedicated.get(tenant)
+        } else {
+            Ok(self.shared.clone())
+        }
     }
 
     /// One write that journals a change of `tenant`: its events reach the sinks after the commit,
@@ -96,24 +104,87 @@ impl SqliteStore {
         then: Option<Box<dyn FnOnce() + Send>>,
         f: impl FnOnce(&Connection, &Published) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        let _pass = self.routes.enter(tenant).await;
         let published = Published::default();
         let hook = published.on_commit(tenant.clone(), self.sinks.clone(), then);
-        self.shared.write(Some(owner_of(tenant)), move |tx| f(tx, &published), Some(hook)).await
+        let pool = self.pool_of(tenant)?;
+        pool.write(Some(owner_of(tenant)), move |tx| f(tx, &published), Some(hook)).await
+    }
+
+    /// A write of `tenant`'s rows (through its fence while a move is under way).
+    pub(crate) async fn write_of<T: Send + 'static>(
+        &self,
+        tenant: &TenantId,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _pass = self.routes.enter(tenant).await;
+        let pool = self.pool_of(tenant)?;
+        pool.write(Some(owner_of(tenant)), f, None).await
+    }
+
+    /// A read of `tenant`'s rows, on the blocking pool.
+    pub(crate) async fn read_of<T: Send + 'static>(
+        &self,
+        tenant: &TenantId,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let pool = self.pool_of(tenant)?;
+        tokio::task::spawn_blocking(move || f(&pool.reader()))
+            .await
+            .map_err(|e| Error::internal(format!("store task failed: {e}")))?
     }
 
     pub fn path(&self) -> &Path {
         &self.shared.path
     }
 
-    /// One write in the next group commit (see `pool`): answered once durable.
-    pub(crate) async fn write<T: Send + 'static>(
+    /// Dedicated databases open right now (bounded by `OpenOptions::max_open_dedicated`).
+    pub fn open_dedicated(&self) -> usize {
+        self.dedicated.open_count()
+    }
+
+    /// Cross-tenant upkeep (pruning, reclaiming) on the shared database and, round-robin, a few
+    /// dedicated ones per call, so one round opens a bounded number of databases; returns the sum.
+    pub(crate) async fn upkeep_write(
+        &self,
+        f: impl Fn(&Connection) -> Result<u64> + Send + Sync + 'static,
+    ) -> Result<u64> {
+        let f = Arc::new(f);
+        let g = f.clone();
+        let mut total = self.shared.write(None, move |tx| g(tx), None).await?;
+        for tenant in self.routes.upkeep_window(UPKEEP_DEDICATED_PER_CALL) {
+            let g = f.clone();
+            total += self.write_of(&tenant, move |tx| g(tx)).await?;
+        }
+        Ok(total)
+    }
+
+    /// A read of the webhook outbox on the shared database and on each dedicated database whose
+    /// tenant has webhooks.
+    pub(crate) async fn webhook_read<T: Send + 'static>(
+        &self,
+        f: impl Fn(&Connection) -> Result<T> + Send + Sync + 'static,
+    ) -> Result<Vec<T>> {
+        let f = Arc::new(f);
+        let g = f.clone();
+        let mut all = vec![self.read_shared(move |c| g(c)).await?];
+        for tenant in self.routes.hooked() {
+            let g = f.clone();
+            all.push(self.read_of(&tenant, move |c| g(c)).await?);
+        }
+        Ok(all)
+    }
+
+    /// One write of the shared database (registry, cross-tenant upkeep) in the next group commit.
+    pub(crate) async fn write_shared<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         self.shared.write(None, f, None).await
     }
 
-    pub(crate) async fn read<T: Send + 'static>(
+    /// A read of the shared database (registry, cross-tenant queries).
+    pub(crate) async fn read_shared<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -122,6 +193,14 @@ impl SqliteStore {
             .await
             .map_err(|e| Error::internal(format!("store task failed: {e}")))?
     }
+}
+
+/// The tenant's record as this database holds it.
+pub(crate) fn tenant_record(conn: &Connection, id: &TenantId) -> Result<Option<Tenant>> {
+    conn.prepare_cached(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id.as_str()], tenant_from_row).optional())
+        .map_err(sql_error)?
+        .transpose()
 }
 
 fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Tenant>> {
@@ -254,7 +333,7 @@ pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, dr
     Ok(())
 }
 
-fn write_tenant_row(tx: &Connection, t: &Tenant, insert: bool) -> Result<()> {
+pub(crate) fn write_tenant_row(tx: &Connection, t: &Tenant, insert: bool) -> Result<()> {
     let domains = serde_json::to_string(&t.domains).map_err(|e| Error::internal(e.to_string()))?;
     let quotas = t.quotas.to_value().to_string();
     let metadata = t.metadata.to_string();
@@ -262,8 +341,9 @@ fn write_tenant_row(tx: &Connection, t: &Tenant, insert: bool) -> Result<()> {
         "INSERT INTO tenants (id, slug, name, tier, status, placement, domains, quotas, metadata, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
     } else {
-        "UPDATE tenants SET slug = ?2, name = ?3, tier = ?4, status = ?5, placement = ?6, domains = ?7, quotas = ?8,
-         metadata = ?9, created_at = ?10, updated_at = ?11 WHERE id = ?1"
+        // Placement is not updated here: only a move's switch changes it (?6 unused).
+        "UPDATE tenants SET slug = ?2, name = ?3, tier = ?4, status = ?5, domains = ?7, quotas = ?8,
+         metadata = ?9, created_at = ?10, updated_at = ?11, placement = placement WHERE id = ?1 AND ?6 = ?6"
     };
     let slug_taken = |e: rusqlite::Error| {
         if is_unique_violation(&e) {
@@ -335,100 +415,191 @@ fn usable_keys_tx(tx: &Connection, tenant: &TenantId, at: Timestamp) -> Result<u
     Ok(n.max(0) as u64)
 }
 
+/// Deletes every row of the tenant in one database: its data, and with `registry` also its
+/// registry rows (record, domains, metered usage, a move in progress).
+pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bool) -> Result<()> {
+    // Bytes first (they are found through the rows that point at them), staged imports included.
+    tx.execute(
+        "DELETE FROM file_content WHERE id IN (SELECT content_id FROM files WHERE tenant_id = ?1)
+           OR id IN (SELECT content_id FROM import_files WHERE import_id IN
+                     (SELECT id FROM imports WHERE tenant_id = ?1))",
+        [id.as_str()],
+    )
+    .map_err(sql_error)?;
+    for table in ["import_files", "import_records"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE import_id IN (SELECT id FROM imports WHERE tenant_id = ?1)"),
+            [id.as_str()],
+        )
+        .map_err(sql_error)?;
+    }
+    let data = [
+        "imports",
+        "files",
+        "keys",
+        "audit",
+        "tenant_usage",
+        "events",
+        "memory",
+        "search_docs",
+        "search_postings",
+        "webhooks",
+        "webhook_outbox",
+        "webhook_attempts",
+    ];
+    let registry_tables: &[&str] = if registry { &["tenant_domains", "usage_daily", "moves"] } else { &[] };
+    for table in data.iter().chain(registry_tables) {
+        tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [id.as_str()]).map_err(sql_error)?;
+    }
+    if registry {
+        tx.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()]).map_err(sql_error)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl TenantRegistry for SqliteStore {
     async fn load_directory(&self) -> Result<(Vec<Tenant>, Vec<KeyRecord>)> {
-        self.read(|conn| {
-            let mut tenants = Vec::new();
-            let mut s = conn.prepare(&format!("SELECT {TENANT_COLUMNS} FROM tenants")).map_err(sql_error)?;
-            for t in s.query_map([], tenant_from_row).map_err(sql_error)? {
-                tenants.push(t.map_err(sql_error)??);
+        let (mut tenants, mut keys) = self
+            .read_shared(|conn| {
+                let mut tenants = Vec::new();
+                let mut s = conn.prepare(&format!("SELECT {TENANT_COLUMNS} FROM tenants")).map_err(sql_error)?;
+                for t in s.query_map([], tenant_from_row).map_err(sql_error)? {
+                    tenants.push(t.map_err(sql_error)??);
+                }
+                let mut keys = Vec::new();
+                let mut s = conn.prepare(&format!("SELECT {KEY_COLUMNS} FROM keys")).map_err(sql_error)?;
+                for k in s.query_map([], key_from_row).map_err(sql_error)? {
+                    keys.push(k.map_err(sql_error)??);
+                }
+                Ok((tenants, keys))
+            })
+            .await?;
+        // A dedicated tenant's keys and settings live in its own database (its settings there
+        // are written with their audit entry, so they win over the registry's copy).
+        let dedicated: Vec<(TenantId, std::path::PathBuf)> =
+            self.routes.dedicated_tenants().into_iter().map(|t| (t.clone(), self.dedicated.path_of(&t))).collect();
+        let found = tokio::task::spawn_blocking(move || -> Result<Vec<(Option<Tenant>, Vec<KeyRecord>)>> {
+            let mut out = Vec::new();
+            for (tenant, path) in dedicated {
+                let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(sql_error)?;
+                let row = conn
+                    .prepare(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"))
+                    .and_then(|mut s| s.query_row([tenant.as_str()], tenant_from_row).optional())
+                    .map_err(sql_error)?
+                    .transpose()?;
+                let mut keys = Vec::new();
+                let mut s = conn.prepare(&format!("SELECT {KEY_COLUMNS} FROM keys")).map_err(sql_error)?;
+                for k in s.query_map([], key_from_row).map_err(sql_error)? {
+                    keys.push(k.map_err(sql_error)??);
+                }
+                out.push((row, keys));
             }
-            let mut keys = Vec::new();
-            let mut s = conn.prepare(&format!("SELECT {KEY_COLUMNS} FROM keys")).map_err(sql_error)?;
-            for k in s.query_map([], key_from_row).map_err(sql_error)? {
-                keys.push(k.map_err(sql_error)??);
-            }
-            Ok((tenants, keys))
+            Ok(out)
         })
         .await
+        .map_err(|e| Error::internal(format!("store task failed: {e}")))??;
+        for (row, dedicated_keys) in found {
+            keys.extend(dedicated_keys);
+            let Some(mut own) = row else { continue };
+            own.placement = Placement::Dedicated;
+            if let Some(t) = tenants.iter_mut().find(|t| t.id == own.id) {
+                if *t != own {
+                    let fixed = own.clone();
+                    self.write_shared(move |tx| write_tenant_row(tx, &fixed, false)).await?;
+                    *t = own;
+                }
+            }
+        }
+        Ok((tenants, keys))
     }
 
     async fn insert_tenant(&self, tenant: &Tenant, owner: Option<&KeyRecord>, audit: AuditDraft) -> Result<()> {
         let (tenant, owner) = (tenant.clone(), owner.cloned());
-        self.write(move |tx| {
-            write_tenant_row(tx, &tenant, true)?;
-            if let Some(k) = &owner {
-                insert_key_tx(tx, k)?;
+        if tenant.placement == Placement::Shared {
+            return self
+                .write_shared(move |tx| {
+                    write_tenant_row(tx, &tenant, true)?;
+                    if let Some(k) = &owner {
+                        insert_key_tx(tx, k)?;
+                    }
+                    append_audit_tx(tx, &tenant.id, tenant.slug.as_str(), audit)
+                })
+                .await;
+        }
+        // Its own database first (its copy of the record, the owner key, the audit entry), then
+        // the registry row: a crash in between leaves a database nothing points at, deleted at
+        // the next start; a refused registry row (slug taken) deletes it at once.
+        let id = tenant.id.clone();
+        self.dedicated.delete_files(&id)?;
+        let pool = self.dedicated.get(&id)?;
+        let t = tenant.clone();
+        pool.write(
+            None,
+            move |tx| {
+                write_tenant_row(tx, &t, true)?;
+                if let Some(k) = &owner {
+                    insert_key_tx(tx, k)?;
+                }
+                append_audit_tx(tx, &t.id, t.slug.as_str(), audit)
+            },
+            None,
+        )
+        .await?;
+        drop(pool);
+        let registered = self.write_shared(move |tx| write_tenant_row(tx, &tenant, true)).await;
+        match registered {
+            Ok(()) => {
+                self.routes.set_dedicated(&id, true);
+                Ok(())
             }
-            append_audit_tx(tx, &tenant.id, tenant.slug.as_str(), audit)
-        })
-        .await
+            Err(e) => {
+                self.dedicated.delete_files(&id)?;
+                Err(e)
+            }
+        }
     }
 
     async fn update_tenant(&self, tenant: &Tenant, journal: Journal) -> Result<()> {
         let tenant = tenant.clone();
+        let t = tenant.clone();
         self.write_journaled(&tenant.id.clone(), None, move |tx, published| {
-            write_tenant_row(tx, &tenant, false)?;
-            journal_tx(tx, &tenant.id, tenant.slug.as_str(), journal, published)
+            write_tenant_row(tx, &t, false)?;
+            journal_tx(tx, &t.id, t.slug.as_str(), journal, published)
         })
-        .await
+        .await?;
+        if self.routes.is_dedicated(&tenant.id) {
+            // The registry's copy (slug, domains and status answer routing for every request).
+            self.write_shared(move |tx| write_tenant_row(tx, &tenant, false)).await?;
+        }
+        Ok(())
     }
 
     async fn purge_tenant(&self, scope: &TenantScope) -> Result<()> {
         let id = scope.tenant_id().clone();
         let cache = self.cache.clone();
+        let dedicated = self.routes.is_dedicated(&id);
+        if dedicated {
+            // Its database goes whole (the files are unlinked; nothing of it stays on disk).
+            self.dedicated.delete_files(&id)?;
+        }
         // Alone on the write connection: the checkpoint below cannot run inside a transaction.
+        let tenant = id.clone();
         self.shared
             .exclusive(move |conn| {
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error)?;
-                // Bytes first (they are found through the rows that point at them), staged imports
-                // included.
-                tx.execute(
-                    "DELETE FROM file_content WHERE id IN (SELECT content_id FROM files WHERE tenant_id = ?1)
-                       OR id IN (SELECT content_id FROM import_files WHERE import_id IN
-                                 (SELECT id FROM imports WHERE tenant_id = ?1))",
-                    [id.as_str()],
-                )
-                .map_err(sql_error)?;
-                tx.execute(
-                    "DELETE FROM import_files WHERE import_id IN (SELECT id FROM imports WHERE tenant_id = ?1)",
-                    [id.as_str()],
-                )
-                .map_err(sql_error)?;
-                tx.execute(
-                    "DELETE FROM import_records WHERE import_id IN (SELECT id FROM imports WHERE tenant_id = ?1)",
-                    [id.as_str()],
-                )
-                .map_err(sql_error)?;
-                for table in [
-                    "imports",
-                    "files",
-                    "keys",
-                    "audit",
-                    "tenant_domains",
-                    "tenant_usage",
-                    "usage_daily",
-                    "events",
-                    "memory",
-                    "search_docs",
-                    "search_postings",
-                    "webhooks",
-                    "webhook_outbox",
-                    "webhook_attempts",
-                ] {
-                    tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [id.as_str()])
-                        .map_err(sql_error)?;
-                }
-                tx.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()]).map_err(sql_error)?;
+                delete_tenant_rows_tx(&tx, &tenant, true)?;
                 tx.commit().map_err(sql_error)?;
-                cache.invalidate_tenant(&id);
+                cache.invalidate_tenant(&tenant);
                 // secure_delete zeroed the pages; checkpointing moves them out of the WAL too, so
                 // no copy of the purged bytes stays behind in the log.
                 truncate_wal(conn)?;
                 Ok(())
             })
-            .await
+            .await?;
+        self.routes.set_dedicated(&id, false);
+        Ok(())
     }
 
     async fn insert_key(
@@ -480,7 +651,7 @@ impl TenantRegistry for SqliteStore {
 
     async fn list_keys(&self, scope: &TenantScope) -> Result<Vec<KeyRecord>> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             let mut s = conn
                 .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = ?1 ORDER BY created_at, id"))
                 .map_err(sql_error)?;
@@ -495,10 +666,10 @@ impl TenantRegistry for SqliteStore {
 impl AuditLog for SqliteStore {
     async fn append_audit(&self, scope: &TenantScope, draft: AuditDraft) -> Result<()> {
         let scope = scope.clone();
-        let owner = Some(owner_of(scope.tenant_id()));
-        self.shared
-            .write(owner, move |tx| append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft), None)
-            .await
+        self.write_of(&scope.tenant_id().clone(), move |tx| {
+            append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft)
+        })
+        .await
     }
 
     async fn list_audit(
@@ -510,7 +681,7 @@ impl AuditLog for SqliteStore {
     ) -> Result<Vec<AuditEntry>> {
         let tenant = scope.tenant_id().clone();
         let action = action.map(str::to_owned);
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             let mut s = conn
                 .prepare_cached(&format!(
                     "SELECT {AUDIT_COLUMNS} FROM audit WHERE tenant_id = ?1 AND seq > ?2 AND (?3 IS NULL OR action = ?3)
@@ -765,7 +936,7 @@ impl FileStore for SqliteStore {
             return Ok(Some(hit.0.clone()));
         }
         let (tenant, path) = (scope.tenant_id().clone(), path.clone());
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             conn.prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = ?1 AND path = ?2"))
                 .and_then(|mut s| s.query_row(params![tenant.as_str(), path.as_str()], file_from_row).optional())
                 .map_err(sql_error)?
@@ -792,7 +963,8 @@ impl FileStore for SqliteStore {
         // Small files are read inline on the calling thread when a reader is free: a
         // prepared-statement read of a few KiB costs microseconds, less than a hop to the
         // blocking pool. Larger ones (or a busy pool) go to the blocking pool.
-        let inline = match self.shared.try_reader() {
+        let pool = self.pool_of(tenant)?;
+        let inline = match pool.try_reader() {
             Some(conn) => read_file_tx(&conn, tenant, path, range, INLINE_READ_MAX)?,
             None => FileRead::TooLarge,
         };
@@ -801,7 +973,7 @@ impl FileStore for SqliteStore {
             FileRead::Found(meta, bytes) => Some((meta, bytes)),
             FileRead::TooLarge => {
                 let (t, p) = (tenant.clone(), path.clone());
-                self.read(move |conn| {
+                self.read_of(tenant, move |conn| {
                     Ok(match read_file_tx(conn, &t, &p, range, i64::MAX)? {
                         FileRead::Found(meta, bytes) => Some((meta, bytes)),
                         _ => None,
@@ -820,7 +992,7 @@ impl FileStore for SqliteStore {
 
     async fn read_file_cold(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<(FileMeta, Vec<u8>)>> {
         let (t, p) = (scope.tenant_id().clone(), path.clone());
-        self.read(move |conn| {
+        self.read_of(&t.clone(), move |conn| {
             Ok(match read_file_tx(conn, &t, &p, None, i64::MAX)? {
                 FileRead::Found(meta, bytes) => Some((meta, bytes)),
                 _ => None,
@@ -860,12 +1032,12 @@ impl FileStore for SqliteStore {
 
     async fn usage(&self, scope: &TenantScope) -> Result<StoredUsage> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| usage_tx(conn, &tenant)).await
+        self.read_of(&tenant.clone(), move |conn| usage_tx(conn, &tenant)).await
     }
 
     async fn list_files(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<FileMeta>> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             let dir = listing.within.as_dir();
             // Every path under `dir` sorts in [dir, dir with its final '/' bumped to '0').
             let upper = format!("{}0", &dir[..dir.len() - 1]);
@@ -909,7 +1081,7 @@ fn counters_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<Counters> {
 #[async_trait]
 impl UsageLog for SqliteStore {
     async fn add_usage(&self, batch: Vec<(TenantId, i64, Counters)>) -> Result<()> {
-        self.write(move |tx| {
+        self.write_shared(move |tx| {
             let mut s = tx
                 .prepare_cached(
                     "INSERT INTO usage_daily (tenant_id, day, api_calls, reads, writes, bytes_in, bytes_out, searches)
@@ -939,7 +1111,7 @@ impl UsageLog for SqliteStore {
 
     async fn usage_between(&self, scope: &TenantScope, from_day: i64, to_day: i64) -> Result<Counters> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| {
+        self.read_shared(move |conn| {
             conn.prepare_cached(
                 "SELECT COALESCE(SUM(api_calls), 0), COALESCE(SUM(reads), 0), COALESCE(SUM(writes), 0),
                         COALESCE(SUM(bytes_in), 0), COALESCE(SUM(bytes_out), 0), COALESCE(SUM(searches), 0)
@@ -953,7 +1125,7 @@ impl UsageLog for SqliteStore {
 
     async fn usage_by_day(&self, scope: &TenantScope, from_day: i64, to_day: i64) -> Result<Vec<(i64, Counters)>> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| {
+        self.read_shared(move |conn| {
             let mut s = conn
                 .prepare_cached(
                     "SELECT day, api_calls, reads, writes, bytes_in, bytes_out, searches FROM usage_daily
@@ -971,7 +1143,7 @@ impl UsageLog for SqliteStore {
     }
 
     async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>> {
-        self.read(move |conn| {
+        self.read_shared(move |conn| {
             let mut s = conn
                 .prepare_cached(
                     "SELECT tenant_id, SUM(api_calls) FROM usage_daily WHERE day >= ?1 AND day < ?2 GROUP BY tenant_id",
@@ -994,7 +1166,7 @@ impl UsageLog for SqliteStore {
 #[async_trait]
 impl Health for SqliteStore {
     async fn ready(&self) -> Result<()> {
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_error)).await
+        self.read_shared(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_error)).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -54,6 +54,7 @@ impl WebhookStore for SqliteStore {
         journal: Journal,
     ) -> Result<()> {
         let scope = scope.clone();
+        let tenant_for_hooks = scope.tenant_id().clone();
         self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
             let tenant = scope.tenant_id();
             let count: i64 = tx
@@ -86,12 +87,14 @@ impl WebhookStore for SqliteStore {
             .map_err(sql_error)?;
             journal_tx(tx, tenant, scope.slug().as_str(), journal, published)
         })
-        .await
+        .await?;
+        self.routes.set_hooked(&tenant_for_hooks);
+        Ok(())
     }
 
     async fn list_webhooks(&self, scope: &TenantScope) -> Result<Vec<Webhook>> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             let mut s = conn
                 .prepare_cached(&format!("SELECT {COLUMNS} FROM webhooks WHERE tenant_id = ?1 ORDER BY created_at, id"))
                 .map_err(sql_error)?;
@@ -103,7 +106,7 @@ impl WebhookStore for SqliteStore {
 
     async fn webhook_secrets(&self, scope: &TenantScope) -> Result<Vec<(WebhookId, String)>> {
         let tenant = scope.tenant_id().clone();
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             let mut s = conn
                 .prepare_cached("SELECT id, secret FROM webhooks WHERE tenant_id = ?1 ORDER BY created_at, id")
                 .map_err(sql_error)?;
@@ -122,7 +125,7 @@ impl WebhookStore for SqliteStore {
 
     async fn get_webhook(&self, scope: &TenantScope, id: &WebhookId) -> Result<Option<Webhook>> {
         let (tenant, id) = (scope.tenant_id().clone(), id.clone());
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM webhooks WHERE tenant_id = ?1 AND id = ?2"))
                 .and_then(|mut s| s.query_row(params![tenant.as_str(), id.as_str()], webhook_from_row).optional())
                 .map_err(sql_error)?
@@ -133,28 +136,22 @@ impl WebhookStore for SqliteStore {
 
     async fn set_webhook_enabled(&self, scope: &TenantScope, id: &WebhookId, enabled: bool) -> Result<()> {
         let (tenant, id) = (scope.tenant_id().clone(), id.clone());
-        let owner = Some(crate::store::owner_of(&tenant));
-        self.shared
-            .write(
-                owner,
-                move |tx| {
-                    let n = tx
-                        .execute(
-                            "UPDATE webhooks SET enabled = ?3,
+        self.write_of(&tenant.clone(), move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE webhooks SET enabled = ?3,
                        disabled_reason = CASE WHEN ?3 THEN NULL ELSE 'disabled by an admin' END,
                        consecutive_failures = CASE WHEN ?3 THEN 0 ELSE consecutive_failures END
                      WHERE tenant_id = ?1 AND id = ?2",
-                            params![tenant.as_str(), id.as_str(), enabled],
-                        )
-                        .map_err(sql_error)?;
-                    if n == 0 {
-                        return Err(Error::not_found(format!("webhook '{id}' not found")));
-                    }
-                    Ok(())
-                },
-                None,
-            )
-            .await
+                    params![tenant.as_str(), id.as_str(), enabled],
+                )
+                .map_err(sql_error)?;
+            if n == 0 {
+                return Err(Error::not_found(format!("webhook '{id}' not found")));
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_webhook(&self, scope: &TenantScope, id: &WebhookId, journal: Journal) -> Result<()> {
@@ -187,7 +184,7 @@ impl WebhookStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<DeliveryAttempt>> {
         let (tenant, id) = (scope.tenant_id().clone(), id.clone());
-        self.read(move |conn| {
+        self.read_of(&tenant.clone(), move |conn| {
             let mut s = conn
                 .prepare_cached(
                     "SELECT id, delivery_id, event_seq, event_type, attempt, status, latency_ms, error, outcome, at
@@ -217,52 +214,56 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn due_deliveries(&self, now: Timestamp, limit: usize, per_tenant: usize) -> Result<Vec<DueDelivery>> {
-        self.read(move |conn| {
-            // The oldest few of each tenant, so one tenant's backlog never hides another's.
-            let mut s = conn
-                .prepare_cached(
-                    "SELECT id, tenant_id, webhook_id, url, secret, event, attempts FROM (
+        let mut all = self
+            .webhook_read(move |conn| {
+                // The oldest few of each tenant, so one tenant's backlog never hides another's.
+                let mut s = conn
+                    .prepare_cached(
+                        "SELECT id, tenant_id, webhook_id, url, secret, event, attempts FROM (
                        SELECT o.id, o.tenant_id, o.webhook_id, w.url, w.secret, o.event, o.attempts, o.next_attempt_at,
                          row_number() OVER (PARTITION BY o.tenant_id ORDER BY o.next_attempt_at, o.id) AS nth
                        FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id AND w.tenant_id = o.tenant_id
                        WHERE o.next_attempt_at IS NOT NULL AND o.next_attempt_at <= ?1 AND w.enabled = 1)
                      WHERE nth <= ?3 ORDER BY next_attempt_at, id LIMIT ?2",
-                )
-                .map_err(sql_error)?;
-            let rows = s
-                .query_map(params![now.millis(), limit as i64, per_tenant as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, i64>(6)?,
-                    ))
-                })
-                .map_err(sql_error)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, tenant, webhook, url, secret, body, attempts) = row.map_err(sql_error)?;
-                out.push(DueDelivery {
-                    id: id as u64,
-                    tenant_id: TenantId::parse(&tenant).ok_or_else(|| corrupt("tenant id"))?,
-                    webhook_id: WebhookId::parse(&webhook).ok_or_else(|| corrupt("webhook id"))?,
-                    url,
-                    secret,
-                    event_type: event_type_of(&body),
-                    body,
-                    attempts: attempts.clamp(0, u32::MAX as i64) as u32,
-                });
-            }
-            Ok(out)
-        })
-        .await
+                    )
+                    .map_err(sql_error)?;
+                let rows = s
+                    .query_map(params![now.millis(), limit as i64, per_tenant as i64], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, i64>(6)?,
+                        ))
+                    })
+                    .map_err(sql_error)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (id, tenant, webhook, url, secret, body, attempts) = row.map_err(sql_error)?;
+                    out.push(DueDelivery {
+                        id: id as u64,
+                        tenant_id: TenantId::parse(&tenant).ok_or_else(|| corrupt("tenant id"))?,
+                        webhook_id: WebhookId::parse(&webhook).ok_or_else(|| corrupt("webhook id"))?,
+                        url,
+                        secret,
+                        event_type: event_type_of(&body),
+                        body,
+                        attempts: attempts.clamp(0, u32::MAX as i64) as u32,
+                    });
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut due: Vec<DueDelivery> = all.drain(..).flatten().collect();
+        due.truncate(limit);
+        Ok(due)
     }
 
     async fn record_attempt(&self, report: AttemptReport) -> Result<()> {
-        self.write(move |tx| {
+        self.write_of(&report.tenant_id.clone(), move |tx| {
             let row: Option<(String, String, i64, String, i64)> = tx
                 .prepare_cached("SELECT tenant_id, webhook_id, event_seq, event, attempts FROM webhook_outbox WHERE id = ?1")
                 .and_then(|mut s| {
@@ -335,16 +336,18 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn next_delivery_at(&self) -> Result<Option<Timestamp>> {
-        self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT min(o.next_attempt_at) FROM webhook_outbox o JOIN webhooks w
+        let all = self
+            .webhook_read(|conn| {
+                conn.prepare_cached(
+                    "SELECT min(o.next_attempt_at) FROM webhook_outbox o JOIN webhooks w
                    ON w.id = o.webhook_id AND w.tenant_id = o.tenant_id
                  WHERE o.next_attempt_at IS NOT NULL AND w.enabled = 1",
-            )
-            .and_then(|mut s| s.query_row([], |r| r.get::<_, Option<i64>>(0)))
-            .map(|t| t.map(Timestamp::from_millis))
-            .map_err(sql_error)
-        })
-        .await
+                )
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, Option<i64>>(0)))
+                .map(|t| t.map(Timestamp::from_millis))
+                .map_err(sql_error)
+            })
+            .await?;
+        Ok(all.into_iter().flatten().min())
     }
 }

@@ -86,6 +86,8 @@ pub struct FileConfig {
     pub default_tier: Option<String>,
     /// `full` (default) or `normal`; see docs/ARCHITECTURE.md on durability.
     pub synchronous: Option<String>,
+    /// Dedicated tenants' databases open at once at most.
+    pub max_open_dedicated: Option<usize>,
     pub log: Option<String>,
     #[serde(default)]
     pub tiers: BTreeMap<String, TierConfig>,
@@ -107,6 +109,7 @@ pub struct ServeConfig {
     pub max_file_bytes: u64,
     pub tiers: TierTable,
     pub synchronous_full: bool,
+    pub max_open_dedicated: usize,
     pub admin_key: Option<String>,
     pub log: String,
     pub http: HttpConfig,
@@ -185,6 +188,10 @@ impl ServeConfig {
             Some("normal") => false,
             Some(other) => bail!("synchronous = {other:?}: use \"full\" or \"normal\""),
         };
+        let max_open_dedicated = file.max_open_dedicated.unwrap_or(64);
+        if max_open_dedicated == 0 {
+            bail!("max_open_dedicated must be at least 1");
+        }
         let mut http = HttpConfig::default();
         let l = &file.limits;
         if let Some(n) = l.max_connections {
@@ -244,6 +251,7 @@ impl ServeConfig {
             max_file_bytes,
             tiers,
             synchronous_full,
+            max_open_dedicated,
             admin_key: o.admin_key.filter(|k| !k.is_empty()),
             log: file.log.unwrap_or_else(|| "info".to_owned()),
             http,
@@ -277,6 +285,9 @@ max_file_bytes = 67108864
 # "full": a write is on disk when answered, even across power loss. "normal": faster, survives
 # a crash of the process but may lose the last writes on power loss.
 synchronous = "full"
+# Dedicated tenants' databases kept open at once (least recently used closed first): open files
+# stay bounded however many tenants are dedicated. Each open one holds 3 connections.
+max_open_dedicated = 64
 # Tier given to new tenants.
 default_tier = "free"
 # Log filter (TENANTRY_LOG), e.g. "info" or "tenantry=debug".

@@ -90,7 +90,11 @@ impl Running {
 pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&cfg.data).with_context(|| format!("cannot create data dir {}", cfg.data.display()))?;
     let (admin_key, generated) = operator_key(&cfg.data, cfg.admin_key.as_deref())?;
-    let opts = OpenOptions { synchronous_full: cfg.synchronous_full, ..OpenOptions::default() };
+    let opts = OpenOptions {
+        synchronous_full: cfg.synchronous_full,
+        max_open_dedicated: cfg.max_open_dedicated,
+        ..OpenOptions::default()
+    };
     let data = cfg.data.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data, opts))
         .await

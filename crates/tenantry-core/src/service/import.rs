@@ -270,7 +270,7 @@ impl Tenantry {
         let settings = match self.import_settings(&imp, settings, &mut notes) {
             Ok(s) => s,
             Err(e) => {
-                self.store.abort_import(&imp.id).await?;
+                self.store.abort_import(&imp.scope, &imp.id).await?;
                 return Err(e);
             }
         };
@@ -325,6 +325,6 @@ impl Tenantry {
 
     /// Drops a staged import (the bundle was damaged, the client went away, ...).
     pub async fn abort_import(&self, imp: Import) -> Result<()> {
-        self.store.abort_import(&imp.id).await
+        self.store.abort_import(&imp.scope, &imp.id).await
     }
 }

@@ -229,6 +229,7 @@ impl Tenantry {
             )
         });
         AttemptReport {
+            tenant_id: due.tenant_id.clone(),
             delivery_id: due.id,
             status: result.status,
             latency_ms: result.latency_ms,

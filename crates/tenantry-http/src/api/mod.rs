@@ -101,6 +101,8 @@ pub fn routes() -> (Router<AppState>, RouteTable) {
         .add(Method::GET, "/v1/tenants/{slug}/usage", TENANT_READ, get(usage::tenant))
         .add(Method::GET, "/v1/tenants/{slug}/export", TENANT_EXPORT, get(bundles::export))
         .add(Method::POST, "/v1/tenants/{slug}/import", TENANT_IMPORT, post(bundles::import))
+        .add(Method::POST, "/v1/tenants/{slug}/move", TENANT_MOVE, post(tenants::move_tenant))
+        .add(Method::GET, "/v1/tenants/{slug}/move", TENANT_READ, get(tenants::move_status))
         .add(Method::GET, "/v1/usage", USAGE_READ, get(usage::own))
         .add(Method::GET, "/v1/audit", AUDIT_READ, get(audit::list))
         .add(Method::GET, "/v1/audit/verify", AUDIT_READ, get(audit::verify))

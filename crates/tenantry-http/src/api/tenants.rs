@@ -138,3 +138,41 @@ pub async fn archive(
     }
     transition(&state, &caller, &slug, Transition::Archive).await
 }
+
+/// `POST /v1/tenants/{slug}/move`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    /// `shared` or `dedicated`.
+    placement: String,
+}
+
+/// Moves the tenant's data to the other placement while it keeps serving (copy, catch up, a
+/// short write fence, switch, verify, delete the old copy); answers when done. Operator only.
+#[utoipa::path(post, path = "/v1/tenants/{slug}/move", tag = "tenants", params(("slug" = String, Path)),
+    request_body = MoveRequest,
+    responses((status = 200, description = "what the move did", body = tenantry_core::store::MoveReport)))]
+pub async fn move_tenant(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(slug): Path<String>,
+    ApiJson(req): ApiJson<MoveRequest>,
+) -> ApiResult<Response> {
+    // On a task of its own: a client that goes away does not cancel a move halfway.
+    let svc = state.svc.clone();
+    let moved = tokio::spawn(async move { svc.move_tenant(&caller, &slug, &req.placement).await })
+        .await
+        .map_err(|e| tenantry_core::Error::internal(format!("move task failed: {e}")))??;
+    Ok(Json(moved).into_response())
+}
+
+/// Whether a move of the tenant is under way, and how many bytes it has copied.
+#[utoipa::path(get, path = "/v1/tenants/{slug}/move", tag = "tenants", params(("slug" = String, Path)),
+    responses((status = 200, description = "the tenant's placement and move progress", body = tenantry_core::service::MoveStatus)))]
+pub async fn move_status(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(slug): Path<String>,
+) -> ApiResult<Response> {
+    Ok(Json(state.svc.move_status(&caller, &slug)?).into_response())
+}

@@ -12,6 +12,7 @@ mod keys;
 mod memory;
 mod model;
 mod ops;
+mod placement;
 mod quotas;
 mod routing;
 mod search;
