@@ -180,6 +180,15 @@ impl Client {
     pub async fn tenant_action(&self, slug: &str, action: &str) -> Result<Value> {
         self.json(Method::POST, &format!("/v1/tenants/{}/{action}", encode_query(slug)), None).await
     }
+    /// `POST /v1/tenants/{slug}/move`: answers when the move is done, with its report.
+    pub async fn move_tenant(&self, slug: &str, placement: &str) -> Result<Value> {
+        let body = serde_json::json!({ "placement": placement });
+        self.json(Method::POST, &format!("/v1/tenants/{}/move", encode_query(slug)), Some(&body)).await
+    }
+    /// `GET /v1/tenants/{slug}/move`: placement, and a move's progress while one runs.
+    pub async fn move_status(&self, slug: &str) -> Result<Value> {
+        self.json(Method::GET, &format!("/v1/tenants/{}/move", encode_query(slug)), None).await
+    }
     pub async fn archive_tenant(&self, slug: &str) -> Result<Value> {
         self.json(Method::DELETE, &format!("/v1/tenants/{}", encode_query(slug)), None).await
     }

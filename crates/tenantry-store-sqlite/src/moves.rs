@@ -93,15 +93,29 @@ use tenantry_core::Error;
 /// outbox and delivery log, whose ids are the database's own, in `sync_round`; the tenant's
 /// record by `copy_record`, which never copies the placement column; registry-only tables —
 /// domains, metered usage, moves — stay where they are.)
-const TABLES: &[(&str, &str, &[&str])] = &[
-    ("keys", "tenant_id", &["id"]),
-    ("audit", "tenant_id", &["tenant_id", "seq"]),
-    ("tenant_usage", "tenant_id", &["tenant_id"]),
-    ("events", "tenant_id", &["tenant_id", "seq"]),
-    ("memory", "tenant_id", &["tenant_id", "namespace", "key"]),
-    ("search_docs", "tenant_id", &["tenant_id", "kind", "doc"]),
-    ("search_postings", "tenant_id", &["tenant_id", "term", "kind", "doc"]),
-    ("webhooks", "tenant_id", &["id"]),
+/// How a table is brought up to date in the destination each round.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SyncBy {
+    /// Every row compared (small tables, or rows that change in place).
+    Whole,
+    /// Rows only ever added, numbered by `seq` (or pruned when old): the rows past the last
+    /// copied one.
+    Append,
+    /// The search index: the rows of documents whose file or memory entry changed since the last
+    /// round (all of them in the first).
+    ByDoc,
+}
+
+const TABLES: &[(&str, &str, &[&str], SyncBy)] = &[
+    ("keys", "tenant_id", &["id"], SyncBy::Whole),
+    ("audit", "tenant_id", &["tenant_id", "seq"], SyncBy::Append),
+    ("tenant_usage", "tenant_id", &["tenant_id"], SyncBy::Whole),
+    ("events", "tenant_id", &["tenant_id", "seq"], SyncBy::Append),
+    ("memory", "tenant_id", &["tenant_id", "namespace", "key"], SyncBy::Whole),
+    // Postings before documents: a document's old postings are found through its old term list.
+    ("search_postings", "tenant_id", &["tenant_id", "term", "kind", "doc"], SyncBy::ByDoc),
+    ("search_docs", "tenant_id", &["tenant_id", "kind", "doc"], SyncBy::ByDoc),
+    ("webhooks", "tenant_id", &["id"], SyncBy::Whole),
 ];
 
 /// A value made comparable and hashable (reals by their bits).
@@ -138,13 +152,29 @@ impl Cell {
 type Row = Vec<Cell>;
 
 /// A table's rows of the tenant: column names and rows by key.
+#[derive(Clone)]
 struct TableRows {
     columns: Vec<String>,
     rows: HashMap<Row, Row>,
 }
 
 fn table_rows(conn: &Connection, table: &str, tenant_col: &str, key: &[&str], tenant: &TenantId) -> Result<TableRows> {
-    let mut s = conn.prepare(&format!("SELECT * FROM {table} WHERE {tenant_col} = ?1")).map_err(sql_error)?;
+    table_rows_where(conn, table, tenant_col, key, tenant, "", &[])
+}
+
+/// The tenant's rows of a table that also meet `filter` (SQL over the table's columns, its
+/// parameters numbered from ?2).
+fn table_rows_where(
+    conn: &Connection,
+    table: &str,
+    tenant_col: &str,
+    key: &[&str],
+    tenant: &TenantId,
+    filter: &str,
+    params: &[Value],
+) -> Result<TableRows> {
+    let sql = format!("SELECT * FROM {table} WHERE {tenant_col} = ?1 {filter}");
+    let mut s = conn.prepare_cached(&sql).map_err(sql_error)?;
     let columns: Vec<String> = s.column_names().iter().map(|c| c.to_string()).collect();
     let key_at: Vec<usize> = key
         .iter()
@@ -154,13 +184,50 @@ fn table_rows(conn: &Connection, table: &str, tenant_col: &str, key: &[&str], te
         .collect::<Result<_>>()?;
     let n = columns.len();
     let mut rows = HashMap::new();
-    let mut q = s.query([tenant.as_str()]).map_err(sql_error)?;
+    let mut all = vec![Value::Text(tenant.as_str().to_owned())];
+    all.extend(params.iter().cloned());
+    let mut q = s.query(rusqlite::params_from_iter(all)).map_err(sql_error)?;
     while let Some(r) = q.next().map_err(sql_error)? {
         let row: Row =
             (0..n).map(|i| r.get::<_, Value>(i).map(Cell::of)).collect::<rusqlite::Result<_>>().map_err(sql_error)?;
         rows.insert(key_at.iter().map(|i| row[*i].clone()).collect(), row);
     }
     Ok(TableRows { columns, rows })
+}
+
+/// The rows of one search document in `search_docs` or `search_postings` (found through the
+/// document's term list: postings are keyed by term first).
+fn doc_rows(
+    conn: &Connection,
+    table: &str,
+    tenant_col: &str,
+    key: &[&str],
+    tenant: &TenantId,
+    kind: i64,
+    doc: &str,
+) -> Result<TableRows> {
+    let by_doc = [Value::Integer(kind), Value::Text(doc.to_owned())];
+    if table == "search_docs" {
+        return table_rows_where(conn, table, tenant_col, key, tenant, "AND kind = ?2 AND doc = ?3", &by_doc);
+    }
+    let terms: Option<String> = conn
+        .prepare_cached("SELECT terms FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
+        .and_then(|mut s| s.query_row(params![tenant.as_str(), kind, doc], |r| r.get(0)).optional())
+        .map_err(sql_error)?;
+    let mut all = table_rows_where(conn, table, tenant_col, key, tenant, "AND 0", &[])?;
+    for term in terms.unwrap_or_default().split(' ').filter(|t| !t.is_empty()) {
+        let part = table_rows_where(
+            conn,
+            table,
+            tenant_col,
+            key,
+            tenant,
+            "AND term = ?2 AND kind = ?3 AND doc = ?4",
+            &[Value::Text(term.to_owned()), by_doc[0].clone(), by_doc[1].clone()],
+        )?;
+        all.rows.extend(part.rows);
+    }
+    Ok(all)
 }
 
 /// What makes `dst`'s rows of one table equal to `src`'s: rows to write and keys to delete.
@@ -201,6 +268,7 @@ fn apply(tx: &Connection, d: &TableDiff) -> Result<u64> {
 /// A file row of the source: its metadata (without the content id) and where its bytes are.
 #[derive(Clone, PartialEq)]
 struct SrcFile {
+    path: String,
     meta: Vec<Cell>,
     etag: String,
     size: i64,
@@ -223,19 +291,97 @@ fn src_files(conn: &Connection, tenant: &TenantId) -> Result<HashMap<String, Src
             r.get(2).map_err(sql_error)?,
             r.get(7).map_err(sql_error)?,
         );
-        out.insert(path, SrcFile { meta, etag, size, content_id });
+        out.insert(path.clone(), SrcFile { path, meta, etag, size, content_id });
     }
     Ok(out)
 }
 
+/// The source's files now: listed whole the first time (or after an import, which writes files
+/// without an event each), else `known` updated from the file events after `after`. Returns them
+/// and the event `seq` they are as of. Runs in one snapshot.
+fn changed_files(
+    c: &Connection,
+    tenant: &TenantId,
+    known: Option<HashMap<String, SrcFile>>,
+    after: i64,
+) -> Result<(HashMap<String, SrcFile>, i64)> {
+    let now = crate::journal::last_event_seq_tx(c, tenant)? as i64;
+    let Some(mut files) = known else {
+        return Ok((src_files(c, tenant)?, now));
+    };
+    let mut s = c
+        .prepare_cached("SELECT type, path FROM events WHERE tenant_id = ?1 AND seq > ?2 AND seq <= ?3")
+        .map_err(sql_error)?;
+    let rows = s
+        .query_map(params![tenant.as_str(), after, now], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })
+        .map_err(sql_error)?;
+    let mut paths = HashSet::new();
+    for row in rows {
+        let (kind, path) = row.map_err(sql_error)?;
+        match (kind.as_str(), path) {
+            (tenantry_core::events::types::TENANT_IMPORTED, _) => return Ok((src_files(c, tenant)?, now)),
+            (tenantry_core::events::types::FILE_WRITTEN | tenantry_core::events::types::FILE_DELETED, Some(p)) => {
+                paths.insert(p);
+            }
+            _ => {}
+        }
+    }
+    let mut one = c
+        .prepare_cached(&format!("SELECT {FILE_META}, content_id FROM files WHERE tenant_id = ?1 AND path = ?2"))
+        .map_err(sql_error)?;
+    for path in paths {
+        let found = one
+            .query_row(params![tenant.as_str(), path], |r| {
+                let meta: Vec<Cell> =
+                    (0..7).map(|i| r.get::<_, Value>(i).map(Cell::of)).collect::<rusqlite::Result<_>>()?;
+                Ok(SrcFile { path: r.get(0)?, meta, size: r.get(1)?, etag: r.get(2)?, content_id: r.get(7)? })
+            })
+            .optional()
+            .map_err(sql_error)?;
+        match found {
+            Some(f) => files.insert(path, f),
+            None => files.remove(&path),
+        };
+    }
+    Ok((files, now))
+}
+
 /// What the copy has done so far: file bytes already in the destination, by the source row
-/// they came from and its ETag then, and the delivery log copied up to which source id.
+/// they came from and its ETag then; the last `seq` copied of each append-only table; the files
+/// and memory entries as the last round saw them (to tell which search documents changed); the
+/// delivery log copied up to which source id.
 #[derive(Default)]
 struct Copied {
     content: HashMap<(i64, String), i64>,
+    /// What the destination holds now of the tables copied whole, and of the files (with the
+    /// destination's content ids): nothing else writes the tenant's rows there before the switch,
+    /// so each round diffs against this instead of reading the destination again.
+    dst_whole: HashMap<&'static str, TableRows>,
+    dst_files: HashMap<String, SrcFile>,
+    /// The source's files as the last round saw them, and the event `seq` that state is as of:
+    /// later rounds read only the files named by newer events (every file write and delete has
+    /// one) instead of listing them all.
+    src_files: Option<HashMap<String, SrcFile>>,
+    files_events_after: i64,
+    seq_after: HashMap<&'static str, i64>,
+    files_seen: Option<HashMap<String, String>>,
+    memory_seen: HashMap<Row, Row>,
     attempts_after: i64,
     rows: u64,
     rounds: u32,
+}
+
+/// What one round read from the source.
+struct SourceRound {
+    record: Option<Tenant>,
+    tables: Vec<TableRows>,
+    attempts: TableRows,
+    outbox: TableRows,
+    /// Search documents to replace in the destination (`None`: all of them, first round).
+    dirty_docs: Option<Vec<(i64, String)>>,
+    memory: HashMap<Row, Row>,
 }
 
 impl SqliteStore {
@@ -260,7 +406,11 @@ impl SqliteStore {
         progress: &(dyn Fn(MoveProgress) + Send + Sync),
     ) -> Result<HashMap<String, SrcFile>> {
         let t = tenant.clone();
-        let files = Self::on_reader(src, move |c| src_files(c, &t)).await?;
+        let (known, after) = (copied.src_files.take(), copied.files_events_after);
+        let (files, seen_up_to) =
+            Self::on_reader(src, move |c| in_snapshot(c, |c| changed_files(c, &t, known, after))).await?;
+        copied.files_events_after = seen_up_to;
+        copied.src_files = Some(files.clone());
         let total: u64 = files.values().map(|f| f.size as u64).sum();
         let missing: Vec<SrcFile> =
             files.values().filter(|f| !copied.content.contains_key(&(f.content_id, f.etag.clone()))).cloned().collect();
@@ -272,7 +422,9 @@ impl SqliteStore {
         let mut batch: Vec<SrcFile> = Vec::new();
         let mut batch_bytes = 0i64;
         let flush = |batch: Vec<SrcFile>| async move {
-            let ids: Vec<(i64, String)> = batch.iter().map(|f| (f.content_id, f.etag.clone())).collect();
+            let ids: Vec<(String, i64, String)> =
+                batch.iter().map(|f| (f.path.clone(), f.content_id, f.etag.clone())).collect();
+            let t = tenant.clone();
             // Bytes and ETag read in one statement: the row and its bytes agree. A file changed
             // since the listing is left for the next round.
             let got = Self::on_reader(src, move |c| {
@@ -280,12 +432,14 @@ impl SqliteStore {
                 let mut s = c
                     .prepare_cached(
                         "SELECT f.etag, c.content FROM files f JOIN file_content c ON c.id = f.content_id
-                         WHERE f.content_id = ?1",
+                         WHERE f.tenant_id = ?1 AND f.path = ?2 AND f.content_id = ?3",
                     )
                     .map_err(sql_error)?;
-                for (id, etag) in ids {
-                    let row: Option<(String, Vec<u8>)> =
-                        s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(sql_error)?;
+                for (path, id, etag) in ids {
+                    let row: Option<(String, Vec<u8>)> = s
+                        .query_row(params![t.as_str(), path, id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                        .map_err(sql_error)?;
                     if let Some((now, bytes)) = row.filter(|(now, _)| *now == etag) {
                         out.push((id, now, bytes));
                     }
@@ -337,43 +491,147 @@ impl SqliteStore {
         copied: &mut Copied,
         progress: &(dyn Fn(MoveProgress) + Send + Sync),
     ) -> Result<u64> {
+        let round_started = Instant::now();
         let files = self.files_round(src, dst, tenant, copied, progress).await?;
+        let files_ms = round_started.elapsed().as_millis();
+        // Files whose search document may have changed since the last round.
+        let dirty_files: Option<Vec<String>> = copied.files_seen.as_ref().map(|seen| {
+            let mut d: Vec<String> =
+                files.iter().filter(|(p, f)| seen.get(*p) != Some(&f.etag)).map(|(p, _)| p.clone()).collect();
+            d.extend(seen.keys().filter(|p| !files.contains_key(*p)).cloned());
+            d
+        });
         let t = tenant.clone();
+        let seq_after = copied.seq_after.clone();
+        let memory_seen = std::mem::take(&mut copied.memory_seen);
         let after = copied.attempts_after;
-        let dst_is_dedicated = !Arc::ptr_eq(dst, &self.shared);
-        let (record, src_tables, attempts) = Self::on_reader(src, move |c| {
-            let record = crate::store::tenant_record(c, &t)?;
-            let tables =
-                TABLES.iter().map(|(name, col, key)| table_rows(c, name, col, key, &t)).collect::<Result<Vec<_>>>()?;
-            let attempts = table_rows(c, "webhook_attempts", "tenant_id", &["id"], &t)?;
-            let outbox = table_rows(c, "webhook_outbox", "tenant_id", &["id"], &t)?;
-            Ok((record, tables, (attempts, outbox)))
+        let read = Self::on_reader(src, move |c| {
+            in_snapshot(c, |c| {
+                let record = crate::store::tenant_record(c, &t)?;
+                let mut tables = Vec::new();
+                let mut memory = HashMap::new();
+                let mut dirty_docs = dirty_files.map(|paths| {
+                    paths.into_iter().map(|p| (tenantry_core::search::DocKind::File as i64, p)).collect::<Vec<_>>()
+                });
+                for (name, col, key, how) in TABLES {
+                    let rows = match how {
+                        SyncBy::Whole => table_rows(c, name, col, key, &t)?,
+                        SyncBy::Append => {
+                            let from = seq_after.get(name).copied().unwrap_or(0);
+                            table_rows_where(c, name, col, key, &t, "AND seq > ?2", &[Value::Integer(from)])?
+                        }
+                        SyncBy::ByDoc => match &dirty_docs {
+                            None => table_rows(c, name, col, key, &t)?,
+                            Some(docs) => {
+                                let mut all = TableRows { columns: Vec::new(), rows: HashMap::new() };
+                                for (kind, doc) in docs {
+                                    let part = doc_rows(c, name, col, key, &t, *kind, doc)?;
+                                    all.columns = part.columns;
+                                    all.rows.extend(part.rows);
+                                }
+                                all
+                            }
+                        },
+                    };
+                    if *name == "memory" {
+                        // Entries changed since the last round: their search documents too.
+                        if let Some(docs) = dirty_docs.as_mut() {
+                            let at = |n: &str| rows.columns.iter().position(|c| c == n).unwrap_or(0);
+                            let (ns, k) = (at("namespace"), at("key"));
+                            let doc = |r: &Row| match (&r[ns], &r[k]) {
+                                (Cell::Text(a), Cell::Text(b)) => Some(crate::search::memory_doc(a, b)),
+                                _ => None,
+                            };
+                            let kind = tenantry_core::search::DocKind::Memory as i64;
+                            for (key, row) in &rows.rows {
+                                if memory_seen.get(key) != Some(row) {
+                                    docs.extend(doc(row).map(|d| (kind, d)));
+                                }
+                            }
+                            for (key, row) in &memory_seen {
+                                if !rows.rows.contains_key(key) {
+                                    docs.extend(doc(row).map(|d| (kind, d)));
+                                }
+                            }
+                        }
+                        memory = rows.rows.clone();
+                    }
+                    tables.push(rows);
+                }
+                let attempts = table_rows_where(
+                    c,
+                    "webhook_attempts",
+                    "tenant_id",
+                    &["id"],
+                    &t,
+                    "AND id > ?2",
+                    &[Value::Integer(after)],
+                )?;
+                let outbox = table_rows(c, "webhook_outbox", "tenant_id", &["id"], &t)?;
+                Ok(SourceRound { record, tables, attempts, outbox, dirty_docs, memory })
+            })
         })
         .await?;
+        let read_ms = round_started.elapsed().as_millis();
+        let SourceRound { record, tables: src_tables, attempts, outbox, dirty_docs, memory } = read;
+        for ((name, _, key, how), rows) in TABLES.iter().zip(&src_tables) {
+            if *how == SyncBy::Append {
+                let seq_at = key.len() - 1;
+                let col = rows.columns.iter().position(|c| c == key[seq_at]).unwrap_or(0);
+                let max =
+                    rows.rows.values().filter_map(|r| if let Cell::Int(i) = r[col] { Some(i) } else { None }).max();
+                if let Some(m) = max {
+                    copied.seq_after.insert(name, m);
+                }
+            }
+        }
+        copied.memory_seen = memory;
+        copied.files_seen = Some(files.iter().map(|(p, f)| (p.clone(), f.etag.clone())).collect());
+        let dst_is_dedicated = !Arc::ptr_eq(dst, &self.shared);
         let content = std::mem::take(&mut copied.content);
+        let mut dst_whole = std::mem::take(&mut copied.dst_whole);
+        let mut dst_files = std::mem::take(&mut copied.dst_files);
         let t = tenant.clone();
         let owner = Some(crate::store::owner_of(tenant));
-        let (changed, content, attempts_after) = dst
+        let (changed, content, attempts_after, dst_whole, dst_files) = dst
             .write(
                 owner,
                 move |tx| {
                     let mut changed = copy_record(tx, record, dst_is_dedicated)?;
-                    for ((name, col, key), src_rows) in TABLES.iter().zip(src_tables) {
-                        let dst_rows = table_rows(tx, name, col, key, &t)?;
-                        changed += apply(tx, &diff(name, key, src_rows, &dst_rows))?;
+                    for ((name, col, key, how), src_rows) in TABLES.iter().zip(src_tables) {
+                        changed += match how {
+                            SyncBy::Whole => {
+                                let none = TableRows { columns: Vec::new(), rows: HashMap::new() };
+                                let held = dst_whole.remove(name).unwrap_or(none);
+                                let d = diff(name, key, src_rows.clone(), &held);
+                                dst_whole.insert(name, src_rows);
+                                apply(tx, &d)?
+                            }
+                            SyncBy::Append => {
+                                let none = TableRows { columns: Vec::new(), rows: HashMap::new() };
+                                apply(tx, &diff(name, key, src_rows, &none))?
+                            }
+                            SyncBy::ByDoc => {
+                                // The documents' old rows go, the source's come.
+                                if let Some(docs) = &dirty_docs {
+                                    for (kind, doc) in docs {
+                                        let old = doc_rows(tx, name, col, key, &t, *kind, doc)?;
+                                        let gone = TableRows { columns: old.columns.clone(), rows: HashMap::new() };
+                                        changed += apply(tx, &diff(name, key, gone, &old))?;
+                                    }
+                                }
+                                let none = TableRows { columns: Vec::new(), rows: HashMap::new() };
+                                apply(tx, &diff(name, key, src_rows, &none))?
+                            }
+                        };
                     }
                     // Files: metadata compared without the content id; bytes from this round.
-                    let dst_files = src_files(tx, &t)?;
-                    for (path, d) in &dst_files {
-                        if !files.contains_key(path) {
-                            tx.execute(
-                                "DELETE FROM files WHERE tenant_id = ?1 AND path = ?2",
-                                params![t.as_str(), path],
-                            )
+                    let gone: Vec<String> = dst_files.keys().filter(|p| !files.contains_key(*p)).cloned().collect();
+                    for path in gone {
+                        tx.execute("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2", params![t.as_str(), path])
                             .map_err(sql_error)?;
-                            changed += 1;
-                        }
-                        let _ = d;
+                        dst_files.remove(&path);
+                        changed += 1;
                     }
                     let mut used: HashSet<i64> = HashSet::new();
                     for (path, f) in &files {
@@ -393,6 +651,7 @@ impl SqliteStore {
                             .and_then(|mut s| s.execute(rusqlite::params_from_iter(vals)))
                             .map_err(sql_error)?;
                             changed += 1;
+                            dst_files.insert(path.clone(), SrcFile { content_id: dst_id, ..f.clone() });
                         }
                     }
                     // Bytes copied for versions no file has any more.
@@ -406,15 +665,13 @@ impl SqliteStore {
                     }
                     // The outbox is small and its ids are this database's own: replaced whole.
                     // The delivery log is append-only: rows past the last copied one are added.
-                    let (attempts, outbox) = attempts;
                     tx.execute("DELETE FROM webhook_outbox WHERE tenant_id = ?1", [t.as_str()]).map_err(sql_error)?;
                     for row in outbox.rows.values() {
                         insert_without_id(tx, "webhook_outbox", &outbox.columns, row)?;
                     }
                     let mut last = after;
                     let id_at = attempts.columns.iter().position(|c| c == "id").unwrap_or(0);
-                    let mut fresh: Vec<&Row> =
-                        attempts.rows.values().filter(|r| matches!(r[id_at], Cell::Int(i) if i > after)).collect();
+                    let mut fresh: Vec<&Row> = attempts.rows.values().collect();
                     fresh.sort_by_key(|r| match r[id_at] {
                         Cell::Int(i) => i,
                         _ => 0,
@@ -426,23 +683,55 @@ impl SqliteStore {
                         insert_without_id(tx, "webhook_attempts", &attempts.columns, row)?;
                         changed += 1;
                     }
-                    Ok((changed, kept, last))
+                    Ok((changed, kept, last, dst_whole, dst_files))
                 },
                 None,
             )
             .await?;
         copied.content = content;
+        copied.dst_whole = dst_whole;
+        copied.dst_files = dst_files;
         copied.attempts_after = attempts_after;
         copied.rows += changed;
         copied.rounds += 1;
+        tracing::info!(
+            tenant = %tenant,
+            round = copied.rounds,
+            changed,
+            files_ms,
+            read_ms,
+            total_ms = round_started.elapsed().as_millis() as u64,
+            "move round"
+        );
         Ok(changed)
     }
 
-    /// Whether every row of the tenant is the same in both places (files by metadata and ETag).
-    async fn same_everywhere(&self, src: &Arc<Pool>, dst: &Arc<Pool>, tenant: &TenantId) -> Result<bool> {
-        let a = Self::on_reader(src, digest_of(tenant.clone())).await?;
-        let b = Self::on_reader(dst, digest_of(tenant.clone())).await?;
-        Ok(a == b)
+    /// A read transaction on `path` held open: it sees the database as it is now for as long as
+    /// it lives (WAL), so a comparison can run after the fence is lifted.
+    fn snapshot(path: &std::path::Path) -> Result<Connection> {
+        let conn = plain(path)?;
+        conn.execute_batch("BEGIN").map_err(sql_error)?;
+        conn.query_row("SELECT COUNT(*) FROM tenants", [], |_| Ok(())).map_err(sql_error)?;
+        Ok(conn)
+    }
+
+    /// Whether every row of the tenant is the same in two snapshots (files by metadata and ETag).
+    async fn same_in(a: Connection, b: Connection, tenant: &TenantId) -> Result<bool> {
+        let t = tenant.clone();
+        tokio::task::spawn_blocking(move || {
+            let (x, y) = (digest_of(t.clone())(&a)?, digest_of(t)(&b)?);
+            for (i, (name, ..)) in TABLES.iter().enumerate() {
+                if x.0[i] != y.0[i] {
+                    tracing::error!(table = name, before = x.0[i].len(), after = y.0[i].len(), "moved rows differ");
+                }
+            }
+            if x.1 != y.1 {
+                tracing::error!(before = x.1.len(), after = y.1.len(), "moved files differ");
+            }
+            Ok(x == y)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("move task failed: {e}")))?
     }
 
     /// Every file's bytes in `pool` hash to its ETag.
@@ -491,22 +780,31 @@ impl SqliteStore {
                 self.dedicated.delete_files(tenant)?;
                 self.dedicated.get(tenant)?
             }
-            Placement::Shared => self.shared.clone(),
+            Placement::Shared => {
+                // Nothing of the tenant may be there already (a failed move's rows were rolled
+                // back; this makes sure): each round diffs against what it wrote itself.
+                let t = tenant.clone();
+                self.shared.write(None, move |tx| delete_tenant_rows_tx(tx, &t, false), None).await?;
+                self.shared.clone()
+            }
         };
         let gate = self.routes.install_fence(tenant);
         let mut copied = Copied::default();
         // Rounds while the tenant serves, until one finds little to do.
+        // Rounds while the tenant serves, until one is short (the fenced round will be about as
+        // long as the last open one, having about as much to catch up on).
         for _ in 0..MAX_OPEN_ROUNDS {
-            if self.sync_round(&src, &dst, tenant, &mut copied, progress).await? <= SMALL_ROUND {
+            let round = Instant::now();
+            let changed = self.sync_round(&src, &dst, tenant, &mut copied, progress).await?;
+            if changed <= SMALL_ROUND || round.elapsed() <= SHORT_ROUND {
                 break;
             }
         }
         let closed = crate::placement::Routes::close(&gate).await;
         let fence = Instant::now();
         self.sync_round(&src, &dst, tenant, &mut copied, progress).await?;
-        if !self.same_everywhere(&src, &dst, tenant).await? {
-            return Err(Error::internal("the copy differs from the original after the final round"));
-        }
+        // Both as they are at the switch, compared once the fence is lifted.
+        let (before, after) = (Self::snapshot(&src.path)?, Self::snapshot(&dst.path)?);
         let t = tenant.clone();
         self.shared
             .write(
@@ -525,7 +823,6 @@ impl SqliteStore {
         self.routes.set_hooked(tenant);
         report.fence_ms = fence.elapsed().as_millis() as u64;
         drop(closed);
-        self.routes.remove_fence(tenant);
         report.copy_ms = started.elapsed().as_millis() as u64;
         report.rows = copied.rows;
         report.rounds = copied.rounds;
@@ -539,7 +836,7 @@ impl SqliteStore {
         .await?;
         report.files = files;
         report.file_bytes = bytes;
-        report.verified = Self::bytes_match_etags(&dst, tenant).await?;
+        report.verified = Self::same_in(before, after, tenant).await? && Self::bytes_match_etags(&dst, tenant).await?;
         if report.verified {
             drop(src);
             self.drop_old_copy(tenant, from).await?;
@@ -557,8 +854,9 @@ impl SqliteStore {
 
 /// Catch-up rounds made at most before the fence, and the size of a round (rows changed) small
 /// enough to close the fence after it.
-const MAX_OPEN_ROUNDS: usize = 4;
-const SMALL_ROUND: u64 = 200;
+const MAX_OPEN_ROUNDS: usize = 8;
+const SMALL_ROUND: u64 = 500;
+const SHORT_ROUND: std::time::Duration = std::time::Duration::from_millis(60);
 
 fn insert_without_id(tx: &Connection, table: &str, columns: &[String], row: &Row) -> Result<()> {
     let keep: Vec<usize> = (0..columns.len()).filter(|i| columns[*i] != "id").collect();
@@ -618,7 +916,6 @@ impl PlacementStore for SqliteStore {
         if let Err(e) = moved {
             // Not switched (the switch is the last step that can fail before the old copy is
             // dropped, and it is one transaction): roll back to where the tenant was.
-            self.routes.remove_fence(&tenant);
             let not_switched = self.routes.is_dedicated(&tenant) == (from == Placement::Dedicated);
             if not_switched {
                 rollback(self, &tenant, to).await?;
@@ -704,7 +1001,7 @@ type Digest = (Vec<Vec<Row>>, Vec<(String, Vec<Cell>)>);
 fn digest_of(t: TenantId) -> impl FnOnce(&Connection) -> Result<Digest> + Send + 'static {
     move |c| {
         let mut all = Vec::new();
-        for (name, col, key) in TABLES {
+        for (name, col, key, _) in TABLES {
             let rows = table_rows(c, name, col, key, &t)?;
             let mut r: Vec<Row> = rows.rows.into_values().collect();
             r.sort_by_cached_key(|row| format!("{row:?}"));
@@ -714,4 +1011,13 @@ fn digest_of(t: TenantId) -> impl FnOnce(&Connection) -> Result<Digest> + Send +
         files.sort_by(|a, b| a.0.cmp(&b.0));
         Ok((all, files))
     }
+}
+
+/// Runs `f` in one read transaction: every query in it sees the same state of the database
+/// (outside one, each statement would see the latest commit).
+fn in_snapshot<T>(c: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    c.execute_batch("BEGIN").map_err(sql_error)?;
+    let out = f(c);
+    let _ = c.execute_batch("COMMIT");
+    out
 }

@@ -28,7 +28,7 @@ pub(crate) struct Routes {
     hooked: RwLock<HashSet<TenantId>>,
     /// Where the next round of cross-tenant upkeep starts among the dedicated tenants.
     upkeep_next: Mutex<usize>,
-    /// Tenants being moved: their writes pass this gate, which the move closes for its fence.
+    /// A gate per tenant that writes pass; a move closes its tenant's for the fence.
     fences: Mutex<HashMap<TenantId, Arc<AsyncRwLock<()>>>>,
 }
 
@@ -80,23 +80,23 @@ impl Routes {
     }
 
     /// Waits while the tenant's fence is closed; the pass keeps it from closing until dropped.
+    /// Every write takes one (a gate per tenant, made on its first write), so a fence closed
+    /// later still waits for a write that started before the move did.
     pub async fn enter(&self, tenant: &TenantId) -> FencePass {
-        let gate = lock(&self.fences).get(tenant).cloned()?;
-        Some(gate.read_owned().await)
+        Some(self.install_fence(tenant).read_owned().await)
     }
 
-    /// Puts a gate in front of the tenant's writes (open until [`close`](Self::close)).
+    /// The gate in front of the tenant's writes (open until [`close`](Self::close)).
     pub fn install_fence(&self, tenant: &TenantId) -> Arc<AsyncRwLock<()>> {
+        if let Some(gate) = lock(&self.fences).get(tenant) {
+            return gate.clone();
+        }
         lock(&self.fences).entry(tenant.clone()).or_insert_with(|| Arc::new(AsyncRwLock::new(()))).clone()
     }
 
     /// Closes the gate: waits for the writes inside to finish; new ones wait at the gate.
     pub async fn close(gate: &Arc<AsyncRwLock<()>>) -> OwnedRwLockWriteGuard<()> {
         gate.clone().write_owned().await
-    }
-
-    pub fn remove_fence(&self, tenant: &TenantId) {
-        lock(&self.fences).remove(tenant);
     }
 }
 

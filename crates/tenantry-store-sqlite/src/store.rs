@@ -579,9 +579,10 @@ impl TenantRegistry for SqliteStore {
     async fn purge_tenant(&self, scope: &TenantScope) -> Result<()> {
         let id = scope.tenant_id().clone();
         let cache = self.cache.clone();
-        let dedicated = self.routes.is_dedicated(&id);
-        if dedicated {
-            // Its database goes whole (the files are unlinked; nothing of it stays on disk).
+        if self.routes.is_dedicated(&id) {
+            // Its database goes whole (the files are unlinked; nothing of it stays on disk). Routed
+            // away first, so nothing opens it again.
+            self.routes.set_dedicated(&id, false);
             self.dedicated.delete_files(&id)?;
         }
         // Alone on the write connection: the checkpoint below cannot run inside a transaction.
@@ -597,9 +598,7 @@ impl TenantRegistry for SqliteStore {
                 truncate_wal(conn)?;
                 Ok(())
             })
-            .await?;
-        self.routes.set_dedicated(&id, false);
-        Ok(())
+            .await
     }
 
     async fn insert_key(

@@ -309,3 +309,80 @@ async fn an_import_killed_midway_leaves_all_or_nothing_and_no_staged_bytes() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A move killed at any moment (copying, at the fence, after the switch) settles on restart:
+/// the tenant is in one place or the other, whole, with every acknowledged write, no move left
+/// half done and no stray database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_killed_midway_settles_on_restart_with_every_acknowledged_write() {
+    let seed: u64 = std::env::var("TENANTRY_TEST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, mut url) = start(&data);
+    let op = Client::new(&url, Some(OPERATOR.into()));
+    let t = op.create_tenant(&serde_json::json!({ "slug": "moving", "tier": "enterprise" })).await.unwrap();
+    let (id, owner_key) = (t["id"].as_str().unwrap().to_owned(), t["owner_key"].as_str().unwrap().to_owned());
+    let owner = Client::new(&url, Some(owner_key.clone()));
+    for i in 0..150 {
+        owner.put_file(&format!("/base/{i}"), vec![i as u8; 32 << 10], None).await.unwrap();
+    }
+    let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut outcomes = Vec::new();
+    for round in 0..5 {
+        let writer = {
+            let owner = Client::new(&url, Some(owner_key.clone()));
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                for n in 0.. {
+                    let (path, body) = (format!("/live/{round}/{n}"), format!("round {round} write {n}").into_bytes());
+                    match owner.put_file(&path, body.clone(), None).await {
+                        Ok(_) => done.push((path, body)),
+                        Err(_) => return done, // the server is gone
+                    }
+                }
+                done
+            })
+        };
+        let to =
+            if Client::new(&url, Some(OPERATOR.into())).show_tenant("moving").await.unwrap()["placement"] == "shared" {
+                "dedicated"
+            } else {
+                "shared"
+            };
+        let mover = {
+            let op = Client::new(&url, Some(OPERATOR.into()));
+            tokio::spawn(async move { op.move_tenant("moving", to).await })
+        };
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..700))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        acked.extend(writer.await.unwrap());
+        let answered = mover.await.unwrap().is_ok();
+        (child, url) = start(&data);
+        let op = Client::new(&url, Some(OPERATOR.into()));
+        let placement = op.show_tenant("moving").await.unwrap()["placement"].as_str().unwrap().to_owned();
+        assert!(!answered || placement == to, "round {round}: an answered move must have happened");
+        outcomes.push(format!("{to}:{}", if placement == to { "moved" } else { "rolled back" }));
+        let db_file = data.join("tenants").join(format!("{id}.db"));
+        assert_eq!(db_file.exists(), placement == "dedicated", "round {round}: a database of its own iff dedicated");
+        let shared = rusqlite::Connection::open(data.join("tenantry.db")).unwrap();
+        let count = |sql: &str| shared.query_row(sql, [&id], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM moves WHERE tenant_id = ?1"), 0, "round {round}: settled");
+        let in_shared = count("SELECT COUNT(*) FROM files WHERE tenant_id = ?1");
+        assert_eq!(in_shared > 0, placement == "shared", "round {round}: rows only where the tenant is");
+        let view = Client::new(&url, Some(owner_key.clone()));
+        for (path, body) in &acked {
+            assert_eq!(&view.get_file(path).await.unwrap()[..], &body[..], "round {round}: {path} acknowledged");
+        }
+        for i in [0, 75, 149] {
+            assert_eq!(view.get_file(&format!("/base/{i}")).await.unwrap().len(), 32 << 10);
+        }
+        let verify = view.json(reqwest::Method::GET, "/v1/audit/verify", None).await.unwrap();
+        assert_eq!(verify["ok"], true, "round {round}: {verify}");
+    }
+    println!("move crash test: {outcomes:?}, {} acknowledged writes checked", acked.len());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -57,15 +57,22 @@ fn run_page(page: &str, dir: &Path, url: &str) -> String {
     stdout
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_backup_and_restore_runbook_works_as_written() {
+/// `tenantry serve` in a temp dir with its data in `./tenantry-data` and a generated operator key,
+/// as the pages assume; and an operator client.
+fn serve_as_the_pages_assume() -> (tempfile::TempDir, common::Served, Client) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = common::clean_command();
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data", "tenantry-data"]).current_dir(dir.path());
     let served = common::start_serving(cmd);
-    let mut child = served.child;
     let operator_key = std::fs::read_to_string(dir.path().join("tenantry-data/admin.key")).unwrap();
     let op = Client::new(&served.url, Some(operator_key.trim().to_owned()));
+    (dir, served, op)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_and_restore_runbook_works_as_written() {
+    let (dir, served, op) = serve_as_the_pages_assume();
+    let mut child = served.child;
     let acme = op.create_tenant(&json!({"slug": "acme", "tier": "enterprise", "name": "Acme"})).await.unwrap();
     let owner = Client::new(&served.url, Some(acme["owner_key"].as_str().unwrap().to_owned()));
     for i in 0..12 {
@@ -105,6 +112,39 @@ async fn the_backup_and_restore_runbook_works_as_written() {
     assert_eq!(op.show_tenant("acme-restored").await.unwrap()["name"], "Acme");
     let keys = restored.list_keys().await.unwrap();
     assert!(keys["items"].as_array().unwrap().iter().any(|k| k["name"] == "restored-admin"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graduation_runbook_works_as_written() {
+    let (dir, served, op) = serve_as_the_pages_assume();
+    let mut child = served.child;
+    let acme = op.create_tenant(&json!({"slug": "acme", "tier": "starter"})).await.unwrap();
+    let id = acme["id"].as_str().unwrap().to_owned();
+    let owner = Client::new(&served.url, Some(acme["owner_key"].as_str().unwrap().to_owned()));
+    for i in 0..20 {
+        owner.put_file(&format!("/docs/{i}.txt"), format!("doc {i}").into_bytes(), None).await.unwrap();
+    }
+    // Refused while the tier does not allow it (the page says so).
+    let refused = op.move_tenant("acme", "dedicated").await.unwrap_err();
+    assert_eq!(refused.code(), Some("feature_not_in_tier"));
+
+    let out = run_page("docs/runbooks/graduation.md", dir.path(), &served.url);
+    assert!(out.contains("[acme] moved shared -> dedicated: 20 files"), "{out}");
+    assert!(out.contains("[acme] moved dedicated -> shared: 20 files"), "{out}");
+    assert!(out.contains("verified"), "{out}");
+    let shown = op.show_tenant("acme").await.unwrap();
+    assert_eq!((shown["placement"].as_str(), shown["tier"].as_str()), (Some("shared"), Some("starter")));
+    assert!(!dir.path().join(format!("tenantry-data/tenants/{id}.db")).exists(), "moved back: no database of its own");
+    assert_eq!(&owner.get_file("/docs/7.txt").await.unwrap()[..], b"doc 7", "its key works throughout");
+    let bigco: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bigco.json")).unwrap()).unwrap();
+    assert_eq!(bigco["placement"], "dedicated");
+    let bigco_id = bigco["id"].as_str().unwrap();
+    assert!(dir.path().join(format!("tenantry-data/tenants/{bigco_id}.db")).exists());
+    let audit = op.clone().with_tenant(Some("acme".into())).audit("?action=tenant.move").await.unwrap();
+    assert_eq!(audit["items"].as_array().unwrap().len(), 2);
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -203,6 +203,13 @@ pub enum TenantCmd {
         #[arg(long, default_value = "skip")]
         on_conflict: String,
     },
+    /// Move the tenant's data to `shared` or `dedicated` placement while it keeps serving.
+    Move {
+        slug: String,
+        /// shared or dedicated
+        #[arg(long)]
+        to: String,
+    },
     /// Make SLUG the active tenant of this client.
     Switch { slug: String },
     /// Which tenant the client acts on, and why.

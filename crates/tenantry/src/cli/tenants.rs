@@ -291,6 +291,46 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                 print_import_report(&slug, &bundle, &report);
             }
         }
+        TenantCmd::Move { slug, to } => {
+            let bar = if ctx.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let moving = {
+                let (c, slug) = (client.clone(), slug.clone());
+                tokio::spawn(async move { c.move_tenant(&slug, &to).await })
+            };
+            // The server answers when the move is done; meanwhile its progress is polled.
+            while !moving.is_finished() {
+                if let Ok(status) = client.move_status(&slug).await {
+                    bar.set_length(status["total_bytes"].as_u64().unwrap_or(0));
+                    bar.set_position(status["copied_bytes"].as_u64().unwrap_or(0));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            bar.finish_and_clear();
+            let report = moving.await.context("the move request failed")?.map_err(|e| explain(e, Some(&slug)))?;
+            if ctx.json {
+                json(&report);
+            } else {
+                println!(
+                    "[{slug}] moved {} -> {}: {} files ({}), writes paused {} ms, {}",
+                    field(&report, "from"),
+                    field(&report, "to"),
+                    report["files"],
+                    super::output::human_bytes(report["file_bytes"].as_u64().unwrap_or(0)),
+                    report["fence_ms"],
+                    if report["verified"] == Value::Bool(true) {
+                        "verified".to_owned()
+                    } else {
+                        "NOT verified: the old copy was kept, see the server log".to_owned()
+                    }
+                );
+            }
+        }
         TenantCmd::Status => {
             let (c, resolved) = ctx.tenant_client().await?;
             let me = c.whoami().await.map_err(|e| explain(e, Some(&resolved.slug)))?;
