@@ -7,6 +7,7 @@
 # tenants differs; the one-file figures (every request on the same row) are printed too. Also: tenant creation latency and
 # server RSS with 10,000 idle tenants.
 #   bench/http.sh [DURATION_SECONDS=10] [TENANTS=10000]
+# TENANTRY_BIN=path runs another build (e.g. an older commit's, for an A/B in the same conditions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
@@ -39,7 +40,7 @@ http {
 NGINX
 nginx -c "$WORK/nginx.conf"
 
-TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn ./target/release/tenantry serve \
+TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn "${TENANTRY_BIN:-./target/release/tenantry}" serve \
   --listen 127.0.0.1:18070 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 50); do curl -sf http://127.0.0.1:18070/healthz >/dev/null && break; sleep 0.1; done

@@ -84,4 +84,4 @@ for to in ("dedicated", "shared"):
 stop = True
 [t.join() for t in load_threads]
 PY
-grep -o 'move round.*' "$WORK/serve.log" | sed 's/\x1b\[[0-9;]*m//g' | head -30
+grep -oE 'move (round|switched).*' "$WORK/serve.log" | sed 's/\x1b\[[0-9;]*m//g' | head -30

@@ -296,18 +296,22 @@ fn src_files(conn: &Connection, tenant: &TenantId) -> Result<HashMap<String, Src
     Ok(out)
 }
 
+/// The source's files, the event `seq` they are as of, and the paths that changed.
+type ListedFiles = (HashMap<String, SrcFile>, i64, Option<HashSet<String>>);
+
 /// The source's files now: listed whole the first time (or after an import, which writes files
 /// without an event each), else `known` updated from the file events after `after`. Returns them
-/// and the event `seq` they are as of. Runs in one snapshot.
+/// the event `seq` they are as of, and the paths that changed (`None`: listed whole). Runs in one
+/// snapshot.
 fn changed_files(
     c: &Connection,
     tenant: &TenantId,
     known: Option<HashMap<String, SrcFile>>,
     after: i64,
-) -> Result<(HashMap<String, SrcFile>, i64)> {
+) -> Result<ListedFiles> {
     let now = crate::journal::last_event_seq_tx(c, tenant)? as i64;
     let Some(mut files) = known else {
-        return Ok((src_files(c, tenant)?, now));
+        return Ok((src_files(c, tenant)?, now, None));
     };
     let mut s = c
         .prepare_cached("SELECT type, path FROM events WHERE tenant_id = ?1 AND seq > ?2 AND seq <= ?3")
@@ -321,7 +325,7 @@ fn changed_files(
     for row in rows {
         let (kind, path) = row.map_err(sql_error)?;
         match (kind.as_str(), path) {
-            (tenantry_core::events::types::TENANT_IMPORTED, _) => return Ok((src_files(c, tenant)?, now)),
+            (tenantry_core::events::types::TENANT_IMPORTED, _) => return Ok((src_files(c, tenant)?, now, None)),
             (tenantry_core::events::types::FILE_WRITTEN | tenantry_core::events::types::FILE_DELETED, Some(p)) => {
                 paths.insert(p);
             }
@@ -331,7 +335,7 @@ fn changed_files(
     let mut one = c
         .prepare_cached(&format!("SELECT {FILE_META}, content_id FROM files WHERE tenant_id = ?1 AND path = ?2"))
         .map_err(sql_error)?;
-    for path in paths {
+    for path in paths.iter().cloned() {
         let found = one
             .query_row(params![tenant.as_str(), path], |r| {
                 let meta: Vec<Cell> =
@@ -345,7 +349,7 @@ fn changed_files(
             None => files.remove(&path),
         };
     }
-    Ok((files, now))
+    Ok((files, now, Some(paths)))
 }
 
 /// What the copy has done so far: file bytes already in the destination, by the source row
@@ -359,18 +363,26 @@ struct Copied {
     /// destination's content ids): nothing else writes the tenant's rows there before the switch,
     /// so each round diffs against this instead of reading the destination again.
     dst_whole: HashMap<&'static str, TableRows>,
-    dst_files: HashMap<String, SrcFile>,
+    /// The destination's files: the source version each is a copy of, and its content id there.
+    dst_files: HashMap<String, (SrcFile, i64)>,
+    total_bytes: u64,
+    copied_bytes: u64,
     /// The source's files as the last round saw them, and the event `seq` that state is as of:
     /// later rounds read only the files named by newer events (every file write and delete has
     /// one) instead of listing them all.
     src_files: Option<HashMap<String, SrcFile>>,
     files_events_after: i64,
     seq_after: HashMap<&'static str, i64>,
-    files_seen: Option<HashMap<String, String>>,
     memory_seen: HashMap<Row, Row>,
     attempts_after: i64,
     rows: u64,
     rounds: u32,
+}
+
+/// The files a round brings up to date (`None`: deleted), and whether they were listed whole.
+struct FileUpdates {
+    updates: Vec<(String, Option<SrcFile>)>,
+    full: bool,
 }
 
 /// What one round read from the source.
@@ -404,21 +416,34 @@ impl SqliteStore {
         tenant: &TenantId,
         copied: &mut Copied,
         progress: &(dyn Fn(MoveProgress) + Send + Sync),
-    ) -> Result<HashMap<String, SrcFile>> {
+    ) -> Result<FileUpdates> {
         let t = tenant.clone();
         let (known, after) = (copied.src_files.take(), copied.files_events_after);
-        let (files, seen_up_to) =
+        let (files, seen_up_to, changed) =
             Self::on_reader(src, move |c| in_snapshot(c, |c| changed_files(c, &t, known, after))).await?;
         copied.files_events_after = seen_up_to;
-        copied.src_files = Some(files.clone());
-        let total: u64 = files.values().map(|f| f.size as u64).sum();
-        let missing: Vec<SrcFile> =
-            files.values().filter(|f| !copied.content.contains_key(&(f.content_id, f.etag.clone()))).cloned().collect();
-        let mut done: u64 = files
-            .values()
-            .filter(|f| copied.content.contains_key(&(f.content_id, f.etag.clone())))
-            .map(|f| f.size as u64)
-            .sum();
+        // The paths to bring up to date: those that changed, or (listed whole) every path of
+        // either side.
+        let full = changed.is_none();
+        let paths: Vec<String> = match changed {
+            Some(p) => p.into_iter().collect(),
+            None => {
+                copied.total_bytes = files.values().map(|f| f.size as u64).sum();
+                let mut all: HashSet<String> = files.keys().cloned().collect();
+                all.extend(copied.dst_files.keys().cloned());
+                all.into_iter().collect()
+            }
+        };
+        let updates: Vec<(String, Option<SrcFile>)> =
+            paths.into_iter().map(|p| (p.clone(), files.get(&p).cloned())).collect();
+        copied.src_files = Some(files);
+        let missing: Vec<SrcFile> = updates
+            .iter()
+            .filter_map(|(_, f)| f.clone())
+            .filter(|f| !copied.content.contains_key(&(f.content_id, f.etag.clone())))
+            .collect();
+        let total = copied.total_bytes;
+        let mut done = copied.copied_bytes;
         let mut batch: Vec<SrcFile> = Vec::new();
         let mut batch_bytes = 0i64;
         let flush = |batch: Vec<SrcFile>| async move {
@@ -470,15 +495,16 @@ impl SqliteStore {
                     done += n;
                 }
                 batch_bytes = 0;
-                progress(MoveProgress { copied_bytes: done, total_bytes: total });
+                progress(MoveProgress { copied_bytes: done.min(total), total_bytes: total });
             }
         }
         for (k, id, n) in flush(batch).await? {
             copied.content.insert(k, id);
             done += n;
         }
-        progress(MoveProgress { copied_bytes: done, total_bytes: total });
-        Ok(files)
+        copied.copied_bytes = done;
+        progress(MoveProgress { copied_bytes: done.min(total), total_bytes: total });
+        Ok(FileUpdates { updates, full })
     }
 
     /// One catch-up round: bytes of new and changed files, then every row of the tenant made
@@ -492,15 +518,13 @@ impl SqliteStore {
         progress: &(dyn Fn(MoveProgress) + Send + Sync),
     ) -> Result<u64> {
         let round_started = Instant::now();
-        let files = self.files_round(src, dst, tenant, copied, progress).await?;
+        let first = copied.rounds == 0;
+        let FileUpdates { updates, full } = self.files_round(src, dst, tenant, copied, progress).await?;
         let files_ms = round_started.elapsed().as_millis();
-        // Files whose search document may have changed since the last round.
-        let dirty_files: Option<Vec<String>> = copied.files_seen.as_ref().map(|seen| {
-            let mut d: Vec<String> =
-                files.iter().filter(|(p, f)| seen.get(*p) != Some(&f.etag)).map(|(p, _)| p.clone()).collect();
-            d.extend(seen.keys().filter(|p| !files.contains_key(*p)).cloned());
-            d
-        });
+        // Files whose search document may have changed since the last round (in the first round
+        // the whole index is copied).
+        let dirty_files: Option<Vec<String>> =
+            (!(first && full)).then(|| updates.iter().map(|(p, _)| p.clone()).collect());
         let t = tenant.clone();
         let seq_after = copied.seq_after.clone();
         let memory_seen = std::mem::take(&mut copied.memory_seen);
@@ -586,7 +610,6 @@ impl SqliteStore {
             }
         }
         copied.memory_seen = memory;
-        copied.files_seen = Some(files.iter().map(|(p, f)| (p.clone(), f.etag.clone())).collect());
         let dst_is_dedicated = !Arc::ptr_eq(dst, &self.shared);
         let content = std::mem::take(&mut copied.content);
         let mut dst_whole = std::mem::take(&mut copied.dst_whole);
@@ -625,44 +648,54 @@ impl SqliteStore {
                             }
                         };
                     }
-                    // Files: metadata compared without the content id; bytes from this round.
-                    let gone: Vec<String> = dst_files.keys().filter(|p| !files.contains_key(*p)).cloned().collect();
-                    for path in gone {
-                        tx.execute("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2", params![t.as_str(), path])
-                            .map_err(sql_error)?;
-                        dst_files.remove(&path);
-                        changed += 1;
-                    }
-                    let mut used: HashSet<i64> = HashSet::new();
-                    for (path, f) in &files {
-                        let Some(&dst_id) = content.get(&(f.content_id, f.etag.clone())) else {
-                            continue; // changed while copying: the next round takes it
+                    // Files: metadata compared without the content id; bytes from this round. A
+                    // destination content row no file points at any more goes (and leaves the map
+                    // of copied bytes, so that version is copied again should it come back).
+                    let mut content = content;
+                    for (path, now) in &updates {
+                        let old = dst_files.get(path).cloned();
+                        let new_id = match now {
+                            None => None,
+                            Some(f) => match content.get(&(f.content_id, f.etag.clone())) {
+                                Some(&id) => Some((f, id)),
+                                None => continue, // changed while copying: the next round takes it
+                            },
                         };
-                        used.insert(dst_id);
-                        let same = dst_files.get(path).is_some_and(|d| d.meta == f.meta && d.content_id == dst_id);
-                        if !same {
-                            let mut vals: Vec<Value> = vec![Value::Text(t.as_str().to_owned())];
-                            vals.extend(f.meta.iter().map(Cell::value));
-                            vals.push(Value::Integer(dst_id));
-                            tx.prepare_cached(&format!(
-                                "INSERT OR REPLACE INTO files (tenant_id, {FILE_META}, content_id)
-                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                            ))
-                            .and_then(|mut s| s.execute(rusqlite::params_from_iter(vals)))
-                            .map_err(sql_error)?;
-                            changed += 1;
-                            dst_files.insert(path.clone(), SrcFile { content_id: dst_id, ..f.clone() });
+                        match (&old, new_id) {
+                            (Some((o, old_id)), Some((f, id))) if o.meta == f.meta && *old_id == id => {}
+                            (_, Some((f, id))) => {
+                                let mut vals: Vec<Value> = vec![Value::Text(t.as_str().to_owned())];
+                                vals.extend(f.meta.iter().map(Cell::value));
+                                vals.push(Value::Integer(id));
+                                tx.prepare_cached(&format!(
+                                    "INSERT OR REPLACE INTO files (tenant_id, {FILE_META}, content_id)
+                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                                ))
+                                .and_then(|mut s| s.execute(rusqlite::params_from_iter(vals)))
+                                .map_err(sql_error)?;
+                                dst_files.insert(path.clone(), (f.clone(), id));
+                                changed += 1;
+                            }
+                            (Some(_), None) => {
+                                tx.execute(
+                                    "DELETE FROM files WHERE tenant_id = ?1 AND path = ?2",
+                                    params![t.as_str(), path],
+                                )
+                                .map_err(sql_error)?;
+                                dst_files.remove(path);
+                                changed += 1;
+                            }
+                            (None, None) => {}
+                        }
+                        if let Some((o, old_id)) = old {
+                            let still = dst_files.get(path).is_some_and(|(_, id)| *id == old_id);
+                            if !still {
+                                crate::store::drop_content_tx(tx, old_id)?;
+                                content.remove(&(o.content_id, o.etag.clone()));
+                            }
                         }
                     }
-                    // Bytes copied for versions no file has any more.
-                    let mut kept = HashMap::new();
-                    for (k, id) in content {
-                        if used.contains(&id) {
-                            kept.insert(k, id);
-                        } else {
-                            crate::store::drop_content_tx(tx, id)?;
-                        }
-                    }
+                    let kept = content;
                     // The outbox is small and its ids are this database's own: replaced whole.
                     // The delivery log is append-only: rows past the last copied one are added.
                     tx.execute("DELETE FROM webhook_outbox WHERE tenant_id = ?1", [t.as_str()]).map_err(sql_error)?;
@@ -706,13 +739,11 @@ impl SqliteStore {
         Ok(changed)
     }
 
-    /// A read transaction on `path` held open: it sees the database as it is now for as long as
-    /// it lives (WAL), so a comparison can run after the fence is lifted.
-    fn snapshot(path: &std::path::Path) -> Result<Connection> {
-        let conn = plain(path)?;
+    /// Begins a read transaction on `conn` held open: it sees the database as it is now for as
+    /// long as it lives (WAL), so a comparison can run after the fence is lifted.
+    fn snapshot(conn: &Connection) -> Result<()> {
         conn.execute_batch("BEGIN").map_err(sql_error)?;
-        conn.query_row("SELECT COUNT(*) FROM tenants", [], |_| Ok(())).map_err(sql_error)?;
-        Ok(conn)
+        conn.query_row("SELECT COUNT(*) FROM tenants", [], |_| Ok(())).map_err(sql_error)
     }
 
     /// Whether every row of the tenant is the same in two snapshots (files by metadata and ETag).
@@ -800,11 +831,17 @@ impl SqliteStore {
                 break;
             }
         }
-        let closed = crate::placement::Routes::close(&gate).await;
+        // Opened now, begun at the switch: the fence holds only what must be inside it.
+        let (before, after) = (plain(&src.path)?, plain(&dst.path)?);
+        // Writes wait from the moment the gate starts closing (new ones queue behind it).
         let fence = Instant::now();
+        let closed = crate::placement::Routes::close(&gate).await;
+        let drained_ms = fence.elapsed().as_millis() as u64;
         self.sync_round(&src, &dst, tenant, &mut copied, progress).await?;
+        let synced_ms = fence.elapsed().as_millis() as u64;
         // Both as they are at the switch, compared once the fence is lifted.
-        let (before, after) = (Self::snapshot(&src.path)?, Self::snapshot(&dst.path)?);
+        Self::snapshot(&before)?;
+        Self::snapshot(&after)?;
         let t = tenant.clone();
         self.shared
             .write(
@@ -823,6 +860,7 @@ impl SqliteStore {
         self.routes.set_hooked(tenant);
         report.fence_ms = fence.elapsed().as_millis() as u64;
         drop(closed);
+        tracing::info!(tenant = %tenant, drained_ms, synced_ms, fence_ms = report.fence_ms, "move switched");
         report.copy_ms = started.elapsed().as_millis() as u64;
         report.rows = copied.rows;
         report.rounds = copied.rounds;

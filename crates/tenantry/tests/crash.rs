@@ -325,7 +325,7 @@ async fn a_move_killed_midway_settles_on_restart_with_every_acknowledged_write()
     let t = op.create_tenant(&serde_json::json!({ "slug": "moving", "tier": "enterprise" })).await.unwrap();
     let (id, owner_key) = (t["id"].as_str().unwrap().to_owned(), t["owner_key"].as_str().unwrap().to_owned());
     let owner = Client::new(&url, Some(owner_key.clone()));
-    for i in 0..150 {
+    for i in 0..400 {
         owner.put_file(&format!("/base/{i}"), vec![i as u8; 32 << 10], None).await.unwrap();
     }
     let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
@@ -355,7 +355,7 @@ async fn a_move_killed_midway_settles_on_restart_with_every_acknowledged_write()
             let op = Client::new(&url, Some(OPERATOR.into()));
             tokio::spawn(async move { op.move_tenant("moving", to).await })
         };
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..700))).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(5..400))).await;
         child.kill().unwrap();
         child.wait().unwrap();
         acked.extend(writer.await.unwrap());
@@ -376,7 +376,7 @@ async fn a_move_killed_midway_settles_on_restart_with_every_acknowledged_write()
         for (path, body) in &acked {
             assert_eq!(&view.get_file(path).await.unwrap()[..], &body[..], "round {round}: {path} acknowledged");
         }
-        for i in [0, 75, 149] {
+        for i in [0, 200, 399] {
             assert_eq!(view.get_file(&format!("/base/{i}")).await.unwrap().len(), 32 << 10);
         }
         let verify = view.json(reqwest::Method::GET, "/v1/audit/verify", None).await.unwrap();
