@@ -54,7 +54,7 @@ impl std::io::Write for ChannelWriter {
 
 /// Bytes of file content read ahead of the bundle writer at most (one larger file is let through
 /// alone).
-const READ_AHEAD_BYTES: usize = 16 << 20;
+const READ_AHEAD_BYTES: usize = 8 << 20;
 
 type ReadAhead = tenantry_core::Result<(tenantry_core::model::FileMeta, Vec<u8>, tokio::sync::OwnedSemaphorePermit)>;
 

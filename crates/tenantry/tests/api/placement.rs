@@ -69,6 +69,17 @@ async fn a_dedicated_tenant_lives_in_its_own_database_and_serves_everything() {
     app.restart().await;
     assert_eq!(app.operator().show_tenant("solo").await.unwrap()["name"], "Solo Inc");
 
+    // Its bundle imports into another dedicated tenant (staging and publishing in that one's
+    // database).
+    let bundle = app.raw(Some(&app.admin_key), Method::GET, "/v1/tenants/solo/export", None, &[]).await.body.to_vec();
+    let copy =
+        app.create_tenant_with(json!({"slug": "solo-copy", "tier": "enterprise", "placement": "dedicated"})).await;
+    let res = app.raw(Some(&app.admin_key), Method::POST, "/v1/tenants/solo-copy/import", Some(&bundle), &[]).await;
+    assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(res.json().unwrap()["files"]["created"], 1);
+    assert_eq!(&app.as_key(&copy.owner).get_file("/notes/a.txt").await.unwrap()[..], b"alpha words here");
+    assert_eq!(shared_rows(&app, &copy.id), 0);
+
     // Purge erases its database.
     app.operator().archive_tenant("solo").await.unwrap();
     app.operator().purge_tenant("solo").await.unwrap();
