@@ -345,7 +345,7 @@ fn read_and_import(
 /// bundle's, `rename` keeps both (docs/BUNDLE.md has the suffix rule). Operator only.
 #[utoipa::path(post, path = "/v1/tenants/{slug}/import", tag = "tenants",
     params(("slug" = String, Path), ("on_conflict" = Option<String>, Query, description = "skip (default), overwrite or rename")),
-    request_body(content = Vec<u8>, content_type = "application/vnd.tenantry.bundle"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the bundle (docs/BUNDLE.md), any content type"),
     responses((status = 200, description = "what the import did", body = ImportReport)))]
 pub async fn import(
     State(state): State<AppState>,
