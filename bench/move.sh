@@ -43,6 +43,7 @@ threads = [threading.Thread(target=load, args=(list(range(files))[i::8],)) for i
 print(f"loaded {files} files of 4 KiB and 1,000 memory entries")
 stop = False
 lat = []  # (time, seconds) of the moving tenant's writes
+olat = []  # and of the other tenant's
 lock = threading.Lock()
 def writer(key, w, record):
     conn = http.client.HTTPConnection(*H); n = 0
@@ -50,8 +51,8 @@ def writer(key, w, record):
         t0 = time.time()
         s, _ = call(conn, "PUT", f"/v1/files/live/{w}/{n % 100}.txt", os.urandom(2048), key=key)
         assert s in (200, 201), s
-        if record:
-            with lock: lat.append((t0, time.time() - t0))
+        with lock:
+            (lat if record else olat).append((t0, time.time() - t0))
         n += 1
 def reader(key):
     conn = http.client.HTTPConnection(*H); n = 0
@@ -75,11 +76,16 @@ for to in ("dedicated", "shared"):
     with lock:
         during = [l for (t, l) in lat if t0 <= t <= t1]
         before = [l for (t, l) in lat if t < t0][-len(during) * 2:] if during else []
+        other = [l for (t, l) in olat if t0 <= t <= t1]
+        other_before = [l for (t, l) in olat if t < t0][-len(other) * 2:] if other else []
     print(f"move -> {to}: {r['files']} files, {r['rows']} rows, {r['rounds']} rounds, {r['copy_ms']} ms in all, "
           f"fence {r['fence_ms']} ms, verified {r['verified']}")
     print(f"  the tenant's writes during the move: {len(during)}, p99 {pct(during, .99) * 1000:.1f} ms, "
           f"max {max(during) * 1000 if during else 0:.1f} ms (before: p99 {pct(before, .99) * 1000:.1f} ms, "
           f"max {max(before) * 1000 if before else 0:.1f} ms)")
+    print(f"  the other tenant's writes meanwhile: {len(other)}, p99 {pct(other, .99) * 1000:.1f} ms, "
+          f"max {max(other) * 1000 if other else 0:.1f} ms (before: p99 {pct(other_before, .99) * 1000:.1f} ms, "
+          f"max {max(other_before) * 1000 if other_before else 0:.1f} ms)")
     time.sleep(2)
 stop = True
 [t.join() for t in load_threads]

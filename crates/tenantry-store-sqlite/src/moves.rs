@@ -610,6 +610,28 @@ impl SqliteStore {
             }
         }
         copied.memory_seen = memory;
+        // Rows that are only added (append-only tables, and the whole index in the first round)
+        // go in jobs of their own, a few thousand rows each: the first round of a large tenant
+        // must not hold the destination's writer (the shared one, for a move back) for long.
+        let mut src_tables = src_tables;
+        let mut pre_inserted = 0u64;
+        for ((name, _, key, how), rows) in TABLES.iter().zip(src_tables.iter_mut()) {
+            let inserts_only = *how == SyncBy::Append || (*how == SyncBy::ByDoc && dirty_docs.is_none());
+            if !inserts_only || rows.rows.len() <= INSERT_CHUNK {
+                continue;
+            }
+            let all: Vec<Row> = std::mem::take(&mut rows.rows).into_values().collect();
+            for chunk in all.chunks(INSERT_CHUNK) {
+                let d = TableDiff {
+                    table: name,
+                    key,
+                    columns: rows.columns.clone(),
+                    upserts: chunk.to_vec(),
+                    deletes: Vec::new(),
+                };
+                pre_inserted += dst.write(Some(crate::store::owner_of(tenant)), move |tx| apply(tx, &d), None).await?;
+            }
+        }
         let dst_is_dedicated = !Arc::ptr_eq(dst, &self.shared);
         let content = std::mem::take(&mut copied.content);
         let mut dst_whole = std::mem::take(&mut copied.dst_whole);
@@ -725,6 +747,7 @@ impl SqliteStore {
         copied.dst_whole = dst_whole;
         copied.dst_files = dst_files;
         copied.attempts_after = attempts_after;
+        let changed = changed + pre_inserted;
         copied.rows += changed;
         copied.rounds += 1;
         tracing::info!(
@@ -789,10 +812,7 @@ impl SqliteStore {
     async fn drop_old_copy(&self, tenant: &TenantId, from: Placement) -> Result<()> {
         match from {
             Placement::Dedicated => self.dedicated.delete_files(tenant),
-            Placement::Shared => {
-                let t = tenant.clone();
-                self.shared.write(None, move |tx| delete_tenant_rows_tx(tx, &t, false), None).await
-            }
+            Placement::Shared => delete_from_shared(self, tenant).await,
         }
     }
 
@@ -893,6 +913,8 @@ impl SqliteStore {
 /// Catch-up rounds made at most before the fence, and the size of a round (rows changed) small
 /// enough to close the fence after it.
 const MAX_OPEN_ROUNDS: usize = 8;
+/// Rows per job when a round's inserts are split off its transaction.
+const INSERT_CHUNK: usize = 2000;
 const SMALL_ROUND: u64 = 500;
 const SHORT_ROUND: std::time::Duration = std::time::Duration::from_millis(60);
 
@@ -968,10 +990,7 @@ impl PlacementStore for SqliteStore {
 async fn rollback(store: &SqliteStore, tenant: &TenantId, to: Placement) -> Result<()> {
     match to {
         Placement::Dedicated => store.dedicated.delete_files(tenant)?,
-        Placement::Shared => {
-            let t = tenant.clone();
-            store.shared.write(None, move |tx| delete_tenant_rows_tx(tx, &t, false), None).await?;
-        }
+        Placement::Shared => delete_from_shared(store, tenant).await?,
     }
     let t = tenant.clone();
     store
@@ -1058,4 +1077,68 @@ fn in_snapshot<T>(c: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> R
     let out = f(c);
     let _ = c.execute_batch("COMMIT");
     out
+}
+
+/// Rows deleted per write job when a copy leaves the shared database.
+const DELETE_BATCH: i64 = 2000;
+
+/// Deletes the tenant's data rows from the shared database in small write jobs that take their
+/// turn with every other tenant's writes (one transaction for a large tenant would hold the
+/// shared writer for seconds, and `secure_delete` zeroes every page it frees). Registry rows stay.
+async fn delete_from_shared(store: &SqliteStore, tenant: &TenantId) -> Result<()> {
+    let owner = Some(crate::store::owner_of(tenant));
+    // Files with their bytes, a few hundred at a time.
+    loop {
+        let t = tenant.clone();
+        let n = store
+            .shared
+            .write(
+                owner,
+                move |tx| {
+                    let batch: Vec<(i64, i64)> = tx
+                        .prepare_cached("SELECT rowid, content_id FROM files WHERE tenant_id = ?1 LIMIT 200")
+                        .and_then(|mut s| s.query_map([t.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                        .map_err(sql_error)?;
+                    for (row, content) in &batch {
+                        crate::store::drop_content_tx(tx, *content)?;
+                        tx.execute("DELETE FROM files WHERE rowid = ?1", [row]).map_err(sql_error)?;
+                    }
+                    Ok(batch.len())
+                },
+                None,
+            )
+            .await?;
+        if n == 0 {
+            break;
+        }
+    }
+    for (table, key) in [
+        ("audit", "seq"),
+        ("events", "seq"),
+        ("search_postings", "(term, kind, doc)"),
+        ("search_docs", "(kind, doc)"),
+        ("memory", "rowid"),
+        ("keys", "rowid"),
+        ("webhook_attempts", "rowid"),
+        ("webhook_outbox", "rowid"),
+    ] {
+        let cols = key.trim_matches(|c| c == '(' || c == ')');
+        let sql = format!(
+            "DELETE FROM {table} WHERE tenant_id = ?1 AND {key} IN
+               (SELECT {cols} FROM {table} WHERE tenant_id = ?1 LIMIT ?2)"
+        );
+        loop {
+            let (t, sql) = (tenant.clone(), sql.clone());
+            let n = store
+                .shared
+                .write(owner, move |tx| tx.execute(&sql, params![t.as_str(), DELETE_BATCH]).map_err(sql_error), None)
+                .await?;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    // What is left is small (usage counters, webhooks, staged imports).
+    let t = tenant.clone();
+    store.shared.write(owner, move |tx| delete_tenant_rows_tx(tx, &t, false), None).await
 }

@@ -330,7 +330,7 @@ async fn a_move_killed_midway_settles_on_restart_with_every_acknowledged_write()
     }
     let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
     let mut outcomes = Vec::new();
-    for round in 0..5 {
+    for round in 0..6 {
         let writer = {
             let owner = Client::new(&url, Some(owner_key.clone()));
             tokio::spawn(async move {
@@ -355,7 +355,15 @@ async fn a_move_killed_midway_settles_on_restart_with_every_acknowledged_write()
             let op = Client::new(&url, Some(OPERATOR.into()));
             tokio::spawn(async move { op.move_tenant("moving", to).await })
         };
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(5..400))).await;
+        // Odd rounds let the move finish first (so the next round moves the other way); even
+        // rounds kill it at a random moment.
+        if round % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(5..600))).await;
+        } else {
+            while !mover.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         child.kill().unwrap();
         child.wait().unwrap();
         acked.extend(writer.await.unwrap());
