@@ -397,16 +397,6 @@ struct SourceRound {
 }
 
 impl SqliteStore {
-    async fn on_reader<T: Send + 'static>(
-        pool: &Arc<Pool>,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let pool = pool.clone();
-        tokio::task::spawn_blocking(move || f(&pool.reader()))
-            .await
-            .map_err(|e| Error::internal(format!("move task failed: {e}")))?
-    }
-
     /// Copies the bytes of files new or changed since the last round, in batches that take their
     /// turn on the destination's writer. Returns the source's files as of this round.
     async fn files_round(
@@ -420,7 +410,7 @@ impl SqliteStore {
         let t = tenant.clone();
         let (known, after) = (copied.src_files.take(), copied.files_events_after);
         let (files, seen_up_to, changed) =
-            Self::on_reader(src, move |c| in_snapshot(c, |c| changed_files(c, &t, known, after))).await?;
+            crate::store::read_on(src.clone(), move |c| in_snapshot(c, |c| changed_files(c, &t, known, after))).await?;
         copied.files_events_after = seen_up_to;
         // The paths to bring up to date: those that changed, or (listed whole) every path of
         // either side.
@@ -452,7 +442,7 @@ impl SqliteStore {
             let t = tenant.clone();
             // Bytes and ETag read in one statement: the row and its bytes agree. A file changed
             // since the listing is left for the next round.
-            let got = Self::on_reader(src, move |c| {
+            let got = crate::store::read_on(src.clone(), move |c| {
                 let mut out = Vec::new();
                 let mut s = c
                     .prepare_cached(
@@ -529,7 +519,7 @@ impl SqliteStore {
         let seq_after = copied.seq_after.clone();
         let memory_seen = std::mem::take(&mut copied.memory_seen);
         let after = copied.attempts_after;
-        let read = Self::on_reader(src, move |c| {
+        let read = crate::store::read_on(src.clone(), move |c| {
             in_snapshot(c, |c| {
                 let record = crate::store::tenant_record(c, &t)?;
                 let mut tables = Vec::new();
@@ -791,7 +781,7 @@ impl SqliteStore {
     /// Every file's bytes in `pool` hash to its ETag.
     async fn bytes_match_etags(pool: &Arc<Pool>, tenant: &TenantId) -> Result<bool> {
         let t = tenant.clone();
-        Self::on_reader(pool, move |c| {
+        crate::store::read_on(pool.clone(), move |c| {
             let mut s = c
                 .prepare("SELECT f.etag, c.content FROM files f JOIN file_content c ON c.id = f.content_id WHERE f.tenant_id = ?1")
                 .map_err(sql_error)?;
@@ -885,7 +875,7 @@ impl SqliteStore {
         report.rows = copied.rows;
         report.rounds = copied.rounds;
         let t = tenant.clone();
-        let (files, bytes) = Self::on_reader(&dst, move |c| {
+        let (files, bytes) = crate::store::read_on(dst.clone(), move |c| {
             c.query_row("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE tenant_id = ?1", [t.as_str()], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
             })

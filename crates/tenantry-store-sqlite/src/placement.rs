@@ -29,11 +29,11 @@ pub(crate) struct Routes {
     /// Where the next round of cross-tenant upkeep starts among the dedicated tenants.
     upkeep_next: Mutex<usize>,
     /// A gate per tenant that writes pass; a move closes its tenant's for the fence.
-    fences: Mutex<HashMap<TenantId, Arc<AsyncRwLock<()>>>>,
+    fences: RwLock<HashMap<TenantId, Arc<AsyncRwLock<()>>>>,
 }
 
-/// A write's pass through its tenant's fence (nothing when no move is under way).
-pub(crate) type FencePass = Option<OwnedRwLockReadGuard<()>>;
+/// A write's pass through its tenant's gate: while held, the gate cannot close.
+pub(crate) type FencePass = OwnedRwLockReadGuard<()>;
 
 impl Routes {
     pub fn is_dedicated(&self, tenant: &TenantId) -> bool {
@@ -83,15 +83,17 @@ impl Routes {
     /// Every write takes one (a gate per tenant, made on its first write), so a fence closed
     /// later still waits for a write that started before the move did.
     pub async fn enter(&self, tenant: &TenantId) -> FencePass {
-        Some(self.install_fence(tenant).read_owned().await)
+        self.install_fence(tenant).read_owned().await
     }
 
     /// The gate in front of the tenant's writes (open until [`close`](Self::close)).
     pub fn install_fence(&self, tenant: &TenantId) -> Arc<AsyncRwLock<()>> {
-        if let Some(gate) = lock(&self.fences).get(tenant) {
+        // Read-locked on every write; written once per tenant.
+        if let Some(gate) = self.fences.read().unwrap_or_else(|e| e.into_inner()).get(tenant) {
             return gate.clone();
         }
-        lock(&self.fences).entry(tenant.clone()).or_insert_with(|| Arc::new(AsyncRwLock::new(()))).clone()
+        let mut fences = self.fences.write().unwrap_or_else(|e| e.into_inner());
+        fences.entry(tenant.clone()).or_insert_with(|| Arc::new(AsyncRwLock::new(()))).clone()
     }
 
     /// Closes the gate: waits for the writes inside to finish; new ones wait at the gate.
@@ -157,11 +159,6 @@ impl DedicatedPools {
     /// Closes the tenant's pool if open (before its file is deleted, or to release it).
     pub fn forget(&self, tenant: &TenantId) {
         lock(&self.open).0.remove(tenant);
-    }
-
-    /// How many dedicated databases are open now.
-    pub fn open_count(&self) -> usize {
-        lock(&self.open).0.len()
     }
 
     /// Deletes the tenant's database files (after [`forget`](Self::forget)).

@@ -128,19 +128,11 @@ impl SqliteStore {
         tenant: &TenantId,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let pool = self.pool_of(tenant)?;
-        tokio::task::spawn_blocking(move || f(&pool.reader()))
-            .await
-            .map_err(|e| Error::internal(format!("store task failed: {e}")))?
+        read_on(self.pool_of(tenant)?, f).await
     }
 
     pub fn path(&self) -> &Path {
         &self.shared.path
-    }
-
-    /// Dedicated databases open right now (bounded by `OpenOptions::max_open_dedicated`).
-    pub fn open_dedicated(&self) -> usize {
-        self.dedicated.open_count()
     }
 
     /// Cross-tenant upkeep (pruning, reclaiming) on the shared database and, round-robin, a few
@@ -188,10 +180,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let pool = self.shared.clone();
-        tokio::task::spawn_blocking(move || f(&pool.reader()))
-            .await
-            .map_err(|e| Error::internal(format!("store task failed: {e}")))?
+        read_on(self.shared.clone(), f).await
     }
 }
 
@@ -201,6 +190,16 @@ pub(crate) fn tenant_record(conn: &Connection, id: &TenantId) -> Result<Option<T
         .and_then(|mut s| s.query_row([id.as_str()], tenant_from_row).optional())
         .map_err(sql_error)?
         .transpose()
+}
+
+/// Runs a read on one of `pool`'s readers, on the blocking pool.
+pub(crate) async fn read_on<T: Send + 'static>(
+    pool: Arc<Pool>,
+    f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(move || f(&pool.reader()))
+        .await
+        .map_err(|e| Error::internal(format!("store task failed: {e}")))?
 }
 
 fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Tenant>> {
@@ -341,9 +340,9 @@ pub(crate) fn write_tenant_row(tx: &Connection, t: &Tenant, insert: bool) -> Res
         "INSERT INTO tenants (id, slug, name, tier, status, placement, domains, quotas, metadata, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
     } else {
-        // Placement is not updated here: only a move's switch changes it (?6 unused).
+        // Placement (?6) is not updated here: only a move's switch changes it.
         "UPDATE tenants SET slug = ?2, name = ?3, tier = ?4, status = ?5, domains = ?7, quotas = ?8,
-         metadata = ?9, created_at = ?10, updated_at = ?11, placement = placement WHERE id = ?1 AND ?6 = ?6"
+         metadata = ?9, created_at = ?10, updated_at = ?11 WHERE id = ?1"
     };
     let slug_taken = |e: rusqlite::Error| {
         if is_unique_violation(&e) {
