@@ -5,16 +5,19 @@
 //! is atomic without holding the shared writer for the time it takes to write the bytes. An
 //! import that is aborted, or interrupted by a crash, is swept: its staged bytes deleted.
 
+use crate::blobs::{Doomed, Pending, EXTERNAL_OVER};
 use crate::journal::{journal_tx, quota_warnings_tx, storage_crossings};
 use crate::memory::{upsert_memory_tx, StoredEntry};
 use crate::pool::sql_error;
 use crate::search::reindex_tx;
 use crate::store::{
-    add_usage_tx, corrupt, current_file, drop_content_tx, store_content_tx, upsert_file_row_tx, usage_tx, FileRow,
-    SqliteStore,
+    add_usage_tx, corrupt, current_file, drop_content_tx, store_content_tx, upsert_file_row_tx, usage_tx, Body,
+    FileRow, SqliteStore,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::sync::Arc;
 use tenantry_core::events::Journal;
 use tenantry_core::ids::TenantId;
 use tenantry_core::import::{
@@ -27,15 +30,24 @@ use tenantry_core::store::{ImportStore, StoredUsage, TenantScope};
 use tenantry_core::time::Timestamp;
 use tenantry_core::{Error, Result};
 
-/// Deletes a staged import's rows and the bytes only it points at.
-fn drop_import_tx(tx: &Connection, import: &str) -> Result<()> {
+/// Deletes a staged import's rows and the bytes only it points at. Returns the external bodies
+/// they named, to unlink once this has committed.
+fn drop_import_tx(tx: &Connection, import: &str) -> Result<Vec<String>> {
+    let named: Vec<String> = tx
+        .prepare_cached(
+            "SELECT c.blob FROM import_files i JOIN file_content c ON c.id = i.content_id
+             WHERE i.import_id = ?1 AND c.blob IS NOT NULL",
+        )
+        .and_then(|mut s| s.query_map([import], |r| r.get(0))?.collect())
+        .map_err(sql_error)?;
     tx.execute(
         "DELETE FROM file_content WHERE id IN
            (SELECT content_id FROM import_files WHERE import_id = ?1 AND content_id IS NOT NULL)",
         [import],
     )
     .map_err(sql_error)?;
-    forget_import_tx(tx, import)
+    forget_import_tx(tx, import)?;
+    Ok(named)
 }
 
 /// Deletes a published import's staging rows (its bytes now belong to files).
@@ -54,6 +66,7 @@ pub(crate) fn sweep_imports_tx(tx: &Connection) -> Result<u64> {
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .map_err(sql_error)?;
     for id in &ids {
+        // The bodies they named are left to the sweep of unnamed bodies that follows.
         drop_import_tx(tx, id)?;
     }
     Ok(ids.len() as u64)
@@ -86,6 +99,8 @@ struct Staged {
 /// Publishing state: the running report and usage deltas.
 struct Publish<'a> {
     tx: &'a Connection,
+    /// External bodies no longer named, unlinked after the commit.
+    doomed: Doomed,
     tenant: &'a TenantId,
     policy: ConflictPolicy,
     report: ImportReport,
@@ -94,6 +109,11 @@ struct Publish<'a> {
 }
 
 impl Publish<'_> {
+    fn drop_content(&mut self, id: i64) -> Result<()> {
+        self.doomed.push(drop_content_tx(self.tx, id)?);
+        Ok(())
+    }
+
     fn note_rename(&mut self, kind: &str, from: &str, to: &str) {
         if self.report.renamed.len() < MAX_RENAMED_LISTED {
             self.report.renamed.push(Renamed { kind: kind.into(), from: from.into(), to: to.into() });
@@ -138,17 +158,17 @@ impl Publish<'_> {
             }
             Some(c) if c.etag == f.etag => {
                 counts.unchanged += 1;
-                drop_content_tx(self.tx, content_id)
+                self.drop_content(content_id)
             }
             Some(c) => match self.policy {
                 ConflictPolicy::Skip => {
                     counts.skipped += 1;
-                    drop_content_tx(self.tx, content_id)
+                    self.drop_content(content_id)
                 }
                 ConflictPolicy::Overwrite => {
                     counts.replaced += 1;
                     self.bytes_delta += f.size - c.size;
-                    drop_content_tx(self.tx, c.content_id)?;
+                    self.drop_content(c.content_id)?;
                     self.write_file(&f.path.clone(), &f, content_id, c.version + 1)
                 }
                 ConflictPolicy::Rename => {
@@ -159,7 +179,7 @@ impl Publish<'_> {
                             // Imported and renamed before: the same bundle imported again.
                             Some(there) if there.etag == f.etag => {
                                 self.report.files.unchanged += 1;
-                                return drop_content_tx(self.tx, content_id);
+                                return self.drop_content(content_id);
                             }
                             Some(_) => continue,
                             None => {
@@ -362,12 +382,12 @@ fn apply_settings_tx(tx: &Connection, tenant: &TenantId, s: &ImportSettings, at:
 
 impl SqliteStore {
     /// A staging write: in the tenant's turn with the other writers, into an import still open.
-    async fn staging_write(
+    async fn staging_write<T: Send + 'static>(
         &self,
         scope: &TenantScope,
         import: &str,
-        f: impl FnOnce(&Connection, &TenantId, &str) -> Result<()> + Send + 'static,
-    ) -> Result<()> {
+        f: impl FnOnce(&Connection, &TenantId, &str) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tenant, import) = (scope.tenant_id().clone(), import.to_owned());
         self.write_of(&tenant.clone(), move |tx| {
             check_import(tx, &tenant, &import)?;
@@ -399,41 +419,100 @@ impl ImportStore for SqliteStore {
         policy: ConflictPolicy,
         files: Vec<StagedFile>,
     ) -> Result<()> {
-        self.staging_write(scope, import, move |tx, tenant, import| {
-            for f in &files {
-                let current = current_file(tx, tenant, f.path.as_str())?;
-                let needs_bytes = match &current {
-                    None => true,
-                    Some(c) => c.etag != f.etag && policy != ConflictPolicy::Skip,
-                };
-                let content_id = if needs_bytes { Some(store_content_tx(tx, None, &f.content)?) } else { None };
-                let index = match &f.index {
-                    Some(doc) => Some(serde_json::to_string(doc).map_err(|e| Error::internal(e.to_string()))?),
-                    None => None,
-                };
-                tx.prepare_cached(
-                    "INSERT INTO import_files (import_id, n, path, size, etag, content_type, created_at,
-                               updated_at, content_id, index_doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        import,
-                        f.n as i64,
-                        f.path.as_str(),
-                        f.content.len() as i64,
-                        f.etag,
-                        f.content_type,
-                        f.created_at.millis(),
-                        f.updated_at.millis(),
-                        content_id,
-                        index
-                    ])
+        let tenant = scope.tenant_id().clone();
+        let needs_bytes = move |tx: &Connection, tenant: &TenantId, f: &StagedFile| -> Result<bool> {
+            Ok(match current_file(tx, tenant, f.path.as_str())? {
+                None => true,
+                Some(c) => c.etag != f.etag && policy != ConflictPolicy::Skip,
+            })
+        };
+        // Bodies over the limit go to files of their own, written (and fsynced) here, off the
+        // writer, for the files that will need them as things stand now. Should that change by
+        // the staging transaction, a file without one is staged inline, and an unneeded one is
+        // unlinked.
+        let large: Vec<usize> = (0..files.len()).filter(|&i| files[i].content.len() > EXTERNAL_OVER).collect();
+        let files = Arc::new(files);
+        let names: HashMap<usize, String> = if large.is_empty() {
+            HashMap::new()
+        } else {
+            let (fs, t) = (files.clone(), tenant.clone());
+            let needed: Vec<usize> = self
+                .read_of(&tenant, move |conn| {
+                    let mut needed = Vec::new();
+                    for i in large {
+                        if needs_bytes(conn, &t, &fs[i])? {
+                            needed.push(i);
+                        }
+                    }
+                    Ok(needed)
                 })
-                .map_err(sql_error)?;
-            }
-            Ok(())
-        })
-        .await
+                .await?;
+            let (fs, t, blobs) = (files.clone(), tenant.clone(), self.blobs.clone());
+            tokio::task::spawn_blocking(move || -> Result<HashMap<usize, String>> {
+                let mut names = HashMap::new();
+                for i in needed {
+                    match blobs.write(&t, &fs[i].content, true) {
+                        Ok(name) => names.insert(i, name),
+                        Err(e) => {
+                            blobs.remove(&t, &names.into_values().collect::<Vec<_>>());
+                            return Err(e);
+                        }
+                    };
+                }
+                Ok(names)
+            })
+            .await
+            .map_err(|e| Error::internal(format!("staging failed: {e}")))??
+        };
+        let pending = Pending::new(&tenant, names.values().cloned().collect());
+        let ran = pending.ran();
+        let result = self
+            .staging_write(scope, import, move |tx, tenant, import| {
+                let mut unused = Vec::new();
+                for (i, f) in files.iter().enumerate() {
+                    let external = names.get(&i);
+                    let content_id = if needs_bytes(tx, tenant, f)? {
+                        let body = match external {
+                            Some(name) => Body::External(name),
+                            None => Body::Inline(&f.content),
+                        };
+                        Some(store_content_tx(tx, None, body)?.0)
+                    } else {
+                        unused.extend(external.cloned());
+                        None
+                    };
+                    let index = match &f.index {
+                        Some(doc) => Some(serde_json::to_string(doc).map_err(|e| Error::internal(e.to_string()))?),
+                        None => None,
+                    };
+                    tx.prepare_cached(
+                        "INSERT INTO import_files (import_id, n, path, size, etag, content_type, created_at,
+                                   updated_at, content_id, index_doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            import,
+                            f.n as i64,
+                            f.path.as_str(),
+                            f.content.len() as i64,
+                            f.etag,
+                            f.content_type,
+                            f.created_at.millis(),
+                            f.updated_at.millis(),
+                            content_id,
+                            index
+                        ])
+                    })
+                    .map_err(sql_error)?;
+                }
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(unused)
+            })
+            .await;
+        pending.settle(&self.blobs, &result);
+        // Named by no row, whether or not the transaction committed.
+        self.blobs.remove(&tenant, &result?);
+        Ok(())
     }
 
     async fn stage_records(&self, scope: &TenantScope, import: &str, records: Vec<(u64, StagedRecord)>) -> Result<()> {
@@ -462,9 +541,14 @@ impl ImportStore for SqliteStore {
     ) -> Result<ImportReport> {
         let (scope, import, import_id) = (scope.clone(), import.to_owned(), import.to_owned());
         let scope_for_abort = scope.clone();
-        let cache = self.cache.clone();
+        let (cache, blobs) = (self.cache.clone(), self.blobs.clone());
         let tenant_id = scope.tenant_id().clone();
-        let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || cache.invalidate_tenant(&tenant_id));
+        let doomed = Doomed::default();
+        let d = doomed.clone();
+        let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || {
+            cache.invalidate_tenant(&tenant_id);
+            d.unlink(&blobs, &tenant_id);
+        });
         let result = self
             .write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
                 let tenant = scope.tenant_id();
@@ -473,6 +557,7 @@ impl ImportStore for SqliteStore {
                 let was_empty = used == StoredUsage::default();
                 let mut p = Publish {
                     tx,
+                    doomed,
                     tenant,
                     policy: plan.on_conflict,
                     report: ImportReport {
@@ -580,6 +665,8 @@ impl ImportStore for SqliteStore {
 
     async fn abort_import(&self, scope: &TenantScope, import: &str) -> Result<()> {
         let import = import.to_owned();
-        self.write_of(scope.tenant_id(), move |tx| drop_import_tx(tx, &import)).await
+        let named = self.write_of(scope.tenant_id(), move |tx| drop_import_tx(tx, &import)).await?;
+        self.blobs.remove(scope.tenant_id(), &named);
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! - [`schema`]: the migrations, applied in order on open; a newer schema is refused.
 //! - [`pool`]: one writer connection (all writes are short transactions, serialized) and a small
 //!   pool of reader connections, used from tokio's blocking threads.
+//! - `blobs`: file bodies over 1 MiB, in files of their own beside the databases.
 //! - `cache`: a bounded cache of small hot files in front of the readers.
 //! - `store`: the registry, audit, file and usage traits. Every row carries `tenant_id` and
 //!   every index is led by it; every query filters on the `TenantScope` it was handed.
@@ -12,6 +13,7 @@
 //!   and the hand-off of committed events to the sinks.
 //! - `memory`, `search`, `events`, `webhooks`: the data plane's traits.
 
+mod blobs;
 mod cache;
 mod events;
 mod import;

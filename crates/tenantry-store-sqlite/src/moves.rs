@@ -26,6 +26,11 @@ pub(crate) fn recover(store: &SqliteStore) -> Result<()> {
     let mut shared = plain(&store.shared.path)?;
     settle_moves(store, &mut shared)?;
     let mut swept = sweep_imports(&mut shared)?;
+    let mut named: HashSet<String> = crate::store::named_blobs(&shared)?.into_iter().collect();
+    let tenants: HashSet<String> = shared
+        .prepare("SELECT id FROM tenants")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(sql_error)?;
     let dedicated: Vec<String> = shared
         .prepare("SELECT id FROM tenants WHERE placement = 'dedicated'")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
@@ -49,6 +54,7 @@ pub(crate) fn recover(store: &SqliteStore) -> Result<()> {
             crate::schema::MigrateError::Sql(e) => sql_error(e),
         })?;
         swept += sweep_imports(&mut conn)?;
+        named.extend(crate::store::named_blobs(&conn)?);
         let hooked: bool =
             conn.query_row("SELECT EXISTS (SELECT 1 FROM webhooks)", [], |r| r.get(0)).map_err(sql_error)?;
         if hooked {
@@ -72,13 +78,18 @@ pub(crate) fn recover(store: &SqliteStore) -> Result<()> {
             }
         }
     }
+    // With every move settled and every staged import dropped, a body no database names is left
+    // over from a write that never committed (or a delete whose unlink did not happen).
+    store.blobs.sweep(&named, &tenants)?;
     Ok(())
 }
 
 // ---- moving a tenant between placements ----
 
+use crate::blobs::Blobs;
 use crate::pool::Pool;
 use crate::store::delete_tenant_rows_tx;
+use crate::store::Body;
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use std::collections::{HashMap, HashSet};
@@ -446,17 +457,18 @@ impl SqliteStore {
                 let mut out = Vec::new();
                 let mut s = c
                     .prepare_cached(
-                        "SELECT f.etag, c.content FROM files f JOIN file_content c ON c.id = f.content_id
+                        "SELECT f.etag, c.content, c.blob, f.size FROM files f JOIN file_content c ON c.id = f.content_id
                          WHERE f.tenant_id = ?1 AND f.path = ?2 AND f.content_id = ?3",
                     )
                     .map_err(sql_error)?;
                 for (path, id, etag) in ids {
-                    let row: Option<(String, Vec<u8>)> = s
-                        .query_row(params![t.as_str(), path, id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    type Found = (String, Vec<u8>, Option<String>, i64);
+                    let row: Option<Found> = s
+                        .query_row(params![t.as_str(), path, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                         .optional()
                         .map_err(sql_error)?;
-                    if let Some((now, bytes)) = row.filter(|(now, _)| *now == etag) {
-                        out.push((id, now, bytes));
+                    if let Some((now, bytes, blob, size)) = row.filter(|(now, ..)| *now == etag) {
+                        out.push((id, now, bytes, blob, size));
                     }
                 }
                 Ok(out)
@@ -467,8 +479,15 @@ impl SqliteStore {
                 owner,
                 move |tx| {
                     let mut out = Vec::new();
-                    for (id, etag, bytes) in got {
-                        out.push(((id, etag), crate::store::store_content_tx(tx, None, &bytes)?, bytes.len() as u64));
+                    for (id, etag, bytes, blob, size) in got {
+                        // An external body stays where it is (its directory is the tenant's,
+                        // whatever the placement): the copy names it.
+                        let body = match &blob {
+                            Some(name) => Body::External(name),
+                            None => Body::Inline(&bytes),
+                        };
+                        let (dst_id, _) = crate::store::store_content_tx(tx, None, body)?;
+                        out.push(((id, etag), dst_id, size as u64));
                     }
                     Ok(out)
                 },
@@ -702,6 +721,7 @@ impl SqliteStore {
                         if let Some((o, old_id)) = old {
                             let still = dst_files.get(path).is_some_and(|(_, id)| *id == old_id);
                             if !still {
+                                // Rows only: a body it named is the source's to unlink.
                                 crate::store::drop_content_tx(tx, old_id)?;
                                 content.remove(&(o.content_id, o.etag.clone()));
                             }
@@ -778,18 +798,50 @@ impl SqliteStore {
         .map_err(|e| Error::internal(format!("move task failed: {e}")))?
     }
 
-    /// Every file's bytes in `pool` hash to its ETag.
-    async fn bytes_match_etags(pool: &Arc<Pool>, tenant: &TenantId) -> Result<bool> {
+    /// Every file's bytes in `pool` hash to its ETag. An external body was not copied (the copy
+    /// names the same file), so for it what is checked is that the file is there with the size the
+    /// row says: a name the catch-up left stale would point at a body already unlinked.
+    async fn bytes_match_etags(pool: &Arc<Pool>, blobs: Arc<Blobs>, tenant: &TenantId) -> Result<bool> {
         let t = tenant.clone();
         crate::store::read_on(pool.clone(), move |c| {
             let mut s = c
-                .prepare("SELECT f.etag, c.content FROM files f JOIN file_content c ON c.id = f.content_id WHERE f.tenant_id = ?1")
+                .prepare(
+                    "SELECT f.path, f.etag, f.size, c.content, c.blob FROM files f JOIN file_content c ON c.id = f.content_id
+                     WHERE f.tenant_id = ?1",
+                )
                 .map_err(sql_error)?;
             let mut q = s.query([t.as_str()]).map_err(sql_error)?;
+            let mut external = Vec::new();
             while let Some(r) = q.next().map_err(sql_error)? {
-                let etag: String = r.get(0).map_err(sql_error)?;
-                let bytes: Vec<u8> = r.get(1).map_err(sql_error)?;
+                let path: String = r.get(0).map_err(sql_error)?;
+                let size: i64 = r.get(2).map_err(sql_error)?;
+                if let Some(name) = r.get::<_, Option<String>>(4).map_err(sql_error)? {
+                    external.push((path, name, size));
+                    continue;
+                }
+                let etag: String = r.get(1).map_err(sql_error)?;
+                let bytes: Vec<u8> = r.get(3).map_err(sql_error)?;
                 if tenantry_core::store::etag_of(&bytes) != etag {
+                    return Ok(false);
+                }
+            }
+            for (path, name, size) in external {
+                if blobs.size(&t, &name) == Some(size as u64) {
+                    continue;
+                }
+                // The tenant serves again: a write since the scan may have replaced the file
+                // and unlinked the body; only a row that still names a missing body is a fault.
+                let now: Option<Option<String>> = c
+                    .query_row(
+                        "SELECT c.blob FROM files f JOIN file_content c ON c.id = f.content_id
+                         WHERE f.tenant_id = ?1 AND f.path = ?2",
+                        params![t.as_str(), path],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql_error)?;
+                if now.flatten().as_deref() == Some(name.as_str()) {
+                    tracing::error!(tenant = %t, path, "a moved file's body is missing or has the wrong size");
                     return Ok(false);
                 }
             }
@@ -884,7 +936,8 @@ impl SqliteStore {
         .await?;
         report.files = files;
         report.file_bytes = bytes;
-        report.verified = Self::same_in(before, after, tenant).await? && Self::bytes_match_etags(&dst, tenant).await?;
+        report.verified = Self::same_in(before, after, tenant).await?
+            && Self::bytes_match_etags(&dst, self.blobs.clone(), tenant).await?;
         if report.verified {
             drop(src);
             self.drop_old_copy(tenant, from).await?;
@@ -1090,6 +1143,7 @@ async fn delete_from_shared(store: &SqliteStore, tenant: &TenantId) -> Result<()
                         .and_then(|mut s| s.query_map([t.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
                         .map_err(sql_error)?;
                     for (row, content) in &batch {
+                        // Rows only: the bodies they name are the new place's now.
                         crate::store::drop_content_tx(tx, *content)?;
                         tx.execute("DELETE FROM files WHERE rowid = ?1", [row]).map_err(sql_error)?;
                     }

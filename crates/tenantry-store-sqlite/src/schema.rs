@@ -254,6 +254,13 @@ const MIGRATIONS: &[&str] = &[
         started_at INTEGER NOT NULL
     );
     "#,
+    // 8: bodies over 1 MiB live in files of their own (`blobs`); the row keeps the file's name and
+    // an empty `content`. The partial index lets the sweep at open list every named body without
+    // reading any content.
+    r#"
+    ALTER TABLE file_content ADD COLUMN blob TEXT;
+    CREATE INDEX file_content_blobs ON file_content(blob) WHERE blob IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this binary writes.

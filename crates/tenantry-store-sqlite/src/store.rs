@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: tenantry-core's storage traits on SQLite. Each trait method is one
 //! transaction on a blocking thread; a change and its audit entry commit together.
 
+use crate::blobs::{Blobs, Doomed, Pending, EXTERNAL_OVER};
 use crate::cache::FileCache;
 use crate::journal::{journal_tx, quota_warnings_tx, storage_crossings, Published, Sinks};
 use crate::placement::{DedicatedPools, Routes};
@@ -40,6 +41,7 @@ pub struct SqliteStore {
     pub(crate) dedicated: Arc<DedicatedPools>,
     pub(crate) routes: Arc<Routes>,
     pub(crate) cache: Arc<FileCache>,
+    pub(crate) blobs: Arc<Blobs>,
     pub(crate) sinks: Sinks,
 }
 
@@ -81,6 +83,7 @@ impl SqliteStore {
             routes: Arc::new(Routes::default()),
             shared,
             cache: Arc::new(FileCache::new(opts.cache_bytes)),
+            blobs: Arc::new(Blobs::new(data_dir)),
             sinks: Sinks::default(),
         };
         crate::moves::recover(&store)?;
@@ -109,6 +112,19 @@ impl SqliteStore {
         let hook = published.on_commit(tenant.clone(), self.sinks.clone(), then);
         let pool = self.pool_of(tenant)?;
         pool.write(Some(owner_of(tenant)), move |tx| f(tx, &published), Some(hook)).await
+    }
+
+    /// What a change of the file at `path` does after it commits: the cached copy is dropped and
+    /// the external bodies the change stopped naming (pushed onto the returned list) are unlinked.
+    pub(crate) fn after_file_commit(&self, tenant: &TenantId, path: &str) -> (Box<dyn FnOnce() + Send>, Doomed) {
+        let doomed = Doomed::default();
+        let (cache, blobs, d) = (self.cache.clone(), self.blobs.clone(), doomed.clone());
+        let (tenant, path) = (tenant.clone(), path.to_owned());
+        let hook: Box<dyn FnOnce() + Send> = Box::new(move || {
+            cache.invalidate(&tenant, &path);
+            d.unlink(&blobs, &tenant);
+        });
+        (hook, doomed)
     }
 
     /// A write of `tenant`'s rows (through its fence while a move is under way).
@@ -597,7 +613,13 @@ impl TenantRegistry for SqliteStore {
                 truncate_wal(conn)?;
                 Ok(())
             })
+            .await?;
+        // No row names the tenant's external bodies any more: erased (a crash before this is
+        // finished by the sweep at open, which erases the bodies of tenants that do not exist).
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || blobs.erase_tenant(&id))
             .await
+            .map_err(|e| Error::internal(format!("purge failed: {e}")))?
     }
 
     async fn insert_key(
@@ -727,27 +749,62 @@ pub(crate) fn current_file(tx: &Connection, tenant: &TenantId, path: &str) -> Re
     .map_err(sql_error)
 }
 
-/// Stores a file's bytes: over `replacing`'s row in place, or in a new row. Returns its id.
-pub(crate) fn store_content_tx(tx: &Connection, replacing: Option<i64>, content: &[u8]) -> Result<i64> {
+/// A file's body as a `file_content` row holds it.
+#[derive(Clone, Copy)]
+pub(crate) enum Body<'a> {
+    Inline(&'a [u8]),
+    /// In a file of its own (`blobs`), by name.
+    External(&'a str),
+}
+
+/// Stores a file's body: over `replacing`'s row in place, or in a new row. Returns its id and the
+/// external body the row named before, which the caller unlinks once the change has committed.
+pub(crate) fn store_content_tx(
+    tx: &Connection,
+    replacing: Option<i64>,
+    body: Body<'_>,
+) -> Result<(i64, Option<String>)> {
+    let (content, blob): (&[u8], Option<&str>) = match body {
+        Body::Inline(bytes) => (bytes, None),
+        Body::External(name) => (&[], Some(name)),
+    };
     match replacing {
         Some(id) => {
-            tx.prepare_cached("UPDATE file_content SET content = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![id, content]))
+            let before = blob_of_tx(tx, id)?;
+            tx.prepare_cached("UPDATE file_content SET content = ?2, blob = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, content, blob]))
                 .map_err(sql_error)?;
-            Ok(id)
+            Ok((id, before))
         }
         None => {
-            tx.prepare_cached("INSERT INTO file_content (content) VALUES (?1)")
-                .and_then(|mut s| s.execute(params![content]))
+            tx.prepare_cached("INSERT INTO file_content (content, blob) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![content, blob]))
                 .map_err(sql_error)?;
-            Ok(tx.last_insert_rowid())
+            Ok((tx.last_insert_rowid(), None))
         }
     }
 }
 
-pub(crate) fn drop_content_tx(tx: &Connection, id: i64) -> Result<()> {
+fn blob_of_tx(tx: &Connection, id: i64) -> Result<Option<String>> {
+    tx.prepare_cached("SELECT blob FROM file_content WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map(Option::flatten)
+        .map_err(sql_error)
+}
+
+/// Deletes a body's row. Returns the external body it named: the caller unlinks it after the
+/// commit, or keeps it when another database's row still names it (a move's old copy).
+pub(crate) fn drop_content_tx(tx: &Connection, id: i64) -> Result<Option<String>> {
+    let blob = blob_of_tx(tx, id)?;
     tx.prepare_cached("DELETE FROM file_content WHERE id = ?1").and_then(|mut s| s.execute([id])).map_err(sql_error)?;
-    Ok(())
+    Ok(blob)
+}
+
+/// Every external body a database names (through the partial index: no content is read).
+pub(crate) fn named_blobs(conn: &Connection) -> Result<Vec<String>> {
+    conn.prepare("SELECT blob FROM file_content WHERE blob IS NOT NULL")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(sql_error)
 }
 
 pub(crate) fn usage_tx(tx: &Connection, tenant: &TenantId) -> Result<StoredUsage> {
@@ -814,6 +871,8 @@ enum FileRead {
     /// The bytes asked for exceed the inline limit: read again on the blocking pool.
     TooLarge,
     Found(FileMeta, Vec<u8>),
+    /// The body is in a file of its own, by this name.
+    External(FileMeta, String),
 }
 
 fn read_file_tx(
@@ -829,23 +888,52 @@ fn read_file_tx(
     };
     let row = conn
         .prepare_cached(&format!(
-            "SELECT {FILE_COLUMNS}, CASE WHEN min(size - ?3 + 1, ?4) <= ?5 THEN coalesce(substr(content, ?3, ?4), x'') END
+            "SELECT {FILE_COLUMNS}, blob,
+                    CASE WHEN blob IS NULL AND min(size - ?3 + 1, ?4) <= ?5 THEN coalesce(substr(content, ?3, ?4), x'') END
              FROM files JOIN file_content ON file_content.id = files.content_id WHERE tenant_id = ?1 AND path = ?2"
         ))
         .and_then(|mut s| {
             s.query_row(params![tenant.as_str(), path.as_str(), start, len, max_len], |r| {
-                let bytes: Option<Vec<u8>> = r.get(7)?;
-                Ok((file_from_row(r)?, bytes))
+                let blob: Option<String> = r.get(7)?;
+                let bytes: Option<Vec<u8>> = r.get(8)?;
+                Ok((file_from_row(r)?, blob, bytes))
             })
             .optional()
         })
         .map_err(sql_error)?;
     Ok(match row {
         None => FileRead::Missing,
-        Some((meta, Some(bytes))) => FileRead::Found(meta?, bytes),
+        Some((meta, Some(blob), _)) => FileRead::External(meta?, blob),
+        Some((meta, None, Some(bytes))) => FileRead::Found(meta?, bytes),
         // NULL means over the limit: substr of an empty blob is NULL too, hence the coalesce.
-        Some((_, None)) => FileRead::TooLarge,
+        Some((_, None, None)) => FileRead::TooLarge,
     })
+}
+
+/// Reads a file and its body wherever the body is kept (blocking: call on a blocking thread).
+fn read_file_whole(
+    conn: &Connection,
+    blobs: &Blobs,
+    tenant: &TenantId,
+    path: &TenantPath,
+    range: Option<ByteRange>,
+) -> Result<Option<(FileMeta, Vec<u8>)>> {
+    // An external body can be unlinked between reading its row and opening it (a replace or
+    // delete committed meanwhile); the row is then read again and names the current body.
+    for _ in 0..16 {
+        match read_file_tx(conn, tenant, path, range, i64::MAX)? {
+            FileRead::Missing => return Ok(None),
+            FileRead::Found(meta, bytes) => return Ok(Some((meta, bytes))),
+            FileRead::External(meta, name) => {
+                let part = range.map(|r| (r.start.min(meta.size), r.end.min(meta.size)));
+                if let Some(bytes) = blobs.read(tenant, &name, part)? {
+                    return Ok(Some((meta, bytes)));
+                }
+            }
+            FileRead::TooLarge => return Err(Error::internal("a file read without a limit was over it")),
+        }
+    }
+    Err(Error::internal(format!("{path} kept changing while it was read")))
 }
 
 #[async_trait]
@@ -857,76 +945,90 @@ impl FileStore for SqliteStore {
         journal: Journal,
     ) -> Result<(FileMeta, WriteOutcome)> {
         // Hash outside the writer, which only runs the short transaction; a large body is hashed
-        // on the blocking pool rather than on an async worker.
+        // (and, over `EXTERNAL_OVER`, written to a file of its own) on the blocking pool rather
+        // than on an async worker.
         let write = Arc::new(write);
-        let etag = if write.content.len() as i64 <= INLINE_READ_MAX {
-            etag_of(&write.content)
+        let (etag, blob) = if write.content.len() as i64 <= INLINE_READ_MAX {
+            (etag_of(&write.content), None)
         } else {
-            let w = write.clone();
-            tokio::task::spawn_blocking(move || etag_of(&w.content))
-                .await
-                .map_err(|e| Error::internal(format!("hashing failed: {e}")))?
+            let (w, blobs, t) = (write.clone(), self.blobs.clone(), scope.tenant_id().clone());
+            tokio::task::spawn_blocking(move || -> Result<(String, Option<String>)> {
+                let blob =
+                    if w.content.len() > EXTERNAL_OVER { Some(blobs.write(&t, &w.content, true)?) } else { None };
+                Ok((etag_of(&w.content), blob))
+            })
+            .await
+            .map_err(|e| Error::internal(format!("hashing failed: {e}")))??
         };
+        let pending = Pending::new(scope.tenant_id(), blob.iter().cloned().collect());
+        let ran = pending.ran();
         let scope = scope.clone();
-        let cache = self.cache.clone();
-        let tenant = scope.tenant_id().clone();
-        let path = write.path.clone();
-        let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || cache.invalidate(&tenant, path.as_str()));
-        self.write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
-            let tenant = scope.tenant_id();
-            let current = current_file(tx, tenant, write.path.as_str())?;
-            write.precondition.check(current.as_ref().map(|c| c.etag.as_str()))?;
-            let (version, created_at, outcome) = match &current {
-                Some(c) => (c.version + 1, c.created_at, WriteOutcome::Replaced),
-                None => (1, write.at.millis(), WriteOutcome::Created),
-            };
-            // Hard limits, inside the transaction: a change that would take usage over a
-            // limit is refused; one that does not grow usage is always allowed.
-            let used = usage_tx(tx, tenant)?;
-            let old_size = current.as_ref().map_or(0, |c| c.size);
-            let bytes_delta = write.content.len() as i64 - old_size;
-            let files_delta = i64::from(outcome == WriteOutcome::Created);
-            let new_bytes = used.storage_bytes.saturating_add_signed(bytes_delta);
-            if let Some(max) = write.max_storage_bytes {
-                if bytes_delta > 0 && new_bytes > max {
-                    return Err(Error::quota_exceeded("max_storage_bytes", max, used.storage_bytes));
+        let on_commit = self.after_file_commit(scope.tenant_id(), write.path.as_str());
+        let doomed = on_commit.1;
+        let result = self
+            .write_journaled(&scope.tenant_id().clone(), Some(on_commit.0), move |tx, published| {
+                let tenant = scope.tenant_id();
+                let current = current_file(tx, tenant, write.path.as_str())?;
+                write.precondition.check(current.as_ref().map(|c| c.etag.as_str()))?;
+                let (version, created_at, outcome) = match &current {
+                    Some(c) => (c.version + 1, c.created_at, WriteOutcome::Replaced),
+                    None => (1, write.at.millis(), WriteOutcome::Created),
+                };
+                // Hard limits, inside the transaction: a change that would take usage over a
+                // limit is refused; one that does not grow usage is always allowed.
+                let used = usage_tx(tx, tenant)?;
+                let old_size = current.as_ref().map_or(0, |c| c.size);
+                let bytes_delta = write.content.len() as i64 - old_size;
+                let files_delta = i64::from(outcome == WriteOutcome::Created);
+                let new_bytes = used.storage_bytes.saturating_add_signed(bytes_delta);
+                if let Some(max) = write.max_storage_bytes {
+                    if bytes_delta > 0 && new_bytes > max {
+                        return Err(Error::quota_exceeded("max_storage_bytes", max, used.storage_bytes));
+                    }
                 }
-            }
-            if let Some(max) = write.max_files {
-                if files_delta > 0 && used.files + 1 > max {
-                    return Err(Error::quota_exceeded("max_files", max, used.files));
+                if let Some(max) = write.max_files {
+                    if files_delta > 0 && used.files + 1 > max {
+                        return Err(Error::quota_exceeded("max_files", max, used.files));
+                    }
                 }
-            }
-            add_usage_tx(tx, tenant, bytes_delta, files_delta)?;
-            let after = StoredUsage { storage_bytes: new_bytes, files: used.files + files_delta as u64 };
-            let content_id = store_content_tx(tx, current.as_ref().map(|c| c.content_id), &write.content)?;
-            let row = FileRow {
-                path: write.path.as_str(),
-                size: write.content.len() as i64,
-                etag: &etag,
-                version,
-                content_type: &write.content_type,
-                created_at,
-                updated_at: write.at.millis(),
-                content_id,
-            };
-            upsert_file_row_tx(tx, tenant, &row)?;
-            reindex_tx(tx, tenant, DocKind::File, write.path.as_str(), write.index.as_ref())?;
-            journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
-            let crossings = storage_crossings(used, after, write.max_storage_bytes, write.max_files);
-            quota_warnings_tx(tx, tenant, scope.slug().as_str(), &crossings, published)?;
-            let meta = FileMeta {
-                path: write.path.clone(),
-                size: write.content.len() as u64,
-                etag: etag.clone(),
-                version: version as u64,
-                content_type: write.content_type.clone(),
-                created_at: Timestamp::from_millis(created_at),
-                updated_at: write.at,
-            };
-            Ok((meta, outcome))
-        })
-        .await
+                add_usage_tx(tx, tenant, bytes_delta, files_delta)?;
+                let after = StoredUsage { storage_bytes: new_bytes, files: used.files + files_delta as u64 };
+                let body = match &blob {
+                    Some(name) => Body::External(name),
+                    None => Body::Inline(&write.content),
+                };
+                let (content_id, before) = store_content_tx(tx, current.as_ref().map(|c| c.content_id), body)?;
+                doomed.push(before);
+                let row = FileRow {
+                    path: write.path.as_str(),
+                    size: write.content.len() as i64,
+                    etag: &etag,
+                    version,
+                    content_type: &write.content_type,
+                    created_at,
+                    updated_at: write.at.millis(),
+                    content_id,
+                };
+                upsert_file_row_tx(tx, tenant, &row)?;
+                reindex_tx(tx, tenant, DocKind::File, write.path.as_str(), write.index.as_ref())?;
+                journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
+                let crossings = storage_crossings(used, after, write.max_storage_bytes, write.max_files);
+                quota_warnings_tx(tx, tenant, scope.slug().as_str(), &crossings, published)?;
+                let meta = FileMeta {
+                    path: write.path.clone(),
+                    size: write.content.len() as u64,
+                    etag: etag.clone(),
+                    version: version as u64,
+                    content_type: write.content_type.clone(),
+                    created_at: Timestamp::from_millis(created_at),
+                    updated_at: write.at,
+                };
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok((meta, outcome))
+            })
+            .await;
+        pending.settle(&self.blobs, &result);
+        result
     }
 
     async fn stat_file(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<FileMeta>> {
@@ -969,15 +1071,9 @@ impl FileStore for SqliteStore {
         let found = match inline {
             FileRead::Missing => return Ok(None),
             FileRead::Found(meta, bytes) => Some((meta, bytes)),
-            FileRead::TooLarge => {
-                let (t, p) = (tenant.clone(), path.clone());
-                self.read_of(tenant, move |conn| {
-                    Ok(match read_file_tx(conn, &t, &p, range, i64::MAX)? {
-                        FileRead::Found(meta, bytes) => Some((meta, bytes)),
-                        _ => None,
-                    })
-                })
-                .await?
+            FileRead::TooLarge | FileRead::External(..) => {
+                let (t, p, blobs) = (tenant.clone(), path.clone(), self.blobs.clone());
+                self.read_of(tenant, move |conn| read_file_whole(conn, &blobs, &t, &p, range)).await?
             }
         };
         if let (Some((meta, bytes)), None) = (&found, range) {
@@ -989,14 +1085,8 @@ impl FileStore for SqliteStore {
     }
 
     async fn read_file_cold(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<(FileMeta, Vec<u8>)>> {
-        let (t, p) = (scope.tenant_id().clone(), path.clone());
-        self.read_of(&t.clone(), move |conn| {
-            Ok(match read_file_tx(conn, &t, &p, None, i64::MAX)? {
-                FileRead::Found(meta, bytes) => Some((meta, bytes)),
-                _ => None,
-            })
-        })
-        .await
+        let (t, p, blobs) = (scope.tenant_id().clone(), path.clone(), self.blobs.clone());
+        self.read_of(&t.clone(), move |conn| read_file_whole(conn, &blobs, &t, &p, None)).await
     }
 
     async fn delete_file(
@@ -1008,9 +1098,7 @@ impl FileStore for SqliteStore {
         journal: Journal,
     ) -> Result<()> {
         let (scope, path) = (scope.clone(), path.clone());
-        let cache = self.cache.clone();
-        let (tenant, p) = (scope.tenant_id().clone(), path.clone());
-        let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || cache.invalidate(&tenant, p.as_str()));
+        let (on_commit, doomed) = self.after_file_commit(scope.tenant_id(), path.as_str());
         self.write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
             let tenant = scope.tenant_id();
             let Some(current) = current_file(tx, tenant, path.as_str())? else {
@@ -1020,7 +1108,7 @@ impl FileStore for SqliteStore {
             tx.prepare_cached("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2")
                 .and_then(|mut s| s.execute(params![tenant.as_str(), path.as_str()]))
                 .map_err(sql_error)?;
-            drop_content_tx(tx, current.content_id)?;
+            doomed.push(drop_content_tx(tx, current.content_id)?);
             add_usage_tx(tx, tenant, -current.size, -1)?;
             reindex_tx(tx, tenant, DocKind::File, path.as_str(), None)?;
             journal_tx(tx, tenant, scope.slug().as_str(), journal, published)

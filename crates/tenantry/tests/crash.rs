@@ -230,7 +230,9 @@ async fn an_import_killed_midway_leaves_all_or_nothing_and_no_staged_bytes() {
     let mut w = tenantry_bundle::Writer::new(Vec::new(), &header).unwrap();
     let mut contents = Vec::new();
     for i in 0..FILES {
-        let content: Vec<u8> = (0..64 << 10).map(|_| rng.gen::<u8>()).collect();
+        // Every 32nd file is over 1 MiB: its body is staged in a file of its own.
+        let len = if i % 32 == 5 { (1 << 20) + 4096 } else { 64 << 10 };
+        let content: Vec<u8> = (0..len).map(|_| rng.gen::<u8>()).collect();
         let meta = tenantry_bundle::FileMeta {
             path: format!("/batch/{i:04}.bin"),
             size: content.len() as u64,
@@ -288,6 +290,9 @@ async fn an_import_killed_midway_leaves_all_or_nothing_and_no_staged_bytes() {
                 let got = owner_view.get_file(&format!("/batch/{i:04}.bin")).await.unwrap();
                 assert!(got[..] == contents[i][..], "round {round}: file {i} intact");
             }
+            let id = Client::new(&url, Some(OPERATOR.into())).show_tenant("imported").await.unwrap()["id"].clone();
+            let bodies = std::fs::read_dir(data.join("blobs").join(id.as_str().unwrap())).unwrap().count();
+            assert_eq!(bodies, 5, "round {round}: the imported large bodies, each in its file");
             // Start the next round from an empty tenant again.
             for i in 0..FILES {
                 owner_view.delete_file(&format!("/batch/{i:04}.bin")).await.unwrap();
@@ -303,6 +308,15 @@ async fn an_import_killed_midway_leaves_all_or_nothing_and_no_staged_bytes() {
             count("SELECT COUNT(*) FROM files"),
             "round {round}: no staged bytes left behind"
         );
+        let tenant_id: String =
+            db.query_row("SELECT id FROM tenants WHERE slug = 'imported'", [], |r| r.get(0)).unwrap();
+        let on_disk = std::fs::read_dir(data.join("blobs").join(&tenant_id)).map_or(0, |d| d.count()) as i64;
+        assert_eq!(
+            on_disk,
+            count("SELECT COUNT(*) FROM file_content WHERE blob IS NOT NULL"),
+            "round {round}: one body file per named body, none staged or stray"
+        );
+        assert_eq!(on_disk, 0, "round {round}: the tenant is empty again, and so is its body directory");
     }
     println!("import crash test: {complete} rounds complete, {empty} rounds rolled back");
     assert!(complete >= 1 && empty >= 1, "both outcomes were exercised");
@@ -327,6 +341,11 @@ async fn a_move_killed_midway_settles_on_restart_with_every_acknowledged_write()
     let owner = Client::new(&url, Some(owner_key.clone()));
     for i in 0..400 {
         owner.put_file(&format!("/base/{i}"), vec![i as u8; 32 << 10], None).await.unwrap();
+    }
+    // Large bodies stay in their files whichever way the tenant moves.
+    let large: Vec<Vec<u8>> = (0..3).map(|i| (0..(3 << 19) + i).map(|_| rng.gen::<u8>()).collect()).collect();
+    for (i, body) in large.iter().enumerate() {
+        owner.put_file(&format!("/large/{i}"), body.clone(), None).await.unwrap();
     }
     let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
     let mut outcomes = Vec::new();
@@ -387,6 +406,10 @@ async fn a_move_killed_midway_settles_on_restart_with_every_acknowledged_write()
         for i in [0, 200, 399] {
             assert_eq!(view.get_file(&format!("/base/{i}")).await.unwrap().len(), 32 << 10);
         }
+        for (i, body) in large.iter().enumerate() {
+            assert!(view.get_file(&format!("/large/{i}")).await.unwrap()[..] == body[..], "round {round}: large {i}");
+        }
+        assert_eq!(std::fs::read_dir(data.join("blobs").join(&id)).unwrap().count(), 3, "round {round}: bodies");
         let verify = view.json(reqwest::Method::GET, "/v1/audit/verify", None).await.unwrap();
         assert_eq!(verify["ok"], true, "round {round}: {verify}");
     }

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tenantry_client::RawResponse;
 
-async fn export(app: &TestApp, slug: &str) -> Vec<u8> {
+pub(crate) async fn export(app: &TestApp, slug: &str) -> Vec<u8> {
     let res = app
         .raw(Some(&app.admin_key), Method::GET, &format!("/v1/tenants/{slug}/export?include_secrets=true"), None, &[])
         .await;
@@ -19,7 +19,7 @@ async fn import(app: &TestApp, slug: &str, bundle: &[u8], policy: &str) -> RawRe
     app.raw(Some(&app.admin_key), Method::POST, &format!("/v1/tenants/{slug}/import{q}"), Some(bundle), &[]).await
 }
 
-async fn import_ok(app: &TestApp, slug: &str, bundle: &[u8], policy: &str) -> Value {
+pub(crate) async fn import_ok(app: &TestApp, slug: &str, bundle: &[u8], policy: &str) -> Value {
     let res = import(app, slug, bundle, policy).await;
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
     res.json().unwrap()

@@ -2,6 +2,7 @@
 //! and §10, plus the cross-tenant matrix.
 
 mod audit;
+mod bodies;
 mod bundles;
 mod events;
 mod files;
