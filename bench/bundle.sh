@@ -2,7 +2,8 @@
 # Bundle export and import (issue: bundles): a tenant of ~1 GiB in mixed file sizes (200 × 4 MiB,
 # 2,000 × 64 KiB, 20,000 × 4 KiB) exported over HTTP to a file, then imported into an empty
 # tenant; rates against the disk's own sequential copy of 1 GiB (dd with fsync) in the same run,
-# and the server's anonymous-memory growth during each.
+# and the server's anonymous-memory growth during each; then the same export and import with the CLI
+# (`tenantry tenant export` flushes, verifies and fsyncs the bundle as it arrives).
 #   bench/bundle.sh [SCALE=1.0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +57,17 @@ curl -sf -X POST -T "$WORK/big.tenantry" -H 'Authorization: Bearer bench-operato
 I1=$(date +%s.%N)
 kill $SAMPLER 2>/dev/null || true
 IPEAK=$(cat "$WORK/peak" 2>/dev/null || echo "$IBEFORE")
+# The same two with the CLI, as an operator runs them: the export is written, flushed as it grows,
+# verified on a thread of its own and fsynced before it says done; the import is streamed up.
+CLI() { TENANTRY_URL=http://127.0.0.1:18074 TENANTRY_KEY=bench-operator ./target/release/tenantry --json "$@"; }
+C0=$(date +%s.%N)
+CLI tenant export big -o "$WORK/cli.tenantry" > /dev/null
+C1=$(date +%s.%N)
+CLI tenant create restored2 --tier enterprise > /dev/null
+C2=$(date +%s.%N)
+CLI tenant import restored2 "$WORK/cli.tenantry" > /dev/null
+C3=$(date +%s.%N)
+rm -f "$WORK/cli.tenantry"
 python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('import report:', json.dumps(r['files']))" "$WORK/report.json"
 grep 'import committed' "$WORK/serve.log" | tail -1 || true
 BYTES=$(du -b "$WORK/big.tenantry" | cut -f1)
@@ -64,9 +76,9 @@ sync
 D0=$(date +%s.%N)
 dd if="$WORK/ref.bin" of="$WORK/ref.copy" bs=1M conv=fsync status=none
 D1=$(date +%s.%N)
-python3 - "$T0" "$T1" "$BYTES" "$D0" "$D1" "$BEFORE" "$PEAK" "$SCALE" "$I0" "$I1" "$IBEFORE" "$IPEAK" <<'PY'
+python3 - "$T0" "$T1" "$BYTES" "$D0" "$D1" "$BEFORE" "$PEAK" "$SCALE" "$I0" "$I1" "$IBEFORE" "$IPEAK" "$C0" "$C1" "$C2" "$C3" <<'PY'
 import sys
-t0, t1, size, d0, d1, before, peak, scale, i0, i1, ibefore, ipeak = map(float, sys.argv[1:])
+t0, t1, size, d0, d1, before, peak, scale, i0, i1, ibefore, ipeak, c0, c1, c2, c3 = map(float, sys.argv[1:])
 data = (200 * 4 * 2**20 + 2000 * 64 * 2**10 + 20000 * 4 * 2**10) * scale
 export = data / (t1 - t0) / 2**20
 disk = 2**30 / (d1 - d0) / 2**20
@@ -77,4 +89,7 @@ print(f"server anonymous RSS {before / 1024:.0f} MiB before, {peak / 1024:.0f} M
 imp = data / (i1 - i0) / 2**20
 print(f"import: {i1 - i0:.1f} s = {imp:.0f} MiB/s of files; ratio {imp / disk:.2f} (goal >= 0.5)")
 print(f"server anonymous RSS during import: {ibefore / 1024:.0f} MiB before, {ipeak / 1024:.0f} MiB at peak: +{(ipeak - ibefore) / 1024:.0f} MiB (goal < 64)")
+cli_export, cli_import = data / (c1 - c0) / 2**20, data / (c3 - c2) / 2**20
+print(f"CLI export (flushed as it grows, verified, fsynced): {c1 - c0:.1f} s = {cli_export:.0f} MiB/s; ratio {cli_export / disk:.2f} (goal >= 0.5)")
+print(f"CLI import: {c3 - c2:.1f} s = {cli_import:.0f} MiB/s; ratio {cli_import / disk:.2f} (goal >= 0.5)")
 PY

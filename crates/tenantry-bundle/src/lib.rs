@@ -72,6 +72,20 @@ pub struct FileMeta {
     pub updated_at: String,
 }
 
+impl FileMeta {
+    /// The metadata of `content` stored at `path`, created and last changed at `at` (RFC 3339).
+    pub fn describing(path: &str, content: &[u8], content_type: &str, at: &str) -> FileMeta {
+        FileMeta {
+            path: path.to_owned(),
+            size: content.len() as u64,
+            sha256: hex::encode(Sha256::digest(content)),
+            content_type: content_type.to_owned(),
+            created_at: at.to_owned(),
+            updated_at: at.to_owned(),
+        }
+    }
+}
+
 /// `manifest.json`, the last entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {

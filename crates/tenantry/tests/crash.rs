@@ -233,14 +233,13 @@ async fn an_import_killed_midway_leaves_all_or_nothing_and_no_staged_bytes() {
         // Every 32nd file is over 1 MiB: its body is staged in a file of its own.
         let len = if i % 32 == 5 { (1 << 20) + 4096 } else { 64 << 10 };
         let content: Vec<u8> = (0..len).map(|_| rng.gen::<u8>()).collect();
-        let meta = tenantry_bundle::FileMeta {
-            path: format!("/batch/{i:04}.bin"),
-            size: content.len() as u64,
-            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&content)),
-            content_type: "application/octet-stream".into(),
-            created_at: "2026-01-02T03:04:05.006Z".into(),
-            updated_at: "2026-01-02T03:04:05.006Z".into(),
-        };
+        let at = "2026-01-02T03:04:05.006Z";
+        let meta = tenantry_bundle::FileMeta::describing(
+            &format!("/batch/{i:04}.bin"),
+            &content,
+            "application/octet-stream",
+            at,
+        );
         w.file(&meta, content.as_slice()).unwrap();
         contents.push(content);
     }

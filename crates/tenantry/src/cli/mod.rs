@@ -3,6 +3,7 @@
 
 mod context;
 mod data;
+mod export_sink;
 mod files;
 mod keys;
 mod migrate;

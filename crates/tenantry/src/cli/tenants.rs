@@ -220,14 +220,15 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
             // Written beside the target and renamed once verified: a failed export never leaves a
             // file that looks like a bundle.
             let partial = output.with_extension("tenantry.partial");
-            let mut file =
+            let file =
                 std::fs::File::create(&partial).with_context(|| format!("cannot write {}", partial.display()))?;
+            let mut sink = super::export_sink::ExportSink::new(file);
             let bar = if ctx.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{spinner} {bytes} {binary_bytes_per_sec} {elapsed}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
-            let got = client.download(&path, &mut file, |n| bar.set_position(n)).await;
+            let got = client.download(&path, &mut sink, |n| bar.set_position(n)).await;
             bar.finish_and_clear();
             let bytes = match got {
                 Ok(n) => n,
@@ -236,13 +237,8 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                     return Err(explain(e, Some(&slug)));
                 }
             };
-            file.sync_all()?;
-            drop(file);
-            let checked = std::fs::File::open(&partial)
-                .map_err(tenantry_bundle::BundleError::from)
-                .and_then(|f| tenantry_bundle::verify(std::io::BufReader::new(f)));
-            let manifest = match checked {
-                Ok((_, m)) => m,
+            let manifest = match sink.finish()? {
+                Ok(m) => m,
                 Err(e) => {
                     let _ = std::fs::remove_file(&partial);
                     bail!("the export of '{slug}' did not verify ({e}); see the server log, then try again");

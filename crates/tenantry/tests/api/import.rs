@@ -181,14 +181,7 @@ fn handmade(records: &[(&str, Value)], files: &[(&str, &[u8])]) -> Vec<u8> {
         w.record(kind, r).unwrap();
     }
     for (path, content) in files {
-        let meta = tenantry_bundle::FileMeta {
-            path: path.to_string(),
-            size: content.len() as u64,
-            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(content)),
-            content_type: "text/plain".into(),
-            created_at: "2026-01-02T03:04:05.006Z".into(),
-            updated_at: "2026-01-02T03:04:05.006Z".into(),
-        };
+        let meta = tenantry_bundle::FileMeta::describing(path, content, "text/plain", "2026-01-02T03:04:05.006Z");
         w.file(&meta, *content).unwrap();
     }
     w.finish().unwrap().1
