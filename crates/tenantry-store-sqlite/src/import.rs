@@ -12,7 +12,7 @@ use crate::pool::sql_error;
 use crate::search::reindex_tx;
 use crate::store::{
     add_usage_tx, corrupt, current_file, drop_content_tx, store_content_tx, upsert_file_row_tx, usage_tx, Body,
-    FileRow, SqliteStore,
+    ContentRef, FileRow, SqliteStore,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -109,8 +109,8 @@ struct Publish<'a> {
 }
 
 impl Publish<'_> {
-    fn drop_content(&mut self, id: i64) -> Result<()> {
-        self.doomed.push(drop_content_tx(self.tx, id)?);
+    fn drop_content(&mut self, content: ContentRef) -> Result<()> {
+        self.doomed.push(drop_content_tx(self.tx, content)?);
         Ok(())
     }
 
@@ -158,17 +158,17 @@ impl Publish<'_> {
             }
             Some(c) if c.etag == f.etag => {
                 counts.unchanged += 1;
-                self.drop_content(content_id)
+                self.drop_content(ContentRef { id: content_id, size: f.size })
             }
             Some(c) => match self.policy {
                 ConflictPolicy::Skip => {
                     counts.skipped += 1;
-                    self.drop_content(content_id)
+                    self.drop_content(ContentRef { id: content_id, size: f.size })
                 }
                 ConflictPolicy::Overwrite => {
                     counts.replaced += 1;
                     self.bytes_delta += f.size - c.size;
-                    self.drop_content(c.content_id)?;
+                    self.drop_content(c.content())?;
                     self.write_file(&f.path.clone(), &f, content_id, c.version + 1)
                 }
                 ConflictPolicy::Rename => {
@@ -179,7 +179,7 @@ impl Publish<'_> {
                             // Imported and renamed before: the same bundle imported again.
                             Some(there) if there.etag == f.etag => {
                                 self.report.files.unchanged += 1;
-                                return self.drop_content(content_id);
+                                return self.drop_content(ContentRef { id: content_id, size: f.size });
                             }
                             Some(_) => continue,
                             None => {

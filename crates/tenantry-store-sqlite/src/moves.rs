@@ -722,7 +722,7 @@ impl SqliteStore {
                             let still = dst_files.get(path).is_some_and(|(_, id)| *id == old_id);
                             if !still {
                                 // Rows only: a body it named is the source's to unlink.
-                                crate::store::drop_content_tx(tx, old_id)?;
+                                crate::store::drop_content_row_tx(tx, old_id)?;
                                 content.remove(&(o.content_id, o.etag.clone()));
                             }
                         }
@@ -1144,7 +1144,7 @@ async fn delete_from_shared(store: &SqliteStore, tenant: &TenantId) -> Result<()
                         .map_err(sql_error)?;
                     for (row, content) in &batch {
                         // Rows only: the bodies they name are the new place's now.
-                        crate::store::drop_content_tx(tx, *content)?;
+                        crate::store::drop_content_row_tx(tx, *content)?;
                         tx.execute("DELETE FROM files WHERE rowid = ?1", [row]).map_err(sql_error)?;
                     }
                     Ok(batch.len())

@@ -729,6 +729,12 @@ pub(crate) struct CurrentFile {
     pub content_id: i64,
 }
 
+impl CurrentFile {
+    pub fn content(&self) -> ContentRef {
+        ContentRef { id: self.content_id, size: self.size }
+    }
+}
+
 /// The current row of a file, if any.
 pub(crate) fn current_file(tx: &Connection, tenant: &TenantId, path: &str) -> Result<Option<CurrentFile>> {
     tx.prepare_cached(
@@ -757,11 +763,29 @@ pub(crate) enum Body<'a> {
     External(&'a str),
 }
 
+/// A `file_content` row, with the size of the body it holds: a body of at most `EXTERNAL_OVER`
+/// bytes is always inline, so only a larger one needs its row read to learn whether it is external.
+#[derive(Clone, Copy)]
+pub(crate) struct ContentRef {
+    pub id: i64,
+    pub size: i64,
+}
+
+impl ContentRef {
+    fn blob_tx(self, tx: &Connection) -> Result<Option<String>> {
+        if self.size > EXTERNAL_OVER as i64 {
+            blob_of_tx(tx, self.id)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
 /// Stores a file's body: over `replacing`'s row in place, or in a new row. Returns its id and the
 /// external body the row named before, which the caller unlinks once the change has committed.
 pub(crate) fn store_content_tx(
     tx: &Connection,
-    replacing: Option<i64>,
+    replacing: Option<ContentRef>,
     body: Body<'_>,
 ) -> Result<(i64, Option<String>)> {
     let (content, blob): (&[u8], Option<&str>) = match body {
@@ -769,8 +793,8 @@ pub(crate) fn store_content_tx(
         Body::External(name) => (&[], Some(name)),
     };
     match replacing {
-        Some(id) => {
-            let before = blob_of_tx(tx, id)?;
+        Some(old) => {
+            let (id, before) = (old.id, old.blob_tx(tx)?);
             tx.prepare_cached("UPDATE file_content SET content = ?2, blob = ?3 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![id, content, blob]))
                 .map_err(sql_error)?;
@@ -792,12 +816,19 @@ fn blob_of_tx(tx: &Connection, id: i64) -> Result<Option<String>> {
         .map_err(sql_error)
 }
 
-/// Deletes a body's row. Returns the external body it named: the caller unlinks it after the
-/// commit, or keeps it when another database's row still names it (a move's old copy).
-pub(crate) fn drop_content_tx(tx: &Connection, id: i64) -> Result<Option<String>> {
-    let blob = blob_of_tx(tx, id)?;
-    tx.prepare_cached("DELETE FROM file_content WHERE id = ?1").and_then(|mut s| s.execute([id])).map_err(sql_error)?;
+/// Deletes a body's row. Returns the external body it named, which the caller unlinks after the
+/// commit.
+pub(crate) fn drop_content_tx(tx: &Connection, content: ContentRef) -> Result<Option<String>> {
+    let blob = content.blob_tx(tx)?;
+    drop_content_row_tx(tx, content.id)?;
     Ok(blob)
+}
+
+/// Deletes a body's row and nothing else: for a move's copies, whose external bodies the other
+/// database's rows still name.
+pub(crate) fn drop_content_row_tx(tx: &Connection, id: i64) -> Result<()> {
+    tx.prepare_cached("DELETE FROM file_content WHERE id = ?1").and_then(|mut s| s.execute([id])).map_err(sql_error)?;
+    Ok(())
 }
 
 /// Every external body a database names (through the partial index: no content is read).
@@ -997,7 +1028,7 @@ impl FileStore for SqliteStore {
                     Some(name) => Body::External(name),
                     None => Body::Inline(&write.content),
                 };
-                let (content_id, before) = store_content_tx(tx, current.as_ref().map(|c| c.content_id), body)?;
+                let (content_id, before) = store_content_tx(tx, current.as_ref().map(CurrentFile::content), body)?;
                 doomed.push(before);
                 let row = FileRow {
                     path: write.path.as_str(),
@@ -1108,7 +1139,7 @@ impl FileStore for SqliteStore {
             tx.prepare_cached("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2")
                 .and_then(|mut s| s.execute(params![tenant.as_str(), path.as_str()]))
                 .map_err(sql_error)?;
-            doomed.push(drop_content_tx(tx, current.content_id)?);
+            doomed.push(drop_content_tx(tx, current.content())?);
             add_usage_tx(tx, tenant, -current.size, -1)?;
             reindex_tx(tx, tenant, DocKind::File, path.as_str(), None)?;
             journal_tx(tx, tenant, scope.slug().as_str(), journal, published)
