@@ -94,6 +94,22 @@ impl Blobs {
         Ok(name)
     }
 
+    /// Writes several bodies durably and returns their names in order; if one fails, those
+    /// already written are unlinked.
+    pub fn write_all<'a>(&self, tenant: &TenantId, bodies: impl Iterator<Item = &'a [u8]>) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for bytes in bodies {
+            match self.write(tenant, bytes, true) {
+                Ok(name) => names.push(name),
+                Err(e) => {
+                    self.remove(tenant, &names);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(names)
+    }
+
     /// Reads a body, or the `[start, end)` part of it. `Ok(None)` if it is gone: a concurrent
     /// replace or delete committed and unlinked it, and the caller reads the row again.
     pub fn read(&self, tenant: &TenantId, name: &str, range: Option<(u64, u64)>) -> Result<Option<Vec<u8>>> {
@@ -184,12 +200,12 @@ fn erase_dir(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_error("cannot list", dir, e)),
     };
+    let zeros = vec![0u8; 1 << 20];
     for entry in entries.flatten() {
         let path = entry.path();
         let zeroed = (|| {
             let mut f = OpenOptions::new().write(true).open(&path)?;
             let mut left = f.metadata()?.len();
-            let zeros = vec![0u8; 1 << 20];
             while left > 0 {
                 let n = left.min(zeros.len() as u64) as usize;
                 f.write_all(&zeros[..n])?;

@@ -449,17 +449,8 @@ impl ImportStore for SqliteStore {
                 .await?;
             let (fs, t, blobs) = (files.clone(), tenant.clone(), self.blobs.clone());
             tokio::task::spawn_blocking(move || -> Result<HashMap<usize, String>> {
-                let mut names = HashMap::new();
-                for i in needed {
-                    match blobs.write(&t, &fs[i].content, true) {
-                        Ok(name) => names.insert(i, name),
-                        Err(e) => {
-                            blobs.remove(&t, &names.into_values().collect::<Vec<_>>());
-                            return Err(e);
-                        }
-                    };
-                }
-                Ok(names)
+                let names = blobs.write_all(&t, needed.iter().map(|&i| fs[i].content.as_slice()))?;
+                Ok(needed.into_iter().zip(names).collect())
             })
             .await
             .map_err(|e| Error::internal(format!("staging failed: {e}")))??
@@ -541,14 +532,7 @@ impl ImportStore for SqliteStore {
     ) -> Result<ImportReport> {
         let (scope, import, import_id) = (scope.clone(), import.to_owned(), import.to_owned());
         let scope_for_abort = scope.clone();
-        let (cache, blobs) = (self.cache.clone(), self.blobs.clone());
-        let tenant_id = scope.tenant_id().clone();
-        let doomed = Doomed::default();
-        let d = doomed.clone();
-        let on_commit: Box<dyn FnOnce() + Send> = Box::new(move || {
-            cache.invalidate_tenant(&tenant_id);
-            d.unlink(&blobs, &tenant_id);
-        });
+        let (on_commit, doomed) = self.after_files_commit(scope.tenant_id(), None);
         let result = self
             .write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
                 let tenant = scope.tenant_id();

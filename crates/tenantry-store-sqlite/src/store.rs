@@ -114,14 +114,22 @@ impl SqliteStore {
         pool.write(Some(owner_of(tenant)), move |tx| f(tx, &published), Some(hook)).await
     }
 
-    /// What a change of the file at `path` does after it commits: the cached copy is dropped and
-    /// the external bodies the change stopped naming (pushed onto the returned list) are unlinked.
-    pub(crate) fn after_file_commit(&self, tenant: &TenantId, path: &str) -> (Box<dyn FnOnce() + Send>, Doomed) {
+    /// What a change of files does after it commits: the cached copies are dropped (of the file
+    /// at `path`, or with `None` of every file of the tenant) and the external bodies the change
+    /// stopped naming (pushed onto the returned list) are unlinked.
+    pub(crate) fn after_files_commit(
+        &self,
+        tenant: &TenantId,
+        path: Option<&str>,
+    ) -> (Box<dyn FnOnce() + Send>, Doomed) {
         let doomed = Doomed::default();
         let (cache, blobs, d) = (self.cache.clone(), self.blobs.clone(), doomed.clone());
-        let (tenant, path) = (tenant.clone(), path.to_owned());
+        let (tenant, path) = (tenant.clone(), path.map(str::to_owned));
         let hook: Box<dyn FnOnce() + Send> = Box::new(move || {
-            cache.invalidate(&tenant, &path);
+            match path {
+                Some(p) => cache.invalidate(&tenant, &p),
+                None => cache.invalidate_tenant(&tenant),
+            }
             d.unlink(&blobs, &tenant);
         });
         (hook, doomed)
@@ -919,8 +927,9 @@ fn read_file_tx(
     };
     let row = conn
         .prepare_cached(&format!(
-            "SELECT {FILE_COLUMNS}, blob,
-                    CASE WHEN blob IS NULL AND min(size - ?3 + 1, ?4) <= ?5 THEN coalesce(substr(content, ?3, ?4), x'') END
+            "SELECT {FILE_COLUMNS}, CASE WHEN size > {EXTERNAL_OVER} THEN blob END,
+                    CASE WHEN min(size - ?3 + 1, ?4) <= ?5 AND (size <= {EXTERNAL_OVER} OR blob IS NULL)
+                         THEN coalesce(substr(content, ?3, ?4), x'') END
              FROM files JOIN file_content ON file_content.id = files.content_id WHERE tenant_id = ?1 AND path = ?2"
         ))
         .and_then(|mut s| {
@@ -932,6 +941,8 @@ fn read_file_tx(
             .optional()
         })
         .map_err(sql_error)?;
+    // `blob` follows `content` in the row, so reading it walks the content's overflow pages: it
+    // is read only for a body large enough to be external (a smaller one never is).
     Ok(match row {
         None => FileRead::Missing,
         Some((meta, Some(blob), _)) => FileRead::External(meta?, blob),
@@ -994,10 +1005,9 @@ impl FileStore for SqliteStore {
         let pending = Pending::new(scope.tenant_id(), blob.iter().cloned().collect());
         let ran = pending.ran();
         let scope = scope.clone();
-        let on_commit = self.after_file_commit(scope.tenant_id(), write.path.as_str());
-        let doomed = on_commit.1;
+        let (on_commit, doomed) = self.after_files_commit(scope.tenant_id(), Some(write.path.as_str()));
         let result = self
-            .write_journaled(&scope.tenant_id().clone(), Some(on_commit.0), move |tx, published| {
+            .write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
                 let tenant = scope.tenant_id();
                 let current = current_file(tx, tenant, write.path.as_str())?;
                 write.precondition.check(current.as_ref().map(|c| c.etag.as_str()))?;
@@ -1129,7 +1139,7 @@ impl FileStore for SqliteStore {
         journal: Journal,
     ) -> Result<()> {
         let (scope, path) = (scope.clone(), path.clone());
-        let (on_commit, doomed) = self.after_file_commit(scope.tenant_id(), path.as_str());
+        let (on_commit, doomed) = self.after_files_commit(scope.tenant_id(), Some(path.as_str()));
         self.write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
             let tenant = scope.tenant_id();
             let Some(current) = current_file(tx, tenant, path.as_str())? else {
