@@ -43,11 +43,12 @@ for method in GET PUT; do
     sleep 1
     with=$(b_run $method)
     wait $FLOOD
+    paced=$(curl -s http://127.0.0.1:18073/metrics | awk '/^tenantry_paced_requests_total/ {print $2}')
     a=$(echo "$alone" | p99); w=$(echo "$with" | p99)
     alones+=("$(to_ms "$a")"); withs+=("$(to_ms "$w")")
-    printf '%s round %s: B alone p99 %s (%s req/s); B while A floods with %s connections p99 %s (%s req/s); A %s req/s\n' \
+    printf '%s round %s: B alone p99 %s (%s req/s); B while A floods with %s connections p99 %s (%s req/s); A %s req/s; %s requests paced so far\n' \
       "$method" "$round" "$a" "$(echo "$alone" | awk '/Requests\/sec/ {print $2}')" "$AC" "$w" \
-      "$(echo "$with" | awk '/Requests\/sec/ {print $2}')" "$(awk '/Requests\/sec/ {print $2}' "$WORK/flood.out")"
+      "$(echo "$with" | awk '/Requests\/sec/ {print $2}')" "$(awk '/Requests\/sec/ {print $2}' "$WORK/flood.out")" "$paced"
   done
   ma=$(median "${alones[@]}"); mw=$(median "${withs[@]}")
   python3 -c "import sys; a, w = float(sys.argv[1]), float(sys.argv[2]); print('%s: median p99 alone %.2f ms, while flooded %.2f ms: ratio %.2f (goal <= 2)' % (sys.argv[3], a, w, w / a))" "$ma" "$mw" "$method"

@@ -104,8 +104,12 @@ impl FromRequestParts<AppState> for Authed {
             _ => {
                 state.svc.check_allowance(&caller)?;
                 // The operator's work is not a tenant's load.
-                let permit =
-                    if caller.is_operator() { None } else { Some(state.in_flight.enter(&caller.tenant().id).await) };
+                let read = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
+                let permit = if caller.is_operator() {
+                    None
+                } else {
+                    Some(state.fairness.enter(&caller.tenant().id, read).await)
+                };
                 if let Some(slot) = parts.extensions.get::<CallerSlot>() {
                     slot.0.admitted.store(true, std::sync::atomic::Ordering::Relaxed);
                     if let Some(p) = permit {

@@ -69,7 +69,7 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     pub routes: Arc<api::RouteTable>,
     pub hub: Arc<live::EventHub>,
-    pub in_flight: Arc<fairness::InFlight>,
+    pub fairness: Arc<fairness::Fairness>,
     pub resolver: Arc<dyn tenantry_core::webhook::HostResolver>,
 }
 
@@ -79,14 +79,15 @@ pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> (Router, Arc<live::Even
     let (router, table) = api::routes();
     let hub = Arc::new(live::EventHub::default());
     svc.store().add_event_sink(hub.clone());
-    let in_flight = Arc::new(fairness::InFlight::new(config.max_in_flight_per_tenant));
+    let fairness = Arc::new(fairness::Fairness::new(config.max_in_flight_per_tenant));
+    fairness.spawn_probe();
     let state = AppState {
         svc,
         metrics: Arc::new(metrics::Metrics::default()),
         config: Arc::new(config),
         routes: Arc::new(table),
         hub: hub.clone(),
-        in_flight,
+        fairness,
         resolver: Arc::new(delivery::SystemResolver),
     };
     let router = router

@@ -45,6 +45,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         let failed = crate::delivery::ATTEMPTS_FAILED.load(Relaxed);
         let _ = writeln!(body, "tenantry_webhook_attempts_total{{outcome=\"delivered\"}} {delivered}");
         let _ = writeln!(body, "tenantry_webhook_attempts_total{{outcome=\"failed\"}} {failed}");
+        body.push_str(&state.fairness.render());
     }
     let bearer = headers
         .get(header::AUTHORIZATION)

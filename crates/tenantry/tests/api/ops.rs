@@ -30,6 +30,12 @@ async fn metrics_count_requests_by_route_and_status_and_tenants_by_status() {
     assert!(text.contains("tenantry_tenants{status=\"suspended\"} 1"));
     assert!(text.contains("tenantry_http_request_duration_seconds_count{route=\"/v1/files/{*path}\"} 3"));
     assert!(!text.contains("missing"), "labels are route templates, never raw paths");
+    // One tenant alone is never paced (crates/tenantry-http/src/fairness.rs).
+    assert!(text.contains("\ntenantry_paced_requests_total 0\n"), "{text}");
+    assert!(text.contains("\ntenantry_pacing_level_requests_per_second 0\n"), "{text}");
+    assert!(text
+        .lines()
+        .any(|l| l.strip_prefix("tenantry_scheduler_lag_seconds ").is_some_and(|v| v.parse::<f64>().is_ok())));
 }
 
 #[tokio::test]

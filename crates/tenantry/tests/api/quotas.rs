@@ -292,3 +292,34 @@ async fn a_tenant_at_its_in_flight_bound_waits_while_other_tenants_are_served() 
     let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
     assert_eq!(&got[..], b"x");
 }
+
+#[tokio::test]
+async fn a_read_flood_beside_another_tenant_is_answered_in_full_and_never_refused() {
+    // Pacing (fairness.rs) may delay the flooding tenant's reads while the server is congested;
+    // it must never refuse one, answer one wrongly, or touch the other tenant's.
+    let app = spawn_app().await;
+    let (a, b) = (app.create_tenant("flood").await, app.create_tenant("quiet").await);
+    app.as_key(&a.owner).put_file("/a.txt", b"from a".to_vec(), None).await.unwrap();
+    app.as_key(&b.owner).put_file("/b.txt", b"from b".to_vec(), None).await.unwrap();
+    let reader = |key: String, path: &'static str, n: usize| {
+        let c = app.as_key(&key);
+        tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            for _ in 0..n {
+                bodies.push(c.get_file(path).await.unwrap());
+            }
+            bodies
+        })
+    };
+    let floods: Vec<_> = (0..16).map(|_| reader(a.owner.clone(), "/a.txt", 150)).collect();
+    let quiet = reader(b.owner.clone(), "/b.txt", 150);
+    for f in floods {
+        let bodies = f.await.unwrap();
+        assert_eq!(bodies.len(), 150);
+        assert!(bodies.iter().all(|x| &x[..] == b"from a"));
+    }
+    let bodies = quiet.await.unwrap();
+    assert!(bodies.iter().all(|x| &x[..] == b"from b"));
+    let u = app.as_key(&a.owner).json(reqwest::Method::GET, "/v1/usage", None).await.unwrap();
+    assert_eq!(u["usage"]["reads"], 16 * 150, "every read was answered and metered once: {u}");
+}
