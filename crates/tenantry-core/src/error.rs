@@ -23,6 +23,10 @@ pub enum ErrorCode {
     PreconditionFailed,
     TooLarge,
     RateLimited,
+    /// The server's disk (or its filesystem quota) is full: the change was not made. Not the
+    /// client's fault, but not a fault of the server's code either, so it gets its own code and
+    /// a message that says what to do, instead of `internal`.
+    StorageFull,
     /// Anything the client could not have caused; its details are logged, never answered.
     Internal,
 }
@@ -45,6 +49,7 @@ impl ErrorCode {
             ErrorCode::PreconditionFailed => "precondition_failed",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::StorageFull => "storage_full",
             ErrorCode::Internal => "internal",
         }
     }
@@ -72,6 +77,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Error { code, message: message.into(), details: None }
+    }
+
+    /// The disk is full: 507 `storage_full`; the change was rolled back.
+    pub fn storage_full() -> Self {
+        Error::new(
+            ErrorCode::StorageFull,
+            "the server's storage is full, so nothing was changed; retry once the operator has freed disk space",
+        )
     }
 
     /// A hard limit that a change would cross (API.md §8): 403 `quota_exceeded` with the limit

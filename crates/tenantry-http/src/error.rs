@@ -20,6 +20,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited | ErrorCode::AllowanceExceeded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -75,3 +76,15 @@ impl IntoResponse for ApiError {
 pub struct InternalCause(pub String);
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_and_only_internal_is_500() {
+        assert_eq!(status_of(ErrorCode::StorageFull), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(status_of(ErrorCode::Internal), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_of(ErrorCode::TooLarge), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

@@ -31,6 +31,7 @@ const API_ERRORS: &[(&str, &str)] = &[
     ("409", "conflict"),
     ("413", "too_large"),
     ("429", "rate_limited"),
+    ("507", "storage_full: the server's disk is full; nothing was changed"),
 ];
 
 impl Modify for ErrorResponses {

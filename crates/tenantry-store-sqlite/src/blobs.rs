@@ -32,6 +32,10 @@ pub(crate) const EXTERNAL_OVER: usize = 1 << 20;
 pub(crate) const BLOBS_DIR: &str = "blobs";
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    if matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
+        tracing::error!("{what} {}: {e}: the data directory's disk is full", path.display());
+        return Error::storage_full();
+    }
     Error::internal(format!("{what} {}: {e}", path.display()))
 }
 
@@ -266,6 +270,16 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_storage_full_and_other_io_failures_stay_internal() {
+        let path = Path::new("/data/blobs/t/x");
+        for e in [std::io::Error::from_raw_os_error(28), std::io::ErrorKind::QuotaExceeded.into()] {
+            assert_eq!(io_error("cannot write", path, e).code, tenantry_core::ErrorCode::StorageFull);
+        }
+        let other = io_error("cannot write", path, std::io::Error::from_raw_os_error(5));
+        assert_eq!(other.code, tenantry_core::ErrorCode::Internal);
+    }
 
     #[test]
     fn bodies_round_trip_and_ranges_and_a_missing_body_reads_as_none() {

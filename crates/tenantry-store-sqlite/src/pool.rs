@@ -37,6 +37,10 @@ trait WriteJob: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// After the group's commit (or its failure): answers the waiting caller.
     fn finish(self: Box<Self>, committed: Result<(), Error>);
+    /// The error its work failed with, if it ran and failed.
+    fn failure(&self) -> Option<&Error> {
+        None
+    }
 }
 
 struct Job<T, F> {
@@ -59,6 +63,10 @@ impl<T: Send, F: FnOnce(&Connection) -> Result<T, Error> + Send> WriteJob for Jo
         let ok = r.is_ok();
         self.result = Some(r);
         ok
+    }
+
+    fn failure(&self) -> Option<&Error> {
+        self.result.as_ref().and_then(|r| r.as_ref().err())
     }
 
     fn finish(self: Box<Self>, committed: Result<(), Error>) {
@@ -178,6 +186,11 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<(), E
         })();
         if let Err(e) = step {
             let _ = conn.execute_batch("ROLLBACK");
+            // On a full disk SQLite may roll back the whole transaction, savepoint included:
+            // then the group failed for the job's reason, which the whole group is told.
+            if let Some(full) = job.failure().filter(|f| f.code == tenantry_core::ErrorCode::StorageFull) {
+                return Err(full.clone());
+            }
             return Err(sql_error(e));
         }
     }
@@ -219,7 +232,13 @@ fn checkpoint_loop(conn: Connection, stop: Arc<AtomicBool>) {
 }
 
 pub(crate) fn sql_error(e: rusqlite::Error) -> Error {
-    Error::internal(format!("sqlite: {e}"))
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => {
+            tracing::error!("sqlite: {e}: the data directory's disk is full; writes are refused until space is freed");
+            Error::storage_full()
+        }
+        _ => Error::internal(format!("sqlite: {e}")),
+    }
 }
 
 fn configure(conn: &Connection, opts: &OpenOptions) -> rusqlite::Result<()> {
@@ -371,6 +390,30 @@ mod tests {
         let mut queue = backlog(&[Some(1); 20]);
         assert_eq!(next_group(&mut queue).len(), 20);
         assert!(queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_refuses_the_write_as_storage_full_changes_nothing_and_writes_resume_once_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::open(&dir.path().join("db.sqlite"), &OpenOptions::default()).unwrap();
+        // SQLite's own page limit answers exactly as a full disk does (SQLITE_FULL).
+        let cap = |room: i64| {
+            move |c: &mut Connection| {
+                let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(sql_error)?;
+                c.pragma_update(None, "max_page_count", pages + room).map_err(sql_error)
+            }
+        };
+        pool.exclusive(cap(2)).await.unwrap();
+        let insert = |c: &Connection| {
+            c.execute("INSERT INTO file_content (content) VALUES (zeroblob(200000))", []).map_err(sql_error)
+        };
+        let err = pool.write(None, insert, None).await.unwrap_err();
+        assert_eq!((err.code, err.code.as_str()), (tenantry_core::ErrorCode::StorageFull, "storage_full"), "{err}");
+        let rows = |p: &Pool| p.reader().query_row("SELECT count(*) FROM file_content", [], |r| r.get::<_, i64>(0));
+        assert_eq!(rows(&pool).unwrap(), 0);
+        pool.exclusive(cap(1000)).await.unwrap();
+        assert_eq!(pool.write(None, insert, None).await.unwrap(), 1);
+        assert_eq!(rows(&pool).unwrap(), 1);
     }
 
     #[test]
