@@ -122,9 +122,70 @@ impl FromRequestParts<AppState> for Authed {
     }
 }
 
+/// A request body read into memory, holding its share of the server's body-memory budget until
+/// dropped (see [`BodyBudget`]).
+pub struct Buffered {
+    pub bytes: Bytes,
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for Buffered {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Bounds the memory that request bodies being read and handled take at once
+/// (`max_body_memory_bytes`): without it, a thousand concurrent 64 MiB uploads would ask for
+/// 64 GiB. A body declares its size (`Content-Length`) and waits, before a byte is read, until
+/// that much of the budget is free (within the request timeout); a body of unknown length
+/// reserves its route's whole limit. Bodies of at most [`BodyBudget::FREE_BYTES`] are not
+/// counted: the connection's own buffers are of that order.
+pub struct BodyBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    total_kib: usize,
+}
+
+impl BodyBudget {
+    pub const FREE_BYTES: u64 = 64 << 10;
+
+    /// A budget of `bytes`, raised to `largest_body` so that any body a route accepts can be
+    /// read once the others are done.
+    pub fn new(bytes: usize, largest_body: usize) -> BodyBudget {
+        let total_kib = bytes.max(largest_body).div_ceil(1024).max(1);
+        BodyBudget { permits: Arc::new(tokio::sync::Semaphore::new(total_kib)), total_kib }
+    }
+
+    /// Bytes of the budget held now.
+    pub fn held_bytes(&self) -> u64 {
+        (self.total_kib - self.permits.available_permits()) as u64 * 1024
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.total_kib as u64 * 1024
+    }
+
+    async fn reserve(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if bytes <= Self::FREE_BYTES {
+            return None;
+        }
+        let kib = (bytes.div_ceil(1024) as usize).min(self.total_kib);
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        // The semaphore is never closed, so acquiring cannot fail.
+        Some(self.permits.clone().acquire_many_owned(kib).await.expect("the body budget is never closed"))
+    }
+}
+
 /// Reads a whole body of at most `limit` bytes. A declared `Content-Length` over the limit is
 /// refused before a byte is read, so a client cannot make us wait for a body we would refuse.
-pub async fn read_body(body: Body, headers: &axum::http::HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+/// The body's share of the memory budget is taken before reading and held by the answer.
+pub async fn read_body(
+    body: Body,
+    headers: &axum::http::HeaderMap,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<Buffered, ApiError> {
     let too_large = || {
         ApiError(tenantry_core::Error::new(
             tenantry_core::ErrorCode::TooLarge,
@@ -138,9 +199,10 @@ pub async fn read_body(body: Body, headers: &axum::http::HeaderMap, limit: usize
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    let held = budget.reserve(declared.unwrap_or(limit as u64)).await;
     let limited = http_body_util::Limited::new(body, limit);
     match http_body_util::BodyExt::collect(limited).await {
-        Ok(collected) => Ok(collected.to_bytes()),
+        Ok(collected) => Ok(Buffered { bytes: collected.to_bytes(), _held: held }),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::invalid(format!("could not read the request body: {e}"))),
     }
@@ -156,7 +218,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = read_body(body, &parts.headers, state.config.max_json_bytes).await?;
+        let bytes = read_body(body, &parts.headers, state.config.max_json_bytes, &state.bodies).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid("expected a JSON body"));
         }

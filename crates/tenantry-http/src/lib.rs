@@ -46,6 +46,8 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Requests of one tenant inside handlers at once; more wait for a slot (see `fairness`).
     pub max_in_flight_per_tenant: usize,
+    /// Memory for request bodies read at once, all requests together (see `edge::BodyBudget`).
+    pub max_body_memory_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -58,6 +60,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(120),
             max_header_bytes: 64 << 10,
             max_in_flight_per_tenant: fairness::default_per_tenant(),
+            max_body_memory_bytes: 1 << 30,
         }
     }
 }
@@ -70,6 +73,7 @@ pub struct AppState {
     pub routes: Arc<api::RouteTable>,
     pub hub: Arc<live::EventHub>,
     pub fairness: Arc<fairness::Fairness>,
+    pub bodies: Arc<edge::BodyBudget>,
     pub resolver: Arc<dyn tenantry_core::webhook::HostResolver>,
 }
 
@@ -81,6 +85,10 @@ pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> (Router, Arc<live::Even
     svc.store().add_event_sink(hub.clone());
     let fairness = Arc::new(fairness::Fairness::new(config.max_in_flight_per_tenant));
     fairness.spawn_probe();
+    let largest_body = (svc.config().max_file_bytes as usize + 1)
+        .max(config.max_json_bytes)
+        .max((svc.config().max_memory_value_bytes as usize).saturating_mul(2));
+    let bodies = Arc::new(edge::BodyBudget::new(config.max_body_memory_bytes, largest_body));
     let state = AppState {
         svc,
         metrics: Arc::new(metrics::Metrics::default()),
@@ -88,6 +96,7 @@ pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> (Router, Arc<live::Even
         routes: Arc::new(table),
         hub: hub.clone(),
         fairness,
+        bodies,
         resolver: Arc::new(delivery::SystemResolver),
     };
     let router = router

@@ -49,6 +49,7 @@ pub struct LimitsConfig {
     pub max_header_bytes: Option<usize>,
     pub max_json_bytes: Option<usize>,
     pub max_in_flight_per_tenant: Option<usize>,
+    pub max_body_memory_bytes: Option<usize>,
 }
 
 /// `[memory]`.
@@ -215,6 +216,10 @@ impl ServeConfig {
             }
             http.max_in_flight_per_tenant = n;
         }
+        if let Some(n) = l.max_body_memory_bytes {
+            // Raised to the largest single body a route accepts when the server starts.
+            http.max_body_memory_bytes = n;
+        }
         if let Some(n) = l.max_json_bytes {
             http.max_json_bytes = n.clamp(1024, 64 << 20);
         }
@@ -308,6 +313,9 @@ max_json_bytes = 1048576
 # Requests of one tenant inside handlers at once; more wait for a slot (default 16 per core,
 # at least 32). Keeps one flooding tenant to a bounded share of the server.
 # max_in_flight_per_tenant = 32
+# Memory for request bodies being read at once, all requests together, in bytes; a body waits
+# (before it is read) for its share. Never below the largest single body (max_file_bytes).
+max_body_memory_bytes = 1073741824
 
 [memory]
 # Largest memory value, in bytes of compact JSON (413 too_large beyond). At most 16777216.

@@ -71,9 +71,11 @@ pub async fn put(
 ) -> ApiResult<Response> {
     let path = path_of(&uri)?;
     let precondition = write_precondition(&headers)?;
-    let body = read_body(body, &headers, state.svc.config().max_file_bytes as usize + 1).await?;
+    let body = read_body(body, &headers, state.svc.config().max_file_bytes as usize + 1, &state.bodies).await?;
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (meta, outcome) = state.svc.put_file(&caller, path, Vec::from(body), content_type, precondition).await?;
+    // The body's budget is held until the write is done with its copy.
+    let (meta, outcome) = state.svc.put_file(&caller, path, body.to_vec(), content_type, precondition).await?;
+    drop(body);
     let status = if outcome == WriteOutcome::Created { StatusCode::CREATED } else { StatusCode::OK };
     let mut res = (status, Json(&meta)).into_response();
     if let Ok(v) = HeaderValue::from_str(&meta.etag) {

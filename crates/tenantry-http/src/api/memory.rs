@@ -41,7 +41,7 @@ pub async fn set(
     let ttl = num_param(&q.ttl_seconds, "ttl_seconds")?;
     // Room for whitespace around the largest value; the value itself is measured compactly.
     let limit = (state.svc.config().max_memory_value_bytes as usize).saturating_mul(2).max(state.config.max_json_bytes);
-    let bytes = read_body(body, &headers, limit).await?;
+    let bytes = read_body(body, &headers, limit, &state.bodies).await?;
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("the body must be JSON: {e}")))?;
     let entry = state.svc.set_memory(&caller, &namespace, &key, value, ttl).await?;
