@@ -101,7 +101,11 @@ impl Pacing {
         let min_per_window = MIN_PACED_PER_SEC as f64 * self.window_us as f64 / 1e6;
         let level = self.level;
         let window_us = self.window_us;
-        let share = self.shares.entry(tenant.clone()).or_default();
+        // Looked up before inserting: the hot path allocates no key.
+        if !self.shares.contains_key(tenant) {
+            self.shares.insert(tenant.clone(), Share::default());
+        }
+        let Some(share) = self.shares.get_mut(tenant) else { return Duration::ZERO };
         share.this_window += 1;
         let Some(level) = level else { return Duration::ZERO };
         let interval_us = (window_us as f64 / level.max(min_per_window)).max(1.0) as u64;
@@ -215,7 +219,12 @@ impl Fairness {
         }
         let sem = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.entry(tenant.clone()).or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant))).clone()
+            match slots.get(tenant) {
+                Some(sem) => sem.clone(),
+                None => {
+                    slots.entry(tenant.clone()).or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant))).clone()
+                }
+            }
         };
         // The semaphore is never closed, so acquiring cannot fail.
         sem.acquire_owned().await.expect("the in-flight semaphore is never closed")
