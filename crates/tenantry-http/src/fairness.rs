@@ -6,7 +6,7 @@
 //!   until one of its own finishes. A tenant holding hundreds of slow requests (large uploads,
 //!   heavy searches) therefore occupies a bounded share of the server. The writer shares its
 //!   groups between tenants too (see tenantry-store-sqlite's `pool`).
-//! - **Pacing while congested**: cheap requests (a cached 4 KiB GET) spend almost no time in a
+//! - **Read pacing while congested**: cheap reads (a cached 4 KiB GET) spend almost no time in a
 //!   handler, so the bound above does not limit them; a tenant flooding the server with them keeps
 //!   every worker busy parsing and answering its connections, and other tenants' requests queue
 //!   behind. So the server watches its own scheduler: a probe task measures how long a task that
@@ -18,7 +18,8 @@
 //!   equal share of what the server served, and rises again once the lag is back under the
 //!   target; it is lifted when nobody reaches it. A tenant alone is never paced, and neither is
 //!   one under [`MIN_PACED_PER_SEC`]. Waiting happens before a slot of the in-flight bound is
-//!   taken, so a paced request holds nothing.
+//!   taken, so a paced request holds nothing. Only GET and HEAD are counted and paced (see
+//!   [`Fairness::enter`] for why writes are not).
 //!
 //! The policy ([`Pacing`]) is pure (time passed in) and unit-tested; [`Fairness`] wraps it with
 //! the clock, the semaphores and the probe.
