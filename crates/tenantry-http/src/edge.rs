@@ -125,8 +125,21 @@ impl FromRequestParts<AppState> for Authed {
 /// A request body read into memory, holding its share of the server's body-memory budget until
 /// dropped (see [`BodyBudget`]).
 pub struct Buffered {
-    pub bytes: Bytes,
-    _held: Option<tokio::sync::OwnedSemaphorePermit>,
+    bytes: Bytes,
+    held: BudgetShare,
+}
+
+/// A body's share of the budget, given back when dropped.
+pub struct BudgetShare {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Buffered {
+    /// The bytes without a copy, and the share to keep for as long as they (or what they were
+    /// moved into) live.
+    pub fn into_parts(self) -> (Bytes, BudgetShare) {
+        (self.bytes, self.held)
+    }
 }
 
 impl std::ops::Deref for Buffered {
@@ -157,23 +170,28 @@ impl BodyBudget {
         BodyBudget { permits: Arc::new(tokio::sync::Semaphore::new(total_kib)), total_kib }
     }
 
-    /// Bytes of the budget held now.
-    pub fn held_bytes(&self) -> u64 {
-        (self.total_kib - self.permits.available_permits()) as u64 * 1024
+    /// Prometheus text: the bytes held now (with what a waiting body has already claimed) and
+    /// the budget.
+    pub fn render(&self) -> String {
+        let held = (self.total_kib - self.permits.available_permits()) as u64 * 1024;
+        format!(
+            "# HELP tenantry_body_memory_bytes Memory reserved for request bodies being read or handled (with what a waiting body has already claimed), and the budget.\n\
+             # TYPE tenantry_body_memory_bytes gauge\n\
+             tenantry_body_memory_bytes{{state=\"held\"}} {held}\n\
+             tenantry_body_memory_bytes{{state=\"budget\"}} {}\n",
+            self.total_kib as u64 * 1024
+        )
     }
 
-    pub fn total_bytes(&self) -> u64 {
-        self.total_kib as u64 * 1024
-    }
-
-    async fn reserve(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    async fn reserve(&self, bytes: u64) -> BudgetShare {
         if bytes <= Self::FREE_BYTES {
-            return None;
+            return BudgetShare { _permit: None };
         }
         let kib = (bytes.div_ceil(1024) as usize).min(self.total_kib);
         let kib = u32::try_from(kib).unwrap_or(u32::MAX);
         // The semaphore is never closed, so acquiring cannot fail.
-        Some(self.permits.clone().acquire_many_owned(kib).await.expect("the body budget is never closed"))
+        let permit = self.permits.clone().acquire_many_owned(kib).await.expect("the body budget is never closed");
+        BudgetShare { _permit: Some(permit) }
     }
 }
 
@@ -202,7 +220,7 @@ pub async fn read_body(
     let held = budget.reserve(declared.unwrap_or(limit as u64)).await;
     let limited = http_body_util::Limited::new(body, limit);
     match http_body_util::BodyExt::collect(limited).await {
-        Ok(collected) => Ok(Buffered { bytes: collected.to_bytes(), _held: held }),
+        Ok(collected) => Ok(Buffered { bytes: collected.to_bytes(), held }),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::invalid(format!("could not read the request body: {e}"))),
     }

@@ -106,7 +106,7 @@ impl Pacing {
         if !self.shares.contains_key(tenant) {
             self.shares.insert(tenant.clone(), Share::default());
         }
-        let Some(share) = self.shares.get_mut(tenant) else { return Duration::ZERO };
+        let share = self.shares.get_mut(tenant).expect("inserted above");
         share.this_window += 1;
         let Some(level) = level else { return Duration::ZERO };
         let interval_us = (window_us as f64 / level.max(min_per_window)).max(1.0) as u64;
@@ -172,12 +172,17 @@ fn water_level(counts: &mut [u64], target: f64) -> f64 {
     counts.last().copied().unwrap_or(0) as f64
 }
 
+struct Tenants {
+    slots: HashMap<TenantId, Arc<Semaphore>>,
+    pacing: Pacing,
+}
+
 /// The in-flight bounds and the pacing of every tenant, with the scheduler probe's readings.
 pub struct Fairness {
     per_tenant: usize,
     origin: Instant,
-    slots: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
-    pacing: Mutex<Pacing>,
+    /// One lock for both, taken once per request.
+    tenants: Mutex<Tenants>,
     /// The largest lag the probe saw in the current window, in µs (reset when a window closes).
     window_lag_us: AtomicU64,
     /// The largest lag of the last closed window (for `/metrics`).
@@ -189,8 +194,7 @@ impl Fairness {
         Fairness {
             per_tenant: per_tenant.max(1),
             origin: Instant::now(),
-            slots: Mutex::default(),
-            pacing: Mutex::new(Pacing::new(WINDOW)),
+            tenants: Mutex::new(Tenants { slots: HashMap::new(), pacing: Pacing::new(WINDOW) }),
             window_lag_us: AtomicU64::new(0),
             last_lag_us: AtomicU64::new(0),
         }
@@ -203,38 +207,41 @@ impl Fairness {
     /// already shares its groups between tenants, so a write flood does not delay another
     /// tenant's writes (measured: bench/fairness.sh) and pacing it would only idle the writer.
     pub async fn enter(&self, tenant: &TenantId, read: bool) -> OwnedSemaphorePermit {
-        let wait = if !read {
-            Duration::ZERO
-        } else {
-            let now_us = self.origin.elapsed().as_micros() as u64;
-            let mut pacing = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
-            let before = pacing.window_start_us;
-            let wait = pacing.admit(tenant, now_us, self.window_lag_us.load(Ordering::Relaxed));
-            if pacing.window_start_us != before {
-                self.last_lag_us.store(self.window_lag_us.swap(0, Ordering::Relaxed), Ordering::Relaxed);
-            }
-            wait
+        let (wait, sem) = {
+            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            let wait = if read {
+                let pacing = &mut tenants.pacing;
+                let before = pacing.window_start_us;
+                let now_us = self.origin.elapsed().as_micros() as u64;
+                let wait = pacing.admit(tenant, now_us, self.window_lag_us.load(Ordering::Relaxed));
+                if pacing.window_start_us != before {
+                    self.last_lag_us.store(self.window_lag_us.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+                }
+                wait
+            } else {
+                Duration::ZERO
+            };
+            let sem = match tenants.slots.get(tenant) {
+                Some(sem) => sem.clone(),
+                None => tenants
+                    .slots
+                    .entry(tenant.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
+                    .clone(),
+            };
+            (wait, sem)
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        let sem = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            match slots.get(tenant) {
-                Some(sem) => sem.clone(),
-                None => {
-                    slots.entry(tenant.clone()).or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant))).clone()
-                }
-            }
-        };
         // The semaphore is never closed, so acquiring cannot fail.
         sem.acquire_owned().await.expect("the in-flight semaphore is never closed")
     }
 
     /// Requests of `tenant` inside handlers now (for tests and metrics).
     pub fn in_flight(&self, tenant: &TenantId) -> usize {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.get(tenant).map_or(0, |s| self.per_tenant - s.available_permits())
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants.slots.get(tenant).map_or(0, |s| self.per_tenant - s.available_permits())
     }
 
     /// Measures the scheduler's lag for as long as the runtime runs: every few milliseconds, how
@@ -258,8 +265,8 @@ impl Fairness {
     /// Prometheus text: the scheduler lag, the pacing level and how many requests waited.
     pub fn render(&self) -> String {
         let (level, paced) = {
-            let p = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
-            (p.level_per_sec(), p.paced())
+            let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            (tenants.pacing.level_per_sec(), tenants.pacing.paced())
         };
         format!(
             "# HELP tenantry_scheduler_lag_seconds Largest wait of a ready task in the last {} ms window.\n\

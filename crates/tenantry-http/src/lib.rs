@@ -85,9 +85,8 @@ pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> (Router, Arc<live::Even
     svc.store().add_event_sink(hub.clone());
     let fairness = Arc::new(fairness::Fairness::new(config.max_in_flight_per_tenant));
     fairness.spawn_probe();
-    let largest_body = (svc.config().max_file_bytes as usize + 1)
-        .max(config.max_json_bytes)
-        .max((svc.config().max_memory_value_bytes as usize).saturating_mul(2));
+    let largest_body =
+        api::files::body_limit(&svc).max(api::memory::body_limit(&svc, &config)).max(config.max_json_bytes);
     let bodies = Arc::new(edge::BodyBudget::new(config.max_body_memory_bytes, largest_body));
     let state = AppState {
         svc,

@@ -57,6 +57,12 @@ fn meta_headers(res: &mut Response, meta: &FileMeta) {
     h.insert("x-file-version", HeaderValue::from(meta.version));
 }
 
+/// The largest body a file PUT reads: one byte over the limit, so an over-long body of unknown
+/// length is told from one exactly at it.
+pub(crate) fn body_limit(svc: &tenantry_core::service::Tenantry) -> usize {
+    svc.config().max_file_bytes as usize + 1
+}
+
 /// Write a file (raw body). Durable when answered.
 #[utoipa::path(put, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path, description = "absolute file path")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
@@ -71,11 +77,10 @@ pub async fn put(
 ) -> ApiResult<Response> {
     let path = path_of(&uri)?;
     let precondition = write_precondition(&headers)?;
-    let body = read_body(body, &headers, state.svc.config().max_file_bytes as usize + 1, &state.bodies).await?;
+    let (body, _share) = read_body(body, &headers, body_limit(&state.svc), &state.bodies).await?.into_parts();
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    // The body's budget is held until the write is done with its copy.
-    let (meta, outcome) = state.svc.put_file(&caller, path, body.to_vec(), content_type, precondition).await?;
-    drop(body);
+    // `_share` keeps the body's budget until the write is done with it.
+    let (meta, outcome) = state.svc.put_file(&caller, path, Vec::from(body), content_type, precondition).await?;
     let status = if outcome == WriteOutcome::Created { StatusCode::CREATED } else { StatusCode::OK };
     let mut res = (status, Json(&meta)).into_response();
     if let Ok(v) = HeaderValue::from_str(&meta.etag) {

@@ -25,6 +25,12 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// The largest body a memory write reads: room for whitespace around the largest value (the
+/// value itself is measured compactly).
+pub(crate) fn body_limit(svc: &tenantry_core::service::Tenantry, http: &crate::HttpConfig) -> usize {
+    (svc.config().max_memory_value_bytes as usize).saturating_mul(2).max(http.max_json_bytes)
+}
+
 /// Sets a value (any JSON), optionally expiring after `ttl_seconds`.
 #[utoipa::path(put, path = "/v1/memory/{namespace}/{key}", tag = "memory",
     params(("namespace" = String, Path), ("key" = String, Path, description = "may contain `/`"), ("ttl_seconds" = Option<u64>, Query)),
@@ -39,9 +45,7 @@ pub async fn set(
     body: Body,
 ) -> ApiResult<Response> {
     let ttl = num_param(&q.ttl_seconds, "ttl_seconds")?;
-    // Room for whitespace around the largest value; the value itself is measured compactly.
-    let limit = (state.svc.config().max_memory_value_bytes as usize).saturating_mul(2).max(state.config.max_json_bytes);
-    let bytes = read_body(body, &headers, limit, &state.bodies).await?;
+    let bytes = read_body(body, &headers, body_limit(&state.svc, &state.config), &state.bodies).await?;
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("the body must be JSON: {e}")))?;
     let entry = state.svc.set_memory(&caller, &namespace, &key, value, ttl).await?;

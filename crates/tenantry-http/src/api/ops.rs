@@ -46,10 +46,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         let _ = writeln!(body, "tenantry_webhook_attempts_total{{outcome=\"delivered\"}} {delivered}");
         let _ = writeln!(body, "tenantry_webhook_attempts_total{{outcome=\"failed\"}} {failed}");
         body.push_str(&state.fairness.render());
-        let _ = writeln!(body, "# HELP tenantry_body_memory_bytes Memory reserved for request bodies being read or handled (with what a waiting body has already claimed), and the budget.");
-        let _ = writeln!(body, "# TYPE tenantry_body_memory_bytes gauge");
-        let _ = writeln!(body, "tenantry_body_memory_bytes{{state=\"held\"}} {}", state.bodies.held_bytes());
-        let _ = writeln!(body, "tenantry_body_memory_bytes{{state=\"budget\"}} {}", state.bodies.total_bytes());
+        body.push_str(&state.bodies.render());
     }
     let bearer = headers
         .get(header::AUTHORIZATION)
