@@ -3,7 +3,8 @@
 
 use crate::journal::{event_tx, last_event_seq_tx};
 use crate::pool::sql_error;
-use crate::store::SqliteStore;
+use crate::store::{read_on, SqliteStore};
+use crate::tails::Log;
 use async_trait::async_trait;
 use rusqlite::{params, Row};
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use tenantry_core::Result;
 
 /// Most events deleted by one `prune_events` call.
 pub const PRUNE_BATCH: usize = 5000;
+
+const EVENT_COLUMNS: &str = "seq, type, path, namespace, key, detail, actor, at";
 
 fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
     let detail: Option<String> = r.get(5)?;
@@ -40,29 +43,29 @@ impl EventLog for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Event>> {
         let tenant = scope.tenant_id().clone();
-        self.read_of(&tenant.clone(), move |conn| {
+        let pool = self.pool_of(&tenant)?;
+        let tail = pool.tails.ids(Log::Events, &tenant);
+        read_on(pool, move |conn| {
             let after = after.min(i64::MAX as u64) as i64;
             let rows: Vec<Event> = match visible {
                 None => conn
-                    .prepare_cached(
-                        "SELECT seq, type, path, namespace, key, detail, actor, at FROM events
-                         WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                    )
+                    .prepare_cached(&Log::Events.select(EVENT_COLUMNS, "seq > ?2", 4, "ORDER BY seq LIMIT ?3"))
                     .and_then(|mut s| {
-                        s.query_map(params![tenant.as_str(), after, limit as i64], event_from_row)?.collect()
+                        s.query_map(params![tenant.as_str(), after, limit as i64, tail], event_from_row)?.collect()
                     })
                     .map_err(sql_error)?,
                 Some(prefix) => {
                     let dir = prefix.as_dir();
                     let upper = format!("{}0", &dir[..dir.len() - 1]);
-                    conn.prepare_cached(
-                        "SELECT seq, type, path, namespace, key, detail, actor, at FROM events
-                         WHERE tenant_id = ?1 AND seq > ?2 AND ((path >= ?3 AND path < ?4) OR path = ?5)
-                         ORDER BY seq LIMIT ?6",
-                    )
+                    conn.prepare_cached(&Log::Events.select(
+                        EVENT_COLUMNS,
+                        "seq > ?2 AND ((path >= ?3 AND path < ?4) OR path = ?5)",
+                        7,
+                        "ORDER BY seq LIMIT ?6",
+                    ))
                     .and_then(|mut s| {
                         s.query_map(
-                            params![tenant.as_str(), after, dir, upper, prefix.as_str(), limit as i64],
+                            params![tenant.as_str(), after, dir, upper, prefix.as_str(), limit as i64, tail],
                             event_from_row,
                         )?
                         .collect()

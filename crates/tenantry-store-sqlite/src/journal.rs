@@ -113,7 +113,7 @@ pub(crate) fn event_tx(
     let event = draft.into_event(seq as u64, SystemClock.now());
     let detail = event.detail.as_ref().map(|d| d.to_string());
     tx.prepare_cached(
-        "INSERT INTO events (tenant_id, seq, type, path, namespace, key, detail, actor, at)
+        "INSERT INTO events_tail (tenant_id, seq, type, path, namespace, key, detail, actor, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut s| {

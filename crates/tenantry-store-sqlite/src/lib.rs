@@ -9,6 +9,8 @@
 //! - `cache`: a bounded cache of small hot files in front of the readers.
 //! - `store`: the registry, audit, file and usage traits. Every row carries `tenant_id` and
 //!   every index is led by it; every query filters on the `TenantScope` it was handed.
+//! - `tails`: the audit and event logs are appended to unindexed tails and folded into their
+//!   per-tenant tables in batches (many tenants' writes stay as cheap as one tenant's).
 //! - `journal`: what each change writes beside itself (audit entry, event, webhook outbox rows)
 //!   and the hand-off of committed events to the sinks.
 //! - `memory`, `search`, `events`, `webhooks`: the data plane's traits.
@@ -25,6 +27,7 @@ mod pool;
 mod schema;
 mod search;
 mod store;
+mod tails;
 mod webhooks;
 
 pub use pool::OpenOptions;

@@ -184,7 +184,9 @@ fn table_rows_where(
     filter: &str,
     params: &[Value],
 ) -> Result<TableRows> {
-    let sql = format!("SELECT * FROM {table} WHERE {tenant_col} = ?1 {filter}");
+    // A log is read whole, tail included.
+    let source = crate::tails::whole(table);
+    let sql = format!("SELECT * FROM {source} WHERE {tenant_col} = ?1 {filter}");
     let mut s = conn.prepare_cached(&sql).map_err(sql_error)?;
     let columns: Vec<String> = s.column_names().iter().map(|c| c.to_string()).collect();
     let key_at: Vec<usize> = key
@@ -325,7 +327,7 @@ fn changed_files(
         return Ok((src_files(c, tenant)?, now, None));
     };
     let mut s = c
-        .prepare_cached("SELECT type, path FROM events WHERE tenant_id = ?1 AND seq > ?2 AND seq <= ?3")
+        .prepare_cached("SELECT type, path FROM events_all WHERE tenant_id = ?1 AND seq > ?2 AND seq <= ?3")
         .map_err(sql_error)?;
     let rows = s
         .query_map(params![tenant.as_str(), after, now], |r| {
@@ -1158,7 +1160,9 @@ async fn delete_from_shared(store: &SqliteStore, tenant: &TenantId) -> Result<()
     }
     for (table, key) in [
         ("audit", "seq"),
+        ("audit_tail", "id"),
         ("events", "seq"),
+        ("events_tail", "id"),
         ("search_postings", "(term, kind, doc)"),
         ("search_docs", "(kind, doc)"),
         ("memory", "rowid"),

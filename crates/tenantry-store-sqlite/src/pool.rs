@@ -4,6 +4,7 @@
 //! the writer. Readers are used from tokio's blocking threads, or inline for tiny reads when one
 //! is free without waiting.
 
+use crate::tails::Tails;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -147,13 +148,38 @@ fn next_group(backlog: &mut VecDeque<Queued>) -> Vec<Box<dyn WriteJob>> {
     group
 }
 
-fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>) {
+fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tails: Arc<Tails>) {
+    use std::sync::mpsc::RecvTimeoutError;
     let mut backlog: VecDeque<Queued> = VecDeque::new();
     loop {
         if backlog.is_empty() {
-            match rx.recv() {
+            // A fold under way goes on while nothing waits; a tail is folded after a moment
+            // without writes.
+            let next = if tails.folding() {
+                rx.try_recv().map_err(|e| match e {
+                    std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    std::sync::mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            } else if tails.is_empty() {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(crate::tails::FOLD_WHEN_IDLE)
+            };
+            match next {
                 Ok(q) => backlog.push_back(q),
-                Err(_) => return, // the store was dropped
+                Err(RecvTimeoutError::Timeout) => {
+                    if tails.begin_fold(true) {
+                        fold_step(&tails, &conn);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The store was dropped: leave the database folded.
+                    if let Err(e) = tails.fold_all(&conn) {
+                        tracing::error!("cannot fold the log tails on close (folded at the next open): {e}");
+                    }
+                    return;
+                }
             }
         }
         while let Ok(q) = rx.try_recv() {
@@ -162,14 +188,42 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>) {
         if matches!(backlog.front(), Some(Queued::Exclusive(_))) {
             if let Some(Queued::Exclusive(f)) = backlog.pop_front() {
                 f(&mut conn);
+                register(&tails, &conn);
             }
             continue;
         }
         let mut group = next_group(&mut backlog);
         let committed = run_group(&conn, &mut group);
+        if committed.is_ok() {
+            register(&tails, &conn);
+        }
         for job in group {
             job.finish(committed.clone());
         }
+        if tails.begin_fold(false) {
+            fold_step(&tails, &conn);
+        }
+    }
+}
+
+/// Registers a commit's log entries before its writes are answered. Should reading them back
+/// fail, folding makes them readable instead (a fold needs no registration).
+fn register(tails: &Tails, conn: &Connection) {
+    if let Err(e) = tails.register(conn) {
+        tracing::error!("cannot register the log tail ({e}): folding it instead");
+        if let Err(e) = tails.fold_all(conn) {
+            tracing::error!("cannot fold the log tails: {e}");
+        }
+    }
+}
+
+fn fold_step(tails: &Tails, conn: &Connection) {
+    let started = std::time::Instant::now();
+    let r = tails.step(conn);
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "fold step");
+    if let Err(e) = r {
+        // Nothing is lost: the entries stay readable in the tails and a later fold takes them.
+        tracing::error!("cannot fold the log tails: {e}");
     }
 }
 
@@ -209,6 +263,8 @@ pub(crate) struct Pool {
     writer: std::sync::mpsc::Sender<Queued>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Which log entries are in the tails, by tenant (see `tails`).
+    pub tails: Arc<Tails>,
 }
 
 impl Drop for Pool {
@@ -286,10 +342,12 @@ impl Pool {
             configure(&r, opts).map_err(sql_error)?;
             readers.push(Mutex::new(r));
         }
+        let tails = Arc::new(Tails::open(&writer)?);
         let (tx, rx) = std::sync::mpsc::channel();
+        let writer_tails = tails.clone();
         std::thread::Builder::new()
             .name("tenantry-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || writer_loop(writer, rx, writer_tails))
             .map_err(|e| Error::internal(format!("cannot start the writer thread: {e}")))?;
         let checkpointer = Connection::open(path).map_err(sql_error)?;
         configure(&checkpointer, opts).map_err(sql_error)?;
@@ -299,7 +357,7 @@ impl Pool {
             .name("tenantry-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpointer, stopped))
             .map_err(|e| Error::internal(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Pool { path: path.to_owned(), writer: tx, readers, next_reader: AtomicUsize::new(0), stop })
+        Ok(Pool { path: path.to_owned(), writer: tx, readers, next_reader: AtomicUsize::new(0), stop, tails })
     }
 
     fn enqueue(&self, q: Queued) -> Result<(), Error> {

@@ -261,6 +261,52 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE file_content ADD COLUMN blob TEXT;
     CREATE INDEX file_content_blobs ON file_content(blob) WHERE blob IS NOT NULL;
     "#,
+    // 9: the audit and event logs are appended to tails without an index (every write's entry
+    // lands on the tail's last page, shared by the whole group commit) and folded into the
+    // (tenant, seq) tables in batches sorted by tenant (see `tails`). AUTOINCREMENT: a tail id is
+    // never reused, so an id remembered for a tenant can only ever name that tenant's entry. The
+    // views are each log whole, for the readers that take a tenant's whole log (moves). While a
+    // fold is under way they may show an entry twice (UNION would dedupe, but then SQLite no
+    // longer pushes a tenant filter into each table): their readers key rows by (tenant, seq).
+    r#"
+    CREATE TABLE audit_tail (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        tenant_slug TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        result TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE TABLE events_tail (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        path TEXT,
+        namespace TEXT,
+        key TEXT,
+        detail TEXT,
+        actor TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE VIEW audit_all AS
+        SELECT tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash
+        FROM audit
+        UNION ALL
+        SELECT tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash
+        FROM audit_tail;
+    CREATE VIEW events_all AS
+        SELECT tenant_id, seq, type, path, namespace, key, detail, actor, at FROM events
+        UNION ALL
+        SELECT tenant_id, seq, type, path, namespace, key, detail, actor, at FROM events_tail;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -7,6 +7,7 @@ use crate::journal::{journal_tx, quota_warnings_tx, storage_crossings, Published
 use crate::placement::{DedicatedPools, Routes};
 use crate::pool::{sql_error, OpenOptions, Pool};
 use crate::search::reindex_tx;
+use crate::tails::Log;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
@@ -313,11 +314,7 @@ fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 
 /// Appends to the tenant's hash chain inside the caller's transaction.
 pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, draft: AuditDraft) -> Result<()> {
-    let last: Option<(i64, String)> = tx
-        .prepare_cached("SELECT seq, hash FROM audit WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1")
-        .and_then(|mut s| s.query_row([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-        .map_err(sql_error)?;
-    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_owned()));
+    let (prev_seq, prev_hash) = crate::tails::audit_head(tx, tenant)?.unwrap_or((0, GENESIS.to_owned()));
     let mut entry = AuditEntry {
         seq: prev_seq as u64 + 1,
         at: SystemClock.now(),
@@ -333,7 +330,7 @@ pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, dr
     };
     entry.hash = chain_hash(&entry.prev_hash, &entry);
     tx.prepare_cached(
-        "INSERT INTO audit (tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash)
+        "INSERT INTO audit_tail (tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut s| {
@@ -353,7 +350,7 @@ pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, dr
         ])
     })
     .map_err(sql_error)?;
-    Ok(())
+    crate::tails::set_audit_head(tx, tenant, entry.seq as i64, &entry.hash)
 }
 
 pub(crate) fn write_tenant_row(tx: &Connection, t: &Tenant, insert: bool) -> Result<()> {
@@ -461,8 +458,10 @@ pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bo
         "files",
         "keys",
         "audit",
+        "audit_tail",
         "tenant_usage",
         "events",
+        "events_tail",
         "memory",
         "search_docs",
         "search_postings",
@@ -470,6 +469,7 @@ pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bo
         "webhook_outbox",
         "webhook_attempts",
     ];
+    crate::tails::forget_audit_head(tx, id)?;
     let registry_tables: &[&str] = if registry { &["tenant_domains", "usage_daily", "moves"] } else { &[] };
     for table in data.iter().chain(registry_tables) {
         tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [id.as_str()]).map_err(sql_error)?;
@@ -709,16 +709,19 @@ impl AuditLog for SqliteStore {
     ) -> Result<Vec<AuditEntry>> {
         let tenant = scope.tenant_id().clone();
         let action = action.map(str::to_owned);
-        self.read_of(&tenant.clone(), move |conn| {
-            let mut s = conn
-                .prepare_cached(&format!(
-                    "SELECT {AUDIT_COLUMNS} FROM audit WHERE tenant_id = ?1 AND seq > ?2 AND (?3 IS NULL OR action = ?3)
-                     ORDER BY seq LIMIT ?4"
-                ))
-                .map_err(sql_error)?;
+        let pool = self.pool_of(&tenant)?;
+        let tail = pool.tails.ids(Log::Audit, &tenant);
+        read_on(pool, move |conn| {
+            let sql = Log::Audit.select(
+                AUDIT_COLUMNS,
+                "seq > ?2 AND (?3 IS NULL OR action = ?3)",
+                5,
+                "ORDER BY seq LIMIT ?4",
+            );
+            let mut s = conn.prepare_cached(&sql).map_err(sql_error)?;
             let rows = s
                 .query_map(
-                    params![tenant.as_str(), after.min(i64::MAX as u64) as i64, action, limit as i64],
+                    params![tenant.as_str(), after.min(i64::MAX as u64) as i64, action, limit as i64, tail],
                     audit_from_row,
                 )
                 .map_err(sql_error)?;
@@ -1297,8 +1300,11 @@ impl Health for SqliteStore {
     }
 
     async fn close(&self) -> Result<()> {
+        let tails = self.shared.tails.clone();
         self.shared
-            .exclusive(|conn| {
+            .exclusive(move |conn| {
+                // Left folded: the next start has nothing to fold.
+                tails.fold_all(conn)?;
                 truncate_wal(conn)?;
                 Ok(())
             })

@@ -48,6 +48,7 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut url = url;
     let mut total_acked = 0usize;
+    let mut acked_by_tenant: HashMap<&str, usize> = HashMap::new();
 
     for round in 0..rounds {
         let mut writers = Vec::new();
@@ -56,35 +57,41 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
             let client = Client::new(&url, Some(owners[slug].clone()));
             let ledger = ledger.clone();
             let mut wrng = rand::rngs::StdRng::seed_from_u64(rng.gen());
-            writers.push(tokio::spawn(async move {
-                let mut n = 0usize;
-                loop {
-                    // Half new files, half rewrites of one hot file per writer.
-                    let path = if wrng.gen_bool(0.5) { format!("/r{round}/w{w}/{n}") } else { format!("/hot/w{w}") };
-                    let len = wrng.gen_range(0..20_000);
-                    let mut content = format!("{slug}:{path}:{n}:").into_bytes();
-                    content.extend((0..len).map(|_| wrng.gen::<u8>()));
-                    let key = (slug.to_owned(), path.clone());
-                    ledger.lock().unwrap().in_flight.entry(key.clone()).or_default().push(content.clone());
-                    match client.put_file(&path, content.clone(), None).await {
-                        Ok(_) => {
-                            let mut l = ledger.lock().unwrap();
-                            l.acked.insert(key.clone(), content.clone());
-                            if let Some(v) = l.in_flight.get_mut(&key) {
-                                v.retain(|c| c != &content);
+            writers.push((
+                slug,
+                tokio::spawn(async move {
+                    let mut n = 0usize;
+                    loop {
+                        // Half new files, half rewrites of one hot file per writer.
+                        let path =
+                            if wrng.gen_bool(0.5) { format!("/r{round}/w{w}/{n}") } else { format!("/hot/w{w}") };
+                        let len = wrng.gen_range(0..20_000);
+                        let mut content = format!("{slug}:{path}:{n}:").into_bytes();
+                        content.extend((0..len).map(|_| wrng.gen::<u8>()));
+                        let key = (slug.to_owned(), path.clone());
+                        ledger.lock().unwrap().in_flight.entry(key.clone()).or_default().push(content.clone());
+                        match client.put_file(&path, content.clone(), None).await {
+                            Ok(_) => {
+                                let mut l = ledger.lock().unwrap();
+                                l.acked.insert(key.clone(), content.clone());
+                                if let Some(v) = l.in_flight.get_mut(&key) {
+                                    v.retain(|c| c != &content);
+                                }
                             }
+                            Err(_) => return n, // the server is gone
                         }
-                        Err(_) => return n, // the server is gone
+                        n += 1;
                     }
-                    n += 1;
-                }
-            }));
+                }),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(40..250))).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        for w in writers {
-            total_acked += w.await.unwrap();
+        for (slug, w) in writers {
+            let n = w.await.unwrap();
+            total_acked += n;
+            *acked_by_tenant.entry(slug).or_default() += n;
         }
 
         let (c, u) = start(&data);
@@ -130,6 +137,26 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
             let client = Client::new(&url, Some(owner.clone()));
             let report = client.verify_audit().await.unwrap();
             assert_eq!(report["ok"], true, "round {round}: audit chain of {slug} broken: {report}");
+            // The event log too: numbered 1, 2, ... without a gap, a file.written event for every
+            // acknowledged write (and perhaps for writes in flight at a kill).
+            let (mut seqs, mut written, mut after) = (Vec::new(), 0usize, 0u64);
+            loop {
+                let page = client.events(after, Some(1000)).await.unwrap();
+                for e in page["items"].as_array().unwrap() {
+                    seqs.push(e["seq"].as_u64().unwrap());
+                    written += usize::from(e["type"] == "file.written");
+                }
+                match page["next_cursor"].as_str() {
+                    Some(c) => after = c.parse().unwrap(),
+                    None => break,
+                }
+            }
+            assert!(seqs.iter().copied().eq(1..=seqs.len() as u64), "round {round}: {slug}'s event seqs have a gap");
+            let acked = acked_by_tenant.get(slug.as_str()).copied().unwrap_or(0);
+            assert!(
+                written >= acked,
+                "round {round}: {slug} has {written} file.written events for {acked} acked writes"
+            );
             // Nothing of the other tenant is visible here.
             let other = if slug == "crash-a" { "crash-b" } else { "crash-a" };
             let listing = client.list_files(&this_round, true, None).await.unwrap();

@@ -1,0 +1,609 @@
+//! Log tails: how the audit and event logs stay cheap to write when many tenants write at once.
+//!
+//! Both logs are read by tenant and seq, so their tables are keyed `(tenant_id, seq)`. Written
+//! entry by entry, that key puts each write's entry on a page of its own as soon as a group
+//! commit holds writes of many tenants: every commit wrote (and checksummed into the WAL) one page
+//! per write per log, and with 1,000 tenants that was the whole gap to one tenant's write rate
+//! (BENCHMARKS.md). So an entry is first appended to a tail table without an index
+//! (`audit_tail`, `events_tail`: a group's entries share the tail's last page) and the tail is
+//! folded into the keyed tables, sorted by tenant, once it holds several entries per tenant (so a
+//! tenant's entries share a page there too), or the writer is idle. A fold copies a chunk of
+//! tenants' entries per transaction, one step between two groups, then deletes what it copied
+//! from the tails in a last step: it never holds the writes up for long.
+//!
+//! Invariants:
+//! - Every entry is in the keyed table, the tail, or (mid-fold) both, identical: readers take the
+//!   union, and a copy made twice is ignored.
+//! - The tail is never scanned on a request's path. The writer registers each commit's tail ids
+//!   here, by tenant, before any write of that commit is answered; a reader copies the tenant's
+//!   ids *before* its statement starts and reads keyed rows and those tail rows in one statement
+//!   (one snapshot): an entry whose id a fold forgot meanwhile was copied before, and an id is
+//!   never reused (AUTOINCREMENT), so it can only name that tenant's entry.
+//! - The chain head of a tenant with tail rows is in the writer connection's `temp.audit_heads`,
+//!   which rolls back with the write that set it; a tenant without one finds its head among its
+//!   keyed rows. A fold forgets the heads of the tenants it emptied; deleting a tenant's rows
+//!   forgets its head.
+//! - A crash leaves the tail in the database: it is folded when the database opens.
+//!
+//! Readers that take a tenant's whole log (moves) read the views `audit_all` and `events_all`,
+//! which scan the tail (rare, and off the request path) and may show an entry twice mid-fold:
+//! they key what they read by (tenant, seq).
+
+use crate::pool::sql_error;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tenantry_core::ids::TenantId;
+use tenantry_core::Result;
+
+/// One of the two logs kept with a tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Log {
+    Audit,
+    Events,
+}
+
+impl Log {
+    const ALL: [Log; 2] = [Log::Audit, Log::Events];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn tail(self) -> &'static str {
+        match self {
+            Log::Audit => "audit_tail",
+            Log::Events => "events_tail",
+        }
+    }
+
+    pub fn keyed(self) -> &'static str {
+        match self {
+            Log::Audit => "audit",
+            Log::Events => "events",
+        }
+    }
+
+    fn columns(self) -> &'static str {
+        match self {
+            Log::Audit => {
+                "tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash"
+            }
+            Log::Events => "tenant_id, seq, type, path, namespace, key, detail, actor, at",
+        }
+    }
+
+    /// The statement that reads one tenant's entries meeting `filter` (SQL over the log's columns,
+    /// `?1` being the tenant), keyed and tail rows together, followed by `rest` (ordering, limit).
+    /// `?{ids}` takes [`Tails::ids`].
+    pub fn select(self, columns: &str, filter: &str, ids: usize, rest: &str) -> String {
+        let (keyed, tail) = (self.keyed(), self.tail());
+        format!(
+            "SELECT {columns} FROM {keyed} WHERE tenant_id = ?1 AND {filter}
+             UNION
+             SELECT {columns} FROM {tail} WHERE id IN (SELECT value FROM json_each(?{ids})) AND tenant_id = ?1 AND {filter}
+             {rest}"
+        )
+    }
+}
+
+/// The table or view a reader of a tenant's whole log reads, by the keyed table's name; any
+/// other table is read as itself.
+pub(crate) fn whole(table: &str) -> &str {
+    match table {
+        "audit" => "audit_all",
+        "events" => "events_all",
+        other => other,
+    }
+}
+
+/// A fold starts once a log's tail holds this many entries per tenant in it, and at least
+/// `FOLD_MIN_ROWS`, at most `FOLD_MAX_ROWS` (which bounds this index's memory)...
+const ROWS_PER_TENANT: usize = 8;
+const FOLD_MIN_ROWS: usize = 1024;
+const FOLD_MAX_ROWS: usize = 200_000;
+/// ...or once the writer has been idle this long with a tail...
+pub(crate) const FOLD_WHEN_IDLE: Duration = Duration::from_secs(1);
+/// ...or once the oldest entry of the tails is this old.
+const FOLD_MAX_AGE: Duration = Duration::from_secs(60);
+/// Entries a fold copies per transaction: the writer takes one such step between two groups, so
+/// a fold of 10,000 tenants' tails never holds the writes up for long.
+const CHUNK_ROWS: usize = 2000;
+
+const HEADS: &str = "CREATE TEMP TABLE IF NOT EXISTS audit_heads (
+    tenant_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL) WITHOUT ROWID";
+
+/// One log's tail ids by tenant, and the last id registered.
+#[derive(Default)]
+struct TailIds {
+    by_tenant: HashMap<String, Vec<i64>>,
+    rows: usize,
+    seen: i64,
+}
+
+/// A fold under way: the entries up to `upto` (each log's last id when it started), copied into
+/// the keyed tables chunk by chunk (tenant by tenant), then deleted from the tails in one step.
+/// Until that step an entry copied may be in both places: readers take the union, which is the
+/// same entry once, and a copy made twice (a crash mid-fold, folded again at open) is ignored.
+struct Fold {
+    upto: [i64; 2],
+    chunks: VecDeque<[Vec<i64>; 2]>,
+}
+
+#[derive(Default)]
+struct Registry {
+    logs: [TailIds; 2],
+    /// When the oldest entry now in the tails was registered.
+    since: Option<Instant>,
+    fold: Option<Fold>,
+}
+
+/// The tails of one database: which tail rows are whose, and the fold under way.
+pub(crate) struct Tails {
+    registry: Mutex<Registry>,
+}
+
+fn json_ids(ids: &[i64]) -> String {
+    let mut out = String::with_capacity(2 + ids.len() * 8);
+    out.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.to_string());
+    }
+    out.push(']');
+    out
+}
+
+/// Runs `work` in one write transaction, rolled back if it fails.
+fn in_transaction<T>(conn: &Connection, work: impl FnOnce() -> rusqlite::Result<T>) -> Result<T> {
+    let run = || -> rusqlite::Result<T> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let out = work()?;
+        conn.execute_batch("COMMIT")?;
+        Ok(out)
+    };
+    run().map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        sql_error(e)
+    })
+}
+
+impl Tails {
+    /// Prepares the writer connection and folds what a previous run left in the tails.
+    pub fn open(writer: &Connection) -> Result<Tails> {
+        writer.execute_batch(&format!("PRAGMA temp_store = MEMORY; {HEADS};")).map_err(sql_error)?;
+        let tails = Tails { registry: Mutex::new(Registry::default()) };
+        tails.fold_all(writer)?;
+        Ok(tails)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // Every update leaves the registry whole, so a panic elsewhere cannot have broken it.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tenant's tail ids in `log`, as the JSON array [`Log::select`] takes. Taken before the
+    /// statement that uses them starts (see the module's invariants).
+    pub fn ids(&self, log: Log, tenant: &TenantId) -> String {
+        let r = self.lock();
+        json_ids(r.logs[log.index()].by_tenant.get(tenant.as_str()).map(Vec::as_slice).unwrap_or_default())
+    }
+
+    /// Registers the tail entries committed since the last call: on the writer, after each
+    /// commit, before any of its writes is answered.
+    pub fn register(&self, conn: &Connection) -> Result<()> {
+        let mut r = self.lock();
+        let mut added = false;
+        for log in Log::ALL {
+            let ids = &mut r.logs[log.index()];
+            let mut s = conn
+                .prepare_cached(&format!("SELECT id, tenant_id FROM {} WHERE id > ?1 ORDER BY id", log.tail()))
+                .map_err(sql_error)?;
+            let mut rows = s.query([ids.seen]).map_err(sql_error)?;
+            while let Some(row) = rows.next().map_err(sql_error)? {
+                let (id, tenant): (i64, String) = (row.get(0).map_err(sql_error)?, row.get(1).map_err(sql_error)?);
+                ids.by_tenant.entry(tenant).or_default().push(id);
+                ids.rows += 1;
+                ids.seen = id;
+                added = true;
+            }
+        }
+        if added && r.since.is_none() {
+            r.since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Whether the tails hold anything.
+    pub fn is_empty(&self) -> bool {
+        self.lock().since.is_none()
+    }
+
+    /// Whether a fold is under way.
+    pub fn folding(&self) -> bool {
+        self.lock().fold.is_some()
+    }
+
+    /// Starts a fold if one is due (see the `FOLD_` constants), or with `idle` if there is
+    /// anything to fold; returns whether a fold is under way.
+    pub fn begin_fold(&self, idle: bool) -> bool {
+        let mut r = self.lock();
+        if r.fold.is_some() {
+            return true;
+        }
+        let Some(since) = r.since else { return false };
+        let due = idle
+            || since.elapsed() >= FOLD_MAX_AGE
+            || r.logs
+                .iter()
+                .any(|l| l.rows >= (l.by_tenant.len() * ROWS_PER_TENANT).clamp(FOLD_MIN_ROWS, FOLD_MAX_ROWS));
+        if !due {
+            return false;
+        }
+        // Chunks of whole tenants where they fit, in tenant order, both logs side by side.
+        let mut tenants: Vec<&String> = r.logs.iter().flat_map(|l| l.by_tenant.keys()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let mut chunks = VecDeque::new();
+        let mut chunk: [Vec<i64>; 2] = Default::default();
+        for tenant in tenants {
+            for log in Log::ALL {
+                for &id in r.logs[log.index()].by_tenant.get(tenant).map(Vec::as_slice).unwrap_or_default() {
+                    chunk[log.index()].push(id);
+                    if chunk[0].len() + chunk[1].len() >= CHUNK_ROWS {
+                        chunks.push_back(std::mem::take(&mut chunk));
+                    }
+                }
+            }
+        }
+        if chunk.iter().any(|c| !c.is_empty()) {
+            chunks.push_back(chunk);
+        }
+        let upto = [r.logs[0].seen, r.logs[1].seen];
+        r.fold = Some(Fold { upto, chunks });
+        true
+    }
+
+    /// Takes the next step of the fold under way: one chunk copied into the keyed tables, or,
+    /// once all are, the folded entries deleted from the tails and forgotten here. On the writer,
+    /// between groups. A failed step abandons the fold (the entries stay readable in the tails;
+    /// a later fold takes them).
+    pub fn step(&self, conn: &Connection) -> Result<()> {
+        let (chunk, upto) = {
+            let mut r = self.lock();
+            let Some(fold) = r.fold.as_mut() else { return Ok(()) };
+            (fold.chunks.pop_front(), fold.upto)
+        };
+        let done = match chunk {
+            Some(chunk) => in_transaction(conn, || {
+                for log in Log::ALL {
+                    let (tail, keyed, columns) = (log.tail(), log.keyed(), log.columns());
+                    if !chunk[log.index()].is_empty() {
+                        conn.prepare_cached(&format!(
+                            "INSERT OR IGNORE INTO {keyed} ({columns}) SELECT {columns} FROM {tail}
+                             WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY tenant_id, seq"
+                        ))?
+                        .execute([json_ids(&chunk[log.index()])])?;
+                    }
+                }
+                Ok(())
+            })
+            .map(|()| false),
+            None => {
+                // Tenants with nothing left in the audit tail find their head among their keyed
+                // rows from now on.
+                let settled: Vec<String> = {
+                    let r = self.lock();
+                    let audit = &r.logs[Log::Audit.index()].by_tenant;
+                    audit
+                        .iter()
+                        .filter(|(_, ids)| ids.iter().all(|&id| id <= upto[0]))
+                        .map(|(t, _)| t.clone())
+                        .collect()
+                };
+                in_transaction(conn, || {
+                    for log in Log::ALL {
+                        conn.execute(&format!("DELETE FROM {} WHERE id <= ?1", log.tail()), [upto[log.index()]])?;
+                    }
+                    let mut forget = conn.prepare_cached("DELETE FROM temp.audit_heads WHERE tenant_id = ?1")?;
+                    for tenant in &settled {
+                        forget.execute([tenant])?;
+                    }
+                    Ok(())
+                })
+                .map(|()| true)
+            }
+        };
+        let mut r = self.lock();
+        match done {
+            Ok(false) => {}
+            Ok(true) => {
+                for log in Log::ALL {
+                    let ids = &mut r.logs[log.index()];
+                    let last = upto[log.index()];
+                    ids.by_tenant.retain(|_, v| {
+                        v.retain(|&id| id > last);
+                        !v.is_empty()
+                    });
+                    ids.rows = ids.by_tenant.values().map(Vec::len).sum();
+                }
+                r.since = (r.logs.iter().any(|l| l.rows > 0)).then(Instant::now);
+                r.fold = None;
+            }
+            Err(_) => r.fold = None,
+        }
+        done.map(|_| ())
+    }
+
+    /// Moves every tail entry into its keyed table in one transaction: when the database opens or
+    /// closes (a fold under way is finished by it).
+    pub fn fold_all(&self, conn: &Connection) -> Result<()> {
+        let last = in_transaction(conn, || {
+            let mut last = [0; 2];
+            for log in Log::ALL {
+                let (tail, keyed, columns) = (log.tail(), log.keyed(), log.columns());
+                last[log.index()] =
+                    conn.query_row(&format!("SELECT COALESCE(MAX(id), 0) FROM {tail}"), [], |r| r.get(0))?;
+                conn.execute(
+                    &format!("INSERT OR IGNORE INTO {keyed} ({columns}) SELECT {columns} FROM {tail} ORDER BY tenant_id, seq"),
+                    [],
+                )?;
+                conn.execute(&format!("DELETE FROM {tail}"), [])?;
+            }
+            conn.execute("DELETE FROM temp.audit_heads", [])?;
+            Ok(last)
+        })?;
+        let mut r = self.lock();
+        for log in Log::ALL {
+            let ids = &mut r.logs[log.index()];
+            ids.by_tenant.clear();
+            ids.rows = 0;
+            ids.seen = ids.seen.max(last[log.index()]);
+        }
+        r.since = None;
+        r.fold = None;
+        Ok(())
+    }
+}
+
+/// The tenant's audit chain head (seq and hash of its last entry), if it has entries. On the
+/// writer connection, inside the write that appends the next entry.
+pub(crate) fn audit_head(tx: &Connection, tenant: &TenantId) -> Result<Option<(i64, String)>> {
+    let row = |sql: &str| {
+        tx.prepare_cached(sql)
+            .and_then(|mut s| s.query_row([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(sql_error)
+    };
+    match row("SELECT seq, hash FROM temp.audit_heads WHERE tenant_id = ?1")? {
+        Some(head) => Ok(Some(head)),
+        None => row("SELECT seq, hash FROM audit WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1"),
+    }
+}
+
+/// Records the tenant's new chain head, after appending an entry to the tail.
+pub(crate) fn set_audit_head(tx: &Connection, tenant: &TenantId, seq: i64, hash: &str) -> Result<()> {
+    tx.prepare_cached("INSERT OR REPLACE INTO temp.audit_heads (tenant_id, seq, hash) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![tenant.as_str(), seq, hash]))
+        .map_err(sql_error)?;
+    Ok(())
+}
+
+/// Forgets the tenant's chain head on this connection: its entries are being deleted from this
+/// database (a chain continued from a forgotten head would not verify).
+pub(crate) fn forget_audit_head(tx: &Connection, tenant: &TenantId) -> Result<()> {
+    // Any connection may delete a tenant's rows (the settling of a move at open uses its own).
+    tx.execute_batch(HEADS).map_err(sql_error)?;
+    tx.execute("DELETE FROM temp.audit_heads WHERE tenant_id = ?1", [tenant.as_str()]).map_err(sql_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry_core::audit::GENESIS;
+    use tenantry_core::model::AuditDraft;
+
+    struct Db {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        writer: Connection,
+        reader: Connection,
+        tails: Tails,
+    }
+
+    fn open() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut writer = Connection::open(&path).unwrap();
+        writer.pragma_update(None, "journal_mode", "WAL").unwrap();
+        crate::schema::migrate(&mut writer).unwrap();
+        let tails = Tails::open(&writer).unwrap();
+        let reader = Connection::open(&path).unwrap();
+        Db { _dir: dir, path, writer, reader, tails }
+    }
+
+    fn draft(target: &str) -> AuditDraft {
+        AuditDraft {
+            actor: "key_test".into(),
+            action: "file.write".into(),
+            target: target.into(),
+            result: "ok".into(),
+            request_id: "req".into(),
+            ip: "127.0.0.1".into(),
+        }
+    }
+
+    impl Db {
+        /// One committed write appending an audit entry, registered as the writer does.
+        fn append(&self, t: &TenantId, target: &str) {
+            self.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+            crate::store::append_audit_tx(&self.writer, t, "slug", draft(target)).unwrap();
+            self.writer.execute_batch("COMMIT").unwrap();
+            self.tails.register(&self.writer).unwrap();
+        }
+
+        /// The tenant's log as a reader sees it: (seq, target), checked to be one unbroken chain.
+        fn log(&self, t: &TenantId) -> Vec<(i64, String)> {
+            let ids = self.tails.ids(Log::Audit, t);
+            let sql = Log::Audit.select("seq, target, prev_hash, hash", "seq > 0", 2, "ORDER BY seq");
+            let rows: Vec<(i64, String, String, String)> = self
+                .reader
+                .prepare(&sql)
+                .unwrap()
+                .query_map(params![t.as_str(), ids], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let mut prev = GENESIS.to_owned();
+            for (i, (seq, _, prev_hash, hash)) in rows.iter().enumerate() {
+                assert_eq!(*seq, i as i64 + 1, "seqs run 1, 2, ... without a gap or a repeat");
+                assert_eq!(prev_hash, &prev, "entry {seq} links to the one before it");
+                prev = hash.clone();
+            }
+            rows.into_iter().map(|(seq, target, ..)| (seq, target)).collect()
+        }
+
+        fn count(&self, table: &str) -> i64 {
+            self.reader.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+        }
+
+        fn head(&self, t: &TenantId) -> Option<i64> {
+            self.writer
+                .query_row("SELECT seq FROM temp.audit_heads WHERE tenant_id = ?1", [t.as_str()], |r| r.get(0))
+                .optional()
+                .unwrap()
+        }
+    }
+
+    fn seqs(log: &[(i64, String)]) -> Vec<i64> {
+        log.iter().map(|(s, _)| *s).collect()
+    }
+
+    #[test]
+    fn a_log_reads_the_same_from_its_tail_mid_fold_and_after_it_and_its_chain_goes_on() {
+        let db = open();
+        let (a, b) = (TenantId::generate(), TenantId::generate());
+        for i in 0..3 {
+            db.append(&a, &format!("/a{i}"));
+        }
+        db.append(&b, "/b0");
+        db.append(&b, "/b1");
+        assert_eq!((db.count("audit_tail"), db.count("audit")), (5, 0));
+        let before = db.log(&a);
+        assert_eq!(before, [(1, "/a0".into()), (2, "/a1".into()), (3, "/a2".into())]);
+        assert_eq!(seqs(&db.log(&b)), [1, 2]);
+
+        // Mid-fold: copied into the keyed table, still in the tail; read once.
+        assert!(db.tails.begin_fold(true));
+        db.tails.step(&db.writer).unwrap();
+        assert_eq!((db.count("audit_tail"), db.count("audit")), (5, 5));
+        assert_eq!(db.log(&a), before);
+        // A write while the fold is under way stays in the tail for the next one.
+        db.append(&a, "/a3");
+        db.tails.step(&db.writer).unwrap();
+        assert!(!db.tails.folding());
+        assert_eq!((db.count("audit_tail"), db.count("audit")), (1, 5));
+        assert_eq!(seqs(&db.log(&a)), [1, 2, 3, 4]);
+        assert_eq!(db.head(&a), Some(4), "a tenant with entries in the tail keeps its head");
+        assert_eq!(db.head(&b), None, "a tenant folded whole finds its head among its keyed rows");
+        // B's chain goes on from its keyed rows, A's from its head.
+        db.append(&b, "/b2");
+        db.append(&a, "/a4");
+        assert_eq!(seqs(&db.log(&b)), [1, 2, 3]);
+        assert_eq!(seqs(&db.log(&a)), [1, 2, 3, 4, 5]);
+        db.tails.fold_all(&db.writer).unwrap();
+        assert_eq!((db.count("audit_tail"), db.count("audit")), (0, 8));
+        assert_eq!(db.log(&a).last(), Some(&(5, "/a4".into())));
+        assert_eq!(db.tails.ids(Log::Audit, &a), "[]");
+        assert!(db.tails.is_empty());
+    }
+
+    #[test]
+    fn a_tail_left_by_a_crash_mid_fold_is_folded_once_at_open() {
+        let db = open();
+        let a = TenantId::generate();
+        for i in 0..4 {
+            db.append(&a, &format!("/a{i}"));
+        }
+        assert!(db.tails.begin_fold(true));
+        db.tails.step(&db.writer).unwrap(); // copied, not yet deleted from the tail: then a crash
+        assert_eq!((db.count("audit_tail"), db.count("audit")), (4, 4));
+        let Db { _dir, path, writer, reader, tails } = db;
+        drop((writer, reader, tails));
+        let writer = Connection::open(&path).unwrap();
+        let tails = Tails::open(&writer).unwrap();
+        let db = Db { reader: Connection::open(&path).unwrap(), _dir, path, writer, tails };
+        assert_eq!((db.count("audit_tail"), db.count("audit")), (0, 4));
+        db.append(&a, "/a4");
+        assert_eq!(seqs(&db.log(&a)), [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_rolled_back_entry_leaves_no_row_no_id_and_no_head() {
+        let db = open();
+        let a = TenantId::generate();
+        db.append(&a, "/kept");
+        db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        crate::store::append_audit_tx(&db.writer, &a, "slug", draft("/gone")).unwrap();
+        db.writer.execute_batch("ROLLBACK").unwrap();
+        db.tails.register(&db.writer).unwrap();
+        assert_eq!(db.head(&a), Some(1));
+        db.append(&a, "/next");
+        assert_eq!(db.log(&a), [(1, "/kept".into()), (2, "/next".into())]);
+        let ids: Vec<i64> = serde_json::from_str(&db.tails.ids(Log::Audit, &a)).unwrap();
+        assert_eq!(ids.len(), 2);
+    }
+
+    #[test]
+    fn deleting_a_tenants_rows_takes_its_tail_and_head_and_a_new_chain_starts_at_genesis() {
+        let db = open();
+        let (a, b) = (TenantId::generate(), TenantId::generate());
+        db.append(&a, "/a0");
+        db.append(&b, "/b0");
+        db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        crate::store::delete_tenant_rows_tx(&db.writer, &a, false).unwrap();
+        db.writer.execute_batch("COMMIT").unwrap();
+        assert_eq!(db.head(&a), None);
+        assert!(db.log(&a).is_empty(), "its remembered ids name nothing any more");
+        assert_eq!(seqs(&db.log(&b)), [1], "nothing of another tenant goes");
+        db.append(&a, "/again");
+        assert_eq!(db.log(&a), [(1, "/again".into())]);
+    }
+
+    #[test]
+    fn a_fold_is_due_at_several_entries_per_tenant_and_goes_in_bounded_chunks() {
+        let db = open();
+        let tenants: Vec<TenantId> = (0..300).map(|_| TenantId::generate()).collect();
+        // Rounds of one entry per tenant, committed together (one group).
+        let rounds = |range: std::ops::Range<usize>| {
+            db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+            for round in range {
+                for t in &tenants {
+                    crate::store::append_audit_tx(&db.writer, t, "slug", draft(&format!("/{round}"))).unwrap();
+                }
+            }
+            db.writer.execute_batch("COMMIT").unwrap();
+            db.tails.register(&db.writer).unwrap();
+        };
+        // 5 entries for each of 300 tenants: under 8 per tenant (ROWS_PER_TENANT), not due while busy.
+        rounds(0..5);
+        assert!(!db.tails.begin_fold(false));
+        // 8 per tenant: due.
+        rounds(5..8);
+        assert!(db.tails.begin_fold(false));
+        let mut steps = 0;
+        while db.tails.folding() {
+            db.tails.step(&db.writer).unwrap();
+            steps += 1;
+        }
+        // 2,400 entries: chunks of 2,000 (CHUNK_ROWS) and 400, and the step that deletes them.
+        assert_eq!(steps, 3);
+        assert_eq!((db.count("audit_tail"), db.count("audit")), (0, 2400));
+        for t in tenants.iter().take(3) {
+            assert_eq!(seqs(&db.log(t)), (1..=8).collect::<Vec<_>>());
+        }
+    }
+}
