@@ -169,7 +169,12 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tail
                 Ok(q) => backlog.push_back(q),
                 Err(RecvTimeoutError::Timeout) => {
                     if tails.begin_fold(true) {
-                        fold_step(&tails, &conn);
+                        // A group of its own.
+                        let mut group = fold_step(&tails).into_iter().collect::<Vec<_>>();
+                        let committed = run_group(&conn, &mut group);
+                        for job in group {
+                            job.finish(committed.clone());
+                        }
                     }
                     continue;
                 }
@@ -193,15 +198,15 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tail
             continue;
         }
         let mut group = next_group(&mut backlog);
+        if tails.begin_fold(false) {
+            group.extend(fold_step(&tails));
+        }
         let committed = run_group(&conn, &mut group);
         if committed.is_ok() {
             register(&tails, &conn);
         }
         for job in group {
             job.finish(committed.clone());
-        }
-        if tails.begin_fold(false) {
-            fold_step(&tails, &conn);
         }
     }
 }
@@ -217,13 +222,44 @@ fn register(tails: &Tails, conn: &Connection) {
     }
 }
 
-fn fold_step(tails: &Tails, conn: &Connection) {
-    let started = std::time::Instant::now();
-    let r = tails.step(conn);
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "fold step");
-    if let Err(e) = r {
-        // Nothing is lost: the entries stay readable in the tails and a later fold takes them.
-        tracing::error!("cannot fold the log tails: {e}");
+/// The fold's next step as the last job of a group: its pages share the group's commit.
+fn fold_step(tails: &Arc<Tails>) -> Option<Box<dyn WriteJob>> {
+    let step = tails.next_step()?;
+    Some(Box::new(FoldStep { tails: tails.clone(), step: Some(step), failed: None }))
+}
+
+struct FoldStep {
+    tails: Arc<Tails>,
+    step: Option<crate::tails::Step>,
+    failed: Option<Error>,
+}
+
+impl WriteJob for FoldStep {
+    fn owner(&self) -> Option<u64> {
+        None
+    }
+
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(step) = &self.step else { return false };
+        match step.run(conn) {
+            Ok(()) => true,
+            Err(e) => {
+                // Nothing is lost: the entries stay readable in the tails; a later fold takes them.
+                tracing::error!("cannot fold the log tails: {e}");
+                self.failed = Some(sql_error(e));
+                false
+            }
+        }
+    }
+
+    fn failure(&self) -> Option<&Error> {
+        self.failed.as_ref()
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), Error>) {
+        if let Some(step) = self.step {
+            self.tails.finish(step, committed.is_ok() && self.failed.is_none());
+        }
     }
 }
 
@@ -472,6 +508,56 @@ mod tests {
         pool.exclusive(cap(1000)).await.unwrap();
         assert_eq!(pool.write(None, insert, None).await.unwrap(), 1);
         assert_eq!(rows(&pool).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_writer_folds_the_log_tails_inside_its_groups_and_when_idle() {
+        use tenantry_core::ids::TenantId;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::open(&dir.path().join("db.sqlite"), &OpenOptions::default()).unwrap();
+        let tenants: Vec<TenantId> = (0..200).map(|_| TenantId::generate()).collect();
+        // 20 writes of one entry for each of 100 tenants: 10 entries per tenant in the end; a
+        // fold is due at 8 per tenant (1,600) and runs inside the groups that follow.
+        for n in 0..20 {
+            let slice: Vec<TenantId> = tenants.iter().skip((n % 2) * 100).take(100).cloned().collect();
+            let draft = tenantry_core::model::AuditDraft {
+                actor: "key".into(),
+                action: "file.write".into(),
+                target: format!("/{n}"),
+                result: "ok".into(),
+                request_id: "req".into(),
+                ip: "::1".into(),
+            };
+            pool.write(
+                None,
+                move |c| slice.iter().try_for_each(|t| crate::store::append_audit_tx(c, t, "slug", draft.clone())),
+                None,
+            )
+            .await
+            .unwrap();
+        }
+        let count = |table: &str| {
+            pool.reader().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).unwrap()
+        };
+        assert!(count("audit") >= 1600, "a fold ran while writes came: {} keyed", count("audit"));
+        // Idle: the rest is folded after a second.
+        for _ in 0..100 {
+            if count("audit_tail") == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!((count("audit"), count("audit_tail")), (2000, 0));
+        assert!(pool.tails.is_empty());
+        let seqs: Vec<i64> = pool
+            .reader()
+            .prepare("SELECT seq FROM audit WHERE tenant_id = ?1 ORDER BY seq")
+            .unwrap()
+            .query_map([tenants[7].as_str()], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
     }
 
     #[test]

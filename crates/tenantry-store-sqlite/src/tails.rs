@@ -8,8 +8,9 @@
 //! (`audit_tail`, `events_tail`: a group's entries share the tail's last page) and the tail is
 //! folded into the keyed tables, sorted by tenant, once it holds several entries per tenant (so a
 //! tenant's entries share a page there too), or the writer is idle. A fold copies a chunk of
-//! tenants' entries per transaction, one step between two groups, then deletes what it copied
-//! from the tails in a last step: it never holds the writes up for long.
+//! tenants' entries per step, one step inside each group commit (its pages share the group's
+//! fsync), then deletes what it copied from the tails in a last step: it never holds the writes
+//! up for long.
 //!
 //! Invariants:
 //! - Every entry is in the keyed table, the tail, or (mid-fold) both, identical: readers take the
@@ -107,8 +108,8 @@ const FOLD_MAX_ROWS: usize = 200_000;
 pub(crate) const FOLD_WHEN_IDLE: Duration = Duration::from_secs(1);
 /// ...or once the oldest entry of the tails is this old.
 const FOLD_MAX_AGE: Duration = Duration::from_secs(60);
-/// Entries a fold copies per transaction: the writer takes one such step between two groups, so
-/// a fold of 10,000 tenants' tails never holds the writes up for long.
+/// Entries a fold copies per step: the writer takes one step per group, so a fold of 10,000
+/// tenants' tails never holds the writes up for long.
 const CHUNK_ROWS: usize = 2000;
 
 const HEADS: &str = "CREATE TEMP TABLE IF NOT EXISTS audit_heads (
@@ -155,6 +156,51 @@ fn json_ids(ids: &[i64]) -> String {
     }
     out.push(']');
     out
+}
+
+/// One step of a fold (see [`Tails::next_step`]).
+pub(crate) enum Step {
+    /// Copy these tail ids (audit, events) into the keyed tables.
+    Copy([Vec<i64>; 2]),
+    /// Delete the tail entries up to these ids, and the chain heads of the tenants it empties
+    /// (`settled`: those with no later entry when the step was made).
+    Delete { upto: [i64; 2], settled: Vec<String> },
+}
+
+impl Step {
+    /// The step's statements, inside the caller's transaction.
+    pub fn run(&self, conn: &Connection) -> rusqlite::Result<()> {
+        match self {
+            Step::Copy(chunk) => {
+                for log in Log::ALL {
+                    let (tail, keyed, columns) = (log.tail(), log.keyed(), log.columns());
+                    if !chunk[log.index()].is_empty() {
+                        conn.prepare_cached(&format!(
+                            "INSERT OR IGNORE INTO {keyed} ({columns}) SELECT {columns} FROM {tail}
+                             WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY tenant_id, seq"
+                        ))?
+                        .execute([json_ids(&chunk[log.index()])])?;
+                    }
+                }
+            }
+            Step::Delete { upto, settled } => {
+                for log in Log::ALL {
+                    conn.prepare_cached(&format!("DELETE FROM {} WHERE id <= ?1", log.tail()))?
+                        .execute([upto[log.index()]])?;
+                }
+                // Only a head whose entry is now in the keyed table: a write earlier in the same
+                // group may have appended past it since the list was made.
+                let mut forget = conn.prepare_cached(
+                    "DELETE FROM temp.audit_heads WHERE tenant_id = ?1
+                       AND EXISTS (SELECT 1 FROM audit a WHERE a.tenant_id = ?1 AND a.seq = audit_heads.seq)",
+                )?;
+                for tenant in settled {
+                    forget.execute([tenant])?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Runs `work` in one write transaction, rolled back if it fails.
@@ -267,60 +313,32 @@ impl Tails {
         true
     }
 
-    /// Takes the next step of the fold under way: one chunk copied into the keyed tables, or,
-    /// once all are, the folded entries deleted from the tails and forgotten here. On the writer,
-    /// between groups. A failed step abandons the fold (the entries stay readable in the tails;
-    /// a later fold takes them).
-    pub fn step(&self, conn: &Connection) -> Result<()> {
-        let (chunk, upto) = {
-            let mut r = self.lock();
-            let Some(fold) = r.fold.as_mut() else { return Ok(()) };
-            (fold.chunks.pop_front(), fold.upto)
-        };
-        let done = match chunk {
-            Some(chunk) => in_transaction(conn, || {
-                for log in Log::ALL {
-                    let (tail, keyed, columns) = (log.tail(), log.keyed(), log.columns());
-                    if !chunk[log.index()].is_empty() {
-                        conn.prepare_cached(&format!(
-                            "INSERT OR IGNORE INTO {keyed} ({columns}) SELECT {columns} FROM {tail}
-                             WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY tenant_id, seq"
-                        ))?
-                        .execute([json_ids(&chunk[log.index()])])?;
-                    }
-                }
-                Ok(())
-            })
-            .map(|()| false),
-            None => {
-                // Tenants with nothing left in the audit tail find their head among their keyed
-                // rows from now on.
-                let settled: Vec<String> = {
-                    let r = self.lock();
-                    let audit = &r.logs[Log::Audit.index()].by_tenant;
-                    audit
-                        .iter()
-                        .filter(|(_, ids)| ids.iter().all(|&id| id <= upto[0]))
-                        .map(|(t, _)| t.clone())
-                        .collect()
-                };
-                in_transaction(conn, || {
-                    for log in Log::ALL {
-                        conn.execute(&format!("DELETE FROM {} WHERE id <= ?1", log.tail()), [upto[log.index()]])?;
-                    }
-                    let mut forget = conn.prepare_cached("DELETE FROM temp.audit_heads WHERE tenant_id = ?1")?;
-                    for tenant in &settled {
-                        forget.execute([tenant])?;
-                    }
-                    Ok(())
-                })
-                .map(|()| true)
-            }
-        };
+    /// The next step of the fold under way, if any: a chunk to copy into the keyed tables, or,
+    /// once all are, the deletion of what was copied. It runs inside a group's transaction (its
+    /// pages share the group's commit), and [`Tails::finish`] must follow.
+    pub fn next_step(&self) -> Option<Step> {
         let mut r = self.lock();
-        match done {
-            Ok(false) => {}
-            Ok(true) => {
+        let fold = r.fold.as_mut()?;
+        if let Some(chunk) = fold.chunks.pop_front() {
+            return Some(Step::Copy(chunk));
+        }
+        let upto = fold.upto;
+        // Tenants with nothing left in the audit tail find their head among their keyed rows
+        // from now on.
+        let audit = &r.logs[Log::Audit.index()].by_tenant;
+        let settled =
+            audit.iter().filter(|(_, ids)| ids.iter().all(|&id| id <= upto[0])).map(|(t, _)| t.clone()).collect();
+        Some(Step::Delete { upto, settled })
+    }
+
+    /// After the group that ran `step` committed (`ok`) or failed: a deletion committed forgets
+    /// what it deleted and ends the fold; a failed step abandons the fold (the entries stay
+    /// readable in the tails, and a later fold takes them).
+    pub fn finish(&self, step: Step, ok: bool) {
+        let mut r = self.lock();
+        match (step, ok) {
+            (Step::Copy(_), true) => {}
+            (Step::Delete { upto, .. }, true) => {
                 for log in Log::ALL {
                     let ids = &mut r.logs[log.index()];
                     let last = upto[log.index()];
@@ -333,9 +351,17 @@ impl Tails {
                 r.since = (r.logs.iter().any(|l| l.rows > 0)).then(Instant::now);
                 r.fold = None;
             }
-            Err(_) => r.fold = None,
+            (_, false) => r.fold = None,
         }
-        done.map(|_| ())
+    }
+
+    /// One step in a transaction of its own (the writer runs steps inside its groups).
+    #[cfg(test)]
+    pub fn step(&self, conn: &Connection) -> Result<()> {
+        let Some(step) = self.next_step() else { return Ok(()) };
+        let done = in_transaction(conn, || step.run(conn));
+        self.finish(step, done.is_ok());
+        done
     }
 
     /// Moves every tail entry into its keyed table in one transaction: when the database opens or
@@ -519,6 +545,27 @@ mod tests {
         assert_eq!(db.log(&a).last(), Some(&(5, "/a4".into())));
         assert_eq!(db.tails.ids(Log::Audit, &a), "[]");
         assert!(db.tails.is_empty());
+    }
+
+    #[test]
+    fn a_write_in_the_group_that_ends_a_fold_keeps_its_chain_head() {
+        let db = open();
+        let a = TenantId::generate();
+        db.append(&a, "/a0");
+        assert!(db.tails.begin_fold(true));
+        db.tails.step(&db.writer).unwrap(); // copied
+        let step = db.tails.next_step().unwrap(); // the deletion, made while A has nothing newer
+                                                  // The group as the writer runs it: A's write, then the step, one commit.
+        db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        crate::store::append_audit_tx(&db.writer, &a, "slug", draft("/a1")).unwrap();
+        step.run(&db.writer).unwrap();
+        db.writer.execute_batch("COMMIT").unwrap();
+        db.tails.register(&db.writer).unwrap();
+        db.tails.finish(step, true);
+        assert!(!db.tails.folding());
+        assert_eq!(db.head(&a), Some(2), "the head of the entry still in the tail stays");
+        db.append(&a, "/a2");
+        assert_eq!(seqs(&db.log(&a)), [1, 2, 3]);
     }
 
     #[test]

@@ -306,6 +306,7 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
     // Each tenant's audit chain still verifies after all of it.
     for t in &tenants[..default_idx] {
         let op = app.operator().with_tenant(Some(t.slug.clone()));
-        assert_eq!(op.verify_audit().await.unwrap()["ok"], true, "{}", t.slug);
+        let report = op.verify_audit().await.unwrap();
+        assert_eq!(report["ok"], true, "{}: {report}", t.slug);
     }
 }
