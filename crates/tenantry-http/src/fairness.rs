@@ -150,7 +150,9 @@ impl Pacing {
             Some(self.level.map_or(next, |l| l.min(next).max(equal)))
         } else {
             match self.level {
-                Some(l) if l * INCREASE < busiest as f64 * 2.0 => Some(l * INCREASE),
+                // A tenant alone has nobody to be fair to: lifted at once. (Rising from a level
+                // set among 10,000 readers took seconds, pacing a lone reader at the floor.)
+                Some(l) if active >= 2 && l * INCREASE < busiest as f64 * 2.0 => Some(l * INCREASE),
                 _ => None,
             }
         };
@@ -345,6 +347,16 @@ mod tests {
             assert_eq!(waits, (0, 0), "a tenant alone is never paced");
         }
         assert_eq!(alone.level_per_sec(), None);
+        // Paced while congested among many, then alone: lifted in the next window, not seconds later.
+        let mut after = Pacing::new(WINDOW);
+        for w in 0..5 {
+            window(&mut after, w * 100 * MS, (&a, 3000), (&b, 300), CONGESTED);
+        }
+        assert!(after.level_per_sec().is_some(), "paced while congested");
+        window(&mut after, 500 * MS, (&a, 3000), (&c, 0), 100);
+        // The window a was alone in closes as the next begins: no pacing from then on.
+        assert_eq!(window(&mut after, 600 * MS, (&a, 3000), (&c, 0), 100), (0, 0));
+        assert_eq!(after.level_per_sec(), None, "a tenant left alone is not paced");
     }
 
     #[test]
