@@ -4,7 +4,8 @@
 # tenants with requests spread over all of them. nginx serves the same 4 KiB file behind a
 # bearer-header check: the reference measured in the same run. Baseline (a) reads and writes N
 # files of the one tenant, so (a) and (b) have the same working set and only the number of
-# tenants differs; the one-file figures (every request on the same row) are printed too. Also: tenant creation latency and
+# tenants differs; the one-file figures (every request on the same row) are printed too. (a) and
+# (b) are each run twice, in the order a b b a, and averaged; every run follows 2 s of warm-up. Also: tenant creation latency and
 # server RSS with 10,000 idle tenants.
 #   bench/http.sh [DURATION_SECONDS=10] [TENANTS=10000]
 # TENANTRY_BIN=path runs another build (e.g. an older commit's, for an A/B in the same conditions).
@@ -48,6 +49,9 @@ for _ in $(seq 50); do curl -sf http://127.0.0.1:18070/healthz >/dev/null && bre
 rps() { grep 'Requests/sec' | awk '{print $2}'; }
 run_wrk() { # name url lua-env...
   local name=$1 url=$2; shift 2
+  # 2 s of warm-up, not measured: the file cache (64 MiB) holds one working set of 10,000 4 KiB
+  # files but not two, so a run would otherwise begin with the previous run's files cached.
+  env "$@" wrk -t2 -c32 -d2s -s bench/keys.lua "$url" > /dev/null
   local out; out=$(env "$@" wrk -t2 -c32 -d"${DUR}s" --latency -s bench/keys.lua "$url")
   local p99; p99=$(echo "$out" | grep -E '^ +99%' | awk '{print $2}')
   printf '%-34s %10s req/s   p99 %s\n' "$name" "$(echo "$out" | rps)" "$p99"
@@ -65,13 +69,23 @@ RSS=$(awk '/VmRSS/ {print $2}' /proc/$SERVER/status)
 echo "server RSS with $((N + 2)) idle tenants: $((RSS / 1024)) MiB"
 
 echo "== load: wrk -t2 -c32 -d${DUR}s (nginx first and last: the reference is the better of the two)"
+echo "   (a) and (b) run in the order a b b a and are averaged: on this VM a run's rate drifts with"
+echo "   its place in the sequence, and the order cancels a steady drift)"
 run_wrk nginx-get-first http://127.0.0.1:18080 KEYS="$WORK/nginx.keys" METHOD=GET
 run_wrk tenantry-get-1-tenant-1-file http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=GET
-run_wrk tenantry-get-1-tenant http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=GET PATHS="$N"
-run_wrk tenantry-get-${N}-tenants http://127.0.0.1:18070 KEYS="$WORK/many.keys" METHOD=GET
-run_wrk tenantry-put-1-tenant-1-path http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=PUT
-run_wrk tenantry-put-1-tenant http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=PUT PATHS="$N"
-run_wrk tenantry-put-${N}-tenants http://127.0.0.1:18070 KEYS="$WORK/many.keys" METHOD=PUT
+for m in GET PUT; do
+  lower=$(echo "$m" | tr 'A-Z' 'a-z')
+  [ "$m" = PUT ] && run_wrk tenantry-put-1-tenant-1-path http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=PUT
+  run_wrk "tenantry-$lower-1-tenant-a1" http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=$m PATHS="$N"
+  run_wrk "tenantry-$lower-${N}-tenants-b1" http://127.0.0.1:18070 KEYS="$WORK/many.keys" METHOD=$m
+  run_wrk "tenantry-$lower-${N}-tenants-b2" http://127.0.0.1:18070 KEYS="$WORK/many.keys" METHOD=$m
+  run_wrk "tenantry-$lower-1-tenant-a2" http://127.0.0.1:18070 KEYS="$WORK/one.keys" METHOD=$m PATHS="$N"
+  for side in "1-tenant-a" "${N}-tenants-b"; do
+    python3 -c "import sys; print((float(sys.argv[1]) + float(sys.argv[2])) / 2)" \
+      "$(cat "$WORK/tenantry-$lower-${side}1.rps")" "$(cat "$WORK/tenantry-$lower-${side}2.rps")" \
+      > "$WORK/tenantry-$lower-${side%-?}.rps"
+  done
+done
 run_wrk nginx-get-last http://127.0.0.1:18080 KEYS="$WORK/nginx.keys" METHOD=GET
 python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$(cat "$WORK/nginx-get-first.rps")" "$(cat "$WORK/nginx-get-last.rps")" > "$WORK/nginx-get.rps"
 

@@ -9,8 +9,8 @@
 //! folded into the keyed tables, sorted by tenant, once it holds several entries per tenant (so a
 //! tenant's entries share a page there too), or the writer is idle. A fold copies a chunk of
 //! tenants' entries per step, one step inside each group commit (its pages share the group's
-//! fsync), then deletes what it copied from the tails in a last step: it never holds the writes
-//! up for long.
+//! fsync), then deletes what it copied from the tails, oldest first, a range per step: it never
+//! holds the writes up for long.
 //!
 //! Invariants:
 //! - Every entry is in the keyed table, the tail, or (mid-fold) both, identical: readers take the
@@ -111,6 +111,9 @@ const FOLD_MAX_AGE: Duration = Duration::from_secs(60);
 /// Entries a fold copies per step: the writer takes one step per group, so a fold of 10,000
 /// tenants' tails never holds the writes up for long.
 const CHUNK_ROWS: usize = 2000;
+/// Tail ids a deletion step covers per log: `secure_delete` zeroes what it frees, so deleting a
+/// 10,000-tenant fold's tails at once held a group for a quarter of a second.
+const DELETE_ROWS: i64 = 4000;
 
 const HEADS: &str = "CREATE TEMP TABLE IF NOT EXISTS audit_heads (
     tenant_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL) WITHOUT ROWID";
@@ -130,6 +133,8 @@ struct TailIds {
 struct Fold {
     upto: [i64; 2],
     chunks: VecDeque<[Vec<i64>; 2]>,
+    /// How far the deletion has gone (each log's tail is deleted from its oldest id up).
+    deleted: [i64; 2],
 }
 
 #[derive(Default)]
@@ -162,9 +167,10 @@ fn json_ids(ids: &[i64]) -> String {
 pub(crate) enum Step {
     /// Copy these tail ids (audit, events) into the keyed tables.
     Copy([Vec<i64>; 2]),
-    /// Delete the tail entries up to these ids, and the chain heads of the tenants it empties
-    /// (`settled`: those with no later entry when the step was made).
-    Delete { upto: [i64; 2], settled: Vec<String> },
+    /// Delete the tail entries up to these ids (at most `DELETE_ROWS` ids a step, oldest first);
+    /// the `last` step also forgets the chain heads of the tenants it empties (`settled`: those
+    /// with no later entry when the step was made).
+    Delete { to: [i64; 2], last: bool, settled: Vec<String> },
 }
 
 impl Step {
@@ -183,10 +189,10 @@ impl Step {
                     }
                 }
             }
-            Step::Delete { upto, settled } => {
+            Step::Delete { to, settled, .. } => {
                 for log in Log::ALL {
                     conn.prepare_cached(&format!("DELETE FROM {} WHERE id <= ?1", log.tail()))?
-                        .execute([upto[log.index()]])?;
+                        .execute([to[log.index()]])?;
                 }
                 // Only a head whose entry is now in the keyed table: a write earlier in the same
                 // group may have appended past it since the list was made.
@@ -309,7 +315,9 @@ impl Tails {
             chunks.push_back(chunk);
         }
         let upto = [r.logs[0].seen, r.logs[1].seen];
-        r.fold = Some(Fold { upto, chunks });
+        let oldest = |l: &TailIds, upto: i64| l.by_tenant.values().flatten().min().map_or(upto, |&id| id - 1);
+        let deleted = [oldest(&r.logs[0], upto[0]), oldest(&r.logs[1], upto[1])];
+        r.fold = Some(Fold { upto, chunks, deleted });
         true
     }
 
@@ -322,13 +330,17 @@ impl Tails {
         if let Some(chunk) = fold.chunks.pop_front() {
             return Some(Step::Copy(chunk));
         }
-        let upto = fold.upto;
+        let (upto, deleted) = (fold.upto, fold.deleted);
+        let to = [0, 1].map(|i| upto[i].min(deleted[i] + DELETE_ROWS));
+        if to != upto {
+            return Some(Step::Delete { to, last: false, settled: Vec::new() });
+        }
         // Tenants with nothing left in the audit tail find their head among their keyed rows
         // from now on.
         let audit = &r.logs[Log::Audit.index()].by_tenant;
         let settled =
             audit.iter().filter(|(_, ids)| ids.iter().all(|&id| id <= upto[0])).map(|(t, _)| t.clone()).collect();
-        Some(Step::Delete { upto, settled })
+        Some(Step::Delete { to, last: true, settled })
     }
 
     /// After the group that ran `step` committed (`ok`) or failed: a deletion committed forgets
@@ -338,7 +350,12 @@ impl Tails {
         let mut r = self.lock();
         match (step, ok) {
             (Step::Copy(_), true) => {}
-            (Step::Delete { upto, .. }, true) => {
+            (Step::Delete { to, last: false, .. }, true) => {
+                if let Some(fold) = r.fold.as_mut() {
+                    fold.deleted = to;
+                }
+            }
+            (Step::Delete { to: upto, last: true, .. }, true) => {
                 for log in Log::ALL {
                     let ids = &mut r.logs[log.index()];
                     let last = upto[log.index()];
@@ -623,7 +640,7 @@ mod tests {
     #[test]
     fn a_fold_is_due_at_several_entries_per_tenant_and_goes_in_bounded_chunks() {
         let db = open();
-        let tenants: Vec<TenantId> = (0..300).map(|_| TenantId::generate()).collect();
+        let tenants: Vec<TenantId> = (0..600).map(|_| TenantId::generate()).collect();
         // Rounds of one entry per tenant, committed together (one group).
         let rounds = |range: std::ops::Range<usize>| {
             db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -635,22 +652,23 @@ mod tests {
             db.writer.execute_batch("COMMIT").unwrap();
             db.tails.register(&db.writer).unwrap();
         };
-        // 5 entries for each of 300 tenants: under 8 per tenant (ROWS_PER_TENANT), not due while busy.
+        // 5 entries for each of 600 tenants: under 8 per tenant (ROWS_PER_TENANT), not due while busy.
         rounds(0..5);
         assert!(!db.tails.begin_fold(false));
         // 8 per tenant: due.
         rounds(5..8);
         assert!(db.tails.begin_fold(false));
-        let mut steps = 0;
+        // 4,800 entries: copied in chunks of 2,000 (CHUNK_ROWS), 2,000 and 800, then deleted in
+        // ranges of 4,000 ids (DELETE_ROWS) and 800; every tenant's log reads whole throughout.
+        let mut counts = Vec::new();
         while db.tails.folding() {
             db.tails.step(&db.writer).unwrap();
-            steps += 1;
+            counts.push((db.count("audit"), db.count("audit_tail")));
+            for t in [&tenants[0], &tenants[299], &tenants[599]] {
+                assert_eq!(seqs(&db.log(t)), (1..=8).collect::<Vec<_>>());
+            }
         }
-        // 2,400 entries: chunks of 2,000 (CHUNK_ROWS) and 400, and the step that deletes them.
-        assert_eq!(steps, 3);
-        assert_eq!((db.count("audit_tail"), db.count("audit")), (0, 2400));
-        for t in tenants.iter().take(3) {
-            assert_eq!(seqs(&db.log(t)), (1..=8).collect::<Vec<_>>());
-        }
+        assert_eq!(counts, [(2000, 4800), (4000, 4800), (4800, 4800), (4800, 800), (4800, 0)]);
+        assert!(db.tails.is_empty());
     }
 }
