@@ -6,7 +6,7 @@
 //! unchanged, so a value read before a commit can never be inserted after it.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,10 +33,56 @@ pub(crate) struct FileCache {
     shards: Vec<Mutex<Inner>>,
 }
 
+struct Slot {
+    tenant: TenantId,
+    entry: Entry,
+    /// Which insertion this is, so the ring's older mentions of the key are recognised as stale.
+    serial: u64,
+    /// Read since the eviction hand last passed it: it gets a second chance.
+    referenced: bool,
+}
+
+/// One shard: the entries, and the CLOCK ring of (key, serial) in insertion order that eviction
+/// walks. (Evicting whatever came first in hash order, as before, threw out hot entries as often
+/// as cold ones: after a shift of working set the new one took many seconds of misses to settle.)
 #[derive(Default)]
 struct Inner {
-    map: HashMap<u64, (TenantId, Entry)>,
+    map: HashMap<u64, Slot>,
+    ring: VecDeque<(u64, u64)>,
     bytes: usize,
+    serial: u64,
+}
+
+impl Inner {
+    /// Evicts the first entry in ring order not read since the hand last passed it.
+    fn evict_one(&mut self) -> bool {
+        while let Some((k, serial)) = self.ring.pop_front() {
+            match self.map.get_mut(&k) {
+                Some(slot) if slot.serial == serial => {
+                    if slot.referenced {
+                        slot.referenced = false;
+                        self.ring.push_back((k, serial));
+                        continue;
+                    }
+                    if let Some(old) = self.map.remove(&k) {
+                        self.bytes -= cost(&old.entry);
+                    }
+                    return true;
+                }
+                _ => continue, // invalidated or replaced since
+            }
+        }
+        false
+    }
+
+    /// Drops the ring's stale mentions once they outnumber the entries (rewrites of a hot file
+    /// add one each).
+    fn compact(&mut self) {
+        if self.ring.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.ring.retain(|(k, serial)| map.get(k).is_some_and(|slot| slot.serial == *serial));
+        }
+    }
 }
 
 fn cost(e: &Entry) -> usize {
@@ -62,9 +108,13 @@ impl FileCache {
             return None;
         }
         let k = key(tenant, path);
-        let inner = self.lock(k);
-        let (t, e) = inner.map.get(&k)?;
-        (t == tenant && e.0.path.as_str() == path).then(|| e.clone())
+        let mut inner = self.lock(k);
+        let slot = inner.map.get_mut(&k)?;
+        if slot.tenant != *tenant || slot.entry.0.path.as_str() != path {
+            return None;
+        }
+        slot.referenced = true;
+        Some(slot.entry.clone())
     }
 
     /// The generation to pass to [`insert`](Self::insert) after a database read.
@@ -82,18 +132,21 @@ impl FileCache {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        // Evict arbitrary entries (hash order) until the new one fits: no LRU bookkeeping on
-        // the read path.
+        // CLOCK: the read path only sets a flag; eviction gives a read entry a second chance.
         while inner.bytes + c > self.budget {
-            let Some(victim) = inner.map.keys().next().cloned() else { break };
-            if let Some((_, old)) = inner.map.remove(&victim) {
-                inner.bytes -= cost(&old);
+            if !inner.evict_one() {
+                break;
             }
         }
-        if let Some((_, old)) = inner.map.insert(k, (tenant.clone(), entry)) {
-            inner.bytes -= cost(&old);
+        inner.serial += 1;
+        let serial = inner.serial;
+        let slot = Slot { tenant: tenant.clone(), entry, serial, referenced: false };
+        if let Some(old) = inner.map.insert(k, slot) {
+            inner.bytes -= cost(&old.entry);
         }
+        inner.ring.push_back((k, serial));
         inner.bytes += c;
+        inner.compact();
     }
 
     /// Called after a committed write or delete of `path`.
@@ -104,9 +157,10 @@ impl FileCache {
         let k = key(tenant, path);
         let mut inner = self.lock(k);
         self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Some((_, old)) = inner.map.remove(&k) {
-            inner.bytes -= cost(&old);
+        if let Some(old) = inner.map.remove(&k) {
+            inner.bytes -= cost(&old.entry);
         }
+        inner.compact();
     }
 
     /// Called after a tenant is purged.
@@ -115,14 +169,66 @@ impl FileCache {
         for shard in &self.shards {
             let mut inner = shard.lock().unwrap_or_else(|e| e.into_inner());
             let mut freed = 0;
-            inner.map.retain(|_, (t, e)| {
-                let keep = t != tenant;
+            inner.map.retain(|_, slot| {
+                let keep = slot.tenant != *tenant;
                 if !keep {
-                    freed += cost(e);
+                    freed += cost(&slot.entry);
                 }
                 keep
             });
             inner.bytes -= freed;
+            inner.compact();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry_core::path::TenantPath;
+    use tenantry_core::time::Timestamp;
+
+    fn entry(path: &str) -> Entry {
+        let meta = FileMeta {
+            path: TenantPath::parse(path).unwrap(),
+            size: 1000,
+            etag: "e".into(),
+            version: 1,
+            content_type: "t".into(),
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+        };
+        Arc::new((meta, vec![0; 1000]))
+    }
+
+    #[test]
+    fn eviction_keeps_the_entries_read_since_and_takes_the_oldest_unread() {
+        let tenant = TenantId::generate();
+        // Paths that all land in one shard, so its order is the whole story.
+        let paths: Vec<String> = (0..10_000)
+            .map(|i| format!("/f{i:05}")) // one length: every entry costs the same
+            .filter(|p| key(&tenant, p).is_multiple_of(SHARDS as u64))
+            .take(15)
+            .collect();
+        let one = cost(&entry(&paths[0]));
+        let cache = FileCache::new(one * 10 * SHARDS); // room for 10 entries per shard
+        for p in &paths[..10] {
+            cache.insert(&tenant, cache.generation(), entry(p));
+        }
+        for p in [&paths[1], &paths[4], &paths[8]] {
+            assert!(cache.get(&tenant, p).is_some());
+        }
+        for p in &paths[10..15] {
+            cache.insert(&tenant, cache.generation(), entry(p));
+        }
+        let kept: Vec<usize> = (0..15).filter(|&i| cache.get(&tenant, &paths[i]).is_some()).collect();
+        // The five oldest unread (0, 2, 3, 5, 6) made room; the read ones and the new ones stay.
+        assert_eq!(kept, [1, 4, 7, 8, 9, 10, 11, 12, 13, 14]);
+        // A rewritten (invalidated) entry leaves only a stale mention behind.
+        cache.invalidate(&tenant, &paths[7]);
+        assert!(cache.get(&tenant, &paths[7]).is_none());
+        let shard = cache.lock(key(&tenant, &paths[0]));
+        assert_eq!(shard.map.len(), 9);
+        assert_eq!(shard.bytes, 9 * one);
     }
 }
