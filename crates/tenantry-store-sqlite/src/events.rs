@@ -44,7 +44,8 @@ impl EventLog for SqliteStore {
     ) -> Result<Vec<Event>> {
         let tenant = scope.tenant_id().clone();
         let pool = self.pool_of(&tenant)?;
-        let tail = pool.tails.ids(Log::Events, &tenant);
+        // A prefix filter may skip entries: then every later tail entry may be needed.
+        let tail = pool.tails.ids(Log::Events, &tenant, after, visible.is_none().then_some(limit));
         read_on(pool, move |conn| {
             let after = after.min(i64::MAX as u64) as i64;
             let rows: Vec<Event> = match visible {

@@ -710,7 +710,8 @@ impl AuditLog for SqliteStore {
         let tenant = scope.tenant_id().clone();
         let action = action.map(str::to_owned);
         let pool = self.pool_of(&tenant)?;
-        let tail = pool.tails.ids(Log::Audit, &tenant);
+        // Filtered by action, a page may need every later tail entry; unfiltered, `limit` of them.
+        let tail = pool.tails.ids(Log::Audit, &tenant, after, action.is_none().then_some(limit));
         read_on(pool, move |conn| {
             let sql = Log::Audit.select(
                 AUDIT_COLUMNS,

@@ -118,10 +118,10 @@ const DELETE_ROWS: i64 = 4000;
 const HEADS: &str = "CREATE TEMP TABLE IF NOT EXISTS audit_heads (
     tenant_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL) WITHOUT ROWID";
 
-/// One log's tail ids by tenant, and the last id registered.
+/// One log's tail entries by tenant as (id, seq), in seq order, and the last id registered.
 #[derive(Default)]
 struct TailIds {
-    by_tenant: HashMap<String, Vec<i64>>,
+    by_tenant: HashMap<String, Vec<(i64, i64)>>,
     rows: usize,
     seen: i64,
 }
@@ -143,6 +143,9 @@ struct Registry {
     /// When the oldest entry now in the tails was registered.
     since: Option<Instant>,
     fold: Option<Fold>,
+    /// After a failed step, no new fold before this (a full disk must not make every group plan
+    /// and fail one).
+    retry_at: Option<Instant>,
 }
 
 /// The tails of one database: which tail rows are whose, and the fold under way.
@@ -237,11 +240,21 @@ impl Tails {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The tenant's tail ids in `log`, as the JSON array [`Log::select`] takes. Taken before the
-    /// statement that uses them starts (see the module's invariants).
-    pub fn ids(&self, log: Log, tenant: &TenantId) -> String {
+    /// The ids of the tenant's tail entries in `log` after seq `after`, the first `limit` of them
+    /// if given (a page is the first `limit` entries after `after`, so whichever of them are in
+    /// the tail are among its first `limit` there), as the JSON array [`Log::select`] takes. Taken before the statement that uses them starts
+    /// (see the module's invariants).
+    pub fn ids(&self, log: Log, tenant: &TenantId, after: u64, limit: Option<usize>) -> String {
         let r = self.lock();
-        json_ids(r.logs[log.index()].by_tenant.get(tenant.as_str()).map(Vec::as_slice).unwrap_or_default())
+        let entries = r.logs[log.index()].by_tenant.get(tenant.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let after = after.min(i64::MAX as u64) as i64;
+        let ids: Vec<i64> = entries
+            .iter()
+            .filter(|(_, seq)| *seq > after)
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|(id, _)| *id)
+            .collect();
+        json_ids(&ids)
     }
 
     /// Registers the tail entries committed since the last call: on the writer, after each
@@ -252,12 +265,13 @@ impl Tails {
         for log in Log::ALL {
             let ids = &mut r.logs[log.index()];
             let mut s = conn
-                .prepare_cached(&format!("SELECT id, tenant_id FROM {} WHERE id > ?1 ORDER BY id", log.tail()))
+                .prepare_cached(&format!("SELECT id, tenant_id, seq FROM {} WHERE id > ?1 ORDER BY id", log.tail()))
                 .map_err(sql_error)?;
             let mut rows = s.query([ids.seen]).map_err(sql_error)?;
             while let Some(row) = rows.next().map_err(sql_error)? {
-                let (id, tenant): (i64, String) = (row.get(0).map_err(sql_error)?, row.get(1).map_err(sql_error)?);
-                ids.by_tenant.entry(tenant).or_default().push(id);
+                let (id, tenant, seq): (i64, String, i64) =
+                    (row.get(0).map_err(sql_error)?, row.get(1).map_err(sql_error)?, row.get(2).map_err(sql_error)?);
+                ids.by_tenant.entry(tenant).or_default().push((id, seq));
                 ids.rows += 1;
                 ids.seen = id;
                 added = true;
@@ -286,6 +300,9 @@ impl Tails {
         if r.fold.is_some() {
             return true;
         }
+        if r.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
         let Some(since) = r.since else { return false };
         let due = idle
             || since.elapsed() >= FOLD_MAX_AGE
@@ -303,7 +320,7 @@ impl Tails {
         let mut chunk: [Vec<i64>; 2] = Default::default();
         for tenant in tenants {
             for log in Log::ALL {
-                for &id in r.logs[log.index()].by_tenant.get(tenant).map(Vec::as_slice).unwrap_or_default() {
+                for &(id, _) in r.logs[log.index()].by_tenant.get(tenant).map(Vec::as_slice).unwrap_or_default() {
                     chunk[log.index()].push(id);
                     if chunk[0].len() + chunk[1].len() >= CHUNK_ROWS {
                         chunks.push_back(std::mem::take(&mut chunk));
@@ -315,7 +332,8 @@ impl Tails {
             chunks.push_back(chunk);
         }
         let upto = [r.logs[0].seen, r.logs[1].seen];
-        let oldest = |l: &TailIds, upto: i64| l.by_tenant.values().flatten().min().map_or(upto, |&id| id - 1);
+        let oldest =
+            |l: &TailIds, upto: i64| l.by_tenant.values().flatten().map(|(id, _)| *id).min().map_or(upto, |id| id - 1);
         let deleted = [oldest(&r.logs[0], upto[0]), oldest(&r.logs[1], upto[1])];
         r.fold = Some(Fold { upto, chunks, deleted });
         true
@@ -339,7 +357,7 @@ impl Tails {
         // from now on.
         let audit = &r.logs[Log::Audit.index()].by_tenant;
         let settled =
-            audit.iter().filter(|(_, ids)| ids.iter().all(|&id| id <= upto[0])).map(|(t, _)| t.clone()).collect();
+            audit.iter().filter(|(_, ids)| ids.iter().all(|&(id, _)| id <= upto[0])).map(|(t, _)| t.clone()).collect();
         Some(Step::Delete { to, last: true, settled })
     }
 
@@ -360,7 +378,7 @@ impl Tails {
                     let ids = &mut r.logs[log.index()];
                     let last = upto[log.index()];
                     ids.by_tenant.retain(|_, v| {
-                        v.retain(|&id| id > last);
+                        v.retain(|&(id, _)| id > last);
                         !v.is_empty()
                     });
                     ids.rows = ids.by_tenant.values().map(Vec::len).sum();
@@ -368,7 +386,10 @@ impl Tails {
                 r.since = (r.logs.iter().any(|l| l.rows > 0)).then(Instant::now);
                 r.fold = None;
             }
-            (_, false) => r.fold = None,
+            (_, false) => {
+                r.fold = None;
+                r.retry_at = Some(Instant::now() + FOLD_WHEN_IDLE);
+            }
         }
     }
 
@@ -490,7 +511,7 @@ mod tests {
 
         /// The tenant's log as a reader sees it: (seq, target), checked to be one unbroken chain.
         fn log(&self, t: &TenantId) -> Vec<(i64, String)> {
-            let ids = self.tails.ids(Log::Audit, t);
+            let ids = self.tails.ids(Log::Audit, t, 0, None);
             let sql = Log::Audit.select("seq, target, prev_hash, hash", "seq > 0", 2, "ORDER BY seq");
             let rows: Vec<(i64, String, String, String)> = self
                 .reader
@@ -519,6 +540,15 @@ mod tests {
                 .optional()
                 .unwrap()
         }
+    }
+
+    /// A database with one entry of one tenant in the tail, and a fold of it begun.
+    fn one_entry_folding() -> (Db, TenantId) {
+        let db = open();
+        let a = TenantId::generate();
+        db.append(&a, "/a0");
+        assert!(db.tails.begin_fold(true));
+        (db, a)
     }
 
     fn seqs(log: &[(i64, String)]) -> Vec<i64> {
@@ -560,19 +590,17 @@ mod tests {
         db.tails.fold_all(&db.writer).unwrap();
         assert_eq!((db.count("audit_tail"), db.count("audit")), (0, 8));
         assert_eq!(db.log(&a).last(), Some(&(5, "/a4".into())));
-        assert_eq!(db.tails.ids(Log::Audit, &a), "[]");
+        assert_eq!(db.tails.ids(Log::Audit, &a, 0, None), "[]");
         assert!(db.tails.is_empty());
     }
 
     #[test]
     fn a_write_in_the_group_that_ends_a_fold_keeps_its_chain_head() {
-        let db = open();
-        let a = TenantId::generate();
-        db.append(&a, "/a0");
-        assert!(db.tails.begin_fold(true));
+        let (db, a) = one_entry_folding();
         db.tails.step(&db.writer).unwrap(); // copied
-        let step = db.tails.next_step().unwrap(); // the deletion, made while A has nothing newer
-                                                  // The group as the writer runs it: A's write, then the step, one commit.
+                                            // The deletion, made while A has nothing newer; then the group as the writer runs it:
+                                            // A's write, then the step, one commit.
+        let step = db.tails.next_step().unwrap();
         db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
         crate::store::append_audit_tx(&db.writer, &a, "slug", draft("/a1")).unwrap();
         step.run(&db.writer).unwrap();
@@ -583,6 +611,17 @@ mod tests {
         assert_eq!(db.head(&a), Some(2), "the head of the entry still in the tail stays");
         db.append(&a, "/a2");
         assert_eq!(seqs(&db.log(&a)), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_failed_step_abandons_the_fold_leaves_the_entries_readable_and_the_next_fold_waits() {
+        let (db, a) = one_entry_folding();
+        let step = db.tails.next_step().unwrap();
+        db.tails.finish(step, false); // as when its group failed
+        assert!(!db.tails.folding());
+        assert!(!db.tails.begin_fold(true), "no new fold right after a failed step");
+        assert_eq!(db.log(&a), [(1, "/a0".into())]);
+        assert_eq!(db.head(&a), Some(1));
     }
 
     #[test]
@@ -617,8 +656,12 @@ mod tests {
         assert_eq!(db.head(&a), Some(1));
         db.append(&a, "/next");
         assert_eq!(db.log(&a), [(1, "/kept".into()), (2, "/next".into())]);
-        let ids: Vec<i64> = serde_json::from_str(&db.tails.ids(Log::Audit, &a)).unwrap();
+        let ids: Vec<i64> = serde_json::from_str(&db.tails.ids(Log::Audit, &a, 0, None)).unwrap();
         assert_eq!(ids.len(), 2);
+        // A page after seq 1 needs only the later entry; a page of one, only the first.
+        let after_one: Vec<i64> = serde_json::from_str(&db.tails.ids(Log::Audit, &a, 1, None)).unwrap();
+        let first: Vec<i64> = serde_json::from_str(&db.tails.ids(Log::Audit, &a, 0, Some(1))).unwrap();
+        assert_eq!((after_one, first), (vec![ids[1]], vec![ids[0]]));
     }
 
     #[test]
