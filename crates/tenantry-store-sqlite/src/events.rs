@@ -17,8 +17,6 @@ use tenantry_core::Result;
 /// Most events deleted by one `prune_events` call.
 pub const PRUNE_BATCH: usize = 5000;
 
-const EVENT_COLUMNS: &str = "seq, type, path, namespace, key, detail, actor, at";
-
 fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
     let detail: Option<String> = r.get(5)?;
     Ok(Event {
@@ -50,7 +48,12 @@ impl EventLog for SqliteStore {
             let after = after.min(i64::MAX as u64) as i64;
             let rows: Vec<Event> = match visible {
                 None => conn
-                    .prepare_cached(&Log::Events.select(EVENT_COLUMNS, "seq > ?2", 4, "ORDER BY seq LIMIT ?3"))
+                    .prepare_cached(&Log::Events.select(
+                        Log::Events.entry_columns(),
+                        "seq > ?2",
+                        4,
+                        "ORDER BY seq LIMIT ?3",
+                    ))
                     .and_then(|mut s| {
                         s.query_map(params![tenant.as_str(), after, limit as i64, tail], event_from_row)?.collect()
                     })
@@ -59,7 +62,7 @@ impl EventLog for SqliteStore {
                     let dir = prefix.as_dir();
                     let upper = format!("{}0", &dir[..dir.len() - 1]);
                     conn.prepare_cached(&Log::Events.select(
-                        EVENT_COLUMNS,
+                        Log::Events.entry_columns(),
                         "seq > ?2 AND ((path >= ?3 AND path < ?4) OR path = ?5)",
                         7,
                         "ORDER BY seq LIMIT ?6",

@@ -169,12 +169,7 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tail
                 Ok(q) => backlog.push_back(q),
                 Err(RecvTimeoutError::Timeout) => {
                     if tails.begin_fold(true) {
-                        // A group of its own.
-                        let mut group = fold_step(&tails).into_iter().collect::<Vec<_>>();
-                        let committed = run_group(&conn, &mut group);
-                        for job in group {
-                            job.finish(committed.clone());
-                        }
+                        commit_group(&conn, &tails, fold_step(&tails).into_iter().collect());
                     }
                     continue;
                 }
@@ -201,13 +196,18 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tail
         if tails.begin_fold(false) {
             group.extend(fold_step(&tails));
         }
-        let committed = run_group(&conn, &mut group);
-        if committed.is_ok() {
-            register(&tails, &conn);
-        }
-        for job in group {
-            job.finish(committed.clone());
-        }
+        commit_group(&conn, &tails, group);
+    }
+}
+
+/// Runs a group in one transaction, registers the log entries it committed, then answers its jobs.
+fn commit_group(conn: &Connection, tails: &Tails, mut group: Vec<Box<dyn WriteJob>>) {
+    let committed = run_group(conn, &mut group);
+    if committed.is_ok() {
+        register(tails, conn);
+    }
+    for job in group {
+        job.finish(committed.clone());
     }
 }
 
@@ -225,12 +225,12 @@ fn register(tails: &Tails, conn: &Connection) {
 /// The fold's next step as the last job of a group: its pages share the group's commit.
 fn fold_step(tails: &Arc<Tails>) -> Option<Box<dyn WriteJob>> {
     let step = tails.next_step()?;
-    Some(Box::new(FoldStep { tails: tails.clone(), step: Some(step), failed: None }))
+    Some(Box::new(FoldStep { tails: tails.clone(), step, failed: None }))
 }
 
 struct FoldStep {
     tails: Arc<Tails>,
-    step: Option<crate::tails::Step>,
+    step: crate::tails::Step,
     failed: Option<Error>,
 }
 
@@ -240,8 +240,7 @@ impl WriteJob for FoldStep {
     }
 
     fn run(&mut self, conn: &Connection) -> bool {
-        let Some(step) = &self.step else { return false };
-        match step.run(conn) {
+        match self.step.run(conn) {
             Ok(()) => true,
             Err(e) => {
                 // Nothing is lost: the entries stay readable in the tails; a later fold takes them.
@@ -257,9 +256,8 @@ impl WriteJob for FoldStep {
     }
 
     fn finish(self: Box<Self>, committed: Result<(), Error>) {
-        if let Some(step) = self.step {
-            self.tails.finish(step, committed.is_ok() && self.failed.is_none());
-        }
+        let ok = committed.is_ok() && self.failed.is_none();
+        self.tails.finish(self.step, ok);
     }
 }
 

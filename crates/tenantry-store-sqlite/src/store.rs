@@ -257,7 +257,6 @@ const TENANT_COLUMNS: &str =
     "id, slug, name, tier, status, placement, domains, quotas, metadata, created_at, updated_at";
 const KEY_COLUMNS: &str = "id, tenant_id, name, role, prefix, hash, created_at, created_by, expires_at, revoked_at";
 const FILE_COLUMNS: &str = "path, size, etag, version, content_type, created_at, updated_at";
-const AUDIT_COLUMNS: &str = "seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash";
 
 fn key_from_row(r: &Row<'_>) -> rusqlite::Result<Result<KeyRecord>> {
     let (id, tenant, name, role): (String, String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
@@ -714,7 +713,7 @@ impl AuditLog for SqliteStore {
         let tail = pool.tails.ids(Log::Audit, &tenant, after, action.is_none().then_some(limit));
         read_on(pool, move |conn| {
             let sql = Log::Audit.select(
-                AUDIT_COLUMNS,
+                Log::Audit.entry_columns(),
                 "seq > ?2 AND (?3 IS NULL OR action = ?3)",
                 5,
                 "ORDER BY seq LIMIT ?4",

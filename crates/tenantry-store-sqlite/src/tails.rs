@@ -66,13 +66,22 @@ impl Log {
         }
     }
 
-    fn columns(self) -> &'static str {
+    /// An entry's columns besides `tenant_id`, in the order the row readers take them.
+    pub fn entry_columns(self) -> &'static str {
         match self {
-            Log::Audit => {
-                "tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash"
-            }
-            Log::Events => "tenant_id, seq, type, path, namespace, key, detail, actor, at",
+            Log::Audit => "seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash",
+            Log::Events => "seq, type, path, namespace, key, detail, actor, at",
         }
+    }
+
+    /// The statement that copies tail entries (those `which` selects) into the keyed table,
+    /// sorted by tenant; an entry already there (a fold interrupted mid-way) is left as it is.
+    fn copy(self, which: &str) -> String {
+        let (keyed, tail, columns) = (self.keyed(), self.tail(), self.entry_columns());
+        format!(
+            "INSERT OR IGNORE INTO {keyed} (tenant_id, {columns}) SELECT tenant_id, {columns} FROM {tail} {which}
+             ORDER BY tenant_id, seq"
+        )
     }
 
     /// The statement that reads one tenant's entries meeting `filter` (SQL over the log's columns,
@@ -182,13 +191,9 @@ impl Step {
         match self {
             Step::Copy(chunk) => {
                 for log in Log::ALL {
-                    let (tail, keyed, columns) = (log.tail(), log.keyed(), log.columns());
                     if !chunk[log.index()].is_empty() {
-                        conn.prepare_cached(&format!(
-                            "INSERT OR IGNORE INTO {keyed} ({columns}) SELECT {columns} FROM {tail}
-                             WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY tenant_id, seq"
-                        ))?
-                        .execute([json_ids(&chunk[log.index()])])?;
+                        conn.prepare_cached(&log.copy("WHERE id IN (SELECT value FROM json_each(?1))"))?
+                            .execute([json_ids(&chunk[log.index()])])?;
                     }
                 }
             }
@@ -408,13 +413,10 @@ impl Tails {
         let last = in_transaction(conn, || {
             let mut last = [0; 2];
             for log in Log::ALL {
-                let (tail, keyed, columns) = (log.tail(), log.keyed(), log.columns());
+                let tail = log.tail();
                 last[log.index()] =
                     conn.query_row(&format!("SELECT COALESCE(MAX(id), 0) FROM {tail}"), [], |r| r.get(0))?;
-                conn.execute(
-                    &format!("INSERT OR IGNORE INTO {keyed} ({columns}) SELECT {columns} FROM {tail} ORDER BY tenant_id, seq"),
-                    [],
-                )?;
+                conn.execute(&log.copy(""), [])?;
                 conn.execute(&format!("DELETE FROM {tail}"), [])?;
             }
             conn.execute("DELETE FROM temp.audit_heads", [])?;
