@@ -32,92 +32,102 @@ impl Counters {
     }
 }
 
+/// One tenant's metering: a single map entry, so a request costs one lookup and no allocation
+/// once its tenant has been seen (with 10,000 tenants each lookup is a likely cache miss).
 #[derive(Default)]
-struct Inner {
-    /// Not yet flushed, by (tenant, day number since the epoch).
-    pending: HashMap<(TenantId, i64), Counters>,
-    /// API calls in the current month (flushed and pending), and the month they are for.
-    month: HashMap<TenantId, (i64, u64)>,
+struct TenantMeter {
+    /// The month the call count is for (its first millisecond) and API calls in it, flushed and
+    /// pending.
+    month: (i64, u64),
+    /// Not yet flushed, by day number since the epoch (usually one day; two around midnight).
+    pending: Vec<(i64, Counters)>,
+}
+
+impl TenantMeter {
+    fn add(&mut self, day: i64, c: &Counters) {
+        match self.pending.iter_mut().find(|(d, _)| *d == day) {
+            Some((_, sum)) => sum.add(c),
+            None => self.pending.push((day, *c)),
+        }
+    }
 }
 
 #[derive(Default)]
 pub struct Meter {
-    inner: Mutex<Inner>,
+    tenants: Mutex<HashMap<TenantId, TenantMeter>>,
 }
 
 impl Meter {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, TenantMeter>> {
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Seeds the month's call counts from the store at start (`month_start_ms` names the month).
     pub fn seed_month(&self, month_start_ms: i64, calls: Vec<(TenantId, u64)>) {
-        let mut inner = self.lock();
+        let mut tenants = self.lock();
         for (t, n) in calls {
-            inner.month.insert(t, (month_start_ms, n));
+            tenants.entry(t).or_default().month = (month_start_ms, n);
         }
     }
 
     /// API calls of `tenant` in the month starting at `month_start_ms`.
     pub fn month_calls(&self, tenant: &TenantId, month_start_ms: i64) -> u64 {
-        match self.lock().month.get(tenant) {
-            Some((m, n)) if *m == month_start_ms => *n,
+        match self.lock().get(tenant) {
+            Some(TenantMeter { month: (m, n), .. }) if *m == month_start_ms => *n,
             _ => 0,
         }
     }
 
     /// Counts one request; returns the tenant's API calls this month, before and after.
     pub fn record(&self, tenant: &TenantId, now_ms: i64, month_start_ms: i64, c: Counters) -> (u64, u64) {
-        let mut inner = self.lock();
-        inner.pending.entry((tenant.clone(), now_ms.div_euclid(DAY_MS))).or_default().add(&c);
-        let entry = inner.month.entry(tenant.clone()).or_insert((month_start_ms, 0));
-        if entry.0 != month_start_ms {
-            *entry = (month_start_ms, 0); // a new month begins at zero
+        let mut tenants = self.lock();
+        let meter = match tenants.get_mut(tenant) {
+            Some(m) => m,
+            None => tenants.entry(tenant.clone()).or_default(),
+        };
+        meter.add(now_ms.div_euclid(DAY_MS), &c);
+        if meter.month.0 != month_start_ms {
+            meter.month = (month_start_ms, 0); // a new month begins at zero
         }
-        let before = entry.1;
-        entry.1 += c.api_calls;
-        (before, entry.1)
+        let before = meter.month.1;
+        meter.month.1 += c.api_calls;
+        (before, meter.month.1)
     }
 
     /// Takes everything not yet flushed. On a failed flush, hand it back with [`restore`](Self::restore).
     pub fn take(&self) -> Vec<(TenantId, i64, Counters)> {
-        self.lock().pending.drain().map(|((t, d), c)| (t, d, c)).collect()
+        let mut out = Vec::new();
+        for (t, m) in self.lock().iter_mut() {
+            out.extend(m.pending.drain(..).map(|(d, c)| (t.clone(), d, c)));
+        }
+        out
     }
 
     pub fn restore(&self, batch: Vec<(TenantId, i64, Counters)>) {
-        let mut inner = self.lock();
+        let mut tenants = self.lock();
         for (t, d, c) in batch {
-            inner.pending.entry((t, d)).or_default().add(&c);
+            tenants.entry(t).or_default().add(d, &c);
         }
     }
 
     /// Not-yet-flushed usage of `tenant` per day on days `[from_day, to_day)`.
     pub fn pending_by_day(&self, tenant: &TenantId, from_day: i64, to_day: i64) -> Vec<(i64, Counters)> {
-        let inner = self.lock();
-        inner
-            .pending
-            .iter()
-            .filter(|((t, d), _)| t == tenant && *d >= from_day && *d < to_day)
-            .map(|((_, d), c)| (*d, *c))
-            .collect()
+        let tenants = self.lock();
+        let pending = tenants.get(tenant).map(|m| m.pending.as_slice()).unwrap_or_default();
+        pending.iter().filter(|(d, _)| *d >= from_day && *d < to_day).copied().collect()
     }
 
     /// Not-yet-flushed usage of `tenant` on days `[from_day, to_day)`.
     pub fn pending(&self, tenant: &TenantId, from_day: i64, to_day: i64) -> Counters {
-        let inner = self.lock();
         let mut sum = Counters::default();
-        for ((t, d), c) in &inner.pending {
-            if t == tenant && *d >= from_day && *d < to_day {
-                sum.add(c);
-            }
+        for (_, c) in self.pending_by_day(tenant, from_day, to_day) {
+            sum.add(&c);
         }
         sum
     }
 
     pub fn forget(&self, tenant: &TenantId) {
-        let mut inner = self.lock();
-        inner.pending.retain(|(t, _), _| t != tenant);
-        inner.month.remove(tenant);
+        self.lock().remove(tenant);
     }
 }
 
