@@ -445,6 +445,17 @@ pub trait UsageLog: Send + Sync {
     async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>>;
 }
 
+/// One number a backend reports about itself for `/metrics` (its caches, its queues): the name
+/// and help text are the backend's, and the server renders them as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreMetric {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// A counter only ever grows (since start); otherwise it is a gauge.
+    pub counter: bool,
+    pub value: u64,
+}
+
 /// Operational checks of the backend.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -452,6 +463,10 @@ pub trait Health: Send + Sync {
     async fn ready(&self) -> Result<()>;
     /// Flushes and closes; called once on shutdown.
     async fn close(&self) -> Result<()>;
+    /// Numbers about the backend's own workings, read from memory (no query): cheap to scrape.
+    fn metrics(&self) -> Vec<StoreMetric> {
+        Vec::new()
+    }
 }
 
 /// Everything a backend provides.

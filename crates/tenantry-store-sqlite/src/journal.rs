@@ -5,6 +5,7 @@
 
 use crate::pool::sql_error;
 use crate::store::append_audit_tx;
+use crate::tails::Log;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::{Arc, Mutex, RwLock};
 use tenantry_core::events::{Event, EventDraft, EventSink, Journal};
@@ -112,10 +113,12 @@ pub(crate) fn event_tx(
         .map_err(sql_error)?;
     let event = draft.into_event(seq as u64, SystemClock.now());
     let detail = event.detail.as_ref().map(|d| d.to_string());
-    tx.prepare_cached(
-        "INSERT INTO events_tail (tenant_id, seq, type, path, namespace, key, detail, actor, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
+    // A dense tenant of the group skips the tail (see `tails`); either way its seq is the counter's.
+    let table = if crate::tails::dense_tenant(tenant) { Log::Events.keyed() } else { Log::Events.tail() };
+    tx.prepare_cached(&format!(
+        "INSERT INTO {table} (tenant_id, seq, type, path, namespace, key, detail, actor, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))
     .and_then(|mut s| {
         s.execute(params![
             tenant.as_str(),

@@ -202,13 +202,22 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tail
 
 /// Runs a group in one transaction, registers the log entries it committed, then answers its jobs.
 fn commit_group(conn: &Connection, tails: &Tails, mut group: Vec<Box<dyn WriteJob>>) {
-    let committed = run_group(conn, &mut group);
+    let committed = crate::tails::with_dense_tenants(dense_owners(&group), || run_group(conn, &mut group));
     if committed.is_ok() {
         register(tails, conn);
     }
     for job in group {
         job.finish(committed.clone());
     }
+}
+
+/// The tenants with at least [`DENSE_WRITES`](crate::tails::DENSE_WRITES) writes in the group.
+fn dense_owners(group: &[Box<dyn WriteJob>]) -> Vec<u64> {
+    let mut writes: HashMap<u64, usize> = HashMap::new();
+    for o in group.iter().filter_map(|j| j.owner()) {
+        *writes.entry(o).or_default() += 1;
+    }
+    writes.into_iter().filter(|(_, n)| *n >= crate::tails::DENSE_WRITES).map(|(o, _)| o).collect()
 }
 
 /// Registers a commit's log entries before its writes are answered. Should reading them back
@@ -556,6 +565,53 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_tenant_is_dense_in_a_group_with_four_writes_of_its_own() {
+        let dense = |owners: &[Option<u64>]| {
+            let mut d = dense_owners(&next_group(&mut backlog(owners)));
+            d.sort_unstable();
+            d
+        };
+        assert_eq!(dense(&[Some(1), None, Some(1), Some(1), Some(2), Some(1)]), [1]);
+        assert_eq!(dense(&[Some(1), Some(1), Some(1), Some(2), Some(2), Some(2), Some(2)]), [2]);
+        assert_eq!(dense(&[Some(1); 4].iter().chain(&[Some(2); 4]).copied().collect::<Vec<_>>()), [1, 2]);
+        assert!(dense(&[Some(1), None, None, None]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dense_tenants_writes_through_the_writer_skip_the_tails() {
+        use tenantry_core::ids::TenantId;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(Pool::open(&dir.path().join("db.sqlite"), &OpenOptions::default()).unwrap());
+        let t = TenantId::generate();
+        let write = |target: &str| {
+            let (pool, t, draft) = (pool.clone(), t.clone(), crate::tails::tests_draft(target));
+            let owner = Some(crate::store::owner_of(&t));
+            async move { pool.write(owner, move |c| crate::store::append_audit_tx(c, &t, "slug", draft), None).await }
+        };
+        // Hold the writer until eight writes of the tenant wait: they make one group.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.exclusive(move |_| held.recv().map_err(|_| Error::internal("dropped"))).await }
+        });
+        let writes: Vec<_> = (0..8).map(|n| tokio::spawn(write(&format!("/{n}")))).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        let count = |table: &str| {
+            pool.reader().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).unwrap()
+        };
+        assert_eq!((count("audit"), count("audit_tail")), (8, 0));
+        assert!(pool.tails.is_empty());
+        // A single write in its group goes to the tail, even with no other tenant writing.
+        write("/alone").await.unwrap();
+        assert_eq!((count("audit"), count("audit_tail")), (8, 1));
     }
 
     #[test]

@@ -22,8 +22,8 @@ use tenantry_core::search::DocKind;
 use tenantry_core::secret::SecretHash;
 use tenantry_core::slug::Slug;
 use tenantry_core::store::{
-    etag_of, AuditLog, ByteRange, FileListing, FileStore, FileWrite, Health, Precondition, StoredUsage, TenantRegistry,
-    TenantScope, UsageLog, WriteOutcome,
+    etag_of, AuditLog, ByteRange, FileListing, FileStore, FileWrite, Health, Precondition, StoreMetric, StoredUsage,
+    TenantRegistry, TenantScope, UsageLog, WriteOutcome,
 };
 use tenantry_core::tier::QuotaOverrides;
 use tenantry_core::time::{Clock, SystemClock, Timestamp};
@@ -311,9 +311,13 @@ fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     })
 }
 
-/// Appends to the tenant's hash chain inside the caller's transaction.
+/// Appends to the tenant's hash chain inside the caller's transaction: to the audit tail, or
+/// straight to the keyed table for a dense tenant of the write's group whose chain head is there
+/// (see `tails`).
 pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, draft: AuditDraft) -> Result<()> {
-    let (prev_seq, prev_hash) = crate::tails::audit_head(tx, tenant)?.unwrap_or((0, GENESIS.to_owned()));
+    let head = crate::tails::audit_head(tx, tenant)?;
+    let direct = !head.as_ref().is_some_and(|h| h.in_tail) && crate::tails::dense_tenant(tenant);
+    let (prev_seq, prev_hash) = head.map_or((0, GENESIS.to_owned()), |h| (h.seq, h.hash));
     let mut entry = AuditEntry {
         seq: prev_seq as u64 + 1,
         at: SystemClock.now(),
@@ -328,10 +332,11 @@ pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, dr
         hash: String::new(),
     };
     entry.hash = chain_hash(&entry.prev_hash, &entry);
-    tx.prepare_cached(
-        "INSERT INTO audit_tail (tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )
+    let table = if direct { Log::Audit.keyed() } else { Log::Audit.tail() };
+    tx.prepare_cached(&format!(
+        "INSERT INTO {table} (tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))
     .and_then(|mut s| {
         s.execute(params![
             tenant.as_str(),
@@ -349,6 +354,9 @@ pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, dr
         ])
     })
     .map_err(sql_error)?;
+    if direct {
+        return Ok(());
+    }
     crate::tails::set_audit_head(tx, tenant, entry.seq as i64, &entry.hash)
 }
 
@@ -1309,5 +1317,24 @@ impl Health for SqliteStore {
                 Ok(())
             })
             .await
+    }
+
+    fn metrics(&self) -> Vec<StoreMetric> {
+        let cache = self.cache.stats();
+        let (tail_entries, folds) = self.shared.tails.stats();
+        let m = |name, help, counter, value| StoreMetric { name, help, counter, value };
+        vec![
+            m("tenantry_file_cache_hits_total", "File reads answered from the in-memory file cache.", true, cache.hits),
+            m("tenantry_file_cache_misses_total", "File reads the file cache could not answer.", true, cache.misses),
+            m("tenantry_file_cache_entries", "Files held in the file cache.", false, cache.entries),
+            m("tenantry_file_cache_bytes", "Bytes the file cache holds, as it counts them.", false, cache.bytes),
+            m(
+                "tenantry_log_tail_entries",
+                "Audit and event entries in the shared database's log tails, not yet folded.",
+                false,
+                tail_entries,
+            ),
+            m("tenantry_log_tail_folds_total", "Folds of the shared database's log tails completed.", true, folds),
+        ]
     }
 }

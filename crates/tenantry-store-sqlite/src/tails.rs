@@ -32,6 +32,7 @@
 
 use crate::pool::sql_error;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -155,6 +156,8 @@ struct Registry {
     /// After a failed step, no new fold before this (a full disk must not make every group plan
     /// and fail one).
     retry_at: Option<Instant>,
+    /// Folds completed since start (for `/metrics`).
+    folds: u64,
 }
 
 /// The tails of one database: which tail rows are whose, and the fold under way.
@@ -288,6 +291,12 @@ impl Tails {
         Ok(())
     }
 
+    /// Entries now in the tails (both logs) and folds completed since start.
+    pub fn stats(&self) -> (u64, u64) {
+        let r = self.lock();
+        (r.logs.iter().map(|l| l.rows as u64).sum(), r.folds)
+    }
+
     /// Whether the tails hold anything.
     pub fn is_empty(&self) -> bool {
         self.lock().since.is_none()
@@ -390,6 +399,7 @@ impl Tails {
                 }
                 r.since = (r.logs.iter().any(|l| l.rows > 0)).then(Instant::now);
                 r.fold = None;
+                r.folds += 1;
             }
             (_, false) => {
                 r.fold = None;
@@ -423,6 +433,9 @@ impl Tails {
             Ok(last)
         })?;
         let mut r = self.lock();
+        if r.since.is_some() {
+            r.folds += 1;
+        }
         for log in Log::ALL {
             let ids = &mut r.logs[log.index()];
             ids.by_tenant.clear();
@@ -435,17 +448,59 @@ impl Tails {
     }
 }
 
-/// The tenant's audit chain head (seq and hash of its last entry), if it has entries. On the
-/// writer connection, inside the write that appends the next entry.
-pub(crate) fn audit_head(tx: &Connection, tenant: &TenantId) -> Result<Option<(i64, String)>> {
-    let row = |sql: &str| {
+/// A tenant with at least this many writes in one group has its entries written straight to the
+/// keyed tables: they share a page there, as a tail's do, and skip being copied and deleted.
+pub(crate) const DENSE_WRITES: usize = 4;
+
+thread_local! {
+    /// While the writer runs a group on this thread: the grouping keys of its dense tenants.
+    static DENSE_TENANTS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `group` (on the writer thread) knowing which of its tenants are dense (see
+/// [`DENSE_WRITES`]). The tails are for groups that hold a write or two of many tenants; through
+/// a tail each entry is written three times (appended, copied, deleted), which cost a lone
+/// tenant writing at full speed up to a third of its PUT rate (BENCHMARKS.md). A tenant with a
+/// single write in a group goes to the tail even when it is the only one: with 10,000 tenants
+/// most groups are small, and each such write would dirty a page of the keyed tables of its own.
+pub(crate) fn with_dense_tenants<T>(owners: Vec<u64>, group: impl FnOnce() -> T) -> T {
+    DENSE_TENANTS.with(|c| *c.borrow_mut() = owners);
+    let out = group();
+    DENSE_TENANTS.with(|c| c.borrow_mut().clear());
+    out
+}
+
+/// Whether `tenant`'s entries written now skip the tails: it is a dense tenant of the group being
+/// written. Either place is correct (readers take both); this is only about cost.
+pub(crate) fn dense_tenant(tenant: &TenantId) -> bool {
+    DENSE_TENANTS.with(|c| {
+        let dense = c.borrow();
+        !dense.is_empty() && dense.contains(&crate::store::owner_of(tenant))
+    })
+}
+
+/// A tenant's audit chain head: seq and hash of its last entry.
+pub(crate) struct Head {
+    pub seq: i64,
+    pub hash: String,
+    /// Kept in `temp.audit_heads` (its last entry is in the tail): the next entry must go there
+    /// too, and set the head.
+    pub in_tail: bool,
+}
+
+/// The tenant's audit chain head, if it has entries. On the writer connection, inside the write
+/// that appends the next entry.
+pub(crate) fn audit_head(tx: &Connection, tenant: &TenantId) -> Result<Option<Head>> {
+    let row = |sql: &str, in_tail: bool| {
         tx.prepare_cached(sql)
-            .and_then(|mut s| s.query_row([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .and_then(|mut s| {
+                s.query_row([tenant.as_str()], |r| Ok(Head { seq: r.get(0)?, hash: r.get(1)?, in_tail })).optional()
+            })
             .map_err(sql_error)
     };
-    match row("SELECT seq, hash FROM temp.audit_heads WHERE tenant_id = ?1")? {
+    match row("SELECT seq, hash FROM temp.audit_heads WHERE tenant_id = ?1", true)? {
         Some(head) => Ok(Some(head)),
-        None => row("SELECT seq, hash FROM audit WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1"),
+        None => row("SELECT seq, hash FROM audit WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1", false),
     }
 }
 
@@ -465,6 +520,9 @@ pub(crate) fn forget_audit_head(tx: &Connection, tenant: &TenantId) -> Result<()
     tx.execute("DELETE FROM temp.audit_heads WHERE tenant_id = ?1", [tenant.as_str()]).map_err(sql_error)?;
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) use tests::draft as tests_draft;
 
 #[cfg(test)]
 mod tests {
@@ -491,7 +549,7 @@ mod tests {
         Db { _dir: dir, path, writer, reader, tails }
     }
 
-    fn draft(target: &str) -> AuditDraft {
+    pub(crate) fn draft(target: &str) -> AuditDraft {
         AuditDraft {
             actor: "key_test".into(),
             action: "file.write".into(),
@@ -555,6 +613,40 @@ mod tests {
 
     fn seqs(log: &[(i64, String)]) -> Vec<i64> {
         log.iter().map(|(s, _)| *s).collect()
+    }
+
+    #[test]
+    fn a_dense_tenants_entries_skip_the_tail_unless_its_chain_head_is_in_it() {
+        let db = open();
+        let (a, b) = (TenantId::generate(), TenantId::generate());
+        let lone = |t: &TenantId, target: &str| {
+            with_dense_tenants(vec![crate::store::owner_of(t)], || db.append(t, target));
+        };
+        lone(&a, "/a1");
+        lone(&a, "/a2");
+        assert_eq!((db.count("audit"), db.count("audit_tail"), db.head(&a)), (2, 0, None));
+        assert!(db.tails.is_empty(), "nothing registered: nothing to fold");
+        // Another tenant's write in the group: a's entry goes to the tail and its head with it...
+        db.append(&a, "/a3");
+        assert_eq!((db.count("audit"), db.count("audit_tail"), db.head(&a)), (2, 1, Some(3)));
+        // ...and stays there while the head is there, lone or not, until a fold settles it.
+        lone(&a, "/a4");
+        assert_eq!((db.count("audit_tail"), db.head(&a)), (2, Some(4)));
+        // Density is a tenant's: b's entry written in a group where a is dense goes to the tail.
+        with_dense_tenants(vec![crate::store::owner_of(&a)], || db.append(&b, "/b1"));
+        assert_eq!((db.count("audit_tail"), db.head(&b)), (3, Some(1)));
+        assert!(db.tails.begin_fold(true));
+        while db.tails.folding() {
+            db.tails.step(&db.writer).unwrap();
+        }
+        assert_eq!((db.count("audit"), db.count("audit_tail"), db.head(&a)), (5, 0, None));
+        lone(&a, "/a5");
+        assert_eq!((db.count("audit"), db.count("audit_tail")), (6, 0));
+        let targets: Vec<String> = db.log(&a).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(targets, ["/a1", "/a2", "/a3", "/a4", "/a5"]);
+        assert_eq!(db.log(&b), [(1, "/b1".to_owned())]);
+        // Outside a group nothing is dense.
+        assert!(!dense_tenant(&a));
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         let _ = writeln!(body, "tenantry_webhook_attempts_total{{outcome=\"failed\"}} {failed}");
         body.push_str(&state.fairness.render());
         body.push_str(&state.bodies.render());
+        for m in state.svc.store().metrics() {
+            let kind = if m.counter { "counter" } else { "gauge" };
+            let _ = writeln!(body, "# HELP {} {}", m.name, m.help);
+            let _ = writeln!(body, "# TYPE {} {kind}", m.name);
+            let _ = writeln!(body, "{} {}", m.name, m.value);
+        }
     }
     let bearer = headers
         .get(header::AUTHORIZATION)

@@ -54,6 +54,40 @@ async fn metrics_count_open_event_streams() {
     assert!(scrape().await.contains("tenantry_webhook_attempts_total{outcome=\"delivered\"}"));
 }
 
+/// The value of an unlabelled series in a Prometheus text scrape.
+fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_file_cache_hits_and_misses() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    app.as_key(&t.owner).put_file("/a.txt", b"four".to_vec(), None).await.unwrap();
+    let scrape =
+        || async { String::from_utf8(app.raw(None, Method::GET, "/metrics", None, &[]).await.body.to_vec()).unwrap() };
+    let before = scrape().await;
+    for _ in 0..3 {
+        assert_eq!(&app.as_key(&t.owner).get_file("/a.txt").await.unwrap()[..], b"four");
+    }
+    let after = scrape().await;
+    let delta = |name| sample(&after, name).unwrap() - sample(&before, name).unwrap();
+    // The first read goes to the database and fills the cache; the next two are answered by it.
+    assert_eq!(delta("tenantry_file_cache_misses_total"), 1, "{after}");
+    assert_eq!(delta("tenantry_file_cache_hits_total"), 2, "{after}");
+    assert_eq!(sample(&after, "tenantry_file_cache_entries"), Some(1));
+    assert!(sample(&after, "tenantry_file_cache_bytes").is_some_and(|b| b > 4));
+    // A rewrite drops the entry: the next read misses again.
+    app.as_key(&t.owner).put_file("/a.txt", b"five!".to_vec(), None).await.unwrap();
+    assert_eq!(sample(&scrape().await, "tenantry_file_cache_entries"), Some(0));
+    assert_eq!(&app.as_key(&t.owner).get_file("/a.txt").await.unwrap()[..], b"five!");
+    let last = scrape().await;
+    assert_eq!(
+        sample(&last, "tenantry_file_cache_misses_total"),
+        sample(&after, "tenantry_file_cache_misses_total").map(|m| m + 1)
+    );
+}
+
 #[tokio::test]
 async fn openapi_json_is_openapi_3_1_and_lists_the_routes() {
     let app = spawn_app().await;
