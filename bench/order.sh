@@ -2,7 +2,9 @@
 # Order check for the spread goal (issue: core): 1 tenant over N files vs N tenants with one file
 # each, alternated in pairs, both orders, so a drift of the VM's rate over a sequence shows up as
 # the difference between the two orders instead of as a tenancy cost. Each side gets 2 s of
-# unmeasured warm-up, then SECONDS measured. Prints one line per pair with its ratio (N / 1).
+# unmeasured warm-up, then SECONDS measured. Prints one line per pair with its ratio (N / 1), and
+# each side's file cache misses per 1,000 reads while measured (from /metrics); at the end, the
+# mean and median of the pairs' ratios and the ratio of the summed rates.
 #   bench/order.sh [SECONDS=5] [TENANTS=10000] [METHOD=GET] [ROUNDS=3]
 # TENANTRY_BIN=path runs another build.
 set -euo pipefail
@@ -22,17 +24,35 @@ for _ in $(seq 50); do curl -sf http://127.0.0.1:18075/healthz >/dev/null && bre
 python3 bench/setup.py http://127.0.0.1:18075 bench-operator 1 "$WORK/one.keys" "$WORK/file4k" single "$N" > /dev/null
 python3 bench/setup.py http://127.0.0.1:18075 bench-operator "$N" "$WORK/many.keys" "$WORK/file4k" many > /dev/null
 sleep 2
-side() { # keys-file [PATHS]
+cache() { # "hits misses" of the file cache so far
+  curl -sf http://127.0.0.1:18075/metrics |
+    awk '/^tenantry_file_cache_hits_total / {h=$2} /^tenantry_file_cache_misses_total / {m=$2} END {print h+0, m+0}'
+}
+side() { # keys-file [PATHS]: "rate misses-per-1000-reads"
   local paths=${2:-0}
   KEYS="$1" METHOD="$METHOD" PATHS="$paths" wrk -t2 -c32 -d2s -s bench/keys.lua http://127.0.0.1:18075 > /dev/null
-  KEYS="$1" METHOD="$METHOD" PATHS="$paths" wrk -t2 -c32 -d"${DUR}s" -s bench/keys.lua http://127.0.0.1:18075 |
-    awk '/Requests\/sec/ {print $2}'
+  local before rate after
+  before=$(cache)
+  rate=$(KEYS="$1" METHOD="$METHOD" PATHS="$paths" wrk -t2 -c32 -d"${DUR}s" -s bench/keys.lua http://127.0.0.1:18075 |
+    awk '/Requests\/sec/ {print $2}')
+  after=$(cache)
+  python3 -c "import sys; h0, m0, h1, m1 = map(int, sys.argv[2:]); n = h1 - h0 + m1 - m0; print(sys.argv[1], round(1000 * (m1 - m0) / n, 1) if n else 0)" \
+    "$rate" $before $after
 }
 for first in one many; do
   for _ in $(seq "$ROUNDS"); do
     if [ "$first" = one ]; then o=$(side "$WORK/one.keys" "$N"); m=$(side "$WORK/many.keys"); else
       m=$(side "$WORK/many.keys"); o=$(side "$WORK/one.keys" "$N"); fi
-    python3 -c "import sys; o, m = map(float, sys.argv[2:]); print(f'{sys.argv[1]:>4} first: 1 tenant {o:9.0f}  N tenants {m:9.0f}  ratio {m / o:.2f}')" \
-      "$first" "$o" "$m"
+    python3 -c "import sys; o, om, m, mm = map(float, sys.argv[2:]); print(f'{sys.argv[1]:>4} first: 1 tenant {o:9.0f} (misses {om:5.1f}/1000)  N tenants {m:9.0f} (misses {mm:5.1f}/1000)  ratio {m / o:.2f}')" \
+      "$first" $o $m | tee -a "$WORK/pairs"
   done
 done
+python3 - "$WORK/pairs" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+one = [float(r[4]) for r in rows]
+many = [float(r[9]) for r in rows]
+ratios = [m / o for o, m in zip(one, many)]
+print(f"{len(ratios)} pairs: ratio mean {statistics.mean(ratios):.2f}, median {statistics.median(ratios):.2f}, "
+      f"summed rates {sum(many) / sum(one):.2f} (N tenants {sum(many) / len(many):.0f}/s, 1 tenant {sum(one) / len(one):.0f}/s)")
+PY
