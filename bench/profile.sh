@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Profile of the spread goal's pair (issue: core): the server under `perf record` while wrk reads
+# (METHOD=GET) or writes 4 KiB files, first 1 tenant over TENANTS files, then TENANTS tenants with
+# one file each, same server, same setup as http.sh. Prints each side's rate under perf and the
+# symbols whose share of the profile differs most between the sides (positive: more in the
+# spread case). A profile, not a speed figure: perf slows the server. Installs wrk and perf when
+# missing.
+#   bench/profile.sh [SECONDS=5] [TENANTS=10000] [METHOD=GET]
+# TENANTRY_BIN=path profiles another build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-5}
+N=${2:-10000}
+METHOD=${3:-GET}
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf; }
+cargo build --release -q --bin tenantry
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+head -c 3072 /dev/urandom | base64 -w0 > "$WORK/file4k"
+TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn "${TENANTRY_BIN:-./target/release/tenantry}" serve \
+  --listen 127.0.0.1:18076 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 50); do curl -sf http://127.0.0.1:18076/healthz >/dev/null && break; sleep 0.1; done
+python3 bench/setup.py http://127.0.0.1:18076 bench-operator 1 "$WORK/one.keys" "$WORK/file4k" single "$N" > /dev/null
+python3 bench/setup.py http://127.0.0.1:18076 bench-operator "$N" "$WORK/many.keys" "$WORK/file4k" many > /dev/null
+sleep 2
+for side in one many; do
+  paths=0
+  [ "$side" = one ] && paths=$N
+  KEYS="$WORK/$side.keys" METHOD=$METHOD PATHS=$paths wrk -t2 -c32 -d2s -s bench/keys.lua http://127.0.0.1:18076 > /dev/null
+  KEYS="$WORK/$side.keys" METHOD=$METHOD PATHS=$paths wrk -t2 -c32 -d"$((DUR + 2))s" -s bench/keys.lua \
+    http://127.0.0.1:18076 > "$WORK/wrk.$side" &
+  load=$!
+  sleep 1
+  perf record -F 2000 -g -p "$SERVER" -o "$WORK/$side.data" -- sleep "$DUR" > /dev/null 2>&1
+  wait "$load"
+  awk '/Requests\/sec/ {print $2}' "$WORK/wrk.$side" > "$WORK/$side.rps"
+  perf report -i "$WORK/$side.data" --no-children --sort dso,symbol -g none --stdio 2> /dev/null |
+    grep -v '^#' > "$WORK/$side.flat"
+done
+python3 - "$WORK" <<'PY'
+import re, sys
+work = sys.argv[1]
+def load(side):
+    shares = {}
+    for line in open(f"{work}/{side}.flat"):
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[.\]\s+(.*)", line)
+        if m:
+            shares[(m.group(2), m.group(3).strip()[:100])] = float(m.group(1))
+    return shares
+one, many = load("one"), load("many")
+rate = {s: float(open(f"{work}/{s}.rps").read()) for s in ("one", "many")}
+print(f"under perf: 1 tenant {rate['one']:.0f}/s, N tenants {rate['many']:.0f}/s, ratio {rate['many'] / rate['one']:.2f}")
+rows = sorted(((many.get(k, 0) - one.get(k, 0), k) for k in set(one) | set(many)), reverse=True)
+print("share of the profile, N tenants minus 1 tenant (percentage points):")
+for d, (dso, sym) in rows[:15] + rows[-5:]:
+    print(f"  {d:+.2f}  {dso[:12]:12}  {sym}")
+PY
