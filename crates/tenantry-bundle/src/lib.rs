@@ -309,7 +309,10 @@ pub enum Item<'a> {
 
 /// Reads and checks a whole bundle, handing each item to `visit` in order; the manifest is
 /// checked at the end, so a caller that applies items must only commit after this returns `Ok`.
-/// `visit` must read a file's content to the end or not at all.
+/// `visit` must read a file's content to the end or not at all. Once `visit` refuses an item, it
+/// is called no more, but the bundle is still read and checked to its end: a damaged bundle is
+/// reported as damaged even when the damage first shows as an item the caller refuses (a flipped
+/// byte in a file's metadata makes an invalid path before the checksums are reached).
 pub fn read<R: Read>(
     input: R,
     mut visit: impl FnMut(Item<'_>) -> Result<(), BundleError>,
@@ -322,6 +325,12 @@ pub fn read<R: Read>(
     let mut pending_meta: Option<(String, FileMeta)> = None;
     let (mut files, mut file_bytes) = (0u64, 0u64);
     let mut records: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut refused: Option<BundleError> = None;
+    let mut offer = |item: Item<'_>| {
+        if refused.is_none() {
+            refused = visit(item).err();
+        }
+    };
     let entries = archive.entries().map_err(|e| damaged(format!("not a bundle: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| damaged(format!("unreadable entry: {e}")))?;
@@ -342,7 +351,7 @@ pub fn read<R: Read>(
                 return Err(damaged(format!("{name} does not match its metadata")));
             }
             let mut reader = HashingReader { inner: &mut entry, sha: Sha256::new(), read: 0 };
-            visit(Item::File { meta: meta.clone(), content: &mut reader })?;
+            offer(Item::File { meta: meta.clone(), content: &mut reader });
             std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| damaged(format!("{name}: {e}")))?;
             let sha: [u8; 32] = reader.sha.finalize().into();
             if hex::encode(sha) != meta.sha256 || reader.read != size {
@@ -378,7 +387,7 @@ pub fn read<R: Read>(
             for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 let record = serde_json::from_slice(line).map_err(|e| damaged(format!("{name}: {e}")))?;
                 *records.entry(kind.to_owned()).or_default() += 1;
-                visit(Item::Record { kind, record })?;
+                offer(Item::Record { kind, record });
             }
         } else {
             return Err(damaged(format!("unknown entry {name}")));
@@ -404,7 +413,10 @@ pub fn read<R: Read>(
     {
         return Err(damaged("the contents do not match the manifest (altered, missing or extra entries)"));
     }
-    Ok((header, manifest))
+    match refused {
+        Some(e) => Err(e),
+        None => Ok((header, manifest)),
+    }
 }
 
 /// Checks a whole bundle without applying anything.
@@ -482,6 +494,40 @@ mod tests {
         assert_eq!(memory, 2500);
         assert_eq!(got_files, files);
         assert_eq!(manifest.file_bytes, 100_005);
+    }
+
+    #[test]
+    fn damage_that_shows_first_as_a_refused_item_is_reported_as_damage() {
+        let (bundle, _) = sample();
+        // A file's path altered inside a well-formed stream (same length; zstd's own checksum
+        // recomputed), as a flipped byte sometimes decodes: only the manifest's chain catches it.
+        let mut tar = zstd::decode_all(bundle.as_slice()).unwrap();
+        let at = tar.windows(8).position(|w| w == b"\"/a.txt\"").unwrap();
+        tar[at + 1] = b'?';
+        let altered = zstd::encode_all(tar.as_slice(), 3).unwrap();
+        let refuse_odd_paths = |item: Item<'_>| match item {
+            Item::File { meta, .. } if !meta.path.starts_with('/') => Err(refusal()),
+            _ => Ok(()),
+        };
+        match read(altered.as_slice(), refuse_odd_paths) {
+            Err(BundleError::Damaged(why)) => assert!(why.contains("manifest"), "{why}"),
+            other => panic!("expected damage, got {other:?}"),
+        }
+        // The same refusal on an intact bundle is the caller's error, after the whole bundle.
+        let mut seen = 0;
+        let res = read(bundle.as_slice(), |item| {
+            seen += 1;
+            match item {
+                Item::File { .. } => Err(refusal()),
+                _ => Ok(()),
+            }
+        });
+        assert!(matches!(res, Err(BundleError::Io(ref e)) if e.to_string() == "refused"), "{res:?}");
+        assert_eq!(seen, 2501 + 1, "every record before the first file, then the file; nothing after");
+    }
+
+    fn refusal() -> BundleError {
+        BundleError::Io(std::io::Error::other("refused"))
     }
 
     #[test]
