@@ -15,39 +15,63 @@ fn random_id(prefix: &str, len: usize) -> String {
     s
 }
 
+/// Ids are held inline, as their 20 ASCII bytes: a clone is a copy, and comparing two (a hash-map
+/// lookup keyed by tenant, several per request) reads no heap string, which with 10,000 tenants
+/// would be cold memory (BENCHMARKS.md, session 7).
+const ID_LEN: usize = 20;
+
 macro_rules! id_type {
-    ($name:ident, $prefix:literal, $len:literal) => {
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+    ($name:ident, $prefix:literal) => {
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; ID_LEN]);
 
         impl $name {
             pub const PREFIX: &'static str = $prefix;
             pub fn generate() -> Self {
-                $name(random_id($prefix, $len))
+                Self::parse(&random_id($prefix, ID_LEN - $prefix.len())).expect("a generated id has the id shape")
             }
             /// Accepts an id read back from storage or a client; only the shape is checked.
             pub fn parse(s: &str) -> Option<Self> {
                 let rest = s.strip_prefix($prefix)?;
-                (rest.len() == $len && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
-                    .then(|| $name(s.to_owned()))
+                let shaped = s.len() == ID_LEN && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                shaped.then(|| $name(s.as_bytes().try_into().expect("length checked")))
             }
             pub fn as_str(&self) -> &str {
-                &self.0
+                // ASCII by construction (`parse` is the only way in).
+                std::str::from_utf8(&self.0).unwrap_or_default()
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.as_str(), f)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+                $name::parse(&s).ok_or_else(|| serde::de::Error::custom(concat!("not a ", $prefix, "… id")))
             }
         }
     };
 }
 
-id_type!(TenantId, "tnt_", 16);
-id_type!(KeyId, "key_", 16);
-id_type!(WebhookId, "whk_", 16);
+id_type!(TenantId, "tnt_");
+id_type!(KeyId, "key_");
+id_type!(WebhookId, "whk_");
 
 #[cfg(test)]
 mod tests {
@@ -60,5 +84,13 @@ mod tests {
         assert_eq!(KeyId::parse(t.as_str()), None);
         assert_eq!(TenantId::parse("tnt_short"), None);
         assert_eq!(TenantId::parse("tnt_ABCDEFGHIJKLMNOP"), None);
+        assert_eq!(TenantId::parse("tnt_abcdefghijklmnopq"), None, "one character too many");
+        assert_eq!(t.as_str().len(), 20);
+        // Serialized as the string; deserializing checks the shape.
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, format!("\"{t}\""));
+        assert_eq!(serde_json::from_str::<TenantId>(&json).unwrap(), t);
+        assert!(serde_json::from_str::<TenantId>("\"tnt_nope\"").is_err());
+        assert_eq!(format!("{t:?}"), format!("{:?}", t.as_str()));
     }
 }

@@ -25,6 +25,9 @@
 //!   keyed rows. A fold forgets the heads of the tenants it emptied; deleting a tenant's rows
 //!   forgets its head.
 //! - A crash leaves the tail in the database: it is folded when the database opens.
+//! - A tenant with [`DENSE_WRITES`] or more writes in a group writes its entries straight to the
+//!   keyed tables, unless its chain head is in `temp.audit_heads`: where an entry lands is only a
+//!   matter of cost, since readers take both.
 //!
 //! Readers that take a tenant's whole log (moves) read the views `audit_all` and `events_all`,
 //! which scan the tail (rare, and off the request path) and may show an entry twice mid-fold:
@@ -619,18 +622,18 @@ mod tests {
     fn a_dense_tenants_entries_skip_the_tail_unless_its_chain_head_is_in_it() {
         let db = open();
         let (a, b) = (TenantId::generate(), TenantId::generate());
-        let lone = |t: &TenantId, target: &str| {
+        let dense = |t: &TenantId, target: &str| {
             with_dense_tenants(vec![crate::store::owner_of(t)], || db.append(t, target));
         };
-        lone(&a, "/a1");
-        lone(&a, "/a2");
+        dense(&a, "/a1");
+        dense(&a, "/a2");
         assert_eq!((db.count("audit"), db.count("audit_tail"), db.head(&a)), (2, 0, None));
         assert!(db.tails.is_empty(), "nothing registered: nothing to fold");
         // Another tenant's write in the group: a's entry goes to the tail and its head with it...
         db.append(&a, "/a3");
         assert_eq!((db.count("audit"), db.count("audit_tail"), db.head(&a)), (2, 1, Some(3)));
         // ...and stays there while the head is there, lone or not, until a fold settles it.
-        lone(&a, "/a4");
+        dense(&a, "/a4");
         assert_eq!((db.count("audit_tail"), db.head(&a)), (2, Some(4)));
         // Density is a tenant's: b's entry written in a group where a is dense goes to the tail.
         with_dense_tenants(vec![crate::store::owner_of(&a)], || db.append(&b, "/b1"));
@@ -640,7 +643,7 @@ mod tests {
             db.tails.step(&db.writer).unwrap();
         }
         assert_eq!((db.count("audit"), db.count("audit_tail"), db.head(&a)), (5, 0, None));
-        lone(&a, "/a5");
+        dense(&a, "/a5");
         assert_eq!((db.count("audit"), db.count("audit_tail")), (6, 0));
         let targets: Vec<String> = db.log(&a).into_iter().map(|(_, t)| t).collect();
         assert_eq!(targets, ["/a1", "/a2", "/a3", "/a4", "/a5"]);
