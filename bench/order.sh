@@ -17,13 +17,9 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk;
 cargo build --release -q --bin tenantry
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
-head -c 3072 /dev/urandom | base64 -w0 > "$WORK/file4k"
-TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn "${TENANTRY_BIN:-./target/release/tenantry}" serve \
-  --listen 127.0.0.1:18075 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
-for _ in $(seq 50); do curl -sf http://127.0.0.1:18075/healthz >/dev/null && break; sleep 0.1; done
-python3 bench/setup.py http://127.0.0.1:18075 bench-operator 1 "$WORK/one.keys" "$WORK/file4k" single "$N" > /dev/null
-python3 bench/setup.py http://127.0.0.1:18075 bench-operator "$N" "$WORK/many.keys" "$WORK/file4k" many > /dev/null
-sleep 2
+. bench/lib.sh
+bench_serve 18075
+bench_pair 18075 "$N"
 cache() { # "hits misses" of the file cache so far
   curl -sf http://127.0.0.1:18075/metrics |
     awk '/^tenantry_file_cache_hits_total / {h=$2} /^tenantry_file_cache_misses_total / {m=$2} END {print h+0, m+0}'

@@ -17,14 +17,9 @@ command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq lin
 cargo build --release -q --bin tenantry
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
-head -c 3072 /dev/urandom | base64 -w0 > "$WORK/file4k"
-TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn "${TENANTRY_BIN:-./target/release/tenantry}" serve \
-  --listen 127.0.0.1:18076 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 50); do curl -sf http://127.0.0.1:18076/healthz >/dev/null && break; sleep 0.1; done
-python3 bench/setup.py http://127.0.0.1:18076 bench-operator 1 "$WORK/one.keys" "$WORK/file4k" single "$N" > /dev/null
-python3 bench/setup.py http://127.0.0.1:18076 bench-operator "$N" "$WORK/many.keys" "$WORK/file4k" many > /dev/null
-sleep 2
+. bench/lib.sh
+bench_serve 18076
+bench_pair 18076 "$N"
 for side in one many; do
   paths=0
   [ "$side" = one ] && paths=$N
