@@ -2,7 +2,8 @@
 //! role → prefix. Tenancy, roles and prefixes are checked here and nowhere else; a
 //! [`TenantScope`] for storage is obtained only from a `Caller` or an [`OperatorGrant`].
 
-use crate::directory::Directory;
+use crate::activity::TenantActivity;
+use crate::directory::{Directory, TenantEntry};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::TenantId;
 use crate::model::{AuditDraft, KeyRecord, Tenant, TenantStatus};
@@ -36,7 +37,10 @@ pub enum Principal {
 /// An authenticated request, bound to exactly one tenant.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The tenant as it was when the request was authenticated: one consistent view for the
+    /// whole request.
     tenant: Arc<Tenant>,
+    entry: Arc<TenantEntry>,
     principal: Principal,
     request_id: String,
     ip: String,
@@ -69,6 +73,10 @@ impl OperatorGrant {
 impl Caller {
     pub fn tenant(&self) -> &Tenant {
         &self.tenant
+    }
+    /// The tenant's request-path counters (rate, meter, requests).
+    pub fn activity(&self) -> &TenantActivity {
+        self.entry.activity()
     }
     pub fn scope(&self) -> TenantScope {
         TenantScope::new(&self.tenant)
@@ -229,10 +237,10 @@ fn names_tenant(named: &Named, tenant: &Tenant) -> bool {
     }
 }
 
-fn lookup(dir: &Directory, named: &Named) -> Option<Arc<Tenant>> {
+fn lookup(dir: &Directory, named: &Named) -> Option<Arc<TenantEntry>> {
     match named {
-        Named::SlugOrId(s) => dir.tenant_by_slug(s).or_else(|| TenantId::parse(s).and_then(|id| dir.tenant(&id))),
-        Named::Domain(d) => dir.tenant_by_domain(d),
+        Named::SlugOrId(s) => dir.entry_by_slug(s).or_else(|| TenantId::parse(s).and_then(|id| dir.entry(&id))),
+        Named::Domain(d) => dir.entry_by_domain(d),
     }
 }
 
@@ -249,15 +257,16 @@ pub fn authenticate(
     let named = naming.named(&facts);
 
     if let Some(key_id) = secret.key_id() {
-        let (key, tenant) = dir
+        let (key, tenant, entry) = dir
             .key_with_tenant(&key_id)
-            .filter(|(k, _)| k.hash.matches(bearer) && k.is_usable(now))
+            .filter(|(k, _, _)| k.hash.matches(bearer) && k.is_usable(now))
             .ok_or_else(Error::unauthenticated)?;
         if tenant.status == TenantStatus::Archived {
             return Err(Error::unauthenticated().into());
         }
         let caller = Caller {
             tenant: tenant.clone(),
+            entry,
             principal: Principal::Key(key),
             request_id: facts.request_id,
             ip: facts.ip,
@@ -303,11 +312,17 @@ pub fn authenticate(
             (Named::SlugOrId(s), None) => return Err(Error::tenant_not_found(s).into()),
         }
     }
-    let tenant = match tenant {
+    let entry = match tenant {
         Some(t) => t,
-        None => dir.tenant_by_slug(DEFAULT_SLUG).ok_or_else(|| Error::tenant_not_found(DEFAULT_SLUG))?,
+        None => dir.entry_by_slug(DEFAULT_SLUG).ok_or_else(|| Error::tenant_not_found(DEFAULT_SLUG))?,
     };
-    Ok(Caller { tenant, principal: Principal::Operator, request_id: facts.request_id, ip: facts.ip })
+    Ok(Caller {
+        tenant: entry.tenant(),
+        entry,
+        principal: Principal::Operator,
+        request_id: facts.request_id,
+        ip: facts.ip,
+    })
 }
 
 #[cfg(test)]
@@ -461,6 +476,58 @@ mod tests {
         t.status = TenantStatus::Archived;
         w.dir.put_tenant(t);
         assert_eq!(auth(&w, facts(&w.acme_key)).unwrap_err().error.code, ErrorCode::Unauthenticated);
+    }
+
+    #[test]
+    fn a_key_reaches_its_tenants_current_record_and_the_same_counters_across_updates() {
+        let w = world();
+        let c = auth(&w, facts(&w.acme_key)).unwrap();
+        c.activity().count_request();
+        let call = crate::usage::Counters { api_calls: 1, ..Default::default() };
+        assert_eq!(c.activity().record(7, 0, call), (0, 1));
+        let mut renamed = w.acme.clone();
+        renamed.name = "Acme Renamed".into();
+        w.dir.put_tenant(renamed);
+        let again = auth(&w, facts(&w.acme_key)).unwrap();
+        assert_eq!(again.tenant().name, "Acme Renamed", "the key sees the update at once");
+        assert_eq!(c.tenant().name, w.acme.name, "a request keeps the view it started with");
+        assert_eq!(again.activity().requests(), 1);
+        assert_eq!(again.activity().month_calls(0), 1);
+        // The operator acting on the tenant reaches the same counters.
+        let op = auth(&w, RequestFacts { path_tenant: Some("acme".into()), ..facts(&w.op) }).unwrap();
+        op.activity().count_request();
+        assert_eq!(again.activity().requests(), 2);
+        // Another tenant's are its own.
+        let globex = auth(&w, RequestFacts { path_tenant: Some("globex".into()), ..facts(&w.op) }).unwrap();
+        assert_eq!(globex.activity().requests(), 0);
+        let mut seen = Vec::new();
+        w.dir.for_each_activity(|id, a| seen.push((id.clone(), a.requests())));
+        seen.sort();
+        let mut want = vec![(w.acme.id.clone(), 2), (w.globex.id.clone(), 0)];
+        want.extend(w.dir.tenant_by_slug("default").map(|t| (t.id.clone(), 0)));
+        want.sort();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn a_purged_tenant_takes_its_keys_and_counters_and_a_key_needs_its_tenant() {
+        let w = world();
+        let c = auth(&w, facts(&w.acme_key)).unwrap();
+        c.activity().count_request();
+        let key = (*w.dir.key(&w.acme_key.key_id().unwrap()).unwrap()).clone();
+        w.dir.remove_tenant(&w.acme.id);
+        assert_eq!(auth(&w, facts(&w.acme_key)).unwrap_err().error.code, ErrorCode::Unauthenticated);
+        assert!(w.dir.entry(&w.acme.id).is_none());
+        assert!(w.dir.key(&key.id).is_none());
+        // A key whose tenant is not in the directory is not indexed.
+        w.dir.put_key(key.clone());
+        assert!(w.dir.key(&key.id).is_none());
+        // Back (e.g. a reload): fresh counters, and the key works again once put.
+        w.dir.put_tenant(w.acme.clone());
+        w.dir.put_key(key);
+        let back = auth(&w, facts(&w.acme_key)).unwrap();
+        assert_eq!(back.activity().requests(), 0);
+        assert_eq!(back.tenant().id, w.acme.id);
     }
 
     #[test]

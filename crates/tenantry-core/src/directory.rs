@@ -3,18 +3,59 @@
 //! the service updates this view right after each committed change, so a revoke, suspend or
 //! archive takes effect for the very next request.
 
+use crate::activity::TenantActivity;
 use crate::ids::{KeyId, TenantId};
 use crate::model::{KeyRecord, Tenant, TenantStatus};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+/// One tenant in the directory: its current record (replaced after each committed update) and
+/// what the request path counts for it. One allocation for the tenant's whole life in the
+/// directory: its keys' entries point at it, so authentication finds the key, the tenant and
+/// the tenant's counters in one hash-map lookup, and an update of the tenant needs no visit to
+/// its keys.
+#[derive(Debug)]
+pub struct TenantEntry {
+    current: RwLock<Arc<Tenant>>,
+    activity: TenantActivity,
+}
+
+impl TenantEntry {
+    fn new(tenant: Tenant) -> TenantEntry {
+        TenantEntry { current: RwLock::new(Arc::new(tenant)), activity: TenantActivity::default() }
+    }
+
+    /// The tenant as last committed.
+    pub fn tenant(&self) -> Arc<Tenant> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn activity(&self) -> &TenantActivity {
+        &self.activity
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    tenants: HashMap<TenantId, Arc<Tenant>>,
+    tenants: HashMap<TenantId, Arc<TenantEntry>>,
     /// Ordered so tenant listings page in slug order without sorting.
     by_slug: BTreeMap<String, TenantId>,
     by_domain: HashMap<String, TenantId>,
-    keys: HashMap<KeyId, Arc<KeyRecord>>,
+    /// Each key with its tenant's entry.
+    keys: HashMap<KeyId, (Arc<KeyRecord>, Arc<TenantEntry>)>,
+}
+
+impl Inner {
+    fn tenant(&self, id: &TenantId) -> Option<Arc<Tenant>> {
+        self.tenants.get(id).map(|e| e.tenant())
+    }
+
+    fn put_key(&mut self, key: KeyRecord) {
+        // A key is indexed with its tenant's entry; the service puts a tenant before its keys.
+        if let Some(entry) = self.tenants.get(&key.tenant_id).cloned() {
+            self.keys.insert(key.id.clone(), (Arc::new(key), entry));
+        }
+    }
 }
 
 #[derive(Default)]
@@ -37,15 +78,16 @@ impl Directory {
             index_tenant(&mut inner, t);
         }
         for k in keys {
-            inner.keys.insert(k.id.clone(), Arc::new(k));
+            inner.put_key(k);
         }
         *self.write() = inner;
     }
 
-    /// Adds or replaces a tenant (after a committed create or update).
+    /// Adds or replaces a tenant (after a committed create or update). A replaced tenant keeps
+    /// its entry, so its keys and counters carry over.
     pub fn put_tenant(&self, tenant: Tenant) {
         let mut inner = self.write();
-        if let Some(old) = inner.tenants.get(&tenant.id).cloned() {
+        if let Some(old) = inner.tenant(&tenant.id) {
             inner.by_slug.remove(old.slug.as_str());
             for d in &old.domains {
                 inner.by_domain.remove(d);
@@ -54,46 +96,73 @@ impl Directory {
         index_tenant(&mut inner, tenant);
     }
 
-    /// Forgets a purged tenant and all its keys.
+    /// Forgets a purged tenant, all its keys and its counters.
     pub fn remove_tenant(&self, id: &TenantId) {
         let mut inner = self.write();
         if let Some(old) = inner.tenants.remove(id) {
+            let old = old.tenant();
             inner.by_slug.remove(old.slug.as_str());
             for d in &old.domains {
                 inner.by_domain.remove(d);
             }
         }
-        inner.keys.retain(|_, k| &k.tenant_id != id);
+        inner.keys.retain(|_, (k, _)| &k.tenant_id != id);
     }
 
+    /// Adds or replaces a key of a tenant already in the directory (a key of an unknown tenant
+    /// is not indexed: it could not authenticate anyway).
     pub fn put_key(&self, key: KeyRecord) {
-        self.write().keys.insert(key.id.clone(), Arc::new(key));
+        self.write().put_key(key);
     }
 
-    /// A key and its tenant under one lock acquisition (the hot path of authentication).
-    pub fn key_with_tenant(&self, id: &KeyId) -> Option<(Arc<KeyRecord>, Arc<Tenant>)> {
+    /// A key, its tenant and the tenant's entry, in one lookup (the hot path of authentication).
+    pub fn key_with_tenant(&self, id: &KeyId) -> Option<(Arc<KeyRecord>, Arc<Tenant>, Arc<TenantEntry>)> {
         let inner = self.read();
-        let key = inner.keys.get(id)?;
-        let tenant = inner.tenants.get(&key.tenant_id)?;
-        Some((key.clone(), tenant.clone()))
+        let (key, entry) = inner.keys.get(id)?;
+        Some((key.clone(), entry.tenant(), entry.clone()))
     }
 
-    pub fn key(&self, id: &KeyId) -> Option<Arc<KeyRecord>> {
-        self.read().keys.get(id).cloned()
-    }
-
-    pub fn tenant(&self, id: &TenantId) -> Option<Arc<Tenant>> {
+    /// A tenant's entry (for its counters).
+    pub fn entry(&self, id: &TenantId) -> Option<Arc<TenantEntry>> {
         self.read().tenants.get(id).cloned()
     }
 
-    pub fn tenant_by_slug(&self, slug: &str) -> Option<Arc<Tenant>> {
+    /// Calls `f` with every tenant's id and counters (under the directory's read lock: `f` must
+    /// be quick).
+    pub fn for_each_activity(&self, mut f: impl FnMut(&TenantId, &TenantActivity)) {
+        for (id, entry) in &self.read().tenants {
+            f(id, &entry.activity);
+        }
+    }
+
+    pub fn key(&self, id: &KeyId) -> Option<Arc<KeyRecord>> {
+        self.read().keys.get(id).map(|(k, _)| k.clone())
+    }
+
+    pub fn tenant(&self, id: &TenantId) -> Option<Arc<Tenant>> {
+        self.read().tenant(id)
+    }
+
+    /// A tenant by slug, with its entry.
+    pub fn entry_by_slug(&self, slug: &str) -> Option<Arc<TenantEntry>> {
         let inner = self.read();
         inner.by_slug.get(slug).and_then(|id| inner.tenants.get(id)).cloned()
     }
 
-    pub fn tenant_by_domain(&self, host: &str) -> Option<Arc<Tenant>> {
+    /// A tenant by one of its domains, with its entry.
+    pub fn entry_by_domain(&self, host: &str) -> Option<Arc<TenantEntry>> {
         let inner = self.read();
         inner.by_domain.get(host).and_then(|id| inner.tenants.get(id)).cloned()
+    }
+
+    pub fn tenant_by_slug(&self, slug: &str) -> Option<Arc<Tenant>> {
+        let inner = self.read();
+        inner.by_slug.get(slug).and_then(|id| inner.tenant(id))
+    }
+
+    pub fn tenant_by_domain(&self, host: &str) -> Option<Arc<Tenant>> {
+        let inner = self.read();
+        inner.by_domain.get(host).and_then(|id| inner.tenant(id))
     }
 
     /// The tenant a domain belongs to, if any (to refuse registering it twice).
@@ -116,17 +185,17 @@ impl Directory {
             None => inner.by_slug.range::<str, _>(..),
         };
         range
-            .filter_map(|(_, id)| inner.tenants.get(id))
+            .filter_map(|(_, id)| inner.tenant(id))
             .filter(|t| status.is_none_or(|s| t.status == s))
             .take(limit)
-            .cloned()
             .collect()
     }
 
     pub fn count_by_status(&self) -> [(TenantStatus, usize); 3] {
         let inner = self.read();
         let mut counts = [(TenantStatus::Active, 0), (TenantStatus::Suspended, 0), (TenantStatus::Archived, 0)];
-        for t in inner.tenants.values() {
+        for entry in inner.tenants.values() {
+            let t = entry.current.read().unwrap_or_else(|e| e.into_inner());
             for c in counts.iter_mut() {
                 if c.0 == t.status {
                     c.1 += 1;
@@ -146,5 +215,10 @@ fn index_tenant(inner: &mut Inner, tenant: Tenant) {
     for d in &tenant.domains {
         inner.by_domain.insert(d.clone(), tenant.id.clone());
     }
-    inner.tenants.insert(tenant.id.clone(), Arc::new(tenant));
+    match inner.tenants.get(&tenant.id) {
+        Some(entry) => *entry.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tenant),
+        None => {
+            inner.tenants.insert(tenant.id.clone(), Arc::new(TenantEntry::new(tenant)));
+        }
+    }
 }

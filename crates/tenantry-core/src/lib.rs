@@ -17,6 +17,7 @@
 //!   snippets), [`events`] (the change feed and the [`events::Journal`] every change writes) and
 //!   [`webhook`] (subscriptions, signatures, retries, the private-network guard).
 
+pub mod activity;
 pub mod audit;
 pub mod caller;
 pub mod directory;

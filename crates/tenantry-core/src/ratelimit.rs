@@ -1,10 +1,7 @@
 //! Per-tenant request rate limits (API.md §8 `max_requests_per_minute`): GCRA, the generic cell
-//! rate algorithm, with a small burst. One timestamp of state per tenant, no database round trip,
-//! time injected so tests need no sleeping.
-
-use crate::ids::TenantId;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+//! rate algorithm, with a small burst. One timestamp of state per tenant, kept with the tenant's
+//! other request-path state (`activity::TenantActivity`), no database round trip, time injected
+//! so tests need no sleeping.
 
 /// The answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,66 +20,36 @@ pub fn burst_for(per_minute: u64) -> u64 {
     (per_minute / 10).max(1)
 }
 
-#[derive(Debug)]
-struct Bucket {
-    per_minute: u64,
-    /// Theoretical arrival time of the next request, in milliseconds.
+/// One tenant's rate state: the theoretical arrival time (TAT) of its next request.
+#[derive(Debug, Default)]
+pub struct RateBucket {
+    /// In milliseconds.
     tat_ms: i64,
 }
 
-/// GCRA: each request moves the theoretical arrival time (TAT) one emission interval ahead;
-/// a request is allowed while the TAT stays within the burst tolerance of now.
-fn decide(bucket: &mut Bucket, now_ms: i64) -> RateDecision {
-    let per_minute = bucket.per_minute.max(1);
-    let interval = 60_000.0 / per_minute as f64;
-    let burst = burst_for(per_minute) as f64;
-    let tolerance = interval * burst;
-    let tat = (bucket.tat_ms as f64).max(now_ms as f64);
-    let next = tat + interval;
-    if next - now_ms as f64 > tolerance {
-        let wait_ms = next - tolerance - now_ms as f64;
-        return RateDecision {
-            allowed: false,
-            limit: per_minute,
-            remaining: 0,
-            retry_after_secs: (wait_ms / 1000.0).ceil().max(1.0) as u64,
-        };
-    }
-    bucket.tat_ms = next.ceil() as i64;
-    let remaining = ((tolerance - (next - now_ms as f64)) / interval).floor().max(0.0) as u64;
-    RateDecision { allowed: true, limit: per_minute, remaining, retry_after_secs: 0 }
-}
-
-/// The rate state of every tenant that has made a request.
-#[derive(Default)]
-pub struct RateLimits {
-    buckets: RwLock<HashMap<TenantId, Arc<Mutex<Bucket>>>>,
-}
-
-impl RateLimits {
-    /// Counts one request of `tenant` against `per_minute` (its current limit: a changed tier or
-    /// quota applies from the next request).
-    pub fn check(&self, tenant: &TenantId, per_minute: u64, now_ms: i64) -> RateDecision {
-        let existing = self.buckets.read().ok().and_then(|m| m.get(tenant).cloned());
-        let bucket = match existing {
-            Some(b) => b,
-            None => {
-                let mut m = self.buckets.write().unwrap_or_else(|e| e.into_inner());
-                m.entry(tenant.clone())
-                    .or_insert_with(|| Arc::new(Mutex::new(Bucket { per_minute, tat_ms: 0 })))
-                    .clone()
-            }
-        };
-        let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
-        b.per_minute = per_minute;
-        decide(&mut b, now_ms)
-    }
-
-    /// Forgets a purged tenant.
-    pub fn forget(&self, tenant: &TenantId) {
-        if let Ok(mut m) = self.buckets.write() {
-            m.remove(tenant);
+impl RateBucket {
+    /// Counts one request against `per_minute` (the tenant's current limit: a changed tier or
+    /// quota applies from the next request). GCRA: each request moves the TAT one emission
+    /// interval ahead; a request is allowed while the TAT stays within the burst tolerance of now.
+    pub fn check(&mut self, per_minute: u64, now_ms: i64) -> RateDecision {
+        let per_minute = per_minute.max(1);
+        let interval = 60_000.0 / per_minute as f64;
+        let burst = burst_for(per_minute) as f64;
+        let tolerance = interval * burst;
+        let tat = (self.tat_ms as f64).max(now_ms as f64);
+        let next = tat + interval;
+        if next - now_ms as f64 > tolerance {
+            let wait_ms = next - tolerance - now_ms as f64;
+            return RateDecision {
+                allowed: false,
+                limit: per_minute,
+                remaining: 0,
+                retry_after_secs: (wait_ms / 1000.0).ceil().max(1.0) as u64,
+            };
         }
+        self.tat_ms = next.ceil() as i64;
+        let remaining = ((tolerance - (next - now_ms as f64)) / interval).floor().max(0.0) as u64;
+        RateDecision { allowed: true, limit: per_minute, remaining, retry_after_secs: 0 }
     }
 }
 
@@ -92,40 +59,37 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_requests_are_spaced_by_the_interval() {
-        let limits = RateLimits::default();
-        let t = TenantId::generate();
+        let mut t = RateBucket::default();
         // 60/min: interval 1 s, burst 6.
         let mut allowed = 0;
         for _ in 0..10 {
-            if limits.check(&t, 60, 1_000_000).allowed {
+            if t.check(60, 1_000_000).allowed {
                 allowed += 1;
             }
         }
         assert_eq!(allowed, 6);
-        let refused = limits.check(&t, 60, 1_000_000);
+        let refused = t.check(60, 1_000_000);
         assert_eq!((refused.allowed, refused.remaining, refused.retry_after_secs), (false, 0, 1));
-        assert!(limits.check(&t, 60, 1_001_000).allowed, "one interval later, one more");
-        assert!(!limits.check(&t, 60, 1_001_000).allowed);
+        assert!(t.check(60, 1_001_000).allowed, "one interval later, one more");
+        assert!(!t.check(60, 1_001_000).allowed);
         // A minute of quiet refills the burst.
-        let d = limits.check(&t, 60, 1_070_000);
+        let d = t.check(60, 1_070_000);
         assert_eq!((d.allowed, d.remaining), (true, 5));
     }
 
     #[test]
-    fn remaining_counts_down_and_tenants_do_not_share_buckets() {
-        let limits = RateLimits::default();
-        let (a, b) = (TenantId::generate(), TenantId::generate());
-        let seen: Vec<u64> = (0..6).map(|_| limits.check(&a, 600, 5_000).remaining).collect();
+    fn remaining_counts_down_and_buckets_are_independent() {
+        let (mut a, mut b) = (RateBucket::default(), RateBucket::default());
+        let seen: Vec<u64> = (0..6).map(|_| a.check(600, 5_000).remaining).collect();
         assert_eq!(seen, vec![59, 58, 57, 56, 55, 54]);
-        assert_eq!(limits.check(&b, 600, 5_000).remaining, 59);
+        assert_eq!(b.check(600, 5_000).remaining, 59);
     }
 
     #[test]
     fn a_raised_limit_applies_on_the_next_request() {
-        let limits = RateLimits::default();
-        let t = TenantId::generate();
-        while limits.check(&t, 10, 0).allowed {}
-        assert!(!limits.check(&t, 10, 0).allowed);
-        assert!(limits.check(&t, 100_000, 1).allowed);
+        let mut t = RateBucket::default();
+        while t.check(10, 0).allowed {}
+        assert!(!t.check(10, 0).allowed);
+        assert!(t.check(100_000, 1).allowed);
     }
 }

@@ -234,8 +234,6 @@ pub struct WhoAmIKey {
 pub struct Tenantry {
     store: Arc<dyn Store>,
     directory: Directory,
-    rate_limits: crate::ratelimit::RateLimits,
-    meter: crate::usage::Meter,
     config: ServiceConfig,
     operator_hash: SecretHash,
     clock: Arc<dyn Clock>,
@@ -326,8 +324,6 @@ impl Tenantry {
         let this = Tenantry {
             store,
             directory: Directory::default(),
-            rate_limits: Default::default(),
-            meter: Default::default(),
             config,
             operator_hash: SecretHash::of(operator_key),
             clock,
@@ -339,7 +335,11 @@ impl Tenantry {
         let (month_start, month_end) = this.clock.now().month_bounds();
         let day = |t: Timestamp| t.millis().div_euclid(crate::usage::DAY_MS);
         let calls = this.store.calls_between(day(month_start), day(month_end)).await?;
-        this.meter.seed_month(month_start.millis(), calls);
+        for (tenant, n) in calls {
+            if let Some(entry) = this.directory.entry(&tenant) {
+                entry.activity().seed_month(month_start.millis(), n);
+            }
+        }
         if this.directory.tenant_by_slug(DEFAULT_SLUG).is_none() {
             let now = this.clock.now();
             let tenant = Tenant {
@@ -416,6 +416,19 @@ impl Tenantry {
         self.operator_hash.matches(secret)
     }
 
+    /// The `n` tenants with the most requests since start (answered or refused), busiest first.
+    pub fn busiest_tenants(&self, n: usize) -> Vec<(TenantId, u64)> {
+        let mut all = Vec::new();
+        self.directory.for_each_activity(|id, a| {
+            if a.requests() > 0 {
+                all.push((id.clone(), a.requests()));
+            }
+        });
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+
     /// (slug, requests, stored bytes, files) of the given tenants, for the busiest-tenants metrics.
     /// Tenants purged meanwhile are left out.
     pub async fn tenant_gauges(&self, busiest: Vec<(TenantId, u64)>) -> Result<Vec<(String, u64, u64, u64)>> {
@@ -435,7 +448,7 @@ impl Tenantry {
             return None;
         }
         let per_minute = self.limits_of(caller.tenant()).max_requests_per_minute?;
-        Some(self.rate_limits.check(&caller.tenant().id, per_minute, self.clock.now().millis()))
+        Some(caller.activity().admit(per_minute, self.clock.now().millis()))
     }
 
     /// The monthly allowance (`max_api_calls_month`): 429 `quota_exceeded` once spent. Counted
@@ -446,7 +459,7 @@ impl Tenantry {
         }
         let Some(max) = self.limits_of(caller.tenant()).max_api_calls_month else { return Ok(()) };
         let (month_start, _) = self.clock.now().month_bounds();
-        let used = self.meter.month_calls(&caller.tenant().id, month_start.millis());
+        let used = caller.activity().month_calls(month_start.millis());
         if used >= max {
             let mut e = Error::quota_exceeded("max_api_calls_month", max, used);
             e.code = ErrorCode::AllowanceExceeded;
@@ -473,7 +486,7 @@ impl Tenantry {
             searches: 0,
         };
         let tenant = caller.tenant();
-        let (before, after) = self.meter.record(&tenant.id, now.millis(), now.month_bounds().0.millis(), c);
+        let (before, after) = caller.activity().record(now.millis(), now.month_bounds().0.millis(), c);
         let max = self.limits_of(tenant).max_api_calls_month;
         if crate::tier::crosses_warning(before, after, max) {
             let draft = EventDraft::quota_warning("max_api_calls_month", max.unwrap_or(0), after);
@@ -494,24 +507,37 @@ impl Tenantry {
                 return Err(e);
             }
         }
-        let batch = self.meter.take();
+        let mut batch = Vec::new();
+        self.directory.for_each_activity(|tenant, activity| {
+            batch.extend(activity.take_pending().into_iter().map(|(d, c)| (tenant.clone(), d, c)));
+        });
         if batch.is_empty() {
             return Ok(());
         }
-        // Purged meanwhile: nothing to bill.
-        let batch: Vec<_> = batch.into_iter().filter(|(t, _, _)| self.directory.tenant(t).is_some()).collect();
         if let Err(e) = self.store.add_usage(batch.clone()).await {
-            self.meter.restore(batch);
+            // Purged meanwhile: nothing to bill, nowhere to hand it back to.
+            for (tenant, d, c) in batch {
+                if let Some(entry) = self.directory.entry(&tenant) {
+                    entry.activity().restore_pending(d, &c);
+                }
+            }
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Usage of `tenant` not yet flushed, per day on days `[from_day, to_day)`.
+    fn pending_usage(&self, tenant: &TenantId, from_day: i64, to_day: i64) -> Vec<(i64, crate::usage::Counters)> {
+        self.directory.entry(tenant).map(|e| e.activity().pending_by_day(from_day, to_day)).unwrap_or_default()
     }
 
     async fn usage_report(&self, tenant: &Tenant, scope: &crate::store::TenantScope) -> Result<UsageReport> {
         let (from, to) = self.clock.now().month_bounds();
         let day = |t: Timestamp| t.millis().div_euclid(crate::usage::DAY_MS);
         let mut counters = self.store.usage_between(scope, day(from), day(to)).await?;
-        counters.add(&self.meter.pending(&tenant.id, day(from), day(to)));
+        for (_, c) in self.pending_usage(&tenant.id, day(from), day(to)) {
+            counters.add(&c);
+        }
         let stored = self.store.usage(scope).await?;
         let keys = self.store.list_keys(scope).await?;
         let now = self.clock.now();
@@ -579,7 +605,7 @@ impl Tenantry {
         for (d, c) in self.store.usage_by_day(&scope, from_day, to_day).await? {
             days.entry(d).or_default().add(&c);
         }
-        for (d, c) in self.meter.pending_by_day(&tenant.id, from_day, to_day) {
+        for (d, c) in self.pending_usage(&tenant.id, from_day, to_day) {
             days.entry(d).or_default().add(&c);
         }
         let mut series: std::collections::BTreeMap<String, crate::usage::Counters> = Default::default();
@@ -669,8 +695,8 @@ impl Tenantry {
             .insert_tenant(&tenant, Some(&owner), grant.audit(actions::TENANT_CREATE, slug.as_str(), "ok"))
             .await?;
         let minted = MintedKey { info: owner.info(), key: secret.expose().to_owned() };
-        self.directory.put_key(owner);
         self.directory.put_tenant(tenant.clone());
+        self.directory.put_key(owner);
         Ok((self.view(&tenant), minted))
     }
 
@@ -776,8 +802,6 @@ impl Tenantry {
         }
         self.store.purge_tenant(&grant.scope_of(&tenant)).await?;
         self.directory.remove_tenant(&tenant.id);
-        self.rate_limits.forget(&tenant.id);
-        self.meter.forget(&tenant.id);
         Ok(())
     }
 

@@ -395,7 +395,7 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
         res.headers_mut().insert("x-request-id", v);
     }
     if let Some(caller) = slot.0.caller.get() {
-        state.metrics.record_tenant(&caller.tenant().id);
+        caller.activity().count_request();
     }
     if let (Some(caller), true) = (slot.0.caller.get(), slot.0.admitted.load(std::sync::atomic::Ordering::Relaxed)) {
         let bytes_out = axum::body::HttpBody::size_hint(res.body()).exact().unwrap_or(0);

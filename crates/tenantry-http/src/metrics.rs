@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tenantry_core::directory::Directory;
-use tenantry_core::ids::TenantId;
 
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -35,8 +34,6 @@ pub struct Metrics {
     next_id: AtomicU64,
     // Looked up by `&str` on the hot path: no allocation once a route has been seen.
     routes: RwLock<HashMap<String, Arc<RouteStats>>>,
-    /// Requests per tenant since start; only the busiest few are ever rendered (see `busiest`).
-    tenants: RwLock<HashMap<TenantId, AtomicU64>>,
 }
 
 /// How many tenants get their own series: label cardinality stays bounded however many exist.
@@ -45,12 +42,7 @@ pub const TOP_TENANTS: usize = 20;
 impl Default for Metrics {
     fn default() -> Self {
         let boot: u32 = rand::thread_rng().gen();
-        Metrics {
-            boot: format!("{boot:08x}"),
-            next_id: AtomicU64::new(1),
-            routes: Default::default(),
-            tenants: Default::default(),
-        }
+        Metrics { boot: format!("{boot:08x}"), next_id: AtomicU64::new(1), routes: Default::default() }
     }
 }
 
@@ -85,26 +77,6 @@ impl Metrics {
         }
         h.count.fetch_add(1, Ordering::Relaxed);
         h.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    pub fn record_tenant(&self, tenant: &TenantId) {
-        let counted = self.tenants.read().ok().and_then(|m| m.get(tenant).map(|c| c.fetch_add(1, Ordering::Relaxed)));
-        if counted.is_none() {
-            let mut m = self.tenants.write().unwrap_or_else(|e| e.into_inner());
-            m.entry(tenant.clone()).or_default().fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The `n` tenants with the most requests since start, busiest first.
-    pub fn busiest(&self, n: usize) -> Vec<(TenantId, u64)> {
-        let mut all: Vec<(TenantId, u64)> = self
-            .tenants
-            .read()
-            .map(|m| m.iter().map(|(t, c)| (t.clone(), c.load(Ordering::Relaxed))).collect())
-            .unwrap_or_default();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        all.truncate(n);
-        all
     }
 
     /// Per-tenant series for the busiest tenants: (slug, requests, storage bytes, files).

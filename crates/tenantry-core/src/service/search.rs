@@ -55,7 +55,7 @@ impl Tenantry {
         let now = self.clock.now();
         let c = crate::usage::Counters { searches: 1, ..Default::default() };
         if !caller.is_operator() {
-            self.meter.record(&caller.tenant().id, now.millis(), now.month_bounds().0.millis(), c);
+            caller.activity().record(now.millis(), now.month_bounds().0.millis(), c);
         }
         if files.is_none() && memory.is_none() {
             return Ok(Vec::new());

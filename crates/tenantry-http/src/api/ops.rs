@@ -60,7 +60,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     if bearer.is_some_and(|b| state.svc.is_operator_key(b)) {
-        let busiest = state.metrics.busiest(crate::metrics::TOP_TENANTS);
+        let busiest = state.svc.busiest_tenants(crate::metrics::TOP_TENANTS);
         match state.svc.tenant_gauges(busiest).await {
             Ok(rows) => body.push_str(&crate::metrics::Metrics::render_tenants(&rows)),
             Err(e) => tracing::error!("per-tenant metrics: {e}"),
