@@ -12,6 +12,7 @@ use crate::role::Role;
 use crate::secret::{KeySecret, SecretHash};
 use crate::slug::DEFAULT_SLUG;
 use crate::store::TenantScope;
+use crate::tier::{Limits, TierTable};
 use crate::time::Timestamp;
 use std::sync::Arc;
 
@@ -41,6 +42,8 @@ pub struct Caller {
     /// whole request.
     tenant: Arc<Tenant>,
     entry: Arc<TenantEntry>,
+    /// The tenant's effective limits, worked out once per request.
+    limits: Limits,
     principal: Principal,
     request_id: String,
     ip: String,
@@ -73,6 +76,10 @@ impl OperatorGrant {
 impl Caller {
     pub fn tenant(&self) -> &Tenant {
         &self.tenant
+    }
+    /// The tenant's effective limits (tier and overrides) as of the request's start.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
     /// The tenant's request-path counters (rate, meter, requests).
     pub fn activity(&self) -> &TenantActivity {
@@ -248,6 +255,7 @@ fn lookup(dir: &Directory, named: &Named) -> Option<Arc<TenantEntry>> {
 pub fn authenticate(
     dir: &Directory,
     naming: &TenantNaming,
+    tiers: &TierTable,
     operator_hash: &SecretHash,
     facts: RequestFacts,
     now: Timestamp,
@@ -265,6 +273,7 @@ pub fn authenticate(
             return Err(Error::unauthenticated().into());
         }
         let caller = Caller {
+            limits: tiers.limits_of(&tenant),
             tenant: tenant.clone(),
             entry,
             principal: Principal::Key(key),
@@ -316,8 +325,10 @@ pub fn authenticate(
         Some(t) => t,
         None => dir.entry_by_slug(DEFAULT_SLUG).ok_or_else(|| Error::tenant_not_found(DEFAULT_SLUG))?,
     };
+    let tenant = entry.tenant();
     Ok(Caller {
-        tenant: entry.tenant(),
+        limits: tiers.limits_of(&tenant),
+        tenant,
         entry,
         principal: Principal::Operator,
         request_id: facts.request_id,
@@ -393,7 +404,7 @@ mod tests {
     }
 
     fn auth(w: &World, f: RequestFacts) -> Result<Caller, Refusal> {
-        authenticate(&w.dir, &w.naming, &w.op.hash(), f, Timestamp::from_millis(5))
+        authenticate(&w.dir, &w.naming, &TierTable::default(), &w.op.hash(), f, Timestamp::from_millis(5))
     }
 
     #[test]
@@ -462,7 +473,14 @@ mod tests {
         assert_eq!(auth(&w, none).unwrap_err().error.code, ErrorCode::Unauthenticated);
         let forged = KeySecret::mint(&w.acme_key.key_id().unwrap());
         assert_eq!(auth(&w, facts(&forged)).unwrap_err().error.code, ErrorCode::Unauthenticated);
-        let late = authenticate(&w.dir, &w.naming, &w.op.hash(), facts(&w.acme_key), Timestamp::from_millis(10_000));
+        let late = authenticate(
+            &w.dir,
+            &w.naming,
+            &TierTable::default(),
+            &w.op.hash(),
+            facts(&w.acme_key),
+            Timestamp::from_millis(10_000),
+        );
         assert_eq!(late.unwrap_err().error.code, ErrorCode::Unauthenticated);
     }
 

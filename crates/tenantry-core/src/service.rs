@@ -387,8 +387,7 @@ impl Tenantry {
 
     /// Effective limits of a tenant: its tier's, with its own overrides on top.
     pub fn limits_of(&self, tenant: &Tenant) -> Limits {
-        let tier = self.config.tiers.get(&tenant.tier).cloned().unwrap_or_default();
-        tier.with_overrides(&tenant.quotas)
+        self.config.tiers.limits_of(tenant)
     }
 
     pub fn view(&self, tenant: &Tenant) -> TenantView {
@@ -399,7 +398,14 @@ impl Tenantry {
 
     /// Authenticates a request (API.md §3). Refusals that concern a known tenant are audited there.
     pub async fn authenticate(&self, facts: RequestFacts) -> Result<Caller> {
-        match caller::authenticate(&self.directory, &self.config.naming, &self.operator_hash, facts, self.clock.now()) {
+        match caller::authenticate(
+            &self.directory,
+            &self.config.naming,
+            &self.config.tiers,
+            &self.operator_hash,
+            facts,
+            self.clock.now(),
+        ) {
             Ok(c) => Ok(c),
             Err(refusal) => {
                 if let Some(audit) = refusal.audit_in {
@@ -447,7 +453,7 @@ impl Tenantry {
         if caller.is_operator() {
             return None;
         }
-        let per_minute = self.limits_of(caller.tenant()).max_requests_per_minute?;
+        let per_minute = caller.limits().max_requests_per_minute?;
         Some(caller.activity().admit(per_minute, self.clock.now().millis()))
     }
 
@@ -457,7 +463,7 @@ impl Tenantry {
         if caller.is_operator() {
             return Ok(());
         }
-        let Some(max) = self.limits_of(caller.tenant()).max_api_calls_month else { return Ok(()) };
+        let Some(max) = caller.limits().max_api_calls_month else { return Ok(()) };
         let (month_start, _) = self.clock.now().month_bounds();
         let used = caller.activity().month_calls(month_start.millis());
         if used >= max {
@@ -487,7 +493,7 @@ impl Tenantry {
         };
         let tenant = caller.tenant();
         let (before, after) = caller.activity().record(now.millis(), now.month_bounds().0.millis(), c);
-        let max = self.limits_of(tenant).max_api_calls_month;
+        let max = caller.limits().max_api_calls_month;
         if crate::tier::crosses_warning(before, after, max) {
             let draft = EventDraft::quota_warning("max_api_calls_month", max.unwrap_or(0), after);
             self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push((tenant.id.clone(), draft));
@@ -652,7 +658,7 @@ impl Tenantry {
         let grant = caller.operator()?;
         let slug = Slug::parse(req.slug.trim())?;
         let tier = req.tier.unwrap_or_else(|| self.config.tiers.default_tier.clone());
-        let tier_limits = self.config.tiers.require(&tier)?.clone();
+        let tier_limits = *self.config.tiers.require(&tier)?;
         let quotas = match &req.quotas {
             Some(v) => QuotaOverrides::parse(v)?,
             None => QuotaOverrides::default(),
@@ -840,7 +846,7 @@ impl Tenantry {
         };
         let scope = caller.scope();
         let (record, secret) = mint_key(scope.tenant_id(), &name, role, prefix, expires_at, &caller.actor(), now);
-        let max_keys = self.limits_of(caller.tenant()).max_keys;
+        let max_keys = caller.limits().max_keys;
         let event = EventDraft::new(event_types::KEY_CREATED, caller.actor()).detail(serde_json::json!({
             "id": record.id, "name": record.name, "role": record.role.as_str(),
             "prefix": record.prefix.as_ref().map(|p| p.as_str().to_owned()),
@@ -926,7 +932,7 @@ impl Tenantry {
             caller.audit(actions::FILE_WRITE, path.as_str(), "ok"),
             EventDraft::new(event_types::FILE_WRITTEN, caller.actor()).path(path.as_str()),
         );
-        let limits = self.limits_of(caller.tenant());
+        let limits = *caller.limits();
         let index = crate::search::IndexDoc::of_file(&content);
         let write = FileWrite {
             path,

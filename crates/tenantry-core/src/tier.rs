@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// Effective limits. `None` means unlimited.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Limits {
     pub max_keys: Option<u64>,
@@ -45,7 +45,7 @@ impl Limits {
 
     /// Applies a tenant's overrides on top of its tier's limits.
     pub fn with_overrides(&self, overrides: &QuotaOverrides) -> Limits {
-        let mut out = self.clone();
+        let mut out = *self;
         for (name, value) in &overrides.0 {
             let n = value.as_u64();
             let b = value.as_bool().unwrap_or(false);
@@ -143,6 +143,12 @@ impl Default for TierTable {
 }
 
 impl TierTable {
+    /// A tenant's effective limits: its tier's, with its own quota overrides (an unknown tier
+    /// is unlimited).
+    pub fn limits_of(&self, tenant: &crate::model::Tenant) -> Limits {
+        self.tiers.get(&tenant.tier).copied().unwrap_or_default().with_overrides(&tenant.quotas)
+    }
+
     /// Adds or replaces a tier (from the config file's `[tiers.NAME]`).
     pub fn set(&mut self, name: &str, limits: Limits) {
         self.tiers.insert(name.to_owned(), limits);
@@ -188,7 +194,7 @@ mod tests {
 
     #[test]
     fn overrides_replace_one_value_each_and_null_means_unlimited() {
-        let free = TierTable::default().get("free").unwrap().clone();
+        let free = *TierTable::default().get("free").unwrap();
         let o = QuotaOverrides::parse(&json!({"max_keys": 10, "max_files": null, "webhooks": true})).unwrap();
         let eff = free.with_overrides(&o);
         assert_eq!(eff.max_keys, Some(10));

@@ -38,7 +38,7 @@ impl Tenantry {
             value: text,
             expires_at,
             at: now,
-            max_storage_bytes: self.limits_of(caller.tenant()).max_storage_bytes,
+            max_storage_bytes: caller.limits().max_storage_bytes,
             index,
         };
         let mut entry = self.store.put_memory(&caller.scope(), write, journal).await?;

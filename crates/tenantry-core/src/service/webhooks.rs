@@ -92,7 +92,7 @@ impl Tenantry {
     ) -> Result<(Webhook, String)> {
         self.require_webhook_admin(caller)?;
         self.require_live(caller)?;
-        if !self.limits_of(caller.tenant()).webhooks {
+        if !caller.limits().webhooks {
             return Err(Error::new(
                 ErrorCode::FeatureNotInTier,
                 format!("webhooks are not part of the '{}' tier", caller.tenant().tier),
@@ -146,7 +146,7 @@ impl Tenantry {
             return Err(Self::webhook_not_found(id));
         }
         if let Some(enabled) = patch.enabled {
-            if enabled && !self.limits_of(caller.tenant()).webhooks {
+            if enabled && !caller.limits().webhooks {
                 return Err(Error::new(
                     ErrorCode::FeatureNotInTier,
                     format!("webhooks are not part of the '{}' tier", caller.tenant().tier),
