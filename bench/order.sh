@@ -3,8 +3,10 @@
 # each, alternated in pairs, both orders, so a drift of the VM's rate over a sequence shows up as
 # the difference between the two orders instead of as a tenancy cost. Each side gets 2 s of
 # unmeasured warm-up, then SECONDS measured. Prints one line per pair with its ratio (N / 1), and
-# each side's file cache misses per 1,000 reads while measured (from /metrics); at the end, the
-# mean and median of the pairs' ratios and the ratio of the summed rates.
+# each side's file cache misses per 1,000 reads while measured (from /metrics) and the server's
+# CPU time per request (user + system, from /proc: less sensitive than a rate to how the VM
+# shares its cores with wrk at that moment); at the end, the mean and median of the pairs'
+# ratios, the ratio of the summed rates, and each side's mean CPU time per request.
 #   bench/order.sh [SECONDS=5] [TENANTS=10000] [METHOD=GET] [ROUNDS=3]
 # TENANTRY_BIN=path runs another build.
 set -euo pipefail
@@ -24,31 +26,43 @@ cache() { # "hits misses" of the file cache so far
   curl -sf http://127.0.0.1:18075/metrics |
     awk '/^tenantry_file_cache_hits_total / {h=$2} /^tenantry_file_cache_misses_total / {m=$2} END {print h+0, m+0}'
 }
-side() { # keys-file [PATHS]: "rate misses-per-1000-reads"
+cpu_ticks() { # the server's user + system CPU time so far, in clock ticks
+  awk '{print $14 + $15}' "/proc/$SERVER/stat"
+}
+TICK=$(getconf CLK_TCK)
+side() { # keys-file [PATHS]: "rate misses-per-1000-reads cpu-us-per-request"
   local paths=${2:-0}
   KEYS="$1" METHOD="$METHOD" PATHS="$paths" wrk -t2 -c32 -d2s -s bench/keys.lua http://127.0.0.1:18075 > /dev/null
-  local before rate after
+  local before rate after t0 t1
   before=$(cache)
+  t0=$(cpu_ticks)
   rate=$(KEYS="$1" METHOD="$METHOD" PATHS="$paths" wrk -t2 -c32 -d"${DUR}s" -s bench/keys.lua http://127.0.0.1:18075 |
     awk '/Requests\/sec/ {print $2}')
+  t1=$(cpu_ticks)
   after=$(cache)
-  python3 -c "import sys; h0, m0, h1, m1 = map(int, sys.argv[2:]); n = h1 - h0 + m1 - m0; print(sys.argv[1], round(1000 * (m1 - m0) / n, 1) if n else 0)" \
-    "$rate" $before $after
+  python3 -c "import sys; r = float(sys.argv[1]); h0, m0, h1, m1, t0, t1, tick, dur = map(int, sys.argv[2:]); n = h1 - h0 + m1 - m0; print(r, round(1000 * (m1 - m0) / n, 1) if n else 0, round((t1 - t0) / tick * 1e6 / (r * dur), 1))" \
+    "$rate" $before $after "$t0" "$t1" "$TICK" "$DUR"
 }
 for first in one many; do
   for _ in $(seq "$ROUNDS"); do
     if [ "$first" = one ]; then o=$(side "$WORK/one.keys" "$N"); m=$(side "$WORK/many.keys"); else
       m=$(side "$WORK/many.keys"); o=$(side "$WORK/one.keys" "$N"); fi
-    python3 -c "import sys; o, om, m, mm = map(float, sys.argv[2:]); print(f'{sys.argv[1]:>4} first: 1 tenant {o:9.0f} (misses {om:5.1f}/1000)  N tenants {m:9.0f} (misses {mm:5.1f}/1000)  ratio {m / o:.2f}')" \
+    python3 -c "import sys; o, om, oc, m, mm, mc = map(float, sys.argv[2:]); print(f'{sys.argv[1]:>4} first: 1 tenant {o:9.0f} (misses {om:5.1f}/1000, cpu {oc:5.1f} us/req)  N tenants {m:9.0f} (misses {mm:5.1f}/1000, cpu {mc:5.1f} us/req)  ratio {m / o:.2f}')" \
       "$first" $o $m | tee -a "$WORK/pairs"
   done
 done
 python3 - "$WORK/pairs" <<'PY'
 import statistics, sys
-rows = [line.split() for line in open(sys.argv[1])]
-one = [float(r[4]) for r in rows]
-many = [float(r[9]) for r in rows]
+import re
+side = re.compile(r"tenants? +([\d.]+) \(misses +[\d.]+/1000, cpu +([\d.]+)")
+rows = [[tuple(map(float, m)) for m in side.findall(line)] for line in open(sys.argv[1])]
+one = [r[0][0] for r in rows]
+many = [r[1][0] for r in rows]
 ratios = [m / o for o, m in zip(one, many)]
+cpu_one = statistics.mean(r[0][1] for r in rows)
+cpu_many = statistics.mean(r[1][1] for r in rows)
 print(f"{len(ratios)} pairs: ratio mean {statistics.mean(ratios):.2f}, median {statistics.median(ratios):.2f}, "
       f"summed rates {sum(many) / sum(one):.2f} (N tenants {sum(many) / len(many):.0f}/s, 1 tenant {sum(one) / len(one):.0f}/s)")
+print(f"server CPU per request: 1 tenant {cpu_one:.1f} us, N tenants {cpu_many:.1f} us "
+      f"(N tenants {cpu_many - cpu_one:+.1f} us, ratio {cpu_one / cpu_many:.2f})")
 PY
