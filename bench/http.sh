@@ -20,8 +20,8 @@ command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq ng
 cargo build --release -q
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; nginx -c "$WORK/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$WORK"' EXIT
-# 3072 random bytes are exactly 4096 base64 characters (no second head: SIGPIPE under pipefail).
-head -c 3072 /dev/urandom | base64 -w0 > "$WORK/file4k"
+. bench/lib.sh
+bench_serve 18070
 TOKEN=bench-token
 
 cat > "$WORK/nginx.conf" <<NGINX
@@ -42,11 +42,6 @@ http {
 }
 NGINX
 nginx -c "$WORK/nginx.conf"
-
-TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn "${TENANTRY_BIN:-./target/release/tenantry}" serve \
-  --listen 127.0.0.1:18070 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 50); do curl -sf http://127.0.0.1:18070/healthz >/dev/null && break; sleep 0.1; done
 
 rps() { grep 'Requests/sec' | awk '{print $2}'; }
 run_wrk() { # name url lua-env...

@@ -430,7 +430,9 @@ pub trait PlacementStore: Send + Sync {
 /// Metered request usage, by tenant and UTC day (see [`crate::usage`]).
 #[async_trait]
 pub trait UsageLog: Send + Sync {
-    /// Adds a batch of counters (one transaction).
+    /// Adds a batch of counters (one transaction). Counters of a tenant no longer registered are
+    /// dropped, checked inside the transaction: a purge may commit while a batch is on its way,
+    /// and must leave no row of the purged tenant behind.
     async fn add_usage(&self, batch: Vec<(TenantId, i64, crate::usage::Counters)>) -> Result<()>;
     /// The tenant's counters summed over days `[from_day, to_day)`.
     async fn usage_between(&self, scope: &TenantScope, from_day: i64, to_day: i64) -> Result<crate::usage::Counters>;

@@ -1222,8 +1222,10 @@ impl UsageLog for SqliteStore {
         self.write_shared(move |tx| {
             let mut s = tx
                 .prepare_cached(
+                    // Only for a tenant still registered: a purge that committed after the
+                    // batch was taken must not be followed by rows of the purged tenant.
                     "INSERT INTO usage_daily (tenant_id, day, api_calls, reads, writes, bytes_in, bytes_out, searches)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1)
                      ON CONFLICT (tenant_id, day) DO UPDATE SET api_calls = api_calls + ?3, reads = reads + ?4,
                        writes = writes + ?5, bytes_in = bytes_in + ?6, bytes_out = bytes_out + ?7,
                        searches = searches + ?8",
@@ -1336,5 +1338,56 @@ impl Health for SqliteStore {
             ),
             m("tenantry_log_tail_folds_total", "Folds of the shared database's log tails completed.", true, folds),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(slug: &str) -> Tenant {
+        Tenant {
+            id: TenantId::generate(),
+            slug: Slug::parse(slug).unwrap(),
+            name: slug.into(),
+            tier: "free".into(),
+            status: TenantStatus::Active,
+            placement: Placement::Shared,
+            domains: vec![],
+            quotas: Default::default(),
+            metadata: serde_json::json!({}),
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+        }
+    }
+
+    fn audit() -> AuditDraft {
+        AuditDraft {
+            actor: "operator".into(),
+            action: "tenant.create".into(),
+            target: "t".into(),
+            result: "ok".into(),
+            request_id: "req".into(),
+            ip: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn usage_of_a_tenant_no_longer_registered_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), OpenOptions::default()).unwrap();
+        let kept = tenant("kept");
+        store.insert_tenant(&kept, None, audit()).await.unwrap();
+        let purged = TenantId::generate(); // as after a purge committed while the batch was in flight
+        let c = Counters { api_calls: 3, reads: 2, writes: 1, ..Default::default() };
+        store.add_usage(vec![(kept.id.clone(), 10, c), (purged.clone(), 10, c)]).await.unwrap();
+        store.add_usage(vec![(kept.id.clone(), 10, c)]).await.unwrap();
+        assert_eq!(store.calls_between(0, 100).await.unwrap(), vec![(kept.id.clone(), 6)]);
+        let rows: i64 = crate::store::read_on(store.shared.clone(), |c| {
+            c.query_row("SELECT COUNT(*) FROM usage_daily", [], |r| r.get(0)).map_err(sql_error)
+        })
+        .await
+        .unwrap();
+        assert_eq!(rows, 1);
     }
 }
