@@ -340,24 +340,12 @@ pub fn authenticate(
 mod tests {
     use super::*;
     use crate::ids::KeyId;
-    use crate::model::Placement;
     use crate::slug::Slug;
-    use crate::tier::QuotaOverrides;
 
     fn tenant(slug: &str, domains: &[&str]) -> Tenant {
-        Tenant {
-            id: TenantId::generate(),
-            slug: Slug::parse(slug).unwrap(),
-            name: slug.into(),
-            tier: "free".into(),
-            status: TenantStatus::Active,
-            placement: Placement::Shared,
-            domains: domains.iter().map(|d| d.to_string()).collect(),
-            quotas: QuotaOverrides::default(),
-            metadata: serde_json::json!({}),
-            created_at: Timestamp::from_millis(0),
-            updated_at: Timestamp::from_millis(0),
-        }
+        let mut t = Tenant::new(Slug::parse(slug).unwrap(), slug, "free", Timestamp::from_millis(0));
+        t.domains = domains.iter().map(|d| d.to_string()).collect();
+        t
     }
 
     struct World {

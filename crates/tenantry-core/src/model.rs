@@ -83,6 +83,26 @@ pub struct Tenant {
     pub updated_at: Timestamp,
 }
 
+impl Tenant {
+    /// A new active tenant on the shared placement, with a fresh id and no domains, quota
+    /// overrides or metadata (set them on the result).
+    pub fn new(slug: Slug, name: impl Into<String>, tier: impl Into<String>, now: Timestamp) -> Tenant {
+        Tenant {
+            id: TenantId::generate(),
+            slug,
+            name: name.into(),
+            tier: tier.into(),
+            status: TenantStatus::Active,
+            placement: Placement::Shared,
+            domains: vec![],
+            quotas: QuotaOverrides::default(),
+            metadata: serde_json::json!({}),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// A tenant as the API shows it: the record plus its effective limits.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -342,19 +342,7 @@ impl Tenantry {
         }
         if this.directory.tenant_by_slug(DEFAULT_SLUG).is_none() {
             let now = this.clock.now();
-            let tenant = Tenant {
-                id: TenantId::generate(),
-                slug: Slug::default_tenant(),
-                name: "Default".into(),
-                tier: "enterprise".into(),
-                status: TenantStatus::Active,
-                placement: Placement::Shared,
-                domains: vec![],
-                quotas: QuotaOverrides::default(),
-                metadata: serde_json::json!({}),
-                created_at: now,
-                updated_at: now,
-            };
+            let tenant = Tenant::new(Slug::default_tenant(), "Default", "enterprise", now);
             let audit = AuditDraft {
                 actor: "system".into(),
                 action: actions::TENANT_CREATE.into(),
@@ -683,19 +671,7 @@ impl Tenantry {
         self.check_domains_free(&domains, None)?;
 
         let now = self.clock.now();
-        let tenant = Tenant {
-            id: TenantId::generate(),
-            slug: slug.clone(),
-            name,
-            tier,
-            status: TenantStatus::Active,
-            placement,
-            domains,
-            quotas,
-            metadata,
-            created_at: now,
-            updated_at: now,
-        };
+        let tenant = Tenant { placement, domains, quotas, metadata, ..Tenant::new(slug.clone(), name, tier, now) };
         let (owner, secret) = mint_key(&tenant.id, "owner", Role::Owner, None, None, "operator", now);
         self.store
             .insert_tenant(&tenant, Some(&owner), grant.audit(actions::TENANT_CREATE, slug.as_str(), "ok"))

@@ -1346,19 +1346,7 @@ mod tests {
     use super::*;
 
     fn tenant(slug: &str) -> Tenant {
-        Tenant {
-            id: TenantId::generate(),
-            slug: Slug::parse(slug).unwrap(),
-            name: slug.into(),
-            tier: "free".into(),
-            status: TenantStatus::Active,
-            placement: Placement::Shared,
-            domains: vec![],
-            quotas: Default::default(),
-            metadata: serde_json::json!({}),
-            created_at: Timestamp::from_millis(0),
-            updated_at: Timestamp::from_millis(0),
-        }
+        Tenant::new(Slug::parse(slug).unwrap(), slug, "free", Timestamp::from_millis(0))
     }
 
     fn audit() -> AuditDraft {
