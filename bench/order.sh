@@ -7,6 +7,11 @@
 # CPU time per request (user + system, from /proc: less sensitive than a rate to how the VM
 # shares its cores with wrk at that moment); at the end, the mean and median of the pairs'
 # ratios, the ratio of the summed rates, and each side's mean CPU time per request.
+# PUT: a side's writes leave entries in the log tails that the writer folds later (issue core,
+# BENCHMARKS.md), so after each PUT window the script waits until the tails are folded and
+# charges the side for the time a fold was under way meanwhile (/metrics): its rate is its
+# requests over window + that time, and its CPU per request counts the drain. The next side
+# starts with empty tails.
 #   bench/order.sh [SECONDS=5] [TENANTS=10000] [METHOD=GET] [ROUNDS=3]
 # TENANTRY_BIN=path runs another build.
 set -euo pipefail
@@ -29,6 +34,20 @@ cache() { # "hits misses" of the file cache so far
 cpu_ticks() { # the server's user + system CPU time so far, in clock ticks
   awk '{print $14 + $15}' "/proc/$SERVER/stat"
 }
+fold_ms() { # "entries-in-the-tails fold-milliseconds-so-far"
+  curl -sf http://127.0.0.1:18075/metrics |
+    awk '/^tenantry_log_tail_entries / {e=$2} /^tenantry_log_tail_fold_milliseconds_total / {f=$2} END {print e+0, f+0}'
+}
+drain() { # waits (at most 3 minutes) until the tails are folded; prints the fold milliseconds meanwhile
+  local start now
+  start=$(fold_ms | cut -d' ' -f2)
+  for _ in $(seq 1800); do
+    now=$(fold_ms)
+    [ "${now% *}" = 0 ] && break
+    sleep 0.1
+  done
+  echo $(( ${now#* } - start ))
+}
 TICK=$(getconf CLK_TCK)
 side() { # keys-file [PATHS]: "rate misses-per-1000-reads cpu-us-per-request"
   local paths=${2:-0}
@@ -38,16 +57,18 @@ side() { # keys-file [PATHS]: "rate misses-per-1000-reads cpu-us-per-request"
   t0=$(cpu_ticks)
   rate=$(KEYS="$1" METHOD="$METHOD" PATHS="$paths" wrk -t2 -c32 -d"${DUR}s" -s bench/keys.lua http://127.0.0.1:18075 |
     awk '/Requests\/sec/ {print $2}')
-  t1=$(cpu_ticks)
   after=$(cache)
-  python3 -c "import sys; r = float(sys.argv[1]); h0, m0, h1, m1, t0, t1, tick, dur = map(int, sys.argv[2:]); n = h1 - h0 + m1 - m0; print(r, round(1000 * (m1 - m0) / n, 1) if n else 0, round((t1 - t0) / tick * 1e6 / (r * dur), 1))" \
-    "$rate" $before $after "$t0" "$t1" "$TICK" "$DUR"
+  local charged=0
+  [ "$METHOD" = PUT ] && charged=$(drain)
+  t1=$(cpu_ticks)
+  python3 -c "import sys; r = float(sys.argv[1]); h0, m0, h1, m1, t0, t1, tick, dur, ms = map(int, sys.argv[2:]); n = h1 - h0 + m1 - m0; print(r * dur / (dur + ms / 1000), round(1000 * (m1 - m0) / n, 1) if n else 0, round((t1 - t0) / tick * 1e6 / (r * dur), 1), round(ms / 1000, 1))" \
+    "$rate" $before $after "$t0" "$t1" "$TICK" "$DUR" "$charged"
 }
 for first in one many; do
   for _ in $(seq "$ROUNDS"); do
     if [ "$first" = one ]; then o=$(side "$WORK/one.keys" "$N"); m=$(side "$WORK/many.keys"); else
       m=$(side "$WORK/many.keys"); o=$(side "$WORK/one.keys" "$N"); fi
-    python3 -c "import sys; o, om, oc, m, mm, mc = map(float, sys.argv[2:]); print(f'{sys.argv[1]:>4} first: 1 tenant {o:9.0f} (misses {om:5.1f}/1000, cpu {oc:5.1f} us/req)  N tenants {m:9.0f} (misses {mm:5.1f}/1000, cpu {mc:5.1f} us/req)  ratio {m / o:.2f}')" \
+    python3 -c "import sys; o, om, oc, od, m, mm, mc, md = map(float, sys.argv[2:]); print(f'{sys.argv[1]:>4} first: 1 tenant {o:9.0f} (misses {om:5.1f}/1000, cpu {oc:5.1f} us/req, fold {od:4.1f} s)  N tenants {m:9.0f} (misses {mm:5.1f}/1000, cpu {mc:5.1f} us/req, fold {md:4.1f} s)  ratio {m / o:.2f}')" \
       "$first" $o $m | tee -a "$WORK/pairs"
   done
 done

@@ -1323,7 +1323,7 @@ impl Health for SqliteStore {
 
     fn metrics(&self) -> Vec<StoreMetric> {
         let cache = self.cache.stats();
-        let (tail_entries, folds) = self.shared.tails.stats();
+        let (tail_entries, folds, fold_time) = self.shared.tails.stats();
         let m = |name, help, counter, value| StoreMetric { name, help, counter, value };
         vec![
             m("tenantry_file_cache_hits_total", "File reads answered from the in-memory file cache.", true, cache.hits),
@@ -1337,6 +1337,12 @@ impl Health for SqliteStore {
                 tail_entries,
             ),
             m("tenantry_log_tail_folds_total", "Folds of the shared database's log tails completed.", true, folds),
+            m(
+                "tenantry_log_tail_fold_milliseconds_total",
+                "Time folds of the shared database's log tails have been under way.",
+                true,
+                fold_time.as_millis() as u64,
+            ),
         ]
     }
 }

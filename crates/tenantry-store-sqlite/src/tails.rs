@@ -148,6 +148,7 @@ struct Fold {
     chunks: VecDeque<[Vec<i64>; 2]>,
     /// How far the deletion has gone (each log's tail is deleted from its oldest id up).
     deleted: [i64; 2],
+    started: Instant,
 }
 
 #[derive(Default)]
@@ -159,8 +160,18 @@ struct Registry {
     /// After a failed step, no new fold before this (a full disk must not make every group plan
     /// and fail one).
     retry_at: Option<Instant>,
-    /// Folds completed since start (for `/metrics`).
+    /// Folds completed since start, and the time folds were under way, ended or abandoned (for
+    /// `/metrics`: what a load leaves the writer to fold shows there after the load ends).
     folds: u64,
+    fold_time: Duration,
+}
+
+impl Registry {
+    fn end_fold(&mut self) {
+        if let Some(fold) = self.fold.take() {
+            self.fold_time += fold.started.elapsed();
+        }
+    }
 }
 
 /// The tails of one database: which tail rows are whose, and the fold under way.
@@ -294,10 +305,12 @@ impl Tails {
         Ok(())
     }
 
-    /// Entries now in the tails (both logs) and folds completed since start.
-    pub fn stats(&self) -> (u64, u64) {
+    /// Entries now in the tails (both logs), folds completed since start, and the time folds
+    /// have been under way since start (the one under way included).
+    pub fn stats(&self) -> (u64, u64, Duration) {
         let r = self.lock();
-        (r.logs.iter().map(|l| l.rows as u64).sum(), r.folds)
+        let running = r.fold.as_ref().map_or(Duration::ZERO, |f| f.started.elapsed());
+        (r.logs.iter().map(|l| l.rows as u64).sum(), r.folds, r.fold_time + running)
     }
 
     /// Whether the tails hold anything.
@@ -352,7 +365,7 @@ impl Tails {
         let oldest =
             |l: &TailIds, upto: i64| l.by_tenant.values().flatten().map(|(id, _)| *id).min().map_or(upto, |id| id - 1);
         let deleted = [oldest(&r.logs[0], upto[0]), oldest(&r.logs[1], upto[1])];
-        r.fold = Some(Fold { upto, chunks, deleted });
+        r.fold = Some(Fold { upto, chunks, deleted, started: Instant::now() });
         true
     }
 
@@ -401,11 +414,11 @@ impl Tails {
                     ids.rows = ids.by_tenant.values().map(Vec::len).sum();
                 }
                 r.since = (r.logs.iter().any(|l| l.rows > 0)).then(Instant::now);
-                r.fold = None;
+                r.end_fold();
                 r.folds += 1;
             }
             (_, false) => {
-                r.fold = None;
+                r.end_fold();
                 r.retry_at = Some(Instant::now() + FOLD_WHEN_IDLE);
             }
         }
@@ -423,6 +436,7 @@ impl Tails {
     /// Moves every tail entry into its keyed table in one transaction: when the database opens or
     /// closes (a fold under way is finished by it).
     pub fn fold_all(&self, conn: &Connection) -> Result<()> {
+        let started = Instant::now();
         let last = in_transaction(conn, || {
             let mut last = [0; 2];
             for log in Log::ALL {
@@ -446,7 +460,8 @@ impl Tails {
             ids.seen = ids.seen.max(last[log.index()]);
         }
         r.since = None;
-        r.fold = None;
+        let started = r.fold.take().map_or(started, |f| f.started.min(started));
+        r.fold_time += started.elapsed();
         Ok(())
     }
 }
