@@ -90,13 +90,15 @@ impl EventLog for SqliteStore {
     async fn prune_events(&self, before: Timestamp) -> Result<u64> {
         self.upkeep_write(move |tx| {
             // In batches, so the writer is never held for long; the caller repeats while full.
-            let n = tx
-                .execute(
-                    "DELETE FROM events WHERE (tenant_id, seq) IN
-                       (SELECT tenant_id, seq FROM events WHERE at < ?1 LIMIT ?2)",
-                    params![before.millis(), PRUNE_BATCH as i64],
-                )
-                .map_err(sql_error)?;
+            let mut n = 0;
+            for sql in [
+                "DELETE FROM events WHERE (tenant_id, seq) IN
+                   (SELECT tenant_id, seq FROM events WHERE at < ?1 LIMIT ?2)",
+                // Its index entries go with them (trigger); an id still registered names nothing.
+                "DELETE FROM events_tail WHERE id IN (SELECT id FROM events_tail WHERE at < ?1 LIMIT ?2)",
+            ] {
+                n += tx.execute(sql, params![before.millis(), PRUNE_BATCH as i64]).map_err(sql_error)?;
+            }
             tx.execute(
                 "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts WHERE at < ?1 LIMIT ?2)",
                 params![before.millis(), PRUNE_BATCH as i64],

@@ -1158,11 +1158,10 @@ async fn delete_from_shared(store: &SqliteStore, tenant: &TenantId) -> Result<()
             break;
         }
     }
+    let mut batches = Vec::new();
     for (table, key) in [
         ("audit", "seq"),
-        ("audit_tail", "id"),
         ("events", "seq"),
-        ("events_tail", "id"),
         ("search_postings", "(term, kind, doc)"),
         ("search_docs", "(kind, doc)"),
         ("memory", "rowid"),
@@ -1171,10 +1170,18 @@ async fn delete_from_shared(store: &SqliteStore, tenant: &TenantId) -> Result<()
         ("webhook_outbox", "rowid"),
     ] {
         let cols = key.trim_matches(|c| c == '(' || c == ')');
-        let sql = format!(
+        batches.push(format!(
             "DELETE FROM {table} WHERE tenant_id = ?1 AND {key} IN
                (SELECT {cols} FROM {table} WHERE tenant_id = ?1 LIMIT ?2)"
-        );
+        ));
+    }
+    // The tails through their index, and their short unindexed end (never a scan of a whole tail).
+    for log in [crate::tails::Log::Audit, crate::tails::Log::Events] {
+        for ids in log.tenant_tail_ids() {
+            batches.push(format!("DELETE FROM {} WHERE id IN ({ids} LIMIT ?2)", log.tail()));
+        }
+    }
+    for sql in batches {
         loop {
             let (t, sql) = (tenant.clone(), sql.clone());
             let n = store

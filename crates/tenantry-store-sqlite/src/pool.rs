@@ -546,19 +546,23 @@ mod tests {
         let count = |table: &str| {
             pool.reader().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).unwrap()
         };
-        assert!(count("audit") >= 1600, "a fold ran while writes came: {} keyed", count("audit"));
+        assert!(
+            count("audit_tail_index") >= 1600,
+            "a fold ran while writes came: {} indexed",
+            count("audit_tail_index")
+        );
         // Idle: the rest is folded after a second.
         for _ in 0..100 {
-            if count("audit_tail") == 0 {
+            if count("audit_tail_index") == 2000 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        assert_eq!((count("audit"), count("audit_tail")), (2000, 0));
+        assert_eq!((count("audit_tail_index"), count("audit_tail"), count("audit")), (2000, 2000, 0));
         assert!(pool.tails.is_empty());
         let seqs: Vec<i64> = pool
             .reader()
-            .prepare("SELECT seq FROM audit WHERE tenant_id = ?1 ORDER BY seq")
+            .prepare("SELECT seq FROM audit_indexed WHERE tenant_id = ?1 ORDER BY seq")
             .unwrap()
             .query_map([tenants[7].as_str()], |r| r.get(0))
             .unwrap()

@@ -307,6 +307,66 @@ const MIGRATIONS: &[&str] = &[
         UNION ALL
         SELECT tenant_id, seq, type, path, namespace, key, detail, actor, at FROM events_tail;
     "#,
+    // 10: a fold no longer copies the tails' entries into the keyed tables (writing each entry a
+    // second time, and a third as the zeroed pages `secure_delete` leaves when the tail is
+    // emptied): the tail rows stay where they were appended, and a fold fills a small keyed index
+    // of them, (tenant, seq) → tail id, sorted by tenant (see `tails`). `tails_indexed` says up to
+    // which id every tail row is in its index (the rest are found through the registry in memory,
+    // or by scanning that short end of the tail); the triggers keep an index free of deleted rows.
+    // Keyed rows (a dense tenant's, a move's, those folded before this version) stay where they
+    // are. Entries a crash left both in a tail and keyed (mid-fold, before this version) are kept
+    // once, keyed. Events are pruned by time from the tail too: the time index is appended to, one
+    // page per group.
+    r#"
+    CREATE TABLE audit_tail_index (
+        tenant_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        id INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER audit_tail_unindex AFTER DELETE ON audit_tail BEGIN
+        DELETE FROM audit_tail_index WHERE tenant_id = old.tenant_id AND seq = old.seq AND id = old.id;
+    END;
+    DELETE FROM audit_tail WHERE EXISTS
+        (SELECT 1 FROM audit k WHERE k.tenant_id = audit_tail.tenant_id AND k.seq = audit_tail.seq);
+    CREATE TABLE events_tail_index (
+        tenant_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        id INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER events_tail_unindex AFTER DELETE ON events_tail BEGIN
+        DELETE FROM events_tail_index WHERE tenant_id = old.tenant_id AND seq = old.seq AND id = old.id;
+    END;
+    DELETE FROM events_tail WHERE EXISTS
+        (SELECT 1 FROM events k WHERE k.tenant_id = events_tail.tenant_id AND k.seq = events_tail.seq);
+    CREATE TABLE tails_indexed (
+        log TEXT PRIMARY KEY,
+        upto INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO tails_indexed (log, upto) VALUES ('audit', 0), ('events', 0);
+    CREATE INDEX events_tail_by_time ON events_tail(at);
+    CREATE VIEW audit_indexed AS
+        SELECT i.tenant_id AS tenant_id, i.seq AS seq, t.at AS at, t.tenant_slug AS tenant_slug, t.actor AS actor, t.action AS action, t.target AS target, t.result AS result, t.request_id AS request_id, t.ip AS ip, t.prev_hash AS prev_hash, t.hash AS hash
+        FROM audit_tail_index i JOIN audit_tail t ON t.id = i.id;
+    CREATE VIEW events_indexed AS
+        SELECT i.tenant_id AS tenant_id, i.seq AS seq, t.type AS type, t.path AS path, t.namespace AS namespace, t.key AS key, t.detail AS detail, t.actor AS actor, t.at AS at
+        FROM events_tail_index i JOIN events_tail t ON t.id = i.id;
+    DROP VIEW audit_all;
+    DROP VIEW events_all;
+    CREATE VIEW audit_all AS
+        SELECT tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash FROM audit
+        UNION ALL
+        SELECT tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash FROM audit_indexed
+        UNION ALL
+        SELECT tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash FROM audit_tail WHERE id > (SELECT upto FROM tails_indexed WHERE log = 'audit');
+    CREATE VIEW events_all AS
+        SELECT tenant_id, seq, type, path, namespace, key, detail, actor, at FROM events
+        UNION ALL
+        SELECT tenant_id, seq, type, path, namespace, key, detail, actor, at FROM events_indexed
+        UNION ALL
+        SELECT tenant_id, seq, type, path, namespace, key, detail, actor, at FROM events_tail WHERE id > (SELECT upto FROM tails_indexed WHERE log = 'events');
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -363,6 +423,55 @@ mod tests {
         assert_eq!(usage, vec![("t1".to_owned(), 15, 2), ("t2".to_owned(), 7, 1)]);
         // Migrating again changes nothing.
         migrate(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn a_version_9_log_keeps_each_entry_once_and_its_tail_rows_are_indexed_at_open() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..9] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        let t = tenantry_core::ids::TenantId::generate();
+        let entry = |table: &str, seq: i64| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO {table} (tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash)
+                     VALUES (?3, ?1, 0, 's', 'a', 'file.write', ?2, 'ok', 'r', 'ip', 'p', 'h')"
+                ),
+                rusqlite::params![seq, format!("/{seq}"), t.as_str()],
+            )
+            .unwrap();
+        };
+        // Folded: 1 and 2; a crash mid-fold left 2 in the tail too; 3 was only in the tail.
+        entry("audit", 1);
+        entry("audit", 2);
+        entry("audit_tail", 2);
+        entry("audit_tail", 3);
+        migrate(&mut conn).unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM audit"), 2);
+        assert_eq!(count("SELECT seq FROM audit_tail"), 3, "the copy of 2 went, 3 stays");
+        assert_eq!(count("SELECT COUNT(*) FROM audit_tail_index"), 0);
+        let tails = crate::tails::Tails::open(&conn).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM audit_tail_index"), 1);
+        assert_eq!(
+            count("SELECT upto FROM tails_indexed WHERE log = 'audit'"),
+            count("SELECT MAX(id) FROM audit_tail")
+        );
+        let ids = tails.ids(crate::tails::Log::Audit, &t, 0, None);
+        let sql = crate::tails::Log::Audit.select("seq, target", "seq > 0", 2, "ORDER BY seq");
+        let log: Vec<(i64, String)> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map(rusqlite::params![t.as_str(), ids], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(log, [(1, "/1".to_owned()), (2, "/2".to_owned()), (3, "/3".to_owned())]);
+        let whole: i64 =
+            conn.query_row("SELECT COUNT(*) FROM audit_all WHERE tenant_id = ?1", [t.as_str()], |r| r.get(0)).unwrap();
+        assert_eq!(whole, 3);
     }
 
     #[test]

@@ -465,10 +465,8 @@ pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bo
         "files",
         "keys",
         "audit",
-        "audit_tail",
         "tenant_usage",
         "events",
-        "events_tail",
         "memory",
         "search_docs",
         "search_postings",
@@ -477,6 +475,11 @@ pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bo
         "webhook_attempts",
     ];
     crate::tails::forget_audit_head(tx, id)?;
+    for log in [Log::Audit, Log::Events] {
+        for ids in log.tenant_tail_ids() {
+            tx.execute(&format!("DELETE FROM {} WHERE id IN ({ids})", log.tail()), [id.as_str()]).map_err(sql_error)?;
+        }
+    }
     let registry_tables: &[&str] = if registry { &["tenant_domains", "usage_daily", "moves"] } else { &[] };
     for table in data.iter().chain(registry_tables) {
         tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [id.as_str()]).map_err(sql_error)?;
@@ -1350,6 +1353,7 @@ impl Health for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tenantry_core::store::EventLog;
 
     fn tenant(slug: &str) -> Tenant {
         Tenant::new(Slug::parse(slug).unwrap(), slug, "free", Timestamp::from_millis(0))
@@ -1383,5 +1387,48 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(rows, 1);
+    }
+
+    #[tokio::test]
+    async fn pruning_takes_old_events_from_the_keyed_table_and_the_tail_and_their_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), OpenOptions::default()).unwrap();
+        let t = TenantId::generate();
+        let tenant = t.clone();
+        let rows = [("events", 1, 100), ("events", 2, 300), ("events_tail", 3, 100), ("events_tail", 4, 300)];
+        let insert = move |tx: &Connection| {
+            for (table, seq, at) in rows {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {table} (tenant_id, seq, type, actor, at) VALUES (?1, ?2, 'file.write', 'a', ?3)"
+                    ),
+                    params![tenant.as_str(), seq, at],
+                )
+                .map_err(sql_error)?;
+            }
+            Ok(())
+        };
+        store.shared.write(None, insert, None).await.unwrap();
+        let tails = store.shared.tails.clone();
+        store.shared.exclusive(move |c| tails.fold_all(c)).await.unwrap();
+        let left = || async {
+            crate::store::read_on(store.shared.clone(), |c| {
+                let seqs = |sql: &str| -> rusqlite::Result<Vec<i64>> {
+                    c.prepare(sql)?.query_map([], |r| r.get(0))?.collect()
+                };
+                Ok([
+                    seqs("SELECT seq FROM events ORDER BY seq"),
+                    seqs("SELECT seq FROM events_tail ORDER BY seq"),
+                    seqs("SELECT seq FROM events_tail_index ORDER BY seq"),
+                ]
+                .map(|r| r.unwrap()))
+            })
+            .await
+            .unwrap()
+        };
+        assert_eq!(left().await, [vec![1, 2], vec![3, 4], vec![3, 4]]);
+        assert_eq!(store.prune_events(Timestamp::from_millis(200)).await.unwrap(), 2);
+        assert_eq!(store.prune_events(Timestamp::from_millis(200)).await.unwrap(), 0);
+        assert_eq!(left().await, [vec![2], vec![4], vec![4]]);
     }
 }

@@ -1,37 +1,44 @@
 //! Log tails: how the audit and event logs stay cheap to write when many tenants write at once.
 //!
-//! Both logs are read by tenant and seq, so their tables are keyed `(tenant_id, seq)`. Written
-//! entry by entry, that key puts each write's entry on a page of its own as soon as a group
-//! commit holds writes of many tenants: every commit wrote (and checksummed into the WAL) one page
-//! per write per log, and with 1,000 tenants that was the whole gap to one tenant's write rate
-//! (BENCHMARKS.md). So an entry is first appended to a tail table without an index
-//! (`audit_tail`, `events_tail`: a group's entries share the tail's last page) and the tail is
-//! folded into the keyed tables, sorted by tenant, once it holds several entries per tenant (so a
-//! tenant's entries share a page there too), or the writer is idle. A fold copies a chunk of
-//! tenants' entries per step, one step inside each group commit (its pages share the group's
-//! fsync), then deletes what it copied from the tails, oldest first, a range per step: it never
-//! holds the writes up for long.
+//! Both logs are read by tenant and seq. Kept in tables keyed `(tenant_id, seq)` and written entry
+//! by entry, each write's entry lands on a page of its own as soon as a group commit holds writes
+//! of many tenants: every commit wrote (and checksummed into the WAL) one page per write per log,
+//! and with 1,000 tenants that was the whole gap to one tenant's write rate (BENCHMARKS.md). So an
+//! entry is appended to a tail table without a tenant index (`audit_tail`, `events_tail`: a
+//! group's entries share the tail's last page), and stays there. A fold, once the tails hold
+//! several unindexed entries per tenant (or the writer is idle), fills a small keyed index of
+//! them, `(tenant_id, seq) → id`, sorted by tenant, so a tenant's index entries of a fold share a
+//! page. It indexes a chunk of tenants per step, one step inside each group commit (its pages
+//! share the group's fsync): it never holds the writes up for long. (Until schema 10 a fold copied
+//! the entries whole into the keyed tables and emptied the tails: each entry was written three
+//! times, and sustained writes over 10,000 tenants lost some 15% to it; BENCHMARKS.md.)
+//!
+//! Where an entry is: in the keyed table (`audit`, `events`: written there directly by a dense
+//! tenant, a move, or folded before schema 10), or in the tail, indexed or not yet.
 //!
 //! Invariants:
-//! - Every entry is in the keyed table, the tail, or (mid-fold) both, identical: readers take the
-//!   union, and a copy made twice is ignored.
+//! - Every tail row with an id up to `tails_indexed.upto` is in its index; later ones may be. The
+//!   triggers delete a row's index entry with the row.
 //! - The tail is never scanned on a request's path. The writer registers each commit's tail ids
-//!   here, by tenant, before any write of that commit is answered; a reader copies the tenant's
-//!   ids *before* its statement starts and reads keyed rows and those tail rows in one statement
-//!   (one snapshot): an entry whose id a fold forgot meanwhile was copied before, and an id is
-//!   never reused (AUTOINCREMENT), so it can only name that tenant's entry.
-//! - The chain head of a tenant with tail rows is in the writer connection's `temp.audit_heads`,
-//!   which rolls back with the write that set it; a tenant without one finds its head among its
-//!   keyed rows. A fold forgets the heads of the tenants it emptied; deleting a tenant's rows
-//!   forgets its head.
-//! - A crash leaves the tail in the database: it is folded when the database opens.
+//!   here, by tenant, before any write of that commit is answered, and forgets them once a fold
+//!   has indexed them; a reader copies the tenant's registered ids *before* its statement starts
+//!   and reads keyed rows, indexed rows and those tail rows in one statement (one snapshot), as a
+//!   UNION: an entry both indexed and registered (mid-fold) is the same row, read once; an id
+//!   forgotten meanwhile was indexed before; an id is never reused (AUTOINCREMENT), so it can
+//!   only name that tenant's entry.
+//! - The chain head of a tenant with unindexed tail rows is in the writer connection's
+//!   `temp.audit_heads`, which rolls back with the write that set it; a tenant without one finds
+//!   its head among its keyed and indexed rows. A fold forgets the heads it indexed; deleting a
+//!   tenant's rows forgets its head.
+//! - A crash leaves unindexed rows: they are indexed when the database opens.
 //! - A tenant with [`DENSE_WRITES`] or more writes in a group writes its entries straight to the
 //!   keyed tables, unless its chain head is in `temp.audit_heads`: where an entry lands is only a
-//!   matter of cost, since readers take both.
+//!   matter of cost, since readers take all three.
 //!
-//! Readers that take a tenant's whole log (moves) read the views `audit_all` and `events_all`,
-//! which scan the tail (rare, and off the request path) and may show an entry twice mid-fold:
-//! they key what they read by (tenant, seq).
+//! Readers that take a tenant's whole log (moves) read the views `audit_all` and `events_all`
+//! (keyed, indexed, and the tail past `tails_indexed.upto`: that end is scanned, rare and off the
+//! request path), which may show an entry twice mid-fold: they key what they read by (tenant,
+//! seq). Deleting a tenant's tail rows goes through [`Log::tenant_tail_ids`].
 
 use crate::pool::sql_error;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -78,27 +85,64 @@ impl Log {
         }
     }
 
-    /// The statement that copies tail entries (those `which` selects) into the keyed table,
-    /// sorted by tenant; an entry already there (a fold interrupted mid-way) is left as it is.
-    fn copy(self, which: &str) -> String {
-        let (keyed, tail, columns) = (self.keyed(), self.tail(), self.entry_columns());
+    /// The tail's index (`{tail}_index`) and the view of the indexed entries (`{keyed}_indexed`).
+    fn tail_index(self) -> &'static str {
+        match self {
+            Log::Audit => "audit_tail_index",
+            Log::Events => "events_tail_index",
+        }
+    }
+
+    fn indexed(self) -> &'static str {
+        match self {
+            Log::Audit => "audit_indexed",
+            Log::Events => "events_indexed",
+        }
+    }
+
+    /// The statement that indexes the tail entries `which` selects, sorted by tenant; an entry
+    /// already indexed (a fold interrupted mid-way) is left as it is, a row deleted meanwhile is
+    /// not indexed.
+    fn index_rows(self, which: &str) -> String {
+        let (index, tail) = (self.tail_index(), self.tail());
         format!(
-            "INSERT OR IGNORE INTO {keyed} (tenant_id, {columns}) SELECT tenant_id, {columns} FROM {tail} {which}
+            "INSERT OR IGNORE INTO {index} (tenant_id, seq, id) SELECT tenant_id, seq, id FROM {tail} {which}
              ORDER BY tenant_id, seq"
         )
     }
 
     /// The statement that reads one tenant's entries meeting `filter` (SQL over the log's columns,
-    /// `?1` being the tenant), keyed and tail rows together, followed by `rest` (ordering, limit).
-    /// `?{ids}` takes [`Tails::ids`].
+    /// `?1` being the tenant), keyed, indexed and registered tail rows together, followed by
+    /// `rest` (ordering, limit). `?{ids}` takes [`Tails::ids`].
     pub fn select(self, columns: &str, filter: &str, ids: usize, rest: &str) -> String {
-        let (keyed, tail) = (self.keyed(), self.tail());
+        let (keyed, indexed, tail) = (self.keyed(), self.indexed(), self.tail());
         format!(
             "SELECT {columns} FROM {keyed} WHERE tenant_id = ?1 AND {filter}
+             UNION
+             SELECT {columns} FROM {indexed} WHERE tenant_id = ?1 AND {filter}
              UNION
              SELECT {columns} FROM {tail} WHERE id IN (SELECT value FROM json_each(?{ids})) AND tenant_id = ?1 AND {filter}
              {rest}"
         )
+    }
+
+    /// Records that every tail row up to `upto` is indexed.
+    fn mark_indexed(self, conn: &Connection, upto: i64) -> rusqlite::Result<()> {
+        conn.prepare_cached("UPDATE tails_indexed SET upto = MAX(upto, ?2) WHERE log = ?1")?
+            .execute(params![self.keyed(), upto])?;
+        Ok(())
+    }
+
+    /// Two queries of the ids of the tenant's (`?1`) tail rows, indexed and not (the short end
+    /// past `tails_indexed.upto`), for deleting them: `DELETE FROM {tail} WHERE id IN (...)`.
+    pub fn tenant_tail_ids(self) -> [String; 2] {
+        let (keyed, index, tail) = (self.keyed(), self.tail_index(), self.tail());
+        [
+            format!("SELECT id FROM {index} WHERE tenant_id = ?1"),
+            format!(
+                "SELECT id FROM {tail} WHERE id > (SELECT upto FROM tails_indexed WHERE log = '{keyed}') AND tenant_id = ?1"
+            ),
+        ]
     }
 }
 
@@ -112,7 +156,7 @@ pub(crate) fn whole(table: &str) -> &str {
     }
 }
 
-/// A fold starts once a log's tail holds this many entries per tenant in it, and at least
+/// A fold starts once a log's tail holds this many unindexed entries per tenant in it, and at least
 /// `FOLD_MIN_ROWS`, at most `FOLD_MAX_ROWS` (which bounds this index's memory)...
 const ROWS_PER_TENANT: usize = 8;
 const FOLD_MIN_ROWS: usize = 1024;
@@ -121,17 +165,15 @@ const FOLD_MAX_ROWS: usize = 200_000;
 pub(crate) const FOLD_WHEN_IDLE: Duration = Duration::from_secs(1);
 /// ...or once the oldest entry of the tails is this old.
 const FOLD_MAX_AGE: Duration = Duration::from_secs(60);
-/// Entries a fold copies per step: the writer takes one step per group, so a fold of 10,000
+/// Entries a fold indexes per step: the writer takes one step per group, so a fold of 10,000
 /// tenants' tails never holds the writes up for long.
 const CHUNK_ROWS: usize = 2000;
-/// Tail ids a deletion step covers per log: `secure_delete` zeroes what it frees, so deleting a
-/// 10,000-tenant fold's tails at once held a group for a quarter of a second.
-const DELETE_ROWS: i64 = 4000;
 
 const HEADS: &str = "CREATE TEMP TABLE IF NOT EXISTS audit_heads (
     tenant_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL) WITHOUT ROWID";
 
-/// One log's tail entries by tenant as (id, seq), in seq order, and the last id registered.
+/// One log's unindexed tail entries by tenant as (id, seq), in seq order, and the last id
+/// registered.
 #[derive(Default)]
 struct TailIds {
     by_tenant: HashMap<String, Vec<(i64, i64)>>,
@@ -139,15 +181,13 @@ struct TailIds {
     seen: i64,
 }
 
-/// A fold under way: the entries up to `upto` (each log's last id when it started), copied into
-/// the keyed tables chunk by chunk (tenant by tenant), then deleted from the tails in one step.
-/// Until that step an entry copied may be in both places: readers take the union, which is the
-/// same entry once, and a copy made twice (a crash mid-fold, folded again at open) is ignored.
+/// A fold under way: the entries up to `upto` (each log's last id when it started), indexed
+/// chunk by chunk (tenant by tenant), then settled in one step (`tails_indexed` moves to `upto`,
+/// the registry forgets them). Until then an entry indexed is also registered: readers take the
+/// union, which is the same row once.
 struct Fold {
     upto: [i64; 2],
     chunks: VecDeque<[Vec<i64>; 2]>,
-    /// How far the deletion has gone (each log's tail is deleted from its oldest id up).
-    deleted: [i64; 2],
     started: Instant,
 }
 
@@ -194,36 +234,34 @@ fn json_ids(ids: &[i64]) -> String {
 
 /// One step of a fold (see [`Tails::next_step`]).
 pub(crate) enum Step {
-    /// Copy these tail ids (audit, events) into the keyed tables.
-    Copy([Vec<i64>; 2]),
-    /// Delete the tail entries up to these ids (at most `DELETE_ROWS` ids a step, oldest first);
-    /// the `last` step also forgets the chain heads of the tenants it empties (`settled`: those
-    /// with no later entry when the step was made).
-    Delete { to: [i64; 2], last: bool, settled: Vec<String> },
+    /// Index these tail ids (audit, events).
+    Index([Vec<i64>; 2]),
+    /// Every tail row up to `upto` is indexed now; forget the chain heads of the tenants whose
+    /// last entry that indexed (`settled`: those with no later entry when the step was made).
+    Settle { upto: [i64; 2], settled: Vec<String> },
 }
 
 impl Step {
     /// The step's statements, inside the caller's transaction.
     pub fn run(&self, conn: &Connection) -> rusqlite::Result<()> {
         match self {
-            Step::Copy(chunk) => {
+            Step::Index(chunk) => {
                 for log in Log::ALL {
                     if !chunk[log.index()].is_empty() {
-                        conn.prepare_cached(&log.copy("WHERE id IN (SELECT value FROM json_each(?1))"))?
+                        conn.prepare_cached(&log.index_rows("WHERE id IN (SELECT value FROM json_each(?1))"))?
                             .execute([json_ids(&chunk[log.index()])])?;
                     }
                 }
             }
-            Step::Delete { to, settled, .. } => {
+            Step::Settle { upto, settled } => {
                 for log in Log::ALL {
-                    conn.prepare_cached(&format!("DELETE FROM {} WHERE id <= ?1", log.tail()))?
-                        .execute([to[log.index()]])?;
+                    log.mark_indexed(conn, upto[log.index()])?;
                 }
-                // Only a head whose entry is now in the keyed table: a write earlier in the same
-                // group may have appended past it since the list was made.
+                // Only a head whose entry is now indexed: a write earlier in the same group may
+                // have appended past it since the list was made.
                 let mut forget = conn.prepare_cached(
                     "DELETE FROM temp.audit_heads WHERE tenant_id = ?1
-                       AND EXISTS (SELECT 1 FROM audit a WHERE a.tenant_id = ?1 AND a.seq = audit_heads.seq)",
+                       AND EXISTS (SELECT 1 FROM audit_tail_index i WHERE i.tenant_id = ?1 AND i.seq = audit_heads.seq)",
                 )?;
                 for tenant in settled {
                     forget.execute([tenant])?;
@@ -249,7 +287,7 @@ fn in_transaction<T>(conn: &Connection, work: impl FnOnce() -> rusqlite::Result<
 }
 
 impl Tails {
-    /// Prepares the writer connection and folds what a previous run left in the tails.
+    /// Prepares the writer connection and indexes what a previous run left unindexed.
     pub fn open(writer: &Connection) -> Result<Tails> {
         writer.execute_batch(&format!("PRAGMA temp_store = MEMORY; {HEADS};")).map_err(sql_error)?;
         let tails = Tails { registry: Mutex::new(Registry::default()) };
@@ -362,48 +400,36 @@ impl Tails {
             chunks.push_back(chunk);
         }
         let upto = [r.logs[0].seen, r.logs[1].seen];
-        let oldest =
-            |l: &TailIds, upto: i64| l.by_tenant.values().flatten().map(|(id, _)| *id).min().map_or(upto, |id| id - 1);
-        let deleted = [oldest(&r.logs[0], upto[0]), oldest(&r.logs[1], upto[1])];
-        r.fold = Some(Fold { upto, chunks, deleted, started: Instant::now() });
+        r.fold = Some(Fold { upto, chunks, started: Instant::now() });
         true
     }
 
-    /// The next step of the fold under way, if any: a chunk to copy into the keyed tables, or,
-    /// once all are, the deletion of what was copied. It runs inside a group's transaction (its
-    /// pages share the group's commit), and [`Tails::finish`] must follow.
+    /// The next step of the fold under way, if any: a chunk to index, or, once all are, the
+    /// settling. It runs inside a group's transaction (its pages share the group's commit), and
+    /// [`Tails::finish`] must follow.
     pub fn next_step(&self) -> Option<Step> {
         let mut r = self.lock();
         let fold = r.fold.as_mut()?;
         if let Some(chunk) = fold.chunks.pop_front() {
-            return Some(Step::Copy(chunk));
+            return Some(Step::Index(chunk));
         }
-        let (upto, deleted) = (fold.upto, fold.deleted);
-        let to = [0, 1].map(|i| upto[i].min(deleted[i] + DELETE_ROWS));
-        if to != upto {
-            return Some(Step::Delete { to, last: false, settled: Vec::new() });
-        }
-        // Tenants with nothing left in the audit tail find their head among their keyed rows
+        let upto = fold.upto;
+        // Tenants with nothing unindexed left find their head among their keyed and indexed rows
         // from now on.
         let audit = &r.logs[Log::Audit.index()].by_tenant;
         let settled =
             audit.iter().filter(|(_, ids)| ids.iter().all(|&(id, _)| id <= upto[0])).map(|(t, _)| t.clone()).collect();
-        Some(Step::Delete { to, last: true, settled })
+        Some(Step::Settle { upto, settled })
     }
 
-    /// After the group that ran `step` committed (`ok`) or failed: a deletion committed forgets
-    /// what it deleted and ends the fold; a failed step abandons the fold (the entries stay
-    /// readable in the tails, and a later fold takes them).
+    /// After the group that ran `step` committed (`ok`) or failed: the settling committed
+    /// forgets what the fold indexed and ends it; a failed step abandons the fold (the entries
+    /// stay readable through the registry, and a later fold takes them).
     pub fn finish(&self, step: Step, ok: bool) {
         let mut r = self.lock();
         match (step, ok) {
-            (Step::Copy(_), true) => {}
-            (Step::Delete { to, last: false, .. }, true) => {
-                if let Some(fold) = r.fold.as_mut() {
-                    fold.deleted = to;
-                }
-            }
-            (Step::Delete { to: upto, last: true, .. }, true) => {
+            (Step::Index(_), true) => {}
+            (Step::Settle { upto, .. }, true) => {
                 for log in Log::ALL {
                     let ids = &mut r.logs[log.index()];
                     let last = upto[log.index()];
@@ -433,18 +459,18 @@ impl Tails {
         done
     }
 
-    /// Moves every tail entry into its keyed table in one transaction: when the database opens or
-    /// closes (a fold under way is finished by it).
+    /// Indexes every unindexed tail entry in one transaction: when the database opens or closes
+    /// (a fold under way is finished by it).
     pub fn fold_all(&self, conn: &Connection) -> Result<()> {
         let started = Instant::now();
         let last = in_transaction(conn, || {
             let mut last = [0; 2];
             for log in Log::ALL {
-                let tail = log.tail();
+                let (tail, keyed) = (log.tail(), log.keyed());
                 last[log.index()] =
                     conn.query_row(&format!("SELECT COALESCE(MAX(id), 0) FROM {tail}"), [], |r| r.get(0))?;
-                conn.execute(&log.copy(""), [])?;
-                conn.execute(&format!("DELETE FROM {tail}"), [])?;
+                conn.execute(&log.index_rows("WHERE id > (SELECT upto FROM tails_indexed WHERE log = ?1)"), [keyed])?;
+                log.mark_indexed(conn, last[log.index()])?;
             }
             conn.execute("DELETE FROM temp.audit_heads", [])?;
             Ok(last)
@@ -467,7 +493,7 @@ impl Tails {
 }
 
 /// A tenant with at least this many writes in one group has its entries written straight to the
-/// keyed tables: they share a page there, as a tail's do, and skip being copied and deleted.
+/// keyed tables: they share a page there, as a tail's do, and need no index entry of a fold.
 pub(crate) const DENSE_WRITES: usize = 4;
 
 thread_local! {
@@ -476,9 +502,10 @@ thread_local! {
 }
 
 /// Runs `group` (on the writer thread) knowing which of its tenants are dense (see
-/// [`DENSE_WRITES`]). The tails are for groups that hold a write or two of many tenants; through
-/// a tail each entry is written three times (appended, copied, deleted), which cost a lone
-/// tenant writing at full speed up to a third of its PUT rate (BENCHMARKS.md). A tenant with a
+/// [`DENSE_WRITES`]). The tails are for groups that hold a write or two of many tenants; when a
+/// fold copied each entry and deleted it from the tail, the tail cost a lone tenant writing at
+/// full speed up to a third of its PUT rate (BENCHMARKS.md); now it costs it an index entry per
+/// write, which the direct write still saves. A tenant with a
 /// single write in a group goes to the tail even when it is the only one: with 10,000 tenants
 /// most groups are small, and each such write would dirty a page of the keyed tables of its own.
 pub(crate) fn with_dense_tenants<T>(owners: Vec<u64>, group: impl FnOnce() -> T) -> T {
@@ -518,7 +545,13 @@ pub(crate) fn audit_head(tx: &Connection, tenant: &TenantId) -> Result<Option<He
     };
     match row("SELECT seq, hash FROM temp.audit_heads WHERE tenant_id = ?1", true)? {
         Some(head) => Ok(Some(head)),
-        None => row("SELECT seq, hash FROM audit WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1", false),
+        None => row(
+            "SELECT seq, hash FROM (SELECT seq, hash FROM audit WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1)
+             UNION ALL
+             SELECT seq, hash FROM (SELECT seq, hash FROM audit_indexed WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1)
+             ORDER BY seq DESC LIMIT 1",
+            false,
+        ),
     }
 }
 
@@ -612,6 +645,11 @@ mod tests {
             self.reader.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
         }
 
+        /// Up to which audit tail id every row is indexed.
+        fn indexed_upto(&self) -> i64 {
+            self.reader.query_row("SELECT upto FROM tails_indexed WHERE log = 'audit'", [], |r| r.get(0)).unwrap()
+        }
+
         fn head(&self, t: &TenantId) -> Option<i64> {
             self.writer
                 .query_row("SELECT seq FROM temp.audit_heads WHERE tenant_id = ?1", [t.as_str()], |r| r.get(0))
@@ -657,9 +695,10 @@ mod tests {
         while db.tails.folding() {
             db.tails.step(&db.writer).unwrap();
         }
-        assert_eq!((db.count("audit"), db.count("audit_tail"), db.head(&a)), (5, 0, None));
+        let counts = (db.count("audit"), db.count("audit_tail"), db.count("audit_tail_index"));
+        assert_eq!((counts, db.head(&a)), ((2, 3, 3), None), "the tail's rows stay, indexed");
         dense(&a, "/a5");
-        assert_eq!((db.count("audit"), db.count("audit_tail")), (6, 0));
+        assert_eq!((db.count("audit"), db.count("audit_tail")), (3, 3));
         let targets: Vec<String> = db.log(&a).into_iter().map(|(_, t)| t).collect();
         assert_eq!(targets, ["/a1", "/a2", "/a3", "/a4", "/a5"]);
         assert_eq!(db.log(&b), [(1, "/b1".to_owned())]);
@@ -676,31 +715,32 @@ mod tests {
         }
         db.append(&b, "/b0");
         db.append(&b, "/b1");
-        assert_eq!((db.count("audit_tail"), db.count("audit")), (5, 0));
+        assert_eq!((db.count("audit_tail"), db.count("audit_tail_index")), (5, 0));
         let before = db.log(&a);
         assert_eq!(before, [(1, "/a0".into()), (2, "/a1".into()), (3, "/a2".into())]);
         assert_eq!(seqs(&db.log(&b)), [1, 2]);
 
-        // Mid-fold: copied into the keyed table, still in the tail; read once.
+        // Mid-fold: indexed and still registered; read once.
         assert!(db.tails.begin_fold(true));
         db.tails.step(&db.writer).unwrap();
-        assert_eq!((db.count("audit_tail"), db.count("audit")), (5, 5));
+        assert_eq!((db.count("audit_tail"), db.count("audit_tail_index")), (5, 5));
         assert_eq!(db.log(&a), before);
-        // A write while the fold is under way stays in the tail for the next one.
+        // A write while the fold is under way stays unindexed for the next one.
         db.append(&a, "/a3");
         db.tails.step(&db.writer).unwrap();
         assert!(!db.tails.folding());
-        assert_eq!((db.count("audit_tail"), db.count("audit")), (1, 5));
+        assert_eq!((db.count("audit_tail"), db.count("audit_tail_index")), (6, 5));
         assert_eq!(seqs(&db.log(&a)), [1, 2, 3, 4]);
-        assert_eq!(db.head(&a), Some(4), "a tenant with entries in the tail keeps its head");
-        assert_eq!(db.head(&b), None, "a tenant folded whole finds its head among its keyed rows");
-        // B's chain goes on from its keyed rows, A's from its head.
+        assert_eq!(db.head(&a), Some(4), "a tenant with unindexed entries keeps its head");
+        assert_eq!(db.head(&b), None, "a tenant indexed whole finds its head among its indexed rows");
+        // B's chain goes on from its indexed rows, A's from its head.
         db.append(&b, "/b2");
         db.append(&a, "/a4");
         assert_eq!(seqs(&db.log(&b)), [1, 2, 3]);
         assert_eq!(seqs(&db.log(&a)), [1, 2, 3, 4, 5]);
         db.tails.fold_all(&db.writer).unwrap();
-        assert_eq!((db.count("audit_tail"), db.count("audit")), (0, 8));
+        assert_eq!((db.count("audit_tail"), db.count("audit_tail_index"), db.count("audit")), (8, 8, 0));
+        assert_eq!(db.indexed_upto(), db.count("audit_tail"), "every row is indexed (ids start at 1)");
         assert_eq!(db.log(&a).last(), Some(&(5, "/a4".into())));
         assert_eq!(db.tails.ids(Log::Audit, &a, 0, None), "[]");
         assert!(db.tails.is_empty());
@@ -709,8 +749,8 @@ mod tests {
     #[test]
     fn a_write_in_the_group_that_ends_a_fold_keeps_its_chain_head() {
         let (db, a) = one_entry_folding();
-        db.tails.step(&db.writer).unwrap(); // copied
-                                            // The deletion, made while A has nothing newer; then the group as the writer runs it:
+        db.tails.step(&db.writer).unwrap(); // indexed
+                                            // The settling, made while A has nothing newer; then the group as the writer runs it:
                                             // A's write, then the step, one commit.
         let step = db.tails.next_step().unwrap();
         db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -737,23 +777,25 @@ mod tests {
     }
 
     #[test]
-    fn a_tail_left_by_a_crash_mid_fold_is_folded_once_at_open() {
+    fn a_tail_left_by_a_crash_mid_fold_is_indexed_once_at_open() {
         let db = open();
         let a = TenantId::generate();
         for i in 0..4 {
             db.append(&a, &format!("/a{i}"));
         }
         assert!(db.tails.begin_fold(true));
-        db.tails.step(&db.writer).unwrap(); // copied, not yet deleted from the tail: then a crash
-        assert_eq!((db.count("audit_tail"), db.count("audit")), (4, 4));
+        db.tails.step(&db.writer).unwrap(); // indexed, not settled: then one more entry, and a crash
+        db.append(&a, "/a4");
+        assert_eq!((db.count("audit_tail"), db.count("audit_tail_index"), db.indexed_upto()), (5, 4, 0));
         let Db { _dir, path, writer, reader, tails } = db;
         drop((writer, reader, tails));
         let writer = Connection::open(&path).unwrap();
         let tails = Tails::open(&writer).unwrap();
         let db = Db { reader: Connection::open(&path).unwrap(), _dir, path, writer, tails };
-        assert_eq!((db.count("audit_tail"), db.count("audit")), (0, 4));
-        db.append(&a, "/a4");
-        assert_eq!(seqs(&db.log(&a)), [1, 2, 3, 4, 5]);
+        assert_eq!((db.count("audit_tail"), db.count("audit_tail_index"), db.indexed_upto()), (5, 5, 5));
+        assert_eq!(db.head(&a), None);
+        db.append(&a, "/a5");
+        assert_eq!(seqs(&db.log(&a)), [1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
@@ -782,10 +824,23 @@ mod tests {
         let (a, b) = (TenantId::generate(), TenantId::generate());
         db.append(&a, "/a0");
         db.append(&b, "/b0");
+        db.tails.fold_all(&db.writer).unwrap();
+        db.append(&a, "/a1"); // one indexed, one not
         db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
         crate::store::delete_tenant_rows_tx(&db.writer, &a, false).unwrap();
         db.writer.execute_batch("COMMIT").unwrap();
         assert_eq!(db.head(&a), None);
+        assert_eq!((db.count("audit_tail"), db.count("audit_tail_index")), (1, 1), "b's entry, indexed");
+        let left: i64 = db
+            .reader
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM audit_tail WHERE tenant_id = ?1)
+                      + (SELECT COUNT(*) FROM audit_tail_index WHERE tenant_id = ?1)",
+                [a.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
         assert!(db.log(&a).is_empty(), "its remembered ids name nothing any more");
         assert_eq!(seqs(&db.log(&b)), [1], "nothing of another tenant goes");
         db.append(&a, "/again");
@@ -813,17 +868,17 @@ mod tests {
         // 8 per tenant: due.
         rounds(5..8);
         assert!(db.tails.begin_fold(false));
-        // 4,800 entries: copied in chunks of 2,000 (CHUNK_ROWS), 2,000 and 800, then deleted in
-        // ranges of 4,000 ids (DELETE_ROWS) and 800; every tenant's log reads whole throughout.
+        // 4,800 entries: indexed in chunks of 2,000 (CHUNK_ROWS), 2,000 and 800, then settled;
+        // every tenant's log reads whole throughout.
         let mut counts = Vec::new();
         while db.tails.folding() {
             db.tails.step(&db.writer).unwrap();
-            counts.push((db.count("audit"), db.count("audit_tail")));
+            counts.push((db.count("audit_tail_index"), db.count("audit_tail"), db.indexed_upto()));
             for t in [&tenants[0], &tenants[299], &tenants[599]] {
                 assert_eq!(seqs(&db.log(t)), (1..=8).collect::<Vec<_>>());
             }
         }
-        assert_eq!(counts, [(2000, 4800), (4000, 4800), (4800, 4800), (4800, 800), (4800, 0)]);
+        assert_eq!(counts, [(2000, 4800, 0), (4000, 4800, 0), (4800, 4800, 0), (4800, 4800, 4800)]);
         assert!(db.tails.is_empty());
     }
 }

@@ -14,13 +14,23 @@ fn dedicated_db(app: &TestApp, id: &str) -> std::path::PathBuf {
 /// Rows of the tenant in the shared database's data tables.
 fn shared_rows(app: &TestApp, id: &str) -> i64 {
     let db = rusqlite::Connection::open(app.data.join("tenantry.db")).unwrap();
-    ["files", "memory", "keys", "audit", "events", "search_postings"]
-        .iter()
-        .map(|t| {
-            db.query_row(&format!("SELECT COUNT(*) FROM {t} WHERE tenant_id = ?1"), [id], |r| r.get::<_, i64>(0))
-                .unwrap()
-        })
-        .sum()
+    [
+        "files",
+        "memory",
+        "keys",
+        "audit",
+        "audit_tail",
+        "audit_tail_index",
+        "events",
+        "events_tail",
+        "events_tail_index",
+        "search_postings",
+    ]
+    .iter()
+    .map(|t| {
+        db.query_row(&format!("SELECT COUNT(*) FROM {t} WHERE tenant_id = ?1"), [id], |r| r.get::<_, i64>(0)).unwrap()
+    })
+    .sum()
 }
 
 async fn move_to(app: &TestApp, slug: &str, placement: &str) -> Value {
