@@ -522,11 +522,12 @@ mod tests {
         use tenantry_core::ids::TenantId;
         let dir = tempfile::tempdir().unwrap();
         let pool = Pool::open(&dir.path().join("db.sqlite"), &OpenOptions::default()).unwrap();
-        let tenants: Vec<TenantId> = (0..200).map(|_| TenantId::generate()).collect();
-        // 20 writes of one entry for each of 100 tenants: 10 entries per tenant in the end; a
-        // fold is due at 8 per tenant (1,600) and runs inside the groups that follow.
-        for n in 0..20 {
-            let slice: Vec<TenantId> = tenants.iter().skip((n % 2) * 100).take(100).cloned().collect();
+        let tenants: Vec<TenantId> = (0..100).map(|_| TenantId::generate()).collect();
+        // 40 writes of one entry for each of 100 tenants; a fold is due at 32 per tenant
+        // (ROWS_PER_TENANT: 3,200) and runs inside the groups that follow, a step per group.
+        assert_eq!(crate::tails::ROWS_PER_TENANT, 32);
+        for n in 0..40 {
+            let slice = tenants.clone();
             let draft = tenantry_core::model::AuditDraft {
                 actor: "key".into(),
                 action: "file.write".into(),
@@ -547,18 +548,18 @@ mod tests {
             pool.reader().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).unwrap()
         };
         assert!(
-            count("audit_tail_index") >= 1600,
+            count("audit_tail_index") >= 3200,
             "a fold ran while writes came: {} indexed",
             count("audit_tail_index")
         );
         // Idle: the rest is folded after a second.
         for _ in 0..100 {
-            if count("audit_tail_index") == 2000 {
+            if count("audit_tail_index") == 4000 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        assert_eq!((count("audit_tail_index"), count("audit_tail"), count("audit")), (2000, 2000, 0));
+        assert_eq!((count("audit_tail_index"), count("audit_tail"), count("audit")), (4000, 4000, 0));
         assert!(pool.tails.is_empty());
         let seqs: Vec<i64> = pool
             .reader()
@@ -568,7 +569,7 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
     }
 
     #[test]
