@@ -11,7 +11,7 @@
 //! page. It indexes a chunk of tenants per step, one step inside each group commit (its pages
 //! share the group's fsync): it never holds the writes up for long. (Until schema 10 a fold copied
 //! the entries whole into the keyed tables and emptied the tails: each entry was written three
-//! times, and sustained writes over 10,000 tenants lost some 15% to it; BENCHMARKS.md.)
+//! times, and sustained writes over 10,000 tenants lost some 13% to it; BENCHMARKS.md.)
 //!
 //! Where an entry is: in the keyed table (`audit`, `events`: written there directly by a dense
 //! tenant, a move, or folded before schema 10), or in the tail, indexed or not yet.
@@ -85,7 +85,7 @@ impl Log {
         }
     }
 
-    /// The tail's index (`{tail}_index`) and the view of the indexed entries (`{keyed}_indexed`).
+    /// The tail's index, `(tenant_id, seq) → id`, that folds fill.
     fn tail_index(self) -> &'static str {
         match self {
             Log::Audit => "audit_tail_index",
@@ -93,6 +93,7 @@ impl Log {
         }
     }
 
+    /// The view of the indexed tail entries, with the log's columns.
     fn indexed(self) -> &'static str {
         match self {
             Log::Audit => "audit_indexed",
