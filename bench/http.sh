@@ -50,25 +50,10 @@ NGINX
 nginx -c "$WORK/nginx.conf"
 
 rps() { grep 'Requests/sec' | awk '{print $2}'; }
-fold_state() { # "entries-in-the-tails fold-milliseconds-so-far"
-  curl -sf http://127.0.0.1:18070/metrics |
-    awk '/^tenantry_log_tail_entries / {e=$2} /^tenantry_log_tail_fold_milliseconds_total / {f=$2} END {print e+0, f+0}'
-}
-tails_folded() { # waits (at most 3 minutes) until the log tails hold no entry; prints the fold ms meanwhile
-  local start now
-  start=$(fold_state | cut -d' ' -f2)
-  for _ in $(seq 1800); do
-    now=$(fold_state)
-    [ "${now% *}" = 0 ] && break
-    sleep 0.1
-  done
-  [ "${now% *}" = 0 ] || echo "   (the log tails were not folded within 3 minutes)" >&2
-  echo $(( ${now#* } - start ))
-}
 RUN_DUR=$DUR
 run_wrk() { # name url lua-env... (RUN_DUR seconds)
   local name=$1 url=$2; shift 2
-  case "$url" in *:18070) tails_folded > /dev/null ;; esac
+  case "$url" in *:18070) bench_drain 18070 > /dev/null ;; esac
   # 2 s of warm-up, not measured: the file cache (64 MiB) holds one working set of 10,000 4 KiB
   # files but not two, so a run would otherwise begin with the previous run's files cached.
   env "$@" wrk -t2 -c32 -d2s -s bench/keys.lua "$url" > /dev/null
@@ -77,7 +62,7 @@ run_wrk() { # name url lua-env... (RUN_DUR seconds)
   local rate; rate=$(echo "$out" | rps)
   case "$name" in
     tenantry-put-*)
-      local ms; ms=$(tails_folded)
+      local ms; ms=$(bench_drain 18070)
       rate=$(python3 -c "import sys; r, d, ms = map(float, sys.argv[1:]); print(round(r * d / (d + ms / 1000), 2))" "$rate" "$RUN_DUR" "$ms")
       printf '%-34s %10s req/s   p99 %s   (charged %s s of folding after the window)\n' "$name" "$rate" "$p99" "$(python3 -c "print(round($ms / 1000, 1))")" ;;
     *) printf '%-34s %10s req/s   p99 %s\n' "$name" "$rate" "$p99" ;;

@@ -36,20 +36,6 @@ cache() { # "hits misses" of the file cache so far
 cpu_ticks() { # the server's user + system CPU time so far, in clock ticks
   awk '{print $14 + $15}' "/proc/$SERVER/stat"
 }
-fold_ms() { # "entries-in-the-tails fold-milliseconds-so-far"
-  curl -sf http://127.0.0.1:18075/metrics |
-    awk '/^tenantry_log_tail_entries / {e=$2} /^tenantry_log_tail_fold_milliseconds_total / {f=$2} END {print e+0, f+0}'
-}
-drain() { # waits (at most 3 minutes) until the tails are folded; prints the fold milliseconds meanwhile
-  local start now
-  start=$(fold_ms | cut -d' ' -f2)
-  for _ in $(seq 1800); do
-    now=$(fold_ms)
-    [ "${now% *}" = 0 ] && break
-    sleep 0.1
-  done
-  echo $(( ${now#* } - start ))
-}
 written() { # bytes the server has passed to write calls so far
   awk '/^wchar:/ {print $2}' "/proc/$SERVER/io"
 }
@@ -65,7 +51,7 @@ side() { # keys-file [PATHS]: "rate misses-per-1000-reads cpu-us-per-request"
     awk '/Requests\/sec/ {print $2}')
   after=$(cache)
   local charged=0
-  [ "$METHOD" = PUT ] && charged=$(drain)
+  [ "$METHOD" = PUT ] && charged=$(bench_drain 18075)
   t1=$(cpu_ticks)
   w1=$(written)
   python3 -c "import sys; r = float(sys.argv[1]); h0, m0, h1, m1, t0, t1, tick, dur, ms, w0, w1 = map(int, sys.argv[2:]); n = h1 - h0 + m1 - m0; print(r * dur / (dur + ms / 1000), round(1000 * (m1 - m0) / n, 1) if n else 0, round((t1 - t0) / tick * 1e6 / (r * dur), 1), round(ms / 1000, 1), round((w1 - w0) / (r * dur) / 1024, 1))" \
