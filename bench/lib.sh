@@ -3,8 +3,8 @@
 #   bench_serve PORT   starts Tenantry (TENANTRY_BIN, or the release build) with the operator key
 #                      bench-operator on 127.0.0.1:PORT, data in $WORK/data; sets SERVER; waits
 #                      until it answers; writes the 4 KiB file $WORK/file4k.
-#   bench_drain PORT   waits (at most 3 minutes) until the log tails are folded
-#                      (tenantry_log_tail_entries 0); prints the milliseconds a fold was under way
+#   bench_drain PORT   waits (at most 3 minutes) until the log and usage tails are folded
+#                      (tenantry_log_tail_entries and tenantry_usage_tail_rows 0); prints the milliseconds a fold was under way
 #                      meanwhile (tenantry_log_tail_fold_milliseconds_total): what a PUT run is
 #                      charged for the work its writes left.
 #   bench_pair PORT N  the spread pair: 1 tenant with N files ($WORK/one.keys) and N tenants with
@@ -21,9 +21,10 @@ bench_serve() {
 
 bench_drain() {
   local url=http://127.0.0.1:$1/metrics start now
-  bench_tail_state() { # "entries-in-the-tails fold-milliseconds-so-far"
+  bench_tail_state() { # "rows-in-the-tails fold-milliseconds-so-far"
     curl -sf "$url" |
-      awk '/^tenantry_log_tail_entries / {e=$2} /^tenantry_log_tail_fold_milliseconds_total / {f=$2} END {print e+0, f+0}'
+      awk '/^tenantry_(log_tail_entries|usage_tail_rows) / {e+=$2}
+           /^tenantry_log_tail_fold_milliseconds_total / {f=$2} END {print e+0, f+0}'
   }
   start=$(bench_tail_state | cut -d' ' -f2)
   for _ in $(seq 1800); do
@@ -31,7 +32,7 @@ bench_drain() {
     [ "${now% *}" = 0 ] && break
     sleep 0.1
   done
-  [ "${now% *}" = 0 ] || echo "   (the log tails were not folded within 3 minutes)" >&2
+  [ "${now% *}" = 0 ] || echo "   (the tails were not folded within 3 minutes)" >&2
   echo $(( ${now#* } - start ))
 }
 

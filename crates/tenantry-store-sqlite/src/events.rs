@@ -1,7 +1,7 @@
 //! The event log: read by page (filtered by a key's prefix inside the query, so a prefixed key
 //! still gets full pages) and pruned by age.
 
-use crate::journal::{event_tx, last_event_seq_tx};
+use crate::journal::event_tx;
 use crate::pool::sql_error;
 use crate::store::{read_on, SqliteStore};
 use crate::tails::Log;
@@ -84,7 +84,8 @@ impl EventLog for SqliteStore {
 
     async fn last_event_seq(&self, scope: &TenantScope) -> Result<u64> {
         let tenant = scope.tenant_id().clone();
-        self.read_of(&tenant.clone(), move |conn| last_event_seq_tx(conn, &tenant)).await
+        let seq = crate::counters::read_committed(self.pool_of(&tenant)?, &tenant).await?.last_event_seq;
+        Ok(seq.max(0) as u64)
     }
 
     async fn prune_events(&self, before: Timestamp) -> Result<u64> {

@@ -6,7 +6,7 @@
 use crate::pool::sql_error;
 use crate::store::append_audit_tx;
 use crate::tails::Log;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use std::sync::{Arc, Mutex, RwLock};
 use tenantry_core::events::{Event, EventDraft, EventSink, Journal};
 use tenantry_core::ids::TenantId;
@@ -103,14 +103,7 @@ pub(crate) fn event_tx(
     draft: EventDraft,
     published: &Published,
 ) -> Result<()> {
-    let seq: i64 = tx
-        .prepare_cached(
-            "INSERT INTO tenant_usage (tenant_id, storage_bytes, files, last_event_seq) VALUES (?1, 0, 0, 1)
-             ON CONFLICT (tenant_id) DO UPDATE SET last_event_seq = last_event_seq + 1
-             RETURNING last_event_seq",
-        )
-        .and_then(|mut s| s.query_row([tenant.as_str()], |r| r.get(0)))
-        .map_err(sql_error)?;
+    let seq = crate::counters::next_event_seq_tx(tx, tenant)?;
     let event = draft.into_event(seq as u64, SystemClock.now());
     let detail = event.detail.as_ref().map(|d| d.to_string());
     // A dense tenant of the group skips the tail (see `tails`); either way its seq is the counter's.
@@ -165,13 +158,4 @@ fn queue_deliveries_tx(tx: &Connection, tenant: &TenantId, slug: &str, event: &E
         }
     }
     Ok(())
-}
-
-/// The tenant's latest event number.
-pub(crate) fn last_event_seq_tx(conn: &Connection, tenant: &TenantId) -> Result<u64> {
-    let seq: Option<i64> = conn
-        .prepare_cached("SELECT last_event_seq FROM tenant_usage WHERE tenant_id = ?1")
-        .and_then(|mut s| s.query_row([tenant.as_str()], |r| r.get(0)).optional())
-        .map_err(sql_error)?;
-    Ok(seq.unwrap_or(0).max(0) as u64)
 }

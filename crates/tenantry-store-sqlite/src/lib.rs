@@ -11,12 +11,15 @@
 //!   every index is led by it; every query filters on the `TenantScope` it was handed.
 //! - `tails`: the audit and event logs are appended to unindexed tails and folded into their
 //!   per-tenant tables in batches (many tenants' writes stay as cheap as one tenant's).
+//! - `counters`: the tenants' usage counters, appended to a tail and written back in the same
+//!   folds, for the same reason.
 //! - `journal`: what each change writes beside itself (audit entry, event, webhook outbox rows)
 //!   and the hand-off of committed events to the sinks.
 //! - `memory`, `search`, `events`, `webhooks`: the data plane's traits.
 
 mod blobs;
 mod cache;
+mod counters;
 mod events;
 mod import;
 mod journal;

@@ -322,7 +322,7 @@ fn changed_files(
     known: Option<HashMap<String, SrcFile>>,
     after: i64,
 ) -> Result<ListedFiles> {
-    let now = crate::journal::last_event_seq_tx(c, tenant)? as i64;
+    let now = crate::counters::in_snapshot(c, tenant)?.last_event_seq;
     let Some(mut files) = known else {
         return Ok((src_files(c, tenant)?, now, None));
     };

@@ -367,6 +367,30 @@ const MIGRATIONS: &[&str] = &[
         UNION ALL
         SELECT tenant_id, seq, type, path, namespace, key, detail, actor, at FROM events_tail WHERE id > (SELECT upto FROM tails_indexed WHERE log = 'events');
     "#,
+    // 11: the counters of `tenant_usage` are no longer updated in place by every write (10,000
+    // tenants' rows span some hundred pages, so a group of spread writes dirtied a page per
+    // write): a write appends the tenant's new values to `usage_tail`, and a fold writes each
+    // tenant's latest values back, sorted by tenant (see `counters`). A tenant's latest tail row,
+    // if it has one, is its current values; `usage_all` shows them so for readers of a whole
+    // tenant (moves).
+    r#"
+    CREATE TABLE usage_tail (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        storage_bytes INTEGER NOT NULL,
+        files INTEGER NOT NULL,
+        last_event_seq INTEGER NOT NULL,
+        search_docs INTEGER NOT NULL,
+        search_words INTEGER NOT NULL
+    );
+    CREATE VIEW usage_all AS
+        SELECT tenant_id, storage_bytes, files, last_event_seq, search_docs, search_words
+        FROM (SELECT tenant_id, MAX(id) AS id, storage_bytes, files, last_event_seq, search_docs, search_words
+              FROM usage_tail GROUP BY tenant_id)
+        UNION ALL
+        SELECT tenant_id, storage_bytes, files, last_event_seq, search_docs, search_words FROM tenant_usage u
+        WHERE NOT EXISTS (SELECT 1 FROM usage_tail t WHERE t.tenant_id = u.tenant_id);
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -2,6 +2,7 @@
 //! (tenant, term, kind, doc), so one term's documents under a path prefix are one key range, and
 //! the statistics BM25 needs are counted inside the tenant (and the prefix) only.
 
+use crate::counters::{self, Counters};
 use crate::pool::sql_error;
 use crate::store::SqliteStore;
 use async_trait::async_trait;
@@ -108,15 +109,7 @@ pub(crate) fn reindex_tx(
 }
 
 fn move_search_counters(tx: &Connection, tenant: &TenantId, docs: i64, words: i64) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO tenant_usage (tenant_id, storage_bytes, files, search_docs, search_words)
-         VALUES (?1, 0, 0, max(?2, 0), max(?3, 0))
-         ON CONFLICT (tenant_id) DO UPDATE SET search_docs = max(search_docs + ?2, 0),
-           search_words = max(search_words + ?3, 0)",
-    )
-    .and_then(|mut s| s.execute(params![tenant.as_str(), docs, words]))
-    .map_err(sql_error)?;
-    Ok(())
+    counters::add_tx(tx, tenant, Counters { search_docs: docs, search_words: words, ..Default::default() })
 }
 
 /// One part of a searched scope: documents of a kind, all of them or those in `[lo, hi)` (plus
@@ -208,13 +201,8 @@ fn stats_tx(conn: &Connection, tenant: &TenantId, parts: &[Part]) -> Result<Scop
 }
 
 /// The tenant's whole index: kept as counters, so the common unnarrowed search counts nothing.
-fn tenant_stats_tx(conn: &Connection, tenant: &TenantId) -> Result<ScopeStats> {
-    let row: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT search_docs, search_words FROM tenant_usage WHERE tenant_id = ?1")
-        .and_then(|mut s| s.query_row([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-        .map_err(sql_error)?;
-    let (docs, words) = row.unwrap_or((0, 0));
-    Ok(ScopeStats { docs: docs.max(0) as u64, words: words.max(0) as u64 })
+fn tenant_stats(c: Counters) -> ScopeStats {
+    ScopeStats { docs: c.search_docs.max(0) as u64, words: c.search_words.max(0) as u64 }
 }
 
 /// The hit for a ranked document, or `None` if it is gone or expired.
@@ -273,10 +261,17 @@ fn hit_tx(
 impl SearchIndex for SqliteStore {
     async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<Vec<SearchHit>> {
         let tenant = scope.tenant_id().clone();
-        self.read_of(&tenant.clone(), move |conn| {
+        let pool = self.pool_of(&tenant)?;
+        // Taken before the read starts (see `counters`).
+        let known = pool.tails.usage(&tenant);
+        crate::store::read_on(pool, move |conn| {
             let parts = parts_of(&query);
             let narrowed = parts.iter().any(|p| p.range.is_some());
-            let stats = if narrowed { stats_tx(conn, &tenant, &parts)? } else { tenant_stats_tx(conn, &tenant)? };
+            let stats = if narrowed {
+                stats_tx(conn, &tenant, &parts)?
+            } else {
+                tenant_stats(known.map_or_else(|| counters::stored(conn, &tenant), Ok)?)
+            };
             let mut lists = Vec::with_capacity(query.terms.len());
             for term in &query.terms {
                 let mut list = Vec::new();

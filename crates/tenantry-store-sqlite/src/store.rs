@@ -3,6 +3,7 @@
 
 use crate::blobs::{Blobs, Doomed, Pending, EXTERNAL_OVER};
 use crate::cache::FileCache;
+use crate::counters;
 use crate::journal::{journal_tx, quota_warnings_tx, storage_crossings, Published, Sinks};
 use crate::placement::{DedicatedPools, Routes};
 use crate::pool::{sql_error, OpenOptions, Pool};
@@ -475,6 +476,7 @@ pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bo
         "webhook_attempts",
     ];
     crate::tails::forget_audit_head(tx, id)?;
+    counters::forget_tx(tx, id)?;
     for log in [Log::Audit, Log::Events] {
         for ids in log.tenant_tail_ids() {
             tx.execute(&format!("DELETE FROM {} WHERE id IN ({ids})", log.tail()), [id.as_str()]).map_err(sql_error)?;
@@ -860,23 +862,18 @@ pub(crate) fn named_blobs(conn: &Connection) -> Result<Vec<String>> {
         .map_err(sql_error)
 }
 
+fn stored_usage(c: counters::Counters) -> StoredUsage {
+    StoredUsage { storage_bytes: c.storage_bytes.max(0) as u64, files: c.files.max(0) as u64 }
+}
+
+/// The tenant's storage usage as its write sees it (on the writer, inside the write).
 pub(crate) fn usage_tx(tx: &Connection, tenant: &TenantId) -> Result<StoredUsage> {
-    let row: Option<(i64, i64)> = tx
-        .prepare_cached("SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = ?1")
-        .and_then(|mut s| s.query_row([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-        .map_err(sql_error)?;
-    Ok(row.map(|(b, f)| StoredUsage { storage_bytes: b.max(0) as u64, files: f.max(0) as u64 }).unwrap_or_default())
+    counters::now_tx(tx, tenant).map(stored_usage)
 }
 
 /// Moves the usage counters by the given deltas (after the caller checked the limits).
 pub(crate) fn add_usage_tx(tx: &Connection, tenant: &TenantId, bytes: i64, files: i64) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO tenant_usage (tenant_id, storage_bytes, files) VALUES (?1, max(?2, 0), max(?3, 0))
-         ON CONFLICT (tenant_id) DO UPDATE SET storage_bytes = max(storage_bytes + ?2, 0), files = max(files + ?3, 0)",
-    )
-    .and_then(|mut s| s.execute(params![tenant.as_str(), bytes, files]))
-    .map_err(sql_error)?;
-    Ok(())
+    counters::add_tx(tx, tenant, counters::Counters { storage_bytes: bytes, files, ..Default::default() })
 }
 
 /// A file's metadata row as stored.
@@ -1172,8 +1169,8 @@ impl FileStore for SqliteStore {
     }
 
     async fn usage(&self, scope: &TenantScope) -> Result<StoredUsage> {
-        let tenant = scope.tenant_id().clone();
-        self.read_of(&tenant.clone(), move |conn| usage_tx(conn, &tenant)).await
+        let tenant = scope.tenant_id();
+        counters::read_committed(self.pool_of(tenant)?, tenant).await.map(stored_usage)
     }
 
     async fn list_files(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<FileMeta>> {
@@ -1340,6 +1337,12 @@ impl Health for SqliteStore {
                 tail_entries,
             ),
             m("tenantry_log_tail_folds_total", "Folds of the shared database's log tails completed.", true, folds),
+            m(
+                "tenantry_usage_tail_rows",
+                "Rows of usage counters appended in the shared database since they were last folded.",
+                false,
+                self.shared.tails.usage_rows(),
+            ),
             m(
                 "tenantry_log_tail_fold_milliseconds_total",
                 "Time folds of the shared database's log tails have been under way.",

@@ -40,6 +40,7 @@
 //! request path), which may show an entry twice mid-fold: they key what they read by (tenant,
 //! seq). Deleting a tenant's tail rows goes through [`Log::tenant_tail_ids`].
 
+use crate::counters::{Committed, Counters};
 use crate::pool::sql_error;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::cell::RefCell;
@@ -153,6 +154,7 @@ pub(crate) fn whole(table: &str) -> &str {
     match table {
         "audit" => "audit_all",
         "events" => "events_all",
+        "tenant_usage" => "usage_all",
         other => other,
     }
 }
@@ -191,6 +193,8 @@ struct TailIds {
 /// union, which is the same row once.
 struct Fold {
     upto: [i64; 2],
+    /// The usage tail's last id when the fold began (see `counters`).
+    usage_upto: i64,
     chunks: VecDeque<[Vec<i64>; 2]>,
     started: Instant,
 }
@@ -198,7 +202,9 @@ struct Fold {
 #[derive(Default)]
 struct Registry {
     logs: [TailIds; 2],
-    /// When the oldest entry now in the tails was registered.
+    /// The tenants' counters, kept the same way (see `counters`): folded at each settling.
+    usage: Committed,
+    /// When the oldest entry now in the tails (or usage row) was registered.
     since: Option<Instant>,
     fold: Option<Fold>,
     /// After a failed step, no new fold before this (a full disk must not make every group plan
@@ -242,7 +248,8 @@ pub(crate) enum Step {
     Index([Vec<i64>; 2]),
     /// Every tail row up to `upto` is indexed now; forget the chain heads of the tenants whose
     /// last entry that indexed (`settled`: those with no later entry when the step was made).
-    Settle { upto: [i64; 2], settled: Vec<String> },
+    /// The counters of tenants whose last usage row is at most `usage_upto` are written back.
+    Settle { upto: [i64; 2], settled: Vec<String>, usage_upto: i64 },
 }
 
 impl Step {
@@ -257,7 +264,8 @@ impl Step {
                     }
                 }
             }
-            Step::Settle { upto, settled } => {
+            Step::Settle { upto, settled, usage_upto } => {
+                crate::counters::settle(conn, *usage_upto)?;
                 for log in Log::ALL {
                     log.mark_indexed(conn, upto[log.index()])?;
                 }
@@ -294,6 +302,7 @@ impl Tails {
     /// Prepares the writer connection and indexes what a previous run left unindexed.
     pub fn open(writer: &Connection) -> Result<Tails> {
         writer.execute_batch(&format!("PRAGMA temp_store = MEMORY; {HEADS};")).map_err(sql_error)?;
+        crate::counters::prepare(writer).map_err(sql_error)?;
         let tails = Tails { registry: Mutex::new(Registry::default()) };
         tails.fold_all(writer)?;
         Ok(tails)
@@ -341,10 +350,22 @@ impl Tails {
                 added = true;
             }
         }
-        if added && r.since.is_none() {
+        r.usage.register(conn).map_err(sql_error)?;
+        if (added || r.usage.pending().0 > 0) && r.since.is_none() {
             r.since = Some(Instant::now());
         }
         Ok(())
+    }
+
+    /// The tenant's counters as committed last, if it has unfolded usage rows (else they are in
+    /// `tenant_usage`: see `counters`). Taken before the read that would fall back on them.
+    pub fn usage(&self, tenant: &TenantId) -> Option<Counters> {
+        self.lock().usage.get(tenant)
+    }
+
+    /// Usage rows appended since the last fold.
+    pub fn usage_rows(&self) -> u64 {
+        self.lock().usage.pending().0 as u64
     }
 
     /// Entries now in the tails (both logs), folds completed since start, and the time folds
@@ -376,11 +397,13 @@ impl Tails {
             return false;
         }
         let Some(since) = r.since else { return false };
-        let due = idle
-            || since.elapsed() >= FOLD_MAX_AGE
-            || r.logs
-                .iter()
-                .any(|l| l.rows >= (l.by_tenant.len() * ROWS_PER_TENANT).clamp(FOLD_MIN_ROWS, FOLD_MAX_ROWS));
+        let many =
+            |rows: usize, tenants: usize| rows >= (tenants * ROWS_PER_TENANT).clamp(FOLD_MIN_ROWS, FOLD_MAX_ROWS);
+        let due =
+            idle || since.elapsed() >= FOLD_MAX_AGE || r.logs.iter().any(|l| many(l.rows, l.by_tenant.len())) || {
+                let (rows, tenants) = r.usage.pending();
+                many(rows, tenants)
+            };
         if !due {
             return false;
         }
@@ -404,7 +427,8 @@ impl Tails {
             chunks.push_back(chunk);
         }
         let upto = [r.logs[0].seen, r.logs[1].seen];
-        r.fold = Some(Fold { upto, chunks, started: Instant::now() });
+        let usage_upto = r.usage.last_id;
+        r.fold = Some(Fold { upto, usage_upto, chunks, started: Instant::now() });
         true
     }
 
@@ -417,13 +441,13 @@ impl Tails {
         if let Some(chunk) = fold.chunks.pop_front() {
             return Some(Step::Index(chunk));
         }
-        let upto = fold.upto;
+        let (upto, usage_upto) = (fold.upto, fold.usage_upto);
         // Tenants with nothing unindexed left find their head among their keyed and indexed rows
         // from now on.
         let audit = &r.logs[Log::Audit.index()].by_tenant;
         let settled =
             audit.iter().filter(|(_, ids)| ids.iter().all(|&(id, _)| id <= upto[0])).map(|(t, _)| t.clone()).collect();
-        Some(Step::Settle { upto, settled })
+        Some(Step::Settle { upto, settled, usage_upto })
     }
 
     /// After the group that ran `step` committed (`ok`) or failed: the settling committed
@@ -433,7 +457,7 @@ impl Tails {
         let mut r = self.lock();
         match (step, ok) {
             (Step::Index(_), true) => {}
-            (Step::Settle { upto, .. }, true) => {
+            (Step::Settle { upto, usage_upto, .. }, true) => {
                 for log in Log::ALL {
                     let ids = &mut r.logs[log.index()];
                     let last = upto[log.index()];
@@ -443,7 +467,8 @@ impl Tails {
                     });
                     ids.rows = ids.by_tenant.values().map(Vec::len).sum();
                 }
-                r.since = (r.logs.iter().any(|l| l.rows > 0)).then(Instant::now);
+                r.usage.folded = r.usage.folded.max(usage_upto);
+                r.since = (r.logs.iter().any(|l| l.rows > 0) || r.usage.pending().0 > 0).then(Instant::now);
                 r.end_fold();
                 r.folds += 1;
             }
@@ -454,11 +479,16 @@ impl Tails {
         }
     }
 
-    /// One step in a transaction of its own (the writer runs steps inside its groups).
+    /// One step in a transaction of its own (the writer runs steps inside its groups), then
+    /// registered as the writer registers a commit.
     #[cfg(test)]
     pub fn step(&self, conn: &Connection) -> Result<()> {
         let Some(step) = self.next_step() else { return Ok(()) };
-        let done = in_transaction(conn, || step.run(conn));
+        let mut done = in_transaction(conn, || step.run(conn));
+        if done.is_ok() {
+            // As the writer does after each commit, before the step is finished.
+            done = self.register(conn);
+        }
         self.finish(step, done.is_ok());
         done
     }
@@ -477,8 +507,11 @@ impl Tails {
                 log.mark_indexed(conn, last[log.index()])?;
             }
             conn.execute("DELETE FROM temp.audit_heads", [])?;
-            Ok(last)
+            let usage_last = crate::counters::last_id(conn)?;
+            crate::counters::fold_all(conn)?;
+            Ok((last, usage_last))
         })?;
+        let (last, usage_last) = last;
         let mut r = self.lock();
         if r.since.is_some() {
             r.folds += 1;
@@ -489,6 +522,7 @@ impl Tails {
             ids.rows = 0;
             ids.seen = ids.seen.max(last[log.index()]);
         }
+        r.usage.clear(usage_last);
         r.since = None;
         let started = r.fold.take().map_or(started, |f| f.started.min(started));
         r.fold_time += started.elapsed();
@@ -577,7 +611,7 @@ pub(crate) fn forget_audit_head(tx: &Connection, tenant: &TenantId) -> Result<()
 }
 
 #[cfg(test)]
-pub(crate) use tests::draft as tests_draft;
+pub(crate) use tests::{draft as tests_draft, open_at as tests_open_at, Db as TestDb};
 
 #[cfg(test)]
 mod tests {
@@ -585,16 +619,21 @@ mod tests {
     use tenantry_core::audit::GENESIS;
     use tenantry_core::model::AuditDraft;
 
-    struct Db {
-        _dir: tempfile::TempDir,
-        path: std::path::PathBuf,
-        writer: Connection,
-        reader: Connection,
-        tails: Tails,
+    /// A database as the writer keeps it: writer connection and tails, and a reader.
+    pub(crate) struct Db {
+        pub _dir: tempfile::TempDir,
+        pub path: std::path::PathBuf,
+        pub writer: Connection,
+        pub reader: Connection,
+        pub tails: Tails,
     }
 
     fn open() -> Db {
-        let dir = tempfile::tempdir().unwrap();
+        open_at(tempfile::tempdir().unwrap())
+    }
+
+    /// Opens (creating, or reopening as after a stop) the database in `dir`.
+    pub(crate) fn open_at(dir: tempfile::TempDir) -> Db {
         let path = dir.path().join("db.sqlite");
         let mut writer = Connection::open(&path).unwrap();
         writer.pragma_update(None, "journal_mode", "WAL").unwrap();
@@ -645,7 +684,7 @@ mod tests {
             rows.into_iter().map(|(seq, target, ..)| (seq, target)).collect()
         }
 
-        fn count(&self, table: &str) -> i64 {
+        pub fn count(&self, table: &str) -> i64 {
             self.reader.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
         }
 

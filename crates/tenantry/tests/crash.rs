@@ -187,7 +187,7 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
             }
         }
         let counted: (i64, i64) = db
-            .query_row("SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = ?1", [&tenant_id], |r| {
+            .query_row("SELECT storage_bytes, files FROM usage_all WHERE tenant_id = ?1", [&tenant_id], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .unwrap();

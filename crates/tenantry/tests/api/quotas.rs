@@ -5,9 +5,10 @@ use crate::helpers::*;
 use reqwest::Method;
 use serde_json::json;
 
+/// The counters as stored (`usage_all`: folded or still in the usage tail).
 fn stored_usage(app: &TestApp, tenant_id: &str) -> (u64, u64) {
     let db = rusqlite::Connection::open(app.data.join("tenantry.db")).unwrap();
-    db.query_row("SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = ?1", [tenant_id], |r| {
+    db.query_row("SELECT storage_bytes, files FROM usage_all WHERE tenant_id = ?1", [tenant_id], |r| {
         Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
     })
     .unwrap_or((0, 0))
