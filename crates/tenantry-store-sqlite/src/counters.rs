@@ -452,4 +452,89 @@ mod tests {
         assert!(db.tails.is_empty());
         assert_eq!((db.tails.usage_rows(), stored(&db.reader, &a).unwrap()), (0, values(8, 1, 0)));
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(usize, i64, i64),
+        Event(usize),
+        Refused(usize, i64),
+        BeginFold,
+        Step,
+        Forget(usize),
+        Crash,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..3usize, -20..40i64, -1..3i64).prop_map(|(t, b, f)| Op::Add(t, b, f)),
+            2 => (0..3usize).prop_map(Op::Event),
+            1 => (0..3usize, 1..50i64).prop_map(|(t, b)| Op::Refused(t, b)),
+            1 => Just(Op::BeginFold),
+            2 => Just(Op::Step),
+            1 => (0..3usize).prop_map(Op::Forget),
+            1 => Just(Op::Crash),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Whatever the interleaving of writes, refused writes, fold steps, deletions and
+        /// crashes, every tenant's values read anywhere are exactly those of a plain model.
+        #[test]
+        fn counters_match_a_model_through_folds_deletions_and_crashes(ops in proptest::collection::vec(op(), 1..40)) {
+            let tenants = [TenantId::generate(), TenantId::generate(), TenantId::generate()];
+            let mut model = [Counters::default(); 3];
+            let mut db = open();
+            for op in ops {
+                match op {
+                    Op::Add(i, bytes, files) => {
+                        db.add(&tenants[i], bytes, files);
+                        model[i].storage_bytes = (model[i].storage_bytes + bytes).max(0);
+                        model[i].files = (model[i].files + files).max(0);
+                    }
+                    Op::Event(i) => {
+                        let mut seq = 0;
+                        db.write(|tx| seq = next_event_seq_tx(tx, &tenants[i]).unwrap());
+                        model[i].last_event_seq += 1;
+                        proptest::prop_assert_eq!(seq, model[i].last_event_seq);
+                    }
+                    Op::Refused(i, bytes) => db.write(|tx| {
+                        tx.execute_batch("SAVEPOINT job").unwrap();
+                        add_tx(tx, &tenants[i], values(bytes, 1, 0)).unwrap();
+                        tx.execute_batch("ROLLBACK TO job; RELEASE job").unwrap();
+                    }),
+                    Op::BeginFold => {
+                        db.tails.begin_fold(true);
+                    }
+                    Op::Step => {
+                        if db.tails.folding() {
+                            db.tails.step(&db.writer).unwrap();
+                        }
+                    }
+                    Op::Forget(i) => {
+                        db.write(|tx| {
+                            forget_tx(tx, &tenants[i]).unwrap();
+                            tx.execute("DELETE FROM tenant_usage WHERE tenant_id = ?1", [tenants[i].as_str()]).unwrap();
+                        });
+                        model[i] = Counters::default();
+                    }
+                    Op::Crash => {
+                        let Db { _dir, writer, reader, tails, path } = db;
+                        drop((writer, reader, tails, path));
+                        db = open_at(_dir);
+                    }
+                }
+                for (t, expected) in tenants.iter().zip(model) {
+                    proptest::prop_assert_eq!(db.committed(t), expected);
+                    proptest::prop_assert_eq!(db.whole(t), expected);
+                }
+            }
+            db.write(|tx| {
+                for (t, expected) in tenants.iter().zip(model) {
+                    assert_eq!(now_tx(tx, t).unwrap(), expected);
+                }
+            });
+        }
+    }
 }
