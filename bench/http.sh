@@ -84,8 +84,9 @@ sleep 2
 RSS=$(awk '/VmRSS/ {print $2}' /proc/$SERVER/status)
 ANON=$(awk '/RssAnon/ {print $2}' /proc/$SERVER/status)
 FILE=$(awk '/RssFile/ {print $2}' /proc/$SERVER/status)
-# VmRSS also counts the pages of the readers' memory map of the database that were touched
-# (file-backed: the kernel drops them at will); the anonymous part is the server's own memory.
+# VmRSS also counts the pages of the readers' memory maps of the database that were touched
+# (file-backed: the kernel drops them at will; until session 10 the writer's map too, most of
+# it); the anonymous part is the server's own memory.
 echo "server RSS with $((N + 2)) idle tenants: $((RSS / 1024)) MiB (anonymous $((ANON / 1024)) MiB, file-backed $((FILE / 1024)) MiB)"
 
 echo "== load: wrk -t2 -c32 -d${DUR}s, PUT -d${PUT_DUR}s (nginx first and last, the 1-file GET second and second to last: each averaged)"

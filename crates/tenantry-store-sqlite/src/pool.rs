@@ -369,6 +369,10 @@ impl Pool {
         // the WAL back into the database mid-commit; this is only the safety net (256 MiB).
         writer.pragma_update(None, "wal_autocheckpoint", 65536).map_err(sql_error)?;
         configure(&writer, opts).map_err(sql_error)?;
+        // The writer copies every page it changes into its own cache anyway, and what it touched
+        // through a memory map stayed in the server's RSS (most of it, after creating 10,000
+        // tenants: BENCHMARKS.md, session 10); its cache is bounded.
+        writer.pragma_update(None, "mmap_size", 0).map_err(sql_error)?;
         crate::schema::migrate(&mut writer).map_err(|e| match e {
             crate::schema::MigrateError::Newer { found } => Error::internal(format!(
                 "{} has schema version {found}, newer than this tenantry binary knows ({}): run a newer tenantry",
