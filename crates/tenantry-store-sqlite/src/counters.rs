@@ -41,8 +41,28 @@ pub(crate) struct Counters {
     pub search_words: i64,
 }
 
-/// The counters' columns, in `Counters`' order, in every table and view that holds them.
-const COLUMNS: &str = "storage_bytes, files, last_event_seq, search_docs, search_words";
+/// The counters' columns, in `Counters`' order, in every table and view that holds them (a
+/// macro, so the statements are built at compile time, not on each write).
+macro_rules! columns {
+    () => {
+        "storage_bytes, files, last_event_seq, search_docs, search_words"
+    };
+}
+
+/// How a tenant's values are written back to `tenant_usage` (by `settle` and `fold_all`).
+macro_rules! write_back {
+    ($select:expr) => {
+        concat!(
+            "INSERT INTO tenant_usage (tenant_id, ",
+            columns!(),
+            ") ",
+            $select,
+            " ON CONFLICT (tenant_id) DO UPDATE SET storage_bytes = excluded.storage_bytes, files = excluded.files,
+               last_event_seq = excluded.last_event_seq, search_docs = excluded.search_docs,
+               search_words = excluded.search_words"
+        )
+    };
+}
 
 const TEMP: &str = "
     CREATE TEMP TABLE IF NOT EXISTS usage_now (
@@ -72,19 +92,22 @@ pub(crate) fn prepare(conn: &Connection) -> rusqlite::Result<()> {
 /// The tenant's values in `tenant_usage` (zeros if it has no row): what a reader takes when
 /// [`Committed`] does not hold the tenant.
 pub(crate) fn stored(conn: &Connection, tenant: &TenantId) -> Result<Counters> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tenant_usage WHERE tenant_id = ?1"))
-        .and_then(|mut s| s.query_row([tenant.as_str()], |r| Counters::from_row(r, 0)).optional())
+    row_of(conn, concat!("SELECT ", columns!(), " FROM tenant_usage WHERE tenant_id = ?1"), tenant)
         .map(Option::unwrap_or_default)
+}
+
+/// The one row of the tenant's values `sql` selects, if any.
+fn row_of(conn: &Connection, sql: &str, tenant: &TenantId) -> Result<Option<Counters>> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.query_row([tenant.as_str()], |r| Counters::from_row(r, 0)).optional())
         .map_err(sql_error)
 }
 
 /// The tenant's values in a read's own snapshot (`usage_all`: scans the tail, so for reads off the
 /// request path that need them consistent with the rest of the snapshot: moves).
 pub(crate) fn in_snapshot(conn: &Connection, tenant: &TenantId) -> Result<Counters> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM usage_all WHERE tenant_id = ?1"))
-        .and_then(|mut s| s.query_row([tenant.as_str()], |r| Counters::from_row(r, 0)).optional())
+    row_of(conn, concat!("SELECT ", columns!(), " FROM usage_all WHERE tenant_id = ?1"), tenant)
         .map(Option::unwrap_or_default)
-        .map_err(sql_error)
 }
 
 /// The tenant's values as committed last, for a read (see the invariants): from memory if it
@@ -99,11 +122,7 @@ pub(crate) async fn read_committed(pool: Arc<Pool>, tenant: &TenantId) -> Result
 
 /// The tenant's current values as its write sees them, on the writer inside the write.
 pub(crate) fn now_tx(tx: &Connection, tenant: &TenantId) -> Result<Counters> {
-    let working = tx
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM temp.usage_now WHERE tenant_id = ?1"))
-        .and_then(|mut s| s.query_row([tenant.as_str()], |r| Counters::from_row(r, 0)).optional())
-        .map_err(sql_error)?;
-    match working {
+    match row_of(tx, concat!("SELECT ", columns!(), " FROM temp.usage_now WHERE tenant_id = ?1"), tenant)? {
         Some(c) => Ok(c),
         None => stored(tx, tenant),
     }
@@ -138,24 +157,19 @@ fn apply_tx(tx: &Connection, tenant: &TenantId, by: Counters) -> Result<Counters
     }
     let values =
         params![tenant.as_str(), new.storage_bytes, new.files, new.last_event_seq, new.search_docs, new.search_words];
-    tx.prepare_cached(&format!("INSERT INTO usage_tail (tenant_id, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))
+    tx.prepare_cached(concat!("INSERT INTO usage_tail (tenant_id, ", columns!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))
         .and_then(|mut s| s.execute(values))
         .map_err(sql_error)?;
-    let id = tx.last_insert_rowid();
-    tx.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO temp.usage_now (tenant_id, {COLUMNS}, tail_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    // The working values are the row just appended, with its id.
+    tx.prepare_cached(concat!(
+        "INSERT OR REPLACE INTO temp.usage_now (tenant_id, ",
+        columns!(),
+        ", tail_id)
+         SELECT tenant_id, ",
+        columns!(),
+        ", id FROM usage_tail WHERE id = ?1"
     ))
-    .and_then(|mut s| {
-        s.execute(params![
-            tenant.as_str(),
-            new.storage_bytes,
-            new.files,
-            new.last_event_seq,
-            new.search_docs,
-            new.search_words,
-            id
-        ])
-    })
+    .and_then(|mut s| s.execute([tx.last_insert_rowid()]))
     .map_err(sql_error)?;
     changed(tx, tenant).map_err(sql_error)?;
     Ok(new)
@@ -180,13 +194,11 @@ pub(crate) fn forget_tx(tx: &Connection, tenant: &TenantId) -> Result<()> {
 /// `upto` (the tail's last id when the fold began) has its values written back and leaves the
 /// working table; the tail rows up to `upto` go.
 pub(crate) fn settle(conn: &Connection, upto: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO tenant_usage (tenant_id, {COLUMNS})
-         SELECT tenant_id, {COLUMNS} FROM temp.usage_now WHERE tail_id <= ?1 ORDER BY tenant_id
-         ON CONFLICT (tenant_id) DO UPDATE SET storage_bytes = excluded.storage_bytes, files = excluded.files,
-           last_event_seq = excluded.last_event_seq, search_docs = excluded.search_docs,
-           search_words = excluded.search_words"
-    ))?
+    conn.prepare_cached(write_back!(concat!(
+        "SELECT tenant_id, ",
+        columns!(),
+        " FROM temp.usage_now WHERE tail_id <= ?1 ORDER BY tenant_id"
+    )))?
     .execute([upto])?;
     conn.prepare_cached(
         "INSERT OR IGNORE INTO temp.usage_changed SELECT tenant_id FROM temp.usage_now WHERE tail_id <= ?1",
@@ -201,14 +213,13 @@ pub(crate) fn settle(conn: &Connection, upto: i64) -> rusqlite::Result<()> {
 /// inside the caller's transaction: when the database opens (after a crash) or closes.
 pub(crate) fn fold_all(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute(
-        &format!(
-            "INSERT INTO tenant_usage (tenant_id, {COLUMNS})
-             SELECT tenant_id, {COLUMNS} FROM (SELECT tenant_id, MAX(id), {COLUMNS} FROM usage_tail GROUP BY tenant_id)
-             WHERE true
-             ON CONFLICT (tenant_id) DO UPDATE SET storage_bytes = excluded.storage_bytes, files = excluded.files,
-               last_event_seq = excluded.last_event_seq, search_docs = excluded.search_docs,
-               search_words = excluded.search_words"
-        ),
+        write_back!(concat!(
+            "SELECT tenant_id, ",
+            columns!(),
+            " FROM (SELECT tenant_id, MAX(id), ",
+            columns!(),
+            " FROM usage_tail GROUP BY tenant_id) WHERE true"
+        )),
         [],
     )?;
     conn.execute_batch("DELETE FROM usage_tail; DELETE FROM temp.usage_now; DELETE FROM temp.usage_changed;")
@@ -240,11 +251,12 @@ impl Committed {
     }
 
     /// Takes in what the commit just made changed: on the writer, after each commit, before any
-    /// of its writes is answered. Returns whether anything changed.
-    pub fn register(&mut self, conn: &Connection) -> rusqlite::Result<bool> {
-        let mut s = conn.prepare_cached(&format!(
-            "SELECT c.tenant_id, {} FROM temp.usage_changed c LEFT JOIN temp.usage_now u USING (tenant_id)",
-            COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+    /// of its writes is answered.
+    pub fn register(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut s = conn.prepare_cached(concat!(
+            "SELECT c.tenant_id, ",
+            columns!(),
+            " FROM temp.usage_changed c LEFT JOIN temp.usage_now u USING (tenant_id)"
         ))?;
         let mut rows = s.query([])?;
         let mut any = false;
@@ -266,7 +278,7 @@ impl Committed {
             conn.prepare_cached("DELETE FROM temp.usage_changed")?.execute([])?;
             self.last_id = last_id(conn)?;
         }
-        Ok(any)
+        Ok(())
     }
 
     /// After `fold_all` (which leaves the tail empty) up to `last_id`.
