@@ -4,9 +4,12 @@
 # one file each, same server, same setup as http.sh. Prints each side's rate under perf and the
 # symbols whose share of the profile differs most between the sides (positive: more in the
 # spread case). A profile, not a speed figure: perf slows the server. Installs wrk and perf when
-# missing.
+# missing. Also prints, per symbol, the CPU time per request it took on each side (samples at
+# 2,000 Hz over the requests of the window): a share can move because another symbol grew, a
+# time per request cannot.
 #   bench/profile.sh [SECONDS=5] [TENANTS=10000] [METHOD=GET]
-# TENANTRY_BIN=path profiles another build.
+# TENANTRY_BIN=path profiles another build; PROFILE_THREAD=tenantry-writer profiles only the
+# thread of that name (the storage's writer: every write's transaction, commits and folds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-5}
@@ -28,27 +31,40 @@ for side in one many; do
     http://127.0.0.1:18076 > "$WORK/wrk.$side" &
   load=$!
   sleep 1
-  perf record -F 2000 -g -p "$SERVER" -o "$WORK/$side.data" -- sleep "$DUR" > /dev/null 2>&1
+  target=(-p "$SERVER")
+  if [ -n "${PROFILE_THREAD:-}" ]; then
+    for t in /proc/"$SERVER"/task/*; do
+      [ "$(cat "$t/comm")" = "$PROFILE_THREAD" ] && target=(-t "${t##*/}")
+    done
+  fi
+  perf record -F 2000 -g "${target[@]}" -o "$WORK/$side.data" -- sleep "$DUR" > /dev/null 2>&1
   wait "$load"
   awk '/Requests\/sec/ {print $2}' "$WORK/wrk.$side" > "$WORK/$side.rps"
-  perf report -i "$WORK/$side.data" --no-children --sort dso,symbol -g none --stdio 2> /dev/null |
+  perf report -i "$WORK/$side.data" --no-children -n --sort dso,symbol -g none --stdio 2> /dev/null |
     grep -v '^#' > "$WORK/$side.flat"
 done
-python3 - "$WORK" <<'PY'
+python3 - "$WORK" "$DUR" <<'PY'
 import re, sys
-work = sys.argv[1]
-def load(side):
-    shares = {}
-    for line in open(f"{work}/{side}.flat"):
-        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[.\]\s+(.*)", line)
-        if m:
-            shares[(m.group(2), m.group(3).strip()[:100])] = float(m.group(1))
-    return shares
-one, many = load("one"), load("many")
+work, dur = sys.argv[1], float(sys.argv[2])
 rate = {s: float(open(f"{work}/{s}.rps").read()) for s in ("one", "many")}
+def load(side):
+    shares, us = {}, {}
+    for line in open(f"{work}/{side}.flat"):
+        m = re.match(r"\s*([\d.]+)%\s+(\d+)\s+(\S+)\s+\[.\]\s+(.*)", line)
+        if m:
+            key = (m.group(3), m.group(4).strip()[:100])
+            shares[key] = float(m.group(1))
+            us[key] = int(m.group(2)) * 500 / (rate[side] * dur)
+    return shares, us
+(one, one_us), (many, many_us) = load("one"), load("many")
+print(f"profiled CPU per request: 1 tenant {sum(one_us.values()):.1f} us, N tenants {sum(many_us.values()):.1f} us")
 print(f"under perf: 1 tenant {rate['one']:.0f}/s, N tenants {rate['many']:.0f}/s, ratio {rate['many'] / rate['one']:.2f}")
 rows = sorted(((many.get(k, 0) - one.get(k, 0), k) for k in set(one) | set(many)), reverse=True)
 print("share of the profile, N tenants minus 1 tenant (percentage points):")
 for d, (dso, sym) in rows[:15] + rows[-5:]:
     print(f"  {d:+.2f}  {dso[:12]:12}  {sym}")
+rows = sorted(((many_us.get(k, 0) - one_us.get(k, 0), k) for k in set(one_us) | set(many_us)), reverse=True)
+print("CPU per request, N tenants minus 1 tenant (us; 1 tenant -> N tenants):")
+for d, k in rows[:25] + rows[-5:]:
+    print(f"  {d:+6.2f}  ({one_us.get(k, 0):5.2f} -> {many_us.get(k, 0):5.2f})  {k[0][:12]:12}  {k[1]}")
 PY
