@@ -6,22 +6,28 @@
 //! what sustained writes spread over them cost beyond one tenant's (BENCHMARKS.md, session 9).
 //! So a write that changes a tenant's counters appends its new values to `usage_tail` (a group's
 //! rows share the tail's last page) and keeps them in the writer connection's
-//! `temp.usage_now`, which the next write of the tenant reads (and which rolls back with the
-//! write). A fold, at the settling of the log tails' fold, writes the values of every tenant whose
-//! last tail row it covers back to `tenant_usage`, sorted by tenant, and deletes the tail rows
-//! it covers.
+//! `temp.usage_now`, which the group's next write of the tenant reads (and which rolls back with
+//! the write). After the group commits, its working values move into [`Committed`] in memory,
+//! where the next group's writes and every reader find them. A fold, at the settling of the log
+//! tails' fold, writes the values of every tenant whose last tail row it covers back to
+//! `tenant_usage`, sorted by tenant, and deletes the tail rows it covers.
+//!
+//! The working table holds one group's tenants only, not every tenant with tail rows: kept whole,
+//! with 10,000 tenants, it was a B-tree of some 200 pages that each write searched and each
+//! savepoint journalled a page of, where one tenant's writes kept finding the same one
+//! (BENCHMARKS.md, session 11).
 //!
 //! Invariants:
 //! - A tenant's current values are its latest `usage_tail` row (highest id) if it has one, else
 //!   its `tenant_usage` row, else zeros. Tail ids are never reused (AUTOINCREMENT), so a new row
 //!   is always the latest.
-//! - On the writer, `temp.usage_now` holds the current values of every tenant with tail rows,
-//!   with the id of its latest one; nothing else writes the tail.
-//! - Readers on other connections take the values committed last from [`Committed`] in memory
-//!   (filled after each commit, before its writes are answered, from `temp.usage_changed`), and
-//!   only for a tenant not in it from `tenant_usage`: it leaves the registry only after a commit
-//!   that wrote its values there, so a reader that found nothing in memory reads a snapshot that
-//!   holds them.
+//! - On the writer, inside a group: `temp.usage_now` holds the values of the tenants the group
+//!   changed, with the id of their latest row (0 for a tenant the group deleted); [`Committed`]
+//!   those of every other tenant with tail rows. Nothing else writes the tail.
+//! - Readers on other connections take the values committed last from [`Committed`] (filled
+//!   after each commit, before its writes are answered), and only for a tenant not in it from
+//!   `tenant_usage`: it leaves [`Committed`] only after a commit that wrote its values there, or
+//!   deleted them, so a reader that found nothing in memory reads a snapshot that holds them.
 //! - A crash leaves tail rows: when the database opens each tenant's latest is written back.
 
 use crate::pool::{sql_error, Pool};
@@ -64,12 +70,12 @@ macro_rules! write_back {
     };
 }
 
+/// The group's working values; `tail_id` 0 marks a tenant whose rows the group deleted.
 const TEMP: &str = "
     CREATE TEMP TABLE IF NOT EXISTS usage_now (
         tenant_id TEXT PRIMARY KEY, storage_bytes INTEGER NOT NULL, files INTEGER NOT NULL,
         last_event_seq INTEGER NOT NULL, search_docs INTEGER NOT NULL, search_words INTEGER NOT NULL,
-        tail_id INTEGER NOT NULL) WITHOUT ROWID;
-    CREATE TEMP TABLE IF NOT EXISTS usage_changed (tenant_id TEXT PRIMARY KEY) WITHOUT ROWID;";
+        tail_id INTEGER NOT NULL) WITHOUT ROWID;";
 
 impl Counters {
     fn from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Counters> {
@@ -120,13 +126,27 @@ pub(crate) async fn read_committed(pool: Arc<Pool>, tenant: &TenantId) -> Result
     crate::store::read_on(pool, move |conn| stored(conn, &tenant)).await
 }
 
-/// The tenant's current values as its write sees them, on the writer inside the write.
+/// The tenant's current values as its write sees them, on the writer inside the write: the
+/// group's own, else those committed before it (see the invariants).
 pub(crate) fn now_tx(tx: &Connection, tenant: &TenantId) -> Result<Counters> {
-    match row_of(tx, concat!("SELECT ", columns!(), " FROM temp.usage_now WHERE tenant_id = ?1"), tenant)? {
-        Some(c) => Ok(c),
-        None => stored(tx, tenant),
+    let working = tx
+        .prepare_cached(concat!("SELECT tail_id, ", columns!(), " FROM temp.usage_now WHERE tenant_id = ?1"))
+        .and_then(|mut s| {
+            s.query_row([tenant.as_str()], |r| Ok((r.get::<_, i64>(0)?, Counters::from_row(r, 1)?))).optional()
+        })
+        .map_err(sql_error)?;
+    match working {
+        Some((DELETED, _)) => stored(tx, tenant),
+        Some((_, values)) => Ok(values),
+        None => match crate::tails::committed_usage(tenant) {
+            Some(values) => Ok(values),
+            None => stored(tx, tenant),
+        },
     }
 }
+
+/// The working table's `tail_id` of a tenant whose rows the group deleted.
+const DELETED: i64 = 0;
 
 /// Moves the tenant's values by `by` (none below zero), inside its write. Values that do not
 /// change write nothing (most writes move no counter but the event seq).
@@ -171,14 +191,7 @@ fn apply_tx(tx: &Connection, tenant: &TenantId, by: Counters) -> Result<Counters
     ))
     .and_then(|mut s| s.execute([tx.last_insert_rowid()]))
     .map_err(sql_error)?;
-    changed(tx, tenant).map_err(sql_error)?;
     Ok(new)
-}
-
-fn changed(tx: &Connection, tenant: &TenantId) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT OR IGNORE INTO temp.usage_changed (tenant_id) VALUES (?1)")?
-        .execute([tenant.as_str()])?;
-    Ok(())
 }
 
 /// Deletes the tenant's tail rows and working values, inside the write that deletes its
@@ -186,25 +199,27 @@ fn changed(tx: &Connection, tenant: &TenantId) -> rusqlite::Result<()> {
 pub(crate) fn forget_tx(tx: &Connection, tenant: &TenantId) -> Result<()> {
     prepare(tx).map_err(sql_error)?;
     tx.execute("DELETE FROM usage_tail WHERE tenant_id = ?1", [tenant.as_str()]).map_err(sql_error)?;
-    tx.execute("DELETE FROM temp.usage_now WHERE tenant_id = ?1", [tenant.as_str()]).map_err(sql_error)?;
-    changed(tx, tenant).map_err(sql_error)
+    tx.prepare_cached(concat!(
+        "INSERT OR REPLACE INTO temp.usage_now (tenant_id, ",
+        columns!(),
+        ", tail_id) VALUES (?1, 0, 0, 0, 0, 0, ?2)"
+    ))
+    .and_then(|mut s| s.execute(params![tenant.as_str(), DELETED]))
+    .map_err(sql_error)?;
+    Ok(())
 }
 
-/// The fold's part, inside the settling step: every tenant whose latest tail row is at most
-/// `upto` (the tail's last id when the fold began) has its values written back and leaves the
-/// working table; the tail rows up to `upto` go.
-pub(crate) fn settle(conn: &Connection, upto: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(write_back!(concat!(
-        "SELECT tenant_id, ",
-        columns!(),
-        " FROM temp.usage_now WHERE tail_id <= ?1 ORDER BY tenant_id"
-    )))?
-    .execute([upto])?;
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO temp.usage_changed SELECT tenant_id FROM temp.usage_now WHERE tail_id <= ?1",
-    )?
-    .execute([upto])?;
-    conn.prepare_cached("DELETE FROM temp.usage_now WHERE tail_id <= ?1")?.execute([upto])?;
+/// The fold's part, inside the settling step: `due` (the tenants whose latest tail row is at
+/// most `upto`, the tail's last id when the fold began, with their values: [`Committed::due`])
+/// are written back, sorted by tenant, but for those the group changed before the step (newer
+/// values, or deleted); the tail rows up to `upto` go.
+pub(crate) fn settle(conn: &Connection, upto: i64, due: &[(String, Counters)]) -> rusqlite::Result<()> {
+    let mut write = conn.prepare_cached(write_back!(concat!(
+        "SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (SELECT 1 FROM temp.usage_now WHERE tenant_id = ?1)"
+    )))?;
+    for (tenant, c) in due {
+        write.execute(params![tenant, c.storage_bytes, c.files, c.last_event_seq, c.search_docs, c.search_words])?;
+    }
     conn.prepare_cached("DELETE FROM usage_tail WHERE id <= ?1")?.execute([upto])?;
     Ok(())
 }
@@ -222,7 +237,7 @@ pub(crate) fn fold_all(conn: &Connection) -> rusqlite::Result<()> {
         )),
         [],
     )?;
-    conn.execute_batch("DELETE FROM usage_tail; DELETE FROM temp.usage_now; DELETE FROM temp.usage_changed;")
+    conn.execute_batch("DELETE FROM usage_tail; DELETE FROM temp.usage_now;")
 }
 
 /// The tail's last id (0 if empty).
@@ -230,10 +245,11 @@ pub(crate) fn last_id(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM usage_tail")?.query_row([], |r| r.get(0))
 }
 
-/// The values committed last of every tenant with tail rows, for readers (see the invariants).
+/// The values committed last of every tenant with tail rows, with the id of its latest row, for
+/// readers and the writer's next groups (see the invariants).
 #[derive(Default)]
 pub(crate) struct Committed {
-    by_tenant: HashMap<String, Counters>,
+    by_tenant: HashMap<String, (Counters, i64)>,
     /// The tail's last id as of the last commit registered.
     pub last_id: i64,
     /// Up to which id the tail was folded last.
@@ -242,7 +258,27 @@ pub(crate) struct Committed {
 
 impl Committed {
     pub fn get(&self, tenant: &TenantId) -> Option<Counters> {
-        self.by_tenant.get(tenant.as_str()).copied()
+        self.by_tenant.get(tenant.as_str()).map(|(values, _)| *values)
+    }
+
+    /// The tenants whose latest row is at most `upto`, with their values, sorted by tenant: what
+    /// a fold's settling writes back.
+    pub fn due(&self, upto: i64) -> Vec<(String, Counters)> {
+        let mut due: Vec<(String, Counters)> = self
+            .by_tenant
+            .iter()
+            .filter(|(_, (_, id))| *id <= upto)
+            .map(|(tenant, (values, _))| (tenant.clone(), *values))
+            .collect();
+        due.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        due
+    }
+
+    /// After the commit of a settling up to `upto`: the tenants written back leave (a tenant the
+    /// settling's group wrote again has a later row, and stays).
+    pub fn settled(&mut self, upto: i64) {
+        self.by_tenant.retain(|_, (_, id)| *id > upto);
+        self.folded = self.folded.max(upto);
     }
 
     /// Rows appended since the last fold (ids count them, near enough), and tenants with rows.
@@ -250,33 +286,28 @@ impl Committed {
         ((self.last_id - self.folded).max(0) as usize, self.by_tenant.len())
     }
 
-    /// Takes in what the commit just made changed: on the writer, after each commit, before any
-    /// of its writes is answered.
+    /// Takes in the working values of the group just committed, and empties the working table
+    /// for the next: on the writer, after each commit, before any of its writes is answered.
     pub fn register(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        let mut s = conn.prepare_cached(concat!(
-            "SELECT c.tenant_id, ",
-            columns!(),
-            " FROM temp.usage_changed c LEFT JOIN temp.usage_now u USING (tenant_id)"
-        ))?;
+        let mut s = conn.prepare_cached(concat!("SELECT tenant_id, tail_id, ", columns!(), " FROM temp.usage_now"))?;
         let mut rows = s.query([])?;
         let mut any = false;
         while let Some(r) = rows.next()? {
             let tenant: String = r.get(0)?;
-            let values: Option<i64> = r.get(1)?;
-            match values {
-                Some(_) => {
-                    self.by_tenant.insert(tenant, Counters::from_row(r, 1)?);
-                }
-                None => {
+            match r.get(1)? {
+                DELETED => {
                     self.by_tenant.remove(&tenant);
+                }
+                id => {
+                    self.by_tenant.insert(tenant, (Counters::from_row(r, 2)?, id));
+                    self.last_id = self.last_id.max(id);
                 }
             }
             any = true;
         }
         drop(rows);
         if any {
-            conn.prepare_cached("DELETE FROM temp.usage_changed")?.execute([])?;
-            self.last_id = last_id(conn)?;
+            conn.prepare_cached("DELETE FROM temp.usage_now")?.execute([])?;
         }
         Ok(())
     }
@@ -305,10 +336,7 @@ mod tests {
     impl Db {
         /// One committed write, registered as the writer does.
         fn write(&self, work: impl FnOnce(&Connection)) {
-            self.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-            work(&self.writer);
-            self.writer.execute_batch("COMMIT").unwrap();
-            self.tails.register(&self.writer).unwrap();
+            self.commit(&[], false, work);
         }
 
         fn add(&self, t: &TenantId, bytes: i64, files: i64) {
@@ -325,11 +353,6 @@ mod tests {
         /// What a move's snapshot read of the whole tenant sees.
         fn whole(&self, t: &TenantId) -> Counters {
             in_snapshot(&self.reader, t).unwrap()
-        }
-
-        /// Tenants with working values on the writer.
-        fn working(&self) -> i64 {
-            self.writer.query_row("SELECT COUNT(*) FROM temp.usage_now", [], |r| r.get(0)).unwrap()
         }
 
         fn fold(&self) {
@@ -357,8 +380,12 @@ mod tests {
         assert_eq!((db.committed(&a), db.committed(&b)), (values(10, 1, 1), values(5, 1, 0)));
         assert_eq!(db.whole(&a), values(10, 1, 1));
         db.fold();
-        assert_eq!((db.count("usage_tail"), db.working(), db.count("tenant_usage")), (0, 0, 2));
-        assert_eq!((db.tails.usage(&a), db.tails.usage_rows()), (None, 0), "read from tenant_usage now");
+        assert_eq!((db.count("usage_tail"), db.count("tenant_usage")), (0, 2));
+        assert_eq!(
+            (db.tails.usage(&a), db.tails.usage(&b), db.tails.usage_rows()),
+            (None, None, 0),
+            "read from tenant_usage now"
+        );
         assert_eq!((db.committed(&a), db.committed(&b)), (values(10, 1, 1), values(5, 1, 0)));
         assert_eq!(db.whole(&b), values(5, 1, 0));
         // The next write starts from the folded values.
@@ -399,9 +426,11 @@ mod tests {
             assert_eq!(now_tx(tx, &a).unwrap(), values(3, 1, 0));
         });
         assert_eq!((db.count("usage_tail"), db.committed(&a)), (1, values(3, 1, 0)));
-        db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-        add_tx(&db.writer, &a, values(0, 9, 0)).unwrap();
-        db.writer.execute_batch("ROLLBACK").unwrap();
+        db.group(&[], || {
+            db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+            add_tx(&db.writer, &a, values(0, 9, 0)).unwrap();
+            db.writer.execute_batch("ROLLBACK").unwrap();
+        });
         db.tails.register(&db.writer).unwrap();
         assert_eq!(db.committed(&a), values(3, 1, 0));
         db.write(|tx| assert_eq!(now_tx(tx, &a).unwrap(), values(3, 1, 0)));
@@ -457,7 +486,7 @@ mod tests {
         let db = open();
         let a = TenantId::generate();
         // A dense tenant's log entries skip the tails; its counters do not.
-        crate::tails::with_dense_tenants(vec![crate::store::owner_of(&a)], || db.add(&a, 8, 1));
+        db.commit(&[&a], false, |tx| add_tx(tx, &a, values(8, 1, 0)).unwrap());
         assert!(!db.tails.is_empty());
         assert_eq!(db.tails.usage_rows(), 1);
         db.fold();
@@ -465,32 +494,34 @@ mod tests {
         assert_eq!((db.tails.usage_rows(), stored(&db.reader, &a).unwrap()), (0, values(8, 1, 0)));
     }
 
+    /// The writes take a `bool`: whether the fold's next step (if one is under way) runs last in
+    /// the write's group, as the writer runs it.
     #[derive(Debug, Clone)]
     enum Op {
-        Add(usize, i64, i64),
-        Event(usize),
+        Add(usize, i64, i64, bool),
+        Event(usize, bool),
         Refused(usize, i64),
         BeginFold,
         Step,
-        Forget(usize),
+        Forget(usize, bool),
         Crash,
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
         use proptest::prelude::*;
         prop_oneof![
-            4 => (0..3usize, -20..40i64, -1..3i64).prop_map(|(t, b, f)| Op::Add(t, b, f)),
-            2 => (0..3usize).prop_map(Op::Event),
+            4 => (0..3usize, -20..40i64, -1..3i64, any::<bool>()).prop_map(|(t, b, f, s)| Op::Add(t, b, f, s)),
+            2 => (0..3usize, any::<bool>()).prop_map(|(t, s)| Op::Event(t, s)),
             1 => (0..3usize, 1..50i64).prop_map(|(t, b)| Op::Refused(t, b)),
             1 => Just(Op::BeginFold),
             2 => Just(Op::Step),
-            1 => (0..3usize).prop_map(Op::Forget),
+            1 => (0..3usize, any::<bool>()).prop_map(|(t, s)| Op::Forget(t, s)),
             1 => Just(Op::Crash),
         ]
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
         /// Whatever the interleaving of writes, refused writes, fold steps, deletions and
         /// crashes, every tenant's values read anywhere are exactly those of a plain model.
         #[test]
@@ -500,14 +531,14 @@ mod tests {
             let mut db = open();
             for op in ops {
                 match op {
-                    Op::Add(i, bytes, files) => {
-                        db.add(&tenants[i], bytes, files);
+                    Op::Add(i, bytes, files, step) => {
+                        db.commit(&[], step, |tx| add_tx(tx, &tenants[i], values(bytes, files, 0)).unwrap());
                         model[i].storage_bytes = (model[i].storage_bytes + bytes).max(0);
                         model[i].files = (model[i].files + files).max(0);
                     }
-                    Op::Event(i) => {
+                    Op::Event(i, step) => {
                         let mut seq = 0;
-                        db.write(|tx| seq = next_event_seq_tx(tx, &tenants[i]).unwrap());
+                        db.commit(&[], step, |tx| seq = next_event_seq_tx(tx, &tenants[i]).unwrap());
                         model[i].last_event_seq += 1;
                         proptest::prop_assert_eq!(seq, model[i].last_event_seq);
                     }
@@ -524,8 +555,8 @@ mod tests {
                             db.tails.step(&db.writer).unwrap();
                         }
                     }
-                    Op::Forget(i) => {
-                        db.write(|tx| {
+                    Op::Forget(i, step) => {
+                        db.commit(&[], step, |tx| {
                             forget_tx(tx, &tenants[i]).unwrap();
                             tx.execute("DELETE FROM tenant_usage WHERE tenant_id = ?1", [tenants[i].as_str()]).unwrap();
                         });

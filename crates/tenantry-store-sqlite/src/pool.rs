@@ -187,7 +187,7 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tail
         }
         if matches!(backlog.front(), Some(Queued::Exclusive(_))) {
             if let Some(Queued::Exclusive(f)) = backlog.pop_front() {
-                f(&mut conn);
+                crate::tails::in_group(&tails, Vec::new(), || f(&mut conn));
                 register(&tails, &conn);
             }
             continue;
@@ -201,8 +201,8 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tail
 }
 
 /// Runs a group in one transaction, registers the log entries it committed, then answers its jobs.
-fn commit_group(conn: &Connection, tails: &Tails, mut group: Vec<Box<dyn WriteJob>>) {
-    let committed = crate::tails::with_dense_tenants(dense_owners(&group), || run_group(conn, &mut group));
+fn commit_group(conn: &Connection, tails: &Arc<Tails>, mut group: Vec<Box<dyn WriteJob>>) {
+    let committed = crate::tails::in_group(tails, dense_owners(&group), || run_group(conn, &mut group));
     if committed.is_ok() {
         register(tails, conn);
     }

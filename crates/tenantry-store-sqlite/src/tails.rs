@@ -26,14 +26,17 @@
 //!   UNION: an entry both indexed and registered (mid-fold) is the same row, read once; an id
 //!   forgotten meanwhile was indexed before; an id is never reused (AUTOINCREMENT), so it can
 //!   only name that tenant's entry.
-//! - The chain head of a tenant with unindexed tail rows is in the writer connection's
-//!   `temp.audit_heads`, which rolls back with the write that set it; a tenant without one finds
-//!   its head among its keyed and indexed rows. A fold forgets the heads it indexed; deleting a
-//!   tenant's rows forgets its head.
+//! - The chain head of a tenant with unindexed tail rows is, inside a group on the writer, in the
+//!   writer connection's `temp.audit_heads` if the group moved it (it rolls back with the write
+//!   that set it), else in memory ([`Registry`]'s heads, where each commit's move to once it is
+//!   registered); a tenant without one finds its head among its keyed and indexed rows. A fold
+//!   forgets the heads it indexed; deleting a tenant's rows forgets its head. (The working table
+//!   holds one group's heads, not all: with 10,000 tenants a table of every head was a B-tree that
+//!   each write searched and journalled a page of; see `counters`, which keeps its values so too.)
 //! - A crash leaves unindexed rows: they are indexed when the database opens.
 //! - A tenant with [`DENSE_WRITES`] or more writes in a group writes its entries straight to the
-//!   keyed tables, unless its chain head is in `temp.audit_heads`: where an entry lands is only a
-//!   matter of cost, since readers take all three.
+//!   keyed tables, unless its chain head is in the tail: where an entry lands is only a matter of
+//!   cost, since readers take all three.
 //!
 //! Readers that take a tenant's whole log (moves) read the views `audit_all` and `events_all`
 //! (keyed, indexed, and the tail past `tails_indexed.upto`: that end is scanned, rare and off the
@@ -45,7 +48,7 @@ use crate::pool::sql_error;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tenantry_core::ids::TenantId;
 use tenantry_core::Result;
@@ -175,8 +178,10 @@ const FOLD_MAX_AGE: Duration = Duration::from_secs(60);
 /// tenants' tails never holds the writes up for long.
 const CHUNK_ROWS: usize = 2000;
 
+/// The chain heads the group moved, with their entry's tail id (0: the group deleted the
+/// tenant's entries).
 const HEADS: &str = "CREATE TEMP TABLE IF NOT EXISTS audit_heads (
-    tenant_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL) WITHOUT ROWID";
+    tenant_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL, tail_id INTEGER NOT NULL) WITHOUT ROWID";
 
 /// One log's unindexed tail entries by tenant as (id, seq), in seq order, and the last id
 /// registered.
@@ -202,6 +207,8 @@ struct Fold {
 #[derive(Default)]
 struct Registry {
     logs: [TailIds; 2],
+    /// The committed chain heads of tenants whose last entry is in the tail, unindexed.
+    heads: HashMap<String, TailHead>,
     /// The tenants' counters, kept the same way (see `counters`): folded at each settling.
     usage: Committed,
     /// When the oldest entry now in the tails (or usage row) was registered.
@@ -222,6 +229,13 @@ impl Registry {
             self.fold_time += fold.started.elapsed();
         }
     }
+}
+
+/// A chain head whose entry is in the tail: seq, hash, and the entry's id there.
+struct TailHead {
+    seq: i64,
+    hash: String,
+    tail_id: i64,
 }
 
 /// The tails of one database: which tail rows are whose, and the fold under way.
@@ -246,10 +260,10 @@ fn json_ids(ids: &[i64]) -> String {
 pub(crate) enum Step {
     /// Index these tail ids (audit, events).
     Index([Vec<i64>; 2]),
-    /// Every tail row up to `upto` is indexed now; forget the chain heads of the tenants whose
-    /// last entry that indexed (`settled`: those with no later entry when the step was made).
-    /// The counters of tenants whose last usage row is at most `usage_upto` are written back.
-    Settle { upto: [i64; 2], settled: Vec<String>, usage_upto: i64 },
+    /// Every tail row up to `upto` is indexed now (once it commits, the chain heads of those
+    /// entries are forgotten). The counters of the tenants whose last usage row is at most
+    /// `usage_upto` (`usage`, with their values) are written back.
+    Settle { upto: [i64; 2], usage_upto: i64, usage: Vec<(String, Counters)> },
 }
 
 impl Step {
@@ -264,19 +278,10 @@ impl Step {
                     }
                 }
             }
-            Step::Settle { upto, settled, usage_upto } => {
-                crate::counters::settle(conn, *usage_upto)?;
+            Step::Settle { upto, usage_upto, usage } => {
+                crate::counters::settle(conn, *usage_upto, usage)?;
                 for log in Log::ALL {
                     log.mark_indexed(conn, upto[log.index()])?;
-                }
-                // Only a head whose entry is now indexed: a write earlier in the same group may
-                // have appended past it since the list was made.
-                let mut forget = conn.prepare_cached(
-                    "DELETE FROM temp.audit_heads WHERE tenant_id = ?1
-                       AND EXISTS (SELECT 1 FROM audit_tail_index i WHERE i.tenant_id = ?1 AND i.seq = audit_heads.seq)",
-                )?;
-                for tenant in settled {
-                    forget.execute([tenant])?;
                 }
             }
         }
@@ -342,14 +347,21 @@ impl Tails {
                 .map_err(sql_error)?;
             let mut rows = s.query([ids.seen]).map_err(sql_error)?;
             while let Some(row) = rows.next().map_err(sql_error)? {
-                let (id, tenant, seq): (i64, String, i64) =
-                    (row.get(0).map_err(sql_error)?, row.get(1).map_err(sql_error)?, row.get(2).map_err(sql_error)?);
-                ids.by_tenant.entry(tenant).or_default().push((id, seq));
+                let (id, seq): (i64, i64) = (row.get(0).map_err(sql_error)?, row.get(2).map_err(sql_error)?);
+                // Borrowed: most entries are of a tenant already registered, whose key exists.
+                let tenant = row.get_ref(1).and_then(|v| v.as_str().map_err(Into::into)).map_err(sql_error)?;
+                match ids.by_tenant.get_mut(tenant) {
+                    Some(entries) => entries.push((id, seq)),
+                    None => {
+                        ids.by_tenant.insert(tenant.to_owned(), vec![(id, seq)]);
+                    }
+                }
                 ids.rows += 1;
                 ids.seen = id;
                 added = true;
             }
         }
+        register_heads(&mut r.heads, conn).map_err(sql_error)?;
         r.usage.register(conn).map_err(sql_error)?;
         if (added || r.usage.pending().0 > 0) && r.since.is_none() {
             r.since = Some(Instant::now());
@@ -442,12 +454,7 @@ impl Tails {
             return Some(Step::Index(chunk));
         }
         let (upto, usage_upto) = (fold.upto, fold.usage_upto);
-        // Tenants with nothing unindexed left find their head among their keyed and indexed rows
-        // from now on.
-        let audit = &r.logs[Log::Audit.index()].by_tenant;
-        let settled =
-            audit.iter().filter(|(_, ids)| ids.iter().all(|&(id, _)| id <= upto[0])).map(|(t, _)| t.clone()).collect();
-        Some(Step::Settle { upto, settled, usage_upto })
+        Some(Step::Settle { upto, usage_upto, usage: r.usage.due(usage_upto) })
     }
 
     /// After the group that ran `step` committed (`ok`) or failed: the settling committed
@@ -467,7 +474,10 @@ impl Tails {
                     });
                     ids.rows = ids.by_tenant.values().map(Vec::len).sum();
                 }
-                r.usage.folded = r.usage.folded.max(usage_upto);
+                // Tenants with nothing unindexed left find their head among their keyed and indexed
+                // rows from now on (a head the settling's group moved has a later entry, and stays).
+                r.heads.retain(|_, h| h.tail_id > upto[Log::Audit.index()]);
+                r.usage.settled(usage_upto);
                 r.since = (r.logs.iter().any(|l| l.rows > 0) || r.usage.pending().0 > 0).then(Instant::now);
                 r.end_fold();
                 r.folds += 1;
@@ -522,6 +532,7 @@ impl Tails {
             ids.rows = 0;
             ids.seen = ids.seen.max(last[log.index()]);
         }
+        r.heads.clear();
         r.usage.clear(usage_last);
         r.since = None;
         let started = r.fold.take().map_or(started, |f| f.started.min(started));
@@ -534,79 +545,142 @@ impl Tails {
 /// keyed tables: they share a page there, as a tail's do, and need no index entry of a fold.
 pub(crate) const DENSE_WRITES: usize = 4;
 
-thread_local! {
-    /// While the writer runs a group on this thread: the grouping keys of its dense tenants.
-    static DENSE_TENANTS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+/// What the thread knows while the writer runs a group (or an exclusive job) on it.
+struct Group {
+    tails: Arc<Tails>,
+    /// The grouping keys of the group's dense tenants.
+    dense: Vec<u64>,
 }
 
-/// Runs `group` (on the writer thread) knowing which of its tenants are dense (see
-/// [`DENSE_WRITES`]). The tails are for groups that hold a write or two of many tenants; when a
-/// fold copied each entry and deleted it from the tail, the tail cost a lone tenant writing at
-/// full speed up to a third of its PUT rate (BENCHMARKS.md); now it costs it an index entry per
-/// write, which the direct write still saves. A tenant with a
-/// single write in a group goes to the tail even when it is the only one: with 10,000 tenants
-/// most groups are small, and each such write would dirty a page of the keyed tables of its own.
-pub(crate) fn with_dense_tenants<T>(owners: Vec<u64>, group: impl FnOnce() -> T) -> T {
-    DENSE_TENANTS.with(|c| *c.borrow_mut() = owners);
+thread_local! {
+    static GROUP: RefCell<Option<Group>> = const { RefCell::new(None) };
+}
+
+/// Runs `group` on the writer of `tails`, knowing which of its tenants are dense (`dense`, see
+/// [`DENSE_WRITES`]): its writes find the chain heads and counters committed before it in
+/// `tails`. The tails are for groups that hold a write or two of many tenants; when a fold copied
+/// each entry and deleted it from the tail, the tail cost a lone tenant writing at full speed up
+/// to a third of its PUT rate (BENCHMARKS.md); now it costs it an index entry per write, which
+/// the direct write still saves. A tenant with a single write in a group goes to the tail even
+/// when it is the only one: with 10,000 tenants most groups are small, and each such write would
+/// dirty a page of the keyed tables of its own.
+///
+/// A thread-local rather than a parameter because the writes' statements take the connection
+/// alone, everywhere in the store; outside a group (the one-off connections of opening) no head
+/// or counter is in memory, and the working tables and the database are the whole truth.
+pub(crate) fn in_group<T>(tails: &Arc<Tails>, dense: Vec<u64>, group: impl FnOnce() -> T) -> T {
+    let before = GROUP.with(|g| g.borrow_mut().replace(Group { tails: tails.clone(), dense }));
     let out = group();
-    DENSE_TENANTS.with(|c| c.borrow_mut().clear());
+    GROUP.with(|g| *g.borrow_mut() = before);
     out
 }
 
 /// Whether `tenant`'s entries written now skip the tails: it is a dense tenant of the group being
 /// written. Either place is correct (readers take both); this is only about cost.
 pub(crate) fn dense_tenant(tenant: &TenantId) -> bool {
-    DENSE_TENANTS.with(|c| {
-        let dense = c.borrow();
-        !dense.is_empty() && dense.contains(&crate::store::owner_of(tenant))
+    GROUP.with(|g| {
+        g.borrow().as_ref().is_some_and(|g| !g.dense.is_empty() && g.dense.contains(&crate::store::owner_of(tenant)))
     })
+}
+
+/// The tenant's counters committed before the group, if it has unfolded usage rows.
+pub(crate) fn committed_usage(tenant: &TenantId) -> Option<Counters> {
+    GROUP.with(|g| g.borrow().as_ref().and_then(|g| g.tails.usage(tenant)))
 }
 
 /// A tenant's audit chain head: seq and hash of its last entry.
 pub(crate) struct Head {
     pub seq: i64,
     pub hash: String,
-    /// Kept in `temp.audit_heads` (its last entry is in the tail): the next entry must go there
-    /// too, and set the head.
+    /// Its entry is in the tail, unindexed: the next entry must go there too, and set the head.
     pub in_tail: bool,
 }
 
 /// The tenant's audit chain head, if it has entries. On the writer connection, inside the write
-/// that appends the next entry.
+/// that appends the next entry: the group's own, else the one committed before it, else its
+/// last keyed or indexed entry.
 pub(crate) fn audit_head(tx: &Connection, tenant: &TenantId) -> Result<Option<Head>> {
-    let row = |sql: &str, in_tail: bool| {
-        tx.prepare_cached(sql)
-            .and_then(|mut s| {
-                s.query_row([tenant.as_str()], |r| Ok(Head { seq: r.get(0)?, hash: r.get(1)?, in_tail })).optional()
-            })
-            .map_err(sql_error)
+    let working = tx
+        .prepare_cached("SELECT seq, hash, tail_id FROM temp.audit_heads WHERE tenant_id = ?1")
+        .and_then(|mut s| {
+            s.query_row([tenant.as_str()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+                .optional()
+        })
+        .map_err(sql_error)?;
+    let in_memory = || {
+        GROUP.with(|g| {
+            let g = g.borrow();
+            let r = g.as_ref()?.tails.lock();
+            r.heads.get(tenant.as_str()).map(|h| Head { seq: h.seq, hash: h.hash.clone(), in_tail: true })
+        })
     };
-    match row("SELECT seq, hash FROM temp.audit_heads WHERE tenant_id = ?1", true)? {
-        Some(head) => Ok(Some(head)),
-        None => row(
-            "SELECT seq, hash FROM (SELECT seq, hash FROM audit WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1)
-             UNION ALL
-             SELECT seq, hash FROM (SELECT seq, hash FROM audit_indexed WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1)
-             ORDER BY seq DESC LIMIT 1",
-            false,
-        ),
+    match working {
+        Some((seq, hash, tail_id)) if tail_id != DELETED => return Ok(Some(Head { seq, hash, in_tail: true })),
+        Some(_) => {}
+        None => {
+            if let Some(head) = in_memory() {
+                return Ok(Some(head));
+            }
+        }
     }
+    tx.prepare_cached(
+        "SELECT seq, hash FROM (SELECT seq, hash FROM audit WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1)
+         UNION ALL
+         SELECT seq, hash FROM (SELECT seq, hash FROM audit_indexed WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1)
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .and_then(|mut s| {
+        s.query_row([tenant.as_str()], |r| Ok(Head { seq: r.get(0)?, hash: r.get(1)?, in_tail: false })).optional()
+    })
+    .map_err(sql_error)
 }
 
-/// Records the tenant's new chain head, after appending an entry to the tail.
+/// The working table's `tail_id` of a tenant whose entries the group deleted.
+const DELETED: i64 = 0;
+
+/// Records the tenant's new chain head, right after appending its entry to the tail.
 pub(crate) fn set_audit_head(tx: &Connection, tenant: &TenantId, seq: i64, hash: &str) -> Result<()> {
-    tx.prepare_cached("INSERT OR REPLACE INTO temp.audit_heads (tenant_id, seq, hash) VALUES (?1, ?2, ?3)")
-        .and_then(|mut s| s.execute(params![tenant.as_str(), seq, hash]))
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO temp.audit_heads (tenant_id, seq, hash, tail_id) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![tenant.as_str(), seq, hash, tx.last_insert_rowid()]))
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+/// Forgets the tenant's chain head: its entries are being deleted from this database (a chain
+/// continued from a forgotten head would not verify).
+pub(crate) fn forget_audit_head(tx: &Connection, tenant: &TenantId) -> Result<()> {
+    // Any connection may delete a tenant's rows (the settling of a move at open uses its own).
+    tx.execute_batch(HEADS).map_err(sql_error)?;
+    tx.prepare_cached("INSERT OR REPLACE INTO temp.audit_heads (tenant_id, seq, hash, tail_id) VALUES (?1, 0, '', ?2)")
+        .and_then(|mut s| s.execute(params![tenant.as_str(), DELETED]))
         .map_err(sql_error)?;
     Ok(())
 }
 
-/// Forgets the tenant's chain head on this connection: its entries are being deleted from this
-/// database (a chain continued from a forgotten head would not verify).
-pub(crate) fn forget_audit_head(tx: &Connection, tenant: &TenantId) -> Result<()> {
-    // Any connection may delete a tenant's rows (the settling of a move at open uses its own).
-    tx.execute_batch(HEADS).map_err(sql_error)?;
-    tx.execute("DELETE FROM temp.audit_heads WHERE tenant_id = ?1", [tenant.as_str()]).map_err(sql_error)?;
+/// Takes in the chain heads of the group just committed, and empties the working table for the
+/// next (see [`Tails::register`]).
+fn register_heads(heads: &mut HashMap<String, TailHead>, conn: &Connection) -> rusqlite::Result<()> {
+    let mut s = conn.prepare_cached("SELECT tenant_id, seq, hash, tail_id FROM temp.audit_heads")?;
+    let mut rows = s.query([])?;
+    let mut any = false;
+    while let Some(r) = rows.next()? {
+        let tenant: String = r.get(0)?;
+        match r.get(3)? {
+            DELETED => {
+                heads.remove(&tenant);
+            }
+            tail_id => {
+                heads.insert(tenant, TailHead { seq: r.get(1)?, hash: r.get(2)?, tail_id });
+            }
+        }
+        any = true;
+    }
+    drop(rows);
+    if any {
+        conn.prepare_cached("DELETE FROM temp.audit_heads")?.execute([])?;
+    }
     Ok(())
 }
 
@@ -625,7 +699,7 @@ mod tests {
         pub path: std::path::PathBuf,
         pub writer: Connection,
         pub reader: Connection,
-        pub tails: Tails,
+        pub tails: Arc<Tails>,
     }
 
     fn open() -> Db {
@@ -638,7 +712,7 @@ mod tests {
         let mut writer = Connection::open(&path).unwrap();
         writer.pragma_update(None, "journal_mode", "WAL").unwrap();
         crate::schema::migrate(&mut writer).unwrap();
-        let tails = Tails::open(&writer).unwrap();
+        let tails = Arc::new(Tails::open(&writer).unwrap());
         let reader = Connection::open(&path).unwrap();
         Db { _dir: dir, path, writer, reader, tails }
     }
@@ -655,12 +729,37 @@ mod tests {
     }
 
     impl Db {
-        /// One committed write appending an audit entry, registered as the writer does.
-        fn append(&self, t: &TenantId, target: &str) {
-            self.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-            crate::store::append_audit_tx(&self.writer, t, "slug", draft(target)).unwrap();
-            self.writer.execute_batch("COMMIT").unwrap();
+        /// Runs `work` as the writer runs a group, with the group's `dense` tenants.
+        pub fn group<T>(&self, dense: &[&TenantId], work: impl FnOnce() -> T) -> T {
+            in_group(&self.tails, dense.iter().map(|t| crate::store::owner_of(t)).collect(), work)
+        }
+
+        /// One committed group as the writer runs it: `work` with these `dense` tenants, then
+        /// the fold's next step if `step` and a fold is under way; registered, then the step
+        /// finished.
+        pub fn commit(&self, dense: &[&TenantId], step: bool, work: impl FnOnce(&Connection)) {
+            let step = if step { self.tails.next_step() } else { None };
+            self.group(dense, || {
+                self.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+                work(&self.writer);
+                if let Some(step) = &step {
+                    step.run(&self.writer).unwrap();
+                }
+                self.writer.execute_batch("COMMIT").unwrap();
+            });
             self.tails.register(&self.writer).unwrap();
+            if let Some(step) = step {
+                self.tails.finish(step, true);
+            }
+        }
+
+        /// One committed write appending an audit entry, in a group with these `dense` tenants.
+        fn append_with(&self, dense: &[&TenantId], t: &TenantId, target: &str) {
+            self.commit(dense, false, |tx| crate::store::append_audit_tx(tx, t, "slug", draft(target)).unwrap());
+        }
+
+        fn append(&self, t: &TenantId, target: &str) {
+            self.append_with(&[], t, target);
         }
 
         /// The tenant's log as a reader sees it: (seq, target), checked to be one unbroken chain.
@@ -693,11 +792,10 @@ mod tests {
             self.reader.query_row("SELECT upto FROM tails_indexed WHERE log = 'audit'", [], |r| r.get(0)).unwrap()
         }
 
+        /// The tenant's chain head as the writer's next group finds it, if its entry is in the tail.
         fn head(&self, t: &TenantId) -> Option<i64> {
-            self.writer
-                .query_row("SELECT seq FROM temp.audit_heads WHERE tenant_id = ?1", [t.as_str()], |r| r.get(0))
-                .optional()
-                .unwrap()
+            let head = self.group(&[], || audit_head(&self.writer, t).unwrap());
+            head.filter(|h| h.in_tail).map(|h| h.seq)
         }
     }
 
@@ -718,9 +816,7 @@ mod tests {
     fn a_dense_tenants_entries_skip_the_tail_unless_its_chain_head_is_in_it() {
         let db = open();
         let (a, b) = (TenantId::generate(), TenantId::generate());
-        let dense = |t: &TenantId, target: &str| {
-            with_dense_tenants(vec![crate::store::owner_of(t)], || db.append(t, target));
-        };
+        let dense = |t: &TenantId, target: &str| db.append_with(&[t], t, target);
         dense(&a, "/a1");
         dense(&a, "/a2");
         assert_eq!((db.count("audit"), db.count("audit_tail"), db.head(&a)), (2, 0, None));
@@ -732,7 +828,7 @@ mod tests {
         dense(&a, "/a4");
         assert_eq!((db.count("audit_tail"), db.head(&a)), (2, Some(4)));
         // Density is a tenant's: b's entry written in a group where a is dense goes to the tail.
-        with_dense_tenants(vec![crate::store::owner_of(&a)], || db.append(&b, "/b1"));
+        db.append_with(&[&a], &b, "/b1");
         assert_eq!((db.count("audit_tail"), db.head(&b)), (3, Some(1)));
         assert!(db.tails.begin_fold(true));
         while db.tails.folding() {
@@ -796,10 +892,12 @@ mod tests {
                                             // The settling, made while A has nothing newer; then the group as the writer runs it:
                                             // A's write, then the step, one commit.
         let step = db.tails.next_step().unwrap();
-        db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-        crate::store::append_audit_tx(&db.writer, &a, "slug", draft("/a1")).unwrap();
-        step.run(&db.writer).unwrap();
-        db.writer.execute_batch("COMMIT").unwrap();
+        db.group(&[], || {
+            db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+            crate::store::append_audit_tx(&db.writer, &a, "slug", draft("/a1")).unwrap();
+            step.run(&db.writer).unwrap();
+            db.writer.execute_batch("COMMIT").unwrap();
+        });
         db.tails.register(&db.writer).unwrap();
         db.tails.finish(step, true);
         assert!(!db.tails.folding());
@@ -833,7 +931,7 @@ mod tests {
         let Db { _dir, path, writer, reader, tails } = db;
         drop((writer, reader, tails));
         let writer = Connection::open(&path).unwrap();
-        let tails = Tails::open(&writer).unwrap();
+        let tails = Arc::new(Tails::open(&writer).unwrap());
         let db = Db { reader: Connection::open(&path).unwrap(), _dir, path, writer, tails };
         assert_eq!((db.count("audit_tail"), db.count("audit_tail_index"), db.indexed_upto()), (5, 5, 5));
         assert_eq!(db.head(&a), None);
@@ -846,9 +944,11 @@ mod tests {
         let db = open();
         let a = TenantId::generate();
         db.append(&a, "/kept");
-        db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-        crate::store::append_audit_tx(&db.writer, &a, "slug", draft("/gone")).unwrap();
-        db.writer.execute_batch("ROLLBACK").unwrap();
+        db.group(&[], || {
+            db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+            crate::store::append_audit_tx(&db.writer, &a, "slug", draft("/gone")).unwrap();
+            db.writer.execute_batch("ROLLBACK").unwrap();
+        });
         db.tails.register(&db.writer).unwrap();
         assert_eq!(db.head(&a), Some(1));
         db.append(&a, "/next");
@@ -869,9 +969,12 @@ mod tests {
         db.append(&b, "/b0");
         db.tails.fold_all(&db.writer).unwrap();
         db.append(&a, "/a1"); // one indexed, one not
-        db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-        crate::store::delete_tenant_rows_tx(&db.writer, &a, false).unwrap();
-        db.writer.execute_batch("COMMIT").unwrap();
+        db.group(&[], || {
+            db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+            crate::store::delete_tenant_rows_tx(&db.writer, &a, false).unwrap();
+            db.writer.execute_batch("COMMIT").unwrap();
+        });
+        db.tails.register(&db.writer).unwrap();
         assert_eq!(db.head(&a), None);
         assert_eq!((db.count("audit_tail"), db.count("audit_tail_index")), (1, 1), "b's entry, indexed");
         let left: i64 = db
@@ -896,13 +999,15 @@ mod tests {
         let tenants: Vec<TenantId> = (0..100).map(|_| TenantId::generate()).collect();
         // Rounds of one entry per tenant, committed together (one group).
         let rounds = |range: std::ops::Range<usize>| {
-            db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-            for round in range {
-                for t in &tenants {
-                    crate::store::append_audit_tx(&db.writer, t, "slug", draft(&format!("/{round}"))).unwrap();
+            db.group(&[], || {
+                db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+                for round in range {
+                    for t in &tenants {
+                        crate::store::append_audit_tx(&db.writer, t, "slug", draft(&format!("/{round}"))).unwrap();
+                    }
                 }
-            }
-            db.writer.execute_batch("COMMIT").unwrap();
+                db.writer.execute_batch("COMMIT").unwrap();
+            });
             db.tails.register(&db.writer).unwrap();
         };
         // 20 entries for each of 100 tenants: under 32 per tenant (ROWS_PER_TENANT), not due while busy.
@@ -924,5 +1029,79 @@ mod tests {
         }
         assert_eq!(counts, [(2000, 3200, 0), (3200, 3200, 0), (3200, 3200, 3200)]);
         assert!(db.tails.is_empty());
+    }
+
+    /// The writes take whether the tenant is dense in the group, and whether the fold's next step
+    /// (if one is under way) runs last in the group, as the writer runs it.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(usize, bool, bool),
+        Refused(usize),
+        BeginFold,
+        Step,
+        Delete(usize, bool),
+        Crash,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            5 => (0..3usize, any::<bool>(), any::<bool>()).prop_map(|(t, d, s)| Op::Append(t, d, s)),
+            1 => (0..3usize).prop_map(Op::Refused),
+            1 => Just(Op::BeginFold),
+            2 => Just(Op::Step),
+            1 => (0..3usize, any::<bool>()).prop_map(|(t, s)| Op::Delete(t, s)),
+            1 => Just(Op::Crash),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever the interleaving of appends (dense or not), refused appends, fold steps,
+        /// deletions and crashes, every tenant's log reads as one unbroken chain holding exactly
+        /// the entries of a plain model.
+        #[test]
+        fn chains_match_a_model_through_folds_deletions_and_crashes(ops in proptest::collection::vec(op(), 1..40)) {
+            let tenants = [TenantId::generate(), TenantId::generate(), TenantId::generate()];
+            let mut model: [Vec<String>; 3] = Default::default();
+            let mut db = open();
+            for (n, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Append(i, dense, step) => {
+                        let target = format!("/{n}");
+                        let t = &tenants[i];
+                        let dense: &[&TenantId] = if dense { &[t] } else { &[] };
+                        db.commit(dense, step, |tx| crate::store::append_audit_tx(tx, t, "slug", draft(&target)).unwrap());
+                        model[i].push(target);
+                    }
+                    Op::Refused(i) => db.commit(&[], false, |tx| {
+                        tx.execute_batch("SAVEPOINT job").unwrap();
+                        crate::store::append_audit_tx(tx, &tenants[i], "slug", draft("/refused")).unwrap();
+                        tx.execute_batch("ROLLBACK TO job; RELEASE job").unwrap();
+                    }),
+                    Op::BeginFold => {
+                        db.tails.begin_fold(true);
+                    }
+                    Op::Step => {
+                        if db.tails.folding() {
+                            db.tails.step(&db.writer).unwrap();
+                        }
+                    }
+                    Op::Delete(i, step) => {
+                        db.commit(&[], step, |tx| crate::store::delete_tenant_rows_tx(tx, &tenants[i], false).unwrap());
+                        model[i].clear();
+                    }
+                    Op::Crash => {
+                        let Db { _dir, writer, reader, tails, path } = db;
+                        drop((writer, reader, tails, path));
+                        db = open_at(_dir);
+                    }
+                }
+                for (t, expected) in tenants.iter().zip(&model) {
+                    let targets: Vec<String> = db.log(t).into_iter().map(|(_, target)| target).collect();
+                    proptest::prop_assert_eq!(&targets, expected);
+                }
+            }
+        }
     }
 }
