@@ -9,7 +9,8 @@
 # time per request cannot.
 #   bench/profile.sh [SECONDS=5] [TENANTS=10000] [METHOD=GET]
 # TENANTRY_BIN=path profiles another build; PROFILE_THREAD=tenantry-writer profiles only the
-# thread of that name (the storage's writer: every write's transaction, commits and folds).
+# thread of that name (the storage's writer: every write's transaction, commits and folds);
+# PROFILE_KEEP=dir keeps the two recordings there (one.data, many.data) for `perf report`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-5}
@@ -68,3 +69,4 @@ print("CPU per request, N tenants minus 1 tenant (us; 1 tenant -> N tenants):")
 for d, k in rows[:25] + rows[-5:]:
     print(f"  {d:+6.2f}  ({one_us.get(k, 0):5.2f} -> {many_us.get(k, 0):5.2f})  {k[0][:12]:12}  {k[1]}")
 PY
+if [ -n "${PROFILE_KEEP:-}" ]; then mkdir -p "$PROFILE_KEEP" && cp "$WORK/one.data" "$WORK/many.data" "$PROFILE_KEEP/"; fi
