@@ -527,10 +527,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = Pool::open(&dir.path().join("db.sqlite"), &OpenOptions::default()).unwrap();
         let tenants: Vec<TenantId> = (0..100).map(|_| TenantId::generate()).collect();
-        // 40 writes of one entry for each of 100 tenants; a fold is due at 32 per tenant
-        // (ROWS_PER_TENANT: 3,200) and runs inside the groups that follow, a step per group.
-        assert_eq!(crate::tails::ROWS_PER_TENANT, 32);
-        for n in 0..40 {
+        // 80 writes of one entry for each of 100 tenants; a fold is due at 64 per tenant
+        // (ROWS_PER_TENANT: 6,400) and runs inside the groups that follow, a step per group.
+        assert_eq!(crate::tails::ROWS_PER_TENANT, 64);
+        for n in 0..80 {
             let slice = tenants.clone();
             let draft = tenantry_core::model::AuditDraft {
                 actor: "key".into(),
@@ -552,18 +552,18 @@ mod tests {
             pool.reader().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).unwrap()
         };
         assert!(
-            count("audit_tail_index") >= 3200,
+            count("audit_tail_index") >= 6400,
             "a fold ran while writes came: {} indexed",
             count("audit_tail_index")
         );
         // Idle: the rest is folded after a second.
         for _ in 0..100 {
-            if count("audit_tail_index") == 4000 {
+            if count("audit_tail_index") == 8000 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        assert_eq!((count("audit_tail_index"), count("audit_tail"), count("audit")), (4000, 4000, 0));
+        assert_eq!((count("audit_tail_index"), count("audit_tail"), count("audit")), (8000, 8000, 0));
         assert!(pool.tails.is_empty());
         let seqs: Vec<i64> = pool
             .reader()
@@ -573,7 +573,7 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+        assert_eq!(seqs, (1..=80).collect::<Vec<_>>());
     }
 
     #[test]
