@@ -481,6 +481,10 @@ pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bo
         for ids in log.tenant_tail_ids() {
             tx.execute(&format!("DELETE FROM {} WHERE id IN ({ids})", log.tail()), [id.as_str()]).map_err(sql_error)?;
         }
+        // The triggers took the index entries of the rows deleted; a fold indexes entries from
+        // the registry, so one whose row was pruned before could name no row: it goes too.
+        tx.execute(&format!("DELETE FROM {} WHERE tenant_id = ?1", log.tail_index()), [id.as_str()])
+            .map_err(sql_error)?;
     }
     let registry_tables: &[&str] = if registry { &["tenant_domains", "usage_daily", "moves"] } else { &[] };
     for table in data.iter().chain(registry_tables) {

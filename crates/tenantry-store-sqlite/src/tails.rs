@@ -9,7 +9,9 @@
 //! several unindexed entries per tenant (or the writer is idle), fills a small keyed index of
 //! them, `(tenant_id, seq) → id`, sorted by tenant, so a tenant's index entries of a fold share a
 //! page. It indexes a chunk of tenants per step, one step inside each group commit (its pages
-//! share the group's fsync): it never holds the writes up for long. (Until schema 10 a fold copied
+//! share the group's fsync): it never holds the writes up for long. The index entries come from
+//! the registry below (tenant, seq and id of every registered entry), not from reading the tail
+//! rows back: those lie on pages far apart. (Until schema 10 a fold copied
 //! the entries whole into the keyed tables and emptied the tails: each entry was written three
 //! times, and sustained writes over 10,000 tenants lost some 13% to it; BENCHMARKS.md.)
 //!
@@ -90,7 +92,7 @@ impl Log {
     }
 
     /// The tail's index, `(tenant_id, seq) → id`, that folds fill.
-    fn tail_index(self) -> &'static str {
+    pub fn tail_index(self) -> &'static str {
         match self {
             Log::Audit => "audit_tail_index",
             Log::Events => "events_tail_index",
@@ -129,6 +131,21 @@ impl Log {
              SELECT {columns} FROM {tail} WHERE id IN (SELECT value FROM json_each(?{ids})) AND tenant_id = ?1 AND {filter}
              {rest}"
         )
+    }
+
+    /// The statement that indexes one entry, `(?1 tenant, ?2 seq, ?3 id)`, unless the running
+    /// group deleted the tenant's entries (see [`Step::Index`]).
+    fn index_entry(self) -> &'static str {
+        match self {
+            Log::Audit => {
+                "INSERT OR IGNORE INTO audit_tail_index (tenant_id, seq, id) SELECT ?1, ?2, ?3
+                 WHERE NOT EXISTS (SELECT 1 FROM temp.audit_heads WHERE tenant_id = ?1 AND tail_id = 0)"
+            }
+            Log::Events => {
+                "INSERT OR IGNORE INTO events_tail_index (tenant_id, seq, id) SELECT ?1, ?2, ?3
+                 WHERE NOT EXISTS (SELECT 1 FROM temp.audit_heads WHERE tenant_id = ?1 AND tail_id = 0)"
+            }
+        }
     }
 
     /// Records that every tail row up to `upto` is indexed.
@@ -202,7 +219,7 @@ struct Fold {
     upto: [i64; 2],
     /// The usage tail's last id when the fold began (see `counters`).
     usage_upto: i64,
-    chunks: VecDeque<[Vec<i64>; 2]>,
+    chunks: VecDeque<Chunk>,
     started: Instant,
 }
 
@@ -226,6 +243,23 @@ struct Registry {
 }
 
 impl Registry {
+    /// A tenant's entries were deleted (a commit deleted its rows): nothing of it is registered
+    /// or left to index.
+    fn forget_entries(&mut self, tenant: &str) {
+        for ids in &mut self.logs {
+            if let Some(gone) = ids.by_tenant.remove(tenant) {
+                ids.rows -= gone.len();
+            }
+        }
+        if let Some(fold) = &mut self.fold {
+            for chunk in &mut fold.chunks {
+                for entries in chunk.iter_mut() {
+                    entries.retain(|(t, _, _)| &**t != tenant);
+                }
+            }
+        }
+    }
+
     fn end_fold(&mut self) {
         if let Some(fold) = self.fold.take() {
             self.fold_time += fold.started.elapsed();
@@ -258,10 +292,13 @@ fn json_ids(ids: &[i64]) -> String {
     out
 }
 
+/// A fold step's tail entries, both logs, as (tenant, seq, id), sorted by tenant and seq.
+type Chunk = [Vec<(Arc<str>, i64, i64)>; 2];
+
 /// One step of a fold (see [`Tails::next_step`]).
 pub(crate) enum Step {
-    /// Index these tail ids (audit, events).
-    Index([Vec<i64>; 2]),
+    /// Index these tail entries (audit, events).
+    Index(Chunk),
     /// Every tail row up to `upto` is indexed now (once it commits, the chain heads of those
     /// entries are forgotten). The counters of the tenants whose last usage row is at most
     /// `usage_upto` (`usage`, with their values) are written back.
@@ -273,10 +310,18 @@ impl Step {
     pub fn run(&self, conn: &Connection) -> rusqlite::Result<()> {
         match self {
             Step::Index(chunk) => {
+                // From the registry, not read back from the tail: its rows of 10,000 tenants'
+                // entries lie on pages far apart, and reading them was most of a fold's time
+                // (BENCHMARKS.md, session 11). A tenant whose entries the group deleted before
+                // this step (its head marked deleted) gets none; the registration after an
+                // earlier commit has taken its entries out of the fold.
                 for log in Log::ALL {
-                    if !chunk[log.index()].is_empty() {
-                        conn.prepare_cached(&log.index_rows("WHERE id IN (SELECT value FROM json_each(?1))"))?
-                            .execute([json_ids(&chunk[log.index()])])?;
+                    if chunk[log.index()].is_empty() {
+                        continue;
+                    }
+                    let mut insert = conn.prepare_cached(log.index_entry())?;
+                    for (tenant, seq, id) in &chunk[log.index()] {
+                        insert.execute(params![&**tenant, seq, id])?;
                     }
                 }
             }
@@ -363,7 +408,10 @@ impl Tails {
                 added = true;
             }
         }
-        register_heads(&mut r.heads, conn).map_err(sql_error)?;
+        let deleted = register_heads(&mut r.heads, conn).map_err(sql_error)?;
+        for tenant in deleted {
+            r.forget_entries(&tenant);
+        }
         r.usage.register(conn).map_err(sql_error)?;
         if (added || r.usage.pending().0 > 0) && r.since.is_none() {
             r.since = Some(Instant::now());
@@ -426,11 +474,12 @@ impl Tails {
         tenants.sort_unstable();
         tenants.dedup();
         let mut chunks = VecDeque::new();
-        let mut chunk: [Vec<i64>; 2] = Default::default();
+        let mut chunk: Chunk = Default::default();
         for tenant in tenants {
+            let name: Arc<str> = Arc::from(tenant.as_str());
             for log in Log::ALL {
-                for &(id, _) in r.logs[log.index()].by_tenant.get(tenant).map(Vec::as_slice).unwrap_or_default() {
-                    chunk[log.index()].push(id);
+                for &(id, seq) in r.logs[log.index()].by_tenant.get(tenant).map(Vec::as_slice).unwrap_or_default() {
+                    chunk[log.index()].push((name.clone(), seq, id));
                     if chunk[0].len() + chunk[1].len() >= CHUNK_ROWS {
                         chunks.push_back(std::mem::take(&mut chunk));
                     }
@@ -662,16 +711,18 @@ pub(crate) fn forget_audit_head(tx: &Connection, tenant: &TenantId) -> Result<()
 }
 
 /// Takes in the chain heads of the group just committed, and empties the working table for the
-/// next (see [`Tails::register`]).
-fn register_heads(heads: &mut HashMap<String, TailHead>, conn: &Connection) -> rusqlite::Result<()> {
+/// next (see [`Tails::register`]); returns the tenants whose entries the group deleted.
+fn register_heads(heads: &mut HashMap<String, TailHead>, conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut s = conn.prepare_cached("SELECT tenant_id, seq, hash, tail_id FROM temp.audit_heads")?;
     let mut rows = s.query([])?;
     let mut any = false;
+    let mut deleted = Vec::new();
     while let Some(r) = rows.next()? {
         let tenant: String = r.get(0)?;
         match r.get(3)? {
             DELETED => {
                 heads.remove(&tenant);
+                deleted.push(tenant);
             }
             tail_id => {
                 heads.insert(tenant, TailHead { seq: r.get(1)?, hash: r.get(2)?, tail_id });
@@ -683,7 +734,7 @@ fn register_heads(heads: &mut HashMap<String, TailHead>, conn: &Connection) -> r
     if any {
         conn.prepare_cached("DELETE FROM temp.audit_heads")?.execute([])?;
     }
-    Ok(())
+    Ok(deleted)
 }
 
 #[cfg(test)]
@@ -1103,6 +1154,16 @@ mod tests {
                     let targets: Vec<String> = db.log(t).into_iter().map(|(_, target)| target).collect();
                     proptest::prop_assert_eq!(&targets, expected);
                 }
+                // Folds index from memory: never an index entry without its row.
+                let dangling: i64 = db
+                    .reader
+                    .query_row(
+                        "SELECT COUNT(*) FROM audit_tail_index i WHERE NOT EXISTS (SELECT 1 FROM audit_tail t WHERE t.id = i.id)",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                proptest::prop_assert_eq!(dangling, 0);
             }
         }
     }
