@@ -139,11 +139,11 @@ impl Log {
         match self {
             Log::Audit => {
                 "INSERT OR IGNORE INTO audit_tail_index (tenant_id, seq, id) SELECT ?1, ?2, ?3
-                 WHERE NOT EXISTS (SELECT 1 FROM temp.audit_heads WHERE tenant_id = ?1 AND tail_id = 0)"
+                 WHERE NOT EXISTS (SELECT 1 FROM temp.tails_deleted WHERE tenant_id = ?1)"
             }
             Log::Events => {
                 "INSERT OR IGNORE INTO events_tail_index (tenant_id, seq, id) SELECT ?1, ?2, ?3
-                 WHERE NOT EXISTS (SELECT 1 FROM temp.audit_heads WHERE tenant_id = ?1 AND tail_id = 0)"
+                 WHERE NOT EXISTS (SELECT 1 FROM temp.tails_deleted WHERE tenant_id = ?1)"
             }
         }
     }
@@ -199,8 +199,11 @@ const CHUNK_ROWS: usize = 2000;
 
 /// The chain heads the group moved, with their entry's tail id (0: the group deleted the
 /// tenant's entries).
+/// With the tenants whose entries the group deleted (kept apart from their heads: a tenant may
+/// write again later in the same group, and its entries registered before are gone either way).
 const HEADS: &str = "CREATE TEMP TABLE IF NOT EXISTS audit_heads (
-    tenant_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL, tail_id INTEGER NOT NULL) WITHOUT ROWID";
+    tenant_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL, tail_id INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TEMP TABLE IF NOT EXISTS tails_deleted (tenant_id TEXT PRIMARY KEY) WITHOUT ROWID";
 
 /// One log's unindexed tail entries by tenant as (id, seq), in seq order, and the last id
 /// registered.
@@ -313,8 +316,8 @@ impl Step {
                 // From the registry, not read back from the tail: its rows of 10,000 tenants'
                 // entries lie on pages far apart, and reading them was most of a fold's time
                 // (BENCHMARKS.md, session 11). A tenant whose entries the group deleted before
-                // this step (its head marked deleted) gets none; the registration after an
-                // earlier commit has taken its entries out of the fold.
+                // this step (`temp.tails_deleted`) gets none; the registration after an earlier
+                // commit has taken its entries out of the fold.
                 for log in Log::ALL {
                     if chunk[log.index()].is_empty() {
                         continue;
@@ -386,6 +389,11 @@ impl Tails {
     /// commit, before any of its writes is answered.
     pub fn register(&self, conn: &Connection) -> Result<()> {
         let mut r = self.lock();
+        // Before the commit's new entries: a tenant the commit deleted and that wrote again
+        // keeps those.
+        for tenant in take_deleted(conn).map_err(sql_error)? {
+            r.forget_entries(&tenant);
+        }
         let mut added = false;
         for log in Log::ALL {
             let ids = &mut r.logs[log.index()];
@@ -408,10 +416,7 @@ impl Tails {
                 added = true;
             }
         }
-        let deleted = register_heads(&mut r.heads, conn).map_err(sql_error)?;
-        for tenant in deleted {
-            r.forget_entries(&tenant);
-        }
+        register_heads(&mut r.heads, conn).map_err(sql_error)?;
         r.usage.register(conn).map_err(sql_error)?;
         if (added || r.usage.pending().0 > 0) && r.since.is_none() {
             r.since = Some(Instant::now());
@@ -567,7 +572,7 @@ impl Tails {
                 conn.execute(&log.index_rows("WHERE id > (SELECT upto FROM tails_indexed WHERE log = ?1)"), [keyed])?;
                 log.mark_indexed(conn, last[log.index()])?;
             }
-            conn.execute("DELETE FROM temp.audit_heads", [])?;
+            conn.execute_batch("DELETE FROM temp.audit_heads; DELETE FROM temp.tails_deleted;")?;
             let usage_last = crate::counters::last_id(conn)?;
             crate::counters::fold_all(conn)?;
             Ok((last, usage_last))
@@ -707,22 +712,35 @@ pub(crate) fn forget_audit_head(tx: &Connection, tenant: &TenantId) -> Result<()
     tx.prepare_cached("INSERT OR REPLACE INTO temp.audit_heads (tenant_id, seq, hash, tail_id) VALUES (?1, 0, '', ?2)")
         .and_then(|mut s| s.execute(params![tenant.as_str(), DELETED]))
         .map_err(sql_error)?;
+    tx.prepare_cached("INSERT OR IGNORE INTO temp.tails_deleted (tenant_id) VALUES (?1)")
+        .and_then(|mut s| s.execute([tenant.as_str()]))
+        .map_err(sql_error)?;
     Ok(())
 }
 
+/// The tenants whose entries the commit just made deleted, taken out of the working table.
+fn take_deleted(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let deleted: Vec<String> = conn
+        .prepare_cached("SELECT tenant_id FROM temp.tails_deleted")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if !deleted.is_empty() {
+        conn.prepare_cached("DELETE FROM temp.tails_deleted")?.execute([])?;
+    }
+    Ok(deleted)
+}
+
 /// Takes in the chain heads of the group just committed, and empties the working table for the
-/// next (see [`Tails::register`]); returns the tenants whose entries the group deleted.
-fn register_heads(heads: &mut HashMap<String, TailHead>, conn: &Connection) -> rusqlite::Result<Vec<String>> {
+/// next (see [`Tails::register`]).
+fn register_heads(heads: &mut HashMap<String, TailHead>, conn: &Connection) -> rusqlite::Result<()> {
     let mut s = conn.prepare_cached("SELECT tenant_id, seq, hash, tail_id FROM temp.audit_heads")?;
     let mut rows = s.query([])?;
     let mut any = false;
-    let mut deleted = Vec::new();
     while let Some(r) = rows.next()? {
         let tenant: String = r.get(0)?;
         match r.get(3)? {
             DELETED => {
                 heads.remove(&tenant);
-                deleted.push(tenant);
             }
             tail_id => {
                 heads.insert(tenant, TailHead { seq: r.get(1)?, hash: r.get(2)?, tail_id });
@@ -734,7 +752,7 @@ fn register_heads(heads: &mut HashMap<String, TailHead>, conn: &Connection) -> r
     if any {
         conn.prepare_cached("DELETE FROM temp.audit_heads")?.execute([])?;
     }
-    Ok(deleted)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1092,7 +1110,8 @@ mod tests {
         Refused(usize),
         BeginFold,
         Step,
-        Delete(usize, bool),
+        /// With whether the tenant writes again in the same group, after the deletion.
+        Delete(usize, bool, bool),
         Crash,
     }
 
@@ -1103,7 +1122,7 @@ mod tests {
             1 => (0..3usize).prop_map(Op::Refused),
             1 => Just(Op::BeginFold),
             2 => Just(Op::Step),
-            1 => (0..3usize, any::<bool>()).prop_map(|(t, s)| Op::Delete(t, s)),
+            1 => (0..3usize, any::<bool>(), any::<bool>()).prop_map(|(t, a, s)| Op::Delete(t, a, s)),
             1 => Just(Op::Crash),
         ]
     }
@@ -1140,9 +1159,18 @@ mod tests {
                             db.tails.step(&db.writer).unwrap();
                         }
                     }
-                    Op::Delete(i, step) => {
-                        db.commit(&[], step, |tx| crate::store::delete_tenant_rows_tx(tx, &tenants[i], false).unwrap());
+                    Op::Delete(i, again, step) => {
+                        let target = format!("/again{n}");
+                        db.commit(&[], step, |tx| {
+                            crate::store::delete_tenant_rows_tx(tx, &tenants[i], false).unwrap();
+                            if again {
+                                crate::store::append_audit_tx(tx, &tenants[i], "slug", draft(&target)).unwrap();
+                            }
+                        });
                         model[i].clear();
+                        if again {
+                            model[i].push(target);
+                        }
                     }
                     Op::Crash => {
                         let Db { _dir, writer, reader, tails, path } = db;
