@@ -31,6 +31,7 @@
 //! - A crash leaves tail rows: when the database opens each tenant's latest is written back.
 
 use crate::pool::{sql_error, Pool};
+use crate::tails::DELETED;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -144,9 +145,6 @@ pub(crate) fn now_tx(tx: &Connection, tenant: &TenantId) -> Result<Counters> {
         },
     }
 }
-
-/// The working table's `tail_id` of a tenant whose rows the group deleted.
-const DELETED: i64 = 0;
 
 /// Moves the tenant's values by `by` (none below zero), inside its write. Values that do not
 /// change write nothing (most writes move no counter but the event seq).
@@ -289,10 +287,8 @@ impl Committed {
     /// Takes in the working values of the group just committed, and empties the working table
     /// for the next: on the writer, after each commit, before any of its writes is answered.
     pub fn register(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        let mut s = conn.prepare_cached(concat!("SELECT tenant_id, tail_id, ", columns!(), " FROM temp.usage_now"))?;
-        let mut rows = s.query([])?;
-        let mut any = false;
-        while let Some(r) = rows.next()? {
+        let select = concat!("SELECT tenant_id, tail_id, ", columns!(), " FROM temp.usage_now");
+        crate::tails::drain_working(conn, select, "DELETE FROM temp.usage_now", |r| {
             let tenant: String = r.get(0)?;
             match r.get(1)? {
                 DELETED => {
@@ -303,13 +299,8 @@ impl Committed {
                     self.last_id = self.last_id.max(id);
                 }
             }
-            any = true;
-        }
-        drop(rows);
-        if any {
-            conn.prepare_cached("DELETE FROM temp.usage_now")?.execute([])?;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// After `fold_all` (which leaves the tail empty) up to `last_id`.

@@ -691,8 +691,9 @@ pub(crate) fn audit_head(tx: &Connection, tenant: &TenantId) -> Result<Option<He
     .map_err(sql_error)
 }
 
-/// The working table's `tail_id` of a tenant whose entries the group deleted.
-const DELETED: i64 = 0;
+/// The `tail_id` in a working table (`temp.audit_heads`, `temp.usage_now`) of a tenant whose
+/// rows the group deleted (tail ids start at 1).
+pub(crate) const DELETED: i64 = 0;
 
 /// Records the tenant's new chain head, right after appending its entry to the tail.
 pub(crate) fn set_audit_head(tx: &Connection, tenant: &TenantId, seq: i64, hash: &str) -> Result<()> {
@@ -718,25 +719,43 @@ pub(crate) fn forget_audit_head(tx: &Connection, tenant: &TenantId) -> Result<()
     Ok(())
 }
 
-/// The tenants whose entries the commit just made deleted, taken out of the working table.
-fn take_deleted(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let deleted: Vec<String> = conn
-        .prepare_cached("SELECT tenant_id FROM temp.tails_deleted")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    if !deleted.is_empty() {
-        conn.prepare_cached("DELETE FROM temp.tails_deleted")?.execute([])?;
-    }
-    Ok(deleted)
-}
-
-/// Takes in the chain heads of the group just committed, and empties the working table for the
-/// next (see [`Tails::register`]).
-fn register_heads(heads: &mut HashMap<String, TailHead>, conn: &Connection) -> rusqlite::Result<()> {
-    let mut s = conn.prepare_cached("SELECT tenant_id, seq, hash, tail_id FROM temp.audit_heads")?;
+/// Hands every row `select` reads from one of the group's working tables to `each`, then
+/// empties the table with `delete`: at the registration after a commit, which moves the group's
+/// rows into memory (the tables are one group's only).
+pub(crate) fn drain_working(
+    conn: &Connection,
+    select: &str,
+    delete: &str,
+    mut each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let mut s = conn.prepare_cached(select)?;
     let mut rows = s.query([])?;
     let mut any = false;
     while let Some(r) = rows.next()? {
+        each(r)?;
+        any = true;
+    }
+    drop(rows);
+    if any {
+        conn.prepare_cached(delete)?.execute([])?;
+    }
+    Ok(())
+}
+
+/// The tenants whose entries the commit just made deleted, taken out of the working table.
+fn take_deleted(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut deleted = Vec::new();
+    drain_working(conn, "SELECT tenant_id FROM temp.tails_deleted", "DELETE FROM temp.tails_deleted", |r| {
+        deleted.push(r.get(0)?);
+        Ok(())
+    })?;
+    Ok(deleted)
+}
+
+/// Takes in the chain heads of the group just committed (see [`Tails::register`]).
+fn register_heads(heads: &mut HashMap<String, TailHead>, conn: &Connection) -> rusqlite::Result<()> {
+    let select = "SELECT tenant_id, seq, hash, tail_id FROM temp.audit_heads";
+    drain_working(conn, select, "DELETE FROM temp.audit_heads", |r| {
         let tenant: String = r.get(0)?;
         match r.get(3)? {
             DELETED => {
@@ -746,13 +765,8 @@ fn register_heads(heads: &mut HashMap<String, TailHead>, conn: &Connection) -> r
                 heads.insert(tenant, TailHead { seq: r.get(1)?, hash: r.get(2)?, tail_id });
             }
         }
-        any = true;
-    }
-    drop(rows);
-    if any {
-        conn.prepare_cached("DELETE FROM temp.audit_heads")?.execute([])?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]
