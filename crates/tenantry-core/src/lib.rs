@@ -15,7 +15,8 @@
 //! - [`import`]: bundle imports (conflict policy, rename rule, staged items, the report).
 //! - The data plane: [`memory`] (namespaced JSON values), [`search`] (tokens, per-tenant BM25,
 //!   snippets), [`events`] (the change feed and the [`events::Journal`] every change writes) and
-//!   [`webhook`] (subscriptions, signatures, retries, the private-network guard).
+//!   [`webhook`] (subscriptions, signatures, retries, the private-network guard) with its path
+//!   [`glob`]s, matched by an automaton in time linear in the path.
 
 pub mod activity;
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod caller;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod glob;
 pub mod ids;
 pub mod import;
 pub mod memory;
