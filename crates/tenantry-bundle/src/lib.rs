@@ -23,6 +23,13 @@ pub const VERSION: u32 = 1;
 /// Records per `.jsonl` entry at most, and bytes (so one entry never holds much memory).
 const RECORDS_PER_ENTRY: usize = 1000;
 const RECORD_BYTES_PER_ENTRY: usize = 8 << 20;
+/// The largest entry other than a file's bytes a reader takes: a record entry closes once it
+/// passes [`RECORD_BYTES_PER_ENTRY`], so it holds at most that plus one record, and one record
+/// (a memory value of at most 16 MiB with its names) stays well under 16 MiB more. Entries are
+/// read into memory whole, so a larger declared size is refused before a byte of it is read.
+pub const MAX_ENTRY_BYTES: u64 = 32 << 20;
+/// Zero bytes a reader accepts after the archive's end (tar pads its last record to 10 KiB).
+const MAX_END_PADDING: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -339,9 +346,15 @@ pub fn read<R: Read>(
         if manifest.is_some() {
             return Err(damaged(format!("entry {name} after the manifest")));
         }
+        let is_data = name.starts_with("files/") && name.ends_with(".data");
+        if !is_data && size > MAX_ENTRY_BYTES {
+            return Err(damaged(format!(
+                "entry {name} declares {size} bytes; no bundle writer makes one over {MAX_ENTRY_BYTES}"
+            )));
+        }
         if name == "manifest.json" {
             let mut buf = Vec::new();
-            entry.read_to_end(&mut buf).map_err(|e| damaged(format!("manifest: {e}")))?;
+            (&mut entry).take(MAX_ENTRY_BYTES).read_to_end(&mut buf).map_err(|e| damaged(format!("manifest: {e}")))?;
             manifest = Some(serde_json::from_slice(&buf).map_err(|e| damaged(format!("manifest: {e}")))?);
             continue;
         }
@@ -366,7 +379,7 @@ pub fn read<R: Read>(
             return Err(damaged(format!("{name} between a file's metadata and its bytes")));
         }
         let mut buf = Vec::new();
-        entry.read_to_end(&mut buf).map_err(|e| damaged(format!("{name}: {e}")))?;
+        (&mut entry).take(MAX_ENTRY_BYTES).read_to_end(&mut buf).map_err(|e| damaged(format!("{name}: {e}")))?;
         let sha: [u8; 32] = Sha256::digest(&buf).into();
         chain.add(&name, size, &sha);
         if name == "bundle.json" {
@@ -394,9 +407,14 @@ pub fn read<R: Read>(
         }
     }
     // Read the stream to its end, so zstd checks its checksum over everything (tar's end blocks
-    // included) and nothing trails the archive.
-    let mut rest = archive.into_inner();
-    std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| damaged(format!("after the manifest: {e}")))?;
+    // included), and make sure nothing but the end's zero padding trails the archive.
+    let rest = archive.into_inner();
+    let mut trailing = ZeroCheck { zeros: true, len: 0 };
+    std::io::copy(&mut rest.take(MAX_END_PADDING + 1), &mut trailing)
+        .map_err(|e| damaged(format!("after the manifest: {e}")))?;
+    if !trailing.zeros || trailing.len > MAX_END_PADDING {
+        return Err(damaged("data after the end of the archive"));
+    }
     let header = header.ok_or_else(|| damaged("no bundle.json"))?;
     let manifest = manifest.ok_or_else(|| damaged("no manifest: the bundle is truncated"))?;
     if pending_meta.is_some() {
@@ -416,6 +434,23 @@ pub fn read<R: Read>(
     match refused {
         Some(e) => Err(e),
         None => Ok((header, manifest)),
+    }
+}
+
+/// Counts what is written to it and whether it was all zero bytes.
+struct ZeroCheck {
+    zeros: bool,
+    len: u64,
+}
+
+impl std::io::Write for ZeroCheck {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.zeros &= buf.iter().all(|&b| b == 0);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -608,6 +643,54 @@ mod tests {
                 proptest::prop_assert!(verify(bundle.as_slice()).is_err());
             }
         }
+    }
+
+    fn damage_of(result: Result<(Header, Manifest), BundleError>) -> String {
+        match result {
+            Err(BundleError::Damaged(why)) => why,
+            other => panic!("expected a damaged bundle, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_entry_declaring_more_than_a_writer_makes_is_refused_before_it_is_read() {
+        // A few KiB compressed, it would expand to 48 MiB read into memory whole (2 GiB would
+        // have been as cheap to send).
+        let mut tar = tar::Builder::new(zstd::Encoder::new(Vec::new(), 3).unwrap());
+        let header = serde_json::to_vec(&Header::new(json!({}), String::new())).unwrap();
+        tar.append_data(&mut Writer::<Vec<u8>>::header(header.len() as u64), "bundle.json", header.as_slice()).unwrap();
+        let size = 48u64 << 20;
+        let mut h = Writer::<Vec<u8>>::header(size);
+        tar.append_data(&mut h, "memory/000000002.jsonl", std::io::repeat(b'{').take(size)).unwrap();
+        let bundle = tar.into_inner().unwrap().finish().unwrap();
+        assert!(bundle.len() < 64 << 10, "{} bytes", bundle.len());
+        let mut visited = 0;
+        let why = damage_of(read(bundle.as_slice(), |_| {
+            visited += 1;
+            Ok(())
+        }));
+        assert_eq!(
+            why,
+            "entry memory/000000002.jsonl declares 50331648 bytes; no bundle writer makes one over 33554432"
+        );
+        assert_eq!(visited, 0);
+    }
+
+    #[test]
+    fn data_after_the_end_of_the_archive_is_refused_and_zero_padding_is_not() {
+        let (bundle, _) = sample();
+        let tar = zstd::decode_all(bundle.as_slice()).unwrap();
+        let again = |tail: &[u8]| {
+            let mut t = tar.clone();
+            t.extend_from_slice(tail);
+            zstd::encode_all(t.as_slice(), 3).unwrap()
+        };
+        assert!(verify(again(&[0u8; 10240]).as_slice()).is_ok(), "padding to a tar record");
+        assert_eq!(damage_of(verify(again(b"smuggled").as_slice())), "data after the end of the archive");
+        let mut zeros_then_data = vec![0u8; 4096];
+        zeros_then_data.push(1);
+        assert_eq!(damage_of(verify(again(&zeros_then_data).as_slice())), "data after the end of the archive");
+        assert_eq!(damage_of(verify(again(&vec![0u8; (2 << 20) + 1]).as_slice())), "data after the end of the archive");
     }
 
     #[test]

@@ -37,11 +37,35 @@ pub struct Import {
     next: u64,
     keys: u64,
     webhooks_without_secret: u64,
+    /// Files and their bytes taken for staging so far.
+    files: u64,
+    file_bytes: u64,
 }
 
 impl Import {
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Takes room for the bundle's next file, of `size` bytes, before any of it is read or
+    /// staged: a bundle whose files alone hold more than the tenant's storage or file quota is
+    /// refused as soon as it gets there, so staging never writes more than the quota allows.
+    pub fn take_room_for_file(&mut self, size: u64) -> Result<()> {
+        let (files, bytes) = (self.files + 1, self.file_bytes.saturating_add(size));
+        if let Some(max) = self.limits.max_files.filter(|&max| files > max) {
+            let mut e = Error::quota_exceeded("max_files", max, files);
+            e.message = format!("the bundle holds more than {max} files, the tenant's max_files; nothing was changed");
+            return Err(e);
+        }
+        if let Some(max) = self.limits.max_storage_bytes.filter(|&max| bytes > max) {
+            let mut e = Error::quota_exceeded("max_storage_bytes", max, bytes);
+            e.message = format!(
+                "the bundle's files hold more than {max} bytes, the tenant's max_storage_bytes; nothing was changed"
+            );
+            return Err(e);
+        }
+        (self.files, self.file_bytes) = (files, bytes);
+        Ok(())
     }
     pub fn policy(&self) -> ConflictPolicy {
         self.policy
@@ -119,6 +143,8 @@ impl Tenantry {
             next: 0,
             keys: 0,
             webhooks_without_secret: 0,
+            files: 0,
+            file_bytes: 0,
         })
     }
 

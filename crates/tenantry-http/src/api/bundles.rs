@@ -273,6 +273,9 @@ fn read_and_import(
                     );
                     return Err(stop(&mut failure, e));
                 }
+                if let Err(e) = imp.take_room_for_file(meta.size) {
+                    return Err(stop(&mut failure, e));
+                }
                 let mut bytes = Vec::with_capacity(meta.size as usize);
                 std::io::Read::read_to_end(content, &mut bytes)?;
                 file_bytes += bytes.len();
