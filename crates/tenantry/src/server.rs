@@ -42,6 +42,33 @@ pub fn operator_key(data: &Path, from_env: Option<&str>) -> anyhow::Result<(Stri
     Ok((key, true))
 }
 
+/// Creates the data dir readable by its owner only (mode 0700), or narrows an existing one to
+/// that: it holds webhook secrets in clear and every tenant's data, and a directory other local
+/// users cannot enter keeps every file in it from them, whatever the files' own modes.
+pub fn private_data_dir(data: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(data).with_context(|| format!("cannot create data dir {}", data.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            std::fs::metadata(data).with_context(|| format!("cannot stat {}", data.display()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "data dir {} was open to other users (mode {:o}); narrowed to 0700",
+                data.display(),
+                mode & 0o777
+            );
+            std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot narrow the permissions of {}", data.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// A server started by [`start`]: where it listens and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
@@ -88,7 +115,7 @@ impl Running {
 
 /// Opens everything and starts serving in the background.
 pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&cfg.data).with_context(|| format!("cannot create data dir {}", cfg.data.display()))?;
+    private_data_dir(&cfg.data)?;
     let (admin_key, generated) = operator_key(&cfg.data, cfg.admin_key.as_deref())?;
     let opts = OpenOptions {
         synchronous_full: cfg.synchronous_full,

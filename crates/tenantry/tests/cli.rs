@@ -5,6 +5,7 @@ mod common;
 
 use serde_json::Value;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -108,13 +109,26 @@ fn first_start_prints_the_operator_key_once_and_stores_it_with_mode_0600() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(data.join("admin.key")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        // The data dir (databases, webhook secrets) is closed to other local users.
+        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
     }
     let cli = Cli { url: server.url.clone(), key: key.clone(), client_config: dir.path().join("client.toml") };
     cli.ok(&["tenant", "create", "acme"]);
     assert!(server.terminate().success(), "SIGTERM is a clean stop");
+    #[cfg(unix)]
+    {
+        // A data dir opened up by hand is narrowed again at the next start.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
 
     let again = serve(&data, &[]);
     assert!(!again.stdout_lines.iter().any(|l| l.contains(&key)), "the key is printed only once");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    }
     let cli = Cli { url: again.url.clone(), ..cli };
     let t = cli.json(&["tenant", "show", "acme"]);
     assert_eq!(t["slug"], "acme");
@@ -328,6 +342,27 @@ fn the_cli_reaches_memory_search_events_and_webhooks() {
     let _ = follow.wait();
     let e: Value = serde_json::from_str(&line).unwrap();
     assert_eq!((e["seq"].as_u64(), e["key"].as_str()), (Some(7), Some("live")));
+}
+
+#[test]
+fn migrate_reports_a_name_that_is_not_utf8_instead_of_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let cli = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("client.toml") };
+    cli.ok(&["tenant", "create", "legacy", "--tier", "pro"]);
+    let src = dir.path().join("old-install");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join(std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9.txt")), "old bytes").unwrap();
+    std::fs::write(src.join("fine.txt"), "new bytes").unwrap();
+    let from = src.to_str().unwrap();
+    let plan = cli.json(&["migrate", "--from", from, "--tenant", "legacy"]);
+    assert_eq!(plan["create"]["files"], 1, "{plan}");
+    assert_eq!(plan["skipped"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(plan["skipped"][0]["reason"], "the name is not UTF-8");
+    assert!(plan["skipped"][0]["local"].as_str().unwrap().ends_with("/latin1-\u{fffd}t\u{fffd}.txt"), "{plan}");
+    let human = cli.ok(&["migrate", "--from", from, "--tenant", "legacy"]);
+    assert!(human.contains("skipped  ") && human.contains("not UTF-8"), "{human}");
 }
 
 #[test]

@@ -109,7 +109,7 @@ pub async fn run(ctx: &Context, from: PathBuf, dry_run: bool) -> anyhow::Result<
     let mut skipped: Vec<Value> = Vec::new();
     for f in found {
         match f {
-            Found::Skipped { local, why } => skipped.push(json!({ "local": local, "reason": why })),
+            Found::Skipped { local, why } => skipped.push(json!({ "local": local.to_string_lossy(), "reason": why })),
             Found::File { local, path, size } => {
                 let action = match remote.get(&path) {
                     None => "create",
@@ -153,7 +153,7 @@ pub async fn run(ctx: &Context, from: PathBuf, dry_run: bool) -> anyhow::Result<
 
     let summary = json!({
         "tenant": slug,
-        "from": from,
+        "from": from.to_string_lossy(),
         "dry_run": dry_run,
         "create": { "files": count("create"), "bytes": bytes("create") },
         "replace": { "files": count("replace"), "bytes": bytes("replace") },
