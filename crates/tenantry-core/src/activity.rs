@@ -6,7 +6,7 @@
 
 use crate::ratelimit::{RateBucket, RateDecision};
 use crate::usage::{Counters, TenantMeter};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 #[derive(Debug, Default)]
@@ -15,6 +15,8 @@ pub struct TenantActivity {
     /// for the tenant's own concurrent requests.
     counted: Mutex<Counted>,
     requests: AtomicU64,
+    /// Set by the first request refused by the rate limit, cleared by the next one let through.
+    limited_run: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -30,7 +32,17 @@ impl TenantActivity {
 
     /// Counts one request against `per_minute` (see [`RateBucket::check`]).
     pub fn admit(&self, per_minute: u64, now_ms: i64) -> RateDecision {
-        self.counted().rate.check(per_minute, now_ms)
+        let decision = self.counted().rate.check(per_minute, now_ms);
+        if decision.allowed && self.limited_run.load(Ordering::Relaxed) {
+            self.limited_run.store(false, Ordering::Relaxed);
+        }
+        decision
+    }
+
+    /// Whether a rate-limited request is the first of a run of them (since a request was last
+    /// let through); marks the run begun.
+    pub fn first_limited_in_run(&self) -> bool {
+        !self.limited_run.swap(true, Ordering::Relaxed)
     }
 
     /// Meters one request; returns the month's API calls before and after it.

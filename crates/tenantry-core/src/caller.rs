@@ -6,7 +6,7 @@ use crate::activity::TenantActivity;
 use crate::directory::{Directory, TenantEntry};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids::TenantId;
-use crate::model::{AuditDraft, KeyRecord, Tenant, TenantStatus};
+use crate::model::{AuditDraft, AuditEntry, KeyRecord, Tenant, TenantStatus};
 use crate::path::{PathPrefix, TenantPath};
 use crate::role::Role;
 use crate::secret::{KeySecret, SecretHash};
@@ -147,6 +147,39 @@ impl Caller {
         }
     }
 
+    /// When the caller's own key stops working (`None`: never, or the operator).
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        match &self.principal {
+            Principal::Operator => None,
+            Principal::Key(k) => k.expires_at,
+        }
+    }
+
+    /// Refuses acting on (revoking) a key wider than the caller's own: a stronger role, or a
+    /// prefix reaching beyond the caller's. No key acts on a key wider than itself.
+    pub fn require_not_narrower_than(&self, key: &KeyRecord) -> Result<()> {
+        if key.role > self.role() {
+            return Err(Error::forbidden(format!("an {} key cannot revoke an {} key", self.role(), key.role)));
+        }
+        match (self.prefix(), key.prefix.as_ref()) {
+            (None, _) => Ok(()),
+            (Some(own), Some(theirs)) if theirs.is_within(own) => Ok(()),
+            (Some(own), _) => Err(Error::forbidden(format!(
+                "the key is limited to paths under {}; it cannot act on a key that reaches beyond them",
+                own.as_dir()
+            ))),
+        }
+    }
+
+    /// Whether a prefixed key may see an audit entry: one about a path under its prefix, or one
+    /// it made itself. A key without a prefix sees every entry of its tenant.
+    pub fn sees_audit(&self, entry: &AuditEntry) -> bool {
+        match self.prefix() {
+            None => true,
+            Some(p) => entry.actor == self.actor() || (entry.target.starts_with('/') && p.covers(&entry.target)),
+        }
+    }
+
     /// Refuses keys limited to a path prefix, for what lies under no path (`what`: e.g. "memory").
     pub fn require_whole_tenant(&self, what: &str) -> Result<()> {
         match self.prefix() {
@@ -176,7 +209,9 @@ impl Caller {
 pub struct Refusal {
     pub error: Error,
     /// Boxed: refusals are rare and the common `Ok(Caller)` should stay small.
-    pub audit_in: Option<Box<(Arc<Tenant>, AuditDraft)>>,
+    /// The key's caller as it would have been (its tenant, limits and counters: the refusal is
+    /// charged to that tenant's rate limit and meter) and the audit entry to write there.
+    pub audit_in: Option<Box<(Caller, AuditDraft)>>,
 }
 
 impl From<Error> for Refusal {
@@ -293,14 +328,14 @@ pub fn authenticate(
                     ErrorCode::TenantMismatch,
                     "this key belongs to another tenant than the one the request names",
                 ),
-                audit_in: Some(Box::new((tenant, audit))),
+                audit_in: Some(Box::new((caller, audit))),
             });
         }
         if tenant.status == TenantStatus::Suspended {
             let audit = caller.audit("auth.suspended", "", "refused:tenant_suspended");
             return Err(Refusal {
                 error: Error::new(ErrorCode::TenantSuspended, format!("tenant '{}' is suspended", tenant.slug)),
-                audit_in: Some(Box::new((tenant, audit))),
+                audit_in: Some(Box::new((caller, audit))),
             });
         }
         return Ok(caller);
@@ -422,7 +457,7 @@ mod tests {
         ] {
             let r = auth(&w, f).unwrap_err();
             assert_eq!(r.error.code, ErrorCode::TenantMismatch);
-            assert_eq!(r.audit_in.unwrap().0.id, w.acme.id);
+            assert_eq!(r.audit_in.unwrap().0.tenant().id, w.acme.id);
         }
     }
 

@@ -131,6 +131,19 @@ impl Error {
             details: Some(details),
         }
     }
+    /// Too many of something held open at once (`what`, e.g. "event streams"), beyond `max`.
+    pub fn too_many_open(what: &str, max: usize, retry_after_secs: u64) -> Self {
+        let mut details = serde_json::Map::new();
+        details.insert("limit".into(), max.into());
+        details.insert("retry_after".into(), retry_after_secs.into());
+        Error {
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "the tenant has {max} {what} open, the most allowed; close one, or retry in {retry_after_secs} s"
+            ),
+            details: Some(details),
+        }
+    }
 
     pub fn tenant_not_found(slug: &str) -> Self {
         Self::new(ErrorCode::TenantNotFound, format!("tenant '{slug}' not found"))

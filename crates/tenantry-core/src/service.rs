@@ -72,6 +72,8 @@ pub use webhooks::{AttemptResult, NewWebhook, WebhookPatch};
 
 /// Largest page any listing returns, whatever `limit` asks.
 pub const MAX_PAGE: usize = 1000;
+/// Pages of the audit log one listing by a prefixed key reads at most.
+const AUDIT_SCAN_PAGES: usize = 10;
 pub const DEFAULT_PAGE: usize = 100;
 
 #[derive(Debug, Clone)]
@@ -397,8 +399,15 @@ impl Tenantry {
             Ok(c) => Ok(c),
             Err(refusal) => {
                 if let Some(audit) = refusal.audit_in {
-                    let (tenant, draft) = *audit;
-                    self.store.append_audit(&crate::store::TenantScope::new(&tenant), draft).await?;
+                    // A refusal past the key costs its tenant what an answer does: a place in
+                    // its rate limit and an API call metered. Past the limit it is answered 429
+                    // like any other request, and not audited a second time.
+                    let (caller, draft) = *audit;
+                    if let Some(d) = self.admit(&caller).filter(|d| !d.allowed) {
+                        return Err(Error::rate_limited(d.limit, d.retry_after_secs));
+                    }
+                    self.record_refused(&caller);
+                    self.store.append_audit(&caller.scope(), draft).await?;
                 }
                 Err(refusal.error)
             }
@@ -486,6 +495,14 @@ impl Tenantry {
             let draft = EventDraft::quota_warning("max_api_calls_month", max.unwrap_or(0), after);
             self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push((tenant.id.clone(), draft));
         }
+    }
+
+    /// Meters a request of a tenant key refused before its handler (a tenant mismatch, a
+    /// suspended tenant): one API call, neither a read nor a write.
+    fn record_refused(&self, caller: &Caller) {
+        let now = self.clock.now();
+        let c = crate::usage::Counters { api_calls: 1, ..Default::default() };
+        caller.activity().record(now.millis(), now.month_bounds().0.millis(), c);
     }
 
     /// Writes the metered usage to the store (called every few seconds and at shutdown).
@@ -620,6 +637,11 @@ impl Tenantry {
     pub async fn audit_refusal(&self, caller: &Caller, action: &str, target: &str, code: &str) -> Result<()> {
         if self.directory.tenant(&caller.tenant().id).is_none() {
             return Ok(()); // purged meanwhile: nothing left to write to.
+        }
+        // A client that keeps going past its rate limit gets 429 after 429: the first of such a
+        // run is audited, the rest are not (each would be a write on the shared writer).
+        if code == ErrorCode::RateLimited.as_str() && !caller.activity().first_limited_in_run() {
+            return Ok(());
         }
         let draft = caller.audit(action, target, &format!("refused:{code}"));
         self.store.append_audit(&caller.scope(), draft).await
@@ -810,7 +832,7 @@ impl Tenantry {
             }
         };
         let now = self.clock.now();
-        let expires_at = match req.expires_at.as_deref() {
+        let asked = match req.expires_at.as_deref() {
             Some(s) => {
                 let t = Timestamp::parse(s)?;
                 if t <= now {
@@ -819,6 +841,18 @@ impl Tenantry {
                 Some(t)
             }
             None => None,
+        };
+        // A key never outlives the key that minted it: without `expires_at` it inherits the
+        // creator's expiry, and a later one is refused.
+        let expires_at = match (caller.expires_at(), asked) {
+            (None, asked) => asked,
+            (Some(own), None) => Some(own),
+            (Some(own), Some(t)) if t <= own => Some(t),
+            (Some(own), Some(_)) => {
+                return Err(Error::forbidden(format!(
+                    "the new key cannot outlive the key creating it, which expires at {own}"
+                )))
+            }
         };
         let scope = caller.scope();
         let (record, secret) = mint_key(scope.tenant_id(), &name, role, prefix, expires_at, &caller.actor(), now);
@@ -837,7 +871,8 @@ impl Tenantry {
     pub async fn list_keys(&self, caller: &Caller) -> Result<Vec<KeyInfo>> {
         caller.require_role(Role::Admin)?;
         let keys = self.store.list_keys(&caller.scope()).await?;
-        Ok(keys.iter().map(KeyRecord::info).collect())
+        // A prefixed key sees only the keys it could act on.
+        Ok(keys.iter().filter(|k| caller.require_not_narrower_than(k).is_ok()).map(KeyRecord::info).collect())
     }
 
     pub async fn revoke_key(&self, caller: &Caller, id: &str) -> Result<()> {
@@ -846,9 +881,7 @@ impl Tenantry {
         let not_found = || Error::not_found(format!("key '{id}' not found"));
         let key_id = KeyId::parse(id).ok_or_else(not_found)?;
         let key = self.directory.key(&key_id).filter(|k| &k.tenant_id == scope.tenant_id()).ok_or_else(not_found)?;
-        if key.role == Role::Owner && caller.role() < Role::Owner {
-            return Err(Error::forbidden("an admin key cannot revoke an owner key"));
-        }
+        caller.require_not_narrower_than(&key)?;
         if key.revoked_at.is_some() {
             return Ok(());
         }
@@ -997,13 +1030,41 @@ impl Tenantry {
         caller.require_role(Role::Admin)?;
         let limit = page_limit(limit)?;
         let action = action.filter(|a| !a.is_empty());
-        let items = self.store.list_audit(&caller.scope(), after.unwrap_or(0), action, limit + 1).await?;
-        Ok(Page::cut(items, limit, |e| e.seq.to_string()))
+        let scope = caller.scope();
+        if caller.prefix().is_none() {
+            let items = self.store.list_audit(&scope, after.unwrap_or(0), action, limit + 1).await?;
+            return Ok(Page::cut(items, limit, |e| e.seq.to_string()));
+        }
+        // A prefixed key reads the log in pages and keeps what it may see. Each request reads
+        // at most AUDIT_SCAN_PAGES pages: past that it answers what it found, with a cursor
+        // after the last entry read, so a sparse log costs bounded work per request.
+        let mut kept = Vec::new();
+        let mut cursor = after.unwrap_or(0);
+        for _ in 0..AUDIT_SCAN_PAGES {
+            let page = self.store.list_audit(&scope, cursor, action, MAX_PAGE).await?;
+            let Some(last) = page.last().map(|e| e.seq) else { return Ok(Page { items: kept, next_cursor: None }) };
+            let done = page.len() < MAX_PAGE;
+            for e in page {
+                if kept.len() == limit {
+                    return Ok(Page { next_cursor: kept.last().map(|e: &AuditEntry| e.seq.to_string()), items: kept });
+                }
+                if caller.sees_audit(&e) {
+                    kept.push(e);
+                }
+            }
+            if done {
+                return Ok(Page { items: kept, next_cursor: None });
+            }
+            cursor = last;
+        }
+        Ok(Page { items: kept, next_cursor: Some(cursor.to_string()) })
     }
 
     /// Walks the caller's tenant's whole audit chain.
     pub async fn verify_audit(&self, caller: &Caller) -> Result<ChainReport> {
         caller.require_role(Role::Admin)?;
+        // The chain runs through every entry, including those a prefixed key may not see.
+        caller.require_whole_tenant("verifying the audit chain")?;
         let scope = caller.scope();
         let mut all = Vec::new();
         let mut after = 0;

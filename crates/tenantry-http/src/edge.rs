@@ -14,10 +14,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tenantry_core::caller::{Caller, RequestFacts};
+use tenantry_core::ids::TenantId;
 use tenantry_core::ratelimit::RateDecision;
 
 /// The tenant a `/t/{slug}/v1/...` path named, moved out of the path before routing.
@@ -131,7 +133,8 @@ pub struct Buffered {
 
 /// A body's share of the budget, given back when dropped.
 pub struct BudgetShare {
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _server: Option<tokio::sync::OwnedSemaphorePermit>,
+    _tenant: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Buffered {
@@ -155,44 +158,93 @@ impl std::ops::Deref for Buffered {
 /// that much of the budget is free (within the request timeout); a body of unknown length
 /// reserves its route's whole limit. Bodies of at most [`BodyBudget::FREE_BYTES`] are not
 /// counted: the connection's own buffers are of that order.
+///
+/// Each tenant may hold at most its share of the budget ([`BodyBudget::TENANT_SHARE`] of it, at
+/// least the largest single body): its bodies first wait for room in its own share, holding
+/// nothing of the server's while they do, then for the server's. So a tenant whose uploads
+/// stall (declared large, sent slowly) holds at most its share until they time out, and the
+/// rest of the budget stays for the others.
 pub struct BodyBudget {
     permits: Arc<tokio::sync::Semaphore>,
     total_kib: usize,
+    per_tenant_kib: usize,
+    tenants: std::sync::Mutex<HashMap<TenantId, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl BodyBudget {
     pub const FREE_BYTES: u64 = 64 << 10;
+    /// One tenant's share: this fraction of the budget (one eighth).
+    pub const TENANT_SHARE: usize = 8;
+    /// Tenants' semaphores kept before idle ones are forgotten.
+    const TENANTS_KEPT: usize = 1024;
 
     /// A budget of `bytes`, raised to `largest_body` so that any body a route accepts can be
-    /// read once the others are done.
+    /// read once the others are done; each tenant's share likewise holds at least one.
     pub fn new(bytes: usize, largest_body: usize) -> BodyBudget {
         let total_kib = bytes.max(largest_body).div_ceil(1024).max(1);
-        BodyBudget { permits: Arc::new(tokio::sync::Semaphore::new(total_kib)), total_kib }
+        let per_tenant_kib = (total_kib / Self::TENANT_SHARE).max(largest_body.div_ceil(1024)).clamp(1, total_kib);
+        BodyBudget {
+            permits: Arc::new(tokio::sync::Semaphore::new(total_kib)),
+            total_kib,
+            per_tenant_kib,
+            tenants: std::sync::Mutex::default(),
+        }
     }
 
-    /// Prometheus text: the bytes held now (with what a waiting body has already claimed) and
-    /// the budget.
+    /// Prometheus text: the bytes held now (with what a waiting body has already claimed), the
+    /// budget and one tenant's share of it.
     pub fn render(&self) -> String {
         let held = (self.total_kib - self.permits.available_permits()) as u64 * 1024;
         format!(
-            "# HELP tenantry_body_memory_bytes Memory reserved for request bodies being read or handled (with what a waiting body has already claimed), and the budget.\n\
+            "# HELP tenantry_body_memory_bytes Memory reserved for request bodies being read or handled (with what a waiting body has already claimed), the budget, and what one tenant may hold of it.\n\
              # TYPE tenantry_body_memory_bytes gauge\n\
              tenantry_body_memory_bytes{{state=\"held\"}} {held}\n\
-             tenantry_body_memory_bytes{{state=\"budget\"}} {}\n",
-            self.total_kib as u64 * 1024
+             tenantry_body_memory_bytes{{state=\"budget\"}} {}\n\
+             tenantry_body_memory_bytes{{state=\"tenant_share\"}} {}\n",
+            self.total_kib as u64 * 1024,
+            self.per_tenant_kib as u64 * 1024,
         )
     }
 
-    async fn reserve(&self, bytes: u64) -> BudgetShare {
+    fn tenant_share(&self, tenant: &TenantId) -> Arc<tokio::sync::Semaphore> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if tenants.len() >= Self::TENANTS_KEPT && !tenants.contains_key(tenant) {
+            // Forget the shares nobody holds or waits on.
+            let whole = self.per_tenant_kib;
+            tenants.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < whole);
+        }
+        tenants
+            .entry(tenant.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_tenant_kib)))
+            .clone()
+    }
+
+    /// Waits for room for a body of `bytes` sent for `tenant` (`None`: the operator's, counted in
+    /// the server's budget only).
+    async fn reserve(&self, bytes: u64, tenant: Option<&TenantId>) -> BudgetShare {
         if bytes <= Self::FREE_BYTES {
-            return BudgetShare { _permit: None };
+            return BudgetShare { _server: None, _tenant: None };
         }
         let kib = (bytes.div_ceil(1024) as usize).min(self.total_kib);
+        let own = match tenant {
+            Some(t) => {
+                let share = self.tenant_share(t);
+                let kib = u32::try_from(kib.min(self.per_tenant_kib)).unwrap_or(u32::MAX);
+                // Never closed, so acquiring cannot fail.
+                Some(share.acquire_many_owned(kib).await.expect("a tenant's body share is never closed"))
+            }
+            None => None,
+        };
         let kib = u32::try_from(kib).unwrap_or(u32::MAX);
-        // The semaphore is never closed, so acquiring cannot fail.
         let permit = self.permits.clone().acquire_many_owned(kib).await.expect("the body budget is never closed");
-        BudgetShare { _permit: Some(permit) }
+        BudgetShare { _server: Some(permit), _tenant: own }
     }
+}
+
+/// Whose share of the body budget a caller's bodies count in: its tenant's, or none for the
+/// operator (whose work is not a tenant's load).
+pub fn body_tenant(caller: &Caller) -> Option<&TenantId> {
+    (!caller.is_operator()).then(|| &caller.tenant().id)
 }
 
 /// Reads a whole body of at most `limit` bytes. A declared `Content-Length` over the limit is
@@ -203,6 +255,7 @@ pub async fn read_body(
     headers: &axum::http::HeaderMap,
     limit: usize,
     budget: &BodyBudget,
+    tenant: Option<&TenantId>,
 ) -> Result<Buffered, ApiError> {
     let too_large = || {
         ApiError(tenantry_core::Error::new(
@@ -217,7 +270,7 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let held = budget.reserve(declared.unwrap_or(limit as u64)).await;
+    let held = budget.reserve(declared.unwrap_or(limit as u64), tenant).await;
     let limited = http_body_util::Limited::new(body, limit);
     match http_body_util::BodyExt::collect(limited).await {
         Ok(collected) => Ok(Buffered { bytes: collected.to_bytes(), held }),
@@ -236,7 +289,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = read_body(body, &parts.headers, state.config.max_json_bytes, &state.bodies).await?;
+        // Handlers take `Authed` before their body, so the caller is known by now.
+        let tenant = parts.extensions.get::<CallerSlot>().and_then(|s| s.0.caller.get()).and_then(body_tenant);
+        let bytes = read_body(body, &parts.headers, state.config.max_json_bytes, &state.bodies, tenant).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid("expected a JSON body"));
         }
@@ -376,6 +431,10 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
                     tracing::error!(request_id = %request_id, "could not audit a refused request: {e}");
                 }
             }
+        }
+        // A 429 says when to come back, whichever check refused it.
+        if let Some(secs) = info.details.as_ref().and_then(|d| d.get("retry_after")).and_then(|v| v.as_u64()) {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
         let mut error = serde_json::Map::new();
         error.insert("code".into(), info.code.into());

@@ -48,6 +48,8 @@ pub struct HttpConfig {
     pub max_in_flight_per_tenant: usize,
     /// Memory for request bodies read at once, all requests together (see `edge::BodyBudget`).
     pub max_body_memory_bytes: usize,
+    /// Event streams (SSE) one tenant may have open at once; more get 429 `rate_limited`.
+    pub max_streams_per_tenant: usize,
 }
 
 impl Default for HttpConfig {
@@ -61,6 +63,7 @@ impl Default for HttpConfig {
             max_header_bytes: 64 << 10,
             max_in_flight_per_tenant: fairness::default_per_tenant(),
             max_body_memory_bytes: 1 << 30,
+            max_streams_per_tenant: 64,
         }
     }
 }

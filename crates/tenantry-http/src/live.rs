@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tenantry_core::caller::Caller;
-use tenantry_core::events::{Event, EventSink};
+use tenantry_core::caller::{Caller, Principal};
+use tenantry_core::events::{types, Event, EventSink};
 use tenantry_core::ids::TenantId;
 use tenantry_core::service::Tenantry;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -20,6 +20,26 @@ use tokio::sync::{broadcast, mpsc, watch};
 pub struct EventHub {
     tenants: Mutex<HashMap<TenantId, broadcast::Sender<Arc<[Event]>>>>,
     closing: watch::Sender<bool>,
+    /// Open streams per tenant, each held by a [`StreamSlot`].
+    open: Arc<Mutex<HashMap<TenantId, usize>>>,
+}
+
+/// One of a tenant's open streams; dropping it (when the stream ends) frees the place.
+pub struct StreamSlot {
+    open: Arc<Mutex<HashMap<TenantId, usize>>>,
+    tenant: TenantId,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 /// Batches a slow subscriber may fall behind before it re-reads from the store.
@@ -29,12 +49,14 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// How often a stream re-checks that its key and tenant are still allowed (an in-memory look-up):
 /// a revocation's own event reaches the stream just before the directory forgets the key.
 const RECHECK: Duration = Duration::from_secs(1);
+/// A client that reads nothing for this long, while frames wait for it, loses its stream.
+const STALLED: Duration = Duration::from_secs(30);
 /// Events read from the store per page while replaying.
 const REPLAY_PAGE: usize = 500;
 
 impl Default for EventHub {
     fn default() -> Self {
-        EventHub { tenants: Mutex::default(), closing: watch::channel(false).0 }
+        EventHub { tenants: Mutex::default(), closing: watch::channel(false).0, open: Arc::default() }
     }
 }
 
@@ -45,6 +67,18 @@ impl EventHub {
 
     pub fn subscribe(&self, tenant: &TenantId) -> broadcast::Receiver<Arc<[Event]>> {
         self.lock().entry(tenant.clone()).or_insert_with(|| broadcast::channel(HUB_CAPACITY).0).subscribe()
+    }
+
+    /// A place for one more stream of `tenant`, or `None` when it already has `max` open: one
+    /// tenant's streams cannot take every connection the server has.
+    pub fn open_slot(&self, tenant: &TenantId, max: usize) -> Option<StreamSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(tenant.clone()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot { open: self.open.clone(), tenant: tenant.clone() })
     }
 
     /// Ends every open stream (on shutdown, so in-flight work can drain).
@@ -94,22 +128,57 @@ pub(crate) fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
     Body::new(StreamBody(rx))
 }
 
-/// Starts a stream of the caller's events with `seq > after`.
-pub fn stream(svc: Arc<Tenantry>, hub: Arc<EventHub>, caller: Caller, after: u64) -> Body {
+/// Whether `e` takes the stream's right away: its own key revoked, or its tenant suspended.
+fn ends_access(e: &Event, caller: &Caller) -> bool {
+    match e.kind.as_str() {
+        types::TENANT_SUSPENDED => true,
+        types::KEY_REVOKED => match caller.principal() {
+            Principal::Key(k) => e.detail.as_ref().and_then(|d| d["id"].as_str()) == Some(k.id.as_str()),
+            Principal::Operator => false,
+        },
+        _ => false,
+    }
+}
+
+/// Starts a stream of the caller's events with `seq > after`, holding `slot` while it is open.
+pub fn stream(svc: Arc<Tenantry>, hub: Arc<EventHub>, caller: Caller, after: u64, slot: StreamSlot) -> Body {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
-        let _ = relay(&svc, &hub, &caller, after, &tx).await;
+        let _ = relay(&svc, &hub, &caller, after, &Sender(tx)).await;
+        drop(slot);
     });
     channel_body(rx)
 }
 
+/// The stream's side of its body: a send that waits at most [`STALLED`] for the client to read.
+struct Sender(mpsc::Sender<Bytes>);
+
+impl Sender {
+    async fn send(&self, frame: Bytes) -> Result<(), ()> {
+        match tokio::time::timeout(STALLED, self.0.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            // Gone, or not reading: the stream ends and frees its place and connection.
+            _ => Err(()),
+        }
+    }
+    async fn closed(&self) {
+        self.0.closed().await
+    }
+}
+
 /// Sends replayed events from the store, `cursor` moving past each.
-async fn replay(svc: &Tenantry, caller: &Caller, cursor: &mut u64, tx: &mpsc::Sender<Bytes>) -> Result<(), ()> {
+async fn replay(svc: &Tenantry, caller: &Caller, cursor: &mut u64, tx: &Sender) -> Result<(), ()> {
     loop {
         let page = svc.events_after(caller, *cursor, REPLAY_PAGE).await.map_err(|_| ())?;
+        if !svc.still_allowed(caller) {
+            return Err(());
+        }
         for e in &page {
-            tx.send(frame(e)).await.map_err(|_| ())?;
+            tx.send(frame(e)).await?;
             *cursor = e.seq;
+            if ends_access(e, caller) {
+                return Err(());
+            }
         }
         if page.len() < REPLAY_PAGE {
             return Ok(());
@@ -117,18 +186,12 @@ async fn replay(svc: &Tenantry, caller: &Caller, cursor: &mut u64, tx: &mpsc::Se
     }
 }
 
-async fn relay(
-    svc: &Tenantry,
-    hub: &EventHub,
-    caller: &Caller,
-    after: u64,
-    tx: &mpsc::Sender<Bytes>,
-) -> Result<(), ()> {
+async fn relay(svc: &Tenantry, hub: &EventHub, caller: &Caller, after: u64, tx: &Sender) -> Result<(), ()> {
     let mut live = hub.subscribe(&caller.tenant().id);
     let mut closing = hub.closing.subscribe();
     let prefix = caller.prefix().cloned();
     let mut cursor = after;
-    tx.send(Bytes::from_static(b"retry: 2000\n\n")).await.map_err(|_| ())?;
+    tx.send(Bytes::from_static(b"retry: 2000\n\n")).await?;
     replay(svc, caller, &mut cursor, tx).await?;
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
@@ -138,13 +201,22 @@ async fn relay(
         tokio::select! {
             batch = live.recv() => match batch {
                 Ok(events) => {
+                    // Checked before sending, not after: a key revoked meanwhile gets nothing more.
+                    if !svc.still_allowed(caller) {
+                        return Ok(());
+                    }
                     for e in events.iter() {
                         if e.seq <= cursor {
                             continue; // replayed already
                         }
                         cursor = e.seq;
                         if e.visible_under(prefix.as_ref()) {
-                            tx.send(frame(e)).await.map_err(|_| ())?;
+                            tx.send(frame(e)).await?;
+                        }
+                        // The event that ends the stream's right to read is its last: the
+                        // directory may learn of it a moment after the event is published.
+                        if ends_access(e, caller) {
+                            return Ok(());
                         }
                     }
                 }
@@ -152,7 +224,7 @@ async fn relay(
                 Err(broadcast::error::RecvError::Lagged(_)) => replay(svc, caller, &mut cursor, tx).await?,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
-            _ = keepalive.tick() => tx.send(Bytes::from_static(b": keepalive\n\n")).await.map_err(|_| ())?,
+            _ = keepalive.tick() => tx.send(Bytes::from_static(b": keepalive\n\n")).await?,
             _ = recheck.tick() => {}
             _ = closing.changed() => return Ok(()),
             _ = tx.closed() => return Ok(()),

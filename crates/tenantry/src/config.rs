@@ -50,6 +50,7 @@ pub struct LimitsConfig {
     pub max_json_bytes: Option<usize>,
     pub max_in_flight_per_tenant: Option<usize>,
     pub max_body_memory_bytes: Option<usize>,
+    pub max_streams_per_tenant: Option<usize>,
 }
 
 /// `[memory]`.
@@ -220,6 +221,12 @@ impl ServeConfig {
             // Raised to the largest single body a route accepts when the server starts.
             http.max_body_memory_bytes = n;
         }
+        if let Some(n) = l.max_streams_per_tenant {
+            if n == 0 {
+                bail!("limits.max_streams_per_tenant must be at least 1");
+            }
+            http.max_streams_per_tenant = n;
+        }
         if let Some(n) = l.max_json_bytes {
             http.max_json_bytes = n.clamp(1024, 64 << 20);
         }
@@ -314,8 +321,12 @@ max_json_bytes = 1048576
 # at least 32). Keeps one flooding tenant to a bounded share of the server.
 # max_in_flight_per_tenant = 32
 # Memory for request bodies being read at once, all requests together, in bytes; a body waits
-# (before it is read) for its share. Never below the largest single body (max_file_bytes).
+# (before it is read) for its share. Never below the largest single body (max_file_bytes). One
+# tenant's bodies hold at most an eighth of it (at least one largest body) at once.
 max_body_memory_bytes = 1073741824
+# Event streams (SSE) one tenant may have open at once; more get 429 rate_limited. A stream
+# whose client reads nothing for 30 s while events wait for it is ended.
+max_streams_per_tenant = 64
 
 [memory]
 # Largest memory value, in bytes of compact JSON (413 too_large beyond). At most 16777216.

@@ -24,7 +24,8 @@ pub struct EventsQuery {
     ("after" = Option<u64>, Query), ("limit" = Option<u32>, Query),
     ("Last-Event-ID" = Option<u64>, Header, description = "SSE: resume after this seq")),
     responses((status = 200, description = "a page of events (JSON), or an SSE stream",
-        content((Page<Event> = "application/json"), (String = "text/event-stream")))))]
+        content((Page<Event> = "application/json"), (String = "text/event-stream"))),
+        (status = 429, description = "rate_limited: over the rate limit, or the tenant has `max_streams_per_tenant` streams open")))]
 pub async fn list(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -52,7 +53,12 @@ pub async fn list(
         Some(seq) => seq,
         None => state.svc.last_event_seq(&caller).await?,
     };
-    let body = crate::live::stream(state.svc.clone(), state.hub.clone(), caller, start);
+    let max = state.config.max_streams_per_tenant;
+    let slot = state
+        .hub
+        .open_slot(&caller.tenant().id, max)
+        .ok_or_else(|| ApiError(tenantry_core::Error::too_many_open("event streams", max, 5)))?;
+    let body = crate::live::stream(state.svc.clone(), state.hub.clone(), caller, start, slot);
     let mut res = Response::new(body);
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

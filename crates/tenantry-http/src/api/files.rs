@@ -1,7 +1,7 @@
 //! Files (API.md §6). Paths are taken raw from the URI and validated by the core after
 //! percent-decoding, so no layer decodes twice.
 
-use crate::edge::read_body;
+use crate::edge::{body_tenant, read_body};
 use crate::edge::{bool_param, num_param, refuse, ApiQuery, Authed};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -77,7 +77,8 @@ pub async fn put(
 ) -> ApiResult<Response> {
     let path = path_of(&uri)?;
     let precondition = write_precondition(&headers)?;
-    let (body, _share) = read_body(body, &headers, body_limit(&state.svc), &state.bodies).await?.into_parts();
+    let (body, _share) =
+        read_body(body, &headers, body_limit(&state.svc), &state.bodies, body_tenant(&caller)).await?.into_parts();
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     // `_share` keeps the body's budget until the write is done with it.
     let (meta, outcome) = state.svc.put_file(&caller, path, Vec::from(body), content_type, precondition).await?;

@@ -1,6 +1,6 @@
 //! Memory (API.md §7): JSON values by namespace and key.
 
-use crate::edge::{bool_param, num_param, read_body, ApiQuery, Authed};
+use crate::edge::{body_tenant, bool_param, num_param, read_body, ApiQuery, Authed};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::body::Body;
@@ -45,7 +45,8 @@ pub async fn set(
     body: Body,
 ) -> ApiResult<Response> {
     let ttl = num_param(&q.ttl_seconds, "ttl_seconds")?;
-    let bytes = read_body(body, &headers, body_limit(&state.svc, &state.config), &state.bodies).await?;
+    let bytes =
+        read_body(body, &headers, body_limit(&state.svc, &state.config), &state.bodies, body_tenant(&caller)).await?;
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("the body must be JSON: {e}")))?;
     let entry = state.svc.set_memory(&caller, &namespace, &key, value, ttl).await?;

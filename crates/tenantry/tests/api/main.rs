@@ -7,6 +7,7 @@ mod bundles;
 mod events;
 mod files;
 mod helpers;
+mod hostile_tenants;
 mod import;
 mod isolation;
 mod keys;
