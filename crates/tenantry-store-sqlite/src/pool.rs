@@ -102,9 +102,52 @@ const MAX_GROUP: usize = 128;
 /// write) wait for dozens of its own. Alone, a tenant fills whole groups.
 const SHARE_WHEN_CONTENDED: usize = 8;
 
-/// Picks the next group from the backlog, oldest first, within each tenant's share. Stops at an
-/// exclusive job, so it runs after everything queued before it.
-fn next_group(backlog: &mut VecDeque<Queued>) -> Vec<Box<dyn WriteJob>> {
+/// A group takes writes only while the time they are expected to hold the writer (see
+/// [`WriterTime`]) keeps it within this; its first write is always taken. Quick writes (tens of
+/// microseconds) fill whole groups as before; a tenant whose writes are slow (a large value of
+/// many distinct words to index) commits them one group each, so a write arriving meanwhile waits
+/// for one of them, not for a group of them; and while others wait too, their quick writes go in
+/// groups of their own, between the slow ones.
+const GROUP_TIME_US: f64 = 8_000.0;
+
+/// How long each tenant's writes have held the writer lately: per tenant, a moving average of
+/// the time one write took inside its group (savepoint included), measured by the writer.
+/// Measured rather than guessed from sizes: a megabyte of one repeated word is cheap to index,
+/// a megabyte of distinct words is not.
+#[derive(Default)]
+struct WriterTime {
+    per_write_us: HashMap<u64, f64>,
+    /// Set when the last group left a write out for its time: the next starts with the oldest.
+    oldest_next: bool,
+}
+
+impl WriterTime {
+    /// Tenants remembered; past this the memory is dropped and relearnt from the next writes.
+    const KEPT: usize = 4096;
+
+    fn expected_us(&self, owner: u64) -> f64 {
+        self.per_write_us.get(&owner).copied().unwrap_or(0.0)
+    }
+
+    fn record(&mut self, owner: u64, took: std::time::Duration) {
+        if self.per_write_us.len() >= Self::KEPT && !self.per_write_us.contains_key(&owner) {
+            self.per_write_us.clear();
+        }
+        let us = took.as_secs_f64() * 1e6;
+        let avg = self.per_write_us.entry(owner).or_insert(us);
+        *avg = 0.75 * *avg + 0.25 * us;
+    }
+}
+
+/// Picks the next group from the backlog, oldest first, within each tenant's share (of places
+/// and of expected writer time). A tenant's writes keep their order: once one is left for a
+/// later group, so are the tenant's writes after it. Stops at an exclusive job, so it runs after
+/// everything queued before it.
+///
+/// When a group leaves a write out for the time it would take, the next group starts with the
+/// oldest write waiting, whatever it costs: slow writes and quick ones take turns, so quick
+/// writes never wait behind a queue of slow ones, and slow ones are never starved by quick ones.
+fn next_group(backlog: &mut VecDeque<Queued>, time: &mut WriterTime) -> Vec<Box<dyn WriteJob>> {
     let mut owners: HashMap<u64, usize> = HashMap::new();
     for q in backlog.iter() {
         match q {
@@ -116,8 +159,29 @@ fn next_group(backlog: &mut VecDeque<Queued>) -> Vec<Box<dyn WriteJob>> {
             Queued::Exclusive(_) => break,
         }
     }
-    let share = if owners.len() > 1 { SHARE_WHEN_CONTENDED } else { MAX_GROUP };
+    let contended = owners.len() > 1;
+    let share = if contended { SHARE_WHEN_CONTENDED } else { MAX_GROUP };
+    let oldest_first = std::mem::take(&mut time.oldest_next);
+    let (group, left_for_time) = take_group(backlog, time, contended, share, oldest_first);
+    if !group.is_empty() || left_for_time == 0 {
+        time.oldest_next = !oldest_first && left_for_time > 0;
+        return group;
+    }
+    // Every write waiting is slow: the oldest goes.
+    take_group(backlog, time, contended, share, true).0
+}
+
+/// One pass of [`next_group`]; also says how many writes were left out for their time.
+fn take_group(
+    backlog: &mut VecDeque<Queued>,
+    time: &WriterTime,
+    contended: bool,
+    share: usize,
+    oldest_first: bool,
+) -> (Vec<Box<dyn WriteJob>>, usize) {
+    // Places taken per tenant; `usize::MAX` once one of its writes was left out.
     let mut taken: HashMap<u64, usize> = HashMap::new();
+    let (mut expected_us, mut left_for_time) = (0.0, 0);
     let mut group = Vec::new();
     let mut kept = VecDeque::with_capacity(backlog.len());
     while let Some(q) = backlog.pop_front() {
@@ -127,8 +191,20 @@ fn next_group(backlog: &mut VecDeque<Queued>) -> Vec<Box<dyn WriteJob>> {
                     None => true,
                     Some(o) => {
                         let n = taken.entry(o).or_default();
-                        *n += 1;
-                        *n <= share
+                        let cost = time.expected_us(o);
+                        let fits =
+                            (group.is_empty() && (oldest_first || !contended)) || expected_us + cost <= GROUP_TIME_US;
+                        if *n != usize::MAX && !fits {
+                            left_for_time += 1;
+                        }
+                        if *n < share && fits {
+                            *n += 1;
+                            expected_us += cost;
+                            true
+                        } else {
+                            *n = usize::MAX;
+                            false
+                        }
                     }
                 };
                 if within {
@@ -145,12 +221,13 @@ fn next_group(backlog: &mut VecDeque<Queued>) -> Vec<Box<dyn WriteJob>> {
         }
     }
     *backlog = kept;
-    group
+    (group, left_for_time)
 }
 
 fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tails: Arc<Tails>) {
     use std::sync::mpsc::RecvTimeoutError;
     let mut backlog: VecDeque<Queued> = VecDeque::new();
+    let mut time = WriterTime::default();
     loop {
         if backlog.is_empty() {
             // A fold under way goes on while nothing waits; a tail is folded after a moment
@@ -169,7 +246,7 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tail
                 Ok(q) => backlog.push_back(q),
                 Err(RecvTimeoutError::Timeout) => {
                     if tails.begin_fold(true) {
-                        commit_group(&conn, &tails, fold_step(&tails).into_iter().collect());
+                        commit_group(&conn, &tails, fold_step(&tails).into_iter().collect(), &mut time, &mut backlog);
                     }
                     continue;
                 }
@@ -192,22 +269,34 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tail
             }
             continue;
         }
-        let mut group = next_group(&mut backlog);
+        let mut group = next_group(&mut backlog, &mut time);
         if tails.begin_fold(false) {
             group.extend(fold_step(&tails));
         }
-        commit_group(&conn, &tails, group);
+        commit_group(&conn, &tails, group, &mut time, &mut backlog);
     }
 }
 
-/// Runs a group in one transaction, registers the log entries it committed, then answers its jobs.
-fn commit_group(conn: &Connection, tails: &Arc<Tails>, mut group: Vec<Box<dyn WriteJob>>) {
-    let committed = crate::tails::in_group(tails, dense_owners(&group), || run_group(conn, &mut group));
+/// Runs a group in one transaction, registers the log entries it committed, then answers its
+/// jobs; the jobs it had no time for go back to the front of the backlog, in their order.
+fn commit_group(
+    conn: &Connection,
+    tails: &Arc<Tails>,
+    mut group: Vec<Box<dyn WriteJob>>,
+    time: &mut WriterTime,
+    backlog: &mut VecDeque<Queued>,
+) {
+    let mut later = Vec::new();
+    let committed =
+        crate::tails::in_group(tails, dense_owners(&group), || run_group(conn, &mut group, &mut later, time));
     if committed.is_ok() {
         register(tails, conn);
     }
     for job in group {
         job.finish(committed.clone());
+    }
+    for job in later.into_iter().rev() {
+        backlog.push_front(Queued::Grouped(job));
     }
 }
 
@@ -270,9 +359,30 @@ impl WriteJob for FoldStep {
     }
 }
 
-fn run_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<(), Error> {
+/// Runs a group's jobs in one transaction and commits. Once the group has held the writer for
+/// [`GROUP_TIME_US`], the tenants' jobs not yet run are moved to `later` (upkeep still runs):
+/// expectations can be wrong (a tenant not seen before, a write slower than the last ones), the
+/// clock is not.
+fn run_group(
+    conn: &Connection,
+    group: &mut Vec<Box<dyn WriteJob>>,
+    later: &mut Vec<Box<dyn WriteJob>>,
+    time: &mut WriterTime,
+) -> Result<(), Error> {
+    let began = std::time::Instant::now();
+    let budget = std::time::Duration::from_secs_f64(GROUP_TIME_US / 1e6);
     conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_error)?;
-    for job in group.iter_mut() {
+    // Each job's time inside the transaction, for the writer's time shares.
+    let mut ran = Vec::with_capacity(group.len());
+    let mut i = 0;
+    while i < group.len() {
+        if i > 0 && group[i].owner().is_some() && began.elapsed() >= budget {
+            later.push(group.remove(i));
+            continue;
+        }
+        let job = &mut group[i];
+        i += 1;
+        let started = std::time::Instant::now();
         let step = (|| -> rusqlite::Result<()> {
             conn.execute_batch("SAVEPOINT job")?;
             if job.run(conn) {
@@ -281,6 +391,7 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<(), E
                 conn.execute_batch("ROLLBACK TO job; RELEASE job")
             }
         })();
+        ran.push((job.owner(), started.elapsed()));
         if let Err(e) = step {
             let _ = conn.execute_batch("ROLLBACK");
             // On a full disk SQLite may roll back the whole transaction, savepoint included:
@@ -291,10 +402,25 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<(), E
             return Err(sql_error(e));
         }
     }
+    let committing = std::time::Instant::now();
     if let Err(e) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
         return Err(sql_error(e));
     }
+    // The commit writes what the jobs changed: its time is shared out in proportion to theirs.
+    let commit = committing.elapsed();
+    let total: f64 = ran.iter().map(|(_, d)| d.as_secs_f64()).sum::<f64>().max(1e-9);
+    for (owner, d) in &ran {
+        if let Some(o) = owner {
+            time.record(*o, *d + commit.mul_f64(d.as_secs_f64() / total));
+        }
+    }
+    tracing::debug!(
+        jobs = group.len(),
+        run_us = (committing - began).as_micros() as u64,
+        commit_us = commit.as_micros() as u64,
+        "group committed"
+    );
     Ok(())
 }
 
@@ -485,7 +611,7 @@ mod tests {
     #[test]
     fn a_flooding_tenant_gets_a_share_of_each_group_while_others_wait() {
         let mut queue = backlog(&[[Some(1); 20].as_slice(), &[Some(2), None, Some(2)]].concat());
-        let group = next_group(&mut queue);
+        let group = next_group(&mut queue, &mut WriterTime::default());
         let got = owners(&group);
         assert_eq!(got.iter().filter(|o| **o == Some(1)).count(), SHARE_WHEN_CONTENDED);
         assert_eq!(got.iter().filter(|o| **o == Some(2)).count(), 2);
@@ -493,8 +619,82 @@ mod tests {
         assert_eq!(queue.len(), 20 - SHARE_WHEN_CONTENDED, "the rest of tenant 1 waits, in order");
         // Alone, a tenant fills whole groups.
         let mut queue = backlog(&[Some(1); 20]);
-        assert_eq!(next_group(&mut queue).len(), 20);
+        assert_eq!(next_group(&mut queue, &mut WriterTime::default()).len(), 20);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_tenant_whose_writes_hold_the_writer_long_gets_groups_of_its_own() {
+        let mut time = WriterTime::default();
+        let ms = std::time::Duration::from_millis;
+        time.record(1, ms(60));
+        time.record(2, std::time::Duration::from_micros(300));
+        // Tenant 1's slow writes first in the queue, tenant 2's quick ones behind them: the quick
+        // ones go first, then slow and quick groups take turns.
+        let mut queue = backlog(&[Some(1), Some(1), Some(2), Some(2), Some(1), Some(2), None, Some(2)]);
+        assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(2), Some(2), Some(2), None, Some(2)]);
+        queue.extend(backlog(&[Some(2)]));
+        assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(1)], "then the oldest, slow as it is");
+        assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(2)], "the quick one that came meanwhile");
+        assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(1)], "alone, still one slow write a group");
+        assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(1)]);
+        assert!(queue.is_empty());
+        // Slow writes of two tenants, nothing quick: one at a time, oldest first.
+        time.record(3, ms(60));
+        let mut queue = backlog(&[Some(1), Some(3), Some(1)]);
+        assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(1)]);
+        assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(3)]);
+        assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(1)]);
+        // Quick writes: a tenant alone fills whole groups, as before.
+        let mut queue = backlog(&[Some(2); 20]);
+        assert_eq!(next_group(&mut queue, &mut time).len(), 20);
+        // The average follows what writes take now.
+        for _ in 0..40 {
+            time.record(1, std::time::Duration::from_micros(100));
+        }
+        assert!(time.expected_us(1) < 200.0, "{}", time.expected_us(1));
+    }
+
+    /// Takes `ms` to run; says which it was.
+    struct Slow(Option<u64>, u64, std::sync::mpsc::Sender<u64>);
+
+    impl WriteJob for Slow {
+        fn owner(&self) -> Option<u64> {
+            self.0
+        }
+        fn run(&mut self, _conn: &Connection) -> bool {
+            std::thread::sleep(std::time::Duration::from_millis(self.1));
+            let _ = self.2.send(self.0.unwrap_or(0));
+            true
+        }
+        fn finish(self: Box<Self>, _committed: Result<(), Error>) {}
+    }
+
+    #[test]
+    fn a_group_that_took_its_time_leaves_the_tenants_jobs_it_did_not_reach_for_later() {
+        let conn = Connection::open_in_memory().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut group: Vec<Box<dyn WriteJob>> = vec![
+            Box::new(Slow(Some(1), 5, tx.clone())),
+            Box::new(Slow(Some(2), 5, tx.clone())),
+            Box::new(Slow(Some(3), 0, tx.clone())),
+            Box::new(Slow(None, 0, tx.clone())),
+            Box::new(Slow(Some(4), 0, tx.clone())),
+        ];
+        let (mut later, mut time) = (Vec::new(), WriterTime::default());
+        run_group(&conn, &mut group, &mut later, &mut time).unwrap();
+        drop(tx);
+        let ran: Vec<u64> = rx.try_iter().collect();
+        // 5 + 5 ms pass the 8 ms budget: tenants 3 and 4 wait, upkeep runs.
+        assert_eq!(ran, [1, 2, 0]);
+        assert_eq!(owners(&group), [Some(1), Some(2), None]);
+        assert_eq!(owners(&later), [Some(3), Some(4)]);
+        assert!(time.expected_us(1) >= 5_000.0 && time.expected_us(3) == 0.0);
+        // The first job always runs, however long the one before took.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut group: Vec<Box<dyn WriteJob>> = vec![Box::new(Slow(Some(5), 20, tx))];
+        run_group(&conn, &mut group, &mut later, &mut time).unwrap();
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), [5]);
     }
 
     #[tokio::test]
@@ -579,7 +779,7 @@ mod tests {
     #[test]
     fn a_tenant_is_dense_in_a_group_with_four_writes_of_its_own() {
         let dense = |owners: &[Option<u64>]| {
-            let mut d = dense_owners(&next_group(&mut backlog(owners)));
+            let mut d = dense_owners(&next_group(&mut backlog(owners), &mut WriterTime::default()));
             d.sort_unstable();
             d
         };
@@ -628,7 +828,7 @@ mod tests {
         let mut queue = backlog(&[Some(1), Some(2)]);
         queue.push_back(Queued::Exclusive(Box::new(|_| {})));
         queue.extend(backlog(&[Some(3)]));
-        assert_eq!(owners(&next_group(&mut queue)), [Some(1), Some(2)]);
+        assert_eq!(owners(&next_group(&mut queue, &mut WriterTime::default())), [Some(1), Some(2)]);
         assert!(matches!(queue.front(), Some(Queued::Exclusive(_))));
         assert_eq!(queue.len(), 2);
     }
