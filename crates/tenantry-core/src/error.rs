@@ -131,8 +131,8 @@ impl Error {
             details: Some(details),
         }
     }
-    /// Too many of something held open at once (`what`, e.g. "event streams"), beyond `max`.
-    pub fn too_many_open(what: &str, max: usize, retry_after_secs: u64) -> Self {
+    /// Too many of something held at once (`what`, e.g. "event streams open"), `max` allowed.
+    pub fn too_many_held(what: &str, max: usize, retry_after_secs: u64) -> Self {
         let mut details = serde_json::Map::new();
         details.insert("limit".into(), max.into());
         details.insert("retry_after".into(), retry_after_secs.into());

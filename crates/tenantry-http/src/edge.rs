@@ -41,7 +41,7 @@ struct SlotInner {
     caller: OnceLock<Caller>,
     decision: OnceLock<RateDecision>,
     admitted: std::sync::atomic::AtomicBool,
-    in_flight: OnceLock<tokio::sync::OwnedSemaphorePermit>,
+    in_flight: OnceLock<crate::fairness::Entered>,
 }
 
 /// `/t/{slug}/v1/...` → `/v1/...` with the slug kept aside: the same routes serve both forms.
@@ -110,7 +110,10 @@ impl FromRequestParts<AppState> for Authed {
                 let permit = if caller.is_operator() {
                     None
                 } else {
-                    Some(state.fairness.enter(&caller.tenant().id, read).await)
+                    let entered = state.fairness.enter(&caller.tenant().id, read).await;
+                    Some(entered.map_err(|crate::fairness::TooManyWaiting(max)| {
+                        ApiError(tenantry_core::Error::too_many_held("requests in flight or waiting", max, 1))
+                    })?)
                 };
                 if let Some(slot) = parts.extensions.get::<CallerSlot>() {
                     slot.0.admitted.store(true, std::sync::atomic::Ordering::Relaxed);

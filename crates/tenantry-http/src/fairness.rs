@@ -175,9 +175,21 @@ fn water_level(counts: &mut [u64], target: f64) -> f64 {
 }
 
 struct Tenants {
-    slots: HashMap<TenantId, Arc<Semaphore>>,
+    /// Per tenant: its in-flight slots, and its places (in flight or waiting for a slot).
+    slots: HashMap<TenantId, (Arc<Semaphore>, Arc<Semaphore>)>,
     pacing: Pacing,
 }
+
+/// A request let in: its in-flight slot and its place, freed when dropped.
+#[derive(Debug)]
+pub struct Entered {
+    _slot: OwnedSemaphorePermit,
+    _place: OwnedSemaphorePermit,
+}
+
+/// A tenant already has [`Fairness::places`] requests in flight or waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyWaiting(pub usize);
 
 /// The in-flight bounds and the pacing of every tenant, with the scheduler probe's readings.
 pub struct Fairness {
@@ -208,8 +220,12 @@ impl Fairness {
     /// Writes are not paced: what a write costs is mostly the writer's time, and the writer
     /// already shares its groups between tenants, so a write flood does not delay another
     /// tenant's writes (measured: bench/fairness.sh) and pacing it would only idle the writer.
-    pub async fn enter(&self, tenant: &TenantId, read: bool) -> OwnedSemaphorePermit {
-        let (wait, sem) = {
+    ///
+    /// A tenant may have [`places`](Self::places) requests in flight or waiting at once; beyond
+    /// that a request is refused at once: each waiting request holds a connection, and one
+    /// tenant must not hold every connection the server may open.
+    pub async fn enter(&self, tenant: &TenantId, read: bool) -> Result<Entered, TooManyWaiting> {
+        let (wait, sem, place) = {
             let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
             let wait = if read {
                 let pacing = &mut tenants.pacing;
@@ -223,27 +239,36 @@ impl Fairness {
             } else {
                 Duration::ZERO
             };
-            let sem = match tenants.slots.get(tenant) {
-                Some(sem) => sem.clone(),
+            let places = self.places();
+            let (sem, places) = match tenants.slots.get(tenant) {
+                Some(pair) => pair.clone(),
                 None => tenants
                     .slots
                     .entry(tenant.clone())
-                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
+                    .or_insert_with(|| (Arc::new(Semaphore::new(self.per_tenant)), Arc::new(Semaphore::new(places))))
                     .clone(),
             };
-            (wait, sem)
+            let place = places.try_acquire_owned().map_err(|_| TooManyWaiting(self.places()))?;
+            (wait, sem, place)
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
         // The semaphore is never closed, so acquiring cannot fail.
-        sem.acquire_owned().await.expect("the in-flight semaphore is never closed")
+        let slot = sem.acquire_owned().await.expect("the in-flight semaphore is never closed");
+        Ok(Entered { _slot: slot, _place: place })
+    }
+
+    /// Requests one tenant may have in flight or waiting at once: four times its in-flight
+    /// bound, at least 256.
+    pub fn places(&self) -> usize {
+        self.per_tenant.saturating_mul(4).max(256)
     }
 
     /// Requests of `tenant` inside handlers now (for tests and metrics).
     pub fn in_flight(&self, tenant: &TenantId) -> usize {
         let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        tenants.slots.get(tenant).map_or(0, |s| self.per_tenant - s.available_permits())
+        tenants.slots.get(tenant).map_or(0, |(s, _)| self.per_tenant - s.available_permits())
     }
 
     /// Measures the scheduler's lag for as long as the runtime runs: every few milliseconds, how
@@ -297,20 +322,45 @@ mod tests {
     async fn a_tenant_beyond_its_bound_waits_while_another_tenant_gets_in_at_once() {
         let f = Arc::new(Fairness::new(2));
         let (a, b) = (TenantId::generate(), TenantId::generate());
-        let p1 = f.enter(&a, true).await;
-        let _p2 = f.enter(&a, true).await;
+        let p1 = f.enter(&a, true).await.unwrap();
+        let _p2 = f.enter(&a, true).await.unwrap();
         assert_eq!(f.in_flight(&a), 2);
         let third = {
             let (f, a) = (f.clone(), a.clone());
-            tokio::spawn(async move { f.enter(&a, true).await })
+            tokio::spawn(async move { f.enter(&a, true).await.unwrap() })
         };
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!third.is_finished(), "the third request of a waits");
-        let _pb =
-            tokio::time::timeout(std::time::Duration::from_millis(50), f.enter(&b, true)).await.expect("b gets in");
+        let _pb = tokio::time::timeout(std::time::Duration::from_millis(50), f.enter(&b, true))
+            .await
+            .expect("b gets in")
+            .unwrap();
         drop(p1);
         let _p3 = tokio::time::timeout(std::time::Duration::from_secs(1), third).await.unwrap().unwrap();
         assert_eq!(f.in_flight(&a), 2);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_with_all_its_places_taken_is_refused_at_once_and_others_are_not() {
+        let f = Arc::new(Fairness::new(2));
+        let (a, b) = (TenantId::generate(), TenantId::generate());
+        assert_eq!(f.places(), 256);
+        let mut held = vec![f.enter(&a, false).await.unwrap(), f.enter(&a, false).await.unwrap()];
+        // 254 more wait for a's two slots, each holding a place.
+        let waiting: Vec<_> = (0..254)
+            .map(|_| {
+                let (f, a) = (f.clone(), a.clone());
+                tokio::spawn(async move { f.enter(&a, false).await.map(drop) })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(f.enter(&a, false).await.unwrap_err(), TooManyWaiting(256));
+        assert!(f.enter(&b, false).await.is_ok(), "another tenant has places of its own");
+        held.clear();
+        for w in waiting {
+            tokio::time::timeout(std::time::Duration::from_secs(5), w).await.unwrap().unwrap().unwrap();
+        }
+        assert!(f.enter(&a, false).await.is_ok(), "places given back");
     }
 
     const MS: u64 = 1000;

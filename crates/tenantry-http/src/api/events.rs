@@ -57,7 +57,7 @@ pub async fn list(
     let slot = state
         .hub
         .open_slot(&caller.tenant().id, max)
-        .ok_or_else(|| ApiError(tenantry_core::Error::too_many_open("event streams", max, 5)))?;
+        .ok_or_else(|| ApiError(tenantry_core::Error::too_many_held("event streams open", max, 5)))?;
     let body = crate::live::stream(state.svc.clone(), state.hub.clone(), caller, start, slot);
     let mut res = Response::new(body);
     let h = res.headers_mut();
