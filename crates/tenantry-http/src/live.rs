@@ -128,10 +128,11 @@ pub(crate) fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
     Body::new(StreamBody(rx))
 }
 
-/// Whether `e` takes the stream's right away: its own key revoked, or its tenant suspended.
-fn ends_access(e: &Event, caller: &Caller) -> bool {
+/// Whether `e` takes the stream's right away: its own key revoked (for good), or, as it happens
+/// (`live`), its tenant suspended. A suspension replayed from the past may have been lifted since.
+fn ends_access(e: &Event, caller: &Caller, live: bool) -> bool {
     match e.kind.as_str() {
-        types::TENANT_SUSPENDED => true,
+        types::TENANT_SUSPENDED => live,
         types::KEY_REVOKED => match caller.principal() {
             Principal::Key(k) => e.detail.as_ref().and_then(|d| d["id"].as_str()) == Some(k.id.as_str()),
             Principal::Operator => false,
@@ -170,13 +171,14 @@ impl Sender {
 async fn replay(svc: &Tenantry, caller: &Caller, cursor: &mut u64, tx: &Sender) -> Result<(), ()> {
     loop {
         let page = svc.events_after(caller, *cursor, REPLAY_PAGE).await.map_err(|_| ())?;
-        if !svc.still_allowed(caller) {
-            return Err(());
-        }
         for e in &page {
+            let last = ends_access(e, caller, false);
+            if !last && !svc.still_allowed(caller) {
+                return Err(());
+            }
             tx.send(frame(e)).await?;
             *cursor = e.seq;
-            if ends_access(e, caller) {
+            if last {
                 return Err(());
             }
         }
@@ -201,21 +203,23 @@ async fn relay(svc: &Tenantry, hub: &EventHub, caller: &Caller, after: u64, tx: 
         tokio::select! {
             batch = live.recv() => match batch {
                 Ok(events) => {
-                    // Checked before sending, not after: a key revoked meanwhile gets nothing more.
-                    if !svc.still_allowed(caller) {
-                        return Ok(());
-                    }
                     for e in events.iter() {
                         if e.seq <= cursor {
                             continue; // replayed already
                         }
                         cursor = e.seq;
+                        // The event that ends the stream's right to read is its last (the
+                        // directory may learn of it a moment before or after the event comes);
+                        // any other is sent only while the key and tenant are still allowed:
+                        // checked before sending, so a key revoked meanwhile gets nothing more.
+                        let last = ends_access(e, caller, true);
+                        if !last && !svc.still_allowed(caller) {
+                            return Ok(());
+                        }
                         if e.visible_under(prefix.as_ref()) {
                             tx.send(frame(e)).await?;
                         }
-                        // The event that ends the stream's right to read is its last: the
-                        // directory may learn of it a moment after the event is published.
-                        if ends_access(e, caller) {
+                        if last {
                             return Ok(());
                         }
                     }
