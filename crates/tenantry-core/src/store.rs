@@ -515,9 +515,8 @@ impl Precondition {
         let holds = match self {
             Precondition::None => true,
             Precondition::IfNoneMatchAny => current.is_none(),
-            Precondition::IfMatch(tags) => {
-                current.is_some_and(|c| tags.iter().any(|t| t == "*" || t == c || t.trim_start_matches("W/") == c))
-            }
+            // Strong comparison (RFC 9110 §13.1.1): a weak tag (`W/"..."`) never matches.
+            Precondition::IfMatch(tags) => current.is_some_and(|c| tags.iter().any(|t| t == "*" || t == c)),
         };
         if holds {
             Ok(())
@@ -531,5 +530,20 @@ impl Precondition {
                 },
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Precondition;
+
+    #[test]
+    fn if_match_compares_strongly() {
+        let tag = "\"abc\"";
+        assert!(Precondition::IfMatch(vec![tag.into()]).check(Some(tag)).is_ok());
+        assert!(Precondition::IfMatch(vec!["*".into()]).check(Some(tag)).is_ok());
+        let weak = Precondition::IfMatch(vec!["W/\"abc\"".into()]).check(Some(tag)).unwrap_err();
+        assert_eq!(weak.message, "the file's ETag is \"abc\" (If-Match)");
+        assert!(Precondition::IfMatch(vec!["*".into()]).check(None).is_err());
     }
 }

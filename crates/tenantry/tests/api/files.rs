@@ -75,6 +75,21 @@ async fn delete_answers_204_then_the_file_is_gone() {
 }
 
 #[tokio::test]
+async fn if_match_on_a_write_compares_strongly_and_if_none_match_on_a_read_weakly() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let k = Some(t.owner.as_str());
+    app.as_key(&t.owner).put_file("/w.txt", b"one".to_vec(), None).await.unwrap();
+    // RFC 9110 §13.1.1: If-Match takes a strong tag; the same tag marked weak does not match.
+    let weak = format!("W/{}", etag(b"one"));
+    let res = app.raw(k, Method::PUT, "/v1/files/w.txt", Some(b"two"), &[("if-match", &weak)]).await;
+    assert_error(&res, 412, "precondition_failed");
+    assert_eq!(&app.as_key(&t.owner).get_file("/w.txt").await.unwrap()[..], b"one");
+    let res = app.raw(k, Method::GET, "/v1/files/w.txt", None, &[("if-none-match", &weak)]).await;
+    assert_eq!(res.status, 304);
+}
+
+#[tokio::test]
 async fn conditional_writes_fail_with_412_and_change_nothing() {
     let app = spawn_app().await;
     let t = app.create_tenant("acme").await;
