@@ -871,8 +871,9 @@ impl Tenantry {
     pub async fn list_keys(&self, caller: &Caller) -> Result<Vec<KeyInfo>> {
         caller.require_role(Role::Admin)?;
         let keys = self.store.list_keys(&caller.scope()).await?;
-        // A prefixed key sees only the keys it could act on.
-        Ok(keys.iter().filter(|k| caller.require_not_narrower_than(k).is_ok()).map(KeyRecord::info).collect())
+        // A prefixed key sees only the keys it could act on; a key without a prefix sees all.
+        let sees = |k: &&KeyRecord| caller.prefix().is_none() || caller.require_not_narrower_than(k).is_ok();
+        Ok(keys.iter().filter(sees).map(KeyRecord::info).collect())
     }
 
     pub async fn revoke_key(&self, caller: &Caller, id: &str) -> Result<()> {

@@ -108,7 +108,7 @@ async fn a_prefixed_admin_neither_sees_nor_acts_beyond_its_prefix() {
     let app = spawn_app().await;
     let acme = app.create_tenant("acme").await;
     let owner = app.as_key(&acme.owner);
-    let (wide_id, _) = app.key(&acme, "admin", None).await;
+    let (wide_id, wide) = app.key(&acme, "admin", None).await;
     let (docs_admin_id, docs_admin) = app.key(&acme, "admin", Some("/docs")).await;
     let (other_id, _) = app.key(&acme, "reader", Some("/private")).await;
     let (narrow_id, _) = app.key(&acme, "reader", Some("/docs/sub")).await;
@@ -130,7 +130,9 @@ async fn a_prefixed_admin_neither_sees_nor_acts_beyond_its_prefix() {
             .any(|k| k["id"] == id && !k["revoked_at"].is_null())
     }
     assert!(listed.contains(&wide_id) && !revoked(&owner, &wide_id).await && !revoked(&owner, &other_id).await);
-    // It lists only the keys it could act on.
+    // A tenant-wide admin lists every key, the owner's too.
+    assert_eq!(ids(&app.as_key(&wide).list_keys().await.unwrap()).len(), 5);
+    // The prefixed one lists only the keys it could act on.
     let mut seen = ids(&docs.list_keys().await.unwrap());
     seen.sort();
     let mut want = vec![docs_admin_id.clone(), narrow_id.clone()];
@@ -318,4 +320,50 @@ async fn a_tenant_holds_at_most_its_share_of_event_streams() {
     // A closed stream gives its place back.
     drop(open.pop());
     eventually(30, "a place freed", || async { app.as_key(&a.owner).event_stream(None).await.is_ok() }).await;
+}
+
+/// Request ids were a counter: the gap between two of a tenant's ids counted the other tenants'
+/// requests in between.
+#[tokio::test]
+async fn request_ids_say_nothing_of_other_tenants_requests() {
+    let app = spawn_app().await;
+    let acme = app.create_tenant("acme").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let res = app.raw(Some(&acme.owner), Method::GET, "/v1/whoami", None, &[]).await;
+        ids.push(res.header("x-request-id").unwrap().to_owned());
+    }
+    let numbers: Vec<u128> = ids
+        .iter()
+        .map(|id| {
+            let hex = id.strip_prefix("req_").unwrap();
+            assert_eq!(hex.len(), 24, "{id}");
+            u128::from_str_radix(hex, 16).unwrap()
+        })
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] != w[1] && w[0].abs_diff(w[1]) > 1_000_000), "{ids:?}");
+}
+
+/// A live suspension ends a stream; one replayed from the past (lifted since) does not.
+#[tokio::test]
+async fn a_stream_replaying_a_past_suspension_goes_on() {
+    let app = spawn_app().await;
+    let acme = app.create_tenant("acme").await;
+    let owner = app.as_key(&acme.owner);
+    owner.put_file("/before", b"x".to_vec(), None).await.unwrap();
+    app.operator().tenant_action("acme", "suspend").await.unwrap();
+    app.operator().tenant_action("acme", "resume").await.unwrap();
+    owner.put_file("/after", b"y".to_vec(), None).await.unwrap();
+    let mut stream = owner.event_stream(Some(0)).await.unwrap();
+    let mut kinds = Vec::new();
+    while kinds.last().map(String::as_str) != Some("/after") {
+        let e = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
+        kinds.push(e["path"].as_str().unwrap_or(e["type"].as_str().unwrap()).to_owned());
+    }
+    assert_eq!(kinds, ["/before", "tenant.suspended", "tenant.resumed", "/after"]);
+    // Live, the suspension is the stream's last event.
+    app.operator().tenant_action("acme", "suspend").await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(e["type"], "tenant.suspended");
+    assert!(tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().is_none());
 }
