@@ -50,6 +50,8 @@ pub struct HttpConfig {
     pub max_body_memory_bytes: usize,
     /// Event streams (SSE) one tenant may have open at once; more get 429 `rate_limited`.
     pub max_streams_per_tenant: usize,
+    /// A stream whose client reads nothing for this long, while events wait for it, is ended.
+    pub stream_stall_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -64,6 +66,7 @@ impl Default for HttpConfig {
             max_in_flight_per_tenant: fairness::default_per_tenant(),
             max_body_memory_bytes: 1 << 30,
             max_streams_per_tenant: 64,
+            stream_stall_timeout: Duration::from_secs(30),
         }
     }
 }

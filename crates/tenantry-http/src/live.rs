@@ -49,8 +49,6 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// How often a stream re-checks that its key and tenant are still allowed (an in-memory look-up):
 /// a revocation's own event reaches the stream just before the directory forgets the key.
 const RECHECK: Duration = Duration::from_secs(1);
-/// A client that reads nothing for this long, while frames wait for it, loses its stream.
-const STALLED: Duration = Duration::from_secs(30);
 /// Events read from the store per page while replaying.
 const REPLAY_PAGE: usize = 500;
 
@@ -142,21 +140,29 @@ fn ends_access(e: &Event, caller: &Caller, live: bool) -> bool {
 }
 
 /// Starts a stream of the caller's events with `seq > after`, holding `slot` while it is open.
-pub fn stream(svc: Arc<Tenantry>, hub: Arc<EventHub>, caller: Caller, after: u64, slot: StreamSlot) -> Body {
+/// A client that reads nothing for `stalled` while frames wait for it loses its stream.
+pub fn stream(
+    svc: Arc<Tenantry>,
+    hub: Arc<EventHub>,
+    caller: Caller,
+    after: u64,
+    slot: StreamSlot,
+    stalled: Duration,
+) -> Body {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
-        let _ = relay(&svc, &hub, &caller, after, &Sender(tx)).await;
+        let _ = relay(&svc, &hub, &caller, after, &Sender(tx, stalled)).await;
         drop(slot);
     });
     channel_body(rx)
 }
 
-/// The stream's side of its body: a send that waits at most [`STALLED`] for the client to read.
-struct Sender(mpsc::Sender<Bytes>);
+/// The stream's side of its body: a send that waits at most its stall limit for the client.
+struct Sender(mpsc::Sender<Bytes>, Duration);
 
 impl Sender {
     async fn send(&self, frame: Bytes) -> Result<(), ()> {
-        match tokio::time::timeout(STALLED, self.0.send(frame)).await {
+        match tokio::time::timeout(self.1, self.0.send(frame)).await {
             Ok(Ok(())) => Ok(()),
             // Gone, or not reading: the stream ends and frees its place and connection.
             _ => Err(()),

@@ -51,6 +51,7 @@ pub struct LimitsConfig {
     pub max_in_flight_per_tenant: Option<usize>,
     pub max_body_memory_bytes: Option<usize>,
     pub max_streams_per_tenant: Option<usize>,
+    pub stream_stall_secs: Option<u64>,
 }
 
 /// `[memory]`.
@@ -227,6 +228,9 @@ impl ServeConfig {
             }
             http.max_streams_per_tenant = n;
         }
+        if let Some(s) = l.stream_stall_secs {
+            http.stream_stall_timeout = Duration::from_secs(s.max(1));
+        }
         if let Some(n) = l.max_json_bytes {
             http.max_json_bytes = n.clamp(1024, 64 << 20);
         }
@@ -324,9 +328,10 @@ max_json_bytes = 1048576
 # (before it is read) for its share. Never below the largest single body (max_file_bytes). One
 # tenant's bodies hold at most an eighth of it (at least one largest body) at once.
 max_body_memory_bytes = 1073741824
-# Event streams (SSE) one tenant may have open at once; more get 429 rate_limited. A stream
-# whose client reads nothing for 30 s while events wait for it is ended.
+# Event streams (SSE) one tenant may have open at once; more get 429 rate_limited.
 max_streams_per_tenant = 64
+# Seconds a stream's client may read nothing while events wait for it; then the stream ends.
+stream_stall_secs = 30
 
 [memory]
 # Largest memory value, in bytes of compact JSON (413 too_large beyond). At most 16777216.

@@ -58,7 +58,8 @@ pub async fn list(
         .hub
         .open_slot(&caller.tenant().id, max)
         .ok_or_else(|| ApiError(tenantry_core::Error::too_many_held("event streams open", max, 5)))?;
-    let body = crate::live::stream(state.svc.clone(), state.hub.clone(), caller, start, slot);
+    let stalled = state.config.stream_stall_timeout;
+    let body = crate::live::stream(state.svc.clone(), state.hub.clone(), caller, start, slot, stalled);
     let mut res = Response::new(body);
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -367,3 +367,46 @@ async fn a_stream_replaying_a_past_suspension_goes_on() {
     assert_eq!(e["type"], "tenant.suspended");
     assert!(tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().is_none());
 }
+
+/// A client that opens a stream and never reads held its place (and connection) for as long as
+/// it liked, while the frames piled up for it.
+#[tokio::test]
+async fn a_stream_whose_client_stops_reading_is_ended() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_with(|c| {
+        c.http.max_streams_per_tenant = 1;
+        c.http.stream_stall_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let acme = app.create_tenant("acme").await;
+    let addr = app.url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let mut silent = socket.connect(addr).await.unwrap();
+    let head = format!(
+        "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
+        acme.owner
+    );
+    silent.write_all(head.as_bytes()).await.unwrap();
+    // It reads its answer's status line, and nothing after.
+    let mut status = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut silent, &mut status).await.unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
+    // Answers as soon as a stream's headers come (a stream's body never ends).
+    let stream_refused = || async {
+        match app.as_key(&acme.owner).event_stream(None).await {
+            Ok(_) => false,
+            Err(e) => e.code() == Some("rate_limited") || panic!("unexpected: {e}"),
+        }
+    };
+    assert!(stream_refused().await, "the silent client's stream holds the tenant's one place");
+    // Frames pile up for it: some 6 MB of events it never reads (more than the kernel's send
+    // buffer grows to on loopback, 4 MiB, and hyper's and the stream's own buffers).
+    let owner = app.as_key(&acme.owner);
+    let folder = "d".repeat(1000);
+    for i in 0..6000 {
+        owner.put_file(&format!("/{folder}/{i}"), vec![], None).await.unwrap();
+    }
+    eventually(20, "the stalled stream ended and its place freed", || async { !stream_refused().await }).await;
+    drop(silent);
+}
