@@ -33,10 +33,17 @@ impl TenantActivity {
     /// Counts one request against `per_minute` (see [`RateBucket::check`]).
     pub fn admit(&self, per_minute: u64, now_ms: i64) -> RateDecision {
         let decision = self.counted().rate.check(per_minute, now_ms);
-        if decision.allowed && self.limited_run.load(Ordering::Relaxed) {
-            self.limited_run.store(false, Ordering::Relaxed);
+        if decision.allowed {
+            self.end_limited_run();
         }
         decision
+    }
+
+    /// A request was let through: a run of rate-limited ones, if any, is over.
+    pub fn end_limited_run(&self) {
+        if self.limited_run.load(Ordering::Relaxed) {
+            self.limited_run.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Whether a rate-limited request is the first of a run of them (since a request was last

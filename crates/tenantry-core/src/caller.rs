@@ -171,12 +171,27 @@ impl Caller {
         }
     }
 
-    /// Whether a prefixed key may see an audit entry: one about a path under its prefix, or one
-    /// it made itself. A key without a prefix sees every entry of its tenant.
+    /// Whether a prefixed key may see an audit entry: a file written or deleted under its prefix,
+    /// or one it made itself. A key without a prefix sees every entry of its tenant. (A refused
+    /// request's target is its URL, `/v1/...`, not a file's path: only done file changes name
+    /// paths that a prefix can cover.)
     pub fn sees_audit(&self, entry: &AuditEntry) -> bool {
         match self.prefix() {
             None => true,
-            Some(p) => entry.actor == self.actor() || (entry.target.starts_with('/') && p.covers(&entry.target)),
+            Some(p) => {
+                let file_change = matches!(entry.action.as_str(), "file.write" | "file.delete") && entry.result == "ok";
+                entry.actor == self.actor() || (file_change && p.covers(&entry.target))
+            }
+        }
+    }
+
+    /// Whether a prefixed key reaches a key at all: it acts on, and sees, only keys whose prefix
+    /// lies under its own.
+    pub fn reaches_key(&self, key: &KeyRecord) -> bool {
+        match (self.prefix(), key.prefix.as_ref()) {
+            (None, _) => true,
+            (Some(own), Some(theirs)) => theirs.is_within(own),
+            (Some(_), None) => false,
         }
     }
 

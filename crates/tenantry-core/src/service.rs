@@ -634,13 +634,23 @@ impl Tenantry {
     }
 
     /// Records a refused request in the caller's tenant's audit log.
-    pub async fn audit_refusal(&self, caller: &Caller, action: &str, target: &str, code: &str) -> Result<()> {
+    /// Audits a request refused after authentication; `rate_bucket`: refused by the tenant's
+    /// rate limit.
+    pub async fn audit_refusal(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        code: &str,
+        rate_bucket: bool,
+    ) -> Result<()> {
         if self.directory.tenant(&caller.tenant().id).is_none() {
             return Ok(()); // purged meanwhile: nothing left to write to.
         }
-        // A client that keeps going past its rate limit gets 429 after 429: the first of such a
-        // run is audited, the rest are not (each would be a write on the shared writer).
-        if code == ErrorCode::RateLimited.as_str() && !caller.activity().first_limited_in_run() {
+        // A client that keeps going past its rate limit gets 429 after 429 from the rate bucket:
+        // the first of such a run is audited, the rest are not (each would be a write on the
+        // shared writer).
+        if rate_bucket && !caller.activity().first_limited_in_run() {
             return Ok(());
         }
         let draft = caller.audit(action, target, &format!("refused:{code}"));
@@ -881,7 +891,13 @@ impl Tenantry {
         let scope = caller.scope();
         let not_found = || Error::not_found(format!("key '{id}' not found"));
         let key_id = KeyId::parse(id).ok_or_else(not_found)?;
-        let key = self.directory.key(&key_id).filter(|k| &k.tenant_id == scope.tenant_id()).ok_or_else(not_found)?;
+        // A key out of a prefixed caller's reach answers as one that does not exist: its
+        // listing leaves such keys out too.
+        let key = self
+            .directory
+            .key(&key_id)
+            .filter(|k| &k.tenant_id == scope.tenant_id() && caller.reaches_key(k))
+            .ok_or_else(not_found)?;
         caller.require_not_narrower_than(&key)?;
         if key.revoked_at.is_some() {
             return Ok(());

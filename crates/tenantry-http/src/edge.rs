@@ -441,7 +441,8 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
             if let Some(caller) = slot.0.caller.get() {
                 let action = state.routes.action(&method, route);
                 let target = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
-                if let Err(e) = state.svc.audit_refusal(caller, action, &target, info.code).await {
+                let rate_bucket = slot.0.decision.get().is_some_and(|d| !d.allowed);
+                if let Err(e) = state.svc.audit_refusal(caller, action, &target, info.code, rate_bucket).await {
                     tracing::error!(request_id = %request_id, "could not audit a refused request: {e}");
                 }
             }

@@ -227,6 +227,17 @@ impl Fairness {
     pub async fn enter(&self, tenant: &TenantId, read: bool) -> Result<Entered, TooManyWaiting> {
         let (wait, sem, place) = {
             let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            // A place first: a request refused for want of one is not counted in the pacing.
+            let places = self.places();
+            let (sem, places) = match tenants.slots.get(tenant) {
+                Some(pair) => pair.clone(),
+                None => tenants
+                    .slots
+                    .entry(tenant.clone())
+                    .or_insert_with(|| (Arc::new(Semaphore::new(self.per_tenant)), Arc::new(Semaphore::new(places))))
+                    .clone(),
+            };
+            let place = places.try_acquire_owned().map_err(|_| TooManyWaiting(self.places()))?;
             let wait = if read {
                 let pacing = &mut tenants.pacing;
                 let before = pacing.window_start_us;
@@ -239,16 +250,6 @@ impl Fairness {
             } else {
                 Duration::ZERO
             };
-            let places = self.places();
-            let (sem, places) = match tenants.slots.get(tenant) {
-                Some(pair) => pair.clone(),
-                None => tenants
-                    .slots
-                    .entry(tenant.clone())
-                    .or_insert_with(|| (Arc::new(Semaphore::new(self.per_tenant)), Arc::new(Semaphore::new(places))))
-                    .clone(),
-            };
-            let place = places.try_acquire_owned().map_err(|_| TooManyWaiting(self.places()))?;
             (wait, sem, place)
         };
         if !wait.is_zero() {

@@ -183,6 +183,9 @@ fn take_group(
     // Places taken per tenant; `usize::MAX` once one of its writes was left out.
     let mut taken: HashMap<u64, usize> = HashMap::new();
     let (mut expected_us, mut left_for_time) = (0.0, 0);
+    // Whether a tenant's write is in the group yet (upkeep jobs do not count: the oldest
+    // tenant write keeps its turn behind them).
+    let mut took_tenant_write = false;
     let mut group = Vec::new();
     let mut kept = VecDeque::with_capacity(backlog.len());
     while let Some(q) = backlog.pop_front() {
@@ -194,13 +197,14 @@ fn take_group(
                         let n = taken.entry(o).or_default();
                         let cost = time.expected_us(o);
                         let fits =
-                            (group.is_empty() && (oldest_first || !contended)) || expected_us + cost <= GROUP_TIME_US;
+                            (!took_tenant_write && (oldest_first || !contended)) || expected_us + cost <= GROUP_TIME_US;
                         if *n != usize::MAX && !fits {
                             left_for_time += 1;
                         }
                         if *n < share && fits {
                             *n += 1;
                             expected_us += cost;
+                            took_tenant_write = true;
                             true
                         } else {
                             *n = usize::MAX;
@@ -640,6 +644,13 @@ mod tests {
         assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(1)], "alone, still one slow write a group");
         assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(1)]);
         assert!(queue.is_empty());
+        // Upkeep at the front does not take the oldest slow write's turn.
+        let mut queue = backlog(&[Some(2), Some(1), Some(2)]);
+        assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(2), Some(2)]);
+        queue.push_front(Queued::Grouped(Box::new(Probe(None))));
+        queue.extend(backlog(&[Some(2)]));
+        assert_eq!(owners(&next_group(&mut queue, &mut time)), [None, Some(1)], "its turn, behind upkeep");
+        assert_eq!(owners(&next_group(&mut queue, &mut time)), [Some(2)]);
         // Slow writes of two tenants, nothing quick: one at a time, oldest first.
         time.record(3, ms(60));
         let mut queue = backlog(&[Some(1), Some(3), Some(1)]);

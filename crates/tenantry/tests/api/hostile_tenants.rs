@@ -116,10 +116,11 @@ async fn a_prefixed_admin_neither_sees_nor_acts_beyond_its_prefix() {
     owner.put_file("/docs/a.txt", b"open".to_vec(), None).await.unwrap();
     let docs = app.as_key(&docs_admin);
 
-    // Revoking a key wider than itself, or beside it: refused, and the key still works.
+    // Revoking a key wider than itself, or beside it: answered as a key that does not exist
+    // (its listing leaves them out too), and the key still works.
     for id in [&wide_id, &other_id] {
         let res = app.raw(Some(&docs_admin), Method::DELETE, &format!("/v1/keys/{id}"), None, &[]).await;
-        assert_error(&res, 403, "forbidden");
+        assert_error(&res, 404, "not_found");
     }
     let listed = ids(&owner.list_keys().await.unwrap());
     async fn revoked(owner: &tenantry_client::Client, id: &str) -> bool {
@@ -149,6 +150,17 @@ async fn a_prefixed_admin_neither_sees_nor_acts_beyond_its_prefix() {
     assert!(targets.contains(&"/docs/a.txt"), "{targets:?}");
     assert!(targets.contains(&narrow_id.as_str()), "its own revocation: {targets:?}");
     assert!(!targets.iter().any(|t| t.contains("private") || *t == wide_id || *t == other_id), "{targets:?}");
+    // Another key's refused request names a URL (`/v1/files/...`): not shown, even to a key whose
+    // prefix would cover that URL.
+    let (_, reader) = app.key(&acme, "reader", None).await;
+    let res = app.raw(Some(&reader), Method::PUT, "/v1/files/private/x", Some(b"no"), &[]).await;
+    assert_error(&res, 403, "forbidden");
+    let (_, v1_admin) = app.key(&acme, "admin", Some("/v1")).await;
+    let seen = app.as_key(&v1_admin).audit("").await.unwrap();
+    assert!(
+        seen["items"].as_array().unwrap().iter().all(|e| !e["target"].as_str().unwrap().contains("private")),
+        "{seen}"
+    );
     assert!(entries
         .iter()
         .all(|e| e["target"].as_str().unwrap().starts_with("/docs/") || e["actor"] == format!("key:{docs_admin_id}")));
