@@ -161,13 +161,12 @@ impl Caller {
         if key.role > self.role() {
             return Err(Error::forbidden(format!("an {} key cannot revoke an {} key", self.role(), key.role)));
         }
-        match (self.prefix(), key.prefix.as_ref()) {
-            (None, _) => Ok(()),
-            (Some(own), Some(theirs)) if theirs.is_within(own) => Ok(()),
-            (Some(own), _) => Err(Error::forbidden(format!(
+        match self.prefix() {
+            Some(own) if !self.reaches_key(key) => Err(Error::forbidden(format!(
                 "the key is limited to paths under {}; it cannot act on a key that reaches beyond them",
                 own.as_dir()
             ))),
+            _ => Ok(()),
         }
     }
 

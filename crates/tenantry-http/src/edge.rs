@@ -397,17 +397,6 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     // Cheap to clone (shared bytes); decoded only if the request is refused.
     let uri = req.uri().clone();
 
-    // hyper bounds its read buffer, not the head: a head somewhat over the limit can still fit
-    // in one read. The limit is enforced here, on what was received.
-    if head_bytes(&req) > state.config.max_header_bytes {
-        let mut res = error_response(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "invalid_request",
-            format!("the request line and headers are over {} bytes", state.config.max_header_bytes),
-        );
-        res.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
-        return finish_refused_head(&state, res, &request_id, route, &method, started);
-    }
     // An import's body may be gigabytes (it has its own idle timeout instead, api::bundles), and
     // a move takes as long as copying the tenant does.
     let limit = if matches!(route, Some("/v1/tenants/{slug}/import" | "/v1/tenants/{slug}/move")) {
@@ -415,13 +404,25 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     } else {
         state.config.request_timeout
     };
-    let mut res = match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(res) => res,
-        Err(_) => error_response(
-            StatusCode::REQUEST_TIMEOUT,
+    // hyper bounds its read buffer, not the head: a head somewhat over the limit can still fit
+    // in one read. The limit is enforced here, on what was received.
+    let mut res = if head_bytes(&req) > state.config.max_header_bytes {
+        let mut res = error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "invalid_request",
-            format!("the request took longer than {} s (slow body?)", state.config.request_timeout.as_secs()),
-        ),
+            format!("the request line and headers are over {} bytes", state.config.max_header_bytes),
+        );
+        res.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+        res
+    } else {
+        match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(res) => res,
+            Err(_) => error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                format!("the request took longer than {} s (slow body?)", state.config.request_timeout.as_secs()),
+            ),
+        }
     };
     let status = res.status();
 
@@ -496,29 +497,6 @@ fn head_bytes(req: &Request) -> usize {
         + uri.scheme_str().map_or(0, |s| s.len() + 3);
     let line = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
     req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>() + line + 2
-}
-
-/// Answers a request refused for its head: the error body and request id, metrics; no caller,
-/// so nothing to audit.
-fn finish_refused_head(
-    state: &AppState,
-    mut res: Response,
-    request_id: &str,
-    route: Option<&str>,
-    method: &axum::http::Method,
-    started: Instant,
-) -> Response {
-    let info = res.extensions().get::<ErrorInfo>().cloned();
-    if let Some(info) = info {
-        let body = serde_json::json!({"error": {"code": info.code, "message": info.message, "request_id": request_id}});
-        res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        *res.body_mut() = Body::from(serde_json::to_vec(&body).unwrap_or_default());
-    }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        res.headers_mut().insert("x-request-id", v);
-    }
-    state.metrics.record(route.unwrap_or("unmatched"), method, res.status().as_u16(), started.elapsed());
-    res
 }
 
 /// For handlers that want to answer a plain error quickly.

@@ -243,3 +243,30 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Starts a file upload over a raw connection: the head declares `declared` bytes, `first` of
+/// them are sent, and the connection is handed back for the caller to finish (or not).
+pub async fn start_upload(
+    app: &TestApp,
+    key: &str,
+    path: &str,
+    declared: usize,
+    first: &[u8],
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = app.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/files/{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(first).await.unwrap();
+    s
+}
+
+/// A `tenantry_body_memory_bytes{state=...}` value from `GET /metrics`.
+pub async fn body_memory(app: &TestApp, state: &str) -> Option<u64> {
+    let text = String::from_utf8(app.raw(None, Method::GET, "/metrics", None, &[]).await.body.to_vec()).unwrap();
+    let prefix = format!("tenantry_body_memory_bytes{{state=\"{state}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(|v| v.trim().parse().unwrap())
+}

@@ -257,16 +257,10 @@ async fn an_import_is_held_to_the_quota_while_it_is_staged() {
     assert_eq!((usage["usage"]["storage_bytes"].clone(), usage["usage"]["files"].clone()), (json!(0), json!(0)));
 }
 
-fn gauge(metrics: &str, state: &str) -> Option<u64> {
-    let prefix = format!("tenantry_body_memory_bytes{{state=\"{state}\"}} ");
-    metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(|v| v.trim().parse().unwrap())
-}
-
 /// Uploads that declared a large body and then stalled held the whole server's body memory until
 /// they timed out, and every other tenant's uploads waited behind them.
 #[tokio::test]
 async fn stalled_uploads_hold_only_their_tenants_share_of_body_memory() {
-    use tokio::io::AsyncWriteExt;
     // Budget 8 MiB; a tenant's share is an eighth, raised to the largest body a route takes
     // (a 2 MiB memory value's JSON): 2 MiB.
     let app = spawn_with(|c| {
@@ -275,24 +269,13 @@ async fn stalled_uploads_hold_only_their_tenants_share_of_body_memory() {
     })
     .await;
     let (a, b) = (app.create_tenant("stalls").await, app.create_tenant("other").await);
-    let addr = app.url.trim_start_matches("http://").to_owned();
     let mut stalled = Vec::new();
     for i in 0..10 {
-        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let head = format!(
-            "PUT /v1/files/stall-{i} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
-            a.owner,
-            1 << 20
-        );
-        s.write_all(head.as_bytes()).await.unwrap();
-        s.write_all(b"a few bytes").await.unwrap();
-        stalled.push(s);
+        stalled.push(start_upload(&app, &a.owner, &format!("stall-{i}"), 1 << 20, b"a few bytes").await);
     }
-    let metrics =
-        || async { String::from_utf8(app.raw(None, Method::GET, "/metrics", None, &[]).await.body.to_vec()).unwrap() };
-    eventually(10, "the stalled tenant's share held", || async { gauge(&metrics().await, "held") == Some(2 << 20) })
+    eventually(10, "the stalled tenant's share held", || async { body_memory(&app, "held").await == Some(2 << 20) })
         .await;
-    assert_eq!(gauge(&metrics().await, "tenant_share"), Some(2 << 20));
+    assert_eq!(body_memory(&app, "tenant_share").await, Some(2 << 20));
     // Another tenant's uploads (counted, over 64 KiB) are served at once.
     let other = app.as_key(&b.owner);
     for i in 0..3 {
@@ -305,9 +288,9 @@ async fn stalled_uploads_hold_only_their_tenants_share_of_body_memory() {
     let set = other.set_memory("notes", "big", &value, None);
     tokio::time::timeout(Duration::from_secs(20), set).await.expect("another tenant's memory write waited").unwrap();
     // Still just the stalled tenant's share: the others' bodies were given back.
-    assert_eq!(gauge(&metrics().await, "held"), Some(2 << 20));
+    assert_eq!(body_memory(&app, "held").await, Some(2 << 20));
     drop(stalled);
-    eventually(10, "every share released", || async { gauge(&metrics().await, "held") == Some(0) }).await;
+    eventually(10, "every share released", || async { body_memory(&app, "held").await == Some(0) }).await;
 }
 
 /// One tenant could open as many event streams as the server has connections.

@@ -336,34 +336,15 @@ async fn large_bodies_wait_for_room_in_the_body_memory_budget_and_small_ones_nev
     })
     .await;
     let (a, b) = (app.create_tenant("uploads").await, app.create_tenant("other").await);
-    let addr = app.url.trim_start_matches("http://").to_owned();
     let big = 2usize << 20;
-    let start_upload = |key: String, path: &'static str| {
-        let addr = addr.clone();
-        async move {
-            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            let head = format!(
-                "PUT /v1/files/{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Length: {big}\r\n\r\n"
-            );
-            s.write_all(head.as_bytes()).await.unwrap();
-            s.write_all(&vec![b'x'; 1000]).await.unwrap();
-            s
-        }
-    };
-    let metric = |text: &str, state: &str| {
-        let prefix = format!("tenantry_body_memory_bytes{{state=\"{state}\"}} ");
-        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(|v| v.trim().parse::<u64>().unwrap())
-    };
-    let metrics =
-        || async { String::from_utf8(app.raw(None, Method::GET, "/metrics", None, &[]).await.body.to_vec()).unwrap() };
-    let mut first = start_upload(a.owner.clone(), "first").await;
-    eventually(10, "the first body's share held", || async { metric(&metrics().await, "held") == Some(2 << 20) }).await;
-    assert_eq!(metric(&metrics().await, "budget"), Some(3 << 20));
+    let mut first = start_upload(&app, &a.owner, "first", big, &[b'x'; 1000]).await;
+    eventually(10, "the first body's share held", || async { body_memory(&app, "held").await == Some(2 << 20) }).await;
+    assert_eq!(body_memory(&app, "budget").await, Some(3 << 20));
     // The second upload of the same size waits for room, whichever tenant sends it.
     let second = {
-        let (key, addr) = (b.owner.clone(), addr.clone());
+        let (key, url) = (b.owner.clone(), app.url.clone());
         tokio::spawn(async move {
-            let c = tenantry_client::Client::new(&format!("http://{addr}"), Some(key));
+            let c = tenantry_client::Client::new(&url, Some(key));
             c.put_file("/second", vec![b'y'; big], None).await
         })
     };
@@ -372,7 +353,7 @@ async fn large_bodies_wait_for_room_in_the_body_memory_budget_and_small_ones_nev
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!second.is_finished(), "the second large body waits while the first holds the budget");
     // The waiting body has claimed what was free (first come, first served) and waits for the rest.
-    assert_eq!(metric(&metrics().await, "held"), Some(3 << 20));
+    assert_eq!(body_memory(&app, "held").await, Some(3 << 20));
     first.write_all(&vec![b'x'; big - 1000]).await.unwrap();
     let mut answer = vec![0u8; 12];
     first.read_exact(&mut answer).await.unwrap();
@@ -380,5 +361,5 @@ async fn large_bodies_wait_for_room_in_the_body_memory_budget_and_small_ones_nev
     tokio::time::timeout(std::time::Duration::from_secs(10), second).await.unwrap().unwrap().unwrap();
     assert_eq!(app.as_key(&b.owner).get_file("/second").await.unwrap().len(), big);
     assert_eq!(app.as_key(&a.owner).get_file("/first").await.unwrap().len(), big);
-    eventually(10, "every share released", || async { metric(&metrics().await, "held") == Some(0) }).await;
+    eventually(10, "every share released", || async { body_memory(&app, "held").await == Some(0) }).await;
 }
