@@ -19,13 +19,13 @@ pub struct EventsQuery {
     limit: Option<String>,
 }
 
-/// Events after `after` (a page), or a stream with `Accept: text/event-stream`.
+/// Events after `after` (a page), or a stream with `Accept: text/event-stream`. A tenant with
+/// `max_streams_per_tenant` streams open gets 429 `rate_limited` for one more.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(
     ("after" = Option<u64>, Query), ("limit" = Option<u32>, Query),
     ("Last-Event-ID" = Option<u64>, Header, description = "SSE: resume after this seq")),
     responses((status = 200, description = "a page of events (JSON), or an SSE stream",
-        content((Page<Event> = "application/json"), (String = "text/event-stream"))),
-        (status = 429, description = "rate_limited: over the rate limit, or the tenant has `max_streams_per_tenant` streams open")))]
+        content((Page<Event> = "application/json"), (String = "text/event-stream")))))]
 pub async fn list(
     State(state): State<AppState>,
     Authed(caller): Authed,
