@@ -1,9 +1,47 @@
 //! The tamper-evident audit chain: each tenant's entries are linked by
 //! `hash = SHA-256(prev_hash ‖ canonical fields)`, so editing, removing or reordering an entry
 //! breaks every link after it. Backends call [`chain_hash`] when appending; `verify` walks it.
+//!
+//! Retention prunes a chain's oldest entries (never its newest). What was pruned is anchored
+//! twice: the backend keeps the last pruned entry's seq and hash as the tenant's
+//! [`AuditAnchor`], where the walk starts, and the same transaction appends an `audit.prune`
+//! entry naming that anchor ([`prune_record`]) to the chain itself. So the kept entries verify
+//! from the anchor, and an anchor moved or forged without rewriting every later hash no longer
+//! matches what the chain says was pruned.
 
-use crate::model::AuditEntry;
+use crate::model::{AuditDraft, AuditEntry};
+use crate::time::Timestamp;
 use sha2::{Digest, Sha256};
+
+/// The action of the entry a prune appends.
+pub const PRUNE_ACTION: &str = "audit.prune";
+
+/// Where a pruned chain starts: the last entry pruned, by seq and hash, and when it was written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditAnchor {
+    pub seq: u64,
+    pub hash: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: Timestamp,
+}
+
+/// The `target` of the `audit.prune` entry that records `anchor`.
+pub fn prune_target(anchor: &AuditAnchor) -> String {
+    format!("seq {} hash {}", anchor.seq, anchor.hash)
+}
+
+/// The entry a prune appends to the chain, in the same transaction that moves the anchor.
+pub fn prune_record(anchor: &AuditAnchor) -> AuditDraft {
+    AuditDraft {
+        actor: "system".into(),
+        action: PRUNE_ACTION.into(),
+        target: prune_target(anchor),
+        result: "ok".into(),
+        request_id: String::new(),
+        ip: String::new(),
+    }
+}
 
 /// The `prev_hash` of a tenant's first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -32,38 +70,78 @@ pub fn chain_hash(prev_hash: &str, entry: &AuditEntry) -> String {
     hex::encode(h.finalize())
 }
 
-/// The outcome of walking a chain from its first entry.
+/// Whether deleting entries with these actions is worth a prune: not when they are only earlier
+/// prunes' own records (a tenant keeping no history would otherwise replace one with the next
+/// on every round).
+pub fn worth_pruning<'a>(actions: impl IntoIterator<Item = &'a str>) -> bool {
+    actions.into_iter().any(|a| a != PRUNE_ACTION)
+}
+
+/// The outcome of walking a chain from its first kept entry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChainReport {
+    /// Entries walked (those kept: a pruned prefix is not counted).
     pub entries: u64,
     pub ok: bool,
     /// The seq of the first entry whose link does not hold, and why.
     pub first_broken_seq: Option<u64>,
     pub reason: Option<String>,
+    /// Where the walk started when older entries were pruned; absent for a whole chain.
+    pub anchor: Option<AuditAnchor>,
 }
 
-/// Checks that entries (in seq order, starting at seq 1) form an unbroken chain.
-pub fn verify<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> ChainReport {
-    let mut prev = GENESIS.to_owned();
+/// Checks that entries (in seq order) form an unbroken chain: from seq 1 and the genesis hash,
+/// or from just after `anchor` and its hash; with an anchor, the newest `audit.prune` entry must
+/// name it.
+pub fn verify<'a>(anchor: Option<&AuditAnchor>, entries: impl IntoIterator<Item = &'a AuditEntry>) -> ChainReport {
+    let (mut prev, first) = match anchor {
+        Some(a) => (a.hash.clone(), a.seq + 1),
+        None => (GENESIS.to_owned(), 1),
+    };
+    let report = |entries, broken: Option<(u64, String)>| ChainReport {
+        entries,
+        ok: broken.is_none(),
+        first_broken_seq: broken.as_ref().map(|b| b.0),
+        reason: broken.map(|b| b.1),
+        anchor: anchor.cloned(),
+    };
     let mut count = 0;
-    for (expected_seq, e) in (1u64..).zip(entries) {
+    let mut last_prune: Option<&AuditEntry> = None;
+    for (expected_seq, e) in (first..).zip(entries) {
         count += 1;
         let broken = if e.seq != expected_seq {
             Some(format!("expected seq {expected_seq}, found {}", e.seq))
         } else if e.prev_hash != prev {
-            Some("prev_hash does not match the previous entry's hash".to_owned())
+            Some(if expected_seq == first && anchor.is_some() {
+                "prev_hash does not match the anchor's hash (the last pruned entry)".to_owned()
+            } else {
+                "prev_hash does not match the previous entry's hash".to_owned()
+            })
         } else if chain_hash(&prev, e) != e.hash {
             Some("hash does not match the entry's contents".to_owned())
         } else {
             None
         };
         if let Some(reason) = broken {
-            return ChainReport { entries: count, ok: false, first_broken_seq: Some(e.seq), reason: Some(reason) };
+            return report(count, Some((e.seq, reason)));
+        }
+        if e.action == PRUNE_ACTION && e.actor == "system" {
+            last_prune = Some(e);
         }
         prev = e.hash.clone();
     }
-    ChainReport { entries: count, ok: true, first_broken_seq: None, reason: None }
+    if let Some(a) = anchor {
+        let recorded = last_prune.is_some_and(|e| e.target == prune_target(a));
+        if !recorded {
+            let seq = last_prune.map_or(first, |e| e.seq);
+            return report(
+                count,
+                Some((seq, format!("the chain's last audit.prune entry does not name the anchor (seq {})", a.seq))),
+            );
+        }
+    }
+    report(count, None)
 }
 
 #[cfg(test)]
@@ -97,15 +175,15 @@ mod tests {
 
     #[test]
     fn an_untouched_chain_verifies() {
-        let report = verify(&chain(5));
-        assert_eq!(report, ChainReport { entries: 5, ok: true, first_broken_seq: None, reason: None });
+        let report = verify(None, &chain(5));
+        assert_eq!(report, ChainReport { entries: 5, ok: true, first_broken_seq: None, reason: None, anchor: None });
     }
 
     #[test]
     fn an_edited_entry_is_the_first_broken_link() {
         let mut c = chain(5);
         c[2].target = "/other".into();
-        let report = verify(&c);
+        let report = verify(None, &c);
         assert_eq!(report.first_broken_seq, Some(3));
         assert!(!report.ok);
     }
@@ -114,6 +192,58 @@ mod tests {
     fn a_removed_entry_is_found() {
         let mut c = chain(5);
         c.remove(1);
-        assert_eq!(verify(&c).first_broken_seq, Some(3));
+        assert_eq!(verify(None, &c).first_broken_seq, Some(3));
+    }
+
+    /// `chain(n)` with `prune_record(anchor)` appended as seq n+1 and the first `anchor.seq`
+    /// entries removed, as a prune leaves it.
+    fn pruned(n: u64, through: u64) -> (AuditAnchor, Vec<AuditEntry>) {
+        let mut c = chain(n);
+        let last = &c[through as usize - 1];
+        let anchor = AuditAnchor { seq: last.seq, hash: last.hash.clone(), at: last.at };
+        let d = prune_record(&anchor);
+        let prev = c[n as usize - 1].hash.clone();
+        let mut e = AuditEntry {
+            seq: n + 1,
+            at: Timestamp::from_millis(0),
+            tenant: "acme".into(),
+            actor: d.actor,
+            action: d.action,
+            target: d.target,
+            result: d.result,
+            request_id: d.request_id,
+            ip: d.ip,
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        e.hash = chain_hash(&prev, &e);
+        c.push(e);
+        (anchor, c.split_off(through as usize))
+    }
+
+    #[test]
+    fn a_pruned_chain_verifies_from_its_anchor() {
+        let (anchor, kept) = pruned(6, 4);
+        assert_eq!(kept.first().map(|e| e.seq), Some(5));
+        let report = verify(Some(&anchor), &kept);
+        assert_eq!((report.ok, report.entries, report.reason), (true, 3, None));
+        assert_eq!(report.anchor, Some(anchor.clone()));
+        // Without its anchor the same entries do not verify: the walk expects seq 1.
+        assert_eq!(verify(None, &kept).first_broken_seq, Some(5));
+    }
+
+    #[test]
+    fn an_anchor_moved_or_forged_is_caught() {
+        let (anchor, kept) = pruned(6, 4);
+        // One more entry deleted and the anchor moved onto it: the link holds, the record does not.
+        let moved = AuditAnchor { seq: 5, hash: kept[0].hash.clone(), at: kept[0].at };
+        let report = verify(Some(&moved), &kept[1..]);
+        assert!(!report.ok);
+        assert_eq!(report.first_broken_seq, Some(7), "the audit.prune entry that names another anchor");
+        // A forged hash breaks the first kept link.
+        let forged = AuditAnchor { hash: GENESIS.into(), ..anchor.clone() };
+        assert_eq!(verify(Some(&forged), &kept).first_broken_seq, Some(5));
+        // An anchor with nothing kept after it: the newest entry is never pruned.
+        assert!(!verify(Some(&anchor), &[]).ok);
     }
 }

@@ -3,14 +3,13 @@
 //! through the store in one transaction together with its audit entry, and the in-memory
 //! directory is updated after the commit.
 
-use crate::audit::{self, ChainReport};
 use crate::caller::{self, Caller, RequestFacts, TenantNaming};
 use crate::directory::Directory;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{types as event_types, EventDraft, Journal};
 use crate::ids::{KeyId, TenantId};
 use crate::model::{
-    AuditDraft, AuditEntry, FileMeta, KeyInfo, KeyRecord, MintedKey, Page, Placement, Tenant, TenantStatus, TenantView,
+    AuditDraft, FileMeta, KeyInfo, KeyRecord, MintedKey, Page, Placement, Tenant, TenantStatus, TenantView,
 };
 use crate::path::{PathPrefix, TenantPath};
 use crate::role::Role;
@@ -55,6 +54,7 @@ pub mod actions {
     pub const REQUEST: &str = "request";
 }
 
+mod audit_log;
 mod events;
 mod export;
 mod import;
@@ -72,8 +72,6 @@ pub use webhooks::{AttemptResult, NewWebhook, WebhookPatch};
 
 /// Largest page any listing returns, whatever `limit` asks.
 pub const MAX_PAGE: usize = 1000;
-/// Pages of the audit log one listing by a prefixed key reads at most.
-const AUDIT_SCAN_PAGES: usize = 10;
 pub const DEFAULT_PAGE: usize = 100;
 
 #[derive(Debug, Clone)]
@@ -243,6 +241,8 @@ pub struct Tenantry {
     warnings: std::sync::Mutex<Vec<(TenantId, EventDraft)>>,
     /// Moves under way, with how far each has come.
     moving: Arc<std::sync::Mutex<std::collections::HashMap<TenantId, crate::store::MoveProgress>>>,
+    /// When each tenant's audit log is next due for pruning.
+    audit_prune: audit_log::PruneSchedule,
 }
 
 fn validate_name(name: &str) -> Result<String> {
@@ -331,6 +331,7 @@ impl Tenantry {
             clock,
             warnings: Default::default(),
             moving: Default::default(),
+            audit_prune: Default::default(),
         };
         let (tenants, keys) = this.store.load_directory().await?;
         this.directory.load(tenants, keys);
@@ -1033,69 +1034,6 @@ impl Tenantry {
         let mut page = Page::cut(items, limit, |f| encode_cursor(f.path.as_str()));
         page.items.retain(|f| caller.sees(f.path.as_str()));
         Ok(page)
-    }
-
-    // ---- audit ------------------------------------------------------------------------------
-
-    pub async fn list_audit(
-        &self,
-        caller: &Caller,
-        after: Option<u64>,
-        action: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Page<AuditEntry>> {
-        caller.require_role(Role::Admin)?;
-        let limit = page_limit(limit)?;
-        let action = action.filter(|a| !a.is_empty());
-        let scope = caller.scope();
-        if caller.prefix().is_none() {
-            let items = self.store.list_audit(&scope, after.unwrap_or(0), action, limit + 1).await?;
-            return Ok(Page::cut(items, limit, |e| e.seq.to_string()));
-        }
-        // A prefixed key reads the log in pages and keeps what it may see. Each request reads
-        // at most AUDIT_SCAN_PAGES pages: past that it answers what it found, with a cursor
-        // after the last entry read, so a sparse log costs bounded work per request.
-        let mut kept = Vec::new();
-        let mut cursor = after.unwrap_or(0);
-        for _ in 0..AUDIT_SCAN_PAGES {
-            let page = self.store.list_audit(&scope, cursor, action, MAX_PAGE).await?;
-            let Some(last) = page.last().map(|e| e.seq) else { return Ok(Page { items: kept, next_cursor: None }) };
-            let done = page.len() < MAX_PAGE;
-            for e in page {
-                if kept.len() == limit {
-                    return Ok(Page { next_cursor: kept.last().map(|e: &AuditEntry| e.seq.to_string()), items: kept });
-                }
-                if caller.sees_audit(&e) {
-                    kept.push(e);
-                }
-            }
-            if done {
-                return Ok(Page { items: kept, next_cursor: None });
-            }
-            cursor = last;
-        }
-        Ok(Page { items: kept, next_cursor: Some(cursor.to_string()) })
-    }
-
-    /// Walks the caller's tenant's whole audit chain.
-    pub async fn verify_audit(&self, caller: &Caller) -> Result<ChainReport> {
-        caller.require_role(Role::Admin)?;
-        // The chain runs through every entry, including those a prefixed key may not see.
-        caller.require_whole_tenant("verifying the audit chain")?;
-        let scope = caller.scope();
-        let mut all = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self.store.list_audit(&scope, after, None, MAX_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            let done = page.len() < MAX_PAGE;
-            all.extend(page);
-            if done {
-                break;
-            }
-        }
-        Ok(audit::verify(&all))
     }
 }
 

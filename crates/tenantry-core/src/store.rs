@@ -125,10 +125,20 @@ pub trait TenantRegistry: Send + Sync {
     async fn list_keys(&self, scope: &TenantScope) -> Result<Vec<KeyRecord>>;
 }
 
+/// What one [`AuditLog::prune_audit`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditPruned {
+    /// Entries deleted.
+    pub deleted: u64,
+    /// When the oldest entry still kept was written (`None`: the tenant has no entry).
+    pub oldest_kept: Option<Timestamp>,
+}
+
 #[async_trait]
 pub trait AuditLog: Send + Sync {
     /// Appends an entry on its own (refused requests, which change nothing else).
     async fn append_audit(&self, scope: &TenantScope, draft: AuditDraft) -> Result<()>;
+    /// Entries with `seq` past both `after` and the tenant's anchor, in order.
     async fn list_audit(
         &self,
         scope: &TenantScope,
@@ -136,6 +146,12 @@ pub trait AuditLog: Send + Sync {
         action: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>>;
+    /// Where the tenant's chain starts, once older entries were pruned.
+    async fn audit_anchor(&self, scope: &TenantScope) -> Result<Option<crate::audit::AuditAnchor>>;
+    /// Background upkeep of one tenant: deletes, oldest first, at most `max` of its entries
+    /// written before `before`, never its newest one; in the same transaction records the last
+    /// one deleted as the tenant's anchor and appends [`crate::audit::prune_record`] of it.
+    async fn prune_audit(&self, scope: &TenantScope, before: Timestamp, max: usize) -> Result<AuditPruned>;
 }
 
 #[async_trait]

@@ -15,6 +15,9 @@ pub struct Limits {
     pub max_files: Option<u64>,
     pub max_api_calls_month: Option<u64>,
     pub max_requests_per_minute: Option<u64>,
+    /// Audit entries older than this many days are pruned, the chain kept verifiable from an
+    /// anchor (docs/SECURITY.md); `None` keeps them all.
+    pub audit_retention_days: Option<u64>,
     pub webhooks: bool,
     pub dedicated_placement: bool,
 }
@@ -32,8 +35,14 @@ pub fn crosses_warning(before: u64, after: u64, limit: Option<u64>) -> bool {
     limit > 0 && !line(before) && line(after)
 }
 
-const NUMERIC_LIMITS: &[&str] =
-    &["max_keys", "max_storage_bytes", "max_files", "max_api_calls_month", "max_requests_per_minute"];
+const NUMERIC_LIMITS: &[&str] = &[
+    "max_keys",
+    "max_storage_bytes",
+    "max_files",
+    "max_api_calls_month",
+    "max_requests_per_minute",
+    "audit_retention_days",
+];
 const FEATURES: &[&str] = &["webhooks", "dedicated_placement"];
 
 const GIB: u64 = 1 << 30;
@@ -55,6 +64,7 @@ impl Limits {
                 "max_files" => out.max_files = n,
                 "max_api_calls_month" => out.max_api_calls_month = n,
                 "max_requests_per_minute" => out.max_requests_per_minute = n,
+                "audit_retention_days" => out.audit_retention_days = n,
                 "webhooks" => out.webhooks = b,
                 "dedicated_placement" => out.dedicated_placement = b,
                 _ => {}
@@ -125,18 +135,19 @@ impl Default for TierTable {
     /// The built-in tiers of API.md §8.
     fn default() -> Self {
         let mut tiers = BTreeMap::new();
-        let tier = |keys, storage_gib: u64, files, calls, rpm, webhooks, dedicated| Limits {
+        let tier = |keys, storage_gib: u64, files, calls, rpm, audit_days, webhooks, dedicated| Limits {
             max_keys: Some(keys),
             max_storage_bytes: Some(storage_gib * GIB),
             max_files: Some(files),
             max_api_calls_month: Some(calls),
             max_requests_per_minute: Some(rpm),
+            audit_retention_days: Some(audit_days),
             webhooks,
             dedicated_placement: dedicated,
         };
-        tiers.insert("free".into(), tier(2, 1, 10_000, 1_000, 60, false, false));
-        tiers.insert("starter".into(), tier(5, 10, 100_000, 10_000, 300, true, false));
-        tiers.insert("pro".into(), tier(15, 100, 1_000_000, 100_000, 1_200, true, true));
+        tiers.insert("free".into(), tier(2, 1, 10_000, 1_000, 60, 30, false, false));
+        tiers.insert("starter".into(), tier(5, 10, 100_000, 10_000, 300, 90, true, false));
+        tiers.insert("pro".into(), tier(15, 100, 1_000_000, 100_000, 1_200, 365, true, true));
         tiers.insert("enterprise".into(), Limits::unlimited());
         TierTable { tiers, default_tier: "free".into() }
     }
@@ -188,6 +199,11 @@ mod tests {
         let pro = t.get("pro").unwrap();
         assert_eq!((pro.max_files, pro.max_api_calls_month), (Some(1_000_000), Some(100_000)));
         assert!(pro.dedicated_placement);
+        let retention = |tier: &str| t.get(tier).unwrap().audit_retention_days;
+        assert_eq!(
+            (retention("free"), retention("starter"), retention("pro"), retention("enterprise")),
+            (Some(30), Some(90), Some(365), None)
+        );
         assert_eq!(t.get("enterprise").unwrap(), &Limits::unlimited());
         assert_eq!(t.default_tier, "free");
     }

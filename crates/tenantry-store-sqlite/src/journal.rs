@@ -3,8 +3,8 @@
 //! The events are handed to the sinks only after the commit, on the writer thread, so they reach
 //! subscribers in commit order and never before they are durable.
 
+use crate::audit::append_audit_tx;
 use crate::pool::sql_error;
-use crate::store::append_audit_tx;
 use crate::tails::Log;
 use rusqlite::{params, Connection};
 use std::sync::{Arc, Mutex, RwLock};

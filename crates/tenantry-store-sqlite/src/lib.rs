@@ -17,6 +17,7 @@
 //!   and the hand-off of committed events to the sinks.
 //! - `memory`, `search`, `events`, `webhooks`: the data plane's traits.
 
+mod audit;
 mod blobs;
 mod cache;
 mod counters;

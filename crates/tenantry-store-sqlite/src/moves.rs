@@ -120,6 +120,7 @@ enum SyncBy {
 const TABLES: &[(&str, &str, &[&str], SyncBy)] = &[
     ("keys", "tenant_id", &["id"], SyncBy::Whole),
     ("audit", "tenant_id", &["tenant_id", "seq"], SyncBy::Append),
+    ("audit_anchor", "tenant_id", &["tenant_id"], SyncBy::Whole),
     ("tenant_usage", "tenant_id", &["tenant_id"], SyncBy::Whole),
     ("events", "tenant_id", &["tenant_id", "seq"], SyncBy::Append),
     ("memory", "tenant_id", &["tenant_id", "namespace", "key"], SyncBy::Whole),
@@ -184,9 +185,14 @@ fn table_rows_where(
     filter: &str,
     params: &[Value],
 ) -> Result<TableRows> {
-    // A log is read whole, tail included.
+    // A log is read whole, tail included; of the audit log, the entries after the anchor (a
+    // prune during a move may leave older ones in the destination, where no reader sees them).
     let source = crate::tails::whole(table);
-    let sql = format!("SELECT * FROM {source} WHERE {tenant_col} = ?1 {filter}");
+    let kept = match table {
+        "audit" => "AND seq > IFNULL((SELECT seq FROM audit_anchor WHERE tenant_id = ?1), 0)",
+        _ => "",
+    };
+    let sql = format!("SELECT * FROM {source} WHERE {tenant_col} = ?1 {kept} {filter}");
     let mut s = conn.prepare_cached(&sql).map_err(sql_error)?;
     let columns: Vec<String> = s.column_names().iter().map(|c| c.to_string()).collect();
     let key_at: Vec<usize> = key

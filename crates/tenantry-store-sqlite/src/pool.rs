@@ -754,7 +754,7 @@ mod tests {
             };
             pool.write(
                 None,
-                move |c| slice.iter().try_for_each(|t| crate::store::append_audit_tx(c, t, "slug", draft.clone())),
+                move |c| slice.iter().try_for_each(|t| crate::audit::append_audit_tx(c, t, "slug", draft.clone())),
                 None,
             )
             .await
@@ -810,7 +810,7 @@ mod tests {
         let write = |target: &str| {
             let (pool, t, draft) = (pool.clone(), t.clone(), crate::tails::tests_draft(target));
             let owner = Some(crate::store::owner_of(&t));
-            async move { pool.write(owner, move |c| crate::store::append_audit_tx(c, &t, "slug", draft), None).await }
+            async move { pool.write(owner, move |c| crate::audit::append_audit_tx(c, &t, "slug", draft), None).await }
         };
         // Hold the writer until eight writes of the tenant wait: they make one group.
         let (release, held) = std::sync::mpsc::channel::<()>();

@@ -391,6 +391,16 @@ const MIGRATIONS: &[&str] = &[
         SELECT tenant_id, storage_bytes, files, last_event_seq, search_docs, search_words FROM tenant_usage u
         WHERE NOT EXISTS (SELECT 1 FROM usage_tail t WHERE t.tenant_id = u.tenant_id);
     "#,
+    // 12: audit retention. A tenant whose oldest entries were pruned has an anchor, the last
+    // entry pruned (seq, hash, time): its chain is read and verified from just after it.
+    r#"
+    CREATE TABLE audit_anchor (
+        tenant_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.

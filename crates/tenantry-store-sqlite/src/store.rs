@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: tenantry-core's storage traits on SQLite. Each trait method is one
 //! transaction on a blocking thread; a change and its audit entry commit together.
 
+use crate::audit::append_audit_tx;
 use crate::blobs::{Blobs, Doomed, Pending, EXTERNAL_OVER};
 use crate::cache::FileCache;
 use crate::counters;
@@ -13,21 +14,20 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::Arc;
-use tenantry_core::audit::{chain_hash, GENESIS};
 use tenantry_core::events::Journal;
 use tenantry_core::ids::{KeyId, TenantId};
-use tenantry_core::model::{AuditDraft, AuditEntry, FileMeta, KeyRecord, Placement, Tenant, TenantStatus};
+use tenantry_core::model::{AuditDraft, FileMeta, KeyRecord, Placement, Tenant, TenantStatus};
 use tenantry_core::path::{PathPrefix, TenantPath};
 use tenantry_core::role::Role;
 use tenantry_core::search::DocKind;
 use tenantry_core::secret::SecretHash;
 use tenantry_core::slug::Slug;
 use tenantry_core::store::{
-    etag_of, AuditLog, ByteRange, FileListing, FileStore, FileWrite, Health, Precondition, StoreMetric, StoredUsage,
+    etag_of, ByteRange, FileListing, FileStore, FileWrite, Health, Precondition, StoreMetric, StoredUsage,
     TenantRegistry, TenantScope, UsageLog, WriteOutcome,
 };
 use tenantry_core::tier::QuotaOverrides;
-use tenantry_core::time::{Clock, SystemClock, Timestamp};
+use tenantry_core::time::Timestamp;
 use tenantry_core::usage::Counters;
 use tenantry_core::{Error, Result};
 
@@ -296,71 +296,6 @@ fn file_from_row(r: &Row<'_>) -> rusqlite::Result<Result<FileMeta>> {
     }))
 }
 
-fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
-    Ok(AuditEntry {
-        seq: r.get::<_, i64>(0)? as u64,
-        at: Timestamp::from_millis(r.get(1)?),
-        tenant: r.get(2)?,
-        actor: r.get(3)?,
-        action: r.get(4)?,
-        target: r.get(5)?,
-        result: r.get(6)?,
-        request_id: r.get(7)?,
-        ip: r.get(8)?,
-        prev_hash: r.get(9)?,
-        hash: r.get(10)?,
-    })
-}
-
-/// Appends to the tenant's hash chain inside the caller's transaction: to the audit tail, or
-/// straight to the keyed table for a dense tenant of the write's group whose chain head is there
-/// (see `tails`).
-pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, draft: AuditDraft) -> Result<()> {
-    let head = crate::tails::audit_head(tx, tenant)?;
-    let direct = !head.as_ref().is_some_and(|h| h.in_tail) && crate::tails::dense_tenant(tenant);
-    let (prev_seq, prev_hash) = head.map_or((0, GENESIS.to_owned()), |h| (h.seq, h.hash));
-    let mut entry = AuditEntry {
-        seq: prev_seq as u64 + 1,
-        at: SystemClock.now(),
-        tenant: slug.to_owned(),
-        actor: draft.actor,
-        action: draft.action,
-        target: draft.target,
-        result: draft.result,
-        request_id: draft.request_id,
-        ip: draft.ip,
-        prev_hash,
-        hash: String::new(),
-    };
-    entry.hash = chain_hash(&entry.prev_hash, &entry);
-    let table = if direct { Log::Audit.keyed() } else { Log::Audit.tail() };
-    tx.prepare_cached(&format!(
-        "INSERT INTO {table} (tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-    ))
-    .and_then(|mut s| {
-        s.execute(params![
-            tenant.as_str(),
-            entry.seq as i64,
-            entry.at.millis(),
-            entry.tenant,
-            entry.actor,
-            entry.action,
-            entry.target,
-            entry.result,
-            entry.request_id,
-            entry.ip,
-            entry.prev_hash,
-            entry.hash
-        ])
-    })
-    .map_err(sql_error)?;
-    if direct {
-        return Ok(());
-    }
-    crate::tails::set_audit_head(tx, tenant, entry.seq as i64, &entry.hash)
-}
-
 pub(crate) fn write_tenant_row(tx: &Connection, t: &Tenant, insert: bool) -> Result<()> {
     let domains = serde_json::to_string(&t.domains).map_err(|e| Error::internal(e.to_string()))?;
     let quotas = t.quotas.to_value().to_string();
@@ -466,6 +401,7 @@ pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bo
         "files",
         "keys",
         "audit",
+        "audit_anchor",
         "tenant_usage",
         "events",
         "memory",
@@ -701,48 +637,6 @@ impl TenantRegistry for SqliteStore {
                 .map_err(sql_error)?;
             let rows = s.query_map([tenant.as_str()], key_from_row).map_err(sql_error)?;
             rows.map(|k| k.map_err(sql_error)?).collect()
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl AuditLog for SqliteStore {
-    async fn append_audit(&self, scope: &TenantScope, draft: AuditDraft) -> Result<()> {
-        let scope = scope.clone();
-        self.write_of(&scope.tenant_id().clone(), move |tx| {
-            append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft)
-        })
-        .await
-    }
-
-    async fn list_audit(
-        &self,
-        scope: &TenantScope,
-        after: u64,
-        action: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<AuditEntry>> {
-        let tenant = scope.tenant_id().clone();
-        let action = action.map(str::to_owned);
-        let pool = self.pool_of(&tenant)?;
-        // Filtered by action, a page may need every later tail entry; unfiltered, `limit` of them.
-        let tail = pool.tails.ids(Log::Audit, &tenant, after, action.is_none().then_some(limit));
-        read_on(pool, move |conn| {
-            let sql = Log::Audit.select(
-                Log::Audit.entry_columns(),
-                "seq > ?2 AND (?3 IS NULL OR action = ?3)",
-                5,
-                "ORDER BY seq LIMIT ?4",
-            );
-            let mut s = conn.prepare_cached(&sql).map_err(sql_error)?;
-            let rows = s
-                .query_map(
-                    params![tenant.as_str(), after.min(i64::MAX as u64) as i64, action, limit as i64, tail],
-                    audit_from_row,
-                )
-                .map_err(sql_error)?;
-            rows.map(|r| r.map_err(sql_error)).collect()
         })
         .await
     }

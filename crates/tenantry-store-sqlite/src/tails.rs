@@ -840,7 +840,7 @@ mod tests {
 
         /// One committed write appending an audit entry, in a group with these `dense` tenants.
         fn append_with(&self, dense: &[&TenantId], t: &TenantId, target: &str) {
-            self.commit(dense, false, |tx| crate::store::append_audit_tx(tx, t, "slug", draft(target)).unwrap());
+            self.commit(dense, false, |tx| crate::audit::append_audit_tx(tx, t, "slug", draft(target)).unwrap());
         }
 
         fn append(&self, t: &TenantId, target: &str) {
@@ -979,7 +979,7 @@ mod tests {
         let step = db.tails.next_step().unwrap();
         db.group(&[], || {
             db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-            crate::store::append_audit_tx(&db.writer, &a, "slug", draft("/a1")).unwrap();
+            crate::audit::append_audit_tx(&db.writer, &a, "slug", draft("/a1")).unwrap();
             step.run(&db.writer).unwrap();
             db.writer.execute_batch("COMMIT").unwrap();
         });
@@ -1031,7 +1031,7 @@ mod tests {
         db.append(&a, "/kept");
         db.group(&[], || {
             db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-            crate::store::append_audit_tx(&db.writer, &a, "slug", draft("/gone")).unwrap();
+            crate::audit::append_audit_tx(&db.writer, &a, "slug", draft("/gone")).unwrap();
             db.writer.execute_batch("ROLLBACK").unwrap();
         });
         db.tails.register(&db.writer).unwrap();
@@ -1088,7 +1088,7 @@ mod tests {
                 db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
                 for round in range {
                     for t in &tenants {
-                        crate::store::append_audit_tx(&db.writer, t, "slug", draft(&format!("/{round}"))).unwrap();
+                        crate::audit::append_audit_tx(&db.writer, t, "slug", draft(&format!("/{round}"))).unwrap();
                     }
                 }
                 db.writer.execute_batch("COMMIT").unwrap();
@@ -1157,12 +1157,12 @@ mod tests {
                         let target = format!("/{n}");
                         let t = &tenants[i];
                         let dense: &[&TenantId] = if dense { &[t] } else { &[] };
-                        db.commit(dense, step, |tx| crate::store::append_audit_tx(tx, t, "slug", draft(&target)).unwrap());
+                        db.commit(dense, step, |tx| crate::audit::append_audit_tx(tx, t, "slug", draft(&target)).unwrap());
                         model[i].push(target);
                     }
                     Op::Refused(i) => db.commit(&[], false, |tx| {
                         tx.execute_batch("SAVEPOINT job").unwrap();
-                        crate::store::append_audit_tx(tx, &tenants[i], "slug", draft("/refused")).unwrap();
+                        crate::audit::append_audit_tx(tx, &tenants[i], "slug", draft("/refused")).unwrap();
                         tx.execute_batch("ROLLBACK TO job; RELEASE job").unwrap();
                     }),
                     Op::BeginFold => {
@@ -1178,7 +1178,7 @@ mod tests {
                         db.commit(&[], step, |tx| {
                             crate::store::delete_tenant_rows_tx(tx, &tenants[i], false).unwrap();
                             if again {
-                                crate::store::append_audit_tx(tx, &tenants[i], "slug", draft(&target)).unwrap();
+                                crate::audit::append_audit_tx(tx, &tenants[i], "slug", draft(&target)).unwrap();
                             }
                         });
                         model[i].clear();

@@ -35,6 +35,7 @@ pub struct TierConfig {
     pub max_files: Option<u64>,
     pub max_api_calls_month: Option<u64>,
     pub max_requests_per_minute: Option<u64>,
+    pub audit_retention_days: Option<u64>,
     pub webhooks: Option<bool>,
     pub dedicated_placement: Option<bool>,
 }
@@ -171,6 +172,7 @@ impl ServeConfig {
                     max_files: t.max_files.or(base.max_files),
                     max_api_calls_month: t.max_api_calls_month.or(base.max_api_calls_month),
                     max_requests_per_minute: t.max_requests_per_minute.or(base.max_requests_per_minute),
+                    audit_retention_days: t.audit_retention_days.or(base.audit_retention_days),
                     webhooks: t.webhooks.unwrap_or(base.webhooks),
                     dedicated_placement: t.dedicated_placement.unwrap_or(base.dedicated_placement),
                 },
@@ -362,6 +364,8 @@ timeout_ms = 10000
 # max_files = 500000
 # max_api_calls_month = 50000
 # max_requests_per_minute = 600
+# audit_retention_days = 180     # audit entries older than this are pruned (built in: free 30,
+#                                # starter 90, pro 365, enterprise keeps all)
 # webhooks = true
 # dedicated_placement = false
 "#;

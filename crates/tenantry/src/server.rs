@@ -173,6 +173,9 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
                 if let Err(e) = svc.prune_events().await {
                     tracing::error!("could not prune old events: {}", e.message);
                 }
+                if let Err(e) = svc.prune_audit().await {
+                    tracing::error!("could not prune a tenant's old audit entries: {}", e.message);
+                }
             }
         })
     };

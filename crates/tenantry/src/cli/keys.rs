@@ -93,6 +93,14 @@ pub async fn audit(ctx: &Context, args: AuditArgs) -> anyhow::Result<()> {
             json(&report);
         } else if ok {
             println!("[{slug}] audit chain intact: {} entries verified", field(&report, "entries"));
+            if let Some(anchor) = report.get("anchor").filter(|a| !a.is_null()) {
+                println!(
+                    "  entries through seq {} (the last written {}) were pruned; the rest verify from its hash {}",
+                    field(anchor, "seq"),
+                    field(anchor, "at"),
+                    field(anchor, "hash")
+                );
+            }
         } else {
             println!(
                 "[{slug}] audit chain BROKEN at seq {}: {}",

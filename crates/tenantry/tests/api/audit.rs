@@ -84,3 +84,156 @@ async fn verify_reports_an_intact_chain_and_the_first_tampered_entry() {
     assert_eq!(report["ok"], false);
     assert_eq!(report["first_broken_seq"], 4);
 }
+
+/// The audit entries of `slug` (its owner's view), all pages.
+async fn whole_log(app: &TestApp, owner: &str) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = app.as_key(owner).audit(&format!("?after={after}&limit=1000")).await.unwrap();
+        let items = page["items"].as_array().unwrap().clone();
+        let Some(last) = items.last() else { return all };
+        after = last["seq"].as_u64().unwrap();
+        all.extend(items);
+        if page["next_cursor"].is_null() {
+            return all;
+        }
+    }
+}
+
+#[tokio::test]
+async fn retention_prunes_old_entries_and_the_rest_verify_from_the_anchor_the_chain_records() {
+    // Upkeep often, but with pauses: entries are pruned once indexed, which the store does
+    // after a second without writes (upkeep writes too).
+    let mut app = spawn_with(|c| c.upkeep_interval = std::time::Duration::from_millis(1500)).await;
+    // Retention 0: every entry is old at once. `keeper` is on the free tier (30 days). No rate
+    // limit: the test sends its requests as fast as it can.
+    let keeper = app
+        .create_tenant_with(
+            serde_json::json!({"slug": "keeper", "tier": "free", "quotas": {"max_requests_per_minute": null}}),
+        )
+        .await;
+    let shared = app
+        .create_tenant_with(
+            serde_json::json!({"slug": "acme", "quotas": {"audit_retention_days": 0, "max_requests_per_minute": null}}),
+        )
+        .await;
+    let dedicated = app
+        .create_tenant_with(serde_json::json!({
+            "slug": "solo", "tier": "pro", "placement": "dedicated", "quotas": {"audit_retention_days": 0}
+        }))
+        .await;
+    for i in 0..20 {
+        for t in [&keeper, &shared, &dedicated] {
+            app.as_key(&t.owner).put_file(&format!("/f{i}"), b"x".to_vec(), None).await.unwrap();
+        }
+    }
+    // Entry 1 is the tenant's creation, 2..=21 its writes: each pruned tenant's anchor reaches 21.
+    for t in [&shared, &dedicated] {
+        let mut waited = 0;
+        loop {
+            let report = app.as_key(&t.owner).verify_audit().await.unwrap();
+            assert_eq!(report["ok"], true, "{report}");
+            if report["anchor"]["seq"].as_u64().is_some_and(|s| s >= 21) {
+                break;
+            }
+            waited += 1;
+            assert!(waited < 300, "{} not pruned within 30 s: {report}", t.slug);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // Kept from here on: new entries stay.
+        app.operator()
+            .update_tenant(&t.slug, &serde_json::json!({"quotas": {"audit_retention_days": null}}))
+            .await
+            .unwrap();
+        app.as_key(&t.owner).put_file("/after", b"y".to_vec(), None).await.unwrap();
+    }
+    for t in [&shared, &dedicated] {
+        let report = app.as_key(&t.owner).verify_audit().await.unwrap();
+        assert_eq!(report["ok"], true, "{report}");
+        let anchor = &report["anchor"];
+        let log = whole_log(&app, &t.owner).await;
+        assert_eq!(report["entries"], log.len());
+        assert_eq!(
+            log[0]["seq"].as_u64(),
+            Some(anchor["seq"].as_u64().unwrap() + 1),
+            "the log starts after the anchor"
+        );
+        assert_eq!(log[0]["prev_hash"], anchor["hash"], "and links to it");
+        assert!(log.iter().all(|e| e["action"] != "file.write" || e["target"] == "/after"), "{log:?}");
+        let record = log.iter().rev().find(|e| e["action"] == "audit.prune").expect("the prune is in the chain");
+        assert_eq!(record["actor"], "system");
+        assert_eq!(
+            record["target"],
+            format!("seq {} hash {}", anchor["seq"].as_u64().unwrap(), anchor["hash"].as_str().unwrap())
+        );
+        assert!(log.iter().any(|e| e["target"] == "/after"), "entries after the change are kept");
+    }
+    let report = app.as_key(&keeper.owner).verify_audit().await.unwrap();
+    assert_eq!((report["ok"].clone(), report["entries"].clone()), (serde_json::json!(true), serde_json::json!(21)));
+    assert!(report["anchor"].is_null(), "{report}");
+
+    // In the databases: nothing at or below the anchor is left, in any of the log's tables.
+    let anchors: Vec<(String, u64)> = {
+        let mut v = Vec::new();
+        for t in [&shared, &dedicated] {
+            let r = app.as_key(&t.owner).verify_audit().await.unwrap();
+            v.push((t.id.clone(), r["anchor"]["seq"].as_u64().unwrap()));
+        }
+        v
+    };
+    app.restart().await;
+    for ((id, anchor), db) in anchors.iter().zip(["tenantry.db".to_owned(), format!("tenants/{}.db", dedicated.id)]) {
+        let db = rusqlite::Connection::open(app.data.join(db)).unwrap();
+        for table in ["audit", "audit_tail", "audit_tail_index"] {
+            let left: i64 = db
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = ?1 AND seq <= ?2"),
+                    rusqlite::params![id, *anchor as i64],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(left, 0, "{table} of {id}");
+        }
+    }
+    // Forged: the first kept entry deleted and the anchor moved onto it. Every link after it
+    // still holds; the chain's own record of the prune no longer matches.
+    {
+        let db = rusqlite::Connection::open(app.data.join("tenantry.db")).unwrap();
+        let (id, anchor) = &anchors[0];
+        let first = anchor + 1;
+        let (hash, at): (String, i64) = db
+            .query_row(
+                "SELECT hash, at FROM audit_all WHERE tenant_id = ?1 AND seq = ?2",
+                rusqlite::params![id, first as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let gone: usize = ["audit", "audit_tail"]
+            .iter()
+            .map(|t| {
+                db.execute(
+                    &format!("DELETE FROM {t} WHERE tenant_id = ?1 AND seq = ?2"),
+                    rusqlite::params![id, first as i64],
+                )
+                .unwrap()
+            })
+            .sum();
+        assert_eq!(gone, 1);
+        db.execute(
+            "UPDATE audit_anchor SET seq = ?2, hash = ?3, at = ?4 WHERE tenant_id = ?1",
+            rusqlite::params![id, first as i64, hash, at],
+        )
+        .unwrap();
+    }
+    let report = app.as_key(&shared.owner).verify_audit().await.unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(report["reason"].as_str().unwrap().contains("does not name the anchor"), "{report}");
+
+    // A move takes the anchor along: the pruned chain verifies in its new place.
+    let before = app.as_key(&dedicated.owner).verify_audit().await.unwrap();
+    let moved = app.operator().move_tenant("solo", "shared").await.unwrap();
+    assert_eq!(moved["verified"], true, "{moved}");
+    let after = app.as_key(&dedicated.owner).verify_audit().await.unwrap();
+    assert_eq!((after["ok"].clone(), after["anchor"].clone()), (serde_json::json!(true), before["anchor"].clone()));
+}

@@ -1,0 +1,207 @@
+//! The audit log: each tenant's hash chain (`tenantry_core::audit`), appended inside the
+//! transaction of the change it records, read by page, and pruned by age from its oldest end
+//! with the last pruned entry kept as the tenant's anchor (`audit_anchor`). Where an entry is
+//! stored (keyed table, tail, tail index) is `tails`'s business.
+
+use crate::pool::sql_error;
+use crate::store::{read_on, SqliteStore};
+use crate::tails::Log;
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tenantry_core::audit::{chain_hash, prune_record, worth_pruning, AuditAnchor, GENESIS};
+use tenantry_core::ids::TenantId;
+use tenantry_core::model::{AuditDraft, AuditEntry};
+use tenantry_core::store::{AuditLog, AuditPruned, TenantScope};
+use tenantry_core::time::{Clock, SystemClock, Timestamp};
+use tenantry_core::Result;
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: r.get::<_, i64>(0)? as u64,
+        at: Timestamp::from_millis(r.get(1)?),
+        tenant: r.get(2)?,
+        actor: r.get(3)?,
+        action: r.get(4)?,
+        target: r.get(5)?,
+        result: r.get(6)?,
+        request_id: r.get(7)?,
+        ip: r.get(8)?,
+        prev_hash: r.get(9)?,
+        hash: r.get(10)?,
+    })
+}
+
+/// Appends to the tenant's hash chain inside the caller's transaction: to the audit tail, or
+/// straight to the keyed table for a dense tenant of the write's group whose chain head is there
+/// (see `tails`).
+pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, draft: AuditDraft) -> Result<()> {
+    let head = crate::tails::audit_head(tx, tenant)?;
+    let direct = !head.as_ref().is_some_and(|h| h.in_tail) && crate::tails::dense_tenant(tenant);
+    let (prev_seq, prev_hash) = head.map_or((0, GENESIS.to_owned()), |h| (h.seq, h.hash));
+    let mut entry = AuditEntry {
+        seq: prev_seq as u64 + 1,
+        at: SystemClock.now(),
+        tenant: slug.to_owned(),
+        actor: draft.actor,
+        action: draft.action,
+        target: draft.target,
+        result: draft.result,
+        request_id: draft.request_id,
+        ip: draft.ip,
+        prev_hash,
+        hash: String::new(),
+    };
+    entry.hash = chain_hash(&entry.prev_hash, &entry);
+    let table = if direct { Log::Audit.keyed() } else { Log::Audit.tail() };
+    tx.prepare_cached(&format!(
+        "INSERT INTO {table} (tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            tenant.as_str(),
+            entry.seq as i64,
+            entry.at.millis(),
+            entry.tenant,
+            entry.actor,
+            entry.action,
+            entry.target,
+            entry.result,
+            entry.request_id,
+            entry.ip,
+            entry.prev_hash,
+            entry.hash
+        ])
+    })
+    .map_err(sql_error)?;
+    if direct {
+        return Ok(());
+    }
+    crate::tails::set_audit_head(tx, tenant, entry.seq as i64, &entry.hash)
+}
+
+/// The tenant's anchor: the last entry pruned from its chain, if any was.
+fn anchor_of(c: &Connection, tenant: &TenantId) -> Result<Option<AuditAnchor>> {
+    c.prepare_cached("SELECT seq, hash, at FROM audit_anchor WHERE tenant_id = ?1")
+        .and_then(|mut s| {
+            s.query_row([tenant.as_str()], |r| {
+                Ok(AuditAnchor {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    hash: r.get(1)?,
+                    at: Timestamp::from_millis(r.get(2)?),
+                })
+            })
+            .optional()
+        })
+        .map_err(sql_error)
+}
+
+#[async_trait]
+impl AuditLog for SqliteStore {
+    async fn append_audit(&self, scope: &TenantScope, draft: AuditDraft) -> Result<()> {
+        let scope = scope.clone();
+        self.write_of(&scope.tenant_id().clone(), move |tx| {
+            append_audit_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft)
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        scope: &TenantScope,
+        after: u64,
+        action: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        let tenant = scope.tenant_id().clone();
+        let action = action.map(str::to_owned);
+        let pool = self.pool_of(&tenant)?;
+        // Filtered by action, a page may need every later tail entry; unfiltered, `limit` of them.
+        let tail = pool.tails.ids(Log::Audit, &tenant, after, action.is_none().then_some(limit));
+        read_on(pool, move |conn| {
+            let sql = Log::Audit.select(
+                Log::Audit.entry_columns(),
+                "seq > MAX(?2, IFNULL((SELECT seq FROM audit_anchor WHERE tenant_id = ?1), 0))
+                 AND (?3 IS NULL OR action = ?3)",
+                5,
+                "ORDER BY seq LIMIT ?4",
+            );
+            let mut s = conn.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = s
+                .query_map(
+                    params![tenant.as_str(), after.min(i64::MAX as u64) as i64, action, limit as i64, tail],
+                    audit_from_row,
+                )
+                .map_err(sql_error)?;
+            rows.map(|r| r.map_err(sql_error)).collect()
+        })
+        .await
+    }
+
+    async fn audit_anchor(&self, scope: &TenantScope) -> Result<Option<AuditAnchor>> {
+        let tenant = scope.tenant_id().clone();
+        self.read_of(&tenant.clone(), move |c| anchor_of(c, &tenant)).await
+    }
+
+    async fn prune_audit(&self, scope: &TenantScope, before: Timestamp, max: usize) -> Result<AuditPruned> {
+        let scope = scope.clone();
+        let tenant = scope.tenant_id().clone();
+        // The candidates are read first, on a reader: an entry never changes once written, so
+        // what is found still holds in the write. Only keyed and indexed entries are taken: a
+        // tenant's unindexed tail entries are the newest end of its chain (see `tails`), left
+        // for a later round, and the in-memory registry of them never names a pruned entry.
+        let found = self
+            .read_of(&tenant.clone(), move |c| {
+                let after = anchor_of(c, &tenant)?.map_or(0, |a| a.seq);
+                let sql = Log::Audit.select("seq, at, hash, action", "seq > ?2", 4, "ORDER BY seq LIMIT ?3");
+                let mut s = c.prepare_cached(&sql).map_err(sql_error)?;
+                let rows = s
+                    .query_map(params![tenant.as_str(), after as i64, max as i64 + 1, "[]"], |r| {
+                        let anchor = AuditAnchor {
+                            seq: r.get::<_, i64>(0)? as u64,
+                            at: Timestamp::from_millis(r.get(1)?),
+                            hash: r.get(2)?,
+                        };
+                        Ok((anchor, r.get::<_, String>(3)?))
+                    })
+                    .map_err(sql_error)?;
+                rows.map(|r| r.map_err(sql_error)).collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        // At most `max`, and never the last one found when that may be the newest entry.
+        let room = if found.len() > max { max } else { found.len().saturating_sub(1) };
+        let n = found[..room].iter().take_while(|(e, _)| e.at < before).count();
+        let oldest_kept = found.get(n).map(|(e, _)| e.at);
+        if !worth_pruning(found[..n].iter().map(|(_, action)| action.as_str())) {
+            return Ok(AuditPruned { deleted: 0, oldest_kept: found.first().map(|(e, _)| e.at) });
+        }
+        let anchor = found[n - 1].0.clone();
+        let deleted = self
+            .write_of(&scope.tenant_id().clone(), move |tx| {
+                let tenant = scope.tenant_id();
+                if anchor_of(tx, tenant)?.is_some_and(|a| a.seq >= anchor.seq) {
+                    return Ok(0);
+                }
+                let through = anchor.seq as i64;
+                let run = |sql: &str| {
+                    tx.prepare_cached(sql)
+                        .and_then(|mut s| s.execute(params![tenant.as_str(), through]))
+                        .map_err(sql_error)
+                };
+                let deleted = run("DELETE FROM audit WHERE tenant_id = ?1 AND seq <= ?2")?
+                    + run("DELETE FROM audit_tail WHERE id IN
+                             (SELECT id FROM audit_tail_index WHERE tenant_id = ?1 AND seq <= ?2)")?;
+                // What the trigger left: index entries a fold made for rows already gone.
+                run("DELETE FROM audit_tail_index WHERE tenant_id = ?1 AND seq <= ?2")?;
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO audit_anchor (tenant_id, seq, hash, at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| s.execute(params![tenant.as_str(), through, anchor.hash, anchor.at.millis()]))
+                .map_err(sql_error)?;
+                append_audit_tx(tx, tenant, scope.slug().as_str(), prune_record(&anchor))?;
+                Ok(deleted as u64)
+            })
+            .await?;
+        Ok(AuditPruned { deleted, oldest_kept })
+    }
+}
