@@ -33,6 +33,12 @@ impl TenantScope {
     pub(crate) fn new(tenant: &Tenant) -> TenantScope {
         TenantScope { id: tenant.id.clone(), slug: tenant.slug.clone(), placement: tenant.placement }
     }
+    /// A scope without a caller, for the store contract suite only (feature `store-contract`,
+    /// which no shipped build enables).
+    #[cfg(feature = "store-contract")]
+    pub fn for_store_contract(tenant: &Tenant) -> TenantScope {
+        TenantScope::new(tenant)
+    }
     pub fn tenant_id(&self) -> &TenantId {
         &self.id
     }

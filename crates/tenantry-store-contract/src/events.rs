@@ -1,0 +1,89 @@
+//! The event log: per-tenant seqs that increase by one without gaps (also under concurrency and
+//! after pruning), and sinks told of committed events only.
+
+use crate::{write, Backend};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tenantry_core::events::{Event, EventDraft, EventSink};
+use tenantry_core::ids::TenantId;
+use tenantry_core::store::Precondition;
+use tenantry_core::time::Timestamp;
+
+pub async fn event_seqs_increase_by_one_without_gaps(b: &dyn Backend) {
+    let f = b.open().await;
+    let (_, a) = f.tenant("acme").await;
+    crate::concurrently(30, |i| {
+        let (store, a) = (f.store.clone(), a.clone());
+        async move {
+            let p = format!("/e{i}");
+            store.put_file(&a, write(&p, b"x"), crate::file_journal(&p)).await.unwrap();
+        }
+    })
+    .await;
+    let log = f.event_log(&a).await;
+    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=30).collect::<Vec<_>>());
+    assert_eq!(f.store.last_event_seq(&a).await.unwrap(), 30);
+    let page = f.store.list_events(&a, 10, None, 5).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [11, 12, 13, 14, 15]);
+}
+
+#[derive(Default)]
+struct Heard(Mutex<Vec<(TenantId, u64, String)>>);
+
+impl EventSink for Heard {
+    fn published(&self, tenant: &TenantId, events: &[Event]) {
+        let mut heard = self.0.lock().unwrap();
+        heard.extend(events.iter().map(|e| (tenant.clone(), e.seq, e.path.clone().unwrap_or_default())));
+    }
+}
+
+pub async fn sinks_hear_committed_events_in_order_and_nothing_refused(b: &dyn Backend) {
+    let f = b.open().await;
+    let (ta, a) = f.tenant("acme").await;
+    let heard = Arc::new(Heard::default());
+    f.store.add_event_sink(heard.clone());
+    for p in ["/1", "/2", "/3"] {
+        f.put(&a, p, "x").await;
+    }
+    let mut refused = write("/1", b"y");
+    refused.precondition = Precondition::IfNoneMatchAny;
+    assert!(f.put_with(&a, refused).await.is_err());
+    f.put(&a, "/4", "x").await;
+    let expected: Vec<_> = (1..=4).map(|i| (ta.id.clone(), i as u64, format!("/{i}"))).collect();
+    for _ in 0..100 {
+        if heard.0.lock().unwrap().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(*heard.0.lock().unwrap(), expected);
+}
+
+pub async fn pruned_events_never_give_their_seq_back(b: &dyn Backend) {
+    let f = b.open().await;
+    let (_, a) = f.tenant("acme").await;
+    for p in ["/1", "/2", "/3"] {
+        f.put(&a, p, "x").await;
+    }
+    let future = Timestamp::from_millis(crate::now().millis() + 60_000);
+    while f.store.prune_events(future).await.unwrap() > 0 {}
+    assert!(f.event_log(&a).await.is_empty());
+    assert_eq!(f.store.last_event_seq(&a).await.unwrap(), 3);
+    f.put(&a, "/4", "x").await;
+    assert_eq!(f.event_log(&a).await.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
+}
+
+pub async fn a_published_event_takes_the_next_seq(b: &dyn Backend) {
+    let f = b.open().await;
+    let (_, a) = f.tenant("acme").await;
+    f.put(&a, "/1", "x").await;
+    let warning = EventDraft::new("quota.warning", "system".into());
+    f.store.publish_event(&a, warning).await.unwrap();
+    let log = f.event_log(&a).await;
+    assert_eq!(
+        log.iter().map(|e| (e.seq, e.kind.as_str())).collect::<Vec<_>>(),
+        [(1, "file.written"), (2, "quota.warning")]
+    );
+    assert_eq!(log[1].actor, "system");
+}

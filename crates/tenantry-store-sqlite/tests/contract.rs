@@ -1,0 +1,23 @@
+//! The store contract suite (crates/tenantry-store-contract) against SQLite: each behaviour on
+//! a fresh data dir of its own.
+
+use std::sync::Arc;
+use tenantry_store_contract::{Backend, Fixture};
+use tenantry_store_sqlite::{OpenOptions, SqliteStore};
+
+struct Sqlite;
+
+#[async_trait::async_trait]
+impl Backend for Sqlite {
+    async fn open(&self) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, OpenOptions::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        Fixture::new(Arc::new(store), dir)
+    }
+}
+
+tenantry_store_contract::suite!(Sqlite);
