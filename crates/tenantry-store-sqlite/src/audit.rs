@@ -80,6 +80,67 @@ pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, dr
     crate::tails::set_audit_head(tx, tenant, entry.seq as i64, &entry.hash)
 }
 
+/// An entry a prune may take: its place in the chain (what the anchor becomes) and its action.
+type Prunable = (AuditAnchor, String);
+
+/// The entries a prune may take: in seq order from just after the anchor, at most `max`, while
+/// written before `before`; with the time of the entry that stopped the walk, if one did.
+///
+/// Read on a reader, before the write: an entry never changes once written, so what is found
+/// still holds there. Only keyed entries and tail entries whose fold has settled
+/// (`id <= tails_indexed.upto`) are taken: the others are still named by the writer's in-memory
+/// registry, which must never name a pruned entry (listings take ids from it). They are the
+/// newest end of a tenant's chain, so the walk stops at the first seq it cannot see.
+fn prunable(
+    c: &Connection,
+    tenant: &TenantId,
+    before: Timestamp,
+    max: usize,
+) -> Result<(Vec<Prunable>, Option<Timestamp>)> {
+    let after = anchor_of(c, tenant)?.map_or(0, |a| a.seq as i64);
+    let upto: i64 =
+        c.query_row("SELECT upto FROM tails_indexed WHERE log = 'audit'", [], |r| r.get(0)).map_err(sql_error)?;
+    let row = |r: &Row<'_>| {
+        let entry =
+            AuditAnchor { seq: r.get::<_, i64>(0)? as u64, at: Timestamp::from_millis(r.get(1)?), hash: r.get(2)? };
+        Ok((entry, r.get::<_, String>(3)?))
+    };
+    let mut keyed = c
+        .prepare_cached("SELECT seq, at, hash, action FROM audit WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq")
+        .map_err(sql_error)?;
+    let mut indexed = c
+        .prepare_cached(
+            "SELECT i.seq, t.at, t.hash, t.action FROM audit_tail_index i JOIN audit_tail t ON t.id = i.id
+             WHERE i.tenant_id = ?1 AND i.seq > ?2 AND i.id <= ?3 ORDER BY i.seq",
+        )
+        .map_err(sql_error)?;
+    // Both are read lazily, merged by seq: the walk usually stops after a row or two.
+    let mut keyed = keyed.query_map(params![tenant.as_str(), after], row).map_err(sql_error)?;
+    let mut indexed = indexed.query_map(params![tenant.as_str(), after, upto], row).map_err(sql_error)?;
+    let (mut k, mut x) = (keyed.next().transpose().map_err(sql_error)?, indexed.next().transpose().map_err(sql_error)?);
+    let mut found = Vec::new();
+    let mut expected = after as u64 + 1;
+    loop {
+        let from_keyed = match (&k, &x) {
+            (None, None) => return Ok((found, None)),
+            (Some(a), Some(b)) => a.0.seq <= b.0.seq,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        let next = if from_keyed {
+            std::mem::replace(&mut k, keyed.next().transpose().map_err(sql_error)?)
+        } else {
+            std::mem::replace(&mut x, indexed.next().transpose().map_err(sql_error)?)
+        };
+        let Some((entry, action)) = next else { return Ok((found, None)) };
+        if entry.seq != expected || entry.at >= before || found.len() == max {
+            return Ok((found, Some(entry.at)));
+        }
+        expected += 1;
+        found.push((entry, action));
+    }
+}
+
 /// The tenant's anchor: the last entry pruned from its chain, if any was.
 fn anchor_of(c: &Connection, tenant: &TenantId) -> Result<Option<AuditAnchor>> {
     c.prepare_cached("SELECT seq, hash, at FROM audit_anchor WHERE tenant_id = ?1")
@@ -146,40 +207,28 @@ impl AuditLog for SqliteStore {
     async fn prune_audit(&self, scope: &TenantScope, before: Timestamp, max: usize) -> Result<AuditPruned> {
         let scope = scope.clone();
         let tenant = scope.tenant_id().clone();
-        // The candidates are read first, on a reader: an entry never changes once written, so
-        // what is found still holds in the write. Only keyed and indexed entries are taken: a
-        // tenant's unindexed tail entries are the newest end of its chain (see `tails`), left
-        // for a later round, and the in-memory registry of them never names a pruned entry.
-        let found = self
-            .read_of(&tenant.clone(), move |c| {
-                let after = anchor_of(c, &tenant)?.map_or(0, |a| a.seq);
-                let sql = Log::Audit.select("seq, at, hash, action", "seq > ?2", 4, "ORDER BY seq LIMIT ?3");
-                let mut s = c.prepare_cached(&sql).map_err(sql_error)?;
-                let rows = s
-                    .query_map(params![tenant.as_str(), after as i64, max as i64 + 1, "[]"], |r| {
-                        let anchor = AuditAnchor {
-                            seq: r.get::<_, i64>(0)? as u64,
-                            at: Timestamp::from_millis(r.get(1)?),
-                            hash: r.get(2)?,
-                        };
-                        Ok((anchor, r.get::<_, String>(3)?))
-                    })
-                    .map_err(sql_error)?;
-                rows.map(|r| r.map_err(sql_error)).collect::<Result<Vec<_>>>()
-            })
-            .await?;
-        // At most `max`, and never the last one found when that may be the newest entry.
-        let room = if found.len() > max { max } else { found.len().saturating_sub(1) };
-        let n = found[..room].iter().take_while(|(e, _)| e.at < before).count();
-        let oldest_kept = found.get(n).map(|(e, _)| e.at);
-        if !worth_pruning(found[..n].iter().map(|(_, action)| action.as_str())) {
-            return Ok(AuditPruned { deleted: 0, oldest_kept: found.first().map(|(e, _)| e.at) });
+        let (found, following) = self.read_of(&tenant.clone(), move |c| prunable(c, &tenant, before, max)).await?;
+        // The oldest entry kept: the first one past those found, or the last found when nothing
+        // follows it (it may be the newest entry, which is never pruned).
+        let mut found = found;
+        let oldest_kept = match following {
+            Some(at) => Some(at),
+            None => found.pop().map(|(e, _)| e.at),
+        };
+        if !worth_pruning(found.iter().map(|(_, action)| action.as_str())) {
+            let oldest = found.first().map(|(e, _)| e.at).or(oldest_kept);
+            return Ok(AuditPruned { deleted: 0, oldest_kept: oldest });
         }
-        let anchor = found[n - 1].0.clone();
+        let Some((anchor, _)) = found.pop() else { return Ok(AuditPruned { deleted: 0, oldest_kept }) };
         let deleted = self
             .write_of(&scope.tenant_id().clone(), move |tx| {
                 let tenant = scope.tenant_id();
-                if anchor_of(tx, tenant)?.is_some_and(|a| a.seq >= anchor.seq) {
+                // Pruned meanwhile, or purged (a purge does not wait at the tenant's gate).
+                let registered: bool = tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)")
+                    .and_then(|mut s| s.query_row([tenant.as_str()], |r| r.get(0)))
+                    .map_err(sql_error)?;
+                if !registered || anchor_of(tx, tenant)?.is_some_and(|a| a.seq >= anchor.seq) {
                     return Ok(0);
                 }
                 let through = anchor.seq as i64;

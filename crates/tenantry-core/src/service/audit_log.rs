@@ -78,20 +78,30 @@ impl Tenantry {
         // The chain runs through every entry, including those a prefixed key may not see.
         caller.require_whole_tenant("verifying the audit chain")?;
         let scope = caller.scope();
-        let anchor = self.store.audit_anchor(&scope).await?;
-        let mut all = Vec::new();
-        let mut after = 0;
+        // The anchor and the pages are separate reads: a prune committed between them moves
+        // the anchor, and the walk is taken again (a prune runs at most once per tenant per
+        // round of upkeep, so a second walk meets a settled chain).
+        let mut attempts = 0;
         loop {
-            let page = self.store.list_audit(&scope, after, None, MAX_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            let done = page.len() < MAX_PAGE;
-            all.extend(page);
-            if done {
-                break;
+            let anchor = self.store.audit_anchor(&scope).await?;
+            let mut all = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = self.store.list_audit(&scope, after, None, MAX_PAGE).await?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                let done = page.len() < MAX_PAGE;
+                all.extend(page);
+                if done {
+                    break;
+                }
             }
+            attempts += 1;
+            if attempts < 3 && self.store.audit_anchor(&scope).await? != anchor {
+                continue;
+            }
+            return Ok(audit::verify(anchor.as_ref(), &all));
         }
-        Ok(audit::verify(anchor.as_ref(), &all))
     }
 
     /// Background upkeep: prunes each due tenant's audit entries older than its retention
@@ -110,10 +120,17 @@ impl Tenantry {
         let mut failed = None;
         'tenants: for tenant in tenants {
             let Some(days) = self.config.tiers.limits_of(&tenant).audit_retention_days else { continue };
-            if moving.contains(&tenant.id) || self.audit_prune.lock().get(&tenant.id).is_some_and(|&at| at > now) {
+            let keep_ms = i64::try_from(days).unwrap_or(i64::MAX).saturating_mul(DAY_MS);
+            let recheck_ms = keep_ms.min(PRUNE_RECHECK_MS);
+            let due = *self.audit_prune.lock().entry(tenant.id.clone()).or_insert_with(|| {
+                // First seen (after a start, or a new tenant): at a random point of the recheck
+                // interval, so a start does not look at every tenant's log in one round.
+                let spread = rand::Rng::gen_range(&mut rand::thread_rng(), 0..recheck_ms.max(1));
+                Timestamp::from_millis(now.millis().saturating_add(spread))
+            });
+            if moving.contains(&tenant.id) || due > now {
                 continue;
             }
-            let keep_ms = i64::try_from(days).unwrap_or(i64::MAX).saturating_mul(DAY_MS);
             let before = Timestamp::from_millis(now.millis().saturating_sub(keep_ms));
             let scope = TenantScope::new(&tenant);
             let oldest_kept = loop {
@@ -132,7 +149,7 @@ impl Tenantry {
             };
             // Next when the oldest kept entry comes of age, but not sooner than the recheck
             // interval (or the retention itself, if shorter).
-            let floor = now.millis().saturating_add(keep_ms.min(PRUNE_RECHECK_MS));
+            let floor = now.millis().saturating_add(recheck_ms);
             let next = oldest_kept.map_or(floor, |at| at.millis().saturating_add(keep_ms).max(floor));
             self.audit_prune.lock().insert(tenant.id.clone(), Timestamp::from_millis(next));
         }
