@@ -182,3 +182,23 @@ pub async fn usage_is_counted_per_tenant(b: &dyn Backend) {
     expected.sort();
     assert_eq!(calls, expected);
 }
+
+pub async fn another_tenants_search_finds_none_of_its_files_or_memory(b: &dyn Backend) {
+    let f = b.open().await;
+    let (_, a) = f.tenant("acme").await;
+    let (_, other) = f.tenant("globex").await;
+    f.put(&a, "/plan.txt", "confidential merger plan").await;
+    f.store
+        .put_memory(&a, memory_write("notes", "m", serde_json::json!("merger notes")), memory_journal("notes", "m"))
+        .await
+        .unwrap();
+    let q = tenantry_core::store::SearchQuery {
+        terms: vec!["merger".into()],
+        files: Some(PathPrefix::root()),
+        memory: Some(None),
+        limit: 10,
+        now: now(),
+    };
+    assert!(f.store.search(&other, q.clone()).await.unwrap().is_empty());
+    assert_eq!(f.store.search(&a, q).await.unwrap().len(), 2);
+}

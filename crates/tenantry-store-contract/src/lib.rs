@@ -29,11 +29,14 @@ use tenantry_core::{Error, ErrorCode, Result};
 pub mod audit;
 pub mod events;
 pub mod files;
+pub mod import;
 pub mod isolation;
 pub mod keys;
 pub mod memory;
+pub mod placement;
 pub mod quotas;
 pub mod search;
+pub mod webhooks;
 
 /// A backend under test: opens fresh, empty stores.
 #[async_trait::async_trait]
@@ -234,6 +237,7 @@ macro_rules! suite {
                 memory_values_count_toward_the_storage_limit,
                 concurrent_key_creations_never_pass_the_key_limit,
                 a_refused_write_leaves_no_audit_entry_and_no_event,
+                crossing_eighty_percent_of_a_limit_warns_once_right_after_the_change,
             ]
         );
         $crate::__contract_module!(
@@ -249,6 +253,7 @@ macro_rules! suite {
                 a_prefix_filter_on_events_keeps_only_paths_under_it,
                 purging_a_tenant_erases_only_its_rows,
                 usage_is_counted_per_tenant,
+                another_tenants_search_finds_none_of_its_files_or_memory,
             ]
         );
         $crate::__contract_module!(
@@ -302,5 +307,28 @@ macro_rules! suite {
                 revoked_keys_no_longer_count_toward_the_limit,
             ]
         );
+        $crate::__contract_module!(
+            $backend,
+            webhooks,
+            [
+                a_wanted_event_queues_one_delivery_per_webhook_that_wants_it,
+                a_failed_attempt_is_retried_at_its_time_and_a_delivered_one_is_done,
+                repeated_failures_disable_a_webhook_and_enabling_it_clears_them,
+                a_deleted_webhook_takes_its_pending_deliveries_and_log_with_it,
+                webhooks_are_limited_and_scoped_to_their_tenant,
+                due_deliveries_take_at_most_a_share_of_each_tenant,
+            ]
+        );
+        $crate::__contract_module!(
+            $backend,
+            import,
+            [
+                an_import_publishes_everything_staged_at_once,
+                an_import_over_the_storage_limit_changes_nothing,
+                an_aborted_import_leaves_nothing,
+                the_conflict_policy_decides_only_where_content_differs,
+            ]
+        );
+        $crate::__contract_module!($backend, placement, [a_move_there_and_back_keeps_every_row_of_the_tenant]);
     };
 }

@@ -150,3 +150,33 @@ pub async fn a_refused_write_leaves_no_audit_entry_and_no_event(b: &dyn Backend)
     assert_eq!((f.audit_log(&a).await.len(), f.event_log(&a).await.len()), (audit, events));
     assert_eq!(f.store.last_event_seq(&a).await.unwrap(), events as u64);
 }
+
+pub async fn crossing_eighty_percent_of_a_limit_warns_once_right_after_the_change(b: &dyn Backend) {
+    let f = b.open().await;
+    let (_, a) = f.tenant("acme").await;
+    let limited = |p: &str, n: usize| {
+        let mut w = write(p, &vec![b'x'; n]);
+        (w.max_storage_bytes, w.max_files) = (Some(100), Some(50));
+        w
+    };
+    f.put_with(&a, limited("/a", 70)).await.unwrap();
+    f.put_with(&a, limited("/b", 15)).await.unwrap(); // 85 of 100: across the line
+    f.put_with(&a, limited("/c", 5)).await.unwrap(); // still above: no second warning
+    let log = f.event_log(&a).await;
+    let kinds: Vec<_> = log.iter().map(|e| (e.seq, e.kind.as_str(), e.path.as_deref())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, "file.written", Some("/a")),
+            (2, "file.written", Some("/b")),
+            (3, "quota.warning", None),
+            (4, "file.written", Some("/c"))
+        ]
+    );
+    let detail = log[2].detail.clone().unwrap();
+    assert_eq!(
+        detail,
+        serde_json::json!({"quota": "max_storage_bytes", "limit": 100, "current": 85, "threshold": 0.8})
+    );
+    assert_eq!(log[2].actor, "system");
+}
