@@ -77,6 +77,27 @@ pub fn worth_pruning<'a>(actions: impl IntoIterator<Item = &'a str>) -> bool {
     actions.into_iter().any(|a| a != PRUNE_ACTION)
 }
 
+/// The entry that follows `prev` (seq and hash of the chain's head; `None` for the first
+/// entry): numbered next, linked to it, hashed. Backends store it as it is.
+pub fn next_entry(prev: Option<(u64, &str)>, tenant_slug: &str, draft: AuditDraft, at: Timestamp) -> AuditEntry {
+    let (prev_seq, prev_hash) = prev.unwrap_or((0, GENESIS));
+    let mut entry = AuditEntry {
+        seq: prev_seq + 1,
+        at,
+        tenant: tenant_slug.to_owned(),
+        actor: draft.actor,
+        action: draft.action,
+        target: draft.target,
+        result: draft.result,
+        request_id: draft.request_id,
+        ip: draft.ip,
+        prev_hash: prev_hash.to_owned(),
+        hash: String::new(),
+    };
+    entry.hash = chain_hash(&entry.prev_hash, &entry);
+    entry
+}
+
 /// The outcome of walking a chain from its first kept entry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -149,28 +170,33 @@ mod tests {
     use super::*;
     use crate::time::Timestamp;
 
+    fn draft(target: String) -> AuditDraft {
+        AuditDraft {
+            actor: "operator".into(),
+            action: "file.write".into(),
+            target,
+            result: "ok".into(),
+            request_id: "r".into(),
+            ip: "127.0.0.1".into(),
+        }
+    }
+
     fn chain(n: u64) -> Vec<AuditEntry> {
-        let mut prev = GENESIS.to_owned();
-        (1..=n)
-            .map(|seq| {
-                let mut e = AuditEntry {
-                    seq,
-                    at: Timestamp::from_millis(seq as i64 * 1000),
-                    tenant: "acme".into(),
-                    actor: "operator".into(),
-                    action: "file.write".into(),
-                    target: format!("/f{seq}"),
-                    result: "ok".into(),
-                    request_id: format!("r{seq}"),
-                    ip: "127.0.0.1".into(),
-                    prev_hash: prev.clone(),
-                    hash: String::new(),
-                };
-                e.hash = chain_hash(&prev, &e);
-                prev = e.hash.clone();
-                e
-            })
-            .collect()
+        let mut out: Vec<AuditEntry> = Vec::new();
+        for seq in 1..=n {
+            let prev = out.last().map(|e| (e.seq, e.hash.as_str()));
+            let e = next_entry(prev, "acme", draft(format!("/f{seq}")), Timestamp::from_millis(seq as i64 * 1000));
+            out.push(e);
+        }
+        out
+    }
+
+    #[test]
+    fn each_entry_is_numbered_and_linked_after_its_predecessor() {
+        let c = chain(3);
+        assert_eq!((c[0].seq, c[0].prev_hash.as_str()), (1, GENESIS));
+        assert_eq!((c[2].seq, c[2].prev_hash.as_str()), (3, c[1].hash.as_str()));
+        assert_eq!(c[1].hash, chain_hash(&c[0].hash, &c[1]));
     }
 
     #[test]
@@ -201,22 +227,9 @@ mod tests {
         let mut c = chain(n);
         let last = &c[through as usize - 1];
         let anchor = AuditAnchor { seq: last.seq, hash: last.hash.clone(), at: last.at };
-        let d = prune_record(&anchor);
-        let prev = c[n as usize - 1].hash.clone();
-        let mut e = AuditEntry {
-            seq: n + 1,
-            at: Timestamp::from_millis(0),
-            tenant: "acme".into(),
-            actor: d.actor,
-            action: d.action,
-            target: d.target,
-            result: d.result,
-            request_id: d.request_id,
-            ip: d.ip,
-            prev_hash: prev.clone(),
-            hash: String::new(),
-        };
-        e.hash = chain_hash(&prev, &e);
+        let prev = &c[n as usize - 1];
+        let e =
+            next_entry(Some((prev.seq, prev.hash.as_str())), "acme", prune_record(&anchor), Timestamp::from_millis(0));
         c.push(e);
         (anchor, c.split_off(through as usize))
     }

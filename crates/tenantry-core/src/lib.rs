@@ -30,6 +30,7 @@ pub mod import;
 pub mod memory;
 pub mod model;
 pub mod path;
+pub mod quota;
 pub mod ratelimit;
 pub mod role;
 pub mod search;

@@ -8,7 +8,7 @@ use crate::store::{read_on, SqliteStore};
 use crate::tails::Log;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use tenantry_core::audit::{chain_hash, prune_record, worth_pruning, AuditAnchor, GENESIS};
+use tenantry_core::audit::{next_entry, prune_record, worth_pruning, AuditAnchor};
 use tenantry_core::ids::TenantId;
 use tenantry_core::model::{AuditDraft, AuditEntry};
 use tenantry_core::store::{AuditLog, AuditPruned, TenantScope};
@@ -37,21 +37,8 @@ fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 pub(crate) fn append_audit_tx(tx: &Connection, tenant: &TenantId, slug: &str, draft: AuditDraft) -> Result<()> {
     let head = crate::tails::audit_head(tx, tenant)?;
     let direct = !head.as_ref().is_some_and(|h| h.in_tail) && crate::tails::dense_tenant(tenant);
-    let (prev_seq, prev_hash) = head.map_or((0, GENESIS.to_owned()), |h| (h.seq, h.hash));
-    let mut entry = AuditEntry {
-        seq: prev_seq as u64 + 1,
-        at: SystemClock.now(),
-        tenant: slug.to_owned(),
-        actor: draft.actor,
-        action: draft.action,
-        target: draft.target,
-        result: draft.result,
-        request_id: draft.request_id,
-        ip: draft.ip,
-        prev_hash,
-        hash: String::new(),
-    };
-    entry.hash = chain_hash(&entry.prev_hash, &entry);
+    let prev = head.as_ref().map(|h| (h.seq as u64, h.hash.as_str()));
+    let entry = next_entry(prev, slug, draft, SystemClock.now());
     let table = if direct { Log::Audit.keyed() } else { Log::Audit.tail() };
     tx.prepare_cached(&format!(
         "INSERT INTO {table} (tenant_id, seq, at, tenant_slug, actor, action, target, result, request_id, ip, prev_hash, hash)

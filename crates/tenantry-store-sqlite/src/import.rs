@@ -6,7 +6,7 @@
 //! import that is aborted, or interrupted by a crash, is swept: its staged bytes deleted.
 
 use crate::blobs::{Doomed, Pending, EXTERNAL_OVER};
-use crate::journal::{journal_tx, quota_warnings_tx, storage_crossings};
+use crate::journal::{journal_tx, quota_warnings_tx};
 use crate::memory::{upsert_memory_tx, StoredEntry};
 use crate::pool::sql_error;
 use crate::search::reindex_tx;
@@ -25,6 +25,7 @@ use tenantry_core::import::{
     StagedRecord, MAX_RENAMED_LISTED,
 };
 use tenantry_core::path::TenantPath;
+use tenantry_core::quota::{self, StorageLimits, UsageDelta};
 use tenantry_core::search::{DocKind, IndexDoc};
 use tenantry_core::store::{ImportStore, StoredUsage, TenantScope};
 use tenantry_core::time::Timestamp;
@@ -311,9 +312,7 @@ impl Publish<'_> {
                     .prepare_cached("SELECT COUNT(*) FROM webhooks WHERE tenant_id = ?1")
                     .and_then(|mut s| s.query_row([self.tenant.as_str()], |r| r.get(0)))
                     .map_err(sql_error)?;
-                if count as usize >= plan.max_webhooks {
-                    return Err(Error::quota_exceeded("webhooks", plan.max_webhooks as u64, count as u64));
-                }
+                quota::one_more_webhook(count.max(0) as u64, plan.max_webhooks)?;
                 self.tx
                     .prepare_cached(
                         "INSERT INTO webhooks (id, url, events, path_glob, enabled, disabled_reason,
@@ -596,20 +595,8 @@ impl ImportStore for SqliteStore {
                 }
                 drop(s);
                 // The limits, against the whole import at once.
-                let after = StoredUsage {
-                    storage_bytes: used.storage_bytes.saturating_add_signed(p.bytes_delta),
-                    files: used.files.saturating_add_signed(p.files_delta),
-                };
-                if let Some(max) = plan.max_storage_bytes {
-                    if p.bytes_delta > 0 && after.storage_bytes > max {
-                        return Err(Error::quota_exceeded("max_storage_bytes", max, used.storage_bytes));
-                    }
-                }
-                if let Some(max) = plan.max_files {
-                    if p.files_delta > 0 && after.files > max {
-                        return Err(Error::quota_exceeded("max_files", max, used.files));
-                    }
-                }
+                let limits = StorageLimits { max_storage_bytes: plan.max_storage_bytes, max_files: plan.max_files };
+                let after = quota::storage(used, UsageDelta { bytes: p.bytes_delta, files: p.files_delta }, limits)?;
                 add_usage_tx(tx, tenant, p.bytes_delta, p.files_delta)?;
                 if let Some(settings) = &plan.settings {
                     if was_empty || plan.on_conflict == ConflictPolicy::Overwrite {
@@ -635,8 +622,8 @@ impl ImportStore for SqliteStore {
                     event.detail = Some(serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?);
                 }
                 journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
-                let crossings = storage_crossings(used, after, plan.max_storage_bytes, plan.max_files);
-                quota_warnings_tx(tx, tenant, scope.slug().as_str(), &crossings, published)?;
+                let warnings = quota::storage_warnings(used, after, limits);
+                quota_warnings_tx(tx, tenant, scope.slug().as_str(), warnings, published)?;
                 Ok(report)
             })
             .await;

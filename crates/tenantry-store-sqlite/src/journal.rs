@@ -10,8 +10,6 @@ use rusqlite::{params, Connection};
 use std::sync::{Arc, Mutex, RwLock};
 use tenantry_core::events::{Event, EventDraft, EventSink, Journal};
 use tenantry_core::ids::TenantId;
-use tenantry_core::store::StoredUsage;
-use tenantry_core::tier::crosses_warning;
 use tenantry_core::time::{Clock, SystemClock};
 use tenantry_core::Result;
 
@@ -64,35 +62,18 @@ pub(crate) fn journal_tx(
     }
 }
 
-/// Raises a `quota.warning` event for each `(quota, limit, before, after)` whose usage crossed 80%
-/// of its limit with this change.
+/// Writes the `quota.warning` events the core decided a change raises, after its own event.
 pub(crate) fn quota_warnings_tx(
     tx: &Connection,
     tenant: &TenantId,
     slug: &str,
-    crossings: &[(&str, Option<u64>, u64, u64)],
+    warnings: Vec<EventDraft>,
     published: &Published,
 ) -> Result<()> {
-    for &(quota, limit, before, after) in crossings {
-        if crosses_warning(before, after, limit) {
-            let draft = EventDraft::quota_warning(quota, limit.unwrap_or(0), after);
-            event_tx(tx, tenant, slug, draft, published)?;
-        }
+    for draft in warnings {
+        event_tx(tx, tenant, slug, draft, published)?;
     }
     Ok(())
-}
-
-/// `max_storage_bytes` and `max_files` crossings of a change from `before` to `after`.
-pub(crate) fn storage_crossings(
-    before: StoredUsage,
-    after: StoredUsage,
-    max_bytes: Option<u64>,
-    max_files: Option<u64>,
-) -> [(&'static str, Option<u64>, u64, u64); 2] {
-    [
-        ("max_storage_bytes", max_bytes, before.storage_bytes, after.storage_bytes),
-        ("max_files", max_files, before.files, after.files),
-    ]
 }
 
 /// Numbers and writes one event, and queues its webhook deliveries.

@@ -2,7 +2,7 @@
 //! count toward the tenant's `storage_bytes` in the same counters as files, checked inside the
 //! write transaction; expired rows are invisible at once and reclaimed in the background.
 
-use crate::journal::{journal_tx, quota_warnings_tx, storage_crossings};
+use crate::journal::{journal_tx, quota_warnings_tx};
 use crate::pool::sql_error;
 use crate::search::{memory_doc, reindex_tx};
 use crate::store::{add_usage_tx, corrupt, usage_tx, SqliteStore};
@@ -11,8 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tenantry_core::events::Journal;
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{MemoryEntry, MemoryKey, Namespace};
+use tenantry_core::quota::{self, StorageLimits, UsageDelta};
 use tenantry_core::search::{DocKind, IndexDoc};
-use tenantry_core::store::{MemoryListing, MemoryStore, MemoryWrite, StoredUsage, TenantScope};
+use tenantry_core::store::{MemoryListing, MemoryStore, MemoryWrite, TenantScope};
 use tenantry_core::time::Timestamp;
 use tenantry_core::{Error, Result};
 
@@ -152,15 +153,11 @@ impl MemoryStore for SqliteStore {
             };
             let old_size = current.map_or(0, |c| c.0);
             let new_size = write.value.len() as i64;
-            let delta = new_size - old_size;
+            let delta = UsageDelta { bytes: new_size - old_size, files: 0 };
             let used = usage_tx(tx, tenant)?;
-            let after = StoredUsage { storage_bytes: used.storage_bytes.saturating_add_signed(delta), ..used };
-            if let Some(max) = write.max_storage_bytes {
-                if delta > 0 && after.storage_bytes > max {
-                    return Err(Error::quota_exceeded("max_storage_bytes", max, used.storage_bytes));
-                }
-            }
-            add_usage_tx(tx, tenant, delta, 0)?;
+            let limits = StorageLimits { max_storage_bytes: write.max_storage_bytes, max_files: None };
+            let after = quota::storage(used, delta, limits)?;
+            add_usage_tx(tx, tenant, delta.bytes, 0)?;
             let stored = StoredEntry {
                 namespace: ns,
                 key,
@@ -171,8 +168,8 @@ impl MemoryStore for SqliteStore {
             };
             upsert_memory_tx(tx, tenant, &stored, &write.index)?;
             journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
-            let crossings = storage_crossings(used, after, write.max_storage_bytes, None);
-            quota_warnings_tx(tx, tenant, scope.slug().as_str(), &crossings, published)?;
+            let warnings = quota::storage_warnings(used, after, limits);
+            quota_warnings_tx(tx, tenant, scope.slug().as_str(), warnings, published)?;
             Ok(MemoryEntry {
                 namespace: ns.to_owned(),
                 key: key.to_owned(),

@@ -5,7 +5,7 @@ use crate::audit::append_audit_tx;
 use crate::blobs::{Blobs, Doomed, Pending, EXTERNAL_OVER};
 use crate::cache::FileCache;
 use crate::counters;
-use crate::journal::{journal_tx, quota_warnings_tx, storage_crossings, Published, Sinks};
+use crate::journal::{journal_tx, quota_warnings_tx, Published, Sinks};
 use crate::placement::{DedicatedPools, Routes};
 use crate::pool::{sql_error, OpenOptions, Pool};
 use crate::search::reindex_tx;
@@ -18,6 +18,7 @@ use tenantry_core::events::Journal;
 use tenantry_core::ids::{KeyId, TenantId};
 use tenantry_core::model::{AuditDraft, FileMeta, KeyRecord, Placement, Tenant, TenantStatus};
 use tenantry_core::path::{PathPrefix, TenantPath};
+use tenantry_core::quota::{self, StorageLimits, UsageDelta};
 use tenantry_core::role::Role;
 use tenantry_core::search::DocKind;
 use tenantry_core::secret::SecretHash;
@@ -594,18 +595,15 @@ impl TenantRegistry for SqliteStore {
         }
         let (scope, key) = (scope.clone(), key.clone());
         self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
-            if let Some(max) = max_keys {
-                let active = usable_keys_tx(tx, scope.tenant_id(), key.created_at)?;
-                if active >= max {
-                    return Err(Error::quota_exceeded("max_keys", max, active));
-                }
+            if max_keys.is_some() {
+                quota::one_more_key(usable_keys_tx(tx, scope.tenant_id(), key.created_at)?, max_keys)?;
             }
             insert_key_tx(tx, &key)?;
             journal_tx(tx, scope.tenant_id(), scope.slug().as_str(), journal, published)?;
-            if let Some(max) = max_keys {
-                let after = usable_keys_tx(tx, scope.tenant_id(), key.created_at)?;
-                let crossing = [("max_keys", Some(max), after.saturating_sub(1), after)];
-                quota_warnings_tx(tx, scope.tenant_id(), scope.slug().as_str(), &crossing, published)?;
+            if max_keys.is_some() {
+                let usable = usable_keys_tx(tx, scope.tenant_id(), key.created_at)?;
+                let warning = quota::key_warning(usable, max_keys).into_iter().collect();
+                quota_warnings_tx(tx, scope.tenant_id(), scope.slug().as_str(), warning, published)?;
             }
             Ok(())
         })
@@ -928,21 +926,13 @@ impl FileStore for SqliteStore {
                 // limit is refused; one that does not grow usage is always allowed.
                 let used = usage_tx(tx, tenant)?;
                 let old_size = current.as_ref().map_or(0, |c| c.size);
-                let bytes_delta = write.content.len() as i64 - old_size;
-                let files_delta = i64::from(outcome == WriteOutcome::Created);
-                let new_bytes = used.storage_bytes.saturating_add_signed(bytes_delta);
-                if let Some(max) = write.max_storage_bytes {
-                    if bytes_delta > 0 && new_bytes > max {
-                        return Err(Error::quota_exceeded("max_storage_bytes", max, used.storage_bytes));
-                    }
-                }
-                if let Some(max) = write.max_files {
-                    if files_delta > 0 && used.files + 1 > max {
-                        return Err(Error::quota_exceeded("max_files", max, used.files));
-                    }
-                }
-                add_usage_tx(tx, tenant, bytes_delta, files_delta)?;
-                let after = StoredUsage { storage_bytes: new_bytes, files: used.files + files_delta as u64 };
+                let delta = UsageDelta {
+                    bytes: write.content.len() as i64 - old_size,
+                    files: i64::from(outcome == WriteOutcome::Created),
+                };
+                let limits = StorageLimits { max_storage_bytes: write.max_storage_bytes, max_files: write.max_files };
+                let after = quota::storage(used, delta, limits)?;
+                add_usage_tx(tx, tenant, delta.bytes, delta.files)?;
                 let body = match &blob {
                     Some(name) => Body::External(name),
                     None => Body::Inline(&write.content),
@@ -962,8 +952,8 @@ impl FileStore for SqliteStore {
                 upsert_file_row_tx(tx, tenant, &row)?;
                 reindex_tx(tx, tenant, DocKind::File, write.path.as_str(), write.index.as_ref())?;
                 journal_tx(tx, tenant, scope.slug().as_str(), journal, published)?;
-                let crossings = storage_crossings(used, after, write.max_storage_bytes, write.max_files);
-                quota_warnings_tx(tx, tenant, scope.slug().as_str(), &crossings, published)?;
+                let warnings = quota::storage_warnings(used, after, limits);
+                quota_warnings_tx(tx, tenant, scope.slug().as_str(), warnings, published)?;
                 let meta = FileMeta {
                     path: write.path.clone(),
                     size: write.content.len() as u64,

@@ -61,9 +61,7 @@ impl WebhookStore for SqliteStore {
                 .prepare_cached("SELECT count(*) FROM webhooks WHERE tenant_id = ?1")
                 .and_then(|mut s| s.query_row([tenant.as_str()], |r| r.get(0)))
                 .map_err(sql_error)?;
-            if count as usize >= max {
-                return Err(Error::quota_exceeded("webhooks", max as u64, count as u64));
-            }
+            tenantry_core::quota::one_more_webhook(count.max(0) as u64, max)?;
             let h = &record.hook;
             let events = serde_json::to_string(&h.events).map_err(|e| Error::internal(e.to_string()))?;
             tx.prepare_cached(&format!(
