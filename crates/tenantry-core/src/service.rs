@@ -15,7 +15,7 @@ use crate::path::{PathPrefix, TenantPath};
 use crate::role::Role;
 use crate::secret::{KeySecret, SecretHash};
 use crate::slug::{Slug, DEFAULT_SLUG};
-use crate::store::{ByteRange, FileListing, FileWrite, Precondition, Store, WriteOutcome};
+use crate::store::{ByteRange, FileListing, FileWrite, Precondition, Store, TenantScope, WriteOutcome};
 use crate::tier::{Limits, QuotaOverrides, TierTable};
 use crate::time::{Clock, Timestamp};
 use serde_json::Value;
@@ -354,7 +354,7 @@ impl Tenantry {
                 request_id: String::new(),
                 ip: String::new(),
             };
-            this.store.insert_tenant(&tenant, None, audit).await?;
+            this.store.insert_tenant(&TenantScope::new(&tenant), &tenant, None, audit).await?;
             this.directory.put_tenant(tenant);
         }
         Ok(this)
@@ -372,8 +372,19 @@ impl Tenantry {
         &self.config
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// Whether the storage answers (readiness).
+    pub async fn storage_ready(&self) -> Result<()> {
+        self.store.ready().await
+    }
+
+    /// The storage backend's own figures, for `/metrics`.
+    pub fn storage_metrics(&self) -> Vec<crate::store::StoreMetric> {
+        self.store.metrics()
+    }
+
+    /// Registers a sink told about every committed event (the SSE hub, the delivery worker).
+    pub fn add_event_sink(&self, sink: Arc<dyn crate::events::EventSink>) {
+        self.store.add_event_sink(sink);
     }
 
     /// Effective limits of a tenant: its tier's, with its own overrides on top.
@@ -706,9 +717,8 @@ impl Tenantry {
         let now = self.clock.now();
         let tenant = Tenant { placement, domains, quotas, metadata, ..Tenant::new(slug.clone(), name, tier, now) };
         let (owner, secret) = mint_key(&tenant.id, "owner", Role::Owner, None, None, "operator", now);
-        self.store
-            .insert_tenant(&tenant, Some(&owner), grant.audit(actions::TENANT_CREATE, slug.as_str(), "ok"))
-            .await?;
+        let audit = grant.audit(actions::TENANT_CREATE, slug.as_str(), "ok");
+        self.store.insert_tenant(&grant.scope_of(&tenant), &tenant, Some(&owner), audit).await?;
         let minted = MintedKey { info: owner.info(), key: secret.expose().to_owned() };
         self.directory.put_tenant(tenant.clone());
         self.directory.put_key(owner);
@@ -762,7 +772,8 @@ impl Tenantry {
             self.check_domains_free(&tenant.domains, Some(&tenant.id))?;
         }
         tenant.updated_at = self.clock.now();
-        self.store.update_tenant(&tenant, grant.audit(actions::TENANT_UPDATE, slug, "ok").into()).await?;
+        let journal = grant.audit(actions::TENANT_UPDATE, slug, "ok").into();
+        self.store.update_tenant(&grant.scope_of(&tenant), &tenant, journal).await?;
         self.directory.put_tenant(tenant.clone());
         Ok(self.view(&tenant))
     }
@@ -801,7 +812,7 @@ impl Tenantry {
             audit: grant.audit(action, slug, "ok"),
             event: event.map(|kind| EventDraft::new(kind, "operator".to_owned())),
         };
-        self.store.update_tenant(&tenant, journal).await?;
+        self.store.update_tenant(&grant.scope_of(&tenant), &tenant, journal).await?;
         self.directory.put_tenant(tenant.clone());
         Ok(self.view(&tenant))
     }

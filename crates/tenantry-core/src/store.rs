@@ -110,12 +110,16 @@ pub struct ByteRange {
 
 #[async_trait]
 pub trait TenantRegistry: Send + Sync {
-    /// Every tenant and every key, to fill the in-memory directory at start.
-    async fn load_directory(&self) -> Result<(Vec<Tenant>, Vec<KeyRecord>)>;
     /// Creates a tenant with its owner key; `conflict` if the slug or a domain is taken.
-    async fn insert_tenant(&self, tenant: &Tenant, owner: Option<&KeyRecord>, audit: AuditDraft) -> Result<()>;
+    async fn insert_tenant(
+        &self,
+        scope: &TenantScope,
+        tenant: &Tenant,
+        owner: Option<&KeyRecord>,
+        audit: AuditDraft,
+    ) -> Result<()>;
     /// Stores a changed tenant record (name, tier, status, quotas, ...).
-    async fn update_tenant(&self, tenant: &Tenant, journal: Journal) -> Result<()>;
+    async fn update_tenant(&self, scope: &TenantScope, tenant: &Tenant, journal: Journal) -> Result<()>;
     /// Erases every row of the tenant, its record included.
     async fn purge_tenant(&self, scope: &TenantScope) -> Result<()>;
     /// Adds a key; `quota_exceeded` if the tenant already has `max_keys` usable keys (checked in
@@ -154,10 +158,6 @@ pub trait AuditLog: Send + Sync {
     ) -> Result<Vec<AuditEntry>>;
     /// Where the tenant's chain starts, once older entries were pruned.
     async fn audit_anchor(&self, scope: &TenantScope) -> Result<Option<crate::audit::AuditAnchor>>;
-    /// Background upkeep of one tenant: deletes, oldest first, at most `max` of its entries
-    /// written before `before`, never its newest one; in the same transaction records the last
-    /// one deleted as the tenant's anchor and appends [`crate::audit::prune_record`] of it.
-    async fn prune_audit(&self, scope: &TenantScope, before: Timestamp, max: usize) -> Result<AuditPruned>;
 }
 
 #[async_trait]
@@ -249,9 +249,6 @@ pub trait MemoryStore: Send + Sync {
         limit: usize,
         now: Timestamp,
     ) -> Result<Vec<MemoryEntry>>;
-    /// Background upkeep across tenants: deletes up to `limit` entries expired at `now` (with their
-    /// index entries and storage), returning how many.
-    async fn reclaim_expired_memory(&self, now: Timestamp, limit: usize) -> Result<u64>;
 }
 
 /// A search, narrowed by the service to what the caller may see.
@@ -284,9 +281,6 @@ pub trait EventLog: Send + Sync {
     ) -> Result<Vec<Event>>;
     /// The tenant's latest `seq` (0 before its first event).
     async fn last_event_seq(&self, scope: &TenantScope) -> Result<u64>;
-    /// Background upkeep across tenants: deletes a batch of events (and webhook delivery logs)
-    /// older than `before`, returning how many events; `seq` numbers are never reused.
-    async fn prune_events(&self, before: Timestamp) -> Result<u64>;
     /// Writes an event that no change of data carries (a warning raised on the request path).
     async fn publish_event(&self, scope: &TenantScope, draft: crate::events::EventDraft) -> Result<()>;
     /// Registers a sink told about every event after its commit, in commit order.
@@ -359,14 +353,6 @@ pub trait WebhookStore: Send + Sync {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<DeliveryAttempt>>;
-    /// The delivery worker's queue, across tenants: deliveries due at `now` of enabled webhooks,
-    /// oldest first, at most `per_tenant` of any one tenant.
-    async fn due_deliveries(&self, now: Timestamp, limit: usize, per_tenant: usize) -> Result<Vec<DueDelivery>>;
-    /// Logs an attempt and reschedules, completes or gives up on the delivery; updates the
-    /// webhook's failure count (disabling it at `disable_after`).
-    async fn record_attempt(&self, report: AttemptReport) -> Result<()>;
-    /// The earliest time a pending delivery of an enabled webhook is due, if any.
-    async fn next_delivery_at(&self) -> Result<Option<Timestamp>>;
 }
 
 /// Bundle imports (see [`crate::import`]): staged rows are invisible until `commit_import`
@@ -452,10 +438,6 @@ pub trait PlacementStore: Send + Sync {
 /// Metered request usage, by tenant and UTC day (see [`crate::usage`]).
 #[async_trait]
 pub trait UsageLog: Send + Sync {
-    /// Adds a batch of counters (one transaction). Counters of a tenant no longer registered are
-    /// dropped, checked inside the transaction: a purge may commit while a batch is on its way,
-    /// and must leave no row of the purged tenant behind.
-    async fn add_usage(&self, batch: Vec<(TenantId, i64, crate::usage::Counters)>) -> Result<()>;
     /// The tenant's counters summed over days `[from_day, to_day)`.
     async fn usage_between(&self, scope: &TenantScope, from_day: i64, to_day: i64) -> Result<crate::usage::Counters>;
     /// The tenant's counters per day over `[from_day, to_day)`, days without usage left out.
@@ -465,8 +447,6 @@ pub trait UsageLog: Send + Sync {
         from_day: i64,
         to_day: i64,
     ) -> Result<Vec<(i64, crate::usage::Counters)>>;
-    /// Every tenant's API calls over days `[from_day, to_day)` (to seed the monthly allowance).
-    async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>>;
 }
 
 /// One number a backend reports about itself for `/metrics` (its caches, its queues): the name
@@ -478,6 +458,40 @@ pub struct StoreMetric {
     /// A counter only ever grows (since start); otherwise it is a gauge.
     pub counter: bool,
     pub value: u64,
+}
+
+/// Background work across tenants: loading the directory at start, metering, pruning, expiry
+/// and webhook deliveries. Apart from the traits a request reaches: only the service's upkeep
+/// and the delivery worker call these, and the service does not hand the store to the HTTP
+/// layer.
+#[async_trait]
+pub trait Upkeep: Send + Sync {
+    /// Every tenant and every key, to fill the in-memory directory at start.
+    async fn load_directory(&self) -> Result<(Vec<Tenant>, Vec<KeyRecord>)>;
+    /// Adds a batch of counters (one transaction). Counters of a tenant no longer registered are
+    /// dropped, checked inside the transaction: a purge may commit while a batch is on its way,
+    /// and must leave no row of the purged tenant behind.
+    async fn add_usage(&self, batch: Vec<(TenantId, i64, crate::usage::Counters)>) -> Result<()>;
+    /// Every tenant's API calls over days `[from_day, to_day)` (to seed the monthly allowance).
+    async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>>;
+    /// Background upkeep across tenants: deletes a batch of events (and webhook delivery logs)
+    /// older than `before`, returning how many events; `seq` numbers are never reused.
+    async fn prune_events(&self, before: Timestamp) -> Result<u64>;
+    /// Background upkeep of one tenant: deletes, oldest first, at most `max` of its entries
+    /// written before `before`, never its newest one; in the same transaction records the last
+    /// one deleted as the tenant's anchor and appends [`crate::audit::prune_record`] of it.
+    async fn prune_audit(&self, scope: &TenantScope, before: Timestamp, max: usize) -> Result<AuditPruned>;
+    /// Background upkeep across tenants: deletes up to `limit` entries expired at `now` (with their
+    /// index entries and storage), returning how many.
+    async fn reclaim_expired_memory(&self, now: Timestamp, limit: usize) -> Result<u64>;
+    /// The delivery worker's queue, across tenants: deliveries due at `now` of enabled webhooks,
+    /// oldest first, at most `per_tenant` of any one tenant.
+    async fn due_deliveries(&self, now: Timestamp, limit: usize, per_tenant: usize) -> Result<Vec<DueDelivery>>;
+    /// Logs an attempt and reschedules, completes or gives up on the delivery; updates the
+    /// webhook's failure count (disabling it at `disable_after`).
+    async fn record_attempt(&self, report: AttemptReport) -> Result<()>;
+    /// The earliest time a pending delivery of an enabled webhook is due, if any.
+    async fn next_delivery_at(&self) -> Result<Option<Timestamp>>;
 }
 
 /// Operational checks of the backend.
@@ -505,6 +519,7 @@ pub trait Store:
     + ImportStore
     + PlacementStore
     + UsageLog
+    + Upkeep
     + Health
     + 'static
 {
@@ -520,6 +535,7 @@ impl<T> Store for T where
         + ImportStore
         + PlacementStore
         + UsageLog
+        + Upkeep
         + Health
         + 'static
 {

@@ -77,7 +77,7 @@ const IDLE: Duration = Duration::from_secs(5);
 /// Starts the worker; it stops when `shutdown` turns true, after the attempts in flight.
 pub fn spawn(svc: Arc<Tenantry>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     let wake = Arc::new(Notify::new());
-    svc.store().add_event_sink(Arc::new(Wake(wake.clone())));
+    svc.add_event_sink(Arc::new(Wake(wake.clone())));
     let policy = svc.webhook_policy().clone();
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -88,7 +88,7 @@ pub struct AppState {
 pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> (Router, Arc<live::EventHub>) {
     let (router, table) = api::routes();
     let hub = Arc::new(live::EventHub::default());
-    svc.store().add_event_sink(hub.clone());
+    svc.add_event_sink(hub.clone());
     let fairness = Arc::new(fairness::Fairness::new(config.max_in_flight_per_tenant));
     fairness.spawn_probe();
     let largest_body =

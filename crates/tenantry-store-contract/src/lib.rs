@@ -58,8 +58,8 @@ impl Fixture {
     /// Registers a new tenant (shared placement, no owner key) and returns its scope.
     pub async fn tenant(&self, slug: &str) -> (Tenant, TenantScope) {
         let tenant = Tenant::new(Slug::parse(slug).unwrap(), slug, "free", now());
-        self.store.insert_tenant(&tenant, None, draft("tenant.create", slug)).await.unwrap();
         let scope = TenantScope::for_store_contract(&tenant);
+        self.store.insert_tenant(&scope, &tenant, None, draft("tenant.create", slug)).await.unwrap();
         (tenant, scope)
     }
 

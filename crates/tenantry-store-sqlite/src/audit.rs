@@ -190,8 +190,11 @@ impl AuditLog for SqliteStore {
         let tenant = scope.tenant_id().clone();
         self.read_of(&tenant.clone(), move |c| anchor_of(c, &tenant)).await
     }
+}
 
-    async fn prune_audit(&self, scope: &TenantScope, before: Timestamp, max: usize) -> Result<AuditPruned> {
+/// Cross-tenant upkeep (see `upkeep`): not reachable through a request's scope.
+impl SqliteStore {
+    pub(crate) async fn prune_audit(&self, scope: &TenantScope, before: Timestamp, max: usize) -> Result<AuditPruned> {
         let scope = scope.clone();
         let tenant = scope.tenant_id().clone();
         let (found, following) = self.read_of(&tenant.clone(), move |c| prunable(c, &tenant, before, max)).await?;

@@ -88,7 +88,22 @@ impl EventLog for SqliteStore {
         Ok(seq.max(0) as u64)
     }
 
-    async fn prune_events(&self, before: Timestamp) -> Result<u64> {
+    async fn publish_event(&self, scope: &TenantScope, draft: EventDraft) -> Result<()> {
+        let scope = scope.clone();
+        self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
+            event_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft, published)
+        })
+        .await
+    }
+
+    fn add_event_sink(&self, sink: Arc<dyn EventSink>) {
+        self.sinks.write().unwrap_or_else(|e| e.into_inner()).push(sink);
+    }
+}
+
+/// Cross-tenant upkeep (see `upkeep`): not reachable through a request's scope.
+impl SqliteStore {
+    pub(crate) async fn prune_events(&self, before: Timestamp) -> Result<u64> {
         self.upkeep_write(move |tx| {
             // In batches, so the writer is never held for long; the caller repeats while full.
             let mut n = 0;
@@ -108,17 +123,5 @@ impl EventLog for SqliteStore {
             Ok(n as u64)
         })
         .await
-    }
-
-    async fn publish_event(&self, scope: &TenantScope, draft: EventDraft) -> Result<()> {
-        let scope = scope.clone();
-        self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
-            event_tx(tx, scope.tenant_id(), scope.slug().as_str(), draft, published)
-        })
-        .await
-    }
-
-    fn add_event_sink(&self, sink: Arc<dyn EventSink>) {
-        self.sinks.write().unwrap_or_else(|e| e.into_inner()).push(sink);
     }
 }

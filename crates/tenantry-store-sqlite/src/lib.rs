@@ -32,6 +32,7 @@ mod schema;
 mod search;
 mod store;
 mod tails;
+mod upkeep;
 mod webhooks;
 
 pub use pool::OpenOptions;

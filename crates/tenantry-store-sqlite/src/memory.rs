@@ -281,8 +281,11 @@ impl MemoryStore for SqliteStore {
         })
         .await
     }
+}
 
-    async fn reclaim_expired_memory(&self, now: Timestamp, limit: usize) -> Result<u64> {
+/// Cross-tenant upkeep (see `upkeep`): not reachable through a request's scope.
+impl SqliteStore {
+    pub(crate) async fn reclaim_expired_memory(&self, now: Timestamp, limit: usize) -> Result<u64> {
         self.upkeep_write(move |tx| {
             let expired: Vec<(String, String, String, i64)> = {
                 let mut s = tx

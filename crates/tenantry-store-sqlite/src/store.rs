@@ -433,65 +433,25 @@ pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bo
     Ok(())
 }
 
+/// A tenant's record is changed only under its own scope.
+fn same_tenant(scope: &TenantScope, tenant: &Tenant) -> Result<()> {
+    if scope.tenant_id() == &tenant.id {
+        Ok(())
+    } else {
+        Err(Error::internal("the tenant record differs from the scope"))
+    }
+}
+
 #[async_trait]
 impl TenantRegistry for SqliteStore {
-    async fn load_directory(&self) -> Result<(Vec<Tenant>, Vec<KeyRecord>)> {
-        let (mut tenants, mut keys) = self
-            .read_shared(|conn| {
-                let mut tenants = Vec::new();
-                let mut s = conn.prepare(&format!("SELECT {TENANT_COLUMNS} FROM tenants")).map_err(sql_error)?;
-                for t in s.query_map([], tenant_from_row).map_err(sql_error)? {
-                    tenants.push(t.map_err(sql_error)??);
-                }
-                let mut keys = Vec::new();
-                let mut s = conn.prepare(&format!("SELECT {KEY_COLUMNS} FROM keys")).map_err(sql_error)?;
-                for k in s.query_map([], key_from_row).map_err(sql_error)? {
-                    keys.push(k.map_err(sql_error)??);
-                }
-                Ok((tenants, keys))
-            })
-            .await?;
-        // A dedicated tenant's keys and settings live in its own database (its settings there
-        // are written with their audit entry, so they win over the registry's copy).
-        let dedicated: Vec<(TenantId, std::path::PathBuf)> =
-            self.routes.dedicated_tenants().into_iter().map(|t| (t.clone(), self.dedicated.path_of(&t))).collect();
-        let found = tokio::task::spawn_blocking(move || -> Result<Vec<(Option<Tenant>, Vec<KeyRecord>)>> {
-            let mut out = Vec::new();
-            for (tenant, path) in dedicated {
-                let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                    .map_err(sql_error)?;
-                let row = conn
-                    .prepare(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"))
-                    .and_then(|mut s| s.query_row([tenant.as_str()], tenant_from_row).optional())
-                    .map_err(sql_error)?
-                    .transpose()?;
-                let mut keys = Vec::new();
-                let mut s = conn.prepare(&format!("SELECT {KEY_COLUMNS} FROM keys")).map_err(sql_error)?;
-                for k in s.query_map([], key_from_row).map_err(sql_error)? {
-                    keys.push(k.map_err(sql_error)??);
-                }
-                out.push((row, keys));
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| Error::internal(format!("store task failed: {e}")))??;
-        for (row, dedicated_keys) in found {
-            keys.extend(dedicated_keys);
-            let Some(mut own) = row else { continue };
-            own.placement = Placement::Dedicated;
-            if let Some(t) = tenants.iter_mut().find(|t| t.id == own.id) {
-                if *t != own {
-                    let fixed = own.clone();
-                    self.write_shared(move |tx| write_tenant_row(tx, &fixed, false)).await?;
-                    *t = own;
-                }
-            }
-        }
-        Ok((tenants, keys))
-    }
-
-    async fn insert_tenant(&self, tenant: &Tenant, owner: Option<&KeyRecord>, audit: AuditDraft) -> Result<()> {
+    async fn insert_tenant(
+        &self,
+        scope: &TenantScope,
+        tenant: &Tenant,
+        owner: Option<&KeyRecord>,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        same_tenant(scope, tenant)?;
         let (tenant, owner) = (tenant.clone(), owner.cloned());
         if tenant.placement == Placement::Shared {
             return self
@@ -537,7 +497,8 @@ impl TenantRegistry for SqliteStore {
         }
     }
 
-    async fn update_tenant(&self, tenant: &Tenant, journal: Journal) -> Result<()> {
+    async fn update_tenant(&self, scope: &TenantScope, tenant: &Tenant, journal: Journal) -> Result<()> {
+        same_tenant(scope, tenant)?;
         let tenant = tenant.clone();
         let t = tenant.clone();
         self.write_journaled(&tenant.id.clone(), None, move |tx, published| {
@@ -1106,37 +1067,6 @@ fn counters_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<Counters> {
 
 #[async_trait]
 impl UsageLog for SqliteStore {
-    async fn add_usage(&self, batch: Vec<(TenantId, i64, Counters)>) -> Result<()> {
-        self.write_shared(move |tx| {
-            let mut s = tx
-                .prepare_cached(
-                    // Only for a tenant still registered: a purge that committed after the
-                    // batch was taken must not be followed by rows of the purged tenant.
-                    "INSERT INTO usage_daily (tenant_id, day, api_calls, reads, writes, bytes_in, bytes_out, searches)
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1)
-                     ON CONFLICT (tenant_id, day) DO UPDATE SET api_calls = api_calls + ?3, reads = reads + ?4,
-                       writes = writes + ?5, bytes_in = bytes_in + ?6, bytes_out = bytes_out + ?7,
-                       searches = searches + ?8",
-                )
-                .map_err(sql_error)?;
-            for (tenant, day, c) in &batch {
-                s.execute(params![
-                    tenant.as_str(),
-                    day,
-                    c.api_calls as i64,
-                    c.reads as i64,
-                    c.writes as i64,
-                    c.bytes_in as i64,
-                    c.bytes_out as i64,
-                    c.searches as i64
-                ])
-                .map_err(sql_error)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
     async fn usage_between(&self, scope: &TenantScope, from_day: i64, to_day: i64) -> Result<Counters> {
         let tenant = scope.tenant_id().clone();
         self.read_shared(move |conn| {
@@ -1166,26 +1096,6 @@ impl UsageLog for SqliteStore {
                 })
                 .map_err(sql_error)?;
             rows.map(|r| r.map_err(sql_error)).collect()
-        })
-        .await
-    }
-
-    async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>> {
-        self.read_shared(move |conn| {
-            let mut s = conn
-                .prepare_cached(
-                    "SELECT tenant_id, SUM(api_calls) FROM usage_daily WHERE day >= ?1 AND day < ?2 GROUP BY tenant_id",
-                )
-                .map_err(sql_error)?;
-            let rows = s
-                .query_map(params![from_day, to_day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(sql_error)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (t, n) = row.map_err(sql_error)?;
-                out.push((TenantId::parse(&t).ok_or_else(|| corrupt("tenant id"))?, n as u64));
-            }
-            Ok(out)
         })
         .await
     }
@@ -1241,10 +1151,119 @@ impl Health for SqliteStore {
     }
 }
 
+/// Cross-tenant upkeep (see `upkeep`): not reachable through a request's scope.
+impl SqliteStore {
+    pub(crate) async fn load_directory(&self) -> Result<(Vec<Tenant>, Vec<KeyRecord>)> {
+        let (mut tenants, mut keys) = self
+            .read_shared(|conn| {
+                let mut tenants = Vec::new();
+                let mut s = conn.prepare(&format!("SELECT {TENANT_COLUMNS} FROM tenants")).map_err(sql_error)?;
+                for t in s.query_map([], tenant_from_row).map_err(sql_error)? {
+                    tenants.push(t.map_err(sql_error)??);
+                }
+                let mut keys = Vec::new();
+                let mut s = conn.prepare(&format!("SELECT {KEY_COLUMNS} FROM keys")).map_err(sql_error)?;
+                for k in s.query_map([], key_from_row).map_err(sql_error)? {
+                    keys.push(k.map_err(sql_error)??);
+                }
+                Ok((tenants, keys))
+            })
+            .await?;
+        // A dedicated tenant's keys and settings live in its own database (its settings there
+        // are written with their audit entry, so they win over the registry's copy).
+        let dedicated: Vec<(TenantId, std::path::PathBuf)> =
+            self.routes.dedicated_tenants().into_iter().map(|t| (t.clone(), self.dedicated.path_of(&t))).collect();
+        let found = tokio::task::spawn_blocking(move || -> Result<Vec<(Option<Tenant>, Vec<KeyRecord>)>> {
+            let mut out = Vec::new();
+            for (tenant, path) in dedicated {
+                let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(sql_error)?;
+                let row = conn
+                    .prepare(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"))
+                    .and_then(|mut s| s.query_row([tenant.as_str()], tenant_from_row).optional())
+                    .map_err(sql_error)?
+                    .transpose()?;
+                let mut keys = Vec::new();
+                let mut s = conn.prepare(&format!("SELECT {KEY_COLUMNS} FROM keys")).map_err(sql_error)?;
+                for k in s.query_map([], key_from_row).map_err(sql_error)? {
+                    keys.push(k.map_err(sql_error)??);
+                }
+                out.push((row, keys));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("store task failed: {e}")))??;
+        for (row, dedicated_keys) in found {
+            keys.extend(dedicated_keys);
+            let Some(mut own) = row else { continue };
+            own.placement = Placement::Dedicated;
+            if let Some(t) = tenants.iter_mut().find(|t| t.id == own.id) {
+                if *t != own {
+                    let fixed = own.clone();
+                    self.write_shared(move |tx| write_tenant_row(tx, &fixed, false)).await?;
+                    *t = own;
+                }
+            }
+        }
+        Ok((tenants, keys))
+    }
+
+    pub(crate) async fn add_usage(&self, batch: Vec<(TenantId, i64, Counters)>) -> Result<()> {
+        self.write_shared(move |tx| {
+            let mut s = tx
+                .prepare_cached(
+                    // Only for a tenant still registered: a purge that committed after the
+                    // batch was taken must not be followed by rows of the purged tenant.
+                    "INSERT INTO usage_daily (tenant_id, day, api_calls, reads, writes, bytes_in, bytes_out, searches)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1)
+                     ON CONFLICT (tenant_id, day) DO UPDATE SET api_calls = api_calls + ?3, reads = reads + ?4,
+                       writes = writes + ?5, bytes_in = bytes_in + ?6, bytes_out = bytes_out + ?7,
+                       searches = searches + ?8",
+                )
+                .map_err(sql_error)?;
+            for (tenant, day, c) in &batch {
+                s.execute(params![
+                    tenant.as_str(),
+                    day,
+                    c.api_calls as i64,
+                    c.reads as i64,
+                    c.writes as i64,
+                    c.bytes_in as i64,
+                    c.bytes_out as i64,
+                    c.searches as i64
+                ])
+                .map_err(sql_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>> {
+        self.read_shared(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT tenant_id, SUM(api_calls) FROM usage_daily WHERE day >= ?1 AND day < ?2 GROUP BY tenant_id",
+                )
+                .map_err(sql_error)?;
+            let rows = s
+                .query_map(params![from_day, to_day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(sql_error)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (t, n) = row.map_err(sql_error)?;
+                out.push((TenantId::parse(&t).ok_or_else(|| corrupt("tenant id"))?, n as u64));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tenantry_core::store::EventLog;
 
     fn tenant(slug: &str) -> Tenant {
         Tenant::new(Slug::parse(slug).unwrap(), slug, "free", Timestamp::from_millis(0))
@@ -1266,7 +1285,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path(), OpenOptions::default()).unwrap();
         let kept = tenant("kept");
-        store.insert_tenant(&kept, None, audit()).await.unwrap();
+        store.insert_tenant(&TenantScope::for_store_contract(&kept), &kept, None, audit()).await.unwrap();
         let purged = TenantId::generate(); // as after a purge committed while the batch was in flight
         let c = Counters { api_calls: 3, reads: 2, writes: 1, ..Default::default() };
         store.add_usage(vec![(kept.id.clone(), 10, c), (purged.clone(), 10, c)]).await.unwrap();

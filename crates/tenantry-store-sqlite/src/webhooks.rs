@@ -210,8 +210,16 @@ impl WebhookStore for SqliteStore {
         })
         .await
     }
+}
 
-    async fn due_deliveries(&self, now: Timestamp, limit: usize, per_tenant: usize) -> Result<Vec<DueDelivery>> {
+/// Cross-tenant upkeep (see `upkeep`): not reachable through a request's scope.
+impl SqliteStore {
+    pub(crate) async fn due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        per_tenant: usize,
+    ) -> Result<Vec<DueDelivery>> {
         let mut all = self
             .webhook_read(move |conn| {
                 // The oldest few of each tenant, so one tenant's backlog never hides another's.
@@ -260,7 +268,7 @@ impl WebhookStore for SqliteStore {
         Ok(due)
     }
 
-    async fn record_attempt(&self, report: AttemptReport) -> Result<()> {
+    pub(crate) async fn record_attempt(&self, report: AttemptReport) -> Result<()> {
         self.write_of(&report.tenant_id.clone(), move |tx| {
             let row: Option<(String, String, i64, String, i64)> = tx
                 .prepare_cached("SELECT tenant_id, webhook_id, event_seq, event, attempts FROM webhook_outbox WHERE id = ?1")
@@ -333,7 +341,7 @@ impl WebhookStore for SqliteStore {
         .await
     }
 
-    async fn next_delivery_at(&self) -> Result<Option<Timestamp>> {
+    pub(crate) async fn next_delivery_at(&self) -> Result<Option<Timestamp>> {
         let all = self
             .webhook_read(|conn| {
                 conn.prepare_cached(

@@ -19,7 +19,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
     (status = 200, description = "storage is reachable"),
     (status = 503, description = "storage is not reachable")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.svc.store().ready().await {
+    match state.svc.storage_ready().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => {
             tracing::error!("readiness check failed: {e}");
@@ -47,7 +47,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         let _ = writeln!(body, "tenantry_webhook_attempts_total{{outcome=\"failed\"}} {failed}");
         body.push_str(&state.fairness.render());
         body.push_str(&state.bodies.render());
-        for m in state.svc.store().metrics() {
+        for m in state.svc.storage_metrics() {
             let kind = if m.counter { "counter" } else { "gauge" };
             let _ = writeln!(body, "# HELP {} {}", m.name, m.help);
             let _ = writeln!(body, "# TYPE {} {kind}", m.name);
