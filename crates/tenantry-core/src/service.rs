@@ -129,34 +129,54 @@ impl Default for ServiceConfig {
 
 /// A request to create a tenant (API.md §4), fields still raw: the service parses them.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
+    /// Lowercase letters, digits and `-`, 3 to 63 characters.
+    #[cfg_attr(feature = "openapi", schema(example = "acme"))]
     pub slug: String,
     pub name: Option<String>,
+    /// A configured tier (built in: free, starter, pro, enterprise); the default tier if absent.
     pub tier: Option<String>,
+    /// `shared` (the default) or `dedicated`.
     pub placement: Option<String>,
+    /// Overrides of the tier's limits, by name (`null`: unlimited).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub quotas: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,
     pub domains: Option<Vec<String>>,
 }
 
 /// A change to a tenant: only the fields given change.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TenantPatch {
     pub name: Option<String>,
     pub tier: Option<String>,
+    /// Replaces the previous overrides whole.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub quotas: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,
     pub domains: Option<Vec<String>>,
 }
 
+/// A request to create a key (API.md §5).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
+    #[cfg_attr(feature = "openapi", schema(example = "ci"))]
     pub name: String,
+    /// `reader`, `writer`, `admin` or `owner`: at most the creating key's.
+    #[cfg_attr(feature = "openapi", schema(example = "writer"))]
     pub role: String,
+    /// A path prefix the key is confined to, within the creating key's.
     pub prefix: Option<String>,
+    /// RFC 3339; at most the creating key's.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub expires_at: Option<String>,
 }
 

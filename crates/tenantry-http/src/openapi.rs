@@ -65,11 +65,57 @@ impl Modify for ErrorResponses {
     }
 }
 
+/// A body of raw bytes (a file, a bundle): `type: string, format: binary`, which client
+/// generators turn into a file or byte-stream parameter.
+pub struct Binary;
+
+impl utoipa::PartialSchema for Binary {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Binary {}
+
+/// `X-Tenant-ID` (API.md §3): the operator's way to name a tenant by header, on every `/v1/`
+/// route. A tenant key may name only its own tenant.
+struct TenantHeader;
+
+impl Modify for TenantHeader {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::Required;
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head];
+            for op in ops.into_iter().flatten() {
+                let header = ParameterBuilder::new()
+                    .name("X-Tenant-ID")
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::False)
+                    .description(Some(
+                        "The tenant to act on, by slug or id: for the operator key (a tenant key may name only its own tenant; another answers 403 tenant_mismatch). Also `/t/{slug}/v1/...` or the host.",
+                    ))
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .build();
+                op.parameters.get_or_insert_with(Vec::new).push(header);
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tenantry", description = "Multi-tenant workspace server. Every `/v1/...` route is also served as `/t/{slug}/v1/...`."),
     security(("bearer" = [])),
-    modifiers(&BearerAuth, &ErrorResponses),
+    modifiers(&BearerAuth, &ErrorResponses, &TenantHeader),
     paths(
         api::ops::healthz, api::ops::readyz, api::ops::metrics, api::ops::openapi,
         api::tenants::create, api::tenants::list, api::tenants::show, api::tenants::update, api::tenants::archive,
@@ -114,5 +160,31 @@ mod tests {
             svc_routes.iter().map(|e| (e.method.to_string(), e.path.replace("{*", "{"))).collect();
         assert_eq!(documented, served);
         assert_eq!(spec["openapi"], "3.1.0");
+    }
+
+    #[test]
+    fn every_operation_has_an_id_of_its_own() {
+        let spec = serde_json::to_value(spec()).unwrap();
+        let mut ids = BTreeSet::new();
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+                assert!(ids.insert(id.to_owned()), "operationId {id} of {method} {path} is not unique");
+            }
+        }
+    }
+
+    #[test]
+    fn request_bodies_are_typed_and_raw_bodies_are_binary() {
+        let spec = serde_json::to_value(spec()).unwrap();
+        let body = |path: &str, method: &str| spec["paths"][path][method]["requestBody"]["content"].clone();
+        assert_eq!(
+            body("/v1/files/{path}", "put")["application/octet-stream"]["schema"],
+            serde_json::json!({"type": "string", "format": "binary"})
+        );
+        assert_eq!(body("/v1/tenants", "post")["application/json"]["schema"]["$ref"], "#/components/schemas/NewTenant");
+        assert_eq!(body("/v1/keys", "post")["application/json"]["schema"]["$ref"], "#/components/schemas/NewKey");
+        let params = spec["paths"]["/v1/files/{path}"]["get"]["parameters"].as_array().unwrap();
+        assert!(params.iter().any(|p| p["name"] == "X-Tenant-ID" && p["in"] == "header"));
     }
 }

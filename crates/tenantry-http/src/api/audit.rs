@@ -18,7 +18,7 @@ pub struct AuditQuery {
 }
 
 /// Entries after `after`, in seq order.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(
+#[utoipa::path(get, operation_id = "list_audit", path = "/v1/audit", tag = "audit", params(
     ("after" = Option<u64>, Query), ("action" = Option<String>, Query), ("limit" = Option<u32>, Query)),
     responses((status = 200, description = "a page of entries", body = Page<AuditEntry>), (status = 403, description = "needs admin")))]
 pub async fn list(
@@ -33,7 +33,7 @@ pub async fn list(
 }
 
 /// Walks the tenant's hash chain and reports the first broken link.
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, description = "the result of walking the chain", body = ChainReport)))]
+#[utoipa::path(get, operation_id = "verify_audit", path = "/v1/audit/verify", tag = "audit", responses((status = 200, description = "the result of walking the chain", body = ChainReport)))]
 pub async fn verify(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
     Ok(Json(state.svc.verify_audit(&caller).await?).into_response())
 }

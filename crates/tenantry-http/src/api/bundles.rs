@@ -137,7 +137,7 @@ fn write_bundle(svc: &Arc<Tenantry>, e: &Export, out: ChannelWriter) -> Result<(
 
 /// The whole tenant as one `.tenantry` bundle: settings, files, memory, webhooks (secrets with
 /// `include_secrets=true`), key metadata (never secrets). Operator only.
-#[utoipa::path(get, path = "/v1/tenants/{slug}/export", tag = "tenants",
+#[utoipa::path(get, operation_id = "export_tenant", path = "/v1/tenants/{slug}/export", tag = "tenants",
     params(("slug" = String, Path), ("include_secrets" = Option<bool>, Query, description = "include webhook signing secrets")),
     responses((status = 200, description = "the bundle (docs/BUNDLE.md)", content_type = "application/vnd.tenantry.bundle")))]
 pub async fn export(
@@ -346,9 +346,9 @@ fn read_and_import(
 /// `on_conflict` decides for paths and memory keys that hold different content (the same
 /// content is never a conflict): `skip` (default) keeps the tenant's, `overwrite` takes the
 /// bundle's, `rename` keeps both (docs/BUNDLE.md has the suffix rule). Operator only.
-#[utoipa::path(post, path = "/v1/tenants/{slug}/import", tag = "tenants",
+#[utoipa::path(post, operation_id = "import_tenant", path = "/v1/tenants/{slug}/import", tag = "tenants",
     params(("slug" = String, Path), ("on_conflict" = Option<String>, Query, description = "skip (default), overwrite or rename")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the bundle (docs/BUNDLE.md), any content type"),
+    request_body(content = inline(crate::openapi::Binary), content_type = "application/octet-stream", description = "the bundle (docs/BUNDLE.md), any content type"),
     responses((status = 200, description = "what the import did", body = ImportReport)))]
 pub async fn import(
     State(state): State<AppState>,

@@ -64,8 +64,8 @@ pub(crate) fn body_limit(svc: &tenantry_core::service::Tenantry) -> usize {
 }
 
 /// Write a file (raw body). Durable when answered.
-#[utoipa::path(put, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path, description = "absolute file path")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+#[utoipa::path(put, operation_id = "put_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path, description = "absolute file path")),
+    request_body(content = inline(crate::openapi::Binary), content_type = "application/octet-stream", description = "the file's bytes; `Content-Type` is stored as the file's content type"),
     responses((status = 201, description = "created", body = FileMeta), (status = 200, description = "replaced", body = FileMeta),
         (status = 412, description = "precondition_failed"), (status = 413, description = "too_large")))]
 pub async fn put(
@@ -137,7 +137,7 @@ fn not_modified(headers: &HeaderMap, meta: &FileMeta) -> Result<bool, ApiError> 
 }
 
 /// Read a file: the bytes as stored. `Range` (one range) and `If-None-Match` are honoured.
-#[utoipa::path(get, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)),
+#[utoipa::path(get, operation_id = "get_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)),
     responses((status = 200, description = "the bytes, with the Content-Type they were stored with", content_type = "*/*"), (status = 206, description = "a range of the bytes", content_type = "*/*"),
         (status = 304, description = "not modified"), (status = 404, description = "not_found")))]
 pub async fn get(
@@ -197,7 +197,7 @@ pub async fn get(
 }
 
 /// Headers only: what GET would send, without reading the content.
-#[utoipa::path(head, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)), responses((status = 200, description = "headers of the file"), (status = 404, description = "not_found")))]
+#[utoipa::path(head, operation_id = "head_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)), responses((status = 200, description = "headers of the file"), (status = 404, description = "not_found")))]
 pub async fn head(State(state): State<AppState>, Authed(caller): Authed, uri: Uri) -> ApiResult<Response> {
     let path = path_of(&uri)?;
     let meta = state.svc.stat_file(&caller, &path).await?;
@@ -208,7 +208,7 @@ pub async fn head(State(state): State<AppState>, Authed(caller): Authed, uri: Ur
 }
 
 /// Delete a file; `If-Match` honoured.
-#[utoipa::path(delete, path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)), responses((status = 204, description = "deleted"), (status = 404, description = "not_found")))]
+#[utoipa::path(delete, operation_id = "delete_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)), responses((status = 204, description = "deleted"), (status = 404, description = "not_found")))]
 pub async fn remove(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -233,7 +233,7 @@ pub struct ListQuery {
 }
 
 /// Files under `prefix` in path order; only direct children unless `recursive=true`.
-#[utoipa::path(get, path = "/v1/files", tag = "files", params(
+#[utoipa::path(get, operation_id = "list_files", path = "/v1/files", tag = "files", params(
     ("prefix" = Option<String>, Query, description = "a directory such as /docs/"),
     ("recursive" = Option<bool>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "a page of files in path order", body = Page<FileMeta>)))]

@@ -17,7 +17,7 @@ pub struct KeyList {
 }
 
 /// Create a key no stronger than the caller's own; the secret is shown only here.
-#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body(content = Object, description = "{name, role, prefix?, expires_at?}"),
+#[utoipa::path(post, operation_id = "create_key", path = "/v1/keys", tag = "keys", request_body = NewKey,
     responses((status = 201, description = "the key, with its secret `key`", body = MintedKey), (status = 403, description = "forbidden")))]
 pub async fn create(
     State(state): State<AppState>,
@@ -29,14 +29,14 @@ pub async fn create(
 }
 
 /// The tenant's keys, without secrets.
-#[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, description = "the keys", body = KeyList)))]
+#[utoipa::path(get, operation_id = "list_keys", path = "/v1/keys", tag = "keys", responses((status = 200, description = "the keys", body = KeyList)))]
 pub async fn list(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
     let items = state.svc.list_keys(&caller).await?;
     Ok(Json(KeyList { items }).into_response())
 }
 
 /// Revoke at once.
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
+#[utoipa::path(delete, operation_id = "revoke_key", path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 204, description = "revoked"), (status = 404, description = "no such key in this tenant")))]
 pub async fn revoke(
     State(state): State<AppState>,
@@ -48,7 +48,7 @@ pub async fn revoke(
 }
 
 /// The caller's tenant and key.
-#[utoipa::path(get, path = "/v1/whoami", tag = "keys", responses((status = 200, description = "the tenant and the key", body = WhoAmI)))]
+#[utoipa::path(get, operation_id = "whoami", path = "/v1/whoami", tag = "keys", responses((status = 200, description = "the tenant and the key", body = WhoAmI)))]
 pub async fn whoami(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
     Ok(Json(state.svc.whoami(&caller)).into_response())
 }

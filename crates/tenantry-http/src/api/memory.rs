@@ -32,7 +32,7 @@ pub(crate) fn body_limit(svc: &tenantry_core::service::Tenantry, http: &crate::H
 }
 
 /// Sets a value (any JSON), optionally expiring after `ttl_seconds`.
-#[utoipa::path(put, path = "/v1/memory/{namespace}/{key}", tag = "memory",
+#[utoipa::path(put, operation_id = "set_memory", path = "/v1/memory/{namespace}/{key}", tag = "memory",
     params(("namespace" = String, Path), ("key" = String, Path, description = "may contain `/`"), ("ttl_seconds" = Option<u64>, Query)),
     request_body(content = serde_json::Value, content_type = "application/json"),
     responses((status = 200, description = "stored", body = MemoryEntry), (status = 413, description = "too_large")))]
@@ -53,7 +53,7 @@ pub async fn set(
     Ok((StatusCode::OK, Json(entry)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/memory/{namespace}/{key}", tag = "memory",
+#[utoipa::path(get, operation_id = "get_memory", path = "/v1/memory/{namespace}/{key}", tag = "memory",
     params(("namespace" = String, Path), ("key" = String, Path)),
     responses((status = 200, description = "the entry", body = MemoryEntry), (status = 404, description = "absent or expired")))]
 pub async fn get(
@@ -64,7 +64,7 @@ pub async fn get(
     Ok(Json(state.svc.get_memory(&caller, &namespace, &key).await?).into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/memory/{namespace}/{key}", tag = "memory",
+#[utoipa::path(delete, operation_id = "delete_memory", path = "/v1/memory/{namespace}/{key}", tag = "memory",
     params(("namespace" = String, Path), ("key" = String, Path)),
     responses((status = 204, description = "deleted"), (status = 404, description = "absent or expired")))]
 pub async fn remove(
@@ -77,7 +77,7 @@ pub async fn remove(
 }
 
 /// A namespace's entries in key order (values included unless `values=false`).
-#[utoipa::path(get, path = "/v1/memory/{namespace}", tag = "memory",
+#[utoipa::path(get, operation_id = "list_memory", path = "/v1/memory/{namespace}", tag = "memory",
     params(("namespace" = String, Path), ("prefix" = Option<String>, Query), ("values" = Option<bool>, Query),
         ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "a page of entries", body = Page<MemoryEntry>)))]

@@ -9,13 +9,13 @@ use axum::Json;
 use serde_json::json;
 
 /// Alive: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "the server is alive")))]
+#[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "the server is alive")))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready: storage answers a query.
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses(
+#[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "operations", security(()), responses(
     (status = 200, description = "storage is reachable"),
     (status = 503, description = "storage is not reachable")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
@@ -30,7 +30,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Prometheus text: requests by route and status, latency histogram, tenants by status; with the
 /// operator key, also requests, stored bytes and files of the 20 busiest tenants.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut body = state.metrics.render(state.svc.directory());
     {
@@ -70,7 +70,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()), responses((status = 200, description = "the OpenAPI 3.1 document")))]
+#[utoipa::path(get, operation_id = "openapi", path = "/openapi.json", tag = "operations", security(()), responses((status = 200, description = "the OpenAPI 3.1 document")))]
 pub async fn openapi() -> Response {
     Json(crate::openapi::spec()).into_response()
 }

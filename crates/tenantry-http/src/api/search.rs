@@ -26,7 +26,7 @@ pub struct SearchResults {
 
 /// Ranked hits holding every word of `q`; `prefix` narrows to files under it, `namespace` to one
 /// memory namespace, `kind` to `file` or `memory`.
-#[utoipa::path(get, path = "/v1/search", tag = "search", params(
+#[utoipa::path(get, operation_id = "search", path = "/v1/search", tag = "search", params(
     ("q" = String, Query), ("prefix" = Option<String>, Query), ("namespace" = Option<String>, Query),
     ("kind" = Option<String>, Query), ("limit" = Option<u32>, Query)),
     responses((status = 200, description = "hits, best first", body = SearchResults)))]

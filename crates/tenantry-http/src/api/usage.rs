@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tenantry_core::service::UsageReport;
 
 /// The caller's tenant's usage this month.
-#[utoipa::path(get, path = "/v1/usage", tag = "usage", responses((status = 200, description = "usage and limits", body = UsageReport)))]
+#[utoipa::path(get, operation_id = "get_usage", path = "/v1/usage", tag = "usage", responses((status = 200, description = "usage and limits", body = UsageReport)))]
 pub async fn own(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
     Ok(Json(state.svc.usage(&caller).await?).into_response())
 }
@@ -25,7 +25,7 @@ pub struct UsageQuery {
 
 /// Any tenant's usage (operator): this month, or `from`..`to` by `granularity`; `format=csv`
 /// gives the billing export.
-#[utoipa::path(get, path = "/v1/tenants/{slug}/usage", tag = "usage", params(("slug" = String, Path),
+#[utoipa::path(get, operation_id = "get_tenant_usage", path = "/v1/tenants/{slug}/usage", tag = "usage", params(("slug" = String, Path),
         ("from" = Option<String>, Query, description = "YYYY-MM-DD or RFC 3339; default: start of this month"),
         ("to" = Option<String>, Query, description = "exclusive; default: start of next month"),
         ("granularity" = Option<String>, Query, description = "day (default) or month"),

@@ -33,7 +33,7 @@ pub struct DeliveriesQuery {
 
 /// Creates a webhook. The target must resolve to public addresses only (unless the operator
 /// allows private networks).
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhook,
+#[utoipa::path(post, operation_id = "create_webhook", path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhook,
     responses((status = 201, description = "created; the secret is shown once", body = CreatedWebhook),
         (status = 403, description = "needs admin, or `feature_not_in_tier`")))]
 pub async fn create(
@@ -45,13 +45,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(CreatedWebhook { webhook, secret })).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+#[utoipa::path(get, operation_id = "list_webhooks", path = "/v1/webhooks", tag = "webhooks",
     responses((status = 200, description = "the tenant's webhooks", body = WebhookList)))]
 pub async fn list(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
     Ok(Json(WebhookList { items: state.svc.list_webhooks(&caller).await? }).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+#[utoipa::path(get, operation_id = "get_webhook", path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
     responses((status = 200, description = "the webhook", body = Webhook)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -62,7 +62,7 @@ pub async fn show(
 }
 
 /// Enables or disables a webhook (enabling after automatic disabling resets its failure count).
-#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = WebhookPatch,
+#[utoipa::path(patch, operation_id = "update_webhook", path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = WebhookPatch,
     responses((status = 200, description = "the webhook", body = Webhook)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -73,7 +73,7 @@ pub async fn update(
     Ok(Json(state.svc.update_webhook(&caller, &id, patch).await?).into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+#[utoipa::path(delete, operation_id = "delete_webhook", path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
     responses((status = 204, description = "deleted, with its pending deliveries and log")))]
 pub async fn remove(
     State(state): State<AppState>,
@@ -85,7 +85,7 @@ pub async fn remove(
 }
 
 /// The webhook's delivery attempts, newest first; `before` (an attempt id) pages back.
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
+#[utoipa::path(get, operation_id = "list_deliveries", path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
     params(("id" = String, Path), ("before" = Option<u64>, Query), ("limit" = Option<u32>, Query)),
     responses((status = 200, description = "a page of attempts", body = Page<DeliveryAttempt>)))]
 pub async fn deliveries(
