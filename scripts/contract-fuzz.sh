@@ -8,15 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-50}
 command -v schemathesis >/dev/null || python3 -m pip install -q schemathesis
-# A fresh pyenv may not have a shim for the new console script yet: fall back to its real path.
-ST=$(command -v schemathesis || echo "$(python3 -c 'import os, sys; print(os.path.dirname(sys.executable))')/schemathesis")
-cargo build -q
-WORK=$(mktemp -d)
 PORT=18090
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-TENANTRY_ADMIN_KEY=fuzz-operator TENANTRY_LOG=error ./target/debug/tenantry serve \
-  --listen 127.0.0.1:$PORT --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
-for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
+OPERATOR=fuzz-operator
+source scripts/serve-debug.sh
+ST=$(console_script schemathesis)
 OWNER=$(curl -sf http://127.0.0.1:$PORT/v1/tenants -H 'Authorization: Bearer fuzz-operator' \
   -d '{"slug":"fuzz","tier":"enterprise"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["owner_key"])')
 # The tenant owner first: the operator run may archive or purge that tenant (it is allowed to).

@@ -7,14 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -c 'import openapi_spec_validator' 2>/dev/null || python3 -m pip install -q openapi-spec-validator
 command -v openapi-python-client >/dev/null || python3 -m pip install -q openapi-python-client
-GEN=$(command -v openapi-python-client || echo "$(python3 -c 'import os, sys; print(os.path.dirname(sys.executable))')/openapi-python-client")
-cargo build -q
-WORK=$(mktemp -d)
 PORT=18091
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-TENANTRY_ADMIN_KEY=openapi-operator TENANTRY_LOG=error ./target/debug/tenantry serve \
-  --listen 127.0.0.1:$PORT --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
-for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
+OPERATOR=openapi-operator
+source scripts/serve-debug.sh
+GEN=$(console_script openapi-python-client)
 curl -sf http://127.0.0.1:$PORT/openapi.json -o "$WORK/openapi.json"
 echo "== openapi-spec-validator"
 python3 - "$WORK/openapi.json" <<'PY'
