@@ -53,7 +53,12 @@ pub struct Client {
     base: String,
     key: Option<String>,
     tenant: Option<String>,
+    /// Times a request answered 429 is sent again after its `Retry-After` (0: never).
+    rate_limit_retries: u32,
 }
+
+/// The longest `Retry-After` a retrying client waits out; a longer one is answered as it is.
+pub const MAX_RETRY_WAIT_SECS: u64 = 30;
 
 /// A raw answer: status, headers and body bytes.
 #[derive(Debug)]
@@ -75,7 +80,15 @@ impl RawResponse {
 impl Client {
     pub fn new(base: &str, key: Option<String>) -> Client {
         let http = reqwest::Client::builder().build().unwrap_or_default();
-        Client { http, base: base.trim_end_matches('/').to_owned(), key, tenant: None }
+        Client { http, base: base.trim_end_matches('/').to_owned(), key, tenant: None, rate_limit_retries: 0 }
+    }
+
+    /// Sends a request refused with 429 again after its `Retry-After` (at most
+    /// [`MAX_RETRY_WAIT_SECS`]), up to `times` times: what a person at a terminal wants, not a
+    /// test of the limit.
+    pub fn retrying_when_rate_limited(mut self, times: u32) -> Client {
+        self.rate_limit_retries = times;
+        self
     }
 
     /// Names a tenant on every request (`X-Tenant-ID`): the operator key acts on it; a tenant key
@@ -97,8 +110,36 @@ impl Client {
         &self.base
     }
 
-    /// Sends a request; `extra` headers are added. Any status is returned as is.
+    /// Sends a request; `extra` headers are added. Any status is returned as is (a 429 after
+    /// the retries [`retrying_when_rate_limited`](Self::retrying_when_rate_limited) allows).
     pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        extra: &[(&str, &str)],
+    ) -> Result<RawResponse> {
+        if self.rate_limit_retries == 0 {
+            return self.send_once(method, path, body, extra).await;
+        }
+        let mut retries = self.rate_limit_retries;
+        loop {
+            let res = self.send_once(method.clone(), path, body.clone(), extra).await?;
+            let wait = res.header("retry-after").and_then(|s| s.parse::<u64>().ok());
+            match wait {
+                Some(secs)
+                    if res.status == StatusCode::TOO_MANY_REQUESTS && retries > 0 && secs <= MAX_RETRY_WAIT_SECS =>
+                {
+                    eprintln!("rate limited: retrying in {secs} s");
+                    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+                    retries -= 1;
+                }
+                _ => return Ok(res),
+            }
+        }
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         path: &str,

@@ -96,9 +96,23 @@ impl Error {
         details.insert("current".into(), current.into());
         Error {
             code: ErrorCode::QuotaExceeded,
-            message: format!("{quota} is {limit}; {current} in use, and this change would go over it"),
+            message: format!(
+                "{quota} is {limit}; {current} in use, and this change would go over it \
+                 (an operator raises it: `tenantry tenant update SLUG --quota {quota}=N`, or a larger `--tier`)"
+            ),
             details: Some(details),
         }
+    }
+    /// `feature_not_in_tier`: `what` is not part of the tenant's tier; `lifted_by` names a tier
+    /// that has it, when one does.
+    pub fn feature_not_in_tier(what: &str, tier: &str, slug: &str, lifted_by: Option<&str>) -> Self {
+        let how = match lifted_by {
+            Some(t) => format!(
+                "; an operator can move the tenant to a tier with it: `tenantry tenant update {slug} --tier {t}`"
+            ),
+            None => String::new(),
+        };
+        Self::new(ErrorCode::FeatureNotInTier, format!("the '{tier}' tier does not include {what}{how}"))
     }
     pub fn invalid_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)
@@ -122,12 +136,17 @@ impl Error {
         )
     }
     pub fn rate_limited(per_minute: u64, retry_after_secs: u64) -> Self {
+        let burst = crate::ratelimit::burst_for(per_minute);
         let mut details = serde_json::Map::new();
         details.insert("limit".into(), per_minute.into());
+        details.insert("burst".into(), burst.into());
         details.insert("retry_after".into(), retry_after_secs.into());
         Error {
             code: ErrorCode::RateLimited,
-            message: format!("more than {per_minute} requests per minute; retry in {retry_after_secs} s"),
+            message: format!(
+                "the tenant's rate limit is {per_minute} requests a minute, in bursts of up to {burst}; \
+                 retry in {retry_after_secs} s (the limit is the tier's max_requests_per_minute)"
+            ),
             details: Some(details),
         }
     }

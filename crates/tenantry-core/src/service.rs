@@ -721,10 +721,8 @@ impl Tenantry {
                 .ok_or_else(|| Error::invalid_request(format!("unknown placement {p:?}: use shared or dedicated")))?,
         };
         if placement == Placement::Dedicated && !tier_limits.with_overrides(&quotas).dedicated_placement {
-            return Err(Error::new(
-                ErrorCode::FeatureNotInTier,
-                format!("tier '{tier}' does not include dedicated placement"),
-            ));
+            let lifted_by = self.config.tiers.smallest_with(|l| l.dedicated_placement);
+            return Err(Error::feature_not_in_tier("dedicated placement", &tier, slug.as_str(), lifted_by));
         }
         let name = validate_name(req.name.as_deref().unwrap_or(slug.as_str()))?;
         let metadata = validate_metadata(req.metadata.unwrap_or_else(|| serde_json::json!({})))?;

@@ -178,6 +178,16 @@ impl TierTable {
         })
     }
 
+    /// The smallest tier (by storage) whose limits have `feature`: what to suggest to a tenant
+    /// refused for the want of it.
+    pub fn smallest_with(&self, feature: impl Fn(&Limits) -> bool) -> Option<&str> {
+        self.tiers
+            .iter()
+            .filter(|(_, l)| feature(l))
+            .min_by_key(|(_, l)| l.max_storage_bytes.unwrap_or(u64::MAX))
+            .map(|(name, _)| name.as_str())
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tiers.keys().map(String::as_str)
     }

@@ -441,3 +441,38 @@ fn migrate_copies_a_folder_reports_bad_names_and_changes_nothing_the_second_time
     let missing = cli.run(&["tenant", "import", "staging", "/nonexistent/x.tenantry"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/x.tenantry"));
 }
+
+#[test]
+fn the_cli_waits_out_a_rate_limit_and_names_the_command_that_lifts_a_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let op = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("client.toml") };
+    // 20 a minute: a burst of 10, then one every 3 s.
+    let created = op.json(&["tenant", "create", "slow"]);
+    op.ok(&["tenant", "update", "slow", "--quota", "max_requests_per_minute=20", "--quota", "max_keys=1"]);
+    let owner = op.with_key(created["owner_key"].as_str().unwrap());
+    // Once the burst is spent, a command's request is refused with a Retry-After of a few
+    // seconds: the CLI waits it out and the command succeeds.
+    let mut retried = None;
+    for n in 0..12 {
+        let out = owner.run(&["fs", "ls", "/"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        if stderr.contains("rate limited: retrying in ") {
+            retried = Some(n);
+            break;
+        }
+    }
+    assert!(retried.is_some_and(|n| n >= 4), "the burst of 10 passes first: {retried:?}");
+    op.ok(&["tenant", "update", "slow", "--quota", "max_requests_per_minute=null", "--quota", "max_keys=1"]);
+    // The owner key is the one key max_keys allows: a second is refused with the way out.
+    let out = owner.run(&["key", "create", "ci", "--role", "reader"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_keys is 1") && err.contains("`tenantry tenant update slow --quota max_keys=N`"), "{err}");
+    let webhook = owner.run(&["webhook", "create", "https://receiver.example/hook", "--event", "file.written"]);
+    let err = String::from_utf8_lossy(&webhook.stderr);
+    assert!(err.contains("the 'free' tier does not include webhooks"), "{err}");
+    assert!(err.contains("`tenantry tenant update slow --tier starter`"), "{err}");
+}

@@ -224,10 +224,9 @@ impl Tenantry {
             "webhooks" => {
                 let w: WebhookRecord = serde_json::from_value(record).map_err(|e| bad_record("webhook", e))?;
                 if !imp.limits.webhooks {
-                    return Err(Error::new(
-                        ErrorCode::FeatureNotInTier,
-                        format!("the bundle holds webhooks, which are not part of the '{}' tier", imp.tenant.tier),
-                    ));
+                    let lifted_by = self.config.tiers.smallest_with(|l| l.webhooks);
+                    let (tier, slug) = (&imp.tenant.tier, imp.tenant.slug.as_str());
+                    return Err(Error::feature_not_in_tier("webhooks (the bundle holds some)", tier, slug, lifted_by));
                 }
                 let (url, events, path_glob) = webhook_fields(&w.url, &w.events, w.path_glob.as_deref())?;
                 webhook::vet_literal_target(&url, self.config.webhooks.allow_private_networks)?;

@@ -4,7 +4,7 @@
 
 use super::{actions, Tenantry};
 use crate::caller::Caller;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
 use crate::model::Placement;
 use crate::store::{MoveProgress, MoveReport};
 use std::sync::Arc;
@@ -28,9 +28,12 @@ impl Tenantry {
             Error::invalid_request(format!("unknown placement {placement:?}: use shared or dedicated"))
         })?;
         if to == Placement::Dedicated && !self.limits_of(&tenant).dedicated_placement {
-            return Err(Error::new(
-                ErrorCode::FeatureNotInTier,
-                format!("tier '{}' does not include dedicated placement", tenant.tier),
+            let lifted_by = self.config.tiers.smallest_with(|l| l.dedicated_placement);
+            return Err(Error::feature_not_in_tier(
+                "dedicated placement",
+                &tenant.tier,
+                tenant.slug.as_str(),
+                lifted_by,
             ));
         }
         let scope = grant.scope_of(&tenant);

@@ -4,7 +4,7 @@
 
 use super::{actions, Tenantry};
 use crate::caller::Caller;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
 use crate::events::{types, EventDraft, Journal};
 use crate::ids::WebhookId;
 use crate::model::TenantStatus;
@@ -69,6 +69,12 @@ pub(super) fn webhook_fields(
 }
 
 impl Tenantry {
+    fn webhooks_not_in_tier(&self, caller: &Caller) -> Error {
+        let lifted_by = self.config.tiers.smallest_with(|l| l.webhooks);
+        let tenant = caller.tenant();
+        Error::feature_not_in_tier("webhooks", &tenant.tier, tenant.slug.as_str(), lifted_by)
+    }
+
     fn require_webhook_admin(&self, caller: &Caller) -> Result<()> {
         caller.require_role(Role::Admin)?;
         // Webhooks see every event of the tenant.
@@ -93,10 +99,7 @@ impl Tenantry {
         self.require_webhook_admin(caller)?;
         self.require_live(caller)?;
         if !caller.limits().webhooks {
-            return Err(Error::new(
-                ErrorCode::FeatureNotInTier,
-                format!("webhooks are not part of the '{}' tier", caller.tenant().tier),
-            ));
+            return Err(self.webhooks_not_in_tier(caller));
         }
         let (url, events, path_glob) = webhook_fields(&req.url, &req.events, req.path_glob.as_deref())?;
         let secret = match req.secret.as_deref() {
@@ -147,10 +150,7 @@ impl Tenantry {
         }
         if let Some(enabled) = patch.enabled {
             if enabled && !caller.limits().webhooks {
-                return Err(Error::new(
-                    ErrorCode::FeatureNotInTier,
-                    format!("webhooks are not part of the '{}' tier", caller.tenant().tier),
-                ));
+                return Err(self.webhooks_not_in_tier(caller));
             }
             self.store.set_webhook_enabled(&scope, &wid, enabled).await?;
             self.store.append_audit(&scope, caller.audit(actions::WEBHOOK_UPDATE, id, "ok")).await?;

@@ -78,8 +78,9 @@ impl Context {
     }
 
     /// A client that names no tenant (tenant administration, or "whatever the key's tenant is").
+    /// A request refused for the rate limit is sent again after its `Retry-After`, a few times.
     pub fn client(&self) -> Client {
-        Client::new(&self.url, self.key.clone())
+        Client::new(&self.url, self.key.clone()).retrying_when_rate_limited(3)
     }
 
     /// A client bound to the resolved tenant.
@@ -132,7 +133,11 @@ pub fn explain(e: ClientError, slug: Option<&str>) -> anyhow::Error {
             "the key belongs to another tenant than '{}': drop --tenant/TENANTRY_TENANT (or `tenantry tenant switch`) or use that tenant's key",
             slug.unwrap_or("?")
         ),
-        (ClientError::Api { message, code, .. }, _) => format!("{message} ({code})"),
+        // A quota refusal names the command that lifts it, with the tenant as SLUG.
+        (ClientError::Api { message, code, .. }, _) => match slug {
+            Some(s) => format!("{} ({code})", message.replace("tenant update SLUG", &format!("tenant update {s}"))),
+            None => format!("{message} ({code})"),
+        },
         (other, _) => other.to_string(),
     };
     anyhow::anyhow!(hint)

@@ -183,9 +183,8 @@ async fn a_prefixed_admin_neither_sees_nor_acts_beyond_its_prefix() {
 #[tokio::test]
 async fn refusals_are_charged_to_the_rate_limit_and_the_meter_and_audited_once_per_run() {
     let app = spawn_app().await;
-    let acme = app
-        .create_tenant_with(json!({"slug": "acme", "tier": "free", "quotas": {"max_requests_per_minute": 30}}))
-        .await;
+    let acme =
+        app.create_tenant_with(json!({"slug": "acme", "tier": "free", "quotas": {"max_requests_per_minute": 6}})).await;
     app.create_tenant("globex").await;
     let mut statuses = Vec::new();
     for _ in 0..20 {
@@ -196,7 +195,7 @@ async fn refusals_are_charged_to_the_rate_limit_and_the_meter_and_audited_once_p
             assert!(res.header("retry-after").is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
         }
     }
-    // The burst of 30 a minute (3, one every 2 s after) passes as 403s; the rest is rate-limited.
+    // The burst of 6 a minute (3, one every 10 s after) passes as 403s; the rest is rate-limited.
     let refused = statuses.iter().filter(|&&s| s == 403).count();
     assert_eq!(refused, 3, "{statuses:?}");
     assert!(statuses[refused..].iter().all(|&s| s == 429), "{statuses:?}");
@@ -219,9 +218,8 @@ async fn refusals_are_charged_to_the_rate_limit_and_the_meter_and_audited_once_p
 #[tokio::test]
 async fn a_suspended_tenants_key_is_rate_limited_like_any_other() {
     let app = spawn_app().await;
-    let acme = app
-        .create_tenant_with(json!({"slug": "acme", "tier": "free", "quotas": {"max_requests_per_minute": 30}}))
-        .await;
+    let acme =
+        app.create_tenant_with(json!({"slug": "acme", "tier": "free", "quotas": {"max_requests_per_minute": 6}})).await;
     app.operator().tenant_action("acme", "suspend").await.unwrap();
     let mut statuses = Vec::new();
     for _ in 0..15 {
