@@ -23,7 +23,7 @@ N=${2:-10000}
 PUT_DUR=${3:-$DUR}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light || apt-get install -y -qq nginx; }
-cargo build --release -q
+[ -n "${TENANTRY_BIN:-}" ] || cargo build --release -q
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; nginx -c "$WORK/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$WORK"' EXIT
 . bench/lib.sh

@@ -25,7 +25,7 @@ N=${2:-10000}
 METHOD=${3:-GET}
 ROUNDS=${4:-3}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release -q --bin tenantry
+[ -n "${TENANTRY_BIN:-}" ] || cargo build --release -q --bin tenantry
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 . bench/lib.sh

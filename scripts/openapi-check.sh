@@ -5,8 +5,8 @@
 # (scripts/client_smoke.py). Used by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -c 'import openapi_spec_validator' 2>/dev/null || python3 -m pip install -q openapi-spec-validator
-command -v openapi-python-client >/dev/null || python3 -m pip install -q openapi-python-client
+# Pinned: a new release of the generator may name the generated API differently.
+python3 -m pip install -q openapi-spec-validator==0.9.0 openapi-python-client==0.29.1
 PORT=18091
 OPERATOR=openapi-operator
 source scripts/serve-debug.sh

@@ -11,3 +11,4 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 TENANTRY_ADMIN_KEY=$OPERATOR TENANTRY_LOG=error ./target/debug/tenantry serve \
   --listen 127.0.0.1:$PORT --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
 for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
+curl -sf http://127.0.0.1:$PORT/healthz >/dev/null || { echo "the server did not start:"; cat "$WORK/serve.log"; exit 1; }

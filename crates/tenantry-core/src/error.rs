@@ -96,23 +96,27 @@ impl Error {
         details.insert("current".into(), current.into());
         Error {
             code: ErrorCode::QuotaExceeded,
-            message: format!(
-                "{quota} is {limit}; {current} in use, and this change would go over it \
-                 (an operator raises it: `tenantry tenant update SLUG --quota {quota}=N`, or a larger `--tier`)"
-            ),
+            message: if quota.starts_with("max_") {
+                format!(
+                    "{quota} is {limit}; {current} in use, and this change would go over it \
+                     (an operator raises it: `tenantry tenant update SLUG --quota {quota}=N`, or a larger `--tier`)"
+                )
+            } else {
+                format!("{quota} is {limit}; {current} in use, and this change would go over it")
+            },
             details: Some(details),
         }
     }
-    /// `feature_not_in_tier`: `what` is not part of the tenant's tier; `lifted_by` names a tier
-    /// that has it, when one does.
-    pub fn feature_not_in_tier(what: &str, tier: &str, slug: &str, lifted_by: Option<&str>) -> Self {
-        let how = match lifted_by {
-            Some(t) => format!(
-                "; an operator can move the tenant to a tier with it: `tenantry tenant update {slug} --tier {t}`"
-            ),
-            None => String::new(),
+    /// `feature_not_in_tier`: the tenant's limits (`tier`, with `overridden` when its own
+    /// quotas took the feature away) do not include `what`; `lift` is the command that would.
+    pub fn feature_not_in_tier(what: &str, tier: &str, overridden: bool, lift: Option<&str>) -> Self {
+        let why = if overridden {
+            format!("{what}: turned off for this tenant by its quotas (its tier '{tier}' has the feature)")
+        } else {
+            format!("the '{tier}' tier does not include {what}")
         };
-        Self::new(ErrorCode::FeatureNotInTier, format!("the '{tier}' tier does not include {what}{how}"))
+        let how = lift.map(|cmd| format!("; an operator can change that: `{cmd}`")).unwrap_or_default();
+        Self::new(ErrorCode::FeatureNotInTier, format!("{why}{how}"))
     }
     pub fn invalid_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)
@@ -136,6 +140,7 @@ impl Error {
         )
     }
     pub fn rate_limited(per_minute: u64, retry_after_secs: u64) -> Self {
+        let per_minute = per_minute.max(1);
         let burst = crate::ratelimit::burst_for(per_minute);
         let mut details = serde_json::Map::new();
         details.insert("limit".into(), per_minute.into());
@@ -145,7 +150,7 @@ impl Error {
             code: ErrorCode::RateLimited,
             message: format!(
                 "the tenant's rate limit is {per_minute} requests a minute, in bursts of up to {burst}; \
-                 retry in {retry_after_secs} s (the limit is the tier's max_requests_per_minute)"
+                 retry in {retry_after_secs} s (max_requests_per_minute, of the tier or the tenant's quotas)"
             ),
             details: Some(details),
         }

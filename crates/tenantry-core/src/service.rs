@@ -407,6 +407,34 @@ impl Tenantry {
         self.store.add_event_sink(sink);
     }
 
+    /// The refusal of a feature `tenant` lacks (`name`: its name among the limits, e.g.
+    /// `webhooks`), naming the command that gives it: its override turned back on when its tier
+    /// has the feature, else the smallest larger tier that does (none while `creating`: the
+    /// tenant does not exist yet to be updated, and `create` is told the tier instead).
+    pub(crate) fn missing_feature(
+        &self,
+        tenant: &Tenant,
+        what: &str,
+        name: &str,
+        has: impl Fn(&Limits) -> bool,
+        creating: bool,
+    ) -> Error {
+        let slug = tenant.slug.as_str();
+        let own = self.config.tiers.get(&tenant.tier);
+        let overridden = own.is_some_and(&has);
+        let verb = if creating { "create" } else { "update" };
+        let lift = if overridden {
+            (!creating).then(|| format!("tenantry tenant update {slug} --quota {name}=true"))
+        } else {
+            let floor = own.map_or(0, |l| l.max_storage_bytes.unwrap_or(u64::MAX));
+            self.config
+                .tiers
+                .smallest_with(|l| has(l) && l.max_storage_bytes.unwrap_or(u64::MAX) > floor)
+                .map(|t| format!("tenantry tenant {verb} {slug} --tier {t}"))
+        };
+        Error::feature_not_in_tier(what, &tenant.tier, overridden, lift.as_deref())
+    }
+
     /// Effective limits of a tenant: its tier's, with its own overrides on top.
     pub fn limits_of(&self, tenant: &Tenant) -> Limits {
         self.config.tiers.limits_of(tenant)
@@ -721,8 +749,10 @@ impl Tenantry {
                 .ok_or_else(|| Error::invalid_request(format!("unknown placement {p:?}: use shared or dedicated")))?,
         };
         if placement == Placement::Dedicated && !tier_limits.with_overrides(&quotas).dedicated_placement {
-            let lifted_by = self.config.tiers.smallest_with(|l| l.dedicated_placement);
-            return Err(Error::feature_not_in_tier("dedicated placement", &tier, slug.as_str(), lifted_by));
+            let asked =
+                Tenant { quotas: quotas.clone(), ..Tenant::new(slug.clone(), "", tier.clone(), self.clock.now()) };
+            let has = |l: &Limits| l.dedicated_placement;
+            return Err(self.missing_feature(&asked, "dedicated placement", "dedicated_placement", has, true));
         }
         let name = validate_name(req.name.as_deref().unwrap_or(slug.as_str()))?;
         let metadata = validate_metadata(req.metadata.unwrap_or_else(|| serde_json::json!({})))?;

@@ -34,7 +34,7 @@ impl TenantScope {
         TenantScope { id: tenant.id.clone(), slug: tenant.slug.clone(), placement: tenant.placement }
     }
     /// A scope without a caller, for the store contract suite only (feature `store-contract`,
-    /// which no shipped build enables).
+    /// which only that suite turns on; the workspace's default members leave it out).
     #[cfg(feature = "store-contract")]
     pub fn for_store_contract(tenant: &Tenant) -> TenantScope {
         TenantScope::new(tenant)

@@ -55,9 +55,13 @@ pub async fn a_move_there_and_back_keeps_every_row_of_the_tenant(b: &dyn Backend
     // It keeps serving there: a write, its event next in seq.
     f.put(&there, "/after-move", "x").await;
     assert_eq!(f.store.last_event_seq(&there).await.unwrap(), before.3.len() as u64 + 1);
+    let moved_there = snapshot(there.clone()).await;
     let back = f.store.move_tenant(&there, Placement::Shared, Arc::new(|_| {})).await.unwrap();
     assert!(back.verified);
     let home = TenantScope::for_store_contract(&t);
+    let mut home_again = snapshot(home.clone()).await;
+    home_again.2.truncate(moved_there.2.len());
+    assert_eq!(home_again, moved_there, "every row came back");
     let value = f
         .store
         .get_memory(&home, &Namespace::parse("ns").unwrap(), &MemoryKey::parse("k").unwrap(), now())

@@ -224,9 +224,8 @@ impl Tenantry {
             "webhooks" => {
                 let w: WebhookRecord = serde_json::from_value(record).map_err(|e| bad_record("webhook", e))?;
                 if !imp.limits.webhooks {
-                    let lifted_by = self.config.tiers.smallest_with(|l| l.webhooks);
-                    let (tier, slug) = (&imp.tenant.tier, imp.tenant.slug.as_str());
-                    return Err(Error::feature_not_in_tier("webhooks (the bundle holds some)", tier, slug, lifted_by));
+                    let what = "webhooks (the bundle holds some)";
+                    return Err(self.missing_feature(&imp.tenant, what, "webhooks", |l| l.webhooks, false));
                 }
                 let (url, events, path_glob) = webhook_fields(&w.url, &w.events, w.path_glob.as_deref())?;
                 webhook::vet_literal_target(&url, self.config.webhooks.allow_private_networks)?;

@@ -28,13 +28,8 @@ impl Tenantry {
             Error::invalid_request(format!("unknown placement {placement:?}: use shared or dedicated"))
         })?;
         if to == Placement::Dedicated && !self.limits_of(&tenant).dedicated_placement {
-            let lifted_by = self.config.tiers.smallest_with(|l| l.dedicated_placement);
-            return Err(Error::feature_not_in_tier(
-                "dedicated placement",
-                &tenant.tier,
-                tenant.slug.as_str(),
-                lifted_by,
-            ));
+            let has = |l: &crate::tier::Limits| l.dedicated_placement;
+            return Err(self.missing_feature(&tenant, "dedicated placement", "dedicated_placement", has, false));
         }
         let scope = grant.scope_of(&tenant);
         {

@@ -70,9 +70,7 @@ pub(super) fn webhook_fields(
 
 impl Tenantry {
     fn webhooks_not_in_tier(&self, caller: &Caller) -> Error {
-        let lifted_by = self.config.tiers.smallest_with(|l| l.webhooks);
-        let tenant = caller.tenant();
-        Error::feature_not_in_tier("webhooks", &tenant.tier, tenant.slug.as_str(), lifted_by)
+        self.missing_feature(caller.tenant(), "webhooks", "webhooks", |l| l.webhooks, false)
     }
 
     fn require_webhook_admin(&self, caller: &Caller) -> Result<()> {
