@@ -45,6 +45,59 @@ impl ConflictPolicy {
     }
 }
 
+/// What an import does with one incoming item (file or memory value), decided from what the
+/// tenant holds under its name when the import is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Nothing (live) is there: the item is created.
+    Create,
+    /// The same content is there: nothing to do.
+    Unchanged,
+    /// Different content is there and stays (`skip`).
+    Skip,
+    /// Different content is there and the item replaces it (`overwrite`).
+    Replace,
+    /// Different content is there and the item goes under a new name (`rename`; see
+    /// [`RenameProbe`]).
+    Rename,
+}
+
+impl ConflictPolicy {
+    /// The resolution of an item whose name holds nothing live (`None`), the same content
+    /// (`Some(true)`) or different content (`Some(false)`).
+    pub fn resolve(self, held_same: Option<bool>) -> Resolution {
+        match (held_same, self) {
+            (None, _) => Resolution::Create,
+            (Some(true), _) => Resolution::Unchanged,
+            (Some(false), ConflictPolicy::Skip) => Resolution::Skip,
+            (Some(false), ConflictPolicy::Overwrite) => Resolution::Replace,
+            (Some(false), ConflictPolicy::Rename) => Resolution::Rename,
+        }
+    }
+}
+
+/// While renaming: what the next candidate name (attempt 1, 2, ...) holds decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenameProbe {
+    /// Free: the item goes there.
+    Take,
+    /// The same content is there already (the same bundle imported again): unchanged.
+    AlreadyThere,
+    /// Other content: try the next name.
+    Next,
+}
+
+impl RenameProbe {
+    /// Of a candidate name holding nothing live (`None`), the same content or different content.
+    pub fn of(held_same: Option<bool>) -> RenameProbe {
+        match held_same {
+            None => RenameProbe::Take,
+            Some(true) => RenameProbe::AlreadyThere,
+            Some(false) => RenameProbe::Next,
+        }
+    }
+}
+
 fn suffix(attempt: u32) -> String {
     if attempt <= 1 {
         ".imported".to_owned()
@@ -194,6 +247,23 @@ pub const MAX_RENAMED_LISTED: usize = 1000;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_policy_decides_only_where_different_content_is_held() {
+        use ConflictPolicy::*;
+        for policy in [Skip, Overwrite, Rename] {
+            assert_eq!(policy.resolve(None), Resolution::Create);
+            assert_eq!(policy.resolve(Some(true)), Resolution::Unchanged);
+        }
+        assert_eq!(
+            [Skip, Overwrite, Rename].map(|p| p.resolve(Some(false))),
+            [Resolution::Skip, Resolution::Replace, Resolution::Rename]
+        );
+        assert_eq!(
+            [None, Some(true), Some(false)].map(RenameProbe::of),
+            [RenameProbe::Take, RenameProbe::AlreadyThere, RenameProbe::Next]
+        );
+    }
 
     fn p(s: &str) -> TenantPath {
         TenantPath::parse(s).unwrap()

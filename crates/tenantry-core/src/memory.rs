@@ -82,6 +82,13 @@ pub struct MemoryEntry {
     pub updated_at: Timestamp,
 }
 
+/// Whether an entry expiring at `expires_at` is still there at `now`: it is gone from the
+/// instant it expires. Backends filter by the same rule in their queries
+/// (`expires_at IS NULL OR expires_at > now`).
+pub fn is_live(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
+    expires_at.is_none_or(|e| e > now)
+}
+
 /// Parses the `ttl_seconds` query value into an expiry time.
 pub fn expiry(ttl_seconds: Option<u64>, now: Timestamp) -> Result<Option<Timestamp>> {
     match ttl_seconds {

@@ -75,6 +75,56 @@ pub struct FileWrite {
     pub index: Option<IndexDoc>,
 }
 
+/// The file a write finds at its path, as far as the rules need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldFile<'a> {
+    pub etag: &'a str,
+    pub version: u64,
+    pub size: u64,
+    pub created_at: Timestamp,
+}
+
+/// What a file write does, decided from the file it finds (see [`FileWrite::decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutDecision {
+    pub outcome: WriteOutcome,
+    /// 1 for a new file, one more than the file it replaces otherwise.
+    pub version: u64,
+    /// The replaced file's creation time, or the write's time for a new file.
+    pub created_at: Timestamp,
+    pub delta: crate::quota::UsageDelta,
+}
+
+impl FileWrite {
+    /// Checks the write's precondition against the file it finds at its path (`None`: none) and
+    /// decides its outcome, version, creation time and change of usage. The backend calls this
+    /// inside the write's transaction, then holds the change to the limits with
+    /// [`crate::quota::storage`] and [`FileWrite::limits`].
+    pub fn decide(&self, held: Option<HeldFile<'_>>) -> Result<PutDecision> {
+        self.precondition.check(held.map(|h| h.etag))?;
+        let bytes = self.content.len() as i64;
+        Ok(match held {
+            Some(h) => PutDecision {
+                outcome: WriteOutcome::Replaced,
+                version: h.version + 1,
+                created_at: h.created_at,
+                delta: crate::quota::UsageDelta { bytes: bytes - h.size as i64, files: 0 },
+            },
+            None => PutDecision {
+                outcome: WriteOutcome::Created,
+                version: 1,
+                created_at: self.at,
+                delta: crate::quota::UsageDelta { bytes, files: 1 },
+            },
+        })
+    }
+
+    /// The storage limits the write is held to.
+    pub fn limits(&self) -> crate::quota::StorageLimits {
+        crate::quota::StorageLimits { max_storage_bytes: self.max_storage_bytes, max_files: self.max_files }
+    }
+}
+
 /// A tenant's stored usage, as the usage counters hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoredUsage {
@@ -573,7 +623,7 @@ impl Precondition {
 
 #[cfg(test)]
 mod tests {
-    use super::Precondition;
+    use super::*;
 
     #[test]
     fn if_match_compares_strongly() {
@@ -583,5 +633,32 @@ mod tests {
         let weak = Precondition::IfMatch(vec!["W/\"abc\"".into()]).check(Some(tag)).unwrap_err();
         assert_eq!(weak.message, "the file's ETag is \"abc\" (If-Match)");
         assert!(Precondition::IfMatch(vec!["*".into()]).check(None).is_err());
+    }
+
+    #[test]
+    fn a_write_is_decided_from_the_file_it_finds() {
+        let write = |content: &[u8], precondition| FileWrite {
+            path: TenantPath::parse("/a").unwrap(),
+            content: content.to_vec(),
+            content_type: "text/plain".into(),
+            precondition,
+            at: Timestamp::from_millis(5_000),
+            max_storage_bytes: Some(10),
+            max_files: None,
+            index: None,
+        };
+        let new = write(b"12345", Precondition::None).decide(None).unwrap();
+        assert_eq!((new.outcome, new.version, new.created_at.millis()), (WriteOutcome::Created, 1, 5_000));
+        assert_eq!((new.delta.bytes, new.delta.files), (5, 1));
+        let held = HeldFile { etag: "\"old\"", version: 3, size: 8, created_at: Timestamp::from_millis(1_000) };
+        let replaced = write(b"12345", Precondition::IfMatch(vec!["\"old\"".into()])).decide(Some(held)).unwrap();
+        assert_eq!(
+            (replaced.outcome, replaced.version, replaced.created_at.millis()),
+            (WriteOutcome::Replaced, 4, 1_000)
+        );
+        assert_eq!((replaced.delta.bytes, replaced.delta.files), (-3, 0));
+        let refused = write(b"x", Precondition::IfNoneMatchAny).decide(Some(held)).unwrap_err();
+        assert_eq!(refused.code, crate::error::ErrorCode::PreconditionFailed);
+        assert_eq!(write(b"x", Precondition::None).limits().max_storage_bytes, Some(10));
     }
 }

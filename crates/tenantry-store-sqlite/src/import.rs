@@ -21,8 +21,8 @@ use std::sync::Arc;
 use tenantry_core::events::Journal;
 use tenantry_core::ids::TenantId;
 use tenantry_core::import::{
-    renamed_memory_key, renamed_path, ConflictPolicy, ImportPlan, ImportReport, ImportSettings, Renamed, StagedFile,
-    StagedRecord, MAX_RENAMED_LISTED,
+    renamed_memory_key, renamed_path, ConflictPolicy, ImportPlan, ImportReport, ImportSettings, RenameProbe, Renamed,
+    Resolution, StagedFile, StagedRecord, MAX_RENAMED_LISTED,
 };
 use tenantry_core::path::TenantPath;
 use tenantry_core::quota::{self, StorageLimits, UsageDelta};
@@ -150,51 +150,53 @@ impl Publish<'_> {
             }
             return Ok(());
         };
-        match current {
-            None => {
+        let incoming = ContentRef { id: content_id, size: f.size };
+        match (self.policy.resolve(current.as_ref().map(|c| c.etag == f.etag)), current) {
+            (Resolution::Create, _) => {
                 counts.created += 1;
                 self.bytes_delta += f.size;
                 self.files_delta += 1;
                 self.write_file(&f.path.clone(), &f, content_id, 1)
             }
-            Some(c) if c.etag == f.etag => {
+            (Resolution::Unchanged, _) => {
                 counts.unchanged += 1;
-                self.drop_content(ContentRef { id: content_id, size: f.size })
+                self.drop_content(incoming)
             }
-            Some(c) => match self.policy {
-                ConflictPolicy::Skip => {
-                    counts.skipped += 1;
-                    self.drop_content(ContentRef { id: content_id, size: f.size })
-                }
-                ConflictPolicy::Overwrite => {
-                    counts.replaced += 1;
-                    self.bytes_delta += f.size - c.size;
-                    self.drop_content(c.content())?;
-                    self.write_file(&f.path.clone(), &f, content_id, c.version + 1)
-                }
-                ConflictPolicy::Rename => {
-                    let path = TenantPath::parse(&f.path).map_err(|_| corrupt("staged path"))?;
-                    for attempt in 1.. {
-                        let to = renamed_path(&path, attempt)?;
-                        match current_file(self.tx, self.tenant, to.as_str())? {
-                            // Imported and renamed before: the same bundle imported again.
-                            Some(there) if there.etag == f.etag => {
-                                self.report.files.unchanged += 1;
-                                return self.drop_content(ContentRef { id: content_id, size: f.size });
-                            }
-                            Some(_) => continue,
-                            None => {
-                                self.report.files.renamed += 1;
-                                self.bytes_delta += f.size;
-                                self.files_delta += 1;
-                                self.note_rename("file", &f.path, to.as_str());
-                                return self.write_file(to.as_str(), &f, content_id, 1);
-                            }
+            (Resolution::Skip, _) => {
+                counts.skipped += 1;
+                self.drop_content(incoming)
+            }
+            (Resolution::Replace, Some(c)) => {
+                counts.replaced += 1;
+                self.bytes_delta += f.size - c.size;
+                self.drop_content(c.content())?;
+                self.write_file(&f.path.clone(), &f, content_id, c.version + 1)
+            }
+            (Resolution::Replace, None) => Err(corrupt("a replacement without a current file")),
+            (Resolution::Rename, _) => {
+                let path = TenantPath::parse(&f.path).map_err(|_| corrupt("staged path"))?;
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let to = renamed_path(&path, attempt)?;
+                    let there = current_file(self.tx, self.tenant, to.as_str())?;
+                    match RenameProbe::of(there.map(|t| t.etag == f.etag)) {
+                        RenameProbe::Next => continue,
+                        // Imported and renamed before: the same bundle imported again.
+                        RenameProbe::AlreadyThere => {
+                            self.report.files.unchanged += 1;
+                            return self.drop_content(incoming);
+                        }
+                        RenameProbe::Take => {
+                            self.report.files.renamed += 1;
+                            self.bytes_delta += f.size;
+                            self.files_delta += 1;
+                            self.note_rename("file", &f.path, to.as_str());
+                            return self.write_file(to.as_str(), &f, content_id, 1);
                         }
                     }
-                    unreachable!("the attempts run until a free path is found or renaming fails")
                 }
-            },
+            }
         }
     }
 
@@ -233,29 +235,36 @@ impl Publish<'_> {
         match record {
             StagedRecord::Memory { namespace, key, value, expires_at, created_at, updated_at, index } => {
                 let size = value.len() as i64;
-                match self.current_memory(&namespace, &key, plan.at)? {
-                    Some((v, _, true)) if v == value => self.report.memory.unchanged += 1,
-                    Some((_, old, live)) if !live || self.policy == ConflictPolicy::Overwrite => {
-                        if live {
-                            self.report.memory.replaced += 1;
-                        } else {
+                let current = self.current_memory(&namespace, &key, plan.at)?;
+                // An expired entry counts as absent; its size is freed by the write over it.
+                let old = current.as_ref().map_or(0, |(_, size, _)| *size);
+                let held_same = current.and_then(|(v, _, live)| live.then_some(v == value));
+                match self.policy.resolve(held_same) {
+                    Resolution::Unchanged => self.report.memory.unchanged += 1,
+                    Resolution::Skip => self.report.memory.skipped += 1,
+                    resolution @ (Resolution::Create | Resolution::Replace) => {
+                        if resolution == Resolution::Create {
                             self.report.memory.created += 1;
+                        } else {
+                            self.report.memory.replaced += 1;
                         }
                         self.bytes_delta += size - old;
                         self.write_memory(&namespace, &key, &value, expires_at, created_at, updated_at, &index)?;
                     }
-                    Some(_) if self.policy == ConflictPolicy::Skip => self.report.memory.skipped += 1,
-                    Some(_) => {
-                        for attempt in 1.. {
+                    Resolution::Rename => {
+                        let mut attempt = 0;
+                        loop {
+                            attempt += 1;
                             let to = renamed_memory_key(&key, attempt)?;
-                            match self.current_memory(&namespace, to.as_str(), plan.at)? {
-                                Some((v, _, true)) if v == value => {
+                            let there = self.current_memory(&namespace, to.as_str(), plan.at)?;
+                            let old = there.as_ref().map_or(0, |(_, size, _)| *size);
+                            match RenameProbe::of(there.and_then(|(v, _, live)| live.then_some(v == value))) {
+                                RenameProbe::Next => continue,
+                                RenameProbe::AlreadyThere => {
                                     self.report.memory.unchanged += 1;
                                     break;
                                 }
-                                Some((_, _, true)) => continue,
-                                expired_or_none => {
-                                    let old = expired_or_none.map_or(0, |(_, size, _)| size);
+                                RenameProbe::Take => {
                                     self.report.memory.renamed += 1;
                                     self.bytes_delta += size - old;
                                     let (from, dest) =
@@ -274,11 +283,6 @@ impl Publish<'_> {
                                 }
                             }
                         }
-                    }
-                    None => {
-                        self.report.memory.created += 1;
-                        self.bytes_delta += size;
-                        self.write_memory(&namespace, &key, &value, expires_at, created_at, updated_at, &index)?;
                     }
                 }
                 Ok(())
@@ -420,10 +424,8 @@ impl ImportStore for SqliteStore {
     ) -> Result<()> {
         let tenant = scope.tenant_id().clone();
         let needs_bytes = move |tx: &Connection, tenant: &TenantId, f: &StagedFile| -> Result<bool> {
-            Ok(match current_file(tx, tenant, f.path.as_str())? {
-                None => true,
-                Some(c) => c.etag != f.etag && policy != ConflictPolicy::Skip,
-            })
+            let held_same = current_file(tx, tenant, f.path.as_str())?.map(|c| c.etag == f.etag);
+            Ok(!matches!(policy.resolve(held_same), Resolution::Unchanged | Resolution::Skip))
         };
         // Bodies over the limit go to files of their own, written (and fsynced) here, off the
         // writer, for the files that will need them as things stand now. Should that change by

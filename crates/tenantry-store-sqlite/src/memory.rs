@@ -134,8 +134,9 @@ fn get_tx(
     }
 }
 
+/// The core's rule (`tenantry_core::memory::is_live`) on a stored expiry.
 fn is_live(expires_at: Option<i64>, now: Timestamp) -> bool {
-    expires_at.is_none_or(|e| e > now.millis())
+    tenantry_core::memory::is_live(expires_at.map(Timestamp::from_millis), now)
 }
 
 #[async_trait]

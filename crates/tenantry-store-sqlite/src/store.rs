@@ -18,13 +18,13 @@ use tenantry_core::events::Journal;
 use tenantry_core::ids::{KeyId, TenantId};
 use tenantry_core::model::{AuditDraft, FileMeta, KeyRecord, Placement, Tenant, TenantStatus};
 use tenantry_core::path::{PathPrefix, TenantPath};
-use tenantry_core::quota::{self, StorageLimits, UsageDelta};
+use tenantry_core::quota;
 use tenantry_core::role::Role;
 use tenantry_core::search::DocKind;
 use tenantry_core::secret::SecretHash;
 use tenantry_core::slug::Slug;
 use tenantry_core::store::{
-    etag_of, ByteRange, FileListing, FileStore, FileWrite, Health, Precondition, StoreMetric, StoredUsage,
+    etag_of, ByteRange, FileListing, FileStore, FileWrite, Health, HeldFile, Precondition, StoreMetric, StoredUsage,
     TenantRegistry, TenantScope, UsageLog, WriteOutcome,
 };
 use tenantry_core::tier::QuotaOverrides;
@@ -878,22 +878,19 @@ impl FileStore for SqliteStore {
             .write_journaled(&scope.tenant_id().clone(), Some(on_commit), move |tx, published| {
                 let tenant = scope.tenant_id();
                 let current = current_file(tx, tenant, write.path.as_str())?;
-                write.precondition.check(current.as_ref().map(|c| c.etag.as_str()))?;
-                let (version, created_at, outcome) = match &current {
-                    Some(c) => (c.version + 1, c.created_at, WriteOutcome::Replaced),
-                    None => (1, write.at.millis(), WriteOutcome::Created),
-                };
-                // Hard limits, inside the transaction: a change that would take usage over a
-                // limit is refused; one that does not grow usage is always allowed.
+                let decision = write.decide(current.as_ref().map(|c| HeldFile {
+                    etag: &c.etag,
+                    version: c.version as u64,
+                    size: c.size as u64,
+                    created_at: Timestamp::from_millis(c.created_at),
+                }))?;
+                let (version, created_at, outcome) =
+                    (decision.version as i64, decision.created_at.millis(), decision.outcome);
+                // Hard limits, inside the transaction (see `tenantry_core::quota`).
                 let used = usage_tx(tx, tenant)?;
-                let old_size = current.as_ref().map_or(0, |c| c.size);
-                let delta = UsageDelta {
-                    bytes: write.content.len() as i64 - old_size,
-                    files: i64::from(outcome == WriteOutcome::Created),
-                };
-                let limits = StorageLimits { max_storage_bytes: write.max_storage_bytes, max_files: write.max_files };
-                let after = quota::storage(used, delta, limits)?;
-                add_usage_tx(tx, tenant, delta.bytes, delta.files)?;
+                let limits = write.limits();
+                let after = quota::storage(used, decision.delta, limits)?;
+                add_usage_tx(tx, tenant, decision.delta.bytes, decision.delta.files)?;
                 let body = match &blob {
                     Some(name) => Body::External(name),
                     None => Body::Inline(&write.content),
