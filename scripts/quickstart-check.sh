@@ -38,7 +38,7 @@ for i in 0 1; do
   if ! bash "$WORK/block$i.sh" < /dev/null > "$WORK/out$i" 2>&1; then
     cat "$WORK/out$i"; echo "block $((i + 1)) failed"; exit 1
   fi
-  cat "$WORK/out$i"
+  cat "$WORK/out$i"; echo
   if grep -q '"error"' "$WORK/out$i"; then echo "block $((i + 1)): an answer holds an error"; exit 1; fi
 done
 # What the blocks wrote is there: each tenant's /docs/hello.txt, read back with the operator key.

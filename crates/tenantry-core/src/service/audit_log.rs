@@ -110,7 +110,6 @@ impl Tenantry {
     /// first is returned once all were tried, and that tenant is tried again next round.
     pub async fn prune_audit(&self) -> Result<u64> {
         let now = self.clock.now();
-        let moving: Vec<TenantId> = self.moving.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
         let tenants = self.directory.list_tenants(None, None, usize::MAX);
         {
             let known: std::collections::HashSet<&TenantId> = tenants.iter().map(|t| &t.id).collect();
@@ -128,7 +127,8 @@ impl Tenantry {
                 let spread = rand::Rng::gen_range(&mut rand::thread_rng(), 0..recheck_ms.max(1));
                 Timestamp::from_millis(now.millis().saturating_add(spread))
             });
-            if moving.contains(&tenant.id) || due > now {
+            let moving = self.moving.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&tenant.id);
+            if moving || due > now {
                 continue;
             }
             let before = Timestamp::from_millis(now.millis().saturating_sub(keep_ms));
