@@ -5,7 +5,7 @@ use crate::path::{PathPrefix, TenantPath};
 use crate::role::Role;
 use crate::secret::SecretHash;
 use crate::slug::Slug;
-use crate::tier::{Limits, QuotaOverrides};
+use crate::tier::{Limits, QuotaOverrides, TierTable};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -81,6 +81,14 @@ pub struct Tenant {
     pub created_at: Timestamp,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
+}
+
+impl TierTable {
+    /// A tenant's effective limits: its tier's, with its own quota overrides (an unknown tier
+    /// is unlimited).
+    pub fn limits_of(&self, tenant: &Tenant) -> Limits {
+        self.get(&tenant.tier).copied().unwrap_or_default().with_overrides(&tenant.quotas)
+    }
 }
 
 impl Tenant {

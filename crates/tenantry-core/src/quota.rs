@@ -9,7 +9,6 @@
 
 use crate::error::{Error, Result};
 use crate::events::EventDraft;
-use crate::store::StoredUsage;
 use crate::tier::crosses_warning;
 
 /// How a write changes the tenant's stored bytes and files.
@@ -24,6 +23,13 @@ pub struct UsageDelta {
 pub struct StorageLimits {
     pub max_storage_bytes: Option<u64>,
     pub max_files: Option<u64>,
+}
+
+/// A tenant's stored usage, as the usage counters hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoredUsage {
+    pub storage_bytes: u64,
+    pub files: u64,
 }
 
 /// The usage `delta` leaves, or `quota_exceeded` naming the first limit it grows past

@@ -12,6 +12,7 @@ use crate::ids::{KeyId, TenantId, WebhookId};
 use crate::memory::{MemoryEntry, MemoryKey, Namespace};
 use crate::model::{AuditDraft, AuditEntry, FileMeta, KeyRecord, Placement, Tenant};
 use crate::path::{PathPrefix, TenantPath};
+pub use crate::quota::StoredUsage;
 use crate::search::{IndexDoc, SearchHit};
 use crate::slug::Slug;
 use crate::time::Timestamp;
@@ -123,13 +124,6 @@ impl FileWrite {
     pub fn limits(&self) -> crate::quota::StorageLimits {
         crate::quota::StorageLimits { max_storage_bytes: self.max_storage_bytes, max_files: self.max_files }
     }
-}
-
-/// A tenant's stored usage, as the usage counters hold it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StoredUsage {
-    pub storage_bytes: u64,
-    pub files: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -154,12 +154,6 @@ impl Default for TierTable {
 }
 
 impl TierTable {
-    /// A tenant's effective limits: its tier's, with its own quota overrides (an unknown tier
-    /// is unlimited).
-    pub fn limits_of(&self, tenant: &crate::model::Tenant) -> Limits {
-        self.tiers.get(&tenant.tier).copied().unwrap_or_default().with_overrides(&tenant.quotas)
-    }
-
     /// Adds or replaces a tier (from the config file's `[tiers.NAME]`).
     pub fn set(&mut self, name: &str, limits: Limits) {
         self.tiers.insert(name.to_owned(), limits);

@@ -6,7 +6,8 @@
 //!   turns a request into a `Caller` (the only way a handler gets one).
 //! - [`error`]: [`error::ApiError`] and the one mapping from error codes to HTTP statuses.
 //! - [`api`]: one module per resource, each with its `routes()` and handlers `<resource>::<verb>`.
-//! - [`openapi`]: the OpenAPI 3.1 document, checked against the route table by a test.
+//! - [`openapi`]: the OpenAPI 3.1 document, checked against the route table by a test;
+//!   [`schemas`]: the schemas it names that no type of the API has (a binary body).
 //! - [`metrics`]: counters and a latency histogram in Prometheus text.
 //! - [`live`]: the SSE event hub and streams; [`delivery`]: the webhook worker and the resolvers
 //!   that keep deliveries off private networks.
@@ -21,6 +22,7 @@ pub mod fairness;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
+pub mod schemas;
 
 use axum::Router;
 use std::sync::Arc;
@@ -81,6 +83,8 @@ pub struct AppState {
     pub fairness: Arc<fairness::Fairness>,
     pub bodies: Arc<edge::BodyBudget>,
     pub resolver: Arc<dyn tenantry_core::webhook::HostResolver>,
+    /// The OpenAPI document `/openapi.json` serves, built once.
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
 /// The router with every route and the edge middleware, before the `/t/{slug}` rewrite. The
@@ -95,6 +99,7 @@ pub fn router(svc: Arc<Tenantry>, config: HttpConfig) -> (Router, Arc<live::Even
         api::files::body_limit(&svc).max(api::memory::body_limit(&svc, &config)).max(config.max_json_bytes);
     let bodies = Arc::new(edge::BodyBudget::new(config.max_body_memory_bytes, largest_body));
     let state = AppState {
+        openapi: Arc::new(openapi::spec()),
         svc,
         metrics: Arc::new(metrics::Metrics::default()),
         config: Arc::new(config),

@@ -65,22 +65,6 @@ impl Modify for ErrorResponses {
     }
 }
 
-/// A body of raw bytes (a file, a bundle): `type: string, format: binary`, which client
-/// generators turn into a file or byte-stream parameter.
-pub struct Binary;
-
-impl utoipa::PartialSchema for Binary {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Binary {}
-
 /// `X-Tenant-ID` (API.md §3): the operator's way to name a tenant by header, on every `/v1/`
 /// route. A tenant key may name only its own tenant.
 struct TenantHeader;

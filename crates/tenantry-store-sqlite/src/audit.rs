@@ -3,8 +3,9 @@
 //! with the last pruned entry kept as the tenant's anchor (`audit_anchor`). Where an entry is
 //! stored (keyed table, tail, tail index) is `tails`'s business.
 
-use crate::pool::sql_error;
-use crate::store::{read_on, SqliteStore};
+use crate::error::sql_error;
+use crate::pool::read_on;
+use crate::store::SqliteStore;
 use crate::tails::Log;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -165,7 +166,7 @@ impl AuditLog for SqliteStore {
         let action = action.map(str::to_owned);
         let pool = self.pool_of(&tenant)?;
         // Filtered by action, a page may need every later tail entry; unfiltered, `limit` of them.
-        let tail = pool.tails.ids(Log::Audit, &tenant, after, action.is_none().then_some(limit));
+        let tail = pool.tails().ids(Log::Audit, &tenant, after, action.is_none().then_some(limit));
         read_on(pool, move |conn| {
             let sql = Log::Audit.select(
                 Log::Audit.entry_columns(),

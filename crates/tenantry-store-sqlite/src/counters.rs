@@ -30,9 +30,10 @@
 //!   deleted them, so a reader that found nothing in memory reads a snapshot that holds them.
 //! - A crash leaves tail rows: when the database opens each tenant's latest is written back.
 
-use crate::pool::{sql_error, Pool};
-use crate::tails::DELETED;
+use crate::error::sql_error;
+use crate::working::{drain_working, DELETED};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tenantry_core::ids::TenantId;
@@ -117,14 +118,28 @@ pub(crate) fn in_snapshot(conn: &Connection, tenant: &TenantId) -> Result<Counte
         .map(Option::unwrap_or_default)
 }
 
-/// The tenant's values as committed last, for a read (see the invariants): from memory if it
-/// has unfolded rows, without a reader.
-pub(crate) async fn read_committed(pool: Arc<Pool>, tenant: &TenantId) -> Result<Counters> {
-    if let Some(known) = pool.tails.usage(tenant) {
-        return Ok(known);
-    }
-    let tenant = tenant.clone();
-    crate::store::read_on(pool, move |conn| stored(conn, &tenant)).await
+/// The counters committed before the running group, of tenants with unfolded usage rows: the
+/// writer's memory of them (`tails` keeps it, with the registry of the log tails it folds with).
+pub(crate) trait CommittedUsage: Send + Sync {
+    fn committed(&self, tenant: &TenantId) -> Option<Counters>;
+}
+
+thread_local! {
+    /// The writer's memory while it runs a group (a thread-local for the reason `tails::in_group`
+    /// gives: the writes' statements take the connection alone).
+    static BEFORE_GROUP: RefCell<Option<Arc<dyn CommittedUsage>>> = const { RefCell::new(None) };
+}
+
+/// Runs `group` on the writer, its writes finding the counters committed before it in `memory`.
+pub(crate) fn in_group<T>(memory: Arc<dyn CommittedUsage>, group: impl FnOnce() -> T) -> T {
+    let before = BEFORE_GROUP.with(|g| g.borrow_mut().replace(memory));
+    let out = group();
+    BEFORE_GROUP.with(|g| *g.borrow_mut() = before);
+    out
+}
+
+fn committed_before_group(tenant: &TenantId) -> Option<Counters> {
+    BEFORE_GROUP.with(|g| g.borrow().as_ref().and_then(|m| m.committed(tenant)))
 }
 
 /// The tenant's current values as its write sees them, on the writer inside the write: the
@@ -139,7 +154,7 @@ pub(crate) fn now_tx(tx: &Connection, tenant: &TenantId) -> Result<Counters> {
     match working {
         Some((DELETED, _)) => stored(tx, tenant),
         Some((_, values)) => Ok(values),
-        None => match crate::tails::committed_usage(tenant) {
+        None => match committed_before_group(tenant) {
             Some(values) => Ok(values),
             None => stored(tx, tenant),
         },
@@ -288,7 +303,7 @@ impl Committed {
     /// for the next: on the writer, after each commit, before any of its writes is answered.
     pub fn register(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         let select = concat!("SELECT tenant_id, tail_id, ", columns!(), " FROM temp.usage_now");
-        crate::tails::drain_working(conn, select, "DELETE FROM temp.usage_now", |r| {
+        drain_working(conn, select, "DELETE FROM temp.usage_now", |r| {
             let tenant: String = r.get(0)?;
             match r.get(1)? {
                 DELETED => {

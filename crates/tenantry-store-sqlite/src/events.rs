@@ -1,9 +1,10 @@
 //! The event log: read by page (filtered by a key's prefix inside the query, so a prefixed key
 //! still gets full pages) and pruned by age.
 
+use crate::error::sql_error;
 use crate::journal::event_tx;
-use crate::pool::sql_error;
-use crate::store::{read_on, SqliteStore};
+use crate::pool::read_on;
+use crate::store::SqliteStore;
 use crate::tails::Log;
 use async_trait::async_trait;
 use rusqlite::{params, Row};
@@ -43,7 +44,7 @@ impl EventLog for SqliteStore {
         let tenant = scope.tenant_id().clone();
         let pool = self.pool_of(&tenant)?;
         // A prefix filter may skip entries: then every later tail entry may be needed.
-        let tail = pool.tails.ids(Log::Events, &tenant, after, visible.is_none().then_some(limit));
+        let tail = pool.tails().ids(Log::Events, &tenant, after, visible.is_none().then_some(limit));
         read_on(pool, move |conn| {
             let after = after.min(i64::MAX as u64) as i64;
             let rows: Vec<Event> = match visible {
@@ -84,7 +85,7 @@ impl EventLog for SqliteStore {
 
     async fn last_event_seq(&self, scope: &TenantScope) -> Result<u64> {
         let tenant = scope.tenant_id().clone();
-        let seq = crate::counters::read_committed(self.pool_of(&tenant)?, &tenant).await?.last_event_seq;
+        let seq = crate::database::read_committed(self.pool_of(&tenant)?, &tenant).await?.last_event_seq;
         Ok(seq.max(0) as u64)
     }
 
@@ -123,5 +124,57 @@ impl SqliteStore {
             Ok(n as u64)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::OpenOptions;
+    use rusqlite::{params, Connection};
+    use tenantry_core::ids::TenantId;
+    use tenantry_core::time::Timestamp;
+
+    #[tokio::test]
+    async fn pruning_takes_old_events_from_the_keyed_table_and_the_tail_and_their_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), OpenOptions::default()).unwrap();
+        let t = TenantId::generate();
+        let tenant = t.clone();
+        let rows = [("events", 1, 100), ("events", 2, 300), ("events_tail", 3, 100), ("events_tail", 4, 300)];
+        let insert = move |tx: &Connection| {
+            for (table, seq, at) in rows {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {table} (tenant_id, seq, type, actor, at) VALUES (?1, ?2, 'file.write', 'a', ?3)"
+                    ),
+                    params![tenant.as_str(), seq, at],
+                )
+                .map_err(sql_error)?;
+            }
+            Ok(())
+        };
+        store.shared.write(None, insert, None).await.unwrap();
+        let tails = store.shared.tails().clone();
+        store.shared.exclusive(move |c| tails.fold_all(c)).await.unwrap();
+        let left = || async {
+            crate::pool::read_on(store.shared.clone(), |c| {
+                let seqs = |sql: &str| -> rusqlite::Result<Vec<i64>> {
+                    c.prepare(sql)?.query_map([], |r| r.get(0))?.collect()
+                };
+                Ok([
+                    seqs("SELECT seq FROM events ORDER BY seq"),
+                    seqs("SELECT seq FROM events_tail ORDER BY seq"),
+                    seqs("SELECT seq FROM events_tail_index ORDER BY seq"),
+                ]
+                .map(|r| r.unwrap()))
+            })
+            .await
+            .unwrap()
+        };
+        assert_eq!(left().await, [vec![1, 2], vec![3, 4], vec![3, 4]]);
+        assert_eq!(store.prune_events(Timestamp::from_millis(200)).await.unwrap(), 2);
+        assert_eq!(store.prune_events(Timestamp::from_millis(200)).await.unwrap(), 0);
+        assert_eq!(left().await, [vec![2], vec![4], vec![4]]);
     }
 }

@@ -6,14 +6,14 @@
 //! import that is aborted, or interrupted by a crash, is swept: its staged bytes deleted.
 
 use crate::blobs::{Doomed, Pending, EXTERNAL_OVER};
+use crate::error::corrupt;
+use crate::error::sql_error;
+use crate::files::{current_file, drop_content_tx, store_content_tx, upsert_file_row_tx, Body, ContentRef, FileRow};
 use crate::journal::{journal_tx, quota_warnings_tx};
 use crate::memory::{upsert_memory_tx, StoredEntry};
-use crate::pool::sql_error;
 use crate::search::reindex_tx;
-use crate::store::{
-    add_usage_tx, corrupt, current_file, drop_content_tx, store_content_tx, upsert_file_row_tx, usage_tx, Body,
-    ContentRef, FileRow, SqliteStore,
-};
+use crate::store::SqliteStore;
+use crate::usage::{add_usage_tx, usage_tx};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;

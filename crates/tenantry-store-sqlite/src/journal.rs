@@ -4,48 +4,14 @@
 //! subscribers in commit order and never before they are durable.
 
 use crate::audit::append_audit_tx;
-use crate::pool::sql_error;
+use crate::error::sql_error;
+use crate::sinks::Published;
 use crate::tails::Log;
 use rusqlite::{params, Connection};
-use std::sync::{Arc, Mutex, RwLock};
-use tenantry_core::events::{Event, EventDraft, EventSink, Journal};
+use tenantry_core::events::{Event, EventDraft, Journal};
 use tenantry_core::ids::TenantId;
 use tenantry_core::time::{Clock, SystemClock};
 use tenantry_core::Result;
-
-/// The sinks told about committed events.
-pub(crate) type Sinks = Arc<RwLock<Vec<Arc<dyn EventSink>>>>;
-
-/// Events a write published, kept until its commit.
-#[derive(Default, Clone)]
-pub(crate) struct Published(Arc<Mutex<Vec<Event>>>);
-
-impl Published {
-    fn push(&self, e: Event) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(e);
-    }
-
-    /// The hook that hands the events to the sinks after the commit (then runs `then`).
-    pub(crate) fn on_commit(
-        &self,
-        tenant: TenantId,
-        sinks: Sinks,
-        then: Option<Box<dyn FnOnce() + Send>>,
-    ) -> Box<dyn FnOnce() + Send> {
-        let events = self.0.clone();
-        Box::new(move || {
-            if let Some(f) = then {
-                f();
-            }
-            let events = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
-            if !events.is_empty() {
-                for sink in sinks.read().unwrap_or_else(|e| e.into_inner()).iter() {
-                    sink.published(&tenant, &events);
-                }
-            }
-        })
-    }
-}
 
 /// Writes the journal of a change inside its transaction.
 pub(crate) fn journal_tx(
@@ -128,7 +94,7 @@ fn queue_deliveries_tx(tx: &Connection, tenant: &TenantId, slug: &str, event: &E
     body["tenant"] = serde_json::Value::String(slug.to_owned());
     let body = body.to_string();
     for (id, events, path_glob) in hooks {
-        let events: Vec<String> = serde_json::from_str(&events).map_err(|_| crate::store::corrupt("webhook events"))?;
+        let events: Vec<String> = serde_json::from_str(&events).map_err(|_| crate::error::corrupt("webhook events"))?;
         if tenantry_core::webhook::wants(&events, path_glob.as_deref(), event) {
             tx.prepare_cached(
                 "INSERT INTO webhook_outbox (tenant_id, webhook_id, event_seq, event, attempts, next_attempt_at)

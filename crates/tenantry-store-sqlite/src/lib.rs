@@ -2,39 +2,82 @@
 //! tenantry-core's [`Store`](tenantry_core::store::Store) traits.
 //!
 //! # Layout
-//! - [`schema`]: the migrations, applied in order on open; a newer schema is refused.
-//! - [`pool`]: one writer connection (all writes are short transactions, serialized) and a small
-//!   pool of reader connections, used from tokio's blocking threads.
-//! - `blobs`: file bodies over 1 MiB, in files of their own beside the databases.
-//! - `cache`: a bounded cache of small hot files in front of the readers.
-//! - `store`: the registry, audit, file and usage traits. Every row carries `tenant_id` and
-//!   every index is led by it; every query filters on the `TenantScope` it was handed.
-//! - `tails`: the audit and event logs are appended to unindexed tails and folded into their
-//!   per-tenant tables in batches (many tenants' writes stay as cheap as one tenant's).
-//! - `counters`: the tenants' usage counters, appended to a tail and written back in the same
-//!   folds, for the same reason.
-//! - `journal`: what each change writes beside itself (audit entry, event, webhook outbox rows)
-//!   and the hand-off of committed events to the sinks.
-//! - `memory`, `search`, `events`, `webhooks`: the data plane's traits.
+//! Modules lower in this list never import higher ones (there are no import cycles).
+//! - Leaves: `error` (SQLite failures as core errors), [`schema`] (the migrations, applied in
+//!   order on open; a newer schema is refused), `blobs` (file bodies over 1 MiB, in files beside
+//!   the databases), `cache` (small hot files in memory), `working` (the writer's per-group
+//!   working tables), `sinks` (committed events handed to subscribers).
+//! - [`pool`]: one database file's writer thread (group commit, a savepoint per write, fair
+//!   shares between tenants), its readers and checkpointer. It schedules a `WriterCompanion`'s
+//!   work beside the writes and knows nothing else of it.
+//! - `counters`, then `tails`: the tenants' usage counters and the audit and event logs, appended
+//!   to unindexed tails and folded in batches (many tenants' writes stay as cheap as one
+//!   tenant's). `Tails` is the writer's companion; `database` is a pool with it.
+//! - `placement` (which database holds a tenant, the fence of a move), then `store`: the
+//!   [`SqliteStore`] handle, which routes each read and write to its tenant's database.
+//! - Capabilities, each implementing its core traits over the handle: `tenants`, `keys`,
+//!   `files`, `usage`, `audit`, `journal` (what every change writes beside itself), `events`,
+//!   `webhooks`, `search`, `memory`, `import`; `upkeep` (the cross-tenant upkeep trait).
+//! - `moves` (the online move engine) and `recovery` (settling at open what a crash left half
+//!   done); `SqliteStore::open`, below, opens the databases and runs the recovery.
+//!
+//! The internals (tails, folds, counters, group commit, blobs, moves) are described in the
+//! crate's README.
 
 mod audit;
 mod blobs;
 mod cache;
 mod counters;
+mod database;
+mod error;
 mod events;
+mod files;
 mod import;
 mod journal;
+mod keys;
 mod memory;
 mod moves;
 mod placement;
 mod pool;
+mod recovery;
 mod schema;
 mod search;
+mod sinks;
 mod store;
 mod tails;
+mod tenants;
 mod upkeep;
+mod usage;
 mod webhooks;
+mod working;
 
 pub use pool::OpenOptions;
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteStore;
+
+use crate::blobs::Blobs;
+use crate::cache::FileCache;
+use crate::database::Database;
+use crate::placement::{DedicatedPools, Routes};
+use crate::sinks::Sinks;
+use crate::store::SHARED_DB;
+use std::path::Path;
+use std::sync::Arc;
+use tenantry_core::Result;
+
+impl SqliteStore {
+    /// Opens the store in `data_dir` (which must exist), migrating an older schema.
+    pub fn open(data_dir: &Path, opts: OpenOptions) -> Result<SqliteStore> {
+        let shared = Arc::new(Database::open_with_tails(&data_dir.join(SHARED_DB), &opts)?);
+        let store = SqliteStore {
+            dedicated: Arc::new(DedicatedPools::new(data_dir, &opts, opts.max_open_dedicated)),
+            routes: Arc::new(Routes::default()),
+            shared,
+            cache: Arc::new(FileCache::new(opts.cache_bytes)),
+            blobs: Arc::new(Blobs::new(data_dir)),
+            sinks: Sinks::default(),
+        };
+        crate::recovery::recover(&store)?;
+        Ok(store)
+    }
+}

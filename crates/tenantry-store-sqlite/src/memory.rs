@@ -2,10 +2,12 @@
 //! count toward the tenant's `storage_bytes` in the same counters as files, checked inside the
 //! write transaction; expired rows are invisible at once and reclaimed in the background.
 
+use crate::error::corrupt;
+use crate::error::sql_error;
 use crate::journal::{journal_tx, quota_warnings_tx};
-use crate::pool::sql_error;
 use crate::search::{memory_doc, reindex_tx};
-use crate::store::{add_usage_tx, corrupt, usage_tx, SqliteStore};
+use crate::store::SqliteStore;
+use crate::usage::{add_usage_tx, usage_tx};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tenantry_core::events::Journal;

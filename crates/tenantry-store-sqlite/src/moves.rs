@@ -1,103 +1,24 @@
-//! Recovery at open: what a crash may have left half done (imports, moves, dedicated databases
-//! whose creation never finished) is settled before the store serves.
-
-use crate::pool::sql_error;
-use crate::store::SqliteStore;
-use rusqlite::Connection;
-use tenantry_core::ids::TenantId;
-use tenantry_core::Result;
-
-/// A plain connection to a database file for the one-off work of opening.
-fn plain(path: &std::path::Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(sql_error)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_error)?;
-    Ok(conn)
-}
-
-fn sweep_imports(conn: &mut Connection) -> Result<u64> {
-    let tx = conn.transaction().map_err(sql_error)?;
-    let swept = crate::import::sweep_imports_tx(&tx)?;
-    tx.commit().map_err(sql_error)?;
-    Ok(swept)
-}
-
-/// Settles the shared database and every dedicated one, and loads the routes.
-pub(crate) fn recover(store: &SqliteStore) -> Result<()> {
-    let mut shared = plain(&store.shared.path)?;
-    settle_moves(store, &mut shared)?;
-    let mut swept = sweep_imports(&mut shared)?;
-    let mut named: HashSet<String> = crate::store::named_blobs(&shared)?.into_iter().collect();
-    let tenants: HashSet<String> = shared
-        .prepare("SELECT id FROM tenants")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .map_err(sql_error)?;
-    let dedicated: Vec<String> = shared
-        .prepare("SELECT id FROM tenants WHERE placement = 'dedicated'")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .map_err(sql_error)?;
-    for id in &dedicated {
-        let tenant = TenantId::parse(id).ok_or_else(|| crate::store::corrupt("tenant id"))?;
-        store.routes.set_dedicated(&tenant, true);
-        let path = store.dedicated.path_of(&tenant);
-        if !path.exists() {
-            return Err(tenantry_core::Error::internal(format!(
-                "tenant {id} is dedicated but its database {} is missing",
-                path.display()
-            )));
-        }
-        let mut conn = plain(&path)?;
-        crate::schema::migrate(&mut conn).map_err(|e| match e {
-            crate::schema::MigrateError::Newer { found } => tenantry_core::Error::internal(format!(
-                "{} has schema version {found}, newer than this tenantry binary knows",
-                path.display()
-            )),
-            crate::schema::MigrateError::Sql(e) => sql_error(e),
-        })?;
-        swept += sweep_imports(&mut conn)?;
-        named.extend(crate::store::named_blobs(&conn)?);
-        let hooked: bool =
-            conn.query_row("SELECT EXISTS (SELECT 1 FROM webhooks)", [], |r| r.get(0)).map_err(sql_error)?;
-        if hooked {
-            store.routes.set_hooked(&tenant);
-        }
-    }
-    if swept > 0 {
-        tracing::warn!(swept, "dropped imports that were interrupted before they committed");
-    }
-    // A dedicated database no registry row points at was being created when the server stopped
-    // (its creation was never answered): nothing refers to it.
-    if let Ok(entries) = std::fs::read_dir(store.dedicated.dir()) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".db") else { continue };
-            if !dedicated.iter().any(|d| d == id) {
-                if let Some(tenant) = TenantId::parse(id) {
-                    tracing::warn!(tenant = id, "deleting a dedicated database no tenant points at");
-                    store.dedicated.delete_files(&tenant)?;
-                }
-            }
-        }
-    }
-    // With every move settled and every staged import dropped, a body no database names is left
-    // over from a write that never committed (or a delete whose unlink did not happen).
-    store.blobs.sweep(&named, &tenants)?;
-    Ok(())
-}
-
-// ---- moving a tenant between placements ----
+//! Moving a tenant between placements (shared and dedicated), online: copy rounds while it
+//! keeps writing, a short fence for the last round, then the switch; and the settling at open
+//! of a move a crash interrupted.
 
 use crate::blobs::Blobs;
-use crate::pool::Pool;
-use crate::store::delete_tenant_rows_tx;
-use crate::store::Body;
+use crate::database::Database;
+use crate::error::sql_error;
+use crate::files::Body;
+use crate::store::SqliteStore;
+use crate::tenants::delete_tenant_rows_tx;
 use async_trait::async_trait;
 use rusqlite::types::Value;
+use rusqlite::Connection;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
+use tenantry_core::ids::TenantId;
 use tenantry_core::model::Placement;
 use tenantry_core::store::{MoveProgress, MoveReport, PlacementStore, TenantScope};
 use tenantry_core::Error;
+use tenantry_core::Result;
 
 /// A tenant's tables copied row for row, with the columns that identify a row and the column
 /// that names the tenant. (`files` and `file_content` are copied by `files_round`; the webhook
@@ -420,8 +341,8 @@ impl SqliteStore {
     /// turn on the destination's writer. Returns the source's files as of this round.
     async fn files_round(
         &self,
-        src: &Arc<Pool>,
-        dst: &Arc<Pool>,
+        src: &Arc<Database>,
+        dst: &Arc<Database>,
         tenant: &TenantId,
         copied: &mut Copied,
         progress: &(dyn Fn(MoveProgress) + Send + Sync),
@@ -429,7 +350,7 @@ impl SqliteStore {
         let t = tenant.clone();
         let (known, after) = (copied.src_files.take(), copied.files_events_after);
         let (files, seen_up_to, changed) =
-            crate::store::read_on(src.clone(), move |c| in_snapshot(c, |c| changed_files(c, &t, known, after))).await?;
+            crate::pool::read_on(src.clone(), move |c| in_snapshot(c, |c| changed_files(c, &t, known, after))).await?;
         copied.files_events_after = seen_up_to;
         // The paths to bring up to date: those that changed, or (listed whole) every path of
         // either side.
@@ -461,7 +382,7 @@ impl SqliteStore {
             let t = tenant.clone();
             // Bytes and ETag read in one statement: the row and its bytes agree. A file changed
             // since the listing is left for the next round.
-            let got = crate::store::read_on(src.clone(), move |c| {
+            let got = crate::pool::read_on(src.clone(), move |c| {
                 let mut out = Vec::new();
                 let mut s = c
                     .prepare_cached(
@@ -482,7 +403,7 @@ impl SqliteStore {
                 Ok(out)
             })
             .await?;
-            let owner = Some(crate::store::owner_of(tenant));
+            let owner = Some(crate::pool::owner_of(tenant));
             dst.write(
                 owner,
                 move |tx| {
@@ -494,7 +415,7 @@ impl SqliteStore {
                             Some(name) => Body::External(name),
                             None => Body::Inline(&bytes),
                         };
-                        let (dst_id, _) = crate::store::store_content_tx(tx, None, body)?;
+                        let (dst_id, _) = crate::files::store_content_tx(tx, None, body)?;
                         out.push(((id, etag), dst_id, size as u64));
                     }
                     Ok(out)
@@ -528,8 +449,8 @@ impl SqliteStore {
     /// equal in the destination in one transaction. Returns how many rows it changed.
     async fn sync_round(
         &self,
-        src: &Arc<Pool>,
-        dst: &Arc<Pool>,
+        src: &Arc<Database>,
+        dst: &Arc<Database>,
         tenant: &TenantId,
         copied: &mut Copied,
         progress: &(dyn Fn(MoveProgress) + Send + Sync),
@@ -546,9 +467,9 @@ impl SqliteStore {
         let seq_after = copied.seq_after.clone();
         let memory_seen = std::mem::take(&mut copied.memory_seen);
         let after = copied.attempts_after;
-        let read = crate::store::read_on(src.clone(), move |c| {
+        let read = crate::pool::read_on(src.clone(), move |c| {
             in_snapshot(c, |c| {
-                let record = crate::store::tenant_record(c, &t)?;
+                let record = crate::tenants::tenant_record(c, &t)?;
                 let mut tables = Vec::new();
                 let mut memory = HashMap::new();
                 let mut dirty_docs = dirty_files.map(|paths| {
@@ -646,7 +567,7 @@ impl SqliteStore {
                     upserts: chunk.to_vec(),
                     deletes: Vec::new(),
                 };
-                pre_inserted += dst.write(Some(crate::store::owner_of(tenant)), move |tx| apply(tx, &d), None).await?;
+                pre_inserted += dst.write(Some(crate::pool::owner_of(tenant)), move |tx| apply(tx, &d), None).await?;
             }
         }
         let dst_is_dedicated = !Arc::ptr_eq(dst, &self.shared);
@@ -654,7 +575,7 @@ impl SqliteStore {
         let mut dst_whole = std::mem::take(&mut copied.dst_whole);
         let mut dst_files = std::mem::take(&mut copied.dst_files);
         let t = tenant.clone();
-        let owner = Some(crate::store::owner_of(tenant));
+        let owner = Some(crate::pool::owner_of(tenant));
         let (changed, content, attempts_after, dst_whole, dst_files) = dst
             .write(
                 owner,
@@ -730,7 +651,7 @@ impl SqliteStore {
                             let still = dst_files.get(path).is_some_and(|(_, id)| *id == old_id);
                             if !still {
                                 // Rows only: a body it named is the source's to unlink.
-                                crate::store::drop_content_row_tx(tx, old_id)?;
+                                crate::files::drop_content_row_tx(tx, old_id)?;
                                 content.remove(&(o.content_id, o.etag.clone()));
                             }
                         }
@@ -809,9 +730,9 @@ impl SqliteStore {
     /// Every file's bytes in `pool` hash to its ETag. An external body was not copied (the copy
     /// names the same file), so for it what is checked is that the file is there with the size the
     /// row says: a name the catch-up left stale would point at a body already unlinked.
-    async fn bytes_match_etags(pool: &Arc<Pool>, blobs: Arc<Blobs>, tenant: &TenantId) -> Result<bool> {
+    async fn bytes_match_etags(pool: &Arc<Database>, blobs: Arc<Blobs>, tenant: &TenantId) -> Result<bool> {
         let t = tenant.clone();
-        crate::store::read_on(pool.clone(), move |c| {
+        crate::pool::read_on(pool.clone(), move |c| {
             let mut s = c
                 .prepare(
                     "SELECT f.path, f.etag, f.size, c.content, c.blob FROM files f JOIN file_content c ON c.id = f.content_id
@@ -902,7 +823,7 @@ impl SqliteStore {
             }
         }
         // Opened now, begun at the switch: the fence holds only what must be inside it.
-        let (before, after) = (plain(&src.path)?, plain(&dst.path)?);
+        let (before, after) = (crate::pool::plain(&src.path)?, crate::pool::plain(&dst.path)?);
         // Writes wait from the moment the gate starts closing (new ones queue behind it).
         let fence = Instant::now();
         let closed = crate::placement::Routes::close(&gate).await;
@@ -935,7 +856,7 @@ impl SqliteStore {
         report.rows = copied.rows;
         report.rounds = copied.rounds;
         let t = tenant.clone();
-        let (files, bytes) = crate::store::read_on(dst.clone(), move |c| {
+        let (files, bytes) = crate::pool::read_on(dst.clone(), move |c| {
             c.query_row("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE tenant_id = ?1", [t.as_str()], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
             })
@@ -1056,13 +977,13 @@ async fn rollback(store: &SqliteStore, tenant: &TenantId, to: Placement) -> Resu
 /// (which only the switch changes, in the registry). Returns rows changed.
 fn copy_record(tx: &Connection, record: Option<tenantry_core::model::Tenant>, dst_is_dedicated: bool) -> Result<u64> {
     let Some(mut t) = record else { return Ok(0) };
-    let current = crate::store::tenant_record(tx, &t.id)?;
+    let current = crate::tenants::tenant_record(tx, &t.id)?;
     match current {
         Some(c) if c == Tenant { placement: c.placement, ..t.clone() } => Ok(0),
-        Some(_) => crate::store::write_tenant_row(tx, &t, false).map(|_| 1),
+        Some(_) => crate::tenants::write_tenant_row(tx, &t, false).map(|_| 1),
         None => {
             t.placement = if dst_is_dedicated { Placement::Dedicated } else { Placement::Shared };
-            crate::store::write_tenant_row(tx, &t, true).map(|_| 1)
+            crate::tenants::write_tenant_row(tx, &t, true).map(|_| 1)
         }
     }
 }
@@ -1071,14 +992,14 @@ use tenantry_core::model::Tenant;
 
 /// Settles a move a crash interrupted: one not yet switched is rolled back (its copy deleted);
 /// one switched is finished (the old copy deleted).
-fn settle_moves(store: &SqliteStore, shared: &mut Connection) -> Result<()> {
+pub(crate) fn settle_moves(store: &SqliteStore, shared: &mut Connection) -> Result<()> {
     let moves: Vec<(String, String, String)> = shared
         .prepare("SELECT tenant_id, to_placement, phase FROM moves")
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
         .map_err(sql_error)?;
     for (id, to, phase) in moves {
-        let tenant = TenantId::parse(&id).ok_or_else(|| crate::store::corrupt("tenant id"))?;
-        let to = Placement::parse(&to).ok_or_else(|| crate::store::corrupt("placement"))?;
+        let tenant = TenantId::parse(&id).ok_or_else(|| crate::error::corrupt("tenant id"))?;
+        let to = Placement::parse(&to).ok_or_else(|| crate::error::corrupt("placement"))?;
         // Where the copy to delete is: the new place if not switched, else the old one.
         let doomed = if phase == "switched" {
             if to == Placement::Dedicated {
@@ -1137,7 +1058,7 @@ const DELETE_BATCH: i64 = 2000;
 /// turn with every other tenant's writes (one transaction for a large tenant would hold the
 /// shared writer for seconds, and `secure_delete` zeroes every page it frees). Registry rows stay.
 async fn delete_from_shared(store: &SqliteStore, tenant: &TenantId) -> Result<()> {
-    let owner = Some(crate::store::owner_of(tenant));
+    let owner = Some(crate::pool::owner_of(tenant));
     // Files with their bytes, a few hundred at a time.
     loop {
         let t = tenant.clone();
@@ -1152,7 +1073,7 @@ async fn delete_from_shared(store: &SqliteStore, tenant: &TenantId) -> Result<()
                         .map_err(sql_error)?;
                     for (row, content) in &batch {
                         // Rows only: the bodies they name are the new place's now.
-                        crate::store::drop_content_row_tx(tx, *content)?;
+                        crate::files::drop_content_row_tx(tx, *content)?;
                         tx.execute("DELETE FROM files WHERE rowid = ?1", [row]).map_err(sql_error)?;
                     }
                     Ok(batch.len())

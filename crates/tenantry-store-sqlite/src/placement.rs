@@ -5,7 +5,8 @@
 //! raises; [`DedicatedPools`] opens dedicated databases through a bounded cache, so any number of
 //! dedicated tenants run with a fixed number of open files.
 
-use crate::pool::{OpenOptions, Pool};
+use crate::database::Database;
+use crate::pool::OpenOptions;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -102,7 +103,7 @@ impl Routes {
     }
 }
 
-type OpenPools = HashMap<TenantId, (Arc<Pool>, u64)>;
+type OpenPools = HashMap<TenantId, (Arc<Database>, u64)>;
 
 /// Dedicated databases by tenant, at most `capacity` open at once (least recently used closed
 /// first; a pool still in use by a request closes when that request is done).
@@ -135,7 +136,7 @@ impl DedicatedPools {
     }
 
     /// The tenant's pool, opening (creating and migrating if needed) its database on a miss.
-    pub fn get(&self, tenant: &TenantId) -> Result<Arc<Pool>> {
+    pub fn get(&self, tenant: &TenantId) -> Result<Arc<Database>> {
         let mut guard = lock(&self.open);
         let (open, tick) = &mut *guard;
         *tick += 1;
@@ -151,7 +152,7 @@ impl DedicatedPools {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| tenantry_core::Error::internal(format!("cannot create {}: {e}", self.dir.display())))?;
         // Opened under the lock: two pools (two writer threads) on one file would contend.
-        let pool = Arc::new(Pool::open(&self.path_of(tenant), &self.opts)?);
+        let pool = Arc::new(Database::open_with_tails(&self.path_of(tenant), &self.opts)?);
         open.insert(tenant.clone(), (pool.clone(), *tick));
         Ok(pool)
     }

@@ -4,12 +4,14 @@
 //! the writer. Readers are used from tokio's blocking threads, or inline for tiny reads when one
 //! is free without waiting.
 
-use crate::tails::Tails;
+use crate::error::sql_error;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tenantry_core::ids::TenantId;
 use tenantry_core::Error;
 
 #[derive(Debug, Clone)]
@@ -31,7 +33,7 @@ impl Default for OpenOptions {
 }
 
 /// A write queued for the writer thread.
-trait WriteJob: Send {
+pub(crate) trait WriteJob: Send {
     /// Whose write this is (a hash of the tenant id), for fair grouping; `None` for upkeep.
     fn owner(&self) -> Option<u64>;
     /// Runs inside the group's transaction; `false` if it failed (its savepoint is rolled back).
@@ -87,6 +89,28 @@ impl<T: Send, F: FnOnce(&Connection) -> Result<T, Error> + Send> WriteJob for Jo
         };
         let _ = this.reply.send(answer);
     }
+}
+
+/// What the writer thread does besides the callers' writes, on the same connection and inside
+/// their groups: in this crate, keeping the log tails (`tails`). The pool only schedules it.
+pub(crate) trait WriterCompanion: Send + Sync + Sized + 'static {
+    /// How long the writer waits without writes before it begins pending work.
+    const IDLE_AFTER: Duration;
+    /// Work is under way: the writer goes on with it while no write waits.
+    fn busy(&self) -> bool;
+    /// Nothing is pending: the writer may wait for writes as long as none come.
+    fn at_rest(&self) -> bool;
+    /// Whether work begins (or goes on) now; `idle`: the writer has nothing else to do.
+    fn begin(&self, idle: bool) -> bool;
+    /// The work's next step, run as the last job of a group (its pages share the group's commit).
+    fn next_job(self: &Arc<Self>) -> Option<Box<dyn WriteJob>>;
+    /// Runs `group` on the writer: the jobs of one group (`owners` holds the owner of each tenant
+    /// write in it), or an exclusive job (no owners).
+    fn around<T>(self: &Arc<Self>, owners: &[u64], group: impl FnOnce() -> T) -> T;
+    /// After each commit, before any of its jobs is answered.
+    fn after_commit(&self, conn: &Connection);
+    /// The pool is being dropped: the writer's last chance to leave the database tidy.
+    fn close(&self, conn: &Connection);
 }
 
 enum Queued {
@@ -229,37 +253,35 @@ fn take_group(
     (group, left_for_time)
 }
 
-fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tails: Arc<Tails>) {
+fn writer_loop<C: WriterCompanion>(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, companion: Arc<C>) {
     use std::sync::mpsc::RecvTimeoutError;
     let mut backlog: VecDeque<Queued> = VecDeque::new();
     let mut time = WriterTime::default();
     loop {
         if backlog.is_empty() {
-            // A fold under way goes on while nothing waits; a tail is folded after a moment
+            // Work under way goes on while nothing waits; pending work begins after a moment
             // without writes.
-            let next = if tails.folding() {
+            let next = if companion.busy() {
                 rx.try_recv().map_err(|e| match e {
                     std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
                     std::sync::mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
                 })
-            } else if tails.is_empty() {
+            } else if companion.at_rest() {
                 rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             } else {
-                rx.recv_timeout(crate::tails::FOLD_WHEN_IDLE)
+                rx.recv_timeout(C::IDLE_AFTER)
             };
             match next {
                 Ok(q) => backlog.push_back(q),
                 Err(RecvTimeoutError::Timeout) => {
-                    if tails.begin_fold(true) {
-                        commit_group(&conn, &tails, fold_step(&tails).into_iter().collect(), &mut time, &mut backlog);
+                    if companion.begin(true) {
+                        let step = companion.next_job().into_iter().collect();
+                        commit_group(&conn, &companion, step, &mut time, &mut backlog);
                     }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    // The store was dropped: leave the database folded.
-                    if let Err(e) = tails.fold_all(&conn) {
-                        tracing::error!("cannot fold the log tails on close (folded at the next open): {e}");
-                    }
+                    companion.close(&conn);
                     return;
                 }
             }
@@ -269,98 +291,39 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Queued>, tail
         }
         if matches!(backlog.front(), Some(Queued::Exclusive(_))) {
             if let Some(Queued::Exclusive(f)) = backlog.pop_front() {
-                crate::tails::in_group(&tails, Vec::new(), || f(&mut conn));
-                register(&tails, &conn);
+                companion.around(&[], || f(&mut conn));
+                companion.after_commit(&conn);
             }
             continue;
         }
         let mut group = next_group(&mut backlog, &mut time);
-        if tails.begin_fold(false) {
-            group.extend(fold_step(&tails));
+        if companion.begin(false) {
+            group.extend(companion.next_job());
         }
-        commit_group(&conn, &tails, group, &mut time, &mut backlog);
+        commit_group(&conn, &companion, group, &mut time, &mut backlog);
     }
 }
 
-/// Runs a group in one transaction, registers the log entries it committed, then answers its
-/// jobs; the jobs it had no time for go back to the front of the backlog, in their order.
-fn commit_group(
+/// Runs a group in one transaction, tells the companion of the commit, then answers its jobs;
+/// the jobs it had no time for go back to the front of the backlog, in their order.
+fn commit_group<C: WriterCompanion>(
     conn: &Connection,
-    tails: &Arc<Tails>,
+    companion: &Arc<C>,
     mut group: Vec<Box<dyn WriteJob>>,
     time: &mut WriterTime,
     backlog: &mut VecDeque<Queued>,
 ) {
     let mut later = Vec::new();
-    let committed =
-        crate::tails::in_group(tails, dense_owners(&group), || run_group(conn, &mut group, &mut later, time));
+    let owners: Vec<u64> = group.iter().filter_map(|j| j.owner()).collect();
+    let committed = companion.around(&owners, || run_group(conn, &mut group, &mut later, time));
     if committed.is_ok() {
-        register(tails, conn);
+        companion.after_commit(conn);
     }
     for job in group {
         job.finish(committed.clone());
     }
     for job in later.into_iter().rev() {
         backlog.push_front(Queued::Grouped(job));
-    }
-}
-
-/// The tenants with at least [`DENSE_WRITES`](crate::tails::DENSE_WRITES) writes in the group.
-fn dense_owners(group: &[Box<dyn WriteJob>]) -> Vec<u64> {
-    let mut writes: HashMap<u64, usize> = HashMap::new();
-    for o in group.iter().filter_map(|j| j.owner()) {
-        *writes.entry(o).or_default() += 1;
-    }
-    writes.into_iter().filter(|(_, n)| *n >= crate::tails::DENSE_WRITES).map(|(o, _)| o).collect()
-}
-
-/// Registers a commit's log entries before its writes are answered. Should reading them back
-/// fail, folding makes them readable instead (a fold needs no registration).
-fn register(tails: &Tails, conn: &Connection) {
-    if let Err(e) = tails.register(conn) {
-        tracing::error!("cannot register the log tail ({e}): folding it instead");
-        if let Err(e) = tails.fold_all(conn) {
-            tracing::error!("cannot fold the log tails: {e}");
-        }
-    }
-}
-
-/// The fold's next step as the last job of a group: its pages share the group's commit.
-fn fold_step(tails: &Arc<Tails>) -> Option<Box<dyn WriteJob>> {
-    let step = tails.next_step()?;
-    Some(Box::new(FoldStep { tails: tails.clone(), step, failed: None }))
-}
-
-struct FoldStep {
-    tails: Arc<Tails>,
-    step: crate::tails::Step,
-    failed: Option<Error>,
-}
-
-impl WriteJob for FoldStep {
-    fn owner(&self) -> Option<u64> {
-        None
-    }
-
-    fn run(&mut self, conn: &Connection) -> bool {
-        match self.step.run(conn) {
-            Ok(()) => true,
-            Err(e) => {
-                // Nothing is lost: the entries stay readable in the tails; a later fold takes them.
-                tracing::error!("cannot fold the log tails: {e}");
-                self.failed = Some(sql_error(e));
-                false
-            }
-        }
-    }
-
-    fn failure(&self) -> Option<&Error> {
-        self.failed.as_ref()
-    }
-
-    fn finish(self: Box<Self>, committed: Result<(), Error>) {
-        let ok = committed.is_ok() && self.failed.is_none();
-        self.tails.finish(self.step, ok);
     }
 }
 
@@ -429,7 +392,9 @@ fn run_group(
     Ok(())
 }
 
-pub(crate) struct Pool {
+/// One database file: its writer thread (which runs `C`'s work too), its readers and its
+/// checkpointer.
+pub(crate) struct Pool<C> {
     pub path: PathBuf,
     /// Tells the checkpoint thread to end.
     stop: Arc<AtomicBool>,
@@ -437,14 +402,39 @@ pub(crate) struct Pool {
     writer: std::sync::mpsc::Sender<Queued>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    /// Which log entries are in the tails, by tenant (see `tails`).
-    pub tails: Arc<Tails>,
+    /// What the writer does besides the writes.
+    companion: Arc<C>,
 }
 
-impl Drop for Pool {
+impl<C> Drop for Pool<C> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// A plain connection to a database file for the one-off work of opening.
+pub(crate) fn plain(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path).map_err(sql_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_error)?;
+    Ok(conn)
+}
+
+/// A tenant's key for the writer's fair grouping (a write's owner).
+pub(crate) fn owner_of(tenant: &TenantId) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    tenant.hash(&mut h);
+    h.finish()
+}
+
+/// Runs a read on one of `pool`'s readers, on the blocking pool.
+pub(crate) async fn read_on<C: WriterCompanion, T: Send + 'static>(
+    pool: Arc<Pool<C>>,
+    f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(move || f(&pool.reader()))
+        .await
+        .map_err(|e| Error::internal(format!("store task failed: {e}")))?
 }
 
 /// How often the checkpoint thread copies committed WAL frames back into the database.
@@ -458,16 +448,6 @@ fn checkpoint_loop(conn: Connection, stop: Arc<AtomicBool>) {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!("background checkpoint failed (the writer's own will run): {e}");
         }
-    }
-}
-
-pub(crate) fn sql_error(e: rusqlite::Error) -> Error {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DiskFull) => {
-            tracing::error!("sqlite: {e}: the data directory's disk is full; writes are refused until space is freed");
-            Error::storage_full()
-        }
-        _ => Error::internal(format!("sqlite: {e}")),
     }
 }
 
@@ -491,9 +471,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Pool {
-    /// Opens (creating if needed) the database at `path`, migrated to the current schema.
-    pub fn open(path: &Path, opts: &OpenOptions) -> Result<Pool, Error> {
+impl<C: WriterCompanion> Pool<C> {
+    /// Opens (creating if needed) the database at `path`, migrated to the current schema, with
+    /// the writer's companion made by `companion` on the write connection.
+    pub fn open(
+        path: &Path,
+        opts: &OpenOptions,
+        companion: impl FnOnce(&Connection) -> Result<C, Error>,
+    ) -> Result<Pool<C>, Error> {
         let mut writer = Connection::open(path).map_err(sql_error)?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
         // Checkpoints are the checkpointer thread's job (below), so the writer never stalls copying
@@ -520,12 +505,12 @@ impl Pool {
             configure(&r, opts).map_err(sql_error)?;
             readers.push(Mutex::new(r));
         }
-        let tails = Arc::new(Tails::open(&writer)?);
+        let companion = Arc::new(companion(&writer)?);
         let (tx, rx) = std::sync::mpsc::channel();
-        let writer_tails = tails.clone();
+        let writers_companion = companion.clone();
         std::thread::Builder::new()
             .name("tenantry-writer".into())
-            .spawn(move || writer_loop(writer, rx, writer_tails))
+            .spawn(move || writer_loop(writer, rx, writers_companion))
             .map_err(|e| Error::internal(format!("cannot start the writer thread: {e}")))?;
         let checkpointer = Connection::open(path).map_err(sql_error)?;
         configure(&checkpointer, opts).map_err(sql_error)?;
@@ -535,7 +520,12 @@ impl Pool {
             .name("tenantry-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpointer, stopped))
             .map_err(|e| Error::internal(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Pool { path: path.to_owned(), writer: tx, readers, next_reader: AtomicUsize::new(0), stop, tails })
+        Ok(Pool { path: path.to_owned(), writer: tx, readers, next_reader: AtomicUsize::new(0), stop, companion })
+    }
+
+    /// What the writer does besides the writes.
+    pub fn companion(&self) -> &Arc<C> {
+        &self.companion
     }
 
     fn enqueue(&self, q: Queued) -> Result<(), Error> {
@@ -592,6 +582,30 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer with nothing to do besides the writes.
+    struct Alone;
+
+    impl WriterCompanion for Alone {
+        const IDLE_AFTER: Duration = Duration::from_secs(1);
+        fn busy(&self) -> bool {
+            false
+        }
+        fn at_rest(&self) -> bool {
+            true
+        }
+        fn begin(&self, _idle: bool) -> bool {
+            false
+        }
+        fn next_job(self: &Arc<Self>) -> Option<Box<dyn WriteJob>> {
+            None
+        }
+        fn around<T>(self: &Arc<Self>, _owners: &[u64], group: impl FnOnce() -> T) -> T {
+            group()
+        }
+        fn after_commit(&self, _conn: &Connection) {}
+        fn close(&self, _conn: &Connection) {}
+    }
 
     struct Probe(Option<u64>);
 
@@ -712,7 +726,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_disk_refuses_the_write_as_storage_full_changes_nothing_and_writes_resume_once_there_is_room() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = Pool::open(&dir.path().join("db.sqlite"), &OpenOptions::default()).unwrap();
+        let pool = Pool::open(&dir.path().join("db.sqlite"), &OpenOptions::default(), |_| Ok(Alone)).unwrap();
         // SQLite's own page limit answers exactly as a full disk does (SQLITE_FULL).
         let cap = |room: i64| {
             move |c: &mut Connection| {
@@ -726,113 +740,12 @@ mod tests {
         };
         let err = pool.write(None, insert, None).await.unwrap_err();
         assert_eq!((err.code, err.code.as_str()), (tenantry_core::ErrorCode::StorageFull, "storage_full"), "{err}");
-        let rows = |p: &Pool| p.reader().query_row("SELECT count(*) FROM file_content", [], |r| r.get::<_, i64>(0));
+        let rows =
+            |p: &Pool<Alone>| p.reader().query_row("SELECT count(*) FROM file_content", [], |r| r.get::<_, i64>(0));
         assert_eq!(rows(&pool).unwrap(), 0);
         pool.exclusive(cap(1000)).await.unwrap();
         assert_eq!(pool.write(None, insert, None).await.unwrap(), 1);
         assert_eq!(rows(&pool).unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn the_writer_folds_the_log_tails_inside_its_groups_and_when_idle() {
-        use tenantry_core::ids::TenantId;
-        let dir = tempfile::tempdir().unwrap();
-        let pool = Pool::open(&dir.path().join("db.sqlite"), &OpenOptions::default()).unwrap();
-        let tenants: Vec<TenantId> = (0..100).map(|_| TenantId::generate()).collect();
-        // 80 writes of one entry for each of 100 tenants; a fold is due at 64 per tenant
-        // (ROWS_PER_TENANT: 6,400) and runs inside the groups that follow, a step per group.
-        assert_eq!(crate::tails::ROWS_PER_TENANT, 64);
-        for n in 0..80 {
-            let slice = tenants.clone();
-            let draft = tenantry_core::model::AuditDraft {
-                actor: "key".into(),
-                action: "file.write".into(),
-                target: format!("/{n}"),
-                result: "ok".into(),
-                request_id: "req".into(),
-                ip: "::1".into(),
-            };
-            pool.write(
-                None,
-                move |c| slice.iter().try_for_each(|t| crate::audit::append_audit_tx(c, t, "slug", draft.clone())),
-                None,
-            )
-            .await
-            .unwrap();
-        }
-        let count = |table: &str| {
-            pool.reader().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).unwrap()
-        };
-        assert!(
-            count("audit_tail_index") >= 6400,
-            "a fold ran while writes came: {} indexed",
-            count("audit_tail_index")
-        );
-        // Idle: the rest is folded after a second.
-        for _ in 0..100 {
-            if count("audit_tail_index") == 8000 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        assert_eq!((count("audit_tail_index"), count("audit_tail"), count("audit")), (8000, 8000, 0));
-        assert!(pool.tails.is_empty());
-        let seqs: Vec<i64> = pool
-            .reader()
-            .prepare("SELECT seq FROM audit_indexed WHERE tenant_id = ?1 ORDER BY seq")
-            .unwrap()
-            .query_map([tenants[7].as_str()], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(seqs, (1..=80).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn a_tenant_is_dense_in_a_group_with_four_writes_of_its_own() {
-        let dense = |owners: &[Option<u64>]| {
-            let mut d = dense_owners(&next_group(&mut backlog(owners), &mut WriterTime::default()));
-            d.sort_unstable();
-            d
-        };
-        assert_eq!(dense(&[Some(1), None, Some(1), Some(1), Some(2), Some(1)]), [1]);
-        assert_eq!(dense(&[Some(1), Some(1), Some(1), Some(2), Some(2), Some(2), Some(2)]), [2]);
-        assert_eq!(dense(&[Some(1); 4].iter().chain(&[Some(2); 4]).copied().collect::<Vec<_>>()), [1, 2]);
-        assert!(dense(&[Some(1), None, None, None]).is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_dense_tenants_writes_through_the_writer_skip_the_tails() {
-        use tenantry_core::ids::TenantId;
-        let dir = tempfile::tempdir().unwrap();
-        let pool = Arc::new(Pool::open(&dir.path().join("db.sqlite"), &OpenOptions::default()).unwrap());
-        let t = TenantId::generate();
-        let write = |target: &str| {
-            let (pool, t, draft) = (pool.clone(), t.clone(), crate::tails::tests_draft(target));
-            let owner = Some(crate::store::owner_of(&t));
-            async move { pool.write(owner, move |c| crate::audit::append_audit_tx(c, &t, "slug", draft), None).await }
-        };
-        // Hold the writer until eight writes of the tenant wait: they make one group.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let holder = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.exclusive(move |_| held.recv().map_err(|_| Error::internal("dropped"))).await }
-        });
-        let writes: Vec<_> = (0..8).map(|n| tokio::spawn(write(&format!("/{n}")))).collect();
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        release.send(()).unwrap();
-        holder.await.unwrap().unwrap();
-        for w in writes {
-            w.await.unwrap().unwrap();
-        }
-        let count = |table: &str| {
-            pool.reader().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).unwrap()
-        };
-        assert_eq!((count("audit"), count("audit_tail")), (8, 0));
-        assert!(pool.tails.is_empty());
-        // A single write in its group goes to the tail, even with no other tenant writing.
-        write("/alone").await.unwrap();
-        assert_eq!((count("audit"), count("audit_tail")), (8, 1));
     }
 
     #[test]

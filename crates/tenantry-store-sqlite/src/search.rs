@@ -3,7 +3,7 @@
 //! the statistics BM25 needs are counted inside the tenant (and the prefix) only.
 
 use crate::counters::{self, Counters};
-use crate::pool::sql_error;
+use crate::error::sql_error;
 use crate::store::SqliteStore;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -263,8 +263,8 @@ impl SearchIndex for SqliteStore {
         let tenant = scope.tenant_id().clone();
         let pool = self.pool_of(&tenant)?;
         // Taken before the read starts (see `counters`).
-        let known = pool.tails.usage(&tenant);
-        crate::store::read_on(pool, move |conn| {
+        let known = pool.tails().usage(&tenant);
+        crate::pool::read_on(pool, move |conn| {
             let parts = parts_of(&query);
             let narrowed = parts.iter().any(|p| p.range.is_some());
             let stats = if narrowed {

@@ -45,8 +45,10 @@
 //! request path), which may show an entry twice mid-fold: they key what they read by (tenant,
 //! seq). Deleting a tenant's tail rows goes through [`Log::tenant_tail_ids`].
 
-use crate::counters::{Committed, Counters};
-use crate::pool::sql_error;
+use crate::counters::{Committed, CommittedUsage, Counters};
+use crate::error::sql_error;
+use crate::pool::{owner_of, WriteJob, WriterCompanion};
+use crate::working::{drain_working, DELETED};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -597,6 +599,102 @@ impl Tails {
     }
 }
 
+impl CommittedUsage for Tails {
+    fn committed(&self, tenant: &TenantId) -> Option<Counters> {
+        self.usage(tenant)
+    }
+}
+
+/// The writer keeps the tails: it registers each commit's entries, and folds them one step per
+/// group (or while it is idle).
+impl WriterCompanion for Tails {
+    const IDLE_AFTER: Duration = FOLD_WHEN_IDLE;
+
+    fn busy(&self) -> bool {
+        self.folding()
+    }
+
+    fn at_rest(&self) -> bool {
+        self.is_empty()
+    }
+
+    fn begin(&self, idle: bool) -> bool {
+        self.begin_fold(idle)
+    }
+
+    /// The fold's next step.
+    fn next_job(self: &Arc<Self>) -> Option<Box<dyn WriteJob>> {
+        let step = self.next_step()?;
+        Some(Box::new(FoldStep { tails: self.clone(), step, failed: None }))
+    }
+
+    /// Runs the group knowing its dense tenants: those with at least [`DENSE_WRITES`] writes in it.
+    fn around<T>(self: &Arc<Self>, owners: &[u64], group: impl FnOnce() -> T) -> T {
+        in_group(self, dense_owners(owners), group)
+    }
+
+    /// Registers a commit's log entries before its writes are answered. Should reading them back
+    /// fail, folding makes them readable instead (a fold needs no registration).
+    fn after_commit(&self, conn: &Connection) {
+        if let Err(e) = self.register(conn) {
+            tracing::error!("cannot register the log tail ({e}): folding it instead");
+            if let Err(e) = self.fold_all(conn) {
+                tracing::error!("cannot fold the log tails: {e}");
+            }
+        }
+    }
+
+    /// Leaves the database folded.
+    fn close(&self, conn: &Connection) {
+        if let Err(e) = self.fold_all(conn) {
+            tracing::error!("cannot fold the log tails on close (folded at the next open): {e}");
+        }
+    }
+}
+
+/// The owners with at least [`DENSE_WRITES`] writes among a group's.
+fn dense_owners(owners: &[u64]) -> Vec<u64> {
+    let mut writes: HashMap<u64, usize> = HashMap::new();
+    for o in owners {
+        *writes.entry(*o).or_default() += 1;
+    }
+    writes.into_iter().filter(|(_, n)| *n >= DENSE_WRITES).map(|(o, _)| o).collect()
+}
+
+/// A fold step as a job of the writer's group.
+struct FoldStep {
+    tails: Arc<Tails>,
+    step: Step,
+    failed: Option<tenantry_core::Error>,
+}
+
+impl WriteJob for FoldStep {
+    fn owner(&self) -> Option<u64> {
+        None
+    }
+
+    fn run(&mut self, conn: &Connection) -> bool {
+        match self.step.run(conn) {
+            Ok(()) => true,
+            Err(e) => {
+                // Nothing is lost: the entries stay readable in the tails; a later fold takes them.
+                tracing::error!("cannot fold the log tails: {e}");
+                self.failed = Some(sql_error(e));
+                false
+            }
+        }
+    }
+
+    fn failure(&self) -> Option<&tenantry_core::Error> {
+        self.failed.as_ref()
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), tenantry_core::Error>) {
+        let ok = committed.is_ok() && self.failed.is_none();
+        self.tails.finish(self.step, ok);
+    }
+}
+
 /// A tenant with at least this many writes in one group has its entries written straight to the
 /// keyed tables: they share a page there, as a tail's do, and need no index entry of a fold.
 pub(crate) const DENSE_WRITES: usize = 4;
@@ -626,7 +724,7 @@ thread_local! {
 /// or counter is in memory, and the working tables and the database are the whole truth.
 pub(crate) fn in_group<T>(tails: &Arc<Tails>, dense: Vec<u64>, group: impl FnOnce() -> T) -> T {
     let before = GROUP.with(|g| g.borrow_mut().replace(Group { tails: tails.clone(), dense }));
-    let out = group();
+    let out = crate::counters::in_group(tails.clone(), group);
     GROUP.with(|g| *g.borrow_mut() = before);
     out
 }
@@ -634,14 +732,7 @@ pub(crate) fn in_group<T>(tails: &Arc<Tails>, dense: Vec<u64>, group: impl FnOnc
 /// Whether `tenant`'s entries written now skip the tails: it is a dense tenant of the group being
 /// written. Either place is correct (readers take both); this is only about cost.
 pub(crate) fn dense_tenant(tenant: &TenantId) -> bool {
-    GROUP.with(|g| {
-        g.borrow().as_ref().is_some_and(|g| !g.dense.is_empty() && g.dense.contains(&crate::store::owner_of(tenant)))
-    })
-}
-
-/// The tenant's counters committed before the group, if it has unfolded usage rows.
-pub(crate) fn committed_usage(tenant: &TenantId) -> Option<Counters> {
-    GROUP.with(|g| g.borrow().as_ref().and_then(|g| g.tails.usage(tenant)))
+    GROUP.with(|g| g.borrow().as_ref().is_some_and(|g| !g.dense.is_empty() && g.dense.contains(&owner_of(tenant))))
 }
 
 /// A tenant's audit chain head: seq and hash of its last entry.
@@ -691,10 +782,6 @@ pub(crate) fn audit_head(tx: &Connection, tenant: &TenantId) -> Result<Option<He
     .map_err(sql_error)
 }
 
-/// The `tail_id` in a working table (`temp.audit_heads`, `temp.usage_now`) of a tenant whose
-/// rows the group deleted (tail ids start at 1).
-pub(crate) const DELETED: i64 = 0;
-
 /// Records the tenant's new chain head, right after appending its entry to the tail.
 pub(crate) fn set_audit_head(tx: &Connection, tenant: &TenantId, seq: i64, hash: &str) -> Result<()> {
     tx.prepare_cached(
@@ -716,29 +803,6 @@ pub(crate) fn forget_audit_head(tx: &Connection, tenant: &TenantId) -> Result<()
     tx.prepare_cached("INSERT OR IGNORE INTO temp.tails_deleted (tenant_id) VALUES (?1)")
         .and_then(|mut s| s.execute([tenant.as_str()]))
         .map_err(sql_error)?;
-    Ok(())
-}
-
-/// Hands every row `select` reads from one of the group's working tables to `each`, then
-/// empties the table with `delete`: at the registration after a commit, which moves the group's
-/// rows into memory (the tables are one group's only).
-pub(crate) fn drain_working(
-    conn: &Connection,
-    select: &str,
-    delete: &str,
-    mut each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
-) -> rusqlite::Result<()> {
-    let mut s = conn.prepare_cached(select)?;
-    let mut rows = s.query([])?;
-    let mut any = false;
-    while let Some(r) = rows.next()? {
-        each(r)?;
-        any = true;
-    }
-    drop(rows);
-    if any {
-        conn.prepare_cached(delete)?.execute([])?;
-    }
     Ok(())
 }
 
@@ -816,7 +880,7 @@ mod tests {
     impl Db {
         /// Runs `work` as the writer runs a group, with the group's `dense` tenants.
         pub fn group<T>(&self, dense: &[&TenantId], work: impl FnOnce() -> T) -> T {
-            in_group(&self.tails, dense.iter().map(|t| crate::store::owner_of(t)).collect(), work)
+            in_group(&self.tails, dense.iter().map(|t| owner_of(t)).collect(), work)
         }
 
         /// One committed group as the writer runs it: `work` with these `dense` tenants, then
@@ -895,6 +959,20 @@ mod tests {
 
     fn seqs(log: &[(i64, String)]) -> Vec<i64> {
         log.iter().map(|(s, _)| *s).collect()
+    }
+
+    #[test]
+    fn a_tenant_is_dense_in_a_group_with_four_writes_of_its_own() {
+        // A group's owners, one per tenant write (upkeep jobs have none).
+        let dense = |owners: &[u64]| {
+            let mut d = dense_owners(owners);
+            d.sort_unstable();
+            d
+        };
+        assert_eq!(dense(&[1, 1, 1, 2, 1]), [1]);
+        assert_eq!(dense(&[1, 1, 1, 2, 2, 2, 2]), [2]);
+        assert_eq!(dense(&[[1; 4], [2; 4]].concat()), [1, 2]);
+        assert!(dense(&[1]).is_empty());
     }
 
     #[test]
@@ -1056,7 +1134,7 @@ mod tests {
         db.append(&a, "/a1"); // one indexed, one not
         db.group(&[], || {
             db.writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-            crate::store::delete_tenant_rows_tx(&db.writer, &a, false).unwrap();
+            crate::tenants::delete_tenant_rows_tx(&db.writer, &a, false).unwrap();
             db.writer.execute_batch("COMMIT").unwrap();
         });
         db.tails.register(&db.writer).unwrap();
@@ -1176,7 +1254,7 @@ mod tests {
                     Op::Delete(i, again, step) => {
                         let target = format!("/again{n}");
                         db.commit(&[], step, |tx| {
-                            crate::store::delete_tenant_rows_tx(tx, &tenants[i], false).unwrap();
+                            crate::tenants::delete_tenant_rows_tx(tx, &tenants[i], false).unwrap();
                             if again {
                                 crate::audit::append_audit_tx(tx, &tenants[i], "slug", draft(&target)).unwrap();
                             }

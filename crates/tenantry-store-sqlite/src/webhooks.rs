@@ -2,9 +2,10 @@
 //! change's transaction; the worker takes due rows here, and each attempt's outcome (log line,
 //! reschedule or completion, failure count, disabling) is recorded in one transaction.
 
+use crate::error::corrupt;
+use crate::error::sql_error;
 use crate::journal::journal_tx;
-use crate::pool::sql_error;
-use crate::store::{corrupt, SqliteStore};
+use crate::store::SqliteStore;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 use tenantry_core::events::Journal;

@@ -348,7 +348,7 @@ fn read_and_import(
 /// bundle's, `rename` keeps both (docs/BUNDLE.md has the suffix rule). Operator only.
 #[utoipa::path(post, operation_id = "import_tenant", path = "/v1/tenants/{slug}/import", tag = "tenants",
     params(("slug" = String, Path), ("on_conflict" = Option<String>, Query, description = "skip (default), overwrite or rename")),
-    request_body(content = inline(crate::openapi::Binary), content_type = "application/octet-stream", description = "the bundle (docs/BUNDLE.md), any content type"),
+    request_body(content = inline(crate::schemas::Binary), content_type = "application/octet-stream", description = "the bundle (docs/BUNDLE.md), any content type"),
     responses((status = 200, description = "what the import did", body = ImportReport)))]
 pub async fn import(
     State(state): State<AppState>,

@@ -65,7 +65,7 @@ pub(crate) fn body_limit(svc: &tenantry_core::service::Tenantry) -> usize {
 
 /// Write a file (raw body). Durable when answered.
 #[utoipa::path(put, operation_id = "put_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path, description = "absolute file path")),
-    request_body(content = inline(crate::openapi::Binary), content_type = "application/octet-stream", description = "the file's bytes; `Content-Type` is stored as the file's content type"),
+    request_body(content = inline(crate::schemas::Binary), content_type = "application/octet-stream", description = "the file's bytes; `Content-Type` is stored as the file's content type"),
     responses((status = 201, description = "created", body = FileMeta), (status = 200, description = "replaced", body = FileMeta),
         (status = 412, description = "precondition_failed"), (status = 413, description = "too_large")))]
 pub async fn put(

@@ -71,6 +71,6 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
 
 /// This document.
 #[utoipa::path(get, operation_id = "openapi", path = "/openapi.json", tag = "operations", security(()), responses((status = 200, description = "the OpenAPI 3.1 document")))]
-pub async fn openapi() -> Response {
-    Json(crate::openapi::spec()).into_response()
+pub async fn openapi(State(state): State<AppState>) -> Response {
+    Json(&*state.openapi).into_response()
 }
