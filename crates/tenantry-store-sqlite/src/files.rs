@@ -91,19 +91,21 @@ pub(crate) struct ContentRef {
 }
 
 impl ContentRef {
-    fn blob_tx(self, tx: &Connection) -> Result<Option<String>> {
+    fn blob_tx(self, tx: &Connection, tenant: &TenantId) -> Result<Option<String>> {
         if self.size > EXTERNAL_OVER as i64 {
-            blob_of_tx(tx, self.id)
+            blob_of_tx(tx, tenant, self.id)
         } else {
             Ok(None)
         }
     }
 }
 
-/// Stores a file's body: over `replacing`'s row in place, or in a new row. Returns its id and the
-/// external body the row named before, which the caller unlinks once the change has committed.
+/// Stores a file's body for `tenant`: over `replacing`'s row in place, or in a new row. Returns
+/// its id and the external body the row named before, which the caller unlinks once the change
+/// has committed.
 pub(crate) fn store_content_tx(
     tx: &Connection,
+    tenant: &TenantId,
     replacing: Option<ContentRef>,
     body: Body<'_>,
 ) -> Result<(i64, Option<String>)> {
@@ -113,41 +115,55 @@ pub(crate) fn store_content_tx(
     };
     match replacing {
         Some(old) => {
-            let (id, before) = (old.id, old.blob_tx(tx)?);
-            tx.prepare_cached("UPDATE file_content SET content = ?2, blob = ?3 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![id, content, blob]))
+            let (id, before) = (old.id, old.blob_tx(tx, tenant)?);
+            let changed = tx
+                .prepare_cached("UPDATE file_content SET content = ?3, blob = ?4 WHERE id = ?2 AND tenant_id = ?1")
+                .and_then(|mut s| s.execute(params![tenant.as_str(), id, content, blob]))
                 .map_err(sql_error)?;
+            content_row_found(changed)?;
             Ok((id, before))
         }
         None => {
-            tx.prepare_cached("INSERT INTO file_content (content, blob) VALUES (?1, ?2)")
-                .and_then(|mut s| s.execute(params![content, blob]))
+            tx.prepare_cached("INSERT INTO file_content (tenant_id, blob, content) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![tenant.as_str(), blob, content]))
                 .map_err(sql_error)?;
             Ok((tx.last_insert_rowid(), None))
         }
     }
 }
 
-pub(crate) fn blob_of_tx(tx: &Connection, id: i64) -> Result<Option<String>> {
-    tx.prepare_cached("SELECT blob FROM file_content WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+pub(crate) fn blob_of_tx(tx: &Connection, tenant: &TenantId, id: i64) -> Result<Option<String>> {
+    tx.prepare_cached("SELECT blob FROM file_content WHERE id = ?2 AND tenant_id = ?1")
+        .and_then(|mut s| s.query_row(params![tenant.as_str(), id], |r| r.get(0)).optional())
         .map(Option::flatten)
         .map_err(sql_error)
 }
 
+/// A body row a file row of the same tenant names must exist: its absence is a broken database.
+fn content_row_found(changed: usize) -> Result<()> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(crate::error::corrupt("file body reference"))
+    }
+}
+
 /// Deletes a body's row. Returns the external body it named, which the caller unlinks after the
 /// commit.
-pub(crate) fn drop_content_tx(tx: &Connection, content: ContentRef) -> Result<Option<String>> {
-    let blob = content.blob_tx(tx)?;
-    drop_content_row_tx(tx, content.id)?;
+pub(crate) fn drop_content_tx(tx: &Connection, tenant: &TenantId, content: ContentRef) -> Result<Option<String>> {
+    let blob = content.blob_tx(tx, tenant)?;
+    drop_content_row_tx(tx, tenant, content.id)?;
     Ok(blob)
 }
 
 /// Deletes a body's row and nothing else: for a move's copies, whose external bodies the other
 /// database's rows still name.
-pub(crate) fn drop_content_row_tx(tx: &Connection, id: i64) -> Result<()> {
-    tx.prepare_cached("DELETE FROM file_content WHERE id = ?1").and_then(|mut s| s.execute([id])).map_err(sql_error)?;
-    Ok(())
+pub(crate) fn drop_content_row_tx(tx: &Connection, tenant: &TenantId, id: i64) -> Result<()> {
+    let changed = tx
+        .prepare_cached("DELETE FROM file_content WHERE id = ?2 AND tenant_id = ?1")
+        .and_then(|mut s| s.execute(params![tenant.as_str(), id]))
+        .map_err(sql_error)?;
+    content_row_found(changed)
 }
 
 /// Every external body a database names (through the partial index: no content is read).
@@ -222,7 +238,8 @@ fn read_file_tx(
             "SELECT {FILE_COLUMNS}, CASE WHEN size > {EXTERNAL_OVER} THEN blob END,
                     CASE WHEN min(size - ?3 + 1, ?4) <= ?5 AND (size <= {EXTERNAL_OVER} OR blob IS NULL)
                          THEN coalesce(substr(content, ?3, ?4), x'') END
-             FROM files JOIN file_content ON file_content.id = files.content_id WHERE tenant_id = ?1 AND path = ?2"
+             FROM files JOIN file_content ON file_content.id = files.content_id AND file_content.tenant_id = files.tenant_id
+             WHERE files.tenant_id = ?1 AND path = ?2"
         ))
         .and_then(|mut s| {
             s.query_row(params![tenant.as_str(), path.as_str(), start, len, max_len], |r| {
@@ -319,7 +336,8 @@ impl FileStore for SqliteStore {
                     Some(name) => Body::External(name),
                     None => Body::Inline(&write.content),
                 };
-                let (content_id, before) = store_content_tx(tx, current.as_ref().map(CurrentFile::content), body)?;
+                let (content_id, before) =
+                    store_content_tx(tx, tenant, current.as_ref().map(CurrentFile::content), body)?;
                 doomed.push(before);
                 let row = FileRow {
                     path: write.path.as_str(),
@@ -430,7 +448,7 @@ impl FileStore for SqliteStore {
             tx.prepare_cached("DELETE FROM files WHERE tenant_id = ?1 AND path = ?2")
                 .and_then(|mut s| s.execute(params![tenant.as_str(), path.as_str()]))
                 .map_err(sql_error)?;
-            doomed.push(drop_content_tx(tx, current.content())?);
+            doomed.push(drop_content_tx(tx, tenant, current.content())?);
             add_usage_tx(tx, tenant, -current.size, -1)?;
             reindex_tx(tx, tenant, DocKind::File, path.as_str(), None)?;
             journal_tx(tx, tenant, scope.slug().as_str(), journal, published)
@@ -477,5 +495,47 @@ impl FileStore for SqliteStore {
             rows.map(|r| r.map_err(sql_error)?).collect()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::OpenOptions;
+    use tenantry_core::ErrorCode;
+    use tenantry_store_contract::{assert_code, file_journal, path, write, Fixture};
+
+    #[tokio::test]
+    async fn a_file_row_naming_another_tenants_body_neither_reads_nor_changes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = OpenOptions { cache_bytes: 0, ..OpenOptions::default() };
+        let store = Arc::new(SqliteStore::open(dir.path(), opts).unwrap());
+        let fx = Fixture::new(store.clone(), dir);
+        let ((a, sa), (b, sb)) = (fx.tenant("owner").await, fx.tenant("other").await);
+        fx.put(&sa, "/secret", "a's bytes").await;
+        fx.put(&sb, "/mine", "b's bytes").await;
+        // A broken row: b's file names a's body.
+        let (ta, tb) = (a.id.clone(), b.id.clone());
+        store
+            .write_shared(move |tx| {
+                tx.execute(
+                    "UPDATE files SET content_id = (SELECT content_id FROM files WHERE tenant_id = ?1)
+                     WHERE tenant_id = ?2",
+                    [ta.as_str(), tb.as_str()],
+                )
+                .map_err(sql_error)
+            })
+            .await
+            .unwrap();
+        assert!(store.read_file(&sb, &path("/mine"), None).await.unwrap().is_none());
+        assert_code(
+            store.put_file(&sb, write("/mine", b"overwritten"), file_journal("/mine")).await,
+            ErrorCode::Internal,
+        );
+        let at = Timestamp::from_millis(0);
+        let gone = store.delete_file(&sb, &path("/mine"), Precondition::None, at, file_journal("/mine")).await;
+        assert_code(gone, ErrorCode::Internal);
+        let (_, bytes) = store.read_file(&sa, &path("/secret"), None).await.unwrap().unwrap();
+        assert_eq!(bytes, b"a's bytes");
     }
 }

@@ -33,55 +33,56 @@ use tenantry_core::{Error, Result};
 
 /// Deletes a staged import's rows and the bytes only it points at. Returns the external bodies
 /// they named, to unlink once this has committed.
-fn drop_import_tx(tx: &Connection, import: &str) -> Result<Vec<String>> {
+fn drop_import_tx(tx: &Connection, tenant: &str, import: &str) -> Result<Vec<String>> {
     let named: Vec<String> = tx
         .prepare_cached(
-            "SELECT c.blob FROM import_files i JOIN file_content c ON c.id = i.content_id
-             WHERE i.import_id = ?1 AND c.blob IS NOT NULL",
+            "SELECT c.blob FROM import_files i JOIN file_content c ON c.id = i.content_id AND c.tenant_id = i.tenant_id
+             WHERE i.tenant_id = ?1 AND i.import_id = ?2 AND c.blob IS NOT NULL",
         )
-        .and_then(|mut s| s.query_map([import], |r| r.get(0))?.collect())
+        .and_then(|mut s| s.query_map([tenant, import], |r| r.get(0))?.collect())
         .map_err(sql_error)?;
     tx.execute(
-        "DELETE FROM file_content WHERE id IN
-           (SELECT content_id FROM import_files WHERE import_id = ?1 AND content_id IS NOT NULL)",
-        [import],
+        "DELETE FROM file_content WHERE tenant_id = ?1 AND id IN
+           (SELECT content_id FROM import_files WHERE tenant_id = ?1 AND import_id = ?2 AND content_id IS NOT NULL)",
+        [tenant, import],
     )
     .map_err(sql_error)?;
-    forget_import_tx(tx, import)?;
+    forget_import_tx(tx, tenant, import)?;
     Ok(named)
 }
 
 /// Deletes a published import's staging rows (its bytes now belong to files).
-fn forget_import_tx(tx: &Connection, import: &str) -> Result<()> {
+fn forget_import_tx(tx: &Connection, tenant: &str, import: &str) -> Result<()> {
     for table in ["import_files", "import_records"] {
-        tx.execute(&format!("DELETE FROM {table} WHERE import_id = ?1"), [import]).map_err(sql_error)?;
+        tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1 AND import_id = ?2"), [tenant, import])
+            .map_err(sql_error)?;
     }
-    tx.execute("DELETE FROM imports WHERE id = ?1", [import]).map_err(sql_error)?;
+    tx.execute("DELETE FROM imports WHERE tenant_id = ?1 AND id = ?2", [tenant, import]).map_err(sql_error)?;
     Ok(())
 }
 
 /// Drops every staged import: run when the store opens, when no import can be in progress.
 pub(crate) fn sweep_imports_tx(tx: &Connection) -> Result<u64> {
-    let ids: Vec<String> = tx
-        .prepare("SELECT id FROM imports")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+    let imports: Vec<(String, String)> = tx
+        .prepare("SELECT tenant_id, id FROM imports")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(sql_error)?;
-    for id in &ids {
+    for (tenant, id) in &imports {
         // The bodies they named are left to the sweep of unnamed bodies that follows.
-        drop_import_tx(tx, id)?;
+        drop_import_tx(tx, tenant, id)?;
     }
-    Ok(ids.len() as u64)
+    Ok(imports.len() as u64)
 }
 
 fn check_import(tx: &Connection, tenant: &TenantId, import: &str) -> Result<()> {
-    let owner: Option<String> = tx
-        .prepare_cached("SELECT tenant_id FROM imports WHERE id = ?1")
-        .and_then(|mut s| s.query_row([import], |r| r.get(0)).optional())
+    let open: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM imports WHERE tenant_id = ?1 AND id = ?2)")
+        .and_then(|mut s| s.query_row([tenant.as_str(), import], |r| r.get(0)))
         .map_err(sql_error)?;
-    match owner {
-        Some(t) if t == tenant.as_str() => Ok(()),
-        Some(_) => Err(Error::internal("the import belongs to another tenant")),
-        None => Err(Error::internal("the import is not open (swept or already finished)")),
+    if open {
+        Ok(())
+    } else {
+        Err(Error::internal("the tenant has no such import open (swept or already finished)"))
     }
 }
 
@@ -111,7 +112,7 @@ struct Publish<'a> {
 
 impl Publish<'_> {
     fn drop_content(&mut self, content: ContentRef) -> Result<()> {
-        self.doomed.push(drop_content_tx(self.tx, content)?);
+        self.doomed.push(drop_content_tx(self.tx, self.tenant, content)?);
         Ok(())
     }
 
@@ -468,7 +469,7 @@ impl ImportStore for SqliteStore {
                             Some(name) => Body::External(name),
                             None => Body::Inline(&f.content),
                         };
-                        Some(store_content_tx(tx, None, body)?.0)
+                        Some(store_content_tx(tx, tenant, None, body)?.0)
                     } else {
                         unused.extend(external.cloned());
                         None
@@ -478,11 +479,12 @@ impl ImportStore for SqliteStore {
                         None => None,
                     };
                     tx.prepare_cached(
-                        "INSERT INTO import_files (import_id, n, path, size, etag, content_type, created_at,
-                                   updated_at, content_id, index_doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        "INSERT INTO import_files (tenant_id, import_id, n, path, size, etag, content_type, created_at,
+                                   updated_at, content_id, index_doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )
                     .and_then(|mut s| {
                         s.execute(params![
+                            tenant.as_str(),
                             import,
                             f.n as i64,
                             f.path.as_str(),
@@ -508,16 +510,18 @@ impl ImportStore for SqliteStore {
     }
 
     async fn stage_records(&self, scope: &TenantScope, import: &str, records: Vec<(u64, StagedRecord)>) -> Result<()> {
-        self.staging_write(scope, import, move |tx, _, import| {
+        self.staging_write(scope, import, move |tx, tenant, import| {
             for (n, r) in &records {
                 let kind = match r {
                     StagedRecord::Memory { .. } => "memory",
                     StagedRecord::Webhook { .. } => "webhook",
                 };
                 let json = serde_json::to_string(r).map_err(|e| Error::internal(e.to_string()))?;
-                tx.prepare_cached("INSERT INTO import_records (import_id, n, kind, record) VALUES (?1, ?2, ?3, ?4)")
-                    .and_then(|mut s| s.execute(params![import, *n as i64, kind, json]))
-                    .map_err(sql_error)?;
+                tx.prepare_cached(
+                    "INSERT INTO import_records (tenant_id, import_id, n, kind, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut s| s.execute(params![tenant.as_str(), import, *n as i64, kind, json]))
+                .map_err(sql_error)?;
             }
             Ok(())
         })
@@ -556,8 +560,8 @@ impl ImportStore for SqliteStore {
                 };
                 // Records first (they come first in a bundle), then files in bundle order.
                 let records: Vec<String> = tx
-                    .prepare_cached("SELECT record FROM import_records WHERE import_id = ?1 ORDER BY n")
-                    .and_then(|mut s| s.query_map([&import], |r| r.get(0))?.collect())
+                    .prepare_cached("SELECT record FROM import_records WHERE tenant_id = ?1 AND import_id = ?2 ORDER BY n")
+                    .and_then(|mut s| s.query_map([tenant.as_str(), &import], |r| r.get(0))?.collect())
                     .map_err(sql_error)?;
                 for json in records {
                     let record: StagedRecord = serde_json::from_str(&json).map_err(|_| corrupt("staged record"))?;
@@ -566,11 +570,11 @@ impl ImportStore for SqliteStore {
                 let mut s = tx
                     .prepare_cached(
                         "SELECT path, size, etag, content_type, created_at, updated_at, content_id, index_doc
-                         FROM import_files WHERE import_id = ?1 ORDER BY n",
+                         FROM import_files WHERE tenant_id = ?1 AND import_id = ?2 ORDER BY n",
                     )
                     .map_err(sql_error)?;
                 let rows = s
-                    .query_map([&import], |r| {
+                    .query_map([tenant.as_str(), &import], |r| {
                         let index: Option<String> = r.get(7)?;
                         Ok((
                             Staged {
@@ -618,7 +622,7 @@ impl ImportStore for SqliteStore {
                     }
                 }
                 // Every staged byte row is now either a file's or deleted: forget the staging rows.
-                forget_import_tx(tx, &import)?;
+                forget_import_tx(tx, tenant.as_str(), &import)?;
                 let report = p.report;
                 if let Some(event) = journal.event.as_mut() {
                     event.detail = Some(serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?);
@@ -637,8 +641,8 @@ impl ImportStore for SqliteStore {
     }
 
     async fn abort_import(&self, scope: &TenantScope, import: &str) -> Result<()> {
-        let import = import.to_owned();
-        let named = self.write_of(scope.tenant_id(), move |tx| drop_import_tx(tx, &import)).await?;
+        let (tenant, import) = (scope.tenant_id().clone(), import.to_owned());
+        let named = self.write_of(scope.tenant_id(), move |tx| drop_import_tx(tx, tenant.as_str(), &import)).await?;
         self.blobs.remove(scope.tenant_id(), &named);
         Ok(())
     }

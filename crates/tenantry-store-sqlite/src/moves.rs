@@ -39,7 +39,7 @@ enum SyncBy {
 }
 
 const TABLES: &[(&str, &str, &[&str], SyncBy)] = &[
-    ("keys", "tenant_id", &["id"], SyncBy::Whole),
+    ("keys", "tenant_id", &["tenant_id", "id"], SyncBy::Whole),
     ("audit", "tenant_id", &["tenant_id", "seq"], SyncBy::Append),
     ("audit_anchor", "tenant_id", &["tenant_id"], SyncBy::Whole),
     ("tenant_usage", "tenant_id", &["tenant_id"], SyncBy::Whole),
@@ -48,7 +48,7 @@ const TABLES: &[(&str, &str, &[&str], SyncBy)] = &[
     // Postings before documents: a document's old postings are found through its old term list.
     ("search_postings", "tenant_id", &["tenant_id", "term", "kind", "doc"], SyncBy::ByDoc),
     ("search_docs", "tenant_id", &["tenant_id", "kind", "doc"], SyncBy::ByDoc),
-    ("webhooks", "tenant_id", &["id"], SyncBy::Whole),
+    ("webhooks", "tenant_id", &["tenant_id", "id"], SyncBy::Whole),
 ];
 
 /// A value made comparable and hashable (reals by their bits).
@@ -386,7 +386,7 @@ impl SqliteStore {
                 let mut out = Vec::new();
                 let mut s = c
                     .prepare_cached(
-                        "SELECT f.etag, c.content, c.blob, f.size FROM files f JOIN file_content c ON c.id = f.content_id
+                        "SELECT f.etag, c.content, c.blob, f.size FROM files f JOIN file_content c ON c.id = f.content_id AND c.tenant_id = f.tenant_id
                          WHERE f.tenant_id = ?1 AND f.path = ?2 AND f.content_id = ?3",
                     )
                     .map_err(sql_error)?;
@@ -404,6 +404,7 @@ impl SqliteStore {
             })
             .await?;
             let owner = Some(crate::pool::owner_of(tenant));
+            let t = tenant.clone();
             dst.write(
                 owner,
                 move |tx| {
@@ -415,7 +416,7 @@ impl SqliteStore {
                             Some(name) => Body::External(name),
                             None => Body::Inline(&bytes),
                         };
-                        let (dst_id, _) = crate::files::store_content_tx(tx, None, body)?;
+                        let (dst_id, _) = crate::files::store_content_tx(tx, &t, None, body)?;
                         out.push(((id, etag), dst_id, size as u64));
                     }
                     Ok(out)
@@ -651,7 +652,7 @@ impl SqliteStore {
                             let still = dst_files.get(path).is_some_and(|(_, id)| *id == old_id);
                             if !still {
                                 // Rows only: a body it named is the source's to unlink.
-                                crate::files::drop_content_row_tx(tx, old_id)?;
+                                crate::files::drop_content_row_tx(tx, &t, old_id)?;
                                 content.remove(&(o.content_id, o.etag.clone()));
                             }
                         }
@@ -735,7 +736,7 @@ impl SqliteStore {
         crate::pool::read_on(pool.clone(), move |c| {
             let mut s = c
                 .prepare(
-                    "SELECT f.path, f.etag, f.size, c.content, c.blob FROM files f JOIN file_content c ON c.id = f.content_id
+                    "SELECT f.path, f.etag, f.size, c.content, c.blob FROM files f JOIN file_content c ON c.id = f.content_id AND c.tenant_id = f.tenant_id
                      WHERE f.tenant_id = ?1",
                 )
                 .map_err(sql_error)?;
@@ -762,7 +763,7 @@ impl SqliteStore {
                 // and unlinked the body; only a row that still names a missing body is a fault.
                 let now: Option<Option<String>> = c
                     .query_row(
-                        "SELECT c.blob FROM files f JOIN file_content c ON c.id = f.content_id
+                        "SELECT c.blob FROM files f JOIN file_content c ON c.id = f.content_id AND c.tenant_id = f.tenant_id
                          WHERE f.tenant_id = ?1 AND f.path = ?2",
                         params![t.as_str(), path],
                         |r| r.get(0),
@@ -1073,7 +1074,7 @@ async fn delete_from_shared(store: &SqliteStore, tenant: &TenantId) -> Result<()
                         .map_err(sql_error)?;
                     for (row, content) in &batch {
                         // Rows only: the bodies they name are the new place's now.
-                        crate::files::drop_content_row_tx(tx, *content)?;
+                        crate::files::drop_content_row_tx(tx, &t, *content)?;
                         tx.execute("DELETE FROM files WHERE rowid = ?1", [row]).map_err(sql_error)?;
                     }
                     Ok(batch.len())

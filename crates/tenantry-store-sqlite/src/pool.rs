@@ -736,7 +736,8 @@ mod tests {
         };
         pool.exclusive(cap(2)).await.unwrap();
         let insert = |c: &Connection| {
-            c.execute("INSERT INTO file_content (content) VALUES (zeroblob(200000))", []).map_err(sql_error)
+            c.execute("INSERT INTO file_content (tenant_id, content) VALUES ('t', zeroblob(200000))", [])
+                .map_err(sql_error)
         };
         let err = pool.write(None, insert, None).await.unwrap_err();
         assert_eq!((err.code, err.code.as_str()), (tenantry_core::ErrorCode::StorageFull, "storage_full"), "{err}");

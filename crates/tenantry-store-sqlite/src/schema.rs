@@ -401,6 +401,109 @@ const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 13: tenant_id leads the key of every table of tenant data but the append-ordered ones
+    // (ARCHITECTURE.md lists both): keys, webhooks and imports are keyed (tenant_id, id) (their
+    // (tenant_id, id) indexes were the same key again), and the staged rows of an import
+    // (tenant_id, import_id, n). File bodies carry their tenant: `file_content` stays keyed by
+    // insertion order (a group's bodies share the table's last pages), with `tenant_id`, and
+    // `blob` before `content` (a row's short columns are read without its body's overflow pages).
+    // A body no file or staged import names (none should exist) is not carried over.
+    r#"
+    CREATE TABLE keys_v13 (
+        id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        prefix TEXT,
+        hash BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER,
+        PRIMARY KEY (tenant_id, id)
+    );
+    INSERT INTO keys_v13 (id, tenant_id, name, role, prefix, hash, created_at, created_by, expires_at, revoked_at)
+        SELECT id, tenant_id, name, role, prefix, hash, created_at, created_by, expires_at, revoked_at FROM keys;
+    DROP TABLE keys;
+    ALTER TABLE keys_v13 RENAME TO keys;
+    CREATE TABLE webhooks_v13 (
+        id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        path_glob TEXT,
+        secret TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        disabled_reason TEXT,
+        consecutive_failures INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    );
+    INSERT INTO webhooks_v13 (id, tenant_id, url, events, path_glob, secret, enabled, disabled_reason,
+                              consecutive_failures, created_at, created_by)
+        SELECT id, tenant_id, url, events, path_glob, secret, enabled, disabled_reason,
+               consecutive_failures, created_at, created_by FROM webhooks;
+    DROP TABLE webhooks;
+    ALTER TABLE webhooks_v13 RENAME TO webhooks;
+    CREATE TABLE file_content_v13 (
+        id INTEGER PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        blob TEXT,
+        content BLOB NOT NULL
+    );
+    INSERT INTO file_content_v13 (id, tenant_id, blob, content)
+        SELECT c.id, f.tenant_id, c.blob, c.content FROM files f JOIN file_content c ON c.id = f.content_id;
+    INSERT OR IGNORE INTO file_content_v13 (id, tenant_id, blob, content)
+        SELECT c.id, i.tenant_id, c.blob, c.content
+        FROM import_files s JOIN imports i ON i.id = s.import_id JOIN file_content c ON c.id = s.content_id;
+    DROP TABLE file_content;
+    ALTER TABLE file_content_v13 RENAME TO file_content;
+    CREATE INDEX file_content_blobs ON file_content(blob) WHERE blob IS NOT NULL;
+    CREATE TABLE import_files_v13 (
+        tenant_id TEXT NOT NULL,
+        import_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        content_id INTEGER,
+        index_doc TEXT,
+        PRIMARY KEY (tenant_id, import_id, n)
+    ) WITHOUT ROWID;
+    INSERT INTO import_files_v13 (tenant_id, import_id, n, path, size, etag, content_type, created_at,
+                                  updated_at, content_id, index_doc)
+        SELECT i.tenant_id, s.import_id, s.n, s.path, s.size, s.etag, s.content_type, s.created_at,
+               s.updated_at, s.content_id, s.index_doc
+        FROM import_files s JOIN imports i ON i.id = s.import_id;
+    DROP TABLE import_files;
+    ALTER TABLE import_files_v13 RENAME TO import_files;
+    CREATE TABLE import_records_v13 (
+        tenant_id TEXT NOT NULL,
+        import_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, import_id, n)
+    ) WITHOUT ROWID;
+    INSERT INTO import_records_v13 (tenant_id, import_id, n, kind, record)
+        SELECT i.tenant_id, s.import_id, s.n, s.kind, s.record
+        FROM import_records s JOIN imports i ON i.id = s.import_id;
+    DROP TABLE import_records;
+    ALTER TABLE import_records_v13 RENAME TO import_records;
+    CREATE TABLE imports_v13 (
+        id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    );
+    INSERT INTO imports_v13 (id, tenant_id, started_at) SELECT id, tenant_id, started_at FROM imports;
+    DROP TABLE imports;
+    ALTER TABLE imports_v13 RENAME TO imports;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -506,6 +609,77 @@ mod tests {
         let whole: i64 =
             conn.query_row("SELECT COUNT(*) FROM audit_all WHERE tenant_id = ?1", [t.as_str()], |r| r.get(0)).unwrap();
         assert_eq!(whole, 3);
+    }
+
+    #[test]
+    fn a_version_12_database_gets_tenant_led_keys_and_bodies_that_name_their_tenant() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..12] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 12).unwrap();
+        conn.execute_batch(
+            "INSERT INTO keys (id, tenant_id, name, role, prefix, hash, created_at, created_by)
+                 VALUES ('k1', 'ta', 'n', 'admin', NULL, x'01', 1, 'op'), ('k2', 'tb', 'n', 'reader', '/p/', x'02', 2, 'op');
+             INSERT INTO webhooks (id, tenant_id, url, events, path_glob, secret, enabled, consecutive_failures, created_at, created_by)
+                 VALUES ('w1', 'ta', 'https://x/', '[]', NULL, 's', 1, 0, 1, 'op');
+             INSERT INTO file_content (id, content, blob) VALUES (7, x'aa', NULL), (8, x'', 'big'), (9, x'bb', NULL), (10, x'cc', NULL);
+             INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, content_id)
+                 VALUES ('ta', '/a', 1, 'e', 1, 't', 0, 0, 7), ('tb', '/b', 2000000, 'e', 1, 't', 0, 0, 8);
+             INSERT INTO imports (id, tenant_id, started_at) VALUES ('i1', 'tb', 5);
+             INSERT INTO import_files (import_id, n, path, size, etag, content_type, created_at, updated_at, content_id)
+                 VALUES ('i1', 0, '/c', 1, 'e', 't', 0, 0, 9);
+             INSERT INTO import_records (import_id, n, kind, record) VALUES ('i1', 1, 'memory', '{}');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows = |sql: &str| -> Vec<String> {
+            conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        // Every body a file or a staged import names, with its tenant; the one nothing named is gone.
+        assert_eq!(
+            rows("SELECT id || ' ' || tenant_id || ' ' || coalesce(blob, '-') || ' ' || hex(content) FROM file_content ORDER BY id"),
+            ["7 ta - AA", "8 tb big ", "9 tb - BB"]
+        );
+        assert_eq!(
+            rows("SELECT tenant_id || ' ' || id || ' ' || role FROM keys ORDER BY id"),
+            ["ta k1 admin", "tb k2 reader"]
+        );
+        assert_eq!(rows("SELECT tenant_id || ' ' || id || ' ' || url FROM webhooks"), ["ta w1 https://x/"]);
+        assert_eq!(rows("SELECT tenant_id || ' ' || import_id || ' ' || path FROM import_files"), ["tb i1 /c"]);
+        assert_eq!(rows("SELECT tenant_id || ' ' || import_id || ' ' || kind FROM import_records"), ["tb i1 memory"]);
+        assert_eq!(rows("SELECT tenant_id || ' ' || id FROM imports"), ["tb i1"]);
+        // The keys lead with the tenant: the same id may exist for two tenants, not twice for one.
+        let key = |tenant: &str| {
+            conn.execute(
+                "INSERT INTO keys (id, tenant_id, name, role, prefix, hash, created_at, created_by)
+                 VALUES ('k1', ?1, 'n', 'admin', NULL, x'03', 3, 'op')",
+                [tenant],
+            )
+        };
+        assert!(key("tb").is_ok());
+        assert!(key("ta").is_err());
+        for table in ["keys", "webhooks", "imports", "import_files", "import_records"] {
+            let first: String = conn
+                .query_row(
+                    &format!(
+                        "SELECT i.name FROM pragma_index_list('{table}') l, pragma_index_info(l.name) i
+                         WHERE l.origin = 'pk' AND i.seqno = 0"
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(first, "tenant_id", "{table}");
+        }
+        let blob_index: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'file_content_blobs'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(blob_index, 1);
     }
 
     #[test]

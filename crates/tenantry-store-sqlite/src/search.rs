@@ -219,8 +219,9 @@ fn hit_tx(
         DocKind::File => {
             let content: Option<Vec<u8>> = conn
                 .prepare_cached(
-                    "SELECT content FROM files JOIN file_content ON file_content.id = files.content_id
-                     WHERE tenant_id = ?1 AND path = ?2",
+                    "SELECT content FROM files
+                     JOIN file_content ON file_content.id = files.content_id AND file_content.tenant_id = files.tenant_id
+                     WHERE files.tenant_id = ?1 AND path = ?2",
                 )
                 .and_then(|mut s| s.query_row(params![tenant.as_str(), doc], |r| r.get(0)).optional())
                 .map_err(sql_error)?;

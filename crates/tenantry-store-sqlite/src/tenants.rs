@@ -111,20 +111,15 @@ pub(crate) fn write_tenant_row(tx: &Connection, t: &Tenant, insert: bool) -> Res
 pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bool) -> Result<()> {
     // Bytes first (they are found through the rows that point at them), staged imports included.
     tx.execute(
-        "DELETE FROM file_content WHERE id IN (SELECT content_id FROM files WHERE tenant_id = ?1)
-           OR id IN (SELECT content_id FROM import_files WHERE import_id IN
-                     (SELECT id FROM imports WHERE tenant_id = ?1))",
+        "DELETE FROM file_content WHERE tenant_id = ?1
+           AND (id IN (SELECT content_id FROM files WHERE tenant_id = ?1)
+                OR id IN (SELECT content_id FROM import_files WHERE tenant_id = ?1))",
         [id.as_str()],
     )
     .map_err(sql_error)?;
-    for table in ["import_files", "import_records"] {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE import_id IN (SELECT id FROM imports WHERE tenant_id = ?1)"),
-            [id.as_str()],
-        )
-        .map_err(sql_error)?;
-    }
     let data = [
+        "import_files",
+        "import_records",
         "imports",
         "files",
         "keys",
