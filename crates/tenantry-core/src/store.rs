@@ -250,6 +250,46 @@ pub struct MemoryWrite {
     pub index: IndexDoc,
 }
 
+/// The entry a memory write finds at its key, as far as the rules need it (expired or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldEntry {
+    pub size: u64,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// What a memory write does, decided from the entry it finds (see [`MemoryWrite::decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryDecision {
+    /// The replaced entry's creation time if it was live, else the write's time (an expired
+    /// entry being replaced is a new entry).
+    pub created_at: Timestamp,
+    /// The value's size and the change of the tenant's storage: the new value's size less what
+    /// the held entry took (an expired entry's bytes count until it is replaced or reclaimed).
+    pub size: u64,
+    pub delta: crate::quota::UsageDelta,
+}
+
+impl MemoryWrite {
+    /// Decides the write's creation time and change of usage from the entry it finds (`None`:
+    /// none). The backend calls this inside the write's transaction, then holds the change to
+    /// the limits with [`crate::quota::storage`] and [`MemoryWrite::limits`].
+    pub fn decide(&self, held: Option<HeldEntry>) -> MemoryDecision {
+        let size = self.value.len() as u64;
+        let created_at = match held {
+            Some(h) if crate::memory::is_live(h.expires_at, self.at) => h.created_at,
+            _ => self.at,
+        };
+        let old = held.map_or(0, |h| h.size as i64);
+        MemoryDecision { created_at, size, delta: crate::quota::UsageDelta { bytes: size as i64 - old, files: 0 } }
+    }
+
+    /// The storage limits the write is held to (memory values count against storage only).
+    pub fn limits(&self) -> crate::quota::StorageLimits {
+        crate::quota::StorageLimits { max_storage_bytes: self.max_storage_bytes, max_files: None }
+    }
+}
+
 /// A memory listing: one namespace, keys starting with `prefix`, after the cursor.
 #[derive(Debug, Clone)]
 pub struct MemoryListing {
@@ -654,5 +694,28 @@ mod tests {
         let refused = write(b"x", Precondition::IfNoneMatchAny).decide(Some(held)).unwrap_err();
         assert_eq!(refused.code, crate::error::ErrorCode::PreconditionFailed);
         assert_eq!(write(b"x", Precondition::None).limits().max_storage_bytes, Some(10));
+    }
+
+    #[test]
+    fn a_memory_write_keeps_a_live_entrys_creation_time_and_counts_the_size_it_replaces() {
+        let write = MemoryWrite {
+            namespace: Namespace::parse("ns").unwrap(),
+            key: MemoryKey::parse("k").unwrap(),
+            value: "\"abcdef\"".into(),
+            expires_at: None,
+            at: Timestamp::from_millis(5_000),
+            max_storage_bytes: Some(100),
+            index: IndexDoc::of_text("k abcdef"),
+        };
+        let at = Timestamp::from_millis;
+        let new = write.decide(None);
+        assert_eq!((new.created_at, new.size, new.delta.bytes, new.delta.files), (at(5_000), 8, 8, 0));
+        let live = HeldEntry { size: 20, created_at: at(1_000), expires_at: Some(at(5_001)) };
+        let replaced = write.decide(Some(live));
+        assert_eq!((replaced.created_at, replaced.size, replaced.delta.bytes), (at(1_000), 8, -12));
+        // Expired at the write's time: a new entry, though its bytes still counted until now.
+        let expired = write.decide(Some(HeldEntry { expires_at: Some(at(5_000)), ..live }));
+        assert_eq!((expired.created_at, expired.delta.bytes), (at(5_000), -12));
+        assert_eq!((write.limits().max_storage_bytes, write.limits().max_files), (Some(100), None));
     }
 }

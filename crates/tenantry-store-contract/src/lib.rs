@@ -6,6 +6,9 @@
 //! #[async_trait::async_trait]
 //! impl tenantry_store_contract::Backend for Sqlite {
 //!     async fn open(&self) -> tenantry_store_contract::Fixture { /* a fresh, empty store */ }
+//!     async fn reopen(&self, f: tenantry_store_contract::Fixture) -> tenantry_store_contract::Fixture {
+//!         /* close f's store, open a new one on the same storage */
+//!     }
 //! }
 //! tenantry_store_contract::suite!(Sqlite);
 //! ```
@@ -27,6 +30,7 @@ use tenantry_core::time::{Clock, SystemClock, Timestamp};
 use tenantry_core::{Error, ErrorCode, Result};
 
 pub mod audit;
+pub mod durability;
 pub mod events;
 pub mod files;
 pub mod import;
@@ -38,10 +42,13 @@ pub mod quotas;
 pub mod search;
 pub mod webhooks;
 
-/// A backend under test: opens fresh, empty stores.
+/// A backend under test: opens fresh, empty stores, and opens a store again on its storage.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
     async fn open(&self) -> Fixture;
+    /// Closes the fixture's store ([`Health::close`](tenantry_core::store::Health::close)), lets
+    /// it go, and opens a new store on the same storage, as a restart of the server does.
+    async fn reopen(&self, fixture: Fixture) -> Fixture;
 }
 
 /// An open store and whatever keeps it alive (a temporary directory, a database to drop).
@@ -53,6 +60,11 @@ pub struct Fixture {
 impl Fixture {
     pub fn new(store: Arc<dyn Store>, keep: impl Any + Send + Sync) -> Fixture {
         Fixture { store, _keep: Box::new(keep) }
+    }
+
+    /// The store and what keeps its storage alive, for [`Backend::reopen`].
+    pub fn into_parts(self) -> (Arc<dyn Store>, Box<dyn Any + Send + Sync>) {
+        (self.store, self._keep)
     }
 
     /// Registers a new tenant (shared placement, no owner key) and returns its scope.
@@ -209,6 +221,7 @@ macro_rules! __contract_module {
 #[macro_export]
 macro_rules! suite {
     ($backend:expr) => {
+        $crate::__contract_module!($backend, durability, [everything_acknowledged_is_there_after_a_close_and_reopen]);
         $crate::__contract_module!(
             $backend,
             files,

@@ -9,7 +9,7 @@ use tenantry_core::time::Timestamp;
 use tenantry_core::webhook::Webhook;
 use tenantry_core::ErrorCode;
 
-fn hook(events: &[&str], glob: Option<&str>) -> NewWebhookRecord {
+pub(crate) fn hook(events: &[&str], glob: Option<&str>) -> NewWebhookRecord {
     NewWebhookRecord {
         hook: Webhook {
             id: WebhookId::generate(),

@@ -2,8 +2,7 @@
 //! count toward the tenant's `storage_bytes` in the same counters as files, checked inside the
 //! write transaction; expired rows are invisible at once and reclaimed in the background.
 
-use crate::error::corrupt;
-use crate::error::sql_error;
+use crate::error::{corrupt, sql_error};
 use crate::journal::{journal_tx, quota_warnings_tx};
 use crate::search::{memory_doc, reindex_tx};
 use crate::store::SqliteStore;
@@ -13,9 +12,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tenantry_core::events::Journal;
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{MemoryEntry, MemoryKey, Namespace};
-use tenantry_core::quota::{self, StorageLimits, UsageDelta};
+use tenantry_core::quota;
 use tenantry_core::search::{DocKind, IndexDoc};
-use tenantry_core::store::{MemoryListing, MemoryStore, MemoryWrite, TenantScope};
+use tenantry_core::store::{HeldEntry, MemoryListing, MemoryStore, MemoryWrite, TenantScope};
 use tenantry_core::time::Timestamp;
 use tenantry_core::{Error, Result};
 
@@ -44,12 +43,20 @@ fn entry_from_row(r: &Row<'_>, with_value: bool) -> rusqlite::Result<Result<Memo
 }
 
 /// The current (size, created_at) of an entry, expired or not.
-fn current_tx(tx: &Connection, tenant: &TenantId, ns: &str, key: &str) -> Result<Option<(i64, i64, Option<i64>)>> {
+/// The entry at the key, live or expired.
+fn current_tx(tx: &Connection, tenant: &TenantId, ns: &str, key: &str) -> Result<Option<HeldEntry>> {
     tx.prepare_cached(
         "SELECT size, created_at, expires_at FROM memory WHERE tenant_id = ?1 AND namespace = ?2 AND key = ?3",
     )
     .and_then(|mut s| {
-        s.query_row(params![tenant.as_str(), ns, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+        s.query_row(params![tenant.as_str(), ns, key], |r| {
+            Ok(HeldEntry {
+                size: r.get::<_, i64>(0)? as u64,
+                created_at: Timestamp::from_millis(r.get(1)?),
+                expires_at: r.get::<_, Option<i64>>(2)?.map(Timestamp::from_millis),
+            })
+        })
+        .optional()
     })
     .map_err(sql_error)
 }
@@ -136,11 +143,6 @@ fn get_tx(
     }
 }
 
-/// The core's rule (`tenantry_core::memory::is_live`) on a stored expiry.
-fn is_live(expires_at: Option<i64>, now: Timestamp) -> bool {
-    tenantry_core::memory::is_live(expires_at.map(Timestamp::from_millis), now)
-}
-
 #[async_trait]
 impl MemoryStore for SqliteStore {
     async fn put_memory(&self, scope: &TenantScope, write: MemoryWrite, journal: Journal) -> Result<MemoryEntry> {
@@ -148,25 +150,17 @@ impl MemoryStore for SqliteStore {
         self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
             let tenant = scope.tenant_id();
             let (ns, key) = (write.namespace.as_str(), write.key.as_str());
-            let current = current_tx(tx, tenant, ns, key)?;
-            // An expired entry being replaced is a new entry.
-            let created_at = match current {
-                Some((_, created, expires)) if is_live(expires, write.at) => created,
-                _ => write.at.millis(),
-            };
-            let old_size = current.map_or(0, |c| c.0);
-            let new_size = write.value.len() as i64;
-            let delta = UsageDelta { bytes: new_size - old_size, files: 0 };
+            let decision = write.decide(current_tx(tx, tenant, ns, key)?);
             let used = usage_tx(tx, tenant)?;
-            let limits = StorageLimits { max_storage_bytes: write.max_storage_bytes, max_files: None };
-            let after = quota::storage(used, delta, limits)?;
-            add_usage_tx(tx, tenant, delta.bytes, 0)?;
+            let limits = write.limits();
+            let after = quota::storage(used, decision.delta, limits)?;
+            add_usage_tx(tx, tenant, decision.delta.bytes, 0)?;
             let stored = StoredEntry {
                 namespace: ns,
                 key,
                 value: &write.value,
                 expires_at: write.expires_at,
-                created_at: Timestamp::from_millis(created_at),
+                created_at: decision.created_at,
                 updated_at: write.at,
             };
             upsert_memory_tx(tx, tenant, &stored, &write.index)?;
@@ -177,9 +171,9 @@ impl MemoryStore for SqliteStore {
                 namespace: ns.to_owned(),
                 key: key.to_owned(),
                 value: None,
-                size: new_size as u64,
+                size: decision.size,
                 expires_at: write.expires_at,
-                created_at: Timestamp::from_millis(created_at),
+                created_at: decision.created_at,
                 updated_at: write.at,
             })
         })
@@ -218,8 +212,8 @@ impl MemoryStore for SqliteStore {
         self.write_journaled(&scope.tenant_id().clone(), None, move |tx, published| {
             let tenant = scope.tenant_id();
             match current_tx(tx, tenant, ns.as_str(), key.as_str())? {
-                Some((size, _, expires)) if is_live(expires, now) => {
-                    remove_tx(tx, tenant, ns.as_str(), key.as_str(), size)?;
+                Some(held) if tenantry_core::memory::is_live(held.expires_at, now) => {
+                    remove_tx(tx, tenant, ns.as_str(), key.as_str(), held.size as i64)?;
                     journal_tx(tx, tenant, scope.slug().as_str(), journal, published)
                 }
                 _ => Err(Error::not_found(format!("no memory entry {}/{}", ns.as_str(), key.as_str()))),

@@ -18,6 +18,19 @@ impl Backend for Sqlite {
             .unwrap();
         Fixture::new(Arc::new(store), dir)
     }
+
+    async fn reopen(&self, fixture: Fixture) -> Fixture {
+        let (store, keep) = fixture.into_parts();
+        store.close().await.unwrap();
+        drop(store);
+        let dir: Box<tempfile::TempDir> = keep.downcast().expect("a SQLite fixture keeps its data dir");
+        let path = dir.path().to_owned();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, OpenOptions::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        Fixture::new(Arc::new(store), *dir)
+    }
 }
 
 tenantry_store_contract::suite!(Sqlite);
