@@ -1,4 +1,4 @@
-# Shared by the bench scripts that load the spread pair: http.sh, order.sh, profile.sh (sourced,
+# Shared by the bench scripts that load the spread pair: http.sh, order.sh, ab.sh, profile.sh (sourced,
 # not run). The caller makes $WORK (a temp dir) and its own EXIT trap.
 #   bench_serve PORT   starts Tenantry (TENANTRY_BIN, or the release build) with the operator key
 #                      bench-operator on 127.0.0.1:PORT, data in $WORK/data; sets SERVER; waits
