@@ -342,6 +342,13 @@ macro_rules! suite {
                 the_conflict_policy_decides_only_where_content_differs,
             ]
         );
-        $crate::__contract_module!($backend, placement, [a_move_there_and_back_keeps_every_row_of_the_tenant]);
+        $crate::__contract_module!(
+            $backend,
+            placement,
+            [
+                a_move_there_and_back_keeps_every_row_of_the_tenant,
+                a_file_replaced_by_another_with_its_bytes_during_a_move_ends_right,
+            ]
+        );
     };
 }

@@ -1,10 +1,11 @@
 //! Moves between placements: every row of the tenant arrives, and it keeps serving.
 
-use crate::{key, memory_journal, memory_write, now, path, Backend};
+use crate::{file_journal, key, memory_journal, memory_write, now, path, write, Backend};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tenantry_core::memory::{MemoryKey, Namespace};
 use tenantry_core::model::Placement;
-use tenantry_core::store::{FileListing, StoredUsage, TenantScope};
+use tenantry_core::store::{FileListing, MoveProgress, Precondition, StoredUsage, TenantScope};
 
 pub async fn a_move_there_and_back_keeps_every_row_of_the_tenant(b: &dyn Backend) {
     let f = b.open().await;
@@ -71,4 +72,46 @@ pub async fn a_move_there_and_back_keeps_every_row_of_the_tenant(b: &dyn Backend
     assert!(f.store.stat_file(&home, &path("/after-move")).await.unwrap().is_some());
     assert!(tenantry_core::audit::verify(None, &f.audit_log(&home).await).ok);
     assert_eq!(snapshot(other.clone()).await, other_before, "the other tenant is untouched");
+}
+
+pub async fn a_file_replaced_by_another_with_its_bytes_during_a_move_ends_right(b: &dyn Backend) {
+    let f = b.open().await;
+    let (mut tenant, mut scope) = f.tenant("acme").await;
+    for i in 0..10 {
+        f.put(&scope, &format!("/f{i}"), &format!("file {i}")).await;
+    }
+    // Six moves, there and back: each copies a file written last (in a backend that numbers
+    // bodies, the highest number), then, while the move goes on, the file is deleted and a new
+    // one with the same bytes takes its place (and may take its body's number). Which of the two
+    // paths a round brings up to date first is the backend's order: six moves try both.
+    for round in 0..6 {
+        let (gone, born) = (format!("/last{round}"), format!("/born{round}"));
+        f.put(&scope, &gone, "the same bytes").await;
+        let (store, during, acted) = (f.store.clone(), scope.clone(), Arc::new(AtomicBool::new(false)));
+        let (g, n) = (gone.clone(), born.clone());
+        let replace = move |_: MoveProgress| {
+            // Once, at the first report of progress: after the first round's copy, before the
+            // tenant's writes are held for the switch.
+            if acted.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let (store, during, g, n) = (store.clone(), during.clone(), g.clone(), n.clone());
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async move {
+                    let at = now();
+                    store.delete_file(&during, &path(&g), Precondition::None, at, file_journal(&g)).await.unwrap();
+                    store.put_file(&during, write(&n, b"the same bytes"), file_journal(&n)).await.unwrap();
+                })
+            });
+        };
+        let to = if tenant.placement == Placement::Shared { Placement::Dedicated } else { Placement::Shared };
+        let report = f.store.move_tenant(&scope, to, Arc::new(replace)).await.unwrap();
+        assert!(report.verified, "{report:?}");
+        tenant.placement = to;
+        scope = TenantScope::for_store_contract(&tenant);
+        let read = f.store.read_file(&scope, &path(&born), None).await.unwrap();
+        assert_eq!(read.map(|(_, bytes)| bytes), Some(b"the same bytes".to_vec()), "move {round}: {born}");
+        assert!(f.store.stat_file(&scope, &path(&gone)).await.unwrap().is_none());
+    }
+    assert_eq!(f.store.usage(&scope).await.unwrap().files, 16);
 }

@@ -250,8 +250,7 @@ fn read_file_tx(
             .optional()
         })
         .map_err(sql_error)?;
-    // `blob` follows `content` in the row, so reading it walks the content's overflow pages: it
-    // is read only for a body large enough to be external (a smaller one never is).
+    // `blob` is read only for a body large enough to be external (a smaller one never is).
     Ok(match row {
         None => FileRead::Missing,
         Some((meta, Some(blob), _)) => FileRead::External(meta?, blob),

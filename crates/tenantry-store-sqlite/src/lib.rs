@@ -2,7 +2,8 @@
 //! tenantry-core's [`Store`](tenantry_core::store::Store) traits.
 //!
 //! # Layout
-//! Modules lower in this list never import higher ones (there are no import cycles).
+//! Listed from the bottom up: a module imports only modules of its own line or of the lines
+//! above it (there are no import cycles).
 //! - Leaves: `error` (SQLite failures as core errors), [`schema`] (the migrations, applied in
 //!   order on open; a newer schema is refused), `blobs` (file bodies over 1 MiB, in files beside
 //!   the databases), `cache` (small hot files in memory), `working` (the writer's per-group

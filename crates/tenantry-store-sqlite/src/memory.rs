@@ -42,7 +42,6 @@ fn entry_from_row(r: &Row<'_>, with_value: bool) -> rusqlite::Result<Result<Memo
     }))
 }
 
-/// The current (size, created_at) of an entry, expired or not.
 /// The entry at the key, live or expired.
 fn current_tx(tx: &Connection, tenant: &TenantId, ns: &str, key: &str) -> Result<Option<HeldEntry>> {
     tx.prepare_cached(

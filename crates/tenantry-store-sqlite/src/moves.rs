@@ -613,6 +613,7 @@ impl SqliteStore {
                     // destination content row no file points at any more goes (and leaves the map
                     // of copied bytes, so that version is copied again should it come back).
                     let mut content = content;
+                    let mut unnamed: Vec<(SrcFile, i64)> = Vec::new();
                     for (path, now) in &updates {
                         let old = dst_files.get(path).cloned();
                         let new_id = match now {
@@ -649,8 +650,19 @@ impl SqliteStore {
                             (None, None) => {}
                         }
                         if let Some((o, old_id)) = old {
-                            let still = dst_files.get(path).is_some_and(|(_, id)| *id == old_id);
-                            if !still {
+                            if dst_files.get(path).is_none_or(|(_, id)| *id != old_id) {
+                                unnamed.push((o, old_id));
+                            }
+                        }
+                    }
+                    // A body the round took from its path goes only if no path names it now:
+                    // the source may have given a deleted file's body number to a new file with
+                    // the same bytes, which then took the same copy.
+                    if !unnamed.is_empty() {
+                        let named: HashSet<i64> = dst_files.values().map(|(_, id)| *id).collect();
+                        let mut dropped = HashSet::new();
+                        for (o, old_id) in unnamed {
+                            if !named.contains(&old_id) && dropped.insert(old_id) {
                                 // Rows only: a body it named is the source's to unlink.
                                 crate::files::drop_content_row_tx(tx, &t, old_id)?;
                                 content.remove(&(o.content_id, o.etag.clone()));
@@ -736,7 +748,8 @@ impl SqliteStore {
         crate::pool::read_on(pool.clone(), move |c| {
             let mut s = c
                 .prepare(
-                    "SELECT f.path, f.etag, f.size, c.content, c.blob FROM files f JOIN file_content c ON c.id = f.content_id AND c.tenant_id = f.tenant_id
+                    "SELECT f.path, f.etag, f.size, c.content, c.blob, c.id IS NULL
+                     FROM files f LEFT JOIN file_content c ON c.id = f.content_id AND c.tenant_id = f.tenant_id
                      WHERE f.tenant_id = ?1",
                 )
                 .map_err(sql_error)?;
@@ -745,6 +758,12 @@ impl SqliteStore {
             while let Some(r) = q.next().map_err(sql_error)? {
                 let path: String = r.get(0).map_err(sql_error)?;
                 let size: i64 = r.get(2).map_err(sql_error)?;
+                if r.get::<_, bool>(5).map_err(sql_error)? {
+                    // A file row and its body are written in one transaction: this snapshot
+                    // holds both or neither.
+                    tracing::error!(tenant = %t, path, "a moved file names no body of its tenant");
+                    return Ok(false);
+                }
                 if let Some(name) = r.get::<_, Option<String>>(4).map_err(sql_error)? {
                     external.push((path, name, size));
                     continue;
@@ -813,7 +832,6 @@ impl SqliteStore {
         };
         let gate = self.routes.install_fence(tenant);
         let mut copied = Copied::default();
-        // Rounds while the tenant serves, until one finds little to do.
         // Rounds while the tenant serves, until one is short (the fenced round will be about as
         // long as the last open one, having about as much to catch up on).
         for _ in 0..MAX_OPEN_ROUNDS {

@@ -407,7 +407,9 @@ const MIGRATIONS: &[&str] = &[
     // (tenant_id, import_id, n). File bodies carry their tenant: `file_content` stays keyed by
     // insertion order (a group's bodies share the table's last pages), with `tenant_id`, and
     // `blob` before `content` (a row's short columns are read without its body's overflow pages).
-    // A body no file or staged import names (none should exist) is not carried over.
+    // A body no file or staged import names (none should exist) is not carried over; one named
+    // twice (none should be) is carried over once, as its first file's. The old table's pages are
+    // not zeroed (see `migrate`): every body on them is carried over.
     r#"
     CREATE TABLE keys_v13 (
         id TEXT NOT NULL,
@@ -452,8 +454,9 @@ const MIGRATIONS: &[&str] = &[
         blob TEXT,
         content BLOB NOT NULL
     );
-    INSERT INTO file_content_v13 (id, tenant_id, blob, content)
-        SELECT c.id, f.tenant_id, c.blob, c.content FROM files f JOIN file_content c ON c.id = f.content_id;
+    INSERT OR IGNORE INTO file_content_v13 (id, tenant_id, blob, content)
+        SELECT c.id, f.tenant_id, c.blob, c.content FROM files f JOIN file_content c ON c.id = f.content_id
+        ORDER BY f.rowid;
     INSERT OR IGNORE INTO file_content_v13 (id, tenant_id, blob, content)
         SELECT c.id, i.tenant_id, c.blob, c.content
         FROM import_files s JOIN imports i ON i.id = s.import_id JOIN file_content c ON c.id = s.content_id;
@@ -515,12 +518,25 @@ pub enum MigrateError {
     Sql(rusqlite::Error),
 }
 
-/// Brings `conn` to [`SCHEMA_VERSION`], each step in its own transaction.
+/// Brings `conn` to [`SCHEMA_VERSION`], each step in its own transaction. `secure_delete` is off
+/// meanwhile: a step that rebuilds a table carries every row over, so zeroing the old table's
+/// pages would only double what the step writes (it is there for purged tenants' bytes).
 pub fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(MigrateError::Sql)?;
     if found > SCHEMA_VERSION {
         return Err(MigrateError::Newer { found });
     }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let secure: i64 = conn.query_row("PRAGMA secure_delete", [], |r| r.get(0)).map_err(MigrateError::Sql)?;
+    conn.pragma_update(None, "secure_delete", 0).map_err(MigrateError::Sql)?;
+    let migrated = migrate_from(conn, found);
+    conn.pragma_update(None, "secure_delete", secure).map_err(MigrateError::Sql)?;
+    migrated
+}
+
+fn migrate_from(conn: &mut Connection, found: i64) -> Result<(), MigrateError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction().map_err(MigrateError::Sql)?;
         tx.execute_batch(sql).map_err(MigrateError::Sql)?;
