@@ -244,6 +244,33 @@ pub struct ImportReport {
 /// Renamed items listed in a report at most.
 pub const MAX_RENAMED_LISTED: usize = 1000;
 
+impl ImportPlan {
+    /// Whether the bundle's settings (if it has them) replace the tenant's: when the tenant held
+    /// no files and no memory before the import, or with `overwrite`.
+    pub fn applies_settings(&self, tenant_was_empty: bool) -> bool {
+        self.settings.is_some() && (tenant_was_empty || self.on_conflict == ConflictPolicy::Overwrite)
+    }
+}
+
+impl ImportReport {
+    /// The bundle's settings were applied, but for `taken`: domains another tenant holds.
+    pub fn settings_applied(&mut self, taken: &[String]) {
+        self.settings = "applied".into();
+        if !taken.is_empty() {
+            self.notes.push(format!("domains registered to another tenant were not applied: {}", taken.join(", ")));
+        }
+    }
+
+    /// The bundle had settings and the tenant's were kept.
+    pub fn settings_kept(&mut self) {
+        self.settings = "kept".into();
+        self.notes.push(
+            "the tenant already held data, so its settings were kept (on_conflict=overwrite applies the bundle's)"
+                .into(),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

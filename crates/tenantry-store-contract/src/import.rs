@@ -3,10 +3,13 @@
 
 use crate::{assert_code, draft, now, path, Backend};
 use tenantry_core::events::{EventDraft, Journal};
-use tenantry_core::import::{ConflictPolicy, ImportPlan, StagedFile, StagedRecord};
+use tenantry_core::import::{ConflictPolicy, ImportPlan, ImportSettings, StagedFile, StagedRecord};
 use tenantry_core::memory::{MemoryKey, Namespace};
+use tenantry_core::model::Tenant;
 use tenantry_core::search::IndexDoc;
+use tenantry_core::slug::Slug;
 use tenantry_core::store::{etag_of, StoredUsage, TenantScope};
+use tenantry_core::tier::QuotaOverrides;
 use tenantry_core::ErrorCode;
 
 fn file(n: u64, p: &str, content: &str) -> StagedFile {
@@ -111,4 +114,55 @@ pub async fn the_conflict_policy_decides_only_where_content_differs(b: &dyn Back
     assert_eq!((over.files.unchanged, over.files.replaced), (1, 1));
     assert_eq!(f.store.read_file(&a, &path("/differs.txt"), None).await.unwrap().unwrap().1, b"theirs");
     assert_eq!(f.store.usage(&a).await.unwrap(), StoredUsage { storage_bytes: 10, files: 2 });
+}
+
+pub async fn an_import_applies_the_bundles_settings_only_to_an_empty_tenant_or_with_overwrite(b: &dyn Backend) {
+    let f = b.open().await;
+    let mut globex = Tenant::new(Slug::parse("globex").unwrap(), "Globex", "free", now());
+    globex.domains = vec!["taken.example".into()];
+    let gs = TenantScope::for_store_contract(&globex);
+    f.store.insert_tenant(&gs, &globex, None, draft("tenant.create", "globex")).await.unwrap();
+    let (t, a) = f.tenant("acme").await;
+    let settings = |name: &str| ImportSettings {
+        name: name.into(),
+        tier: "pro".into(),
+        quotas: QuotaOverrides::default(),
+        metadata: serde_json::json!({"from": name}),
+        domains: vec!["acme.example".into(), "taken.example".into()],
+    };
+    let import = |id: &'static str, policy: ConflictPolicy, name: &'static str, content: &'static str| {
+        let (f, a) = (&f, a.clone());
+        async move {
+            stage(f, &a, id, policy, vec![file(0, "/a.txt", content)]).await;
+            let mut p = plan(policy, None);
+            p.settings = Some(settings(name));
+            f.store.commit_import(&a, id, p, journal()).await.unwrap()
+        }
+    };
+    let record = |id| {
+        let store = f.store.clone();
+        async move {
+            let (tenants, _) = store.load_directory().await.unwrap();
+            let t = tenants.into_iter().find(|t| t.id == id).unwrap();
+            (t.name, t.tier, t.metadata, t.domains)
+        }
+    };
+    // An empty tenant takes them, but for the domain another tenant holds.
+    let first = import("i1", ConflictPolicy::Skip, "First", "alpha").await;
+    assert_eq!(first.settings, "applied");
+    assert!(first.notes.iter().any(|n| n.contains("taken.example")), "{:?}", first.notes);
+    let applied =
+        ("First".to_owned(), "pro".to_owned(), serde_json::json!({"from": "First"}), vec!["acme.example".to_owned()]);
+    assert_eq!(record(t.id.clone()).await, applied);
+    assert_eq!(record(globex.id.clone()).await.3, ["taken.example"]);
+    // A tenant holding data keeps its own...
+    let second = import("i2", ConflictPolicy::Skip, "Second", "bravo").await;
+    assert_eq!(second.settings, "kept");
+    assert_eq!(record(t.id.clone()).await, applied);
+    // ...unless the import overwrites.
+    let third = import("i3", ConflictPolicy::Overwrite, "Third", "charlie").await;
+    assert_eq!(third.settings, "applied");
+    assert_eq!(record(t.id.clone()).await.0, "Third");
+    let (_, bytes) = f.store.read_file(&a, &path("/a.txt"), None).await.unwrap().unwrap();
+    assert_eq!(bytes, b"charlie");
 }

@@ -560,7 +560,9 @@ impl ImportStore for SqliteStore {
                 };
                 // Records first (they come first in a bundle), then files in bundle order.
                 let records: Vec<String> = tx
-                    .prepare_cached("SELECT record FROM import_records WHERE tenant_id = ?1 AND import_id = ?2 ORDER BY n")
+                    .prepare_cached(
+                        "SELECT record FROM import_records WHERE tenant_id = ?1 AND import_id = ?2 ORDER BY n",
+                    )
                     .and_then(|mut s| s.query_map([tenant.as_str(), &import], |r| r.get(0))?.collect())
                     .map_err(sql_error)?;
                 for json in records {
@@ -604,22 +606,13 @@ impl ImportStore for SqliteStore {
                 let limits = StorageLimits { max_storage_bytes: plan.max_storage_bytes, max_files: plan.max_files };
                 let after = quota::storage(used, UsageDelta { bytes: p.bytes_delta, files: p.files_delta }, limits)?;
                 add_usage_tx(tx, tenant, p.bytes_delta, p.files_delta)?;
-                if let Some(settings) = &plan.settings {
-                    if was_empty || plan.on_conflict == ConflictPolicy::Overwrite {
+                match &plan.settings {
+                    Some(settings) if plan.applies_settings(was_empty) => {
                         let taken = apply_settings_tx(tx, tenant, settings, plan.at)?;
-                        p.report.settings = "applied".into();
-                        if !taken.is_empty() {
-                            p.report.notes.push(format!(
-                                "domains registered to another tenant were not applied: {}",
-                                taken.join(", ")
-                            ));
-                        }
-                    } else {
-                        p.report.notes.push(
-                            "the tenant already held data, so its settings were kept (on_conflict=overwrite applies the bundle's)"
-                                .into(),
-                        );
+                        p.report.settings_applied(&taken);
                     }
+                    Some(_) => p.report.settings_kept(),
+                    None => {}
                 }
                 // Every staged byte row is now either a file's or deleted: forget the staging rows.
                 forget_import_tx(tx, tenant.as_str(), &import)?;
