@@ -489,14 +489,7 @@ impl<C: WriterCompanion> Pool<C> {
         // through a memory map stayed in the server's RSS (most of it, after creating 10,000
         // tenants: BENCHMARKS.md, session 10); its cache is bounded.
         writer.pragma_update(None, "mmap_size", 0).map_err(sql_error)?;
-        crate::schema::migrate(&mut writer).map_err(|e| match e {
-            crate::schema::MigrateError::Newer { found } => Error::internal(format!(
-                "{} has schema version {found}, newer than this tenantry binary knows ({}): run a newer tenantry",
-                path.display(),
-                crate::schema::SCHEMA_VERSION
-            )),
-            crate::schema::MigrateError::Sql(e) => sql_error(e),
-        })?;
+        crate::schema::migrate_file(&mut writer, path)?;
         let mut readers = Vec::new();
         for _ in 0..opts.readers.max(1) {
             let r =

@@ -40,13 +40,7 @@ pub(crate) fn recover(store: &SqliteStore) -> Result<()> {
             )));
         }
         let mut conn = crate::pool::plain(&path)?;
-        crate::schema::migrate(&mut conn).map_err(|e| match e {
-            crate::schema::MigrateError::Newer { found } => tenantry_core::Error::internal(format!(
-                "{} has schema version {found}, newer than this tenantry binary knows",
-                path.display()
-            )),
-            crate::schema::MigrateError::Sql(e) => sql_error(e),
-        })?;
+        crate::schema::migrate_file(&mut conn, &path)?;
         swept += sweep_imports(&mut conn)?;
         named.extend(crate::files::named_blobs(&conn)?);
         let hooked: bool =

@@ -1,7 +1,10 @@
 //! Schema migrations. Append only: a released migration is never edited, so every data dir
 //! reaches the same schema by the same steps. `PRAGMA user_version` records how far a database is.
 
+use crate::error::sql_error;
 use rusqlite::Connection;
+use std::path::Path;
+use tenantry_core::Error;
 
 const MIGRATIONS: &[&str] = &[
     // 1: tenants, keys, files, audit.
@@ -534,6 +537,18 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     let migrated = migrate_from(conn, found);
     conn.pragma_update(None, "secure_delete", secure).map_err(MigrateError::Sql)?;
     migrated
+}
+
+/// [`migrate`] for the database file at `path` (which the refusal of a newer schema names), its
+/// failure as the core's error.
+pub(crate) fn migrate_file(conn: &mut Connection, path: &Path) -> Result<(), Error> {
+    migrate(conn).map_err(|e| match e {
+        MigrateError::Newer { found } => Error::internal(format!(
+            "{} has schema version {found}, newer than this tenantry binary knows ({SCHEMA_VERSION}): run a newer tenantry",
+            path.display()
+        )),
+        MigrateError::Sql(e) => sql_error(e),
+    })
 }
 
 fn migrate_from(conn: &mut Connection, found: i64) -> Result<(), MigrateError> {
