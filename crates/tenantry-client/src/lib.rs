@@ -266,6 +266,14 @@ impl Client {
         }
         self.json(Method::GET, &q, None).await
     }
+    /// One page of a folder's listing (`delimiter=/`): its files and the folders under it.
+    pub async fn list_folder(&self, prefix: &str, cursor: Option<&str>) -> Result<Value> {
+        let mut q = format!("/v1/files?prefix={}&delimiter=%2F", encode_query(prefix));
+        if let Some(c) = cursor {
+            q.push_str(&format!("&cursor={}", encode_query(c)));
+        }
+        self.json(Method::GET, &q, None).await
+    }
     /// `GET /v1/tenants/{slug}/usage` with a query string (`?from=..&to=..&granularity=..`).
     pub async fn tenant_usage(&self, slug: &str, query: &str) -> Result<Value> {
         self.json(Method::GET, &format!("/v1/tenants/{}/usage{query}", encode_query(slug)), None).await

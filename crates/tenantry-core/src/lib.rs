@@ -21,6 +21,7 @@
 pub mod activity;
 pub mod audit;
 pub mod caller;
+pub mod content_type;
 pub mod directory;
 pub mod error;
 pub mod events;

@@ -15,7 +15,7 @@ use crate::path::{PathPrefix, TenantPath};
 use crate::role::Role;
 use crate::secret::{KeySecret, SecretHash};
 use crate::slug::{Slug, DEFAULT_SLUG};
-use crate::store::{ByteRange, FileListing, FileWrite, Precondition, Store, TenantScope, WriteOutcome};
+use crate::store::{ByteRange, FileListing, FileWrite, ListedEntry, Precondition, Store, TenantScope, WriteOutcome};
 use crate::tier::{Limits, QuotaOverrides, TierTable};
 use crate::time::{Clock, Timestamp};
 use serde_json::Value;
@@ -1011,9 +1011,7 @@ impl Tenantry {
                 format!("file is {} bytes; the maximum is {}", content.len(), self.config.max_file_bytes),
             ));
         }
-        let content_type = content_type
-            .filter(|c| !c.is_empty() && c.len() <= 255 && !c.chars().any(char::is_control))
-            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        let content_type = crate::content_type::for_file(&path, content_type.as_deref());
         let journal = Journal::with_event(
             caller.audit(actions::FILE_WRITE, path.as_str(), "ok"),
             EventDraft::new(event_types::FILE_WRITTEN, caller.actor()).path(path.as_str()),
@@ -1093,6 +1091,64 @@ impl Tenantry {
         let mut page = Page::cut(items, limit, |f| encode_cursor(f.path.as_str()));
         page.items.retain(|f| caller.sees(f.path.as_str()));
         Ok(page)
+    }
+
+    /// Lists one folder as an S3 listing with a delimiter does (`delimiter=/`): the files directly
+    /// in `prefix` and, once each, the folders under it, in path order. A key limited to a deeper
+    /// prefix sees only the way to its own files: the one folder leading there, and only when
+    /// something is there.
+    pub async fn list_folder(
+        &self,
+        caller: &Caller,
+        prefix: Option<&str>,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<Page<ListedEntry>> {
+        self.require_live(caller)?;
+        let asked = PathPrefix::parse(prefix.unwrap_or("/"))?;
+        let limit = page_limit(limit)?;
+        let after = decode_cursor(cursor)?;
+        let items = match caller.prefix() {
+            Some(own) if !asked.is_within(own) && own.is_within(&asked) => {
+                let mut entries = self.entries_toward(caller, &asked, own).await?;
+                entries.retain(|e| after.as_deref().is_none_or(|a| e.path() > a));
+                entries
+            }
+            Some(own) if !asked.is_within(own) => vec![],
+            _ => {
+                let listing =
+                    FileListing { within: asked, recursive: false, include_within: false, after, limit: limit + 1 };
+                self.store.list_folder(&caller.scope(), listing).await?
+            }
+        };
+        Ok(Page::cut(items, limit, |e| encode_cursor(e.path())))
+    }
+
+    /// What a key limited to `own`, strictly inside `asked`, sees of the folder `asked`: `own`'s
+    /// first step below `asked` as a folder when anything lies under it, and `own` itself as a
+    /// file when it is one directly in `asked`.
+    async fn entries_toward(&self, caller: &Caller, asked: &PathPrefix, own: &PathPrefix) -> Result<Vec<ListedEntry>> {
+        let dir = asked.as_dir();
+        let below = &own.as_str()[dir.len()..];
+        let listing = FileListing { within: own.clone(), recursive: true, include_within: true, after: None, limit: 2 };
+        let mut found = self.store.list_files(&caller.scope(), listing).await?.into_iter().peekable();
+        let mut entries = Vec::new();
+        match below.split_once('/') {
+            Some((step, _)) => {
+                if found.next().is_some() {
+                    entries.push(ListedEntry::Folder { path: format!("{dir}{step}/") });
+                }
+            }
+            None => {
+                if let Some(file) = found.next_if(|f| f.path.as_str() == own.as_str()) {
+                    entries.push(ListedEntry::File(file));
+                }
+                if found.next().is_some() {
+                    entries.push(ListedEntry::Folder { path: own.as_dir() });
+                }
+            }
+        }
+        Ok(entries)
     }
 }
 

@@ -145,6 +145,32 @@ pub struct FileListing {
     pub limit: usize,
 }
 
+/// One entry of a listing by folder (`delimiter=/`): a file directly in the folder listed, or a
+/// folder under it that holds at least one file. A folder's path ends in `/` and sorts by it, so
+/// `/docs.txt` < `/docs/` < `/docs0`. Serialized with its `kind` (`file` or `folder`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ListedEntry {
+    File(FileMeta),
+    Folder { path: String },
+}
+
+impl ListedEntry {
+    pub fn path(&self) -> &str {
+        match self {
+            ListedEntry::File(f) => f.path.as_str(),
+            ListedEntry::Folder { path } => path,
+        }
+    }
+}
+
+/// The least path that sorts after every path under the folder `dir` (which ends in `/`): the
+/// folder with its final `/` bumped to `0`, the next byte.
+pub fn past_folder(dir: &str) -> String {
+    debug_assert!(dir.ends_with('/'));
+    format!("{}0", &dir[..dir.len() - 1])
+}
+
 /// A byte range of a file, inclusive start and exclusive end, already clamped to the size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {
@@ -233,6 +259,11 @@ pub trait FileStore: Send + Sync {
         journal: Journal,
     ) -> Result<()>;
     async fn list_files(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<FileMeta>>;
+    /// Up to `listing.limit` entries of the folder `listing.within`, in path order: the files
+    /// directly in it and, once each, the folders under it that hold a file (`recursive` and
+    /// `include_within` are not read). An `after` ending in `/` names a folder: the listing
+    /// resumes past everything under it.
+    async fn list_folder(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<ListedEntry>>;
     /// The tenant's usage counters (bytes and number of files).
     async fn usage(&self, scope: &TenantScope) -> Result<StoredUsage>;
 }

@@ -15,3 +15,35 @@ impl utoipa::PartialSchema for Binary {
 }
 
 impl utoipa::ToSchema for Binary {}
+
+/// What a listing item is (`GET /v1/files`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // names the values of `ListedItem.kind`; only the document reads it
+pub enum ListedKind {
+    File,
+    Folder,
+}
+
+/// One item of a file listing: a file with its metadata or, with `delimiter=/`, a folder under
+/// the prefix, which has only `kind` and `path` (ending in `/`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // the document's description of `tenantry_core::store::ListedEntry`
+pub struct ListedItem {
+    kind: ListedKind,
+    /// A folder's path ends in `/`.
+    path: String,
+    #[schema(nullable = false)]
+    size: Option<u64>,
+    /// Quoted, as in the `ETag` header.
+    #[schema(nullable = false)]
+    etag: Option<String>,
+    #[schema(nullable = false)]
+    version: Option<u64>,
+    #[schema(nullable = false)]
+    content_type: Option<String>,
+    #[schema(nullable = false, format = DateTime)]
+    created_at: Option<String>,
+    #[schema(nullable = false, format = DateTime)]
+    updated_at: Option<String>,
+}

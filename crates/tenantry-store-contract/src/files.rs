@@ -2,7 +2,7 @@
 
 use crate::{assert_code, file_journal, now, path, write, Backend};
 use tenantry_core::path::PathPrefix;
-use tenantry_core::store::{etag_of, ByteRange, FileListing, Precondition, StoredUsage, WriteOutcome};
+use tenantry_core::store::{etag_of, ByteRange, FileListing, ListedEntry, Precondition, StoredUsage, WriteOutcome};
 use tenantry_core::time::Timestamp;
 use tenantry_core::ErrorCode;
 
@@ -162,6 +162,44 @@ pub async fn a_listing_includes_the_file_at_its_own_prefix_only_when_asked(b: &d
     assert_eq!(paths(&f.store.list_files(&a, l.clone()).await.unwrap()), ["/p/q"]);
     l.include_within = true;
     assert_eq!(paths(&f.store.list_files(&a, l).await.unwrap()), ["/p", "/p/q"]);
+}
+
+fn entries(found: &[ListedEntry]) -> Vec<String> {
+    found
+        .iter()
+        .map(|e| match e {
+            ListedEntry::File(f) => format!("file {}", f.path.as_str()),
+            ListedEntry::Folder { path } => format!("folder {path}"),
+        })
+        .collect()
+}
+
+pub async fn a_folder_lists_its_files_and_each_folder_under_it_once_in_path_order(b: &dyn Backend) {
+    let f = b.open().await;
+    let (_, a) = f.tenant("acme").await;
+    for p in ["/d/b", "/d/a", "/d/sub/x", "/d/sub/deeper/y", "/d/sub.txt", "/d/sub0", "/d/t/z", "/e/f", "/top"] {
+        f.put(&a, p, "x").await;
+    }
+    let folder = |within: &str, after: Option<&str>, limit: usize| {
+        let listing = listing(within, false, after, limit);
+        async { entries(&f.store.list_folder(&a, listing).await.unwrap()) }
+    };
+    let whole = ["file /d/a", "file /d/b", "file /d/sub.txt", "folder /d/sub/", "file /d/sub0", "folder /d/t/"];
+    assert_eq!(folder("/d", None, 100).await, whole);
+    assert_eq!(folder("/", None, 100).await, ["folder /d/", "folder /e/", "file /top"]);
+    assert_eq!(folder("/d/sub", None, 100).await, ["folder /d/sub/deeper/", "file /d/sub/x"]);
+    assert_eq!(folder("/nothing", None, 100).await, Vec::<String>::new());
+    // Pages of two, each resuming after the last entry of the one before, a folder included.
+    assert_eq!(folder("/d", None, 2).await, whole[..2]);
+    assert_eq!(folder("/d", Some("/d/b"), 2).await, whole[2..4]);
+    assert_eq!(folder("/d", Some("/d/sub/"), 2).await, whole[4..6]);
+    assert_eq!(folder("/d", Some("/d/t/"), 2).await, Vec::<String>::new());
+    // A folder whose last file is gone is gone too.
+    f.store
+        .delete_file(&a, &path("/e/f"), Precondition::None, Timestamp::from_millis(1), file_journal("/e/f"))
+        .await
+        .unwrap();
+    assert_eq!(folder("/", None, 100).await, ["folder /d/", "file /top"]);
 }
 
 pub async fn usage_follows_every_put_replace_and_delete_exactly(b: &dyn Backend) {

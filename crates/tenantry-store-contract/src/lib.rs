@@ -235,6 +235,7 @@ macro_rules! suite {
                 a_delete_with_a_stale_etag_is_refused_and_changes_nothing,
                 listings_are_in_path_order_direct_or_recursive_and_resume_after_a_cursor,
                 a_listing_includes_the_file_at_its_own_prefix_only_when_asked,
+                a_folder_lists_its_files_and_each_folder_under_it_once_in_path_order,
                 usage_follows_every_put_replace_and_delete_exactly,
             ]
         );

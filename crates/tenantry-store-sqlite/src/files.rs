@@ -16,8 +16,8 @@ use tenantry_core::path::TenantPath;
 use tenantry_core::quota;
 use tenantry_core::search::DocKind;
 use tenantry_core::store::{
-    etag_of, ByteRange, FileListing, FileStore, FileWrite, HeldFile, Precondition, StoredUsage, TenantScope,
-    WriteOutcome,
+    etag_of, past_folder, ByteRange, FileListing, FileStore, FileWrite, HeldFile, ListedEntry, Precondition,
+    StoredUsage, TenantScope, WriteOutcome,
 };
 use tenantry_core::time::Timestamp;
 use tenantry_core::{Error, Result};
@@ -492,6 +492,50 @@ impl FileStore for SqliteStore {
                 )
                 .map_err(sql_error)?;
             rows.map(|r| r.map_err(sql_error)?).collect()
+        })
+        .await
+    }
+
+    async fn list_folder(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<ListedEntry>> {
+        let tenant = scope.tenant_id().clone();
+        self.read_of(&tenant.clone(), move |conn| {
+            let dir = listing.within.as_dir();
+            let end = past_folder(&dir);
+            // A skip scan: one index seek per entry. After a folder, the next seek starts past
+            // everything under it, however many files it holds.
+            let (mut from, mut inclusive) = match listing.after {
+                Some(after) if after.ends_with('/') => (past_folder(&after), true),
+                Some(after) => (after, false),
+                None => (dir.clone(), true),
+            };
+            if from < dir {
+                (from, inclusive) = (dir.clone(), true);
+            }
+            let mut entries = Vec::new();
+            while entries.len() < listing.limit {
+                let bound = if inclusive { ">=" } else { ">" };
+                let mut next = conn
+                    .prepare_cached(&format!(
+                        "SELECT {FILE_COLUMNS} FROM files
+                         WHERE tenant_id = ?1 AND path {bound} ?2 AND path < ?3 ORDER BY path LIMIT 1"
+                    ))
+                    .map_err(sql_error)?;
+                let mut rows = next.query_map(params![tenant.as_str(), from, end], file_from_row).map_err(sql_error)?;
+                let Some(file) = rows.next() else { break };
+                let file = file.map_err(sql_error)??;
+                match file.path.as_str()[dir.len()..].split_once('/') {
+                    Some((step, _)) => {
+                        let folder = format!("{dir}{step}/");
+                        (from, inclusive) = (past_folder(&folder), true);
+                        entries.push(ListedEntry::Folder { path: folder });
+                    }
+                    None => {
+                        (from, inclusive) = (file.path.as_str().to_owned(), false);
+                        entries.push(ListedEntry::File(file));
+                    }
+                }
+            }
+            Ok(entries)
         })
         .await
     }

@@ -17,6 +17,7 @@ fn init_logging(filter: &str) {
 
 fn main() {
     let cli = Cli::parse();
+    let as_json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -43,7 +44,6 @@ fn main() {
         }
     });
     if let Err(e) = result {
-        eprintln!("tenantry: {e:#}");
-        std::process::exit(1);
+        std::process::exit(tenantry::cli::report_failure(&e, as_json).into());
     }
 }

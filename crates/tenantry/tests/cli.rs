@@ -476,3 +476,123 @@ fn the_cli_waits_out_a_rate_limit_and_names_the_command_that_lifts_a_quota() {
     assert!(err.contains("the 'free' tier does not include webhooks"), "{err}");
     assert!(err.contains("`tenantry tenant update slow --tier starter`"), "{err}");
 }
+
+#[test]
+fn a_key_given_for_a_command_acts_on_its_own_tenant_and_switch_clear_forgets_the_active_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let cli = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("client.toml") };
+    cli.ok(&["tenant", "create", "acme"]);
+    let beta = cli.json(&["tenant", "create", "beta", "--tier", "starter"]);
+    let beta_key = beta["owner_key"].as_str().unwrap();
+    cli.ok(&["tenant", "switch", "acme"]);
+
+    // The active tenant is acme, but beta's key can act on beta only: it wins, and says so.
+    let as_beta = cli.with_key(beta_key);
+    let status = as_beta.json(&["tenant", "status"]);
+    assert_eq!(status["tenant"], "beta");
+    assert_eq!(status["source"], "the tenant of the key from TENANTRY_KEY (wins over the active tenant)");
+    let out = as_beta.run(&["fs", "put", "/notes.txt", "/dev/null"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("[beta] wrote /notes.txt"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "note: acting on 'beta', the tenant of the key from TENANTRY_KEY; the active tenant 'acme' is not used"
+    );
+    // The operator key is for every tenant: the active tenant still counts for it.
+    assert_eq!(cli.json(&["tenant", "status"])["tenant"], "acme");
+
+    let cleared = cli.ok(&["tenant", "switch", "--clear"]);
+    assert!(cleared.starts_with("no active tenant now"), "{cleared}");
+    assert_eq!(cli.json(&["tenant", "status"])["source"], "default", "two tenants besides default, none active");
+    let both = cli.run(&["tenant", "switch", "acme", "--clear"]);
+    assert_eq!(both.status.code(), Some(2), "a slug and --clear together are a usage error");
+}
+
+#[test]
+fn fs_ls_shows_folders_and_a_put_without_a_type_gets_one_from_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let operator =
+        Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("client.toml") };
+    let owner = operator.json(&["tenant", "create", "acme"])["owner_key"].as_str().unwrap().to_owned();
+    let cli = operator.with_key(&owner);
+    let note = dir.path().join("note.txt");
+    std::fs::write(&note, "hello").unwrap();
+    for p in ["/docs/a.md", "/docs/sub/b.txt", "/top.txt"] {
+        cli.ok(&["fs", "put", p, note.to_str().unwrap()]);
+    }
+    let put = cli.json(&["fs", "put", "/page.html", note.to_str().unwrap()]);
+    assert_eq!(put["content_type"], "text/html");
+    let ls = cli.json(&["fs", "ls"]);
+    let items: Vec<_> = ls["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["kind"].as_str().unwrap(), i["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(items, [("folder", "/docs/"), ("file", "/page.html"), ("file", "/top.txt")]);
+    let human = cli.ok(&["fs", "ls", "/"]);
+    assert!(human.starts_with("[acme] 2 file(s) and 1 folder(s) under /\n"), "{human}");
+    let top = human.lines().find(|l| l.contains("/top.txt")).unwrap();
+    assert!(top.contains("text/plain") && top.contains("5 B"), "{top}");
+    assert!(human.lines().any(|l| l.contains("/docs/") && l.contains("folder")), "{human}");
+    let docs = cli.json(&["fs", "ls", "/docs"]);
+    assert_eq!(docs["items"][0]["content_type"], "text/markdown");
+    assert_eq!(docs["items"][1], serde_json::json!({"kind": "folder", "path": "/docs/sub/"}));
+
+    let usage = operator.ok(&["tenant", "usage", "acme"]);
+    let storage = usage.lines().find(|l| l.contains("storage_bytes")).unwrap();
+    assert!(storage.contains("20 B") && storage.contains("1.0 GiB"), "sizes for people: {storage}");
+    assert!(usage.contains("\nAPI calls per day (a full bar is "), "{usage}");
+    let today = usage.lines().last().unwrap();
+    assert!(today.ends_with(&"█".repeat(40)), "the busiest day, today, has the full bar: {today}");
+}
+
+#[test]
+fn failures_exit_with_the_status_of_their_kind_and_as_json_under_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let cli = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("client.toml") };
+    let owner = cli.json(&["tenant", "create", "acme"])["owner_key"].as_str().unwrap().to_owned();
+    let reader =
+        cli.with_key(&owner).json(&["key", "create", "r", "--role", "reader"])["key"].as_str().unwrap().to_owned();
+    let status = |cli: &Cli, args: &[&str]| cli.run(args).status.code();
+    assert_eq!(status(&cli, &["tenant", "show", "ghost"]), Some(3), "not found");
+    assert_eq!(status(&cli, &["tenant", "create", "Bad Slug"]), Some(2), "invalid slug");
+    assert_eq!(status(&cli, &["tenant", "delete", "acme"]), Some(2), "no --yes");
+    assert_eq!(status(&cli, &["fs", "ls", "--no-such-flag"]), Some(2), "a flag clap does not know");
+    assert_eq!(status(&cli.with_key(&reader), &["fs", "rm", "/x"]), Some(4), "a reader may not delete");
+    assert_eq!(status(&cli.with_key("tnr_key_wrong"), &["whoami"]), Some(4), "an unknown key");
+    let offline = Cli { url: "http://127.0.0.1:9".into(), ..cli.with_key("x") };
+    assert_eq!(status(&offline, &["tenant", "list"]), Some(5));
+
+    let out = cli.run(&["tenant", "show", "ghost", "--json"]);
+    assert!(out.stdout.is_empty());
+    let err: Value = serde_json::from_slice(&out.stderr).expect("one JSON document on standard error");
+    assert_eq!(err["error"]["code"], "tenant_not_found");
+    assert_eq!(err["error"]["exit_status"], 3);
+    assert_eq!(err["error"]["message"], "tenant 'ghost' not found; `tenantry tenant list` shows the tenants");
+
+    // No key anywhere: said before anything is sent, naming where it looked.
+    let mut bare = clean_command();
+    bare.args(["whoami"]).env("TENANTRY_URL", &server.url).env("TENANTRY_DATA", dir.path().join("elsewhere"));
+    let out = bare.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = dir.path().join("elsewhere").join("admin.key");
+    assert!(
+        err.starts_with("tenantry: no key to send: no --key, TENANTRY_KEY and TENANTRY_ADMIN_KEY are unset"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{} does not exist", file.display())), "{err}");
+    let unaccepted = cli.with_key("tnr_key_wrong").run(&["whoami"]);
+    let err = String::from_utf8_lossy(&unaccepted.stderr);
+    assert!(err.contains("the server did not accept the key from TENANTRY_KEY"), "{err}");
+
+    let help = String::from_utf8(clean_command().arg("--help").output().unwrap().stdout).unwrap();
+    assert!(help.contains("Exit status:") && help.contains("5  the server cannot be reached"), "{help}");
+}

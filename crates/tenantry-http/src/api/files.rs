@@ -4,6 +4,7 @@
 use crate::edge::{body_tenant, read_body};
 use crate::edge::{bool_param, num_param, refuse, ApiQuery, Authed};
 use crate::error::{ApiError, ApiResult};
+use crate::schemas::ListedItem;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::State;
@@ -16,7 +17,7 @@ use axum::Json;
 use serde::Deserialize;
 use tenantry_core::model::{FileMeta, Page};
 use tenantry_core::path::TenantPath;
-use tenantry_core::store::{ByteRange, Precondition, WriteOutcome};
+use tenantry_core::store::{ByteRange, ListedEntry, Precondition, WriteOutcome};
 
 fn path_of(uri: &Uri) -> Result<TenantPath, ApiError> {
     let raw = uri.path().strip_prefix("/v1/files").unwrap_or("");
@@ -64,9 +65,14 @@ pub(crate) fn body_limit(svc: &tenantry_core::service::Tenantry) -> usize {
 }
 
 /// Write a file (raw body). Durable when answered.
-#[utoipa::path(put, operation_id = "put_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path, description = "absolute file path")),
-    request_body(content = inline(crate::schemas::Binary), content_type = "application/octet-stream", description = "the file's bytes; `Content-Type` is stored as the file's content type"),
-    responses((status = 201, description = "created", body = FileMeta), (status = 200, description = "replaced", body = FileMeta),
+#[utoipa::path(put, operation_id = "put_file", path = "/v1/files/{path}", tag = "files", params(
+        ("path" = String, Path, description = "absolute file path", example = "/docs/hello.txt"),
+        ("If-Match" = Option<String>, Header, description = "write only if the file's ETag is one of these"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: write only if no file is there")),
+    request_body(content = inline(crate::schemas::Binary), content_type = "application/octet-stream",
+        description = "the file's bytes. `Content-Type` is stored as the file's content type; without one (or with `application/x-www-form-urlencoded`, curl's default) the type is guessed from the file name's extension, else `application/octet-stream`"),
+    responses((status = 201, description = "created", body = FileMeta, headers(("ETag" = String, description = "the new content's ETag"))),
+        (status = 200, description = "replaced", body = FileMeta, headers(("ETag" = String, description = "the new content's ETag"))),
         (status = 412, description = "precondition_failed"), (status = 413, description = "too_large")))]
 pub async fn put(
     State(state): State<AppState>,
@@ -137,9 +143,19 @@ fn not_modified(headers: &HeaderMap, meta: &FileMeta) -> Result<bool, ApiError> 
 }
 
 /// Read a file: the bytes as stored. `Range` (one range) and `If-None-Match` are honoured.
-#[utoipa::path(get, operation_id = "get_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)),
-    responses((status = 200, description = "the bytes, with the Content-Type they were stored with", content_type = "*/*"), (status = 206, description = "a range of the bytes", content_type = "*/*"),
-        (status = 304, description = "not modified"), (status = 404, description = "not_found")))]
+#[utoipa::path(get, operation_id = "get_file", path = "/v1/files/{path}", tag = "files", params(
+        ("path" = String, Path, description = "absolute file path", example = "/docs/hello.txt"),
+        ("Range" = Option<String>, Header, description = "one range, `bytes=START-END`, `bytes=START-` or `bytes=-SUFFIX`", example = "bytes=0-99"),
+        ("If-None-Match" = Option<String>, Header, description = "answer 304 if the file's ETag is one of these")),
+    responses(
+        (status = 200, description = "the bytes, with the Content-Type they were stored with",
+            content((inline(crate::schemas::Binary) = "application/octet-stream"), (inline(crate::schemas::Binary) = "*/*")),
+            headers(("ETag" = String), ("Content-Length" = u64), ("Accept-Ranges" = String, description = "bytes"))),
+        (status = 206, description = "a range of the bytes",
+            content((inline(crate::schemas::Binary) = "application/octet-stream"), (inline(crate::schemas::Binary) = "*/*")),
+            headers(("ETag" = String), ("Content-Range" = String, description = "bytes START-END/SIZE"))),
+        (status = 304, description = "not modified"), (status = 404, description = "not_found"),
+        (status = 416, description = "range not satisfiable")))]
 pub async fn get(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -197,7 +213,7 @@ pub async fn get(
 }
 
 /// Headers only: what GET would send, without reading the content.
-#[utoipa::path(head, operation_id = "head_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)), responses((status = 200, description = "headers of the file"), (status = 404, description = "not_found")))]
+#[utoipa::path(head, operation_id = "head_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)), responses((status = 200, description = "headers of the file", headers(("ETag" = String), ("Content-Length" = u64), ("Content-Type" = String))), (status = 404, description = "not_found")))]
 pub async fn head(State(state): State<AppState>, Authed(caller): Authed, uri: Uri) -> ApiResult<Response> {
     let path = path_of(&uri)?;
     let meta = state.svc.stat_file(&caller, &path).await?;
@@ -208,7 +224,8 @@ pub async fn head(State(state): State<AppState>, Authed(caller): Authed, uri: Ur
 }
 
 /// Delete a file; `If-Match` honoured.
-#[utoipa::path(delete, operation_id = "delete_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)), responses((status = 204, description = "deleted"), (status = 404, description = "not_found")))]
+#[utoipa::path(delete, operation_id = "delete_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path),
+    ("If-Match" = Option<String>, Header, description = "delete only if the file's ETag is one of these")), responses((status = 204, description = "deleted"), (status = 404, description = "not_found")))]
 pub async fn remove(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -228,15 +245,21 @@ pub async fn remove(
 pub struct ListQuery {
     prefix: Option<String>,
     recursive: Option<String>,
+    delimiter: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
 
-/// Files under `prefix` in path order; only direct children unless `recursive=true`.
+/// Files under `prefix` in path order: only direct children unless `recursive=true`; with
+/// `delimiter=/`, the folders directly under `prefix` as well, each once (as an S3 listing with a
+/// delimiter).
 #[utoipa::path(get, operation_id = "list_files", path = "/v1/files", tag = "files", params(
-    ("prefix" = Option<String>, Query, description = "a directory such as /docs/"),
-    ("recursive" = Option<bool>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, description = "a page of files in path order", body = Page<FileMeta>)))]
+    ("prefix" = Option<String>, Query, description = "a directory such as /docs/", example = "/docs/"),
+    ("recursive" = Option<bool>, Query, description = "every file under the prefix, at any depth"),
+    ("delimiter" = Option<String>, Query, description = "`/`: list the folders under the prefix too (not with recursive=true)", example = "/"),
+    ("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"),
+    ("cursor" = Option<String>, Query, description = "the previous page's next_cursor")),
+    responses((status = 200, description = "a page of files (and, with delimiter=/, folders) in path order", body = Page<ListedItem>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -244,7 +267,18 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let recursive = bool_param(&q.recursive, "recursive")?;
     let limit = num_param(&q.limit, "limit")?;
-    let page = state.svc.list_files(&caller, q.prefix.as_deref(), recursive, limit, q.cursor.as_deref()).await?;
+    let (prefix, cursor) = (q.prefix.as_deref(), q.cursor.as_deref());
+    let page = match q.delimiter.as_deref() {
+        None => {
+            let files = state.svc.list_files(&caller, prefix, recursive, limit, cursor).await?;
+            Page { items: files.items.into_iter().map(ListedEntry::File).collect(), next_cursor: files.next_cursor }
+        }
+        Some("/") if recursive => {
+            return Err(ApiError::invalid("`delimiter=/` lists one folder: leave out `recursive=true`"))
+        }
+        Some("/") => state.svc.list_folder(&caller, prefix, limit, cursor).await?,
+        Some(_) => return Err(ApiError::invalid("`delimiter` may only be `/`")),
+    };
     Ok(Json(page).into_response())
 }
 

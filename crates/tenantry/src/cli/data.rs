@@ -3,6 +3,7 @@
 //! per line, as events arrive (a stream cannot be one document).
 
 use super::context::{explain, Context};
+use super::failure::usage;
 use super::output::{all_pages, field, human_bytes, json, table};
 use super::{EventsArgs, MemCmd, WebhookCmd};
 use anyhow::{bail, Context as _};
@@ -22,7 +23,7 @@ fn read_value(value: Option<String>, as_string: bool) -> anyhow::Result<Value> {
         return Ok(Value::String(text));
     }
     serde_json::from_str(&text).map_err(|e| {
-        anyhow::anyhow!("the value is not JSON ({e}); quote it as JSON, or pass --string to store it as text")
+        usage(format!("the value is not JSON ({e}); quote it as JSON, or pass --string to store it as text"))
     })
 }
 

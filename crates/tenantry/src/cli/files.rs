@@ -58,20 +58,38 @@ pub async fn run(ctx: &Context, cmd: FsCmd) -> anyhow::Result<()> {
         FsCmd::Ls { prefix, recursive } => {
             let prefix = prefix.unwrap_or_else(|| "/".into());
             let (client, prefix) = (&client, &prefix);
-            let items =
-                all_pages(|cursor| async move { client.list_files(prefix, recursive, cursor.as_deref()).await })
-                    .await
-                    .map_err(|e| explain(e, Some(slug)))?;
+            // One level shows the folders under it too; --recursive shows every file instead.
+            let items = all_pages(|cursor| async move {
+                match recursive {
+                    true => client.list_files(prefix, true, cursor.as_deref()).await,
+                    false => client.list_folder(prefix, cursor.as_deref()).await,
+                }
+            })
+            .await
+            .map_err(|e| explain(e, Some(slug)))?;
             if ctx.json {
                 json(&json!({ "items": items }));
                 return Ok(());
             }
-            println!("[{slug}] {} file(s) under {prefix}", items.len());
+            let folders = items.iter().filter(|i| i["kind"] == "folder").count();
+            let files = items.len() - folders;
+            match folders {
+                0 => println!("[{slug}] {files} file(s) under {prefix}"),
+                _ => println!("[{slug}] {files} file(s) and {folders} folder(s) under {prefix}"),
+            }
             let rows = items
                 .iter()
-                .map(|f| vec![field(f, "path"), human_bytes(f["size"].as_u64().unwrap_or(0)), field(f, "updated_at")])
+                .map(|f| match f["kind"].as_str() {
+                    Some("folder") => vec![field(f, "path"), "folder".into(), String::new(), String::new()],
+                    _ => vec![
+                        field(f, "path"),
+                        field(f, "content_type"),
+                        human_bytes(f["size"].as_u64().unwrap_or(0)),
+                        field(f, "updated_at"),
+                    ],
+                })
                 .collect();
-            table(&["PATH", "SIZE", "UPDATED"], rows);
+            table(&["PATH", "TYPE", "SIZE", "UPDATED"], rows);
         }
         FsCmd::Rm { path } => {
             client.delete_file(&path).await.map_err(|e| explain(e, Some(slug)))?;

@@ -4,6 +4,7 @@
 //! the ETag) is left alone, so running it twice changes nothing the second time.
 
 use super::context::{explain, Context};
+use super::failure::usage;
 use super::output::{all_pages, human_bytes, json};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
@@ -88,7 +89,7 @@ fn etag_of_file(path: &Path) -> anyhow::Result<String> {
 
 pub async fn run(ctx: &Context, from: PathBuf, dry_run: bool) -> anyhow::Result<()> {
     if !from.is_dir() {
-        bail!("{} is not a directory: pass the folder to import with --from", from.display());
+        return Err(usage(format!("{} is not a directory: pass the folder to import with --from", from.display())));
     }
     let (client, t) = ctx.tenant_client().await?;
     let slug = t.slug.as_str();

@@ -4,6 +4,7 @@
 mod context;
 mod data;
 mod export_sink;
+mod failure;
 mod files;
 mod keys;
 mod migrate;
@@ -16,7 +17,12 @@ use std::path::PathBuf;
 pub use context::Context;
 
 #[derive(Debug, Parser)]
-#[command(name = "tenantry", version, about = "Multi-tenant workspace server and its command-line client")]
+#[command(
+    name = "tenantry",
+    version,
+    about = "Multi-tenant workspace server and its command-line client",
+    after_help = failure::EXIT_STATUS_HELP
+)]
 pub struct Cli {
     /// Print exactly one JSON document on standard output.
     #[arg(long, global = true)]
@@ -211,8 +217,13 @@ pub enum TenantCmd {
         #[arg(long)]
         to: String,
     },
-    /// Make SLUG the active tenant of this client.
-    Switch { slug: String },
+    /// Make SLUG the active tenant of this client; --clear forgets the active tenant.
+    Switch {
+        #[arg(required_unless_present = "clear")]
+        slug: Option<String>,
+        #[arg(long, conflicts_with = "slug")]
+        clear: bool,
+    },
     /// Which tenant the client acts on, and why.
     Status,
 }
@@ -366,9 +377,14 @@ pub enum AuditCmd {
     Verify,
 }
 
+pub use failure::report as report_failure;
+
 /// Runs a client command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context::new(&cli);
+    if !matches!(cli.command, Command::Config { .. }) {
+        ctx.require_key()?;
+    }
     match cli.command {
         Command::Serve(_) => unreachable!("serve is dispatched by main"),
         Command::Config { cmd: ConfigCmd::Default } => {

@@ -1,7 +1,8 @@
 //! `tenantry tenant ...`: administration with the operator key, and the active-tenant context.
 
 use super::context::{explain, write_active_tenant, Context};
-use super::output::{all_pages, field, json, table};
+use super::failure::usage;
+use super::output::{all_pages, field, human_bytes, json, table};
 use super::TenantCmd;
 use anyhow::{bail, Context as _};
 use serde_json::{json, Map, Value};
@@ -33,7 +34,7 @@ fn confirm(slug: &str, what: &str, yes: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        bail!("refusing to {what} tenant '{slug}' without confirmation: pass --yes");
+        return Err(usage(format!("refusing to {what} tenant '{slug}' without confirmation: pass --yes")));
     }
     eprint!("type the slug '{slug}' to {what} it: ");
     std::io::stderr().flush()?;
@@ -48,7 +49,7 @@ fn confirm(slug: &str, what: &str, yes: bool) -> anyhow::Result<()> {
 fn parse_json_object(s: &str, what: &str) -> anyhow::Result<Value> {
     let v: Value = serde_json::from_str(s).with_context(|| format!("{what} is not valid JSON"))?;
     if !v.is_object() {
-        bail!("{what} must be a JSON object");
+        return Err(usage(format!("{what} must be a JSON object")));
     }
     Ok(v)
 }
@@ -146,7 +147,7 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                 patch.insert("domains".into(), json!(domains));
             }
             if patch.is_empty() {
-                bail!("nothing to change: give --name, --tier, --quota, --metadata or --domain");
+                return Err(usage("nothing to change: give --name, --tier, --quota, --metadata or --domain"));
             }
             let t = client.update_tenant(&slug, &Value::Object(patch)).await.map_err(|e| explain(e, Some(&slug)))?;
             print_tenant(ctx, &t, "updated");
@@ -200,11 +201,19 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
             }
             print_usage(&slug, &report);
         }
-        TenantCmd::Switch { slug } => {
+        TenantCmd::Switch { slug: None, .. } => {
+            let path = write_active_tenant(None)?;
+            if ctx.json {
+                json(&json!({ "tenant": null, "config": path }));
+            } else {
+                println!("no active tenant now (cleared in {}): commands act on the tenant --tenant, TENANTRY_TENANT or the key names", path.display());
+            }
+        }
+        TenantCmd::Switch { slug: Some(slug), .. } => {
             // Check that the key can act on it before making it the default.
             let c = client.with_tenant(Some(slug.clone()));
             let me = c.whoami().await.map_err(|e| explain(e, Some(&slug)))?;
-            let path = write_active_tenant(&slug)?;
+            let path = write_active_tenant(Some(&slug))?;
             if ctx.json {
                 json(&json!({ "tenant": slug, "config": path, "whoami": me }));
             } else {
@@ -362,11 +371,7 @@ fn print_import_report(slug: &str, bundle: &std::path::Path, r: &Value) {
         }
     };
     println!("[{slug}] imported {} (on_conflict={})", bundle.display(), field(r, "on_conflict"));
-    println!(
-        "  files      {} ({} written)",
-        counts(&r["files"]),
-        super::output::human_bytes(r["file_bytes"].as_u64().unwrap_or(0))
-    );
+    println!("  files      {} ({} written)", counts(&r["files"]), human_bytes(r["file_bytes"].as_u64().unwrap_or(0)));
     println!("  memory     {}", counts(&r["memory"]));
     println!("  webhooks   {}", counts(&r["webhooks"]));
     println!("  settings   {}", field(r, "settings"));
@@ -405,16 +410,25 @@ fn print_usage(slug: &str, r: &Value) {
     ]
     .iter()
     .map(|(u, l)| {
-        let limit = if l.is_empty() { String::new() } else { field(&r["limits"], l).replace('-', "unlimited") };
-        vec![u.to_string(), field(&r["usage"], u), limit]
+        let shown = |v: &Value| match (v.as_u64(), u.ends_with("bytes")) {
+            (Some(n), true) => human_bytes(n),
+            (None, _) if v.is_null() => "unlimited".to_owned(),
+            _ => v.to_string(),
+        };
+        let limit = if l.is_empty() { String::new() } else { shown(&r["limits"][l]) };
+        vec![u.to_string(), shown(&r["usage"][u]), limit]
     })
     .collect();
     table(&["", "USED", "LIMIT"], rows);
     let series = r["series"].as_array().cloned().unwrap_or_default();
-    let max = series.iter().filter_map(|p| p["api_calls"].as_u64()).max().unwrap_or(0).max(1);
+    let max = series.iter().filter_map(|p| p["api_calls"].as_u64()).max().unwrap_or(0);
+    let Some(first) = series.first() else { return };
+    // A month is named `2026-11`, a day `2026-11-23`.
+    let per = if field(first, "period").len() == 7 { "month" } else { "day" };
+    println!("API calls per {per} (a full bar is {max})");
     for p in &series {
         let n = p["api_calls"].as_u64().unwrap_or(0);
-        let width = ((n as f64 / max as f64) * 40.0).round() as usize;
-        println!("  {:<10} {:>8} {}", field(p, "period"), n, "█".repeat(width));
+        let width = if max == 0 { 0 } else { ((n as f64 / max as f64) * 40.0).round() as usize };
+        println!("  {:<10} {:>8}  {}", field(p, "period"), n, "█".repeat(width));
     }
 }

@@ -47,6 +47,25 @@ async fn put_creates_then_replaces_and_get_returns_the_bytes_unchanged() {
 }
 
 #[tokio::test]
+async fn a_put_without_a_content_type_or_with_curls_form_default_gets_one_from_the_file_name() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    for (path, headers, stored) in [
+        ("/v1/files/notes.txt", &[][..], "text/plain"),
+        ("/v1/files/notes.txt", &form[..], "text/plain"),
+        ("/v1/files/data.json", &form[..], "application/json"),
+        ("/v1/files/README", &form[..], "application/octet-stream"),
+        ("/v1/files/page.html", &[("content-type", "text/x-mine")][..], "text/x-mine"),
+    ] {
+        let res = app.raw(Some(&t.owner), Method::PUT, path, Some(b"x"), headers).await;
+        assert_eq!(res.json().unwrap()["content_type"], stored, "{path} {headers:?}");
+        let got = app.raw(Some(&t.owner), Method::GET, path, None, &[]).await;
+        assert_eq!(got.header("content-type"), Some(stored), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn head_gives_the_headers_of_get_without_a_body() {
     let app = spawn_app().await;
     let t = app.create_tenant("acme").await;
@@ -225,6 +244,51 @@ async fn listings_page_in_path_order_and_recurse_only_when_asked() {
     assert_error(&res, 400, "invalid_request");
     let res = app.raw(Some(&t.owner), Method::GET, "/v1/files?prefix=/a/../b", None, &[]).await;
     assert_error(&res, 400, "invalid_path");
+}
+
+#[tokio::test]
+async fn a_listing_with_a_delimiter_shows_each_folder_once_and_pages_through_them() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let c = app.as_key(&t.owner);
+    for p in ["/readme.md", "/docs/a.txt", "/docs/b/c.txt", "/docs.txt", "/src/main.rs", "/src/lib/x.rs"] {
+        c.put_file(p, b"x".to_vec(), None).await.unwrap();
+    }
+    let listed = |page: &serde_json::Value| {
+        let items = page["items"].as_array().unwrap();
+        items
+            .iter()
+            .map(|i| format!("{} {}", i["kind"].as_str().unwrap(), i["path"].as_str().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let root = c.list_folder("/", None).await.unwrap();
+    assert_eq!(listed(&root), ["file /docs.txt", "folder /docs/", "file /readme.md", "folder /src/"]);
+    assert_eq!(root["items"][1], serde_json::json!({"kind": "folder", "path": "/docs/"}));
+    assert_eq!((root["items"][0]["size"].as_u64(), root["items"][0]["etag"].is_string()), (Some(1), true));
+    assert_eq!(listed(&c.list_folder("/docs/", None).await.unwrap()), ["file /docs/a.txt", "folder /docs/b/"]);
+    // Pages of one, each resuming after the folder or file before.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = format!("/v1/files?delimiter=/&limit=1{}", cursor.map(|c| format!("&cursor={c}")).unwrap_or_default());
+        let page = app.raw(Some(&t.owner), Method::GET, &q, None, &[]).await.json().unwrap();
+        seen.extend(listed(&page));
+        match page["next_cursor"].as_str() {
+            Some(n) => cursor = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, listed(&root));
+    // Without a delimiter, files only, each with its kind.
+    assert_eq!(listed(&c.list_files("/", false, None).await.unwrap()), ["file /docs.txt", "file /readme.md"]);
+    for (q, why) in [
+        ("/v1/files?delimiter=%2C", "`delimiter` may only be `/`"),
+        ("/v1/files?delimiter=/&recursive=true", "`delimiter=/` lists one folder: leave out `recursive=true`"),
+    ] {
+        let res = app.raw(Some(&t.owner), Method::GET, q, None, &[]).await;
+        assert_error(&res, 400, "invalid_request");
+        assert_eq!(res.json().unwrap()["error"]["message"], why);
+    }
 }
 
 #[tokio::test]

@@ -138,6 +138,16 @@ async fn a_prefixed_key_sees_and_touches_only_its_prefix_on_segment_boundaries()
     assert_eq!(paths(c.list_files("/", true, None).await.unwrap()), ["/docs", "/docs/a.txt", "/docs/sub/b.txt"]);
     assert_eq!(paths(c.list_files("/docs2", true, None).await.unwrap()), Vec::<String>::new());
     assert_eq!(paths(c.list_files("/docs/", false, None).await.unwrap()), ["/docs/a.txt"]);
+    // By folder, the key sees only the way to its own files.
+    assert_eq!(paths(c.list_folder("/", None).await.unwrap()), ["/docs", "/docs/"]);
+    assert_eq!(paths(c.list_folder("/docs", None).await.unwrap()), ["/docs/a.txt", "/docs/sub/"]);
+    assert_eq!(paths(c.list_folder("/docs2", None).await.unwrap()), Vec::<String>::new());
+    let (_, deep) = app.key(&t, "reader", Some("/docs/sub/inner")).await;
+    let deep = app.as_key(&deep);
+    assert_eq!(paths(deep.list_folder("/", None).await.unwrap()), Vec::<String>::new(), "nothing is there yet");
+    owner.put_file("/docs/sub/inner/z", b"z".to_vec(), None).await.unwrap();
+    assert_eq!(paths(deep.list_folder("/", None).await.unwrap()), ["/docs/"]);
+    assert_eq!(paths(deep.list_folder("/docs/sub", None).await.unwrap()), ["/docs/sub/inner/"]);
     // It cannot mint a key wider than itself; a narrower one is fine, and no prefix means its own.
     let k = app.key(&t, "admin", Some("/docs")).await.1;
     let err = app.as_key(&k).create_key(&json!({"name": "wide", "role": "reader", "prefix": "/"})).await.unwrap_err();
