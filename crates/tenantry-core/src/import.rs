@@ -45,6 +45,41 @@ impl ConflictPolicy {
     }
 }
 
+/// Whose settings (name, tier, quotas, metadata, domains) a tenant has after an import
+/// (`settings=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SettingsChoice {
+    /// The bundle's when the tenant held no files and no memory, or with `on_conflict=overwrite`;
+    /// else the tenant's own (the default).
+    #[default]
+    Auto,
+    /// Always the tenant's own.
+    Keep,
+    /// Always the bundle's.
+    Replace,
+}
+
+impl SettingsChoice {
+    pub fn parse(raw: &str) -> Result<SettingsChoice> {
+        match raw {
+            "auto" => Ok(SettingsChoice::Auto),
+            "keep" => Ok(SettingsChoice::Keep),
+            "replace" => Ok(SettingsChoice::Replace),
+            other => Err(Error::invalid_request(format!("unknown settings {other:?}: use keep, replace or auto"))),
+        }
+    }
+}
+
+/// One setting an import changed, with its value before and after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SettingChange {
+    /// `name`, `tier`, `quotas`, `metadata` or `domains`.
+    pub setting: String,
+    pub from: serde_json::Value,
+    pub to: serde_json::Value,
+}
+
 /// What an import does with one incoming item (file or memory value), decided from what the
 /// tenant holds under its name when the import is published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,12 +216,43 @@ pub struct ImportSettings {
     pub domains: Vec<String>,
 }
 
+impl ImportSettings {
+    /// A tenant's own settings, to compare with a bundle's.
+    pub fn of_tenant(t: &crate::model::Tenant) -> ImportSettings {
+        ImportSettings {
+            name: t.name.clone(),
+            tier: t.tier.clone(),
+            quotas: t.quotas.clone(),
+            metadata: t.metadata.clone(),
+            domains: t.domains.clone(),
+        }
+    }
+
+    /// The settings that differ between `self` (before) and `after`, in a fixed order.
+    pub fn changes_to(&self, after: &ImportSettings) -> Vec<SettingChange> {
+        use serde_json::json;
+        let pairs = [
+            ("name", json!(self.name), json!(after.name)),
+            ("tier", json!(self.tier), json!(after.tier)),
+            ("quotas", self.quotas.to_value(), after.quotas.to_value()),
+            ("metadata", self.metadata.clone(), after.metadata.clone()),
+            ("domains", json!(self.domains), json!(after.domains)),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, from, to)| from != to)
+            .map(|(setting, from, to)| SettingChange { setting: setting.into(), from, to })
+            .collect()
+    }
+}
+
 /// How an import is published: decided by the service, applied by the store in one transaction.
 #[derive(Debug, Clone)]
 pub struct ImportPlan {
     pub on_conflict: ConflictPolicy,
-    /// Applied when the tenant holds no files and no memory, or with `overwrite`.
+    /// The bundle's settings; whether they apply is [`ImportPlan::applies_settings`].
     pub settings: Option<ImportSettings>,
+    pub settings_choice: SettingsChoice,
     pub max_storage_bytes: Option<u64>,
     pub max_files: Option<u64>,
     pub max_webhooks: usize,
@@ -235,6 +301,9 @@ pub struct ImportReport {
     pub keys_not_imported: u64,
     /// `applied` or `kept`.
     pub settings: String,
+    /// Each setting the import changed, from what to what (none when kept).
+    #[serde(default)]
+    pub settings_changed: Vec<SettingChange>,
     /// Items put under a new name (the first 1,000).
     pub renamed: Vec<Renamed>,
     /// What the operator should know: keys to create again, domains held by another tenant, ...
@@ -245,29 +314,39 @@ pub struct ImportReport {
 pub const MAX_RENAMED_LISTED: usize = 1000;
 
 impl ImportPlan {
-    /// Whether the bundle's settings (if it has them) replace the tenant's: when the tenant held
-    /// no files and no memory before the import, or with `overwrite`.
+    /// Whether the bundle's settings (if it has them) replace the tenant's: as `settings_choice`
+    /// says; by default when the tenant held no files and no memory before the import, or with
+    /// `overwrite`.
     pub fn applies_settings(&self, tenant_was_empty: bool) -> bool {
-        self.settings.is_some() && (tenant_was_empty || self.on_conflict == ConflictPolicy::Overwrite)
+        self.settings.is_some()
+            && match self.settings_choice {
+                SettingsChoice::Keep => false,
+                SettingsChoice::Replace => true,
+                SettingsChoice::Auto => tenant_was_empty || self.on_conflict == ConflictPolicy::Overwrite,
+            }
     }
 }
 
 impl ImportReport {
-    /// The bundle's settings were applied, but for `taken`: domains another tenant holds.
-    pub fn settings_applied(&mut self, taken: &[String]) {
+    /// The bundle's settings were applied, changing `changed`, but for `taken`: domains another
+    /// tenant holds.
+    pub fn settings_applied(&mut self, changed: Vec<SettingChange>, taken: &[String]) {
         self.settings = "applied".into();
+        self.settings_changed = changed;
         if !taken.is_empty() {
             self.notes.push(format!("domains registered to another tenant were not applied: {}", taken.join(", ")));
         }
     }
 
     /// The bundle had settings and the tenant's were kept.
-    pub fn settings_kept(&mut self) {
+    pub fn settings_kept(&mut self, choice: SettingsChoice) {
         self.settings = "kept".into();
-        self.notes.push(
-            "the tenant already held data, so its settings were kept (on_conflict=overwrite applies the bundle's)"
-                .into(),
-        );
+        self.notes.push(match choice {
+            SettingsChoice::Keep => "the tenant's settings were kept, as settings=keep asks".into(),
+            _ => {
+                "the tenant already held data, so its settings were kept (settings=replace applies the bundle's)".into()
+            }
+        });
     }
 }
 

@@ -151,16 +151,33 @@ pub fn stream(
 ) -> Body {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
-        let _ = relay(&svc, &hub, &caller, after, &Sender(tx, stalled)).await;
+        let _ = relay(&svc, &hub, &caller, after, &Sender(tx, stalled, Default::default())).await;
         drop(slot);
     });
     channel_body(rx)
 }
 
 /// The stream's side of its body: a send that waits at most its stall limit for the client.
-struct Sender(mpsc::Sender<Bytes>, Duration);
+struct Sender(mpsc::Sender<Bytes>, Duration, std::sync::atomic::AtomicBool);
+
+/// The stream's first block: a comment, which every client skips. A block holding only `retry:`
+/// is taken for an empty message by some (httpx-sse), so the reconnection delay rides on the
+/// first event instead.
+const OPENING: &[u8] = b": tenantry event stream\n\n";
+const RETRY: &str = "retry: 2000\n";
 
 impl Sender {
+    /// Sends one event's frame, the first with the reconnection delay.
+    async fn event(&self, frame: Bytes) -> Result<(), ()> {
+        if self.2.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return self.send(frame).await;
+        }
+        let mut first = Vec::with_capacity(RETRY.len() + frame.len());
+        first.extend_from_slice(RETRY.as_bytes());
+        first.extend_from_slice(&frame);
+        self.send(Bytes::from(first)).await
+    }
+
     async fn send(&self, frame: Bytes) -> Result<(), ()> {
         match tokio::time::timeout(self.1, self.0.send(frame)).await {
             Ok(Ok(())) => Ok(()),
@@ -182,7 +199,7 @@ async fn replay(svc: &Tenantry, caller: &Caller, cursor: &mut u64, tx: &Sender) 
             if !last && !svc.still_allowed(caller) {
                 return Err(());
             }
-            tx.send(frame(e)).await?;
+            tx.event(frame(e)).await?;
             *cursor = e.seq;
             if last {
                 return Err(());
@@ -199,7 +216,7 @@ async fn relay(svc: &Tenantry, hub: &EventHub, caller: &Caller, after: u64, tx: 
     let mut closing = hub.closing.subscribe();
     let prefix = caller.prefix().cloned();
     let mut cursor = after;
-    tx.send(Bytes::from_static(b"retry: 2000\n\n")).await?;
+    tx.send(Bytes::from_static(OPENING)).await?;
     replay(svc, caller, &mut cursor, tx).await?;
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
@@ -223,7 +240,7 @@ async fn relay(svc: &Tenantry, hub: &EventHub, caller: &Caller, after: u64, tx: 
                             return Ok(());
                         }
                         if e.visible_under(prefix.as_ref()) {
-                            tx.send(frame(e)).await?;
+                            tx.event(frame(e)).await?;
                         }
                         if last {
                             return Ok(());

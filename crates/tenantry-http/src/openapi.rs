@@ -101,7 +101,7 @@ impl Modify for TenantHeader {
     security(("bearer" = [])),
     modifiers(&BearerAuth, &ErrorResponses, &TenantHeader),
     paths(
-        api::ops::healthz, api::ops::readyz, api::ops::metrics, api::ops::openapi,
+        api::ops::healthz, api::ops::readyz, api::ops::metrics, api::ops::openapi, api::docs::page, api::docs::asset,
         api::tenants::create, api::tenants::list, api::tenants::show, api::tenants::update, api::tenants::archive,
         api::tenants::suspend, api::tenants::resume, api::tenants::restore,
         api::keys::create, api::keys::list, api::keys::revoke, api::keys::whoami,

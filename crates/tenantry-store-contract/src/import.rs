@@ -3,7 +3,9 @@
 
 use crate::{assert_code, draft, now, path, Backend};
 use tenantry_core::events::{EventDraft, Journal};
-use tenantry_core::import::{ConflictPolicy, ImportPlan, ImportSettings, StagedFile, StagedRecord};
+use tenantry_core::import::{
+    ConflictPolicy, ImportPlan, ImportSettings, SettingChange, SettingsChoice, StagedFile, StagedRecord,
+};
 use tenantry_core::memory::{MemoryKey, Namespace};
 use tenantry_core::model::Tenant;
 use tenantry_core::search::IndexDoc;
@@ -39,7 +41,15 @@ fn memory(namespace: &str, key: &str, value: serde_json::Value) -> StagedRecord 
 }
 
 fn plan(on_conflict: ConflictPolicy, max_storage_bytes: Option<u64>) -> ImportPlan {
-    ImportPlan { on_conflict, settings: None, max_storage_bytes, max_files: None, max_webhooks: 10, at: now() }
+    ImportPlan {
+        on_conflict,
+        settings: None,
+        settings_choice: SettingsChoice::Auto,
+        max_storage_bytes,
+        max_files: None,
+        max_webhooks: 10,
+        at: now(),
+    }
 }
 
 fn journal() -> Journal {
@@ -116,7 +126,7 @@ pub async fn the_conflict_policy_decides_only_where_content_differs(b: &dyn Back
     assert_eq!(f.store.usage(&a).await.unwrap(), StoredUsage { storage_bytes: 10, files: 2 });
 }
 
-pub async fn an_import_applies_the_bundles_settings_only_to_an_empty_tenant_or_with_overwrite(b: &dyn Backend) {
+pub async fn an_import_applies_the_bundles_settings_as_asked_and_reports_each_change(b: &dyn Backend) {
     let f = b.open().await;
     let mut globex = Tenant::new(Slug::parse("globex").unwrap(), "Globex", "free", now());
     globex.domains = vec!["taken.example".into()];
@@ -130,12 +140,13 @@ pub async fn an_import_applies_the_bundles_settings_only_to_an_empty_tenant_or_w
         metadata: serde_json::json!({"from": name}),
         domains: vec!["acme.example".into(), "taken.example".into()],
     };
-    let import = |id: &'static str, policy: ConflictPolicy, name: &'static str, content: &'static str| {
+    let import = |id: &'static str, policy: ConflictPolicy, choice: SettingsChoice, name: &'static str| {
         let (f, a) = (&f, a.clone());
         async move {
-            stage(f, &a, id, policy, vec![file(0, "/a.txt", content)]).await;
+            stage(f, &a, id, policy, vec![file(0, "/a.txt", name)]).await;
             let mut p = plan(policy, None);
             p.settings = Some(settings(name));
+            p.settings_choice = choice;
             f.store.commit_import(&a, id, p, journal()).await.unwrap()
         }
     };
@@ -147,22 +158,50 @@ pub async fn an_import_applies_the_bundles_settings_only_to_an_empty_tenant_or_w
             (t.name, t.tier, t.metadata, t.domains)
         }
     };
-    // An empty tenant takes them, but for the domain another tenant holds.
-    let first = import("i1", ConflictPolicy::Skip, "First", "alpha").await;
+    let change = |setting: &str, from: serde_json::Value, to: serde_json::Value| SettingChange {
+        setting: setting.into(),
+        from,
+        to,
+    };
+    use serde_json::json;
+    // An empty tenant takes them, but for the domain another tenant holds; each change is told.
+    let first = import("i1", ConflictPolicy::Skip, SettingsChoice::Auto, "First").await;
     assert_eq!(first.settings, "applied");
     assert!(first.notes.iter().any(|n| n.contains("taken.example")), "{:?}", first.notes);
-    let applied =
-        ("First".to_owned(), "pro".to_owned(), serde_json::json!({"from": "First"}), vec!["acme.example".to_owned()]);
+    assert_eq!(
+        first.settings_changed,
+        [
+            change("name", json!("acme"), json!("First")),
+            change("tier", json!("free"), json!("pro")),
+            change("metadata", json!({}), json!({"from": "First"})),
+            change("domains", json!([]), json!(["acme.example"])),
+        ]
+    );
+    let applied = ("First".to_owned(), "pro".to_owned(), json!({"from": "First"}), vec!["acme.example".to_owned()]);
     assert_eq!(record(t.id.clone()).await, applied);
     assert_eq!(record(globex.id.clone()).await.3, ["taken.example"]);
     // A tenant holding data keeps its own...
-    let second = import("i2", ConflictPolicy::Skip, "Second", "bravo").await;
-    assert_eq!(second.settings, "kept");
+    let second = import("i2", ConflictPolicy::Skip, SettingsChoice::Auto, "Second").await;
+    assert_eq!((second.settings.as_str(), second.settings_changed.len()), ("kept", 0));
     assert_eq!(record(t.id.clone()).await, applied);
-    // ...unless the import overwrites.
-    let third = import("i3", ConflictPolicy::Overwrite, "Third", "charlie").await;
-    assert_eq!(third.settings, "applied");
-    assert_eq!(record(t.id.clone()).await.0, "Third");
+    // ...and always with settings=keep, even when the import overwrites...
+    let kept = import("i3", ConflictPolicy::Overwrite, SettingsChoice::Keep, "Third").await;
+    assert_eq!((kept.settings.as_str(), kept.settings_changed.len()), ("kept", 0));
+    assert!(kept.notes.iter().any(|n| n.contains("settings=keep")), "{:?}", kept.notes);
+    assert_eq!(record(t.id.clone()).await, applied);
+    // ...but takes the bundle's when the import overwrites, or with settings=replace.
+    let fourth = import("i4", ConflictPolicy::Overwrite, SettingsChoice::Auto, "Fourth").await;
+    assert_eq!(fourth.settings, "applied");
+    assert_eq!(
+        fourth.settings_changed,
+        [
+            change("name", json!("First"), json!("Fourth")),
+            change("metadata", json!({"from": "First"}), json!({"from": "Fourth"}))
+        ]
+    );
+    let fifth = import("i5", ConflictPolicy::Skip, SettingsChoice::Replace, "Fifth").await;
+    assert_eq!((fifth.settings.as_str(), fifth.settings_changed[0].to.clone()), ("applied", json!("Fifth")));
+    assert_eq!(record(t.id.clone()).await.0, "Fifth");
     let (_, bytes) = f.store.read_file(&a, &path("/a.txt"), None).await.unwrap().unwrap();
-    assert_eq!(bytes, b"charlie");
+    assert_eq!(bytes, b"Fourth", "skip kept the file the overwrite wrote");
 }

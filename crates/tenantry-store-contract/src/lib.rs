@@ -341,7 +341,7 @@ macro_rules! suite {
                 an_import_over_the_storage_limit_changes_nothing,
                 an_aborted_import_leaves_nothing,
                 the_conflict_policy_decides_only_where_content_differs,
-                an_import_applies_the_bundles_settings_only_to_an_empty_tenant_or_with_overwrite,
+                an_import_applies_the_bundles_settings_as_asked_and_reports_each_change,
             ]
         );
         $crate::__contract_module!(

@@ -608,10 +608,14 @@ impl ImportStore for SqliteStore {
                 add_usage_tx(tx, tenant, p.bytes_delta, p.files_delta)?;
                 match &plan.settings {
                     Some(settings) if plan.applies_settings(was_empty) => {
+                        let before = crate::tenants::tenant_record(tx, tenant)?
+                            .ok_or_else(|| Error::internal("the tenant importing has no record"))?;
                         let taken = apply_settings_tx(tx, tenant, settings, plan.at)?;
-                        p.report.settings_applied(&taken);
+                        let mut after = settings.clone();
+                        after.domains.retain(|d| !taken.contains(d));
+                        p.report.settings_applied(ImportSettings::of_tenant(&before).changes_to(&after), &taken);
                     }
-                    Some(_) => p.report.settings_kept(),
+                    Some(_) => p.report.settings_kept(plan.settings_choice),
                     None => {}
                 }
                 // Every staged byte row is now either a file's or deleted: forget the staging rows.

@@ -214,14 +214,42 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+/// What `serve` prints after the line saying where it listens, on every start: the addresses to
+/// open and where the operator key is, ending with an empty line.
+pub fn where_to_go(addr: SocketAddr, data: &Path, key_from_env: bool) -> String {
+    // A server on every interface is reached locally through loopback.
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    };
+    let base = format!("http://{host}");
+    let key_file = data.join(ADMIN_KEY_FILE);
+    let key_file = std::path::absolute(&key_file).unwrap_or(key_file);
+    let key = match key_from_env {
+        true => "from TENANTRY_ADMIN_KEY (not stored)".to_owned(),
+        false => format!("in {}", key_file.display()),
+    };
+    format!(
+        "  API          {base}/v1/  (Authorization: Bearer KEY)\n  \
+           API docs     {base}/docs  (OpenAPI: {base}/openapi.json)\n  \
+           metrics      {base}/metrics\n  \
+           health       {base}/healthz, {base}/readyz\n  \
+           operator key {key}\n  \
+           next         tenantry tenant create acme   (the README's quickstart)\n\n"
+    )
+}
+
 /// `tenantry serve`: start, print where, serve until a signal, stop cleanly.
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let data = cfg.data.clone();
+    let from_env = cfg.admin_key.is_some();
     let mut running = start(cfg).await?;
     if running.generated_admin_key {
         println!("operator key (shown once; stored in {}): {}", data.join(ADMIN_KEY_FILE).display(), running.admin_key);
     }
     println!("tenantry listening on http://{} (data: {})", running.addr, data.display());
+    print!("{}", where_to_go(running.addr, &data, from_env));
     let _ = std::io::stdout().flush();
     tokio::select! {
         _ = shutdown_signal() => {

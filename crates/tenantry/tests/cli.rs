@@ -124,6 +124,20 @@ fn first_start_prints_the_operator_key_once_and_stores_it_with_mode_0600() {
 
     let again = serve(&data, &[]);
     assert!(!again.stdout_lines.iter().any(|l| l.contains(&key)), "the key is printed only once");
+    // Every start says where to go, and where the key is.
+    let url = &again.url;
+    let key_file = std::path::absolute(data.join("admin.key")).unwrap();
+    assert_eq!(
+        again.stdout_lines[1..],
+        [
+            format!("  API          {url}/v1/  (Authorization: Bearer KEY)"),
+            format!("  API docs     {url}/docs  (OpenAPI: {url}/openapi.json)"),
+            format!("  metrics      {url}/metrics"),
+            format!("  health       {url}/healthz, {url}/readyz"),
+            format!("  operator key in {}", key_file.display()),
+            "  next         tenantry tenant create acme   (the README's quickstart)".to_owned(),
+        ]
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -434,6 +448,9 @@ fn migrate_copies_a_folder_reports_bad_names_and_changes_nothing_the_second_time
     let human = cli.ok(&["tenant", "import", "staging", out.to_str().unwrap()]);
     assert!(human.starts_with("[staging] imported"), "{human}");
     assert!(human.contains("files      4 created"), "{human}");
+    // The empty tenant took the bundle's settings, and the report names each change.
+    assert!(human.contains("\n  settings   applied\n  changed    name: \"staging\" → \"legacy\"\n"), "{human}");
+    assert!(human.contains("\n  changed    tier: \"enterprise\" → \"pro\"\n"), "{human}");
     let json = cli.json(&["tenant", "import", "staging", out.to_str().unwrap(), "--on-conflict", "rename"]);
     assert_eq!((json["files"]["unchanged"].clone(), json["on_conflict"].clone()), (4.into(), "rename".into()));
     let bad = cli.run(&["tenant", "import", "staging", out.to_str().unwrap(), "--on-conflict", "merge"]);
@@ -595,4 +612,25 @@ fn failures_exit_with_the_status_of_their_kind_and_as_json_under_json() {
 
     let help = String::from_utf8(clean_command().arg("--help").output().unwrap().stdout).unwrap();
     assert!(help.contains("Exit status:") && help.contains("5  the server cannot be reached"), "{help}");
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = clean_command();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(&data).stderr(Stdio::piped());
+    let mut served = common::start_serving(cmd);
+    served.child.kill().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut served.child.stderr.take().unwrap(), &mut log).unwrap();
+    served.child.wait().unwrap();
+    assert!(log.contains("WARN") && log.contains("narrowed to 0700"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no escape codes: {log:?}");
 }

@@ -11,7 +11,9 @@ use crate::caller::Caller;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{types, EventDraft, Journal};
 use crate::ids::WebhookId;
-use crate::import::{ConflictPolicy, ImportPlan, ImportReport, ImportSettings, StagedFile, StagedRecord};
+use crate::import::{
+    ConflictPolicy, ImportPlan, ImportReport, ImportSettings, SettingsChoice, StagedFile, StagedRecord,
+};
 use crate::memory::{self, MemoryKey, Namespace};
 use crate::model::{Tenant, TenantStatus};
 use crate::path::TenantPath;
@@ -32,6 +34,7 @@ pub struct Import {
     tenant: Arc<Tenant>,
     limits: Limits,
     policy: ConflictPolicy,
+    settings_choice: SettingsChoice,
     actor_audit: crate::model::AuditDraft,
     /// Position of the next item in the bundle.
     next: u64,
@@ -119,8 +122,14 @@ fn bad_record(kind: &str, e: impl std::fmt::Display) -> Error {
 
 impl Tenantry {
     /// Starts an import into tenant `slug` (operator only). `on_conflict`: skip (default),
-    /// overwrite or rename.
-    pub async fn begin_import(&self, caller: &Caller, slug: &str, on_conflict: Option<&str>) -> Result<Import> {
+    /// overwrite or rename; `settings`: auto (default), keep or replace.
+    pub async fn begin_import(
+        &self,
+        caller: &Caller,
+        slug: &str,
+        on_conflict: Option<&str>,
+        settings: Option<&str>,
+    ) -> Result<Import> {
         let grant = caller.operator()?;
         let tenant = self.tenant_by_slug(slug)?;
         if tenant.status == TenantStatus::Archived {
@@ -129,6 +138,10 @@ impl Tenantry {
         let policy = match on_conflict.filter(|p| !p.is_empty()) {
             Some(p) => ConflictPolicy::parse(p)?,
             None => ConflictPolicy::default(),
+        };
+        let settings_choice = match settings.filter(|s| !s.is_empty()) {
+            Some(s) => SettingsChoice::parse(s)?,
+            None => SettingsChoice::default(),
         };
         let scope = grant.scope_of(&tenant);
         let id = hex::encode(rand::random::<[u8; 12]>());
@@ -139,6 +152,7 @@ impl Tenantry {
             limits: self.limits_of(&tenant),
             tenant,
             policy,
+            settings_choice,
             actor_audit: grant.audit(actions::TENANT_IMPORT, slug, "ok"),
             next: 0,
             keys: 0,
@@ -302,6 +316,7 @@ impl Tenantry {
         let plan = ImportPlan {
             on_conflict: imp.policy,
             settings: Some(settings.clone()),
+            settings_choice: imp.settings_choice,
             max_storage_bytes: imp.limits.max_storage_bytes,
             max_files: imp.limits.max_files,
             max_webhooks: webhook::MAX_WEBHOOKS_PER_TENANT,

@@ -169,6 +169,7 @@ pub async fn export(
 #[derive(Deserialize)]
 pub struct ImportQuery {
     on_conflict: Option<String>,
+    settings: Option<String>,
 }
 
 /// How long an import upload may send nothing before it is given up (the whole-request timeout
@@ -345,9 +346,13 @@ fn read_and_import(
 /// and verified before anything changes; then everything is applied in one transaction.
 /// `on_conflict` decides for paths and memory keys that hold different content (the same
 /// content is never a conflict): `skip` (default) keeps the tenant's, `overwrite` takes the
-/// bundle's, `rename` keeps both (docs/BUNDLE.md has the suffix rule). Operator only.
+/// bundle's, `rename` keeps both (docs/BUNDLE.md has the suffix rule). `settings` decides whose
+/// name, tier, quotas, metadata and domains the tenant has after: `auto` (default) takes the
+/// bundle's when the tenant held no files and no memory or with `on_conflict=overwrite`, `keep`
+/// never, `replace` always; the answer lists each setting changed. Operator only.
 #[utoipa::path(post, operation_id = "import_tenant", path = "/v1/tenants/{slug}/import", tag = "tenants",
-    params(("slug" = String, Path), ("on_conflict" = Option<String>, Query, description = "skip (default), overwrite or rename")),
+    params(("slug" = String, Path), ("on_conflict" = Option<String>, Query, description = "skip (default), overwrite or rename"),
+        ("settings" = Option<String>, Query, description = "auto (default: the bundle's settings when the tenant held no data, or with on_conflict=overwrite), keep or replace")),
     request_body(content = inline(crate::schemas::Binary), content_type = "application/octet-stream", description = "the bundle (docs/BUNDLE.md), any content type"),
     responses((status = 200, description = "what the import did", body = ImportReport)))]
 pub async fn import(
@@ -358,7 +363,7 @@ pub async fn import(
     body: axum::body::Body,
 ) -> ApiResult<axum::Json<ImportReport>> {
     use http_body_util::BodyExt;
-    let imp = state.svc.begin_import(&caller, &slug, q.on_conflict.as_deref()).await?;
+    let imp = state.svc.begin_import(&caller, &slug, q.on_conflict.as_deref(), q.settings.as_deref()).await?;
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
     tokio::spawn(async move {
         let mut body = body;

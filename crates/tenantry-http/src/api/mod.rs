@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod bundles;
+pub mod docs;
 pub mod events;
 pub mod files;
 pub mod keys;
@@ -81,6 +82,8 @@ pub fn routes() -> (Router<AppState>, RouteTable) {
         .add(Method::GET, "/readyz", REQUEST, get(ops::readyz))
         .add(Method::GET, "/metrics", REQUEST, get(ops::metrics))
         .add(Method::GET, "/openapi.json", REQUEST, get(ops::openapi))
+        .add(Method::GET, "/docs", REQUEST, get(docs::page))
+        .add(Method::GET, "/docs/{asset}", REQUEST, get(docs::asset))
         .add(Method::POST, "/v1/tenants", TENANT_CREATE, post(tenants::create))
         .add(Method::GET, "/v1/tenants", TENANT_READ, get(tenants::list))
         .add(Method::GET, "/v1/tenants/{slug}", TENANT_READ, get(tenants::show))

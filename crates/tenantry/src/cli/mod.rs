@@ -209,6 +209,10 @@ pub enum TenantCmd {
         /// overwrite (take the bundle's) or rename (keep both; the incoming one gets `.imported`).
         #[arg(long, default_value = "skip")]
         on_conflict: String,
+        /// Whose name, tier, quotas, metadata and domains the tenant keeps: auto (the bundle's
+        /// when the tenant holds no data, or with --on-conflict overwrite), keep or replace.
+        #[arg(long, default_value = "auto")]
+        settings: String,
     },
     /// Move the tenant's data to `shared` or `dedicated` placement while it keeps serving.
     Move {

@@ -268,7 +268,7 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                 );
             }
         }
-        TenantCmd::Import { slug, bundle, on_conflict } => {
+        TenantCmd::Import { slug, bundle, on_conflict, settings } => {
             let file = std::fs::File::open(&bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
             let total = file.metadata().map(|m| m.len()).unwrap_or(0);
             let bar = if ctx.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total) };
@@ -279,9 +279,10 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let path = format!(
-                "/v1/tenants/{}/import?on_conflict={}",
+                "/v1/tenants/{}/import?on_conflict={}&settings={}",
                 tenantry_client::encode_query(&slug),
-                tenantry_client::encode_query(&on_conflict)
+                tenantry_client::encode_query(&on_conflict),
+                tenantry_client::encode_query(&settings)
             );
             let progress = {
                 let bar = bar.clone();
@@ -375,6 +376,9 @@ fn print_import_report(slug: &str, bundle: &std::path::Path, r: &Value) {
     println!("  memory     {}", counts(&r["memory"]));
     println!("  webhooks   {}", counts(&r["webhooks"]));
     println!("  settings   {}", field(r, "settings"));
+    for change in r["settings_changed"].as_array().into_iter().flatten() {
+        println!("  changed    {}: {} → {}", field(change, "setting"), change["from"], change["to"]);
+    }
     for item in r["renamed"].as_array().into_iter().flatten() {
         println!("  renamed    {} -> {}", field(item, "from"), field(item, "to"));
     }

@@ -167,3 +167,27 @@ async fn event_numbers_continue_after_a_restart() {
     let page = app.as_key(&acme.owner).events(0, None).await.unwrap();
     assert_eq!(kinds(&page).iter().map(|k| k.0).collect::<Vec<_>>(), [1, 2]);
 }
+
+#[tokio::test]
+async fn a_stream_opens_with_a_comment_and_its_first_event_carries_the_retry_delay() {
+    let app = spawn_app().await;
+    let acme = app.create_tenant("acme").await;
+    app.as_key(&acme.owner).put_file("/a", vec![], None).await.unwrap();
+    app.as_key(&acme.owner).put_file("/b", vec![], None).await.unwrap();
+    let mut res = reqwest::Client::new()
+        .get(format!("{}/v1/events?after=0", app.url))
+        .bearer_auth(&acme.owner)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    while text.matches("\n\n").count() < 3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), res.chunk()).await.unwrap().unwrap().unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let blocks: Vec<&str> = text.split("\n\n").collect();
+    assert_eq!(blocks[0], ": tenantry event stream", "a comment first: no client takes it for a message");
+    assert!(blocks[1].starts_with("retry: 2000\nid: 1\nevent: file.written\ndata: {"), "{:?}", blocks[1]);
+    assert!(blocks[2].starts_with("id: 2\nevent: file.written\ndata: {"), "the delay is said once: {:?}", blocks[2]);
+}

@@ -249,6 +249,19 @@ async fn conflicts_are_skipped_overwritten_or_renamed_and_the_same_content_is_no
 
     let res = import(&app, "target", &bundle, "merge").await;
     assert_error(&res, 400, "invalid_request");
+
+    // settings=keep keeps the target's own though the import overwrites; replace takes the
+    // bundle's though it skips, and the answer names each setting it changed.
+    app.operator().update_tenant("target", &json!({"name": "Target"})).await.unwrap();
+    let r = import_ok(&app, "target", &bundle, "overwrite&settings=keep").await;
+    assert_eq!((r["settings"].clone(), r["settings_changed"].clone()), (json!("kept"), json!([])));
+    assert_eq!(app.operator().show_tenant("target").await.unwrap()["name"], "Target");
+    let r = import_ok(&app, "target", &bundle, "skip&settings=replace").await;
+    assert_eq!(r["settings"], "applied");
+    assert_eq!(r["settings_changed"], json!([{"setting": "name", "from": "Target", "to": "Source"}]));
+    let res = import(&app, "target", &bundle, "skip&settings=mine").await;
+    assert_error(&res, 400, "invalid_request");
+    assert_eq!(res.json().unwrap()["error"]["message"], "unknown settings \"mine\": use keep, replace or auto");
 }
 
 #[tokio::test]

@@ -133,3 +133,34 @@ async fn busiest_tenants_get_their_own_series_only_for_the_operator() {
     assert_eq!(op.lines().filter(|l| l.starts_with("tenantry_tenant_requests_total{")).count(), 20);
     assert!(op.contains("tenantry_tenant_requests_total{tenant=\"acme\"} 5"), "the busiest stays in");
 }
+
+#[tokio::test]
+async fn the_docs_page_and_every_file_it_loads_are_served_without_a_key_and_from_nowhere_else() {
+    let app = spawn_app().await;
+    let page = app.raw(None, Method::GET, "/docs", None, &[]).await;
+    assert_eq!((page.status.as_u16(), page.header("content-type")), (200, Some("text/html; charset=utf-8")));
+    let html = String::from_utf8(page.body.to_vec()).unwrap();
+    // Every src= and href= of the page is one of ours, and is served with its type.
+    let links: Vec<&str> =
+        html.split(['"']).filter(|s| s.starts_with('/') || s.starts_with("http") || s.starts_with("//")).collect();
+    assert_eq!(
+        links,
+        ["/docs/swagger-ui.css", "/docs/favicon-32x32.png", "/docs/swagger-ui-bundle.js", "/docs/init.js"]
+    );
+    for (link, content_type) in [
+        ("/docs/swagger-ui.css", "text/css; charset=utf-8"),
+        ("/docs/favicon-32x32.png", "image/png"),
+        ("/docs/swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+        ("/docs/init.js", "text/javascript; charset=utf-8"),
+    ] {
+        let res = app.raw(None, Method::GET, link, None, &[]).await;
+        assert_eq!((res.status.as_u16(), res.header("content-type")), (200, Some(content_type)), "{link}");
+        assert!(res.body.len() > 400, "{link}");
+    }
+    let init = String::from_utf8(app.raw(None, Method::GET, "/docs/init.js", None, &[]).await.body.to_vec()).unwrap();
+    assert!(init.contains(r#"url: "/openapi.json""#) && init.contains("validatorUrl: null"), "{init}");
+    let missing = app.raw(None, Method::GET, "/docs/../admin.key", None, &[]).await;
+    assert_eq!(missing.status.as_u16(), 404);
+    let missing = app.raw(None, Method::GET, "/docs/index.css", None, &[]).await;
+    assert_error(&missing, 404, "not_found");
+}

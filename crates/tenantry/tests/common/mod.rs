@@ -44,6 +44,14 @@ pub fn start_serving(mut cmd: Command) -> Served {
         let url = line.split_whitespace().find(|w| w.starts_with("http://")).map(str::to_owned);
         lines.push(line.trim_end().to_owned());
         if let Some(url) = url.filter(|_| line.contains("listening on")) {
+            // Then where to go, up to an empty line.
+            loop {
+                let mut more = String::new();
+                if reader.read_line(&mut more).unwrap() == 0 || more.trim().is_empty() {
+                    break;
+                }
+                lines.push(more.trim_end().to_owned());
+            }
             // Keep draining stdout so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in reader.lines() {});
             return Served { child, url, stdout_lines: lines };
