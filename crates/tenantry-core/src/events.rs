@@ -43,6 +43,7 @@ pub mod types {
 /// One committed change, as `GET /v1/events`, the SSE stream and webhook deliveries show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"seq": 42, "type": "file.written", "path": "/docs/hello.txt", "actor": "key:key_7f3k2m9q1x8c4v6b", "at": "2026-12-06T14:00:00.000Z"})))]
 pub struct Event {
     pub seq: u64,
     #[serde(rename = "type")]

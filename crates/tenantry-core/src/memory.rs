@@ -65,6 +65,7 @@ impl MemoryKey {
 /// A stored memory entry, as `GET /v1/memory/{namespace}/{key}` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"namespace": "agent:researcher", "key": "topic", "value": {"focus": "solar"}, "size": 17, "created_at": "2026-12-06T14:00:00.000Z", "updated_at": "2026-12-06T14:00:00.000Z"})))]
 pub struct MemoryEntry {
     pub namespace: String,
     pub key: String,

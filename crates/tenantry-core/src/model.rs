@@ -183,6 +183,7 @@ pub struct MintedKey {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"path": "/docs/hello.txt", "size": 5, "etag": "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"", "version": 1, "content_type": "text/plain", "created_at": "2026-12-06T14:00:00.000Z", "updated_at": "2026-12-06T14:00:00.000Z"})))]
 pub struct FileMeta {
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub path: TenantPath,

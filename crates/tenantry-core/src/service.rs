@@ -130,6 +130,7 @@ impl Default for ServiceConfig {
 /// A request to create a tenant (API.md §4), fields still raw: the service parses them.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"slug": "acme", "name": "Acme Inc", "tier": "starter", "metadata": {"plan": "trial"}})))]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     /// Lowercase letters, digits and `-`, 3 to 63 characters.
@@ -151,6 +152,7 @@ pub struct NewTenant {
 /// A change to a tenant: only the fields given change.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"tier": "pro", "quotas": {"max_files": 50000}})))]
 #[serde(deny_unknown_fields)]
 pub struct TenantPatch {
     pub name: Option<String>,
@@ -166,6 +168,7 @@ pub struct TenantPatch {
 /// A request to create a key (API.md §5).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"name": "docs-bot", "role": "reader", "prefix": "/docs/"})))]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     #[cfg_attr(feature = "openapi", schema(example = "ci"))]

@@ -22,6 +22,7 @@ pub mod fairness;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
+pub mod reference;
 pub mod schemas;
 
 use axum::Router;

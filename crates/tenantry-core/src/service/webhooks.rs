@@ -17,6 +17,7 @@ use serde::Deserialize;
 /// `POST /v1/webhooks`.
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"url": "https://hooks.example.com/tenantry", "events": ["file.written"], "path_glob": "/uploads/*.csv"})))]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     pub url: String,
