@@ -19,7 +19,9 @@ pub struct AuditQuery {
 
 /// Entries after `after`, in seq order.
 #[utoipa::path(get, operation_id = "list_audit", path = "/v1/audit", tag = "audit", params(
-    ("after" = Option<u64>, Query), ("action" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    ("after" = Option<u64>, Query, description = "entries after this seq"),
+    ("action" = Option<String>, Query, description = "only this action, such as `file.write` or `key.create`"),
+    ("limit" = Option<u32>, Query, description = "page size, 1 to 1000 (default 100)")),
     responses((status = 200, description = "a page of entries", body = Page<AuditEntry>), (status = 403, description = "needs admin")))]
 pub async fn list(
     State(state): State<AppState>,

@@ -138,7 +138,7 @@ fn write_bundle(svc: &Arc<Tenantry>, e: &Export, out: ChannelWriter) -> Result<(
 /// The whole tenant as one `.tenantry` bundle: settings, files, memory, webhooks (secrets with
 /// `include_secrets=true`), key metadata (never secrets). Operator only.
 #[utoipa::path(get, operation_id = "export_tenant", path = "/v1/tenants/{slug}/export", tag = "tenants",
-    params(("slug" = String, Path), ("include_secrets" = Option<bool>, Query, description = "include webhook signing secrets")),
+    params(("slug" = String, Path, description = "the tenant's slug", example = "acme"), ("include_secrets" = Option<bool>, Query, description = "include webhook signing secrets")),
     responses((status = 200, description = "the bundle (docs/BUNDLE.md)", content_type = "application/vnd.tenantry.bundle")))]
 pub async fn export(
     State(state): State<AppState>,
@@ -351,7 +351,7 @@ fn read_and_import(
 /// bundle's when the tenant held no files and no memory or with `on_conflict=overwrite`, `keep`
 /// never, `replace` always; the answer lists each setting changed. Operator only.
 #[utoipa::path(post, operation_id = "import_tenant", path = "/v1/tenants/{slug}/import", tag = "tenants",
-    params(("slug" = String, Path), ("on_conflict" = Option<String>, Query, description = "skip (default), overwrite or rename"),
+    params(("slug" = String, Path, description = "the tenant's slug", example = "acme"), ("on_conflict" = Option<String>, Query, description = "skip (default), overwrite or rename"),
         ("settings" = Option<String>, Query, description = "auto (default: the bundle's settings when the tenant held no data, or with on_conflict=overwrite), keep or replace")),
     request_body(content = inline(crate::schemas::Binary), content_type = "application/octet-stream", description = "the bundle (docs/BUNDLE.md), any content type"),
     responses((status = 200, description = "what the import did", body = ImportReport)))]

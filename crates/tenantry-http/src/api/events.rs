@@ -22,7 +22,7 @@ pub struct EventsQuery {
 /// Events after `after` (a page), or a stream with `Accept: text/event-stream`. A tenant with
 /// `max_streams_per_tenant` streams open gets 429 `rate_limited` for one more.
 #[utoipa::path(get, operation_id = "list_events", path = "/v1/events", tag = "events", params(
-    ("after" = Option<u64>, Query), ("limit" = Option<u32>, Query),
+    ("after" = Option<u64>, Query, description = "events after this seq (0: from the oldest kept)"), ("limit" = Option<u32>, Query, description = "page size, 1 to 1000 (default 100)"),
     ("Last-Event-ID" = Option<u64>, Header, description = "SSE: resume after this seq")),
     responses((status = 200, description = "a page of events (JSON), or an SSE stream",
         content((Page<Event> = "application/json"), (String = "text/event-stream")))))]

@@ -66,7 +66,7 @@ pub(crate) fn body_limit(svc: &tenantry_core::service::Tenantry) -> usize {
 
 /// Write a file (raw body). Durable when answered.
 #[utoipa::path(put, operation_id = "put_file", path = "/v1/files/{path}", tag = "files", params(
-        ("path" = String, Path, description = "absolute file path", example = "/docs/hello.txt"),
+        ("path" = String, Path, description = "the file path after /v1/files/", example = "docs/hello.txt"),
         ("If-Match" = Option<String>, Header, description = "write only if the file's ETag is one of these"),
         ("If-None-Match" = Option<String>, Header, description = "`*`: write only if no file is there")),
     request_body(content = inline(crate::schemas::Binary), content_type = "application/octet-stream",
@@ -144,7 +144,7 @@ fn not_modified(headers: &HeaderMap, meta: &FileMeta) -> Result<bool, ApiError> 
 
 /// Read a file: the bytes as stored. `Range` (one range) and `If-None-Match` are honoured.
 #[utoipa::path(get, operation_id = "get_file", path = "/v1/files/{path}", tag = "files", params(
-        ("path" = String, Path, description = "absolute file path", example = "/docs/hello.txt"),
+        ("path" = String, Path, description = "the file path after /v1/files/", example = "docs/hello.txt"),
         ("Range" = Option<String>, Header, description = "one range, `bytes=START-END`, `bytes=START-` or `bytes=-SUFFIX`", example = "bytes=0-99"),
         ("If-None-Match" = Option<String>, Header, description = "answer 304 if the file's ETag is one of these")),
     responses(
@@ -213,7 +213,7 @@ pub async fn get(
 }
 
 /// Headers only: what GET would send, without reading the content.
-#[utoipa::path(head, operation_id = "head_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path)), responses((status = 200, description = "headers of the file", headers(("ETag" = String), ("Content-Length" = u64), ("Content-Type" = String))), (status = 404, description = "not_found")))]
+#[utoipa::path(head, operation_id = "head_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path, description = "the file path after /v1/files/")), responses((status = 200, description = "headers of the file", headers(("ETag" = String), ("Content-Length" = u64), ("Content-Type" = String))), (status = 404, description = "not_found")))]
 pub async fn head(State(state): State<AppState>, Authed(caller): Authed, uri: Uri) -> ApiResult<Response> {
     let path = path_of(&uri)?;
     let meta = state.svc.stat_file(&caller, &path).await?;
@@ -224,7 +224,7 @@ pub async fn head(State(state): State<AppState>, Authed(caller): Authed, uri: Ur
 }
 
 /// Delete a file; `If-Match` honoured.
-#[utoipa::path(delete, operation_id = "delete_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path),
+#[utoipa::path(delete, operation_id = "delete_file", path = "/v1/files/{path}", tag = "files", params(("path" = String, Path, description = "the file path after /v1/files/"),
     ("If-Match" = Option<String>, Header, description = "delete only if the file's ETag is one of these")), responses((status = 204, description = "deleted"), (status = 404, description = "not_found")))]
 pub async fn remove(
     State(state): State<AppState>,

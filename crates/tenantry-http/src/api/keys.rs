@@ -36,7 +36,7 @@ pub async fn list(State(state): State<AppState>, Authed(caller): Authed) -> ApiR
 }
 
 /// Revoke at once.
-#[utoipa::path(delete, operation_id = "revoke_key", path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
+#[utoipa::path(delete, operation_id = "revoke_key", path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "the key's id (`key_...`)")),
     responses((status = 204, description = "revoked"), (status = 404, description = "no such key in this tenant")))]
 pub async fn revoke(
     State(state): State<AppState>,

@@ -33,7 +33,7 @@ pub(crate) fn body_limit(svc: &tenantry_core::service::Tenantry, http: &crate::H
 
 /// Sets a value (any JSON), optionally expiring after `ttl_seconds`.
 #[utoipa::path(put, operation_id = "set_memory", path = "/v1/memory/{namespace}/{key}", tag = "memory",
-    params(("namespace" = String, Path), ("key" = String, Path, description = "may contain `/`"), ("ttl_seconds" = Option<u64>, Query)),
+    params(("namespace" = String, Path, description = "free text such as `agent:researcher`", example = "agent:researcher"), ("key" = String, Path, description = "may contain `/`", example = "topic"), ("ttl_seconds" = Option<u64>, Query, description = "expire after this many seconds (1 to ten years); no expiry when absent")),
     request_body(content = serde_json::Value, content_type = "application/json"),
     responses((status = 200, description = "stored", body = MemoryEntry), (status = 413, description = "too_large")))]
 pub async fn set(
@@ -54,7 +54,7 @@ pub async fn set(
 }
 
 #[utoipa::path(get, operation_id = "get_memory", path = "/v1/memory/{namespace}/{key}", tag = "memory",
-    params(("namespace" = String, Path), ("key" = String, Path)),
+    params(("namespace" = String, Path, description = "free text such as `agent:researcher`"), ("key" = String, Path, description = "may contain `/`")),
     responses((status = 200, description = "the entry", body = MemoryEntry), (status = 404, description = "absent or expired")))]
 pub async fn get(
     State(state): State<AppState>,
@@ -65,7 +65,7 @@ pub async fn get(
 }
 
 #[utoipa::path(delete, operation_id = "delete_memory", path = "/v1/memory/{namespace}/{key}", tag = "memory",
-    params(("namespace" = String, Path), ("key" = String, Path)),
+    params(("namespace" = String, Path, description = "free text such as `agent:researcher`"), ("key" = String, Path, description = "may contain `/`")),
     responses((status = 204, description = "deleted"), (status = 404, description = "absent or expired")))]
 pub async fn remove(
     State(state): State<AppState>,
@@ -78,8 +78,8 @@ pub async fn remove(
 
 /// A namespace's entries in key order (values included unless `values=false`).
 #[utoipa::path(get, operation_id = "list_memory", path = "/v1/memory/{namespace}", tag = "memory",
-    params(("namespace" = String, Path), ("prefix" = Option<String>, Query), ("values" = Option<bool>, Query),
-        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("namespace" = String, Path, description = "free text such as `agent:researcher`"), ("prefix" = Option<String>, Query, description = "only keys starting with this"), ("values" = Option<bool>, Query, description = "false: leave the values out (default true)"),
+        ("limit" = Option<u32>, Query, description = "page size, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "a page of entries", body = Page<MemoryEntry>)))]
 pub async fn list(
     State(state): State<AppState>,

@@ -27,8 +27,8 @@ pub struct SearchResults {
 /// Ranked hits holding every word of `q`; `prefix` narrows to files under it, `namespace` to one
 /// memory namespace, `kind` to `file` or `memory`.
 #[utoipa::path(get, operation_id = "search", path = "/v1/search", tag = "search", params(
-    ("q" = String, Query), ("prefix" = Option<String>, Query), ("namespace" = Option<String>, Query),
-    ("kind" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    ("q" = String, Query, description = "words; every word must match", example = "quarterly budget"), ("prefix" = Option<String>, Query, description = "only files under this folder"), ("namespace" = Option<String>, Query, description = "only memory values of this namespace"),
+    ("kind" = Option<String>, Query, description = "`file` or `memory`; both when absent"), ("limit" = Option<u32>, Query, description = "hits, 1 to 100 (default 20)")),
     responses((status = 200, description = "hits, best first", body = SearchResults)))]
 pub async fn search(
     State(state): State<AppState>,

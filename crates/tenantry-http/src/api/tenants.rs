@@ -57,7 +57,7 @@ pub async fn list(
     Ok(Json(page).into_response())
 }
 
-#[utoipa::path(get, operation_id = "get_tenant", path = "/v1/tenants/{slug}", tag = "tenants", params(("slug" = String, Path)),
+#[utoipa::path(get, operation_id = "get_tenant", path = "/v1/tenants/{slug}", tag = "tenants", params(("slug" = String, Path, description = "the tenant's slug", example = "acme")),
     responses((status = 200, description = "the tenant", body = TenantView), (status = 404, description = "tenant_not_found")))]
 pub async fn show(
     State(state): State<AppState>,
@@ -68,7 +68,7 @@ pub async fn show(
 }
 
 /// Change name, tier, quotas, metadata or domains; effective on the next request.
-#[utoipa::path(patch, operation_id = "update_tenant", path = "/v1/tenants/{slug}", tag = "tenants", params(("slug" = String, Path)),
+#[utoipa::path(patch, operation_id = "update_tenant", path = "/v1/tenants/{slug}", tag = "tenants", params(("slug" = String, Path, description = "the tenant's slug", example = "acme")),
     request_body = TenantPatch,
     responses((status = 200, description = "the changed tenant", body = TenantView)))]
 pub async fn update(
@@ -90,7 +90,7 @@ async fn transition(
 }
 
 /// Suspend: every tenant-key request gets 403 `tenant_suspended`; data kept.
-#[utoipa::path(post, operation_id = "suspend_tenant", path = "/v1/tenants/{slug}/suspend", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the suspended tenant", body = TenantView)))]
+#[utoipa::path(post, operation_id = "suspend_tenant", path = "/v1/tenants/{slug}/suspend", tag = "tenants", params(("slug" = String, Path, description = "the tenant's slug", example = "acme")), responses((status = 200, description = "the suspended tenant", body = TenantView)))]
 pub async fn suspend(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -99,7 +99,7 @@ pub async fn suspend(
     transition(&state, &caller, &slug, Transition::Suspend).await
 }
 
-#[utoipa::path(post, operation_id = "resume_tenant", path = "/v1/tenants/{slug}/resume", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the active tenant", body = TenantView)))]
+#[utoipa::path(post, operation_id = "resume_tenant", path = "/v1/tenants/{slug}/resume", tag = "tenants", params(("slug" = String, Path, description = "the tenant's slug", example = "acme")), responses((status = 200, description = "the active tenant", body = TenantView)))]
 pub async fn resume(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -109,7 +109,7 @@ pub async fn resume(
 }
 
 /// Archived → active; its keys work again.
-#[utoipa::path(post, operation_id = "restore_tenant", path = "/v1/tenants/{slug}/restore", tag = "tenants", params(("slug" = String, Path)), responses((status = 200, description = "the restored tenant", body = TenantView), (status = 409, description = "not archived")))]
+#[utoipa::path(post, operation_id = "restore_tenant", path = "/v1/tenants/{slug}/restore", tag = "tenants", params(("slug" = String, Path, description = "the tenant's slug", example = "acme")), responses((status = 200, description = "the restored tenant", body = TenantView), (status = 409, description = "not archived")))]
 pub async fn restore(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -124,7 +124,7 @@ pub struct DeleteQuery {
 }
 
 /// Archive (keys stop working, data kept), or with `?purge=true` erase an archived tenant for good.
-#[utoipa::path(delete, operation_id = "archive_tenant", path = "/v1/tenants/{slug}", tag = "tenants", params(("slug" = String, Path), ("purge" = Option<bool>, Query)),
+#[utoipa::path(delete, operation_id = "archive_tenant", path = "/v1/tenants/{slug}", tag = "tenants", params(("slug" = String, Path, description = "the tenant's slug", example = "acme"), ("purge" = Option<bool>, Query, description = "true: erase an archived tenant's data for good (204)")),
     responses((status = 200, description = "archived: the tenant", body = TenantView), (status = 204, description = "purged"), (status = 409, description = "purge of a tenant that is not archived")))]
 pub async fn archive(
     State(state): State<AppState>,
@@ -149,7 +149,7 @@ pub struct MoveRequest {
 
 /// Moves the tenant's data to the other placement while it keeps serving (copy, catch up, a
 /// short write fence, switch, verify, delete the old copy); answers when done. Operator only.
-#[utoipa::path(post, operation_id = "move_tenant", path = "/v1/tenants/{slug}/move", tag = "tenants", params(("slug" = String, Path)),
+#[utoipa::path(post, operation_id = "move_tenant", path = "/v1/tenants/{slug}/move", tag = "tenants", params(("slug" = String, Path, description = "the tenant's slug", example = "acme")),
     request_body = MoveRequest,
     responses((status = 200, description = "what the move did", body = tenantry_core::store::MoveReport)))]
 pub async fn move_tenant(
@@ -167,7 +167,7 @@ pub async fn move_tenant(
 }
 
 /// Whether a move of the tenant is under way, and how many bytes it has copied.
-#[utoipa::path(get, operation_id = "get_move", path = "/v1/tenants/{slug}/move", tag = "tenants", params(("slug" = String, Path)),
+#[utoipa::path(get, operation_id = "get_move", path = "/v1/tenants/{slug}/move", tag = "tenants", params(("slug" = String, Path, description = "the tenant's slug", example = "acme")),
     responses((status = 200, description = "the tenant's placement and move progress", body = tenantry_core::service::MoveStatus)))]
 pub async fn move_status(
     State(state): State<AppState>,

@@ -25,7 +25,7 @@ pub struct UsageQuery {
 
 /// Any tenant's usage (operator): this month, or `from`..`to` by `granularity`; `format=csv`
 /// gives the billing export.
-#[utoipa::path(get, operation_id = "get_tenant_usage", path = "/v1/tenants/{slug}/usage", tag = "usage", params(("slug" = String, Path),
+#[utoipa::path(get, operation_id = "get_tenant_usage", path = "/v1/tenants/{slug}/usage", tag = "usage", params(("slug" = String, Path, description = "the tenant's slug", example = "acme"),
         ("from" = Option<String>, Query, description = "YYYY-MM-DD or RFC 3339; default: start of this month"),
         ("to" = Option<String>, Query, description = "exclusive; default: start of next month"),
         ("granularity" = Option<String>, Query, description = "day (default) or month"),

@@ -51,7 +51,7 @@ pub async fn list(State(state): State<AppState>, Authed(caller): Authed) -> ApiR
     Ok(Json(WebhookList { items: state.svc.list_webhooks(&caller).await? }).into_response())
 }
 
-#[utoipa::path(get, operation_id = "get_webhook", path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+#[utoipa::path(get, operation_id = "get_webhook", path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "the webhook's id")),
     responses((status = 200, description = "the webhook", body = Webhook)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -62,7 +62,7 @@ pub async fn show(
 }
 
 /// Enables or disables a webhook (enabling after automatic disabling resets its failure count).
-#[utoipa::path(patch, operation_id = "update_webhook", path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = WebhookPatch,
+#[utoipa::path(patch, operation_id = "update_webhook", path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "the webhook's id")), request_body = WebhookPatch,
     responses((status = 200, description = "the webhook", body = Webhook)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -73,7 +73,7 @@ pub async fn update(
     Ok(Json(state.svc.update_webhook(&caller, &id, patch).await?).into_response())
 }
 
-#[utoipa::path(delete, operation_id = "delete_webhook", path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+#[utoipa::path(delete, operation_id = "delete_webhook", path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "the webhook's id")),
     responses((status = 204, description = "deleted, with its pending deliveries and log")))]
 pub async fn remove(
     State(state): State<AppState>,
@@ -86,7 +86,7 @@ pub async fn remove(
 
 /// The webhook's delivery attempts, newest first; `before` (an attempt id) pages back.
 #[utoipa::path(get, operation_id = "list_deliveries", path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
-    params(("id" = String, Path), ("before" = Option<u64>, Query), ("limit" = Option<u32>, Query)),
+    params(("id" = String, Path, description = "the webhook's id"), ("before" = Option<u64>, Query, description = "attempts older than this attempt number (the previous page's last)"), ("limit" = Option<u32>, Query, description = "page size, 1 to 1000 (default 100)")),
     responses((status = 200, description = "a page of attempts", body = Page<DeliveryAttempt>)))]
 pub async fn deliveries(
     State(state): State<AppState>,
