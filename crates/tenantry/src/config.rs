@@ -25,6 +25,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "TENANTRY_LOG",
     "TENANTRY_CLIENT_CONFIG",
     "TENANTRY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS",
+    "TENANTRY_DATABASE_URL",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +70,14 @@ pub struct EventsConfig {
     pub retention_days: Option<u64>,
 }
 
+/// `[storage]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `postgres://...`: PostgreSQL instead of the embedded store (TENANTRY_DATABASE_URL).
+    pub url: Option<String>,
+}
+
 /// `[webhooks]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +112,8 @@ pub struct FileConfig {
     pub events: EventsConfig,
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +161,15 @@ impl ServeConfig {
             Some(p) => read_file_config(p)?,
             None => FileConfig::default(),
         };
+        let database_url =
+            std::env::var("TENANTRY_DATABASE_URL").ok().filter(|u| !u.is_empty()).or(file.storage.url.clone());
+        if database_url.is_some() {
+            bail!(
+                "TENANTRY_DATABASE_URL (or [storage] url) selects PostgreSQL, which this build can prepare \
+                 (`tenantry db migrate --url URL`) but does not serve from yet: unset it to serve from the \
+                 embedded store in --data"
+            );
+        }
         let mut tiers = TierTable::default();
         for (name, t) in &file.tiers {
             if name.is_empty()
@@ -355,6 +375,11 @@ disable_after = 20
 retry_base_ms = 5000
 # Milliseconds allowed per delivery.
 timeout_ms = 10000
+
+# PostgreSQL instead of the embedded store (TENANTRY_DATABASE_URL): `tenantry db migrate --url
+# URL` prepares a database; this build does not serve from one yet and refuses to start with it.
+# [storage]
+# url = "postgres://tenantry_app@db.internal/tenantry"
 
 # Tiers: a built-in tier (free, starter, pro, enterprise) keeps the values you leave out; a new
 # tier starts unlimited and without features.

@@ -634,3 +634,53 @@ fn logs_written_to_a_pipe_carry_no_colour_codes() {
     assert!(log.contains("WARN") && log.contains("narrowed to 0700"), "{log}");
     assert!(!log.contains('\u{1b}'), "no escape codes: {log:?}");
 }
+
+#[test]
+fn db_migrate_prepares_a_postgres_database_once_and_says_so() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(tenantry_store_postgres::testing::TestDatabase::create()) else { return };
+    let version = tenantry_store_postgres::schema::current_version();
+    let migrate = |extra: &[&str]| {
+        let mut c = clean_command();
+        c.args(["db", "migrate", "--url", &db.owner_url(), "--app-role", &db.app_role]).args(extra);
+        c.output().unwrap()
+    };
+    let out = migrate(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("[db] schema version 0 → {version}; {} has row access to every table (and owns none)\n", db.app_role)
+    );
+    let again = migrate(&["--json"]);
+    let report: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(report, serde_json::json!({"from": version, "to": version, "app_role": db.app_role}));
+    // The server's role may now connect; the owner may not.
+    rt.block_on(async {
+        tenantry_store_postgres::PgDatabase::connect(&db.app_url(), 1).await.unwrap();
+        assert!(tenantry_store_postgres::PgDatabase::connect(&db.owner_url(), 1).await.is_err());
+    });
+    let nowhere = clean_command().args(["db", "migrate"]).output().unwrap();
+    assert_eq!(nowhere.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("name the database: --url postgres://"));
+    let no_role = clean_command()
+        .args(["db", "migrate", "--url", &db.owner_url(), "--app-role", "nobody_here"])
+        .output()
+        .unwrap();
+    assert_eq!(no_role.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_role.stderr).contains("role \"nobody_here\" does not exist"));
+    rt.block_on(db.drop_all());
+}
+
+#[test]
+fn serve_refuses_a_database_url_it_cannot_serve_from_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = clean_command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .env("TENANTRY_DATABASE_URL", "postgres://tenantry_app@127.0.0.1:1/tenantry")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("selects PostgreSQL, which this build can prepare") && err.contains("unset it"), "{err}");
+}

@@ -37,7 +37,7 @@ fn the_core_imports_no_http_sql_runtime_or_network_crate() {
 #[test]
 fn the_http_crate_knows_no_storage_backend() {
     let deps = dependencies("tenantry-http");
-    for forbidden in ["rusqlite", "tokio-postgres", "tenantry-store-sqlite"] {
+    for forbidden in ["rusqlite", "tokio-postgres", "tenantry-store-sqlite", "tenantry-store-postgres"] {
         assert!(!deps.iter().any(|d| d == forbidden), "tenantry-http must not depend on {forbidden}");
     }
 }

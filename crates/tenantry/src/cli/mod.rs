@@ -3,6 +3,7 @@
 
 mod context;
 mod data;
+mod db;
 mod export_sink;
 mod failure;
 mod files;
@@ -84,6 +85,11 @@ pub enum Command {
     },
     /// Which tenant and key the client acts as.
     Whoami,
+    /// PostgreSQL: prepare a database (`db migrate --url postgres://OWNER@HOST/DB`).
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -105,6 +111,17 @@ pub struct ServeArgs {
     /// The operator key; generated and stored in DATA/admin.key when unset.
     #[arg(long, env = "TENANTRY_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Apply the schema's pending migrations as the role that owns the tables (the database URL
+    /// is --url, or TENANTRY_DATABASE_URL), and grant the server's role row access to them.
+    Migrate {
+        /// The role `tenantry serve` connects as: it gets rows, and owns nothing.
+        #[arg(long, default_value = "tenantry_app")]
+        app_role: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,7 +403,7 @@ pub use failure::report as report_failure;
 /// Runs a client command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context::new(&cli);
-    if !matches!(cli.command, Command::Config { .. }) {
+    if !matches!(cli.command, Command::Config { .. } | Command::Db { .. }) {
         ctx.require_key()?;
     }
     match cli.command {
@@ -404,5 +421,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => keys::audit(&ctx, args).await,
         Command::Migrate { from, dry_run } => migrate::run(&ctx, from, dry_run).await,
         Command::Whoami => keys::whoami(&ctx).await,
+        Command::Db { cmd } => db::run(&ctx, cmd).await,
     }
 }

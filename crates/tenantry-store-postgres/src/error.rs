@@ -1,0 +1,23 @@
+//! PostgreSQL errors in the core's terms.
+
+use tenantry_core::{Error, ErrorCode};
+
+/// A unique violation is a `conflict`; a row refused by row-level security is `forbidden` (a bug
+/// if it ever happens: the core scopes every write to the caller's tenant first); anything else
+/// is `internal`, with PostgreSQL's words for the log.
+pub fn pg_error(e: tokio_postgres::Error) -> Error {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => Error::conflict(e.to_string()),
+        Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => Error::new(ErrorCode::Forbidden, e.to_string()),
+        _ => Error::internal(format!("postgres: {}", describe(&e))),
+    }
+}
+
+/// The server's message when there is one (tokio-postgres's Display says only "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}

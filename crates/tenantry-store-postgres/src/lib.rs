@@ -1,0 +1,101 @@
+//! The PostgreSQL backend of tenantry-core, under construction (issue #22). What is here:
+//!
+//! - `schema`: the schema as numbered migrations (`tenantry db migrate`), row-level security on
+//!   every tenant table, the version check a node makes at start;
+//! - [`PgDatabase`]: the connection pool of a node, which refuses a role that row-level security
+//!   would not bind, and [`tenant_transaction`], the one way to reach a tenant's rows: the tenant
+//!   is set for the transaction only, so a pooled connection never carries it into the next one.
+//!
+//! The `Store` implementation comes next; until it does, `tenantry serve` refuses a PostgreSQL
+//! URL instead of serving from it.
+
+pub mod error;
+pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
+use error::{describe, pg_error};
+use tenantry_core::ids::TenantId;
+use tenantry_core::{Error, Result};
+use tokio_postgres::NoTls;
+
+/// A node's pool of connections to the database, as the server's role.
+pub struct PgDatabase {
+    pool: Pool,
+}
+
+impl PgDatabase {
+    /// Connects with `url` (at most `max_connections` at once) and checks, before anything is
+    /// served, that the schema is the one this binary knows and that the role is one row-level
+    /// security binds: no superuser, no `BYPASSRLS`, owner of no table.
+    pub async fn connect(url: &str, max_connections: usize) -> Result<PgDatabase> {
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|e| Error::invalid_request(format!("the database URL does not parse: {e}")))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .build()
+            .map_err(|e| Error::internal(format!("the connection pool: {e}")))?;
+        let db = PgDatabase { pool };
+        let client = db.client().await?;
+        schema::check_version(&client).await?;
+        check_role(&client).await?;
+        Ok(db)
+    }
+
+    /// A connection from the pool.
+    pub async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => {
+                Error::internal(format!("cannot reach the database: {}", describe(&e)))
+            }
+            other => Error::internal(format!("cannot reach the database: {other}")),
+        })
+    }
+}
+
+/// `tenantry db migrate`: connects with `url` (the role that is to own the tables) and applies
+/// the pending migrations, granting `app_role` row access.
+pub async fn migrate_url(url: &str, app_role: &str) -> Result<schema::Migrated> {
+    let (mut client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| Error::internal(format!("cannot connect to the database: {}", describe(&e))))?;
+    let driver = tokio::spawn(connection);
+    let migrated = schema::migrate(&mut client, app_role).await;
+    drop(client);
+    let _ = driver.await;
+    migrated
+}
+
+/// Begins a transaction that sees and writes only `tenant`'s rows. The tenant is set with
+/// `set_config(..., true)`: local to this transaction, gone at its commit or rollback.
+pub async fn tenant_transaction<'a>(client: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute("SELECT set_config('tenantry.tenant_id', $1, true)", &[&tenant.as_str()]).await.map_err(pg_error)?;
+    Ok(tx)
+}
+
+/// Refuses a role row-level security would not bind.
+async fn check_role(client: &tokio_postgres::Client) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, rolsuper, rolbypassrls,
+                    (SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = current_user)
+             FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    let (role, superuser, bypass, owned): (String, bool, bool, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let why = match (superuser, bypass, owned) {
+        (true, _, _) => "is a superuser",
+        (_, true, _) => "has BYPASSRLS",
+        (_, _, n) if n > 0 => "owns tables",
+        _ => return Ok(()),
+    };
+    Err(Error::internal(format!(
+        "the database role {role} {why}, so row-level security would not bind it: connect as a role that owns \
+         nothing, the one `tenantry db migrate --app-role` granted rows to"
+    )))
+}

@@ -1,0 +1,326 @@
+//! The PostgreSQL schema as code: numbered migrations, applied by `tenantry db migrate` with the
+//! role that owns the tables, all pending ones in one transaction under an advisory lock (several
+//! nodes may run it at once; the second finds nothing to do). `tenantry_schema` records how far
+//! the database is; a node checks it at start and refuses any other version.
+//!
+//! Every table that holds a tenant's rows is locked by row-level security, enabled and forced (the
+//! owner too is bound): the policy `tenant_rows` lets a transaction see and write only the rows
+//! of the tenant it set with `set_config('tenantry.tenant_id', ..., true)`; `owner_rows` gives the
+//! owning role (migrations, upkeep functions it defines) every row. The role the server connects
+//! with owns nothing and gets only row privileges (`grant_to`).
+
+use crate::error::pg_error;
+use tenantry_core::{Error, Result};
+use tokio_postgres::Client;
+
+/// Tables holding tenants' rows, with the column naming the tenant.
+pub const TENANT_TABLES: &[(&str, &str)] = &[
+    ("tenants", "id"),
+    ("tenant_domains", "tenant_id"),
+    ("keys", "tenant_id"),
+    ("tenant_usage", "tenant_id"),
+    ("files", "tenant_id"),
+    ("file_chunks", "tenant_id"),
+    ("usage_daily", "tenant_id"),
+    ("audit", "tenant_id"),
+    ("events", "tenant_id"),
+    ("memory", "tenant_id"),
+    ("search_docs", "tenant_id"),
+    ("search_postings", "tenant_id"),
+    ("webhooks", "tenant_id"),
+    ("webhook_outbox", "tenant_id"),
+    ("webhook_attempts", "tenant_id"),
+];
+
+/// Migration 1: the tables. Times are Unix milliseconds; JSON is kept as the text the core wrote
+/// (a memory value's size is its bytes, and an export gives them back byte for byte). Every
+/// primary key and unique index leads with the tenant, so the tables can be distributed by it.
+const TABLES_1: &str = r#"
+CREATE TABLE tenants (
+    id TEXT PRIMARY KEY,
+    slug TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    status TEXT NOT NULL,
+    placement TEXT NOT NULL,
+    domains TEXT NOT NULL,
+    quotas TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE tenant_domains (
+    tenant_id TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, domain)
+);
+CREATE TABLE keys (
+    tenant_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    prefix TEXT,
+    hash BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    expires_at BIGINT,
+    revoked_at BIGINT,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE TABLE tenant_usage (
+    tenant_id TEXT PRIMARY KEY,
+    storage_bytes BIGINT NOT NULL DEFAULT 0,
+    files BIGINT NOT NULL DEFAULT 0,
+    last_event_seq BIGINT NOT NULL DEFAULT 0,
+    audit_seq BIGINT NOT NULL DEFAULT 0,
+    audit_head TEXT NOT NULL DEFAULT '',
+    search_docs BIGINT NOT NULL DEFAULT 0,
+    search_words BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE files (
+    tenant_id TEXT NOT NULL,
+    path TEXT COLLATE "C" NOT NULL,
+    size BIGINT NOT NULL,
+    etag TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    content_type TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    body_id BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, path)
+);
+CREATE SEQUENCE file_bodies;
+CREATE TABLE file_chunks (
+    tenant_id TEXT NOT NULL,
+    body_id BIGINT NOT NULL,
+    n INTEGER NOT NULL,
+    bytes BYTEA NOT NULL,
+    PRIMARY KEY (tenant_id, body_id, n)
+);
+CREATE TABLE usage_daily (
+    tenant_id TEXT NOT NULL,
+    day BIGINT NOT NULL,
+    api_calls BIGINT NOT NULL,
+    reads BIGINT NOT NULL,
+    writes BIGINT NOT NULL,
+    bytes_in BIGINT NOT NULL,
+    bytes_out BIGINT NOT NULL,
+    searches BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, day)
+);
+CREATE TABLE audit (
+    tenant_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    tenant_slug TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    result TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, seq)
+);
+CREATE TABLE events (
+    tenant_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    type TEXT NOT NULL,
+    path TEXT,
+    namespace TEXT,
+    key TEXT,
+    detail TEXT,
+    actor TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, seq)
+);
+CREATE INDEX events_by_time ON events (at);
+CREATE TABLE memory (
+    tenant_id TEXT NOT NULL,
+    namespace TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    value TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    expires_at BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, namespace, key)
+);
+CREATE INDEX memory_by_expiry ON memory (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE search_docs (
+    tenant_id TEXT NOT NULL,
+    kind SMALLINT NOT NULL,
+    doc TEXT COLLATE "C" NOT NULL,
+    len INTEGER NOT NULL,
+    terms TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, kind, doc)
+);
+CREATE TABLE search_postings (
+    tenant_id TEXT NOT NULL,
+    term TEXT COLLATE "C" NOT NULL,
+    kind SMALLINT NOT NULL,
+    doc TEXT COLLATE "C" NOT NULL,
+    tf INTEGER NOT NULL,
+    len INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, term, kind, doc)
+);
+CREATE TABLE webhooks (
+    tenant_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    path_glob TEXT,
+    secret TEXT NOT NULL,
+    enabled BOOLEAN NOT NULL,
+    disabled_reason TEXT,
+    consecutive_failures INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE SEQUENCE webhook_deliveries;
+CREATE TABLE webhook_outbox (
+    tenant_id TEXT NOT NULL,
+    id BIGINT NOT NULL DEFAULT nextval('webhook_deliveries'),
+    webhook_id TEXT NOT NULL,
+    event_seq BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at BIGINT,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX outbox_due ON webhook_outbox (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE TABLE webhook_attempts (
+    tenant_id TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    n BIGSERIAL NOT NULL,
+    delivery_id BIGINT NOT NULL,
+    event_seq BIGINT NOT NULL,
+    event_type TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status INTEGER,
+    latency_ms BIGINT NOT NULL,
+    error TEXT,
+    outcome TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, webhook_id, n)
+);
+"#;
+
+/// The SQL that locks `table` by its tenant `column`: row-level security enabled and forced, the
+/// tenant policy for everyone and the all-rows policy for the owning role (who runs this).
+fn lock_rows(table: &str, column: &str) -> String {
+    format!(
+        "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
+         CREATE POLICY tenant_rows ON {table}
+             USING ({column} = current_setting('tenantry.tenant_id', true))
+             WITH CHECK ({column} = current_setting('tenantry.tenant_id', true));
+         CREATE POLICY owner_rows ON {table} TO CURRENT_USER USING (true) WITH CHECK (true);"
+    )
+}
+
+/// The migrations in order: the schema version is the number applied.
+fn migrations() -> Vec<String> {
+    let locks: String = TENANT_TABLES.iter().map(|(t, c)| lock_rows(t, c)).collect::<Vec<_>>().join("\n");
+    vec![format!("{TABLES_1}\n{locks}")]
+}
+
+/// The schema version this binary reads and writes.
+pub fn current_version() -> i32 {
+    migrations().len() as i32
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: i32,
+    pub to: i32,
+}
+
+/// Any key for the advisory lock that serializes migrations ("tnry").
+const MIGRATION_LOCK: i64 = 0x746e_7279;
+
+/// Applies the pending migrations (as the connected role, which becomes the tables' owner) and
+/// grants `app_role` row access to every table: the role the server connects with.
+pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_error)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS tenantry_schema (version INTEGER NOT NULL)")
+        .await
+        .map_err(pg_error)?;
+    let from: i32 = match tx.query_opt("SELECT version FROM tenantry_schema", &[]).await.map_err(pg_error)? {
+        Some(row) => row.get(0),
+        None => {
+            tx.execute("INSERT INTO tenantry_schema (version) VALUES (0)", &[]).await.map_err(pg_error)?;
+            0
+        }
+    };
+    let all = migrations();
+    if from > all.len() as i32 {
+        return Err(newer(from));
+    }
+    for sql in &all[from as usize..] {
+        tx.batch_execute(sql).await.map_err(pg_error)?;
+    }
+    let to = all.len() as i32;
+    tx.execute("UPDATE tenantry_schema SET version = $1", &[&to]).await.map_err(pg_error)?;
+    tx.batch_execute(&grant_to(app_role)?).await.map_err(pg_error)?;
+    tx.commit().await.map_err(pg_error)?;
+    Ok(Migrated { from, to })
+}
+
+/// Row privileges on every table and the sequences, and reading the schema version: nothing that
+/// changes the schema, and no ownership.
+fn grant_to(role: &str) -> Result<String> {
+    let ok = !role.is_empty()
+        && role.len() <= 63
+        && role.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !role.as_bytes()[0].is_ascii_digit();
+    if !ok {
+        return Err(Error::invalid_request(format!(
+            "the app role {role:?} is not a plain role name (lowercase letters, digits and _)"
+        )));
+    }
+    let tables: Vec<&str> = TENANT_TABLES.iter().map(|(t, _)| *t).collect();
+    Ok(format!(
+        "GRANT USAGE ON SCHEMA public TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role};
+         GRANT SELECT ON tenantry_schema TO {role};
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};",
+        tables.join(", ")
+    ))
+}
+
+fn newer(found: i32) -> Error {
+    Error::internal(format!(
+        "the database has schema version {found}, newer than this binary knows ({}): run a newer tenantry",
+        current_version()
+    ))
+}
+
+/// Refuses a database whose schema is not the one this binary knows, saying what to run.
+pub async fn check_version(client: &Client) -> Result<()> {
+    let exists: bool =
+        client.query_one("SELECT to_regclass('tenantry_schema') IS NOT NULL", &[]).await.map_err(pg_error)?.get(0);
+    let found: i32 = match exists {
+        true => client
+            .query_opt("SELECT version FROM tenantry_schema", &[])
+            .await
+            .map_err(pg_error)?
+            .map_or(0, |r| r.get(0)),
+        false => 0,
+    };
+    let known = current_version();
+    match found {
+        v if v == known => Ok(()),
+        v if v > known => Err(newer(v)),
+        0 => Err(Error::internal(
+            "the database has no Tenantry schema: run `tenantry db migrate --url URL` with the role that is to own the tables",
+        )),
+        v => Err(Error::internal(format!(
+            "the database has schema version {v}, older than this binary's ({known}): run `tenantry db migrate --url URL` with the role that owns the tables"
+        ))),
+    }
+}

@@ -1,0 +1,100 @@
+//! Throwaway databases on the test cluster (scripts/pg-cluster.sh), one per test so tests run in
+//! parallel: a database with an owning role and an app role of its own.
+
+use tokio_postgres::NoTls;
+
+/// Where the test cluster is: a superuser's URL.
+pub const CLUSTER_VAR: &str = "TENANTRY_TEST_POSTGRES";
+
+pub struct TestDatabase {
+    admin_url: String,
+    host: String,
+    port: u16,
+    pub name: String,
+    pub owner_role: String,
+    pub app_role: String,
+}
+
+impl TestDatabase {
+    /// A new database, or `None` (the test is skipped, saying so) when no cluster is configured.
+    /// Under `CI=true` a missing cluster is a failure: a broken install must not pass as a skip.
+    pub async fn create() -> Option<TestDatabase> {
+        let Ok(admin_url) = std::env::var(CLUSTER_VAR) else {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{CLUSTER_VAR} is not set under CI=true: .ci/run starts a cluster (scripts/pg-cluster.sh)");
+            }
+            eprintln!("skipped: {CLUSTER_VAR} is not set (eval \"$(bash scripts/pg-cluster.sh start)\" sets it)");
+            return None;
+        };
+        let config: tokio_postgres::Config = admin_url.parse().expect("the test cluster URL parses");
+        let host = match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[allow(unreachable_patterns)]
+            other => panic!("the test cluster is reached over TCP, not {other:?}"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let suffix: String = (0..10).map(|_| (b'a' + rand::random::<u8>() % 26) as char).collect();
+        let db = TestDatabase {
+            admin_url,
+            host,
+            port,
+            name: format!("t_{suffix}"),
+            owner_role: format!("o_{suffix}"),
+            app_role: format!("a_{suffix}"),
+        };
+        let admin = db.admin().await;
+        // One statement each: CREATE DATABASE may not run in the implicit transaction of a batch.
+        for sql in [
+            format!("CREATE ROLE {} LOGIN", db.owner_role),
+            format!("CREATE ROLE {} LOGIN NOBYPASSRLS", db.app_role),
+            format!("CREATE DATABASE {} OWNER {}", db.name, db.owner_role),
+        ] {
+            admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+        Some(db)
+    }
+
+    /// The URL of this database as `role`.
+    pub fn url_as(&self, role: &str) -> String {
+        format!("postgres://{role}@{}:{}/{}", self.host, self.port, self.name)
+    }
+
+    pub fn owner_url(&self) -> String {
+        self.url_as(&self.owner_role)
+    }
+
+    pub fn app_url(&self) -> String {
+        self.url_as(&self.app_role)
+    }
+
+    /// A connection as the cluster's superuser, to the cluster's admin database.
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        connect(&self.admin_url).await
+    }
+
+    /// A connection to this database as `role`.
+    pub async fn connect_as(&self, role: &str) -> tokio_postgres::Client {
+        connect(&self.url_as(role)).await
+    }
+
+    /// Drops the database and its roles.
+    pub async fn drop_all(self) {
+        let admin = self.admin().await;
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            format!("DROP ROLE IF EXISTS {}", self.owner_role),
+            format!("DROP ROLE IF EXISTS {}", self.app_role),
+        ] {
+            admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}

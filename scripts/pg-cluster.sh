@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for the tests: its own data directory in a temp dir, a free port
+# on 127.0.0.1, trust authentication (nothing but this machine reaches it), stopped and removed
+# by `stop`. The tests take its address from TENANTRY_TEST_POSTGRES (a superuser's URL; each test
+# creates a database and roles of its own in it).
+#
+#   eval "$(bash scripts/pg-cluster.sh start)"   # exports TENANTRY_TEST_POSTGRES and PG_CLUSTER_DIR
+#   bash scripts/pg-cluster.sh stop "$PG_CLUSTER_DIR"
+#
+# With CI=true and no PostgreSQL on the machine it installs Debian's (apt-get, as root). initdb
+# and the server refuse to run as root, so under root they run as the `postgres` user.
+set -euo pipefail
+
+bin_dir() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1
+}
+
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "${1:-}" in
+start)
+  if [ -z "$(bin_dir)" ]; then
+    if [ "${CI:-}" = true ] && [ "$(id -u)" = 0 ]; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >&2
+    else
+      echo "no PostgreSQL here: install Debian's postgresql package (or run under CI=true as root)" >&2
+      exit 1
+    fi
+  fi
+  BIN=$(bin_dir)
+  DIR=$(mktemp -d /tmp/tenantry-pg.XXXXXX)
+  chmod 700 "$DIR"
+  [ "$(id -u)" = 0 ] && chown postgres: "$DIR"
+  PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  as_owner "$BIN/initdb" -D "$DIR/data" -U postgres --auth=trust -E UTF8 --locale=C >"$DIR/initdb.log" 2>&1 \
+    || { cat "$DIR/initdb.log" >&2; exit 1; }
+  as_owner "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -o \
+    "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB" start >&2 \
+    || { cat "$DIR/server.log" >&2; exit 1; }
+  echo "export PG_CLUSTER_DIR=$DIR"
+  echo "export PG_CLUSTER_BIN=$BIN"
+  echo "export TENANTRY_TEST_POSTGRES=postgres://postgres@127.0.0.1:$PORT/postgres"
+  ;;
+stop)
+  DIR=${2:?the cluster dir printed by start}
+  BIN=$(bin_dir)
+  [ -d "$DIR/data" ] && as_owner "$BIN/pg_ctl" -D "$DIR/data" -m fast -w stop >&2 || true
+  rm -rf "$DIR"
+  ;;
+*)
+  echo "usage: $0 start | stop DIR" >&2
+  exit 2
+  ;;
+esac
