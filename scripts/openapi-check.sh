@@ -38,7 +38,7 @@ cp scripts/client_smoke.ts "$TS/"
   echo '{"name": "tenantry-client-smoke", "private": true, "type": "module"}' > package.json
   # Pinned, as the Python tools are.
   npm install --silent --no-audit --no-fund \
-    openapi-typescript@7.13.0 openapi-fetch@0.17.0 typescript@5.9.3 @types/node@20 > npm.log 2>&1 \
+    openapi-typescript@7.13.0 openapi-fetch@0.17.0 typescript@5.9.3 @types/node@20.19.43 > npm.log 2>&1 \
     || { cat npm.log; exit 1; }
   npx openapi-typescript ../openapi.json -o schema.d.ts > gen.log 2>&1 || { cat gen.log; exit 1; }
   npx tsc --strict --module nodenext --target es2022 --types node --outDir out client_smoke.ts

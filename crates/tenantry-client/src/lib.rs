@@ -55,6 +55,8 @@ pub struct Client {
     tenant: Option<String>,
     /// Times a request answered 429 is sent again after its `Retry-After` (0: never).
     rate_limit_retries: u32,
+    /// No note on standard error when waiting out a 429.
+    quiet_retries: bool,
 }
 
 /// The longest `Retry-After` a retrying client waits out; a longer one is answered as it is.
@@ -80,7 +82,14 @@ impl RawResponse {
 impl Client {
     pub fn new(base: &str, key: Option<String>) -> Client {
         let http = reqwest::Client::builder().build().unwrap_or_default();
-        Client { http, base: base.trim_end_matches('/').to_owned(), key, tenant: None, rate_limit_retries: 0 }
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            tenant: None,
+            rate_limit_retries: 0,
+            quiet_retries: false,
+        }
     }
 
     /// Sends a request refused with 429 again after its `Retry-After` (at most
@@ -88,6 +97,13 @@ impl Client {
     /// test of the limit.
     pub fn retrying_when_rate_limited(mut self, times: u32) -> Client {
         self.rate_limit_retries = times;
+        self
+    }
+
+    /// Waits out 429s without the note on standard error (for output that must stay one
+    /// document).
+    pub fn quietly(mut self) -> Client {
+        self.quiet_retries = true;
         self
     }
 
@@ -130,7 +146,9 @@ impl Client {
                 Some(secs)
                     if res.status == StatusCode::TOO_MANY_REQUESTS && retries > 0 && secs <= MAX_RETRY_WAIT_SECS =>
                 {
-                    eprintln!("rate limited: retrying in {secs} s");
+                    if !self.quiet_retries {
+                        eprintln!("rate limited: retrying in {secs} s");
+                    }
                     tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
                     retries -= 1;
                 }

@@ -24,6 +24,20 @@ pub fn for_file(path: &TenantPath, given: Option<&str>) -> String {
     }
 }
 
+/// Extensions whose usual meaning in a workspace differs from the registered one (`.ts` is an
+/// MPEG transport stream to the media types registry, TypeScript to every agent and developer).
+const WORKSPACE_TYPES: &[(&str, &str)] = &[
+    ("ts", "text/typescript"),
+    ("tsx", "text/typescript"),
+    ("mts", "text/typescript"),
+    ("cts", "text/typescript"),
+    ("md", "text/markdown"),
+    ("rs", "text/x-rust"),
+    ("toml", "application/toml"),
+    ("yaml", "application/yaml"),
+    ("yml", "application/yaml"),
+];
+
 /// The usual type of a file named like `path`, by its extension (`None` when it has none or an
 /// unknown one).
 pub fn guess(path: &str) -> Option<&'static str> {
@@ -32,7 +46,11 @@ pub fn guess(path: &str) -> Option<&'static str> {
     if stem.is_empty() {
         return None; // a dotfile such as `.env` has no extension
     }
-    mime_guess::from_ext(ext).first_raw()
+    let lower = ext.to_ascii_lowercase();
+    match WORKSPACE_TYPES.iter().find(|(e, _)| *e == lower) {
+        Some((_, t)) => Some(t),
+        None => mime_guess::from_ext(ext).first_raw(),
+    }
 }
 
 #[cfg(test)]
@@ -48,6 +66,8 @@ mod tests {
         assert_eq!(stored("/notes.txt", None), "text/plain");
         assert_eq!(stored("/a/b/report.JSON", None), "application/json");
         assert_eq!(stored("/site/index.html", None), "text/html");
+        assert_eq!(stored("/src/app.ts", None), "text/typescript", "TypeScript, not a video stream");
+        assert_eq!(stored("/Cargo.TOML", None), "application/toml");
         assert_eq!(stored("/photo.png", Some("")), "image/png");
         assert_eq!(stored("/notes.txt", Some("text/markdown")), "text/markdown");
         assert_eq!(stored("/data.bin", Some("application/x-custom")), "application/x-custom");

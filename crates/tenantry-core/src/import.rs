@@ -253,6 +253,9 @@ pub struct ImportPlan {
     /// The bundle's settings; whether they apply is [`ImportPlan::applies_settings`].
     pub settings: Option<ImportSettings>,
     pub settings_choice: SettingsChoice,
+    /// The bundle's domains the directory knows as another tenant's, already left out of
+    /// `settings` (the store checks the rest again as it applies them).
+    pub domains_taken: Vec<String>,
     pub max_storage_bytes: Option<u64>,
     pub max_files: Option<u64>,
     pub max_webhooks: usize,
@@ -334,6 +337,9 @@ impl ImportReport {
         self.settings = "applied".into();
         self.settings_changed = changed;
         if !taken.is_empty() {
+            let mut taken = taken.to_vec();
+            taken.sort();
+            taken.dedup();
             self.notes.push(format!("domains registered to another tenant were not applied: {}", taken.join(", ")));
         }
     }

@@ -30,7 +30,7 @@ const API_ERRORS: &[(&str, &str)] = &[
     ("408", "the request took longer than the request timeout"),
     ("409", "conflict"),
     ("413", "too_large"),
-    ("429", "rate_limited"),
+    ("429", "rate_limited, or quota_exceeded when the monthly call allowance is spent"),
     ("507", "storage_full: the server's disk is full; nothing was changed"),
 ];
 

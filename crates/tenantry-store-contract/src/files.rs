@@ -194,6 +194,10 @@ pub async fn a_folder_lists_its_files_and_each_folder_under_it_once_in_path_orde
     assert_eq!(folder("/d", Some("/d/b"), 2).await, whole[2..4]);
     assert_eq!(folder("/d", Some("/d/sub/"), 2).await, whole[4..6]);
     assert_eq!(folder("/d", Some("/d/t/"), 2).await, Vec::<String>::new());
+    // A cursor below a folder (a recursive listing's, say) resumes past the whole folder.
+    assert_eq!(folder("/d", Some("/d/sub/deeper/y"), 2).await, whole[4..6]);
+    assert_eq!(folder("/d", Some("/d/sub/deeper/"), 2).await, whole[4..6]);
+    assert_eq!(folder("/", Some("/d/"), 5).await, ["folder /e/", "file /top"]);
     // A folder whose last file is gone is gone too.
     f.store
         .delete_file(&a, &path("/e/f"), Precondition::None, Timestamp::from_millis(1), file_journal("/e/f"))

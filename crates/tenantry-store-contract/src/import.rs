@@ -45,6 +45,7 @@ fn plan(on_conflict: ConflictPolicy, max_storage_bytes: Option<u64>) -> ImportPl
         on_conflict,
         settings: None,
         settings_choice: SettingsChoice::Auto,
+        domains_taken: vec![],
         max_storage_bytes,
         max_files: None,
         max_webhooks: 10,

@@ -503,9 +503,13 @@ impl FileStore for SqliteStore {
             let end = past_folder(&dir);
             // A skip scan: one index seek per entry. After a folder, the next seek starts past
             // everything under it, however many files it holds.
+            // A cursor under a folder of this level (a folder entry itself, or any path below
+            // one) resumes past that whole folder: it was listed once already.
             let (mut from, mut inclusive) = match listing.after {
-                Some(after) if after.ends_with('/') => (past_folder(&after), true),
-                Some(after) => (after, false),
+                Some(after) => match after.strip_prefix(dir.as_str()).and_then(|rest| rest.split_once('/')) {
+                    Some((step, _)) => (past_folder(&format!("{dir}{step}/")), true),
+                    None => (after, false),
+                },
                 None => (dir.clone(), true),
             };
             if from < dir {

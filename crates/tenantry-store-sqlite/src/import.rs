@@ -610,9 +610,10 @@ impl ImportStore for SqliteStore {
                     Some(settings) if plan.applies_settings(was_empty) => {
                         let before = crate::tenants::tenant_record(tx, tenant)?
                             .ok_or_else(|| Error::internal("the tenant importing has no record"))?;
-                        let taken = apply_settings_tx(tx, tenant, settings, plan.at)?;
+                        let mut taken = apply_settings_tx(tx, tenant, settings, plan.at)?;
                         let mut after = settings.clone();
                         after.domains.retain(|d| !taken.contains(d));
+                        taken.extend(plan.domains_taken.iter().cloned());
                         p.report.settings_applied(ImportSettings::of_tenant(&before).changes_to(&after), &taken);
                     }
                     Some(_) => p.report.settings_kept(plan.settings_choice),

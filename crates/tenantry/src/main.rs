@@ -18,7 +18,17 @@ fn init_logging(filter: &str) {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are "errors" too; under --json a usage error is a JSON document.
+        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--json") => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            let usage = tenantry::cli::usage_failure(format!("{first} (tenantry --help lists the commands)"));
+            std::process::exit(tenantry::cli::report_failure(&usage, true).into());
+        }
+        Err(e) => e.exit(),
+    };
     let as_json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

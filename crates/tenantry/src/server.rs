@@ -227,7 +227,7 @@ pub fn where_to_go(addr: SocketAddr, data: &Path, key_from_env: bool) -> String 
     let key_file = data.join(ADMIN_KEY_FILE);
     let key_file = std::path::absolute(&key_file).unwrap_or(key_file);
     let key = match key_from_env {
-        true => "from TENANTRY_ADMIN_KEY (not stored)".to_owned(),
+        true => "from --admin-key or TENANTRY_ADMIN_KEY (not stored)".to_owned(),
         false => format!("in {}", key_file.display()),
     };
     format!(

@@ -191,7 +191,7 @@ fn the_cli_creates_switches_and_moves_bytes_unchanged() {
     let switched = cli.ok(&["tenant", "switch", "acme"]);
     assert!(switched.starts_with("[acme]"), "{switched}");
     let status = cli.ok(&["tenant", "status"]);
-    assert!(status.starts_with("[acme] active tenant (from active tenant"), "{status}");
+    assert!(status.starts_with("[acme] acting on this tenant: active tenant (tenantry tenant switch)"), "{status}");
 
     let bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
     let mut put =
@@ -509,7 +509,7 @@ fn a_key_given_for_a_command_acts_on_its_own_tenant_and_switch_clear_forgets_the
     let as_beta = cli.with_key(beta_key);
     let status = as_beta.json(&["tenant", "status"]);
     assert_eq!(status["tenant"], "beta");
-    assert_eq!(status["source"], "the tenant of the key from TENANTRY_KEY (wins over the active tenant)");
+    assert_eq!(status["source"], "the tenant of the key from TENANTRY_KEY, not the active tenant 'acme'");
     let out = as_beta.run(&["fs", "put", "/notes.txt", "/dev/null"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("[beta] wrote /notes.txt"));
@@ -520,8 +520,15 @@ fn a_key_given_for_a_command_acts_on_its_own_tenant_and_switch_clear_forgets_the
     // The operator key is for every tenant: the active tenant still counts for it.
     assert_eq!(cli.json(&["tenant", "status"])["tenant"], "acme");
 
-    let cleared = cli.ok(&["tenant", "switch", "--clear"]);
-    assert!(cleared.starts_with("no active tenant now"), "{cleared}");
+    // Clearing is local: it needs no key.
+    let cleared = clean_command()
+        .args(["tenant", "switch", "--clear"])
+        .env("TENANTRY_CLIENT_CONFIG", &cli.client_config)
+        .env("TENANTRY_DATA", dir.path().join("no-data-here"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8(cleared.stdout).unwrap();
+    assert!(cleared.status.success() && said.starts_with("no active tenant now"), "{said}");
     assert_eq!(cli.json(&["tenant", "status"])["source"], "default", "two tenants besides default, none active");
     let both = cli.run(&["tenant", "switch", "acme", "--clear"]);
     assert_eq!(both.status.code(), Some(2), "a slug and --clear together are a usage error");
@@ -588,8 +595,9 @@ fn failures_exit_with_the_status_of_their_kind_and_as_json_under_json() {
     assert_eq!(status(&offline, &["tenant", "list"]), Some(5));
 
     let out = cli.run(&["tenant", "show", "ghost", "--json"]);
-    assert!(out.stdout.is_empty());
     let err: Value = serde_json::from_slice(&out.stderr).expect("one JSON document on standard error");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("and the same one on standard output");
+    assert_eq!(doc, err);
     assert_eq!(err["error"]["code"], "tenant_not_found");
     assert_eq!(err["error"]["exit_status"], 3);
     assert_eq!(err["error"]["message"], "tenant 'ghost' not found; `tenantry tenant list` shows the tenants");
@@ -610,6 +618,15 @@ fn failures_exit_with_the_status_of_their_kind_and_as_json_under_json() {
     let err = String::from_utf8_lossy(&unaccepted.stderr);
     assert!(err.contains("the server did not accept the key from TENANTRY_KEY"), "{err}");
 
+    // A command line clap refuses is a usage error, one JSON document too under --json.
+    let out = cli.run(&["fs", "ls", "--bogus", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["error"],
+        serde_json::json!({"code": "usage", "exit_status": 2,
+            "message": "unexpected argument '--bogus' found (tenantry --help lists the commands)"})
+    );
     let help = String::from_utf8(clean_command().arg("--help").output().unwrap().stdout).unwrap();
     assert!(help.contains("Exit status:") && help.contains("5  the server cannot be reached"), "{help}");
 }

@@ -313,8 +313,16 @@ impl Tenantry {
             }
         };
         let at = self.clock.now();
+        let mut settings = settings;
+        let directory = self.directory();
+        let (free, domains_taken): (Vec<String>, Vec<String>) = settings
+            .domains
+            .drain(..)
+            .partition(|d| directory.domain_owner(d).is_none_or(|owner| owner == imp.tenant.id));
+        settings.domains = free;
         let plan = ImportPlan {
             on_conflict: imp.policy,
+            domains_taken,
             settings: Some(settings.clone()),
             settings_choice: imp.settings_choice,
             max_storage_bytes: imp.limits.max_storage_bytes,

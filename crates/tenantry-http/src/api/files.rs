@@ -56,6 +56,10 @@ fn meta_headers(res: &mut Response, meta: &FileMeta) {
     );
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert("x-file-version", HeaderValue::from(meta.version));
+    // A tenant's file is data, never a page of this origin's: no type sniffing, and an HTML or
+    // SVG file opened in a browser runs sandboxed (no scripts, no same-origin access to /docs).
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("content-security-policy", HeaderValue::from_static("sandbox"));
 }
 
 /// The largest body a file PUT reads: one byte over the limit, so an over-long body of unknown

@@ -114,18 +114,30 @@ impl Context {
         if self.key.is_some() {
             return Ok(());
         }
+        let file = admin_key_file();
+        let state = match std::fs::read_to_string(&file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                "does not exist (a server started with that data folder writes it)".to_owned()
+            }
+            Err(e) => format!("cannot be read ({e})"),
+            Ok(_) => "is empty".to_owned(),
+        };
         Err(usage(format!(
-            "no key to send: no --key, TENANTRY_KEY and TENANTRY_ADMIN_KEY are unset, and {} does not exist \
-             (a server started with that data folder writes it); pass --key or set TENANTRY_KEY to a tenant key \
-             or the operator key",
-            admin_key_file().display()
+            "no key to send: no --key, TENANTRY_KEY and TENANTRY_ADMIN_KEY are unset, and {} {state}; pass --key \
+             or set TENANTRY_KEY to a tenant key or the operator key",
+            file.display()
         )))
     }
 
     /// A client that names no tenant (tenant administration, or "whatever the key's tenant is").
     /// A request refused for the rate limit is sent again after its `Retry-After`, a few times.
     pub fn client(&self) -> Client {
-        Client::new(&self.url, self.key.as_ref().map(|k| k.secret.clone())).retrying_when_rate_limited(3)
+        let client = Client::new(&self.url, self.key.as_ref().map(|k| k.secret.clone())).retrying_when_rate_limited(3);
+        if self.json {
+            client.quietly()
+        } else {
+            client
+        }
     }
 
     /// A client bound to the resolved tenant.
@@ -150,14 +162,13 @@ impl Context {
                 let slug = me["tenant"]["slug"].as_str().unwrap_or("default").to_owned();
                 let source = match (&active, explicit) {
                     (Some(a), Some(k)) if *a != slug => {
-                        if !self.json {
-                            eprintln!(
-                                "note: acting on '{slug}', the tenant of the key from {}; the active tenant '{a}' is \
-                                 not used",
-                                k.source
-                            );
-                        }
-                        format!("the tenant of the key from {} (wins over the active tenant)", k.source)
+                        // Said under --json too: standard output stays the one document.
+                        eprintln!(
+                            "note: acting on '{slug}', the tenant of the key from {}; the active tenant '{a}' is \
+                             not used",
+                            k.source
+                        );
+                        format!("the tenant of the key from {}, not the active tenant '{a}'", k.source)
                     }
                     _ => "the key's own tenant".to_owned(),
                 };

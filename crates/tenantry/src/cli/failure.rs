@@ -19,7 +19,7 @@ Exit status:
   3  not found: the tenant, file, key or value does not exist (404)
   4  refused: the key, role, tenant state, a quota or the rate limit does not allow it (401, 403, 409, 412, 413, 429)
   5  the server cannot be reached
-With --json, a failure is one JSON document on standard error:
+With --json, a failure is one JSON document, on standard output and (one line) on standard error:
   {\"error\": {\"code\": \"...\", \"message\": \"...\", \"exit_status\": N}}";
 
 /// A failure whose kind is known: its message is the one line printed.
@@ -60,6 +60,7 @@ pub fn report(error: &anyhow::Error, as_json: bool) -> u8 {
     let message = format!("{error:#}");
     if as_json {
         let doc = json!({"error": {"code": code, "message": message, "exit_status": exit_status}});
+        println!("{doc}");
         eprintln!("{doc}");
     } else {
         eprintln!("tenantry: {message}");

@@ -25,13 +25,15 @@ pub use context::Context;
     after_help = failure::EXIT_STATUS_HELP
 )]
 pub struct Cli {
-    /// Print exactly one JSON document on standard output.
+    /// Print exactly one JSON document on standard output (on failure, the error document, also
+    /// on standard error).
     #[arg(long, global = true)]
     pub json: bool,
     /// Server address.
     #[arg(long, global = true, env = "TENANTRY_URL", default_value = "http://127.0.0.1:7070")]
     pub url: String,
-    /// The key to send (a tenant key, or the operator key).
+    /// The key to send (a tenant key, or the operator key). A tenant key given here or by
+    /// TENANTRY_KEY acts on its own tenant, even when another one is active.
     #[arg(long, global = true, env = "TENANTRY_KEY", hide_env_values = true)]
     pub key: Option<String>,
     /// The tenant to act on (slug).
@@ -283,7 +285,8 @@ pub enum FsCmd {
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
     },
-    /// List files under PREFIX.
+    /// List the files and folders directly under PREFIX (--json: folder items have only `kind`
+    /// and `path`), or with --recursive every file under it.
     Ls {
         prefix: Option<String>,
         #[arg(long, short = 'r')]
@@ -398,12 +401,17 @@ pub enum AuditCmd {
     Verify,
 }
 
-pub use failure::report as report_failure;
+pub use failure::{report as report_failure, usage as usage_failure};
 
 /// Runs a client command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context::new(&cli);
-    if !matches!(cli.command, Command::Config { .. } | Command::Db { .. }) {
+    // Commands that send no request need no key.
+    let local = matches!(
+        cli.command,
+        Command::Config { .. } | Command::Db { .. } | Command::Tenant { cmd: TenantCmd::Switch { slug: None, .. } }
+    );
+    if !local {
         ctx.require_key()?;
     }
     match cli.command {

@@ -47,7 +47,7 @@ fn confirm(slug: &str, what: &str, yes: bool) -> anyhow::Result<()> {
 }
 
 fn parse_json_object(s: &str, what: &str) -> anyhow::Result<Value> {
-    let v: Value = serde_json::from_str(s).with_context(|| format!("{what} is not valid JSON"))?;
+    let v: Value = serde_json::from_str(s).map_err(|e| usage(format!("{what} is not valid JSON ({e})")))?;
     if !v.is_object() {
         return Err(usage(format!("{what} must be a JSON object")));
     }
@@ -133,9 +133,10 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
             if !quotas.is_empty() {
                 let mut q = Map::new();
                 for pair in quotas {
-                    let (k, v) = pair.split_once('=').with_context(|| format!("--quota {pair:?}: use NAME=VALUE"))?;
+                    let (k, v) =
+                        pair.split_once('=').ok_or_else(|| usage(format!("--quota {pair:?}: use NAME=VALUE")))?;
                     let v: Value = serde_json::from_str(v.trim())
-                        .with_context(|| format!("--quota {pair:?}: VALUE must be a number, true, false or null"))?;
+                        .map_err(|_| usage(format!("--quota {pair:?}: VALUE must be a number, true, false or null")))?;
                     q.insert(k.trim().to_owned(), v);
                 }
                 patch.insert("quotas".into(), Value::Object(q));
@@ -206,7 +207,11 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
             if ctx.json {
                 json(&json!({ "tenant": null, "config": path }));
             } else {
-                println!("no active tenant now (cleared in {}): commands act on the tenant --tenant, TENANTRY_TENANT or the key names", path.display());
+                println!(
+                    "no active tenant now (cleared in {}): commands act on --tenant or TENANTRY_TENANT, else the \
+                     key's own tenant, else the only tenant besides default, else default",
+                    path.display()
+                );
             }
         }
         TenantCmd::Switch { slug: Some(slug), .. } => {
@@ -344,7 +349,7 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<()> {
                 json(&json!({ "tenant": resolved.slug, "source": resolved.source, "url": ctx.url, "whoami": me }));
                 return Ok(());
             }
-            println!("[{}] active tenant (from {})", resolved.slug, resolved.source);
+            println!("[{}] acting on this tenant: {}", resolved.slug, resolved.source);
             println!("  server     {}", ctx.url);
             let key = &me["key"];
             let who = if key["operator"] == Value::Bool(true) {
@@ -414,7 +419,7 @@ fn print_usage(slug: &str, r: &Value) {
     ]
     .iter()
     .map(|(u, l)| {
-        let shown = |v: &Value| match (v.as_u64(), u.ends_with("bytes")) {
+        let shown = |v: &Value| match (v.as_u64(), u.contains("bytes")) {
             (Some(n), true) => human_bytes(n),
             (None, _) if v.is_null() => "unlimited".to_owned(),
             _ => v.to_string(),

@@ -62,6 +62,9 @@ async fn a_put_without_a_content_type_or_with_curls_form_default_gets_one_from_t
         assert_eq!(res.json().unwrap()["content_type"], stored, "{path} {headers:?}");
         let got = app.raw(Some(&t.owner), Method::GET, path, None, &[]).await;
         assert_eq!(got.header("content-type"), Some(stored), "{path}");
+        // Whatever its type, a file is served as data: no sniffing, and sandboxed in a browser.
+        assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(got.header("content-security-policy"), Some("sandbox"));
     }
 }
 

@@ -333,3 +333,30 @@ async fn a_damaged_truncated_or_unknown_bundle_is_refused_and_changes_nothing() 
 fn code_message(res: &RawResponse) -> String {
     res.json().unwrap()["error"]["message"].as_str().unwrap_or_default().to_owned()
 }
+
+#[tokio::test]
+async fn a_domain_another_tenant_holds_is_left_out_of_an_import_into_a_dedicated_tenant_too() {
+    let app = spawn_app().await;
+    app.create_tenant_with(json!({"slug": "holder", "domains": ["taken.example"]})).await;
+    app.create_tenant_with(json!({"slug": "solo", "tier": "enterprise", "placement": "dedicated"})).await;
+    let header = tenantry_bundle::Header::new(
+        json!({"slug": "src", "name": "Source", "tier": "enterprise", "quotas": {}, "metadata": {},
+               "domains": ["free.example", "taken.example"]}),
+        "2026-11-23T00:00:00.000Z".into(),
+    );
+    let bundle = tenantry_bundle::Writer::new(Vec::new(), &header).unwrap().finish().unwrap().1;
+    let r = import_ok(&app, "solo", &bundle, "").await;
+    assert_eq!(r["settings"], "applied");
+    assert!(
+        r["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "domains registered to another tenant were not applied: taken.example"),
+        "{r}"
+    );
+    let domains = r["settings_changed"].as_array().unwrap().iter().find(|c| c["setting"] == "domains").unwrap().clone();
+    assert_eq!(domains["to"], json!(["free.example"]));
+    assert_eq!(app.operator().show_tenant("solo").await.unwrap()["domains"], json!(["free.example"]));
+    assert_eq!(app.operator().show_tenant("holder").await.unwrap()["domains"], json!(["taken.example"]));
+}
