@@ -18,6 +18,10 @@ pub const TENANT_TABLES: &[(&str, &str)] = &[
     ("tenants", "id"),
     ("tenant_domains", "tenant_id"),
     ("keys", "tenant_id"),
+    ("audit_anchor", "tenant_id"),
+    ("imports", "tenant_id"),
+    ("import_files", "tenant_id"),
+    ("import_records", "tenant_id"),
     ("tenant_usage", "tenant_id"),
     ("files", "tenant_id"),
     ("file_chunks", "tenant_id"),
@@ -34,7 +38,9 @@ pub const TENANT_TABLES: &[(&str, &str)] = &[
 
 /// Migration 1: the tables. Times are Unix milliseconds; JSON is kept as the text the core wrote
 /// (a memory value's size is its bytes, and an export gives them back byte for byte). Every
-/// primary key and unique index leads with the tenant, so the tables can be distributed by it.
+/// primary key and unique index of tenant data leads with the tenant, so those tables can be
+/// distributed by it; the registry (`tenants`, `tenant_domains`) is global, because a slug and a
+/// domain are unique across tenants (on Citus: reference tables).
 const TABLES_1: &str = r#"
 CREATE TABLE tenants (
     id TEXT PRIMARY KEY,
@@ -50,10 +56,10 @@ CREATE TABLE tenants (
     updated_at BIGINT NOT NULL
 );
 CREATE TABLE tenant_domains (
-    tenant_id TEXT NOT NULL,
-    domain TEXT NOT NULL,
-    PRIMARY KEY (tenant_id, domain)
+    domain TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL
 );
+CREATE INDEX tenant_domains_by_tenant ON tenant_domains (tenant_id);
 CREATE TABLE keys (
     tenant_id TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -123,6 +129,12 @@ CREATE TABLE audit (
     hash TEXT NOT NULL,
     PRIMARY KEY (tenant_id, seq)
 );
+CREATE TABLE audit_anchor (
+    tenant_id TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
 CREATE TABLE events (
     tenant_id TEXT NOT NULL,
     seq BIGINT NOT NULL,
@@ -179,6 +191,34 @@ CREATE TABLE webhooks (
     created_by TEXT NOT NULL,
     PRIMARY KEY (tenant_id, id)
 );
+CREATE TABLE imports (
+    tenant_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE TABLE import_files (
+    tenant_id TEXT NOT NULL,
+    import_id TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    path TEXT COLLATE "C" NOT NULL,
+    size BIGINT NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    body_id BIGINT,
+    index_doc TEXT,
+    PRIMARY KEY (tenant_id, import_id, n)
+);
+CREATE TABLE import_records (
+    tenant_id TEXT NOT NULL,
+    import_id TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, import_id, n)
+);
 CREATE SEQUENCE webhook_deliveries;
 CREATE TABLE webhook_outbox (
     tenant_id TEXT NOT NULL,
@@ -208,6 +248,24 @@ CREATE TABLE webhook_attempts (
 );
 "#;
 
+/// Cross-tenant reads for upkeep, as functions the owner defines (`SECURITY DEFINER`: they run as
+/// the owner, whom `owner_rows` lets see every row) and the server's role may only execute: the
+/// directory a node loads at start. Each returns exactly what its job needs and nothing takes
+/// arguments a caller could steer. More (due deliveries, expiry, pruning) come with the store.
+const UPKEEP_1: &str = r#"
+CREATE FUNCTION tenantry_directory_tenants() RETURNS SETOF tenants
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ SELECT * FROM tenants ORDER BY id $$;
+CREATE FUNCTION tenantry_directory_keys() RETURNS SETOF keys
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ SELECT * FROM keys ORDER BY tenant_id, id $$;
+REVOKE EXECUTE ON FUNCTION tenantry_directory_tenants() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION tenantry_directory_keys() FROM PUBLIC;
+"#;
+
+/// The upkeep functions the server's role may execute.
+pub const UPKEEP_FUNCTIONS: &[&str] = &["tenantry_directory_tenants()", "tenantry_directory_keys()"];
+
 /// The SQL that locks `table` by its tenant `column`: row-level security enabled and forced, the
 /// tenant policy for everyone and the all-rows policy for the owning role (who runs this).
 fn lock_rows(table: &str, column: &str) -> String {
@@ -224,7 +282,7 @@ fn lock_rows(table: &str, column: &str) -> String {
 /// The migrations in order: the schema version is the number applied.
 fn migrations() -> Vec<String> {
     let locks: String = TENANT_TABLES.iter().map(|(t, c)| lock_rows(t, c)).collect::<Vec<_>>().join("\n");
-    vec![format!("{TABLES_1}\n{locks}")]
+    vec![format!("{TABLES_1}\n{locks}\n{UPKEEP_1}")]
 }
 
 /// The schema version this binary reads and writes.
@@ -288,8 +346,10 @@ fn grant_to(role: &str) -> Result<String> {
         "GRANT USAGE ON SCHEMA public TO {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role};
          GRANT SELECT ON tenantry_schema TO {role};
-         GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};",
-        tables.join(", ")
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};
+         GRANT EXECUTE ON FUNCTION {} TO {role};",
+        tables.join(", "),
+        UPKEEP_FUNCTIONS.join(", ")
     ))
 }
 

@@ -207,3 +207,72 @@ async fn migrating_twice_at_once_applies_each_migration_once() {
     drop((one, two));
     db.drop_all().await;
 }
+
+#[tokio::test]
+async fn every_key_of_tenant_data_leads_with_the_tenant() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let mut owner = db.connect_as(&db.owner_role).await;
+    schema::migrate(&mut owner, &db.app_role).await.unwrap();
+    // Every primary key and unique index, with its first column.
+    let rows = owner
+        .query(
+            "SELECT c.relname::text, i.relname::text, a.attname::text
+             FROM pg_index x
+             JOIN pg_class c ON c.oid = x.indrelid
+             JOIN pg_class i ON i.oid = x.indexrelid
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = x.indkey[0]
+             WHERE (x.indisprimary OR x.indisunique) AND c.relnamespace = 'public'::regnamespace
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut global = Vec::new();
+    for r in &rows {
+        let (table, index, first): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        match table.as_str() {
+            // The registry: a slug and a domain are unique across tenants.
+            "tenants" | "tenant_domains" => global.push(format!("{index}({first})")),
+            _ => assert_eq!(first, "tenant_id", "{table}: {index} leads with {first}"),
+        }
+    }
+    assert_eq!(global, ["tenant_domains_pkey(domain)", "tenants_pkey(id)", "tenants_slug_key(slug)"]);
+    db.drop_all().await;
+}
+
+#[tokio::test]
+async fn the_servers_role_reads_across_tenants_only_through_the_upkeep_functions() {
+    let Some((db, a, b)) = two_tenants().await else { return };
+    let app = db.connect_as(&db.app_role).await;
+    let direct: i64 = app.query_one("SELECT count(*) FROM tenants", &[]).await.unwrap().get(0);
+    assert_eq!(direct, 0, "no tenant set: nothing");
+    let mut ids: Vec<String> =
+        app.query("SELECT id FROM tenantry_directory_tenants()", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    ids.sort();
+    let mut expected = vec![a.as_str().to_owned(), b.as_str().to_owned()];
+    expected.sort();
+    assert_eq!(ids, expected, "the directory function sees every tenant");
+    // The role can neither define a function of its own nor change the owner's.
+    let refused = app
+        .batch_execute(
+            "CREATE FUNCTION mine() RETURNS SETOF tenants LANGUAGE sql SECURITY DEFINER AS $$ SELECT * FROM tenants $$",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{refused:?}");
+    let refused = app
+        .batch_execute("CREATE OR REPLACE FUNCTION tenantry_directory_keys() RETURNS SETOF keys LANGUAGE sql AS $$ SELECT * FROM keys $$")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{refused:?}");
+    // A role that was not granted them cannot call them.
+    let admin = db.admin().await;
+    let stranger = format!("{}_other", db.app_role);
+    admin.batch_execute(&format!("CREATE ROLE {stranger} LOGIN")).await.unwrap();
+    let other = db.connect_as(&stranger).await;
+    let refused = other.query("SELECT * FROM tenantry_directory_tenants()", &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    drop((app, other));
+    db.drop_all().await;
+    admin.batch_execute(&format!("DROP ROLE {stranger}")).await.unwrap();
+}
