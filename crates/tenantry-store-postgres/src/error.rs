@@ -21,3 +21,8 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         None => e.to_string(),
     }
 }
+
+/// A stored value that does not parse: the database holds something this binary never wrote.
+pub(crate) fn corrupt(what: &str) -> Error {
+    Error::internal(format!("a stored {what} does not parse"))
+}

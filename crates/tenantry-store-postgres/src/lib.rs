@@ -1,18 +1,39 @@
-//! The PostgreSQL backend of tenantry-core, under construction (issue #22). What is here:
+//! The PostgreSQL backend of tenantry-core (issue #22), implementing its `Store`:
 //!
 //! - `schema`: the schema as numbered migrations (`tenantry db migrate`), row-level security on
 //!   every tenant table, the version check a node makes at start;
-//! - [`PgDatabase`]: the connection pool of a node, which refuses a role that row-level security
+//! - [`PgDatabase`]: a node's connection pool, which refuses a role that row-level security
 //!   would not bind, and [`tenant_transaction`], the one way to reach a tenant's rows: the tenant
-//!   is set for the transaction only, so a pooled connection never carries it into the next one.
+//!   is set for the transaction only, so a pooled connection never carries it into the next one;
+//! - [`PgStore`] (`store`): the `Store`. Each method is one transaction of the tenant; a write
+//!   locks the tenant's `tenant_usage` row first (exact quotas, gapless event seqs, one audit
+//!   chain), and publishes its events to the sinks in commit order under the tenant's turn on
+//!   this node. The capabilities sit in `tenants`, `audit`, `journal`, `files`, `memory`,
+//!   `search`, `events`, `webhooks`, `import`, `upkeep` (cross-tenant work through the owner's
+//!   `SECURITY DEFINER` functions) and `health` (readiness, and placement: one placement so far,
+//!   moves are refused).
 //!
-//! The `Store` implementation comes next; until it does, `tenantry serve` refuses a PostgreSQL
-//! URL instead of serving from it.
+//! `tenantry serve` does not use it yet: it refuses a PostgreSQL URL until it does.
 
+mod audit;
 pub mod error;
+mod events;
+mod files;
+mod health;
+mod import;
+mod journal;
+mod memory;
+mod rows;
 pub mod schema;
+mod search;
+mod store;
+mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod upkeep;
+mod webhooks;
+
+pub use store::PgStore;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
 use error::{describe, pg_error};
@@ -42,6 +63,11 @@ impl PgDatabase {
         schema::check_version(&client).await?;
         check_role(&client).await?;
         Ok(db)
+    }
+
+    /// Closes the pool: connections in use end when given back.
+    pub fn close(&self) {
+        self.pool.close();
     }
 
     /// A connection from the pool.

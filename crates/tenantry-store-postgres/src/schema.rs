@@ -139,7 +139,7 @@ CREATE TABLE events (
     tenant_id TEXT NOT NULL,
     seq BIGINT NOT NULL,
     type TEXT NOT NULL,
-    path TEXT,
+    path TEXT COLLATE "C",
     namespace TEXT,
     key TEXT,
     detail TEXT,
@@ -282,7 +282,7 @@ fn lock_rows(table: &str, column: &str) -> String {
 /// The migrations in order: the schema version is the number applied.
 fn migrations() -> Vec<String> {
     let locks: String = TENANT_TABLES.iter().map(|(t, c)| lock_rows(t, c)).collect::<Vec<_>>().join("\n");
-    vec![format!("{TABLES_1}\n{locks}\n{UPKEEP_1}")]
+    vec![format!("{TABLES_1}\n{locks}\n{UPKEEP_1}\n{}\n{}", crate::upkeep::UPKEEP_SQL, crate::import::IMPORT_SQL)]
 }
 
 /// The schema version this binary reads and writes.
@@ -349,7 +349,13 @@ fn grant_to(role: &str) -> Result<String> {
          GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};
          GRANT EXECUTE ON FUNCTION {} TO {role};",
         tables.join(", "),
-        UPKEEP_FUNCTIONS.join(", ")
+        UPKEEP_FUNCTIONS
+            .iter()
+            .chain(crate::upkeep::UPKEEP_FUNCTIONS)
+            .chain(crate::import::IMPORT_FUNCTIONS)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
 }
 

@@ -1,0 +1,424 @@
+//! Files: metadata rows and bodies in chunks (`file_chunks`, `CHUNK` bytes each), so a body never
+//! travels as one value and a range read fetches only the chunks it covers.
+
+use crate::error::pg_error;
+use crate::journal::{journal_tx, warnings_tx};
+use crate::store::{add_usage, begin, commit, lock_usage, PgStore};
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use tenantry_core::events::Journal;
+use tenantry_core::ids::TenantId;
+use tenantry_core::model::FileMeta;
+use tenantry_core::path::TenantPath;
+use tenantry_core::quota;
+use tenantry_core::search::DocKind;
+use tenantry_core::store::{
+    etag_of, past_folder, ByteRange, FileListing, FileStore, FileWrite, HeldFile, ListedEntry, Precondition,
+    StoredUsage, TenantScope, WriteOutcome,
+};
+use tenantry_core::time::Timestamp;
+use tenantry_core::{Error, Result};
+use tokio_postgres::Row;
+
+/// Bytes per chunk of a body.
+pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// Bodies over this size are hashed off the async workers.
+const HASH_INLINE_MAX: usize = 1 << 20;
+
+const FILE_COLUMNS: &str = "path, size, etag, version, content_type, created_at, updated_at";
+
+fn file_from_row(r: &Row) -> Result<FileMeta> {
+    let path: String = r.get(0);
+    Ok(FileMeta {
+        path: TenantPath::parse(&path).map_err(|_| crate::error::corrupt("file path"))?,
+        size: r.get::<_, i64>(1) as u64,
+        etag: r.get(2),
+        version: r.get::<_, i64>(3) as u64,
+        content_type: r.get(4),
+        created_at: Timestamp::from_millis(r.get(5)),
+        updated_at: Timestamp::from_millis(r.get(6)),
+    })
+}
+
+/// The file at a path, as a write needs it.
+pub(crate) struct CurrentFile {
+    pub size: i64,
+    pub etag: String,
+    pub version: i64,
+    pub created_at: i64,
+    pub body_id: i64,
+}
+
+pub(crate) async fn current_file_tx(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    path: &str,
+) -> Result<Option<CurrentFile>> {
+    let row = tx
+        .query_opt(
+            "SELECT size, etag, version, created_at, body_id FROM files WHERE tenant_id = $1 AND path = $2 FOR UPDATE",
+            &[&tenant.as_str(), &path],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(row.map(|r| CurrentFile {
+        size: r.get(0),
+        etag: r.get(1),
+        version: r.get(2),
+        created_at: r.get(3),
+        body_id: r.get(4),
+    }))
+}
+
+/// Writes a new body in chunks; its id.
+pub(crate) async fn write_body_tx(tx: &Transaction<'_>, tenant: &TenantId, content: &[u8]) -> Result<i64> {
+    let id: i64 = tx.query_one("SELECT nextval('file_bodies')", &[]).await.map_err(pg_error)?.get(0);
+    let insert = tx
+        .prepare("INSERT INTO file_chunks (tenant_id, body_id, n, bytes) VALUES ($1, $2, $3, $4)")
+        .await
+        .map_err(pg_error)?;
+    for (n, chunk) in content.chunks(CHUNK).enumerate() {
+        let n = n as i32;
+        tx.execute(&insert, &[&tenant.as_str(), &id, &n, &chunk]).await.map_err(pg_error)?;
+    }
+    Ok(id)
+}
+
+pub(crate) async fn drop_body_tx(tx: &Transaction<'_>, tenant: &TenantId, body_id: i64) -> Result<()> {
+    tx.execute("DELETE FROM file_chunks WHERE tenant_id = $1 AND body_id = $2", &[&tenant.as_str(), &body_id])
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+/// The bytes `[start, end)` of a body of `size` bytes: only the chunks they lie in are read.
+async fn read_range_tx(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    body_id: i64,
+    size: i64,
+    range: ByteRange,
+) -> Result<Vec<u8>> {
+    let (start, end) = (range.start as usize, (range.end as usize).min(size.max(0) as usize));
+    if start >= end {
+        return Ok(Vec::new());
+    }
+    let (first, last) = ((start / CHUNK) as i32, ((end - 1) / CHUNK) as i32);
+    let rows = tx
+        .query(
+            "SELECT n, bytes FROM file_chunks WHERE tenant_id = $1 AND body_id = $2 AND n >= $3 AND n <= $4 ORDER BY n",
+            &[&tenant.as_str(), &body_id, &first, &last],
+        )
+        .await
+        .map_err(pg_error)?;
+    let mut out = Vec::with_capacity(end - start);
+    for (expected, r) in (first..).zip(rows.iter()) {
+        let (n, bytes): (i32, Vec<u8>) = (r.get(0), r.get(1));
+        if n != expected {
+            return Err(Error::internal(format!("body {body_id} of tenant {tenant} misses chunk {expected}")));
+        }
+        let base = n as usize * CHUNK;
+        let from = start.saturating_sub(base).min(bytes.len());
+        let to = (end - base).min(bytes.len());
+        out.extend_from_slice(&bytes[from..to]);
+    }
+    if out.len() != end - start {
+        return Err(Error::internal(format!("body {body_id} of tenant {tenant} is shorter than its file")));
+    }
+    Ok(out)
+}
+
+pub(crate) async fn read_body_tx(tx: &Transaction<'_>, tenant: &TenantId, body_id: i64, size: i64) -> Result<Vec<u8>> {
+    read_range_tx(tx, tenant, body_id, size, ByteRange { start: 0, end: size.max(0) as u64 }).await
+}
+
+/// A file's metadata row.
+pub(crate) struct FileRow<'a> {
+    pub path: &'a str,
+    pub size: i64,
+    pub etag: &'a str,
+    pub version: i64,
+    pub content_type: &'a str,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub body_id: i64,
+}
+
+pub(crate) async fn upsert_file_row_tx(tx: &Transaction<'_>, tenant: &TenantId, row: &FileRow<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, body_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (tenant_id, path) DO UPDATE SET size = excluded.size, etag = excluded.etag,
+             version = excluded.version, content_type = excluded.content_type, created_at = excluded.created_at,
+             updated_at = excluded.updated_at, body_id = excluded.body_id",
+        &[
+            &tenant.as_str(),
+            &row.path,
+            &row.size,
+            &row.etag,
+            &row.version,
+            &row.content_type,
+            &row.created_at,
+            &row.updated_at,
+            &row.body_id,
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// The file's metadata and bytes (all, or `range`), read in one transaction.
+async fn read_file_in(
+    store: &PgStore,
+    tenant: &TenantId,
+    path: &TenantPath,
+    range: Option<ByteRange>,
+) -> Result<Option<(FileMeta, Vec<u8>)>> {
+    let mut conn = store.conn().await?;
+    let tx = begin(&mut conn, tenant).await?;
+    let row = tx
+        .query_opt(
+            &format!("SELECT {FILE_COLUMNS}, body_id FROM files WHERE tenant_id = $1 AND path = $2"),
+            &[&tenant.as_str(), &path.as_str()],
+        )
+        .await
+        .map_err(pg_error)?;
+    let Some(row) = row else {
+        commit(tx).await?;
+        return Ok(None);
+    };
+    let meta = file_from_row(&row)?;
+    let body_id: i64 = row.get(7);
+    let size = meta.size as i64;
+    let bytes = match range {
+        Some(r) => read_range_tx(&tx, tenant, body_id, size, r).await?,
+        None => read_body_tx(&tx, tenant, body_id, size).await?,
+    };
+    commit(tx).await?;
+    Ok(Some((meta, bytes)))
+}
+
+#[async_trait]
+impl FileStore for PgStore {
+    async fn put_file(
+        &self,
+        scope: &TenantScope,
+        write: FileWrite,
+        journal: Journal,
+    ) -> Result<(FileMeta, WriteOutcome)> {
+        let tenant = scope.tenant_id();
+        let (write, etag) = if write.content.len() > HASH_INLINE_MAX {
+            tokio::task::spawn_blocking(move || {
+                let etag = etag_of(&write.content);
+                (write, etag)
+            })
+            .await
+            .map_err(|e| Error::internal(format!("hashing failed: {e}")))?
+        } else {
+            let etag = etag_of(&write.content);
+            (write, etag)
+        };
+        let _turn = self.turn(tenant).await;
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        let used = lock_usage(&tx, tenant).await?;
+        let current = current_file_tx(&tx, tenant, write.path.as_str()).await?;
+        let decision = write.decide(current.as_ref().map(|c| HeldFile {
+            etag: &c.etag,
+            version: c.version as u64,
+            size: c.size as u64,
+            created_at: Timestamp::from_millis(c.created_at),
+        }))?;
+        let limits = write.limits();
+        let after = quota::storage(used, decision.delta, limits)?;
+        add_usage(&tx, tenant, decision.delta.bytes, decision.delta.files).await?;
+        if let Some(c) = &current {
+            drop_body_tx(&tx, tenant, c.body_id).await?;
+        }
+        let body_id = write_body_tx(&tx, tenant, &write.content).await?;
+        let row = FileRow {
+            path: write.path.as_str(),
+            size: write.content.len() as i64,
+            etag: &etag,
+            version: decision.version as i64,
+            content_type: &write.content_type,
+            created_at: decision.created_at.millis(),
+            updated_at: write.at.millis(),
+            body_id,
+        };
+        upsert_file_row_tx(&tx, tenant, &row).await?;
+        crate::search::reindex_tx(&tx, tenant, DocKind::File, write.path.as_str(), write.index.as_ref()).await?;
+        let mut published = Vec::new();
+        journal_tx(&tx, tenant, scope.slug().as_str(), journal, &mut published).await?;
+        let warnings = quota::storage_warnings(used, after, limits);
+        warnings_tx(&tx, tenant, scope.slug().as_str(), warnings, &mut published).await?;
+        commit(tx).await?;
+        self.publish(tenant, &published);
+        let meta = FileMeta {
+            path: write.path.clone(),
+            size: write.content.len() as u64,
+            etag,
+            version: decision.version,
+            content_type: write.content_type.clone(),
+            created_at: decision.created_at,
+            updated_at: write.at,
+        };
+        Ok((meta, decision.outcome))
+    }
+
+    async fn stat_file(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<FileMeta>> {
+        let tenant = scope.tenant_id();
+        let row = self
+            .read_row(
+                tenant,
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND path = $2"),
+                &[&tenant.as_str(), &path.as_str()],
+            )
+            .await?;
+        row.as_ref().map(file_from_row).transpose()
+    }
+
+    async fn read_file(
+        &self,
+        scope: &TenantScope,
+        path: &TenantPath,
+        range: Option<ByteRange>,
+    ) -> Result<Option<(FileMeta, Vec<u8>)>> {
+        read_file_in(self, scope.tenant_id(), path, range).await
+    }
+
+    async fn read_file_cold(&self, scope: &TenantScope, path: &TenantPath) -> Result<Option<(FileMeta, Vec<u8>)>> {
+        read_file_in(self, scope.tenant_id(), path, None).await
+    }
+
+    async fn delete_file(
+        &self,
+        scope: &TenantScope,
+        path: &TenantPath,
+        precondition: Precondition,
+        _at: Timestamp,
+        journal: Journal,
+    ) -> Result<()> {
+        let tenant = scope.tenant_id();
+        let _turn = self.turn(tenant).await;
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        lock_usage(&tx, tenant).await?;
+        let Some(current) = current_file_tx(&tx, tenant, path.as_str()).await? else {
+            return Err(Error::not_found(format!("no file at {path}")));
+        };
+        precondition.check(Some(&current.etag))?;
+        tx.execute("DELETE FROM files WHERE tenant_id = $1 AND path = $2", &[&tenant.as_str(), &path.as_str()])
+            .await
+            .map_err(pg_error)?;
+        drop_body_tx(&tx, tenant, current.body_id).await?;
+        add_usage(&tx, tenant, -current.size, -1).await?;
+        crate::search::reindex_tx(&tx, tenant, DocKind::File, path.as_str(), None).await?;
+        let mut published = Vec::new();
+        journal_tx(&tx, tenant, scope.slug().as_str(), journal, &mut published).await?;
+        commit(tx).await?;
+        self.publish(tenant, &published);
+        Ok(())
+    }
+
+    async fn list_files(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<FileMeta>> {
+        let tenant = scope.tenant_id();
+        let dir = listing.within.as_dir();
+        let end = past_folder(&dir);
+        let after = listing.after.unwrap_or_default();
+        let limit = listing.limit.min(i64::MAX as usize) as i64;
+        let rows = self
+            .read_rows(
+                tenant,
+                &format!(
+                    "SELECT {FILE_COLUMNS} FROM files
+                 WHERE tenant_id = $1 AND path > $4
+                   AND ((path >= $2 AND path < $3 AND ($5 OR strpos(substr(path, length($2) + 1), '/') = 0))
+                        OR ($7 AND path = $8))
+                 ORDER BY path LIMIT $6"
+                ),
+                &[
+                    &tenant.as_str(),
+                    &dir,
+                    &end,
+                    &after,
+                    &listing.recursive,
+                    &limit,
+                    &listing.include_within,
+                    &listing.within.as_str(),
+                ],
+            )
+            .await?;
+        rows.iter().map(file_from_row).collect()
+    }
+
+    async fn list_folder(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<ListedEntry>> {
+        let tenant = scope.tenant_id();
+        let dir = listing.within.as_dir();
+        let end = past_folder(&dir);
+        // As the SQLite backend: a skip scan, one index seek per entry; a cursor below a folder
+        // of this level resumes past that folder.
+        let (mut from, mut inclusive) = match listing.after {
+            Some(after) => match after.strip_prefix(dir.as_str()).and_then(|rest| rest.split_once('/')) {
+                Some((step, _)) => (past_folder(&format!("{dir}{step}/")), true),
+                None => (after, false),
+            },
+            None => (dir.clone(), true),
+        };
+        if from < dir {
+            (from, inclusive) = (dir.clone(), true);
+        }
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        let at_or_after = tx
+            .prepare(&format!(
+                "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND path >= $2 AND path < $3 ORDER BY path LIMIT 1"
+            ))
+            .await
+            .map_err(pg_error)?;
+        let after = tx
+            .prepare(&format!(
+                "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND path > $2 AND path < $3 ORDER BY path LIMIT 1"
+            ))
+            .await
+            .map_err(pg_error)?;
+        let mut entries = Vec::new();
+        while entries.len() < listing.limit {
+            let statement = if inclusive { &at_or_after } else { &after };
+            let Some(row) = tx.query_opt(statement, &[&tenant.as_str(), &from, &end]).await.map_err(pg_error)? else {
+                break;
+            };
+            let file = file_from_row(&row)?;
+            match file.path.as_str()[dir.len()..].split_once('/') {
+                Some((step, _)) => {
+                    let folder = format!("{dir}{step}/");
+                    (from, inclusive) = (past_folder(&folder), true);
+                    entries.push(ListedEntry::Folder { path: folder });
+                }
+                None => {
+                    (from, inclusive) = (file.path.as_str().to_owned(), false);
+                    entries.push(ListedEntry::File(file));
+                }
+            }
+        }
+        commit(tx).await?;
+        Ok(entries)
+    }
+
+    async fn usage(&self, scope: &TenantScope) -> Result<StoredUsage> {
+        let tenant = scope.tenant_id();
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        let row = tx
+            .query_opt("SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = $1", &[&tenant.as_str()])
+            .await
+            .map_err(pg_error)?;
+        commit(tx).await?;
+        Ok(row.map_or(StoredUsage::default(), |r| StoredUsage {
+            storage_bytes: r.get::<_, i64>(0).max(0) as u64,
+            files: r.get::<_, i64>(1).max(0) as u64,
+        }))
+    }
+}

@@ -1,0 +1,402 @@
+//! The search index on PostgreSQL tables (see tenantry_core::search for the why): postings in
+//! `search_postings` keyed by (tenant, term, kind, doc), so one term's documents under a path
+//! prefix or in a namespace are one key range; each indexed document's length and terms in
+//! `search_docs`, so it can be unindexed; the tenant's document and word totals in its
+//! `tenant_usage` row (`search_docs`, `search_words`). BM25 ranking stays in
+//! `tenantry_core::search::rank`, fed with statistics counted inside the tenant and the searched
+//! prefix or namespace only.
+
+use crate::error::pg_error;
+use crate::store::{begin, commit, PgStore};
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use std::collections::{HashMap, HashSet};
+use tenantry_core::ids::TenantId;
+use tenantry_core::memory::{searchable_text, SEPARATOR};
+use tenantry_core::search::{rank, snippet, DocKind, IndexDoc, Posting, ScopeStats, SearchHit};
+use tenantry_core::store::{SearchIndex, SearchQuery, TenantScope};
+use tenantry_core::Result;
+
+/// A memory entry's document id: namespace and key joined by the separator neither may hold.
+pub(crate) fn memory_doc(namespace: &str, key: &str) -> String {
+    format!("{namespace}{SEPARATOR}{key}")
+}
+
+/// Postings written or deleted per statement (terms travel as one array parameter each).
+const BATCH: usize = 4096;
+
+/// A document kind as stored (`kind SMALLINT`).
+fn kind_code(kind: DocKind) -> i16 {
+    kind as i16
+}
+
+/// A count as stored (`INTEGER`); a document's counts never come near the bound.
+fn to_i32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// A stored count back (never negative as written).
+fn to_u32(n: i32) -> u32 {
+    n.max(0) as u32
+}
+
+/// A document's terms, each once with its count (the last count of a term given twice wins, as
+/// repeated rows of one upsert would leave it), in the order given. Empty terms are left out: the
+/// space-joined list in `search_docs` could not give them back to unindex.
+fn distinct_terms(doc: &IndexDoc) -> Vec<(&str, i32)> {
+    let mut at: HashMap<&str, usize> = HashMap::with_capacity(doc.terms.len());
+    let mut out: Vec<(&str, i32)> = Vec::with_capacity(doc.terms.len());
+    for (term, tf) in &doc.terms {
+        let term = term.as_str();
+        if term.is_empty() {
+            continue;
+        }
+        match at.get(term) {
+            Some(&i) => out[i].1 = to_i32(*tf),
+            None => {
+                at.insert(term, out.len());
+                out.push((term, to_i32(*tf)));
+            }
+        }
+    }
+    out
+}
+
+/// Makes the index hold `new` for a document (`None`: not indexed any more), and moves the
+/// tenant's totals by the change. Only what changed is written: postings of words no longer
+/// present are deleted, the others upserted in batches (a posting whose count and document length
+/// are unchanged is left as it is). Runs inside a write that holds the tenant's usage row.
+pub(crate) async fn reindex_tx(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    kind: DocKind,
+    doc: &str,
+    new: Option<&IndexDoc>,
+) -> Result<()> {
+    let k: i16 = kind_code(kind);
+    let st = tx
+        .prepare_cached("SELECT len, terms FROM search_docs WHERE tenant_id = $1 AND kind = $2 AND doc = $3")
+        .await
+        .map_err(pg_error)?;
+    let old: Option<(i32, String)> = tx
+        .query_opt(&st, &[&tenant.as_str(), &k, &doc])
+        .await
+        .map_err(pg_error)?
+        .map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1)));
+    if old.is_none() && new.is_none() {
+        return Ok(());
+    }
+    let terms: Vec<(&str, i32)> = new.map(distinct_terms).unwrap_or_default();
+    let keep: HashSet<&str> = terms.iter().map(|(t, _)| *t).collect();
+    let removed: Vec<&str> = match &old {
+        Some((_, stored)) => stored.split(' ').filter(|t| !t.is_empty() && !keep.contains(t)).collect(),
+        None => Vec::new(),
+    };
+    if !removed.is_empty() {
+        let st = tx
+            .prepare_cached(
+                "DELETE FROM search_postings WHERE tenant_id = $1 AND kind = $2 AND doc = $3 AND term = ANY($4::text[])",
+            )
+            .await
+            .map_err(pg_error)?;
+        for chunk in removed.chunks(BATCH) {
+            tx.execute(&st, &[&tenant.as_str(), &k, &doc, &chunk]).await.map_err(pg_error)?;
+        }
+    }
+    let new_len: i32 = new.map_or(0, |n| to_i32(n.len));
+    match new {
+        Some(_) => {
+            if !terms.is_empty() {
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO search_postings (tenant_id, term, kind, doc, tf, len)
+                         SELECT $1::text, t.term, $2::int2, $3::text, t.tf, $4::int4
+                         FROM unnest($5::text[], $6::int4[]) AS t(term, tf)
+                         ON CONFLICT (tenant_id, term, kind, doc) DO UPDATE SET tf = excluded.tf, len = excluded.len
+                         WHERE search_postings.tf <> excluded.tf OR search_postings.len <> excluded.len",
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                for chunk in terms.chunks(BATCH) {
+                    let words: Vec<&str> = chunk.iter().map(|(t, _)| *t).collect();
+                    let counts: Vec<i32> = chunk.iter().map(|(_, n)| *n).collect();
+                    tx.execute(&st, &[&tenant.as_str(), &k, &doc, &new_len, &words, &counts])
+                        .await
+                        .map_err(pg_error)?;
+                }
+            }
+            let joined: String = terms.iter().map(|(t, _)| *t).collect::<Vec<&str>>().join(" ");
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO search_docs (tenant_id, kind, doc, len, terms) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (tenant_id, kind, doc) DO UPDATE SET len = excluded.len, terms = excluded.terms",
+                )
+                .await
+                .map_err(pg_error)?;
+            tx.execute(&st, &[&tenant.as_str(), &k, &doc, &new_len, &joined]).await.map_err(pg_error)?;
+        }
+        None => {
+            let st = tx
+                .prepare_cached("DELETE FROM search_docs WHERE tenant_id = $1 AND kind = $2 AND doc = $3")
+                .await
+                .map_err(pg_error)?;
+            tx.execute(&st, &[&tenant.as_str(), &k, &doc]).await.map_err(pg_error)?;
+        }
+    }
+    let old_len: i64 = old.as_ref().map_or(0, |(len, _)| i64::from(*len));
+    let docs: i64 = i64::from(new.is_some()) - i64::from(old.is_some());
+    let words: i64 = i64::from(new_len) - old_len;
+    if docs != 0 || words != 0 {
+        let st = tx
+            .prepare_cached(
+                "UPDATE tenant_usage SET search_docs = search_docs + $2, search_words = search_words + $3
+                 WHERE tenant_id = $1",
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.execute(&st, &[&tenant.as_str(), &docs, &words]).await.map_err(pg_error)?;
+    }
+    Ok(())
+}
+
+/// One part of a searched scope: documents of a kind, all of them or those in `[lo, hi)` (plus
+/// one exact id: a path prefix covers the file at exactly its path too).
+struct Part {
+    kind: DocKind,
+    range: Option<(String, String)>,
+    exact: Option<String>,
+}
+
+fn parts_of(query: &SearchQuery) -> Vec<Part> {
+    let mut parts = Vec::new();
+    if let Some(prefix) = &query.files {
+        if prefix.is_root() {
+            parts.push(Part { kind: DocKind::File, range: None, exact: None });
+        } else {
+            let dir = prefix.as_dir();
+            let upper = format!("{}0", &dir[..dir.len() - 1]);
+            parts.push(Part {
+                kind: DocKind::File,
+                range: Some((dir, upper)),
+                exact: Some(prefix.as_str().to_owned()),
+            });
+        }
+    }
+    if let Some(namespace) = &query.memory {
+        let range = namespace.as_ref().map(|ns| {
+            let lo = format!("{}{SEPARATOR}", ns.as_str());
+            let hi = format!("{}{}", ns.as_str(), char::from_u32(SEPARATOR as u32 + 1).unwrap_or(' '));
+            (lo, hi)
+        });
+        parts.push(Part { kind: DocKind::Memory, range, exact: None });
+    }
+    parts
+}
+
+/// Adds the part's postings of every query term to that term's list (`lists[i]` for
+/// `terms[i]`): one statement per part for all the terms.
+async fn postings_tx(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    terms: &[String],
+    part: &Part,
+    lists: &mut [Vec<Posting>],
+) -> Result<()> {
+    let k: i16 = kind_code(part.kind);
+    let rows = match &part.range {
+        None => {
+            let st = tx
+                .prepare_cached(
+                    "SELECT term, doc, tf, len FROM search_postings
+                     WHERE tenant_id = $1 AND term = ANY($2::text[]) AND kind = $3 ORDER BY term, doc",
+                )
+                .await
+                .map_err(pg_error)?;
+            tx.query(&st, &[&tenant.as_str(), &terms, &k]).await.map_err(pg_error)?
+        }
+        Some((lo, hi)) => {
+            let st = tx
+                .prepare_cached(
+                    "SELECT term, doc, tf, len FROM search_postings
+                     WHERE tenant_id = $1 AND term = ANY($2::text[]) AND kind = $3
+                       AND ((doc >= $4 AND doc < $5) OR doc = $6) ORDER BY term, doc",
+                )
+                .await
+                .map_err(pg_error)?;
+            tx.query(&st, &[&tenant.as_str(), &terms, &k, lo, hi, &part.exact]).await.map_err(pg_error)?
+        }
+    };
+    for r in &rows {
+        let term: String = r.get::<_, String>(0);
+        let posting = Posting {
+            kind: part.kind,
+            doc: r.get::<_, String>(1),
+            tf: to_u32(r.get::<_, i32>(2)),
+            len: to_u32(r.get::<_, i32>(3)),
+        };
+        for (i, t) in terms.iter().enumerate() {
+            if *t == term {
+                lists[i].push(posting.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The statistics of a narrowed scope, counted from `search_docs`: each part's documents and
+/// their words.
+async fn stats_tx(tx: &Transaction<'_>, tenant: &TenantId, parts: &[Part]) -> Result<ScopeStats> {
+    let mut stats = ScopeStats::default();
+    for part in parts {
+        let k: i16 = kind_code(part.kind);
+        let row = match &part.range {
+            None => {
+                let st = tx
+                    .prepare_cached(
+                        "SELECT count(*), COALESCE(sum(len), 0)::bigint FROM search_docs
+                         WHERE tenant_id = $1 AND kind = $2",
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                tx.query_one(&st, &[&tenant.as_str(), &k]).await.map_err(pg_error)?
+            }
+            Some((lo, hi)) => {
+                let st = tx
+                    .prepare_cached(
+                        "SELECT count(*), COALESCE(sum(len), 0)::bigint FROM search_docs
+                         WHERE tenant_id = $1 AND kind = $2 AND ((doc >= $3 AND doc < $4) OR doc = $5)",
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                tx.query_one(&st, &[&tenant.as_str(), &k, lo, hi, &part.exact]).await.map_err(pg_error)?
+            }
+        };
+        let (docs, words): (i64, i64) = (row.get::<_, i64>(0), row.get::<_, i64>(1));
+        stats.docs += docs.max(0) as u64;
+        stats.words += words.max(0) as u64;
+    }
+    Ok(stats)
+}
+
+/// The tenant's whole index: kept as totals in its usage row, so the common unnarrowed search
+/// counts nothing.
+async fn tenant_stats_tx(tx: &Transaction<'_>, tenant: &TenantId) -> Result<ScopeStats> {
+    let st = tx
+        .prepare_cached("SELECT search_docs, search_words FROM tenant_usage WHERE tenant_id = $1")
+        .await
+        .map_err(pg_error)?;
+    let row = tx.query_opt(&st, &[&tenant.as_str()]).await.map_err(pg_error)?;
+    Ok(match row {
+        Some(r) => ScopeStats { docs: r.get::<_, i64>(0).max(0) as u64, words: r.get::<_, i64>(1).max(0) as u64 },
+        None => ScopeStats::default(),
+    })
+}
+
+/// The hit for a ranked document, or `None` if it is gone or expired.
+async fn hit_tx(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    kind: DocKind,
+    doc: &str,
+    score: f64,
+    terms: &[String],
+    now_ms: i64,
+) -> Result<Option<SearchHit>> {
+    match kind {
+        DocKind::File => {
+            // The file's row and its body's chunks in one statement, so one snapshot: a write
+            // replacing the file meanwhile cannot leave the row pointing at a dropped body. No
+            // row lock (a search only reads). An empty body has one row with no chunk.
+            let st = tx
+                .prepare_cached(
+                    "SELECT f.size, c.bytes FROM files f
+                     LEFT JOIN file_chunks c ON c.tenant_id = f.tenant_id AND c.body_id = f.body_id
+                     WHERE f.tenant_id = $1 AND f.path = $2 ORDER BY c.n",
+                )
+                .await
+                .map_err(pg_error)?;
+            let rows = tx.query(&st, &[&tenant.as_str(), &doc]).await.map_err(pg_error)?;
+            let Some(first) = rows.first() else { return Ok(None) };
+            let size: usize = first.get::<_, i64>(0).max(0) as usize;
+            let mut content: Vec<u8> = Vec::with_capacity(size);
+            for r in &rows {
+                if let Some(bytes) = r.get::<_, Option<Vec<u8>>>(1) {
+                    content.extend_from_slice(&bytes);
+                }
+            }
+            content.truncate(size);
+            Ok(Some(SearchHit {
+                kind: "file",
+                path: Some(doc.to_owned()),
+                namespace: None,
+                key: None,
+                score,
+                snippet: snippet(&String::from_utf8_lossy(&content), terms),
+            }))
+        }
+        DocKind::Memory => {
+            let Some((namespace, key)) = doc.split_once(SEPARATOR) else { return Ok(None) };
+            let st = tx
+                .prepare_cached(
+                    "SELECT value FROM memory WHERE tenant_id = $1 AND namespace = $2 AND key = $3
+                       AND (expires_at IS NULL OR expires_at > $4)",
+                )
+                .await
+                .map_err(pg_error)?;
+            let row = tx.query_opt(&st, &[&tenant.as_str(), &namespace, &key, &now_ms]).await.map_err(pg_error)?;
+            Ok(row.map(|r| {
+                let value: String = r.get::<_, String>(0);
+                let text =
+                    serde_json::from_str::<serde_json::Value>(&value).map(|v| searchable_text(&v)).unwrap_or(value);
+                SearchHit {
+                    kind: "memory",
+                    path: None,
+                    namespace: Some(namespace.to_owned()),
+                    key: Some(key.to_owned()),
+                    score,
+                    snippet: snippet(&text, terms),
+                }
+            }))
+        }
+    }
+}
+
+#[async_trait]
+impl SearchIndex for PgStore {
+    async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<Vec<SearchHit>> {
+        let tenant = scope.tenant_id();
+        let parts = parts_of(&query);
+        if parts.is_empty() || query.terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        let mut lists: Vec<Vec<Posting>> = vec![Vec::new(); query.terms.len()];
+        for part in &parts {
+            postings_tx(&tx, tenant, &query.terms, part, &mut lists).await?;
+        }
+        // A term found nowhere in the scope: no document holds every term.
+        if lists.iter().any(Vec::is_empty) {
+            commit(tx).await?;
+            return Ok(Vec::new());
+        }
+        // The totals serve only when the scope is the tenant's whole index (every file and every
+        // memory entry); a narrower scope counts its own documents.
+        let whole = parts.len() == 2 && parts.iter().all(|p| p.range.is_none());
+        let stats = if whole { tenant_stats_tx(&tx, tenant).await? } else { stats_tx(&tx, tenant, &parts).await? };
+        // A few more than asked: an expired memory entry not yet reclaimed is dropped below.
+        let ranked = rank(&lists, stats, query.limit.saturating_add(8));
+        let now_ms: i64 = query.now.millis();
+        let mut hits: Vec<SearchHit> = Vec::with_capacity(query.limit.min(ranked.len()));
+        for (kind, doc, score) in ranked {
+            if hits.len() == query.limit {
+                break;
+            }
+            if let Some(hit) = hit_tx(&tx, tenant, kind, &doc, score, &query.terms, now_ms).await? {
+                hits.push(hit);
+            }
+        }
+        commit(tx).await?;
+        Ok(hits)
+    }
+}

@@ -1,0 +1,137 @@
+//! The handle: a node's pool, the event sinks, and the per-tenant turn every write takes on
+//! this node so that its events reach the sinks in commit order.
+
+use crate::error::pg_error;
+use crate::{tenant_transaction, PgDatabase};
+use deadpool_postgres::{Object, Transaction};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use tenantry_core::events::{Event, EventSink};
+use tenantry_core::ids::TenantId;
+use tenantry_core::quota::StoredUsage;
+use tenantry_core::{Error, Result};
+use tokio::sync::OwnedMutexGuard;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+/// The PostgreSQL backend of tenantry-core's `Store`.
+pub struct PgStore {
+    pub(crate) db: PgDatabase,
+    sinks: RwLock<Vec<Arc<dyn EventSink>>>,
+    turns: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A tenant's turn to write on this node: held from before its transaction begins until the
+/// sinks have heard its events, so two writes of one tenant publish in the order they committed.
+/// (PostgreSQL orders them by the tenant's `tenant_usage` row lock; across nodes the streams
+/// order by `seq`.)
+pub(crate) struct Turn {
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl PgStore {
+    /// Connects (see [`PgDatabase::connect`]) and drops the staged rows of imports abandoned
+    /// long ago (a node that crashed mid-import; see `import::sweep_abandoned_imports`).
+    pub async fn open(url: &str, max_connections: usize) -> Result<PgStore> {
+        let db = PgDatabase::connect(url, max_connections).await?;
+        let store = PgStore { db, sinks: RwLock::new(Vec::new()), turns: Mutex::new(HashMap::new()) };
+        crate::import::sweep_abandoned_imports(&store).await?;
+        Ok(store)
+    }
+
+    pub(crate) async fn turn(&self, tenant: &TenantId) -> Turn {
+        let lock = {
+            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget the locks nobody holds or waits for, so the map stays as small as the
+            // number of tenants writing right now.
+            if turns.len() > 1024 {
+                turns.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            turns.entry(tenant.clone()).or_default().clone()
+        };
+        Turn { _guard: lock.lock_owned().await }
+    }
+
+    pub(crate) fn add_sink(&self, sink: Arc<dyn EventSink>) {
+        self.sinks.write().unwrap_or_else(|e| e.into_inner()).push(sink);
+    }
+
+    /// Hands committed events to the sinks (call while holding the tenant's turn).
+    pub(crate) fn publish(&self, tenant: &TenantId, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        for sink in self.sinks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            sink.published(tenant, events);
+        }
+    }
+
+    /// A connection from the pool.
+    pub(crate) async fn conn(&self) -> Result<Object> {
+        self.db.client().await
+    }
+
+    /// One read statement, in a transaction of `tenant`.
+    pub(crate) async fn read_rows(
+        &self,
+        tenant: &TenantId,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        let rows = tx.query(sql, params).await.map_err(pg_error)?;
+        commit(tx).await?;
+        Ok(rows)
+    }
+
+    /// One read statement of at most one row, in a transaction of `tenant`.
+    pub(crate) async fn read_row(
+        &self,
+        tenant: &TenantId,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        let row = tx.query_opt(sql, params).await.map_err(pg_error)?;
+        commit(tx).await?;
+        Ok(row)
+    }
+}
+
+/// Begins `tenant`'s transaction on `conn` (see [`tenant_transaction`]).
+pub(crate) async fn begin<'a>(conn: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>> {
+    tenant_transaction(conn, tenant).await
+}
+
+/// The tenant's counters, row-locked until the transaction ends: every write takes this first,
+/// so one tenant's writes are serialized (exact quotas, gapless seqs, one audit chain) while
+/// other tenants' go on.
+pub(crate) async fn lock_usage(tx: &Transaction<'_>, tenant: &TenantId) -> Result<StoredUsage> {
+    let row = tx
+        .query_opt("SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = $1 FOR UPDATE", &[&tenant.as_str()])
+        .await
+        .map_err(pg_error)?
+        .ok_or_else(|| Error::internal(format!("tenant {tenant} has no usage row")))?;
+    Ok(StoredUsage { storage_bytes: row.get::<_, i64>(0) as u64, files: row.get::<_, i64>(1) as u64 })
+}
+
+/// Adds to the tenant's stored usage (its row is locked by [`lock_usage`]).
+pub(crate) async fn add_usage(tx: &Transaction<'_>, tenant: &TenantId, bytes: i64, files: i64) -> Result<()> {
+    if bytes == 0 && files == 0 {
+        return Ok(());
+    }
+    tx.execute(
+        "UPDATE tenant_usage SET storage_bytes = storage_bytes + $2, files = files + $3 WHERE tenant_id = $1",
+        &[&tenant.as_str(), &bytes, &files],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Commits, mapping a failure.
+pub(crate) async fn commit(tx: Transaction<'_>) -> Result<()> {
+    tx.commit().await.map_err(pg_error)
+}

@@ -1,0 +1,251 @@
+//! The registry and the keys: tenants with their domains and counters, and API keys.
+
+use crate::error::pg_error;
+use crate::journal::{append_audit_tx, journal_tx, warnings_tx};
+use crate::rows::{key_from_row, KEY_COLUMNS};
+use crate::store::{begin, commit, lock_usage, PgStore};
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use tenantry_core::events::Journal;
+use tenantry_core::ids::{KeyId, TenantId};
+use tenantry_core::model::{AuditDraft, KeyRecord, Placement, Tenant};
+use tenantry_core::quota;
+use tenantry_core::store::{TenantRegistry, TenantScope};
+use tenantry_core::time::Timestamp;
+use tenantry_core::{Error, Result};
+
+/// Which unique index a violation hit (`None`: not a unique violation).
+fn unique_violation(e: &tokio_postgres::Error) -> Option<String> {
+    let db = e.as_db_error()?;
+    (db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION).then(|| db.constraint().unwrap_or("").to_owned())
+}
+
+/// Writes the tenant's record and its domains (not its placement, which only a move changes).
+async fn write_tenant_tx(tx: &Transaction<'_>, t: &Tenant, insert: bool) -> Result<()> {
+    let domains = serde_json::to_string(&t.domains).map_err(|e| Error::internal(e.to_string()))?;
+    let quotas = t.quotas.to_value().to_string();
+    let metadata = t.metadata.to_string();
+    let sql = if insert {
+        "INSERT INTO tenants (id, slug, name, tier, status, placement, domains, quotas, metadata, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    } else {
+        "UPDATE tenants SET slug = $2, name = $3, tier = $4, status = $5, domains = $7, quotas = $8,
+         metadata = $9, created_at = $10, updated_at = $11 WHERE id = $1 AND placement = $6"
+    };
+    tx.execute(
+        sql,
+        &[
+            &t.id.as_str(),
+            &t.slug.as_str(),
+            &t.name,
+            &t.tier,
+            &t.status.as_str(),
+            &t.placement.as_str(),
+            &domains,
+            &quotas,
+            &metadata,
+            &t.created_at.millis(),
+            &t.updated_at.millis(),
+        ],
+    )
+    .await
+    .map_err(|e| match unique_violation(&e) {
+        Some(_) => Error::conflict(format!("slug '{}' is taken", t.slug)),
+        None => pg_error(e),
+    })?;
+    tx.execute("DELETE FROM tenant_domains WHERE tenant_id = $1", &[&t.id.as_str()]).await.map_err(pg_error)?;
+    for d in &t.domains {
+        tx.execute("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2)", &[d, &t.id.as_str()])
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                Some(_) => Error::conflict(format!("domain '{d}' is already registered to another tenant")),
+                None => pg_error(e),
+            })?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_key_tx(tx: &Transaction<'_>, k: &KeyRecord) -> Result<()> {
+    tx.execute(
+        &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+        &[
+            &k.id.as_str(),
+            &k.tenant_id.as_str(),
+            &k.name,
+            &k.role.as_str(),
+            &k.prefix.as_ref().map(|p| p.as_str().to_owned()),
+            &k.hash.0.as_slice(),
+            &k.created_at.millis(),
+            &k.created_by,
+            &k.expires_at.map(|t| t.millis()),
+            &k.revoked_at.map(|t| t.millis()),
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Usable keys: not revoked and not expired at `at`.
+async fn usable_keys_tx(tx: &Transaction<'_>, tenant: &TenantId, at: Timestamp) -> Result<u64> {
+    let n: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM keys WHERE tenant_id = $1 AND revoked_at IS NULL
+             AND (expires_at IS NULL OR expires_at > $2)",
+            &[&tenant.as_str(), &at.millis()],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    Ok(n.max(0) as u64)
+}
+
+/// The tables of tenant data, in the order a purge empties them (the registry rows last).
+const PURGED: &[&str] = &[
+    "file_chunks",
+    "files",
+    "import_files",
+    "import_records",
+    "imports",
+    "keys",
+    "audit",
+    "audit_anchor",
+    "events",
+    "memory",
+    "search_docs",
+    "search_postings",
+    "webhook_attempts",
+    "webhook_outbox",
+    "webhooks",
+    "usage_daily",
+    "tenant_usage",
+    "tenant_domains",
+];
+
+#[async_trait]
+impl TenantRegistry for PgStore {
+    async fn insert_tenant(
+        &self,
+        scope: &TenantScope,
+        tenant: &Tenant,
+        owner: Option<&KeyRecord>,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        if scope.tenant_id() != &tenant.id {
+            return Err(Error::internal("tenant differs from its scope"));
+        }
+        if tenant.placement == Placement::Dedicated {
+            return Err(Error::invalid_request(
+                "dedicated placement is not available on the PostgreSQL backend yet: create the tenant shared",
+            ));
+        }
+        let _turn = self.turn(&tenant.id).await;
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, &tenant.id).await?;
+        write_tenant_tx(&tx, tenant, true).await?;
+        tx.execute("INSERT INTO tenant_usage (tenant_id) VALUES ($1)", &[&tenant.id.as_str()])
+            .await
+            .map_err(pg_error)?;
+        if let Some(k) = owner {
+            insert_key_tx(&tx, k).await?;
+        }
+        append_audit_tx(&tx, &tenant.id, tenant.slug.as_str(), audit).await?;
+        commit(tx).await
+    }
+
+    async fn update_tenant(&self, scope: &TenantScope, tenant: &Tenant, journal: Journal) -> Result<()> {
+        if scope.tenant_id() != &tenant.id {
+            return Err(Error::internal("tenant differs from its scope"));
+        }
+        let _turn = self.turn(&tenant.id).await;
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, &tenant.id).await?;
+        lock_usage(&tx, &tenant.id).await?;
+        write_tenant_tx(&tx, tenant, false).await?;
+        let mut published = Vec::new();
+        journal_tx(&tx, &tenant.id, tenant.slug.as_str(), journal, &mut published).await?;
+        commit(tx).await?;
+        self.publish(&tenant.id, &published);
+        Ok(())
+    }
+
+    async fn purge_tenant(&self, scope: &TenantScope) -> Result<()> {
+        let tenant = scope.tenant_id();
+        let _turn = self.turn(tenant).await;
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        for table in PURGED {
+            tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = $1"), &[&tenant.as_str()])
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.execute("DELETE FROM tenants WHERE id = $1", &[&tenant.as_str()]).await.map_err(pg_error)?;
+        commit(tx).await
+    }
+
+    async fn insert_key(
+        &self,
+        scope: &TenantScope,
+        key: &KeyRecord,
+        max_keys: Option<u64>,
+        journal: Journal,
+    ) -> Result<()> {
+        let tenant = scope.tenant_id();
+        if &key.tenant_id != tenant {
+            return Err(Error::internal("key's tenant differs from the scope"));
+        }
+        let _turn = self.turn(tenant).await;
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        lock_usage(&tx, tenant).await?;
+        if max_keys.is_some() {
+            quota::one_more_key(usable_keys_tx(&tx, tenant, key.created_at).await?, max_keys)?;
+        }
+        insert_key_tx(&tx, key).await?;
+        let mut published = Vec::new();
+        journal_tx(&tx, tenant, scope.slug().as_str(), journal, &mut published).await?;
+        if max_keys.is_some() {
+            let usable = usable_keys_tx(&tx, tenant, key.created_at).await?;
+            let warning = quota::key_warning(usable, max_keys).into_iter().collect();
+            warnings_tx(&tx, tenant, scope.slug().as_str(), warning, &mut published).await?;
+        }
+        commit(tx).await?;
+        self.publish(tenant, &published);
+        Ok(())
+    }
+
+    async fn revoke_key(&self, scope: &TenantScope, id: &KeyId, at: Timestamp, journal: Journal) -> Result<()> {
+        let tenant = scope.tenant_id();
+        let _turn = self.turn(tenant).await;
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        lock_usage(&tx, tenant).await?;
+        let n = tx
+            .execute(
+                "UPDATE keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+                &[&tenant.as_str(), &id.as_str(), &at.millis()],
+            )
+            .await
+            .map_err(pg_error)?;
+        if n == 0 {
+            return Err(Error::not_found(format!("key '{id}' not found")));
+        }
+        let mut published = Vec::new();
+        journal_tx(&tx, tenant, scope.slug().as_str(), journal, &mut published).await?;
+        commit(tx).await?;
+        self.publish(tenant, &published);
+        Ok(())
+    }
+
+    async fn list_keys(&self, scope: &TenantScope) -> Result<Vec<KeyRecord>> {
+        let tenant = scope.tenant_id();
+        let rows = self
+            .read_rows(
+                tenant,
+                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = $1 ORDER BY created_at, id"),
+                &[&tenant.as_str()],
+            )
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+}

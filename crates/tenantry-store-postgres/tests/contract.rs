@@ -1,0 +1,43 @@
+//! The store contract (crates/tenantry-store-contract) against PostgreSQL: a database of its own
+//! per behaviour on the test cluster (scripts/pg-cluster.sh), migrated, as the server's role.
+//! Moves between placements are left out: this backend has one placement so far.
+
+use std::sync::Arc;
+use tenantry_store_contract::{Backend, Fixture};
+use tenantry_store_postgres::testing::{TestDatabase, CLUSTER_VAR};
+use tenantry_store_postgres::{schema, PgStore};
+
+struct Postgres;
+
+#[async_trait::async_trait]
+impl Backend for Postgres {
+    async fn open(&self) -> Fixture {
+        let db = TestDatabase::create().await.expect("the test cluster");
+        let mut owner = db.connect_as(&db.owner_role).await;
+        schema::migrate(&mut owner, &db.app_role).await.unwrap();
+        let store = PgStore::open(&db.app_url(), 8).await.unwrap();
+        Fixture::new(Arc::new(store), db)
+    }
+
+    async fn reopen(&self, fixture: Fixture) -> Fixture {
+        let (store, keep) = fixture.into_parts();
+        store.close().await.unwrap();
+        drop(store);
+        let db = keep.downcast::<TestDatabase>().expect("the fixture keeps its database");
+        let store = PgStore::open(&db.app_url(), 8).await.unwrap();
+        Fixture::new(Arc::new(store), *db)
+    }
+
+    fn available(&self) -> bool {
+        if std::env::var_os(CLUSTER_VAR).is_some() {
+            return true;
+        }
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{CLUSTER_VAR} is not set under CI=true: .ci/run starts a cluster (scripts/pg-cluster.sh)");
+        }
+        eprintln!("skipped: {CLUSTER_VAR} is not set");
+        false
+    }
+}
+
+tenantry_store_contract::suite_without_placement!(Postgres);
