@@ -71,11 +71,18 @@ pub(crate) async fn current_file_tx(
     }))
 }
 
+/// The ETag of the file at a path, without locking its row (a hint for a stager: the commit
+/// decides again under the tenant's lock).
+pub(crate) async fn peek_etag_tx(tx: &Transaction<'_>, tenant: &TenantId, path: &str) -> Result<Option<String>> {
+    let st = tx.prepare_cached("SELECT etag FROM files WHERE tenant_id = $1 AND path = $2").await.map_err(pg_error)?;
+    Ok(tx.query_opt(&st, &[&tenant.as_str(), &path]).await.map_err(pg_error)?.map(|r| r.get(0)))
+}
+
 /// Writes a new body in chunks; its id.
 pub(crate) async fn write_body_tx(tx: &Transaction<'_>, tenant: &TenantId, content: &[u8]) -> Result<i64> {
     let id: i64 = tx.query_one("SELECT nextval('file_bodies')", &[]).await.map_err(pg_error)?.get(0);
     let insert = tx
-        .prepare("INSERT INTO file_chunks (tenant_id, body_id, n, bytes) VALUES ($1, $2, $3, $4)")
+        .prepare_cached("INSERT INTO file_chunks (tenant_id, body_id, n, bytes) VALUES ($1, $2, $3, $4)")
         .await
         .map_err(pg_error)?;
     for (n, chunk) in content.chunks(CHUNK).enumerate() {
@@ -223,6 +230,8 @@ impl FileStore for PgStore {
         let _turn = self.turn(tenant).await;
         let mut conn = self.conn().await?;
         let tx = begin(&mut conn, tenant).await?;
+        // The bytes first, before the tenant's lock: its other writes wait only for the rows.
+        let body_id = write_body_tx(&tx, tenant, &write.content).await?;
         let used = lock_usage(&tx, tenant).await?;
         let current = current_file_tx(&tx, tenant, write.path.as_str()).await?;
         let decision = write.decide(current.as_ref().map(|c| HeldFile {
@@ -237,7 +246,6 @@ impl FileStore for PgStore {
         if let Some(c) = &current {
             drop_body_tx(&tx, tenant, c.body_id).await?;
         }
-        let body_id = write_body_tx(&tx, tenant, &write.content).await?;
         let row = FileRow {
             path: write.path.as_str(),
             size: write.content.len() as i64,
@@ -373,13 +381,13 @@ impl FileStore for PgStore {
         let mut conn = self.conn().await?;
         let tx = begin(&mut conn, tenant).await?;
         let at_or_after = tx
-            .prepare(&format!(
+            .prepare_cached(&format!(
                 "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND path >= $2 AND path < $3 ORDER BY path LIMIT 1"
             ))
             .await
             .map_err(pg_error)?;
         let after = tx
-            .prepare(&format!(
+            .prepare_cached(&format!(
                 "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND path > $2 AND path < $3 ORDER BY path LIMIT 1"
             ))
             .await

@@ -8,7 +8,7 @@
 //! rows deleted with the bodies only they named.
 
 use crate::error::{corrupt, pg_error};
-use crate::files::{current_file_tx, drop_body_tx, upsert_file_row_tx, write_body_tx, FileRow};
+use crate::files::{current_file_tx, drop_body_tx, peek_etag_tx, upsert_file_row_tx, write_body_tx, FileRow};
 use crate::journal::{journal_tx, warnings_tx};
 use crate::memory::{current_memory_tx, upsert_memory_row_tx, MemoryRow};
 use crate::rows::{tenant_from_row, TENANT_COLUMNS};
@@ -35,10 +35,10 @@ use tenantry_core::{Error, Result};
 /// server's role sees only the tenant its transaction set). It lists ids only; dropping one is
 /// done in that tenant's own transaction.
 pub(crate) const IMPORT_SQL: &str = r#"
-CREATE FUNCTION tenantry_open_imports(started_before bigint)
+CREATE FUNCTION tenantry_open_imports(p_started_before bigint)
     RETURNS TABLE (tenant_id text, import_id text)
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
-    AS $$ SELECT i.tenant_id, i.id FROM imports i WHERE i.started_at < $1 ORDER BY i.tenant_id, i.id $$;
+    AS $$ SELECT i.tenant_id, i.id FROM imports i WHERE i.started_at < p_started_before ORDER BY i.tenant_id, i.id $$;
 REVOKE EXECUTE ON FUNCTION tenantry_open_imports(bigint) FROM PUBLIC;
 "#;
 
@@ -115,8 +115,8 @@ async fn drop_import(store: &PgStore, tenant: &TenantId, import: &str) -> Result
 }
 
 /// Drops the imports that were opened more than [`ABANDONED_AFTER_MS`] ago and never finished:
-/// run when the store opens (and safe to run from upkeep any time), each import in its tenant's
-/// own transaction.
+/// run when the store opens and with each round of event pruning (`Upkeep::prune_events`), each
+/// import in its tenant's own transaction.
 pub(crate) async fn sweep_abandoned_imports(store: &PgStore) -> Result<()> {
     let before: i64 = SystemClock.now().millis() - ABANDONED_AFTER_MS;
     let open = {
@@ -593,7 +593,7 @@ impl ImportStore for PgStore {
         }
         for f in &files {
             // As things stand now; `commit_import` decides again.
-            let held_same = current_file_tx(&tx, tenant, f.path.as_str()).await?.map(|c| c.etag == f.etag);
+            let held_same = peek_etag_tx(&tx, tenant, f.path.as_str()).await?.map(|etag| etag == f.etag);
             let body_id: Option<i64> = match policy.resolve(held_same) {
                 Resolution::Unchanged | Resolution::Skip => None,
                 _ => Some(write_body_tx(&tx, tenant, &f.content).await?),

@@ -1,7 +1,9 @@
 //! The PostgreSQL schema as code: numbered migrations, applied by `tenantry db migrate` with the
 //! role that owns the tables, all pending ones in one transaction under an advisory lock (several
 //! nodes may run it at once; the second finds nothing to do). `tenantry_schema` records how far
-//! the database is; a node checks it at start and refuses any other version.
+//! the database is; a node checks it at start and refuses any other version. Until the first
+//! release that serves from PostgreSQL, migration 1 is still amended in place; from then on
+//! migrations are only appended.
 //!
 //! Every table that holds a tenant's rows is locked by row-level security, enabled and forced (the
 //! owner too is bound): the policy `tenant_rows` lets a transaction see and write only the rows
@@ -249,9 +251,10 @@ CREATE TABLE webhook_attempts (
 "#;
 
 /// Cross-tenant reads for upkeep, as functions the owner defines (`SECURITY DEFINER`: they run as
-/// the owner, whom `owner_rows` lets see every row) and the server's role may only execute: the
-/// directory a node loads at start. Each returns exactly what its job needs and nothing takes
-/// arguments a caller could steer. More (due deliveries, expiry, pruning) come with the store.
+/// the owner, whom `owner_rows` lets see every row) and the server's role may only execute: here
+/// the directory a node loads at start; the others are in `upkeep` and `import`. Each returns
+/// exactly what its job needs. They guard against mistakes in the server's own scoping, not
+/// against a stolen server role, which may set any tenant in its transactions anyway.
 const UPKEEP_1: &str = r#"
 CREATE FUNCTION tenantry_directory_tenants() RETURNS SETOF tenants
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
@@ -282,7 +285,13 @@ fn lock_rows(table: &str, column: &str) -> String {
 /// The migrations in order: the schema version is the number applied.
 fn migrations() -> Vec<String> {
     let locks: String = TENANT_TABLES.iter().map(|(t, c)| lock_rows(t, c)).collect::<Vec<_>>().join("\n");
-    vec![format!("{TABLES_1}\n{locks}\n{UPKEEP_1}\n{}\n{}", crate::upkeep::UPKEEP_SQL, crate::import::IMPORT_SQL)]
+    // Nobody but the owner creates objects here (PostgreSQL 15's default, made explicit).
+    let revoke = "REVOKE CREATE ON SCHEMA public FROM PUBLIC;";
+    vec![format!(
+        "{revoke}\n{TABLES_1}\n{locks}\n{UPKEEP_1}\n{}\n{}",
+        crate::upkeep::UPKEEP_SQL,
+        crate::import::IMPORT_SQL
+    )]
 }
 
 /// The schema version this binary reads and writes.

@@ -174,6 +174,13 @@ impl TenantRegistry for PgStore {
         let _turn = self.turn(tenant).await;
         let mut conn = self.conn().await?;
         let tx = begin(&mut conn, tenant).await?;
+        // The tenant's writes (upkeep's and other nodes' included) take its usage row first:
+        // once the purge holds it, none is half way, and none starts until the rows are gone.
+        // An import staging a batch holds its import's row: wait for those batches too.
+        lock_usage(&tx, tenant).await?;
+        tx.execute("SELECT 1 FROM imports WHERE tenant_id = $1 FOR UPDATE", &[&tenant.as_str()])
+            .await
+            .map_err(pg_error)?;
         for table in PURGED {
             tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = $1"), &[&tenant.as_str()])
                 .await

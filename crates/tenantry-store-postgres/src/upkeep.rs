@@ -238,9 +238,17 @@ impl Upkeep for PgStore {
         if groups.is_empty() {
             return Ok(());
         }
+        // One transaction for the batch (a failed flush is retried whole, so a partial commit
+        // would count twice), switching the tenant it acts for before each one's rows; tenants
+        // in id order, so two nodes' flushes cannot deadlock.
+        let mut groups = groups;
+        groups.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, &groups[0].0).await?;
         for (tenant, days) in groups {
-            let tx = begin(&mut conn, &tenant).await?;
+            tx.execute("SELECT set_config('tenantry.tenant_id', $1, true)", &[&tenant.as_str()])
+                .await
+                .map_err(pg_error)?;
             // Only for a tenant still registered: a purge that committed after the batch was
             // taken must not be followed by rows of the purged tenant.
             if lock_registered(&tx, &tenant).await? {
@@ -262,9 +270,8 @@ impl Upkeep for PgStore {
                     .map_err(pg_error)?;
                 }
             }
-            commit(tx).await?;
         }
-        Ok(())
+        commit(tx).await
     }
 
     async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>> {
@@ -281,6 +288,8 @@ impl Upkeep for PgStore {
     }
 
     async fn prune_events(&self, before: Timestamp) -> Result<u64> {
+        // Upkeep's turn to drop imports a crashed node left open, too (see `import`).
+        crate::import::sweep_abandoned_imports(self).await?;
         let conn = self.conn().await?;
         let before: i64 = before.millis();
         let pruned: i64 =

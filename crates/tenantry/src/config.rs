@@ -76,6 +76,8 @@ pub struct EventsConfig {
 pub struct StorageConfig {
     /// `postgres://...`: PostgreSQL instead of the embedded store (TENANTRY_DATABASE_URL).
     pub url: Option<String>,
+    /// Connections a node opens at most (default 16).
+    pub max_connections: Option<usize>,
 }
 
 /// `[webhooks]`.
@@ -133,6 +135,11 @@ pub struct ServeConfig {
     pub webhooks: WebhookPolicy,
     /// How often expired memory is reclaimed and old events pruned.
     pub upkeep_interval: Duration,
+    /// `postgres://...`: serve from PostgreSQL instead of the embedded store (`[storage] url`,
+    /// TENANTRY_DATABASE_URL); the data dir then keeps only the operator key.
+    pub database_url: Option<String>,
+    /// Connections to PostgreSQL a node opens at most (`[storage] max_connections`).
+    pub database_connections: usize,
 }
 
 /// Largest memory value the configuration may allow (it travels in one JSON body).
@@ -163,12 +170,14 @@ impl ServeConfig {
         };
         let database_url =
             std::env::var("TENANTRY_DATABASE_URL").ok().filter(|u| !u.is_empty()).or(file.storage.url.clone());
-        if database_url.is_some() {
-            bail!(
-                "TENANTRY_DATABASE_URL (or [storage] url) selects PostgreSQL, which this build can prepare \
-                 (`tenantry db migrate --url URL`) but does not serve from yet: unset it to serve from the \
-                 embedded store in --data"
-            );
+        if let Some(url) = &database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!("TENANTRY_DATABASE_URL (or [storage] url) must be a postgres:// URL");
+            }
+        }
+        let database_connections = file.storage.max_connections.unwrap_or(16);
+        if database_connections == 0 {
+            bail!("[storage] max_connections must be at least 1");
         }
         let mut tiers = TierTable::default();
         for (name, t) in &file.tiers {
@@ -297,6 +306,8 @@ impl ServeConfig {
             event_retention_days,
             webhooks,
             upkeep_interval: Duration::from_secs(30),
+            database_url,
+            database_connections,
         })
     }
 }
@@ -376,10 +387,12 @@ retry_base_ms = 5000
 # Milliseconds allowed per delivery.
 timeout_ms = 10000
 
-# PostgreSQL instead of the embedded store (TENANTRY_DATABASE_URL): `tenantry db migrate --url
-# URL` prepares a database; this build does not serve from one yet and refuses to start with it.
+# PostgreSQL instead of the embedded store (TENANTRY_DATABASE_URL), as a role that owns nothing;
+# `tenantry db migrate --url postgres://OWNER@HOST/DB` prepares the database first. One
+# placement there so far: dedicated tenants and moves are refused.
 # [storage]
 # url = "postgres://tenantry_app@db.internal/tenantry"
+# max_connections = 16
 
 # Tiers: a built-in tier (free, starter, pro, enterprise) keeps the values you leave out; a new
 # tier starts unlimited and without features.

@@ -1,5 +1,6 @@
-//! `tenantry serve`: opens the data dir, the SQLite store and the core service, then serves HTTP
-//! until SIGTERM/SIGINT, finishing in-flight requests and closing storage cleanly.
+//! `tenantry serve`: opens the data dir, the store (SQLite there, or PostgreSQL) and the core
+//! service, then serves HTTP until SIGTERM/SIGINT, finishing in-flight requests and closing
+//! storage cleanly.
 
 use crate::config::ServeConfig;
 use anyhow::Context;
@@ -10,8 +11,9 @@ use std::sync::Arc;
 use tenantry_core::caller::TenantNaming;
 use tenantry_core::secret::KeySecret;
 use tenantry_core::service::{ServiceConfig, Tenantry};
-use tenantry_core::store::{Health, Store};
+use tenantry_core::store::Store;
 use tenantry_core::time::SystemClock;
+use tenantry_store_postgres::PgStore;
 use tenantry_store_sqlite::{OpenOptions, SqliteStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -77,7 +79,7 @@ pub struct Running {
     pub generated_admin_key: bool,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     svc: Arc<Tenantry>,
     flusher: JoinHandle<()>,
     upkeep: JoinHandle<()>,
@@ -117,17 +119,26 @@ impl Running {
 pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
     private_data_dir(&cfg.data)?;
     let (admin_key, generated) = operator_key(&cfg.data, cfg.admin_key.as_deref())?;
-    let opts = OpenOptions {
-        synchronous_full: cfg.synchronous_full,
-        max_open_dedicated: cfg.max_open_dedicated,
-        ..OpenOptions::default()
+    let store: Arc<dyn Store> = match &cfg.database_url {
+        Some(url) => Arc::new(
+            PgStore::open(url, cfg.database_connections)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {}", e.message))?,
+        ),
+        None => {
+            let opts = OpenOptions {
+                synchronous_full: cfg.synchronous_full,
+                max_open_dedicated: cfg.max_open_dedicated,
+                ..OpenOptions::default()
+            };
+            let data = cfg.data.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data, opts))
+                .await
+                .context("opening storage")?
+                .map_err(|e| anyhow::anyhow!("cannot open storage in {}: {}", cfg.data.display(), e.message))?;
+            Arc::new(store)
+        }
     };
-    let data = cfg.data.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data, opts))
-        .await
-        .context("opening storage")?
-        .map_err(|e| anyhow::anyhow!("cannot open storage in {}: {}", cfg.data.display(), e.message))?;
-    let store = Arc::new(store);
     let service_config = ServiceConfig {
         tiers: cfg.tiers.clone(),
         naming: TenantNaming { base_domain: cfg.base_domain.clone() },
@@ -136,8 +147,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         event_retention_days: cfg.event_retention_days,
         webhooks: cfg.webhooks.clone(),
     };
-    let dyn_store: Arc<dyn Store> = store.clone();
-    let svc = Tenantry::start(dyn_store, service_config, &admin_key, Arc::new(SystemClock))
+    let svc = Tenantry::start(store.clone(), service_config, &admin_key, Arc::new(SystemClock))
         .await
         .map_err(|e| anyhow::anyhow!("cannot start: {}", e.message))?;
     let listener =
@@ -244,11 +254,16 @@ pub fn where_to_go(addr: SocketAddr, data: &Path, key_from_env: bool) -> String 
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let data = cfg.data.clone();
     let from_env = cfg.admin_key.is_some();
+    // Where the data is: the data dir, or the database (its host and name, no credentials).
+    let stored = match &cfg.database_url {
+        Some(url) => format!("PostgreSQL at {}", url.rsplit('@').next().unwrap_or_default()),
+        None => format!("data: {}", data.display()),
+    };
     let mut running = start(cfg).await?;
     if running.generated_admin_key {
         println!("operator key (shown once; stored in {}): {}", data.join(ADMIN_KEY_FILE).display(), running.admin_key);
     }
-    println!("tenantry listening on http://{} (data: {})", running.addr, data.display());
+    println!("tenantry listening on http://{} ({stored})", running.addr);
     print!("{}", where_to_go(running.addr, &data, from_env));
     let _ = std::io::stdout().flush();
     tokio::select! {

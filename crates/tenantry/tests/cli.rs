@@ -689,15 +689,39 @@ fn db_migrate_prepares_a_postgres_database_once_and_says_so() {
 }
 
 #[test]
-fn serve_refuses_a_database_url_it_cannot_serve_from_yet() {
+fn serve_from_postgres_keeps_everything_across_a_restart() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(tenantry_store_postgres::testing::TestDatabase::create()) else { return };
+    let migrated =
+        clean_command().args(["db", "migrate", "--url", &db.owner_url(), "--app-role", &db.app_role]).output().unwrap();
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
     let dir = tempfile::tempdir().unwrap();
-    let out = clean_command()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path())
-        .env("TENANTRY_DATABASE_URL", "postgres://tenantry_app@127.0.0.1:1/tenantry")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("selects PostgreSQL, which this build can prepare") && err.contains("unset it"), "{err}");
+    let data = dir.path().join("data");
+    let app_url = db.app_url();
+    let server = serve(&data, &[("TENANTRY_DATABASE_URL", &app_url)]);
+    let host_and_db = app_url.rsplit('@').next().unwrap();
+    assert!(server.stdout_lines.iter().any(|l| l.contains(&format!("(PostgreSQL at {host_and_db})"))));
+    let cli = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("c.toml") };
+    let owner = cli.json(&["tenant", "create", "acme", "--tier", "pro"])["owner_key"].as_str().unwrap().to_owned();
+    let acme = cli.with_key(&owner);
+    let local = dir.path().join("notes.md");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(600_000).collect(); // three chunks
+    std::fs::write(&local, &bytes).unwrap();
+    acme.ok(&["fs", "put", "/docs/notes.md", local.to_str().unwrap()]);
+    acme.ok(&["mem", "set", "agent", "topic", r#"{"focus": "solar"}"#]);
+    let refused = cli.run(&["tenant", "create", "solo", "--placement", "dedicated", "--tier", "enterprise"]);
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .contains("dedicated placement is not available on the PostgreSQL backend"));
+    assert!(server.terminate().success());
+
+    let again = serve(&data, &[("TENANTRY_DATABASE_URL", &app_url)]);
+    let acme = Cli { url: again.url.clone(), ..acme };
+    assert_eq!(acme.run(&["fs", "get", "/docs/notes.md"]).stdout, bytes, "byte for byte after a restart");
+    let ls = acme.json(&["fs", "ls", "/"]);
+    assert_eq!(ls["items"], serde_json::json!([{"kind": "folder", "path": "/docs/"}]));
+    assert_eq!(acme.json(&["mem", "get", "agent", "topic"])["value"], serde_json::json!({"focus": "solar"}));
+    let verify = acme.ok(&["audit", "verify"]);
+    assert!(verify.starts_with("[acme] audit chain intact"), "{verify}");
+    drop(again);
+    rt.block_on(db.drop_all());
 }

@@ -48,6 +48,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test]
 async fn a_body_over_1_mib_is_kept_once_in_a_file_of_its_own_and_served_whole_and_in_ranges() {
+    if sqlite_only("large bodies as files of the embedded store") {
+        return;
+    }
     let app = spawn_app().await;
     let t = app.create_tenant("acme").await;
     let c = app.as_key(&t.owner);
@@ -97,6 +100,9 @@ async fn a_body_over_1_mib_is_kept_once_in_a_file_of_its_own_and_served_whole_an
 
 #[tokio::test]
 async fn a_refused_large_write_changes_nothing_and_leaves_no_body_behind() {
+    if sqlite_only("large bodies as files of the embedded store") {
+        return;
+    }
     let app = spawn_app().await;
     let t = app
         .create_tenant_with(
@@ -127,6 +133,9 @@ async fn a_refused_large_write_changes_nothing_and_leaves_no_body_behind() {
 
 #[tokio::test]
 async fn bodies_no_row_names_are_swept_at_start_and_named_ones_survive_it() {
+    if sqlite_only("large bodies as files of the embedded store") {
+        return;
+    }
     let mut app = spawn_app().await;
     let t = app.create_tenant("acme").await;
     let big = random_bytes(7, MIB + 1);
@@ -145,6 +154,9 @@ async fn bodies_no_row_names_are_swept_at_start_and_named_ones_survive_it() {
 
 #[tokio::test]
 async fn readers_of_a_large_file_being_replaced_get_one_whole_version_every_time() {
+    if sqlite_only("large bodies as files of the embedded store") {
+        return;
+    }
     let app = spawn_app().await;
     let t = app.create_tenant("acme").await;
     let versions: Vec<Vec<u8>> = (0..4).map(|i| random_bytes(10 + i, MIB + 1000 * i as usize)).collect();
@@ -180,6 +192,9 @@ async fn readers_of_a_large_file_being_replaced_get_one_whole_version_every_time
 
 #[tokio::test]
 async fn purge_erases_a_tenants_large_bodies_and_keeps_the_others() {
+    if sqlite_only("large bodies as files of the embedded store") {
+        return;
+    }
     let app = spawn_app().await;
     let a = app.create_tenant("acme").await;
     let g = app.create_tenant("globex").await;
@@ -196,6 +211,9 @@ async fn purge_erases_a_tenants_large_bodies_and_keeps_the_others() {
 
 #[tokio::test]
 async fn a_move_there_and_back_keeps_large_bodies_where_they_are() {
+    if sqlite_only("large bodies as files of the embedded store") {
+        return;
+    }
     let app = spawn_app().await;
     let t = app.create_tenant_with(json!({"slug": "grad", "tier": "enterprise"})).await;
     let c = app.as_key(&t.owner);
@@ -220,6 +238,9 @@ async fn a_move_there_and_back_keeps_large_bodies_where_they_are() {
 
 #[tokio::test]
 async fn export_and_import_carry_large_bodies_and_a_second_import_writes_none() {
+    if sqlite_only("large bodies as files of the embedded store") {
+        return;
+    }
     let app = spawn_app().await;
     let src = app.create_tenant("src").await;
     let dst = app.create_tenant("dst").await;

@@ -13,7 +13,37 @@ pub struct TestApp {
     pub data: PathBuf,
     running: Option<Running>,
     _dir: Option<tempfile::TempDir>,
+    _database: Option<tenantry_store_postgres::testing::TestDatabase>,
     cfg: ServeConfig,
+}
+
+/// Whether this run serves from PostgreSQL (`TENANTRY_TEST_BACKEND=postgres`, on the test
+/// cluster of scripts/pg-cluster.sh) instead of the embedded store.
+pub fn on_postgres() -> bool {
+    std::env::var("TENANTRY_TEST_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// True (after saying so) when this run is on PostgreSQL and the test is about the embedded
+/// store itself (its files, its dedicated databases, its moves): the test then returns at once.
+pub fn sqlite_only(why: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped on PostgreSQL: {why}");
+    }
+    on_postgres()
+}
+
+/// A migrated database of its own on the test cluster, for a server of this run on PostgreSQL.
+async fn postgres_for(cfg: &mut ServeConfig) -> Option<tenantry_store_postgres::testing::TestDatabase> {
+    if !on_postgres() {
+        return None;
+    }
+    let db = tenantry_store_postgres::testing::TestDatabase::create()
+        .await
+        .expect("TENANTRY_TEST_BACKEND=postgres needs the test cluster (TENANTRY_TEST_POSTGRES)");
+    let mut owner = db.connect_as(&db.owner_role).await;
+    tenantry_store_postgres::schema::migrate(&mut owner, &db.app_role).await.unwrap();
+    cfg.database_url = Some(db.app_url());
+    Some(db)
 }
 
 pub fn config_in(data: PathBuf) -> ServeConfig {
@@ -33,6 +63,7 @@ pub async fn spawn_with(f: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config_in(dir.path().join("data"));
     f(&mut cfg);
+    let database = postgres_for(&mut cfg).await;
     let running = start(cfg.clone()).await.unwrap();
     TestApp {
         url: format!("http://{}", running.addr),
@@ -40,6 +71,7 @@ pub async fn spawn_with(f: impl FnOnce(&mut ServeConfig)) -> TestApp {
         data: cfg.data.clone(),
         running: Some(running),
         _dir: Some(dir),
+        _database: database,
         cfg,
     }
 }
