@@ -13,7 +13,7 @@
 //!   `SECURITY DEFINER` functions) and `health` (readiness, and placement: one placement so far,
 //!   moves are refused).
 //!
-//! `tenantry serve` does not use it yet: it refuses a PostgreSQL URL until it does.
+//! `tenantry serve` opens it when `TENANTRY_DATABASE_URL` (or `[storage] url`) is set.
 
 mod audit;
 pub mod error;
