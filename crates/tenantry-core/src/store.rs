@@ -602,6 +602,11 @@ pub trait Upkeep: Send + Sync {
     /// The delivery worker's queue, across tenants: deliveries due at `now` of enabled webhooks,
     /// oldest first, at most `per_tenant` of any one tenant.
     async fn due_deliveries(&self, now: Timestamp, limit: usize, per_tenant: usize) -> Result<Vec<DueDelivery>>;
+    /// Claims a due delivery for one worker: if it is still due at `now`, its next attempt moves
+    /// to `lease_until`, so no other worker (on another node) takes it meanwhile; `false` when
+    /// another worker took it first, or it is gone or no longer due. A worker that stops during
+    /// its attempt leaves the delivery to whoever finds it due again when the lease ends.
+    async fn claim_delivery(&self, tenant: &TenantId, id: u64, now: Timestamp, lease_until: Timestamp) -> Result<bool>;
     /// Logs an attempt and reschedules, completes or gives up on the delivery; updates the
     /// webhook's failure count (disabling it at `disable_after`).
     async fn record_attempt(&self, report: AttemptReport) -> Result<()>;

@@ -117,6 +117,15 @@ pub fn spawn(svc: Arc<Tenantry>, mut shutdown: watch::Receiver<bool>) -> tokio::
                     if in_flight.contains(&(d.tenant_id.clone(), d.id)) || busy >= PER_TENANT {
                         continue;
                     }
+                    // Another node's worker may have found it due too: one of them claims it.
+                    match svc.claim_delivery(&d).await {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::error!(delivery = d.id, "could not claim a webhook delivery: {}", e.message);
+                            continue;
+                        }
+                    }
                     in_flight.insert((d.tenant_id.clone(), d.id));
                     started += 1;
                     *per_tenant.entry(d.tenant_id.clone()).or_default() += 1;

@@ -356,6 +356,7 @@ macro_rules! suite_without_placement {
                 a_deleted_webhook_takes_its_pending_deliveries_and_log_with_it,
                 webhooks_are_limited_and_scoped_to_their_tenant,
                 due_deliveries_take_at_most_a_share_of_each_tenant,
+                a_claimed_delivery_is_nobody_elses_until_its_lease_ends,
             ]
         );
         $crate::__contract_module!(

@@ -199,3 +199,26 @@ pub async fn due_deliveries_take_at_most_a_share_of_each_tenant(b: &dyn Backend)
         .collect();
     assert_eq!(seqs, [1, 2, 3], "a tenant's oldest first");
 }
+
+pub async fn a_claimed_delivery_is_nobody_elses_until_its_lease_ends(b: &dyn Backend) {
+    let f = b.open().await;
+    let (t, a) = f.tenant("acme").await;
+    add_hook(&f, &a, &["*"], None).await;
+    f.put(&a, "/a", "x").await;
+    let d = due_of(&f, &t).await.pop().unwrap();
+    let later = Timestamp::from_millis(now().millis() + 60_000);
+    let lease = Timestamp::from_millis(now().millis() + 600_000);
+    // Two workers found it due: one claims it.
+    assert!(f.store.claim_delivery(&t.id, d.id, later, lease).await.unwrap());
+    assert!(!f.store.claim_delivery(&t.id, d.id, later, lease).await.unwrap(), "claimed already");
+    assert!(due_of(&f, &t).await.is_empty(), "not due while claimed");
+    // The worker stopped without an attempt: due again when its lease ends, and claimable.
+    let again = f.store.due_deliveries(lease, 10, 10).await.unwrap();
+    assert_eq!(again.iter().map(|x| (x.id, x.attempts)).collect::<Vec<_>>(), [(d.id, 0)]);
+    assert!(f.store.claim_delivery(&t.id, d.id, lease, Timestamp::from_millis(lease.millis() + 1)).await.unwrap());
+    // Once delivered, nothing is left to claim; another tenant's scope claims nothing.
+    f.store.record_attempt(attempt(&t.id, &again[0], true, None)).await.unwrap();
+    assert!(!f.store.claim_delivery(&t.id, d.id, lease, lease).await.unwrap());
+    let (other, _) = f.tenant("globex").await;
+    assert!(!f.store.claim_delivery(&other.id, d.id, lease, lease).await.unwrap());
+}

@@ -491,6 +491,22 @@ impl Upkeep for PgStore {
         commit(tx).await
     }
 
+    async fn claim_delivery(&self, tenant: &TenantId, id: u64, now: Timestamp, lease_until: Timestamp) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        // The row's lock decides between two workers: the second waits, then finds it not due.
+        let claimed = tx
+            .execute(
+                "UPDATE webhook_outbox SET next_attempt_at = $4
+                 WHERE tenant_id = $1 AND id = $2 AND next_attempt_at IS NOT NULL AND next_attempt_at <= $3",
+                &[&tenant.as_str(), &(id as i64), &now.millis(), &lease_until.millis()],
+            )
+            .await
+            .map_err(pg_error)?;
+        commit(tx).await?;
+        Ok(claimed == 1)
+    }
+
     async fn next_delivery_at(&self) -> Result<Option<Timestamp>> {
         let conn = self.conn().await?;
         let next: Option<i64> =

@@ -49,4 +49,8 @@ impl Upkeep for SqliteStore {
     async fn next_delivery_at(&self) -> Result<Option<Timestamp>> {
         SqliteStore::next_delivery_at(self).await
     }
+
+    async fn claim_delivery(&self, tenant: &TenantId, id: u64, now: Timestamp, lease_until: Timestamp) -> Result<bool> {
+        SqliteStore::claim_delivery(self, tenant, id, now, lease_until).await
+    }
 }

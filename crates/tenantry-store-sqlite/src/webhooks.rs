@@ -269,6 +269,27 @@ impl SqliteStore {
         Ok(due)
     }
 
+    pub(crate) async fn claim_delivery(
+        &self,
+        tenant: &TenantId,
+        id: u64,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<bool> {
+        let t = tenant.clone();
+        self.write_of(tenant, move |tx| {
+            let claimed = tx
+                .prepare_cached(
+                    "UPDATE webhook_outbox SET next_attempt_at = ?4
+                     WHERE id = ?1 AND tenant_id = ?2 AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?3",
+                )
+                .and_then(|mut s| s.execute(params![id as i64, t.as_str(), now.millis(), lease_until.millis()]))
+                .map_err(sql_error)?;
+            Ok(claimed == 1)
+        })
+        .await
+    }
+
     pub(crate) async fn record_attempt(&self, report: AttemptReport) -> Result<()> {
         self.write_of(&report.tenant_id.clone(), move |tx| {
             let row: Option<(String, String, i64, String, i64)> = tx

@@ -240,6 +240,15 @@ impl Tenantry {
         }
     }
 
+    /// Claims a due delivery for this worker for as long as an attempt can take (the delivery
+    /// timeout) and a minute more: another node's worker does not take it meanwhile.
+    pub async fn claim_delivery(&self, due: &DueDelivery) -> Result<bool> {
+        let now = self.clock.now();
+        let lease_ms = self.config.webhooks.timeout_ms.saturating_add(60_000).min(i64::MAX as u64) as i64;
+        let until = Timestamp::from_millis(now.millis().saturating_add(lease_ms));
+        self.store.claim_delivery(&due.tenant_id, due.id, now, until).await
+    }
+
     pub async fn record_attempt(&self, report: AttemptReport) -> Result<()> {
         self.store.record_attempt(report).await
     }

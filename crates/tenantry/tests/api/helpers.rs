@@ -151,6 +151,16 @@ impl TestApp {
     }
 
     /// Stops the server cleanly and starts it again on the same data dir.
+    /// A second server on the same storage (on PostgreSQL: one more node on the same database),
+    /// and its address.
+    pub async fn another_node(&self) -> (Running, String) {
+        let mut cfg = self.cfg.clone();
+        cfg.admin_key = Some(self.admin_key.clone());
+        let running = start(cfg).await.unwrap();
+        let url = format!("http://{}", running.addr);
+        (running, url)
+    }
+
     pub async fn restart(&mut self) {
         self.running.take().unwrap().stop().await.unwrap();
         let mut cfg = self.cfg.clone();

@@ -322,3 +322,30 @@ async fn a_tenant_whose_receiver_hangs_does_not_delay_another_tenants_deliveries
     // The hanging tenant holds only its share of the worker's slots.
     assert!(held.lock().unwrap().len() <= 4, "{} connections to the hanging receiver", held.lock().unwrap().len());
 }
+
+#[tokio::test]
+async fn two_nodes_on_one_database_deliver_each_event_once() {
+    if !on_postgres() {
+        eprintln!("skipped on the embedded store: several nodes need PostgreSQL");
+        return;
+    }
+    let app = app_for_webhooks().await;
+    let acme = app.create_tenant("acme").await;
+    let rx = Receiver::start().await;
+    app.as_key(&acme.owner).create_webhook(&json!({"url": rx.url, "events": ["file.written"]})).await.unwrap();
+    let (node_b, b_url) = app.another_node().await;
+    let on_b = tenantry_client::Client::new(&b_url, Some(acme.owner.clone()));
+    for i in 0..20 {
+        let client = if i % 2 == 0 { app.as_key(&acme.owner) } else { on_b.clone() };
+        client.put_file(&format!("/f{i}"), vec![b'x'], None).await.unwrap();
+    }
+    eventually(20, "twenty deliveries", || async { rx.received().len() >= 20 }).await;
+    // Both nodes' workers saw every delivery due; a second sending would come within this wait.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut seqs: Vec<u64> = rx.received().iter().map(|r| r.json()["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.len(), 20, "each event delivered once: {seqs:?}");
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 20);
+    node_b.stop().await.unwrap();
+}
