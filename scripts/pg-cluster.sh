@@ -6,6 +6,7 @@
 #
 #   eval "$(bash scripts/pg-cluster.sh start)"   # exports TENANTRY_TEST_POSTGRES and PG_CLUSTER_DIR
 #   bash scripts/pg-cluster.sh stop "$PG_CLUSTER_DIR"
+#   bash scripts/pg-cluster.sh halt|resume DIR   # stop and start the server only, same port and data
 #
 # With CI=true and no PostgreSQL on the machine it installs Debian's (apt-get, as root). initdb
 # and the server refuse to run as root, so under root they run as the `postgres` user.
@@ -36,12 +37,21 @@ start)
   PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   as_owner "$BIN/initdb" -D "$DIR/data" -U postgres --auth=trust -E UTF8 --locale=C >"$DIR/initdb.log" 2>&1 \
     || { cat "$DIR/initdb.log" >&2; exit 1; }
-  as_owner "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -o \
-    "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB" start >&2 \
+  OPTS="-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB"
+  echo "$OPTS" > "$DIR/options"
+  as_owner "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -o "$OPTS" start >&2 \
     || { cat "$DIR/server.log" >&2; exit 1; }
   echo "export PG_CLUSTER_DIR=$DIR"
   echo "export PG_CLUSTER_BIN=$BIN"
   echo "export TENANTRY_TEST_POSTGRES=postgres://postgres@127.0.0.1:$PORT/postgres"
+  ;;
+halt)
+  DIR=${2:?the cluster dir printed by start}
+  as_owner "$(bin_dir)/pg_ctl" -D "$DIR/data" -m fast -w stop >&2
+  ;;
+resume)
+  DIR=${2:?the cluster dir printed by start}
+  as_owner "$(bin_dir)/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -o "$(cat "$DIR/options")" start >&2
   ;;
 stop)
   DIR=${2:?the cluster dir printed by start}
@@ -50,7 +60,7 @@ stop)
   rm -rf "$DIR"
   ;;
 *)
-  echo "usage: $0 start | stop DIR" >&2
+  echo "usage: $0 start | stop DIR | halt DIR | resume DIR" >&2
   exit 2
   ;;
 esac

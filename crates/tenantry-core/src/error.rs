@@ -27,6 +27,9 @@ pub enum ErrorCode {
     /// client's fault, but not a fault of the server's code either, so it gets its own code and
     /// a message that says what to do, instead of `internal`.
     StorageFull,
+    /// The database cannot be reached right now (a PostgreSQL server restarting, a network cut):
+    /// 503 with `Retry-After`; service resumes by itself once it answers again.
+    StorageUnavailable,
     /// Anything the client could not have caused; its details are logged, never answered.
     Internal,
 }
@@ -50,6 +53,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -132,6 +136,14 @@ impl Error {
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)
+    }
+    /// The database cannot be reached: the client is told to come back in a second (the cause
+    /// is the backend's to log).
+    pub fn storage_unavailable() -> Self {
+        let mut e =
+            Self::new(ErrorCode::StorageUnavailable, "the database cannot be reached right now; try again shortly");
+        e.details = Some(serde_json::Map::from_iter([("retry_after".to_owned(), serde_json::Value::from(1))]));
+        e
     }
     pub fn unauthenticated() -> Self {
         Self::new(

@@ -31,6 +31,7 @@ const API_ERRORS: &[(&str, &str)] = &[
     ("409", "conflict"),
     ("413", "too_large"),
     ("429", "rate_limited, or quota_exceeded when the monthly call allowance is spent"),
+    ("503", "storage_unavailable: the database cannot be reached right now; retry after Retry-After"),
     ("507", "storage_full: the server's disk is full; nothing was changed"),
 ];
 

@@ -72,11 +72,13 @@ impl PgDatabase {
 
     /// A connection from the pool.
     pub async fn client(&self) -> Result<Object> {
-        self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => {
-                Error::internal(format!("cannot reach the database: {}", describe(&e)))
-            }
-            other => Error::internal(format!("cannot reach the database: {other}")),
+        self.pool.get().await.map_err(|e| {
+            let cause = match &e {
+                deadpool_postgres::PoolError::Backend(e) => describe(e),
+                other => other.to_string(),
+            };
+            tracing::warn!("the database cannot be reached: {cause}");
+            Error::storage_unavailable()
         })
     }
 }

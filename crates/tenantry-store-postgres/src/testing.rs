@@ -6,6 +6,19 @@ use tokio_postgres::NoTls;
 /// Where the test cluster is: a superuser's URL.
 pub const CLUSTER_VAR: &str = "TENANTRY_TEST_POSTGRES";
 
+/// Whether a test cluster is configured; says so when not. Under `CI=true` a missing cluster
+/// is a failure: a broken install must not pass as a skip.
+pub fn cluster_configured() -> bool {
+    if std::env::var_os(CLUSTER_VAR).is_some() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{CLUSTER_VAR} is not set under CI=true: .ci/run starts a cluster (scripts/pg-cluster.sh)");
+    }
+    eprintln!("skipped: {CLUSTER_VAR} is not set (eval \"$(bash scripts/pg-cluster.sh start)\" sets it)");
+    false
+}
+
 pub struct TestDatabase {
     admin_url: String,
     host: String,
@@ -19,13 +32,16 @@ impl TestDatabase {
     /// A new database, or `None` (the test is skipped, saying so) when no cluster is configured.
     /// Under `CI=true` a missing cluster is a failure: a broken install must not pass as a skip.
     pub async fn create() -> Option<TestDatabase> {
-        let Ok(admin_url) = std::env::var(CLUSTER_VAR) else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{CLUSTER_VAR} is not set under CI=true: .ci/run starts a cluster (scripts/pg-cluster.sh)");
-            }
-            eprintln!("skipped: {CLUSTER_VAR} is not set (eval \"$(bash scripts/pg-cluster.sh start)\" sets it)");
+        if !cluster_configured() {
             return None;
-        };
+        }
+        let admin_url = std::env::var(CLUSTER_VAR).expect("checked");
+        Some(TestDatabase::create_on(&admin_url).await)
+    }
+
+    /// A new database on the cluster whose superuser's URL is `admin_url`.
+    pub async fn create_on(admin_url: &str) -> TestDatabase {
+        let admin_url = admin_url.to_owned();
         let config: tokio_postgres::Config = admin_url.parse().expect("the test cluster URL parses");
         let host = match &config.get_hosts()[0] {
             tokio_postgres::config::Host::Tcp(h) => h.clone(),
@@ -51,7 +67,7 @@ impl TestDatabase {
         ] {
             admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         }
-        Some(db)
+        db
     }
 
     /// The URL of this database as `role`.

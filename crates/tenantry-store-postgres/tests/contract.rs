@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use tenantry_store_contract::{Backend, Fixture};
-use tenantry_store_postgres::testing::{TestDatabase, CLUSTER_VAR};
+use tenantry_store_postgres::testing::{cluster_configured, TestDatabase};
 use tenantry_store_postgres::{schema, PgStore};
 
 struct Postgres;
@@ -29,14 +29,7 @@ impl Backend for Postgres {
     }
 
     fn available(&self) -> bool {
-        if std::env::var_os(CLUSTER_VAR).is_some() {
-            return true;
-        }
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{CLUSTER_VAR} is not set under CI=true: .ci/run starts a cluster (scripts/pg-cluster.sh)");
-        }
-        eprintln!("skipped: {CLUSTER_VAR} is not set");
-        false
+        cluster_configured()
     }
 }
 

@@ -725,3 +725,71 @@ fn serve_from_postgres_keeps_everything_across_a_restart() {
     drop(again);
     rt.block_on(db.drop_all());
 }
+
+/// `GET path` on a server, by hand (no client library): its status and body.
+fn http_get(url: &str, path: &str) -> (u16, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+#[test]
+fn a_postgres_restart_answers_503_and_service_resumes_by_itself_with_nothing_lost() {
+    if !tenantry_store_postgres::testing::cluster_configured() {
+        return;
+    }
+    // A cluster of this test's own: it is stopped and started again while a server uses it.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-cluster.sh");
+    let started = Command::new("bash").arg(&script).arg("start").output().unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let exports = String::from_utf8(started.stdout).unwrap();
+    let var = |name: &str| exports.lines().find_map(|l| l.strip_prefix(&format!("export {name}="))).unwrap().to_owned();
+    let (cluster_dir, admin_url) = (var("PG_CLUSTER_DIR"), var("TENANTRY_TEST_POSTGRES"));
+    let cluster = |verb: &str| {
+        let out = Command::new("bash").arg(&script).args([verb, &cluster_dir]).output().unwrap();
+        assert!(out.status.success(), "{verb}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(tenantry_store_postgres::testing::TestDatabase::create_on(&admin_url));
+    let migrated =
+        clean_command().args(["db", "migrate", "--url", &db.owner_url(), "--app-role", &db.app_role]).output().unwrap();
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[("TENANTRY_DATABASE_URL", &db.app_url())]);
+    let cli = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("c.toml") };
+    let owner = cli.json(&["tenant", "create", "acme"])["owner_key"].as_str().unwrap().to_owned();
+    let acme = cli.with_key(&owner);
+    acme.ok(&["fs", "put", "/kept.txt", "/dev/null"]);
+
+    cluster("halt");
+    let (status, answer) = http_get(&server.url, "/readyz");
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("\"code\":\"storage_unavailable\""), "{answer}");
+    let refused = acme.run(&["fs", "get", "/kept.txt", "--json"]);
+    let doc: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(doc["error"]["code"], "storage_unavailable", "{doc}");
+
+    cluster("resume");
+    let mut back = false;
+    for _ in 0..100 {
+        if http_get(&server.url, "/readyz").0 == 200 {
+            back = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(back, "ready again by itself once the database answers");
+    let got = acme.run(&["fs", "get", "/kept.txt"]);
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    acme.ok(&["fs", "put", "/after.txt", "/dev/null"]);
+    let ls = acme.json(&["fs", "ls", "/"]);
+    let paths: Vec<&str> = ls["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/after.txt", "/kept.txt"], "the write acknowledged before the restart is there");
+    drop(server);
+    cluster("stop");
+}

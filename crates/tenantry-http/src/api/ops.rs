@@ -23,7 +23,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => {
             tracing::error!("readiness check failed: {e}");
-            error_response(StatusCode::SERVICE_UNAVAILABLE, "internal", "storage is not reachable".into())
+            error_response(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "storage is not reachable".into())
         }
     }
 }
