@@ -171,6 +171,59 @@ pub fn past_folder(dir: &str) -> String {
     format!("{}0", &dir[..dir.len() - 1])
 }
 
+/// A listing by folder ([`FileStore::list_folder`]) as a skip scan, one index seek per entry:
+/// the backend finds the first file at (`inclusive`) or after `from` and before [`Self::end`],
+/// and [`Self::take`] makes it the next entry and moves past it, past its whole folder when it
+/// lies in one, however many files that folder holds.
+#[derive(Debug, Clone)]
+pub struct FolderScan {
+    dir: String,
+    end: String,
+    pub from: String,
+    pub inclusive: bool,
+}
+
+impl FolderScan {
+    /// The scan of `within`, resuming after the cursor `after`: a cursor under a folder of this
+    /// level (a folder entry itself, or any path below one) resumes past that whole folder, which
+    /// was listed once already.
+    pub fn new(within: &PathPrefix, after: Option<String>) -> FolderScan {
+        let dir = within.as_dir();
+        let end = past_folder(&dir);
+        let (mut from, mut inclusive) = match after {
+            Some(after) => match after.strip_prefix(dir.as_str()).and_then(|rest| rest.split_once('/')) {
+                Some((step, _)) => (past_folder(&format!("{dir}{step}/")), true),
+                None => (after, false),
+            },
+            None => (dir.clone(), true),
+        };
+        if from < dir {
+            (from, inclusive) = (dir.clone(), true);
+        }
+        FolderScan { dir, end, from, inclusive }
+    }
+
+    /// The first path past the folder listed.
+    pub fn end(&self) -> &str {
+        &self.end
+    }
+
+    /// The entry `file` (the next one the seek found) stands for, moving the scan past it.
+    pub fn take(&mut self, file: FileMeta) -> ListedEntry {
+        match file.path.as_str()[self.dir.len()..].split_once('/') {
+            Some((step, _)) => {
+                let folder = format!("{}{step}/", self.dir);
+                (self.from, self.inclusive) = (past_folder(&folder), true);
+                ListedEntry::Folder { path: folder }
+            }
+            None => {
+                (self.from, self.inclusive) = (file.path.as_str().to_owned(), false);
+                ListedEntry::File(file)
+            }
+        }
+    }
+}
+
 /// A byte range of a file, inclusive start and exclusive end, already clamped to the size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {

@@ -13,8 +13,8 @@ use tenantry_core::path::TenantPath;
 use tenantry_core::quota;
 use tenantry_core::search::DocKind;
 use tenantry_core::store::{
-    etag_of, past_folder, ByteRange, FileListing, FileStore, FileWrite, HeldFile, ListedEntry, Precondition,
-    StoredUsage, TenantScope, WriteOutcome,
+    etag_of, past_folder, ByteRange, FileListing, FileStore, FileWrite, FolderScan, HeldFile, ListedEntry,
+    Precondition, StoredUsage, TenantScope, WriteOutcome,
 };
 use tenantry_core::time::Timestamp;
 use tenantry_core::{Error, Result};
@@ -364,20 +364,7 @@ impl FileStore for PgStore {
 
     async fn list_folder(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<ListedEntry>> {
         let tenant = scope.tenant_id();
-        let dir = listing.within.as_dir();
-        let end = past_folder(&dir);
-        // As the SQLite backend: a skip scan, one index seek per entry; a cursor below a folder
-        // of this level resumes past that folder.
-        let (mut from, mut inclusive) = match listing.after {
-            Some(after) => match after.strip_prefix(dir.as_str()).and_then(|rest| rest.split_once('/')) {
-                Some((step, _)) => (past_folder(&format!("{dir}{step}/")), true),
-                None => (after, false),
-            },
-            None => (dir.clone(), true),
-        };
-        if from < dir {
-            (from, inclusive) = (dir.clone(), true);
-        }
+        let mut scan = FolderScan::new(&listing.within, listing.after);
         let mut conn = self.conn().await?;
         let tx = begin(&mut conn, tenant).await?;
         let at_or_after = tx
@@ -394,22 +381,13 @@ impl FileStore for PgStore {
             .map_err(pg_error)?;
         let mut entries = Vec::new();
         while entries.len() < listing.limit {
-            let statement = if inclusive { &at_or_after } else { &after };
-            let Some(row) = tx.query_opt(statement, &[&tenant.as_str(), &from, &end]).await.map_err(pg_error)? else {
+            let statement = if scan.inclusive { &at_or_after } else { &after };
+            let Some(row) =
+                tx.query_opt(statement, &[&tenant.as_str(), &scan.from, &scan.end()]).await.map_err(pg_error)?
+            else {
                 break;
             };
-            let file = file_from_row(&row)?;
-            match file.path.as_str()[dir.len()..].split_once('/') {
-                Some((step, _)) => {
-                    let folder = format!("{dir}{step}/");
-                    (from, inclusive) = (past_folder(&folder), true);
-                    entries.push(ListedEntry::Folder { path: folder });
-                }
-                None => {
-                    (from, inclusive) = (file.path.as_str().to_owned(), false);
-                    entries.push(ListedEntry::File(file));
-                }
-            }
+            entries.push(scan.take(file_from_row(&row)?));
         }
         commit(tx).await?;
         Ok(entries)

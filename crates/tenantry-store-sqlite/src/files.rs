@@ -16,7 +16,7 @@ use tenantry_core::path::TenantPath;
 use tenantry_core::quota;
 use tenantry_core::search::DocKind;
 use tenantry_core::store::{
-    etag_of, past_folder, ByteRange, FileListing, FileStore, FileWrite, HeldFile, ListedEntry, Precondition,
+    etag_of, ByteRange, FileListing, FileStore, FileWrite, FolderScan, HeldFile, ListedEntry, Precondition,
     StoredUsage, TenantScope, WriteOutcome,
 };
 use tenantry_core::time::Timestamp;
@@ -499,45 +499,22 @@ impl FileStore for SqliteStore {
     async fn list_folder(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<ListedEntry>> {
         let tenant = scope.tenant_id().clone();
         self.read_of(&tenant.clone(), move |conn| {
-            let dir = listing.within.as_dir();
-            let end = past_folder(&dir);
-            // A skip scan: one index seek per entry. After a folder, the next seek starts past
-            // everything under it, however many files it holds.
-            // A cursor under a folder of this level (a folder entry itself, or any path below
-            // one) resumes past that whole folder: it was listed once already.
-            let (mut from, mut inclusive) = match listing.after {
-                Some(after) => match after.strip_prefix(dir.as_str()).and_then(|rest| rest.split_once('/')) {
-                    Some((step, _)) => (past_folder(&format!("{dir}{step}/")), true),
-                    None => (after, false),
-                },
-                None => (dir.clone(), true),
-            };
-            if from < dir {
-                (from, inclusive) = (dir.clone(), true);
-            }
+            let mut scan = FolderScan::new(&listing.within, listing.after);
             let mut entries = Vec::new();
             while entries.len() < listing.limit {
-                let bound = if inclusive { ">=" } else { ">" };
+                let bound = if scan.inclusive { ">=" } else { ">" };
                 let mut next = conn
                     .prepare_cached(&format!(
                         "SELECT {FILE_COLUMNS} FROM files
                          WHERE tenant_id = ?1 AND path {bound} ?2 AND path < ?3 ORDER BY path LIMIT 1"
                     ))
                     .map_err(sql_error)?;
-                let mut rows = next.query_map(params![tenant.as_str(), from, end], file_from_row).map_err(sql_error)?;
+                let mut rows = next
+                    .query_map(params![tenant.as_str(), scan.from, scan.end()], file_from_row)
+                    .map_err(sql_error)?;
                 let Some(file) = rows.next() else { break };
                 let file = file.map_err(sql_error)??;
-                match file.path.as_str()[dir.len()..].split_once('/') {
-                    Some((step, _)) => {
-                        let folder = format!("{dir}{step}/");
-                        (from, inclusive) = (past_folder(&folder), true);
-                        entries.push(ListedEntry::Folder { path: folder });
-                    }
-                    None => {
-                        (from, inclusive) = (file.path.as_str().to_owned(), false);
-                        entries.push(ListedEntry::File(file));
-                    }
-                }
+                entries.push(scan.take(file));
             }
             Ok(entries)
         })
