@@ -4,10 +4,28 @@
 //! entry and reached from a key in the same lookup that authenticates it: with 10,000 tenants
 //! every separate per-tenant map was another likely cache miss on each request.
 
+use crate::ids::TenantId;
 use crate::ratelimit::{RateBucket, RateDecision};
 use crate::usage::{Counters, TenantMeter};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+
+/// What one node counted for a tenant since it last told the others (several nodes on one
+/// database share each tenant's rate limit and monthly allowance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityShare {
+    pub tenant: TenantId,
+    /// Requests its rate limit let through.
+    pub admitted: u64,
+    /// API calls it metered.
+    pub calls: u64,
+}
+
+/// Told what other nodes sharing the store counted. Called from the store's own task: it must
+/// not block.
+pub trait ActivityFollower: Send + Sync {
+    fn counted_elsewhere(&self, shares: &[ActivityShare]);
+}
 
 #[derive(Debug, Default)]
 pub struct TenantActivity {
@@ -17,6 +35,9 @@ pub struct TenantActivity {
     requests: AtomicU64,
     /// Set by the first request refused by the rate limit, cleared by the next one let through.
     limited_run: AtomicBool,
+    /// Requests let through and calls metered here, not yet told to other nodes.
+    admitted_unshared: AtomicU64,
+    calls_unshared: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -35,8 +56,24 @@ impl TenantActivity {
         let decision = self.counted().rate.check(per_minute, now_ms);
         if decision.allowed {
             self.end_limited_run();
+            self.admitted_unshared.fetch_add(1, Ordering::Relaxed);
         }
         decision
+    }
+
+    /// Takes what was let through and metered here since the last take: (admitted, calls).
+    pub fn take_unshared(&self) -> (u64, u64) {
+        (self.admitted_unshared.swap(0, Ordering::Relaxed), self.calls_unshared.swap(0, Ordering::Relaxed))
+    }
+
+    /// Counts what other nodes let through (against `per_minute`, if the tenant has a rate
+    /// limit) and metered in the month starting at `month_start_ms`.
+    pub fn counted_elsewhere(&self, share: &ActivityShare, per_minute: Option<u64>, now_ms: i64, month_start_ms: i64) {
+        let mut counted = self.counted();
+        if let Some(per_minute) = per_minute {
+            counted.rate.admitted_elsewhere(share.admitted, per_minute, now_ms);
+        }
+        counted.meter.calls_elsewhere(month_start_ms, share.calls);
     }
 
     /// A request was let through: a run of rate-limited ones, if any, is over.
@@ -54,6 +91,7 @@ impl TenantActivity {
 
     /// Meters one request; returns the month's API calls before and after it.
     pub fn record(&self, now_ms: i64, month_start_ms: i64, c: Counters) -> (u64, u64) {
+        self.calls_unshared.fetch_add(c.api_calls, Ordering::Relaxed);
         self.counted().meter.record(now_ms, month_start_ms, c)
     }
 

@@ -1,7 +1,9 @@
 //! The in-memory directory of tenants and keys: the hot path authenticates and resolves a tenant
 //! here with hash-map lookups and no database round trip (DESIGN.md §4). The store is the truth;
 //! the service updates this view right after each committed change, so a revoke, suspend or
-//! archive takes effect for the very next request.
+//! archive takes effect for the very next request. Where several nodes share the store, each
+//! node re-reads a tenant when the store tells it (a [`DirectoryFollower`]) that another node
+//! changed it, and everything when the store may have missed changes.
 
 use crate::activity::TenantActivity;
 use crate::ids::{KeyId, TenantId};
@@ -58,6 +60,16 @@ impl Inner {
     }
 }
 
+/// Told by a store that several nodes share when the directory's truth changed under this node.
+/// Called from the store's own task: it must not block.
+pub trait DirectoryFollower: Send + Sync {
+    /// `tenant`'s record or keys changed, or it was purged (also for this node's own changes:
+    /// re-reading after each keeps the view right whatever order the re-reads finish in).
+    fn tenant_changed(&self, tenant: &TenantId);
+    /// Changes may have been missed (the store's feed was interrupted): re-read everything.
+    fn resync(&self);
+}
+
 #[derive(Default)]
 pub struct Directory {
     // std RwLock: held only for hash-map operations, never across an await.
@@ -81,6 +93,23 @@ impl Directory {
             inner.put_key(k);
         }
         *self.write() = inner;
+    }
+
+    /// Replaces the whole view with what the store holds now, keeping the entry (and so the
+    /// counters) of every tenant still there: a resynchronization, not a restart.
+    pub fn sync(&self, tenants: Vec<Tenant>, keys: Vec<KeyRecord>) {
+        let mut inner = self.write();
+        let mut old = std::mem::take(&mut inner.tenants);
+        *inner = Inner::default();
+        for t in tenants {
+            if let Some(entry) = old.remove(&t.id) {
+                inner.tenants.insert(t.id.clone(), entry);
+            }
+            index_tenant(&mut inner, t);
+        }
+        for k in keys {
+            inner.put_key(k);
+        }
     }
 
     /// Adds or replaces a tenant (after a committed create or update). A replaced tenant keeps

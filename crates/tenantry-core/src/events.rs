@@ -143,8 +143,21 @@ impl From<AuditDraft> for Journal {
 
 /// Told about events right after they commit, in commit order (the SSE hub, the webhook worker).
 /// Called on the store's writer thread: it must not block.
+///
+/// Where several nodes share the store, a sink also hears the events other nodes commit, for the
+/// tenants it [`follows`](EventSink::follows), soon after their commit: those may come before or
+/// after this node's own events of the same tenant, so a sink that needs them in order goes by
+/// `seq` (and reads the store for any it has not heard).
 pub trait EventSink: Send + Sync {
     fn published(&self, tenant: &crate::ids::TenantId, events: &[Event]);
+    /// Whether this sink wants `tenant`'s events committed by other nodes (each such batch is
+    /// read from the store once per node, for the sinks that want it).
+    fn follows(&self, _tenant: &crate::ids::TenantId) -> bool {
+        false
+    }
+    /// Other nodes' events may have been committed unheard (the store's feed from the other
+    /// nodes was interrupted): whatever the sink keeps in step with them must be re-read.
+    fn missed(&self) {}
 }
 
 #[cfg(test)]

@@ -55,6 +55,19 @@ impl RateBucket {
     }
 }
 
+impl RateBucket {
+    /// Counts `admitted` requests that other nodes let through (several nodes on one database
+    /// share each tenant's limit): the TAT moves an interval ahead for each, as if this node had
+    /// let them through now. What they admitted beyond the limit while the news was on its way
+    /// pushes the TAT past the burst tolerance, so this node then refuses until the cluster is
+    /// back within the limit.
+    pub fn admitted_elsewhere(&mut self, admitted: u64, per_minute: u64, now_ms: i64) {
+        let interval = 60_000.0 / per_minute.max(1) as f64;
+        let tat = (self.tat_ms as f64).max(now_ms as f64);
+        self.tat_ms = (tat + interval * admitted as f64).ceil() as i64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +98,20 @@ mod tests {
         let seen: Vec<u64> = (0..6).map(|_| a.check(600, 5_000).remaining).collect();
         assert_eq!(seen, vec![299, 298, 297, 296, 295, 294]);
         assert_eq!(b.check(600, 5_000).remaining, 299);
+    }
+
+    #[test]
+    fn requests_admitted_elsewhere_count_against_the_same_limit() {
+        // 60/min: burst 30, of which another node let 20 through.
+        let mut t = RateBucket::default();
+        t.admitted_elsewhere(20, 60, 1_000_000);
+        let allowed = (0..40).filter(|_| t.check(60, 1_000_000).allowed).count();
+        assert_eq!(allowed, 10);
+        // Told of more than the limit allowed (the other node had not heard of these yet): this
+        // node waits until the cluster is back within it.
+        t.admitted_elsewhere(5, 60, 1_000_000);
+        assert!(!t.check(60, 1_005_000).allowed);
+        assert!(t.check(60, 1_006_000).allowed);
     }
 
     #[test]

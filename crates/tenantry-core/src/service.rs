@@ -74,6 +74,10 @@ pub use webhooks::{AttemptResult, NewWebhook, WebhookPatch};
 pub const MAX_PAGE: usize = 1000;
 pub const DEFAULT_PAGE: usize = 100;
 
+/// How often a node tells the others what it counted ([`Tenantry::share_activity`]): how far
+/// behind the other nodes' view of a tenant's rate may be.
+pub const SHARE_ACTIVITY_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub tiers: TierTable,
@@ -410,6 +414,35 @@ impl Tenantry {
         self.store.add_event_sink(sink);
     }
 
+    /// Registers whom the store tells when another node changes the directory (several nodes on
+    /// one database); the follower calls [`Tenantry::reload_tenant`] and
+    /// [`Tenantry::resync_directory`].
+    pub fn add_directory_follower(&self, follower: Arc<dyn crate::directory::DirectoryFollower>) {
+        self.store.add_directory_follower(follower);
+    }
+
+    /// Re-reads one tenant and its keys into the directory (after another node changed them):
+    /// a purged tenant leaves it.
+    pub async fn reload_tenant(&self, id: &TenantId) -> Result<()> {
+        match self.store.load_tenant_directory(id).await? {
+            Some((tenant, keys)) => {
+                self.directory.put_tenant(tenant);
+                for key in keys {
+                    self.directory.put_key(key);
+                }
+            }
+            None => self.directory.remove_tenant(id),
+        }
+        Ok(())
+    }
+
+    /// Re-reads the whole directory (changes may have been missed), keeping each tenant's counters.
+    pub async fn resync_directory(&self) -> Result<()> {
+        let (tenants, keys) = self.store.load_directory().await?;
+        self.directory.sync(tenants, keys);
+        Ok(())
+    }
+
     /// The refusal of a feature `tenant` lacks (`name`: its name among the limits, e.g.
     /// `webhooks`), naming the command that gives it: its override turned back on when its tier
     /// has the feature, else the smallest larger tier that does (none while `creating`: the
@@ -566,6 +599,23 @@ impl Tenantry {
         let now = self.clock.now();
         let c = crate::usage::Counters { api_calls: 1, ..Default::default() };
         caller.activity().record(now.millis(), now.month_bounds().0.millis(), c);
+    }
+
+    /// Tells the other nodes sharing the store what this node let through and metered since the
+    /// last time, so each tenant's rate limit and monthly allowance hold for the cluster as a
+    /// whole (called every [`SHARE_ACTIVITY_EVERY`] where several nodes may share the store).
+    pub async fn share_activity(&self) -> Result<()> {
+        let mut shares = Vec::new();
+        self.directory.for_each_activity(|tenant, activity| {
+            let (admitted, calls) = activity.take_unshared();
+            if admitted > 0 || calls > 0 {
+                shares.push(crate::activity::ActivityShare { tenant: tenant.clone(), admitted, calls });
+            }
+        });
+        if shares.is_empty() {
+            return Ok(());
+        }
+        self.store.announce_activity(&shares).await
     }
 
     /// Writes the metered usage to the store (called every few seconds and at shutdown).
@@ -1179,4 +1229,17 @@ fn mint_key(
         revoked_at: None,
     };
     (record, secret)
+}
+
+/// What other nodes counted, added to each tenant's rate state and monthly calls.
+impl crate::activity::ActivityFollower for Tenantry {
+    fn counted_elsewhere(&self, shares: &[crate::activity::ActivityShare]) {
+        let now = self.clock.now();
+        let (month_start, _) = now.month_bounds();
+        for share in shares {
+            let Some(entry) = self.directory.entry(&share.tenant) else { continue };
+            let per_minute = self.limits_of(&entry.tenant()).max_requests_per_minute;
+            entry.activity().counted_elsewhere(share, per_minute, now.millis(), month_start.millis());
+        }
+    }
 }

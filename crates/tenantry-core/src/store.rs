@@ -636,6 +636,19 @@ pub struct StoreMetric {
 pub trait Upkeep: Send + Sync {
     /// Every tenant and every key, to fill the in-memory directory at start.
     async fn load_directory(&self) -> Result<(Vec<Tenant>, Vec<KeyRecord>)>;
+    /// One tenant and all its keys, as [`Upkeep::load_directory`] gives them (`None`: no such
+    /// tenant, e.g. purged): what a node re-reads when another node changed the tenant.
+    async fn load_tenant_directory(&self, tenant: &TenantId) -> Result<Option<(Tenant, Vec<KeyRecord>)>>;
+    /// Registers whom to tell when another node sharing this store changes the directory. A store
+    /// that only one node writes to has nothing to tell, and keeps no follower.
+    fn add_directory_follower(&self, _follower: std::sync::Arc<dyn crate::directory::DirectoryFollower>) {}
+    /// Tells the other nodes sharing this store what this node counted; they hear it through
+    /// their [`crate::activity::ActivityFollower`]s. A store only one node uses has nobody to tell.
+    async fn announce_activity(&self, _shares: &[crate::activity::ActivityShare]) -> Result<()> {
+        Ok(())
+    }
+    /// Registers whom to tell what other nodes counted (see [`Upkeep::announce_activity`]).
+    fn add_activity_follower(&self, _follower: std::sync::Arc<dyn crate::activity::ActivityFollower>) {}
     /// Adds a batch of counters (one transaction). Counters of a tenant no longer registered are
     /// dropped, checked inside the transaction: a purge may commit while a batch is on its way,
     /// and must leave no row of the purged tenant behind.

@@ -85,6 +85,15 @@ impl TenantMeter {
         (before, self.month.1)
     }
 
+    /// Adds `calls` other nodes metered in the month starting at `month_start_ms` (they flush
+    /// their own usage; this only keeps the allowance whole across nodes).
+    pub fn calls_elsewhere(&mut self, month_start_ms: i64, calls: u64) {
+        if self.month.0 != month_start_ms {
+            self.month = (month_start_ms, 0);
+        }
+        self.month.1 += calls;
+    }
+
     /// Takes everything not yet flushed, by day. On a failed flush, hand it back with
     /// [`add`](Self::add).
     pub fn take(&mut self) -> impl Iterator<Item = (i64, Counters)> + '_ {

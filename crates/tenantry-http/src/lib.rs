@@ -15,6 +15,7 @@
 //! [`serve`] is the seam: the binary and the tests both start the real server through it.
 
 pub mod api;
+pub mod cluster;
 pub mod delivery;
 pub mod edge;
 pub mod error;

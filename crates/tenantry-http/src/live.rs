@@ -1,7 +1,9 @@
 //! The live event stream (API.md §7, SSE): a hub fed by the store after each commit, and one task
 //! per subscriber that first replays what the client missed from the store, then relays the hub.
-//! It subscribes before replaying and skips every `seq` it has already sent, so a resume from
-//! `Last-Event-ID` has neither gaps nor duplicates.
+//! It subscribes before replaying and skips every `seq` it has already dealt with, so a resume
+//! from `Last-Event-ID` has neither gaps nor duplicates. Events of one tenant may reach the hub
+//! out of order (where several nodes share the store, other nodes' come through the store's
+//! feed): a batch that starts past the next `seq` makes the stream read the gap from the store.
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -18,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 /// Batches of committed events, per tenant, for the streams open on it.
 pub struct EventHub {
-    tenants: Mutex<HashMap<TenantId, broadcast::Sender<Arc<[Event]>>>>,
+    tenants: Mutex<HashMap<TenantId, broadcast::Sender<Live>>>,
     closing: watch::Sender<bool>,
     /// Open streams per tenant, each held by a [`StreamSlot`].
     open: Arc<Mutex<HashMap<TenantId, usize>>>,
@@ -42,6 +44,15 @@ impl Drop for StreamSlot {
     }
 }
 
+/// What the hub passes to a tenant's streams.
+#[derive(Clone)]
+pub enum Live {
+    /// Committed events, in `seq` order.
+    Events(Arc<[Event]>),
+    /// Events may have been committed that the hub was not told of: read the store.
+    Check,
+}
+
 /// Batches a slow subscriber may fall behind before it re-reads from the store.
 const HUB_CAPACITY: usize = 1024;
 /// A comment line this often keeps proxies from closing an idle stream.
@@ -59,11 +70,11 @@ impl Default for EventHub {
 }
 
 impl EventHub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, broadcast::Sender<Arc<[Event]>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, broadcast::Sender<Live>>> {
         self.tenants.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn subscribe(&self, tenant: &TenantId) -> broadcast::Receiver<Arc<[Event]>> {
+    pub fn subscribe(&self, tenant: &TenantId) -> broadcast::Receiver<Live> {
         self.lock().entry(tenant.clone()).or_insert_with(|| broadcast::channel(HUB_CAPACITY).0).subscribe()
     }
 
@@ -94,10 +105,18 @@ impl EventSink for EventHub {
     fn published(&self, tenant: &TenantId, events: &[Event]) {
         let mut tenants = self.lock();
         if let Some(tx) = tenants.get(tenant) {
-            if tx.send(Arc::from(events)).is_err() {
+            if tx.send(Live::Events(Arc::from(events))).is_err() {
                 tenants.remove(tenant); // nobody listening any more
             }
         }
+    }
+
+    fn follows(&self, tenant: &TenantId) -> bool {
+        self.lock().get(tenant).is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    fn missed(&self) {
+        self.lock().retain(|_, tx| tx.send(Live::Check).is_ok());
     }
 }
 
@@ -190,8 +209,11 @@ impl Sender {
     }
 }
 
-/// Sends replayed events from the store, `cursor` moving past each.
+/// Sends replayed events from the store, `cursor` moving past each, and at the end to the
+/// tenant's latest `seq` as read before the replay: every event up to there has been dealt with
+/// (sent, or not the key's to see).
 async fn replay(svc: &Tenantry, caller: &Caller, cursor: &mut u64, tx: &Sender) -> Result<(), ()> {
+    let latest = svc.last_event_seq(caller).await.map_err(|_| ())?;
     loop {
         let page = svc.events_after(caller, *cursor, REPLAY_PAGE).await.map_err(|_| ())?;
         for e in &page {
@@ -206,6 +228,7 @@ async fn replay(svc: &Tenantry, caller: &Caller, cursor: &mut u64, tx: &Sender) 
             }
         }
         if page.len() < REPLAY_PAGE {
+            *cursor = (*cursor).max(latest);
             return Ok(());
         }
     }
@@ -225,7 +248,12 @@ async fn relay(svc: &Tenantry, hub: &EventHub, caller: &Caller, after: u64, tx: 
     loop {
         tokio::select! {
             batch = live.recv() => match batch {
-                Ok(events) => {
+                Ok(Live::Events(events)) => {
+                    if events.first().is_some_and(|e| e.seq > cursor + 1) {
+                        // Events before these have not come through the hub (yet): the store
+                        // has them.
+                        replay(svc, caller, &mut cursor, tx).await?;
+                    }
                     for e in events.iter() {
                         if e.seq <= cursor {
                             continue; // replayed already
@@ -247,8 +275,11 @@ async fn relay(svc: &Tenantry, hub: &EventHub, caller: &Caller, after: u64, tx: 
                         }
                     }
                 }
-                // Fell behind the hub: the store has everything, in order.
-                Err(broadcast::error::RecvError::Lagged(_)) => replay(svc, caller, &mut cursor, tx).await?,
+                // Events may have been missed, or this stream fell behind the hub: the store
+                // has everything, in order.
+                Ok(Live::Check) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    replay(svc, caller, &mut cursor, tx).await?
+                }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
             _ = keepalive.tick() => tx.send(Bytes::from_static(b": keepalive\n\n")).await?,
@@ -260,5 +291,70 @@ async fn relay(svc: &Tenantry, hub: &EventHub, caller: &Caller, after: u64, tx: 
         if !svc.still_allowed(caller) {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry_core::caller::RequestFacts;
+    use tenantry_core::path::TenantPath;
+    use tenantry_core::service::ServiceConfig;
+    use tenantry_core::store::Precondition;
+    use tenantry_core::time::SystemClock;
+    use tenantry_store_sqlite::{OpenOptions, SqliteStore};
+
+    /// The seqs in a stream's frames (`id:` lines) as they arrive, until `n` have come.
+    async fn seqs(rx: &mut mpsc::Receiver<Bytes>, n: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let frame = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a frame").expect("open");
+            let text = String::from_utf8_lossy(&frame).into_owned();
+            out.extend(text.lines().filter_map(|l| l.strip_prefix("id: ")).map(|s| s.parse::<u64>().unwrap()));
+        }
+        out
+    }
+
+    /// Events of one tenant can reach the hub out of order (another node's come through the
+    /// store's feed): here the hub, which the store does not feed, is handed the third of three
+    /// committed events first, then the first two, then told to check.
+    #[tokio::test]
+    async fn a_batch_past_the_next_seq_makes_the_stream_read_the_gap_and_nothing_comes_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path(), OpenOptions::default()).unwrap());
+        let svc = Tenantry::start(store, ServiceConfig::default(), "operator", Arc::new(SystemClock)).await.unwrap();
+        let svc = Arc::new(svc);
+        let facts = RequestFacts { bearer: Some("operator".into()), ..RequestFacts::default() };
+        let caller = svc.authenticate(facts).await.unwrap();
+        let start = svc.last_event_seq(&caller).await.unwrap();
+        let hub = Arc::new(EventHub::default());
+        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+        let relayed = {
+            let (svc, hub, caller) = (svc.clone(), hub.clone(), caller.clone());
+            tokio::spawn(async move {
+                let _ =
+                    relay(&svc, &hub, &caller, start, &Sender(tx, Duration::from_secs(5), Default::default())).await;
+            })
+        };
+        assert_eq!(&rx.recv().await.unwrap()[..], OPENING);
+        // Subscribed before the opening was sent; let its first replay (of nothing) finish.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for i in 0..3 {
+            let path = TenantPath::parse(&format!("/f{i}")).unwrap();
+            svc.put_file(&caller, path, vec![b'x'], None, Precondition::None).await.unwrap();
+        }
+        let events = svc.events_after(&caller, start, 10).await.unwrap();
+        assert_eq!(events.len(), 3);
+        let tenant = caller.tenant().id.clone();
+        hub.published(&tenant, &events[2..]);
+        assert_eq!(seqs(&mut rx, 3).await, vec![start + 1, start + 2, start + 3]);
+        hub.published(&tenant, &events[..2]);
+        let path = TenantPath::parse("/f3").unwrap();
+        svc.put_file(&caller, path, vec![b'x'], None, Precondition::None).await.unwrap();
+        hub.missed();
+        // The late batch sends nothing again; the check reads the event the hub never had.
+        assert_eq!(seqs(&mut rx, 1).await, vec![start + 4]);
+        hub.close();
+        relayed.await.unwrap();
     }
 }

@@ -41,6 +41,30 @@ pub async fn replacing_a_file_bumps_its_version_and_keeps_its_creation_time(b: &
     assert_eq!(bytes, b"second");
 }
 
+pub async fn a_read_racing_replacements_gets_one_whole_version(b: &dyn Backend) {
+    let f = b.open().await;
+    let (_, a) = f.tenant("acme").await;
+    // Versions of different sizes and bytes, several chunks long where a backend chunks bodies.
+    let versions: Vec<Vec<u8>> = (0..8u8).map(|v| vec![v; 300_000 + v as usize * 70_000]).collect();
+    f.store.put_file(&a, write("/hot", &versions[0]), file_journal("/hot")).await.unwrap();
+    let store = f.store.clone();
+    let (scope, all) = (a.clone(), versions.clone());
+    let writer = tokio::spawn(async move {
+        for i in 1..40 {
+            let v = &all[i % all.len()];
+            store.put_file(&scope, write("/hot", v), file_journal("/hot")).await.unwrap();
+        }
+    });
+    let mut reads = 0;
+    while !writer.is_finished() || reads < 20 {
+        let (meta, bytes) = f.store.read_file(&a, &path("/hot"), None).await.unwrap().expect("always there");
+        assert!(versions.contains(&bytes), "read {reads}: {} bytes that are no version", bytes.len());
+        assert_eq!(meta.size as usize, bytes.len(), "read {reads}: metadata of another version");
+        reads += 1;
+    }
+    writer.await.unwrap();
+}
+
 pub async fn a_large_file_reads_back_whole_and_by_range(b: &dyn Backend) {
     let f = b.open().await;
     let (_, a) = f.tenant("acme").await;

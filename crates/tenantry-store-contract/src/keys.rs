@@ -31,6 +31,25 @@ pub async fn the_directory_loads_every_tenant_and_key(b: &dyn Backend) {
     assert_eq!(keys, vec![ka, kb]);
 }
 
+pub async fn one_tenant_reads_back_with_all_its_keys_and_none_once_purged(b: &dyn Backend) {
+    let f = b.open().await;
+    let (ta, a) = f.tenant("acme").await;
+    let (tb, other) = f.tenant("globex").await;
+    let (k1, k2, kb) = (key(&ta, "one"), key(&ta, "two"), key(&tb, "b"));
+    for (scope, k) in [(&a, &k1), (&a, &k2), (&other, &kb)] {
+        f.store.insert_key(scope, k, None, draft("key.create", &k.name).into()).await.unwrap();
+    }
+    let at = now();
+    f.store.revoke_key(&a, &k2.id, at, draft("key.revoke", "two").into()).await.unwrap();
+    let (tenant, mut keys) = f.store.load_tenant_directory(&ta.id).await.unwrap().expect("acme is there");
+    keys.sort_by(|x, y| x.name.cmp(&y.name));
+    let revoked = tenantry_core::model::KeyRecord { revoked_at: Some(at), ..k2 };
+    assert_eq!((tenant, keys), (ta.clone(), vec![k1, revoked]));
+    f.store.purge_tenant(&a).await.unwrap();
+    assert_eq!(f.store.load_tenant_directory(&ta.id).await.unwrap(), None);
+    assert_eq!(f.store.load_tenant_directory(&tb.id).await.unwrap(), Some((tb, vec![kb])));
+}
+
 pub async fn revoked_keys_no_longer_count_toward_the_limit(b: &dyn Backend) {
     let f = b.open().await;
     let (t, a) = f.tenant("acme").await;

@@ -254,6 +254,7 @@ macro_rules! suite_without_placement {
                 a_put_file_reads_back_byte_for_byte_with_its_metadata,
                 replacing_a_file_bumps_its_version_and_keeps_its_creation_time,
                 a_large_file_reads_back_whole_and_by_range,
+                a_read_racing_replacements_gets_one_whole_version,
                 if_none_match_any_refuses_an_existing_file_and_changes_nothing,
                 if_match_takes_only_the_current_etag,
                 deleting_a_missing_file_is_not_found,
@@ -343,6 +344,7 @@ macro_rules! suite_without_placement {
             [
                 a_key_is_listed_until_revoked_and_then_carries_its_revocation,
                 the_directory_loads_every_tenant_and_key,
+                one_tenant_reads_back_with_all_its_keys_and_none_once_purged,
                 revoked_keys_no_longer_count_toward_the_limit,
             ]
         );

@@ -12,9 +12,9 @@ use tenantry_core::time::Timestamp;
 use tenantry_core::Result;
 use tokio_postgres::Row;
 
-const EVENT_COLUMNS: &str = "seq, type, path, namespace, key, detail, actor, at";
+pub(crate) const EVENT_COLUMNS: &str = "seq, type, path, namespace, key, detail, actor, at";
 
-fn event_from_row(r: &Row) -> Event {
+pub(crate) fn event_from_row(r: &Row) -> Event {
     let detail: Option<String> = r.get(5);
     Event {
         seq: r.get::<_, i64>(0) as u64,
@@ -81,6 +81,6 @@ impl EventLog for PgStore {
     }
 
     fn add_event_sink(&self, sink: Arc<dyn EventSink>) {
-        self.add_sink(sink);
+        self.listeners.add_sink(sink);
     }
 }

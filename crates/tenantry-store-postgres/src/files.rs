@@ -184,7 +184,7 @@ async fn read_file_in(
     range: Option<ByteRange>,
 ) -> Result<Option<(FileMeta, Vec<u8>)>> {
     let mut conn = store.conn().await?;
-    let tx = begin(&mut conn, tenant).await?;
+    let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
     let row = tx
         .query_opt(
             &format!("SELECT {FILE_COLUMNS}, body_id FROM files WHERE tenant_id = $1 AND path = $2"),
@@ -366,7 +366,7 @@ impl FileStore for PgStore {
         let tenant = scope.tenant_id();
         let mut scan = FolderScan::new(&listing.within, listing.after);
         let mut conn = self.conn().await?;
-        let tx = begin(&mut conn, tenant).await?;
+        let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
         let at_or_after = tx
             .prepare_cached(&format!(
                 "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND path >= $2 AND path < $3 ORDER BY path LIMIT 1"

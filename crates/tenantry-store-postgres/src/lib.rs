@@ -18,6 +18,7 @@
 mod audit;
 pub mod error;
 mod events;
+mod feed;
 mod files;
 mod health;
 mod import;
@@ -42,6 +43,7 @@ use tenantry_core::{Error, Result};
 use tokio_postgres::NoTls;
 
 /// A node's pool of connections to the database, as the server's role.
+#[derive(Clone)]
 pub struct PgDatabase {
     pool: Pool,
 }
@@ -51,8 +53,10 @@ impl PgDatabase {
     /// served, that the schema is the one this binary knows and that the role is one row-level
     /// security binds: no superuser, no `BYPASSRLS`, owner of no table.
     pub async fn connect(url: &str, max_connections: usize) -> Result<PgDatabase> {
-        let config: tokio_postgres::Config =
-            url.parse().map_err(|e| Error::invalid_request(format!("the database URL does not parse: {e}")))?;
+        PgDatabase::connect_with(parse_url(url)?, max_connections).await
+    }
+
+    pub(crate) async fn connect_with(config: tokio_postgres::Config, max_connections: usize) -> Result<PgDatabase> {
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(max_connections)
@@ -83,6 +87,10 @@ impl PgDatabase {
     }
 }
 
+pub(crate) fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+    url.parse().map_err(|e| Error::invalid_request(format!("the database URL does not parse: {e}")))
+}
+
 /// `tenantry db migrate`: connects with `url` (the role that is to own the tables) and applies
 /// the pending migrations, granting `app_role` row access.
 pub async fn migrate_url(url: &str, app_role: &str) -> Result<schema::Migrated> {
@@ -100,6 +108,22 @@ pub async fn migrate_url(url: &str, app_role: &str) -> Result<schema::Migrated> 
 /// `set_config(..., true)`: local to this transaction, gone at its commit or rollback.
 pub async fn tenant_transaction<'a>(client: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>> {
     let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute("SELECT set_config('tenantry.tenant_id', $1, true)", &[&tenant.as_str()]).await.map_err(pg_error)?;
+    Ok(tx)
+}
+
+/// Begins a read-only transaction of `tenant` that reads one snapshot throughout (`REPEATABLE
+/// READ`): a read of several statements (a file's row, then its chunks) cannot see a write that
+/// commits between them, such as a replacement deleting the old body. Read-only, it never fails
+/// to serialize.
+pub async fn tenant_snapshot<'a>(client: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)?;
     tx.execute("SELECT set_config('tenantry.tenant_id', $1, true)", &[&tenant.as_str()]).await.map_err(pg_error)?;
     Ok(tx)
 }

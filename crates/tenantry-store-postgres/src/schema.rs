@@ -288,9 +288,10 @@ fn migrations() -> Vec<String> {
     // Nobody but the owner creates objects here (PostgreSQL 15's default, made explicit).
     let revoke = "REVOKE CREATE ON SCHEMA public FROM PUBLIC;";
     vec![format!(
-        "{revoke}\n{TABLES_1}\n{locks}\n{UPKEEP_1}\n{}\n{}",
+        "{revoke}\n{TABLES_1}\n{locks}\n{UPKEEP_1}\n{}\n{}\n{}",
         crate::upkeep::UPKEEP_SQL,
-        crate::import::IMPORT_SQL
+        crate::import::IMPORT_SQL,
+        crate::feed::FEED_SQL
     )]
 }
 

@@ -7,7 +7,7 @@
 //! prefix or namespace only.
 
 use crate::error::pg_error;
-use crate::store::{begin, commit, PgStore};
+use crate::store::{commit, PgStore};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use std::collections::{HashMap, HashSet};
@@ -370,7 +370,7 @@ impl SearchIndex for PgStore {
             return Ok(Vec::new());
         }
         let mut conn = self.conn().await?;
-        let tx = begin(&mut conn, tenant).await?;
+        let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
         let mut lists: Vec<Vec<Posting>> = vec![Vec::new(); query.terms.len()];
         for part in &parts {
             postings_tx(&tx, tenant, &query.terms, part, &mut lists).await?;

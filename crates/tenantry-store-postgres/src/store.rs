@@ -1,12 +1,14 @@
-//! The handle: a node's pool, the event sinks, and the per-tenant turn every write takes on
-//! this node so that its events reach the sinks in commit order.
+//! The handle: a node's pool, whom it tells of commits (`feed::Listeners`, with the feed of other
+//! nodes' commits), and the per-tenant turn every write takes on this node so that its events
+//! reach the sinks in commit order.
 
 use crate::error::pg_error;
+use crate::feed::{Feed, Listeners};
 use crate::{tenant_transaction, PgDatabase};
 use deadpool_postgres::{Object, Transaction};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-use tenantry_core::events::{Event, EventSink};
+use std::sync::{Arc, Mutex};
+use tenantry_core::events::Event;
 use tenantry_core::ids::TenantId;
 use tenantry_core::quota::StoredUsage;
 use tenantry_core::{Error, Result};
@@ -17,24 +19,33 @@ use tokio_postgres::Row;
 /// The PostgreSQL backend of tenantry-core's `Store`.
 pub struct PgStore {
     pub(crate) db: PgDatabase,
-    sinks: RwLock<Vec<Arc<dyn EventSink>>>,
+    /// This node's application name on its connections (see `feed`).
+    pub(crate) node: String,
+    pub(crate) listeners: Arc<Listeners>,
     turns: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
+    _feed: Feed,
 }
 
 /// A tenant's turn to write on this node: held from before its transaction begins until the
 /// sinks have heard its events, so two writes of one tenant publish in the order they committed.
-/// (PostgreSQL orders them by the tenant's `tenant_usage` row lock; across nodes the streams
-/// order by `seq`.)
+/// (PostgreSQL orders them by the tenant's `tenant_usage` row lock; other nodes' events come
+/// through the feed, and sinks order them by `seq`.)
 pub(crate) struct Turn {
     _guard: OwnedMutexGuard<()>,
 }
 
 impl PgStore {
-    /// Connects (see [`PgDatabase::connect`]) and drops the staged rows of imports abandoned
+    /// Connects (see [`PgDatabase::connect`]) with an application name of this node's own, starts
+    /// the feed of other nodes' changes (`feed`), and drops the staged rows of imports abandoned
     /// long ago (a node that crashed mid-import; see `import::sweep_abandoned_imports`).
     pub async fn open(url: &str, max_connections: usize) -> Result<PgStore> {
-        let db = PgDatabase::connect(url, max_connections).await?;
-        let store = PgStore { db, sinks: RwLock::new(Vec::new()), turns: Mutex::new(HashMap::new()) };
+        let mut config = crate::parse_url(url)?;
+        let node = format!("tenantry-{:016x}", rand::random::<u64>());
+        config.application_name(&node);
+        let db = PgDatabase::connect_with(config.clone(), max_connections).await?;
+        let listeners = Arc::new(Listeners::default());
+        let feed = Feed::start(config, node.clone(), db.clone(), listeners.clone()).await?;
+        let store = PgStore { db, node, listeners, turns: Mutex::new(HashMap::new()), _feed: feed };
         crate::import::sweep_abandoned_imports(&store).await?;
         Ok(store)
     }
@@ -52,18 +63,9 @@ impl PgStore {
         Turn { _guard: lock.lock_owned().await }
     }
 
-    pub(crate) fn add_sink(&self, sink: Arc<dyn EventSink>) {
-        self.sinks.write().unwrap_or_else(|e| e.into_inner()).push(sink);
-    }
-
     /// Hands committed events to the sinks (call while holding the tenant's turn).
     pub(crate) fn publish(&self, tenant: &TenantId, events: &[Event]) {
-        if events.is_empty() {
-            return;
-        }
-        for sink in self.sinks.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            sink.published(tenant, events);
-        }
+        self.listeners.publish(tenant, events);
     }
 
     /// A connection from the pool.

@@ -18,7 +18,10 @@ use crate::webhooks::event_type_of;
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use std::collections::HashMap;
+use std::sync::Arc;
+use tenantry_core::activity::{ActivityFollower, ActivityShare};
 use tenantry_core::audit::{prune_record, worth_pruning, AuditAnchor};
+use tenantry_core::directory::DirectoryFollower;
 use tenantry_core::ids::{TenantId, WebhookId};
 use tenantry_core::model::{KeyRecord, Tenant};
 use tenantry_core::store::{AttemptReport, AuditPruned, DueDelivery, TenantScope, Upkeep, UsageLog};
@@ -231,6 +234,44 @@ impl Upkeep for PgStore {
         let tenants = tenants.iter().map(tenant_from_row).collect::<Result<Vec<Tenant>>>()?;
         let keys = keys.iter().map(key_from_row).collect::<Result<Vec<KeyRecord>>>()?;
         Ok((tenants, keys))
+    }
+
+    async fn load_tenant_directory(&self, tenant: &TenantId) -> Result<Option<(Tenant, Vec<KeyRecord>)>> {
+        let mut conn = self.conn().await?;
+        let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
+        let Some(row) = tx
+            .query_opt(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"), &[&tenant.as_str()])
+            .await
+            .map_err(pg_error)?
+        else {
+            commit(tx).await?;
+            return Ok(None);
+        };
+        let keys = tx
+            .query(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = $1"), &[&tenant.as_str()])
+            .await
+            .map_err(pg_error)?;
+        commit(tx).await?;
+        let keys = keys.iter().map(key_from_row).collect::<Result<Vec<KeyRecord>>>()?;
+        Ok(Some((tenant_from_row(&row)?, keys)))
+    }
+
+    fn add_directory_follower(&self, follower: Arc<dyn DirectoryFollower>) {
+        self.listeners.add_follower(follower);
+    }
+
+    async fn announce_activity(&self, shares: &[ActivityShare]) -> Result<()> {
+        let conn = self.conn().await?;
+        for payload in crate::feed::announcements(&self.node, shares) {
+            conn.execute("SELECT pg_notify($1, $2)", &[&crate::feed::ACTIVITY_CHANNEL, &payload])
+                .await
+                .map_err(pg_error)?;
+        }
+        Ok(())
+    }
+
+    fn add_activity_follower(&self, follower: Arc<dyn ActivityFollower>) {
+        self.listeners.add_activity_follower(follower);
     }
 
     async fn add_usage(&self, batch: Vec<(TenantId, i64, Counters)>) -> Result<()> {

@@ -287,6 +287,40 @@ impl TenantRegistry for SqliteStore {
 
 /// Cross-tenant upkeep (see `upkeep`): not reachable through a request's scope.
 impl SqliteStore {
+    /// One tenant and its keys, from the database that holds them (a dedicated tenant's own
+    /// record wins, as in [`SqliteStore::load_directory`]).
+    pub(crate) async fn load_tenant_directory(&self, id: &TenantId) -> Result<Option<(Tenant, Vec<KeyRecord>)>> {
+        let dedicated = self.routes.is_dedicated(id);
+        let tenant = id.clone();
+        let found = self
+            .read_of(id, move |conn| {
+                let Some(t) = conn
+                    .prepare_cached(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"))
+                    .and_then(|mut s| s.query_row([tenant.as_str()], tenant_from_row).optional())
+                    .map_err(sql_error)?
+                    .transpose()?
+                else {
+                    return Ok(None);
+                };
+                let mut s = conn
+                    .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = ?1"))
+                    .map_err(sql_error)?;
+                let keys = s
+                    .query_map([tenant.as_str()], key_from_row)
+                    .map_err(sql_error)?
+                    .map(|k| k.map_err(sql_error)?)
+                    .collect::<Result<Vec<KeyRecord>>>()?;
+                Ok(Some((t, keys)))
+            })
+            .await?;
+        Ok(found.map(|(mut t, keys)| {
+            if dedicated {
+                t.placement = Placement::Dedicated;
+            }
+            (t, keys)
+        }))
+    }
+
     pub(crate) async fn load_directory(&self) -> Result<(Vec<Tenant>, Vec<KeyRecord>)> {
         let (mut tenants, mut keys) = self
             .read_shared(|conn| {

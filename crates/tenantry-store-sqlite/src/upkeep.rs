@@ -18,6 +18,10 @@ impl Upkeep for SqliteStore {
         SqliteStore::load_directory(self).await
     }
 
+    async fn load_tenant_directory(&self, tenant: &TenantId) -> Result<Option<(Tenant, Vec<KeyRecord>)>> {
+        SqliteStore::load_tenant_directory(self, tenant).await
+    }
+
     async fn add_usage(&self, batch: Vec<(TenantId, i64, Counters)>) -> Result<()> {
         SqliteStore::add_usage(self, batch).await
     }

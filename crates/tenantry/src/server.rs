@@ -83,6 +83,8 @@ pub struct Running {
     svc: Arc<Tenantry>,
     flusher: JoinHandle<()>,
     upkeep: JoinHandle<()>,
+    directory_follower: JoinHandle<()>,
+    activity_sharer: Option<JoinHandle<()>>,
     deliveries: JoinHandle<()>,
     stop_workers: tokio::sync::watch::Sender<bool>,
 }
@@ -99,6 +101,10 @@ impl Running {
         (&mut self.task).await.context("server task panicked")??;
         self.flusher.abort();
         self.upkeep.abort();
+        self.directory_follower.abort();
+        if let Some(sharer) = &self.activity_sharer {
+            sharer.abort();
+        }
         // An attempt in flight finishes and is recorded; what was not attempted stays queued.
         let _ = self.stop_workers.send(true);
         let _ = (&mut self.deliveries).await;
@@ -147,6 +153,9 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         event_retention_days: cfg.event_retention_days,
         webhooks: cfg.webhooks.clone(),
     };
+    // Registered before the directory is loaded (see tenantry_http::cluster).
+    let (follower, directory_changes) = tenantry_http::cluster::DirectoryChanges::new();
+    store.add_directory_follower(follower);
     let svc = Tenantry::start(store.clone(), service_config, &admin_key, Arc::new(SystemClock))
         .await
         .map_err(|e| anyhow::anyhow!("cannot start: {}", e.message))?;
@@ -154,6 +163,21 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let svc = Arc::new(svc);
+    let directory_follower = tenantry_http::cluster::follow_directory(svc.clone(), directory_changes);
+    // Several nodes may share a PostgreSQL store: each tells the others what it counted.
+    let activity_sharer = cfg.database_url.is_some().then(|| {
+        store.add_activity_follower(svc.clone());
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(tenantry_core::service::SHARE_ACTIVITY_EVERY);
+            loop {
+                tick.tick().await;
+                if let Err(e) = svc.share_activity().await {
+                    tracing::warn!("could not tell other nodes what this one counted: {}", e.message);
+                }
+            }
+        })
+    });
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(tenantry_http::serve(listener, svc.clone(), cfg.http.clone(), async move {
         let _ = rx.await;
@@ -201,6 +225,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         svc,
         flusher,
         upkeep,
+        directory_follower,
+        activity_sharer,
         deliveries,
         stop_workers,
     })

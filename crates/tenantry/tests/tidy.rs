@@ -68,8 +68,10 @@ fn only_the_edge_and_the_core_turn_requests_into_callers() {
     rust_files(&workspace().join("crates"), &mut files);
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
+        // A module's unit tests (after `#[cfg(test)]`) may make callers as a request would.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
         let rel = f.strip_prefix(workspace()).unwrap().to_string_lossy().to_string();
-        if text.contains(".authenticate(")
+        if code.contains(".authenticate(")
             && !rel.ends_with("tests/tidy.rs")
             && !rel.starts_with("crates/tenantry-core/")
             && !rel.ends_with("tenantry-http/src/edge.rs")

@@ -4,6 +4,7 @@
 mod audit;
 mod bodies;
 mod bundles;
+mod cluster;
 mod events;
 mod files;
 mod helpers;

@@ -1,0 +1,143 @@
+//! Two nodes (two `PgStore`s) on one database: what one commits, the other hears through the
+//! feed (LISTEN/NOTIFY), and a lost feed connection makes both re-read.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tenantry_core::directory::DirectoryFollower;
+use tenantry_core::events::{Event, EventSink};
+use tenantry_core::ids::TenantId;
+use tenantry_core::model::Tenant;
+use tenantry_core::slug::Slug;
+use tenantry_core::store::{EventLog, FileStore, TenantRegistry, TenantScope, Upkeep};
+use tenantry_store_contract::{draft, file_journal, key, now, write};
+use tenantry_store_postgres::testing::TestDatabase;
+use tenantry_store_postgres::{schema, PgStore};
+
+#[derive(Default)]
+struct Heard {
+    changed: Mutex<Vec<TenantId>>,
+    resyncs: Mutex<usize>,
+    events: Mutex<Vec<(TenantId, u64)>>,
+    missed: Mutex<usize>,
+    follows: bool,
+}
+
+impl DirectoryFollower for Heard {
+    fn tenant_changed(&self, tenant: &TenantId) {
+        self.changed.lock().unwrap().push(tenant.clone());
+    }
+    fn resync(&self) {
+        *self.resyncs.lock().unwrap() += 1;
+    }
+}
+
+impl EventSink for Heard {
+    fn published(&self, tenant: &TenantId, events: &[Event]) {
+        self.events.lock().unwrap().extend(events.iter().map(|e| (tenant.clone(), e.seq)));
+    }
+    fn follows(&self, _tenant: &TenantId) -> bool {
+        self.follows
+    }
+    fn missed(&self) {
+        *self.missed.lock().unwrap() += 1;
+    }
+}
+
+impl Heard {
+    fn following() -> Arc<Heard> {
+        Arc::new(Heard { follows: true, ..Heard::default() })
+    }
+    fn seqs(&self, tenant: &TenantId) -> Vec<u64> {
+        self.events.lock().unwrap().iter().filter(|(t, _)| t == tenant).map(|(_, s)| *s).collect()
+    }
+}
+
+/// Waits (at most 10 s) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 10 s: {what}");
+}
+
+async fn node(db: &TestDatabase) -> Arc<PgStore> {
+    Arc::new(PgStore::open(&db.app_url(), 4).await.unwrap())
+}
+
+async fn tenant(store: &PgStore, slug: &str) -> (Tenant, TenantScope) {
+    let tenant = Tenant::new(Slug::parse(slug).unwrap(), slug, "free", now());
+    let scope = TenantScope::for_store_contract(&tenant);
+    store.insert_tenant(&scope, &tenant, None, draft("tenant.create", slug)).await.unwrap();
+    (tenant, scope)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_node_commits_the_other_hears_once_and_in_order() {
+    let Some(db) = TestDatabase::create().await else { return };
+    schema::migrate(&mut db.connect_as(&db.owner_role).await, &db.app_role).await.unwrap();
+    let (a, b) = (node(&db).await, node(&db).await);
+    let (heard_a, heard_b, deaf_b) = (Heard::following(), Heard::following(), Arc::new(Heard::default()));
+    a.add_event_sink(heard_a.clone());
+    b.add_event_sink(heard_b.clone());
+    b.add_event_sink(deaf_b.clone());
+    b.add_directory_follower(heard_b.clone());
+
+    // A tenant and a key created on A: B is told the tenant changed.
+    let (t, scope) = tenant(&a, "acme").await;
+    until("B hears of the new tenant", || heard_b.changed.lock().unwrap().contains(&t.id)).await;
+    heard_b.changed.lock().unwrap().clear();
+    let k = key(&t, "ci");
+    a.insert_key(&scope, &k, None, draft("key.create", "ci").into()).await.unwrap();
+    until("B hears of the new key", || heard_b.changed.lock().unwrap().contains(&t.id)).await;
+    heard_b.changed.lock().unwrap().clear();
+    b.revoke_key(&scope, &k.id, now(), draft("key.revoke", "ci").into()).await.unwrap();
+    until("B hears of its own revocation too", || heard_b.changed.lock().unwrap().contains(&t.id)).await;
+    let (_, keys) = b.load_tenant_directory(&t.id).await.unwrap().unwrap();
+    assert!(keys[0].revoked_at.is_some());
+
+    // Events written alternately on A and B: each node's following sink hears every one exactly
+    // once (its own node's after the commit, the other's through the feed).
+    let before = a.last_event_seq(&scope).await.unwrap();
+    for i in 0..10u64 {
+        let on = if i % 2 == 0 { &a } else { &b };
+        on.put_file(&scope, write(&format!("/f{i}"), b"x"), file_journal(&format!("/f{i}"))).await.unwrap();
+    }
+    let all: Vec<u64> = (before + 1..=before + 10).collect();
+    until("B hears all ten", || {
+        let mut s = heard_b.seqs(&t.id);
+        s.retain(|s| *s > before);
+        s.len() >= 10
+    })
+    .await;
+    until("A hears all ten", || heard_a.seqs(&t.id).iter().filter(|s| **s > before).count() >= 10).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // any duplicate would have come by now
+    for heard in [&heard_a, &heard_b] {
+        let mut seqs: Vec<u64> = heard.seqs(&t.id).into_iter().filter(|s| *s > before).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, all, "every event once");
+    }
+    // A sink that follows no tenant hears only its own node's events, in seq order.
+    let deaf: Vec<u64> = deaf_b.seqs(&t.id).into_iter().filter(|s| *s > before).collect();
+    assert_eq!(deaf, all.iter().copied().filter(|s| (s - before) % 2 == 0).collect::<Vec<_>>());
+
+    // The feed's connections cut: each node re-reads everything once it is back, and hears
+    // the other's events again after that.
+    let admin = db.admin().await;
+    let cut = admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+            &[&db.name],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut, 2, "one feed connection per node");
+    until("B's directory follower re-reads", || *heard_b.resyncs.lock().unwrap() == 1).await;
+    until("B's sinks are told they may have missed events", || *heard_b.missed.lock().unwrap() == 1).await;
+    a.put_file(&scope, write("/after", b"x"), file_journal("/after")).await.unwrap();
+    until("B hears A's event after the reconnection", || heard_b.seqs(&t.id).contains(&(before + 11))).await;
+    drop((a, b));
+    db.drop_all().await;
+}
