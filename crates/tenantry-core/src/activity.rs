@@ -66,6 +66,12 @@ impl TenantActivity {
         (self.admitted_unshared.swap(0, Ordering::Relaxed), self.calls_unshared.swap(0, Ordering::Relaxed))
     }
 
+    /// Hands back what [`take_unshared`](Self::take_unshared) took when it could not be told.
+    pub fn restore_unshared(&self, admitted: u64, calls: u64) {
+        self.admitted_unshared.fetch_add(admitted, Ordering::Relaxed);
+        self.calls_unshared.fetch_add(calls, Ordering::Relaxed);
+    }
+
     /// Counts what other nodes let through (against `per_minute`, if the tenant has a rate
     /// limit) and metered in the month starting at `month_start_ms`.
     pub fn counted_elsewhere(&self, share: &ActivityShare, per_minute: Option<u64>, now_ms: i64, month_start_ms: i64) {

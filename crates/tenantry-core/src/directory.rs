@@ -45,11 +45,41 @@ struct Inner {
     by_domain: HashMap<String, TenantId>,
     /// Each key with its tenant's entry.
     keys: HashMap<KeyId, (Arc<KeyRecord>, Arc<TenantEntry>)>,
+    /// Changes this node put, per tenant and in all (re-reads of what other nodes changed are
+    /// not counted): how a re-read knows whether it may be older than the directory.
+    local: HashMap<TenantId, u64>,
+    local_total: u64,
 }
 
 impl Inner {
     fn tenant(&self, id: &TenantId) -> Option<Arc<Tenant>> {
         self.tenants.get(id).map(|e| e.tenant())
+    }
+
+    fn count_local(&mut self, tenant: &TenantId) {
+        *self.local.entry(tenant.clone()).or_insert(0) += 1;
+        self.local_total += 1;
+    }
+
+    fn replace_tenant(&mut self, tenant: Tenant) {
+        if let Some(old) = self.tenant(&tenant.id) {
+            self.by_slug.remove(old.slug.as_str());
+            for d in &old.domains {
+                self.by_domain.remove(d);
+            }
+        }
+        index_tenant(self, tenant);
+    }
+
+    fn remove_tenant(&mut self, id: &TenantId) {
+        if let Some(old) = self.tenants.remove(id) {
+            let old = old.tenant();
+            self.by_slug.remove(old.slug.as_str());
+            for d in &old.domains {
+                self.by_domain.remove(d);
+            }
+        }
+        self.keys.retain(|_, (k, _)| &k.tenant_id != id);
     }
 
     fn put_key(&mut self, key: KeyRecord) {
@@ -95,12 +125,49 @@ impl Directory {
         *self.write() = inner;
     }
 
-    /// Replaces the whole view with what the store holds now, keeping the entry (and so the
-    /// counters) of every tenant still there: a resynchronization, not a restart.
-    pub fn sync(&self, tenants: Vec<Tenant>, keys: Vec<KeyRecord>) {
+    /// Changes this node has put for `tenant` so far (see [`Directory::apply_reread`]).
+    pub fn local_changes(&self, tenant: &TenantId) -> u64 {
+        self.read().local.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Changes this node has put for any tenant so far (see [`Directory::sync`]).
+    pub fn all_local_changes(&self) -> u64 {
+        self.read().local_total
+    }
+
+    /// Applies a re-read of one tenant (`None`: it is gone) begun when this node's count of its
+    /// own changes to the tenant was `seen`. When this node has changed the tenant since, the
+    /// re-read may be older than what the directory holds, and nothing is applied (`false`): the
+    /// store tells of that change too, and the re-read it brings is newer.
+    pub fn apply_reread(&self, id: &TenantId, found: Option<(Tenant, Vec<KeyRecord>)>, seen: u64) -> bool {
         let mut inner = self.write();
+        if inner.local.get(id).copied().unwrap_or(0) != seen {
+            return false;
+        }
+        match found {
+            Some((tenant, keys)) => {
+                inner.replace_tenant(tenant);
+                for key in keys {
+                    inner.put_key(key);
+                }
+            }
+            None => inner.remove_tenant(id),
+        }
+        true
+    }
+
+    /// Replaces the whole view with what the store holds now (read when this node's count of its
+    /// own changes was `seen`), keeping the entry (and so the counters) of every tenant still
+    /// there: a resynchronization, not a restart. `false`, with nothing applied, when this node
+    /// changed anything since: the read may be older than the directory, and must be made again.
+    pub fn sync(&self, tenants: Vec<Tenant>, keys: Vec<KeyRecord>, seen: u64) -> bool {
+        let mut inner = self.write();
+        if inner.local_total != seen {
+            return false;
+        }
         let mut old = std::mem::take(&mut inner.tenants);
-        *inner = Inner::default();
+        let (local, local_total) = (std::mem::take(&mut inner.local), inner.local_total);
+        *inner = Inner { local, local_total, ..Inner::default() };
         for t in tenants {
             if let Some(entry) = old.remove(&t.id) {
                 inner.tenants.insert(t.id.clone(), entry);
@@ -110,38 +177,30 @@ impl Directory {
         for k in keys {
             inner.put_key(k);
         }
+        true
     }
 
     /// Adds or replaces a tenant (after a committed create or update). A replaced tenant keeps
     /// its entry, so its keys and counters carry over.
     pub fn put_tenant(&self, tenant: Tenant) {
         let mut inner = self.write();
-        if let Some(old) = inner.tenant(&tenant.id) {
-            inner.by_slug.remove(old.slug.as_str());
-            for d in &old.domains {
-                inner.by_domain.remove(d);
-            }
-        }
-        index_tenant(&mut inner, tenant);
+        inner.count_local(&tenant.id);
+        inner.replace_tenant(tenant);
     }
 
     /// Forgets a purged tenant, all its keys and its counters.
     pub fn remove_tenant(&self, id: &TenantId) {
         let mut inner = self.write();
-        if let Some(old) = inner.tenants.remove(id) {
-            let old = old.tenant();
-            inner.by_slug.remove(old.slug.as_str());
-            for d in &old.domains {
-                inner.by_domain.remove(d);
-            }
-        }
-        inner.keys.retain(|_, (k, _)| &k.tenant_id != id);
+        inner.count_local(id);
+        inner.remove_tenant(id);
     }
 
     /// Adds or replaces a key of a tenant already in the directory (a key of an unknown tenant
     /// is not indexed: it could not authenticate anyway).
     pub fn put_key(&self, key: KeyRecord) {
-        self.write().put_key(key);
+        let mut inner = self.write();
+        inner.count_local(&key.tenant_id);
+        inner.put_key(key);
     }
 
     /// A key, its tenant and the tenant's entry, in one lookup (the hot path of authentication).
@@ -249,5 +308,57 @@ fn index_tenant(inner: &mut Inner, tenant: Tenant) {
         None => {
             inner.tenants.insert(tenant.id.clone(), Arc::new(TenantEntry::new(tenant)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TenantStatus;
+    use crate::slug::Slug;
+    use crate::time::Timestamp;
+
+    fn tenant(slug: &str) -> Tenant {
+        Tenant::new(Slug::parse(slug).unwrap(), slug, "free", Timestamp::from_millis(0))
+    }
+
+    #[test]
+    fn a_reread_this_nodes_own_change_overtook_is_dropped() {
+        let d = Directory::default();
+        let t = tenant("acme");
+        d.put_tenant(t.clone());
+        // A re-read begins; meanwhile this node suspends the tenant.
+        let seen = d.local_changes(&t.id);
+        let stale = t.clone();
+        let mut suspended = t.clone();
+        suspended.status = TenantStatus::Suspended;
+        d.put_tenant(suspended);
+        assert!(!d.apply_reread(&t.id, Some((stale.clone(), vec![])), seen));
+        assert_eq!(d.tenant(&t.id).unwrap().status, TenantStatus::Suspended);
+        // A re-read begun after it applies, and does not count as this node's change.
+        let seen = d.local_changes(&t.id);
+        assert!(d.apply_reread(&t.id, Some((stale, vec![])), seen));
+        assert_eq!(d.tenant(&t.id).unwrap().status, TenantStatus::Active);
+        assert_eq!(d.local_changes(&t.id), seen);
+        assert!(d.apply_reread(&t.id, None, seen));
+        assert!(d.tenant(&t.id).is_none());
+    }
+
+    #[test]
+    fn a_resync_keeps_entries_and_is_refused_when_overtaken() {
+        let d = Directory::default();
+        let (a, b) = (tenant("acme"), tenant("globex"));
+        d.put_tenant(a.clone());
+        d.put_tenant(b.clone());
+        let entry = d.entry(&a.id).unwrap();
+        entry.activity().count_request();
+        let seen = d.all_local_changes();
+        d.put_tenant(tenant("initech"));
+        assert!(!d.sync(vec![a.clone()], vec![], seen));
+        assert_eq!(d.tenant_count(), 3);
+        assert!(d.sync(vec![a.clone()], vec![], d.all_local_changes()));
+        assert_eq!(d.tenant_count(), 1);
+        assert!(d.tenant(&b.id).is_none());
+        assert_eq!(d.entry(&a.id).unwrap().activity().requests(), 1, "the entry and its counters carried over");
     }
 }

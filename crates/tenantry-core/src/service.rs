@@ -381,8 +381,15 @@ impl Tenantry {
                 request_id: String::new(),
                 ip: String::new(),
             };
-            this.store.insert_tenant(&TenantScope::new(&tenant), &tenant, None, audit).await?;
-            this.directory.put_tenant(tenant);
+            match this.store.insert_tenant(&TenantScope::new(&tenant), &tenant, None, audit).await {
+                Ok(()) => this.directory.put_tenant(tenant),
+                // Another node sharing the store created it first.
+                Err(e) if e.code == ErrorCode::Conflict => {
+                    let (tenants, keys) = this.store.load_directory().await?;
+                    this.directory.load(tenants, keys);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(this)
     }
@@ -421,26 +428,27 @@ impl Tenantry {
         self.store.add_directory_follower(follower);
     }
 
-    /// Re-reads one tenant and its keys into the directory (after another node changed them):
-    /// a purged tenant leaves it.
+    /// Re-reads one tenant and its keys into the directory (after a node changed them): a purged
+    /// tenant leaves it. A re-read that this node's own change to the tenant overtook is dropped
+    /// ([`Directory::apply_reread`]): that change's own notice brings a newer one.
     pub async fn reload_tenant(&self, id: &TenantId) -> Result<()> {
-        match self.store.load_tenant_directory(id).await? {
-            Some((tenant, keys)) => {
-                self.directory.put_tenant(tenant);
-                for key in keys {
-                    self.directory.put_key(key);
-                }
-            }
-            None => self.directory.remove_tenant(id),
-        }
+        let seen = self.directory.local_changes(id);
+        let found = self.store.load_tenant_directory(id).await?;
+        self.directory.apply_reread(id, found, seen);
         Ok(())
     }
 
-    /// Re-reads the whole directory (changes may have been missed), keeping each tenant's counters.
+    /// Re-reads the whole directory (changes may have been missed), keeping each tenant's
+    /// counters; read again while this node's own changes overtake the read.
     pub async fn resync_directory(&self) -> Result<()> {
-        let (tenants, keys) = self.store.load_directory().await?;
-        self.directory.sync(tenants, keys);
-        Ok(())
+        for _ in 0..20 {
+            let seen = self.directory.all_local_changes();
+            let (tenants, keys) = self.store.load_directory().await?;
+            if self.directory.sync(tenants, keys, seen) {
+                return Ok(());
+            }
+        }
+        Err(Error::internal("this node's own directory changes overtook 20 re-reads in a row"))
     }
 
     /// The refusal of a feature `tenant` lacks (`name`: its name among the limits, e.g.
@@ -615,7 +623,15 @@ impl Tenantry {
         if shares.is_empty() {
             return Ok(());
         }
-        self.store.announce_activity(&shares).await
+        let told = self.store.announce_activity(&shares).await;
+        if told.is_err() {
+            for share in &shares {
+                if let Some(entry) = self.directory.entry(&share.tenant) {
+                    entry.activity().restore_unshared(share.admitted, share.calls);
+                }
+            }
+        }
+        told
     }
 
     /// Writes the metered usage to the store (called every few seconds and at shutdown).

@@ -211,13 +211,14 @@ impl Sender {
 
 /// Sends replayed events from the store, `cursor` moving past each, and at the end to the
 /// tenant's latest `seq` as read before the replay: every event up to there has been dealt with
-/// (sent, or not the key's to see).
-async fn replay(svc: &Tenantry, caller: &Caller, cursor: &mut u64, tx: &Sender) -> Result<(), ()> {
+/// (sent, or not the key's to see). `live`: the events are recent (a gap or a check while the
+/// stream runs), so a suspension among them ends the stream as a live one would.
+async fn replay(svc: &Tenantry, caller: &Caller, cursor: &mut u64, tx: &Sender, live: bool) -> Result<(), ()> {
     let latest = svc.last_event_seq(caller).await.map_err(|_| ())?;
     loop {
         let page = svc.events_after(caller, *cursor, REPLAY_PAGE).await.map_err(|_| ())?;
         for e in &page {
-            let last = ends_access(e, caller, false);
+            let last = ends_access(e, caller, live);
             if !last && !svc.still_allowed(caller) {
                 return Err(());
             }
@@ -240,7 +241,7 @@ async fn relay(svc: &Tenantry, hub: &EventHub, caller: &Caller, after: u64, tx: 
     let prefix = caller.prefix().cloned();
     let mut cursor = after;
     tx.send(Bytes::from_static(OPENING)).await?;
-    replay(svc, caller, &mut cursor, tx).await?;
+    replay(svc, caller, &mut cursor, tx, false).await?;
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
     let mut recheck = tokio::time::interval(RECHECK);
@@ -252,7 +253,7 @@ async fn relay(svc: &Tenantry, hub: &EventHub, caller: &Caller, after: u64, tx: 
                     if events.first().is_some_and(|e| e.seq > cursor + 1) {
                         // Events before these have not come through the hub (yet): the store
                         // has them.
-                        replay(svc, caller, &mut cursor, tx).await?;
+                        replay(svc, caller, &mut cursor, tx, true).await?;
                     }
                     for e in events.iter() {
                         if e.seq <= cursor {
@@ -278,7 +279,7 @@ async fn relay(svc: &Tenantry, hub: &EventHub, caller: &Caller, after: u64, tx: 
                 // Events may have been missed, or this stream fell behind the hub: the store
                 // has everything, in order.
                 Ok(Live::Check) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    replay(svc, caller, &mut cursor, tx).await?
+                    replay(svc, caller, &mut cursor, tx, true).await?
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },

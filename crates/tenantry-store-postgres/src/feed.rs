@@ -1,23 +1,28 @@
-//! What other nodes on the same database commit, heard through LISTEN/NOTIFY.
+//! What other nodes on the same database commit and count, heard through LISTEN/NOTIFY.
 //!
-//! Triggers (migration 1, `FEED_SQL`) notify at commit: `tenantry_directory` with the tenant's id
-//! for every row of `tenants` or `keys` inserted, updated or deleted; `tenantry_events` with
-//! `<application_name> <tenant id> <seq>` for every event written. Each node's pool connects with
-//! an application name of its own (`tenantry-<random>`), so the feed can tell its own events
-//! (already handed to the sinks after the commit) from other nodes'. Nodes also tell each other
-//! what they counted per tenant (`announce`, on `tenantry_activity`: `<node> <tenant>:<admitted>:
-//! <calls> ...`), so rate limits and monthly allowances hold for the cluster.
+//! Three channels, each payload led by the sending node's name where it matters:
+//! - `tenantry_directory`: a trigger (migration 1, `FEED_SQL`) notifies the tenant's id at the
+//!   commit of every change to a row of `tenants` or `keys` (rare: a transaction that notifies
+//!   holds a cluster-wide lock while it commits, so writes of data never do);
+//! - `tenantry_events`: `<node> <tenant>:<seqs> ...`, the events this node committed, announced
+//!   by the node itself at most every few milliseconds after their commits (`announce_events`),
+//!   from its pool, outside the writes' transactions;
+//! - `tenantry_activity`: `<node> <tenant>:<admitted>:<calls> ...`, what it counted per tenant
+//!   (every 100 ms), so rate limits and monthly allowances hold for the cluster.
 //!
-//! One connection per node, outside the pool, LISTENs on both channels:
-//! - a directory notification (its own node's too) goes to the followers, which re-read the tenant;
-//! - other nodes' events of a tenant some sink [follows](EventSink::follows) are read back
-//!   from the database, once per batch of notifications, and handed to those sinks;
+//! Each node's pool connects with an application name of its own (`tenantry-<random>`), its feed
+//! connection as `<that>-feed`. The feed connection, outside the pool, LISTENs on all three:
+//! - a directory notice (its own node's too) goes to the followers, which re-read the tenant;
+//! - other nodes' events of a tenant some sink [follows](EventSink::follows) are read back by seq
+//!   from the database, once per batch of notices, and handed to those sinks;
 //! - other nodes' counts go to the activity followers;
-//! - when the connection is lost (or stops answering), it reconnects with backoff and then tells
-//!   followers and sinks that they may have missed changes (a full re-read).
+//! - when the connection is lost (or stops answering a ping), it reconnects with backoff and then
+//!   tells followers and sinks that they may have missed changes (a full re-read).
 //!
 //! The first LISTEN is in place before [`Feed::start`] returns, so the directory a node loads
-//! after opening the store misses no change.
+//! after opening the store misses no change. A node that dies between an event's commit and its
+//! announcement leaves other nodes' streams without it until the tenant's next event, whose gap
+//! they read from the store.
 
 use crate::error::{describe, pg_error};
 use crate::store::{begin, commit};
@@ -52,14 +57,6 @@ CREATE TRIGGER directory_changed AFTER INSERT OR UPDATE OR DELETE ON tenants
     FOR EACH ROW EXECUTE FUNCTION tenantry_directory_changed('id');
 CREATE TRIGGER directory_changed AFTER INSERT OR UPDATE OR DELETE ON keys
     FOR EACH ROW EXECUTE FUNCTION tenantry_directory_changed('tenant_id');
-CREATE FUNCTION tenantry_event_written() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('tenantry_events',
-        current_setting('application_name') || ' ' || NEW.tenant_id || ' ' || NEW.seq);
-    RETURN NULL;
-END $$;
-CREATE TRIGGER event_written AFTER INSERT ON events
-    FOR EACH ROW EXECUTE FUNCTION tenantry_event_written();
 "#;
 
 /// How often the feed's connection must answer a trivial query to count as alive.
@@ -67,8 +64,12 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// Backoff between reconnection attempts.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
-/// Events read back per query.
-const EVENT_PAGE: i64 = 1000;
+/// How long a node gathers its committed events before announcing them: a notice's commit
+/// takes a cluster-wide lock, so this bounds how many such commits each node makes.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
+/// How long reading other nodes' events back may take before the sinks are told instead to read
+/// what they missed themselves (the feed must not stall behind a busy pool).
+const READ_BACK_LIMIT: Duration = Duration::from_secs(2);
 
 /// Whom the store tells about commits: the event sinks (its own commits and other nodes') and
 /// the directory followers.
@@ -77,6 +78,9 @@ pub(crate) struct Listeners {
     sinks: RwLock<Vec<Arc<dyn EventSink>>>,
     followers: RwLock<Vec<Arc<dyn DirectoryFollower>>>,
     activity: RwLock<Vec<Arc<dyn ActivityFollower>>>,
+    /// This node's committed events not yet announced: seqs per tenant.
+    unannounced: std::sync::Mutex<BTreeMap<TenantId, Vec<u64>>>,
+    committed: tokio::sync::Notify,
 }
 
 impl Listeners {
@@ -98,6 +102,7 @@ impl Listeners {
         }
     }
 
+    /// Hands this node's committed events to the sinks, and queues them to be announced.
     pub(crate) fn publish(&self, tenant: &TenantId, events: &[Event]) {
         if events.is_empty() {
             return;
@@ -105,6 +110,22 @@ impl Listeners {
         for sink in self.sinks.read().unwrap_or_else(|e| e.into_inner()).iter() {
             sink.published(tenant, events);
         }
+        let mut unannounced = self.unannounced.lock().unwrap_or_else(|e| e.into_inner());
+        unannounced.entry(tenant.clone()).or_default().extend(events.iter().map(|e| e.seq));
+        self.committed.notify_one();
+    }
+
+    fn take_unannounced(&self) -> BTreeMap<TenantId, Vec<u64>> {
+        std::mem::take(&mut *self.unannounced.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts back what could not be announced, before anything queued since.
+    fn put_back(&self, mut taken: BTreeMap<TenantId, Vec<u64>>) {
+        let mut unannounced = self.unannounced.lock().unwrap_or_else(|e| e.into_inner());
+        for (tenant, seqs) in std::mem::take(&mut *unannounced) {
+            taken.entry(tenant).or_default().extend(seqs);
+        }
+        *unannounced = taken;
     }
 
     /// The sinks that want `tenant`'s events from other nodes.
@@ -132,32 +153,69 @@ impl Listeners {
     }
 }
 
-/// The running feed of a node; stops when dropped.
+/// The running feed of a node: its listening task and its announcing task; both stop when it
+/// is dropped (`PgStore::close` drops it).
 pub(crate) struct Feed {
-    task: tokio::task::JoinHandle<()>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
 impl Feed {
-    /// Connects and LISTENs (an error if the first connection fails), then follows in a task.
+    /// Connects and LISTENs (an error if the first connection fails), then follows in a task;
+    /// announces this node's events in another.
     pub(crate) async fn start(
-        config: tokio_postgres::Config,
+        mut config: tokio_postgres::Config,
         node: String,
         db: PgDatabase,
         listeners: Arc<Listeners>,
     ) -> Result<Feed> {
         let (ready, started) = oneshot::channel();
+        let announcer = tokio::spawn(announce_events(node.clone(), db.clone(), listeners.clone()));
+        config.application_name(format!("{node}-feed"));
         let feed = Following { config, node, db, listeners };
-        let task = tokio::spawn(feed.run(ready));
+        let follower = tokio::spawn(feed.run(ready));
+        let tasks = [follower, announcer];
         match started.await {
-            Ok(Ok(())) => Ok(Feed { task }),
-            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Ok(Feed { tasks }),
+            Ok(Err(e)) => {
+                drop(Feed { tasks });
+                Err(e)
+            }
             Err(_) => Err(Error::internal("the database feed stopped before it started")),
+        }
+    }
+}
+
+/// Announces this node's committed events to the others, gathered over [`ANNOUNCE_EVERY`]; what
+/// cannot be sent (the database away) is kept for the next try.
+async fn announce_events(node: String, db: PgDatabase, listeners: Arc<Listeners>) {
+    loop {
+        listeners.committed.notified().await;
+        tokio::time::sleep(ANNOUNCE_EVERY).await;
+        let taken = listeners.take_unannounced();
+        if taken.is_empty() {
+            continue;
+        }
+        let items: Vec<String> = taken.iter().map(|(tenant, seqs)| format!("{tenant}:{}", runs(seqs))).collect();
+        let sent = async {
+            let conn = db.client().await?;
+            for payload in payloads(&node, &items) {
+                conn.execute("SELECT pg_notify($1, $2)", &[&EVENTS_CHANNEL, &payload]).await.map_err(pg_error)?;
+            }
+            Ok::<(), Error>(())
+        };
+        if let Err(e) = sent.await {
+            tracing::warn!("could not announce this node's events to the others (trying again): {}", e.message);
+            listeners.put_back(taken);
+            listeners.committed.notify_one();
+            tokio::time::sleep(RETRY_MAX).await;
         }
     }
 }
@@ -265,8 +323,8 @@ impl Following {
 
     async fn hand_on(&self, batch: Vec<Notification>) {
         let mut changed = BTreeSet::new();
-        // Per tenant, the range of seqs other nodes wrote.
-        let mut events: BTreeMap<TenantId, (i64, i64)> = BTreeMap::new();
+        // Per tenant, the seqs other nodes wrote.
+        let mut events: BTreeMap<TenantId, Vec<i64>> = BTreeMap::new();
         let mut counted = Vec::new();
         for n in &batch {
             match n.channel() {
@@ -283,16 +341,13 @@ impl Following {
                     }
                 }
                 EVENTS_CHANNEL => {
-                    let mut parts = n.payload().split(' ');
-                    let (Some(node), Some(tenant), Some(seq)) = (parts.next(), parts.next(), parts.next()) else {
-                        continue;
-                    };
-                    let (Some(tenant), Ok(seq)) = (TenantId::parse(tenant), seq.parse::<i64>()) else { continue };
+                    let Some((node, items)) = n.payload().split_once(' ') else { continue };
                     if node == self.node {
-                        continue; // this node's own, published after its commit
+                        continue; // this node's own, handed to the sinks after their commit
                     }
-                    let range = events.entry(tenant).or_insert((seq, seq));
-                    *range = (range.0.min(seq), range.1.max(seq));
+                    for (tenant, seqs) in items.split(' ').filter_map(parse_events) {
+                        events.entry(tenant).or_default().extend(seqs);
+                    }
                 }
                 _ => {}
             }
@@ -303,45 +358,83 @@ impl Following {
         if !counted.is_empty() {
             self.listeners.counted_elsewhere(&counted);
         }
-        for (tenant, (from, to)) in events {
+        for (tenant, mut seqs) in events {
             let following = self.listeners.following(&tenant);
             if following.is_empty() {
                 continue;
             }
-            match self.read_events(&tenant, from, to).await {
-                Ok(read) if !read.is_empty() => following.iter().for_each(|s| s.published(&tenant, &read)),
-                Ok(_) => {}
-                Err(e) => {
+            seqs.sort_unstable();
+            seqs.dedup();
+            match tokio::time::timeout(READ_BACK_LIMIT, self.read_events(&tenant, &seqs)).await {
+                Ok(Ok(read)) if !read.is_empty() => following.iter().for_each(|s| s.published(&tenant, &read)),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
                     // The sinks read the store for what they have not heard, by seq.
                     tracing::warn!("could not read another node's events of {tenant}: {}", e.message);
+                    self.listeners.events_missed();
+                }
+                Err(_) => {
+                    tracing::warn!("reading another node's events of {tenant} took too long");
                     self.listeners.events_missed();
                 }
             }
         }
     }
 
-    /// `tenant`'s events with seq in `from..=to`, in order.
-    async fn read_events(&self, tenant: &TenantId, from: i64, to: i64) -> Result<Vec<Event>> {
+    /// `tenant`'s events with these seqs (sorted), in order.
+    async fn read_events(&self, tenant: &TenantId, seqs: &[i64]) -> Result<Vec<Event>> {
         let mut conn = self.db.client().await?;
         let tx = begin(&mut conn, tenant).await?;
-        let mut out = Vec::new();
-        let mut next = from;
-        loop {
-            let sql = format!(
-                "SELECT {} FROM events WHERE tenant_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT $4",
-                crate::events::EVENT_COLUMNS
-            );
-            let rows = tx.query(&sql, &[&tenant.as_str(), &next, &to, &EVENT_PAGE]).await.map_err(pg_error)?;
-            let full = rows.len() as i64 == EVENT_PAGE;
-            out.extend(rows.iter().map(crate::events::event_from_row));
-            match out.last() {
-                Some(last) if full => next = last.seq as i64 + 1,
-                _ => break,
-            }
-        }
+        let sql = format!(
+            "SELECT {} FROM events WHERE tenant_id = $1 AND seq = ANY($2) ORDER BY seq",
+            crate::events::EVENT_COLUMNS
+        );
+        let rows = tx.query(&sql, &[&tenant.as_str(), &seqs]).await.map_err(pg_error)?;
         commit(tx).await?;
-        Ok(out)
+        Ok(rows.iter().map(crate::events::event_from_row).collect())
     }
+}
+
+/// Seqs as runs: `3-5,9`.
+fn runs(seqs: &[u64]) -> String {
+    let mut sorted = seqs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j { sorted[i].to_string() } else { format!("{}-{}", sorted[i], sorted[j]) });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+/// Most seqs one announced item may stand for (a run `a-b` is cheap to send, not to read back).
+const MAX_SEQS_PER_ITEM: u64 = 100_000;
+
+/// `<tenant>:<runs>`.
+fn parse_events(item: &str) -> Option<(TenantId, Vec<i64>)> {
+    let (tenant, runs) = item.split_once(':')?;
+    let tenant = TenantId::parse(tenant)?;
+    let mut seqs = Vec::new();
+    for run in runs.split(',') {
+        let (from, to) = match run.split_once('-') {
+            Some((a, b)) => (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?),
+            None => {
+                let n = run.parse::<u64>().ok()?;
+                (n, n)
+            }
+        };
+        if to < from || to - from >= MAX_SEQS_PER_ITEM || seqs.len() as u64 + (to - from) >= MAX_SEQS_PER_ITEM {
+            return None;
+        }
+        seqs.extend((from..=to).map(|s| s as i64));
+    }
+    Some((tenant, seqs))
 }
 
 /// `<tenant>:<admitted>:<calls>`.
@@ -355,14 +448,20 @@ fn parse_share(s: &str) -> Option<ActivityShare> {
 
 /// The announcements of `shares` by `node`: as few payloads as fit.
 pub(crate) fn announcements(node: &str, shares: &[ActivityShare]) -> Vec<String> {
+    let items: Vec<String> = shares.iter().map(|s| format!("{}:{}:{}", s.tenant, s.admitted, s.calls)).collect();
+    payloads(node, &items)
+}
+
+/// `node` followed by the items, space-separated, in as few payloads as fit in a notice.
+fn payloads(node: &str, items: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = node.to_owned();
-    for s in shares {
-        let item = format!(" {}:{}:{}", s.tenant, s.admitted, s.calls);
-        if current.len() + item.len() > MAX_PAYLOAD {
+    for item in items {
+        if current.len() + 1 + item.len() > MAX_PAYLOAD && current.len() > node.len() {
             out.push(std::mem::replace(&mut current, node.to_owned()));
         }
-        current.push_str(&item);
+        current.push(' ');
+        current.push_str(item);
     }
     if current.len() > node.len() {
         out.push(current);
@@ -388,5 +487,16 @@ mod tests {
         }
         assert_eq!(back, shares);
         assert!(announcements("n", &[]).is_empty());
+    }
+
+    #[test]
+    fn event_announcements_name_each_seq_once_and_parse_back() {
+        let t = TenantId::generate();
+        let item = format!("{t}:{}", runs(&[9, 3, 4, 5, 12, 4]));
+        assert_eq!(item, format!("{t}:3-5,9,12"));
+        assert_eq!(parse_events(&item), Some((t.clone(), vec![3, 4, 5, 9, 12])));
+        for bad in ["x:1", "{t}:", "{t}:5-3", "{t}:1-200000", "{t}:a"] {
+            assert_eq!(parse_events(&bad.replace("{t}", t.as_str())), None, "{bad}");
+        }
     }
 }

@@ -376,6 +376,23 @@ fn newer(found: i32) -> Error {
     ))
 }
 
+/// Refuses a database whose triggers for the feed of directory changes are missing: one
+/// migrated by a build from before migration 1 had them (it was amended in place until the first
+/// release that serves from PostgreSQL), whose nodes would not hear each other's changes.
+pub async fn check_feed(client: &Client) -> Result<()> {
+    let triggers: i64 = client
+        .query_one("SELECT count(*) FROM pg_trigger WHERE tgname = 'directory_changed'", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if triggers == 2 {
+        return Ok(());
+    }
+    Err(Error::internal(
+        "the database was migrated by a development build of migration 1 without the triggers that tell nodes of          each other's changes: migrate a new database (`tenantry db migrate`) and move the data there",
+    ))
+}
+
 /// Refuses a database whose schema is not the one this binary knows, saying what to run.
 pub async fn check_version(client: &Client) -> Result<()> {
     let exists: bool =

@@ -23,7 +23,8 @@ pub struct PgStore {
     pub(crate) node: String,
     pub(crate) listeners: Arc<Listeners>,
     turns: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
-    _feed: Feed,
+    /// Taken (and so stopped) by `close`.
+    pub(crate) feed: Mutex<Option<Feed>>,
 }
 
 /// A tenant's turn to write on this node: held from before its transaction begins until the
@@ -43,9 +44,10 @@ impl PgStore {
         let node = format!("tenantry-{:016x}", rand::random::<u64>());
         config.application_name(&node);
         let db = PgDatabase::connect_with(config.clone(), max_connections).await?;
+        crate::schema::check_feed(&*db.client().await?).await?;
         let listeners = Arc::new(Listeners::default());
         let feed = Feed::start(config, node.clone(), db.clone(), listeners.clone()).await?;
-        let store = PgStore { db, node, listeners, turns: Mutex::new(HashMap::new()), _feed: feed };
+        let store = PgStore { db, node, listeners, turns: Mutex::new(HashMap::new()), feed: Mutex::new(Some(feed)) };
         crate::import::sweep_abandoned_imports(&store).await?;
         Ok(store)
     }

@@ -128,7 +128,8 @@ async fn what_one_node_commits_the_other_hears_once_and_in_order() {
     let admin = db.admin().await;
     let cut = admin
         .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name LIKE 'tenantry-%-feed'",
             &[&db.name],
         )
         .await
