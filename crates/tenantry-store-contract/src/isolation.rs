@@ -202,3 +202,27 @@ pub async fn another_tenants_search_finds_none_of_its_files_or_memory(b: &dyn Ba
     assert!(f.store.search(&other, q.clone()).await.unwrap().is_empty());
     assert_eq!(f.store.search(&a, q).await.unwrap().len(), 2);
 }
+
+pub async fn metering_racing_a_purge_leaves_no_usage_of_the_purged_tenant(b: &dyn Backend) {
+    let f = b.open().await;
+    let (ta, a) = f.tenant("acme").await;
+    let (tb, _) = f.tenant("globex").await;
+    let store = f.store.clone();
+    let (ida, idb) = (ta.id.clone(), tb.id.clone());
+    let calls = Counters { api_calls: 1, ..Default::default() };
+    // Flushes of both tenants' counters, one day each, while the first tenant is purged.
+    let flusher = tokio::spawn(async move {
+        for day in 0..60 {
+            store
+                .add_usage(vec![(ida.clone(), 20_000 + day, calls), (idb.clone(), 20_000 + day, calls)])
+                .await
+                .unwrap();
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    f.store.purge_tenant(&a).await.unwrap();
+    flusher.await.unwrap();
+    let counted = f.store.calls_between(0, i64::MAX).await.unwrap();
+    assert!(counted.iter().all(|(t, _)| t != &ta.id), "usage rows of the purged tenant: {counted:?}");
+    assert_eq!(counted, vec![(tb.id.clone(), 60)], "the other tenant's usage, whole");
+}

@@ -294,6 +294,7 @@ macro_rules! suite_without_placement {
                 purging_a_tenant_erases_only_its_rows,
                 usage_is_counted_per_tenant,
                 another_tenants_search_finds_none_of_its_files_or_memory,
+                metering_racing_a_purge_leaves_no_usage_of_the_purged_tenant,
             ]
         );
         $crate::__contract_module!(

@@ -136,10 +136,6 @@ async fn read_range_tx(
     Ok(out)
 }
 
-pub(crate) async fn read_body_tx(tx: &Transaction<'_>, tenant: &TenantId, body_id: i64, size: i64) -> Result<Vec<u8>> {
-    read_range_tx(tx, tenant, body_id, size, ByteRange { start: 0, end: size.max(0) as u64 }).await
-}
-
 /// A file's metadata row.
 pub(crate) struct FileRow<'a> {
     pub path: &'a str,
@@ -183,6 +179,7 @@ async fn read_file_in(
     path: &TenantPath,
     range: Option<ByteRange>,
 ) -> Result<Option<(FileMeta, Vec<u8>)>> {
+    let Some(range) = range else { return read_whole_file(store, tenant, path).await };
     let mut conn = store.conn().await?;
     let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
     let row = tx
@@ -199,11 +196,37 @@ async fn read_file_in(
     let meta = file_from_row(&row)?;
     let body_id: i64 = row.get(7);
     let size = meta.size as i64;
-    let bytes = match range {
-        Some(r) => read_range_tx(&tx, tenant, body_id, size, r).await?,
-        None => read_body_tx(&tx, tenant, body_id, size).await?,
-    };
+    let bytes = read_range_tx(&tx, tenant, body_id, size, range).await?;
     commit(tx).await?;
+    Ok(Some((meta, bytes)))
+}
+
+/// A whole file: its row and its chunks in one statement (so one snapshot), in one round trip.
+async fn read_whole_file(store: &PgStore, tenant: &TenantId, path: &TenantPath) -> Result<Option<(FileMeta, Vec<u8>)>> {
+    let conn = store.conn().await?;
+    let rows = crate::read_once(
+        &conn,
+        tenant,
+        "SELECT f.path, f.size, f.etag, f.version, f.content_type, f.created_at, f.updated_at, f.body_id, c.n, c.bytes
+         FROM files f LEFT JOIN file_chunks c ON c.tenant_id = f.tenant_id AND c.body_id = f.body_id
+         WHERE f.tenant_id = $1 AND f.path = $2 ORDER BY c.n",
+        &[&tenant.as_str(), &path.as_str()],
+    )
+    .await?;
+    let Some(first) = rows.first() else { return Ok(None) };
+    let meta = file_from_row(first)?;
+    let body_id: i64 = first.get(7);
+    let mut bytes = Vec::with_capacity(meta.size as usize);
+    for (expected, r) in (0..).zip(rows.iter()) {
+        let Some(n) = r.get::<_, Option<i32>>(8) else { break }; // no chunk: an empty body
+        if n != expected {
+            return Err(Error::internal(format!("body {body_id} of tenant {tenant} misses chunk {expected}")));
+        }
+        bytes.extend_from_slice(r.get::<_, &[u8]>(9));
+    }
+    if bytes.len() as u64 != meta.size {
+        return Err(Error::internal(format!("body {body_id} of tenant {tenant} is not as long as its file")));
+    }
     Ok(Some((meta, bytes)))
 }
 

@@ -49,7 +49,7 @@ pub(crate) async fn append_audit_tx(
 ) -> Result<()> {
     let row = tx
         .query_one(
-            "SELECT audit_seq, audit_head FROM tenant_usage WHERE tenant_id = $1 FOR UPDATE",
+            "SELECT audit_seq, audit_head FROM tenant_usage WHERE tenant_id = $1 FOR NO KEY UPDATE",
             &[&tenant.as_str()],
         )
         .await

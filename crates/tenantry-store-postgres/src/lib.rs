@@ -128,6 +128,33 @@ pub async fn tenant_snapshot<'a>(client: &'a mut Object, tenant: &TenantId) -> R
     Ok(tx)
 }
 
+/// Runs one read statement of `tenant` in one round trip: the transaction begun read-only with the
+/// tenant set (as [`tenant_transaction`] does, for this transaction only), the statement, and the
+/// commit go out together (tokio-postgres pipelines the requests of futures polled at once, in
+/// the order polled), and the server runs them in that order. If the statement fails, the commit
+/// ends the transaction as a rollback; all three are sent at the first poll, so a caller dropped
+/// midway leaves no transaction open on the pooled connection.
+pub async fn read_once(
+    conn: &Object,
+    tenant: &TenantId,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>> {
+    let id = tenant.as_str();
+    // The id goes into the text of the statement: ids are lowercase letters, digits and `_`.
+    if !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(Error::internal(format!("tenant id {id:?} has an unexpected shape")));
+    }
+    let statement = conn.prepare_cached(sql).await.map_err(pg_error)?;
+    let begin = format!("BEGIN READ ONLY; SELECT set_config('tenantry.tenant_id', '{id}', true)");
+    let (began, rows, ended) =
+        tokio::join!(conn.batch_execute(&begin), conn.query(&statement, params), conn.batch_execute("COMMIT"));
+    began.map_err(pg_error)?;
+    let rows = rows.map_err(pg_error)?;
+    ended.map_err(pg_error)?;
+    Ok(rows)
+}
+
 /// Refuses a role row-level security would not bind.
 async fn check_role(client: &tokio_postgres::Client) -> Result<()> {
     let row = client

@@ -75,32 +75,30 @@ impl PgStore {
         self.db.client().await
     }
 
-    /// One read statement, in a transaction of `tenant`.
+    /// One read statement, in a transaction of `tenant`, in one round trip ([`crate::read_once`]).
     pub(crate) async fn read_rows(
         &self,
         tenant: &TenantId,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>> {
-        let mut conn = self.conn().await?;
-        let tx = begin(&mut conn, tenant).await?;
-        let rows = tx.query(sql, params).await.map_err(pg_error)?;
-        commit(tx).await?;
-        Ok(rows)
+        let conn = self.conn().await?;
+        crate::read_once(&conn, tenant, sql, params).await
     }
 
-    /// One read statement of at most one row, in a transaction of `tenant`.
+    /// One read statement of at most one row, in a transaction of `tenant` ([`crate::read_once`]).
     pub(crate) async fn read_row(
         &self,
         tenant: &TenantId,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>> {
-        let mut conn = self.conn().await?;
-        let tx = begin(&mut conn, tenant).await?;
-        let row = tx.query_opt(sql, params).await.map_err(pg_error)?;
-        commit(tx).await?;
-        Ok(row)
+        let conn = self.conn().await?;
+        let mut rows = crate::read_once(&conn, tenant, sql, params).await?;
+        if rows.len() > 1 {
+            return Err(Error::internal("a read of at most one row found several"));
+        }
+        Ok(rows.pop())
     }
 }
 
@@ -111,10 +109,15 @@ pub(crate) async fn begin<'a>(conn: &'a mut Object, tenant: &TenantId) -> Result
 
 /// The tenant's counters, row-locked until the transaction ends: every write takes this first,
 /// so one tenant's writes are serialized (exact quotas, gapless seqs, one audit chain) while
-/// other tenants' go on.
+/// other tenants' go on. `FOR NO KEY UPDATE` (a write changes no key): it does not wait for the
+/// metering flush, which only keeps the row from being deleted (`FOR KEY SHARE`); a purge, which
+/// deletes it, locks it `FOR UPDATE` and so waits for both.
 pub(crate) async fn lock_usage(tx: &Transaction<'_>, tenant: &TenantId) -> Result<StoredUsage> {
     let row = tx
-        .query_opt("SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = $1 FOR UPDATE", &[&tenant.as_str()])
+        .query_opt(
+            "SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = $1 FOR NO KEY UPDATE",
+            &[&tenant.as_str()],
+        )
         .await
         .map_err(pg_error)?
         .ok_or_else(|| Error::internal(format!("tenant {tenant} has no usage row")))?;

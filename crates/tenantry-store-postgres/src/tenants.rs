@@ -177,7 +177,11 @@ impl TenantRegistry for PgStore {
         // The tenant's writes (upkeep's and other nodes' included) take its usage row first:
         // once the purge holds it, none is half way, and none starts until the rows are gone.
         // An import staging a batch holds its import's row: wait for those batches too.
-        lock_usage(&tx, tenant).await?;
+        // FOR UPDATE, stronger than a write's lock: it also waits for a metering flush holding
+        // the row (FOR KEY SHARE), and keeps one from starting until the row is gone.
+        tx.execute("SELECT 1 FROM tenant_usage WHERE tenant_id = $1 FOR UPDATE", &[&tenant.as_str()])
+            .await
+            .map_err(pg_error)?;
         tx.execute("SELECT 1 FROM imports WHERE tenant_id = $1 FOR UPDATE", &[&tenant.as_str()])
             .await
             .map_err(pg_error)?;

@@ -125,17 +125,23 @@ pub(crate) const UPKEEP_FUNCTIONS: &[&str] = &[
     "tenantry_prune_events(bigint)",
 ];
 
-/// Locks the tenant's usage row, as every write does first, and tells whether the tenant is still
-/// registered. A purge takes the same lock before it deletes, so a tenant found here stays until
-/// the commit, and a tenant purged meanwhile is found gone (its usage row and record are not
-/// there, or not visible): the caller writes nothing for it.
+/// Locks the tenant's usage row as every write does first (`FOR NO KEY UPDATE`), and tells
+/// whether the tenant is still registered. A purge locks the row more strongly before it
+/// deletes, so a tenant found here stays until the commit, and a tenant purged meanwhile is found
+/// gone (its usage row and record are not there, or not visible): the caller writes nothing for it.
 pub(crate) async fn lock_registered(tx: &Transaction<'_>, tenant: &TenantId) -> Result<bool> {
-    let locked = tx
-        .query_opt("SELECT 1 FROM tenant_usage WHERE tenant_id = $1 FOR UPDATE", &[&tenant.as_str()])
-        .await
-        .map_err(pg_error)?
-        .is_some();
-    if !locked {
+    registered_under(tx, tenant, "FOR NO KEY UPDATE").await
+}
+
+/// Keeps the tenant's usage row from being deleted until the transaction ends (`FOR KEY SHARE`,
+/// which no write waits for; a purge does) and tells whether the tenant is still registered.
+async fn hold_registered(tx: &Transaction<'_>, tenant: &TenantId) -> Result<bool> {
+    registered_under(tx, tenant, "FOR KEY SHARE").await
+}
+
+async fn registered_under(tx: &Transaction<'_>, tenant: &TenantId, lock: &str) -> Result<bool> {
+    let sql = format!("SELECT 1 FROM tenant_usage WHERE tenant_id = $1 {lock}");
+    if tx.query_opt(&sql, &[&tenant.as_str()]).await.map_err(pg_error)?.is_none() {
         return Ok(false);
     }
     let registered =
@@ -291,8 +297,9 @@ impl Upkeep for PgStore {
                 .await
                 .map_err(pg_error)?;
             // Only for a tenant still registered: a purge that committed after the batch was
-            // taken must not be followed by rows of the purged tenant.
-            if lock_registered(&tx, &tenant).await? {
+            // taken must not be followed by rows of the purged tenant. The row is held only
+            // against deletion (FOR KEY SHARE): the tenant's writes go on meanwhile.
+            if hold_registered(&tx, &tenant).await? {
                 for (day, c) in &days {
                     let v: [i64; 6] = [c.api_calls, c.reads, c.writes, c.bytes_in, c.bytes_out, c.searches].map(count);
                     tx.execute(

@@ -5,7 +5,7 @@
 use tenantry_core::ids::TenantId;
 use tenantry_store_postgres::schema::{self, Migrated, TENANT_TABLES};
 use tenantry_store_postgres::testing::TestDatabase;
-use tenantry_store_postgres::{tenant_transaction, PgDatabase};
+use tenantry_store_postgres::{read_once, tenant_transaction, PgDatabase};
 
 /// A migrated database with tenants `a` and `b`, each with one file row, written as the owner.
 async fn two_tenants() -> Option<(TestDatabase, TenantId, TenantId)> {
@@ -162,6 +162,29 @@ async fn the_next_transaction_on_the_same_pooled_connection_sees_nothing_of_the_
         assert_eq!(paths(&tx.query("SELECT path FROM files", &[]).await.unwrap()), ["/alpha"]);
         drop(tx);
     }
+    db.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_one_trip_read_sees_its_tenant_only_and_leaves_the_connection_as_it_found_it() {
+    let Some((db, a, b)) = two_tenants().await else { return };
+    let node = PgDatabase::connect(&db.app_url(), 1).await.unwrap();
+    let conn = node.client().await.unwrap();
+    let unscoped = read_once(&conn, &a, "SELECT path FROM files", &[]).await.unwrap();
+    assert_eq!(paths(&unscoped), ["/alpha"], "an unfiltered read sees A's rows only");
+    // A failing statement: its transaction is rolled back, and the connection is usable.
+    let failed = read_once(&conn, &b, "SELECT 1 / (count(*) - 1) FROM files", &[]).await;
+    assert!(failed.is_err());
+    assert_eq!(paths(&read_once(&conn, &b, "SELECT path FROM files", &[]).await.unwrap()), ["/bravo"]);
+    // Nothing stays: no transaction open, no tenant set, nothing visible.
+    let xid = || async { conn.query_one("SELECT txid_current()", &[]).await.unwrap().get::<_, i64>(0) };
+    assert_ne!(xid().await, xid().await, "each statement is a transaction of its own: none was left open");
+    let n: i64 = conn.query_one("SELECT count(*) FROM files", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0);
+    let setting: Option<String> =
+        conn.query_one("SELECT current_setting('tenantry.tenant_id', true)", &[]).await.unwrap().get(0);
+    assert!(setting.unwrap_or_default().is_empty());
+    drop(conn);
     db.drop_all().await;
 }
 

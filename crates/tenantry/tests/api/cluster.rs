@@ -236,3 +236,41 @@ async fn the_monthly_allowance_holds_and_metering_adds_up_across_nodes() {
     let usage = app.operator().tenant_usage("globex", "").await.unwrap();
     assert_eq!(usage["usage"]["api_calls"], 20);
 }
+
+#[tokio::test]
+async fn a_hard_quota_is_exact_with_writers_on_both_nodes() {
+    if !several_nodes() {
+        return;
+    }
+    let app = spawn_app().await;
+    let acme = app
+        .create_tenant_with(json!({"slug": "acme", "quotas": {"max_requests_per_minute": null, "max_files": 25}}))
+        .await;
+    let (node_b, b) = app.another_node().await;
+    // Eight writers, four on each node, each trying ten new files: exactly 25 may land.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let c = if w % 2 == 0 { app.as_key(&acme.owner) } else { Client::new(&b, Some(acme.owner.clone())) };
+            tokio::spawn(async move {
+                let mut landed = 0;
+                for i in 0..10 {
+                    match c.put_file(&format!("/w{w}/{i}"), vec![b'x'; 10], None).await {
+                        Ok(_) => landed += 1,
+                        Err(e) => assert_eq!(e.code(), Some("quota_exceeded"), "{e:?}"),
+                    }
+                }
+                landed
+            })
+        })
+        .collect();
+    let mut landed = 0;
+    for w in writers {
+        landed += w.await.unwrap();
+    }
+    assert_eq!(landed, 25);
+    let listed = app.as_key(&acme.owner).list_files("/", true, None).await.unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 25);
+    let usage = app.as_key(&acme.owner).json(reqwest::Method::GET, "/v1/usage", None).await.unwrap();
+    assert_eq!((usage["usage"]["files"].as_u64(), usage["usage"]["storage_bytes"].as_u64()), (Some(25), Some(250)));
+    node_b.stop().await.unwrap();
+}
