@@ -20,6 +20,7 @@ impl Health for PgStore {
     async fn close(&self) -> Result<()> {
         drop(self.feed.lock().unwrap_or_else(|e| e.into_inner()).take());
         self.db.close();
+        self.directory_db.close();
         Ok(())
     }
 }

@@ -140,19 +140,48 @@ pub async fn read_once(
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<tokio_postgres::Row>> {
-    let id = tenant.as_str();
-    // The id goes into the text of the statement: ids are lowercase letters, digits and `_`.
-    if !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err(Error::internal(format!("tenant id {id:?} has an unexpected shape")));
-    }
-    let statement = conn.prepare_cached(sql).await.map_err(pg_error)?;
-    let begin = format!("BEGIN READ ONLY; SELECT set_config('tenantry.tenant_id', '{id}', true)");
+    let (begin, statement) = (begin_reading(tenant)?, conn.prepare_cached(sql).await.map_err(pg_error)?);
     let (began, rows, ended) =
         tokio::join!(conn.batch_execute(&begin), conn.query(&statement, params), conn.batch_execute("COMMIT"));
     began.map_err(pg_error)?;
     let rows = rows.map_err(pg_error)?;
     ended.map_err(pg_error)?;
     Ok(rows)
+}
+
+/// Two read statements of `tenant` in one round trip and one snapshot, as [`read_once`] runs one.
+pub async fn read_two(
+    conn: &Object,
+    tenant: &TenantId,
+    (first, first_params): (&str, &[&(dyn tokio_postgres::types::ToSql + Sync)]),
+    (second, second_params): (&str, &[&(dyn tokio_postgres::types::ToSql + Sync)]),
+) -> Result<(Vec<tokio_postgres::Row>, Vec<tokio_postgres::Row>)> {
+    let begin = begin_reading(tenant)?;
+    let first = conn.prepare_cached(first).await.map_err(pg_error)?;
+    let second = conn.prepare_cached(second).await.map_err(pg_error)?;
+    let (began, a, b, ended) = tokio::join!(
+        conn.batch_execute(&begin),
+        conn.query(&first, first_params),
+        conn.query(&second, second_params),
+        conn.batch_execute("COMMIT")
+    );
+    began.map_err(pg_error)?;
+    let (a, b) = (a.map_err(pg_error)?, b.map_err(pg_error)?);
+    ended.map_err(pg_error)?;
+    Ok((a, b))
+}
+
+/// What begins a one-flight read of `tenant`: a read-only transaction that reads one snapshot,
+/// with the tenant set for it only.
+fn begin_reading(tenant: &TenantId) -> Result<String> {
+    let id = tenant.as_str();
+    // The id goes into the text of the statement: ids are lowercase letters, digits and `_`.
+    if !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(Error::internal(format!("tenant id {id:?} has an unexpected shape")));
+    }
+    Ok(format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT set_config('tenantry.tenant_id', '{id}', true)"
+    ))
 }
 
 /// Refuses a role row-level security would not bind.

@@ -19,6 +19,8 @@ use tokio_postgres::Row;
 /// The PostgreSQL backend of tenantry-core's `Store`.
 pub struct PgStore {
     pub(crate) db: PgDatabase,
+    /// One connection for re-reading the directory when other nodes change it.
+    pub(crate) directory_db: PgDatabase,
     /// This node's application name on its connections (see `feed`).
     pub(crate) node: String,
     pub(crate) listeners: Arc<Listeners>,
@@ -45,9 +47,17 @@ impl PgStore {
         config.application_name(&node);
         let db = PgDatabase::connect_with(config.clone(), max_connections).await?;
         crate::schema::check_feed(&*db.client().await?).await?;
+        let directory_db = PgDatabase::connect_with(config.clone(), 1).await?;
         let listeners = Arc::new(Listeners::default());
         let feed = Feed::start(config, node.clone(), db.clone(), listeners.clone()).await?;
-        let store = PgStore { db, node, listeners, turns: Mutex::new(HashMap::new()), feed: Mutex::new(Some(feed)) };
+        let store = PgStore {
+            db,
+            directory_db,
+            node,
+            listeners,
+            turns: Mutex::new(HashMap::new()),
+            feed: Mutex::new(Some(feed)),
+        };
         crate::import::sweep_abandoned_imports(&store).await?;
         Ok(store)
     }

@@ -243,23 +243,20 @@ impl Upkeep for PgStore {
     }
 
     async fn load_tenant_directory(&self, tenant: &TenantId) -> Result<Option<(Tenant, Vec<KeyRecord>)>> {
-        let mut conn = self.conn().await?;
-        let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
-        let Some(row) = tx
-            .query_opt(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"), &[&tenant.as_str()])
-            .await
-            .map_err(pg_error)?
-        else {
-            commit(tx).await?;
-            return Ok(None);
-        };
-        let keys = tx
-            .query(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = $1"), &[&tenant.as_str()])
-            .await
-            .map_err(pg_error)?;
-        commit(tx).await?;
+        // On a connection of its own: a revocation reaches this node without waiting for the
+        // pool that requests keep busy; one round trip, one snapshot.
+        let conn = self.directory_db.client().await?;
+        let id = tenant.as_str();
+        let (tenants, keys) = crate::read_two(
+            &conn,
+            tenant,
+            (&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"), &[&id]),
+            (&format!("SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = $1"), &[&id]),
+        )
+        .await?;
+        let Some(row) = tenants.first() else { return Ok(None) };
         let keys = keys.iter().map(key_from_row).collect::<Result<Vec<KeyRecord>>>()?;
-        Ok(Some((tenant_from_row(&row)?, keys)))
+        Ok(Some((tenant_from_row(row)?, keys)))
     }
 
     fn add_directory_follower(&self, follower: Arc<dyn DirectoryFollower>) {
