@@ -116,53 +116,88 @@ pub struct ChainReport {
 /// or from just after `anchor` and its hash; with an anchor, the newest `audit.prune` entry must
 /// name it.
 pub fn verify<'a>(anchor: Option<&AuditAnchor>, entries: impl IntoIterator<Item = &'a AuditEntry>) -> ChainReport {
-    let (mut prev, first) = match anchor {
-        Some(a) => (a.hash.clone(), a.seq + 1),
-        None => (GENESIS.to_owned(), 1),
-    };
-    let report = |entries, broken: Option<(u64, String)>| ChainReport {
-        entries,
-        ok: broken.is_none(),
-        first_broken_seq: broken.as_ref().map(|b| b.0),
-        reason: broken.map(|b| b.1),
-        anchor: anchor.cloned(),
-    };
-    let mut count = 0;
-    let mut last_prune: Option<&AuditEntry> = None;
-    for (expected_seq, e) in (first..).zip(entries) {
-        count += 1;
-        let broken = if e.seq != expected_seq {
-            Some(format!("expected seq {expected_seq}, found {}", e.seq))
-        } else if e.prev_hash != prev {
-            Some(if expected_seq == first && anchor.is_some() {
+    let mut walk = ChainWalk::new(anchor.cloned());
+    for e in entries {
+        if !walk.push(e) {
+            break;
+        }
+    }
+    walk.finish()
+}
+
+/// [`verify`] one entry at a time, for a chain too long to hold (a copy checks one as it streams).
+#[derive(Debug, Clone)]
+pub struct ChainWalk {
+    anchor: Option<AuditAnchor>,
+    prev: String,
+    expected_seq: u64,
+    first_seq: u64,
+    entries: u64,
+    broken: Option<(u64, String)>,
+    /// The seq and target of the newest `audit.prune` entry walked.
+    last_prune: Option<(u64, String)>,
+}
+
+impl ChainWalk {
+    pub fn new(anchor: Option<AuditAnchor>) -> ChainWalk {
+        let (prev, first_seq) = match &anchor {
+            Some(a) => (a.hash.clone(), a.seq + 1),
+            None => (GENESIS.to_owned(), 1),
+        };
+        ChainWalk { anchor, prev, expected_seq: first_seq, first_seq, entries: 0, broken: None, last_prune: None }
+    }
+
+    /// Walks the next entry; false once the chain is broken (later entries change nothing).
+    pub fn push(&mut self, e: &AuditEntry) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        self.entries += 1;
+        let expected = self.expected_seq;
+        let broken = if e.seq != expected {
+            Some(format!("expected seq {expected}, found {}", e.seq))
+        } else if e.prev_hash != self.prev {
+            Some(if expected == self.first_seq && self.anchor.is_some() {
                 "prev_hash does not match the anchor's hash (the last pruned entry)".to_owned()
             } else {
                 "prev_hash does not match the previous entry's hash".to_owned()
             })
-        } else if chain_hash(&prev, e) != e.hash {
+        } else if chain_hash(&self.prev, e) != e.hash {
             Some("hash does not match the entry's contents".to_owned())
         } else {
             None
         };
         if let Some(reason) = broken {
-            return report(count, Some((e.seq, reason)));
+            self.broken = Some((e.seq, reason));
+            return false;
         }
         if e.action == PRUNE_ACTION && e.actor == "system" {
-            last_prune = Some(e);
+            self.last_prune = Some((e.seq, e.target.clone()));
         }
-        prev = e.hash.clone();
+        self.prev = e.hash.clone();
+        self.expected_seq += 1;
+        true
     }
-    if let Some(a) = anchor {
-        let recorded = last_prune.is_some_and(|e| e.target == prune_target(a));
-        if !recorded {
-            let seq = last_prune.map_or(first, |e| e.seq);
-            return report(
-                count,
-                Some((seq, format!("the chain's last audit.prune entry does not name the anchor (seq {})", a.seq))),
-            );
+
+    /// The report of the entries walked.
+    pub fn finish(self) -> ChainReport {
+        let mut broken = self.broken;
+        if let (None, Some(a)) = (&broken, &self.anchor) {
+            let recorded = self.last_prune.as_ref().is_some_and(|(_, target)| *target == prune_target(a));
+            if !recorded {
+                let seq = self.last_prune.as_ref().map_or(self.first_seq, |(seq, _)| *seq);
+                broken =
+                    Some((seq, format!("the chain's last audit.prune entry does not name the anchor (seq {})", a.seq)));
+            }
+        }
+        ChainReport {
+            entries: self.entries,
+            ok: broken.is_none(),
+            first_broken_seq: broken.as_ref().map(|b| b.0),
+            reason: broken.map(|b| b.1),
+            anchor: self.anchor,
         }
     }
-    report(count, None)
 }
 
 #[cfg(test)]

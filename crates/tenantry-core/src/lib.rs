@@ -27,6 +27,7 @@ pub mod error;
 pub mod events;
 pub mod glob;
 pub mod ids;
+pub mod image;
 pub mod import;
 pub mod memory;
 pub mod model;
