@@ -33,6 +33,7 @@ mod database;
 mod error;
 mod events;
 mod files;
+mod image;
 mod import;
 mod journal;
 mod keys;
@@ -68,9 +69,13 @@ use tenantry_core::Result;
 
 impl SqliteStore {
     /// Opens the store in `data_dir` (which must exist), migrating an older schema.
+    /// One process at a time: the store holds `DATA/tenantry.lock` locked until it closes (or the
+    /// process ends), and a second open of the same directory is refused.
     pub fn open(data_dir: &Path, opts: OpenOptions) -> Result<SqliteStore> {
+        let data_lock = crate::store::lock_data_dir(data_dir)?;
         let shared = Arc::new(Database::open_with_tails(&data_dir.join(SHARED_DB), &opts)?);
         let store = SqliteStore {
+            data_lock,
             dedicated: Arc::new(DedicatedPools::new(data_dir, &opts, opts.max_open_dedicated)),
             routes: Arc::new(Routes::default()),
             shared,

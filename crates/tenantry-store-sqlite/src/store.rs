@@ -31,6 +31,33 @@ pub struct SqliteStore {
     pub(crate) cache: Arc<FileCache>,
     pub(crate) blobs: Arc<Blobs>,
     pub(crate) sinks: Sinks,
+    /// The lock on the data dir, held until [`Store::close`](tenantry_core::store::Store::close).
+    pub(crate) data_lock: Arc<std::sync::Mutex<Option<std::fs::File>>>,
+}
+
+/// The name of the lock file inside the data dir.
+const LOCK_FILE: &str = "tenantry.lock";
+
+/// Locks the data dir for this process (an advisory lock on `DATA/tenantry.lock`, released when
+/// the file is closed, by the store's close or the process's end). Two processes on one data dir
+/// would each trust their own memory of it (the log tails' registry, the bodies a sweep may
+/// remove), so the second is refused.
+pub(crate) fn lock_data_dir(data_dir: &Path) -> Result<Arc<std::sync::Mutex<Option<std::fs::File>>>> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::internal(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Arc::new(std::sync::Mutex::new(Some(file)))),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::conflict(format!(
+            "the data directory {} is in use by another tenantry process (a running `tenantry serve`?): stop it first",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::internal(format!("cannot lock {}: {e}", path.display()))),
+    }
 }
 
 /// Checkpoints the whole WAL into the database and empties it, retrying while a reader or the
@@ -180,7 +207,10 @@ impl Health for SqliteStore {
                 truncate_wal(conn)?;
                 Ok(())
             })
-            .await
+            .await?;
+        // Closed: another process may open the directory now.
+        self.data_lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(())
     }
 
     fn metrics(&self) -> Vec<StoreMetric> {
