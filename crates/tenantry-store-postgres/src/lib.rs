@@ -21,6 +21,7 @@ mod events;
 mod feed;
 mod files;
 mod health;
+mod image;
 mod import;
 mod journal;
 mod memory;
@@ -34,6 +35,7 @@ pub mod testing;
 mod upkeep;
 mod webhooks;
 
+pub use image::PgImages;
 pub use store::PgStore;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};

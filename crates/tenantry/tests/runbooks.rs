@@ -31,8 +31,17 @@ fn script_of(page: &str) -> String {
 
 /// Runs the page's script in `dir` with the server at `url`; returns its standard output.
 fn run_page(page: &str, dir: &Path, url: &str) -> String {
+    run_page_with(page, dir, url, &[])
+}
+
+/// [`run_page`] with more variables set (and PostgreSQL's programs on the PATH, when the test
+/// cluster's are known).
+fn run_page_with(page: &str, dir: &Path, url: &str, vars: &[(&str, &str)]) -> String {
     let bin_dir = Path::new(common::BIN).parent().unwrap();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let mut path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    if let Ok(pg_bin) = std::env::var("PG_CLUSTER_BIN") {
+        path = format!("{pg_bin}:{path}");
+    }
     let mut cmd = std::process::Command::new("bash");
     for (k, _) in std::env::vars() {
         if k.starts_with("TENANTRY_") {
@@ -46,6 +55,7 @@ fn run_page(page: &str, dir: &Path, url: &str) -> String {
         .env("PATH", path)
         .env("TENANTRY_URL", url)
         .env("TENANTRY_LOG", "error")
+        .envs(vars.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -147,4 +157,75 @@ async fn the_graduation_runbook_works_as_written() {
     assert_eq!(audit["items"].as_array().unwrap().len(), 2);
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_to_postgres_runbook_works_as_written() {
+    use tenantry_store_postgres::testing::{cluster_configured, CLUSTER_VAR};
+    if !cluster_configured() {
+        return;
+    }
+    let admin_url = std::env::var(CLUSTER_VAR).unwrap();
+    let config: tokio_postgres::Config = admin_url.parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        #[allow(unreachable_patterns)]
+        other => panic!("the test cluster is reached over TCP, not {other:?}"),
+    };
+    let hostport = format!("{host}:{}", config.get_ports().first().copied().unwrap_or(5432));
+    let suffix: String = (0..8).map(|_| (b'a' + rand::random::<u8>() % 26) as char).collect();
+    let (db, owner, app) = (format!("rb_{suffix}"), format!("rbo_{suffix}"), format!("rba_{suffix}"));
+
+    let (dir, served, op) = serve_as_the_pages_assume();
+    let mut child = served.child;
+    let acme = op.create_tenant(&json!({"slug": "acme", "tier": "pro", "name": "Acme"})).await.unwrap();
+    let owner_key = acme["owner_key"].as_str().unwrap().to_owned();
+    let acme_client = Client::new(&served.url, Some(owner_key.clone()));
+    acme_client.put_file("/plan.md", b"# the plan".to_vec(), None).await.unwrap();
+    // Stopped as the page says (it flushes and closes the data directory).
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let out = run_page_with(
+        "docs/runbooks/sqlite-to-postgres.md",
+        dir.path(),
+        &url,
+        &[
+            ("PG_ADMIN_URL", admin_url.as_str()),
+            ("PG_HOSTPORT", hostport.as_str()),
+            ("DB", db.as_str()),
+            ("OWNER", owner.as_str()),
+            ("APP", app.as_str()),
+            ("TENANTRY_LISTEN", listen.as_str()),
+        ],
+    );
+    assert!(out.contains("[db copy] 2 tenants: 2 copied, 0 there already, 0 not copied"), "{out}");
+    assert!(out.contains("[db copy] 2 tenants: 0 copied, 2 there already, 0 not copied"), "{out}");
+    assert!(out.contains("[acme] audit chain intact: 2 entries verified"), "{out}");
+    assert!(out.contains("acme") && out.contains("default"), "the tenant list: {out}");
+
+    // The copy is served from PostgreSQL: the key made on SQLite reads the file.
+    let mut cmd = common::clean_command();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data", "tenantry-data"])
+        .current_dir(dir.path())
+        .env("TENANTRY_DATABASE_URL", format!("postgres://{app}@{hostport}/{db}"));
+    let served = common::start_serving(cmd);
+    let mut child = served.child;
+    let acme_client = Client::new(&served.url, Some(owner_key));
+    assert_eq!(&acme_client.get_file("/plan.md").await.unwrap()[..], b"# the plan");
+    assert!(served.stdout_lines.iter().any(|l| l.contains("PostgreSQL")), "{:?}", served.stdout_lines);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let psql = std::env::var("PG_CLUSTER_BIN").map(|b| format!("{b}/psql")).unwrap_or_else(|_| "psql".into());
+    let dropped = std::process::Command::new(psql)
+        .arg(&admin_url)
+        .args(["-q", "-c", &format!("DROP DATABASE {db} WITH (FORCE)"), "-c", &format!("DROP ROLE {owner}")])
+        .args(["-c", &format!("DROP ROLE {app}")])
+        .status()
+        .unwrap();
+    assert!(dropped.success());
 }

@@ -38,6 +38,10 @@ impl Failure {
     }
 }
 
+/// The code of a failure whose command printed its own JSON document saying what failed (so
+/// `--json` still prints exactly one).
+pub const REPORTED: &str = "reported";
+
 /// A usage error: the command line asks for something that cannot be done as given.
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
     Failure::error(EXIT_USAGE, "usage", message)
@@ -58,6 +62,11 @@ pub fn report(error: &anyhow::Error, as_json: bool) -> u8 {
     let known = error.chain().find_map(|e| e.downcast_ref::<Failure>());
     let (code, exit_status) = known.map(|f| (f.code.as_str(), f.exit_status)).unwrap_or(("failed", EXIT_FAILED));
     let message = format!("{error:#}");
+    if as_json && known.is_some_and(|f| f.code == REPORTED) {
+        // The command's document, which says what failed, is on standard output already.
+        eprintln!("tenantry: {message}");
+        return exit_status;
+    }
     if as_json {
         let doc = json!({"error": {"code": code, "message": message, "exit_status": exit_status}});
         println!("{doc}");

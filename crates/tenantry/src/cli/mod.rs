@@ -87,7 +87,8 @@ pub enum Command {
     },
     /// Which tenant and key the client acts as.
     Whoami,
-    /// PostgreSQL: prepare a database (`db migrate --url postgres://OWNER@HOST/DB`).
+    /// PostgreSQL: prepare a database (`db migrate --url postgres://OWNER@HOST/DB`), or copy an
+    /// embedded install into one (`db copy --from DATA --to postgres://OWNER@HOST/DB`).
     Db {
         #[command(subcommand)]
         cmd: DbCmd,
@@ -123,6 +124,18 @@ pub enum DbCmd {
         /// The role `tenantry serve` connects as: it gets rows, and owns nothing.
         #[arg(long, default_value = "tenantry_app")]
         app_role: String,
+    },
+    /// Copy a whole embedded install (a stopped server's data directory) into a PostgreSQL
+    /// database, every tenant verified against its source. Resumable: a tenant the database holds
+    /// already is checked, not copied again.
+    Copy {
+        /// The data directory of the SQLite install (`tenantry serve --data`); no server may be
+        /// running on it.
+        #[arg(long)]
+        from: PathBuf,
+        /// The database, as the role that owns the tables (the one `db migrate` ran as).
+        #[arg(long)]
+        to: String,
     },
 }
 
