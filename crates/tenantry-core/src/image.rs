@@ -277,6 +277,18 @@ pub trait ImageSource: Send + Sync {
     async fn image_tenants(&self) -> Result<Vec<TenantId>>;
     /// The tenant's image, read from one snapshot of the store.
     async fn read_image(&self, tenant: &TenantId) -> Result<Box<dyn ImageItems>>;
+    /// How far the store has numbered what it numbers across tenants: ids ever given, including
+    /// those of rows since deleted.
+    async fn numbering(&self) -> Result<Numbering>;
+}
+
+/// The highest webhook delivery id and delivery-attempt number a store has given. A copy's target
+/// numbers past them: a receiver de-duplicates deliveries by id, so an id must never be given
+/// twice, even one whose rows are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Numbering {
+    pub deliveries: i64,
+    pub attempts: i64,
 }
 
 /// A store tenants can be copied into.
@@ -289,6 +301,15 @@ pub trait ImageTarget: ImageSource {
     /// the target already holds is refused (`conflict`), and so is a slug or domain another
     /// tenant holds there.
     async fn write_image(&self, tenant: &TenantId, transfer: &mut Transfer) -> Result<()>;
+    /// Numbers past `source`'s from now on (never lowers its own).
+    async fn continue_numbering(&self, source: Numbering) -> Result<()>;
+}
+
+/// Before any tenant is copied: the target will number past everything the source numbered, so a
+/// copy interrupted after some tenants leaves a target that is right to serve.
+pub async fn prepare_copy(source: &dyn ImageSource, target: &dyn ImageTarget) -> Result<Vec<TenantId>> {
+    target.continue_numbering(source.numbering().await?).await?;
+    target.image_tenants().await
 }
 
 /// What an image held: its hash, what it counted, and how its audit chain verified.
@@ -571,13 +592,19 @@ impl CopyOutcome {
     }
 }
 
-/// Copies one tenant from `source` into `target`, or finds it there already. A tenant the target
-/// holds is never written to: if it differs from the source (changed on either side since it was
-/// copied), the copy of it is refused, and nothing changes. So a copy interrupted anywhere can be
-/// run again, and running it again once it finished changes nothing.
-pub async fn copy_tenant(source: &dyn ImageSource, target: &dyn ImageTarget, tenant: &TenantId) -> Result<CopyOutcome> {
+/// Copies one tenant from `source` into `target` (`held`: the tenants [`prepare_copy`] found
+/// there), or finds it there already. A tenant the target holds is never written to: if it
+/// differs from the source (changed on either side since it was copied), the copy of it is
+/// refused, and nothing changes. So a copy interrupted anywhere can be run again, and running it
+/// again once it finished changes nothing.
+pub async fn copy_tenant(
+    source: &dyn ImageSource,
+    target: &dyn ImageTarget,
+    held: &[TenantId],
+    tenant: &TenantId,
+) -> Result<CopyOutcome> {
     let shared_only = !target.places_dedicated();
-    if target.image_tenants().await?.contains(tenant) {
+    if held.contains(tenant) {
         let held = summarize(target.read_image(tenant).await?.as_mut(), false).await?;
         let wanted = summarize(source.read_image(tenant).await?.as_mut(), shared_only).await?;
         if held != wanted {

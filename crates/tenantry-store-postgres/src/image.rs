@@ -1,7 +1,7 @@
 //! Tenants' images (`tenantry_core::image`) read from and written into a database, for
 //! `tenantry db copy`. This runs as the role that owns the tables (the one `tenantry db migrate`
-//! ran as), on connections of its own: it sets the copy's sequence positions, which the server's
-//! role may not. Its transactions still set the tenant, as every transaction here does.
+//! ran as), on connections of its own: it moves the sequences that number deliveries past the
+//! source's, which the server's role may not. Its transactions still set the tenant, as every transaction here does.
 //!
 //! A tenant is written in one transaction: its rows by table in multi-row inserts (`unnest` of one
 //! array per column; `COPY FROM` is refused on tables under row-level security), its bodies
@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tenantry_core::ids::TenantId;
 use tenantry_core::image::{
-    Cell, ImageItem, ImageItems, ImageSource, ImageTable, ImageTarget, Kind, Transfer, FILE_COLUMNS, TABLES,
+    Cell, ImageItem, ImageItems, ImageSource, ImageTable, ImageTarget, Kind, Numbering, Transfer, FILE_COLUMNS, TABLES,
 };
 use tenantry_core::{Error, Result};
 use tokio_postgres::types::{ToSql, Type};
@@ -334,10 +334,8 @@ async fn write_items(client: &Client, tenant: &TenantId, transfer: &mut Transfer
     Ok(())
 }
 
-/// What the copied rows imply beyond themselves: the audit chain's head where the next entry links
-/// (kept beside the counters here), and delivery ids and attempt numbers, which this database
-/// draws from sequences, past every copied one. Sequences are not rolled back: a copy that fails
-/// later leaves them advanced, which costs nothing.
+/// What the copied rows imply beyond themselves: the audit chain's head, where the next entry
+/// links (kept beside the counters here).
 async fn settle_copied(client: &Client, tenant: &TenantId) -> Result<()> {
     client
         .execute(
@@ -348,20 +346,18 @@ async fn settle_copied(client: &Client, tenant: &TenantId) -> Result<()> {
         )
         .await
         .map_err(pg_error)?;
-    client
-        .batch_execute(&format!(
-            "SELECT setval('webhook_deliveries', m) FROM (
-                 SELECT GREATEST((SELECT max(id) FROM webhook_outbox WHERE tenant_id = '{id}'),
-                                 (SELECT max(delivery_id) FROM webhook_attempts WHERE tenant_id = '{id}')) AS m) s
-             WHERE m IS NOT NULL AND m >= (SELECT last_value FROM webhook_deliveries);
-             SELECT setval(pg_get_serial_sequence('webhook_attempts', 'n'), m) FROM (
-                 SELECT max(n) AS m FROM webhook_attempts WHERE tenant_id = '{id}') s
-             WHERE m IS NOT NULL AND m >= (SELECT last_value FROM webhook_attempts_n_seq);",
-            id = id_literal(tenant)?
-        ))
+    Ok(())
+}
+
+/// The sequences that number deliveries and attempts here, and how far each has gone.
+const SEQUENCES: [&str; 2] = ["webhook_deliveries", "webhook_attempts_n_seq"];
+
+async fn sequence_at(client: &Client, sequence: &str) -> Result<i64> {
+    let row = client
+        .query_one(&format!("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {sequence}"), &[])
         .await
         .map_err(pg_error)?;
-    Ok(())
+    Ok(row.get(0))
 }
 
 /// A tenant's image read from the transaction open on a connection: table by table in key order
@@ -554,6 +550,14 @@ impl ImageSource for PgImages {
         client.batch_execute(&begin(tenant, true)?).await.map_err(pg_error)?;
         Ok(Box::new(reader(client, tenant, true)))
     }
+
+    async fn numbering(&self) -> Result<Numbering> {
+        let client = connect(&self.config).await?;
+        Ok(Numbering {
+            deliveries: sequence_at(&client, SEQUENCES[0]).await?,
+            attempts: sequence_at(&client, SEQUENCES[1]).await?,
+        })
+    }
 }
 
 #[async_trait]
@@ -580,6 +584,16 @@ impl ImageTarget for PgImages {
         transfer.verify(&mut written).await?;
         drop(written);
         client.batch_execute("COMMIT").await.map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn continue_numbering(&self, source: Numbering) -> Result<()> {
+        let client = connect(&self.config).await?;
+        for (sequence, past) in SEQUENCES.into_iter().zip([source.deliveries, source.attempts]) {
+            if past > sequence_at(&client, sequence).await? {
+                client.execute("SELECT setval($1::text::regclass, $2)", &[&sequence, &past]).await.map_err(pg_error)?;
+            }
+        }
         Ok(())
     }
 }

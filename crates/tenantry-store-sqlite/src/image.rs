@@ -8,12 +8,12 @@ use crate::counters;
 use crate::error::sql_error;
 use crate::store::SqliteStore;
 use async_trait::async_trait;
-use rusqlite::types::Value;
+use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 use std::io::Read;
 use tenantry_core::ids::TenantId;
 use tenantry_core::image::{
-    table_index, Cell, Column, ImageItem, ImageItems, ImageSource, ImageTable, Kind, FILE_COLUMNS, TABLES,
+    table_index, Cell, Column, ImageItem, ImageItems, ImageSource, ImageTable, Kind, Numbering, FILE_COLUMNS, TABLES,
 };
 use tenantry_core::{Error, Result};
 use tokio::sync::mpsc;
@@ -45,12 +45,14 @@ fn column_expr(table: &ImageTable, column: &Column) -> &'static str {
     }
 }
 
-fn cell_of(value: Value, column: &Column) -> Result<Cell> {
+fn cell_of(value: ValueRef<'_>, column: &Column) -> Result<Cell> {
     match (value, column.kind) {
-        (Value::Null, _) => Ok(Cell::Null),
-        (Value::Integer(i), Kind::Int) => Ok(Cell::Int(i)),
-        (Value::Text(t), Kind::Text) => Ok(Cell::Text(t)),
-        (Value::Blob(b), Kind::Bytes) => Ok(Cell::Bytes(b)),
+        (ValueRef::Null, _) => Ok(Cell::Null),
+        (ValueRef::Integer(i), Kind::Int) => Ok(Cell::Int(i)),
+        (ValueRef::Text(t), Kind::Text) => String::from_utf8(t.to_vec()).map(Cell::Text).map_err(|_| {
+            Error::internal(format!("column {} holds text that is not UTF-8: this binary never wrote it", column.name))
+        }),
+        (ValueRef::Blob(b), Kind::Bytes) => Ok(Cell::Bytes(b.to_vec())),
         (other, kind) => Err(Error::internal(format!(
             "column {} holds {other:?} where {kind:?} was expected: the database holds something this binary never \
              wrote",
@@ -76,7 +78,7 @@ fn table_rows(
     while let Some(row) = rows.next().map_err(sql_error)? {
         let mut cells = Vec::with_capacity(table.columns.len());
         for (i, column) in table.columns.iter().enumerate() {
-            cells.push(cell_of(row.get::<_, Value>(i).map_err(sql_error)?, column)?);
+            cells.push(cell_of(row.get_ref(i).map_err(sql_error)?, column)?);
         }
         if dedupe {
             let key = cells[..table.key].to_vec();
@@ -100,12 +102,20 @@ fn in_snapshot<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -
     out
 }
 
+/// What the reading thread sends: items, then the end (or the error that ended it). A channel
+/// closed before the end (the thread panicked) is an error, never a shorter image.
+enum Sent {
+    Item(ImageItem),
+    End,
+    Failed(Error),
+}
+
 /// Sends items to the consumer; false once it is gone (the copy stopped: stop reading).
-struct Out(mpsc::Sender<Result<ImageItem>>);
+struct Out(mpsc::Sender<Sent>);
 
 impl Out {
     fn send(&self, item: ImageItem) -> bool {
-        self.0.blocking_send(Ok(item)).is_ok()
+        self.0.blocking_send(Sent::Item(item)).is_ok()
     }
 }
 
@@ -119,7 +129,7 @@ struct FileRow {
 fn file_rows(conn: &Connection, tenant: &TenantId) -> Result<Vec<FileRow>> {
     let columns: Vec<String> = FILE_COLUMNS.iter().map(|c| format!("f.{}", c.name)).collect();
     let sql = format!(
-        "SELECT {}, c.id, c.blob FROM files f JOIN file_content c ON c.id = f.content_id
+        "SELECT {}, c.id, c.blob FROM files f LEFT JOIN file_content c ON c.id = f.content_id
          WHERE f.tenant_id = ?1 ORDER BY f.path",
         columns.join(", ")
     );
@@ -129,14 +139,14 @@ fn file_rows(conn: &Connection, tenant: &TenantId) -> Result<Vec<FileRow>> {
     while let Some(row) = rows.next().map_err(sql_error)? {
         let mut cells = Vec::with_capacity(FILE_COLUMNS.len());
         for (i, column) in FILE_COLUMNS.iter().enumerate() {
-            cells.push(cell_of(row.get::<_, Value>(i).map_err(sql_error)?, column)?);
+            cells.push(cell_of(row.get_ref(i).map_err(sql_error)?, column)?);
         }
         let n = FILE_COLUMNS.len();
-        out.push(FileRow {
-            cells,
-            content_id: row.get(n).map_err(sql_error)?,
-            blob: row.get(n + 1).map_err(sql_error)?,
-        });
+        let content_id: Option<i64> = row.get(n).map_err(sql_error)?;
+        let Some(content_id) = content_id else {
+            return Err(Error::internal(format!("the file {:?} has no body in the database", cells[0])));
+        };
+        out.push(FileRow { cells, content_id, blob: row.get(n + 1).map_err(sql_error)? });
     }
     Ok(out)
 }
@@ -248,13 +258,24 @@ impl SqliteStore {
 }
 
 /// An image read on a blocking thread, item by item.
-struct Received(mpsc::Receiver<Result<ImageItem>>);
+struct Received(mpsc::Receiver<Sent>);
 
 #[async_trait]
 impl ImageItems for Received {
     async fn next(&mut self) -> Result<Option<ImageItem>> {
-        self.0.recv().await.transpose()
+        match self.0.recv().await {
+            Some(Sent::Item(item)) => Ok(Some(item)),
+            Some(Sent::End) => Ok(None),
+            Some(Sent::Failed(e)) => Err(e),
+            None => Err(Error::internal("the read of the source stopped before the end of the tenant")),
+        }
     }
+}
+
+/// The highest id `table`'s AUTOINCREMENT has given in the database (0 if none).
+fn sequence_of(conn: &Connection, table: &str) -> Result<i64> {
+    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = ?1", [table], |r| r.get(0))
+        .map_err(sql_error)
 }
 
 #[async_trait]
@@ -279,10 +300,31 @@ impl ImageSource for SqliteStore {
         let (store, tenant) = (self.clone(), tenant.clone());
         tokio::task::spawn_blocking(move || {
             let out = Out(tx);
-            if let Err(e) = store.produce_image(&tenant, &out) {
-                let _ = out.0.blocking_send(Err(e));
-            }
+            let last = match store.produce_image(&tenant, &out) {
+                Ok(()) => Sent::End,
+                Err(e) => Sent::Failed(e),
+            };
+            let _ = out.0.blocking_send(last);
         });
         Ok(Box::new(Received(rx)))
+    }
+
+    async fn numbering(&self) -> Result<Numbering> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<Numbering> {
+            let mut databases = vec![store.shared.clone()];
+            for tenant in store.routes.dedicated_tenants() {
+                databases.push(store.dedicated.get(&tenant)?);
+            }
+            let mut n = Numbering::default();
+            for db in databases {
+                let conn = db.reader();
+                n.deliveries = n.deliveries.max(sequence_of(&conn, "webhook_outbox")?);
+                n.attempts = n.attempts.max(sequence_of(&conn, "webhook_attempts")?);
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("store task failed: {e}")))?
     }
 }

@@ -190,6 +190,13 @@ async fn an_embedded_install_copied_into_postgresql_serves_the_same_and_a_second
     assert_eq!(acme["file_bytes"].as_u64(), Some(file_bytes), "every file's bytes: {acme}");
     assert_eq!(acme["rows"]["webhook_outbox"], 1, "the queued delivery: {acme}");
     assert_eq!(acme["audit_chain_verifies"], true);
+    // Deliveries are numbered on past every id SQLite ever gave (a receiver de-duplicates by id).
+    let sqlite = rusqlite::Connection::open(data.join("tenantry.db")).unwrap();
+    let given: i64 =
+        sqlite.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'webhook_outbox'", [], |r| r.get(0)).unwrap();
+    let pg = database.connect_as(&database.owner_role).await;
+    let at: i64 = pg.query_one("SELECT last_value FROM webhook_deliveries", &[]).await.unwrap().get(0);
+    assert_eq!((at, given > 0), (given, true));
 
     // Served from PostgreSQL, everything reads as it did.
     let served = serve(&data, Some(&database.app_url()));

@@ -9,7 +9,7 @@ use super::DbCmd;
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
-use tenantry_core::image::{copy_tenant, table_index, CopyOutcome, ImageSource, ImageSummary};
+use tenantry_core::image::{copy_tenant, prepare_copy, table_index, CopyOutcome, ImageSource, ImageSummary};
 use tenantry_store_postgres::PgImages;
 use tenantry_store_sqlite::{OpenOptions, SqliteStore};
 
@@ -105,12 +105,17 @@ fn described(s: &ImageSummary) -> (String, serde_json::Value) {
 }
 
 async fn copy_all(ctx: &Context, source: &SqliteStore, target: &PgImages) -> anyhow::Result<(u64, u64, u64)> {
-    let tenants = source.image_tenants().await.map_err(|e| Failure::error(EXIT_FAILED, e.code.as_str(), e.message))?;
+    let fail = |e: tenantry_core::Error| Failure::error(EXIT_FAILED, e.code.as_str(), e.message);
+    // As a server's start does: a dedicated tenant's settings, written first in its own database,
+    // are made the registry's too (a crash may have come between the two writes).
+    tenantry_core::store::Upkeep::load_directory(source).await.map_err(fail)?;
+    let tenants = source.image_tenants().await.map_err(fail)?;
+    let held = prepare_copy(source, target).await.map_err(fail)?;
     let (mut copied, mut there, mut failed) = (0u64, 0u64, 0u64);
     let mut report = Vec::new();
     for (n, tenant) in tenants.iter().enumerate() {
         eprintln!("[db copy] copying tenant {} of {}: {} ...", n + 1, tenants.len(), tenant.as_str());
-        match copy_tenant(source, target, tenant).await {
+        match copy_tenant(source, target, &held, tenant).await {
             Ok(outcome) => {
                 let (text, mut value) = described(outcome.summary());
                 let (what, note) = match &outcome {
