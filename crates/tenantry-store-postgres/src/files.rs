@@ -2,8 +2,11 @@
 //! travels as one value and a range read fetches only the chunks it covers.
 
 use crate::error::pg_error;
-use crate::journal::{journal_tx, warnings_tx};
-use crate::store::{add_usage, begin, commit, lock_usage, PgStore};
+use crate::journal::{
+    hooks_from_rows, in_one_flight, journal_tx, plan, planned_statements, CounterDelta, Heads, Pending, HOOKS,
+};
+use crate::search::{self, plan_reindex, reindex_statements, OLD_DOC};
+use crate::store::{add_usage, begin, commit, lock_usage, PgStore, LOCK_TENANT};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use tenantry_core::events::Journal;
@@ -16,8 +19,9 @@ use tenantry_core::store::{
     etag_of, past_folder, ByteRange, FileListing, FileStore, FileWrite, FolderScan, HeldFile, ListedEntry,
     Precondition, StoredUsage, TenantScope, WriteOutcome,
 };
-use tenantry_core::time::Timestamp;
+use tenantry_core::time::{Clock, SystemClock, Timestamp};
 use tenantry_core::{Error, Result};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 /// Bytes per chunk of a body.
@@ -50,25 +54,22 @@ pub(crate) struct CurrentFile {
     pub body_id: i64,
 }
 
+/// The file at a path, row-locked: what a write decides on.
+pub(crate) const CURRENT_FILE: &str =
+    "SELECT size, etag, version, created_at, body_id FROM files WHERE tenant_id = $1 AND path = $2 FOR UPDATE";
+
+pub(crate) fn current_from_row(r: &Row) -> CurrentFile {
+    CurrentFile { size: r.get(0), etag: r.get(1), version: r.get(2), created_at: r.get(3), body_id: r.get(4) }
+}
+
 pub(crate) async fn current_file_tx(
     tx: &Transaction<'_>,
     tenant: &TenantId,
     path: &str,
 ) -> Result<Option<CurrentFile>> {
-    let row = tx
-        .query_opt(
-            "SELECT size, etag, version, created_at, body_id FROM files WHERE tenant_id = $1 AND path = $2 FOR UPDATE",
-            &[&tenant.as_str(), &path],
-        )
-        .await
-        .map_err(pg_error)?;
-    Ok(row.map(|r| CurrentFile {
-        size: r.get(0),
-        etag: r.get(1),
-        version: r.get(2),
-        created_at: r.get(3),
-        body_id: r.get(4),
-    }))
+    let st = tx.prepare_cached(CURRENT_FILE).await.map_err(pg_error)?;
+    let row = tx.query_opt(&st, &[&tenant.as_str(), &path]).await.map_err(pg_error)?;
+    Ok(row.as_ref().map(current_from_row))
 }
 
 /// The ETag of the file at a path, without locking its row (a hint for a stager: the commit
@@ -78,25 +79,30 @@ pub(crate) async fn peek_etag_tx(tx: &Transaction<'_>, tenant: &TenantId, path: 
     Ok(tx.query_opt(&st, &[&tenant.as_str(), &path]).await.map_err(pg_error)?.map(|r| r.get(0)))
 }
 
+/// Writes a new body, its chunks given as one array, under a new id; the id (a body of no bytes has
+/// an id and no chunk).
+pub(crate) const WRITE_BODY: &str = "WITH body AS (SELECT nextval('file_bodies') AS id),
+         chunks AS (INSERT INTO file_chunks (tenant_id, body_id, n, bytes)
+                    SELECT $1, body.id, (c.n - 1)::int4, c.bytes
+                    FROM body, unnest($2::bytea[]) WITH ORDINALITY AS c(bytes, n))
+    SELECT id FROM body";
+
 /// Writes a new body in chunks; its id.
 pub(crate) async fn write_body_tx(tx: &Transaction<'_>, tenant: &TenantId, content: &[u8]) -> Result<i64> {
-    let id: i64 = tx.query_one("SELECT nextval('file_bodies')", &[]).await.map_err(pg_error)?.get(0);
-    let insert = tx
-        .prepare_cached("INSERT INTO file_chunks (tenant_id, body_id, n, bytes) VALUES ($1, $2, $3, $4)")
-        .await
-        .map_err(pg_error)?;
-    for (n, chunk) in content.chunks(CHUNK).enumerate() {
-        let n = n as i32;
-        tx.execute(&insert, &[&tenant.as_str(), &id, &n, &chunk]).await.map_err(pg_error)?;
-    }
-    Ok(id)
+    let st = tx.prepare_cached(WRITE_BODY).await.map_err(pg_error)?;
+    let chunks: Vec<&[u8]> = content.chunks(CHUNK).collect();
+    Ok(tx.query_one(&st, &[&tenant.as_str(), &chunks]).await.map_err(pg_error)?.get(0))
+}
+
+/// The statement that deletes a body, for a write's flight.
+pub(crate) async fn drop_body<'a>(tx: &'a Transaction<'_>, tenant: &'a TenantId, body_id: i64) -> Result<Pending<'a>> {
+    let st =
+        tx.prepare_cached("DELETE FROM file_chunks WHERE tenant_id = $1 AND body_id = $2").await.map_err(pg_error)?;
+    Ok(Box::pin(async move { tx.execute(&st, &[&tenant.as_str(), &body_id]).await.map_err(pg_error) }))
 }
 
 pub(crate) async fn drop_body_tx(tx: &Transaction<'_>, tenant: &TenantId, body_id: i64) -> Result<()> {
-    tx.execute("DELETE FROM file_chunks WHERE tenant_id = $1 AND body_id = $2", &[&tenant.as_str(), &body_id])
-        .await
-        .map_err(pg_error)?;
-    Ok(())
+    drop_body(tx, tenant, body_id).await?.await.map(|_| ())
 }
 
 /// The bytes `[start, end)` of a body of `size` bytes: only the chunks they lie in are read.
@@ -148,28 +154,44 @@ pub(crate) struct FileRow<'a> {
     pub body_id: i64,
 }
 
+/// The statement that writes a file's row, for a write's flight.
+pub(crate) async fn upsert_file_row<'a>(
+    tx: &'a Transaction<'_>,
+    tenant: &'a TenantId,
+    row: &'a FileRow<'_>,
+) -> Result<Pending<'a>> {
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, body_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (tenant_id, path) DO UPDATE SET size = excluded.size, etag = excluded.etag,
+                 version = excluded.version, content_type = excluded.content_type, created_at = excluded.created_at,
+                 updated_at = excluded.updated_at, body_id = excluded.body_id",
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(Box::pin(async move {
+        tx.execute(
+            &st,
+            &[
+                &tenant.as_str(),
+                &row.path,
+                &row.size,
+                &row.etag,
+                &row.version,
+                &row.content_type,
+                &row.created_at,
+                &row.updated_at,
+                &row.body_id,
+            ],
+        )
+        .await
+        .map_err(pg_error)
+    }))
+}
+
 pub(crate) async fn upsert_file_row_tx(tx: &Transaction<'_>, tenant: &TenantId, row: &FileRow<'_>) -> Result<()> {
-    tx.execute(
-        "INSERT INTO files (tenant_id, path, size, etag, version, content_type, created_at, updated_at, body_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (tenant_id, path) DO UPDATE SET size = excluded.size, etag = excluded.etag,
-             version = excluded.version, content_type = excluded.content_type, created_at = excluded.created_at,
-             updated_at = excluded.updated_at, body_id = excluded.body_id",
-        &[
-            &tenant.as_str(),
-            &row.path,
-            &row.size,
-            &row.etag,
-            &row.version,
-            &row.content_type,
-            &row.created_at,
-            &row.updated_at,
-            &row.body_id,
-        ],
-    )
-    .await
-    .map_err(pg_error)?;
-    Ok(())
+    upsert_file_row(tx, tenant, row).await?.await.map(|_| ())
 }
 
 /// The file's metadata and bytes (all, or `range`), read in one transaction.
@@ -252,11 +274,39 @@ impl FileStore for PgStore {
         };
         let _turn = self.turn(tenant).await;
         let mut conn = self.conn().await?;
-        let tx = begin(&mut conn, tenant).await?;
-        // The bytes first, before the tenant's lock: its other writes wait only for the rows.
-        let body_id = write_body_tx(&tx, tenant, &write.content).await?;
-        let used = lock_usage(&tx, tenant).await?;
-        let current = current_file_tx(&tx, tenant, write.path.as_str()).await?;
+        let tx = conn.transaction().await.map_err(pg_error)?;
+        let (id, path, k) = (tenant.as_str(), write.path.as_str(), DocKind::File as i16);
+        let statements = (
+            tx.prepare_cached("SELECT set_config('tenantry.tenant_id', $1, true)").await.map_err(pg_error)?,
+            tx.prepare_cached(WRITE_BODY).await.map_err(pg_error)?,
+            tx.prepare_cached(LOCK_TENANT).await.map_err(pg_error)?,
+            tx.prepare_cached(CURRENT_FILE).await.map_err(pg_error)?,
+            tx.prepare_cached(HOOKS).await.map_err(pg_error)?,
+            tx.prepare_cached(OLD_DOC).await.map_err(pg_error)?,
+        );
+        let chunks: Vec<&[u8]> = write.content.chunks(CHUNK).collect();
+        // One flight: the tenant set for this transaction, the bytes (before its lock: its other
+        // writes wait only for the rows), then under the lock everything the write decides on.
+        let by_tenant: [&(dyn ToSql + Sync); 1] = [&id];
+        let (with_chunks, by_path, by_doc): (
+            [&(dyn ToSql + Sync); 2],
+            [&(dyn ToSql + Sync); 2],
+            [&(dyn ToSql + Sync); 3],
+        ) = ([&id, &chunks], [&id, &path], [&id, &k, &path]);
+        let (_, body, locked, current, hooks, old_doc) = tokio::try_join!(
+            biased;
+            tx.execute(&statements.0, &by_tenant),
+            tx.query_one(&statements.1, &with_chunks),
+            tx.query_opt(&statements.2, &by_tenant),
+            tx.query_opt(&statements.3, &by_path),
+            tx.query(&statements.4, &by_tenant),
+            tx.query_opt(&statements.5, &by_doc),
+        )
+        .map_err(pg_error)?;
+        let body_id: i64 = body.get(0);
+        let locked = locked.ok_or_else(|| Error::internal(format!("tenant {tenant} has no usage row")))?;
+        let used = StoredUsage { storage_bytes: locked.get::<_, i64>(0) as u64, files: locked.get::<_, i64>(1) as u64 };
+        let current = current.as_ref().map(current_from_row);
         let decision = write.decide(current.as_ref().map(|c| HeldFile {
             etag: &c.etag,
             version: c.version as u64,
@@ -265,12 +315,23 @@ impl FileStore for PgStore {
         }))?;
         let limits = write.limits();
         let after = quota::storage(used, decision.delta, limits)?;
-        add_usage(&tx, tenant, decision.delta.bytes, decision.delta.files).await?;
-        if let Some(c) = &current {
-            drop_body_tx(&tx, tenant, c.body_id).await?;
-        }
+        let reindex = plan_reindex(DocKind::File, search::old_doc(old_doc.as_ref()), write.index.as_ref());
+        let planned = plan(
+            &Heads::from_row(&locked, 2),
+            &hooks_from_rows(&hooks)?,
+            scope.slug().as_str(),
+            Some(journal.audit),
+            journal.event.into_iter().chain(quota::storage_warnings(used, after, limits)).collect(),
+            SystemClock.now(),
+        )?;
+        let delta = CounterDelta {
+            storage_bytes: decision.delta.bytes,
+            files: decision.delta.files,
+            search_docs: reindex.docs,
+            search_words: reindex.words,
+        };
         let row = FileRow {
-            path: write.path.as_str(),
+            path,
             size: write.content.len() as i64,
             etag: &etag,
             version: decision.version as i64,
@@ -279,14 +340,16 @@ impl FileStore for PgStore {
             updated_at: write.at.millis(),
             body_id,
         };
-        upsert_file_row_tx(&tx, tenant, &row).await?;
-        crate::search::reindex_tx(&tx, tenant, DocKind::File, write.path.as_str(), write.index.as_ref()).await?;
-        let mut published = Vec::new();
-        journal_tx(&tx, tenant, scope.slug().as_str(), journal, &mut published).await?;
-        let warnings = quota::storage_warnings(used, after, limits);
-        warnings_tx(&tx, tenant, scope.slug().as_str(), warnings, &mut published).await?;
+        // One flight: every row the write changes.
+        let mut writes = vec![upsert_file_row(&tx, tenant, &row).await?];
+        if let Some(c) = &current {
+            writes.push(drop_body(&tx, tenant, c.body_id).await?);
+        }
+        writes.extend(reindex_statements(&tx, tenant, path, &reindex).await?);
+        writes.extend(planned_statements(&tx, tenant, &planned, delta).await?);
+        in_one_flight(writes).await?;
         commit(tx).await?;
-        self.publish(tenant, &published);
+        self.publish(tenant, &planned.into_events());
         let meta = FileMeta {
             path: write.path.clone(),
             size: write.content.len() as u64,

@@ -7,6 +7,7 @@
 //! prefix or namespace only.
 
 use crate::error::pg_error;
+use crate::journal::{in_one_flight, Pending};
 use crate::store::{commit, PgStore};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
@@ -62,10 +63,122 @@ fn distinct_terms(doc: &IndexDoc) -> Vec<(&str, i32)> {
     out
 }
 
+/// A document's stored length and terms: what [`plan_reindex`] compares a new version with.
+pub(crate) const OLD_DOC: &str = "SELECT len, terms FROM search_docs WHERE tenant_id = $1 AND kind = $2 AND doc = $3";
+
+/// What the index stores for a document as [`OLD_DOC`] reads it.
+pub(crate) fn old_doc(row: Option<&tokio_postgres::Row>) -> Option<(i32, String)> {
+    row.map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1)))
+}
+
+/// How a document's index rows change: postings of words no longer present are deleted, the
+/// others upserted (a posting whose count and document length are unchanged is left as it is),
+/// and the tenant's totals move by `docs` and `words`.
+pub(crate) struct Reindex<'n> {
+    kind: i16,
+    removed: Vec<String>,
+    terms: Vec<(&'n str, i32)>,
+    new_len: i32,
+    /// Whether the document is indexed after the change, and was before.
+    indexed: bool,
+    was_indexed: bool,
+    pub docs: i64,
+    pub words: i64,
+}
+
+pub(crate) fn plan_reindex<'n>(kind: DocKind, old: Option<(i32, String)>, new: Option<&'n IndexDoc>) -> Reindex<'n> {
+    let terms: Vec<(&str, i32)> = new.map(distinct_terms).unwrap_or_default();
+    let keep: HashSet<&str> = terms.iter().map(|(t, _)| *t).collect();
+    let removed: Vec<String> = match &old {
+        Some((_, stored)) => {
+            stored.split(' ').filter(|t| !t.is_empty() && !keep.contains(t)).map(str::to_owned).collect()
+        }
+        None => Vec::new(),
+    };
+    let new_len: i32 = new.map_or(0, |n| to_i32(n.len));
+    let old_len: i64 = old.as_ref().map_or(0, |(len, _)| i64::from(*len));
+    Reindex {
+        kind: kind_code(kind),
+        removed,
+        terms,
+        new_len,
+        indexed: new.is_some(),
+        was_indexed: old.is_some(),
+        docs: i64::from(new.is_some()) - i64::from(old.is_some()),
+        words: i64::from(new_len) - old_len,
+    }
+}
+
+/// The statements that make the index hold `plan` for the document `doc` (the totals are the
+/// caller's to write), for one flight with the rest of a write.
+pub(crate) async fn reindex_statements<'a>(
+    tx: &'a Transaction<'_>,
+    tenant: &'a TenantId,
+    doc: &'a str,
+    plan: &'a Reindex<'_>,
+) -> Result<Vec<Pending<'a>>> {
+    let mut out: Vec<Pending<'a>> = Vec::new();
+    if !plan.indexed && !plan.was_indexed {
+        return Ok(out);
+    }
+    let (id, k) = (tenant.as_str(), &plan.kind);
+    if !plan.removed.is_empty() {
+        let st = tx
+            .prepare_cached(
+                "DELETE FROM search_postings WHERE tenant_id = $1 AND kind = $2 AND doc = $3 AND term = ANY($4::text[])",
+            )
+            .await
+            .map_err(pg_error)?;
+        for chunk in plan.removed.chunks(BATCH) {
+            let st = st.clone();
+            out.push(Box::pin(async move { tx.execute(&st, &[&id, k, &doc, &chunk]).await.map_err(pg_error) }));
+        }
+    }
+    if plan.indexed {
+        if !plan.terms.is_empty() {
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO search_postings (tenant_id, term, kind, doc, tf, len)
+                     SELECT $1::text, t.term, $2::int2, $3::text, t.tf, $4::int4
+                     FROM unnest($5::text[], $6::int4[]) AS t(term, tf)
+                     ON CONFLICT (tenant_id, term, kind, doc) DO UPDATE SET tf = excluded.tf, len = excluded.len
+                     WHERE search_postings.tf <> excluded.tf OR search_postings.len <> excluded.len",
+                )
+                .await
+                .map_err(pg_error)?;
+            for chunk in plan.terms.chunks(BATCH) {
+                let st = st.clone();
+                out.push(Box::pin(async move {
+                    let words: Vec<&str> = chunk.iter().map(|(t, _)| *t).collect();
+                    let counts: Vec<i32> = chunk.iter().map(|(_, n)| *n).collect();
+                    tx.execute(&st, &[&id, k, &doc, &plan.new_len, &words, &counts]).await.map_err(pg_error)
+                }));
+            }
+        }
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO search_docs (tenant_id, kind, doc, len, terms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant_id, kind, doc) DO UPDATE SET len = excluded.len, terms = excluded.terms",
+            )
+            .await
+            .map_err(pg_error)?;
+        out.push(Box::pin(async move {
+            let joined: String = plan.terms.iter().map(|(t, _)| *t).collect::<Vec<&str>>().join(" ");
+            tx.execute(&st, &[&id, k, &doc, &plan.new_len, &joined]).await.map_err(pg_error)
+        }));
+    } else {
+        let st = tx
+            .prepare_cached("DELETE FROM search_docs WHERE tenant_id = $1 AND kind = $2 AND doc = $3")
+            .await
+            .map_err(pg_error)?;
+        out.push(Box::pin(async move { tx.execute(&st, &[&id, k, &doc]).await.map_err(pg_error) }));
+    }
+    Ok(out)
+}
+
 /// Makes the index hold `new` for a document (`None`: not indexed any more), and moves the
-/// tenant's totals by the change. Only what changed is written: postings of words no longer
-/// present are deleted, the others upserted in batches (a posting whose count and document length
-/// are unchanged is left as it is). Runs inside a write that holds the tenant's usage row.
+/// tenant's totals by the change ([`plan_reindex`]), in two flights. Runs inside a write that
+/// holds the tenant's usage row.
 pub(crate) async fn reindex_tx(
     tx: &Transaction<'_>,
     tenant: &TenantId,
@@ -74,79 +187,11 @@ pub(crate) async fn reindex_tx(
     new: Option<&IndexDoc>,
 ) -> Result<()> {
     let k: i16 = kind_code(kind);
-    let st = tx
-        .prepare_cached("SELECT len, terms FROM search_docs WHERE tenant_id = $1 AND kind = $2 AND doc = $3")
-        .await
-        .map_err(pg_error)?;
-    let old: Option<(i32, String)> = tx
-        .query_opt(&st, &[&tenant.as_str(), &k, &doc])
-        .await
-        .map_err(pg_error)?
-        .map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1)));
-    if old.is_none() && new.is_none() {
-        return Ok(());
-    }
-    let terms: Vec<(&str, i32)> = new.map(distinct_terms).unwrap_or_default();
-    let keep: HashSet<&str> = terms.iter().map(|(t, _)| *t).collect();
-    let removed: Vec<&str> = match &old {
-        Some((_, stored)) => stored.split(' ').filter(|t| !t.is_empty() && !keep.contains(t)).collect(),
-        None => Vec::new(),
-    };
-    if !removed.is_empty() {
-        let st = tx
-            .prepare_cached(
-                "DELETE FROM search_postings WHERE tenant_id = $1 AND kind = $2 AND doc = $3 AND term = ANY($4::text[])",
-            )
-            .await
-            .map_err(pg_error)?;
-        for chunk in removed.chunks(BATCH) {
-            tx.execute(&st, &[&tenant.as_str(), &k, &doc, &chunk]).await.map_err(pg_error)?;
-        }
-    }
-    let new_len: i32 = new.map_or(0, |n| to_i32(n.len));
-    match new {
-        Some(_) => {
-            if !terms.is_empty() {
-                let st = tx
-                    .prepare_cached(
-                        "INSERT INTO search_postings (tenant_id, term, kind, doc, tf, len)
-                         SELECT $1::text, t.term, $2::int2, $3::text, t.tf, $4::int4
-                         FROM unnest($5::text[], $6::int4[]) AS t(term, tf)
-                         ON CONFLICT (tenant_id, term, kind, doc) DO UPDATE SET tf = excluded.tf, len = excluded.len
-                         WHERE search_postings.tf <> excluded.tf OR search_postings.len <> excluded.len",
-                    )
-                    .await
-                    .map_err(pg_error)?;
-                for chunk in terms.chunks(BATCH) {
-                    let words: Vec<&str> = chunk.iter().map(|(t, _)| *t).collect();
-                    let counts: Vec<i32> = chunk.iter().map(|(_, n)| *n).collect();
-                    tx.execute(&st, &[&tenant.as_str(), &k, &doc, &new_len, &words, &counts])
-                        .await
-                        .map_err(pg_error)?;
-                }
-            }
-            let joined: String = terms.iter().map(|(t, _)| *t).collect::<Vec<&str>>().join(" ");
-            let st = tx
-                .prepare_cached(
-                    "INSERT INTO search_docs (tenant_id, kind, doc, len, terms) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (tenant_id, kind, doc) DO UPDATE SET len = excluded.len, terms = excluded.terms",
-                )
-                .await
-                .map_err(pg_error)?;
-            tx.execute(&st, &[&tenant.as_str(), &k, &doc, &new_len, &joined]).await.map_err(pg_error)?;
-        }
-        None => {
-            let st = tx
-                .prepare_cached("DELETE FROM search_docs WHERE tenant_id = $1 AND kind = $2 AND doc = $3")
-                .await
-                .map_err(pg_error)?;
-            tx.execute(&st, &[&tenant.as_str(), &k, &doc]).await.map_err(pg_error)?;
-        }
-    }
-    let old_len: i64 = old.as_ref().map_or(0, |(len, _)| i64::from(*len));
-    let docs: i64 = i64::from(new.is_some()) - i64::from(old.is_some());
-    let words: i64 = i64::from(new_len) - old_len;
-    if docs != 0 || words != 0 {
+    let st = tx.prepare_cached(OLD_DOC).await.map_err(pg_error)?;
+    let old = old_doc(tx.query_opt(&st, &[&tenant.as_str(), &k, &doc]).await.map_err(pg_error)?.as_ref());
+    let plan = plan_reindex(kind, old, new);
+    let mut statements = reindex_statements(tx, tenant, doc, &plan).await?;
+    if plan.docs != 0 || plan.words != 0 {
         let st = tx
             .prepare_cached(
                 "UPDATE tenant_usage SET search_docs = search_docs + $2, search_words = search_words + $3
@@ -154,9 +199,10 @@ pub(crate) async fn reindex_tx(
             )
             .await
             .map_err(pg_error)?;
-        tx.execute(&st, &[&tenant.as_str(), &docs, &words]).await.map_err(pg_error)?;
+        let (id, docs, words) = (tenant.as_str(), plan.docs, plan.words);
+        statements.push(Box::pin(async move { tx.execute(&st, &[&id, &docs, &words]).await.map_err(pg_error) }));
     }
-    Ok(())
+    in_one_flight(statements).await
 }
 
 /// One part of a searched scope: documents of a kind, all of them or those in `[lo, hi)` (plus

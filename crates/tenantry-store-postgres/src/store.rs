@@ -123,28 +123,32 @@ pub(crate) async fn begin<'a>(conn: &'a mut Object, tenant: &TenantId) -> Result
 /// metering flush, which only keeps the row from being deleted (`FOR KEY SHARE`); a purge, which
 /// deletes it, locks it `FOR UPDATE` and so waits for both.
 pub(crate) async fn lock_usage(tx: &Transaction<'_>, tenant: &TenantId) -> Result<StoredUsage> {
+    let st = tx.prepare_cached(LOCK_TENANT).await.map_err(pg_error)?;
     let row = tx
-        .query_opt(
-            "SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = $1 FOR NO KEY UPDATE",
-            &[&tenant.as_str()],
-        )
+        .query_opt(&st, &[&tenant.as_str()])
         .await
         .map_err(pg_error)?
         .ok_or_else(|| Error::internal(format!("tenant {tenant} has no usage row")))?;
     Ok(StoredUsage { storage_bytes: row.get::<_, i64>(0) as u64, files: row.get::<_, i64>(1) as u64 })
 }
 
+/// The tenant's row, locked as [`lock_usage`] locks it: its counters, then its journal's heads
+/// (`journal::Heads`).
+pub(crate) const LOCK_TENANT: &str = "SELECT storage_bytes, files, audit_seq, audit_head, last_event_seq
+     FROM tenant_usage WHERE tenant_id = $1 FOR NO KEY UPDATE";
+
 /// Adds to the tenant's stored usage (its row is locked by [`lock_usage`]).
 pub(crate) async fn add_usage(tx: &Transaction<'_>, tenant: &TenantId, bytes: i64, files: i64) -> Result<()> {
     if bytes == 0 && files == 0 {
         return Ok(());
     }
-    tx.execute(
-        "UPDATE tenant_usage SET storage_bytes = storage_bytes + $2, files = files + $3 WHERE tenant_id = $1",
-        &[&tenant.as_str(), &bytes, &files],
-    )
-    .await
-    .map_err(pg_error)?;
+    let st = tx
+        .prepare_cached(
+            "UPDATE tenant_usage SET storage_bytes = storage_bytes + $2, files = files + $3 WHERE tenant_id = $1",
+        )
+        .await
+        .map_err(pg_error)?;
+    tx.execute(&st, &[&tenant.as_str(), &bytes, &files]).await.map_err(pg_error)?;
     Ok(())
 }
 
