@@ -6,9 +6,9 @@ use crate::journal::{
     hooks_from_rows, in_one_flight, journal_tx, plan, planned_statements, CounterDelta, Heads, Pending, HOOKS,
 };
 use crate::search::{self, plan_reindex, reindex_statements, OLD_DOC};
-use crate::store::{add_usage, begin, commit, lock_usage, PgStore, LOCK_TENANT};
+use crate::store::{add_usage, begin, commit, lock_usage, Flights, PgStore, LOCK_TENANT};
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use tenantry_core::events::Journal;
 use tenantry_core::ids::TenantId;
 use tenantry_core::model::FileMeta;
@@ -95,7 +95,11 @@ pub(crate) async fn write_body_tx(tx: &Transaction<'_>, tenant: &TenantId, conte
 }
 
 /// The statement that deletes a body, for a write's flight.
-pub(crate) async fn drop_body<'a>(tx: &'a Transaction<'_>, tenant: &'a TenantId, body_id: i64) -> Result<Pending<'a>> {
+pub(crate) async fn drop_body<'a, C: GenericClient>(
+    tx: &'a C,
+    tenant: &'a TenantId,
+    body_id: i64,
+) -> Result<Pending<'a>> {
     let st =
         tx.prepare_cached("DELETE FROM file_chunks WHERE tenant_id = $1 AND body_id = $2").await.map_err(pg_error)?;
     Ok(Box::pin(async move { tx.execute(&st, &[&tenant.as_str(), &body_id]).await.map_err(pg_error) }))
@@ -155,8 +159,8 @@ pub(crate) struct FileRow<'a> {
 }
 
 /// The statement that writes a file's row, for a write's flight.
-pub(crate) async fn upsert_file_row<'a>(
-    tx: &'a Transaction<'_>,
+pub(crate) async fn upsert_file_row<'a, C: GenericClient>(
+    tx: &'a C,
     tenant: &'a TenantId,
     row: &'a FileRow<'_>,
 ) -> Result<Pending<'a>> {
@@ -273,11 +277,11 @@ impl FileStore for PgStore {
             (write, etag)
         };
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await.map_err(pg_error)?;
+        let flights = Flights::new(self.conn().await?);
+        let tx = flights.client();
         let (id, path, k) = (tenant.as_str(), write.path.as_str(), DocKind::File as i16);
+        let begin = crate::begin_writing(tenant)?;
         let statements = (
-            tx.prepare_cached("SELECT set_config('tenantry.tenant_id', $1, true)").await.map_err(pg_error)?,
             tx.prepare_cached(WRITE_BODY).await.map_err(pg_error)?,
             tx.prepare_cached(LOCK_TENANT).await.map_err(pg_error)?,
             tx.prepare_cached(CURRENT_FILE).await.map_err(pg_error)?,
@@ -285,22 +289,22 @@ impl FileStore for PgStore {
             tx.prepare_cached(OLD_DOC).await.map_err(pg_error)?,
         );
         let chunks: Vec<&[u8]> = write.content.chunks(CHUNK).collect();
-        // One flight: the tenant set for this transaction, the bytes (before its lock: its other
-        // writes wait only for the rows), then under the lock everything the write decides on.
         let by_tenant: [&(dyn ToSql + Sync); 1] = [&id];
         let (with_chunks, by_path, by_doc): (
             [&(dyn ToSql + Sync); 2],
             [&(dyn ToSql + Sync); 2],
             [&(dyn ToSql + Sync); 3],
         ) = ([&id, &chunks], [&id, &path], [&id, &k, &path]);
+        // One flight: the transaction begun with the tenant set, the bytes (before its lock: its
+        // other writes wait only for the rows), then under the lock everything the write decides on.
         let (_, body, locked, current, hooks, old_doc) = tokio::try_join!(
             biased;
-            tx.execute(&statements.0, &by_tenant),
-            tx.query_one(&statements.1, &with_chunks),
-            tx.query_opt(&statements.2, &by_tenant),
-            tx.query_opt(&statements.3, &by_path),
-            tx.query(&statements.4, &by_tenant),
-            tx.query_opt(&statements.5, &by_doc),
+            tx.batch_execute(&begin),
+            tx.query_one(&statements.0, &with_chunks),
+            tx.query_opt(&statements.1, &by_tenant),
+            tx.query_opt(&statements.2, &by_path),
+            tx.query(&statements.3, &by_tenant),
+            tx.query_opt(&statements.4, &by_doc),
         )
         .map_err(pg_error)?;
         let body_id: i64 = body.get(0);
@@ -340,15 +344,16 @@ impl FileStore for PgStore {
             updated_at: write.at.millis(),
             body_id,
         };
-        // One flight: every row the write changes.
-        let mut writes = vec![upsert_file_row(&tx, tenant, &row).await?];
+        // One flight: every row the write changes, and the commit.
+        let mut writes = vec![upsert_file_row(tx, tenant, &row).await?];
         if let Some(c) = &current {
-            writes.push(drop_body(&tx, tenant, c.body_id).await?);
+            writes.push(drop_body(tx, tenant, c.body_id).await?);
         }
-        writes.extend(reindex_statements(&tx, tenant, path, &reindex).await?);
-        writes.extend(planned_statements(&tx, tenant, &planned, delta).await?);
+        writes.extend(reindex_statements(tx, tenant, path, &reindex).await?);
+        writes.extend(planned_statements(tx, tenant, &planned, delta).await?);
+        writes.push(Box::pin(async move { tx.batch_execute("COMMIT").await.map(|_| 0).map_err(pg_error) }));
         in_one_flight(writes).await?;
-        commit(tx).await?;
+        flights.committed();
         self.publish(tenant, &planned.into_events());
         let meta = FileMeta {
             path: write.path.clone(),

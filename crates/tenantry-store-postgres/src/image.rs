@@ -68,15 +68,6 @@ impl PgImages {
     }
 }
 
-fn id_literal(tenant: &TenantId) -> Result<&str> {
-    let id = tenant.as_str();
-    // Ids are lowercase letters, digits and `_`: safe in the text of a statement.
-    if !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err(Error::internal(format!("tenant id {id:?} has an unexpected shape")));
-    }
-    Ok(id)
-}
-
 /// The type a column of `table` has here, by asking the database (a row of no table is read).
 async fn column_types(client: &Client, table: &ImageTable) -> Result<Vec<Type>> {
     let names: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
@@ -528,7 +519,7 @@ fn begin(tenant: &TenantId, read_only: bool) -> Result<String> {
     Ok(format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ{}; SELECT set_config('tenantry.tenant_id', '{}', true)",
         if read_only { " READ ONLY" } else { "" },
-        id_literal(tenant)?
+        crate::tenant_literal(tenant)?
     ))
 }
 

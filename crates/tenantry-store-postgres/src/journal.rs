@@ -9,7 +9,7 @@
 //! rows in its first flight (a file's PUT) reads the heads there too and calls only the last two.
 
 use crate::error::{corrupt, pg_error};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
@@ -133,8 +133,8 @@ pub(crate) struct CounterDelta {
 
 /// The statements that write `planned` and move the tenant's row (heads and `delta`), for the
 /// caller to send in one flight with its own.
-pub(crate) async fn planned_statements<'a>(
-    tx: &'a Transaction<'_>,
+pub(crate) async fn planned_statements<'a, C: GenericClient>(
+    tx: &'a C,
     tenant: &'a TenantId,
     planned: &'a Planned,
     delta: CounterDelta,

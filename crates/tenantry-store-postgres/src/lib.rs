@@ -173,17 +173,29 @@ pub async fn read_two(
     Ok((a, b))
 }
 
-/// What begins a one-flight read of `tenant`: a read-only transaction that reads one snapshot,
-/// with the tenant set for it only.
-fn begin_reading(tenant: &TenantId) -> Result<String> {
+/// The tenant's id as it may go into the text of a statement: ids are lowercase letters, digits
+/// and `_`, checked here all the same.
+pub(crate) fn tenant_literal(tenant: &TenantId) -> Result<&str> {
     let id = tenant.as_str();
-    // The id goes into the text of the statement: ids are lowercase letters, digits and `_`.
     if !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
         return Err(Error::internal(format!("tenant id {id:?} has an unexpected shape")));
     }
+    Ok(id)
+}
+
+/// What begins a one-flight read of `tenant`: a read-only transaction that reads one snapshot,
+/// with the tenant set for it only.
+fn begin_reading(tenant: &TenantId) -> Result<String> {
     Ok(format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT set_config('tenantry.tenant_id', '{id}', true)"
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT set_config('tenantry.tenant_id', '{}', true)",
+        tenant_literal(tenant)?
     ))
+}
+
+/// What begins a write of `tenant` sent in flights (`store::Flights`): a transaction with the
+/// tenant set for it only, as [`tenant_transaction`] begins one.
+pub(crate) fn begin_writing(tenant: &TenantId) -> Result<String> {
+    Ok(format!("BEGIN; SELECT set_config('tenantry.tenant_id', '{}', true)", tenant_literal(tenant)?))
 }
 
 /// Refuses a role row-level security would not bind.

@@ -6,18 +6,21 @@
 //! its search document then.
 
 use crate::error::{corrupt, pg_error};
-use crate::journal::{journal_tx, warnings_tx};
-use crate::search::{memory_doc, reindex_tx};
-use crate::store::{add_usage, begin, commit, lock_usage, PgStore};
+use crate::journal::{
+    hooks_from_rows, in_one_flight, journal_tx, plan, planned_statements, CounterDelta, Heads, Pending, HOOKS,
+};
+use crate::search::{self, memory_doc, plan_reindex, reindex_statements, reindex_tx, OLD_DOC};
+use crate::store::{add_usage, begin, commit, lock_usage, Flights, PgStore, LOCK_TENANT};
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use tenantry_core::events::Journal;
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{searchable_text, MemoryEntry, MemoryKey, Namespace};
 use tenantry_core::quota;
+use tenantry_core::quota::StoredUsage;
 use tenantry_core::search::{DocKind, IndexDoc};
 use tenantry_core::store::{HeldEntry, MemoryListing, MemoryStore, MemoryWrite, TenantScope};
-use tenantry_core::time::Timestamp;
+use tenantry_core::time::{Clock, SystemClock, Timestamp};
 use tenantry_core::{Error, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -74,22 +77,24 @@ pub(crate) async fn current_memory_tx(
 }
 
 /// What a write needs of the entry at its key (live or expired), without reading the value.
-async fn held_tx(tx: &Transaction<'_>, tenant: &TenantId, namespace: &str, key: &str) -> Result<Option<HeldEntry>> {
-    let st = tx
-        .prepare_cached(
-            "SELECT size, created_at, expires_at FROM memory WHERE tenant_id = $1 AND namespace = $2 AND key = $3",
-        )
-        .await
-        .map_err(pg_error)?;
-    let row = tx.query_opt(&st, &[&tenant.as_str(), &namespace, &key]).await.map_err(pg_error)?;
-    Ok(row.map(|r| HeldEntry {
+/// The entry at a namespace and key as a write decides on it.
+const HELD_ENTRY: &str =
+    "SELECT size, created_at, expires_at FROM memory WHERE tenant_id = $1 AND namespace = $2 AND key = $3";
+
+fn held_from_row(r: &Row) -> HeldEntry {
+    HeldEntry {
         size: r.get::<_, i64>(0).max(0) as u64,
         created_at: Timestamp::from_millis(r.get::<_, i64>(1)),
         expires_at: r.get::<_, Option<i64>>(2).map(Timestamp::from_millis),
-    }))
+    }
 }
 
-/// An entry as stored: the value is compact JSON, `size` its bytes, times in Unix milliseconds.
+async fn held_tx(tx: &Transaction<'_>, tenant: &TenantId, namespace: &str, key: &str) -> Result<Option<HeldEntry>> {
+    let st = tx.prepare_cached(HELD_ENTRY).await.map_err(pg_error)?;
+    let row = tx.query_opt(&st, &[&tenant.as_str(), &namespace, &key]).await.map_err(pg_error)?;
+    Ok(row.as_ref().map(held_from_row))
+}
+
 pub(crate) struct MemoryRow<'a> {
     pub namespace: &'a str,
     pub key: &'a str,
@@ -117,12 +122,12 @@ fn index_of_value(value: &str) -> IndexDoc {
 }
 
 /// Creates or replaces an entry, its search document holding `index` (usage is the caller's).
-async fn upsert_indexed_tx(
-    tx: &Transaction<'_>,
-    tenant: &TenantId,
-    row: &MemoryRow<'_>,
-    index: &IndexDoc,
-) -> Result<()> {
+/// The statement that writes an entry's row, for a write's flight.
+async fn upsert_memory_row<'a, C: GenericClient>(
+    tx: &'a C,
+    tenant: &'a TenantId,
+    row: &'a MemoryRow<'_>,
+) -> Result<Pending<'a>> {
     let st = tx
         .prepare_cached(
             "INSERT INTO memory (tenant_id, namespace, key, value, size, expires_at, created_at, updated_at)
@@ -132,21 +137,31 @@ async fn upsert_indexed_tx(
         )
         .await
         .map_err(pg_error)?;
-    let params: [&(dyn ToSql + Sync); 8] = [
-        &tenant.as_str(),
-        &row.namespace,
-        &row.key,
-        &row.value,
-        &row.size,
-        &row.expires_at,
-        &row.created_at,
-        &row.updated_at,
-    ];
-    tx.execute(&st, &params).await.map_err(pg_error)?;
+    Ok(Box::pin(async move {
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &tenant.as_str(),
+            &row.namespace,
+            &row.key,
+            &row.value,
+            &row.size,
+            &row.expires_at,
+            &row.created_at,
+            &row.updated_at,
+        ];
+        tx.execute(&st, &params).await.map_err(pg_error)
+    }))
+}
+
+async fn upsert_indexed_tx(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    row: &MemoryRow<'_>,
+    index: &IndexDoc,
+) -> Result<()> {
+    upsert_memory_row(tx, tenant, row).await?.await?;
     reindex_tx(tx, tenant, DocKind::Memory, &memory_doc(row.namespace, row.key), Some(index)).await
 }
 
-/// Deletes an entry known to be there, frees its `size` bytes and drops its search document.
 async fn remove_tx(tx: &Transaction<'_>, tenant: &TenantId, namespace: &str, key: &str, size: i64) -> Result<()> {
     let st = tx
         .prepare_cached("DELETE FROM memory WHERE tenant_id = $1 AND namespace = $2 AND key = $3")
@@ -208,14 +223,52 @@ impl MemoryStore for PgStore {
         let tenant = scope.tenant_id();
         let slug = scope.slug().as_str();
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
-        let tx = begin(&mut conn, tenant).await?;
-        let used = lock_usage(&tx, tenant).await?;
+        let flights = Flights::new(self.conn().await?);
+        let tx = flights.client();
         let (ns, key) = (write.namespace.as_str(), write.key.as_str());
-        let decision = write.decide(held_tx(&tx, tenant, ns, key).await?);
+        let doc = memory_doc(ns, key);
+        let (id, k) = (tenant.as_str(), DocKind::Memory as i16);
+        let begin = crate::begin_writing(tenant)?;
+        let statements = (
+            tx.prepare_cached(LOCK_TENANT).await.map_err(pg_error)?,
+            tx.prepare_cached(HELD_ENTRY).await.map_err(pg_error)?,
+            tx.prepare_cached(HOOKS).await.map_err(pg_error)?,
+            tx.prepare_cached(OLD_DOC).await.map_err(pg_error)?,
+        );
+        let by_tenant: [&(dyn ToSql + Sync); 1] = [&id];
+        let (by_key, by_doc): ([&(dyn ToSql + Sync); 3], [&(dyn ToSql + Sync); 3]) =
+            ([&id, &ns, &key], [&id, &k, &doc]);
+        // One flight: the transaction begun with the tenant set, and under the tenant's lock
+        // everything the write decides on (as a file's PUT, crate README).
+        let (_, locked, held, hooks, old_doc) = tokio::try_join!(
+            biased;
+            tx.batch_execute(&begin),
+            tx.query_opt(&statements.0, &by_tenant),
+            tx.query_opt(&statements.1, &by_key),
+            tx.query(&statements.2, &by_tenant),
+            tx.query_opt(&statements.3, &by_doc),
+        )
+        .map_err(pg_error)?;
+        let locked = locked.ok_or_else(|| Error::internal(format!("tenant {tenant} has no usage row")))?;
+        let used = StoredUsage { storage_bytes: locked.get::<_, i64>(0) as u64, files: locked.get::<_, i64>(1) as u64 };
+        let decision = write.decide(held.as_ref().map(held_from_row));
         let limits = write.limits();
         let after = quota::storage(used, decision.delta, limits)?;
-        add_usage(&tx, tenant, decision.delta.bytes, 0).await?;
+        let reindex = plan_reindex(DocKind::Memory, search::old_doc(old_doc.as_ref()), Some(&write.index));
+        let planned = plan(
+            &Heads::from_row(&locked, 2),
+            &hooks_from_rows(&hooks)?,
+            slug,
+            Some(journal.audit),
+            journal.event.into_iter().chain(quota::storage_warnings(used, after, limits)).collect(),
+            SystemClock.now(),
+        )?;
+        let delta = CounterDelta {
+            storage_bytes: decision.delta.bytes,
+            files: 0,
+            search_docs: reindex.docs,
+            search_words: reindex.words,
+        };
         let row = MemoryRow {
             namespace: ns,
             key,
@@ -225,12 +278,14 @@ impl MemoryStore for PgStore {
             created_at: decision.created_at.millis(),
             updated_at: write.at.millis(),
         };
-        upsert_indexed_tx(&tx, tenant, &row, &write.index).await?;
-        let mut published = Vec::new();
-        journal_tx(&tx, tenant, slug, journal, &mut published).await?;
-        warnings_tx(&tx, tenant, slug, quota::storage_warnings(used, after, limits), &mut published).await?;
-        commit(tx).await?;
-        self.publish(tenant, &published);
+        // One flight: every row the write changes, and the commit.
+        let mut writes = vec![upsert_memory_row(tx, tenant, &row).await?];
+        writes.extend(reindex_statements(tx, tenant, &doc, &reindex).await?);
+        writes.extend(planned_statements(tx, tenant, &planned, delta).await?);
+        writes.push(Box::pin(async move { tx.batch_execute("COMMIT").await.map(|_| 0).map_err(pg_error) }));
+        in_one_flight(writes).await?;
+        flights.committed();
+        self.publish(tenant, &planned.into_events());
         Ok(MemoryEntry {
             namespace: ns.to_owned(),
             key: key.to_owned(),

@@ -10,7 +10,7 @@ use crate::error::pg_error;
 use crate::journal::{in_one_flight, Pending};
 use crate::store::{commit, PgStore};
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use std::collections::{HashMap, HashSet};
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{searchable_text, SEPARATOR};
@@ -111,8 +111,8 @@ pub(crate) fn plan_reindex<'n>(kind: DocKind, old: Option<(i32, String)>, new: O
 
 /// The statements that make the index hold `plan` for the document `doc` (the totals are the
 /// caller's to write), for one flight with the rest of a write.
-pub(crate) async fn reindex_statements<'a>(
-    tx: &'a Transaction<'_>,
+pub(crate) async fn reindex_statements<'a, C: GenericClient>(
+    tx: &'a C,
     tenant: &'a TenantId,
     doc: &'a str,
     plan: &'a Reindex<'_>,

@@ -112,6 +112,43 @@ impl PgStore {
     }
 }
 
+/// A write of one tenant sent in flights on a pooled connection, its transaction begun by the first
+/// ([`crate::begin_writing`]) and committed by the last: a `COMMIT` sent after a failed statement
+/// rolls back. Dropped before [`Flights::committed`] (an error between flights, a caller that
+/// gave up), it rolls back before the connection goes back to the pool, so no pooled connection
+/// is ever left inside a transaction.
+pub(crate) struct Flights {
+    conn: Option<Object>,
+}
+
+impl Flights {
+    pub fn new(conn: Object) -> Flights {
+        Flights { conn: Some(conn) }
+    }
+
+    pub fn client(&self) -> &deadpool_postgres::Client {
+        self.conn.as_ref().expect("held until committed or dropped")
+    }
+
+    /// The last flight's `COMMIT` went through: nothing to roll back.
+    pub fn committed(mut self) {
+        self.conn.take();
+    }
+}
+
+impl Drop for Flights {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            tokio::spawn(async move {
+                if conn.batch_execute("ROLLBACK").await.is_err() {
+                    // The connection is gone or broken: the pool will not hand it out again.
+                    tracing::debug!("a write's rollback found its connection broken");
+                }
+            });
+        }
+    }
+}
+
 /// Begins `tenant`'s transaction on `conn` (see [`tenant_transaction`]).
 pub(crate) async fn begin<'a>(conn: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>> {
     tenant_transaction(conn, tenant).await

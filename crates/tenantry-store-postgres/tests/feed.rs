@@ -8,7 +8,7 @@ use tenantry_core::events::{Event, EventSink};
 use tenantry_core::ids::TenantId;
 use tenantry_core::model::Tenant;
 use tenantry_core::slug::Slug;
-use tenantry_core::store::{EventLog, FileStore, TenantRegistry, TenantScope, Upkeep};
+use tenantry_core::store::{EventLog, FileStore, Health, TenantRegistry, TenantScope, Upkeep};
 use tenantry_store_contract::{draft, file_journal, key, now, write};
 use tenantry_store_postgres::testing::TestDatabase;
 use tenantry_store_postgres::{schema, PgStore};
@@ -140,5 +140,46 @@ async fn what_one_node_commits_the_other_hears_once_and_in_order() {
     a.put_file(&scope, write("/after", b"x"), file_journal("/after")).await.unwrap();
     until("B hears A's event after the reconnection", || heard_b.seqs(&t.id).contains(&(before + 11))).await;
     drop((a, b));
+    db.drop_all().await;
+}
+
+/// A PUT sends its statements in flights on a pooled connection (the transaction begun by the
+/// first, committed by the last). One refused between its flights (its precondition fails, under
+/// the tenant's row lock) must leave neither the lock held nor the connection inside a
+/// transaction: the next write on that node (one connection: the same one) and a write of the
+/// same tenant on another node both go through at once, and what they wrote is what is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_refused_between_its_flights_leaves_no_lock_and_no_open_transaction() {
+    let Some(db) = TestDatabase::create().await else { return };
+    schema::migrate(&mut db.connect_as(&db.owner_role).await, &db.app_role).await.unwrap();
+    let a = Arc::new(PgStore::open(&db.app_url(), 1).await.unwrap());
+    let b = node(&db).await;
+    let (_, scope) = tenant(&a, "acme").await;
+    a.put_file(&scope, write("/f", b"one"), file_journal("/f")).await.unwrap();
+    for _ in 0..3 {
+        let mut refused = write("/f", b"two");
+        refused.precondition = tenantry_core::store::Precondition::IfMatch(vec!["\"not-the-etag\"".into()]);
+        let e = a.put_file(&scope, refused, file_journal("/f")).await.unwrap_err();
+        assert_eq!(e.code.as_str(), "precondition_failed");
+    }
+    let within = |what: &'static str| {
+        move |r: Result<_, tokio::time::error::Elapsed>| r.unwrap_or_else(|_| panic!("{what} waited for a lock"))
+    };
+    let on_b =
+        tokio::time::timeout(Duration::from_secs(5), b.put_file(&scope, write("/g", b"b"), file_journal("/g"))).await;
+    within("a write on the other node")(on_b).unwrap();
+    let on_a =
+        tokio::time::timeout(Duration::from_secs(5), a.put_file(&scope, write("/f", b"three"), file_journal("/f")))
+            .await;
+    within("the next write on the same connection")(on_a).unwrap();
+    let (_, bytes) =
+        b.read_file(&scope, &tenantry_core::path::TenantPath::parse("/f").unwrap(), None).await.unwrap().unwrap();
+    assert_eq!(bytes, b"three");
+    let events = b.list_events(&scope, 0, None, 100).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no seq taken by a refused write");
+    assert_eq!(events.iter().filter(|e| e.kind == "file.written").count(), 3);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
     db.drop_all().await;
 }
