@@ -158,6 +158,16 @@ pub trait EventSink: Send + Sync {
     /// Other nodes' events may have been committed unheard (the store's feed from the other
     /// nodes was interrupted): whatever the sink keeps in step with them must be re-read.
     fn missed(&self) {}
+    /// The tenants whose other nodes' events this sink wants (those [`follows`](Self::follows)
+    /// says yes to), for a store that checks on them.
+    fn followed(&self) -> Vec<crate::ids::TenantId> {
+        Vec::new()
+    }
+    /// Some of `tenant`'s events may have been committed unheard (a node that wrote them stopped
+    /// before telling the others): the sink re-reads that tenant's.
+    fn missed_of(&self, _tenant: &crate::ids::TenantId) {
+        self.missed()
+    }
 }
 
 #[cfg(test)]

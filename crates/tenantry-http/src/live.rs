@@ -118,6 +118,17 @@ impl EventSink for EventHub {
     fn missed(&self) {
         self.lock().retain(|_, tx| tx.send(Live::Check).is_ok());
     }
+
+    fn followed(&self) -> Vec<TenantId> {
+        self.lock().iter().filter(|(_, tx)| tx.receiver_count() > 0).map(|(t, _)| t.clone()).collect()
+    }
+
+    fn missed_of(&self, tenant: &TenantId) {
+        let mut tenants = self.lock();
+        if tenants.get(tenant).is_some_and(|tx| tx.send(Live::Check).is_err()) {
+            tenants.remove(tenant);
+        }
+    }
 }
 
 fn frame(e: &Event) -> Bytes {

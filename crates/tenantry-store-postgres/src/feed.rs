@@ -27,7 +27,7 @@
 use crate::error::{describe, pg_error};
 use crate::store::{begin, commit};
 use crate::PgDatabase;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tenantry_core::activity::{ActivityFollower, ActivityShare};
@@ -70,6 +70,8 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 /// How long reading other nodes' events back may take before the sinks are told instead to read
 /// what they missed themselves (the feed must not stall behind a busy pool).
 const READ_BACK_LIMIT: Duration = Duration::from_secs(2);
+/// How often the tenants streamed here are checked for events no node announced.
+const STRAGGLERS_EVERY: Duration = Duration::from_secs(1);
 
 /// Whom the store tells about commits: the event sinks (its own commits and other nodes') and
 /// the directory followers.
@@ -80,6 +82,8 @@ pub(crate) struct Listeners {
     activity: RwLock<Vec<Arc<dyn ActivityFollower>>>,
     /// This node's committed events not yet announced: seqs per tenant.
     unannounced: std::sync::Mutex<BTreeMap<TenantId, Vec<u64>>>,
+    /// Per tenant, the highest seq handed to the sinks (this node's own, or heard of others).
+    handed: std::sync::Mutex<HashMap<TenantId, u64>>,
     committed: tokio::sync::Notify,
 }
 
@@ -110,9 +114,26 @@ impl Listeners {
         for sink in self.sinks.read().unwrap_or_else(|e| e.into_inner()).iter() {
             sink.published(tenant, events);
         }
+        self.handed_up_to(tenant, events);
         let mut unannounced = self.unannounced.lock().unwrap_or_else(|e| e.into_inner());
         unannounced.entry(tenant.clone()).or_default().extend(events.iter().map(|e| e.seq));
         self.committed.notify_one();
+    }
+
+    fn handed_up_to(&self, tenant: &TenantId, events: &[Event]) {
+        let last = events.iter().map(|e| e.seq).max().unwrap_or(0);
+        let mut handed = self.handed.lock().unwrap_or_else(|e| e.into_inner());
+        let at = handed.entry(tenant.clone()).or_insert(0);
+        *at = (*at).max(last);
+    }
+
+    fn handed(&self, tenant: &TenantId) -> Option<u64> {
+        self.handed.lock().unwrap_or_else(|e| e.into_inner()).get(tenant).copied()
+    }
+
+    /// The tenants some sink follows.
+    fn followed(&self) -> BTreeSet<TenantId> {
+        self.sinks.read().unwrap_or_else(|e| e.into_inner()).iter().flat_map(|s| s.followed()).collect()
     }
 
     fn take_unannounced(&self) -> BTreeMap<TenantId, Vec<u64>> {
@@ -153,10 +174,10 @@ impl Listeners {
     }
 }
 
-/// The running feed of a node: its listening task and its announcing task; both stop when it
-/// is dropped (`PgStore::close` drops it).
+/// The running feed of a node: its listening task, its announcing task and the one that finds
+/// events never announced; all stop when it is dropped (`PgStore::close` drops it).
 pub(crate) struct Feed {
-    tasks: [tokio::task::JoinHandle<()>; 2],
+    tasks: [tokio::task::JoinHandle<()>; 3],
 }
 
 impl Drop for Feed {
@@ -178,10 +199,11 @@ impl Feed {
     ) -> Result<Feed> {
         let (ready, started) = oneshot::channel();
         let announcer = tokio::spawn(announce_events(node.clone(), db.clone(), listeners.clone()));
+        let stragglers = tokio::spawn(find_stragglers(db.clone(), listeners.clone()));
         config.application_name(format!("{node}-feed"));
         let feed = Following { config, node, db, listeners };
         let follower = tokio::spawn(feed.run(ready));
-        let tasks = [follower, announcer];
+        let tasks = [follower, announcer, stragglers];
         match started.await {
             Ok(Ok(())) => Ok(Feed { tasks }),
             Ok(Err(e)) => {
@@ -191,6 +213,46 @@ impl Feed {
             Err(_) => Err(Error::internal("the database feed stopped before it started")),
         }
     }
+}
+
+/// Finds events a node committed and never announced (it stopped in between), every
+/// [`STRAGGLERS_EVERY`]: for each tenant a sink follows, the store's latest seq is read; if it
+/// stood still since the last check and the sinks were handed less than it, they are told to
+/// re-read the tenant's events. (While a tenant's seq moves, its later events reach the sinks,
+/// which read the gap before them.) A tenant first followed is checked so once, whatever it was
+/// handed.
+async fn find_stragglers(db: PgDatabase, listeners: Arc<Listeners>) {
+    let mut latest_seen: HashMap<TenantId, u64> = HashMap::new();
+    let mut every = tokio::time::interval(STRAGGLERS_EVERY);
+    loop {
+        every.tick().await;
+        let followed = listeners.followed();
+        latest_seen.retain(|t, _| followed.contains(t));
+        for tenant in followed {
+            let read = tokio::time::timeout(READ_BACK_LIMIT, latest_seq(&db, &tenant)).await;
+            let Ok(Ok(latest)) = read else { continue };
+            let before = latest_seen.insert(tenant.clone(), latest);
+            if before == Some(latest) && listeners.handed(&tenant).is_none_or(|h| h < latest) {
+                tracing::info!("{tenant}'s events up to seq {latest} were not all announced: its streams re-read them");
+                for sink in listeners.following(&tenant) {
+                    sink.missed_of(&tenant);
+                }
+                listeners.handed.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant, latest);
+            }
+        }
+    }
+}
+
+async fn latest_seq(db: &PgDatabase, tenant: &TenantId) -> Result<u64> {
+    let conn = db.client().await?;
+    let rows = crate::read_once(
+        &conn,
+        tenant,
+        "SELECT last_event_seq FROM tenant_usage WHERE tenant_id = $1",
+        &[&tenant.as_str()],
+    )
+    .await?;
+    Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
 }
 
 /// Announces this node's committed events to the others, gathered over [`ANNOUNCE_EVERY`]; what
@@ -366,7 +428,10 @@ impl Following {
             seqs.sort_unstable();
             seqs.dedup();
             match tokio::time::timeout(READ_BACK_LIMIT, self.read_events(&tenant, &seqs)).await {
-                Ok(Ok(read)) if !read.is_empty() => following.iter().for_each(|s| s.published(&tenant, &read)),
+                Ok(Ok(read)) if !read.is_empty() => {
+                    following.iter().for_each(|s| s.published(&tenant, &read));
+                    self.listeners.handed_up_to(&tenant, &read);
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     // The sinks read the store for what they have not heard, by seq.

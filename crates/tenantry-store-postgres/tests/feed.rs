@@ -183,3 +183,62 @@ async fn a_put_refused_between_its_flights_leaves_no_lock_and_no_open_transactio
     b.close().await.unwrap();
     db.drop_all().await;
 }
+
+/// A sink with a stream open on one tenant: what it is told to re-read.
+#[derive(Default)]
+struct Streaming {
+    tenant: Mutex<Option<TenantId>>,
+    reread: Mutex<Vec<TenantId>>,
+}
+
+impl EventSink for Streaming {
+    fn published(&self, _tenant: &TenantId, _events: &[Event]) {}
+    fn follows(&self, tenant: &TenantId) -> bool {
+        self.tenant.lock().unwrap().as_ref() == Some(tenant)
+    }
+    fn followed(&self) -> Vec<TenantId> {
+        self.tenant.lock().unwrap().iter().cloned().collect()
+    }
+    fn missed_of(&self, tenant: &TenantId) {
+        self.reread.lock().unwrap().push(tenant.clone());
+    }
+}
+
+/// A node that commits an event and stops before announcing it leaves the other nodes' streams
+/// of that tenant without it: within a few seconds of the tenant's seq standing still, they are
+/// told to re-read the tenant. Events that were handed on as usual cause no re-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_a_node_never_announced_makes_the_streams_of_its_tenant_re_read() {
+    let Some(db) = TestDatabase::create().await else { return };
+    schema::migrate(&mut db.connect_as(&db.owner_role).await, &db.app_role).await.unwrap();
+    let (a, b) = (node(&db).await, node(&db).await);
+    let streaming = Arc::new(Streaming::default());
+    b.add_event_sink(streaming.clone());
+    let (t, scope) = tenant(&a, "acme").await;
+    *streaming.tenant.lock().unwrap() = Some(t.id.clone());
+    // Once first followed, the tenant is checked once: its streams re-read what came before.
+    until("the first check of a newly followed tenant", || streaming.reread.lock().unwrap().len() == 1).await;
+    // Written on A and announced: B hands it on, and nothing is to be re-read.
+    a.put_file(&scope, write("/f", b"x"), file_journal("/f")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(streaming.reread.lock().unwrap().len(), 1, "an announced event causes no re-read");
+
+    // An event committed by a node that stopped before announcing it.
+    let owner = db.connect_as(&db.owner_role).await;
+    owner
+        .batch_execute(&format!(
+            "BEGIN;
+             INSERT INTO events (tenant_id, seq, type, path, actor, at)
+                 SELECT '{id}', last_event_seq + 1, 'file.written', '/g', 'key:gone', 0 FROM tenant_usage WHERE tenant_id = '{id}';
+             UPDATE tenant_usage SET last_event_seq = last_event_seq + 1 WHERE tenant_id = '{id}';
+             COMMIT;",
+            id = t.id.as_str()
+        ))
+        .await
+        .unwrap();
+    until("B's streams are told to re-read", || streaming.reread.lock().unwrap().len() == 2).await;
+    assert_eq!(streaming.reread.lock().unwrap()[1], t.id);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(streaming.reread.lock().unwrap().len(), 2, "once");
+    db.drop_all().await;
+}
