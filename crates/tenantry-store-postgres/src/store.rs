@@ -138,13 +138,19 @@ impl Flights {
 
 impl Drop for Flights {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            tokio::spawn(async move {
-                if conn.batch_execute("ROLLBACK").await.is_err() {
-                    // The connection is gone or broken: the pool will not hand it out again.
-                    tracing::debug!("a write's rollback found its connection broken");
-                }
-            });
+        let Some(conn) = self.conn.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if conn.batch_execute("ROLLBACK").await.is_err() {
+                        // The connection is gone or broken: the pool will not hand it out again.
+                        tracing::debug!("a write's rollback found its connection broken");
+                    }
+                });
+            }
+            // No runtime left to roll back on (the process is ending): the connection leaves
+            // the pool, never handed out again, and the server rolls back when it closes.
+            Err(_) => drop(deadpool_postgres::Object::take(conn)),
         }
     }
 }
