@@ -70,8 +70,10 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 /// How long reading other nodes' events back may take before the sinks are told instead to read
 /// what they missed themselves (the feed must not stall behind a busy pool).
 const READ_BACK_LIMIT: Duration = Duration::from_secs(2);
-/// How often the tenants streamed here are checked for events no node announced.
+/// How often the tenants streamed here are checked for events no node announced, and for how
+/// many checks a tenant's seq must stand still before its streams re-read it.
 const STRAGGLERS_EVERY: Duration = Duration::from_secs(1);
+const STILL_FOR: u32 = 6;
 
 /// Whom the store tells about commits: the event sinks (its own commits and other nodes') and
 /// the directory followers.
@@ -215,29 +217,39 @@ impl Feed {
     }
 }
 
-/// Finds events a node committed and never announced (it stopped in between), every
-/// [`STRAGGLERS_EVERY`]: for each tenant a sink follows, the store's latest seq is read; if it
-/// stood still since the last check and the sinks were handed less than it, they are told to
-/// re-read the tenant's events. (While a tenant's seq moves, its later events reach the sinks,
-/// which read the gap before them.) A tenant first followed is checked so once, whatever it was
-/// handed.
+/// Finds events a node committed and never announced (it stopped in between): every
+/// [`STRAGGLERS_EVERY`], for each tenant a sink follows, the store's latest seq is read; if it has
+/// stood still for [`STILL_FOR`] checks (longer than any announcement takes, retries and read-back
+/// included) and the sinks were handed less than it, they are told to re-read the tenant's events.
+/// (While a tenant's seq moves, its later events reach the sinks, which read the gap before them.)
+/// A tenant first followed is checked so once, whatever it was handed. A round stops at the first
+/// read that fails (the database away: the next round tries again).
 async fn find_stragglers(db: PgDatabase, listeners: Arc<Listeners>) {
-    let mut latest_seen: HashMap<TenantId, u64> = HashMap::new();
+    // Per followed tenant: the latest seq read, and for how many checks in a row.
+    let mut seen: HashMap<TenantId, (u64, u32)> = HashMap::new();
     let mut every = tokio::time::interval(STRAGGLERS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         let followed = listeners.followed();
-        latest_seen.retain(|t, _| followed.contains(t));
+        seen.retain(|t, _| followed.contains(t));
+        listeners.handed.lock().unwrap_or_else(|e| e.into_inner()).retain(|t, _| followed.contains(t));
         for tenant in followed {
             let read = tokio::time::timeout(READ_BACK_LIMIT, latest_seq(&db, &tenant)).await;
-            let Ok(Ok(latest)) = read else { continue };
-            let before = latest_seen.insert(tenant.clone(), latest);
-            if before == Some(latest) && listeners.handed(&tenant).is_none_or(|h| h < latest) {
+            let Ok(Ok(latest)) = read else { break };
+            let still = match seen.get(&tenant) {
+                Some((seq, checks)) if *seq == latest => checks + 1,
+                _ => 1,
+            };
+            seen.insert(tenant.clone(), (latest, still));
+            if still >= STILL_FOR && listeners.handed(&tenant).is_none_or(|h| h < latest) {
                 tracing::info!("{tenant}'s events up to seq {latest} were not all announced: its streams re-read them");
                 for sink in listeners.following(&tenant) {
                     sink.missed_of(&tenant);
                 }
-                listeners.handed.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant, latest);
+                let mut handed = listeners.handed.lock().unwrap_or_else(|e| e.into_inner());
+                let at = handed.entry(tenant).or_insert(0);
+                *at = (*at).max(latest);
             }
         }
     }

@@ -240,17 +240,36 @@ pub(crate) async fn planned_statements<'a, C: GenericClient>(
 
 /// Runs statements in one flight: each is polled once, in the order given, before any answer is
 /// awaited, so all are sent at once and the server runs them in that order; then it waits for
-/// every answer. The first failure in that order is returned (the one that aborted the
-/// transaction: those after it fail for that reason, and the commit rolls back).
+/// every answer sent. The first failure in that order is returned (the one that aborted the
+/// transaction: those after it fail for that reason, and a `COMMIT` among them rolls back). A
+/// statement refused before it is sent (tokio-postgres checks its parameters first) stops the
+/// flight there: the statements after it, a `COMMIT` included, are never sent, and the caller's
+/// transaction is rolled back when it is dropped.
 pub(crate) async fn in_one_flight(mut statements: Vec<Pending<'_>>) -> Result<()> {
     let mut outcomes: Vec<Option<Result<u64>>> = statements.iter().map(|_| None).collect();
+    let mut sent = 0;
     std::future::poll_fn(|cx| {
         let mut waiting = false;
-        for (statement, outcome) in statements.iter_mut().zip(outcomes.iter_mut()) {
+        for (statement, outcome) in statements[..sent].iter_mut().zip(outcomes.iter_mut()) {
             if outcome.is_none() {
                 match statement.as_mut().poll(cx) {
                     Poll::Ready(r) => *outcome = Some(r),
                     Poll::Pending => waiting = true,
+                }
+            }
+        }
+        while sent < statements.len() {
+            let polled = statements[sent].as_mut().poll(cx);
+            sent += 1;
+            match polled {
+                Poll::Pending => waiting = true,
+                Poll::Ready(r) => {
+                    let failed = r.is_err();
+                    outcomes[sent - 1] = Some(r);
+                    if failed {
+                        statements.truncate(sent);
+                        break;
+                    }
                 }
             }
         }
@@ -368,6 +387,36 @@ mod tests {
 
     fn written(path: &str) -> EventDraft {
         EventDraft::new("file.written", "key:k".into()).path(path)
+    }
+
+    #[tokio::test]
+    async fn a_statement_refused_before_it_is_sent_stops_the_flight_there() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let sent = std::sync::Arc::new(AtomicUsize::new(0));
+        let statement = |outcome: Result<u64>| -> Pending<'static> {
+            let sent = sent.clone();
+            Box::pin(async move {
+                sent.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await; // its answer comes later
+                outcome
+            })
+        };
+        let refused: Pending<'static> = Box::pin(async { Err(Error::internal("a parameter of the wrong type")) });
+        let commit = statement(Ok(0));
+        let e = in_one_flight(vec![statement(Ok(1)), refused, commit]).await.unwrap_err();
+        assert_eq!(e.message, "a parameter of the wrong type");
+        assert_eq!(sent.load(Ordering::SeqCst), 1, "the statement after the refused one (the COMMIT) was never sent");
+        // Failures the server answers with come in order, after everything was sent.
+        sent.store(0, Ordering::SeqCst);
+        let e = in_one_flight(vec![
+            statement(Ok(1)),
+            statement(Err(Error::conflict("first"))),
+            statement(Err(Error::conflict("then"))),
+        ])
+        .await
+        .unwrap_err();
+        assert_eq!((e.message.as_str(), sent.load(Ordering::SeqCst)), ("first", 3));
+        assert!(in_one_flight(vec![statement(Ok(1)), statement(Ok(2))]).await.is_ok());
     }
 
     #[test]

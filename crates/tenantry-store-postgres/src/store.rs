@@ -141,16 +141,29 @@ impl Drop for Flights {
         let Some(conn) = self.conn.take() else { return };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
+                let mut rolling_back = RollingBack(Some(conn));
                 runtime.spawn(async move {
-                    if conn.batch_execute("ROLLBACK").await.is_err() {
-                        // The connection is gone or broken: the pool will not hand it out again.
-                        tracing::debug!("a write's rollback found its connection broken");
+                    let conn = rolling_back.0.as_ref().expect("held until rolled back");
+                    if conn.batch_execute("ROLLBACK").await.is_ok() {
+                        rolling_back.0.take(); // back to the pool, outside any transaction
                     }
                 });
             }
             // No runtime left to roll back on (the process is ending): the connection leaves
             // the pool, never handed out again, and the server rolls back when it closes.
             Err(_) => drop(deadpool_postgres::Object::take(conn)),
+        }
+    }
+}
+
+/// A connection whose rollback is under way: if it does not finish (it failed, or the task was
+/// dropped as the runtime shut down), the connection leaves the pool instead of going back to it.
+struct RollingBack(Option<Object>);
+
+impl Drop for RollingBack {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(Object::take(conn));
         }
     }
 }
