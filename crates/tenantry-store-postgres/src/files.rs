@@ -3,10 +3,11 @@
 
 use crate::error::pg_error;
 use crate::journal::{
-    hooks_from_rows, in_one_flight, journal_tx, plan, planned_statements, CounterDelta, Heads, Pending, HOOKS,
+    commit_statement, hooks_from_rows, in_one_flight, journal_tx, plan, planned_statements, CounterDelta, Pending,
+    HOOKS,
 };
 use crate::search::{self, plan_reindex, reindex_statements, OLD_DOC};
-use crate::store::{add_usage, begin, commit, lock_usage, Flights, PgStore, LOCK_TENANT};
+use crate::store::{add_usage, begin, commit, lock_usage, locked_row, Flights, PgStore, LOCK_TENANT};
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
 use tenantry_core::events::Journal;
@@ -308,8 +309,7 @@ impl FileStore for PgStore {
         )
         .map_err(pg_error)?;
         let body_id: i64 = body.get(0);
-        let locked = locked.ok_or_else(|| Error::internal(format!("tenant {tenant} has no usage row")))?;
-        let used = StoredUsage { storage_bytes: locked.get::<_, i64>(0) as u64, files: locked.get::<_, i64>(1) as u64 };
+        let (used, heads) = locked_row(tenant, locked.as_ref())?;
         let current = current.as_ref().map(current_from_row);
         let decision = write.decide(current.as_ref().map(|c| HeldFile {
             etag: &c.etag,
@@ -321,7 +321,7 @@ impl FileStore for PgStore {
         let after = quota::storage(used, decision.delta, limits)?;
         let reindex = plan_reindex(DocKind::File, search::old_doc(old_doc.as_ref()), write.index.as_ref());
         let planned = plan(
-            &Heads::from_row(&locked, 2),
+            &heads,
             &hooks_from_rows(&hooks)?,
             scope.slug().as_str(),
             Some(journal.audit),
@@ -351,7 +351,7 @@ impl FileStore for PgStore {
         }
         writes.extend(reindex_statements(tx, tenant, path, &reindex).await?);
         writes.extend(planned_statements(tx, tenant, &planned, delta).await?);
-        writes.push(Box::pin(async move { tx.batch_execute("COMMIT").await.map(|_| 0).map_err(pg_error) }));
+        writes.push(commit_statement(tx));
         in_one_flight(writes).await?;
         flights.committed();
         self.publish(tenant, &planned.into_events());

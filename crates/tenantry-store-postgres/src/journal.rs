@@ -238,6 +238,11 @@ pub(crate) async fn planned_statements<'a, C: GenericClient>(
     Ok(out)
 }
 
+/// The `COMMIT` that ends a write's last flight (after a failed statement it rolls back).
+pub(crate) fn commit_statement<C: GenericClient>(tx: &C) -> Pending<'_> {
+    Box::pin(async move { tx.batch_execute("COMMIT").await.map(|_| 0).map_err(pg_error) })
+}
+
 /// Runs statements in one flight: each is polled once, in the order given, before any answer is
 /// awaited, so all are sent at once and the server runs them in that order; then it waits for
 /// every answer sent. The first failure in that order is returned (the one that aborted the

@@ -7,17 +7,17 @@
 
 use crate::error::{corrupt, pg_error};
 use crate::journal::{
-    hooks_from_rows, in_one_flight, journal_tx, plan, planned_statements, CounterDelta, Heads, Pending, HOOKS,
+    commit_statement, hooks_from_rows, in_one_flight, journal_tx, plan, planned_statements, CounterDelta, Pending,
+    HOOKS,
 };
 use crate::search::{self, memory_doc, plan_reindex, reindex_statements, reindex_tx, OLD_DOC};
-use crate::store::{add_usage, begin, commit, lock_usage, Flights, PgStore, LOCK_TENANT};
+use crate::store::{add_usage, begin, commit, lock_usage, locked_row, Flights, PgStore, LOCK_TENANT};
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
 use tenantry_core::events::Journal;
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{searchable_text, MemoryEntry, MemoryKey, Namespace};
 use tenantry_core::quota;
-use tenantry_core::quota::StoredUsage;
 use tenantry_core::search::{DocKind, IndexDoc};
 use tenantry_core::store::{HeldEntry, MemoryListing, MemoryStore, MemoryWrite, TenantScope};
 use tenantry_core::time::{Clock, SystemClock, Timestamp};
@@ -121,7 +121,6 @@ fn index_of_value(value: &str) -> IndexDoc {
     }
 }
 
-/// Creates or replaces an entry, its search document holding `index` (usage is the caller's).
 /// The statement that writes an entry's row, for a write's flight.
 async fn upsert_memory_row<'a, C: GenericClient>(
     tx: &'a C,
@@ -152,6 +151,7 @@ async fn upsert_memory_row<'a, C: GenericClient>(
     }))
 }
 
+/// Creates or replaces an entry, its search document holding `index` (usage is the caller's).
 async fn upsert_indexed_tx(
     tx: &Transaction<'_>,
     tenant: &TenantId,
@@ -249,14 +249,13 @@ impl MemoryStore for PgStore {
             tx.query_opt(&statements.3, &by_doc),
         )
         .map_err(pg_error)?;
-        let locked = locked.ok_or_else(|| Error::internal(format!("tenant {tenant} has no usage row")))?;
-        let used = StoredUsage { storage_bytes: locked.get::<_, i64>(0) as u64, files: locked.get::<_, i64>(1) as u64 };
+        let (used, heads) = locked_row(tenant, locked.as_ref())?;
         let decision = write.decide(held.as_ref().map(held_from_row));
         let limits = write.limits();
         let after = quota::storage(used, decision.delta, limits)?;
         let reindex = plan_reindex(DocKind::Memory, search::old_doc(old_doc.as_ref()), Some(&write.index));
         let planned = plan(
-            &Heads::from_row(&locked, 2),
+            &heads,
             &hooks_from_rows(&hooks)?,
             slug,
             Some(journal.audit),
@@ -282,7 +281,7 @@ impl MemoryStore for PgStore {
         let mut writes = vec![upsert_memory_row(tx, tenant, &row).await?];
         writes.extend(reindex_statements(tx, tenant, &doc, &reindex).await?);
         writes.extend(planned_statements(tx, tenant, &planned, delta).await?);
-        writes.push(Box::pin(async move { tx.batch_execute("COMMIT").await.map(|_| 0).map_err(pg_error) }));
+        writes.push(commit_statement(tx));
         in_one_flight(writes).await?;
         flights.committed();
         self.publish(tenant, &planned.into_events());

@@ -4,6 +4,7 @@
 
 use crate::error::pg_error;
 use crate::feed::{Feed, Listeners};
+use crate::journal::Heads;
 use crate::{tenant_transaction, PgDatabase};
 use deadpool_postgres::{Object, Transaction};
 use std::collections::HashMap;
@@ -180,12 +181,15 @@ pub(crate) async fn begin<'a>(conn: &'a mut Object, tenant: &TenantId) -> Result
 /// deletes it, locks it `FOR UPDATE` and so waits for both.
 pub(crate) async fn lock_usage(tx: &Transaction<'_>, tenant: &TenantId) -> Result<StoredUsage> {
     let st = tx.prepare_cached(LOCK_TENANT).await.map_err(pg_error)?;
-    let row = tx
-        .query_opt(&st, &[&tenant.as_str()])
-        .await
-        .map_err(pg_error)?
-        .ok_or_else(|| Error::internal(format!("tenant {tenant} has no usage row")))?;
-    Ok(StoredUsage { storage_bytes: row.get::<_, i64>(0) as u64, files: row.get::<_, i64>(1) as u64 })
+    let row = tx.query_opt(&st, &[&tenant.as_str()]).await.map_err(pg_error)?;
+    Ok(locked_row(tenant, row.as_ref())?.0)
+}
+
+/// The tenant's row as [`LOCK_TENANT`] reads it: its counters and its journal's heads.
+pub(crate) fn locked_row(tenant: &TenantId, row: Option<&Row>) -> Result<(StoredUsage, Heads)> {
+    let row = row.ok_or_else(|| Error::internal(format!("tenant {tenant} has no usage row")))?;
+    let used = StoredUsage { storage_bytes: row.get::<_, i64>(0) as u64, files: row.get::<_, i64>(1) as u64 };
+    Ok((used, Heads::from_row(row, 2)))
 }
 
 /// The tenant's row, locked as [`lock_usage`] locks it: its counters, then its journal's heads
