@@ -29,12 +29,20 @@ pub fn unreachable(e: &tokio_postgres::Error) -> bool {
         || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
-/// The server's message when there is one (tokio-postgres's Display says only "db error").
+/// The server's message when there is one (tokio-postgres's Display says only "db error"), else
+/// the error with its causes (for a TLS failure it says only "error performing TLS handshake";
+/// the certificate's fault is in its source).
 pub fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
     }
+    let mut said = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        said = format!("{said}: {cause}");
+        source = cause.source();
+    }
+    said
 }
 
 /// A stored value that does not parse: the database holds something this binary never wrote.

@@ -194,7 +194,7 @@ impl Feed {
     /// Connects and LISTENs (an error if the first connection fails), then follows in a task;
     /// announces this node's events in another.
     pub(crate) async fn start(
-        mut config: tokio_postgres::Config,
+        mut target: crate::Target,
         node: String,
         db: PgDatabase,
         listeners: Arc<Listeners>,
@@ -202,8 +202,8 @@ impl Feed {
         let (ready, started) = oneshot::channel();
         let announcer = tokio::spawn(announce_events(node.clone(), db.clone(), listeners.clone()));
         let stragglers = tokio::spawn(find_stragglers(db.clone(), listeners.clone()));
-        config.application_name(format!("{node}-feed"));
-        let feed = Following { config, node, db, listeners };
+        target.config.application_name(format!("{node}-feed"));
+        let feed = Following { target, node, db, listeners };
         let follower = tokio::spawn(feed.run(ready));
         let tasks = [follower, announcer, stragglers];
         match started.await {
@@ -295,7 +295,7 @@ async fn announce_events(node: String, db: PgDatabase, listeners: Arc<Listeners>
 }
 
 struct Following {
-    config: tokio_postgres::Config,
+    target: crate::Target,
     node: String,
     db: PgDatabase,
     listeners: Arc<Listeners>,
@@ -342,8 +342,9 @@ impl Following {
 
     async fn listen(&self) -> Result<Listening> {
         let (client, mut connection) = self
+            .target
             .config
-            .connect(tokio_postgres::NoTls)
+            .connect(self.target.tls.clone())
             .await
             .map_err(|e| Error::internal(format!("cannot connect the database feed: {}", describe(&e))))?;
         let (tx, notifications) = mpsc::unbounded_channel();

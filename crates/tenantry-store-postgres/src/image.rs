@@ -22,7 +22,7 @@ use tenantry_core::image::{
 };
 use tenantry_core::{Error, Result};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, RowStream};
+use tokio_postgres::{Client, RowStream};
 
 /// Rows per insert statement at most, and their bytes (memory values and search terms can be
 /// large) at most.
@@ -31,25 +31,22 @@ const BATCH_BYTES: usize = 4 << 20;
 
 /// A database tenants are copied into, reached as the tables' owner.
 pub struct PgImages {
-    config: tokio_postgres::Config,
+    target: crate::Target,
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Result<Arc<Client>> {
-    let (client, connection) = config
-        .connect(NoTls)
+async fn connect(target: &crate::Target) -> Result<Arc<Client>> {
+    let client = target
+        .connect()
         .await
         .map_err(|e| Error::internal(format!("cannot connect to the database: {}", describe(&e))))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
     Ok(Arc::new(client))
 }
 
 impl PgImages {
     /// Checks that the database has this binary's schema and that `url`'s role owns its tables.
     pub async fn connect(url: &str) -> Result<PgImages> {
-        let images = PgImages { config: crate::parse_url(url)? };
-        let client = connect(&images.config).await?;
+        let images = PgImages { target: crate::Target::parse(url)? };
+        let client = connect(&images.target).await?;
         check_version(&client).await?;
         let owns: bool = client
             .query_one(
@@ -526,7 +523,7 @@ fn begin(tenant: &TenantId, read_only: bool) -> Result<String> {
 #[async_trait]
 impl ImageSource for PgImages {
     async fn image_tenants(&self) -> Result<Vec<TenantId>> {
-        let client = connect(&self.config).await?;
+        let client = connect(&self.target).await?;
         let rows = client.query("SELECT id FROM tenants ORDER BY id", &[]).await.map_err(pg_error)?;
         rows.iter()
             .map(|r| {
@@ -537,13 +534,13 @@ impl ImageSource for PgImages {
     }
 
     async fn read_image(&self, tenant: &TenantId) -> Result<Box<dyn ImageItems>> {
-        let client = connect(&self.config).await?;
+        let client = connect(&self.target).await?;
         client.batch_execute(&begin(tenant, true)?).await.map_err(pg_error)?;
         Ok(Box::new(reader(client, tenant, true)))
     }
 
     async fn numbering(&self) -> Result<Numbering> {
-        let client = connect(&self.config).await?;
+        let client = connect(&self.target).await?;
         Ok(Numbering {
             deliveries: sequence_at(&client, SEQUENCES[0]).await?,
             attempts: sequence_at(&client, SEQUENCES[1]).await?,
@@ -558,7 +555,7 @@ impl ImageTarget for PgImages {
     }
 
     async fn write_image(&self, tenant: &TenantId, transfer: &mut Transfer) -> Result<()> {
-        let client = connect(&self.config).await?;
+        let client = connect(&self.target).await?;
         client.batch_execute(&begin(tenant, false)?).await.map_err(pg_error)?;
         let exists = client
             .query_opt("SELECT 1 FROM tenants WHERE id = $1", &[&tenant.as_str()])
@@ -579,7 +576,7 @@ impl ImageTarget for PgImages {
     }
 
     async fn continue_numbering(&self, source: Numbering) -> Result<()> {
-        let client = connect(&self.config).await?;
+        let client = connect(&self.target).await?;
         for (sequence, past) in SEQUENCES.into_iter().zip([source.deliveries, source.attempts]) {
             if past > sequence_at(&client, sequence).await? {
                 client.execute("SELECT setval($1::text::regclass, $2)", &[&sequence, &past]).await.map_err(pg_error)?;

@@ -32,17 +32,18 @@ mod store;
 mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 mod upkeep;
 mod webhooks;
 
 pub use image::PgImages;
 pub use store::PgStore;
+pub use tls::Target;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
 use error::{describe, pg_error};
 use tenantry_core::ids::TenantId;
 use tenantry_core::{Error, Result};
-use tokio_postgres::NoTls;
 
 /// A node's pool of connections to the database, as the server's role.
 #[derive(Clone)]
@@ -55,17 +56,24 @@ impl PgDatabase {
     /// served, that the schema is the one this binary knows and that the role is one row-level
     /// security binds: no superuser, no `BYPASSRLS`, owner of no table.
     pub async fn connect(url: &str, max_connections: usize) -> Result<PgDatabase> {
-        PgDatabase::connect_with(parse_url(url)?, max_connections).await
+        PgDatabase::connect_with(Target::parse(url)?, max_connections).await
     }
 
-    pub(crate) async fn connect_with(config: tokio_postgres::Config, max_connections: usize) -> Result<PgDatabase> {
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    pub(crate) async fn connect_with(target: Target, max_connections: usize) -> Result<PgDatabase> {
+        let manager =
+            Manager::from_config(target.config, target.tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(max_connections)
             .build()
             .map_err(|e| Error::internal(format!("the connection pool: {e}")))?;
         let db = PgDatabase { pool };
-        let client = db.client().await?;
+        // The first connection's failure says why (a wrong password, a certificate refused):
+        // the node is starting, and whoever starts it is there to read it.
+        let client = db
+            .pool
+            .get()
+            .await
+            .map_err(|e| Error::internal(format!("cannot connect to the database: {}", pool_failure(&e))))?;
         schema::check_version(&client).await?;
         check_role(&client).await?;
         Ok(db)
@@ -79,31 +87,28 @@ impl PgDatabase {
     /// A connection from the pool.
     pub async fn client(&self) -> Result<Object> {
         self.pool.get().await.map_err(|e| {
-            let cause = match &e {
-                deadpool_postgres::PoolError::Backend(e) => describe(e),
-                other => other.to_string(),
-            };
-            tracing::warn!("the database cannot be reached: {cause}");
+            tracing::warn!("the database cannot be reached: {}", pool_failure(&e));
             Error::storage_unavailable()
         })
     }
 }
 
-pub(crate) fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
-    url.parse().map_err(|e| Error::invalid_request(format!("the database URL does not parse: {e}")))
+/// Why the pool could not hand out a connection.
+fn pool_failure(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => describe(e),
+        other => other.to_string(),
+    }
 }
 
 /// `tenantry db migrate`: connects with `url` (the role that is to own the tables) and applies
 /// the pending migrations, granting `app_role` row access.
 pub async fn migrate_url(url: &str, app_role: &str) -> Result<schema::Migrated> {
-    let (mut client, connection) = tokio_postgres::connect(url, NoTls)
+    let mut client = Target::parse(url)?
+        .connect()
         .await
         .map_err(|e| Error::internal(format!("cannot connect to the database: {}", describe(&e))))?;
-    let driver = tokio::spawn(connection);
-    let migrated = schema::migrate(&mut client, app_role).await;
-    drop(client);
-    let _ = driver.await;
-    migrated
+    schema::migrate(&mut client, app_role).await
 }
 
 /// Begins a transaction that sees and writes only `tenant`'s rows. The tenant is set with

@@ -43,14 +43,14 @@ impl PgStore {
     /// the feed of other nodes' changes (`feed`), and drops the staged rows of imports abandoned
     /// long ago (a node that crashed mid-import; see `import::sweep_abandoned_imports`).
     pub async fn open(url: &str, max_connections: usize) -> Result<PgStore> {
-        let mut config = crate::parse_url(url)?;
+        let mut target = crate::Target::parse(url)?;
         let node = format!("tenantry-{:016x}", rand::random::<u64>());
-        config.application_name(&node);
-        let db = PgDatabase::connect_with(config.clone(), max_connections).await?;
+        target.config.application_name(&node);
+        let db = PgDatabase::connect_with(target.clone(), max_connections).await?;
         crate::schema::check_feed(&*db.client().await?).await?;
-        let directory_db = PgDatabase::connect_with(config.clone(), 1).await?;
+        let directory_db = PgDatabase::connect_with(target.clone(), 1).await?;
         let listeners = Arc::new(Listeners::default());
-        let feed = Feed::start(config, node.clone(), db.clone(), listeners.clone()).await?;
+        let feed = Feed::start(target, node.clone(), db.clone(), listeners.clone()).await?;
         let store = PgStore {
             db,
             directory_db,
