@@ -163,6 +163,199 @@ pub fn renamed_memory_key(key: &str, attempt: u32) -> Result<MemoryKey> {
     MemoryKey::parse(&format!("{key}{}", suffix(attempt)))
 }
 
+/// What holds a name an incoming item may land on: whether it is the item's own content (`None`:
+/// nothing live, such as an expired memory entry), and the bytes it counts, freed if the item
+/// lands there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub same: Option<bool>,
+    pub size: i64,
+}
+
+/// The running totals of publishing an import: its report, and how far the tenant's stored
+/// usage moves.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub report: ImportReport,
+    pub bytes_delta: i64,
+    pub files_delta: i64,
+}
+
+impl Tally {
+    /// Before anything is published: the report names the tenant and the policy, and says the
+    /// tenant's settings were kept until they are applied.
+    pub fn new(tenant_slug: &str, policy: ConflictPolicy) -> Tally {
+        let report = ImportReport {
+            tenant: tenant_slug.to_owned(),
+            on_conflict: policy.as_str().to_owned(),
+            settings: "kept".into(),
+            ..ImportReport::default()
+        };
+        Tally { report, bytes_delta: 0, files_delta: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemKind {
+    File,
+    Memory,
+}
+
+/// Where one staged item lands, decided as the backend says what holds one name after another
+/// (the item's own name, then, under `rename`, each candidate in turn), counting the outcome
+/// into a [`Tally`]. Both backends publish through it, so the rules are the same everywhere:
+///
+/// ```text
+/// let mut landing = Landing::file(policy, path, size, staged_with_bytes);
+/// loop {
+///     let held = /* what holds landing.name() now */;
+///     match landing.held(held, &mut tally)? {
+///         Step::LookAgain => continue,          // landing.name() is the next candidate
+///         Step::Land => /* write it at landing.name(), over what is there */,
+///         Step::Stay => /* write nothing; drop the staged bytes */,
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Landing {
+    kind: ItemKind,
+    policy: ConflictPolicy,
+    /// The path, or the memory key.
+    original: String,
+    namespace: String,
+    name: String,
+    size: i64,
+    with_bytes: bool,
+    /// 0 while the item's own name is looked at; then the rename candidate's number.
+    attempt: u32,
+}
+
+/// What [`Landing::held`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Look at [`Landing::name`], the next candidate, and call [`Landing::held`] again.
+    LookAgain,
+    /// Write the item at [`Landing::name`], over what holds it (a replacement frees its bytes,
+    /// or its body).
+    Land,
+    /// Write nothing; the staged bytes, if any, are no longer needed.
+    Stay,
+}
+
+impl Landing {
+    /// A staged file at `path` of `size` bytes. `with_bytes` is false when it was staged without
+    /// its bytes because the tenant held the same content (or, under `skip`, other content).
+    pub fn file(policy: ConflictPolicy, path: &str, size: i64, with_bytes: bool) -> Landing {
+        Landing::new(ItemKind::File, policy, "", path, size, with_bytes)
+    }
+
+    /// A staged memory entry whose value is `size` bytes.
+    pub fn memory(policy: ConflictPolicy, namespace: &str, key: &str, size: i64) -> Landing {
+        Landing::new(ItemKind::Memory, policy, namespace, key, size, true)
+    }
+
+    fn new(
+        kind: ItemKind,
+        policy: ConflictPolicy,
+        namespace: &str,
+        name: &str,
+        size: i64,
+        with_bytes: bool,
+    ) -> Landing {
+        Landing {
+            kind,
+            policy,
+            original: name.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            size,
+            with_bytes,
+            attempt: 0,
+        }
+    }
+
+    /// The name to look at (and, after [`Step::Land`], to write at): a path, or a memory key.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What [`Landing::name`] holds (`None`: nothing at all) decides the next step.
+    pub fn held(&mut self, held: Option<Held>, tally: &mut Tally) -> Result<Step> {
+        let same = held.and_then(|h| h.same);
+        let counts = match self.kind {
+            ItemKind::File => &mut tally.report.files,
+            ItemKind::Memory => &mut tally.report.memory,
+        };
+        if !self.with_bytes {
+            // Staged without bytes: if what is there changed while importing, the change stands.
+            match same {
+                Some(true) => counts.unchanged += 1,
+                _ => counts.skipped += 1,
+            }
+            return Ok(Step::Stay);
+        }
+        if self.attempt == 0 {
+            match self.policy.resolve(same) {
+                Resolution::Create => counts.created += 1,
+                Resolution::Replace => counts.replaced += 1,
+                Resolution::Unchanged => {
+                    counts.unchanged += 1;
+                    return Ok(Step::Stay);
+                }
+                Resolution::Skip => {
+                    counts.skipped += 1;
+                    return Ok(Step::Stay);
+                }
+                Resolution::Rename => return self.next_candidate(),
+            }
+        } else {
+            match RenameProbe::of(same) {
+                RenameProbe::Next => return self.next_candidate(),
+                // Imported and renamed before: the same bundle imported again.
+                RenameProbe::AlreadyThere => {
+                    counts.unchanged += 1;
+                    return Ok(Step::Stay);
+                }
+                RenameProbe::Take => {
+                    counts.renamed += 1;
+                    if tally.report.renamed.len() < MAX_RENAMED_LISTED {
+                        let (kind, from, to) = match self.kind {
+                            ItemKind::File => ("file", self.original.clone(), self.name.clone()),
+                            ItemKind::Memory => (
+                                "memory",
+                                format!("{}/{}", self.namespace, self.original),
+                                format!("{}/{}", self.namespace, self.name),
+                            ),
+                        };
+                        tally.report.renamed.push(Renamed { kind: kind.into(), from, to });
+                    }
+                }
+            }
+        }
+        tally.bytes_delta += self.size - held.map_or(0, |h| h.size);
+        if self.kind == ItemKind::File {
+            tally.report.file_bytes += self.size as u64;
+            if held.is_none() {
+                tally.files_delta += 1;
+            }
+        }
+        Ok(Step::Land)
+    }
+
+    fn next_candidate(&mut self) -> Result<Step> {
+        self.attempt += 1;
+        self.name = match self.kind {
+            ItemKind::File => {
+                let path = TenantPath::parse(&self.original)
+                    .map_err(|_| Error::internal(format!("a staged path does not parse: {:?}", self.original)))?;
+                renamed_path(&path, self.attempt)?.as_str().to_owned()
+            }
+            ItemKind::Memory => renamed_memory_key(&self.original, self.attempt)?.as_str().to_owned(),
+        };
+        Ok(Step::LookAgain)
+    }
+}
+
 /// A file read from a bundle, waiting to be published.
 #[derive(Debug, Clone)]
 pub struct StagedFile {
@@ -379,6 +572,76 @@ mod tests {
 
     fn p(s: &str) -> TenantPath {
         TenantPath::parse(s).unwrap()
+    }
+
+    fn held(same: Option<bool>, size: i64) -> Option<Held> {
+        Some(Held { same, size })
+    }
+
+    #[test]
+    fn a_landing_counts_what_it_decides_and_moves_usage_by_what_it_replaces() {
+        use ConflictPolicy::*;
+        let mut t = Tally::default();
+        let mut new_file = Landing::file(Skip, "/new.txt", 25, true);
+        assert_eq!(new_file.held(None, &mut t).unwrap(), Step::Land);
+        assert_eq!(new_file.name(), "/new.txt");
+        let mut replacing = Landing::file(Overwrite, "/old.txt", 25, true);
+        assert_eq!(replacing.held(held(Some(false), 10), &mut t).unwrap(), Step::Land);
+        assert_eq!(Landing::file(Overwrite, "/same", 5, true).held(held(Some(true), 5), &mut t).unwrap(), Step::Stay);
+        assert_eq!(Landing::file(Skip, "/other", 5, true).held(held(Some(false), 9), &mut t).unwrap(), Step::Stay);
+        assert_eq!(t.report.files, ImportCounts { created: 1, replaced: 1, renamed: 0, skipped: 1, unchanged: 1 });
+        assert_eq!((t.bytes_delta, t.files_delta, t.report.file_bytes), (25 + 15, 1, 50));
+    }
+
+    #[test]
+    fn a_rename_looks_at_each_candidate_until_one_is_free_or_already_holds_the_item() {
+        let mut t = Tally::default();
+        let mut landing = Landing::file(ConflictPolicy::Rename, "/docs/a.txt", 4, true);
+        assert_eq!(landing.held(held(Some(false), 1), &mut t).unwrap(), Step::LookAgain);
+        assert_eq!(landing.name(), "/docs/a.imported.txt");
+        assert_eq!(landing.held(held(Some(false), 2), &mut t).unwrap(), Step::LookAgain);
+        assert_eq!(landing.name(), "/docs/a.imported-2.txt");
+        assert_eq!(landing.held(None, &mut t).unwrap(), Step::Land);
+        assert_eq!(landing.name(), "/docs/a.imported-2.txt");
+        assert_eq!(
+            t.report.renamed,
+            vec![Renamed { kind: "file".into(), from: "/docs/a.txt".into(), to: "/docs/a.imported-2.txt".into() }]
+        );
+        assert_eq!((t.report.files.renamed, t.bytes_delta, t.files_delta), (1, 4, 1));
+        let mut again = Landing::file(ConflictPolicy::Rename, "/docs/a.txt", 4, true);
+        assert_eq!(again.held(held(Some(false), 1), &mut t).unwrap(), Step::LookAgain);
+        assert_eq!(again.held(held(Some(true), 4), &mut t).unwrap(), Step::Stay, "imported here before");
+        assert_eq!(t.report.files.unchanged, 1);
+        assert_eq!((t.bytes_delta, t.files_delta), (4, 1));
+    }
+
+    #[test]
+    fn memory_landing_frees_an_expired_entry_and_names_renames_with_their_namespace() {
+        let mut t = Tally::default();
+        let mut over_expired = Landing::memory(ConflictPolicy::Skip, "ns", "k", 3);
+        assert_eq!(over_expired.held(held(None, 7), &mut t).unwrap(), Step::Land);
+        let mut renamed = Landing::memory(ConflictPolicy::Rename, "ns", "k", 5);
+        assert_eq!(renamed.held(held(Some(false), 2), &mut t).unwrap(), Step::LookAgain);
+        assert_eq!(renamed.name(), "k.imported");
+        assert_eq!(renamed.held(None, &mut t).unwrap(), Step::Land);
+        assert_eq!(t.report.memory, ImportCounts { created: 1, replaced: 0, renamed: 1, skipped: 0, unchanged: 0 });
+        assert_eq!(t.report.renamed[0].from, "ns/k");
+        assert_eq!(t.report.renamed[0].to, "ns/k.imported");
+        assert_eq!((t.bytes_delta, t.files_delta, t.report.file_bytes), (3 - 7 + 5, 0, 0));
+    }
+
+    #[test]
+    fn a_file_staged_without_bytes_stays_and_counts_by_what_is_there_now() {
+        let mut t = Tally::default();
+        for (now, policy) in [
+            (held(Some(true), 3), ConflictPolicy::Overwrite),
+            (held(Some(false), 3), ConflictPolicy::Overwrite),
+            (None, ConflictPolicy::Rename),
+        ] {
+            assert_eq!(Landing::file(policy, "/f", 3, false).held(now, &mut t).unwrap(), Step::Stay);
+        }
+        assert_eq!((t.report.files.unchanged, t.report.files.skipped), (1, 2));
+        assert_eq!((t.bytes_delta, t.files_delta, t.report.file_bytes), (0, 0, 0));
     }
 
     #[test]

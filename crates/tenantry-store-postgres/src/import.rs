@@ -20,10 +20,9 @@ use deadpool_postgres::Transaction;
 use tenantry_core::events::Journal;
 use tenantry_core::ids::TenantId;
 use tenantry_core::import::{
-    renamed_memory_key, renamed_path, ConflictPolicy, ImportPlan, ImportReport, ImportSettings, RenameProbe, Renamed,
-    Resolution, StagedFile, StagedRecord, MAX_RENAMED_LISTED,
+    ConflictPolicy, Held, ImportPlan, ImportReport, ImportSettings, Landing, Resolution, StagedFile, StagedRecord,
+    Step, Tally,
 };
-use tenantry_core::path::TenantPath;
 use tenantry_core::quota::{self, StorageLimits, UsageDelta};
 use tenantry_core::search::{DocKind, IndexDoc};
 use tenantry_core::store::{ImportStore, StoredUsage, TenantScope};
@@ -164,23 +163,16 @@ struct Staged {
     index: Option<IndexDoc>,
 }
 
-/// Publishing state: the running report and usage deltas.
+/// Publishing state: the running report and usage deltas (the core's `Tally`, which its
+/// `Landing` fills as it decides where each item lands).
 struct Publish<'a, 't> {
     tx: &'a Transaction<'t>,
     tenant: &'a TenantId,
     policy: ConflictPolicy,
-    report: ImportReport,
-    bytes_delta: i64,
-    files_delta: i64,
+    tally: Tally,
 }
 
 impl Publish<'_, '_> {
-    fn note_rename(&mut self, kind: &str, from: &str, to: &str) {
-        if self.report.renamed.len() < MAX_RENAMED_LISTED {
-            self.report.renamed.push(Renamed { kind: kind.into(), from: from.into(), to: to.into() });
-        }
-    }
-
     async fn write_file(&mut self, path: &str, f: &Staged, body_id: i64, version: i64) -> Result<()> {
         let row = FileRow {
             path,
@@ -193,67 +185,32 @@ impl Publish<'_, '_> {
             body_id,
         };
         upsert_file_row_tx(self.tx, self.tenant, &row).await?;
-        reindex_tx(self.tx, self.tenant, DocKind::File, path, f.index.as_ref()).await?;
-        self.report.file_bytes += f.size as u64;
-        Ok(())
+        reindex_tx(self.tx, self.tenant, DocKind::File, path, f.index.as_ref()).await
     }
 
     async fn file(&mut self, f: Staged) -> Result<()> {
-        let current = current_file_tx(self.tx, self.tenant, &f.path).await?;
-        let Some(body_id) = f.body_id else {
-            // Staged without bytes: the same content was there (or, under skip, other content).
-            // If that changed meanwhile, the change made during the import stands.
-            match current {
-                Some(c) if c.etag == f.etag => self.report.files.unchanged += 1,
-                _ => self.report.files.skipped += 1,
-            }
-            return Ok(());
-        };
-        let held_same = current.as_ref().map(|c| c.etag == f.etag);
-        match (self.policy.resolve(held_same), current) {
-            (Resolution::Create, _) => {
-                self.report.files.created += 1;
-                self.bytes_delta += f.size;
-                self.files_delta += 1;
-                self.write_file(&f.path, &f, body_id, 1).await
-            }
-            (Resolution::Unchanged, _) => {
-                self.report.files.unchanged += 1;
-                drop_body_tx(self.tx, self.tenant, body_id).await
-            }
-            (Resolution::Skip, _) => {
-                self.report.files.skipped += 1;
-                drop_body_tx(self.tx, self.tenant, body_id).await
-            }
-            (Resolution::Replace, Some(c)) => {
-                self.report.files.replaced += 1;
-                self.bytes_delta += f.size - c.size;
-                drop_body_tx(self.tx, self.tenant, c.body_id).await?;
-                self.write_file(&f.path, &f, body_id, c.version + 1).await
-            }
-            (Resolution::Replace, None) => Err(corrupt("a replacement without a current file")),
-            (Resolution::Rename, _) => {
-                let path = TenantPath::parse(&f.path).map_err(|_| corrupt("staged path"))?;
-                let mut attempt: u32 = 0;
-                loop {
-                    attempt += 1;
-                    let to = renamed_path(&path, attempt)?;
-                    let there = current_file_tx(self.tx, self.tenant, to.as_str()).await?;
-                    match RenameProbe::of(there.map(|t| t.etag == f.etag)) {
-                        RenameProbe::Next => continue,
-                        // Imported and renamed before: the same bundle imported again.
-                        RenameProbe::AlreadyThere => {
-                            self.report.files.unchanged += 1;
-                            return drop_body_tx(self.tx, self.tenant, body_id).await;
-                        }
-                        RenameProbe::Take => {
-                            self.report.files.renamed += 1;
-                            self.bytes_delta += f.size;
-                            self.files_delta += 1;
-                            self.note_rename("file", &f.path, to.as_str());
-                            return self.write_file(to.as_str(), &f, body_id, 1).await;
-                        }
+        let mut landing = Landing::file(self.policy, &f.path, f.size, f.body_id.is_some());
+        loop {
+            let current = current_file_tx(self.tx, self.tenant, landing.name()).await?;
+            let held = current.as_ref().map(|c| Held { same: Some(c.etag == f.etag), size: c.size });
+            match landing.held(held, &mut self.tally)? {
+                Step::LookAgain => continue,
+                Step::Stay => {
+                    return match f.body_id {
+                        Some(body_id) => drop_body_tx(self.tx, self.tenant, body_id).await,
+                        None => Ok(()),
                     }
+                }
+                Step::Land => {
+                    let body_id = f.body_id.ok_or_else(|| corrupt("staged file without its bytes"))?;
+                    let version = match &current {
+                        Some(c) => {
+                            drop_body_tx(self.tx, self.tenant, c.body_id).await?;
+                            c.version + 1
+                        }
+                        None => 1,
+                    };
+                    return self.write_file(landing.name(), &f, body_id, version).await;
                 }
             }
         }
@@ -296,58 +253,20 @@ impl Publish<'_, '_> {
         let now = plan.at.millis();
         match record {
             StagedRecord::Memory { namespace, key, value, expires_at, created_at, updated_at, index: _ } => {
-                let size = value.len() as i64;
-                let current = self.current_memory(&namespace, &key, now).await?;
-                // An expired entry counts as absent; its size is freed by the write over it.
-                let old = current.as_ref().map_or(0, |(_, size, _)| *size);
-                let held_same = current.and_then(|(v, _, live)| live.then_some(v == value));
-                match self.policy.resolve(held_same) {
-                    Resolution::Unchanged => self.report.memory.unchanged += 1,
-                    Resolution::Skip => self.report.memory.skipped += 1,
-                    resolution @ (Resolution::Create | Resolution::Replace) => {
-                        if resolution == Resolution::Create {
-                            self.report.memory.created += 1;
-                        } else {
-                            self.report.memory.replaced += 1;
-                        }
-                        self.bytes_delta += size - old;
-                        self.write_memory(&namespace, &key, &value, expires_at, created_at, updated_at).await?;
-                    }
-                    Resolution::Rename => {
-                        let mut attempt: u32 = 0;
-                        loop {
-                            attempt += 1;
-                            let to = renamed_memory_key(&key, attempt)?;
-                            let there = self.current_memory(&namespace, to.as_str(), now).await?;
-                            let old = there.as_ref().map_or(0, |(_, size, _)| *size);
-                            match RenameProbe::of(there.and_then(|(v, _, live)| live.then_some(v == value))) {
-                                RenameProbe::Next => continue,
-                                RenameProbe::AlreadyThere => {
-                                    self.report.memory.unchanged += 1;
-                                    break;
-                                }
-                                RenameProbe::Take => {
-                                    self.report.memory.renamed += 1;
-                                    self.bytes_delta += size - old;
-                                    let (from, dest) =
-                                        (format!("{namespace}/{key}"), format!("{namespace}/{}", to.as_str()));
-                                    self.note_rename("memory", &from, &dest);
-                                    self.write_memory(
-                                        &namespace,
-                                        to.as_str(),
-                                        &value,
-                                        expires_at,
-                                        created_at,
-                                        updated_at,
-                                    )
-                                    .await?;
-                                    break;
-                                }
-                            }
+                let mut landing = Landing::memory(self.policy, &namespace, &key, value.len() as i64);
+                loop {
+                    let current = self.current_memory(&namespace, landing.name(), now).await?;
+                    // An expired entry holds nothing live; its size is freed by the write over it.
+                    let held = current.map(|(v, size, live)| Held { same: live.then_some(v == value), size });
+                    match landing.held(held, &mut self.tally)? {
+                        Step::LookAgain => continue,
+                        Step::Stay => return Ok(()),
+                        Step::Land => {
+                            let (ns, at) = (&namespace, landing.name());
+                            return self.write_memory(ns, at, &value, expires_at, created_at, updated_at).await;
                         }
                     }
                 }
-                Ok(())
             }
             StagedRecord::Webhook {
                 id,
@@ -364,7 +283,7 @@ impl Publish<'_, '_> {
                 // The same subscription (url, events, glob) is there already.
                 let same = hooks.iter().any(|(h, _)| h.url == url && h.events == events && h.path_glob == path_glob);
                 if same {
-                    self.report.webhooks.unchanged += 1;
+                    self.tally.report.webhooks.unchanged += 1;
                     return Ok(());
                 }
                 quota::one_more_webhook(hooks.len() as u64, plan.max_webhooks)?;
@@ -380,7 +299,7 @@ impl Publish<'_, '_> {
                     created_by,
                 };
                 insert_webhook_row_tx(self.tx, self.tenant, &hook, &secret).await?;
-                self.report.webhooks.created += 1;
+                self.tally.report.webhooks.created += 1;
                 Ok(())
             }
         }
@@ -451,19 +370,7 @@ impl PgStore {
             return Err(no_such_import());
         }
         let was_empty = used == StoredUsage::default();
-        let mut p = Publish {
-            tx: &tx,
-            tenant,
-            policy: plan.on_conflict,
-            report: ImportReport {
-                tenant: slug.to_owned(),
-                on_conflict: plan.on_conflict.as_str().to_owned(),
-                settings: "kept".into(),
-                ..ImportReport::default()
-            },
-            bytes_delta: 0,
-            files_delta: 0,
-        };
+        let mut p = Publish { tx: &tx, tenant, policy: plan.on_conflict, tally: Tally::new(slug, plan.on_conflict) };
         // Records first (they come first in a bundle), then files in bundle order.
         let mut after: i64 = i64::MIN;
         loop {
@@ -522,7 +429,7 @@ impl PgStore {
         }
         // The limits, against the whole import at once.
         let limits = StorageLimits { max_storage_bytes: plan.max_storage_bytes, max_files: plan.max_files };
-        let (bytes_delta, files_delta) = (p.bytes_delta, p.files_delta);
+        let (bytes_delta, files_delta) = (p.tally.bytes_delta, p.tally.files_delta);
         let after_usage = quota::storage(used, UsageDelta { bytes: bytes_delta, files: files_delta }, limits)?;
         add_usage(&tx, tenant, bytes_delta, files_delta).await?;
         match &plan.settings {
@@ -538,12 +445,12 @@ impl PgStore {
                 let mut after_settings = settings.clone();
                 after_settings.domains = applied;
                 taken.extend(plan.domains_taken.iter().cloned());
-                p.report.settings_applied(ImportSettings::of_tenant(&before).changes_to(&after_settings), &taken);
+                p.tally.report.settings_applied(ImportSettings::of_tenant(&before).changes_to(&after_settings), &taken);
             }
-            Some(_) => p.report.settings_kept(plan.settings_choice),
+            Some(_) => p.tally.report.settings_kept(plan.settings_choice),
             None => {}
         }
-        let report = p.report;
+        let report = p.tally.report;
         // Every staged body is now a file's or dropped: forget the staging rows.
         forget_import_tx(&tx, tenant, import).await?;
         if let Some(event) = journal.event.as_mut() {

@@ -21,10 +21,9 @@ use std::sync::Arc;
 use tenantry_core::events::Journal;
 use tenantry_core::ids::TenantId;
 use tenantry_core::import::{
-    renamed_memory_key, renamed_path, ConflictPolicy, ImportPlan, ImportReport, ImportSettings, RenameProbe, Renamed,
-    Resolution, StagedFile, StagedRecord, MAX_RENAMED_LISTED,
+    ConflictPolicy, Held, ImportPlan, ImportReport, ImportSettings, Landing, Resolution, StagedFile, StagedRecord,
+    Step, Tally,
 };
-use tenantry_core::path::TenantPath;
 use tenantry_core::quota::{self, StorageLimits, UsageDelta};
 use tenantry_core::search::{DocKind, IndexDoc};
 use tenantry_core::store::{ImportStore, StoredUsage, TenantScope};
@@ -98,28 +97,21 @@ struct Staged {
     index: Option<IndexDoc>,
 }
 
-/// Publishing state: the running report and usage deltas.
+/// Publishing state: the running report and usage deltas (the core's `Tally`, which its
+/// `Landing` fills as it decides where each item lands).
 struct Publish<'a> {
     tx: &'a Connection,
     /// External bodies no longer named, unlinked after the commit.
     doomed: Doomed,
     tenant: &'a TenantId,
     policy: ConflictPolicy,
-    report: ImportReport,
-    bytes_delta: i64,
-    files_delta: i64,
+    tally: Tally,
 }
 
 impl Publish<'_> {
     fn drop_content(&mut self, content: ContentRef) -> Result<()> {
         self.doomed.push(drop_content_tx(self.tx, self.tenant, content)?);
         Ok(())
-    }
-
-    fn note_rename(&mut self, kind: &str, from: &str, to: &str) {
-        if self.report.renamed.len() < MAX_RENAMED_LISTED {
-            self.report.renamed.push(Renamed { kind: kind.into(), from: from.into(), to: to.into() });
-        }
     }
 
     fn write_file(&mut self, path: &str, f: &Staged, content_id: i64, version: i64) -> Result<()> {
@@ -134,68 +126,32 @@ impl Publish<'_> {
             content_id,
         };
         upsert_file_row_tx(self.tx, self.tenant, &row)?;
-        reindex_tx(self.tx, self.tenant, DocKind::File, path, f.index.as_ref())?;
-        self.report.file_bytes += f.size as u64;
-        Ok(())
+        reindex_tx(self.tx, self.tenant, DocKind::File, path, f.index.as_ref())
     }
 
     fn file(&mut self, f: Staged) -> Result<()> {
-        let current = current_file(self.tx, self.tenant, &f.path)?;
-        let counts = &mut self.report.files;
-        let Some(content_id) = f.content_id else {
-            // Staged without bytes: the same content was there (or, under skip, other content).
-            // If that changed meanwhile, the change made during the import stands.
-            match current {
-                Some(c) if c.etag == f.etag => counts.unchanged += 1,
-                _ => counts.skipped += 1,
-            }
-            return Ok(());
-        };
-        let incoming = ContentRef { id: content_id, size: f.size };
-        match (self.policy.resolve(current.as_ref().map(|c| c.etag == f.etag)), current) {
-            (Resolution::Create, _) => {
-                counts.created += 1;
-                self.bytes_delta += f.size;
-                self.files_delta += 1;
-                self.write_file(&f.path.clone(), &f, content_id, 1)
-            }
-            (Resolution::Unchanged, _) => {
-                counts.unchanged += 1;
-                self.drop_content(incoming)
-            }
-            (Resolution::Skip, _) => {
-                counts.skipped += 1;
-                self.drop_content(incoming)
-            }
-            (Resolution::Replace, Some(c)) => {
-                counts.replaced += 1;
-                self.bytes_delta += f.size - c.size;
-                self.drop_content(c.content())?;
-                self.write_file(&f.path.clone(), &f, content_id, c.version + 1)
-            }
-            (Resolution::Replace, None) => Err(corrupt("a replacement without a current file")),
-            (Resolution::Rename, _) => {
-                let path = TenantPath::parse(&f.path).map_err(|_| corrupt("staged path"))?;
-                let mut attempt = 0;
-                loop {
-                    attempt += 1;
-                    let to = renamed_path(&path, attempt)?;
-                    let there = current_file(self.tx, self.tenant, to.as_str())?;
-                    match RenameProbe::of(there.map(|t| t.etag == f.etag)) {
-                        RenameProbe::Next => continue,
-                        // Imported and renamed before: the same bundle imported again.
-                        RenameProbe::AlreadyThere => {
-                            self.report.files.unchanged += 1;
-                            return self.drop_content(incoming);
-                        }
-                        RenameProbe::Take => {
-                            self.report.files.renamed += 1;
-                            self.bytes_delta += f.size;
-                            self.files_delta += 1;
-                            self.note_rename("file", &f.path, to.as_str());
-                            return self.write_file(to.as_str(), &f, content_id, 1);
-                        }
+        let mut landing = Landing::file(self.policy, &f.path, f.size, f.content_id.is_some());
+        loop {
+            let current = current_file(self.tx, self.tenant, landing.name())?;
+            let held = current.as_ref().map(|c| Held { same: Some(c.etag == f.etag), size: c.size });
+            match landing.held(held, &mut self.tally)? {
+                Step::LookAgain => continue,
+                Step::Stay => {
+                    return match f.content_id {
+                        Some(id) => self.drop_content(ContentRef { id, size: f.size }),
+                        None => Ok(()),
                     }
+                }
+                Step::Land => {
+                    let content_id = f.content_id.ok_or_else(|| corrupt("staged file without its bytes"))?;
+                    let version = match &current {
+                        Some(c) => {
+                            self.drop_content(c.content())?;
+                            c.version + 1
+                        }
+                        None => 1,
+                    };
+                    return self.write_file(landing.name(), &f, content_id, version);
                 }
             }
         }
@@ -235,58 +191,20 @@ impl Publish<'_> {
     fn record(&mut self, record: StagedRecord, plan: &ImportPlan) -> Result<()> {
         match record {
             StagedRecord::Memory { namespace, key, value, expires_at, created_at, updated_at, index } => {
-                let size = value.len() as i64;
-                let current = self.current_memory(&namespace, &key, plan.at)?;
-                // An expired entry counts as absent; its size is freed by the write over it.
-                let old = current.as_ref().map_or(0, |(_, size, _)| *size);
-                let held_same = current.and_then(|(v, _, live)| live.then_some(v == value));
-                match self.policy.resolve(held_same) {
-                    Resolution::Unchanged => self.report.memory.unchanged += 1,
-                    Resolution::Skip => self.report.memory.skipped += 1,
-                    resolution @ (Resolution::Create | Resolution::Replace) => {
-                        if resolution == Resolution::Create {
-                            self.report.memory.created += 1;
-                        } else {
-                            self.report.memory.replaced += 1;
-                        }
-                        self.bytes_delta += size - old;
-                        self.write_memory(&namespace, &key, &value, expires_at, created_at, updated_at, &index)?;
-                    }
-                    Resolution::Rename => {
-                        let mut attempt = 0;
-                        loop {
-                            attempt += 1;
-                            let to = renamed_memory_key(&key, attempt)?;
-                            let there = self.current_memory(&namespace, to.as_str(), plan.at)?;
-                            let old = there.as_ref().map_or(0, |(_, size, _)| *size);
-                            match RenameProbe::of(there.and_then(|(v, _, live)| live.then_some(v == value))) {
-                                RenameProbe::Next => continue,
-                                RenameProbe::AlreadyThere => {
-                                    self.report.memory.unchanged += 1;
-                                    break;
-                                }
-                                RenameProbe::Take => {
-                                    self.report.memory.renamed += 1;
-                                    self.bytes_delta += size - old;
-                                    let (from, dest) =
-                                        (format!("{namespace}/{key}"), format!("{namespace}/{}", to.as_str()));
-                                    self.note_rename("memory", &from, &dest);
-                                    self.write_memory(
-                                        &namespace,
-                                        to.as_str(),
-                                        &value,
-                                        expires_at,
-                                        created_at,
-                                        updated_at,
-                                        &index,
-                                    )?;
-                                    break;
-                                }
-                            }
+                let mut landing = Landing::memory(self.policy, &namespace, &key, value.len() as i64);
+                loop {
+                    let current = self.current_memory(&namespace, landing.name(), plan.at)?;
+                    // An expired entry holds nothing live; its size is freed by the write over it.
+                    let held = current.map(|(v, size, live)| Held { same: live.then_some(v == value), size });
+                    match landing.held(held, &mut self.tally)? {
+                        Step::LookAgain => continue,
+                        Step::Stay => return Ok(()),
+                        Step::Land => {
+                            let (ns, at) = (&namespace, landing.name());
+                            return self.write_memory(ns, at, &value, expires_at, created_at, updated_at, &index);
                         }
                     }
                 }
-                Ok(())
             }
             StagedRecord::Webhook {
                 id,
@@ -309,7 +227,7 @@ impl Publish<'_> {
                     .and_then(|mut s| s.query_row(params![self.tenant.as_str(), url, events, path_glob], |r| r.get(0)))
                     .map_err(sql_error)?;
                 if same {
-                    self.report.webhooks.unchanged += 1;
+                    self.tally.report.webhooks.unchanged += 1;
                     return Ok(());
                 }
                 let count: i64 = self
@@ -339,7 +257,7 @@ impl Publish<'_> {
                         ])
                     })
                     .map_err(sql_error)?;
-                self.report.webhooks.created += 1;
+                self.tally.report.webhooks.created += 1;
                 Ok(())
             }
         }
@@ -549,14 +467,7 @@ impl ImportStore for SqliteStore {
                     doomed,
                     tenant,
                     policy: plan.on_conflict,
-                    report: ImportReport {
-                        tenant: scope.slug().as_str().to_owned(),
-                        on_conflict: plan.on_conflict.as_str().to_owned(),
-                        settings: "kept".into(),
-                        ..ImportReport::default()
-                    },
-                    bytes_delta: 0,
-                    files_delta: 0,
+                    tally: Tally::new(scope.slug().as_str(), plan.on_conflict),
                 };
                 // Records first (they come first in a bundle), then files in bundle order.
                 let records: Vec<String> = tx
@@ -604,8 +515,12 @@ impl ImportStore for SqliteStore {
                 drop(s);
                 // The limits, against the whole import at once.
                 let limits = StorageLimits { max_storage_bytes: plan.max_storage_bytes, max_files: plan.max_files };
-                let after = quota::storage(used, UsageDelta { bytes: p.bytes_delta, files: p.files_delta }, limits)?;
-                add_usage_tx(tx, tenant, p.bytes_delta, p.files_delta)?;
+                let after = quota::storage(
+                    used,
+                    UsageDelta { bytes: p.tally.bytes_delta, files: p.tally.files_delta },
+                    limits,
+                )?;
+                add_usage_tx(tx, tenant, p.tally.bytes_delta, p.tally.files_delta)?;
                 match &plan.settings {
                     Some(settings) if plan.applies_settings(was_empty) => {
                         let before = crate::tenants::tenant_record(tx, tenant)?
@@ -614,14 +529,14 @@ impl ImportStore for SqliteStore {
                         let mut after = settings.clone();
                         after.domains.retain(|d| !taken.contains(d));
                         taken.extend(plan.domains_taken.iter().cloned());
-                        p.report.settings_applied(ImportSettings::of_tenant(&before).changes_to(&after), &taken);
+                        p.tally.report.settings_applied(ImportSettings::of_tenant(&before).changes_to(&after), &taken);
                     }
-                    Some(_) => p.report.settings_kept(plan.settings_choice),
+                    Some(_) => p.tally.report.settings_kept(plan.settings_choice),
                     None => {}
                 }
                 // Every staged byte row is now either a file's or deleted: forget the staging rows.
                 forget_import_tx(tx, tenant.as_str(), &import)?;
-                let report = p.report;
+                let report = p.tally.report;
                 if let Some(event) = journal.event.as_mut() {
                     event.detail = Some(serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?);
                 }
