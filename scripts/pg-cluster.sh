@@ -41,15 +41,15 @@ start)
   # certificates in the TLS tests) and a server certificate for the name localhost only, so a test
   # can see a name checked. Clients that do not ask for TLS may still connect without.
   # Members of tenantry_cert_login log in with a client certificate only (pg_hba `cert`).
-  ( cd "$DIR"
+  ( cd "$DIR" &&
     openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=tenantry test CA" \
-      -keyout ca.key -out ca.crt
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
-    printf 'subjectAltName=DNS:localhost\n' > server.ext
+      -keyout ca.key -out ca.crt &&
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr &&
+    printf 'subjectAltName=DNS:localhost\n' > server.ext &&
     openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
-      -extfile server.ext -out server.crt
-    chmod 600 server.key
-    [ "$(id -u)" = 0 ] && chown postgres: server.key server.crt ca.crt
+      -extfile server.ext -out server.crt &&
+    chmod 600 server.key &&
+    if [ "$(id -u)" = 0 ]; then chown postgres: server.key server.crt ca.crt; fi
   ) >"$DIR/certs.log" 2>&1 || { cat "$DIR/certs.log" >&2; exit 1; }
   as_owner sed -i '1i hostssl all +tenantry_cert_login 127.0.0.1/32 cert\nhost all +tenantry_cert_login 127.0.0.1/32 reject' \
     "$DIR/data/pg_hba.conf"

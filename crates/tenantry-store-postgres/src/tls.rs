@@ -8,15 +8,16 @@
 //! | `sslmode`             | encrypted             | server certificate checked                  |
 //! |-----------------------|-----------------------|---------------------------------------------|
 //! | `disable`             | never                 | -                                           |
-//! | `prefer` (default)    | if the server offers  | no (as libpq: encryption only)              |
+//! | `prefer` (default)    | if the server offers  | no, unless `sslrootcert` is given (then as `verify-ca`) |
 //! | `require`             | always                | no, unless `sslrootcert` is given (then as `verify-ca`) |
 //! | `verify-ca`           | always                | chain to `sslrootcert`                      |
 //! | `verify-full`         | always                | chain to `sslrootcert`, and the host's name |
 //!
 //! `sslrootcert` is a PEM file of trusted certificates, or `system`: the Mozilla roots compiled
-//! in (webpki-roots, the set outgoing webhooks trust), which libpq makes `verify-full` by default.
-//! `sslcert` and `sslkey` (PEM) give a client certificate. Unlike libpq, nothing is read from
-//! `~/.postgresql` or from `PG*` variables: what the URL says is all there is.
+//! in (webpki-roots, the set outgoing webhooks trust), taken with `verify-full` only, as libpq
+//! does. `sslcert` and `sslkey` (PEM) give a client certificate. Unix-domain sockets never carry
+//! TLS. Unlike libpq, nothing is read from `~/.postgresql` or from `PG*` variables: what the URL
+//! says is all there is, read once.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -42,7 +43,22 @@ impl Target {
         let (rest, params) = take_tls_params(url)?;
         let mut config: tokio_postgres::Config =
             rest.parse().map_err(|e| Error::invalid_request(format!("the database URL does not parse: {e}")))?;
-        let mode = params.mode(config.get_ssl_mode())?;
+        let mut mode = params.mode(config.get_ssl_mode())?;
+        let mut params = params;
+        // libpq ignores the TLS settings over Unix-domain sockets: they never carry TLS.
+        #[cfg(unix)]
+        if !config.get_hosts().is_empty()
+            && config.get_hosts().iter().all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)))
+        {
+            (mode, params) = (Mode::Disable, TlsParams::default());
+        }
+        // Only `hostaddr` given: the address is the name TLS checks (an IP address in the
+        // certificate), as in libpq; tokio-postgres wants a host for the handshake.
+        if config.get_hosts().is_empty() {
+            for addr in config.get_hostaddrs().to_vec() {
+                config.host(addr.to_string());
+            }
+        }
         config.ssl_mode(match mode {
             Mode::Disable => tokio_postgres::config::SslMode::Disable,
             Mode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -94,7 +110,8 @@ impl TlsParams {
                      verify-ca or verify-full (allow is not offered)"
                 )))
             }
-            // libpq: `sslrootcert=system` alone means verify-full.
+            // libpq: `sslrootcert=system` alone means verify-full (and no weaker mode is taken
+            // with it, below).
             None if self.root_cert.as_deref() == Some("system") => Mode::VerifyFull,
             None => match parsed {
                 tokio_postgres::config::SslMode::Disable => Mode::Disable,
@@ -108,7 +125,17 @@ impl TlsParams {
 /// The rustls configuration for `mode`.
 fn client_config(mode: Mode, params: &TlsParams) -> Result<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = params.root_cert.as_deref().map(root_store).transpose()?;
+    if params.root_cert.as_deref() == Some("system") && mode != Mode::VerifyFull {
+        // Any public CA's certificate, for any name, would pass a chain check alone.
+        return Err(Error::invalid_request(
+            "sslrootcert=system in the database URL needs sslmode=verify-full (or no sslmode): with the public \
+             roots, only the name check tells the server from anyone else's",
+        ));
+    }
+    let roots = match mode {
+        Mode::Disable => None,
+        _ => params.root_cert.as_deref().map(root_store).transpose()?,
+    };
     if matches!(mode, Mode::VerifyCa | Mode::VerifyFull) && roots.is_none() {
         return Err(Error::invalid_request(
             "sslmode=verify-ca and verify-full need sslrootcert in the database URL: a PEM file of the certificates \
@@ -117,8 +144,9 @@ fn client_config(mode: Mode, params: &TlsParams) -> Result<ClientConfig> {
     }
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, roots) {
         (Mode::VerifyFull, Some(roots)) => webpki_verifier(roots, &provider)?,
-        // libpq's `require` with a root certificate checks the chain, as `verify-ca` does.
-        (Mode::VerifyCa | Mode::Require, Some(roots)) => {
+        // libpq checks the chain whenever it has a root certificate: `prefer` and `require`
+        // with `sslrootcert` check it as `verify-ca` does.
+        (Mode::Prefer | Mode::Require | Mode::VerifyCa, Some(roots)) => {
             Arc::new(NameUnchecked { chain: Some(webpki_verifier(roots, &provider)?), provider: provider.clone() })
         }
         _ => Arc::new(NameUnchecked { chain: None, provider: provider.clone() }),
@@ -128,8 +156,8 @@ fn client_config(mode: Mode, params: &TlsParams) -> Result<ClientConfig> {
         .map_err(|e| Error::internal(format!("TLS settings: {e}")))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    match (&params.cert, &params.key) {
-        (None, None) => Ok(builder.with_no_client_auth()),
+    let mut config = match (&params.cert, &params.key) {
+        (None, None) => builder.with_no_client_auth(),
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_file_iter(cert)
                 .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
@@ -137,10 +165,18 @@ fn client_config(mode: Mode, params: &TlsParams) -> Result<ClientConfig> {
             let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| unreadable("sslkey", key, e))?;
             builder.with_client_auth_cert(chain, key_der).map_err(|e| {
                 Error::invalid_request(format!("sslcert and sslkey do not make a client certificate: {e}"))
-            })
+            })?
         }
-        _ => Err(Error::invalid_request("the database URL gives one of sslcert and sslkey: give both, or neither")),
-    }
+        _ => {
+            return Err(Error::invalid_request(
+                "the database URL gives one of sslcert and sslkey: give both, or neither",
+            ))
+        }
+    };
+    // PostgreSQL's protocol name, as libpq 17 sends it: a server taking TLS directly
+    // (`sslnegotiation=direct`) requires it; others ignore it.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(config)
 }
 
 fn unreadable(param: &str, path: &str, e: rustls::pki_types::pem::Error) -> Error {
@@ -244,7 +280,12 @@ fn take_tls_params(url: &str) -> Result<(String, TlsParams)> {
         Ok(())
     };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let Some((base, query)) = url.split_once('?') else { return Ok((url.to_owned(), params)) };
+        // The query starts at the first `?` after the credentials (a password may hold one).
+        let authority = url.find('@').map_or(url.find("://").map_or(0, |i| i + 3), |at| at + 1);
+        let Some(mark) = url[authority..].find('?').map(|i| authority + i) else {
+            return Ok((url.to_owned(), params));
+        };
+        let (base, query) = (&url[..mark], &url[mark + 1..]);
         let mut kept = Vec::new();
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -260,17 +301,19 @@ fn take_tls_params(url: &str) -> Result<(String, TlsParams)> {
         let rest = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
         return Ok((rest, params));
     }
+    let names_tls = url.split_whitespace().any(|w| w.split_once('=').is_some_and(|(k, _)| TLS_PARAMS.contains(&k)));
+    if !names_tls {
+        return Ok((url.to_owned(), params));
+    }
+    if url.contains(['\'', '\\']) {
+        return Err(Error::invalid_request(
+            "a database connection string with quoted values and TLS parameters: give it as a postgres:// URL",
+        ));
+    }
     let mut kept = Vec::new();
     for word in url.split_whitespace() {
         match word.split_once('=') {
-            Some((key, value)) if TLS_PARAMS.contains(&key) => {
-                if value.starts_with('\'') {
-                    return Err(Error::invalid_request(format!(
-                        "{key} is quoted in the database connection string: give the database as a postgres:// URL"
-                    )));
-                }
-                put(key, value.to_owned())?;
-            }
+            Some((key, value)) if TLS_PARAMS.contains(&key) => put(key, value.to_owned())?,
             _ => kept.push(word),
         }
     }
@@ -295,6 +338,11 @@ mod tests {
         let (rest, p) = take_tls_params("host=h user=app sslmode=verify-ca sslrootcert=/ca.pem dbname=d").unwrap();
         assert_eq!(rest, "host=h user=app dbname=d");
         assert_eq!((p.mode.as_deref(), p.root_cert.as_deref()), (Some("verify-ca"), Some("/ca.pem")));
+        let (rest, p) = take_tls_params("postgres://app:pa?ss@h/db?sslmode=require&connect_timeout=5").unwrap();
+        assert_eq!(
+            (rest.as_str(), p.mode.as_deref()),
+            ("postgres://app:pa?ss@h/db?connect_timeout=5", Some("require"))
+        );
         let (rest, p) = take_tls_params("postgres://app@h/db").unwrap();
         assert_eq!((rest.as_str(), p), ("postgres://app@h/db", TlsParams::default()));
         assert!(take_tls_params("postgres://h/db?sslmode=require&sslmode=disable").is_err());
@@ -311,7 +359,7 @@ mod tests {
         assert_eq!(mode("postgres://h/d?sslmode=disable").unwrap(), Mode::Disable);
         assert_eq!(mode("postgres://h/d?sslmode=verify-ca").unwrap(), Mode::VerifyCa);
         assert_eq!(mode("postgres://h/d?sslrootcert=system").unwrap(), Mode::VerifyFull);
-        assert_eq!(mode("postgres://h/d?sslrootcert=system&sslmode=require").unwrap(), Mode::Require);
+        assert_eq!(mode("postgres://u:p?ss@h/d?sslmode=require").unwrap(), Mode::Require, "a ? in the password");
         assert_eq!(mode("host=h sslmode=require").unwrap(), Mode::Require);
         let refused = mode("postgres://h/d?sslmode=allow").unwrap_err();
         assert!(refused.message.contains("allow is not offered"), "{}", refused.message);
@@ -327,5 +375,17 @@ mod tests {
         assert!(absent.message.contains("cannot be read as PEM"), "{}", absent.message);
         let system = Target::parse("postgres://h/d?sslrootcert=system").unwrap();
         assert_eq!(system.config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        for weak in ["require", "verify-ca", "prefer"] {
+            let refused = Target::parse(&format!("postgres://h/d?sslrootcert=system&sslmode={weak}")).err().unwrap();
+            assert!(refused.message.contains("needs sslmode=verify-full"), "{weak}: {}", refused.message);
+        }
+        let socket = Target::parse("postgres://app@/db?host=/run/postgresql&sslmode=verify-full").unwrap();
+        assert_eq!(socket.config.get_ssl_mode(), tokio_postgres::config::SslMode::Disable, "no TLS over a socket");
+        let by_address = Target::parse("postgres://app@/db?hostaddr=10.0.0.5").unwrap();
+        assert_eq!(by_address.config.get_hosts(), [tokio_postgres::config::Host::Tcp("10.0.0.5".into())]);
+        let quoted = Target::parse("host=h password='a b' sslmode=require").err().unwrap();
+        assert!(quoted.message.contains("give it as a postgres:// URL"), "{}", quoted.message);
+        let untouched = take_tls_params("host=h password='a  b'").unwrap().0;
+        assert_eq!(untouched, "host=h password='a  b'");
     }
 }
