@@ -106,9 +106,10 @@ impl TenantActivity {
         self.counted().meter.month_calls(month_start_ms)
     }
 
-    /// Seeds the month's call count from the store at start.
-    pub fn seed_month(&self, month_start_ms: i64, calls: u64) {
-        self.counted().meter.seed_month(month_start_ms, calls);
+    /// Brings the month's call count up to what the store holds (see
+    /// [`TenantMeter::catch_up_month`](crate::usage::TenantMeter::catch_up_month)).
+    pub fn catch_up_month(&self, month_start_ms: i64, month_end_ms: i64, stored: u64) {
+        self.counted().meter.catch_up_month(month_start_ms, month_end_ms, stored);
     }
 
     /// Takes the usage not yet flushed, by day.

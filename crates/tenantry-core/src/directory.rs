@@ -8,6 +8,7 @@
 use crate::activity::TenantActivity;
 use crate::ids::{KeyId, TenantId};
 use crate::model::{KeyRecord, Tenant, TenantStatus};
+use crate::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -96,6 +97,10 @@ pub trait DirectoryFollower: Send + Sync {
     /// `tenant`'s record or keys changed, or it was purged (also for this node's own changes:
     /// re-reading after each keeps the view right whatever order the re-reads finish in).
     fn tenant_changed(&self, tenant: &TenantId);
+    /// `key` of `tenant` was revoked at `at` (by any node): told before the tenant's
+    /// [`tenant_changed`](DirectoryFollower::tenant_changed), so a follower may refuse the key
+    /// at once instead of after the re-read. Ignoring it is correct, only slower.
+    fn key_revoked(&self, _tenant: &TenantId, _key: &KeyId, _at: Timestamp) {}
     /// Changes may have been missed (the store's feed was interrupted): re-read everything.
     fn resync(&self);
 }
@@ -201,6 +206,22 @@ impl Directory {
         let mut inner = self.write();
         inner.count_local(&key.tenant_id);
         inner.put_key(key);
+    }
+
+    /// Marks a key of `tenant` revoked at `at`, if the directory holds it and it is not revoked
+    /// yet (counted as this node's change: a re-read begun before it may be older, and is not
+    /// applied). Whether it was changed.
+    pub fn revoke_key(&self, tenant: &TenantId, id: &KeyId, at: Timestamp) -> bool {
+        let mut inner = self.write();
+        let Some((key, _)) = inner.keys.get(id) else { return false };
+        if key.tenant_id != *tenant || key.revoked_at.is_some() {
+            return false;
+        }
+        let mut revoked = (**key).clone();
+        revoked.revoked_at = Some(at);
+        inner.count_local(tenant);
+        inner.put_key(revoked);
+        true
     }
 
     /// A key, its tenant and the tenant's entry, in one lookup (the hot path of authentication).
@@ -342,6 +363,36 @@ mod tests {
         assert_eq!(d.local_changes(&t.id), seen);
         assert!(d.apply_reread(&t.id, None, seen));
         assert!(d.tenant(&t.id).is_none());
+    }
+
+    #[test]
+    fn a_revocation_heard_from_elsewhere_takes_the_key_at_once_and_outlives_older_rereads() {
+        let d = Directory::default();
+        let (t, other) = (tenant("acme"), tenant("globex"));
+        let id = crate::ids::KeyId::generate();
+        let key = KeyRecord {
+            id: id.clone(),
+            tenant_id: t.id.clone(),
+            name: "k".into(),
+            role: crate::role::Role::Reader,
+            prefix: None,
+            hash: crate::secret::KeySecret::mint(&id).hash(),
+            created_at: Timestamp::from_millis(0),
+            created_by: "operator".into(),
+            expires_at: None,
+            revoked_at: None,
+        };
+        d.load(vec![t.clone(), other.clone()], vec![key.clone()]);
+        let at = Timestamp::from_millis(5);
+        assert!(!d.revoke_key(&other.id, &id, at), "a key is revoked only as its own tenant's");
+        let seen = d.local_changes(&t.id);
+        assert!(d.revoke_key(&t.id, &id, at));
+        assert_eq!(d.key(&id).unwrap().revoked_at, Some(at));
+        assert!(!d.key(&id).unwrap().is_usable(Timestamp::from_millis(6)));
+        assert!(!d.revoke_key(&t.id, &id, Timestamp::from_millis(9)), "revoked once, at its first time");
+        // A re-read begun before the revocation holds the key unrevoked: it is not applied.
+        assert!(!d.apply_reread(&t.id, Some((t.clone(), vec![key])), seen));
+        assert_eq!(d.key(&id).unwrap().revoked_at, Some(at));
     }
 
     #[test]

@@ -362,14 +362,7 @@ impl Tenantry {
         };
         let (tenants, keys) = this.store.load_directory().await?;
         this.directory.load(tenants, keys);
-        let (month_start, month_end) = this.clock.now().month_bounds();
-        let day = |t: Timestamp| t.millis().div_euclid(crate::usage::DAY_MS);
-        let calls = this.store.calls_between(day(month_start), day(month_end)).await?;
-        for (tenant, n) in calls {
-            if let Some(entry) = this.directory.entry(&tenant) {
-                entry.activity().seed_month(month_start.millis(), n);
-            }
-        }
+        this.catch_up_months().await?;
         if this.directory.tenant_by_slug(DEFAULT_SLUG).is_none() {
             let now = this.clock.now();
             let tenant = Tenant::new(Slug::default_tenant(), "Default", "enterprise", now);
@@ -438,14 +431,35 @@ impl Tenantry {
         Ok(())
     }
 
+    /// Brings each tenant's API calls this month up to what the store holds (every node's flushed
+    /// usage) plus this node's unflushed ones: at start, and after a resynchronization.
+    async fn catch_up_months(&self) -> Result<()> {
+        let (month_start, month_end) = self.clock.now().month_bounds();
+        let day = |t: Timestamp| t.millis().div_euclid(crate::usage::DAY_MS);
+        for (tenant, n) in self.store.calls_between(day(month_start), day(month_end)).await? {
+            if let Some(entry) = self.directory.entry(&tenant) {
+                entry.activity().catch_up_month(month_start.millis(), month_end.millis(), n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Another node revoked `key` of `tenant` at `at`: refused here from now on, before the
+    /// tenant is re-read (see [`crate::directory::DirectoryFollower::key_revoked`]).
+    pub fn key_revoked_elsewhere(&self, tenant: &TenantId, key: &KeyId, at: Timestamp) {
+        self.directory.revoke_key(tenant, key, at);
+    }
+
     /// Re-reads the whole directory (changes may have been missed), keeping each tenant's
-    /// counters; read again while this node's own changes overtake the read.
+    /// counters; read again while this node's own changes overtake the read. Then each
+    /// tenant's calls this month catch up with the store: other nodes' counts missed meanwhile
+    /// are there once those nodes have flushed them.
     pub async fn resync_directory(&self) -> Result<()> {
         for _ in 0..20 {
             let seen = self.directory.all_local_changes();
             let (tenants, keys) = self.store.load_directory().await?;
             if self.directory.sync(tenants, keys, seen) {
-                return Ok(());
+                return self.catch_up_months().await;
             }
         }
         Err(Error::internal("this node's own directory changes overtook 20 re-reads in a row"))

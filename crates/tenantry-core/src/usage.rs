@@ -60,9 +60,16 @@ impl TenantMeter {
         }
     }
 
-    /// Seeds the month's call count from the store at start (`month_start_ms` names the month).
-    pub fn seed_month(&mut self, month_start_ms: i64, calls: u64) {
-        self.month = (month_start_ms, calls);
+    /// Brings the count of the month `[month_start_ms, month_end_ms)` up to at least `stored`
+    /// (the calls the store holds for it: every node's flushed usage) plus this node's calls not
+    /// flushed yet; never lowers it. At start that seeds it; after this node may have missed
+    /// other nodes' counts (its feed was down), it recovers all but what they have not flushed.
+    pub fn catch_up_month(&mut self, month_start_ms: i64, month_end_ms: i64, stored: u64) {
+        let unflushed = self.pending(month_start_ms.div_euclid(DAY_MS), month_end_ms.div_euclid(DAY_MS)).api_calls;
+        if self.month.0 != month_start_ms {
+            self.month = (month_start_ms, 0);
+        }
+        self.month.1 = self.month.1.max(stored + unflushed);
     }
 
     /// API calls in the month starting at `month_start_ms`.
@@ -121,6 +128,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn catching_up_a_month_counts_the_store_and_what_is_unflushed_and_never_lowers() {
+        let mut m = TenantMeter::default();
+        let call = Counters { api_calls: 1, ..Default::default() };
+        let (month, end) = (31 * DAY_MS, 59 * DAY_MS);
+        m.catch_up_month(month, end, 40);
+        assert_eq!(m.month_calls(month), 40, "seeded at start");
+        m.record(month + 5, month, call);
+        m.record(month + 6, month, call);
+        // Not flushed yet: 2 calls of this node; the store holds 50 (others' flushes meanwhile).
+        m.catch_up_month(month, end, 50);
+        assert_eq!(m.month_calls(month), 52);
+        // Once flushed, the store holds them: counted once.
+        let _ = m.take().count();
+        m.catch_up_month(month, end, 52);
+        assert_eq!(m.month_calls(month), 52);
+        // Heard from other nodes beyond what they flushed: kept.
+        m.calls_elsewhere(month, 10);
+        m.catch_up_month(month, end, 55);
+        assert_eq!(m.month_calls(month), 62);
+        // A new month starts from the store's count for it.
+        m.catch_up_month(end, 90 * DAY_MS, 3);
+        assert_eq!(m.month_calls(end), 3);
+    }
+
+    #[test]
     fn requests_are_counted_by_day_and_month_and_taken_once() {
         let mut m = TenantMeter::default();
         let call = Counters { api_calls: 1, reads: 1, bytes_out: 10, ..Default::default() };
@@ -149,7 +181,7 @@ mod tests {
         m.record(40 * DAY_MS, 31 * DAY_MS, call);
         assert_eq!(m.month_calls(31 * DAY_MS), 1);
         assert_eq!(m.month_calls(0), 0);
-        m.seed_month(62 * DAY_MS, 7);
+        m.catch_up_month(62 * DAY_MS, 93 * DAY_MS, 7);
         assert_eq!(m.month_calls(62 * DAY_MS), 7);
     }
 }

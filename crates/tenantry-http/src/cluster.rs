@@ -8,12 +8,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tenantry_core::directory::DirectoryFollower;
-use tenantry_core::ids::TenantId;
+use tenantry_core::ids::{KeyId, TenantId};
 use tenantry_core::service::Tenantry;
+use tenantry_core::time::Timestamp;
 use tokio::sync::mpsc;
 
 enum Change {
     Tenant(TenantId),
+    KeyRevoked(TenantId, KeyId, Timestamp),
     Everything,
 }
 
@@ -35,6 +37,10 @@ impl DirectoryFollower for DirectoryChanges {
         let _ = self.0.send(Change::Tenant(tenant.clone()));
     }
 
+    fn key_revoked(&self, tenant: &TenantId, key: &KeyId, at: Timestamp) {
+        let _ = self.0.send(Change::KeyRevoked(tenant.clone(), key.clone(), at));
+    }
+
     fn resync(&self) {
         let _ = self.0.send(Change::Everything);
     }
@@ -53,12 +59,12 @@ pub fn follow_directory(svc: Arc<Tenantry>, mut changes: PendingChanges) -> toki
         loop {
             if !everything && tenants.is_empty() {
                 match changes.0.recv().await {
-                    Some(change) => take(change, &mut everything, &mut tenants),
+                    Some(change) => take(&svc, change, &mut everything, &mut tenants),
                     None => return,
                 }
             }
             while let Ok(change) = changes.0.try_recv() {
-                take(change, &mut everything, &mut tenants);
+                take(&svc, change, &mut everything, &mut tenants);
             }
             if everything {
                 tenants.clear();
@@ -82,11 +88,13 @@ pub fn follow_directory(svc: Arc<Tenantry>, mut changes: PendingChanges) -> toki
     })
 }
 
-fn take(change: Change, everything: &mut bool, tenants: &mut BTreeSet<TenantId>) {
+/// Notes a change to re-read; a revocation is applied at once (it needs no read).
+fn take(svc: &Tenantry, change: Change, everything: &mut bool, tenants: &mut BTreeSet<TenantId>) {
     match change {
         Change::Tenant(t) => {
             tenants.insert(t);
         }
+        Change::KeyRevoked(tenant, key, at) => svc.key_revoked_elsewhere(&tenant, &key, at),
         Change::Everything => *everything = true,
     }
 }

@@ -3,7 +3,8 @@
 //! Three channels, each payload led by the sending node's name where it matters:
 //! - `tenantry_directory`: a trigger (migration 1, `FEED_SQL`) notifies the tenant's id at the
 //!   commit of every change to a row of `tenants` or `keys` (rare: a transaction that notifies
-//!   holds a cluster-wide lock while it commits, so writes of data never do);
+//!   holds a cluster-wide lock while it commits, so writes of data never do); a key's
+//!   revocation as `<tenant> <key> <revoked_at>`, which a node applies before it re-reads;
 //! - `tenantry_events`: `<node> <tenant>:<seqs> ...`, the events this node committed, announced
 //!   by the node itself at most every few milliseconds after their commits (`announce_events`),
 //!   from its pool, outside the writes' transactions;
@@ -33,7 +34,8 @@ use std::time::Duration;
 use tenantry_core::activity::{ActivityFollower, ActivityShare};
 use tenantry_core::directory::DirectoryFollower;
 use tenantry_core::events::{Event, EventSink};
-use tenantry_core::ids::TenantId;
+use tenantry_core::ids::{KeyId, TenantId};
+use tenantry_core::time::Timestamp;
 use tenantry_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Notification};
@@ -55,8 +57,19 @@ BEGIN
 END $$;
 CREATE TRIGGER directory_changed AFTER INSERT OR UPDATE OR DELETE ON tenants
     FOR EACH ROW EXECUTE FUNCTION tenantry_directory_changed('id');
+CREATE FUNCTION tenantry_key_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL THEN
+        PERFORM pg_notify('tenantry_directory', NEW.tenant_id || ' ' || NEW.id || ' ' || NEW.revoked_at);
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('tenantry_directory', OLD.tenant_id);
+    ELSE
+        PERFORM pg_notify('tenantry_directory', NEW.tenant_id);
+    END IF;
+    RETURN NULL;
+END $$;
 CREATE TRIGGER directory_changed AFTER INSERT OR UPDATE OR DELETE ON keys
-    FOR EACH ROW EXECUTE FUNCTION tenantry_directory_changed('tenant_id');
+    FOR EACH ROW EXECUTE FUNCTION tenantry_key_changed();
 "#;
 
 /// How often the feed's connection must answer a trivial query to count as alive.
@@ -159,6 +172,12 @@ impl Listeners {
     fn tenant_changed(&self, tenant: &TenantId) {
         for f in self.followers.read().unwrap_or_else(|e| e.into_inner()).iter() {
             f.tenant_changed(tenant);
+        }
+    }
+
+    fn key_revoked(&self, tenant: &TenantId, key: &KeyId, at: Timestamp) {
+        for f in self.followers.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            f.key_revoked(tenant, key, at);
         }
     }
 
@@ -401,6 +420,7 @@ impl Following {
         // Per tenant, the seqs other nodes wrote.
         let mut events: BTreeMap<TenantId, Vec<i64>> = BTreeMap::new();
         let mut counted = Vec::new();
+        let mut revoked = Vec::new();
         for n in &batch {
             match n.channel() {
                 ACTIVITY_CHANNEL => {
@@ -411,9 +431,13 @@ impl Following {
                     }
                 }
                 DIRECTORY_CHANNEL => {
-                    if let Some(t) = TenantId::parse(n.payload()) {
-                        changed.insert(t);
+                    let mut words = n.payload().split(' ');
+                    let Some(t) = words.next().and_then(TenantId::parse) else { continue };
+                    let key = words.next().and_then(KeyId::parse);
+                    if let (Some(key), Some(at)) = (key, words.next().and_then(|a| a.parse::<i64>().ok())) {
+                        revoked.push((t.clone(), key, Timestamp::from_millis(at)));
                     }
+                    changed.insert(t);
                 }
                 EVENTS_CHANNEL => {
                     let Some((node, items)) = n.payload().split_once(' ') else { continue };
@@ -426,6 +450,10 @@ impl Following {
                 }
                 _ => {}
             }
+        }
+        // A revocation first (no read needed: it only takes a right away), then the re-reads.
+        for (tenant, key, at) in &revoked {
+            self.listeners.key_revoked(tenant, key, *at);
         }
         for tenant in &changed {
             self.listeners.tenant_changed(tenant);

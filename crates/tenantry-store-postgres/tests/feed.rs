@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tenantry_core::directory::DirectoryFollower;
 use tenantry_core::events::{Event, EventSink};
-use tenantry_core::ids::TenantId;
+use tenantry_core::ids::{KeyId, TenantId};
 use tenantry_core::model::Tenant;
 use tenantry_core::slug::Slug;
 use tenantry_core::store::{EventLog, FileStore, Health, TenantRegistry, TenantScope, Upkeep};
+use tenantry_core::time::Timestamp;
 use tenantry_store_contract::{draft, file_journal, key, now, write};
 use tenantry_store_postgres::testing::TestDatabase;
 use tenantry_store_postgres::{schema, PgStore};
@@ -16,6 +17,8 @@ use tenantry_store_postgres::{schema, PgStore};
 #[derive(Default)]
 struct Heard {
     changed: Mutex<Vec<TenantId>>,
+    /// Revocations heard, each with whether the tenant's change had been told already.
+    revoked: Mutex<Vec<(TenantId, KeyId, Timestamp, bool)>>,
     resyncs: Mutex<usize>,
     events: Mutex<Vec<(TenantId, u64)>>,
     missed: Mutex<usize>,
@@ -25,6 +28,10 @@ struct Heard {
 impl DirectoryFollower for Heard {
     fn tenant_changed(&self, tenant: &TenantId) {
         self.changed.lock().unwrap().push(tenant.clone());
+    }
+    fn key_revoked(&self, tenant: &TenantId, key: &KeyId, at: Timestamp) {
+        let told = self.changed.lock().unwrap().contains(tenant);
+        self.revoked.lock().unwrap().push((tenant.clone(), key.clone(), at, told));
     }
     fn resync(&self) {
         *self.resyncs.lock().unwrap() += 1;
@@ -93,10 +100,14 @@ async fn what_one_node_commits_the_other_hears_once_and_in_order() {
     a.insert_key(&scope, &k, None, draft("key.create", "ci").into()).await.unwrap();
     until("B hears of the new key", || heard_b.changed.lock().unwrap().contains(&t.id)).await;
     heard_b.changed.lock().unwrap().clear();
-    b.revoke_key(&scope, &k.id, now(), draft("key.revoke", "ci").into()).await.unwrap();
+    assert!(heard_b.revoked.lock().unwrap().is_empty(), "a key's creation is no revocation");
+    let at = now();
+    b.revoke_key(&scope, &k.id, at, draft("key.revoke", "ci").into()).await.unwrap();
     until("B hears of its own revocation too", || heard_b.changed.lock().unwrap().contains(&t.id)).await;
     let (_, keys) = b.load_tenant_directory(&t.id).await.unwrap().unwrap();
-    assert!(keys[0].revoked_at.is_some());
+    assert_eq!(keys[0].revoked_at, Some(at));
+    // The revocation itself, with its time, before the tenant's change (no re-read needed).
+    assert_eq!(*heard_b.revoked.lock().unwrap(), [(t.id.clone(), k.id.clone(), at, false)]);
 
     // Events written alternately on A and B: each node's following sink hears every one exactly
     // once (its own node's after the commit, the other's through the feed).
