@@ -432,8 +432,9 @@ impl Tenantry {
     }
 
     /// Brings each tenant's API calls this month up to what the store holds (every node's flushed
-    /// usage) plus this node's unflushed ones: at start, and after a resynchronization.
-    async fn catch_up_months(&self) -> Result<()> {
+    /// usage) plus this node's unflushed ones: at start, and after a resynchronization (other
+    /// nodes' counts this node missed are there once those nodes have flushed them).
+    pub async fn catch_up_months(&self) -> Result<()> {
         let (month_start, month_end) = self.clock.now().month_bounds();
         let day = |t: Timestamp| t.millis().div_euclid(crate::usage::DAY_MS);
         for (tenant, n) in self.store.calls_between(day(month_start), day(month_end)).await? {
@@ -451,15 +452,14 @@ impl Tenantry {
     }
 
     /// Re-reads the whole directory (changes may have been missed), keeping each tenant's
-    /// counters; read again while this node's own changes overtake the read. Then each
-    /// tenant's calls this month catch up with the store: other nodes' counts missed meanwhile
-    /// are there once those nodes have flushed them.
+    /// counters; read again while this node's own changes overtake the read. (Counts missed
+    /// meanwhile come back with [`Tenantry::catch_up_months`].)
     pub async fn resync_directory(&self) -> Result<()> {
         for _ in 0..20 {
             let seen = self.directory.all_local_changes();
             let (tenants, keys) = self.store.load_directory().await?;
             if self.directory.sync(tenants, keys, seen) {
-                return self.catch_up_months().await;
+                return Ok(());
             }
         }
         Err(Error::internal("this node's own directory changes overtook 20 re-reads in a row"))

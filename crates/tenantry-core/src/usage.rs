@@ -65,6 +65,9 @@ impl TenantMeter {
     /// flushed yet; never lowers it. At start that seeds it; after this node may have missed
     /// other nodes' counts (its feed was down), it recovers all but what they have not flushed.
     pub fn catch_up_month(&mut self, month_start_ms: i64, month_end_ms: i64, stored: u64) {
+        if month_start_ms < self.month.0 {
+            return; // the month turned while the store was read: the count is of the new one
+        }
         let unflushed = self.pending(month_start_ms.div_euclid(DAY_MS), month_end_ms.div_euclid(DAY_MS)).api_calls;
         if self.month.0 != month_start_ms {
             self.month = (month_start_ms, 0);
@@ -150,6 +153,9 @@ mod tests {
         // A new month starts from the store's count for it.
         m.catch_up_month(end, 90 * DAY_MS, 3);
         assert_eq!(m.month_calls(end), 3);
+        // A catch-up of the month before (read as the month turned) leaves the new one alone.
+        m.catch_up_month(month, end, 70);
+        assert_eq!((m.month_calls(end), m.month_calls(month)), (3, 0));
     }
 
     #[test]

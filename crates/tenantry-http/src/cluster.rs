@@ -15,34 +15,47 @@ use tokio::sync::mpsc;
 
 enum Change {
     Tenant(TenantId),
-    KeyRevoked(TenantId, KeyId, Timestamp),
     Everything,
 }
 
-/// The store's side: queues what changed, without blocking.
-pub struct DirectoryChanges(mpsc::UnboundedSender<Change>);
+/// A key revoked on some node, applied without a read.
+type Revocation = (TenantId, KeyId, Timestamp);
+
+/// The store's side: queues what changed, without blocking. Revocations go apart, so that
+/// re-reads under way never hold them up.
+pub struct DirectoryChanges {
+    changes: mpsc::UnboundedSender<Change>,
+    revocations: mpsc::UnboundedSender<Revocation>,
+}
 
 /// What [`follow_directory`] consumes.
-pub struct PendingChanges(mpsc::UnboundedReceiver<Change>);
+pub struct PendingChanges {
+    changes: mpsc::UnboundedReceiver<Change>,
+    revocations: mpsc::UnboundedReceiver<Revocation>,
+}
 
 impl DirectoryChanges {
     pub fn new() -> (Arc<DirectoryChanges>, PendingChanges) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Arc::new(DirectoryChanges(tx)), PendingChanges(rx))
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        let (revocations, revocations_rx) = mpsc::unbounded_channel();
+        (
+            Arc::new(DirectoryChanges { changes, revocations }),
+            PendingChanges { changes: changes_rx, revocations: revocations_rx },
+        )
     }
 }
 
 impl DirectoryFollower for DirectoryChanges {
     fn tenant_changed(&self, tenant: &TenantId) {
-        let _ = self.0.send(Change::Tenant(tenant.clone()));
+        let _ = self.changes.send(Change::Tenant(tenant.clone()));
     }
 
     fn key_revoked(&self, tenant: &TenantId, key: &KeyId, at: Timestamp) {
-        let _ = self.0.send(Change::KeyRevoked(tenant.clone(), key.clone(), at));
+        let _ = self.revocations.send((tenant.clone(), key.clone(), at));
     }
 
     fn resync(&self) {
-        let _ = self.0.send(Change::Everything);
+        let _ = self.changes.send(Change::Everything);
     }
 }
 
@@ -50,26 +63,43 @@ impl DirectoryFollower for DirectoryChanges {
 /// asks for a full re-read when its feed comes back anyway).
 const RETRY: Duration = Duration::from_millis(500);
 
+/// After a resynchronization, when the monthly calls catch up with the store a second time:
+/// longer than two of every node's metering flushes (every 2 s), so calls other nodes counted
+/// while this node's feed was down, and flushed only after the first catch-up, are in it.
+const CATCH_UP_AGAIN: Duration = Duration::from_secs(5);
+
 /// Re-reads each changed tenant (or, after a possible miss, the whole directory) until `changes`
-/// ends. A re-read that fails turns into a full re-read, tried again until it succeeds.
-pub fn follow_directory(svc: Arc<Tenantry>, mut changes: PendingChanges) -> tokio::task::JoinHandle<()> {
+/// ends. A re-read that fails turns into a full re-read, tried again until it succeeds. After a
+/// full re-read, each tenant's monthly calls catch up with the store, twice (see
+/// [`CATCH_UP_AGAIN`]). Revocations are applied as they come, in a task of their own.
+pub fn follow_directory(svc: Arc<Tenantry>, changes: PendingChanges) -> tokio::task::JoinHandle<()> {
+    let PendingChanges { changes: mut pending, mut revocations } = changes;
+    let revoker = svc.clone();
+    tokio::spawn(async move {
+        while let Some((tenant, key, at)) = revocations.recv().await {
+            revoker.key_revoked_elsewhere(&tenant, &key, at);
+        }
+    });
     tokio::spawn(async move {
         let mut everything = false;
         let mut tenants = BTreeSet::new();
         loop {
             if !everything && tenants.is_empty() {
-                match changes.0.recv().await {
-                    Some(change) => take(&svc, change, &mut everything, &mut tenants),
+                match pending.recv().await {
+                    Some(change) => take(change, &mut everything, &mut tenants),
                     None => return,
                 }
             }
-            while let Ok(change) = changes.0.try_recv() {
-                take(&svc, change, &mut everything, &mut tenants);
+            while let Ok(change) = pending.try_recv() {
+                take(change, &mut everything, &mut tenants);
             }
             if everything {
                 tenants.clear();
                 match svc.resync_directory().await {
-                    Ok(()) => everything = false,
+                    Ok(()) => {
+                        everything = false;
+                        catch_up_months(svc.clone());
+                    }
                     Err(e) => {
                         tracing::warn!("could not re-read the directory (trying again): {}", e.message);
                         tokio::time::sleep(RETRY).await;
@@ -88,13 +118,24 @@ pub fn follow_directory(svc: Arc<Tenantry>, mut changes: PendingChanges) -> toki
     })
 }
 
-/// Notes a change to re-read; a revocation is applied at once (it needs no read).
-fn take(svc: &Tenantry, change: Change, everything: &mut bool, tenants: &mut BTreeSet<TenantId>) {
+/// Brings each tenant's monthly calls up to the store's count now and again after
+/// [`CATCH_UP_AGAIN`], in a task (a failure is logged: the next resynchronization tries again).
+fn catch_up_months(svc: Arc<Tenantry>) {
+    tokio::spawn(async move {
+        for wait in [Duration::ZERO, CATCH_UP_AGAIN] {
+            tokio::time::sleep(wait).await;
+            if let Err(e) = svc.catch_up_months().await {
+                tracing::warn!("could not bring the monthly calls up to the store's count: {}", e.message);
+            }
+        }
+    });
+}
+
+fn take(change: Change, everything: &mut bool, tenants: &mut BTreeSet<TenantId>) {
     match change {
         Change::Tenant(t) => {
             tenants.insert(t);
         }
-        Change::KeyRevoked(tenant, key, at) => svc.key_revoked_elsewhere(&tenant, &key, at),
         Change::Everything => *everything = true,
     }
 }

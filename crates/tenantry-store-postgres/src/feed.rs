@@ -4,7 +4,8 @@
 //! - `tenantry_directory`: a trigger (migration 1, `FEED_SQL`) notifies the tenant's id at the
 //!   commit of every change to a row of `tenants` or `keys` (rare: a transaction that notifies
 //!   holds a cluster-wide lock while it commits, so writes of data never do); a key's
-//!   revocation as `<tenant> <key> <revoked_at>`, which a node applies before it re-reads;
+//!   revocation also as `<tenant> <key> <revoked_at>` (first), which a node applies without
+//!   reading (a node that does not know that form ignores it and re-reads on the plain one);
 //! - `tenantry_events`: `<node> <tenant>:<seqs> ...`, the events this node committed, announced
 //!   by the node itself at most every few milliseconds after their commits (`announce_events`),
 //!   from its pool, outside the writes' transactions;
@@ -61,7 +62,8 @@ CREATE FUNCTION tenantry_key_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' AND NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL THEN
         PERFORM pg_notify('tenantry_directory', NEW.tenant_id || ' ' || NEW.id || ' ' || NEW.revoked_at);
-    ELSIF TG_OP = 'DELETE' THEN
+    END IF;
+    IF TG_OP = 'DELETE' THEN
         PERFORM pg_notify('tenantry_directory', OLD.tenant_id);
     ELSE
         PERFORM pg_notify('tenantry_directory', NEW.tenant_id);
