@@ -208,6 +208,17 @@ impl FolderScan {
         &self.end
     }
 
+    /// Whether the scan has not moved past `path` yet: the next seek would find it. A backend
+    /// that reads several files per seek passes each through this before [`Self::take`], so the
+    /// files of a folder already taken are skipped.
+    pub fn admits(&self, path: &str) -> bool {
+        if self.inclusive {
+            path >= self.from.as_str()
+        } else {
+            path > self.from.as_str()
+        }
+    }
+
     /// The entry `file` (the next one the seek found) stands for, moving the scan past it.
     pub fn take(&mut self, file: FileMeta) -> ListedEntry {
         match file.path.as_str()[self.dir.len()..].split_once('/') {
@@ -760,6 +771,27 @@ impl Precondition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_scan_admits_what_its_next_seek_would_find_and_skips_a_taken_folders_files() {
+        let file = |p: &str| FileMeta {
+            path: TenantPath::parse(p).unwrap(),
+            size: 1,
+            etag: "\"e\"".into(),
+            version: 1,
+            content_type: "text/plain".into(),
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+        };
+        let mut scan = FolderScan::new(&PathPrefix::parse("/d").unwrap(), None);
+        assert!(scan.admits("/d/a"));
+        assert_eq!(scan.take(file("/d/a")).path(), "/d/a");
+        assert!(!scan.admits("/d/a"), "a file is listed once");
+        assert!(scan.admits("/d/m/x"));
+        assert_eq!(scan.take(file("/d/m/x")).path(), "/d/m/");
+        assert!(!scan.admits("/d/m/y") && !scan.admits("/d/m/z/deep"), "the folder's other files are skipped");
+        assert!(scan.admits("/d/m0") && scan.admits("/d/n"));
+    }
 
     #[test]
     fn if_match_compares_strongly() {

@@ -228,6 +228,36 @@ pub async fn a_folder_lists_its_files_and_each_folder_under_it_once_in_path_orde
         .await
         .unwrap();
     assert_eq!(folder("/", None, 100).await, ["folder /d/", "file /top"]);
+
+    // Many files on either side of a folder of many files (a backend reading several files per
+    // seek must skip the folder's and still list each file once), whole and in pages of seven.
+    let mut many = Vec::new();
+    for i in 0..40 {
+        f.put(&a, &format!("/big/a{i:02}"), "x").await;
+        f.put(&a, &format!("/big/m/x{i:02}"), "x").await;
+        many.push(format!("file /big/a{i:02}"));
+    }
+    many.push("folder /big/m/".into());
+    for i in 0..10 {
+        f.put(&a, &format!("/big/z{i:02}"), "x").await;
+        many.push(format!("file /big/z{i:02}"));
+    }
+    assert_eq!(folder("/big", None, 100).await, many);
+    assert_eq!(folder("/big", None, 45).await, many[..45]);
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = {
+            let listing = listing("/big", false, after.as_deref(), 7);
+            f.store.list_folder(&a, listing).await.unwrap()
+        };
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|e| e.path().to_owned());
+        paged.extend(entries(&page));
+    }
+    assert_eq!(paged, many);
 }
 
 pub async fn usage_follows_every_put_replace_and_delete_exactly(b: &dyn Backend) {

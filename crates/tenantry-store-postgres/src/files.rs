@@ -31,6 +31,9 @@ pub(crate) const CHUNK: usize = 256 * 1024;
 /// Bodies over this size are hashed off the async workers.
 const HASH_INLINE_MAX: usize = 1 << 20;
 
+/// Files read per seek of a folder listing at most (`list_folder`).
+const LISTING_BATCH_MAX: usize = 128;
+
 const FILE_COLUMNS: &str = "path, size, etag, version, content_type, created_at, updated_at";
 
 fn file_from_row(r: &Row) -> Result<FileMeta> {
@@ -460,25 +463,44 @@ impl FileStore for PgStore {
         let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
         let at_or_after = tx
             .prepare_cached(&format!(
-                "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND path >= $2 AND path < $3 ORDER BY path LIMIT 1"
+                "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND path >= $2 AND path < $3 ORDER BY path LIMIT $4"
             ))
             .await
             .map_err(pg_error)?;
         let after = tx
             .prepare_cached(&format!(
-                "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND path > $2 AND path < $3 ORDER BY path LIMIT 1"
+                "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND path > $2 AND path < $3 ORDER BY path LIMIT $4"
             ))
             .await
             .map_err(pg_error)?;
+        // Each seek reads up to `batch` files in path order: the files of this folder come one
+        // entry each, those of a folder already taken are skipped. The batch doubles with the
+        // entries a seek gave and falls back toward one when a folder's files filled it, so a
+        // folder of plain files takes one round trip per 128 entries and a folder of big
+        // folders no more seeks than one per entry.
         let mut entries = Vec::new();
+        let mut batch: usize = 16;
         while entries.len() < listing.limit {
+            let limit = batch.min(listing.limit - entries.len()).max(1);
             let statement = if scan.inclusive { &at_or_after } else { &after };
-            let Some(row) =
-                tx.query_opt(statement, &[&tenant.as_str(), &scan.from, &scan.end()]).await.map_err(pg_error)?
-            else {
-                break;
-            };
-            entries.push(scan.take(file_from_row(&row)?));
+            let rows = tx
+                .query(statement, &[&tenant.as_str(), &scan.from, &scan.end(), &(limit as i64)])
+                .await
+                .map_err(pg_error)?;
+            let (found, before) = (rows.len(), entries.len());
+            for row in &rows {
+                let file = file_from_row(row)?;
+                if scan.admits(file.path.as_str()) {
+                    entries.push(scan.take(file));
+                    if entries.len() == listing.limit {
+                        break;
+                    }
+                }
+            }
+            if found < limit {
+                break; // nothing more in the folder
+            }
+            batch = ((entries.len() - before) * 2).clamp(1, LISTING_BATCH_MAX);
         }
         commit(tx).await?;
         Ok(entries)
