@@ -2,12 +2,9 @@
 //! travels as one value and a range read fetches only the chunks it covers.
 
 use crate::error::pg_error;
-use crate::journal::{
-    commit_statement, hooks_from_rows, in_one_flight, journal_tx, plan, planned_statements, CounterDelta, Pending,
-    HOOKS,
-};
+use crate::journal::{hooks_from_rows, last_flight, plan, CounterDelta, Pending, HOOKS};
 use crate::search::{self, plan_reindex, reindex_statements, OLD_DOC};
-use crate::store::{add_usage, begin, commit, lock_usage, locked_row, Flights, PgStore, LOCK_TENANT};
+use crate::store::{begin, commit, locked_row, Flights, PgStore, LOCK_TENANT};
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
 use tenantry_core::events::Journal;
@@ -353,9 +350,7 @@ impl FileStore for PgStore {
             writes.push(drop_body(tx, tenant, c.body_id).await?);
         }
         writes.extend(reindex_statements(tx, tenant, path, &reindex).await?);
-        writes.extend(planned_statements(tx, tenant, &planned, delta).await?);
-        writes.push(commit_statement(tx));
-        in_one_flight(writes).await?;
+        last_flight(tx, tenant, writes, &planned, delta).await?;
         flights.committed();
         self.publish(tenant, &planned.into_events());
         let meta = FileMeta {
@@ -405,23 +400,58 @@ impl FileStore for PgStore {
     ) -> Result<()> {
         let tenant = scope.tenant_id();
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
-        let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&tx, tenant).await?;
-        let Some(current) = current_file_tx(&tx, tenant, path.as_str()).await? else {
+        // Two flights, as a PUT: what the delete decides on, then what it changes and the
+        // commit. Refused (no file, a precondition), the flights roll back when dropped.
+        let flights = Flights::new(self.conn().await?);
+        let tx = flights.client();
+        let (id, path, k) = (tenant.as_str(), path.as_str(), DocKind::File as i16);
+        let begin = crate::begin_writing(tenant)?;
+        let statements = (
+            tx.prepare_cached(LOCK_TENANT).await.map_err(pg_error)?,
+            tx.prepare_cached(CURRENT_FILE).await.map_err(pg_error)?,
+            tx.prepare_cached(HOOKS).await.map_err(pg_error)?,
+            tx.prepare_cached(OLD_DOC).await.map_err(pg_error)?,
+            tx.prepare_cached("DELETE FROM files WHERE tenant_id = $1 AND path = $2").await.map_err(pg_error)?,
+        );
+        let by_tenant: [&(dyn ToSql + Sync); 1] = [&id];
+        let (by_path, by_doc): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 3]) = ([&id, &path], [&id, &k, &path]);
+        let (_, locked, current, hooks, old_doc) = tokio::try_join!(
+            biased;
+            tx.batch_execute(&begin),
+            tx.query_opt(&statements.0, &by_tenant),
+            tx.query_opt(&statements.1, &by_path),
+            tx.query(&statements.2, &by_tenant),
+            tx.query_opt(&statements.3, &by_doc),
+        )
+        .map_err(pg_error)?;
+        let (_, heads) = locked_row(tenant, locked.as_ref())?;
+        let Some(current) = current.as_ref().map(current_from_row) else {
             return Err(Error::not_found(format!("no file at {path}")));
         };
         precondition.check(Some(&current.etag))?;
-        tx.execute("DELETE FROM files WHERE tenant_id = $1 AND path = $2", &[&tenant.as_str(), &path.as_str()])
-            .await
-            .map_err(pg_error)?;
-        drop_body_tx(&tx, tenant, current.body_id).await?;
-        add_usage(&tx, tenant, -current.size, -1).await?;
-        crate::search::reindex_tx(&tx, tenant, DocKind::File, path.as_str(), None).await?;
-        let mut published = Vec::new();
-        journal_tx(&tx, tenant, scope.slug().as_str(), journal, &mut published).await?;
-        commit(tx).await?;
-        self.publish(tenant, &published);
+        let reindex = plan_reindex(DocKind::File, search::old_doc(old_doc.as_ref()), None);
+        let planned = plan(
+            &heads,
+            &hooks_from_rows(&hooks)?,
+            scope.slug().as_str(),
+            Some(journal.audit),
+            journal.event.into_iter().collect(),
+            SystemClock.now(),
+        )?;
+        let delta = CounterDelta {
+            storage_bytes: -current.size,
+            files: -1,
+            search_docs: reindex.docs,
+            search_words: reindex.words,
+        };
+        let deleted = &statements.4;
+        let mut writes: Vec<Pending<'_>> =
+            vec![Box::pin(async move { tx.execute(deleted, &by_path).await.map_err(pg_error) })];
+        writes.push(drop_body(tx, tenant, current.body_id).await?);
+        writes.extend(reindex_statements(tx, tenant, path, &reindex).await?);
+        last_flight(tx, tenant, writes, &planned, delta).await?;
+        flights.committed();
+        self.publish(tenant, &planned.into_events());
         Ok(())
     }
 

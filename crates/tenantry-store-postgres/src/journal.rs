@@ -131,6 +131,21 @@ pub(crate) struct CounterDelta {
     pub search_words: i64,
 }
 
+/// The last flight of a write sent in flights (`store::Flights`): its own `changes` (the rows
+/// it writes, its search index's), then the journal `planned` with the tenant's row moved by
+/// `delta`, and `COMMIT`. The caller then marks its flights committed and publishes the events.
+pub(crate) async fn last_flight<'a, C: GenericClient>(
+    tx: &'a C,
+    tenant: &'a TenantId,
+    mut changes: Vec<Pending<'a>>,
+    planned: &'a Planned,
+    delta: CounterDelta,
+) -> Result<()> {
+    changes.extend(planned_statements(tx, tenant, planned, delta).await?);
+    changes.push(commit_statement(tx));
+    in_one_flight(changes).await
+}
+
 /// The statements that write `planned` and move the tenant's row (heads and `delta`), for the
 /// caller to send in one flight with its own.
 pub(crate) async fn planned_statements<'a, C: GenericClient>(

@@ -6,10 +6,7 @@
 //! its search document then.
 
 use crate::error::{corrupt, pg_error};
-use crate::journal::{
-    commit_statement, hooks_from_rows, in_one_flight, journal_tx, plan, planned_statements, CounterDelta, Pending,
-    HOOKS,
-};
+use crate::journal::{hooks_from_rows, journal_tx, last_flight, plan, CounterDelta, Pending, HOOKS};
 use crate::search::{self, memory_doc, plan_reindex, reindex_statements, reindex_tx, OLD_DOC};
 use crate::store::{add_usage, begin, commit, lock_usage, locked_row, Flights, PgStore, LOCK_TENANT};
 use async_trait::async_trait;
@@ -280,9 +277,7 @@ impl MemoryStore for PgStore {
         // One flight: every row the write changes, and the commit.
         let mut writes = vec![upsert_memory_row(tx, tenant, &row).await?];
         writes.extend(reindex_statements(tx, tenant, &doc, &reindex).await?);
-        writes.extend(planned_statements(tx, tenant, &planned, delta).await?);
-        writes.push(commit_statement(tx));
-        in_one_flight(writes).await?;
+        last_flight(tx, tenant, writes, &planned, delta).await?;
         flights.committed();
         self.publish(tenant, &planned.into_events());
         Ok(MemoryEntry {

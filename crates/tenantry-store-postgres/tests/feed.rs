@@ -154,13 +154,13 @@ async fn what_one_node_commits_the_other_hears_once_and_in_order() {
     db.drop_all().await;
 }
 
-/// A PUT sends its statements in flights on a pooled connection (the transaction begun by the
-/// first, committed by the last). One refused between its flights (its precondition fails, under
-/// the tenant's row lock) must leave neither the lock held nor the connection inside a
+/// A PUT or a DELETE sends its statements in flights on a pooled connection (the transaction begun
+/// by the first, committed by the last). One refused between its flights (its precondition fails,
+/// or there is no file, under the tenant's row lock) must leave neither the lock held nor the connection inside a
 /// transaction: the next write on that node (one connection: the same one) and a write of the
 /// same tenant on another node both go through at once, and what they wrote is what is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_put_refused_between_its_flights_leaves_no_lock_and_no_open_transaction() {
+async fn a_put_or_delete_refused_between_its_flights_leaves_no_lock_and_no_open_transaction() {
     let Some(db) = TestDatabase::create().await else { return };
     schema::migrate(&mut db.connect_as(&db.owner_role).await, &db.app_role).await.unwrap();
     let a = Arc::new(PgStore::open(&db.app_url(), 1).await.unwrap());
@@ -172,6 +172,19 @@ async fn a_put_refused_between_its_flights_leaves_no_lock_and_no_open_transactio
         refused.precondition = tenantry_core::store::Precondition::IfMatch(vec!["\"not-the-etag\"".into()]);
         let e = a.put_file(&scope, refused, file_journal("/f")).await.unwrap_err();
         assert_eq!(e.code.as_str(), "precondition_failed");
+        // Deletes decide between their flights too: a precondition, and a file not there.
+        let (f, none) = (
+            tenantry_core::path::TenantPath::parse("/f").unwrap(),
+            tenantry_core::path::TenantPath::parse("/no").unwrap(),
+        );
+        let stale = tenantry_core::store::Precondition::IfMatch(vec!["\"not-the-etag\"".into()]);
+        let e = a.delete_file(&scope, &f, stale, now(), file_journal("/f")).await.unwrap_err();
+        assert_eq!(e.code.as_str(), "precondition_failed");
+        let e = a
+            .delete_file(&scope, &none, tenantry_core::store::Precondition::None, now(), file_journal("/no"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code.as_str(), "not_found");
     }
     let within = |what: &'static str| {
         move |r: Result<_, tokio::time::error::Elapsed>| r.unwrap_or_else(|_| panic!("{what} waited for a lock"))
