@@ -47,7 +47,7 @@ pub(crate) const ACTIVITY_CHANNEL: &str = "tenantry_activity";
 /// Largest payload of one announcement (PostgreSQL takes up to 8000 bytes).
 const MAX_PAYLOAD: usize = 7900;
 
-/// The triggers that notify (part of migration 1).
+/// The triggers that notify (migration 1; the keys' is replaced by migration 2).
 pub(crate) const FEED_SQL: &str = r#"
 CREATE FUNCTION tenantry_directory_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE changed record;
@@ -58,6 +58,14 @@ BEGIN
 END $$;
 CREATE TRIGGER directory_changed AFTER INSERT OR UPDATE OR DELETE ON tenants
     FOR EACH ROW EXECUTE FUNCTION tenantry_directory_changed('id');
+CREATE TRIGGER directory_changed AFTER INSERT OR UPDATE OR DELETE ON keys
+    FOR EACH ROW EXECUTE FUNCTION tenantry_directory_changed('tenant_id');
+"#;
+
+/// Migration 2: a key's revocation also notified as `<tenant> <key> <revoked_at>` (before the
+/// plain notice, which every node re-reads on), and the latest event seqs of many tenants in
+/// one statement for the straggler check ([`FEED_FUNCTIONS`]).
+pub(crate) const FEED_SQL_2: &str = r#"
 CREATE FUNCTION tenantry_key_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' AND NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL THEN
@@ -70,9 +78,17 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
+DROP TRIGGER directory_changed ON keys;
 CREATE TRIGGER directory_changed AFTER INSERT OR UPDATE OR DELETE ON keys
     FOR EACH ROW EXECUTE FUNCTION tenantry_key_changed();
+CREATE FUNCTION tenantry_event_heads(tenants text[]) RETURNS TABLE (tenant_id text, last_event_seq bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ SELECT u.tenant_id, u.last_event_seq FROM tenant_usage u WHERE u.tenant_id = ANY (tenants) $$;
+REVOKE EXECUTE ON FUNCTION tenantry_event_heads(text[]) FROM PUBLIC;
 "#;
+
+/// The feed's functions the server's role may execute.
+pub(crate) const FEED_FUNCTIONS: &[&str] = &["tenantry_event_heads(text[])"];
 
 /// How often the feed's connection must answer a trivial query to count as alive.
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -255,9 +271,17 @@ async fn find_stragglers(db: PgDatabase, listeners: Arc<Listeners>) {
         let followed = listeners.followed();
         seen.retain(|t, _| followed.contains(t));
         listeners.handed.lock().unwrap_or_else(|e| e.into_inner()).retain(|t, _| followed.contains(t));
+        let heads = match tokio::time::timeout(READ_BACK_LIMIT, event_heads(&db, &followed)).await {
+            Ok(Ok(heads)) => heads,
+            Ok(Err(e)) => {
+                tracing::warn!("could not read the event seqs of the tenants streamed here: {}", e.message);
+                continue;
+            }
+            Err(_) => continue,
+        };
         for tenant in followed {
-            let read = tokio::time::timeout(READ_BACK_LIMIT, latest_seq(&db, &tenant)).await;
-            let Ok(Ok(latest)) = read else { break };
+            // A tenant with no row (purged) has nothing to re-read.
+            let Some(&latest) = heads.get(&tenant) else { continue };
             let still = match seen.get(&tenant) {
                 Some((seq, checks)) if *seq == latest => checks + 1,
                 _ => 1,
@@ -276,16 +300,23 @@ async fn find_stragglers(db: PgDatabase, listeners: Arc<Listeners>) {
     }
 }
 
-async fn latest_seq(db: &PgDatabase, tenant: &TenantId) -> Result<u64> {
+/// The latest event seq of each of `tenants`, in one statement (the owner's
+/// `tenantry_event_heads`: a seq is all it reads of each).
+async fn event_heads(db: &PgDatabase, tenants: &BTreeSet<TenantId>) -> Result<HashMap<TenantId, u64>> {
+    if tenants.is_empty() {
+        return Ok(HashMap::new());
+    }
     let conn = db.client().await?;
-    let rows = crate::read_once(
-        &conn,
-        tenant,
-        "SELECT last_event_seq FROM tenant_usage WHERE tenant_id = $1",
-        &[&tenant.as_str()],
-    )
-    .await?;
-    Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
+    let ids: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
+    let st = conn
+        .prepare_cached("SELECT tenant_id, last_event_seq FROM tenantry_event_heads($1)")
+        .await
+        .map_err(pg_error)?;
+    let rows = conn.query(&st, &[&ids]).await.map_err(pg_error)?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((TenantId::parse(r.get::<_, &str>(0))?, r.get::<_, i64>(1).max(0) as u64)))
+        .collect())
 }
 
 /// Announces this node's committed events to the others, gathered over [`ANNOUNCE_EVERY`]; what

@@ -519,9 +519,8 @@ impl FileStore for PgStore {
                 .map_err(pg_error)?;
             let (found, before) = (rows.len(), entries.len());
             for row in &rows {
-                let file = file_from_row(row)?;
-                if scan.admits(file.path.as_str()) {
-                    entries.push(scan.take(file));
+                if scan.admits(row.get::<_, &str>(0)) {
+                    entries.push(scan.take(file_from_row(row)?));
                     if entries.len() == listing.limit {
                         break;
                     }
@@ -529,6 +528,11 @@ impl FileStore for PgStore {
             }
             if found < limit {
                 break; // nothing more in the folder
+            }
+            if entries.len() == before {
+                // The seek's first file is always admitted while the database orders paths as the
+                // core does (collation "C"): anything else would seek the same files forever.
+                return Err(Error::internal("a folder listing's seek found no new entry"));
             }
             batch = ((entries.len() - before) * 2).clamp(1, LISTING_BATCH_MAX);
         }

@@ -1,9 +1,9 @@
 //! The PostgreSQL schema as code: numbered migrations, applied by `tenantry db migrate` with the
 //! role that owns the tables, all pending ones in one transaction under an advisory lock (several
 //! nodes may run it at once; the second finds nothing to do). `tenantry_schema` records how far
-//! the database is; a node checks it at start and refuses any other version. Until the first
-//! release that serves from PostgreSQL, migration 1 is still amended in place; from then on
-//! migrations are only appended.
+//! the database is; a node checks it at start and refuses any other version, saying what to run.
+//! Migration 1 was amended in place while the backend was first built; from migration 2 on,
+//! migrations are only appended, and `db migrate` brings a database of an earlier build up.
 //!
 //! Every table that holds a tenant's rows is locked by row-level security, enabled and forced (the
 //! owner too is bound): the policy `tenant_rows` lets a transaction see and write only the rows
@@ -287,12 +287,15 @@ fn migrations() -> Vec<String> {
     let locks: String = TENANT_TABLES.iter().map(|(t, c)| lock_rows(t, c)).collect::<Vec<_>>().join("\n");
     // Nobody but the owner creates objects here (PostgreSQL 15's default, made explicit).
     let revoke = "REVOKE CREATE ON SCHEMA public FROM PUBLIC;";
-    vec![format!(
-        "{revoke}\n{TABLES_1}\n{locks}\n{UPKEEP_1}\n{}\n{}\n{}",
-        crate::upkeep::UPKEEP_SQL,
-        crate::import::IMPORT_SQL,
-        crate::feed::FEED_SQL
-    )]
+    vec![
+        format!(
+            "{revoke}\n{TABLES_1}\n{locks}\n{UPKEEP_1}\n{}\n{}\n{}",
+            crate::upkeep::UPKEEP_SQL,
+            crate::import::IMPORT_SQL,
+            crate::feed::FEED_SQL
+        ),
+        crate::feed::FEED_SQL_2.to_owned(),
+    ]
 }
 
 /// The schema version this binary reads and writes.
@@ -313,6 +316,12 @@ const MIGRATION_LOCK: i64 = 0x746e_7279;
 /// Applies the pending migrations (as the connected role, which becomes the tables' owner) and
 /// grants `app_role` row access to every table: the role the server connects with.
 pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated> {
+    migrate_to(client, app_role, current_version()).await
+}
+
+/// [`migrate`], but only up to version `target` (at most [`current_version`]): how a test makes
+/// a database as an earlier build left it.
+pub async fn migrate_to(client: &mut Client, app_role: &str, target: i32) -> Result<Migrated> {
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_error)?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS tenantry_schema (version INTEGER NOT NULL)")
@@ -329,19 +338,19 @@ pub async fn migrate(client: &mut Client, app_role: &str) -> Result<Migrated> {
     if from > all.len() as i32 {
         return Err(newer(from));
     }
-    for sql in &all[from as usize..] {
+    let to = target.clamp(from, all.len() as i32);
+    for sql in &all[from as usize..to as usize] {
         tx.batch_execute(sql).await.map_err(pg_error)?;
     }
-    let to = all.len() as i32;
     tx.execute("UPDATE tenantry_schema SET version = $1", &[&to]).await.map_err(pg_error)?;
-    tx.batch_execute(&grant_to(app_role)?).await.map_err(pg_error)?;
+    tx.batch_execute(&grant_to(app_role, to)?).await.map_err(pg_error)?;
     tx.commit().await.map_err(pg_error)?;
     Ok(Migrated { from, to })
 }
 
-/// Row privileges on every table and the sequences, and reading the schema version: nothing that
-/// changes the schema, and no ownership.
-fn grant_to(role: &str) -> Result<String> {
+/// Row privileges on every table and the sequences, reading the schema version, and executing
+/// the upkeep functions schema `version` has: nothing that changes the schema, and no ownership.
+fn grant_to(role: &str, version: i32) -> Result<String> {
     let ok = !role.is_empty()
         && role.len() <= 63
         && role.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -363,6 +372,7 @@ fn grant_to(role: &str) -> Result<String> {
             .iter()
             .chain(crate::upkeep::UPKEEP_FUNCTIONS)
             .chain(crate::import::IMPORT_FUNCTIONS)
+            .chain(if version >= 2 { crate::feed::FEED_FUNCTIONS } else { &[] })
             .copied()
             .collect::<Vec<_>>()
             .join(", ")

@@ -231,6 +231,54 @@ async fn migrating_twice_at_once_applies_each_migration_once() {
     db.drop_all().await;
 }
 
+/// A database an earlier build migrated (version 1) is refused until `db migrate` brings it up;
+/// then its keys' revocations are notified in their own form too, and the event heads function
+/// answers the server's role.
+#[tokio::test]
+async fn a_database_of_version_one_is_brought_up_by_migrate() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let mut owner = db.connect_as(&db.owner_role).await;
+    assert_eq!(schema::migrate_to(&mut owner, &db.app_role, 1).await.unwrap(), Migrated { from: 0, to: 1 });
+    let refused = PgDatabase::connect(&db.app_url(), 1).await.err().unwrap();
+    assert!(refused.message.contains("older than this binary's"), "{}", refused.message);
+    let v = schema::current_version();
+    assert_eq!(schema::migrate(&mut owner, &db.app_role).await.unwrap(), Migrated { from: 1, to: v });
+    let t = TenantId::generate();
+    owner
+        .batch_execute(&format!(
+            "INSERT INTO tenants (id, slug, name, tier, status, placement, domains, quotas, metadata, created_at, updated_at)
+             VALUES ('{t}', 'acme', 'acme', 'free', 'active', 'shared', '[]', '{{}}', '{{}}', 0, 0);
+             INSERT INTO tenant_usage (tenant_id, last_event_seq) VALUES ('{t}', 7);
+             INSERT INTO keys (tenant_id, id, name, role, hash, created_at, created_by)
+             VALUES ('{t}', 'k1', 'k', 'reader', '\\x00', 0, 'test')"
+        ))
+        .await
+        .unwrap();
+    let app = PgDatabase::connect(&db.app_url(), 1).await.unwrap();
+    let app = app.client().await.unwrap();
+    let heads = app.query("SELECT tenant_id, last_event_seq FROM tenantry_event_heads($1)", &[&vec![t.as_str()]]).await;
+    let heads: Vec<(String, i64)> = heads.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(heads, [(t.as_str().to_owned(), 7)]);
+    // The revocation's own notice, then the plain one.
+    let (listener, mut connection) = tokio_postgres::connect(&db.app_url(), tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    listener.batch_execute("LISTEN tenantry_directory").await.unwrap();
+    owner.batch_execute("UPDATE keys SET revoked_at = 42 WHERE id = 'k1'").await.unwrap();
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        heard.push(tokio::time::timeout(std::time::Duration::from_secs(5), notices.recv()).await.unwrap().unwrap());
+    }
+    assert_eq!(heard, [format!("{t} k1 42"), t.to_string()]);
+    db.drop_all().await;
+}
+
 #[tokio::test]
 async fn every_key_of_tenant_data_leads_with_the_tenant() {
     let Some(db) = TestDatabase::create().await else { return };
