@@ -255,12 +255,13 @@ impl Feed {
 }
 
 /// Finds events a node committed and never announced (it stopped in between): every
-/// [`STRAGGLERS_EVERY`], for each tenant a sink follows, the store's latest seq is read; if it has
+/// [`STRAGGLERS_EVERY`], the store's latest seq of every tenant a sink follows is read (one
+/// statement, `tenantry_event_heads`); if a tenant's has
 /// stood still for [`STILL_FOR`] checks (longer than any announcement takes, retries and read-back
 /// included) and the sinks were handed less than it, they are told to re-read the tenant's events.
 /// (While a tenant's seq moves, its later events reach the sinks, which read the gap before them.)
-/// A tenant first followed is checked so once, whatever it was handed. A round stops at the first
-/// read that fails (the database away: the next round tries again).
+/// A tenant first followed is checked so once, whatever it was handed. A round whose read fails
+/// (the database away) is skipped: the next round tries again.
 async fn find_stragglers(db: PgDatabase, listeners: Arc<Listeners>) {
     // Per followed tenant: the latest seq read, and for how many checks in a row.
     let mut seen: HashMap<TenantId, (u64, u32)> = HashMap::new();
