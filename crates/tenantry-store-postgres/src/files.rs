@@ -2,6 +2,7 @@
 //! travels as one value and a range read fetches only the chunks it covers.
 
 use crate::error::pg_error;
+use crate::flight::first_flight;
 use crate::journal::{hooks_from_rows, last_flight, plan, CounterDelta, Pending, HOOKS};
 use crate::search::{self, plan_reindex, reindex_statements, OLD_DOC};
 use crate::store::{begin, commit, locked_row, Flights, PgStore, LOCK_TENANT};
@@ -404,26 +405,12 @@ impl FileStore for PgStore {
         // commit. Refused (no file, a precondition), the flights roll back when dropped.
         let flights = Flights::new(self.conn().await?);
         let tx = flights.client();
-        let (id, path, k) = (tenant.as_str(), path.as_str(), DocKind::File as i16);
-        let begin = crate::begin_writing(tenant)?;
-        let statements = (
-            tx.prepare_cached(LOCK_TENANT).await.map_err(pg_error)?,
-            tx.prepare_cached(CURRENT_FILE).await.map_err(pg_error)?,
-            tx.prepare_cached(HOOKS).await.map_err(pg_error)?,
-            tx.prepare_cached(OLD_DOC).await.map_err(pg_error)?,
-            tx.prepare_cached("DELETE FROM files WHERE tenant_id = $1 AND path = $2").await.map_err(pg_error)?,
-        );
-        let by_tenant: [&(dyn ToSql + Sync); 1] = [&id];
-        let (by_path, by_doc): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 3]) = ([&id, &path], [&id, &k, &path]);
-        let (_, locked, current, hooks, old_doc) = tokio::try_join!(
-            biased;
-            tx.batch_execute(&begin),
-            tx.query_opt(&statements.0, &by_tenant),
-            tx.query_opt(&statements.1, &by_path),
-            tx.query(&statements.2, &by_tenant),
-            tx.query_opt(&statements.3, &by_doc),
-        )
-        .map_err(pg_error)?;
+        let (id, path) = (tenant.as_str(), path.as_str());
+        let by_path: [&(dyn ToSql + Sync); 2] = [&id, &path];
+        let read = first_flight(tx, tenant, (CURRENT_FILE, &by_path), (DocKind::File, path)).await?;
+        let (locked, current, hooks, old_doc) = (read.locked, read.held, read.hooks, read.old_doc);
+        let removed =
+            tx.prepare_cached("DELETE FROM files WHERE tenant_id = $1 AND path = $2").await.map_err(pg_error)?;
         let (_, heads) = locked_row(tenant, locked.as_ref())?;
         let Some(current) = current.as_ref().map(current_from_row) else {
             return Err(Error::not_found(format!("no file at {path}")));
@@ -444,9 +431,8 @@ impl FileStore for PgStore {
             search_docs: reindex.docs,
             search_words: reindex.words,
         };
-        let deleted = &statements.4;
         let mut writes: Vec<Pending<'_>> =
-            vec![Box::pin(async move { tx.execute(deleted, &by_path).await.map_err(pg_error) })];
+            vec![Box::pin(async move { tx.execute(&removed, &by_path).await.map_err(pg_error) })];
         writes.push(drop_body(tx, tenant, current.body_id).await?);
         writes.extend(reindex_statements(tx, tenant, path, &reindex).await?);
         last_flight(tx, tenant, writes, &planned, delta).await?;

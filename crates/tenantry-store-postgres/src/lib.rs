@@ -8,7 +8,8 @@
 //! - [`PgStore`] (`store`): the `Store`. Each method is one transaction of the tenant; a write
 //!   locks the tenant's `tenant_usage` row first (exact quotas, gapless event seqs, one audit
 //!   chain), and publishes its events to the sinks in commit order under the tenant's turn on
-//!   this node. The capabilities sit in `tenants`, `audit`, `journal`, `files`, `memory`,
+//!   this node. The capabilities sit in `tenants`, `audit`, `journal` (with `flight`, a write's
+//!   first round trip), `files`, `memory`,
 //!   `search`, `events`, `webhooks`, `import`, `upkeep` (cross-tenant work through the owner's
 //!   `SECURITY DEFINER` functions) and `health` (readiness, and placement: one placement so far,
 //!   moves are refused).
@@ -20,6 +21,7 @@ pub mod error;
 mod events;
 mod feed;
 mod files;
+mod flight;
 mod health;
 mod image;
 mod import;

@@ -6,9 +6,10 @@
 //! its search document then.
 
 use crate::error::{corrupt, pg_error};
-use crate::journal::{hooks_from_rows, journal_tx, last_flight, plan, CounterDelta, Pending, HOOKS};
-use crate::search::{self, memory_doc, plan_reindex, reindex_statements, reindex_tx, OLD_DOC};
-use crate::store::{add_usage, begin, commit, lock_usage, locked_row, Flights, PgStore, LOCK_TENANT};
+use crate::flight::first_flight;
+use crate::journal::{hooks_from_rows, last_flight, plan, CounterDelta, Pending};
+use crate::search::{self, memory_doc, plan_reindex, reindex_statements, reindex_tx};
+use crate::store::{add_usage, begin, commit, locked_row, Flights, PgStore};
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
 use tenantry_core::events::Journal;
@@ -73,8 +74,7 @@ pub(crate) async fn current_memory_tx(
     }))
 }
 
-/// What a write needs of the entry at its key (live or expired), without reading the value.
-/// The entry at a namespace and key as a write decides on it.
+/// What a write decides on of the entry at its key (live or expired), without reading the value.
 const HELD_ENTRY: &str =
     "SELECT size, created_at, expires_at FROM memory WHERE tenant_id = $1 AND namespace = $2 AND key = $3";
 
@@ -84,12 +84,6 @@ fn held_from_row(r: &Row) -> HeldEntry {
         created_at: Timestamp::from_millis(r.get::<_, i64>(1)),
         expires_at: r.get::<_, Option<i64>>(2).map(Timestamp::from_millis),
     }
-}
-
-async fn held_tx(tx: &Transaction<'_>, tenant: &TenantId, namespace: &str, key: &str) -> Result<Option<HeldEntry>> {
-    let st = tx.prepare_cached(HELD_ENTRY).await.map_err(pg_error)?;
-    let row = tx.query_opt(&st, &[&tenant.as_str(), &namespace, &key]).await.map_err(pg_error)?;
-    Ok(row.as_ref().map(held_from_row))
 }
 
 pub(crate) struct MemoryRow<'a> {
@@ -159,15 +153,7 @@ async fn upsert_indexed_tx(
     reindex_tx(tx, tenant, DocKind::Memory, &memory_doc(row.namespace, row.key), Some(index)).await
 }
 
-async fn remove_tx(tx: &Transaction<'_>, tenant: &TenantId, namespace: &str, key: &str, size: i64) -> Result<()> {
-    let st = tx
-        .prepare_cached("DELETE FROM memory WHERE tenant_id = $1 AND namespace = $2 AND key = $3")
-        .await
-        .map_err(pg_error)?;
-    tx.execute(&st, &[&tenant.as_str(), &namespace, &key]).await.map_err(pg_error)?;
-    add_usage(tx, tenant, -size, 0).await?;
-    reindex_tx(tx, tenant, DocKind::Memory, &memory_doc(namespace, key), None).await
-}
+const REMOVE_ENTRY: &str = "DELETE FROM memory WHERE tenant_id = $1 AND namespace = $2 AND key = $3";
 
 /// Upkeep of one tenant, in its own transaction (`begin`): deletes those of `keys`
 /// (namespace, key) that are still expired at `now` (one rewritten since it was found expired is
@@ -224,28 +210,10 @@ impl MemoryStore for PgStore {
         let tx = flights.client();
         let (ns, key) = (write.namespace.as_str(), write.key.as_str());
         let doc = memory_doc(ns, key);
-        let (id, k) = (tenant.as_str(), DocKind::Memory as i16);
-        let begin = crate::begin_writing(tenant)?;
-        let statements = (
-            tx.prepare_cached(LOCK_TENANT).await.map_err(pg_error)?,
-            tx.prepare_cached(HELD_ENTRY).await.map_err(pg_error)?,
-            tx.prepare_cached(HOOKS).await.map_err(pg_error)?,
-            tx.prepare_cached(OLD_DOC).await.map_err(pg_error)?,
-        );
-        let by_tenant: [&(dyn ToSql + Sync); 1] = [&id];
-        let (by_key, by_doc): ([&(dyn ToSql + Sync); 3], [&(dyn ToSql + Sync); 3]) =
-            ([&id, &ns, &key], [&id, &k, &doc]);
-        // One flight: the transaction begun with the tenant set, and under the tenant's lock
-        // everything the write decides on (as a file's PUT, crate README).
-        let (_, locked, held, hooks, old_doc) = tokio::try_join!(
-            biased;
-            tx.batch_execute(&begin),
-            tx.query_opt(&statements.0, &by_tenant),
-            tx.query_opt(&statements.1, &by_key),
-            tx.query(&statements.2, &by_tenant),
-            tx.query_opt(&statements.3, &by_doc),
-        )
-        .map_err(pg_error)?;
+        let id = tenant.as_str();
+        let by_key: [&(dyn ToSql + Sync); 3] = [&id, &ns, &key];
+        let read = first_flight(tx, tenant, (HELD_ENTRY, &by_key), (DocKind::Memory, &doc)).await?;
+        let (locked, held, hooks, old_doc) = (read.locked, read.held, read.hooks, read.old_doc);
         let (used, heads) = locked_row(tenant, locked.as_ref())?;
         let decision = write.decide(held.as_ref().map(held_from_row));
         let limits = write.limits();
@@ -325,22 +293,42 @@ impl MemoryStore for PgStore {
     ) -> Result<()> {
         let tenant = scope.tenant_id();
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
-        let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&tx, tenant).await?;
+        // Two flights, as a PUT. Refused (no live entry), they roll back when dropped.
+        let flights = Flights::new(self.conn().await?);
+        let tx = flights.client();
         let (ns, k) = (namespace.as_str(), key.as_str());
-        match held_tx(&tx, tenant, ns, k).await? {
-            Some(held) if tenantry_core::memory::is_live(held.expires_at, now) => {
-                remove_tx(&tx, tenant, ns, k, held.size as i64).await?;
-                let mut published = Vec::new();
-                journal_tx(&tx, tenant, scope.slug().as_str(), journal, &mut published).await?;
-                commit(tx).await?;
-                self.publish(tenant, &published);
-                Ok(())
-            }
-            // Dropping the transaction rolls it back: nothing was written.
-            _ => Err(Error::not_found(format!("no memory entry {ns}/{k}"))),
-        }
+        let doc = memory_doc(ns, k);
+        let id = tenant.as_str();
+        let by_key: [&(dyn ToSql + Sync); 3] = [&id, &ns, &k];
+        let read = first_flight(tx, tenant, (HELD_ENTRY, &by_key), (DocKind::Memory, &doc)).await?;
+        let (_, heads) = locked_row(tenant, read.locked.as_ref())?;
+        let held = match read.held.as_ref().map(held_from_row) {
+            Some(held) if tenantry_core::memory::is_live(held.expires_at, now) => held,
+            _ => return Err(Error::not_found(format!("no memory entry {ns}/{k}"))),
+        };
+        let reindex = plan_reindex(DocKind::Memory, search::old_doc(read.old_doc.as_ref()), None);
+        let planned = plan(
+            &heads,
+            &hooks_from_rows(&read.hooks)?,
+            scope.slug().as_str(),
+            Some(journal.audit),
+            journal.event.into_iter().collect(),
+            SystemClock.now(),
+        )?;
+        let delta = CounterDelta {
+            storage_bytes: -(held.size as i64),
+            files: 0,
+            search_docs: reindex.docs,
+            search_words: reindex.words,
+        };
+        let removed = tx.prepare_cached(REMOVE_ENTRY).await.map_err(pg_error)?;
+        let mut writes: Vec<Pending<'_>> =
+            vec![Box::pin(async move { tx.execute(&removed, &by_key).await.map_err(pg_error) })];
+        writes.extend(reindex_statements(tx, tenant, &doc, &reindex).await?);
+        last_flight(tx, tenant, writes, &planned, delta).await?;
+        flights.committed();
+        self.publish(tenant, &planned.into_events());
+        Ok(())
     }
 
     async fn list_memory(&self, scope: &TenantScope, listing: MemoryListing) -> Result<Vec<MemoryEntry>> {

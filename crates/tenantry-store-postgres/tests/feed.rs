@@ -8,7 +8,7 @@ use tenantry_core::events::{Event, EventSink};
 use tenantry_core::ids::{KeyId, TenantId};
 use tenantry_core::model::Tenant;
 use tenantry_core::slug::Slug;
-use tenantry_core::store::{EventLog, FileStore, Health, TenantRegistry, TenantScope, Upkeep};
+use tenantry_core::store::{EventLog, FileStore, Health, MemoryStore, TenantRegistry, TenantScope, Upkeep};
 use tenantry_core::time::Timestamp;
 use tenantry_store_contract::{draft, file_journal, key, now, write};
 use tenantry_store_postgres::testing::TestDatabase;
@@ -184,6 +184,12 @@ async fn a_put_or_delete_refused_between_its_flights_leaves_no_lock_and_no_open_
             .delete_file(&scope, &none, tenantry_core::store::Precondition::None, now(), file_journal("/no"))
             .await
             .unwrap_err();
+        assert_eq!(e.code.as_str(), "not_found");
+        let (ns, key) = (
+            tenantry_core::memory::Namespace::parse("ns").unwrap(),
+            tenantry_core::memory::MemoryKey::parse("k").unwrap(),
+        );
+        let e = a.delete_memory(&scope, &ns, &key, now(), file_journal("/k")).await.unwrap_err();
         assert_eq!(e.code.as_str(), "not_found");
     }
     let within = |what: &'static str| {
