@@ -9,10 +9,9 @@
 //!   locks the tenant's `tenant_usage` row first (exact quotas, gapless event seqs, one audit
 //!   chain), and publishes its events to the sinks in commit order under the tenant's turn on
 //!   this node. The capabilities sit in `tenants`, `audit`, `journal` (with `flight`, a write's
-//!   first round trip), `files`, `memory`,
-//!   `search`, `events`, `webhooks`, `import`, `upkeep` (cross-tenant work through the owner's
-//!   `SECURITY DEFINER` functions) and `health` (readiness, and placement: one placement so far,
-//!   moves are refused).
+//!   first round trip), `files`, `memory`, `search`, `events`, `webhooks`, `import`, `upkeep`
+//!   (cross-tenant work through the owner's `SECURITY DEFINER` functions) and `health`
+//!   (readiness, and placement: one placement so far, moves are refused); `tls` reads the URL.
 //!
 //! `tenantry serve` opens it when `TENANTRY_DATABASE_URL` (or `[storage] url`) is set.
 
