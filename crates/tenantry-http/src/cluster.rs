@@ -75,12 +75,15 @@ const CATCH_UP_AGAIN: Duration = Duration::from_secs(5);
 pub fn follow_directory(svc: Arc<Tenantry>, changes: PendingChanges) -> tokio::task::JoinHandle<()> {
     let PendingChanges { changes: mut pending, mut revocations } = changes;
     let revoker = svc.clone();
-    tokio::spawn(async move {
+    let revoking = tokio::spawn(async move {
         while let Some((tenant, key, at)) = revocations.recv().await {
             revoker.key_revoked_elsewhere(&tenant, &key, at);
         }
     });
     tokio::spawn(async move {
+        // Stopping this task (the handle aborted) stops the revocations' and the catch-ups too.
+        let _revoking = AbortOnDrop(revoking);
+        let mut catch_ups = tokio::task::JoinSet::new();
         let mut everything = false;
         let mut tenants = BTreeSet::new();
         loop {
@@ -98,7 +101,8 @@ pub fn follow_directory(svc: Arc<Tenantry>, changes: PendingChanges) -> tokio::t
                 match svc.resync_directory().await {
                     Ok(()) => {
                         everything = false;
-                        catch_up_months(svc.clone());
+                        while catch_ups.try_join_next().is_some() {}
+                        catch_ups.spawn(catch_up_months(svc.clone()));
                     }
                     Err(e) => {
                         tracing::warn!("could not re-read the directory (trying again): {}", e.message);
@@ -119,16 +123,23 @@ pub fn follow_directory(svc: Arc<Tenantry>, changes: PendingChanges) -> tokio::t
 }
 
 /// Brings each tenant's monthly calls up to the store's count now and again after
-/// [`CATCH_UP_AGAIN`], in a task (a failure is logged: the next resynchronization tries again).
-fn catch_up_months(svc: Arc<Tenantry>) {
-    tokio::spawn(async move {
-        for wait in [Duration::ZERO, CATCH_UP_AGAIN] {
-            tokio::time::sleep(wait).await;
-            if let Err(e) = svc.catch_up_months().await {
-                tracing::warn!("could not bring the monthly calls up to the store's count: {}", e.message);
-            }
+/// [`CATCH_UP_AGAIN`] (a failure is logged: the next resynchronization tries again).
+async fn catch_up_months(svc: Arc<Tenantry>) {
+    for wait in [Duration::ZERO, CATCH_UP_AGAIN] {
+        tokio::time::sleep(wait).await;
+        if let Err(e) = svc.catch_up_months().await {
+            tracing::warn!("could not bring the monthly calls up to the store's count: {}", e.message);
         }
-    });
+    }
+}
+
+/// A task stopped when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn take(change: Change, everything: &mut bool, tenants: &mut BTreeSet<TenantId>) {
