@@ -34,7 +34,7 @@ impl AuditLog for PgStore {
     async fn append_audit(&self, scope: &TenantScope, draft: AuditDraft) -> Result<()> {
         let tenant = scope.tenant_id();
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         lock_usage(&tx, tenant).await?;
         append_audit_tx(&tx, tenant, scope.slug().as_str(), draft).await?;

@@ -70,7 +70,7 @@ impl EventLog for PgStore {
     async fn publish_event(&self, scope: &TenantScope, draft: EventDraft) -> Result<()> {
         let tenant = scope.tenant_id();
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         lock_usage(&tx, tenant).await?;
         let mut published = Vec::new();

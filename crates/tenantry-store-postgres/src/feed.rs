@@ -27,6 +27,7 @@
 //! they read from the store.
 
 use crate::error::{describe, pg_error};
+use crate::places::Places;
 use crate::store::{begin, commit};
 use crate::PgDatabase;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -105,6 +106,8 @@ const READ_BACK_LIMIT: Duration = Duration::from_secs(2);
 /// many checks a tenant's seq must stand still before its streams re-read it.
 const STRAGGLERS_EVERY: Duration = Duration::from_secs(1);
 const STILL_FOR: u32 = 6;
+/// Every how many straggler checks the dedicated tenants' directory entries are re-read.
+const REREAD_DEDICATED_EVERY: u64 = 30;
 
 /// Whom the store tells about commits: the event sinks (its own commits and other nodes') and
 /// the directory followers.
@@ -233,14 +236,14 @@ impl Feed {
     pub(crate) async fn start(
         mut target: crate::Target,
         node: String,
-        db: PgDatabase,
+        places: Arc<Places>,
         listeners: Arc<Listeners>,
     ) -> Result<Feed> {
         let (ready, started) = oneshot::channel();
-        let announcer = tokio::spawn(announce_events(node.clone(), db.clone(), listeners.clone()));
-        let stragglers = tokio::spawn(find_stragglers(db.clone(), listeners.clone()));
+        let announcer = tokio::spawn(announce_events(node.clone(), places.shared().clone(), listeners.clone()));
+        let stragglers = tokio::spawn(find_stragglers(places.clone(), listeners.clone()));
         target.config.application_name(format!("{node}-feed"));
-        let feed = Following { target, node, db, listeners };
+        let feed = Following { target, node, places, listeners };
         let follower = tokio::spawn(feed.run(ready));
         let tasks = [follower, announcer, stragglers];
         match started.await {
@@ -262,17 +265,26 @@ impl Feed {
 /// (While a tenant's seq moves, its later events reach the sinks, which read the gap before them.)
 /// A tenant first followed is checked so once, whatever it was handed. A round whose read fails
 /// (the database away) is skipped: the next round tries again.
-async fn find_stragglers(db: PgDatabase, listeners: Arc<Listeners>) {
+async fn find_stragglers(places: Arc<Places>, listeners: Arc<Listeners>) {
     // Per followed tenant: the latest seq read, and for how many checks in a row.
     let mut seen: HashMap<TenantId, (u64, u32)> = HashMap::new();
     let mut every = tokio::time::interval(STRAGGLERS_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     loop {
         every.tick().await;
+        ticks += 1;
+        if ticks.is_multiple_of(REREAD_DEDICATED_EVERY) {
+            // A dedicated tenant's key changes are announced by the node that made them, after
+            // its commit (`tenants`): one that stopped in between is made up for here.
+            for tenant in places.dedicated_tenants() {
+                listeners.tenant_changed(&tenant);
+            }
+        }
         let followed = listeners.followed();
         seen.retain(|t, _| followed.contains(t));
         listeners.handed.lock().unwrap_or_else(|e| e.into_inner()).retain(|t, _| followed.contains(t));
-        let heads = match tokio::time::timeout(READ_BACK_LIMIT, event_heads(&db, &followed)).await {
+        let heads = match tokio::time::timeout(READ_BACK_LIMIT, event_heads(&places, &followed)).await {
             Ok(Ok(heads)) => heads,
             Ok(Err(e)) => {
                 // The database away: the feed's own reconnection says so, once.
@@ -304,21 +316,29 @@ async fn find_stragglers(db: PgDatabase, listeners: Arc<Listeners>) {
 
 /// The latest event seq of each of `tenants`, in one statement (the owner's
 /// `tenantry_event_heads`: a seq is all it reads of each).
-async fn event_heads(db: &PgDatabase, tenants: &BTreeSet<TenantId>) -> Result<HashMap<TenantId, u64>> {
-    if tenants.is_empty() {
-        return Ok(HashMap::new());
+async fn event_heads(places: &Places, tenants: &BTreeSet<TenantId>) -> Result<HashMap<TenantId, u64>> {
+    let (dedicated, shared): (Vec<&TenantId>, Vec<&TenantId>) = tenants.iter().partition(|t| places.is_dedicated(t));
+    let mut heads = HashMap::new();
+    // The shared tenants' in one statement, each dedicated tenant's in its own database.
+    let mut asks: Vec<(PgDatabase, Vec<&str>)> = Vec::new();
+    if !shared.is_empty() {
+        asks.push((places.shared().clone(), shared.iter().map(|t| t.as_str()).collect()));
     }
-    let conn = db.client().await?;
-    let ids: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
-    let st = conn
-        .prepare_cached("SELECT tenant_id, last_event_seq FROM tenantry_event_heads($1)")
-        .await
-        .map_err(pg_error)?;
-    let rows = conn.query(&st, &[&ids]).await.map_err(pg_error)?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| Some((TenantId::parse(r.get::<_, &str>(0))?, r.get::<_, i64>(1).max(0) as u64)))
-        .collect())
+    for tenant in dedicated {
+        asks.push((places.db_of(tenant).await?, vec![tenant.as_str()]));
+    }
+    for (db, ids) in asks {
+        let conn = db.client().await?;
+        let st = conn
+            .prepare_cached("SELECT tenant_id, last_event_seq FROM tenantry_event_heads($1)")
+            .await
+            .map_err(pg_error)?;
+        let rows = conn.query(&st, &[&ids]).await.map_err(pg_error)?;
+        heads.extend(
+            rows.iter().filter_map(|r| Some((TenantId::parse(r.get::<_, &str>(0))?, r.get::<_, i64>(1).max(0) as u64))),
+        );
+    }
+    Ok(heads)
 }
 
 /// Announces this node's committed events to the others, gathered over [`ANNOUNCE_EVERY`]; what
@@ -351,7 +371,7 @@ async fn announce_events(node: String, db: PgDatabase, listeners: Arc<Listeners>
 struct Following {
     target: crate::Target,
     node: String,
-    db: PgDatabase,
+    places: Arc<Places>,
     listeners: Arc<Listeners>,
 }
 
@@ -524,7 +544,7 @@ impl Following {
 
     /// `tenant`'s events with these seqs (sorted), in order.
     async fn read_events(&self, tenant: &TenantId, seqs: &[i64]) -> Result<Vec<Event>> {
-        let mut conn = self.db.client().await?;
+        let mut conn = self.places.db_of(tenant).await?.client().await?;
         let tx = begin(&mut conn, tenant).await?;
         let sql = format!(
             "SELECT {} FROM events WHERE tenant_id = $1 AND seq = ANY($2) ORDER BY seq",

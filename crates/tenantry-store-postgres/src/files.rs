@@ -208,7 +208,7 @@ async fn read_file_in(
     range: Option<ByteRange>,
 ) -> Result<Option<(FileMeta, Vec<u8>)>> {
     let Some(range) = range else { return read_whole_file(store, tenant, path).await };
-    let mut conn = store.conn().await?;
+    let mut conn = store.conn_of(tenant).await?;
     let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
     let row = tx
         .query_opt(
@@ -231,7 +231,7 @@ async fn read_file_in(
 
 /// A whole file: its row and its chunks in one statement (so one snapshot), in one round trip.
 async fn read_whole_file(store: &PgStore, tenant: &TenantId, path: &TenantPath) -> Result<Option<(FileMeta, Vec<u8>)>> {
-    let conn = store.conn().await?;
+    let conn = store.conn_of(tenant).await?;
     let rows = crate::read_once(
         &conn,
         tenant,
@@ -279,7 +279,7 @@ impl FileStore for PgStore {
             (write, etag)
         };
         let _turn = self.turn(tenant).await;
-        let flights = Flights::new(self.conn().await?);
+        let flights = Flights::new(self.conn_of(tenant).await?);
         let tx = flights.client();
         let (id, path, k) = (tenant.as_str(), write.path.as_str(), DocKind::File as i16);
         let begin = crate::begin_writing(tenant)?;
@@ -403,7 +403,7 @@ impl FileStore for PgStore {
         let _turn = self.turn(tenant).await;
         // Two flights, as a PUT: what the delete decides on, then what it changes and the
         // commit. Refused (no file, a precondition), the flights roll back when dropped.
-        let flights = Flights::new(self.conn().await?);
+        let flights = Flights::new(self.conn_of(tenant).await?);
         let tx = flights.client();
         let (id, path) = (tenant.as_str(), path.as_str());
         let by_path: [&(dyn ToSql + Sync); 2] = [&id, &path];
@@ -475,7 +475,7 @@ impl FileStore for PgStore {
     async fn list_folder(&self, scope: &TenantScope, listing: FileListing) -> Result<Vec<ListedEntry>> {
         let tenant = scope.tenant_id();
         let mut scan = FolderScan::new(&listing.within, listing.after);
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
         let at_or_after = tx
             .prepare_cached(&format!(
@@ -528,7 +528,7 @@ impl FileStore for PgStore {
 
     async fn usage(&self, scope: &TenantScope) -> Result<StoredUsage> {
         let tenant = scope.tenant_id();
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         let row = tx
             .query_opt("SELECT storage_bytes, files FROM tenant_usage WHERE tenant_id = $1", &[&tenant.as_str()])

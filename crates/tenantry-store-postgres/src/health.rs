@@ -1,5 +1,5 @@
-//! Readiness and shutdown, and placement: on PostgreSQL every tenant lives in the one database
-//! for now (a database of a tenant's own, and moves to it, are still to come).
+//! Readiness and shutdown, and moves between placements (not yet on PostgreSQL: a tenant is
+//! placed when it is created, `places`).
 
 use crate::error::pg_error;
 use crate::store::PgStore;
@@ -12,14 +12,14 @@ use tenantry_core::{Error, Result};
 #[async_trait]
 impl Health for PgStore {
     async fn ready(&self) -> Result<()> {
-        let conn = self.conn().await?;
+        let conn = self.shared_conn().await?;
         conn.query_one("SELECT 1", &[]).await.map_err(pg_error)?;
         Ok(())
     }
 
     async fn close(&self) -> Result<()> {
         drop(self.feed.lock().unwrap_or_else(|e| e.into_inner()).take());
-        self.db.close();
+        self.places.close();
         self.directory_db.close();
         Ok(())
     }

@@ -106,7 +106,7 @@ async fn drop_import_tx(tx: &Transaction<'_>, tenant: &TenantId, import: &str) -
 /// Drops a staged import in the tenant's own transaction (after the tenant's other writes: the
 /// usage lock, which a commit of the import holds too).
 async fn drop_import(store: &PgStore, tenant: &TenantId, import: &str) -> Result<()> {
-    let mut conn = store.conn().await?;
+    let mut conn = store.conn_of(tenant).await?;
     let tx = begin(&mut conn, tenant).await?;
     lock_usage(&tx, tenant).await?;
     drop_import_tx(&tx, tenant, import).await?;
@@ -118,10 +118,18 @@ async fn drop_import(store: &PgStore, tenant: &TenantId, import: &str) -> Result
 /// import in its tenant's own transaction.
 pub(crate) async fn sweep_abandoned_imports(store: &PgStore) -> Result<()> {
     let before: i64 = SystemClock.now().millis() - ABANDONED_AFTER_MS;
-    let open = {
-        let conn = store.conn().await?;
-        conn.query("SELECT tenant_id, import_id FROM tenantry_open_imports($1)", &[&before]).await.map_err(pg_error)?
-    };
+    let mut open = Vec::new();
+    for (place, db) in store.places.for_upkeep("abandoned imports").await {
+        let found = async {
+            let conn = db?.client().await?;
+            conn.query("SELECT tenant_id, import_id FROM tenantry_open_imports($1)", &[&before]).await.map_err(pg_error)
+        };
+        match (found.await, place) {
+            (Ok(rows), _) => open.extend(rows),
+            (Err(e), None) => return Err(e),
+            (Err(e), Some(t)) => tracing::warn!("could not look for {t}'s abandoned imports: {}", e.message),
+        }
+    }
     let mut swept: u64 = 0;
     for row in open {
         let (tenant, import): (String, String) = (row.get::<_, String>(0), row.get::<_, String>(1));
@@ -363,7 +371,7 @@ impl PgStore {
         let tenant = scope.tenant_id();
         let slug = scope.slug().as_str();
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         let used: StoredUsage = lock_usage(&tx, tenant).await?;
         if !lock_import(&tx, tenant, import, true).await? {
@@ -469,7 +477,7 @@ impl PgStore {
 impl ImportStore for PgStore {
     async fn begin_import(&self, scope: &TenantScope, import: &str, at: Timestamp) -> Result<()> {
         let tenant = scope.tenant_id();
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         lock_usage(&tx, tenant).await?;
         let at: i64 = at.millis();
@@ -490,7 +498,7 @@ impl ImportStore for PgStore {
         files: Vec<StagedFile>,
     ) -> Result<()> {
         let tenant = scope.tenant_id();
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         // Not the usage lock: staging changes nothing the tenant's other writes read, and a
         // batch of bytes would hold them up. The import's row, shared, keeps a drop or commit
@@ -536,7 +544,7 @@ impl ImportStore for PgStore {
 
     async fn stage_records(&self, scope: &TenantScope, import: &str, records: Vec<(u64, StagedRecord)>) -> Result<()> {
         let tenant = scope.tenant_id();
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         if !lock_import(&tx, tenant, import, false).await? {
             return Err(no_such_import());

@@ -11,7 +11,8 @@
 //!   this node. The capabilities sit in `tenants`, `audit`, `journal` (with `flight`, a write's
 //!   first round trip), `files`, `memory`, `search`, `events`, `webhooks`, `import`, `upkeep`
 //!   (cross-tenant work through the owner's `SECURITY DEFINER` functions) and `health`
-//!   (readiness, and placement: one placement so far, moves are refused); `tls` reads the URL.
+//!   (readiness; moves between placements are refused so far); `places` routes each tenant to
+//!   its database (the shared one, or a dedicated tenant's own); `tls` reads the URL.
 //!
 //! `tenantry serve` opens it when `TENANTRY_DATABASE_URL` (or `[storage] url`) is set.
 
@@ -26,6 +27,7 @@ mod image;
 mod import;
 mod journal;
 mod memory;
+mod places;
 mod rows;
 pub mod schema;
 mod search;
@@ -38,6 +40,7 @@ mod upkeep;
 mod webhooks;
 
 pub use image::PgImages;
+pub use places::{migrate_dedicated, PlacementOptions};
 pub use store::PgStore;
 pub use tls::Target;
 
@@ -60,14 +63,19 @@ impl PgDatabase {
         PgDatabase::connect_with(Target::parse(url)?, max_connections).await
     }
 
-    pub(crate) async fn connect_with(target: Target, max_connections: usize) -> Result<PgDatabase> {
+    /// A pool of at most `max_connections` to `target`, none opened yet.
+    fn pool(target: Target, max_connections: usize) -> Result<PgDatabase> {
         let manager =
             Manager::from_config(target.config, target.tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(max_connections)
             .build()
             .map_err(|e| Error::internal(format!("the connection pool: {e}")))?;
-        let db = PgDatabase { pool };
+        Ok(PgDatabase { pool })
+    }
+
+    pub(crate) async fn connect_with(target: Target, max_connections: usize) -> Result<PgDatabase> {
+        let db = PgDatabase::pool(target, max_connections)?;
         // The first connection's failure says why (a wrong password, a certificate refused):
         // the node is starting, and whoever starts it is there to read it.
         let client = db
@@ -78,6 +86,22 @@ impl PgDatabase {
         schema::check_version(&client).await?;
         check_role(&client).await?;
         Ok(db)
+    }
+
+    /// Connects to a dedicated tenant's database as [`PgDatabase::connect_with`] does, while
+    /// serving: a failure is `storage_unavailable` (the cause logged), not a start-up error.
+    pub(crate) async fn connect_quietly(target: Target, max_connections: usize) -> Result<PgDatabase> {
+        let db = PgDatabase::pool(target, max_connections)?;
+        let client = db.client().await?;
+        schema::check_version(&client).await?;
+        check_role(&client).await?;
+        drop(client);
+        Ok(db)
+    }
+
+    /// The most connections this pool opens.
+    pub(crate) fn max_size(&self) -> usize {
+        self.pool.status().max_size
     }
 
     /// Closes the pool: connections in use end when given back.
@@ -103,13 +127,17 @@ fn pool_failure(e: &deadpool_postgres::PoolError) -> String {
 }
 
 /// `tenantry db migrate`: connects with `url` (the role that is to own the tables) and applies
-/// the pending migrations, granting `app_role` row access.
-pub async fn migrate_url(url: &str, app_role: &str) -> Result<schema::Migrated> {
-    let mut client = Target::parse(url)?
+/// the pending migrations, granting `app_role` row access; then does the same in every dedicated
+/// tenant's database (`places`), returning how many there were.
+pub async fn migrate_url(url: &str, app_role: &str) -> Result<(schema::Migrated, usize)> {
+    let target = Target::parse(url)?;
+    let mut client = target
         .connect()
         .await
         .map_err(|e| Error::internal(format!("cannot connect to the database: {}", describe(&e))))?;
-    schema::migrate(&mut client, app_role).await
+    let migrated = schema::migrate(&mut client, app_role).await?;
+    let dedicated = places::migrate_dedicated(&target, app_role).await?;
+    Ok((migrated, dedicated))
 }
 
 /// Begins a transaction that sees and writes only `tenant`'s rows. The tenant is set with

@@ -206,7 +206,7 @@ impl MemoryStore for PgStore {
         let tenant = scope.tenant_id();
         let slug = scope.slug().as_str();
         let _turn = self.turn(tenant).await;
-        let flights = Flights::new(self.conn().await?);
+        let flights = Flights::new(self.conn_of(tenant).await?);
         let tx = flights.client();
         let (ns, key) = (write.namespace.as_str(), write.key.as_str());
         let doc = memory_doc(ns, key);
@@ -267,7 +267,7 @@ impl MemoryStore for PgStore {
         now: Timestamp,
     ) -> Result<Option<MemoryEntry>> {
         let tenant = scope.tenant_id();
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         let sql = format!(
             "SELECT {WITH_VALUE} FROM memory WHERE tenant_id = $1 AND namespace = $2 AND key = $3
@@ -294,7 +294,7 @@ impl MemoryStore for PgStore {
         let tenant = scope.tenant_id();
         let _turn = self.turn(tenant).await;
         // Two flights, as a PUT. Refused (no live entry), they roll back when dropped.
-        let flights = Flights::new(self.conn().await?);
+        let flights = Flights::new(self.conn_of(tenant).await?);
         let tx = flights.client();
         let (ns, k) = (namespace.as_str(), key.as_str());
         let doc = memory_doc(ns, k);
@@ -346,7 +346,7 @@ impl MemoryStore for PgStore {
         let now_ms: i64 = listing.now.millis();
         let limit: i64 = i64::try_from(listing.limit).unwrap_or(i64::MAX);
         let prefix: &str = listing.prefix.as_str();
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         let st = tx.prepare_cached(&sql).await.map_err(pg_error)?;
         let rows = tx
@@ -373,7 +373,7 @@ impl MemoryStore for PgStore {
                AND (expires_at IS NULL OR expires_at > $4)
              ORDER BY namespace, key LIMIT $5"
         );
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         let st = tx.prepare_cached(&sql).await.map_err(pg_error)?;
         let rows =

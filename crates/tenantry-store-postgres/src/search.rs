@@ -415,7 +415,7 @@ impl SearchIndex for PgStore {
         if parts.is_empty() || query.terms.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
         let mut lists: Vec<Vec<Posting>> = vec![Vec::new(); query.terms.len()];
         for part in &parts {

@@ -5,6 +5,7 @@
 use crate::error::pg_error;
 use crate::feed::{Feed, Listeners};
 use crate::journal::Heads;
+use crate::places::{PlacementOptions, Places};
 use crate::{tenant_transaction, PgDatabase};
 use deadpool_postgres::{Object, Transaction};
 use std::collections::HashMap;
@@ -19,7 +20,8 @@ use tokio_postgres::Row;
 
 /// The PostgreSQL backend of tenantry-core's `Store`.
 pub struct PgStore {
-    pub(crate) db: PgDatabase,
+    /// Each tenant's database: the shared one, or its own (`places`).
+    pub(crate) places: Arc<Places>,
     /// One connection for re-reading the directory when other nodes change it.
     pub(crate) directory_db: PgDatabase,
     /// This node's application name on its connections (see `feed`).
@@ -43,16 +45,22 @@ impl PgStore {
     /// the feed of other nodes' changes (`feed`), and drops the staged rows of imports abandoned
     /// long ago (a node that crashed mid-import; see `import::sweep_abandoned_imports`).
     pub async fn open(url: &str, max_connections: usize) -> Result<PgStore> {
+        PgStore::open_with(url, max_connections, &PlacementOptions { owner_url: None, max_open_dedicated: 64 }).await
+    }
+
+    /// [`PgStore::open`], with what dedicated placement needs (`places`).
+    pub async fn open_with(url: &str, max_connections: usize, placement: &PlacementOptions) -> Result<PgStore> {
         let mut target = crate::Target::parse(url)?;
         let node = format!("tenantry-{:016x}", rand::random::<u64>());
         target.config.application_name(&node);
         let db = PgDatabase::connect_with(target.clone(), max_connections).await?;
         crate::schema::check_feed(&*db.client().await?).await?;
         let directory_db = PgDatabase::connect_with(target.clone(), 1).await?;
+        let places = Arc::new(Places::new(db, target.clone(), placement).await?);
         let listeners = Arc::new(Listeners::default());
-        let feed = Feed::start(target, node.clone(), db.clone(), listeners.clone()).await?;
+        let feed = Feed::start(target, node.clone(), places.clone(), listeners.clone()).await?;
         let store = PgStore {
-            db,
+            places,
             directory_db,
             node,
             listeners,
@@ -81,9 +89,14 @@ impl PgStore {
         self.listeners.publish(tenant, events);
     }
 
-    /// A connection from the pool.
-    pub(crate) async fn conn(&self) -> Result<Object> {
-        self.db.client().await
+    /// A connection to the database holding `tenant`'s rows.
+    pub(crate) async fn conn_of(&self, tenant: &TenantId) -> Result<Object> {
+        self.places.db_of(tenant).await?.client().await
+    }
+
+    /// A connection to the shared database (the registry, and the shared tenants' rows).
+    pub(crate) async fn shared_conn(&self) -> Result<Object> {
+        self.places.shared().client().await
     }
 
     /// One read statement, in a transaction of `tenant`, in one round trip ([`crate::read_once`]).
@@ -93,7 +106,7 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>> {
-        let conn = self.conn().await?;
+        let conn = self.conn_of(tenant).await?;
         crate::read_once(&conn, tenant, sql, params).await
     }
 
@@ -104,7 +117,7 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>> {
-        let conn = self.conn().await?;
+        let conn = self.conn_of(tenant).await?;
         let mut rows = crate::read_once(&conn, tenant, sql, params).await?;
         if rows.len() > 1 {
             return Err(Error::internal("a read of at most one row found several"));

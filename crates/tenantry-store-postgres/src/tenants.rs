@@ -122,6 +122,73 @@ const PURGED: &[&str] = &[
     "tenant_domains",
 ];
 
+/// A new tenant's rows beside its record: its counters, its owner's key, its first audit entry.
+async fn insert_own_rows_tx(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    owner: Option<&KeyRecord>,
+    audit: AuditDraft,
+) -> Result<()> {
+    tx.execute("INSERT INTO tenant_usage (tenant_id) VALUES ($1)", &[&tenant.id.as_str()]).await.map_err(pg_error)?;
+    if let Some(k) = owner {
+        insert_key_tx(tx, k).await?;
+    }
+    append_audit_tx(tx, &tenant.id, tenant.slug.as_str(), audit).await
+}
+
+impl PgStore {
+    /// Creates a dedicated tenant: its database (`places`), then its registry row, held open
+    /// (the slug and domains checked and taken) while its own rows commit in its database, then
+    /// committed. Whatever fails on the way drops the new database again.
+    async fn insert_dedicated(&self, tenant: &Tenant, owner: Option<&KeyRecord>, audit: AuditDraft) -> Result<()> {
+        self.places.create(&tenant.id).await?;
+        let created = async {
+            let mut registry_conn = self.shared_conn().await?;
+            let registry = begin(&mut registry_conn, &tenant.id).await?;
+            write_tenant_tx(&registry, tenant, true).await?;
+            self.places.set_placement(&tenant.id, Some(true));
+            let mut conn = self.conn_of(&tenant.id).await?;
+            let tx = begin(&mut conn, &tenant.id).await?;
+            write_tenant_tx(&tx, tenant, true).await?;
+            insert_own_rows_tx(&tx, tenant, owner, audit).await?;
+            commit(tx).await?;
+            commit(registry).await
+        };
+        match created.await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Err(dropped) = self.places.drop_database(&tenant.id).await {
+                    tracing::warn!("could not drop the database of a tenant not created: {}", dropped.message);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Tells every node that a dedicated tenant's keys changed (`revoked`: which key, when), as
+    /// the trigger on `keys` does for tenants in the shared database, whose feed the nodes
+    /// follow. A node that stops between the commit and this is covered by the nodes' periodic
+    /// re-read of dedicated tenants (`feed`).
+    async fn announce_key_change(&self, tenant: &TenantId, revoked: Option<(&KeyId, Timestamp)>) {
+        if !self.places.is_dedicated(tenant) {
+            return;
+        }
+        let payload = match revoked {
+            Some((key, at)) => format!("{tenant} {key} {}", at.millis()),
+            None => tenant.to_string(),
+        };
+        let sent = async {
+            let conn = self.shared_conn().await?;
+            conn.execute("SELECT pg_notify($1, $2)", &[&crate::feed::DIRECTORY_CHANNEL, &payload])
+                .await
+                .map_err(pg_error)
+        };
+        if let Err(e) = sent.await {
+            tracing::warn!("could not tell the other nodes of {tenant}'s key change: {}", e.message);
+        }
+    }
+}
+
 #[async_trait]
 impl TenantRegistry for PgStore {
     async fn insert_tenant(
@@ -134,22 +201,14 @@ impl TenantRegistry for PgStore {
         if scope.tenant_id() != &tenant.id {
             return Err(Error::internal("tenant differs from its scope"));
         }
-        if tenant.placement == Placement::Dedicated {
-            return Err(Error::invalid_request(
-                "dedicated placement is not available on the PostgreSQL backend yet: create the tenant shared",
-            ));
-        }
         let _turn = self.turn(&tenant.id).await;
-        let mut conn = self.conn().await?;
+        if tenant.placement == Placement::Dedicated {
+            return self.insert_dedicated(tenant, owner, audit).await;
+        }
+        let mut conn = self.conn_of(&tenant.id).await?;
         let tx = begin(&mut conn, &tenant.id).await?;
         write_tenant_tx(&tx, tenant, true).await?;
-        tx.execute("INSERT INTO tenant_usage (tenant_id) VALUES ($1)", &[&tenant.id.as_str()])
-            .await
-            .map_err(pg_error)?;
-        if let Some(k) = owner {
-            insert_key_tx(&tx, k).await?;
-        }
-        append_audit_tx(&tx, &tenant.id, tenant.slug.as_str(), audit).await?;
+        insert_own_rows_tx(&tx, tenant, owner, audit).await?;
         commit(tx).await
     }
 
@@ -158,13 +217,30 @@ impl TenantRegistry for PgStore {
             return Err(Error::internal("tenant differs from its scope"));
         }
         let _turn = self.turn(&tenant.id).await;
-        let mut conn = self.conn().await?;
+        // A dedicated tenant's registry row first, held until its own database has committed:
+        // the slug and domains are checked against every tenant's there (see `insert_dedicated`).
+        let mut registry_conn = match self.places.is_dedicated(&tenant.id) {
+            true => Some(self.shared_conn().await?),
+            false => None,
+        };
+        let registry = match registry_conn.as_mut() {
+            Some(conn) => {
+                let tx = begin(conn, &tenant.id).await?;
+                write_tenant_tx(&tx, tenant, false).await?;
+                Some(tx)
+            }
+            None => None,
+        };
+        let mut conn = self.conn_of(&tenant.id).await?;
         let tx = begin(&mut conn, &tenant.id).await?;
         lock_usage(&tx, &tenant.id).await?;
         write_tenant_tx(&tx, tenant, false).await?;
         let mut published = Vec::new();
         journal_tx(&tx, &tenant.id, tenant.slug.as_str(), journal, &mut published).await?;
         commit(tx).await?;
+        if let Some(registry) = registry {
+            commit(registry).await?;
+        }
         self.publish(&tenant.id, &published);
         Ok(())
     }
@@ -172,7 +248,19 @@ impl TenantRegistry for PgStore {
     async fn purge_tenant(&self, scope: &TenantScope) -> Result<()> {
         let tenant = scope.tenant_id();
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
+        if self.places.is_dedicated(tenant) {
+            // Its database goes whole, its connections (other nodes' too) closed; then its
+            // registry rows. A purge cut short between the two is finished by running it again.
+            self.places.drop_database(tenant).await?;
+            let mut conn = self.shared_conn().await?;
+            let tx = begin(&mut conn, tenant).await?;
+            tx.execute("DELETE FROM tenant_domains WHERE tenant_id = $1", &[&tenant.as_str()])
+                .await
+                .map_err(pg_error)?;
+            tx.execute("DELETE FROM tenants WHERE id = $1", &[&tenant.as_str()]).await.map_err(pg_error)?;
+            return commit(tx).await;
+        }
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         // The tenant's writes (upkeep's and other nodes' included) take its usage row first:
         // once the purge holds it, none is half way, and none starts until the rows are gone.
@@ -206,7 +294,7 @@ impl TenantRegistry for PgStore {
             return Err(Error::internal("key's tenant differs from the scope"));
         }
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         lock_usage(&tx, tenant).await?;
         if max_keys.is_some() {
@@ -221,6 +309,7 @@ impl TenantRegistry for PgStore {
             warnings_tx(&tx, tenant, scope.slug().as_str(), warning, &mut published).await?;
         }
         commit(tx).await?;
+        self.announce_key_change(tenant, None).await;
         self.publish(tenant, &published);
         Ok(())
     }
@@ -228,7 +317,7 @@ impl TenantRegistry for PgStore {
     async fn revoke_key(&self, scope: &TenantScope, id: &KeyId, at: Timestamp, journal: Journal) -> Result<()> {
         let tenant = scope.tenant_id();
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         lock_usage(&tx, tenant).await?;
         let n = tx
@@ -244,6 +333,7 @@ impl TenantRegistry for PgStore {
         let mut published = Vec::new();
         journal_tx(&tx, tenant, scope.slug().as_str(), journal, &mut published).await?;
         commit(tx).await?;
+        self.announce_key_change(tenant, Some((id, at))).await;
         self.publish(tenant, &published);
         Ok(())
     }

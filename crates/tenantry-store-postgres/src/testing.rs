@@ -61,7 +61,8 @@ impl TestDatabase {
         let admin = db.admin().await;
         // One statement each: CREATE DATABASE may not run in the implicit transaction of a batch.
         for sql in [
-            format!("CREATE ROLE {} LOGIN", db.owner_role),
+            // CREATEDB: dedicated tenants' databases are created as the owner.
+            format!("CREATE ROLE {} LOGIN CREATEDB", db.owner_role),
             format!("CREATE ROLE {} LOGIN NOBYPASSRLS", db.app_role),
             format!("CREATE DATABASE {} OWNER {}", db.name, db.owner_role),
         ] {
@@ -93,9 +94,38 @@ impl TestDatabase {
         connect(&self.url_as(role)).await
     }
 
-    /// Drops the database and its roles.
+    /// The dedicated tenants' databases made beside this one (`<name>_<tenant id>`).
+    pub async fn dedicated_databases(&self) -> Vec<String> {
+        let admin = self.admin().await;
+        let rows = admin
+            .query(
+                "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
+                &[&format!("{}_", self.name)],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    /// A connection as the cluster's superuser (whom row-level security does not bind) to the
+    /// database `name` on this cluster.
+    pub async fn superuser_in(&self, name: &str) -> tokio_postgres::Client {
+        let mut config: tokio_postgres::Config = self.admin_url.parse().expect("the test cluster URL parses");
+        config.dbname(name);
+        let (client, connection) = config.connect(NoTls).await.unwrap_or_else(|e| panic!("connect to {name}: {e}"));
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    /// Drops the database, the dedicated databases beside it, and its roles.
     pub async fn drop_all(self) {
         let admin = self.admin().await;
+        for name in self.dedicated_databases().await {
+            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
         for sql in [
             format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
             format!("DROP ROLE IF EXISTS {}", self.owner_role),

@@ -23,11 +23,11 @@ use tenantry_core::activity::{ActivityFollower, ActivityShare};
 use tenantry_core::audit::{prune_record, worth_pruning, AuditAnchor};
 use tenantry_core::directory::DirectoryFollower;
 use tenantry_core::ids::{TenantId, WebhookId};
-use tenantry_core::model::{KeyRecord, Tenant};
+use tenantry_core::model::{KeyRecord, Placement, Tenant};
 use tenantry_core::store::{AttemptReport, AuditPruned, DueDelivery, TenantScope, Upkeep, UsageLog};
 use tenantry_core::time::Timestamp;
 use tenantry_core::usage::Counters;
-use tenantry_core::Result;
+use tenantry_core::{Error, Result};
 use tokio_postgres::{IsolationLevel, Row};
 
 /// The cross-tenant upkeep functions (run as the owner, whom `owner_rows` lets see every row),
@@ -218,10 +218,20 @@ async fn prunable(
     Ok((found, None))
 }
 
+impl PgStore {
+    /// A dedicated tenant's keys, read in its own database.
+    async fn dedicated_keys(&self, tenant: &TenantId) -> Result<Vec<KeyRecord>> {
+        let rows = self
+            .read_rows(tenant, &format!("SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = $1"), &[&tenant.as_str()])
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+}
+
 #[async_trait]
 impl Upkeep for PgStore {
     async fn load_directory(&self) -> Result<(Vec<Tenant>, Vec<KeyRecord>)> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.shared_conn().await?;
         // One snapshot for both, as one read.
         let tx = conn
             .build_transaction()
@@ -238,7 +248,13 @@ impl Upkeep for PgStore {
             tx.query(&format!("SELECT {KEY_COLUMNS} FROM tenantry_directory_keys()"), &[]).await.map_err(pg_error)?;
         commit(tx).await?;
         let tenants = tenants.iter().map(tenant_from_row).collect::<Result<Vec<Tenant>>>()?;
-        let keys = keys.iter().map(key_from_row).collect::<Result<Vec<KeyRecord>>>()?;
+        let mut keys = keys.iter().map(key_from_row).collect::<Result<Vec<KeyRecord>>>()?;
+        // Dedicated tenants' keys are in their own databases.
+        self.places
+            .set_all_dedicated(tenants.iter().filter(|t| t.placement == Placement::Dedicated).map(|t| t.id.clone()));
+        for tenant in self.places.dedicated_tenants() {
+            keys.extend(self.dedicated_keys(&tenant).await?);
+        }
         Ok((tenants, keys))
     }
 
@@ -254,9 +270,18 @@ impl Upkeep for PgStore {
             (&format!("SELECT {KEY_COLUMNS} FROM keys WHERE tenant_id = $1"), &[&id]),
         )
         .await?;
-        let Some(row) = tenants.first() else { return Ok(None) };
-        let keys = keys.iter().map(key_from_row).collect::<Result<Vec<KeyRecord>>>()?;
-        Ok(Some((tenant_from_row(row)?, keys)))
+        let Some(row) = tenants.first() else {
+            self.places.set_placement(tenant, None);
+            return Ok(None);
+        };
+        let found = tenant_from_row(row)?;
+        let dedicated = found.placement == Placement::Dedicated;
+        self.places.set_placement(tenant, Some(dedicated));
+        let keys = match dedicated {
+            true => self.dedicated_keys(tenant).await?,
+            false => keys.iter().map(key_from_row).collect::<Result<Vec<KeyRecord>>>()?,
+        };
+        Ok(Some((found, keys)))
     }
 
     fn add_directory_follower(&self, follower: Arc<dyn DirectoryFollower>) {
@@ -264,7 +289,7 @@ impl Upkeep for PgStore {
     }
 
     async fn announce_activity(&self, shares: &[ActivityShare]) -> Result<()> {
-        let conn = self.conn().await?;
+        let conn = self.shared_conn().await?;
         for payload in crate::feed::announcements(&self.node, shares) {
             conn.execute("SELECT pg_notify($1, $2)", &[&crate::feed::ACTIVITY_CHANNEL, &payload])
                 .await
@@ -287,7 +312,7 @@ impl Upkeep for PgStore {
         // in id order, so two nodes' flushes cannot deadlock.
         let mut groups = groups;
         groups.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        let mut conn = self.conn().await?;
+        let mut conn = self.shared_conn().await?;
         let tx = begin(&mut conn, &groups[0].0).await?;
         for (tenant, days) in groups {
             tx.execute("SELECT set_config('tenantry.tenant_id', $1, true)", &[&tenant.as_str()])
@@ -296,7 +321,16 @@ impl Upkeep for PgStore {
             // Only for a tenant still registered: a purge that committed after the batch was
             // taken must not be followed by rows of the purged tenant. The row is held only
             // against deletion (FOR KEY SHARE): the tenant's writes go on meanwhile.
-            if hold_registered(&tx, &tenant).await? {
+            // (A dedicated tenant's usage row is in its own database: its registry row is held.)
+            let registered = match self.places.is_dedicated(&tenant) {
+                true => tx
+                    .query_opt("SELECT 1 FROM tenants WHERE id = $1 FOR KEY SHARE", &[&tenant.as_str()])
+                    .await
+                    .map_err(pg_error)?
+                    .is_some(),
+                false => hold_registered(&tx, &tenant).await?,
+            };
+            if registered {
                 for (day, c) in &days {
                     let v: [i64; 6] = [c.api_calls, c.reads, c.writes, c.bytes_in, c.bytes_out, c.searches].map(count);
                     tx.execute(
@@ -320,7 +354,7 @@ impl Upkeep for PgStore {
     }
 
     async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>> {
-        let conn = self.conn().await?;
+        let conn = self.shared_conn().await?;
         let rows = conn
             .query("SELECT tenant_id, calls FROM tenantry_calls_between($1, $2)", &[&from_day, &to_day])
             .await
@@ -335,16 +369,26 @@ impl Upkeep for PgStore {
     async fn prune_events(&self, before: Timestamp) -> Result<u64> {
         // Upkeep's turn to drop imports a crashed node left open, too (see `import`).
         crate::import::sweep_abandoned_imports(self).await?;
-        let conn = self.conn().await?;
         let before: i64 = before.millis();
-        let pruned: i64 =
-            conn.query_one("SELECT tenantry_prune_events($1)", &[&before]).await.map_err(pg_error)?.get::<_, i64>(0);
-        Ok(pruned.max(0) as u64)
+        let mut pruned: u64 = 0;
+        for (place, db) in self.places.for_upkeep("prune events").await {
+            let done = async {
+                let conn = db?.client().await?;
+                let n = conn.query_one("SELECT tenantry_prune_events($1)", &[&before]).await.map_err(pg_error)?;
+                Ok::<u64, Error>(n.get::<_, i64>(0).max(0) as u64)
+            };
+            match (done.await, place) {
+                (Ok(n), _) => pruned += n,
+                (Err(e), None) => return Err(e),
+                (Err(e), Some(t)) => tracing::warn!("could not prune {t}'s old events (next round): {}", e.message),
+            }
+        }
+        Ok(pruned)
     }
 
     async fn prune_audit(&self, scope: &TenantScope, before: Timestamp, max: usize) -> Result<AuditPruned> {
         let tenant = scope.tenant_id();
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         // Purged meanwhile (a purge does not wait for upkeep): nothing to prune.
         if !lock_registered(&tx, tenant).await? {
@@ -388,64 +432,48 @@ impl Upkeep for PgStore {
     async fn reclaim_expired_memory(&self, now: Timestamp, limit: usize) -> Result<u64> {
         let now: i64 = now.millis();
         let max: i32 = i32::try_from(limit).unwrap_or(i32::MAX);
-        let mut conn = self.conn().await?;
-        let rows = conn
-            .query("SELECT tenant_id, namespace, key FROM tenantry_expired_memory($1, $2)", &[&now, &max])
-            .await
-            .map_err(pg_error)?;
-        let mut expired: Vec<(TenantId, (String, String))> = Vec::with_capacity(rows.len());
-        for r in &rows {
-            expired.push((tenant_id(&r.get::<_, String>(0))?, (r.get::<_, String>(1), r.get::<_, String>(2))));
-        }
         let mut reclaimed: u64 = 0;
-        for (tenant, keys) in by_tenant(expired) {
-            let tx = begin(&mut conn, &tenant).await?;
-            if lock_registered(&tx, &tenant).await? {
-                reclaimed +=
-                    crate::memory::delete_expired_for_tenant_tx(&tx, &tenant, &keys, Timestamp::from_millis(now))
-                        .await?;
+        for (place, db) in self.places.for_upkeep("reclaim memory").await {
+            match (reclaim_expired_in(db, now, max).await, place) {
+                (Ok(n), _) => reclaimed += n,
+                (Err(e), None) => return Err(e),
+                (Err(e), Some(t)) => {
+                    tracing::warn!("could not reclaim {t}'s expired memory (next round): {}", e.message)
+                }
             }
-            commit(tx).await?;
         }
         Ok(reclaimed)
     }
 
     async fn due_deliveries(&self, now: Timestamp, limit: usize, per_tenant: usize) -> Result<Vec<DueDelivery>> {
-        let now: i64 = now.millis();
-        let limit: i32 = i32::try_from(limit).unwrap_or(i32::MAX);
-        let per_tenant: i32 = i32::try_from(per_tenant).unwrap_or(i32::MAX);
-        let conn = self.conn().await?;
-        let rows = conn
-            .query(
-                "SELECT id, tenant_id, webhook_id, url, secret, event, attempts
-                 FROM tenantry_due_deliveries($1, $2, $3)",
-                &[&now, &limit, &per_tenant],
-            )
-            .await
-            .map_err(pg_error)?;
-        rows.iter()
-            .map(|r| -> Result<DueDelivery> {
-                let webhook: String = r.get::<_, String>(2);
-                let body: String = r.get::<_, String>(5);
-                Ok(DueDelivery {
-                    id: r.get::<_, i64>(0).max(0) as u64,
-                    tenant_id: tenant_id(&r.get::<_, String>(1))?,
-                    webhook_id: WebhookId::parse(&webhook).ok_or_else(|| corrupt("webhook id"))?,
-                    url: r.get::<_, String>(3),
-                    secret: r.get::<_, String>(4),
-                    event_type: event_type_of(&body),
-                    body,
-                    attempts: r.get::<_, i32>(6).max(0) as u32,
-                })
-            })
-            .collect()
+        // Each database's due deliveries, taken in turn so that the shared one cannot crowd out
+        // the dedicated tenants'.
+        let mut found: Vec<std::vec::IntoIter<DueDelivery>> = Vec::new();
+        for (place, db) in self.places.for_upkeep("due deliveries").await {
+            match (due_deliveries_in(db, now, limit, per_tenant).await, place) {
+                (Ok(due), _) => found.push(due.into_iter()),
+                (Err(e), None) => return Err(e),
+                (Err(e), Some(t)) => tracing::warn!("could not read {t}'s due deliveries (next round): {}", e.message),
+            }
+        }
+        let mut due = Vec::new();
+        while due.len() < limit && !found.is_empty() {
+            found.retain_mut(|place| match place.next() {
+                Some(d) if due.len() < limit => {
+                    due.push(d);
+                    true
+                }
+                _ => false,
+            });
+        }
+        Ok(due)
     }
 
     async fn record_attempt(&self, report: AttemptReport) -> Result<()> {
         let tenant = &report.tenant_id;
         // An id past i64 names no delivery.
         let Ok(delivery) = i64::try_from(report.delivery_id) else { return Ok(()) };
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         if !lock_registered(&tx, tenant).await? {
             commit(tx).await?;
@@ -537,7 +565,7 @@ impl Upkeep for PgStore {
     }
 
     async fn claim_delivery(&self, tenant: &TenantId, id: u64, now: Timestamp, lease_until: Timestamp) -> Result<bool> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         // The row's lock decides between two workers: the second waits, then finds it not due.
         let claimed = tx
@@ -553,18 +581,90 @@ impl Upkeep for PgStore {
     }
 
     async fn next_delivery_at(&self) -> Result<Option<Timestamp>> {
-        let conn = self.conn().await?;
-        let next: Option<i64> =
-            conn.query_one("SELECT tenantry_next_delivery_at()", &[]).await.map_err(pg_error)?.get::<_, Option<i64>>(0);
+        let mut next: Option<i64> = None;
+        for (place, db) in self.places.for_upkeep("next delivery").await {
+            let read = async {
+                let conn = db?.client().await?;
+                let row = conn.query_one("SELECT tenantry_next_delivery_at()", &[]).await.map_err(pg_error)?;
+                Ok::<Option<i64>, Error>(row.get::<_, Option<i64>>(0))
+            };
+            match (read.await, place) {
+                (Ok(at), _) => next = next.into_iter().chain(at).min(),
+                (Err(e), None) => return Err(e),
+                (Err(e), Some(t)) => tracing::warn!("could not read {t}'s next delivery: {}", e.message),
+            }
+        }
         Ok(next.map(Timestamp::from_millis))
     }
+}
+
+/// Deletes up to `max` memory entries expired at `now` in one database, each tenant's in its own
+/// transaction.
+async fn reclaim_expired_in(db: Result<crate::PgDatabase>, now: i64, max: i32) -> Result<u64> {
+    let mut conn = db?.client().await?;
+    let rows = conn
+        .query("SELECT tenant_id, namespace, key FROM tenantry_expired_memory($1, $2)", &[&now, &max])
+        .await
+        .map_err(pg_error)?;
+    let mut expired: Vec<(TenantId, (String, String))> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        expired.push((tenant_id(&r.get::<_, String>(0))?, (r.get::<_, String>(1), r.get::<_, String>(2))));
+    }
+    let mut reclaimed: u64 = 0;
+    for (tenant, keys) in by_tenant(expired) {
+        let tx = begin(&mut conn, &tenant).await?;
+        if lock_registered(&tx, &tenant).await? {
+            reclaimed +=
+                crate::memory::delete_expired_for_tenant_tx(&tx, &tenant, &keys, Timestamp::from_millis(now)).await?;
+        }
+        commit(tx).await?;
+    }
+    Ok(reclaimed)
+}
+
+/// The deliveries due at `now` in one database.
+async fn due_deliveries_in(
+    db: Result<crate::PgDatabase>,
+    now: Timestamp,
+    limit: usize,
+    per_tenant: usize,
+) -> Result<Vec<DueDelivery>> {
+    let now: i64 = now.millis();
+    let limit: i32 = i32::try_from(limit).unwrap_or(i32::MAX);
+    let per_tenant: i32 = i32::try_from(per_tenant).unwrap_or(i32::MAX);
+    let conn = db?.client().await?;
+    let rows = conn
+        .query(
+            "SELECT id, tenant_id, webhook_id, url, secret, event, attempts
+             FROM tenantry_due_deliveries($1, $2, $3)",
+            &[&now, &limit, &per_tenant],
+        )
+        .await
+        .map_err(pg_error)?;
+    rows.iter()
+        .map(|r| -> Result<DueDelivery> {
+            let webhook: String = r.get::<_, String>(2);
+            let body: String = r.get::<_, String>(5);
+            Ok(DueDelivery {
+                id: r.get::<_, i64>(0).max(0) as u64,
+                tenant_id: tenant_id(&r.get::<_, String>(1))?,
+                webhook_id: WebhookId::parse(&webhook).ok_or_else(|| corrupt("webhook id"))?,
+                url: r.get::<_, String>(3),
+                secret: r.get::<_, String>(4),
+                event_type: event_type_of(&body),
+                body,
+                attempts: r.get::<_, i32>(6).max(0) as u32,
+            })
+        })
+        .collect()
 }
 
 #[async_trait]
 impl UsageLog for PgStore {
     async fn usage_between(&self, scope: &TenantScope, from_day: i64, to_day: i64) -> Result<Counters> {
         let tenant = scope.tenant_id();
-        let mut conn = self.conn().await?;
+        // Metered usage is the registry's, in the shared database for every tenant.
+        let mut conn = self.shared_conn().await?;
         let tx = begin(&mut conn, tenant).await?;
         // sum() of bigint is numeric: cast back.
         let row = tx
@@ -583,14 +683,15 @@ impl UsageLog for PgStore {
 
     async fn usage_by_day(&self, scope: &TenantScope, from_day: i64, to_day: i64) -> Result<Vec<(i64, Counters)>> {
         let tenant = scope.tenant_id();
-        let rows = self
-            .read_rows(
-                tenant,
-                "SELECT day, api_calls, reads, writes, bytes_in, bytes_out, searches FROM usage_daily
+        let conn = self.shared_conn().await?;
+        let rows = crate::read_once(
+            &conn,
+            tenant,
+            "SELECT day, api_calls, reads, writes, bytes_in, bytes_out, searches FROM usage_daily
              WHERE tenant_id = $1 AND day >= $2 AND day < $3 ORDER BY day",
-                &[&tenant.as_str(), &from_day, &to_day],
-            )
-            .await?;
+            &[&tenant.as_str(), &from_day, &to_day],
+        )
+        .await?;
         Ok(rows.iter().map(|r| (r.get::<_, i64>(0), counters_from_row(r, 1))).collect())
     }
 }

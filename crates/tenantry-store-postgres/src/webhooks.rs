@@ -107,7 +107,7 @@ impl WebhookStore for PgStore {
     ) -> Result<()> {
         let tenant = scope.tenant_id();
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         lock_usage(&tx, tenant).await?;
         let count: i64 = tx
@@ -167,7 +167,7 @@ impl WebhookStore for PgStore {
 
     async fn set_webhook_enabled(&self, scope: &TenantScope, id: &WebhookId, enabled: bool) -> Result<()> {
         let tenant = scope.tenant_id();
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         lock_usage(&tx, tenant).await?;
         let n = tx
@@ -189,7 +189,7 @@ impl WebhookStore for PgStore {
     async fn delete_webhook(&self, scope: &TenantScope, id: &WebhookId, journal: Journal) -> Result<()> {
         let tenant = scope.tenant_id();
         let _turn = self.turn(tenant).await;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         lock_usage(&tx, tenant).await?;
         let n = tx

@@ -26,6 +26,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "TENANTRY_CLIENT_CONFIG",
     "TENANTRY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS",
     "TENANTRY_DATABASE_URL",
+    "TENANTRY_DATABASE_OWNER_URL",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +79,9 @@ pub struct StorageConfig {
     pub url: Option<String>,
     /// Connections a node opens at most (default 16).
     pub max_connections: Option<usize>,
+    /// The role that owns the tables, with CREATEDB: dedicated tenants' databases are created
+    /// with it (TENANTRY_DATABASE_OWNER_URL).
+    pub owner_url: Option<String>,
 }
 
 /// `[webhooks]`.
@@ -140,6 +144,9 @@ pub struct ServeConfig {
     pub database_url: Option<String>,
     /// Connections to PostgreSQL a node opens at most (`[storage] max_connections`).
     pub database_connections: usize,
+    /// The owning role's URL, for dedicated tenants' databases (`[storage] owner_url`,
+    /// TENANTRY_DATABASE_OWNER_URL).
+    pub database_owner_url: Option<String>,
 }
 
 /// Largest memory value the configuration may allow (it travels in one JSON body).
@@ -173,6 +180,18 @@ impl ServeConfig {
         if let Some(url) = &database_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 bail!("TENANTRY_DATABASE_URL (or [storage] url) must be a postgres:// URL");
+            }
+        }
+        let database_owner_url = std::env::var("TENANTRY_DATABASE_OWNER_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or(file.storage.owner_url.clone());
+        if let Some(url) = &database_owner_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!("TENANTRY_DATABASE_OWNER_URL (or [storage] owner_url) must be a postgres:// URL");
+            }
+            if database_url.is_none() {
+                bail!("[storage] owner_url (TENANTRY_DATABASE_OWNER_URL) is for PostgreSQL: set [storage] url too");
             }
         }
         let database_connections = file.storage.max_connections.unwrap_or(16);
@@ -307,6 +326,7 @@ impl ServeConfig {
             webhooks,
             upkeep_interval: Duration::from_secs(30),
             database_url,
+            database_owner_url,
             database_connections,
         })
     }
@@ -388,10 +408,13 @@ retry_base_ms = 5000
 timeout_ms = 10000
 
 # PostgreSQL instead of the embedded store (TENANTRY_DATABASE_URL), as a role that owns nothing;
-# `tenantry db migrate --url postgres://OWNER@HOST/DB` prepares the database first. One
-# placement there so far: dedicated tenants and moves are refused.
+# `tenantry db migrate --url postgres://OWNER@HOST/DB` prepares the database first. Dedicated
+# tenants get a database of their own, DB_<tenant id>, created as owner_url's role (the one that
+# owns the tables, with CREATEDB; TENANTRY_DATABASE_OWNER_URL); without it they are refused.
+# Moves between placements are not available on PostgreSQL yet.
 # [storage]
 # url = "postgres://tenantry_app@db.internal/tenantry"
+# owner_url = "postgres://tenantry_owner@db.internal/tenantry"
 # max_connections = 16
 
 # Tiers: a built-in tier (free, starter, pro, enterprise) keeps the values you leave out; a new

@@ -13,7 +13,7 @@ use tenantry_core::secret::KeySecret;
 use tenantry_core::service::{ServiceConfig, Tenantry};
 use tenantry_core::store::Store;
 use tenantry_core::time::SystemClock;
-use tenantry_store_postgres::PgStore;
+use tenantry_store_postgres::{PgStore, PlacementOptions};
 use tenantry_store_sqlite::{OpenOptions, SqliteStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -127,9 +127,16 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
     let (admin_key, generated) = operator_key(&cfg.data, cfg.admin_key.as_deref())?;
     let store: Arc<dyn Store> = match &cfg.database_url {
         Some(url) => Arc::new(
-            PgStore::open(url, cfg.database_connections)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {}", e.message))?,
+            PgStore::open_with(
+                url,
+                cfg.database_connections,
+                &PlacementOptions {
+                    owner_url: cfg.database_owner_url.clone(),
+                    max_open_dedicated: cfg.max_open_dedicated,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {}", e.message))?,
         ),
         None => {
             let opts = OpenOptions {

@@ -670,7 +670,10 @@ fn db_migrate_prepares_a_postgres_database_once_and_says_so() {
     );
     let again = migrate(&["--json"]);
     let report: Value = serde_json::from_slice(&again.stdout).unwrap();
-    assert_eq!(report, serde_json::json!({"from": version, "to": version, "app_role": db.app_role}));
+    assert_eq!(
+        report,
+        serde_json::json!({"from": version, "to": version, "app_role": db.app_role, "dedicated_databases": 0})
+    );
     // The server's role may now connect; the owner may not.
     rt.block_on(async {
         tenantry_store_postgres::PgDatabase::connect(&db.app_url(), 1).await.unwrap();
@@ -711,7 +714,7 @@ fn serve_from_postgres_keeps_everything_across_a_restart() {
     acme.ok(&["mem", "set", "agent", "topic", r#"{"focus": "solar"}"#]);
     let refused = cli.run(&["tenant", "create", "solo", "--placement", "dedicated", "--tier", "enterprise"]);
     assert!(String::from_utf8_lossy(&refused.stderr)
-        .contains("dedicated placement is not available on the PostgreSQL backend"));
+        .contains("dedicated placement on PostgreSQL needs the owning role's URL: set [storage] owner_url"));
     assert!(server.terminate().success());
 
     let again = serve(&data, &[("TENANTRY_DATABASE_URL", &app_url)]);

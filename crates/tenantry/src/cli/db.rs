@@ -28,16 +28,25 @@ pub async fn run(ctx: &Context, cmd: DbCmd) -> anyhow::Result<()> {
     match cmd {
         DbCmd::Migrate { app_role } => {
             let url = database_url(ctx)?;
-            let done = tenantry_store_postgres::migrate_url(&url, &app_role)
+            let (done, dedicated) = tenantry_store_postgres::migrate_url(&url, &app_role)
                 .await
                 .map_err(|e| Failure::error(EXIT_FAILED, e.code.as_str(), e.message))?;
+            let and_dedicated = match dedicated {
+                0 => String::new(),
+                n => format!(" (and in the {n} dedicated tenants' databases)"),
+            };
             if ctx.json {
-                json(&json!({"from": done.from, "to": done.to, "app_role": app_role}));
+                json(
+                    &json!({"from": done.from, "to": done.to, "app_role": app_role, "dedicated_databases": dedicated}),
+                );
             } else if done.from == done.to {
-                println!("[db] schema version {} is current; {app_role} has row access to every table", done.to);
+                println!(
+                    "[db] schema version {} is current{and_dedicated}; {app_role} has row access to every table",
+                    done.to
+                );
             } else {
                 println!(
-                    "[db] schema version {} → {}; {app_role} has row access to every table (and owns none)",
+                    "[db] schema version {} → {}{and_dedicated}; {app_role} has row access to every table (and owns none)",
                     done.from, done.to
                 );
             }

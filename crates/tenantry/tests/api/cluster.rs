@@ -29,9 +29,12 @@ async fn until_status(base: &str, key: &str, path: &str, want: u16) -> Duration 
     }
 }
 
-/// A tenant without a request rate limit (these tests poll).
-async fn unlimited(app: &TestApp) -> Tenant {
-    app.create_tenant_with(json!({"slug": "acme", "quotas": {"max_requests_per_minute": null}})).await
+/// An `enterprise` tenant without a request rate limit (these tests poll), placed as `placement`
+/// (`dedicated`: a database of its own).
+async fn unlimited_placed(app: &TestApp, placement: &str) -> Tenant {
+    let tenant = json!({"slug": "acme", "tier": "enterprise", "placement": placement,
+        "quotas": {"max_requests_per_minute": null}});
+    app.create_tenant_with(tenant).await
 }
 
 /// Two nodes on one database, a tenant `acme` without a rate limit, and a client of its owner
@@ -45,8 +48,12 @@ struct TwoNodes {
 }
 
 async fn two_nodes() -> TwoNodes {
+    two_nodes_placed("shared").await
+}
+
+async fn two_nodes_placed(placement: &str) -> TwoNodes {
     let app = spawn_app().await;
-    let acme = unlimited(&app).await;
+    let acme = unlimited_placed(&app, placement).await;
     let (node_b, b) = app.another_node().await;
     let (on_a, on_b) = (app.as_key(&acme.owner), Client::new(&b, Some(acme.owner.clone())));
     TwoNodes { app, acme, node_b, on_a, on_b }
@@ -54,13 +61,22 @@ async fn two_nodes() -> TwoNodes {
 
 #[tokio::test]
 async fn directory_changes_made_on_one_node_hold_on_the_other() {
+    directory_changes_hold_on_the_other_node("shared").await;
+}
+
+#[tokio::test]
+async fn a_dedicated_tenants_directory_changes_made_on_one_node_hold_on_the_other() {
+    directory_changes_hold_on_the_other_node("dedicated").await;
+}
+
+async fn directory_changes_hold_on_the_other_node(placement: &str) {
     if !several_nodes() {
         return;
     }
     let app = spawn_app().await;
     let (node_b, b) = app.another_node().await;
     // A tenant created on A is served by B.
-    let acme = unlimited(&app).await;
+    let acme = unlimited_placed(&app, placement).await;
     until_status(&b, &acme.owner, "/v1/whoami", 200).await;
     // A key created on A works on B; revoked on A, B refuses it.
     let (key_id, key) = app.key(&acme, "writer", None).await;
@@ -99,10 +115,19 @@ async fn directory_changes_made_on_one_node_hold_on_the_other() {
 
 #[tokio::test]
 async fn a_write_answered_by_one_node_reads_back_on_the_other() {
+    a_write_reads_back_on_the_other_node("shared").await;
+}
+
+#[tokio::test]
+async fn a_dedicated_tenants_write_answered_by_one_node_reads_back_on_the_other() {
+    a_write_reads_back_on_the_other_node("dedicated").await;
+}
+
+async fn a_write_reads_back_on_the_other_node(placement: &str) {
     if !several_nodes() {
         return;
     }
-    let TwoNodes { app: _serving, node_b, on_a, on_b, .. } = two_nodes().await;
+    let TwoNodes { app: _serving, node_b, on_a, on_b, .. } = two_nodes_placed(placement).await;
     for i in 0..20u8 {
         let (writer, reader) = if i % 2 == 0 { (&on_a, &on_b) } else { (&on_b, &on_a) };
         let body = vec![i; 1000 + i as usize];
@@ -118,10 +143,19 @@ async fn a_write_answered_by_one_node_reads_back_on_the_other() {
 
 #[tokio::test]
 async fn a_stream_on_one_node_carries_every_nodes_events_and_resumes_on_the_other() {
+    a_stream_carries_every_nodes_events("shared").await;
+}
+
+#[tokio::test]
+async fn a_dedicated_tenants_stream_on_one_node_carries_every_nodes_events() {
+    a_stream_carries_every_nodes_events("dedicated").await;
+}
+
+async fn a_stream_carries_every_nodes_events(placement: &str) {
     if !several_nodes() {
         return;
     }
-    let TwoNodes { app: _serving, node_b, on_a, on_b, .. } = two_nodes().await;
+    let TwoNodes { app: _serving, node_b, on_a, on_b, .. } = two_nodes_placed(placement).await;
     let start = on_a.events(0, Some(1000)).await.unwrap()["items"].as_array().unwrap().len() as u64;
     let mut stream = on_b.event_stream(Some(start)).await.unwrap();
     // Three writers on each node at once: B's own events and A's (through the feed) reach B's

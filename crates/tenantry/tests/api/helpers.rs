@@ -43,6 +43,7 @@ async fn postgres_for(cfg: &mut ServeConfig) -> Option<tenantry_store_postgres::
     let mut owner = db.connect_as(&db.owner_role).await;
     tenantry_store_postgres::schema::migrate(&mut owner, &db.app_role).await.unwrap();
     cfg.database_url = Some(db.app_url());
+    cfg.database_owner_url = Some(db.owner_url());
     Some(db)
 }
 
@@ -84,6 +85,11 @@ pub struct Tenant {
 }
 
 impl TestApp {
+    /// The test cluster's database this server runs on (on PostgreSQL).
+    pub fn database(&self) -> Option<&tenantry_store_postgres::testing::TestDatabase> {
+        self._database.as_ref()
+    }
+
     pub fn operator(&self) -> Client {
         Client::new(&self.url, Some(self.admin_key.clone()))
     }

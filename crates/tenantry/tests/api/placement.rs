@@ -11,6 +11,38 @@ fn dedicated_db(app: &TestApp, id: &str) -> std::path::PathBuf {
     app.data.join("tenants").join(format!("{id}.db"))
 }
 
+/// Whether the tenant's own database exists (a file of the embedded store, or a database on the
+/// PostgreSQL server).
+async fn has_own_database(app: &TestApp, id: &str) -> bool {
+    match app.database() {
+        Some(db) => db.dedicated_databases().await.contains(&format!("{}_{id}", db.name)),
+        None => dedicated_db(app, id).exists(),
+    }
+}
+
+/// Rows of the tenant in the shared database, outside the registry (its record and domains; on
+/// PostgreSQL metered usage is the registry's too).
+async fn rows_in_shared(app: &TestApp, id: &str) -> i64 {
+    let Some(db) = app.database() else { return shared_rows(app, id) };
+    let client = db.superuser_in(&db.name).await;
+    let tables = client
+        .query(
+            "SELECT table_name::text FROM information_schema.columns WHERE table_schema = 'public'
+               AND column_name = 'tenant_id' AND table_name NOT IN ('tenant_domains', 'usage_daily')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(tables.len() >= 15, "{} tenant tables", tables.len());
+    let mut rows = 0;
+    for t in &tables {
+        let table: String = t.get(0);
+        let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1");
+        rows += client.query_one(&sql, &[&id]).await.unwrap().get::<_, i64>(0);
+    }
+    rows
+}
+
 /// Rows of the tenant in the shared database's data tables.
 fn shared_rows(app: &TestApp, id: &str) -> i64 {
     let db = rusqlite::Connection::open(app.data.join("tenantry.db")).unwrap();
@@ -49,14 +81,11 @@ async fn move_to(app: &TestApp, slug: &str, placement: &str) -> Value {
 
 #[tokio::test]
 async fn a_dedicated_tenant_lives_in_its_own_database_and_serves_everything() {
-    if sqlite_only("dedicated tenants and moves (one placement on PostgreSQL so far)") {
-        return;
-    }
     let mut app = spawn_app().await;
     let t = app.create_tenant_with(json!({"slug": "solo", "tier": "enterprise", "placement": "dedicated"})).await;
     let shown = app.operator().show_tenant("solo").await.unwrap();
     assert_eq!(shown["placement"], "dedicated");
-    assert!(dedicated_db(&app, &t.id).exists());
+    assert!(has_own_database(&app, &t.id).await);
     let c = app.as_key(&t.owner);
     c.put_file("/notes/a.txt", b"alpha words here".to_vec(), None).await.unwrap();
     c.set_memory("ns", "k", &json!({"text": "beta words"}), None).await.unwrap();
@@ -66,7 +95,7 @@ async fn a_dedicated_tenant_lives_in_its_own_database_and_serves_everything() {
     assert!(c.events(0, None).await.unwrap()["items"].as_array().unwrap().len() >= 3);
     let verify = c.json(Method::GET, "/v1/audit/verify", None).await.unwrap();
     assert_eq!(verify["ok"], true, "{verify}");
-    assert_eq!(shared_rows(&app, &t.id), 0, "nothing of it in the shared database");
+    assert_eq!(rows_in_shared(&app, &t.id).await, 0, "nothing of it in the shared database");
     // Another tenant (shared) is unaffected and cannot see it.
     let other = app.create_tenant("other").await;
     assert_eq!(app.as_key(&other.owner).get_file("/notes/a.txt").await.unwrap_err().code(), Some("not_found"));
@@ -91,12 +120,12 @@ async fn a_dedicated_tenant_lives_in_its_own_database_and_serves_everything() {
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
     assert_eq!(res.json().unwrap()["files"]["created"], 1);
     assert_eq!(&app.as_key(&copy.owner).get_file("/notes/a.txt").await.unwrap()[..], b"alpha words here");
-    assert_eq!(shared_rows(&app, &copy.id), 0);
+    assert_eq!(rows_in_shared(&app, &copy.id).await, 0);
 
     // Purge erases its database.
     app.operator().archive_tenant("solo").await.unwrap();
     app.operator().purge_tenant("solo").await.unwrap();
-    assert!(!dedicated_db(&app, &t.id).exists());
+    assert!(!has_own_database(&app, &t.id).await);
     assert_eq!(app.operator().show_tenant("solo").await.unwrap_err().code(), Some("tenant_not_found"));
 
     // The tier decides.
@@ -116,7 +145,7 @@ async fn a_dedicated_tenant_lives_in_its_own_database_and_serves_everything() {
 /// there after each move, and reads never fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_moves_to_dedicated_and_back_while_writers_and_readers_run() {
-    if sqlite_only("dedicated tenants and moves (one placement on PostgreSQL so far)") {
+    if sqlite_only("moves between placements (not on PostgreSQL yet)") {
         return;
     }
     let app = spawn_app().await;
@@ -230,9 +259,6 @@ async fn a_tenant_moves_to_dedicated_and_back_while_writers_and_readers_run() {
 
 #[tokio::test]
 async fn many_dedicated_tenants_run_with_a_bounded_number_of_open_databases() {
-    if sqlite_only("dedicated tenants and moves (one placement on PostgreSQL so far)") {
-        return;
-    }
     let app = spawn_with(|c| c.max_open_dedicated = 3).await;
     let mut tenants = Vec::new();
     for i in 0..12 {
@@ -246,6 +272,22 @@ async fn many_dedicated_tenants_run_with_a_bounded_number_of_open_databases() {
         assert_eq!(app.as_key(&t.owner).get_file("/x.txt").await.unwrap(), format!("tenant {i}").into_bytes());
     }
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    if let Some(db) = app.database() {
+        // On PostgreSQL: the server's connections to dedicated databases, by database.
+        let admin = db.admin().await;
+        let rows = admin
+            .query(
+                "SELECT datname::text FROM pg_stat_activity WHERE usename = $1 AND starts_with(datname, $2)",
+                &[&db.app_role, &format!("{}_", db.name)],
+            )
+            .await
+            .unwrap();
+        let open: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert!(open.len() <= 3, "{} dedicated databases connected: {open:?}", open.len());
+        assert!(!open.is_empty(), "the latest ones stay open");
+        assert_eq!(db.dedicated_databases().await.len(), 12);
+        return;
+    }
     let tenants_dir = app.data.join("tenants");
     let open: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
         .unwrap()
@@ -254,4 +296,34 @@ async fn many_dedicated_tenants_run_with_a_bounded_number_of_open_databases() {
         .map(|p| p.file_name().unwrap().to_string_lossy().trim_end_matches("-wal").trim_end_matches("-shm").to_owned())
         .collect();
     assert!(open.len() <= 3, "{} dedicated databases open: {open:?}", open.len());
+}
+
+/// A dedicated tenant's webhook deliveries go out, and a retry still pending across a restart
+/// goes out afterwards while another dedicated tenant holds the one database kept open
+/// (upkeep visits the others' unasked).
+#[tokio::test]
+async fn a_dedicated_tenants_webhooks_deliver_and_retry_across_a_restart() {
+    let mut app = spawn_with(|c| {
+        c.webhooks.allow_private_networks = true;
+        c.webhooks.retry_base_ms = 1500;
+        c.max_open_dedicated = 1;
+    })
+    .await;
+    let solo = app.create_tenant_with(json!({"slug": "solo", "tier": "enterprise", "placement": "dedicated"})).await;
+    let rx = Receiver::start().await;
+    let owner = app.as_key(&solo.owner);
+    owner.create_webhook(&json!({"url": rx.url, "events": ["file.written"]})).await.unwrap();
+    owner.put_file("/a.txt", b"a".to_vec(), None).await.unwrap();
+    eventually(10, "the first delivery", || async { rx.received().len() == 1 }).await;
+    assert_eq!(rx.received()[0].json()["path"], "/a.txt");
+
+    rx.answer_with(503);
+    owner.put_file("/b.txt", b"b".to_vec(), None).await.unwrap();
+    eventually(10, "the refused attempt", || async { rx.received().len() == 2 }).await;
+    app.restart().await;
+    let busy = app.create_tenant_with(json!({"slug": "busy", "tier": "enterprise", "placement": "dedicated"})).await;
+    app.as_key(&busy.owner).put_file("/x", b"x".to_vec(), None).await.unwrap();
+    rx.answer_with(200);
+    eventually(20, "the retry after the restart", || async { rx.received().len() == 3 }).await;
+    assert_eq!(rx.received()[2].json()["path"], "/b.txt");
 }
