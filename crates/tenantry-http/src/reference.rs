@@ -31,6 +31,8 @@ described by `tenantry --help` and the README.
   for the next page (`limit=` 1 to 1000, default 100). No `next_cursor`: the last page.
 - **Storage away.** On PostgreSQL, while the database cannot be reached, requests answer 503
   `storage_unavailable` with `Retry-After`, and `/readyz` says so; service resumes by itself.
+  The same answer (nothing of the request kept) for a change other than to a file or memory
+  entry that meets the moment a tenant's move between placements switches; retried, it lands.
 - **Limits.** A 429 carries `Retry-After` (seconds): `rate_limited`, or `quota_exceeded` once the
   monthly call allowance is spent. Other quotas and tiers: 403 `quota_exceeded` or
   `feature_not_in_tier`, whose message names the command that lifts it.

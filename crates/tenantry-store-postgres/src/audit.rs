@@ -36,7 +36,7 @@ impl AuditLog for PgStore {
         let _turn = self.turn(tenant).await;
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&tx, tenant).await?;
+        lock_usage(&self.places, &tx, tenant).await?;
         append_audit_tx(&tx, tenant, scope.slug().as_str(), draft).await?;
         commit(tx).await
     }

@@ -72,7 +72,7 @@ impl EventLog for PgStore {
         let _turn = self.turn(tenant).await;
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&tx, tenant).await?;
+        lock_usage(&self.places, &tx, tenant).await?;
         let mut published = Vec::new();
         event_tx(&tx, tenant, scope.slug().as_str(), draft, &mut published).await?;
         commit(tx).await?;

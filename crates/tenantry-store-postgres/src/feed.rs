@@ -281,6 +281,10 @@ async fn find_stragglers(places: Arc<Places>, listeners: Arc<Listeners>) {
                 listeners.tenant_changed(&tenant);
             }
         }
+        // Tenants found not where this node routed them: their routes are re-read.
+        for tenant in places.take_stale() {
+            listeners.tenant_changed(&tenant);
+        }
         let followed = listeners.followed();
         seen.retain(|t, _| followed.contains(t));
         listeners.handed.lock().unwrap_or_else(|e| e.into_inner()).retain(|t, _| followed.contains(t));

@@ -278,7 +278,8 @@ impl FileStore for PgStore {
             let etag = etag_of(&write.content);
             (write, etag)
         };
-        let _turn = self.turn(tenant).await;
+        let turn = self.turn(tenant).await;
+        let routed = self.places.is_dedicated(tenant);
         let flights = Flights::new(self.conn_of(tenant).await?);
         let tx = flights.client();
         let (id, path, k) = (tenant.as_str(), write.path.as_str(), DocKind::File as i16);
@@ -310,7 +311,12 @@ impl FileStore for PgStore {
         )
         .map_err(pg_error)?;
         let body_id: i64 = body.get(0);
-        let (used, heads) = locked_row(tenant, locked.as_ref())?;
+        if locked.is_none() && self.rerouted(tenant, routed).await? {
+            // Moved since this node routed it (`moves`): nothing was written; again, there.
+            drop((flights, turn));
+            return self.put_file(scope, write, journal).await;
+        }
+        let (used, heads) = locked_row(&self.places, tenant, locked.as_ref())?;
         let current = current.as_ref().map(current_from_row);
         let decision = write.decide(current.as_ref().map(|c| HeldFile {
             etag: &c.etag,
@@ -400,18 +406,24 @@ impl FileStore for PgStore {
         journal: Journal,
     ) -> Result<()> {
         let tenant = scope.tenant_id();
-        let _turn = self.turn(tenant).await;
+        let turn = self.turn(tenant).await;
         // Two flights, as a PUT: what the delete decides on, then what it changes and the
         // commit. Refused (no file, a precondition), the flights roll back when dropped.
+        let routed = self.places.is_dedicated(tenant);
         let flights = Flights::new(self.conn_of(tenant).await?);
         let tx = flights.client();
+        let file = path;
         let (id, path) = (tenant.as_str(), path.as_str());
         let by_path: [&(dyn ToSql + Sync); 2] = [&id, &path];
         let read = first_flight(tx, tenant, (CURRENT_FILE, &by_path), (DocKind::File, path)).await?;
         let (locked, current, hooks, old_doc) = (read.locked, read.held, read.hooks, read.old_doc);
         let removed =
             tx.prepare_cached("DELETE FROM files WHERE tenant_id = $1 AND path = $2").await.map_err(pg_error)?;
-        let (_, heads) = locked_row(tenant, locked.as_ref())?;
+        if locked.is_none() && self.rerouted(tenant, routed).await? {
+            drop((flights, turn));
+            return self.delete_file(scope, file, precondition, _at, journal).await;
+        }
+        let (_, heads) = locked_row(&self.places, tenant, locked.as_ref())?;
         let Some(current) = current.as_ref().map(current_from_row) else {
             return Err(Error::not_found(format!("no file at {path}")));
         };
@@ -528,6 +540,7 @@ impl FileStore for PgStore {
 
     async fn usage(&self, scope: &TenantScope) -> Result<StoredUsage> {
         let tenant = scope.tenant_id();
+        let routed = self.places.is_dedicated(tenant);
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         let row = tx
@@ -535,9 +548,15 @@ impl FileStore for PgStore {
             .await
             .map_err(pg_error)?;
         commit(tx).await?;
-        Ok(row.map_or(StoredUsage::default(), |r| StoredUsage {
-            storage_bytes: r.get::<_, i64>(0).max(0) as u64,
-            files: r.get::<_, i64>(1).max(0) as u64,
-        }))
+        let Some(row) = row else {
+            // Moved since this node routed it (`moves`): read where it is now; purged: nothing.
+            return match self.rerouted(tenant, routed).await {
+                Ok(true) => self.usage(scope).await,
+                Ok(false) => Ok(StoredUsage::default()),
+                Err(e) if e.code == tenantry_core::ErrorCode::NotFound => Ok(StoredUsage::default()),
+                Err(e) => Err(e),
+            };
+        };
+        Ok(StoredUsage { storage_bytes: row.get::<_, i64>(0).max(0) as u64, files: row.get::<_, i64>(1).max(0) as u64 })
     }
 }

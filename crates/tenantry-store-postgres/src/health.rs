@@ -1,5 +1,4 @@
-//! Readiness and shutdown, and moves between placements (not yet on PostgreSQL: a tenant is
-//! placed when it is created, `places`).
+//! Readiness and shutdown, and moves between placements (`moves`).
 
 use crate::error::pg_error;
 use crate::store::PgStore;
@@ -7,7 +6,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use tenantry_core::model::Placement;
 use tenantry_core::store::{Health, MoveProgress, MoveReport, PlacementStore, TenantScope};
-use tenantry_core::{Error, Result};
+use tenantry_core::Result;
 
 #[async_trait]
 impl Health for PgStore {
@@ -29,13 +28,10 @@ impl Health for PgStore {
 impl PlacementStore for PgStore {
     async fn move_tenant(
         &self,
-        _scope: &TenantScope,
+        scope: &TenantScope,
         to: Placement,
-        _progress: Arc<dyn Fn(MoveProgress) + Send + Sync>,
+        progress: Arc<dyn Fn(MoveProgress) + Send + Sync>,
     ) -> Result<MoveReport> {
-        Err(Error::invalid_request(format!(
-            "moving a tenant to {} placement is not available on the PostgreSQL backend yet",
-            to.as_str()
-        )))
+        self.move_between_places(scope, to, progress).await
     }
 }

@@ -108,7 +108,7 @@ async fn drop_import_tx(tx: &Transaction<'_>, tenant: &TenantId, import: &str) -
 async fn drop_import(store: &PgStore, tenant: &TenantId, import: &str) -> Result<()> {
     let mut conn = store.conn_of(tenant).await?;
     let tx = begin(&mut conn, tenant).await?;
-    lock_usage(&tx, tenant).await?;
+    lock_usage(&store.places, &tx, tenant).await?;
     drop_import_tx(&tx, tenant, import).await?;
     commit(tx).await
 }
@@ -373,7 +373,7 @@ impl PgStore {
         let _turn = self.turn(tenant).await;
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
-        let used: StoredUsage = lock_usage(&tx, tenant).await?;
+        let used: StoredUsage = lock_usage(&self.places, &tx, tenant).await?;
         if !lock_import(&tx, tenant, import, true).await? {
             return Err(no_such_import());
         }
@@ -479,7 +479,7 @@ impl ImportStore for PgStore {
         let tenant = scope.tenant_id();
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&tx, tenant).await?;
+        lock_usage(&self.places, &tx, tenant).await?;
         let at: i64 = at.millis();
         tx.execute(
             "INSERT INTO imports (tenant_id, id, started_at) VALUES ($1, $2, $3)",

@@ -11,8 +11,8 @@
 //!   this node. The capabilities sit in `tenants`, `audit`, `journal` (with `flight`, a write's
 //!   first round trip), `files`, `memory`, `search`, `events`, `webhooks`, `import`, `upkeep`
 //!   (cross-tenant work through the owner's `SECURITY DEFINER` functions) and `health`
-//!   (readiness; moves between placements are refused so far); `places` routes each tenant to
-//!   its database (the shared one, or a dedicated tenant's own); `tls` reads the URL.
+//!   (readiness); `places` routes each tenant to its database (the shared one, or a dedicated
+//!   tenant's own) and `moves` moves it between them online; `tls` reads the URL.
 //!
 //! `tenantry serve` opens it when `TENANTRY_DATABASE_URL` (or `[storage] url`) is set.
 
@@ -27,6 +27,7 @@ mod image;
 mod import;
 mod journal;
 mod memory;
+mod moves;
 mod places;
 mod rows;
 pub mod schema;

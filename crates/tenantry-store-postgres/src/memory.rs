@@ -205,7 +205,8 @@ impl MemoryStore for PgStore {
     async fn put_memory(&self, scope: &TenantScope, write: MemoryWrite, journal: Journal) -> Result<MemoryEntry> {
         let tenant = scope.tenant_id();
         let slug = scope.slug().as_str();
-        let _turn = self.turn(tenant).await;
+        let turn = self.turn(tenant).await;
+        let routed = self.places.is_dedicated(tenant);
         let flights = Flights::new(self.conn_of(tenant).await?);
         let tx = flights.client();
         let (ns, key) = (write.namespace.as_str(), write.key.as_str());
@@ -214,7 +215,12 @@ impl MemoryStore for PgStore {
         let by_key: [&(dyn ToSql + Sync); 3] = [&id, &ns, &key];
         let read = first_flight(tx, tenant, (HELD_ENTRY, &by_key), (DocKind::Memory, &doc)).await?;
         let (locked, held, hooks, old_doc) = (read.locked, read.held, read.hooks, read.old_doc);
-        let (used, heads) = locked_row(tenant, locked.as_ref())?;
+        if locked.is_none() && self.rerouted(tenant, routed).await? {
+            // Moved since this node routed it (`moves`): nothing was written; again, there.
+            drop((flights, turn));
+            return self.put_memory(scope, write, journal).await;
+        }
+        let (used, heads) = locked_row(&self.places, tenant, locked.as_ref())?;
         let decision = write.decide(held.as_ref().map(held_from_row));
         let limits = write.limits();
         let after = quota::storage(used, decision.delta, limits)?;
@@ -292,8 +298,9 @@ impl MemoryStore for PgStore {
         journal: Journal,
     ) -> Result<()> {
         let tenant = scope.tenant_id();
-        let _turn = self.turn(tenant).await;
+        let turn = self.turn(tenant).await;
         // Two flights, as a PUT. Refused (no live entry), they roll back when dropped.
+        let routed = self.places.is_dedicated(tenant);
         let flights = Flights::new(self.conn_of(tenant).await?);
         let tx = flights.client();
         let (ns, k) = (namespace.as_str(), key.as_str());
@@ -301,7 +308,11 @@ impl MemoryStore for PgStore {
         let id = tenant.as_str();
         let by_key: [&(dyn ToSql + Sync); 3] = [&id, &ns, &k];
         let read = first_flight(tx, tenant, (HELD_ENTRY, &by_key), (DocKind::Memory, &doc)).await?;
-        let (_, heads) = locked_row(tenant, read.locked.as_ref())?;
+        if read.locked.is_none() && self.rerouted(tenant, routed).await? {
+            drop((flights, turn));
+            return self.delete_memory(scope, namespace, key, now, journal).await;
+        }
+        let (_, heads) = locked_row(&self.places, tenant, read.locked.as_ref())?;
         let held = match read.held.as_ref().map(held_from_row) {
             Some(held) if tenantry_core::memory::is_live(held.expires_at, now) => held,
             _ => return Err(Error::not_found(format!("no memory entry {ns}/{k}"))),

@@ -15,6 +15,7 @@ use crate::{PgDatabase, Target};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
 use tenantry_core::ids::TenantId;
+use tenantry_core::model::Placement;
 use tenantry_core::{Error, Result};
 
 /// How many idle dedicated databases one round of cross-tenant upkeep visits (`for_upkeep`).
@@ -38,6 +39,8 @@ pub(crate) struct Places {
     /// Per purpose of upkeep, where its next window starts among the idle dedicated tenants, and
     /// when it last visited one.
     upkeep_next: Mutex<HashMap<&'static str, (usize, Option<std::time::Instant>)>>,
+    /// Tenants whose rows were not where this node routed them (`mark_stale`).
+    stale: Mutex<HashSet<TenantId>>,
     /// Connections each dedicated tenant's pool opens at most.
     per_tenant: usize,
 }
@@ -77,12 +80,79 @@ impl Places {
             dedicated: RwLock::new(HashSet::new()),
             open: Mutex::new(OpenPools { pools: HashMap::new(), clock: 0, max: options.max_open_dedicated.max(1) }),
             upkeep_next: Mutex::new(HashMap::new()),
+            stale: Mutex::new(HashSet::new()),
             per_tenant,
         })
     }
 
     pub(crate) fn shared(&self) -> &PgDatabase {
         &self.shared
+    }
+
+    /// A connection as the owner to the shared database, or to `tenant`'s own.
+    pub(crate) async fn owner_client(&self, tenant: Option<&TenantId>) -> Result<tokio_postgres::Client> {
+        let owner = self.owner()?;
+        match tenant {
+            None => connect(owner).await,
+            Some(tenant) => connect(&self.target_of(owner, tenant)?).await,
+        }
+    }
+
+    /// The lock that keeps one creation or move of `tenant` at a time in the whole cluster (a
+    /// session lock of the owner on the shared database): the connection holding it, or `None`
+    /// when another holds it. Dropping the connection releases it, and so does a node that stops.
+    pub(crate) async fn placement_lock(&self, tenant: &TenantId) -> Result<Option<tokio_postgres::Client>> {
+        let client = self.owner_client(None).await?;
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock(hashtext('tenantry.placement.' || $1::text))", &[&tenant.as_str()])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        Ok(locked.then_some(client))
+    }
+
+    /// The names of the databases named as dedicated ones beside the shared one.
+    pub(crate) async fn dedicated_database_names(&self, client: &tokio_postgres::Client) -> Result<Vec<String>> {
+        let prefix = format!("{}_{}", self.base_name, TenantId::PREFIX);
+        let rows = client
+            .query("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)", &[&prefix])
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The tenant a dedicated database is named for.
+    pub(crate) fn tenant_of_database(&self, name: &str) -> Option<TenantId> {
+        TenantId::parse(name.strip_prefix(&self.base_name)?.strip_prefix('_')?)
+    }
+
+    /// A pool to `tenant`'s own database that routing does not know of (a move's target).
+    pub(crate) async fn open_unrouted(&self, tenant: &TenantId) -> Result<PgDatabase> {
+        PgDatabase::connect_quietly(self.target_of(&self.app, tenant)?, self.per_tenant).await
+    }
+
+    /// Where the registry places `tenant` now, read from the shared database (and routed so).
+    pub(crate) async fn registered_placement(&self, tenant: &TenantId) -> Result<Placement> {
+        let conn = self.shared.client().await?;
+        let rows =
+            crate::read_once(&conn, tenant, "SELECT placement FROM tenants WHERE id = $1", &[&tenant.as_str()]).await?;
+        let placement = rows
+            .first()
+            .and_then(|r| Placement::parse(r.get::<_, &str>(0)))
+            .ok_or_else(|| Error::not_found(format!("tenant {tenant} is not registered")))?;
+        self.set_placement(tenant, Some(placement == Placement::Dedicated));
+        Ok(placement)
+    }
+
+    /// Notes that `tenant`'s rows were not where this node routed it (another node moved it):
+    /// the feed re-reads its directory entry, and so its route, within a second.
+    pub(crate) fn mark_stale(&self, tenant: &TenantId) {
+        self.stale.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant.clone());
+    }
+
+    /// The tenants marked stale since the last call.
+    pub(crate) fn take_stale(&self) -> Vec<TenantId> {
+        self.stale.lock().unwrap_or_else(|e| e.into_inner()).drain().collect()
     }
 
     /// Closes every pool (connections in use end when given back).
@@ -206,6 +276,11 @@ impl Places {
         let mut target = base.clone();
         target.config.dbname(self.name_of(tenant)?);
         Ok(target)
+    }
+
+    /// Whether the owner's URL was given (dedicated databases can be created and dropped).
+    pub(crate) fn may_create(&self) -> bool {
+        self.owner.is_some()
     }
 
     fn owner(&self) -> Result<&Target> {

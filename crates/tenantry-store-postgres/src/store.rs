@@ -68,6 +68,7 @@ impl PgStore {
             feed: Mutex::new(Some(feed)),
         };
         crate::import::sweep_abandoned_imports(&store).await?;
+        store.settle_moves().await?;
         Ok(store)
     }
 
@@ -92,6 +93,14 @@ impl PgStore {
     /// A connection to the database holding `tenant`'s rows.
     pub(crate) async fn conn_of(&self, tenant: &TenantId) -> Result<Object> {
         self.places.db_of(tenant).await?.client().await
+    }
+
+    /// After a write found `tenant`'s rows gone from the database it was routed to (`moves`,
+    /// `dedicated`: where it was routed): whether the registry now places it elsewhere (the
+    /// route is updated), so that the write may go there.
+    pub(crate) async fn rerouted(&self, tenant: &TenantId, dedicated: bool) -> Result<bool> {
+        let now = self.places.registered_placement(tenant).await?;
+        Ok((now == tenantry_core::model::Placement::Dedicated) != dedicated)
     }
 
     /// A connection to the shared database (the registry, and the shared tenants' rows).
@@ -192,17 +201,29 @@ pub(crate) async fn begin<'a>(conn: &'a mut Object, tenant: &TenantId) -> Result
 /// other tenants' go on. `FOR NO KEY UPDATE` (a write changes no key): it does not wait for the
 /// metering flush, which only keeps the row from being deleted (`FOR KEY SHARE`); a purge, which
 /// deletes it, locks it `FOR UPDATE` and so waits for both.
-pub(crate) async fn lock_usage(tx: &Transaction<'_>, tenant: &TenantId) -> Result<StoredUsage> {
+pub(crate) async fn lock_usage(places: &Places, tx: &Transaction<'_>, tenant: &TenantId) -> Result<StoredUsage> {
     let st = tx.prepare_cached(LOCK_TENANT).await.map_err(pg_error)?;
     let row = tx.query_opt(&st, &[&tenant.as_str()]).await.map_err(pg_error)?;
-    Ok(locked_row(tenant, row.as_ref())?.0)
+    Ok(locked_row(places, tenant, row.as_ref())?.0)
 }
 
-/// The tenant's row as [`LOCK_TENANT`] reads it: its counters and its journal's heads.
-pub(crate) fn locked_row(tenant: &TenantId, row: Option<&Row>) -> Result<(StoredUsage, Heads)> {
-    let row = row.ok_or_else(|| Error::internal(format!("tenant {tenant} has no usage row")))?;
+/// The tenant's row as [`LOCK_TENANT`] reads it: its counters and its journal's heads. A tenant
+/// without one here was moved to another database after this node routed the write (`moves`):
+/// nothing was written; the answer says to try again, and the route is re-read meanwhile.
+pub(crate) fn locked_row(places: &Places, tenant: &TenantId, row: Option<&Row>) -> Result<(StoredUsage, Heads)> {
+    let row = row.ok_or_else(|| {
+        places.mark_stale(tenant);
+        moved_away(tenant)
+    })?;
     let used = StoredUsage { storage_bytes: row.get::<_, i64>(0) as u64, files: row.get::<_, i64>(1) as u64 };
     Ok((used, Heads::from_row(row, 2)))
+}
+
+/// The answer to a request that reached a database its tenant was moved out of.
+pub(crate) fn moved_away(tenant: &TenantId) -> Error {
+    let mut e = Error::storage_unavailable();
+    e.message = format!("tenant {tenant} has just moved to another database: try again");
+    e
 }
 
 /// The tenant's row, locked as [`lock_usage`] locks it: its counters, then its journal's heads

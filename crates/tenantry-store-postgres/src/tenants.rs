@@ -141,6 +141,8 @@ impl PgStore {
     /// (the slug and domains checked and taken) while its own rows commit in its database, then
     /// committed. Whatever fails on the way drops the new database again.
     async fn insert_dedicated(&self, tenant: &Tenant, owner: Option<&KeyRecord>, audit: AuditDraft) -> Result<()> {
+        // Held while its database exists without its registry row (`moves::settle_moves`).
+        let _lock = self.places.placement_lock(&tenant.id).await?;
         self.places.create(&tenant.id).await?;
         let created = async {
             let mut registry_conn = self.shared_conn().await?;
@@ -233,7 +235,7 @@ impl TenantRegistry for PgStore {
         };
         let mut conn = self.conn_of(&tenant.id).await?;
         let tx = begin(&mut conn, &tenant.id).await?;
-        lock_usage(&tx, &tenant.id).await?;
+        lock_usage(&self.places, &tx, &tenant.id).await?;
         write_tenant_tx(&tx, tenant, false).await?;
         let mut published = Vec::new();
         journal_tx(&tx, &tenant.id, tenant.slug.as_str(), journal, &mut published).await?;
@@ -249,14 +251,17 @@ impl TenantRegistry for PgStore {
         let tenant = scope.tenant_id();
         let _turn = self.turn(tenant).await;
         if self.places.is_dedicated(tenant) {
-            // Its database goes whole, its connections (other nodes' too) closed; then its
-            // registry rows. A purge cut short between the two is finished by running it again.
+            // Its database goes whole, its connections (other nodes' too) closed; then what a
+            // move that stopped may have left of it in the shared database, and its registry
+            // rows. A purge cut short is finished by running it again.
             self.places.drop_database(tenant).await?;
             let mut conn = self.shared_conn().await?;
             let tx = begin(&mut conn, tenant).await?;
-            tx.execute("DELETE FROM tenant_domains WHERE tenant_id = $1", &[&tenant.as_str()])
-                .await
-                .map_err(pg_error)?;
+            for table in PURGED {
+                tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = $1"), &[&tenant.as_str()])
+                    .await
+                    .map_err(pg_error)?;
+            }
             tx.execute("DELETE FROM tenants WHERE id = $1", &[&tenant.as_str()]).await.map_err(pg_error)?;
             return commit(tx).await;
         }
@@ -279,7 +284,12 @@ impl TenantRegistry for PgStore {
                 .map_err(pg_error)?;
         }
         tx.execute("DELETE FROM tenants WHERE id = $1", &[&tenant.as_str()]).await.map_err(pg_error)?;
-        commit(tx).await
+        commit(tx).await?;
+        // A database of its own left by a move that stopped after switching back (none, mostly).
+        if self.places.may_create() {
+            self.places.drop_database(tenant).await?;
+        }
+        Ok(())
     }
 
     async fn insert_key(
@@ -296,7 +306,7 @@ impl TenantRegistry for PgStore {
         let _turn = self.turn(tenant).await;
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&tx, tenant).await?;
+        lock_usage(&self.places, &tx, tenant).await?;
         if max_keys.is_some() {
             quota::one_more_key(usable_keys_tx(&tx, tenant, key.created_at).await?, max_keys)?;
         }
@@ -319,7 +329,7 @@ impl TenantRegistry for PgStore {
         let _turn = self.turn(tenant).await;
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&tx, tenant).await?;
+        lock_usage(&self.places, &tx, tenant).await?;
         let n = tx
             .execute(
                 "UPDATE keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",

@@ -109,7 +109,7 @@ impl WebhookStore for PgStore {
         let _turn = self.turn(tenant).await;
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&tx, tenant).await?;
+        lock_usage(&self.places, &tx, tenant).await?;
         let count: i64 = tx
             .query_one("SELECT count(*) FROM webhooks WHERE tenant_id = $1", &[&tenant.as_str()])
             .await
@@ -169,7 +169,7 @@ impl WebhookStore for PgStore {
         let tenant = scope.tenant_id();
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&tx, tenant).await?;
+        lock_usage(&self.places, &tx, tenant).await?;
         let n = tx
             .execute(
                 "UPDATE webhooks SET enabled = $3::boolean,
@@ -191,7 +191,7 @@ impl WebhookStore for PgStore {
         let _turn = self.turn(tenant).await;
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&tx, tenant).await?;
+        lock_usage(&self.places, &tx, tenant).await?;
         let n = tx
             .execute("DELETE FROM webhooks WHERE tenant_id = $1 AND id = $2", &[&tenant.as_str(), &id.as_str()])
             .await

@@ -1,11 +1,11 @@
 //! The store contract (crates/tenantry-store-contract) against PostgreSQL: a database of its own
-//! per behaviour on the test cluster (scripts/pg-cluster.sh), migrated, as the server's role.
-//! Moves between placements are left out: this backend has one placement so far.
+//! per behaviour on the test cluster (scripts/pg-cluster.sh), migrated, as the server's role,
+//! with the owner's URL for dedicated tenants' databases.
 
 use std::sync::Arc;
 use tenantry_store_contract::{Backend, Fixture};
 use tenantry_store_postgres::testing::{cluster_configured, TestDatabase};
-use tenantry_store_postgres::{schema, PgStore};
+use tenantry_store_postgres::{schema, PgStore, PlacementOptions};
 
 struct Postgres;
 
@@ -15,7 +15,7 @@ impl Backend for Postgres {
         let db = TestDatabase::create().await.expect("the test cluster");
         let mut owner = db.connect_as(&db.owner_role).await;
         schema::migrate(&mut owner, &db.app_role).await.unwrap();
-        let store = PgStore::open(&db.app_url(), 8).await.unwrap();
+        let store = open(&db).await;
         Fixture::new(Arc::new(store), db)
     }
 
@@ -24,7 +24,7 @@ impl Backend for Postgres {
         store.close().await.unwrap();
         drop(store);
         let db = keep.downcast::<TestDatabase>().expect("the fixture keeps its database");
-        let store = PgStore::open(&db.app_url(), 8).await.unwrap();
+        let store = open(&db).await;
         Fixture::new(Arc::new(store), *db)
     }
 
@@ -33,4 +33,9 @@ impl Backend for Postgres {
     }
 }
 
-tenantry_store_contract::suite_without_placement!(Postgres);
+async fn open(db: &TestDatabase) -> PgStore {
+    let placement = PlacementOptions { owner_url: Some(db.owner_url()), max_open_dedicated: 8 };
+    PgStore::open_with(&db.app_url(), 8, &placement).await.unwrap()
+}
+
+tenantry_store_contract::suite!(Postgres);

@@ -410,8 +410,8 @@ timeout_ms = 10000
 # PostgreSQL instead of the embedded store (TENANTRY_DATABASE_URL), as a role that owns nothing;
 # `tenantry db migrate --url postgres://OWNER@HOST/DB` prepares the database first. Dedicated
 # tenants get a database of their own, DB_<tenant id>, created as owner_url's role (the one that
-# owns the tables, with CREATEDB; TENANTRY_DATABASE_OWNER_URL); without it they are refused.
-# Moves between placements are not available on PostgreSQL yet.
+# owns the tables, with CREATEDB; TENANTRY_DATABASE_OWNER_URL); without it they, and moves
+# between placements, are refused.
 # [storage]
 # url = "postgres://tenantry_app@db.internal/tenantry"
 # owner_url = "postgres://tenantry_owner@db.internal/tenantry"

@@ -308,3 +308,75 @@ async fn a_hard_quota_is_exact_with_writers_on_both_nodes() {
     assert_eq!((usage["usage"]["files"].as_u64(), usage["usage"]["storage_bytes"].as_u64()), (Some(25), Some(250)));
     node_b.stop().await.unwrap();
 }
+
+/// A write a node answered: its path and bytes.
+type Acked = (String, Vec<u8>);
+
+/// A tenant moves to a database of its own and back while both nodes write to it and one reads
+/// it: no read or write fails (a write caught by the switch goes again to the new place),
+/// every acknowledged write is there after, on both nodes, nothing else is, and the other node
+/// writes to the new place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_moves_while_both_nodes_serve_it() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    if !several_nodes() {
+        return;
+    }
+    let TwoNodes { app, acme, node_b, on_a, on_b } = two_nodes().await;
+    for i in 0..50 {
+        on_a.put_file(&format!("/base/{i}"), format!("base {i}").into_bytes(), None).await.unwrap();
+    }
+    let acked: Arc<Mutex<Vec<Acked>>> = Default::default();
+    let (stop, read_failures) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = Vec::new();
+    for (w, c) in [on_a.clone(), on_b.clone(), on_a.clone(), on_b.clone()].into_iter().enumerate() {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (path, body) = (format!("/live/{w}/{n}"), format!("writer {w} write {n}").into_bytes());
+                match c.put_file(&path, body.clone(), None).await {
+                    Ok(_) => acked.lock().unwrap().push((path, body)),
+                    Err(e) => panic!("a write failed during the move: {e:?}"),
+                }
+                n += 1;
+            }
+        }));
+    }
+    {
+        let (c, stop, failures) = (on_b.clone(), stop.clone(), read_failures.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if c.get_file(&format!("/base/{}", i % 50)).await.is_err() {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    for to in ["dedicated", "shared"] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let report = app.operator().move_tenant("acme", to).await.unwrap();
+        assert_eq!((report["to"].as_str(), report["verified"].as_bool()), (Some(to), Some(true)), "{report}");
+        until_status(on_b.base(), &acme.owner, "/v1/whoami", 200).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(read_failures.load(Ordering::Relaxed), 0, "reads on B kept working through both moves");
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 20, "writes landed ({})", acked.len());
+    for (path, body) in &acked {
+        assert_eq!(on_a.get_file(path).await.unwrap().to_vec(), *body, "{path} on A");
+        assert_eq!(on_b.get_file(path).await.unwrap().to_vec(), *body, "{path} on B");
+    }
+    let usage = on_b.json(reqwest::Method::GET, "/v1/usage", None).await.unwrap();
+    assert_eq!(usage["usage"]["files"].as_u64(), Some(50 + acked.len() as u64), "nothing unacknowledged was kept");
+    on_b.put_file("/after", b"after".to_vec(), None).await.unwrap();
+    assert_eq!(&on_a.get_file("/after").await.unwrap()[..], b"after");
+    node_b.stop().await.unwrap();
+}

@@ -344,9 +344,6 @@ fn code_message(res: &RawResponse) -> String {
 
 #[tokio::test]
 async fn a_domain_another_tenant_holds_is_left_out_of_an_import_into_a_dedicated_tenant_too() {
-    if sqlite_only("a dedicated tenant (one placement on PostgreSQL so far)") {
-        return;
-    }
     let app = spawn_app().await;
     app.create_tenant_with(json!({"slug": "holder", "domains": ["taken.example"]})).await;
     app.create_tenant_with(json!({"slug": "solo", "tier": "enterprise", "placement": "dedicated"})).await;

@@ -145,9 +145,6 @@ async fn a_dedicated_tenant_lives_in_its_own_database_and_serves_everything() {
 /// there after each move, and reads never fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_moves_to_dedicated_and_back_while_writers_and_readers_run() {
-    if sqlite_only("moves between placements (not on PostgreSQL yet)") {
-        return;
-    }
     let app = spawn_app().await;
     let t = app.create_tenant("mover").await;
     let c = app.as_key(&t.owner);
@@ -194,7 +191,7 @@ async fn a_tenant_moves_to_dedicated_and_back_while_writers_and_readers_run() {
         (json!("shared"), json!("dedicated"), json!(true))
     );
     assert!(there["fence_ms"].as_u64().is_some() && there["rounds"].as_u64().unwrap() >= 2, "{there}");
-    assert!(dedicated_db(&app, &t.id).exists());
+    assert!(has_own_database(&app, &t.id).await);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let back = move_to(&app, "mover", "shared").await;
     assert_eq!((back["to"].clone(), back["verified"].clone()), (json!("shared"), json!(true)));
@@ -204,7 +201,7 @@ async fn a_tenant_moves_to_dedicated_and_back_while_writers_and_readers_run() {
         task.await.unwrap();
     }
     assert_eq!(failures.load(Ordering::Relaxed), 0, "reads kept working through both moves");
-    assert!(!dedicated_db(&app, &t.id).exists(), "the old copy is deleted");
+    assert!(!has_own_database(&app, &t.id).await, "the old copy is deleted");
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 40, "the writers got writes in ({})", acked.len());
     for (path, body) in &acked {
