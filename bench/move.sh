@@ -4,6 +4,8 @@
 # readers load it, and 4 writers load another tenant. Prints each move's report (rounds, copy time, the write fence) and the
 # write latency the moving tenant saw during each move (max, p99) against before it.
 #   bench/move.sh [FILES=10000] [WRITERS=8]
+# BACKEND=postgres runs it on PostgreSQL (a throwaway cluster, scripts/pg-cluster.sh): the
+# tenant moves between the shared database and a database of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILES=${1:-10000}
@@ -11,7 +13,18 @@ WRITERS=${2:-8}
 cargo build --release -q --bin tenantry
 WORK=$(mktemp -d -p "${BENCH_DIR:-$PWD/target}")
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
-TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn,tenantry_store_sqlite::moves=info ./target/release/tenantry serve \
+if [ "${BACKEND:-sqlite}" = postgres ]; then
+  eval "$(CI=true bash scripts/pg-cluster.sh start)"
+  trap 'kill $(jobs -p) 2>/dev/null; bash scripts/pg-cluster.sh stop "$PG_CLUSTER_DIR"; rm -rf "$WORK"' EXIT
+  PSQL="$PG_CLUSTER_BIN/psql -q -v ON_ERROR_STOP=1"
+  BASE=${TENANTRY_TEST_POSTGRES%/postgres}
+  $PSQL "$TENANTRY_TEST_POSTGRES" -c "CREATE ROLE bench_owner LOGIN CREATEDB" -c "CREATE ROLE bench_app LOGIN" \
+    -c "CREATE DATABASE bench OWNER bench_owner"
+  export TENANTRY_DATABASE_OWNER_URL="${BASE/postgres@/bench_owner@}/bench"
+  export TENANTRY_DATABASE_URL="${BASE/postgres@/bench_app@}/bench"
+  ./target/release/tenantry db migrate --url "$TENANTRY_DATABASE_OWNER_URL" --app-role bench_app > /dev/null
+fi
+TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn,tenantry_store_sqlite::moves=info,tenantry_store_postgres::moves=info ./target/release/tenantry serve \
   --listen 127.0.0.1:18075 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
 for _ in $(seq 50); do curl -sf http://127.0.0.1:18075/healthz >/dev/null && break; sleep 0.1; done
 python3 - "$FILES" "$WRITERS" <<'PY'

@@ -7,12 +7,14 @@
 //!   changed since the last round to the target (as JSON: `to_jsonb` there,
 //!   `jsonb_populate_recordset` here, so one statement serves every table), and deletes there
 //!   the rows gone since. The first round copies everything; rounds repeat while they find much
-//!   to copy.
+//!   to copy; the last of them compares every table whole on both sides (row count and a hash of
+//!   every row in key order, file chunks by their bytes), and one more round catches up with
+//!   what changed meanwhile, compared by the rows it copied. A small round reads and writes
+//!   every table's changes in two round trips.
 //! - **The fence.** The source's `tenant_usage` row is locked `FOR UPDATE`: every write of the
 //!   tenant, on every node, takes that row first, so none is half way and none starts. The last
-//!   round runs under it, then every table is compared on both sides (row count and a hash of
-//!   every row in key order; file chunks, which never change once written, by key and length,
-//!   their bytes having been compared by hash in the round before the fence).
+//!   round runs under it, then the row count of every table and the rows it copied are compared
+//!   on both sides (any other row is the very version compared before: `xmin` names it).
 //! - **The switch.** The registry's placement changes, and the source's `tenant_usage` row and
 //!   webhook outbox are deleted, in the shared database's transaction: moving out of it, the
 //!   fence's own; moving back into it, the target's, after which the source's fence commits.
@@ -92,6 +94,8 @@ const SEQUENCES: &[(&str, &[(&str, &str)])] = &[
 
 /// Rows fetched per statement, and the JSON bytes one insert carries at most.
 const FETCH_KEYS: usize = 1000;
+/// A round of at most this many new or changed rows is read and written in two round trips.
+const PIPELINED_ROWS: usize = 2000;
 const INSERT_BYTES: usize = 4 << 20;
 /// Rounds before the fence at most; a round that copies fewer rows than this is the last.
 const MAX_ROUNDS: u32 = 8;
@@ -100,15 +104,49 @@ const SMALL_ROUND: u64 = 200;
 const GRACE: Duration = Duration::from_secs(2);
 
 impl Moved {
-    /// The row's key as canonical JSON text (jsonb sorts its keys), the tenant column included.
-    fn key_json(&self) -> String {
-        let mut parts = vec![format!("'{0}', x.{0}", self.tenant_column)];
-        parts.extend(self.key.iter().map(|k| format!("'{k}', x.{k}")));
-        format!("jsonb_build_object({})::text", parts.join(", "))
+    /// The scan of a round: each row's key columns as text, then its version (`xmin`). Plain
+    /// columns: building the key's JSON here, not in the server, halves the scan.
+    fn scan(&self) -> String {
+        let keys: Vec<String> = self.key.iter().map(|k| format!("x.{k}::text")).collect();
+        let mut columns = keys.join(", ");
+        if !columns.is_empty() {
+            columns.push_str(", ");
+        }
+        format!("SELECT {columns}x.xmin::text FROM {} x WHERE x.{} = $1", self.table, self.tenant_column)
+    }
+
+    /// A scanned row's key as a JSON object (values as text, which `jsonb_populate_recordset`
+    /// reads into each column's type), the tenant column included, always in the same order.
+    fn key_of(&self, tenant: &str, row: &tokio_postgres::Row) -> String {
+        let mut key = serde_json::Map::new();
+        key.insert(self.tenant_column.to_owned(), serde_json::Value::from(tenant));
+        for (i, k) in self.key.iter().enumerate() {
+            key.insert((*k).to_owned(), serde_json::Value::from(row.get::<_, String>(i)));
+        }
+        serde_json::Value::Object(key).to_string()
     }
 
     fn key_columns(&self) -> String {
         std::iter::once(self.tenant_column).chain(self.key.iter().copied()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The rows of `t` whose keys are given as a JSON array, each as its JSON.
+    fn fetch(&self) -> String {
+        format!(
+            "SELECT to_jsonb(x)::text FROM {0} x WHERE ({1}) IN
+               (SELECT {1} FROM jsonb_populate_recordset(NULL::{0}, $1::text::jsonb))",
+            self.table,
+            self.key_columns()
+        )
+    }
+
+    /// Deletes the rows of `t` whose keys are given as a JSON array.
+    fn delete(&self) -> String {
+        format!(
+            "DELETE FROM {0} WHERE ({1}) IN (SELECT {1} FROM jsonb_populate_recordset(NULL::{0}, $1::text::jsonb))",
+            self.table,
+            self.key_columns()
+        )
     }
 
     /// What the comparison under the fence hashes of a row.
@@ -123,13 +161,26 @@ impl Moved {
 /// The rows of one table copied so far: key → the source's row version then.
 type Versions = HashMap<String, String>;
 
+/// What a round changes in one table: the keys of the rows gone from the source since the last
+/// round, and of those new or changed.
+struct Plan {
+    table: &'static Moved,
+    gone: Vec<String>,
+    fresh: Vec<String>,
+}
+
+/// Keys (JSON objects) as one JSON array.
+fn within(keys: &[String]) -> String {
+    format!("[{}]", keys.join(","))
+}
+
 /// One move's copying state.
 struct Copier<'a> {
     tenant: &'a TenantId,
     tables: Vec<&'static Moved>,
     seen: HashMap<&'static str, Versions>,
-    /// The tables the latest round changed something in.
-    changed_tables: Vec<&'static str>,
+    /// Per table, the keys of the rows copied since every table was last compared whole.
+    since_compared: HashMap<&'static str, std::collections::HashSet<String>>,
     /// Non-key columns of each table, for the upsert.
     columns: HashMap<&'static str, Vec<String>>,
     rows: u64,
@@ -145,50 +196,82 @@ impl<'a> Copier<'a> {
         let tables: Vec<&'static Moved> = self.tables.iter().copied().filter(|t| fenced || !t.fenced_only).collect();
         // Every table's keys and row versions, in one round trip.
         let id = self.tenant.as_str();
-        let scans: Vec<String> = tables
-            .iter()
-            .map(|t| {
-                format!("SELECT {}, x.xmin::text FROM {} x WHERE x.{} = $1", t.key_json(), t.table, t.tenant_column)
-            })
-            .collect();
+        let scans: Vec<String> = tables.iter().map(|t| t.scan()).collect();
         let by_tenant: [&(dyn ToSql + Sync); 1] = [&id];
+        let began = Instant::now();
         let scanned =
             try_join_all(scans.iter().map(|sql| source.query(sql.as_str(), &by_tenant))).await.map_err(pg_error)?;
-        let mut changed = 0;
-        self.changed_tables.clear();
+        let scan_ms = began.elapsed().as_millis();
+        // What changed in each table since the last round.
+        let mut plans: Vec<Plan> = Vec::new();
         for (t, rows) in tables.into_iter().zip(scanned) {
-            let now: Versions = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let in_table = self.sync_table(t, now, source, target).await?;
-            if in_table > 0 {
-                self.changed_tables.push(t.table);
+            let now: Versions = rows.iter().map(|r| (t.key_of(id, r), r.get(t.key.len()))).collect();
+            let seen = self.seen.entry(t.table).or_default();
+            let gone: Vec<String> = seen.keys().filter(|k| !now.contains_key(*k)).cloned().collect();
+            let fresh: Vec<String> =
+                now.iter().filter(|(k, v)| seen.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect();
+            *seen = now;
+            self.since_compared.entry(t.table).or_default().extend(fresh.iter().cloned());
+            if !gone.is_empty() || !fresh.is_empty() {
+                plans.push(Plan { table: t, gone, fresh });
             }
-            changed += in_table;
+        }
+        let changed: u64 = plans.iter().map(|p| (p.gone.len() + p.fresh.len()) as u64).sum();
+        if plans.iter().map(|p| p.fresh.len()).sum::<usize>() <= PIPELINED_ROWS {
+            self.apply_pipelined(&plans, source, target).await?;
+        } else {
+            for plan in &plans {
+                self.apply(plan, source, target).await?;
+            }
         }
         self.rows += changed;
+        tracing::info!(
+            "move round of {}: {changed} rows copied or deleted in {} ms (the scan of every row's version {scan_ms} ms)",
+            self.tenant,
+            began.elapsed().as_millis()
+        );
         Ok(changed)
     }
 
-    /// Brings the target's rows of `t` to `now` (the source's keys and row versions).
-    async fn sync_table(
+    /// A small round's changes in two round trips: every table's new and changed rows read in
+    /// one, then every delete and insert sent in the other (the last round, under the fence, is
+    /// small, and its round trips are the tenant's writes' wait).
+    async fn apply_pipelined(
         &mut self,
-        t: &'static Moved,
-        now: Versions,
+        plans: &[Plan],
         source: &Transaction<'_>,
         target: &Transaction<'_>,
-    ) -> Result<u64> {
-        let seen = self.seen.entry(t.table).or_default();
-        let gone: Vec<&String> = seen.keys().filter(|k| !now.contains_key(*k)).collect();
-        let fresh: Vec<&String> = now.iter().filter(|(k, v)| seen.get(*k) != Some(v)).map(|(k, _)| k).collect();
-        let changed = (gone.len() + fresh.len()) as u64;
-        let within = |keys: &[&String]| format!("[{}]", keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(","));
-        for batch in gone.chunks(FETCH_KEYS) {
-            let sql = format!(
-                "DELETE FROM {0} WHERE ({1}) IN (SELECT {1} FROM jsonb_populate_recordset(NULL::{0}, $1::text::jsonb))",
-                t.table,
-                t.key_columns()
-            );
-            target.execute(&sql, &[&within(batch)]).await.map_err(pg_error)?;
+    ) -> Result<()> {
+        let fetches: Vec<(String, String)> =
+            plans.iter().filter(|p| !p.fresh.is_empty()).map(|p| (p.table.fetch(), within(&p.fresh))).collect();
+        let params: Vec<[&(dyn ToSql + Sync); 1]> = fetches.iter().map(|(_, keys)| [keys as _]).collect();
+        let fetched = try_join_all(fetches.iter().zip(&params).map(|((sql, _), p)| source.query(sql.as_str(), p)))
+            .await
+            .map_err(pg_error)?;
+        let mut fetched = fetched.into_iter();
+        let mut writes: Vec<(String, String)> = Vec::new();
+        for plan in plans {
+            if !plan.gone.is_empty() {
+                writes.push((plan.table.delete(), within(&plan.gone)));
+            }
+            if !plan.fresh.is_empty() {
+                let rows = fetched.next().unwrap_or_default();
+                let json = format!("[{}]", rows.iter().map(|r| r.get::<_, &str>(0)).collect::<Vec<_>>().join(","));
+                if plan.table.table == "file_chunks" {
+                    self.copied_bytes += json.len() as u64 / 2;
+                }
+                writes.push((self.insert(plan.table), json));
+            }
         }
+        let params: Vec<[&(dyn ToSql + Sync); 1]> = writes.iter().map(|(_, json)| [json as _]).collect();
+        try_join_all(writes.iter().zip(&params).map(|((sql, _), p)| target.execute(sql.as_str(), p)))
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// The upsert of `t`'s rows given as a JSON array.
+    fn insert(&self, t: &Moved) -> String {
         let columns = self.columns.get(t.table).cloned().unwrap_or_default();
         let upsert = match columns.is_empty() {
             true => "DO NOTHING".to_owned(),
@@ -197,19 +280,22 @@ impl<'a> Copier<'a> {
                 columns.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect::<Vec<_>>().join(", ")
             ),
         };
-        let insert = format!(
+        format!(
             "INSERT INTO {0} SELECT * FROM jsonb_populate_recordset(NULL::{0}, $1::text::jsonb) ON CONFLICT ({1}) {upsert}",
             t.table,
             t.key_columns()
-        );
-        let fetch = format!(
-            "SELECT to_jsonb(x)::text FROM {0} x WHERE ({1}) IN
-               (SELECT {1} FROM jsonb_populate_recordset(NULL::{0}, $1::text::jsonb))",
-            t.table,
-            t.key_columns()
-        );
-        for batch in fresh.chunks(FETCH_KEYS) {
-            let rows = source.query(&fetch, &[&within(batch)]).await.map_err(pg_error)?;
+        )
+    }
+
+    /// A round's changes to one table, in batches (a large round: the first copies everything).
+    async fn apply(&mut self, plan: &Plan, source: &Transaction<'_>, target: &Transaction<'_>) -> Result<()> {
+        let t = plan.table;
+        for batch in plan.gone.chunks(FETCH_KEYS) {
+            target.execute(&t.delete(), &[&within(batch)]).await.map_err(pg_error)?;
+        }
+        let insert = self.insert(t);
+        for batch in plan.fresh.chunks(FETCH_KEYS) {
+            let rows = source.query(&t.fetch(), &[&within(batch)]).await.map_err(pg_error)?;
             let mut json = String::from("[");
             for r in &rows {
                 let row: &str = r.get(0);
@@ -235,46 +321,60 @@ impl<'a> Copier<'a> {
                 target.execute(&insert, &[&json]).await.map_err(pg_error)?;
             }
         }
-        let seen = self.seen.entry(t.table).or_default();
-        *seen = now;
-        Ok(changed)
+        Ok(())
     }
 
-    /// Compares the tables on both sides: the row count and a hash of every row in key order.
-    /// Before the fence every table (file chunks by their bytes too); under it, the tables its
-    /// round changed (`fenced_only` ones too): the others hold the very row versions compared
-    /// before (a row's `xmin` names its version). The first difference is an error.
-    async fn compare(&self, source: &Transaction<'_>, target: &Transaction<'_>, fenced: bool) -> Result<()> {
-        let full_chunks = !fenced;
-        let mut sqls: Vec<(&str, String)> = Vec::new();
-        let compared = |t: &&&Moved| match fenced {
-            true => t.fenced_only || self.changed_tables.contains(&t.table),
-            false => !t.fenced_only,
-        };
-        for t in self.tables.iter().filter(compared) {
-            let hashed = match (t.table, full_chunks) {
+    /// Compares the tables on both sides, the first difference an error. `whole`: every table
+    /// but the fenced-only ones whole, its row count and a hash of every row in key order, file
+    /// chunks by their bytes too. Else the row count of every table and the hash of the rows
+    /// copied since the last comparison (the fenced-only tables whole): any other row holds the
+    /// very version compared then (a row's `xmin` names its version), so this costs what changed,
+    /// not what the tenant holds.
+    /// `fenced`: under the fence, where the fenced-only tables are there to compare.
+    async fn compare(
+        &mut self,
+        source: &Transaction<'_>,
+        target: &Transaction<'_>,
+        whole: bool,
+        fenced: bool,
+    ) -> Result<()> {
+        let mut sqls: Vec<(&str, String, String)> = Vec::new();
+        for t in self.tables.iter().filter(|t| fenced || !t.fenced_only) {
+            let hashed = match (t.table, whole) {
                 ("file_chunks", true) => "md5(x::text)".to_owned(),
                 _ => t.verified(),
             };
-            sqls.push((
+            let whole_table = format!(
+                "SELECT count(*), md5(string_agg({hashed}, ',' ORDER BY {})) FROM {} x WHERE x.{} = $1 AND $2::text IS NOT NULL",
+                t.key_columns(),
                 t.table,
-                format!(
-                    "SELECT count(*), md5(string_agg({hashed}, ',' ORDER BY {})) FROM {} x WHERE x.{} = $1",
-                    t.key_columns(),
-                    t.table,
-                    t.tenant_column
-                ),
-            ));
+                t.tenant_column
+            );
+            if whole || t.fenced_only {
+                sqls.push((t.table, whole_table, String::new()));
+                continue;
+            }
+            let keys: Vec<&str> =
+                self.since_compared.get(t.table).map(|k| k.iter().map(String::as_str).collect()).unwrap_or_default();
+            let rows = format!(
+                "SELECT (SELECT count(*) FROM {0} x WHERE x.{1} = $1),
+                        (SELECT md5(string_agg({hashed}, ',' ORDER BY {2})) FROM {0} x WHERE ({2}) IN
+                           (SELECT {2} FROM jsonb_populate_recordset(NULL::{0}, $2::text::jsonb)))",
+                t.table,
+                t.tenant_column,
+                t.key_columns()
+            );
+            sqls.push((t.table, rows, format!("[{}]", keys.join(","))));
         }
         // Both sides at once, every table in one round trip each.
         let id = self.tenant.as_str();
-        let by_tenant: [&(dyn ToSql + Sync); 1] = [&id];
+        let params: Vec<[&(dyn ToSql + Sync); 2]> = sqls.iter().map(|(_, _, keys)| [&id as _, keys as _]).collect();
         let (here, there) = tokio::try_join!(
-            try_join_all(sqls.iter().map(|(_, sql)| source.query_one(sql.as_str(), &by_tenant))),
-            try_join_all(sqls.iter().map(|(_, sql)| target.query_one(sql.as_str(), &by_tenant)))
+            try_join_all(sqls.iter().zip(&params).map(|((_, sql, _), p)| source.query_one(sql.as_str(), p))),
+            try_join_all(sqls.iter().zip(&params).map(|((_, sql, _), p)| target.query_one(sql.as_str(), p)))
         )
         .map_err(pg_error)?;
-        for (((table, _), here), there) in sqls.iter().zip(here).zip(there) {
+        for (((table, _, _), here), there) in sqls.iter().zip(here).zip(there) {
             let (a, b): ((i64, Option<String>), (i64, Option<String>)) =
                 ((here.get(0), here.get(1)), (there.get(0), there.get(1)));
             if a != b {
@@ -284,6 +384,7 @@ impl<'a> Copier<'a> {
                 )));
             }
         }
+        self.since_compared.clear();
         Ok(())
     }
 }
@@ -503,7 +604,7 @@ impl PgStore {
             tenant,
             tables,
             seen: HashMap::new(),
-            changed_tables: Vec::new(),
+            since_compared: HashMap::new(),
             columns,
             rows: 0,
             copied_bytes: 0,
@@ -520,9 +621,9 @@ impl PgStore {
             let last = changed < SMALL_ROUND || rounds >= MAX_ROUNDS;
             if last {
                 // The target now holds what this round's snapshot does: compared whole, file
-                // chunks by their bytes too (they never change, so the fence's comparison takes
+                // chunks by their bytes too (they never change, so the later comparisons take
                 // their keys and lengths only).
-                copier.compare(&s, &t, false).await?;
+                copier.compare(&s, &t, true, false).await?;
             }
             commit(t).await?;
             commit(s).await?;
@@ -534,6 +635,15 @@ impl PgStore {
                 break;
             }
         }
+        // One more round for what changed while the comparison ran, so the fence's is small, and
+        // what it copied compared.
+        rounds += 1;
+        let s = crate::tenant_snapshot(&mut source_conn, tenant).await?;
+        let t = begin(&mut target_conn, tenant).await?;
+        copier.round(&s, &t, false).await?;
+        copier.compare(&s, &t, false, false).await?;
+        commit(t).await?;
+        commit(s).await?;
         // As the owner, on the target: to number past the copied rows under the fence.
         let owner = self.places.owner_client((to == Placement::Dedicated).then_some(tenant)).await?;
         // The fence: every writer of the tenant, on every node, waits for this row.
@@ -549,8 +659,11 @@ impl PgStore {
             .map_err(pg_error)?;
         rounds += 1;
         let t = begin(&mut target_conn, tenant).await?;
+        let locked_ms = fenced.elapsed().as_millis();
         copier.round(&fence, &t, true).await?;
-        copier.compare(&fence, &t, true).await?;
+        let copied_ms = fenced.elapsed().as_millis();
+        copier.compare(&fence, &t, false, true).await?;
+        let compared_ms = fenced.elapsed().as_millis();
         self.continue_numbering(&owner, tenant, &t).await?;
         // The switch, with the source's usage row and outbox gone (see the module's doc).
         let switch = "UPDATE tenants SET placement = $2 WHERE id = $1";
@@ -573,6 +686,11 @@ impl PgStore {
         }
         self.places.set_placement(tenant, Some(to == Placement::Dedicated));
         let fence_ms = fenced.elapsed().as_millis() as u64;
+        tracing::info!(
+            "move switched {tenant} to {}: fence {fence_ms} ms (locked at {locked_ms}, last round copied at \
+             {copied_ms}, compared at {compared_ms})",
+            to.as_str()
+        );
         Ok(MoveReport {
             tenant: scope.slug().to_string(),
             from: match to {
