@@ -456,16 +456,41 @@ impl PgStore {
         };
         let moved = self.copy_and_switch(scope, to, &source, &target, progress, started).await;
         if let Err(e) = &moved {
-            tracing::warn!("moving {tenant} to {} failed, nothing was switched: {}", to.as_str(), e.message);
-            let cleared = match to {
-                Placement::Dedicated => {
-                    target.close();
-                    self.places.drop_database(tenant).await
+            // The registry decides whether the switch took place (a commit may fail after it
+            // took effect): the target is cleared only if it did not, else it is the tenant's.
+            match self.places.registered_placement(tenant).await {
+                Ok(now) if now == from => {
+                    tracing::warn!("moving {tenant} to {} failed, nothing was switched: {}", to.as_str(), e.message);
+                    let cleared = match to {
+                        Placement::Dedicated => {
+                            target.close();
+                            self.places.drop_database(tenant).await
+                        }
+                        Placement::Shared => self.delete_shared_copy(tenant).await,
+                    };
+                    if let Err(e) = cleared {
+                        tracing::warn!("could not clear the copy of a move that failed: {}", e.message);
+                    }
                 }
-                Placement::Shared => self.delete_shared_copy(tenant).await,
-            };
-            if let Err(e) = cleared {
-                tracing::warn!("could not clear the copy of a move that failed: {}", e.message);
+                Ok(_) => {
+                    tracing::error!(
+                        "moving {tenant} to {} switched, then failed: {}; its old copy is cleared at the next start",
+                        to.as_str(),
+                        e.message
+                    );
+                    if to == Placement::Shared {
+                        // Its usage row there must go, or writers routed there would land.
+                        if let Err(e) = self.retire_source(&source, tenant).await {
+                            tracing::error!("could not retire {tenant}'s old copy: {}", e.message);
+                        }
+                    }
+                }
+                Err(read) => tracing::error!(
+                    "moving {tenant} to {} failed ({}), and where it is could not be read ({}): left as it is",
+                    to.as_str(),
+                    e.message,
+                    read.message
+                ),
             }
         }
         let report = moved?;
@@ -480,12 +505,24 @@ impl PgStore {
         Ok(report)
     }
 
-    /// Moves the target's sequences past every number the tenant's copied rows hold (as the
-    /// owner, `owner`: the server's role may not set a sequence), so its next rows there collide
-    /// with none. Every read in one round trip on each side.
+    /// Deletes the tenant's usage row, outbox and imports in `source` (its old place), in a
+    /// transaction of their own: what the switch's fence does when its commit failed after the
+    /// registry's.
+    async fn retire_source(&self, source: &PgDatabase, tenant: &TenantId) -> Result<()> {
+        let mut conn = source.client().await?;
+        let tx = begin(&mut conn, tenant).await?;
+        retire_tx(&tx, tenant).await?;
+        commit(tx).await
+    }
+
+    /// Moves the target's sequences past every number the tenant's copied rows hold and past
+    /// the source's own (ids of rows since deleted must not be given again: webhook receivers
+    /// tell deliveries apart by id), as the owner (the server's role may not set a sequence),
+    /// only ever forward. Every read in one round trip on each side.
     async fn continue_numbering(
         &self,
         owner: &tokio_postgres::Client,
+        source_owner: &tokio_postgres::Client,
         tenant: &TenantId,
         target: &Transaction<'_>,
     ) -> Result<()> {
@@ -503,22 +540,30 @@ impl PgStore {
             .iter()
             .map(|(seq, _)| format!("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {seq}"))
             .collect();
-        let (highest_rows, at_rows) = tokio::try_join!(
+        let (highest_rows, source_at) = tokio::try_join!(
             try_join_all(highest.iter().map(|(_, sql)| target.query_one(sql.as_str(), &by_tenant))),
-            try_join_all(at.iter().map(|sql| owner.query_one(sql.as_str(), &[])))
+            try_join_all(at.iter().map(|sql| source_owner.query_one(sql.as_str(), &[])))
         )
         .map_err(pg_error)?;
-        for ((sequence, _), at) in SEQUENCES.iter().zip(at_rows) {
-            let at: i64 = at.get(0);
+        for ((sequence, _), source_at) in SEQUENCES.iter().zip(source_at) {
             let needed: i64 = highest
                 .iter()
                 .zip(&highest_rows)
                 .filter(|((seq, _), _)| seq == sequence)
                 .map(|(_, row)| row.get::<_, i64>(0))
+                .chain([source_at.get::<_, i64>(0)])
                 .max()
                 .unwrap_or(0);
-            if needed > at {
-                owner.execute("SELECT setval($1::text::regclass, $2)", &[sequence, &needed]).await.map_err(pg_error)?;
+            if needed > 0 {
+                // Forward only, even with other tenants taking numbers meanwhile: a number taken
+                // first, and the sequence set only if that one is below.
+                owner
+                    .execute(
+                        "SELECT CASE WHEN nextval($1::text::regclass) < $2 THEN setval($1::text::regclass, $2) END",
+                        &[sequence, &needed],
+                    )
+                    .await
+                    .map_err(pg_error)?;
             }
         }
         Ok(())
@@ -535,31 +580,46 @@ impl PgStore {
         let registry = self.places.owner_client(None).await?;
         let rows =
             registry.query("SELECT id, placement FROM tenantry_directory_tenants()", &[]).await.map_err(pg_error)?;
-        let placed: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let mut settled = 0;
+        let mut candidates: Vec<TenantId> = rows
+            .iter()
+            .filter(|r| r.get::<_, &str>(1) == "dedicated")
+            .filter_map(|r| TenantId::parse(r.get::<_, &str>(0)))
+            .collect();
         for name in self.places.dedicated_database_names(&registry).await? {
-            let Some(tenant) = self.places.tenant_of_database(&name) else { continue };
-            if placed.get(tenant.as_str()).map(String::as_str) == Some("dedicated") {
-                continue;
-            }
-            let Some(lock) = self.places.placement_lock(&tenant).await? else { continue };
-            self.places.drop_database(&tenant).await?;
-            drop(lock);
-            settled += 1;
+            candidates.extend(self.places.tenant_of_database(&name));
         }
-        for (id, placement) in &placed {
-            let Some(tenant) = TenantId::parse(id) else { continue };
-            if placement != "dedicated" {
-                continue;
+        candidates.sort();
+        candidates.dedup();
+        let mut settled = 0;
+        for tenant in candidates {
+            match self.settle(&tenant).await {
+                Ok(true) => settled += 1,
+                Ok(false) => {}
+                // One tenant that cannot be settled now does not keep the node from starting.
+                Err(e) => tracing::warn!("could not clear what a move of {tenant} left behind: {}", e.message),
             }
-            let Some(lock) = self.places.placement_lock(&tenant).await? else { continue };
-            self.delete_shared_copy(&tenant).await?;
-            drop(lock);
         }
         if settled > 0 {
-            tracing::warn!(settled, "dropped databases that moves cut short had left behind");
+            tracing::warn!(settled, "cleared what moves cut short had left behind");
         }
         Ok(())
+    }
+
+    /// Clears `tenant`'s copy in the place the registry, read under its placement lock, does not
+    /// put it (`false`: a move or creation of it is under way elsewhere, or nothing to clear).
+    async fn settle(&self, tenant: &TenantId) -> Result<bool> {
+        let Some(lock) = self.places.placement_lock(tenant).await? else { return Ok(false) };
+        let placed = match self.places.registered_placement(tenant).await {
+            Ok(placed) => Some(placed),
+            Err(e) if e.code == tenantry_core::ErrorCode::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        match placed {
+            Some(Placement::Dedicated) => self.delete_shared_copy(tenant).await?,
+            _ => self.places.drop_database(tenant).await?,
+        }
+        drop(lock);
+        Ok(placed != Some(Placement::Dedicated))
     }
 
     /// Deletes the rows of a tenant placed elsewhere from the shared database (the moved tables;
@@ -644,8 +704,10 @@ impl PgStore {
         copier.compare(&s, &t, false, false).await?;
         commit(t).await?;
         commit(s).await?;
-        // As the owner, on the target: to number past the copied rows under the fence.
+        // As the owner, on both sides: to number past the copied rows, and the source's
+        // sequences, under the fence.
         let owner = self.places.owner_client((to == Placement::Dedicated).then_some(tenant)).await?;
+        let source_owner = self.places.owner_client((to == Placement::Shared).then_some(tenant)).await?;
         // The fence: every writer of the tenant, on every node, waits for this row.
         let fenced = Instant::now();
         let fence = begin(&mut source_conn, tenant).await?;
@@ -653,10 +715,13 @@ impl PgStore {
             .execute("SELECT 1 FROM tenant_usage WHERE tenant_id = $1 FOR UPDATE", &[&tenant.as_str()])
             .await
             .map_err(pg_error)?;
-        fence
-            .execute("SELECT 1 FROM imports WHERE tenant_id = $1 FOR UPDATE", &[&tenant.as_str()])
-            .await
-            .map_err(pg_error)?;
+        // Its imports (staging takes its import's row) and its outbox (a claim updates a row).
+        for table in ["imports", "webhook_outbox"] {
+            fence
+                .execute(&format!("SELECT 1 FROM {table} WHERE tenant_id = $1 FOR UPDATE"), &[&tenant.as_str()])
+                .await
+                .map_err(pg_error)?;
+        }
         rounds += 1;
         let t = begin(&mut target_conn, tenant).await?;
         let locked_ms = fenced.elapsed().as_millis();
@@ -664,23 +729,21 @@ impl PgStore {
         let copied_ms = fenced.elapsed().as_millis();
         copier.compare(&fence, &t, false, true).await?;
         let compared_ms = fenced.elapsed().as_millis();
-        self.continue_numbering(&owner, tenant, &t).await?;
-        // The switch, with the source's usage row and outbox gone (see the module's doc).
-        let switch = "UPDATE tenants SET placement = $2 WHERE id = $1";
-        let placement = to.as_str();
+        self.continue_numbering(&owner, &source_owner, tenant, &t).await?;
+        // The switch, with the source's usage row, outbox and imports gone (the module's doc).
         match to {
             Placement::Dedicated => {
                 // Its own copy of the record says where it now is, as the registry's will.
-                t.execute(switch, &[&tenant.as_str(), &placement]).await.map_err(pg_error)?;
+                switch_tx(&t, tenant, to).await?;
                 commit(t).await?;
-                fence.execute(switch, &[&tenant.as_str(), &placement]).await.map_err(pg_error)?;
-                delete_usage_and_outbox(&fence, tenant).await?;
+                switch_tx(&fence, tenant, to).await?;
+                retire_tx(&fence, tenant).await?;
                 commit(fence).await?;
             }
             Placement::Shared => {
-                t.execute(switch, &[&tenant.as_str(), &placement]).await.map_err(pg_error)?;
+                retire_tx(&fence, tenant).await?;
+                switch_tx(&t, tenant, to).await?;
                 commit(t).await?;
-                delete_usage_and_outbox(&fence, tenant).await?;
                 commit(fence).await?;
             }
         }
@@ -709,8 +772,24 @@ impl PgStore {
     }
 }
 
-async fn delete_usage_and_outbox(tx: &Transaction<'_>, tenant: &TenantId) -> Result<()> {
-    for table in ["tenant_usage", "webhook_outbox"] {
+/// Records the tenant's new placement in `tx`'s database (the registry, or a dedicated
+/// database's copy of the record); a tenant purged while it moved is a conflict.
+async fn switch_tx(tx: &Transaction<'_>, tenant: &TenantId, to: Placement) -> Result<()> {
+    let n = tx
+        .execute("UPDATE tenants SET placement = $2 WHERE id = $1", &[&tenant.as_str(), &to.as_str()])
+        .await
+        .map_err(pg_error)?;
+    match n {
+        1 => Ok(()),
+        _ => Err(Error::conflict(format!("tenant {tenant} was purged while it moved"))),
+    }
+}
+
+/// The source's part of the switch: the usage row every write takes first (so none lands there
+/// after), the outbox (so no delivery goes out from there) and the imports (so no staged batch
+/// lands there).
+async fn retire_tx(tx: &Transaction<'_>, tenant: &TenantId) -> Result<()> {
+    for table in ["tenant_usage", "webhook_outbox", "imports", "import_files", "import_records"] {
         tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = $1"), &[&tenant.as_str()])
             .await
             .map_err(pg_error)?;

@@ -299,7 +299,25 @@ impl Places {
         let name = self.name_of(tenant)?;
         let admin = connect(owner).await?;
         if !database_exists(&admin, &name).await? {
-            admin.batch_execute(&format!("CREATE DATABASE {}", quote(&name))).await.map_err(|e| {
+            // With the shared database's encoding and collation: a move compares the two by
+            // rows in key order, which must sort alike.
+            let like = admin
+                .query_one(
+                    "SELECT pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text
+                     FROM pg_database WHERE datname = current_database()",
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?;
+            let literal = |i: usize| format!("'{}'", like.get::<_, String>(i).replace('\'', "''"));
+            let create = format!(
+                "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+                quote(&name),
+                literal(0),
+                literal(1),
+                literal(2)
+            );
+            admin.batch_execute(&create).await.map_err(|e| {
                 Error::internal(format!("cannot create the dedicated database {name}: {}", describe(&e)))
             })?;
         }
@@ -314,11 +332,11 @@ impl Places {
     }
 
     /// Drops `tenant`'s database, after closing every connection to it (this node's and other
-    /// nodes'). Routed away first, so nothing here opens it again; as the owner, it stops
-    /// accepting connections; as the server's role (which may end its own role's sessions, where
-    /// the owner may not), the open ones are ended; then the owner drops it.
+    /// nodes'): as the owner, it stops accepting connections; as the server's role (which may
+    /// end its own role's sessions, where the owner may not), the open ones are ended; then the
+    /// owner drops it, and the tenant is routed away from it (not before: a drop that fails
+    /// leaves the route as it was).
     pub(crate) async fn drop_database(&self, tenant: &TenantId) -> Result<()> {
-        self.set_placement(tenant, None);
         let owner = self.owner()?;
         let name = self.name_of(tenant)?;
         let admin = connect(owner).await?;
@@ -326,6 +344,7 @@ impl Places {
             Error::internal(format!("cannot drop the dedicated database {name}: {}", describe(&e)))
         };
         if !database_exists(&admin, &name).await? {
+            self.set_placement(tenant, None);
             return Ok(());
         }
         admin
@@ -343,7 +362,10 @@ impl Places {
         let mut tries = 0;
         loop {
             match admin.batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote(&name))).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.set_placement(tenant, None);
+                    return Ok(());
+                }
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) && tries < 100 => {
                     tries += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -198,9 +198,9 @@ pub(crate) async fn begin<'a>(conn: &'a mut Object, tenant: &TenantId) -> Result
 
 /// The tenant's counters, row-locked until the transaction ends: every write takes this first,
 /// so one tenant's writes are serialized (exact quotas, gapless seqs, one audit chain) while
-/// other tenants' go on. `FOR NO KEY UPDATE` (a write changes no key): it does not wait for the
-/// metering flush, which only keeps the row from being deleted (`FOR KEY SHARE`); a purge, which
-/// deletes it, locks it `FOR UPDATE` and so waits for both.
+/// other tenants' go on. `FOR NO KEY UPDATE` (a write changes no key); a purge, which deletes
+/// it, and a move's fence lock it `FOR UPDATE` and so wait for every write under way. (The
+/// metering flush holds the registry row instead, `FOR KEY SHARE`, which no write waits for.)
 pub(crate) async fn lock_usage(places: &Places, tx: &Transaction<'_>, tenant: &TenantId) -> Result<StoredUsage> {
     let st = tx.prepare_cached(LOCK_TENANT).await.map_err(pg_error)?;
     let row = tx.query_opt(&st, &[&tenant.as_str()]).await.map_err(pg_error)?;

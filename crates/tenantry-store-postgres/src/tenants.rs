@@ -142,7 +142,9 @@ impl PgStore {
     /// committed. Whatever fails on the way drops the new database again.
     async fn insert_dedicated(&self, tenant: &Tenant, owner: Option<&KeyRecord>, audit: AuditDraft) -> Result<()> {
         // Held while its database exists without its registry row (`moves::settle_moves`).
-        let _lock = self.places.placement_lock(&tenant.id).await?;
+        let Some(_lock) = self.places.placement_lock(&tenant.id).await? else {
+            return Err(Error::conflict(format!("tenant {} is being placed by another request: try again", tenant.id)));
+        };
         self.places.create(&tenant.id).await?;
         let created = async {
             let mut registry_conn = self.shared_conn().await?;
@@ -219,23 +221,25 @@ impl TenantRegistry for PgStore {
             return Err(Error::internal("tenant differs from its scope"));
         }
         let _turn = self.turn(&tenant.id).await;
-        // A dedicated tenant's registry row first, held until its own database has committed:
-        // the slug and domains are checked against every tenant's there (see `insert_dedicated`).
+        // Its usage row first, as every write of it (a move's fence holds it: waiting there
+        // holds nothing the move needs); then, for a dedicated tenant, its registry row, held
+        // until its own database has committed: the slug and domains are checked against every
+        // tenant's there (see `insert_dedicated`).
+        let mut conn = self.conn_of(&tenant.id).await?;
+        let tx = begin(&mut conn, &tenant.id).await?;
+        lock_usage(&self.places, &tx, &tenant.id).await?;
         let mut registry_conn = match self.places.is_dedicated(&tenant.id) {
             true => Some(self.shared_conn().await?),
             false => None,
         };
         let registry = match registry_conn.as_mut() {
             Some(conn) => {
-                let tx = begin(conn, &tenant.id).await?;
-                write_tenant_tx(&tx, tenant, false).await?;
-                Some(tx)
+                let registry = begin(conn, &tenant.id).await?;
+                write_tenant_tx(&registry, tenant, false).await?;
+                Some(registry)
             }
             None => None,
         };
-        let mut conn = self.conn_of(&tenant.id).await?;
-        let tx = begin(&mut conn, &tenant.id).await?;
-        lock_usage(&self.places, &tx, &tenant.id).await?;
         write_tenant_tx(&tx, tenant, false).await?;
         let mut published = Vec::new();
         journal_tx(&tx, &tenant.id, tenant.slug.as_str(), journal, &mut published).await?;
@@ -257,6 +261,10 @@ impl TenantRegistry for PgStore {
             self.places.drop_database(tenant).await?;
             let mut conn = self.shared_conn().await?;
             let tx = begin(&mut conn, tenant).await?;
+            // Waits for a metering flush holding its registry row, and keeps one from starting.
+            tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&tenant.as_str()])
+                .await
+                .map_err(pg_error)?;
             for table in PURGED {
                 tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = $1"), &[&tenant.as_str()])
                     .await
@@ -270,11 +278,12 @@ impl TenantRegistry for PgStore {
         // The tenant's writes (upkeep's and other nodes' included) take its usage row first:
         // once the purge holds it, none is half way, and none starts until the rows are gone.
         // An import staging a batch holds its import's row: wait for those batches too.
-        // FOR UPDATE, stronger than a write's lock: it also waits for a metering flush holding
-        // the row (FOR KEY SHARE), and keeps one from starting until the row is gone.
+        // FOR UPDATE, stronger than a write's lock. Then the registry row, which a metering
+        // flush holds FOR KEY SHARE: in-flight flushes end first, and later ones find it gone.
         tx.execute("SELECT 1 FROM tenant_usage WHERE tenant_id = $1 FOR UPDATE", &[&tenant.as_str()])
             .await
             .map_err(pg_error)?;
+        tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&tenant.as_str()]).await.map_err(pg_error)?;
         tx.execute("SELECT 1 FROM imports WHERE tenant_id = $1 FOR UPDATE", &[&tenant.as_str()])
             .await
             .map_err(pg_error)?;

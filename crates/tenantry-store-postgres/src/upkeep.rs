@@ -133,12 +133,6 @@ pub(crate) async fn lock_registered(tx: &Transaction<'_>, tenant: &TenantId) -> 
     registered_under(tx, tenant, "FOR NO KEY UPDATE").await
 }
 
-/// Keeps the tenant's usage row from being deleted until the transaction ends (`FOR KEY SHARE`,
-/// which no write waits for; a purge does) and tells whether the tenant is still registered.
-async fn hold_registered(tx: &Transaction<'_>, tenant: &TenantId) -> Result<bool> {
-    registered_under(tx, tenant, "FOR KEY SHARE").await
-}
-
 async fn registered_under(tx: &Transaction<'_>, tenant: &TenantId, lock: &str) -> Result<bool> {
     let sql = format!("SELECT 1 FROM tenant_usage WHERE tenant_id = $1 {lock}");
     if tx.query_opt(&sql, &[&tenant.as_str()]).await.map_err(pg_error)?.is_none() {
@@ -253,7 +247,12 @@ impl Upkeep for PgStore {
         self.places
             .set_all_dedicated(tenants.iter().filter(|t| t.placement == Placement::Dedicated).map(|t| t.id.clone()));
         for tenant in self.places.dedicated_tenants() {
-            keys.extend(self.dedicated_keys(&tenant).await?);
+            match self.dedicated_keys(&tenant).await {
+                Ok(found) => keys.extend(found),
+                // One database away does not keep the node from loading the others: its keys
+                // come with the periodic re-read of dedicated tenants (`feed`).
+                Err(e) => tracing::warn!("could not read {tenant}'s keys in its own database: {}", e.message),
+            }
         }
         Ok((tenants, keys))
     }
@@ -319,17 +318,14 @@ impl Upkeep for PgStore {
                 .await
                 .map_err(pg_error)?;
             // Only for a tenant still registered: a purge that committed after the batch was
-            // taken must not be followed by rows of the purged tenant. The row is held only
-            // against deletion (FOR KEY SHARE): the tenant's writes go on meanwhile.
-            // (A dedicated tenant's usage row is in its own database: its registry row is held.)
-            let registered = match self.places.is_dedicated(&tenant) {
-                true => tx
-                    .query_opt("SELECT 1 FROM tenants WHERE id = $1 FOR KEY SHARE", &[&tenant.as_str()])
-                    .await
-                    .map_err(pg_error)?
-                    .is_some(),
-                false => hold_registered(&tx, &tenant).await?,
-            };
+            // taken must not be followed by rows of the purged tenant. Its registry row (here
+            // for every tenant, wherever its rows are) is held only against deletion (FOR KEY
+            // SHARE): its writes, and a move's switch of its placement, go on meanwhile.
+            let registered = tx
+                .query_opt("SELECT 1 FROM tenants WHERE id = $1 FOR KEY SHARE", &[&tenant.as_str()])
+                .await
+                .map_err(pg_error)?
+                .is_some();
             if registered {
                 for (day, c) in &days {
                     let v: [i64; 6] = [c.api_calls, c.reads, c.writes, c.bytes_in, c.bytes_out, c.searches].map(count);
@@ -473,10 +469,16 @@ impl Upkeep for PgStore {
         let tenant = &report.tenant_id;
         // An id past i64 names no delivery.
         let Ok(delivery) = i64::try_from(report.delivery_id) else { return Ok(()) };
+        let routed = self.places.is_dedicated(tenant);
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         if !lock_registered(&tx, tenant).await? {
             commit(tx).await?;
+            drop(conn);
+            // Moved meanwhile (`moves`): recorded where it is now; purged: nothing to record.
+            if self.rerouted(tenant, routed).await.unwrap_or(false) {
+                return self.record_attempt(report).await;
+            }
             return Ok(());
         }
         let row = tx
