@@ -605,7 +605,8 @@ pub struct MoveProgress {
 pub trait PlacementStore: Send + Sync {
     /// Moves the tenant's rows to `to` while it keeps serving: copy, catch up, a short write
     /// fence, switch, verify, then delete the old copy. `conflict` if it is there already or a
-    /// move is under way. `progress` hears the bytes copied so far.
+    /// move is under way. `progress` hears the bytes copied so far, never while the fence
+    /// holds the tenant's writes (a slow listener would hold them longer).
     async fn move_tenant(
         &self,
         scope: &TenantScope,

@@ -14,7 +14,7 @@ use tenantry_core::store::{etag_of, StoredUsage, TenantScope};
 use tenantry_core::tier::QuotaOverrides;
 use tenantry_core::ErrorCode;
 
-fn file(n: u64, p: &str, content: &str) -> StagedFile {
+pub(crate) fn file(n: u64, p: &str, content: &str) -> StagedFile {
     StagedFile {
         n,
         path: path(p),
@@ -40,7 +40,7 @@ fn memory(namespace: &str, key: &str, value: serde_json::Value) -> StagedRecord 
     }
 }
 
-fn plan(on_conflict: ConflictPolicy, max_storage_bytes: Option<u64>) -> ImportPlan {
+pub(crate) fn plan(on_conflict: ConflictPolicy, max_storage_bytes: Option<u64>) -> ImportPlan {
     ImportPlan {
         on_conflict,
         settings: None,
@@ -53,11 +53,17 @@ fn plan(on_conflict: ConflictPolicy, max_storage_bytes: Option<u64>) -> ImportPl
     }
 }
 
-fn journal() -> Journal {
+pub(crate) fn journal() -> Journal {
     Journal::with_event(draft("tenant.import", "bundle"), EventDraft::new("tenant.imported", "contract".into()))
 }
 
-async fn stage(f: &crate::Fixture, scope: &TenantScope, import: &str, policy: ConflictPolicy, files: Vec<StagedFile>) {
+pub(crate) async fn stage(
+    f: &crate::Fixture,
+    scope: &TenantScope,
+    import: &str,
+    policy: ConflictPolicy,
+    files: Vec<StagedFile>,
+) {
     f.store.begin_import(scope, import, now()).await.unwrap();
     f.store.stage_files(scope, import, policy, files).await.unwrap();
 }

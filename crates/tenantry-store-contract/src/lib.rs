@@ -236,6 +236,7 @@ macro_rules! suite {
             [
                 a_move_there_and_back_keeps_every_row_of_the_tenant,
                 a_file_replaced_by_another_with_its_bytes_during_a_move_ends_right,
+                every_kind_of_change_made_during_a_move_arrives,
             ]
         );
     };

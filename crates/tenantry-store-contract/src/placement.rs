@@ -115,3 +115,172 @@ pub async fn a_file_replaced_by_another_with_its_bytes_during_a_move_ends_right(
     }
     assert_eq!(f.store.usage(&scope).await.unwrap().files, 16);
 }
+
+/// What a reader sees of a tenant: its files (with their bytes), memory, audit log, events,
+/// keys and usage.
+async fn everything(f: &crate::Fixture, scope: &TenantScope) -> impl PartialEq + std::fmt::Debug {
+    let all = FileListing {
+        within: tenantry_core::path::PathPrefix::root(),
+        recursive: true,
+        include_within: true,
+        after: None,
+        limit: 100,
+    };
+    let files = f.store.list_files(scope, all).await.unwrap();
+    let mut bytes = Vec::new();
+    for file in &files {
+        bytes.push(f.store.read_file(scope, &file.path, None).await.unwrap().map(|(_, b)| b));
+    }
+    let memory = f.store.list_all_memory(scope, None, 100, now()).await.unwrap();
+    let audit = f.store.list_audit(scope, 0, None, 1000).await.unwrap();
+    let events = f.store.list_events(scope, 0, None, 1000).await.unwrap();
+    let keys = f.store.list_keys(scope).await.unwrap();
+    let usage = f.store.usage(scope).await.unwrap();
+    (files, bytes, memory, audit, events, keys, usage)
+}
+
+/// The documents a search for one word finds.
+async fn found(f: &crate::Fixture, scope: &TenantScope, word: &str) -> Vec<String> {
+    crate::search::found(f, scope, crate::search::query(&[word])).await
+}
+
+/// A move's progress listener that makes changes, what a reader saw of the tenant after the last
+/// of them, and how many reports the move made.
+type Acting =
+    (Arc<dyn Fn(MoveProgress) + Send + Sync>, Arc<std::sync::Mutex<Option<String>>>, Arc<std::sync::atomic::AtomicU32>);
+
+/// Makes `changes(n)` at the move's report of progress `n` (each while the move waits), and
+/// keeps what a reader then saw of the tenant: the changes arrive whichever round copies them.
+fn acting_at_reports<F, Fut>(f: &Arc<crate::Fixture>, scope: &TenantScope, changes: F) -> Acting
+where
+    F: Fn(u32) -> Option<Fut> + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let reports = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let last_seen = Arc::new(std::sync::Mutex::new(None));
+    let (f, scope, r, seen) = (f.clone(), scope.clone(), reports.clone(), last_seen.clone());
+    let act = move |_: MoveProgress| {
+        let n = r.fetch_add(1, Ordering::SeqCst);
+        let Some(change) = changes(n) else { return };
+        let (f, scope, seen) = (f.clone(), scope.clone(), seen.clone());
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move {
+                change.await;
+                *seen.lock().unwrap() = Some(format!("{:?}", everything(&f, &scope).await));
+            })
+        });
+    };
+    (Arc::new(act), last_seen, reports)
+}
+
+/// Moves the tenant to `to`, making `changes` at its reports of progress; checks that it verified
+/// and that the tenant there is as the last change left it. The tenant's scope there, and how
+/// many reports the move made.
+async fn move_acting<F, Fut>(
+    f: &Arc<crate::Fixture>,
+    tenant: &mut tenantry_core::model::Tenant,
+    to: Placement,
+    changes: F,
+) -> (TenantScope, u32)
+where
+    F: Fn(u32) -> Option<Fut> + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let scope = TenantScope::for_store_contract(tenant);
+    let (act, last_seen, reports) = acting_at_reports(f, &scope, changes);
+    let report = f.store.move_tenant(&scope, to, act).await.unwrap();
+    assert!(report.verified, "{report:?}");
+    tenant.placement = to;
+    let there = TenantScope::for_store_contract(tenant);
+    let before = last_seen.lock().unwrap().take().expect("the move reported its progress");
+    assert_eq!(format!("{:?}", everything(f, &there).await), before, "the tenant as the last change left it");
+    (there, reports.load(Ordering::SeqCst))
+}
+
+pub async fn every_kind_of_change_made_during_a_move_arrives(b: &dyn Backend) {
+    use tenantry_core::import::ConflictPolicy;
+    use tenantry_core::time::Timestamp;
+    let f = Arc::new(b.open().await);
+    let (mut tenant, scope) = f.tenant("acme").await;
+    for i in 0..20 {
+        f.put(&scope, &format!("/f{i}.txt"), &format!("file number {i}")).await;
+    }
+    f.put(&scope, "/gone.txt", "vanishing aardvark").await;
+    f.put(&scope, "/changed.txt", "obsolete walrus").await;
+    let t0 = now();
+    for (key, text, ttl) in [("soon", "ephemeral pelican", 500), ("later", "fleeting gecko", 3_000)] {
+        let mut w = memory_write("ns", key, serde_json::json!(text));
+        w.expires_at = Some(Timestamp::from_millis(t0.millis() + ttl));
+        f.store.put_memory(&scope, w, memory_journal("ns", key)).await.unwrap();
+    }
+    f.store
+        .put_memory(
+            &scope,
+            memory_write("ns", "old", serde_json::json!("forgotten okapi")),
+            memory_journal("ns", "old"),
+        )
+        .await
+        .unwrap();
+    let big: String = (0..40_000).map(|i| format!("zebra{} ", i % 7)).collect();
+    // The move there: at its first report, files and memory entries written and deleted, a
+    // large file of several chunks, an expired entry reclaimed (which no event names); at its
+    // second (if it makes one), a file written at the first deleted and an import (whose event
+    // names no path).
+    let changes = {
+        let (f, scope, big) = (f.clone(), scope.clone(), big.clone());
+        move |n: u32| {
+            let (f, scope, big) = (f.clone(), scope.clone(), big.clone());
+            (n < 2).then_some(async move {
+                let at = now();
+                if n == 0 {
+                    f.put(&scope, "/big.txt", &big).await;
+                    f.put(&scope, "/transient.txt", "passing lemur").await;
+                    let gone = file_journal("/gone.txt");
+                    f.store.delete_file(&scope, &path("/gone.txt"), Precondition::None, at, gone).await.unwrap();
+                    f.put(&scope, "/changed.txt", "current narwhal").await;
+                    let fresh = memory_write("ns", "new", serde_json::json!("arriving quokka"));
+                    f.store.put_memory(&scope, fresh, memory_journal("ns", "new")).await.unwrap();
+                    let (ns, key) = (Namespace::parse("ns").unwrap(), MemoryKey::parse("old").unwrap());
+                    f.store.delete_memory(&scope, &ns, &key, at, memory_journal("ns", "old")).await.unwrap();
+                    let expired = Timestamp::from_millis(t0.millis() + 2_000);
+                    assert_eq!(f.store.reclaim_expired_memory(expired, 100).await.unwrap(), 1);
+                } else {
+                    let gone = file_journal("/transient.txt");
+                    f.store.delete_file(&scope, &path("/transient.txt"), Precondition::None, at, gone).await.unwrap();
+                    let staged = vec![crate::import::file(0, "/imported.txt", "delivered platypus")];
+                    crate::import::stage(&f, &scope, "imp", ConflictPolicy::Overwrite, staged).await;
+                    let plan = crate::import::plan(ConflictPolicy::Overwrite, None);
+                    f.store.commit_import(&scope, "imp", plan, crate::import::journal()).await.unwrap();
+                }
+            })
+        }
+    };
+    let (there, reports) = move_acting(&f, &mut tenant, Placement::Dedicated, changes).await;
+    let (_, bytes) = f.store.read_file(&there, &path("/big.txt"), None).await.unwrap().unwrap();
+    assert_eq!(bytes, big.as_bytes());
+    assert_eq!(found(&f, &there, "zebra3").await, ["/big.txt"]);
+    assert_eq!(found(&f, &there, "narwhal").await, ["/changed.txt"]);
+    assert_eq!(found(&f, &there, "quokka").await, ["ns/new"]);
+    for gone in ["aardvark", "walrus", "okapi", "pelican"] {
+        assert_eq!(found(&f, &there, gone).await, Vec::<String>::new(), "{gone}");
+    }
+    let imported = reports >= 2;
+    assert_eq!(found(&f, &there, "platypus").await.len(), usize::from(imported));
+    assert_eq!(found(&f, &there, "lemur").await.len(), usize::from(!imported));
+    // And back, with only an expired entry reclaimed and a value written at its first report.
+    let changes = {
+        let (f, there) = (f.clone(), there.clone());
+        move |n: u32| {
+            let (f, there) = (f.clone(), there.clone());
+            (n == 0).then_some(async move {
+                let expired = Timestamp::from_millis(t0.millis() + 5_000);
+                assert_eq!(f.store.reclaim_expired_memory(expired, 100).await.unwrap(), 1);
+                let fresh = memory_write("ns", "newer", serde_json::json!("returning ibex"));
+                f.store.put_memory(&there, fresh, memory_journal("ns", "newer")).await.unwrap();
+            })
+        }
+    };
+    let (home, _) = move_acting(&f, &mut tenant, Placement::Shared, changes).await;
+    assert_eq!(found(&f, &home, "gecko").await, Vec::<String>::new());
+    assert_eq!(found(&f, &home, "ibex").await, ["ns/newer"]);
+}

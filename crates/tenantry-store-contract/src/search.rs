@@ -7,7 +7,7 @@ use tenantry_core::path::PathPrefix;
 use tenantry_core::search::SearchHit;
 use tenantry_core::store::{Precondition, SearchQuery, TenantScope};
 
-fn query(terms: &[&str]) -> SearchQuery {
+pub(crate) fn query(terms: &[&str]) -> SearchQuery {
     SearchQuery {
         terms: terms.iter().map(|t| t.to_string()).collect(),
         files: Some(PathPrefix::root()),
@@ -17,7 +17,7 @@ fn query(terms: &[&str]) -> SearchQuery {
     }
 }
 
-async fn found(f: &crate::Fixture, scope: &TenantScope, q: SearchQuery) -> Vec<String> {
+pub(crate) async fn found(f: &crate::Fixture, scope: &TenantScope, q: SearchQuery) -> Vec<String> {
     let mut hits: Vec<String> = f
         .store
         .search(scope, q)

@@ -154,6 +154,27 @@ pub async fn tenant_transaction<'a>(client: &'a mut Object, tenant: &TenantId) -
 /// commits between them, such as a replacement deleting the old body. Read-only, it never fails
 /// to serialize.
 pub async fn tenant_snapshot<'a>(client: &'a mut Object, tenant: &TenantId) -> Result<Transaction<'a>> {
+    snapshot_transaction(client, tenant, None).await
+}
+
+/// As [`tenant_snapshot`], seeing what the transaction that exported `exported`
+/// (`pg_export_snapshot()`) sees, while that one is open.
+pub(crate) async fn tenant_snapshot_as_of<'a>(
+    client: &'a mut Object,
+    tenant: &TenantId,
+    exported: &str,
+) -> Result<Transaction<'a>> {
+    snapshot_transaction(client, tenant, Some(exported)).await
+}
+
+async fn snapshot_transaction<'a>(
+    client: &'a mut Object,
+    tenant: &TenantId,
+    exported: Option<&str>,
+) -> Result<Transaction<'a>> {
+    if let Some(id) = exported.filter(|id| !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')) {
+        return Err(tenantry_core::Error::internal(format!("an exported snapshot named {id:?}")));
+    }
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -161,6 +182,10 @@ pub async fn tenant_snapshot<'a>(client: &'a mut Object, tenant: &TenantId) -> R
         .start()
         .await
         .map_err(pg_error)?;
+    if let Some(id) = exported {
+        // Before any query: it sets what the transaction sees.
+        tx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{id}'")).await.map_err(pg_error)?;
+    }
     tx.execute("SELECT set_config('tenantry.tenant_id', $1, true)", &[&tenant.as_str()]).await.map_err(pg_error)?;
     Ok(tx)
 }

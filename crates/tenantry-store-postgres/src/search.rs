@@ -27,7 +27,7 @@ pub(crate) fn memory_doc(namespace: &str, key: &str) -> String {
 const BATCH: usize = 4096;
 
 /// A document kind as stored (`kind SMALLINT`).
-fn kind_code(kind: DocKind) -> i16 {
+pub(crate) fn kind_code(kind: DocKind) -> i16 {
     kind as i16
 }
 

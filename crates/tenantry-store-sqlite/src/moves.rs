@@ -847,7 +847,9 @@ impl SqliteStore {
         let fence = Instant::now();
         let closed = crate::placement::Routes::close(&gate).await;
         let drained_ms = fence.elapsed().as_millis() as u64;
-        self.sync_round(&src, &dst, tenant, &mut copied, progress).await?;
+        // No progress is reported under the fence: a slow listener would hold the tenant's
+        // writes longer.
+        self.sync_round(&src, &dst, tenant, &mut copied, &|_| {}).await?;
         let synced_ms = fence.elapsed().as_millis() as u64;
         // Both as they are at the switch, compared once the fence is lifted.
         Self::snapshot(&before)?;
