@@ -208,7 +208,8 @@ pub async fn every_kind_of_change_made_during_a_move_arrives(b: &dyn Backend) {
     f.put(&scope, "/gone.txt", "vanishing aardvark").await;
     f.put(&scope, "/changed.txt", "obsolete walrus").await;
     let t0 = now();
-    for (key, text, ttl) in [("soon", "ephemeral pelican", 500), ("later", "fleeting gecko", 3_000)] {
+    // "later" lives an hour: the snapshots compared must not differ by the clock.
+    for (key, text, ttl) in [("soon", "ephemeral pelican", 500), ("later", "fleeting gecko", 3_600_000)] {
         let mut w = memory_write("ns", key, serde_json::json!(text));
         w.expires_at = Some(Timestamp::from_millis(t0.millis() + ttl));
         f.store.put_memory(&scope, w, memory_journal("ns", key)).await.unwrap();
@@ -273,7 +274,7 @@ pub async fn every_kind_of_change_made_during_a_move_arrives(b: &dyn Backend) {
         move |n: u32| {
             let (f, there) = (f.clone(), there.clone());
             (n == 0).then_some(async move {
-                let expired = Timestamp::from_millis(t0.millis() + 5_000);
+                let expired = Timestamp::from_millis(t0.millis() + 7_200_000);
                 assert_eq!(f.store.reclaim_expired_memory(expired, 100).await.unwrap(), 1);
                 let fresh = memory_write("ns", "newer", serde_json::json!("returning ibex"));
                 f.store.put_memory(&there, fresh, memory_journal("ns", "newer")).await.unwrap();

@@ -8,9 +8,9 @@
 //!   then rounds again until one is short, so the fenced round has little to catch up on.
 //! - **The fence.** The source's `tenant_usage` row is locked `FOR UPDATE` (and the tenant's
 //!   imports and outbox): every write of the tenant, on every node, takes that row first, so
-//!   none is half way and none starts. The last round runs under it; the source's snapshot is
-//!   exported for the comparison after, and the target's is taken once its copy has committed,
-//!   before anything can write there.
+//!   none is half way and none starts. The last round reads the source in a snapshot exported
+//!   from the fence, kept for the comparison after; the target's is taken once its copy has
+//!   committed, before anything can write there.
 //! - **The switch.** The registry's placement changes, and the source's `tenant_usage` row and
 //!   webhook outbox are deleted: moving out of the shared database, in the fence's own
 //!   transaction; moving back into it, in a transaction of its own once the copy has committed
@@ -56,9 +56,10 @@ const SEQUENCES: &[(&str, &[(&str, &str)])] = &[
     ("webhook_attempts_n_seq", &[("webhook_attempts", "n")]),
 ];
 
-/// Rounds before the whole comparison at most, and after it before the fence; a round that
-/// finds fewer changes than this, or takes no longer than that, is the last of its kind (the
-/// fenced round will be about as long as the last one before it, having as much to catch up on).
+/// Rounds before the whole comparison at most (it comes sooner after a short round), and rounds in
+/// all before the fence at most; a round that finds fewer changes than this, or takes no longer
+/// than that, is short (the fenced round will be about as long as the last one before it, having
+/// as much to catch up on).
 const MAX_ROUNDS: u32 = 8;
 const MAX_CATCH_UP_ROUNDS: u32 = 6;
 const SMALL_ROUND: u64 = 40;
@@ -342,6 +343,11 @@ impl PgStore {
             (row.get(0), row.get(1))
         };
         let mut copier = Copier::new(tenant, tables, columns, file_bytes.max(0) as u64, progress);
+        // Connections as the owner on both sides, for the fence (to number past the copied rows
+        // and the source's sequences): made now, since writes would pile up for the fenced round
+        // while they are made between the last round and the fence.
+        let owner = self.places.owner_client((to == Placement::Dedicated).then_some(tenant)).await?;
+        let source_owner = self.places.owner_client((to == Placement::Shared).then_some(tenant)).await?;
         // Rounds while the tenant serves, then a comparison of both sides, then rounds again
         // until one is short.
         let mut rounds = 0;
@@ -366,11 +372,8 @@ impl PgStore {
             }
             copier.compared |= compare;
         }
-        // Connections taken before the fence: as the owner on both sides (to number past the
-        // copied rows and the source's sequences), one for the source as at the switch, and one
-        // for the registry's switch when it is the target's.
-        let owner = self.places.owner_client((to == Placement::Dedicated).then_some(tenant)).await?;
-        let source_owner = self.places.owner_client((to == Placement::Shared).then_some(tenant)).await?;
+        // From the pools: one for the source as at the switch, one for the registry's switch
+        // when it is the target's (taken only now: the tenant's writes need the pools meanwhile).
         let mut source_view_conn = source.client().await?;
         let mut registry_conn = target.client().await?;
         // The fence: every writer of the tenant, on every node, waits for its usage row; so do
@@ -383,16 +386,22 @@ impl PgStore {
             .map(|table| format!("SELECT 1 FROM {table} WHERE tenant_id = $1 FOR UPDATE"));
         try_join_all(locks.iter().map(|sql| fence.execute(sql.as_str(), &by_tenant))).await.map_err(pg_error)?;
         rounds += 1;
-        let t = begin(&mut target_conn, tenant).await?;
         let locked_ms = fenced.elapsed().as_millis();
-        copier.round(&fence, &t, true).await?;
-        let copied_ms = fenced.elapsed().as_millis();
-        // The source as the fence holds it, for the comparison once the fence is lifted.
-        let snapshot: String = fence.query_one("SELECT pg_export_snapshot()", &[]).await.map_err(pg_error)?.get(0);
-        let (_, source_view) = tokio::try_join!(
-            self.continue_numbering(&owner, &source_owner, tenant, &t),
-            crate::tenant_snapshot_as_of(&mut source_view_conn, tenant, &snapshot)
+        // The last round reads the source as the fence holds it, in a snapshot exported from
+        // the fence: what is copied is what the comparison after the switch compares, whatever
+        // writes outside the tenant's lock (pruning old events) do meanwhile.
+        let source_view = async {
+            let snapshot: String = fence.query_one("SELECT pg_export_snapshot()", &[]).await.map_err(pg_error)?.get(0);
+            crate::tenant_snapshot_as_of(&mut source_view_conn, tenant, &snapshot).await
+        };
+        let (t, source_view) = tokio::try_join!(begin(&mut target_conn, tenant), source_view)?;
+        // The target's sequences meanwhile: a number the round copies was taken from the source's
+        // sequence, which is read under the fence, so the round need not be done first.
+        tokio::try_join!(
+            copier.round(&source_view, &t, true),
+            self.continue_numbering(&owner, &source_owner, tenant, &t)
         )?;
+        let copied_ms = fenced.elapsed().as_millis();
         // The switch, with the source's usage row, outbox and imports gone (the module's doc);
         // the target as at the switch is read before anything else can write there.
         let target_view = match to {
@@ -431,8 +440,8 @@ impl PgStore {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(
-                    "moved {tenant} to {}, but the copy does not match the source as at the switch ({}): its \
-                     old copy is kept until the next start",
+                    "moved {tenant} to {}, but the copy could not be shown to match the source as at the switch \
+                     ({}): its old copy is kept until the next start",
                     to.as_str(),
                     e.message
                 );

@@ -465,7 +465,10 @@ impl<'a> Copier<'a> {
             }
         }
         let planned_ms = began.elapsed().as_millis();
-        let small = plans.iter().map(|p| p.fresh.len()).sum::<usize>() + paths.len() + docs.len() <= PIPELINED_ROWS;
+        let appended_rows: usize =
+            in_hand.iter().filter(|(t, _)| t.by == SyncBy::Append).map(|(_, rows)| rows.len()).sum();
+        let small = plans.iter().map(|p| p.fresh.len()).sum::<usize>() + paths.len() + docs.len() + appended_rows
+            <= PIPELINED_ROWS;
         let mut rows = 0u64;
         let bodies = if small {
             // Reads still to make (none, mostly), those of the bodies they name, then every
@@ -473,11 +476,21 @@ impl<'a> Copier<'a> {
             let fetched = read(source, id, &copies).await?;
             let mut writes =
                 self.prepare(id, in_hand.into_iter().chain(copies.iter().map(|c| c.table).zip(fetched)).collect());
+            // Bodies in the same flight when they are one read (at most CHUNK_READ_BYTES), else
+            // read and written one read at a time after it, so memory stays bounded.
             let bodies = self.plan_bodies(&covered_bodies);
-            let chunks = read(source, id, &bodies.reads).await?;
-            writes.extend(self.prepare(id, bodies.reads.iter().map(|r| r.table).zip(chunks).collect()));
+            let in_flight = if bodies.reads.len() == 1 { 1 } else { 0 };
+            let (now, later) = bodies.reads.split_at(in_flight);
+            let chunks = read(source, id, now).await?;
+            writes.extend(self.prepare(id, now.iter().map(|r| r.table).zip(chunks).collect()));
             rows += writes_rows(&writes);
             rows += run_in_order(target, id, &deletes, &bodies.stale, &writes).await?;
+            for r in later {
+                let fetched = read(source, id, std::slice::from_ref(r)).await?;
+                let writes = self.prepare(id, vec![(r.table, fetched.into_iter().next().unwrap_or_default())]);
+                rows += writes_rows(&writes);
+                execute(target, &writes).await?;
+            }
             bodies
         } else {
             rows += run_in_order(target, id, &deletes, &[], &[]).await?;
@@ -857,6 +870,8 @@ const CHUNKS_BY_EVENTS: &str = concat!(
 /// A body read with the events that name its file: at most one chunk's bytes, and so many.
 const SMALL_BODY: i64 = 64 << 10;
 const SMALL_BODIES: i64 = 64;
+// Each row of CHUNKS_BY_EVENTS is then a whole body: its LIMIT cannot cut one in two.
+const _: () = assert!(SMALL_BODY <= crate::files::CHUNK as i64);
 
 /// The chunks of bodies, each from a first chunk number to one before a last.
 const FETCH_CHUNKS: &str = "SELECT to_jsonb(c)::text FROM file_chunks c
