@@ -474,49 +474,30 @@ impl<'a> Copier<'a> {
             // Reads still to make (none, mostly), those of the bodies they name, then every
             // delete and upsert in one flight.
             let fetched = read(source, id, &copies).await?;
-            let mut writes =
+            let (mut writes, n) =
                 self.prepare(id, in_hand.into_iter().chain(copies.iter().map(|c| c.table).zip(fetched)).collect());
+            rows += n;
             // Bodies in the same flight when they are one read (at most CHUNK_READ_BYTES), else
             // read and written one read at a time after it, so memory stays bounded.
             let bodies = self.plan_bodies(&covered_bodies);
             let in_flight = if bodies.reads.len() == 1 { 1 } else { 0 };
             let (now, later) = bodies.reads.split_at(in_flight);
             let chunks = read(source, id, now).await?;
-            writes.extend(self.prepare(id, now.iter().map(|r| r.table).zip(chunks).collect()));
-            rows += writes_rows(&writes);
+            let (more, n) = self.prepare(id, now.iter().map(|r| r.table).zip(chunks).collect());
+            writes.extend(more);
+            rows += n;
             rows += run_in_order(target, id, &deletes, &bodies.stale, &writes).await?;
-            for r in later {
-                let fetched = read(source, id, std::slice::from_ref(r)).await?;
-                let writes = self.prepare(id, vec![(r.table, fetched.into_iter().next().unwrap_or_default())]);
-                rows += writes_rows(&writes);
-                execute(target, &writes).await?;
-            }
+            rows += self.copy_one_at_a_time(source, target, id, later, false).await?;
             bodies
         } else {
             rows += run_in_order(target, id, &deletes, &[], &[]).await?;
-            let writes = self.prepare(id, in_hand);
-            rows += writes_rows(&writes);
+            let (writes, n) = self.prepare(id, in_hand);
+            rows += n;
             execute(target, &writes).await?;
-            for copy in &copies {
-                let fetched = read(source, id, std::slice::from_ref(copy)).await?;
-                let writes = self.prepare(id, vec![(copy.table, fetched.into_iter().next().unwrap_or_default())]);
-                rows += writes_rows(&writes);
-                execute(target, &writes).await?;
-                if !fenced {
-                    self.report();
-                }
-            }
+            rows += self.copy_one_at_a_time(source, target, id, &copies, !fenced).await?;
             let bodies = self.plan_bodies(&covered_bodies);
             rows += run_in_order(target, id, &[], &bodies.stale, &[]).await?;
-            for r in &bodies.reads {
-                let fetched = read(source, id, std::slice::from_ref(r)).await?;
-                let writes = self.prepare(id, vec![(r.table, fetched.into_iter().next().unwrap_or_default())]);
-                rows += writes_rows(&writes);
-                execute(target, &writes).await?;
-                if !fenced {
-                    self.report();
-                }
-            }
+            rows += self.copy_one_at_a_time(source, target, id, &bodies.reads, !fenced).await?;
             bodies
         };
         self.copied_bodies.retain(|b| !bodies.stale.contains(b));
@@ -585,14 +566,40 @@ impl<'a> Copier<'a> {
         .await
     }
 
+    /// Reads and upserts each copy in turn (so only one read's rows are held at a time),
+    /// reporting progress after each if `report`; the rows upserted.
+    async fn copy_one_at_a_time(
+        &mut self,
+        source: &Transaction<'_>,
+        target: &Transaction<'_>,
+        id: &str,
+        copies: &[Copy],
+        report: bool,
+    ) -> Result<u64> {
+        let mut rows = 0;
+        for copy in copies {
+            let fetched = read(source, id, std::slice::from_ref(copy)).await?;
+            let (writes, n) = self.prepare(id, vec![(copy.table, fetched.into_iter().next().unwrap_or_default())]);
+            rows += n;
+            execute(target, &writes).await?;
+            if report {
+                self.report();
+            }
+        }
+        Ok(rows)
+    }
+
     /// The upserts of fetched rows (JSON objects) into their tables, in statements of at most
     /// [`INSERT_BYTES`]; notes the bodies the files and staged files name.
-    fn prepare(&mut self, id: &str, tables: Vec<(&'static Moved, Vec<String>)>) -> Vec<(String, String)> {
+    /// Also returns how many rows they carry.
+    fn prepare(&mut self, id: &str, tables: Vec<(&'static Moved, Vec<String>)>) -> (Vec<(String, String)>, u64) {
         let mut writes: Vec<(String, String)> = Vec::new();
+        let mut count = 0;
         for (t, rows) in tables {
             if rows.is_empty() {
                 continue;
             }
+            count += rows.len() as u64;
             match t.table {
                 "files" | "import_files" => self.note_bodies(t, id, &rows),
                 "file_chunks" => self.copied_bytes += rows.iter().map(|r| r.len() as u64 / 2).sum::<u64>(),
@@ -615,7 +622,7 @@ impl<'a> Copier<'a> {
                 writes.push((insert, json));
             }
         }
-        writes
+        (writes, count)
     }
 
     /// Notes the body each copied row of `files` or `import_files` names.
@@ -773,13 +780,6 @@ async fn execute(target: &Transaction<'_>, writes: &[(String, String)]) -> Resul
     let statements = try_join_all(writes.iter().map(|(sql, _)| target.prepare_cached(sql))).await.map_err(pg_error)?;
     try_join_all(statements.iter().zip(&params).map(|(st, p)| target.execute(st, p))).await.map_err(pg_error)?;
     Ok(())
-}
-
-/// The rows a round's upserts carry.
-fn writes_rows(writes: &[(String, String)]) -> u64 {
-    // Each JSON array's objects: one per row (a row's JSON never holds "},{" outside a string
-    // of its own, which counts a row too many at worst: this is a figure for the report).
-    writes.iter().map(|(_, json)| json.matches("},{").count() as u64 + 1).sum()
 }
 
 /// The rows of the files, search documents and small bodies the events past `since` name (the
