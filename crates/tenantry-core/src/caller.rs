@@ -5,9 +5,10 @@
 use crate::activity::TenantActivity;
 use crate::directory::{Directory, TenantEntry};
 use crate::error::{Error, ErrorCode, Result};
-use crate::ids::TenantId;
+use crate::ids::{SessionId, TenantId};
 use crate::model::{AuditDraft, AuditEntry, KeyRecord, Tenant, TenantStatus};
 use crate::path::{PathPrefix, TenantPath};
+use crate::people::{People, SessionPolicy, Token, UserRecord};
 use crate::role::Role;
 use crate::secret::{KeySecret, SecretHash};
 use crate::slug::DEFAULT_SLUG;
@@ -20,6 +21,17 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default)]
 pub struct RequestFacts {
     pub bearer: Option<String>,
+    /// The session cookie's token, when the request carries one (a bearer key wins over it).
+    pub session: Option<String>,
+    /// Whether the request asks for a change (any method but GET, HEAD and OPTIONS).
+    pub changes: bool,
+    /// Whether the browser said the request comes from this server's own pages: an `Origin`
+    /// naming the request's host, or `Sec-Fetch-Site: same-origin`. A change made with a session
+    /// cookie needs it (CSRF).
+    pub same_origin: bool,
+    /// Whether a browser said the request comes from another site (an `Origin` or
+    /// `Sec-Fetch-Site` that is not this server's). Clients that are not browsers send neither.
+    pub cross_site: bool,
     /// From a `/t/{slug}/v1/...` path.
     pub path_tenant: Option<String>,
     /// From `X-Tenant-ID` (a slug or an id).
@@ -33,6 +45,18 @@ pub struct RequestFacts {
 pub enum Principal {
     Operator,
     Key(Arc<KeyRecord>),
+    /// A signed-in person: a member of the tenant with `role` in it, or a super-admin
+    /// (`operator`), who has the operator's rights.
+    Person(Arc<PersonGrant>),
+}
+
+/// What a signed-in person may do in the request's tenant.
+#[derive(Debug, Clone)]
+pub struct PersonGrant {
+    pub user: Arc<UserRecord>,
+    pub session: SessionId,
+    pub role: Role,
+    pub operator: bool,
 }
 
 /// An authenticated request, bound to exactly one tenant.
@@ -52,6 +76,8 @@ pub struct Caller {
 /// Proof that the caller holds the operator key: what tenant administration requires.
 #[derive(Debug, Clone)]
 pub struct OperatorGrant {
+    /// `operator`, or `user:<id>` for a super-admin.
+    actor: String,
     request_id: String,
     ip: String,
 }
@@ -63,7 +89,7 @@ impl OperatorGrant {
     }
     pub fn audit(&self, action: &str, target: &str, result: &str) -> AuditDraft {
         AuditDraft {
-            actor: "operator".into(),
+            actor: self.actor.clone(),
             action: action.into(),
             target: target.into(),
             result: result.into(),
@@ -94,35 +120,49 @@ impl Caller {
     pub fn request_id(&self) -> &str {
         &self.request_id
     }
+    /// The operator key, or a super-admin person.
     pub fn is_operator(&self) -> bool {
-        matches!(self.principal, Principal::Operator)
+        match &self.principal {
+            Principal::Operator => true,
+            Principal::Key(_) => false,
+            Principal::Person(p) => p.operator,
+        }
+    }
+    /// The signed-in person, when the request came with a session.
+    pub fn person(&self) -> Option<&PersonGrant> {
+        match &self.principal {
+            Principal::Person(p) => Some(p),
+            _ => None,
+        }
     }
     /// The operator acts with every right of an owner.
     pub fn role(&self) -> Role {
         match &self.principal {
             Principal::Operator => Role::Owner,
             Principal::Key(k) => k.role,
+            Principal::Person(p) => p.role,
         }
     }
     pub fn prefix(&self) -> Option<&PathPrefix> {
         match &self.principal {
-            Principal::Operator => None,
+            Principal::Operator | Principal::Person(_) => None,
             Principal::Key(k) => k.prefix.as_ref(),
         }
     }
-    /// Who the audit log names: `operator` or `key:<id>`; never a secret.
+    /// Who the audit log names: `operator`, `key:<id>` or `user:<id>`; never a secret.
     pub fn actor(&self) -> String {
         match &self.principal {
             Principal::Operator => "operator".to_owned(),
             Principal::Key(k) => format!("key:{}", k.id),
+            Principal::Person(p) => format!("user:{}", p.user.id),
         }
     }
 
     pub fn operator(&self) -> Result<OperatorGrant> {
-        match self.principal {
-            Principal::Operator => Ok(OperatorGrant { request_id: self.request_id.clone(), ip: self.ip.clone() }),
-            Principal::Key(_) => Err(Error::forbidden("this route needs the operator key")),
+        if !self.is_operator() {
+            return Err(Error::forbidden("this route needs the operator key or a super-admin"));
         }
+        Ok(OperatorGrant { actor: self.actor(), request_id: self.request_id.clone(), ip: self.ip.clone() })
     }
 
     pub fn require_role(&self, min: Role) -> Result<()> {
@@ -150,7 +190,7 @@ impl Caller {
     /// When the caller's own key stops working (`None`: never, or the operator).
     pub fn expires_at(&self) -> Option<Timestamp> {
         match &self.principal {
-            Principal::Operator => None,
+            Principal::Operator | Principal::Person(_) => None,
             Principal::Key(k) => k.expires_at,
         }
     }
@@ -300,39 +340,68 @@ fn lookup(dir: &Directory, named: &Named) -> Option<Arc<TenantEntry>> {
     }
 }
 
-/// Turns a request's facts into a [`Caller`] (API.md §3). Pure: the caller writes any audit.
-pub fn authenticate(
-    dir: &Directory,
-    naming: &TenantNaming,
-    tiers: &TierTable,
-    operator_hash: &SecretHash,
-    facts: RequestFacts,
-    now: Timestamp,
-) -> Result<Caller, Refusal> {
-    let bearer = facts.bearer.as_deref().ok_or_else(Error::unauthenticated)?;
-    let secret = KeySecret::from_presented(bearer);
-    let named = naming.named(&facts);
+/// What authentication consults: the node's in-memory views and settings.
+pub struct Authority<'a> {
+    pub dir: &'a Directory,
+    pub people: &'a People,
+    pub naming: &'a TenantNaming,
+    pub tiers: &'a TierTable,
+    pub operator_hash: &'a SecretHash,
+    pub sessions: &'a SessionPolicy,
+}
+
+impl Authority<'_> {
+    fn caller(&self, entry: Arc<TenantEntry>, principal: Principal, facts: RequestFacts) -> Caller {
+        let tenant = entry.tenant();
+        Caller {
+            limits: self.tiers.limits_of(&tenant),
+            tenant,
+            entry,
+            principal,
+            request_id: facts.request_id,
+            ip: facts.ip,
+        }
+    }
+
+    /// The tenant an operator (or a super-admin) names: the first name given wins; a host that
+    /// is no tenant's name is ignored; nothing named is the `default` tenant.
+    fn operator_tenant(&self, named: &[Named]) -> Result<Arc<TenantEntry>> {
+        for n in named {
+            match (n, lookup(self.dir, n)) {
+                (_, Some(t)) => return Ok(t),
+                (Named::Domain(_), None) => continue,
+                (Named::SlugOrId(s), None) => return Err(Error::tenant_not_found(s)),
+            }
+        }
+        self.dir.entry_by_slug(DEFAULT_SLUG).ok_or_else(|| Error::tenant_not_found(DEFAULT_SLUG))
+    }
+}
+
+/// Turns a request's facts into a [`Caller`] (API.md §3, §11). Pure: the caller writes any audit.
+pub fn authenticate(a: &Authority<'_>, facts: RequestFacts, now: Timestamp) -> Result<Caller, Refusal> {
+    let named = a.naming.named(&facts);
+    let Some(bearer) = facts.bearer.clone() else {
+        return match facts.session.clone() {
+            Some(token) => authenticate_person(a, &named, &token, facts, now),
+            None => Err(Error::unauthenticated().into()),
+        };
+    };
+    let secret = KeySecret::from_presented(&bearer);
 
     if let Some(key_id) = secret.key_id() {
-        let (key, tenant, entry) = dir
+        let (key, tenant, entry) = a
+            .dir
             .key_with_tenant(&key_id)
-            .filter(|(k, _, _)| k.hash.matches(bearer) && k.is_usable(now))
+            .filter(|(k, _, _)| k.hash.matches(&bearer) && k.is_usable(now))
             .ok_or_else(Error::unauthenticated)?;
         if tenant.status == TenantStatus::Archived {
             return Err(Error::unauthenticated().into());
         }
-        let caller = Caller {
-            limits: tiers.limits_of(&tenant),
-            tenant: tenant.clone(),
-            entry,
-            principal: Principal::Key(key),
-            request_id: facts.request_id,
-            ip: facts.ip,
-        };
+        let caller = a.caller(entry, Principal::Key(key), facts);
         // A host that is not a tenant's name (an IP, `localhost`) names nothing: only explicit
         // names other than the key's own tenant are a mismatch.
         let mismatch = named.iter().find(|n| match n {
-            Named::Domain(d) => dir.tenant_by_domain(d).is_some_and(|t| t.id != tenant.id),
+            Named::Domain(d) => a.dir.tenant_by_domain(d).is_some_and(|t| t.id != tenant.id),
             other => !names_tenant(other, &tenant),
         });
         if mismatch.is_some() {
@@ -345,44 +414,96 @@ pub fn authenticate(
                 audit_in: Some(Box::new((caller, audit))),
             });
         }
-        if tenant.status == TenantStatus::Suspended {
-            let audit = caller.audit("auth.suspended", "", "refused:tenant_suspended");
-            return Err(Refusal {
-                error: Error::new(ErrorCode::TenantSuspended, format!("tenant '{}' is suspended", tenant.slug)),
-                audit_in: Some(Box::new((caller, audit))),
-            });
-        }
-        return Ok(caller);
+        return refuse_suspended(caller);
     }
 
-    if !operator_hash.matches(bearer) {
+    if !a.operator_hash.matches(&bearer) {
         return Err(Error::unauthenticated().into());
     }
-    // The operator: the first name given wins; a host that is no tenant's name is ignored.
-    let mut tenant = None;
-    for n in &named {
-        match (n, lookup(dir, n)) {
-            (_, Some(t)) => {
-                tenant = Some(t);
+    let entry = a.operator_tenant(&named)?;
+    Ok(a.caller(entry, Principal::Operator, facts))
+}
+
+/// A suspended tenant refuses every request but the operator's, audited in its log.
+fn refuse_suspended(caller: Caller) -> Result<Caller, Refusal> {
+    if caller.tenant.status != TenantStatus::Suspended {
+        return Ok(caller);
+    }
+    let audit = caller.audit("auth.suspended", "", "refused:tenant_suspended");
+    Err(Refusal {
+        error: Error::new(ErrorCode::TenantSuspended, format!("tenant '{}' is suspended", caller.tenant.slug)),
+        audit_in: Some(Box::new((caller, audit))),
+    })
+}
+
+/// A session cookie: the person, then the tenant among their memberships. A tenant they are not
+/// a member of answers as one that does not exist (API.md §11).
+fn authenticate_person(
+    a: &Authority<'_>,
+    named: &[Named],
+    token: &str,
+    facts: RequestFacts,
+    now: Timestamp,
+) -> Result<Caller, Refusal> {
+    let signed = a.people.check(&Token::from_presented(token), now, a.sessions).ok_or_else(Error::unauthenticated)?;
+    if facts.changes && !facts.same_origin {
+        return Err(crate::people::cross_origin_change().into());
+    }
+    let grant = |role: Role, operator: bool| {
+        Principal::Person(Arc::new(PersonGrant {
+            user: signed.user.clone(),
+            session: signed.session.record.id.clone(),
+            role,
+            operator,
+        }))
+    };
+    if signed.user.super_admin {
+        let entry = a.operator_tenant(named)?;
+        return Ok(a.caller(entry, grant(Role::Owner, true), facts));
+    }
+    let member = |entry: &Arc<TenantEntry>| {
+        let t = entry.tenant();
+        let role = a.people.role_in(&signed.user.id, &t.id)?;
+        (t.status != TenantStatus::Archived).then_some(role)
+    };
+    let mut chosen = None;
+    for n in named {
+        let name = match n {
+            Named::SlugOrId(s) | Named::Domain(s) => s,
+        };
+        match (n, lookup(a.dir, n)) {
+            (_, Some(entry)) => {
+                let role = member(&entry).ok_or_else(|| Error::tenant_not_found(name))?;
+                chosen = Some((entry, role));
                 break;
             }
             (Named::Domain(_), None) => continue,
-            (Named::SlugOrId(s), None) => return Err(Error::tenant_not_found(s).into()),
+            (Named::SlugOrId(_), None) => return Err(Error::tenant_not_found(name).into()),
         }
     }
-    let entry = match tenant {
-        Some(t) => t,
-        None => dir.entry_by_slug(DEFAULT_SLUG).ok_or_else(|| Error::tenant_not_found(DEFAULT_SLUG))?,
+    let (entry, role) = match chosen {
+        Some(c) => c,
+        None => {
+            let mine: Vec<(Arc<TenantEntry>, Role)> = a
+                .people
+                .memberships_of(&signed.user.id)
+                .into_iter()
+                .filter_map(|(t, _)| a.dir.entry(&t))
+                .filter_map(|e| member(&e).map(|r| (e, r)))
+                .collect();
+            match mine.len() {
+                1 => mine.into_iter().next().expect("one"),
+                0 => return Err(Error::new(ErrorCode::TenantNotFound, "you are not a member of any tenant").into()),
+                n => {
+                    return Err(Error::invalid_request(format!(
+                        "you are a member of {n} tenants: name one with /t/{{slug}}/v1/... or the X-Tenant-ID header"
+                    ))
+                    .into())
+                }
+            }
+        }
     };
-    let tenant = entry.tenant();
-    Ok(Caller {
-        limits: tiers.limits_of(&tenant),
-        tenant,
-        entry,
-        principal: Principal::Operator,
-        request_id: facts.request_id,
-        ip: facts.ip,
-    })
+    refuse_suspended(a.caller(entry, grant(role, false), facts))
 }
 
 #[cfg(test)]
@@ -399,6 +520,7 @@ mod tests {
 
     struct World {
         dir: Directory,
+        people: People,
         naming: TenantNaming,
         op: KeySecret,
         acme_key: KeySecret,
@@ -428,6 +550,7 @@ mod tests {
         dir.load(vec![default, acme.clone(), globex.clone()], vec![rec]);
         World {
             dir,
+            people: People::default(),
             naming: TenantNaming { base_domain: Some("tenantry.test".into()) },
             op: KeySecret::mint_operator(),
             acme_key,
@@ -441,7 +564,20 @@ mod tests {
     }
 
     fn auth(w: &World, f: RequestFacts) -> Result<Caller, Refusal> {
-        authenticate(&w.dir, &w.naming, &TierTable::default(), &w.op.hash(), f, Timestamp::from_millis(5))
+        auth_at(w, f, Timestamp::from_millis(5))
+    }
+
+    fn auth_at(w: &World, f: RequestFacts, now: Timestamp) -> Result<Caller, Refusal> {
+        let (tiers, op) = (TierTable::default(), w.op.hash());
+        let a = Authority {
+            dir: &w.dir,
+            people: &w.people,
+            naming: &w.naming,
+            tiers: &tiers,
+            operator_hash: &op,
+            sessions: &SessionPolicy::default(),
+        };
+        authenticate(&a, f, now)
     }
 
     #[test]
@@ -510,14 +646,7 @@ mod tests {
         assert_eq!(auth(&w, none).unwrap_err().error.code, ErrorCode::Unauthenticated);
         let forged = KeySecret::mint(&w.acme_key.key_id().unwrap());
         assert_eq!(auth(&w, facts(&forged)).unwrap_err().error.code, ErrorCode::Unauthenticated);
-        let late = authenticate(
-            &w.dir,
-            &w.naming,
-            &TierTable::default(),
-            &w.op.hash(),
-            facts(&w.acme_key),
-            Timestamp::from_millis(10_000),
-        );
+        let late = auth_at(&w, facts(&w.acme_key), Timestamp::from_millis(10_000));
         assert_eq!(late.unwrap_err().error.code, ErrorCode::Unauthenticated);
     }
 
@@ -654,5 +783,120 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Ada: admin of acme, not of globex; a session minted for her.
+    fn signed_in(w: &World, super_admin: bool) -> (crate::people::UserRecord, String) {
+        use crate::ids::{SessionId, UserId};
+        use crate::people::{SessionRecord, UserRecord};
+        let ada = UserRecord {
+            id: UserId::generate(),
+            email: "ada@example.com".into(),
+            name: "Ada".into(),
+            password: None,
+            super_admin,
+            disabled_at: None,
+            invite: None,
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+        };
+        let id = SessionId::generate();
+        let token = Token::mint(id.as_str());
+        let session = SessionRecord {
+            id,
+            user_id: ada.id.clone(),
+            hash: token.hash(),
+            created_at: Timestamp::from_millis(0),
+            expires_at: Timestamp::from_millis(1_000_000),
+            last_seen_at: Timestamp::from_millis(0),
+        };
+        let member = crate::people::Membership {
+            tenant_id: w.acme.id.clone(),
+            user_id: ada.id.clone(),
+            role: Role::Admin,
+            created_at: Timestamp::from_millis(0),
+            created_by: "operator".into(),
+        };
+        w.people.load(vec![ada.clone()], vec![session], vec![member]);
+        (ada, token.expose().to_owned())
+    }
+
+    fn with_session(token: &str) -> RequestFacts {
+        RequestFacts { session: Some(token.to_owned()), ..Default::default() }
+    }
+
+    #[test]
+    fn a_person_reaches_only_the_tenants_they_belong_to_with_their_role_there() {
+        let w = world();
+        let (ada, token) = signed_in(&w, false);
+        // Her only tenant needs no naming.
+        let c = auth(&w, with_session(&token)).unwrap();
+        assert_eq!((c.tenant().slug.as_str(), c.role(), c.actor()), ("acme", Role::Admin, format!("user:{}", ada.id)));
+        assert!(!c.is_operator());
+        assert_eq!(c.operator().unwrap_err().code, ErrorCode::Forbidden);
+        let named = |f: RequestFacts| auth(&w, f).map(|c| c.tenant().slug.as_str().to_owned());
+        assert_eq!(named(RequestFacts { path_tenant: Some("acme".into()), ..with_session(&token) }).unwrap(), "acme");
+        // Another tenant, by slug, id or domain, is as unknown as a tenant that does not exist.
+        for other in [
+            RequestFacts { path_tenant: Some("globex".into()), ..with_session(&token) },
+            RequestFacts { header_tenant: Some(w.globex.id.to_string()), ..with_session(&token) },
+            RequestFacts { host: Some("globex.test".into()), ..with_session(&token) },
+            RequestFacts { path_tenant: Some("nope".into()), ..with_session(&token) },
+        ] {
+            assert_eq!(named(other).unwrap_err().error.code, ErrorCode::TenantNotFound);
+        }
+        // A forged or unknown token is unauthenticated; a bearer key wins over the cookie.
+        let forged = format!("{}.{}", token.split('.').next().unwrap(), "a".repeat(64));
+        assert_eq!(auth(&w, with_session(&forged)).unwrap_err().error.code, ErrorCode::Unauthenticated);
+        let both = RequestFacts { bearer: Some(w.acme_key.expose().into()), ..with_session(&token) };
+        assert!(matches!(auth(&w, both).unwrap().principal(), Principal::Key(_)));
+        // Removed from acme: refused at once.
+        w.people.set_role(&w.acme.id, &ada.id, None);
+        assert_eq!(auth(&w, with_session(&token)).unwrap_err().error.code, ErrorCode::TenantNotFound);
+        // In two tenants, one must be named.
+        w.people.set_role(&w.acme.id, &ada.id, Some(Role::Reader));
+        w.people.set_role(&w.globex.id, &ada.id, Some(Role::Writer));
+        assert_eq!(auth(&w, with_session(&token)).unwrap_err().error.code, ErrorCode::InvalidRequest);
+        let g = auth(&w, RequestFacts { path_tenant: Some("globex".into()), ..with_session(&token) }).unwrap();
+        assert_eq!(g.role(), Role::Writer);
+    }
+
+    #[test]
+    fn a_change_with_a_session_needs_a_same_origin_request() {
+        let w = world();
+        let (_, token) = signed_in(&w, false);
+        let change = RequestFacts { changes: true, ..with_session(&token) };
+        let refused = auth(&w, change.clone()).unwrap_err().error;
+        assert_eq!(refused.code, ErrorCode::Forbidden);
+        assert!(refused.message.contains("same-origin"), "{}", refused.message);
+        assert!(auth(&w, RequestFacts { same_origin: true, ..change }).is_ok());
+        // A key needs no Origin: only cookies ride along on cross-site requests.
+        assert!(auth(&w, RequestFacts { changes: true, ..facts(&w.acme_key) }).is_ok());
+    }
+
+    #[test]
+    fn a_super_admin_has_the_operators_reach_and_is_named_in_the_audit() {
+        let w = world();
+        let (ada, token) = signed_in(&w, true);
+        let c = auth(&w, RequestFacts { path_tenant: Some("globex".into()), ..with_session(&token) }).unwrap();
+        assert_eq!((c.tenant().slug.as_str(), c.role()), ("globex", Role::Owner));
+        let grant = c.operator().unwrap();
+        assert_eq!(grant.audit("tenant.create", "x", "ok").actor, format!("user:{}", ada.id));
+        assert_eq!(auth(&w, with_session(&token)).unwrap().tenant().slug.as_str(), "default");
+    }
+
+    #[test]
+    fn a_member_of_a_suspended_tenant_is_refused_and_audited_there() {
+        let w = world();
+        let (_, token) = signed_in(&w, false);
+        let mut t = w.acme.clone();
+        t.status = TenantStatus::Suspended;
+        w.dir.put_tenant(t.clone());
+        let r = auth(&w, with_session(&token)).unwrap_err();
+        assert_eq!(r.error.code, ErrorCode::TenantSuspended);
+        assert_eq!(r.audit_in.unwrap().1.action, "auth.suspended");
+        t.status = TenantStatus::Archived;
+        w.dir.put_tenant(t);
+        assert_eq!(auth(&w, with_session(&token)).unwrap_err().error.code, ErrorCode::TenantNotFound);
     }
 }

@@ -101,6 +101,8 @@ pub trait DirectoryFollower: Send + Sync {
     /// [`tenant_changed`](DirectoryFollower::tenant_changed), so a follower may refuse the key
     /// at once instead of after the re-read. Ignoring it is correct, only slower.
     fn key_revoked(&self, _tenant: &TenantId, _key: &KeyId, _at: Timestamp) {}
+    /// A user or their sessions changed (any node: signed in or out, password changed, disabled).
+    fn person_changed(&self, _user: &crate::ids::UserId) {}
     /// Changes may have been missed (the store's feed was interrupted): re-read everything.
     fn resync(&self);
 }

@@ -15,6 +15,9 @@ pub mod types {
     pub const MEMORY_DELETED: &str = "memory.deleted";
     pub const KEY_CREATED: &str = "key.created";
     pub const KEY_REVOKED: &str = "key.revoked";
+    pub const MEMBER_ADDED: &str = "member.added";
+    pub const MEMBER_UPDATED: &str = "member.updated";
+    pub const MEMBER_REMOVED: &str = "member.removed";
     pub const TENANT_SUSPENDED: &str = "tenant.suspended";
     pub const TENANT_RESUMED: &str = "tenant.resumed";
     pub const WEBHOOK_CREATED: &str = "webhook.created";
@@ -31,6 +34,9 @@ pub mod types {
         MEMORY_DELETED,
         KEY_CREATED,
         KEY_REVOKED,
+        MEMBER_ADDED,
+        MEMBER_UPDATED,
+        MEMBER_REMOVED,
         TENANT_SUSPENDED,
         TENANT_RESUMED,
         WEBHOOK_CREATED,

@@ -1,4 +1,4 @@
-//! Identifiers of tenants and keys: short, random, prefixed so a log line says what it names.
+//! Identifiers of tenants, keys, webhooks, users and sessions: short, random, prefixed so a log line says what it names.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -72,6 +72,8 @@ macro_rules! id_type {
 id_type!(TenantId, "tnt_");
 id_type!(KeyId, "key_");
 id_type!(WebhookId, "whk_");
+id_type!(UserId, "usr_");
+id_type!(SessionId, "ses_");
 
 #[cfg(test)]
 mod tests {

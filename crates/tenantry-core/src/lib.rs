@@ -9,6 +9,8 @@
 //! - [`directory`]: the in-memory view of tenants and keys that authenticates a request without a
 //!   database round trip, and [`caller`]: the authenticated [`caller::Caller`] it produces.
 //!   A [`store::TenantScope`] can only be obtained from a `Caller`: that is the isolation lock.
+//! - [`people`]: users, their memberships of tenants and their sessions, in memory as the
+//!   directory holds keys; password hashing and sign-in throttling.
 //! - [`store`]: the capability traits a storage backend implements.
 //! - [`service`]: the use cases (tenants, keys, files, audit) tying rules, store and audit together.
 //! - [`audit`]: the tamper-evident hash chain of each tenant's audit log.
@@ -32,6 +34,7 @@ pub mod import;
 pub mod memory;
 pub mod model;
 pub mod path;
+pub mod people;
 pub mod quota;
 pub mod ratelimit;
 pub mod role;

@@ -51,6 +51,17 @@ pub mod actions {
     pub const WEBHOOK_UPDATE: &str = "webhook.update";
     pub const WEBHOOK_DELETE: &str = "webhook.delete";
     pub const WEBHOOK_READ: &str = "webhook.read";
+    pub const USER_CREATE: &str = "user.create";
+    pub const USER_UPDATE: &str = "user.update";
+    pub const USER_READ: &str = "user.read";
+    pub const MEMBER_ADD: &str = "member.add";
+    pub const MEMBER_UPDATE: &str = "member.update";
+    pub const MEMBER_REMOVE: &str = "member.remove";
+    pub const MEMBER_READ: &str = "member.read";
+    pub const AUTH_LOGIN: &str = "auth.login";
+    pub const AUTH_LOGOUT: &str = "auth.logout";
+    pub const AUTH_ACCEPT: &str = "auth.accept";
+    pub const AUTH_SESSION: &str = "auth.session";
     pub const REQUEST: &str = "request";
 }
 
@@ -59,6 +70,7 @@ mod events;
 mod export;
 mod import;
 mod memory;
+mod people;
 mod placement;
 mod search;
 mod webhooks;
@@ -66,6 +78,10 @@ mod webhooks;
 pub use events::EVENT_PAGE_MAX;
 pub use export::Export;
 pub use import::Import;
+pub use people::{
+    AcceptInvitation, Invitation, MemberAdded, MemberPatch, NewMember, NewUser, SessionTenant, SessionView, SignIn,
+    UserPatch,
+};
 pub use placement::MoveStatus;
 pub use search::SearchRequest;
 pub use webhooks::{AttemptResult, NewWebhook, WebhookPatch};
@@ -89,6 +105,10 @@ pub struct ServiceConfig {
     /// How long events are kept (`GET /v1/events` and SSE resume reach back this far).
     pub event_retention_days: u64,
     pub webhooks: WebhookPolicy,
+    /// How long sessions and invitations last.
+    pub sessions: crate::people::SessionPolicy,
+    /// Where password hashing runs.
+    pub password_work: Arc<dyn crate::people::PasswordWork>,
 }
 
 /// How webhooks are delivered (config `[webhooks]`).
@@ -127,6 +147,8 @@ impl Default for ServiceConfig {
             max_memory_value_bytes: crate::memory::DEFAULT_MAX_VALUE_BYTES,
             event_retention_days: 7,
             webhooks: WebhookPolicy::default(),
+            sessions: crate::people::SessionPolicy::default(),
+            password_work: Arc::new(crate::people::InlinePasswordWork),
         }
     }
 }
@@ -243,7 +265,11 @@ pub struct UsageNumbers {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WhoAmI {
     pub tenant: TenantView,
+    /// The credential's rights: for a signed-in person, their role here (`id` is `null`).
     pub key: WhoAmIKey,
+    /// The signed-in person, when the request came with a session (absent for keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<crate::people::UserInfo>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -261,6 +287,9 @@ pub struct WhoAmIKey {
 pub struct Tenantry {
     store: Arc<dyn Store>,
     directory: Directory,
+    /// Users, memberships and sessions, in memory like the directory.
+    people: crate::people::People,
+    throttle: crate::people::LoginThrottle,
     config: ServiceConfig,
     operator_hash: SecretHash,
     clock: Arc<dyn Clock>,
@@ -353,6 +382,8 @@ impl Tenantry {
         let this = Tenantry {
             store,
             directory: Directory::default(),
+            people: Default::default(),
+            throttle: Default::default(),
             config,
             operator_hash: SecretHash::of(operator_key),
             clock,
@@ -362,6 +393,8 @@ impl Tenantry {
         };
         let (tenants, keys) = this.store.load_directory().await?;
         this.directory.load(tenants, keys);
+        let (users, sessions, members) = this.store.load_people().await?;
+        this.people.load(users, sessions, members);
         this.catch_up_months().await?;
         if this.directory.tenant_by_slug(DEFAULT_SLUG).is_none() {
             let now = this.clock.now();
@@ -427,7 +460,12 @@ impl Tenantry {
     pub async fn reload_tenant(&self, id: &TenantId) -> Result<()> {
         let seen = self.directory.local_changes(id);
         let found = self.store.load_tenant_directory(id).await?;
+        let members = match &found {
+            Some((tenant, _)) => Some(self.store.load_members(&TenantScope::new(tenant)).await?),
+            None => None,
+        };
         self.directory.apply_reread(id, found, seen);
+        self.people.replace_members(id, members.unwrap_or_default());
         Ok(())
     }
 
@@ -458,7 +496,9 @@ impl Tenantry {
         for _ in 0..20 {
             let seen = self.directory.all_local_changes();
             let (tenants, keys) = self.store.load_directory().await?;
+            let (users, sessions, members) = self.store.load_people().await?;
             if self.directory.sync(tenants, keys, seen) {
+                self.people.load(users, sessions, members);
                 return Ok(());
             }
         }
@@ -506,14 +546,15 @@ impl Tenantry {
 
     /// Authenticates a request (API.md §3). Refusals that concern a known tenant are audited there.
     pub async fn authenticate(&self, facts: RequestFacts) -> Result<Caller> {
-        match caller::authenticate(
-            &self.directory,
-            &self.config.naming,
-            &self.config.tiers,
-            &self.operator_hash,
-            facts,
-            self.clock.now(),
-        ) {
+        let authority = caller::Authority {
+            dir: &self.directory,
+            people: &self.people,
+            naming: &self.config.naming,
+            tiers: &self.config.tiers,
+            operator_hash: &self.operator_hash,
+            sessions: &self.config.sessions,
+        };
+        match caller::authenticate(&authority, facts, self.clock.now()) {
             Ok(c) => Ok(c),
             Err(refusal) => {
                 if let Some(audit) = refusal.audit_in {
@@ -959,6 +1000,7 @@ impl Tenantry {
         }
         self.store.purge_tenant(&grant.scope_of(&tenant)).await?;
         self.directory.remove_tenant(&tenant.id);
+        self.people.forget_tenant(&tenant.id);
         Ok(())
     }
 
@@ -1061,8 +1103,10 @@ impl Tenantry {
             caller::Principal::Key(k) => {
                 WhoAmIKey { id: Some(k.id.clone()), role: k.role, prefix: k.prefix.clone(), operator: false }
             }
+            caller::Principal::Person(p) => WhoAmIKey { id: None, role: p.role, prefix: None, operator: p.operator },
         };
-        WhoAmI { tenant: self.view(caller.tenant()), key }
+        let user = caller.person().map(|p| p.user.info());
+        WhoAmI { tenant: self.view(caller.tenant()), key, user }
     }
 
     // ---- files ------------------------------------------------------------------------------

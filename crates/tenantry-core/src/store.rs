@@ -705,9 +705,45 @@ pub trait Health: Send + Sync {
     }
 }
 
+/// People (API.md §11). Users and sessions belong to the install (kept with the registry);
+/// memberships are rows of their tenant, like its keys: moved and purged with it, and changed
+/// with the tenant's journal in one transaction.
+#[async_trait]
+pub trait PeopleStore: Send + Sync {
+    /// Every user, session and membership: what a node holds in memory.
+    async fn load_people(
+        &self,
+    ) -> Result<(Vec<crate::people::UserRecord>, Vec<crate::people::SessionRecord>, Vec<crate::people::Membership>)>;
+    /// One user and their sessions (`None`: no such user), after another node changed them.
+    async fn load_person(
+        &self,
+        user: &crate::ids::UserId,
+    ) -> Result<Option<(crate::people::UserRecord, Vec<crate::people::SessionRecord>)>>;
+    /// A tenant's memberships, oldest first.
+    async fn load_members(&self, scope: &TenantScope) -> Result<Vec<crate::people::Membership>>;
+    /// Creates a user: `conflict` when another user has the email.
+    async fn insert_user(&self, user: &crate::people::UserRecord) -> Result<()>;
+    /// Replaces a user's row (found by id; `not_found` when none); with `end_sessions`, deletes
+    /// the user's sessions in the same transaction.
+    async fn update_user(&self, user: &crate::people::UserRecord, end_sessions: bool) -> Result<()>;
+    async fn insert_session(&self, session: &crate::people::SessionRecord) -> Result<()>;
+    /// Deletes a session (none is no error: it may have ended already).
+    async fn delete_session(&self, id: &crate::ids::SessionId) -> Result<()>;
+    /// Records when sessions were last used (those that still exist).
+    async fn touch_sessions(&self, seen: &[(crate::ids::SessionId, Timestamp)]) -> Result<()>;
+    /// Deletes the sessions past their absolute end at `now`, or unused for `idle_ms`.
+    async fn delete_ended_sessions(&self, now: Timestamp, idle_ms: i64) -> Result<u64>;
+    /// Adds a membership, or changes its role, with the journal of the change.
+    async fn put_member(&self, scope: &TenantScope, member: &crate::people::Membership, journal: Journal)
+        -> Result<()>;
+    /// Removes a membership with the journal of the change: `not_found` when there is none.
+    async fn remove_member(&self, scope: &TenantScope, user: &crate::ids::UserId, journal: Journal) -> Result<()>;
+}
+
 /// Everything a backend provides.
 pub trait Store:
     TenantRegistry
+    + PeopleStore
     + AuditLog
     + FileStore
     + MemoryStore
@@ -724,6 +760,7 @@ pub trait Store:
 }
 impl<T> Store for T where
     T: TenantRegistry
+        + PeopleStore
         + AuditLog
         + FileStore
         + MemoryStore

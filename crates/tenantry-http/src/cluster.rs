@@ -1,5 +1,5 @@
 //! Several nodes on one database: this node's directory follows the changes other nodes commit.
-//! The store tells a [`DirectoryChanges`] which tenants changed (or that it may have missed some);
+//! The store tells a [`DirectoryChanges`] which tenants (or people) changed (or that it may have missed some);
 //! [`follow_directory`] re-reads them in a task, coalescing what piled up meanwhile. The follower
 //! is registered with the store before the service loads the directory, and buffers until the task
 //! starts, so no change committed after that load is lost.
@@ -8,14 +8,23 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tenantry_core::directory::DirectoryFollower;
-use tenantry_core::ids::{KeyId, TenantId};
+use tenantry_core::ids::{KeyId, TenantId, UserId};
 use tenantry_core::service::Tenantry;
 use tenantry_core::time::Timestamp;
 use tokio::sync::mpsc;
 
 enum Change {
     Tenant(TenantId),
+    Person(UserId),
     Everything,
+}
+
+/// What piled up to re-read.
+#[derive(Default)]
+struct Pending {
+    everything: bool,
+    tenants: BTreeSet<TenantId>,
+    people: BTreeSet<UserId>,
 }
 
 /// A key revoked on some node, applied without a read.
@@ -54,6 +63,10 @@ impl DirectoryFollower for DirectoryChanges {
         let _ = self.revocations.send((tenant.clone(), key.clone(), at));
     }
 
+    fn person_changed(&self, user: &UserId) {
+        let _ = self.changes.send(Change::Person(user.clone()));
+    }
+
     fn resync(&self) {
         let _ = self.changes.send(Change::Everything);
     }
@@ -84,23 +97,23 @@ pub fn follow_directory(svc: Arc<Tenantry>, changes: PendingChanges) -> tokio::t
         // Stopping this task (the handle aborted) stops the revocations' and the catch-ups too.
         let _revoking = AbortOnDrop(revoking);
         let mut catch_ups = tokio::task::JoinSet::new();
-        let mut everything = false;
-        let mut tenants = BTreeSet::new();
+        let mut to_read = Pending::default();
         loop {
-            if !everything && tenants.is_empty() {
+            if !to_read.everything && to_read.tenants.is_empty() && to_read.people.is_empty() {
                 match pending.recv().await {
-                    Some(change) => take(change, &mut everything, &mut tenants),
+                    Some(change) => to_read.take(change),
                     None => return,
                 }
             }
             while let Ok(change) = pending.try_recv() {
-                take(change, &mut everything, &mut tenants);
+                to_read.take(change);
             }
-            if everything {
-                tenants.clear();
+            if to_read.everything {
+                to_read.tenants.clear();
+                to_read.people.clear();
                 match svc.resync_directory().await {
                     Ok(()) => {
-                        everything = false;
+                        to_read.everything = false;
                         while catch_ups.try_join_next().is_some() {}
                         catch_ups.spawn(catch_up_months(svc.clone()));
                     }
@@ -111,10 +124,17 @@ pub fn follow_directory(svc: Arc<Tenantry>, changes: PendingChanges) -> tokio::t
                 }
                 continue;
             }
-            for tenant in std::mem::take(&mut tenants) {
+            for tenant in std::mem::take(&mut to_read.tenants) {
                 if let Err(e) = svc.reload_tenant(&tenant).await {
                     tracing::warn!("could not re-read tenant {tenant} (re-reading everything): {}", e.message);
-                    everything = true;
+                    to_read.everything = true;
+                    break;
+                }
+            }
+            for user in std::mem::take(&mut to_read.people) {
+                if let Err(e) = svc.reload_person(&user).await {
+                    tracing::warn!("could not re-read user {user} (re-reading everything): {}", e.message);
+                    to_read.everything = true;
                     break;
                 }
             }
@@ -142,11 +162,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn take(change: Change, everything: &mut bool, tenants: &mut BTreeSet<TenantId>) {
-    match change {
-        Change::Tenant(t) => {
-            tenants.insert(t);
+impl Pending {
+    fn take(&mut self, change: Change) {
+        match change {
+            Change::Tenant(t) => {
+                self.tenants.insert(t);
+            }
+            Change::Person(u) => {
+                self.people.insert(u);
+            }
+            Change::Everything => self.everything = true,
         }
-        Change::Everything => *everything = true,
     }
 }

@@ -65,6 +65,98 @@ pub fn rewrite_tenant_path(mut req: Request) -> Request {
     req
 }
 
+/// The name of the cookie a signed-in browser sends (API.md §11).
+pub const SESSION_COOKIE: &str = "tenantry_session";
+
+/// The value of the session cookie, if the request carries one.
+fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether the browser says the request comes from this server's own pages: `Sec-Fetch-Site:
+/// same-origin`, or an `Origin` whose host and port are the request's `Host`.
+fn same_origin(headers: &axum::http::HeaderMap, host: Option<&str>) -> bool {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if get("sec-fetch-site").is_some_and(|s| s.eq_ignore_ascii_case("same-origin")) {
+        return true;
+    }
+    let (Some(origin), Some(host)) = (get("origin"), host) else { return false };
+    let Some((scheme, authority)) = origin.split_once("://") else { return false };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return false,
+    };
+    let with_port = |a: &str| {
+        let a = a.to_ascii_lowercase();
+        match a.rsplit_once(':') {
+            Some((_, p)) if !a.ends_with(']') && p.bytes().all(|b| b.is_ascii_digit()) => a,
+            _ => format!("{a}:{default_port}"),
+        }
+    };
+    !authority.contains('/') && with_port(authority) == with_port(host)
+}
+
+/// Whether a browser said the request comes from another site: an `Origin` not this server's, or
+/// `Sec-Fetch-Site` other than `same-origin` and `none` (typed in the address bar).
+fn cross_site(headers: &axum::http::HeaderMap, host: Option<&str>) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if let Some(site) = fetch_site {
+        return !(site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none"));
+    }
+    headers.contains_key("origin") && !same_origin(headers, host)
+}
+
+/// What the edge reads off a request for authentication, nothing trusted yet.
+pub fn request_facts(parts: &Parts) -> RequestFacts {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let bearer = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|v| v.trim().to_owned());
+    let host = parts
+        .headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    let changes =
+        !matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+    RequestFacts {
+        bearer,
+        session: session_cookie(&parts.headers),
+        changes,
+        same_origin: same_origin(&parts.headers, host.as_deref()),
+        cross_site: cross_site(&parts.headers, host.as_deref()),
+        path_tenant: parts.extensions.get::<PathTenant>().map(|p| p.0.clone()),
+        header_tenant: header("x-tenant-id"),
+        host,
+        request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
+        ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default(),
+    }
+}
+
+/// A request's facts without authenticating: for the routes that sign in and out.
+pub struct Facts(pub RequestFacts);
+
+impl<S: Send + Sync> FromRequestParts<S> for Facts {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Ok(Facts(request_facts(parts)))
+    }
+}
+
 /// An authenticated request: the extractor every tenant-facing handler takes.
 pub struct Authed(pub Caller);
 
@@ -72,28 +164,7 @@ impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let bearer = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(|v| v.trim().to_owned());
-        let host = parts
-            .headers
-            .get(HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-        let facts = RequestFacts {
-            bearer,
-            path_tenant: parts.extensions.get::<PathTenant>().map(|p| p.0.clone()),
-            header_tenant: header("x-tenant-id"),
-            host,
-            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
-            ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default(),
-        };
-        let caller = state.svc.authenticate(facts).await?;
+        let caller = state.svc.authenticate(request_facts(parts)).await?;
         let decision = state.svc.admit(&caller);
         if let Some(slot) = parts.extensions.get::<CallerSlot>() {
             let _ = slot.0.caller.set(caller.clone());

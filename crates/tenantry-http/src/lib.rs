@@ -56,6 +56,9 @@ pub struct HttpConfig {
     pub max_streams_per_tenant: usize,
     /// A stream whose client reads nothing for this long, while events wait for it, is ended.
     pub stream_stall_timeout: Duration,
+    /// Mark the session cookie `Secure` (browsers then send it over HTTPS only): on when the
+    /// server is reached through a TLS-terminating proxy (`secure_cookies` in the config file).
+    pub secure_cookies: bool,
 }
 
 impl Default for HttpConfig {
@@ -71,6 +74,7 @@ impl Default for HttpConfig {
             max_body_memory_bytes: 1 << 30,
             max_streams_per_tenant: 64,
             stream_stall_timeout: Duration::from_secs(30),
+            secure_cookies: false,
         }
     }
 }

@@ -157,13 +157,17 @@ pub(crate) fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
 }
 
 /// Whether `e` takes the stream's right away: its own key revoked (for good), or, as it happens
-/// (`live`), its tenant suspended. A suspension replayed from the past may have been lifted since.
+/// (`live`), its tenant suspended or its person removed from the tenant. A suspension replayed from the past may have been lifted since.
 fn ends_access(e: &Event, caller: &Caller, live: bool) -> bool {
     match e.kind.as_str() {
         types::TENANT_SUSPENDED => live,
         types::KEY_REVOKED => match caller.principal() {
             Principal::Key(k) => e.detail.as_ref().and_then(|d| d["id"].as_str()) == Some(k.id.as_str()),
-            Principal::Operator => false,
+            Principal::Operator | Principal::Person(_) => false,
+        },
+        types::MEMBER_REMOVED if live => match caller.principal() {
+            Principal::Person(p) => e.detail.as_ref().and_then(|d| d["user_id"].as_str()) == Some(p.user.id.as_str()),
+            _ => false,
         },
         _ => false,
     }

@@ -14,6 +14,13 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // A signed-in person (API.md §11): the cookie `POST /v1/auth/login` sets.
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::new("tenantry_session"),
+            )),
+        );
     }
 }
 
@@ -23,8 +30,8 @@ struct ErrorResponses;
 
 const API_ERRORS: &[(&str, &str)] = &[
     ("400", "invalid_path, invalid_slug or invalid_request"),
-    ("401", "unauthenticated: no key, unknown, revoked or expired key"),
-    ("403", "forbidden, tenant_mismatch, tenant_suspended, quota_exceeded or feature_not_in_tier"),
+    ("401", "unauthenticated: no key or session, an unknown, revoked or expired key, or an ended session"),
+    ("403", "forbidden (also a change made with a session cookie without a same-origin request), tenant_mismatch, tenant_suspended, quota_exceeded or feature_not_in_tier"),
     ("404", "not_found or tenant_not_found (also for anything of another tenant)"),
     ("405", "method not allowed on this route"),
     ("408", "the request took longer than the request timeout"),
@@ -99,7 +106,7 @@ impl Modify for TenantHeader {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tenantry", description = "Multi-tenant workspace server. Every `/v1/...` route is also served as `/t/{slug}/v1/...`."),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session" = [])),
     modifiers(&BearerAuth, &ErrorResponses, &TenantHeader),
     paths(
         api::ops::healthz, api::ops::readyz, api::ops::metrics, api::ops::openapi, api::docs::page, api::docs::asset,
@@ -114,6 +121,9 @@ impl Modify for TenantHeader {
         api::search::search, api::events::list,
         api::webhooks::create, api::webhooks::list, api::webhooks::show, api::webhooks::update, api::webhooks::remove,
         api::webhooks::deliveries,
+        api::people::create_user, api::people::list_users, api::people::get_user, api::people::update_user,
+        api::people::add_member, api::people::list_members, api::people::update_member, api::people::remove_member,
+        api::people::login, api::people::accept, api::people::logout, api::people::session,
     )
 )]
 struct ApiDoc;

@@ -217,8 +217,19 @@ pub fn markdown(spec: &Value) -> String {
         }
     }
     // The resources in the order a user meets them; any other tag after them.
-    const ORDER: &[&str] =
-        &["tenants", "keys", "files", "memory", "search", "events", "webhooks", "audit", "usage", "operations"];
+    const ORDER: &[&str] = &[
+        "tenants",
+        "keys",
+        "people",
+        "files",
+        "memory",
+        "search",
+        "events",
+        "webhooks",
+        "audit",
+        "usage",
+        "operations",
+    ];
     tags.sort_by_key(|t| ORDER.iter().position(|o| o == t).unwrap_or(ORDER.len()));
     out.push('\n');
     for tag in &tags {

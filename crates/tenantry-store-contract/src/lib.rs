@@ -37,6 +37,7 @@ pub mod import;
 pub mod isolation;
 pub mod keys;
 pub mod memory;
+pub mod people;
 pub mod placement;
 pub mod quotas;
 pub mod search;
@@ -237,6 +238,7 @@ macro_rules! suite {
                 a_move_there_and_back_keeps_every_row_of_the_tenant,
                 a_file_replaced_by_another_with_its_bytes_during_a_move_ends_right,
                 every_kind_of_change_made_during_a_move_arrives,
+                memberships_move_with_their_tenant,
             ]
         );
     };
@@ -248,6 +250,14 @@ macro_rules! suite {
 macro_rules! suite_without_placement {
     ($backend:expr) => {
         $crate::__contract_module!($backend, durability, [everything_acknowledged_is_there_after_a_close_and_reopen]);
+        $crate::__contract_module!(
+            $backend,
+            people,
+            [
+                users_and_sessions_read_back_and_end_with_the_users_password,
+                memberships_are_their_tenants_rows_journaled_and_purged_with_it,
+            ]
+        );
         $crate::__contract_module!(
             $backend,
             files,

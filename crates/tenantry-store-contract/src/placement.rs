@@ -1,6 +1,6 @@
 //! Moves between placements: every row of the tenant arrives, and it keeps serving.
 
-use crate::{file_journal, key, memory_journal, memory_write, now, path, write, Backend};
+use crate::{file_journal, key, memory_journal, memory_write, now, path, people, write, Backend};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tenantry_core::memory::{MemoryKey, Namespace};
@@ -284,4 +284,30 @@ pub async fn every_kind_of_change_made_during_a_move_arrives(b: &dyn Backend) {
     let (home, _) = move_acting(&f, &mut tenant, Placement::Shared, changes).await;
     assert_eq!(found(&f, &home, "gecko").await, Vec::<String>::new());
     assert_eq!(found(&f, &home, "ibex").await, ["ns/newer"]);
+}
+
+pub async fn memberships_move_with_their_tenant(b: &dyn Backend) {
+    let f = b.open().await;
+    let (ta, a) = f.tenant("acme").await;
+    let ada = people::user("ada@example.com");
+    f.store.insert_user(&ada).await.unwrap();
+    let m = people::member(&ta, &ada, tenantry_core::role::Role::Writer);
+    f.store.put_member(&a, &m, people::member_journal("member.add", &ada)).await.unwrap();
+    let report = f.store.move_tenant(&a, Placement::Dedicated, Arc::new(|_| {})).await.unwrap();
+    assert!(report.verified, "{report:?}");
+    let mut moved = ta.clone();
+    moved.placement = Placement::Dedicated;
+    let there = TenantScope::for_store_contract(&moved);
+    assert_eq!(f.store.load_members(&there).await.unwrap(), vec![m.clone()]);
+    assert_eq!(f.store.load_people().await.unwrap().2, vec![m.clone()], "read where the tenant lives now");
+    let tom = people::user("tom@example.com");
+    f.store.insert_user(&tom).await.unwrap();
+    let t = people::member(&ta, &tom, tenantry_core::role::Role::Reader);
+    f.store.put_member(&there, &t, people::member_journal("member.add", &tom)).await.unwrap();
+    let back = f.store.move_tenant(&there, Placement::Shared, Arc::new(|_| {})).await.unwrap();
+    assert!(back.verified, "{back:?}");
+    let home = TenantScope::for_store_contract(&ta);
+    let members = people::sorted(f.store.load_members(&home).await.unwrap(), |m| m.user_id.to_string());
+    assert_eq!(members, people::sorted(vec![m, t], |m| m.user_id.to_string()));
+    assert_eq!(f.store.load_people().await.unwrap().2.len(), 2);
 }

@@ -6,6 +6,8 @@
 //!   holds a cluster-wide lock while it commits, so writes of data never do); a key's
 //!   revocation also as `<tenant> <key> <revoked_at>` (first), which a node applies without
 //!   reading (a node that does not know that form ignores it and re-reads on the plain one);
+//!   triggers of migration 3 (`PEOPLE_SQL`) notify a tenant's id when its memberships change, and
+//!   a user's id (`usr_...`) when the user or their sessions do: the node re-reads that person;
 //! - `tenantry_events`: `<node> <tenant>:<seqs> ...`, the events this node committed, announced
 //!   by the node itself at most every few milliseconds after their commits (`announce_events`),
 //!   from its pool, outside the writes' transactions;
@@ -36,7 +38,7 @@ use std::time::Duration;
 use tenantry_core::activity::{ActivityFollower, ActivityShare};
 use tenantry_core::directory::DirectoryFollower;
 use tenantry_core::events::{Event, EventSink};
-use tenantry_core::ids::{KeyId, TenantId};
+use tenantry_core::ids::{KeyId, TenantId, UserId};
 use tenantry_core::time::Timestamp;
 use tenantry_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
@@ -199,6 +201,12 @@ impl Listeners {
     fn key_revoked(&self, tenant: &TenantId, key: &KeyId, at: Timestamp) {
         for f in self.followers.read().unwrap_or_else(|e| e.into_inner()).iter() {
             f.key_revoked(tenant, key, at);
+        }
+    }
+
+    fn person_changed(&self, user: &UserId) {
+        for f in self.followers.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            f.person_changed(user);
         }
     }
 
@@ -480,6 +488,7 @@ impl Following {
         let mut events: BTreeMap<TenantId, Vec<i64>> = BTreeMap::new();
         let mut counted = Vec::new();
         let mut revoked = Vec::new();
+        let mut people = BTreeSet::new();
         for n in &batch {
             match n.channel() {
                 ACTIVITY_CHANNEL => {
@@ -490,6 +499,10 @@ impl Following {
                     }
                 }
                 DIRECTORY_CHANNEL => {
+                    if let Some(user) = UserId::parse(n.payload()) {
+                        people.insert(user);
+                        continue;
+                    }
                     let mut words = n.payload().split(' ');
                     let Some(t) = words.next().and_then(TenantId::parse) else { continue };
                     let key = words.next().and_then(KeyId::parse);
@@ -516,6 +529,9 @@ impl Following {
         }
         for tenant in &changed {
             self.listeners.tenant_changed(tenant);
+        }
+        for user in &people {
+            self.listeners.person_changed(user);
         }
         if !counted.is_empty() {
             self.listeners.counted_elsewhere(&counted);

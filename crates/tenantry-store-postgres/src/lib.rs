@@ -8,7 +8,7 @@
 //! - [`PgStore`] (`store`): the `Store`. Each method is one transaction of the tenant; a write
 //!   locks the tenant's `tenant_usage` row first (exact quotas, gapless event seqs, one audit
 //!   chain), and publishes its events to the sinks in commit order under the tenant's turn on
-//!   this node. The capabilities sit in `tenants`, `audit`, `journal` (with `flight`, a write's
+//!   this node. The capabilities sit in `tenants`, `people`, `audit`, `journal` (with `flight`, a write's
 //!   first round trip), `files`, `memory`, `search`, `events`, `webhooks`, `import`, `upkeep`
 //!   (cross-tenant work through the owner's `SECURITY DEFINER` functions) and `health`
 //!   (readiness); `places` routes each tenant to its database (the shared one, or a dedicated
@@ -28,6 +28,7 @@ mod import;
 mod journal;
 mod memory;
 mod moves;
+mod people;
 mod places;
 mod rows;
 pub mod schema;

@@ -15,7 +15,8 @@ use crate::error::pg_error;
 use tenantry_core::{Error, Result};
 use tokio_postgres::Client;
 
-/// Tables holding tenants' rows, with the column naming the tenant.
+/// Tables holding tenants' rows, with the column naming the tenant (those of migration 1, then
+/// `memberships`, of migration 3).
 pub const TENANT_TABLES: &[(&str, &str)] = &[
     ("tenants", "id"),
     ("tenant_domains", "tenant_id"),
@@ -36,7 +37,65 @@ pub const TENANT_TABLES: &[(&str, &str)] = &[
     ("webhooks", "tenant_id"),
     ("webhook_outbox", "tenant_id"),
     ("webhook_attempts", "tenant_id"),
+    ("memberships", "tenant_id"),
 ];
+
+/// How many of [`TENANT_TABLES`] migration 1 made.
+const TENANT_TABLES_OF_1: usize = 19;
+
+/// The install's tables that hold no tenant's rows (people; migration 3): row privileges only.
+pub const INSTALL_TABLES: &[&str] = &["users", "sessions"];
+
+/// Migration 3: people. Users and sessions belong to the install (used in the shared database
+/// only; no row-level security: no tenant owns them, and a tenant's request never reads them, the
+/// in-memory view does); memberships are a tenant's rows, locked like the others, read across
+/// tenants at start through `tenantry_directory_members()`. The triggers tell other nodes (see
+/// `feed`): a tenant's id when its memberships change, a user's id when the user or their
+/// sessions do (a session's last-seen time included, at most once a minute per session).
+const PEOPLE_3: &str = r#"
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    password TEXT,
+    super_admin BOOLEAN NOT NULL,
+    disabled_at BIGINT,
+    invite_hash BYTEA,
+    invite_expires_at BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    hash BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL
+);
+CREATE INDEX sessions_by_user ON sessions (user_id);
+CREATE TABLE memberships (
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+);
+CREATE FUNCTION tenantry_directory_members() RETURNS SETOF memberships
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ SELECT * FROM memberships ORDER BY tenant_id, created_at, user_id $$;
+REVOKE EXECUTE ON FUNCTION tenantry_directory_members() FROM PUBLIC;
+CREATE TRIGGER people_changed AFTER INSERT OR UPDATE OR DELETE ON memberships
+    FOR EACH ROW EXECUTE FUNCTION tenantry_directory_changed('tenant_id');
+CREATE TRIGGER people_changed AFTER INSERT OR UPDATE OR DELETE ON users
+    FOR EACH ROW EXECUTE FUNCTION tenantry_directory_changed('id');
+CREATE TRIGGER people_changed AFTER INSERT OR UPDATE OR DELETE ON sessions
+    FOR EACH ROW EXECUTE FUNCTION tenantry_directory_changed('user_id');
+"#;
+
+/// The functions migration 3 adds, for the server's role.
+const PEOPLE_FUNCTIONS: &[&str] = &["tenantry_directory_members()"];
 
 /// Migration 1: the tables. Times are Unix milliseconds; JSON is kept as the text the core wrote
 /// (a memory value's size is its bytes, and an export gives them back byte for byte). Every
@@ -284,7 +343,8 @@ fn lock_rows(table: &str, column: &str) -> String {
 
 /// The migrations in order: the schema version is the number applied.
 fn migrations() -> Vec<String> {
-    let locks: String = TENANT_TABLES.iter().map(|(t, c)| lock_rows(t, c)).collect::<Vec<_>>().join("\n");
+    let lock = |tables: &[(&str, &str)]| tables.iter().map(|(t, c)| lock_rows(t, c)).collect::<Vec<_>>().join("\n");
+    let locks = lock(&TENANT_TABLES[..TENANT_TABLES_OF_1]);
     // Nobody but the owner creates objects here (PostgreSQL 15's default, made explicit).
     let revoke = "REVOKE CREATE ON SCHEMA public FROM PUBLIC;";
     vec![
@@ -295,6 +355,7 @@ fn migrations() -> Vec<String> {
             crate::feed::FEED_SQL
         ),
         crate::feed::FEED_SQL_2.to_owned(),
+        format!("{PEOPLE_3}\n{}", lock(&TENANT_TABLES[TENANT_TABLES_OF_1..])),
     ]
 }
 
@@ -360,7 +421,9 @@ fn grant_to(role: &str, version: i32) -> Result<String> {
             "the app role {role:?} is not a plain role name (lowercase letters, digits and _)"
         )));
     }
-    let tables: Vec<&str> = TENANT_TABLES.iter().map(|(t, _)| *t).collect();
+    let tenant_tables = if version >= 3 { TENANT_TABLES } else { &TENANT_TABLES[..TENANT_TABLES_OF_1] };
+    let global: &[&str] = if version >= 3 { INSTALL_TABLES } else { &[] };
+    let tables: Vec<&str> = tenant_tables.iter().map(|(t, _)| *t).chain(global.iter().copied()).collect();
     Ok(format!(
         "GRANT USAGE ON SCHEMA public TO {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role};
@@ -373,6 +436,7 @@ fn grant_to(role: &str, version: i32) -> Result<String> {
             .chain(crate::upkeep::UPKEEP_FUNCTIONS)
             .chain(crate::import::IMPORT_FUNCTIONS)
             .chain(if version >= 2 { crate::feed::FEED_FUNCTIONS } else { &[] })
+            .chain(if version >= 3 { PEOPLE_FUNCTIONS } else { &[] })
             .copied()
             .collect::<Vec<_>>()
             .join(", ")

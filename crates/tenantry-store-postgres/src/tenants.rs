@@ -108,6 +108,7 @@ const PURGED: &[&str] = &[
     "import_records",
     "imports",
     "keys",
+    "memberships",
     "audit",
     "audit_anchor",
     "events",
@@ -169,11 +170,11 @@ impl PgStore {
         }
     }
 
-    /// Tells every node that a dedicated tenant's keys changed (`revoked`: which key, when), as
-    /// the trigger on `keys` does for tenants in the shared database, whose feed the nodes
+    /// Tells every node that a dedicated tenant's keys or members changed (`revoked`: which key,
+    /// when), as the triggers on `keys` and `memberships` do for tenants in the shared database, whose feed the nodes
     /// follow. A node that stops between the commit and this is covered by the nodes' periodic
     /// re-read of dedicated tenants (`feed`).
-    async fn announce_key_change(&self, tenant: &TenantId, revoked: Option<(&KeyId, Timestamp)>) {
+    pub(crate) async fn announce_key_change(&self, tenant: &TenantId, revoked: Option<(&KeyId, Timestamp)>) {
         if !self.places.is_dedicated(tenant) {
             return;
         }

@@ -3,7 +3,7 @@
 //! no tenant set, and a pooled connection carries no tenant into its next transaction.
 
 use tenantry_core::ids::TenantId;
-use tenantry_store_postgres::schema::{self, Migrated, TENANT_TABLES};
+use tenantry_store_postgres::schema::{self, Migrated, INSTALL_TABLES, TENANT_TABLES};
 use tenantry_store_postgres::testing::TestDatabase;
 use tenantry_store_postgres::{read_once, tenant_transaction, PgDatabase};
 
@@ -59,6 +59,7 @@ async fn every_tenant_table_has_row_level_security_enabled_and_forced() {
         let (name, enabled, forced): (String, bool, bool) = (r.get(0), r.get(1), r.get(2));
         match name.as_str() {
             "tenantry_schema" => assert!(!enabled, "the schema version is no tenant's"),
+            n if INSTALL_TABLES.contains(&n) => assert!(!enabled, "{n} is the install's, no tenant's"),
             _ => {
                 assert!(enabled && forced, "{name}: row-level security enabled {enabled}, forced {forced}");
                 locked.push(name);
@@ -67,7 +68,10 @@ async fn every_tenant_table_has_row_level_security_enabled_and_forced() {
     }
     let mut listed: Vec<String> = TENANT_TABLES.iter().map(|(t, _)| t.to_string()).collect();
     listed.sort();
-    assert_eq!(locked, listed, "every table but the schema version is a tenant table, and locked");
+    assert_eq!(
+        locked, listed,
+        "every table but the schema version and the install's people is a tenant table, and locked"
+    );
     db.drop_all().await;
 }
 
@@ -302,12 +306,23 @@ async fn every_key_of_tenant_data_leads_with_the_tenant() {
     for r in &rows {
         let (table, index, first): (String, String, String) = (r.get(0), r.get(1), r.get(2));
         match table.as_str() {
-            // The registry: a slug and a domain are unique across tenants.
-            "tenants" | "tenant_domains" => global.push(format!("{index}({first})")),
+            // The registry: a slug and a domain are unique across tenants; people (users and
+            // their sessions) are the install's, an email unique across it.
+            "tenants" | "tenant_domains" | "users" | "sessions" => global.push(format!("{index}({first})")),
             _ => assert_eq!(first, "tenant_id", "{table}: {index} leads with {first}"),
         }
     }
-    assert_eq!(global, ["tenant_domains_pkey(domain)", "tenants_pkey(id)", "tenants_slug_key(slug)"]);
+    assert_eq!(
+        global,
+        [
+            "sessions_pkey(id)",
+            "tenant_domains_pkey(domain)",
+            "tenants_pkey(id)",
+            "tenants_slug_key(slug)",
+            "users_email_key(email)",
+            "users_pkey(id)"
+        ]
+    );
     db.drop_all().await;
 }
 

@@ -18,7 +18,7 @@
 //!   [`SqliteStore`] handle, which routes each read and write to its tenant's database.
 //! - Capabilities, each implementing its core traits over the handle: `tenants`, `keys`,
 //!   `files`, `usage`, `audit`, `journal` (what every change writes beside itself), `events`,
-//!   `webhooks`, `search`, `memory`, `import`; `upkeep` (the cross-tenant upkeep trait).
+//!   `webhooks`, `search`, `memory`, `import`, `people` (users, sessions, memberships); `upkeep` (the cross-tenant upkeep trait).
 //! - `moves` (the online move engine) and `recovery` (settling at open what a crash left half
 //!   done); `SqliteStore::open`, below, opens the databases and runs the recovery.
 //!
@@ -39,6 +39,7 @@ mod journal;
 mod keys;
 mod memory;
 mod moves;
+mod people;
 mod placement;
 mod pool;
 mod recovery;

@@ -40,6 +40,7 @@ enum SyncBy {
 
 const TABLES: &[(&str, &str, &[&str], SyncBy)] = &[
     ("keys", "tenant_id", &["tenant_id", "id"], SyncBy::Whole),
+    ("memberships", "tenant_id", &["tenant_id", "user_id"], SyncBy::Whole),
     ("audit", "tenant_id", &["tenant_id", "seq"], SyncBy::Append),
     ("audit_anchor", "tenant_id", &["tenant_id"], SyncBy::Whole),
     ("tenant_usage", "tenant_id", &["tenant_id"], SyncBy::Whole),

@@ -510,6 +510,39 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE imports;
     ALTER TABLE imports_v13 RENAME TO imports;
     "#,
+    // 14: people. Users and sessions are the install's (used in the shared database only);
+    // memberships are rows of their tenant, beside its keys, in whichever database holds it.
+    r#"
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        password TEXT,
+        super_admin INTEGER NOT NULL,
+        disabled_at INTEGER,
+        invite_hash BLOB,
+        invite_expires_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_user ON sessions(user_id);
+    CREATE TABLE memberships (
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, user_id)
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

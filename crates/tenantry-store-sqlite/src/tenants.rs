@@ -123,6 +123,7 @@ pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bo
         "imports",
         "files",
         "keys",
+        "memberships",
         "audit",
         "audit_anchor",
         "tenant_usage",

@@ -107,6 +107,8 @@ pub struct FileConfig {
     pub synchronous: Option<String>,
     /// Dedicated tenants' databases open at once at most.
     pub max_open_dedicated: Option<usize>,
+    /// Mark the session cookie `Secure` (behind a TLS-terminating proxy; TENANTRY_SECURE_COOKIES).
+    pub secure_cookies: Option<bool>,
     pub log: Option<String>,
     #[serde(default)]
     pub tiers: BTreeMap<String, TierConfig>,
@@ -245,7 +247,13 @@ impl ServeConfig {
         if max_open_dedicated == 0 {
             bail!("max_open_dedicated must be at least 1");
         }
-        let mut http = HttpConfig::default();
+        let secure_cookies = match std::env::var("TENANTRY_SECURE_COOKIES").ok().as_deref() {
+            None | Some("") => file.secure_cookies.unwrap_or(false),
+            Some("1") | Some("true") => true,
+            Some("0") | Some("false") => false,
+            Some(other) => bail!("TENANTRY_SECURE_COOKIES={other:?}: use true or false"),
+        };
+        let mut http = HttpConfig { secure_cookies, ..HttpConfig::default() };
         let l = &file.limits;
         if let Some(n) = l.max_connections {
             if n == 0 {
@@ -361,6 +369,9 @@ max_open_dedicated = 64
 default_tier = "free"
 # Log filter (TENANTRY_LOG), e.g. "info" or "tenantry=debug".
 log = "info"
+# Mark the session cookie of signed-in people Secure (sent over HTTPS only): set it when the
+# server is reached over HTTPS through a proxy (TENANTRY_SECURE_COOKIES).
+secure_cookies = false
 
 # Protections against slow, idle and oversized clients.
 [limits]

@@ -159,6 +159,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         max_memory_value_bytes: cfg.max_memory_value_bytes,
         event_retention_days: cfg.event_retention_days,
         webhooks: cfg.webhooks.clone(),
+        password_work: Arc::new(tenantry_http::api::people::BlockingPasswordWork),
+        ..ServiceConfig::default()
     };
     // Registered before the directory is loaded (see tenantry_http::cluster).
     let (follower, directory_changes) = tenantry_http::cluster::DirectoryChanges::new();
@@ -216,6 +218,9 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
                 }
                 if let Err(e) = svc.prune_audit().await {
                     tracing::error!("could not prune a tenant's old audit entries: {}", e.message);
+                }
+                if let Err(e) = svc.flush_sessions().await {
+                    tracing::error!("could not record sessions' use or delete ended ones: {}", e.message);
                 }
             }
         })

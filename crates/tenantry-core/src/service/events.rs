@@ -41,6 +41,11 @@ impl Tenantry {
         match caller.principal() {
             Principal::Operator => true,
             Principal::Key(k) => self.directory.key(&k.id).is_some_and(|k| k.is_usable(self.clock.now())),
+            Principal::Person(p) => {
+                self.people.session_exists(&p.session)
+                    && self.people.user(&p.user.id).is_some_and(|u| u.disabled_at.is_none())
+                    && (p.operator || self.people.role_in(&p.user.id, &caller.tenant().id).is_some())
+            }
         }
     }
 

@@ -10,6 +10,7 @@ pub mod files;
 pub mod keys;
 pub mod memory;
 pub mod ops;
+pub mod people;
 pub mod search;
 pub mod tenants;
 pub mod usage;
@@ -96,6 +97,18 @@ pub fn routes() -> (Router<AppState>, RouteTable) {
         .add(Method::GET, "/v1/keys", KEY_READ, get(keys::list))
         .add(Method::DELETE, "/v1/keys/{id}", KEY_REVOKE, delete(keys::revoke))
         .add(Method::GET, "/v1/whoami", KEY_READ, get(keys::whoami))
+        .add(Method::POST, "/v1/users", USER_CREATE, post(people::create_user))
+        .add(Method::GET, "/v1/users", USER_READ, get(people::list_users))
+        .add(Method::GET, "/v1/users/{id}", USER_READ, get(people::get_user))
+        .add(Method::PATCH, "/v1/users/{id}", USER_UPDATE, patch(people::update_user))
+        .add(Method::POST, "/v1/members", MEMBER_ADD, post(people::add_member))
+        .add(Method::GET, "/v1/members", MEMBER_READ, get(people::list_members))
+        .add(Method::PATCH, "/v1/members/{user_id}", MEMBER_UPDATE, patch(people::update_member))
+        .add(Method::DELETE, "/v1/members/{user_id}", MEMBER_REMOVE, delete(people::remove_member))
+        .add(Method::POST, "/v1/auth/login", AUTH_LOGIN, post(people::login))
+        .add(Method::POST, "/v1/auth/accept", AUTH_ACCEPT, post(people::accept))
+        .add(Method::POST, "/v1/auth/logout", AUTH_LOGOUT, post(people::logout))
+        .add(Method::GET, "/v1/auth/session", AUTH_SESSION, get(people::session))
         .add(Method::GET, "/v1/files", FILE_READ, get(files::list))
         .add(Method::PUT, "/v1/files/{*path}", FILE_WRITE, put(files::put))
         .add(Method::GET, "/v1/files/{*path}", FILE_READ, get(files::get))

@@ -67,6 +67,7 @@ const fn moved(table: &'static str, key: &'static [&'static str], by: SyncBy, fe
 pub(super) const MOVED: &[Moved] = &[
     moved("tenant_usage", &[], SyncBy::Versions, true),
     moved("keys", &["id"], SyncBy::Versions, false),
+    moved("memberships", &["user_id"], SyncBy::Versions, false),
     moved("audit_anchor", &[], SyncBy::Versions, false),
     moved("audit", &["seq"], SyncBy::Append, false),
     moved("events", &["seq"], SyncBy::Append, false),

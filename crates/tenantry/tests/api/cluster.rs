@@ -380,3 +380,61 @@ async fn a_tenant_moves_while_both_nodes_serve_it() {
     assert_eq!(&on_a.get_file("/after").await.unwrap()[..], b"after");
     node_b.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_session_and_a_membership_changed_on_one_node_hold_on_the_other() {
+    people_hold_on_the_other_node("shared").await;
+}
+
+#[tokio::test]
+async fn a_dedicated_tenants_members_changed_on_one_node_hold_on_the_other() {
+    people_hold_on_the_other_node("dedicated").await;
+}
+
+/// A person signed in on node A is let in by node B; a membership removed on A, and a sign-out
+/// on A, are refused by B within moments.
+async fn people_hold_on_the_other_node(placement: &str) {
+    if !several_nodes() {
+        return;
+    }
+    let TwoNodes { app, acme, node_b, .. } = two_nodes_placed(placement).await;
+    let b = format!("http://{}", node_b.addr);
+    let user = json!({"email": "ada@example.com", "password": "correct horse battery"});
+    app.operator().json(reqwest::Method::POST, "/v1/users", Some(&user)).await.unwrap();
+    let member = json!({"email": "ada@example.com", "role": "writer"});
+    let added = app.as_key(&acme.owner).json(reqwest::Method::POST, "/v1/members", Some(&member)).await.unwrap();
+    let ada = added["user_id"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let login = http.post(format!("{}/v1/auth/login", app.url)).json(&user).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let on_b = |path: &str| {
+        let (http, url, cookie) = (http.clone(), format!("{b}{path}"), cookie.clone());
+        async move { http.get(url).header("cookie", cookie).send().await.unwrap().status().as_u16() }
+    };
+    let until_b = |path: &'static str, want: u16| {
+        let on_b = &on_b;
+        async move {
+            let start = Instant::now();
+            while on_b(path).await != want {
+                assert!(start.elapsed() < Duration::from_secs(10), "{path} on B never answered {want}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    until_b("/v1/files", 200).await;
+    // Removed from acme on A: B refuses her there.
+    app.as_key(&acme.owner).call(reqwest::Method::DELETE, &format!("/v1/members/{ada}"), None, &[]).await.unwrap();
+    until_b("/v1/files", 404).await;
+    assert_eq!(on_b("/v1/auth/session").await, 200, "the session itself still stands");
+    // Signed out on A: B refuses the session.
+    let out = http
+        .post(format!("{}/v1/auth/logout", app.url))
+        .header("cookie", &cookie)
+        .header("origin", &app.url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    until_b("/v1/auth/session", 401).await;
+}

@@ -15,6 +15,7 @@ mod keys;
 mod memory;
 mod model;
 mod ops;
+mod people;
 mod placement;
 mod quotas;
 mod routing;
