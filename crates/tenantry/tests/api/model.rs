@@ -1,6 +1,7 @@
 //! The cross-tenant property test: seeded random sequences of operations by several tenants and
 //! keys (roles, prefixes, suspended and archived tenants, the operator with and without naming a
-//! tenant) against the real server, each answer checked against a simple model: files, memory,
+//! tenant) and by signed-in people (members of one, two or no tenants, naming any tenant) against
+//! the real server, each answer checked against a simple model: files, memory,
 //! search and the event feed. No answer may carry another tenant's data, and no event names
 //! another tenant's key. `TENANTRY_TEST_SEED` replays a run; `TENANTRY_MODEL_OPS` sets
 //! its length (default 3000).
@@ -55,6 +56,18 @@ enum Actor {
     Operator {
         names: Option<usize>,
     },
+    /// A signed-in person (a session cookie) naming a tenant by header or path.
+    Person {
+        person: usize,
+        names: usize,
+        by_path: bool,
+    },
+}
+
+/// A signed-in person: their session cookie and their role (writer or not) in each tenant.
+struct ModelPerson {
+    cookie: String,
+    writer_in: HashMap<usize, bool>,
 }
 
 fn marker(slug: &str) -> String {
@@ -83,6 +96,25 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
     // default's data, for the operator without a tenant name.
     let default_idx = tenants.len();
     tenants.push(ModelTenant { slug: "default".into(), status: Status::Active, keys: vec![] });
+    // People: a writer of alpha and a reader of beta, an admin of gamma, and a member of nothing.
+    let mut people = Vec::new();
+    for (email, roles) in [
+        ("two@example.com", vec![(0, "writer"), (1, "reader")]),
+        ("one@example.com", vec![(2, "admin")]),
+        ("none@example.com", vec![]),
+    ] {
+        let user = serde_json::json!({"email": email, "password": "model password"});
+        app.operator().json(Method::POST, "/v1/users", Some(&user)).await.unwrap();
+        let mut writer_in = HashMap::new();
+        for (t, role) in roles {
+            let owner = app.as_key(&tenants[t].keys[0].secret);
+            owner.json(Method::POST, "/v1/members", Some(&serde_json::json!({"email": email, "role": role}))).await.unwrap();
+            writer_in.insert(t, role != "reader");
+        }
+        let login = app.raw(None, Method::POST, "/v1/auth/login", Some(user.to_string().as_bytes()), &[]).await;
+        let cookie = login.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+        people.push(ModelPerson { cookie, writer_in });
+    }
     let mut files: HashMap<(usize, String), String> = HashMap::new();
     let mut memory: HashMap<(usize, String), String> = HashMap::new();
     // Key ids by tenant (the id is inside the secret: tnr_key_<id>_<random>).
@@ -115,8 +147,13 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
             continue;
         }
 
-        let actor = match rng.gen_range(0..10) {
+        let actor = match rng.gen_range(0..12) {
             0 => Actor::Operator { names: if rng.gen_bool(0.3) { None } else { Some(rng.gen_range(0..default_idx)) } },
+            10 | 11 => Actor::Person {
+                person: rng.gen_range(0..people.len()),
+                names: rng.gen_range(0..default_idx),
+                by_path: rng.gen_bool(0.5),
+            },
             1 => {
                 let tenant = rng.gen_range(0..default_idx);
                 let names = (tenant + rng.gen_range(1..default_idx)) % default_idx;
@@ -135,27 +172,44 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
         let (acting, key, secret, mut headers, mut prefix_path): (
             usize,
             Option<ModelKey>,
-            String,
+            Option<String>,
             Vec<(String, String)>,
             String,
         ) = match &actor {
             Actor::Key { tenant, key } => {
                 let k = tenants[*tenant].keys[*key].clone();
-                (*tenant, Some(k.clone()), k.secret, vec![], String::new())
+                (*tenant, Some(k.clone()), Some(k.secret), vec![], String::new())
+            }
+            Actor::Person { person, names, by_path } => {
+                let p = &people[*person];
+                // As a key of the person's role there, without a prefix (none when not a member).
+                let k = ModelKey { secret: String::new(), writer: p.writer_in.get(names) == Some(&true), prefix: None };
+                let mut headers = vec![("cookie".into(), p.cookie.clone()), ("origin".into(), app.url.clone())];
+                let slug = tenants[*names].slug.clone();
+                if *by_path {
+                    (*names, Some(k), None, headers, format!("/t/{slug}"))
+                } else {
+                    headers.push(("x-tenant-id".into(), slug));
+                    (*names, Some(k), None, headers, String::new())
+                }
             }
             Actor::Foreign { tenant, key, names, by_path } => {
                 let k = tenants[*tenant].keys[*key].clone();
                 let slug = tenants[*names].slug.clone();
                 if *by_path {
-                    (*tenant, Some(k.clone()), k.secret, vec![], format!("/t/{slug}"))
+                    (*tenant, Some(k.clone()), Some(k.secret), vec![], format!("/t/{slug}"))
                 } else {
-                    (*tenant, Some(k.clone()), k.secret, vec![("x-tenant-id".into(), slug)], String::new())
+                    (*tenant, Some(k.clone()), Some(k.secret), vec![("x-tenant-id".into(), slug)], String::new())
                 }
             }
-            Actor::Operator { names: Some(j) } => {
-                (*j, None, app.admin_key.clone(), vec![("x-tenant-id".into(), tenants[*j].slug.clone())], String::new())
-            }
-            Actor::Operator { names: None } => (default_idx, None, app.admin_key.clone(), vec![], String::new()),
+            Actor::Operator { names: Some(j) } => (
+                *j,
+                None,
+                Some(app.admin_key.clone()),
+                vec![("x-tenant-id".into(), tenants[*j].slug.clone())],
+                String::new(),
+            ),
+            Actor::Operator { names: None } => (default_idx, None, Some(app.admin_key.clone()), vec![], String::new()),
         };
         if rng.gen_ratio(1, 10) && matches!(actor, Actor::Key { .. }) {
             // Naming its own tenant explicitly is fine.
@@ -167,6 +221,12 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
         }
         let status = tenants[acting].status;
         let refusal: Option<(u16, &str)> = match (&actor, key.as_ref()) {
+            // A tenant a person is not a member of (or an archived one) does not exist for them.
+            (Actor::Person { person, .. }, _)
+                if status == Status::Archived || !people[*person].writer_in.contains_key(&acting) =>
+            {
+                Some((404, "tenant_not_found"))
+            }
             (_, Some(_)) if status == Status::Archived => Some((401, "unauthenticated")),
             (Actor::Foreign { .. }, _) => Some((403, "tenant_mismatch")),
             (_, Some(_)) if status == Status::Suspended => Some((403, "tenant_suspended")),
@@ -197,7 +257,7 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
             "mset" => Some(json_body.as_bytes()),
             _ => None,
         };
-        let res = app.raw(Some(&secret), method, &url, sent, &header_refs).await;
+        let res = app.raw(secret.as_deref(), method, &url, sent, &header_refs).await;
         let text = String::from_utf8_lossy(&res.body).to_string();
         let header_text: String =
             res.headers.iter().map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes()))).collect();
