@@ -796,7 +796,6 @@ mod tests {
             password: None,
             super_admin,
             disabled_at: None,
-            invite: None,
             created_at: Timestamp::from_millis(0),
             updated_at: Timestamp::from_millis(0),
         };

@@ -1,4 +1,4 @@
-//! Identifiers of tenants, keys, webhooks, users and sessions: short, random, prefixed so a log line says what it names.
+//! Identifiers of tenants, keys, webhooks, users, sessions and invitations: short, random, prefixed so a log line says what it names.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,7 @@ id_type!(KeyId, "key_");
 id_type!(WebhookId, "whk_");
 id_type!(UserId, "usr_");
 id_type!(SessionId, "ses_");
+id_type!(InviteId, "inv_");
 
 #[cfg(test)]
 mod tests {

@@ -8,10 +8,11 @@
 //! several nodes share the store, re-reads a person when the store says another node changed them.
 //!
 //! Secrets: a password is kept only as an argon2id hash ([`PasswordHash`]); a session token and an
-//! invitation token, 256 random bits each, only as their SHA-256 ([`Token`]).
+//! invitation's token, 256 random bits each, only as their SHA-256 ([`Token`]). Invitations are
+//! read from the store when accepted (rare), not held in memory.
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::ids::{SessionId, TenantId, UserId};
+use crate::ids::{InviteId, SessionId, TenantId, UserId};
 use crate::role::Role;
 use crate::secret::SecretHash;
 use crate::time::Timestamp;
@@ -22,8 +23,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// A person, as stored. `password` is `None` until one is set (an invited user who has not yet
-/// accepted, or one created without a password).
+/// A person, as stored. `password` is `None` for a user the operator created without one: they
+/// cannot sign in until the operator sets one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRecord {
     pub id: UserId,
@@ -33,8 +34,6 @@ pub struct UserRecord {
     pub password: Option<PasswordHash>,
     pub super_admin: bool,
     pub disabled_at: Option<Timestamp>,
-    /// The hash of the pending invitation's token and when it stops working.
-    pub invite: Option<(SecretHash, Timestamp)>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -63,7 +62,7 @@ pub struct UserInfo {
     pub email: String,
     pub name: String,
     pub super_admin: bool,
-    /// False for an invited user who has not accepted yet.
+    /// False for a user created without a password (who cannot sign in yet).
     pub has_password: bool,
     pub disabled: bool,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
@@ -91,10 +90,54 @@ pub struct MemberInfo {
     pub email: String,
     pub name: String,
     pub role: Role,
-    /// False for an invited user who has not accepted yet.
     pub has_password: bool,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+    pub created_by: String,
+}
+
+/// An invitation to join a tenant, as stored: only its token's hash. Accepting it (with the
+/// token) makes the membership: the person consents, and proves the account is theirs (its
+/// password, or a new account's first one). Invitations belong to the install, like users: the
+/// person accepting names no tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvitationRecord {
+    pub id: InviteId,
+    pub tenant_id: TenantId,
+    /// Lower-cased, as users' emails.
+    pub email: String,
+    pub role: Role,
+    pub hash: SecretHash,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub created_by: String,
+}
+
+impl InvitationRecord {
+    pub fn info(&self) -> PendingInvitation {
+        PendingInvitation {
+            id: self.id.clone(),
+            email: self.email.clone(),
+            role: self.role,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            created_by: self.created_by.clone(),
+        }
+    }
+}
+
+/// An invitation not yet accepted, as `GET /v1/members` lists it (never its token).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PendingInvitation {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: InviteId,
+    pub email: String,
+    pub role: Role,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: Timestamp,
     pub created_by: String,
 }
 
@@ -228,8 +271,8 @@ pub fn normalize_email(email: &str) -> Result<String> {
     Ok(e)
 }
 
-/// A session or invitation token: `<id>.<64 hex>`, where `id` names the session (or the invited
-/// user), so checking one is a lookup by id and one constant-time comparison of hashes.
+/// A session or invitation token: `<id>.<64 hex>`, where `id` names the session (or the
+/// invitation), so checking one is a lookup by id and one constant-time comparison of hashes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
 
@@ -337,6 +380,8 @@ struct Inner {
     members: HashMap<TenantId, BTreeSet<UserId>>,
     /// Changes this node put per user (see [`People::apply_reread`]).
     local: HashMap<UserId, u64>,
+    /// Membership changes this node put per tenant (see [`People::replace_members`]).
+    local_members: HashMap<TenantId, u64>,
 }
 
 impl Inner {
@@ -393,9 +438,10 @@ impl People {
         for m in members {
             inner.set_role(&m.tenant_id, &m.user_id, Some(m.role));
         }
-        let local = std::mem::take(&mut self.write().local);
-        inner.local = local;
-        *self.write() = inner;
+        let mut current = self.write();
+        inner.local = std::mem::take(&mut current.local);
+        inner.local_members = std::mem::take(&mut current.local_members);
+        *current = inner;
     }
 
     /// Checks a presented session token at `now`: the person and their session, and marks it
@@ -483,14 +529,25 @@ impl People {
         }
     }
 
-    /// A membership was added, changed (`Some`) or removed (`None`).
+    /// This node added, changed (`Some`) or removed (`None`) a membership.
     pub fn set_role(&self, tenant: &TenantId, user: &UserId, role: Option<Role>) {
-        self.write().set_role(tenant, user, role);
+        let mut inner = self.write();
+        *inner.local_members.entry(tenant.clone()).or_insert(0) += 1;
+        inner.set_role(tenant, user, role);
     }
 
-    /// Replaces a tenant's memberships with a re-read of them (another node changed them).
-    pub fn replace_members(&self, tenant: &TenantId, members: Vec<Membership>) {
+    /// Membership changes this node has put for `tenant` so far (see [`People::replace_members`]).
+    pub fn member_changes(&self, tenant: &TenantId) -> u64 {
+        self.read().local_members.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Replaces a tenant's memberships with a re-read of them (another node changed them),
+    /// unless this node changed them since `seen` was taken (then `false`: read again).
+    pub fn replace_members(&self, tenant: &TenantId, members: Vec<Membership>, seen: u64) -> bool {
         let mut inner = self.write();
+        if inner.local_members.get(tenant).copied().unwrap_or(0) != seen {
+            return false;
+        }
         let old: Vec<UserId> = inner.members.get(tenant).map(|m| m.iter().cloned().collect()).unwrap_or_default();
         for user in old {
             inner.set_role(tenant, &user, None);
@@ -498,11 +555,18 @@ impl People {
         for m in members {
             inner.set_role(tenant, &m.user_id, Some(m.role));
         }
+        true
     }
 
     /// Forgets every membership of a purged tenant.
     pub fn forget_tenant(&self, tenant: &TenantId) {
-        self.replace_members(tenant, Vec::new());
+        let mut inner = self.write();
+        let old: Vec<UserId> = inner.members.get(tenant).map(|m| m.iter().cloned().collect()).unwrap_or_default();
+        for user in old {
+            inner.set_role(tenant, &user, None);
+        }
+        inner.members.remove(tenant);
+        *inner.local_members.entry(tenant.clone()).or_insert(0) += 1;
     }
 
     /// Changes this node has put for `user` so far (see [`People::apply_reread`]).
@@ -511,12 +575,12 @@ impl People {
     }
 
     /// Applies a re-read of a user and their sessions (`None`: the user is gone), unless this
-    /// node changed the user since `seen` was taken (that change's own notice brings a newer
-    /// re-read). A session still known here keeps its last-seen time.
-    pub fn apply_reread(&self, user: &UserId, found: Option<(UserRecord, Vec<SessionRecord>)>, seen: u64) {
+    /// node changed the user since `seen` was taken (then `false`: read again). A session still
+    /// known here keeps its last-seen time.
+    pub fn apply_reread(&self, user: &UserId, found: Option<(UserRecord, Vec<SessionRecord>)>, seen: u64) -> bool {
         let mut inner = self.write();
         if inner.local.get(user).copied().unwrap_or(0) != seen {
-            return;
+            return false;
         }
         let mut kept: HashMap<SessionId, Arc<LiveSession>> = HashMap::new();
         inner.sessions.retain(|id, s| {
@@ -535,6 +599,8 @@ impl People {
                         Some(old) => {
                             // Used on another node since: idle time counts from the later use.
                             old.last_seen.fetch_max(s.last_seen_at.millis(), Ordering::Relaxed);
+                            // ... and the store has it: no need to write it back.
+                            old.stored.fetch_max(s.last_seen_at.millis(), Ordering::Relaxed);
                             old
                         }
                         None => Arc::new(LiveSession::new(s)),
@@ -548,21 +614,31 @@ impl People {
                 }
             }
         }
+        true
     }
 
     /// Sessions used since their last-seen time was last stored, at least `min_ms` later than
-    /// that: what the next flush writes. Marks them stored.
+    /// that: what the next flush writes (then [`People::stored`]).
     pub fn touched(&self, min_ms: i64) -> Vec<(SessionId, Timestamp)> {
         let inner = self.read();
         let mut out = Vec::new();
         for (id, s) in &inner.sessions {
             let seen = s.last_seen.load(Ordering::Relaxed);
             if seen - s.stored.load(Ordering::Relaxed) >= min_ms {
-                s.stored.store(seen, Ordering::Relaxed);
                 out.push((id.clone(), Timestamp::from_millis(seen)));
             }
         }
         out
+    }
+
+    /// The store now holds these last-seen times.
+    pub fn stored(&self, written: &[(SessionId, Timestamp)]) {
+        let inner = self.read();
+        for (id, at) in written {
+            if let Some(s) = inner.sessions.get(id) {
+                s.stored.fetch_max(at.millis(), Ordering::Relaxed);
+            }
+        }
     }
 
     /// Drops sessions that no longer work at `now` (the store deletes its rows the same way).
@@ -584,9 +660,11 @@ struct Failures {
     since: i64,
 }
 
-/// Counts failed sign-ins per account and per address over a fixed window; past the limit, every
-/// attempt (right password or not) is refused until the window ends. In memory, per node: with
-/// several nodes an attacker gets each node's allowance (documented in docs/ADMIN.md).
+/// Counts sign-ins that did not succeed, per account and per address, over a fixed window; past
+/// the limit, every attempt (right password or not) is refused until the window ends. An attempt
+/// counts from its start (so many at once cannot slip past the limit while their passwords are
+/// being checked) and is taken back when it succeeds. In memory, per node: with several nodes an
+/// attacker gets each node's allowance (documented in docs/ADMIN.md).
 #[derive(Default)]
 pub struct LoginThrottle {
     inner: std::sync::Mutex<HashMap<String, Failures>>,
@@ -597,9 +675,7 @@ impl LoginThrottle {
         [(format!("account:{email}"), FAILURES_PER_ACCOUNT), (format!("address:{ip}"), FAILURES_PER_ADDRESS)]
     }
 
-    /// `Some(seconds to wait)` when the account or the address is throttled at `now`.
-    pub fn blocked(&self, email: &str, ip: &str, now: Timestamp) -> Option<u64> {
-        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    fn wait(map: &HashMap<String, Failures>, email: &str, ip: &str, now: Timestamp) -> Option<u64> {
         Self::keys(email, ip)
             .iter()
             .filter_map(|(k, max)| {
@@ -610,8 +686,13 @@ impl LoginThrottle {
             .max()
     }
 
-    pub fn failed(&self, email: &str, ip: &str, now: Timestamp) {
+    /// An attempt starts: `Err(seconds to wait)` when the account or the address is throttled,
+    /// else it is counted (as a failure, until [`LoginThrottle::succeeded`]).
+    pub fn attempt(&self, email: &str, ip: &str, now: Timestamp) -> std::result::Result<(), u64> {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(wait) = Self::wait(&map, email, ip, now) {
+            return Err(wait);
+        }
         if map.len() > 100_000 {
             map.retain(|_, f| f.since + THROTTLE_WINDOW_MS > now.millis());
         }
@@ -622,11 +703,16 @@ impl LoginThrottle {
             }
             f.count += 1;
         }
+        Ok(())
     }
 
-    /// A successful sign-in clears the account's count (not the address's).
-    pub fn succeeded(&self, email: &str) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).remove(&format!("account:{email}"));
+    /// The attempt succeeded: the account's count is cleared, the address's attempt taken back.
+    pub fn succeeded(&self, email: &str, ip: &str) {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&format!("account:{email}"));
+        if let Some(f) = map.get_mut(&format!("address:{ip}")) {
+            f.count = f.count.saturating_sub(1);
+        }
     }
 }
 
@@ -677,7 +763,6 @@ mod tests {
             password: None,
             super_admin: false,
             disabled_at: None,
-            invite: None,
             created_at: Timestamp::from_millis(0),
             updated_at: Timestamp::from_millis(0),
         }
@@ -746,7 +831,9 @@ mod tests {
             created_at: Timestamp::from_millis(0),
             created_by: "operator".into(),
         };
-        people.replace_members(&t1, vec![m(&tom, Role::Owner)]);
+        let seen = people.member_changes(&t1);
+        assert!(!people.replace_members(&t1, vec![], seen - 1), "a re-read older than a change here is dropped");
+        assert!(people.replace_members(&t1, vec![m(&tom, Role::Owner)], seen));
         assert_eq!(people.role_in(&ada.id, &t1), None);
         assert_eq!(people.role_in(&ada.id, &t2), Some(Role::Reader));
         assert_eq!(people.role_in(&tom.id, &t1), Some(Role::Owner));
@@ -755,21 +842,25 @@ mod tests {
     }
 
     #[test]
-    fn throttling_counts_failures_per_account_and_per_address_within_a_window() {
+    fn throttling_counts_attempts_per_account_and_per_address_within_a_window() {
         let t = LoginThrottle::default();
         let at = Timestamp::from_millis;
         for _ in 0..FAILURES_PER_ACCOUNT {
-            assert_eq!(t.blocked("a@x.io", "1.1.1.1", at(0)), None);
-            t.failed("a@x.io", "1.1.1.1", at(0));
+            assert_eq!(t.attempt("a@x.io", "1.1.1.1", at(0)), Ok(()));
         }
-        assert_eq!(t.blocked("a@x.io", "2.2.2.2", at(1_000)), Some(899));
-        assert_eq!(t.blocked("b@x.io", "1.1.1.1", at(1_000)), None, "the address has failures left");
-        assert_eq!(t.blocked("a@x.io", "2.2.2.2", at(THROTTLE_WINDOW_MS)), None, "the window ended");
+        assert_eq!(t.attempt("a@x.io", "2.2.2.2", at(1_000)), Err(899));
+        assert_eq!(t.attempt("b@x.io", "1.1.1.1", at(1_000)), Ok(()), "the address has attempts left");
+        assert_eq!(t.attempt("a@x.io", "2.2.2.2", at(THROTTLE_WINDOW_MS)), Ok(()), "the window ended");
         for i in 0..FAILURES_PER_ADDRESS {
-            t.failed(&format!("u{i}@x.io"), "3.3.3.3", at(0));
+            let _ = t.attempt(&format!("u{i}@x.io"), "3.3.3.3", at(0));
         }
-        assert!(t.blocked("new@x.io", "3.3.3.3", at(0)).is_some());
-        t.succeeded("a@x.io");
-        assert_eq!(t.blocked("a@x.io", "2.2.2.2", at(1)), None);
+        assert!(t.attempt("new@x.io", "3.3.3.3", at(0)).is_err());
+        // Successes are taken back: an office behind one address signs in all day.
+        let office = LoginThrottle::default();
+        for i in 0..10 * FAILURES_PER_ADDRESS {
+            let email = format!("u{i}@x.io");
+            assert_eq!(office.attempt(&email, "4.4.4.4", at(0)), Ok(()), "{i}");
+            office.succeeded(&email, "4.4.4.4");
+        }
     }
 }

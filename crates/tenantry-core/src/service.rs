@@ -58,6 +58,8 @@ pub mod actions {
     pub const MEMBER_UPDATE: &str = "member.update";
     pub const MEMBER_REMOVE: &str = "member.remove";
     pub const MEMBER_READ: &str = "member.read";
+    pub const MEMBER_INVITE: &str = "member.invite";
+    pub const MEMBER_WITHDRAW: &str = "member.withdraw";
     pub const AUTH_LOGIN: &str = "auth.login";
     pub const AUTH_LOGOUT: &str = "auth.logout";
     pub const AUTH_ACCEPT: &str = "auth.accept";
@@ -79,8 +81,8 @@ pub use events::EVENT_PAGE_MAX;
 pub use export::Export;
 pub use import::Import;
 pub use people::{
-    AcceptInvitation, Invitation, MemberAdded, MemberPatch, NewMember, NewUser, SessionTenant, SessionView, SignIn,
-    UserPatch,
+    AcceptInvitation, Invitation, MemberAdded, MemberList, MemberPatch, NewMember, NewUser, SessionTenant, SessionView,
+    SignIn, UserPatch,
 };
 pub use placement::MoveStatus;
 pub use search::SearchRequest;
@@ -454,19 +456,27 @@ impl Tenantry {
         self.store.add_directory_follower(follower);
     }
 
-    /// Re-reads one tenant and its keys into the directory (after a node changed them): a purged
-    /// tenant leaves it. A re-read that this node's own change to the tenant overtook is dropped
-    /// ([`Directory::apply_reread`]): that change's own notice brings a newer one.
+    /// Re-reads one tenant, its keys and its members (after a node changed them): a purged
+    /// tenant leaves the directory. A re-read of the tenant and keys that this node's own change
+    /// overtook is dropped ([`Directory::apply_reread`]): that change's own notice brings a newer
+    /// one. Members are read again until no change of this node overtakes the read.
     pub async fn reload_tenant(&self, id: &TenantId) -> Result<()> {
         let seen = self.directory.local_changes(id);
         let found = self.store.load_tenant_directory(id).await?;
-        let members = match &found {
-            Some((tenant, _)) => Some(self.store.load_members(&TenantScope::new(tenant)).await?),
-            None => None,
-        };
-        self.directory.apply_reread(id, found, seen);
-        self.people.replace_members(id, members.unwrap_or_default());
-        Ok(())
+        self.directory.apply_reread(id, found.clone(), seen);
+        // Memberships: read again while this node's own membership changes overtake the read
+        // (a removal here must not be undone by an older read).
+        for _ in 0..20 {
+            let seen_members = self.people.member_changes(id);
+            let members = match &found {
+                Some((tenant, _)) => self.store.load_members(&TenantScope::new(tenant)).await?,
+                None => Vec::new(),
+            };
+            if self.people.replace_members(id, members, seen_members) {
+                return Ok(());
+            }
+        }
+        Err(Error::internal(format!("this node's own membership changes of {id} overtook 20 re-reads in a row")))
     }
 
     /// Brings each tenant's API calls this month up to what the store holds (every node's flushed

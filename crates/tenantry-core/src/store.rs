@@ -705,9 +705,9 @@ pub trait Health: Send + Sync {
     }
 }
 
-/// People (API.md §11). Users and sessions belong to the install (kept with the registry);
-/// memberships are rows of their tenant, like its keys: moved and purged with it, and changed
-/// with the tenant's journal in one transaction.
+/// People (API.md §11). Users, sessions and invitations belong to the install (kept with the
+/// registry); memberships are rows of their tenant, like its keys: moved and purged with it, and
+/// changed with the tenant's journal in one transaction.
 #[async_trait]
 pub trait PeopleStore: Send + Sync {
     /// Every user, session and membership: what a node holds in memory.
@@ -723,21 +723,44 @@ pub trait PeopleStore: Send + Sync {
     async fn load_members(&self, scope: &TenantScope) -> Result<Vec<crate::people::Membership>>;
     /// Creates a user: `conflict` when another user has the email.
     async fn insert_user(&self, user: &crate::people::UserRecord) -> Result<()>;
-    /// Replaces a user's row (found by id; `not_found` when none); with `end_sessions`, deletes
+    /// Replaces a user's row if it is still the version `was` (its `updated_at`): `conflict`
+    /// when it changed meanwhile, `not_found` when there is none. With `end_sessions`, deletes
     /// the user's sessions in the same transaction.
-    async fn update_user(&self, user: &crate::people::UserRecord, end_sessions: bool) -> Result<()>;
-    async fn insert_session(&self, session: &crate::people::SessionRecord) -> Result<()>;
+    async fn update_user(&self, user: &crate::people::UserRecord, was: Timestamp, end_sessions: bool) -> Result<()>;
+    /// Creates a session if its user is still the version `user_was` (its `updated_at`) and not
+    /// disabled: `conflict` otherwise (a password change or disabling raced the sign-in).
+    async fn insert_session(&self, session: &crate::people::SessionRecord, user_was: Timestamp) -> Result<()>;
     /// Deletes a session (none is no error: it may have ended already).
     async fn delete_session(&self, id: &crate::ids::SessionId) -> Result<()>;
-    /// Records when sessions were last used (those that still exist).
+    /// Records when sessions were last used (those that still exist; never moved back).
     async fn touch_sessions(&self, seen: &[(crate::ids::SessionId, Timestamp)]) -> Result<()>;
-    /// Deletes the sessions past their absolute end at `now`, or unused for `idle_ms`.
+    /// Deletes the sessions past their absolute end at `now`, or unused for `idle_ms`, and the
+    /// invitations past their end.
     async fn delete_ended_sessions(&self, now: Timestamp, idle_ms: i64) -> Result<u64>;
-    /// Adds a membership, or changes its role, with the journal of the change.
-    async fn put_member(&self, scope: &TenantScope, member: &crate::people::Membership, journal: Journal)
-        -> Result<()>;
+    /// Adds a membership with the journal of the change: `conflict` when the user is a member.
+    async fn insert_member(
+        &self,
+        scope: &TenantScope,
+        member: &crate::people::Membership,
+        journal: Journal,
+    ) -> Result<()>;
+    /// Changes a member's role with the journal of the change: `not_found` when not a member.
+    async fn set_member_role(
+        &self,
+        scope: &TenantScope,
+        user: &crate::ids::UserId,
+        role: crate::role::Role,
+        journal: Journal,
+    ) -> Result<()>;
     /// Removes a membership with the journal of the change: `not_found` when there is none.
     async fn remove_member(&self, scope: &TenantScope, user: &crate::ids::UserId, journal: Journal) -> Result<()>;
+    /// Stores an invitation, replacing the tenant's earlier one for the same email.
+    async fn insert_invitation(&self, invitation: &crate::people::InvitationRecord) -> Result<()>;
+    async fn get_invitation(&self, id: &crate::ids::InviteId) -> Result<Option<crate::people::InvitationRecord>>;
+    /// Deletes an invitation: whether it was there (of two accepting at once, one gets `true`).
+    async fn delete_invitation(&self, id: &crate::ids::InviteId) -> Result<bool>;
+    /// A tenant's pending invitations, oldest first.
+    async fn list_invitations(&self, scope: &TenantScope) -> Result<Vec<crate::people::InvitationRecord>>;
 }
 
 /// Everything a backend provides.

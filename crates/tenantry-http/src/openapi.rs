@@ -122,7 +122,7 @@ impl Modify for TenantHeader {
         api::webhooks::create, api::webhooks::list, api::webhooks::show, api::webhooks::update, api::webhooks::remove,
         api::webhooks::deliveries,
         api::people::create_user, api::people::list_users, api::people::get_user, api::people::update_user,
-        api::people::add_member, api::people::list_members, api::people::update_member, api::people::remove_member,
+        api::people::add_member, api::people::list_members, api::people::update_member, api::people::remove_member, api::people::withdraw_invitation,
         api::people::login, api::people::accept, api::people::logout, api::people::session,
     )
 )]

@@ -256,6 +256,7 @@ macro_rules! suite_without_placement {
             [
                 users_and_sessions_read_back_and_end_with_the_users_password,
                 memberships_are_their_tenants_rows_journaled_and_purged_with_it,
+                an_invitation_is_listed_in_its_tenant_until_taken_replaced_or_expired,
             ]
         );
         $crate::__contract_module!(

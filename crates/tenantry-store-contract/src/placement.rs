@@ -292,7 +292,7 @@ pub async fn memberships_move_with_their_tenant(b: &dyn Backend) {
     let ada = people::user("ada@example.com");
     f.store.insert_user(&ada).await.unwrap();
     let m = people::member(&ta, &ada, tenantry_core::role::Role::Writer);
-    f.store.put_member(&a, &m, people::member_journal("member.add", &ada)).await.unwrap();
+    f.store.insert_member(&a, &m, people::member_journal("member.add", &ada)).await.unwrap();
     let report = f.store.move_tenant(&a, Placement::Dedicated, Arc::new(|_| {})).await.unwrap();
     assert!(report.verified, "{report:?}");
     let mut moved = ta.clone();
@@ -303,7 +303,7 @@ pub async fn memberships_move_with_their_tenant(b: &dyn Backend) {
     let tom = people::user("tom@example.com");
     f.store.insert_user(&tom).await.unwrap();
     let t = people::member(&ta, &tom, tenantry_core::role::Role::Reader);
-    f.store.put_member(&there, &t, people::member_journal("member.add", &tom)).await.unwrap();
+    f.store.insert_member(&there, &t, people::member_journal("member.add", &tom)).await.unwrap();
     let back = f.store.move_tenant(&there, Placement::Shared, Arc::new(|_| {})).await.unwrap();
     assert!(back.verified, "{back:?}");
     let home = TenantScope::for_store_contract(&ta);

@@ -1,4 +1,5 @@
-//! People: users and sessions in the shared database (the install's tables, migration 3), each
+//! People: users, sessions and invitations in the shared database (the install's tables,
+//! migration 3), each
 //! change one statement or one transaction on a shared connection; memberships are the tenant's
 //! rows, written in a transaction of the tenant with its journal, wherever the tenant lives.
 
@@ -7,27 +8,22 @@ use crate::journal::journal_tx;
 use crate::store::{begin, commit, lock_usage, PgStore};
 use async_trait::async_trait;
 use tenantry_core::events::Journal;
-use tenantry_core::ids::{SessionId, TenantId, UserId};
-use tenantry_core::people::{Membership, PasswordHash, SessionRecord, UserRecord};
+use tenantry_core::ids::{InviteId, SessionId, TenantId, UserId};
+use tenantry_core::people::{InvitationRecord, Membership, PasswordHash, SessionRecord, UserRecord};
 use tenantry_core::role::Role;
 use tenantry_core::secret::SecretHash;
 use tenantry_core::store::{PeopleStore, TenantScope};
 use tenantry_core::time::Timestamp;
 use tenantry_core::{Error, ErrorCode, Result};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-const USER_COLUMNS: &str =
-    "id, email, name, password, super_admin, disabled_at, invite_hash, invite_expires_at, created_at, updated_at";
+const USER_COLUMNS: &str = "id, email, name, password, super_admin, disabled_at, created_at, updated_at";
+const INVITATION_COLUMNS: &str = "id, tenant_id, email, role, hash, created_at, expires_at, created_by";
 const SESSION_COLUMNS: &str = "id, user_id, hash, created_at, expires_at, last_seen_at";
 const MEMBER_COLUMNS: &str = "tenant_id, user_id, role, created_at, created_by";
 
 fn user_from_row(r: &Row) -> Result<UserRecord> {
-    let invite = match (r.get::<_, Option<Vec<u8>>>(6), r.get::<_, Option<i64>>(7)) {
-        (Some(h), Some(until)) => {
-            Some((SecretHash::from_slice(&h).ok_or_else(|| corrupt("invitation hash"))?, Timestamp::from_millis(until)))
-        }
-        _ => None,
-    };
     Ok(UserRecord {
         id: UserId::parse(r.get(0)).ok_or_else(|| corrupt("user id"))?,
         email: r.get(1),
@@ -35,9 +31,21 @@ fn user_from_row(r: &Row) -> Result<UserRecord> {
         password: r.get::<_, Option<String>>(3).map(PasswordHash::from_stored),
         super_admin: r.get(4),
         disabled_at: r.get::<_, Option<i64>>(5).map(Timestamp::from_millis),
-        invite,
-        created_at: Timestamp::from_millis(r.get(8)),
-        updated_at: Timestamp::from_millis(r.get(9)),
+        created_at: Timestamp::from_millis(r.get(6)),
+        updated_at: Timestamp::from_millis(r.get(7)),
+    })
+}
+
+fn invitation_from_row(r: &Row) -> Result<InvitationRecord> {
+    Ok(InvitationRecord {
+        id: InviteId::parse(r.get(0)).ok_or_else(|| corrupt("invitation id"))?,
+        tenant_id: TenantId::parse(r.get(1)).ok_or_else(|| corrupt("tenant id"))?,
+        email: r.get(2),
+        role: Role::parse(r.get(3)).map_err(|_| corrupt("role"))?,
+        hash: SecretHash::from_slice(r.get(4)).ok_or_else(|| corrupt("invitation hash"))?,
+        created_at: Timestamp::from_millis(r.get(5)),
+        expires_at: Timestamp::from_millis(r.get(6)),
+        created_by: r.get(7),
     })
 }
 
@@ -64,8 +72,6 @@ fn member_from_row(r: &Row) -> Result<Membership> {
 
 /// A user's row as statement parameters, in [`USER_COLUMNS`] order.
 struct UserParams {
-    invite_hash: Option<Vec<u8>>,
-    invite_until: Option<i64>,
     password: Option<String>,
     disabled: Option<i64>,
     created: i64,
@@ -75,8 +81,6 @@ struct UserParams {
 impl UserParams {
     fn of(u: &UserRecord) -> UserParams {
         UserParams {
-            invite_hash: u.invite.as_ref().map(|(h, _)| h.0.to_vec()),
-            invite_until: u.invite.as_ref().map(|(_, t)| t.millis()),
             password: u.password.as_ref().map(|p| p.as_stored().to_owned()),
             disabled: u.disabled_at.map(Timestamp::millis),
             created: u.created_at.millis(),
@@ -94,6 +98,32 @@ fn email_taken(e: Error, email: &str) -> Error {
 }
 
 impl PgStore {
+    /// One statement on the tenant's memberships, in a transaction of the tenant with the
+    /// change's journal: the rows it changed (none: rolled back, nothing journaled).
+    async fn member_change(
+        &self,
+        scope: &TenantScope,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        journal: Journal,
+    ) -> Result<u64> {
+        let tenant = scope.tenant_id();
+        let _turn = self.turn(tenant).await;
+        let mut conn = self.conn_of(tenant).await?;
+        let tx = begin(&mut conn, tenant).await?;
+        lock_usage(&self.places, &tx, tenant).await?;
+        let n = tx.execute(sql, params).await.map_err(pg_error)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut published = Vec::new();
+        journal_tx(&tx, tenant, scope.slug().as_str(), journal, &mut published).await?;
+        commit(tx).await?;
+        self.announce_key_change(tenant, None).await;
+        self.publish(tenant, &published);
+        Ok(n)
+    }
+
     /// A tenant's memberships, wherever the tenant lives.
     async fn members_of(&self, tenant: &TenantId) -> Result<Vec<Membership>> {
         let rows = self
@@ -155,33 +185,22 @@ impl PeopleStore for PgStore {
         let conn = self.shared_conn().await?;
         let p = UserParams::of(u);
         conn.execute(
-            &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
-            &[
-                &u.id.as_str(),
-                &u.email,
-                &u.name,
-                &p.password,
-                &u.super_admin,
-                &p.disabled,
-                &p.invite_hash,
-                &p.invite_until,
-                &p.created,
-                &p.updated,
-            ],
+            &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+            &[&u.id.as_str(), &u.email, &u.name, &p.password, &u.super_admin, &p.disabled, &p.created, &p.updated],
         )
         .await
         .map_err(|e| email_taken(pg_error(e), &u.email))?;
         Ok(())
     }
 
-    async fn update_user(&self, u: &UserRecord, end_sessions: bool) -> Result<()> {
+    async fn update_user(&self, u: &UserRecord, was: Timestamp, end_sessions: bool) -> Result<()> {
         let mut conn = self.shared_conn().await?;
         let tx = conn.transaction().await.map_err(pg_error)?;
         let p = UserParams::of(u);
         let n = tx
             .execute(
                 "UPDATE users SET email = $2, name = $3, password = $4, super_admin = $5, disabled_at = $6,
-                     invite_hash = $7, invite_expires_at = $8, updated_at = $9 WHERE id = $1",
+                     updated_at = $7 WHERE id = $1 AND updated_at = $8",
                 &[
                     &u.id.as_str(),
                     &u.email,
@@ -189,15 +208,19 @@ impl PeopleStore for PgStore {
                     &p.password,
                     &u.super_admin,
                     &p.disabled,
-                    &p.invite_hash,
-                    &p.invite_until,
                     &p.updated,
+                    &was.millis(),
                 ],
             )
             .await
             .map_err(|e| email_taken(pg_error(e), &u.email))?;
         if n == 0 {
-            return Err(Error::not_found(format!("user '{}' not found", u.id)));
+            let exists =
+                tx.query_opt("SELECT 1 FROM users WHERE id = $1", &[&u.id.as_str()]).await.map_err(pg_error)?;
+            return Err(match exists {
+                Some(_) => Error::conflict(format!("user '{}' changed meanwhile", u.id)),
+                None => Error::not_found(format!("user '{}' not found", u.id)),
+            });
         }
         if end_sessions {
             tx.execute("DELETE FROM sessions WHERE user_id = $1", &[&u.id.as_str()]).await.map_err(pg_error)?;
@@ -205,21 +228,32 @@ impl PeopleStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    async fn insert_session(&self, s: &SessionRecord) -> Result<()> {
+    async fn insert_session(&self, s: &SessionRecord, user_was: Timestamp) -> Result<()> {
         let conn = self.shared_conn().await?;
-        conn.execute(
-            &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
-            &[
-                &s.id.as_str(),
-                &s.user_id.as_str(),
-                &s.hash.0.as_slice(),
-                &s.created_at.millis(),
-                &s.expires_at.millis(),
-                &s.last_seen_at.millis(),
-            ],
-        )
-        .await
-        .map_err(pg_error)?;
+        // The user's row is locked (FOR SHARE) until the insert commits: a password change or
+        // disabling waits for it, then deletes it with the rest.
+        let n = conn
+            .execute(
+                &format!(
+                    "INSERT INTO sessions ({SESSION_COLUMNS})
+                     SELECT $1, $2, $3, $4, $5, $6 FROM users
+                     WHERE id = $2 AND updated_at = $7 AND disabled_at IS NULL FOR SHARE"
+                ),
+                &[
+                    &s.id.as_str(),
+                    &s.user_id.as_str(),
+                    &s.hash.0.as_slice(),
+                    &s.created_at.millis(),
+                    &s.expires_at.millis(),
+                    &s.last_seen_at.millis(),
+                    &user_was.millis(),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        if n == 0 {
+            return Err(Error::conflict("the user changed since the password was checked"));
+        }
         Ok(())
     }
 
@@ -245,61 +279,98 @@ impl PeopleStore for PgStore {
 
     async fn delete_ended_sessions(&self, now: Timestamp, idle_ms: i64) -> Result<u64> {
         let conn = self.shared_conn().await?;
-        conn.execute(
-            "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $1 - $2",
-            &[&now.millis(), &idle_ms],
-        )
-        .await
-        .map_err(pg_error)
-    }
-
-    async fn put_member(&self, scope: &TenantScope, m: &Membership, journal: Journal) -> Result<()> {
-        let tenant = scope.tenant_id();
-        if &m.tenant_id != tenant {
-            return Err(Error::internal("member's tenant differs from the scope"));
-        }
-        let _turn = self.turn(tenant).await;
-        let mut conn = self.conn_of(tenant).await?;
-        let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&self.places, &tx, tenant).await?;
-        tx.execute(
-            &format!(
-                "INSERT INTO memberships ({MEMBER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = excluded.role"
-            ),
-            &[&tenant.as_str(), &m.user_id.as_str(), &m.role.as_str(), &m.created_at.millis(), &m.created_by],
-        )
-        .await
-        .map_err(pg_error)?;
-        let mut published = Vec::new();
-        journal_tx(&tx, tenant, scope.slug().as_str(), journal, &mut published).await?;
-        commit(tx).await?;
-        self.announce_key_change(tenant, None).await;
-        self.publish(tenant, &published);
-        Ok(())
-    }
-
-    async fn remove_member(&self, scope: &TenantScope, user: &UserId, journal: Journal) -> Result<()> {
-        let tenant = scope.tenant_id();
-        let _turn = self.turn(tenant).await;
-        let mut conn = self.conn_of(tenant).await?;
-        let tx = begin(&mut conn, tenant).await?;
-        lock_usage(&self.places, &tx, tenant).await?;
-        let n = tx
+        let n = conn
             .execute(
-                "DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2",
-                &[&tenant.as_str(), &user.as_str()],
+                "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $1 - $2",
+                &[&now.millis(), &idle_ms],
             )
             .await
             .map_err(pg_error)?;
-        if n == 0 {
-            return Err(Error::not_found(format!("member '{user}' not found")));
+        conn.execute("DELETE FROM invitations WHERE expires_at <= $1", &[&now.millis()]).await.map_err(pg_error)?;
+        Ok(n)
+    }
+
+    async fn insert_member(&self, scope: &TenantScope, m: &Membership, journal: Journal) -> Result<()> {
+        if &m.tenant_id != scope.tenant_id() {
+            return Err(Error::internal("member's tenant differs from the scope"));
         }
-        let mut published = Vec::new();
-        journal_tx(&tx, tenant, scope.slug().as_str(), journal, &mut published).await?;
-        commit(tx).await?;
-        self.announce_key_change(tenant, None).await;
-        self.publish(tenant, &published);
-        Ok(())
+        let sql = format!("INSERT INTO memberships ({MEMBER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)");
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&m.tenant_id.as_str(), &m.user_id.as_str(), &m.role.as_str(), &m.created_at.millis(), &m.created_by];
+        match self.member_change(scope, &sql, &params, journal).await {
+            Err(e) if e.code == ErrorCode::Conflict => {
+                Err(Error::conflict(format!("user '{}' is a member already", m.user_id)))
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn set_member_role(&self, scope: &TenantScope, user: &UserId, role: Role, journal: Journal) -> Result<()> {
+        let sql = "UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND user_id = $2";
+        let params: [&(dyn ToSql + Sync); 3] = [&scope.tenant_id().as_str(), &user.as_str(), &role.as_str()];
+        match self.member_change(scope, sql, &params, journal).await? {
+            0 => Err(Error::not_found(format!("member '{user}' not found"))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn remove_member(&self, scope: &TenantScope, user: &UserId, journal: Journal) -> Result<()> {
+        let sql = "DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2";
+        let params: [&(dyn ToSql + Sync); 2] = [&scope.tenant_id().as_str(), &user.as_str()];
+        match self.member_change(scope, sql, &params, journal).await? {
+            0 => Err(Error::not_found(format!("member '{user}' not found"))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn insert_invitation(&self, i: &InvitationRecord) -> Result<()> {
+        let mut conn = self.shared_conn().await?;
+        let tx = conn.transaction().await.map_err(pg_error)?;
+        tx.execute("DELETE FROM invitations WHERE tenant_id = $1 AND email = $2", &[&i.tenant_id.as_str(), &i.email])
+            .await
+            .map_err(pg_error)?;
+        tx.execute(
+            &format!("INSERT INTO invitations ({INVITATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+            &[
+                &i.id.as_str(),
+                &i.tenant_id.as_str(),
+                &i.email,
+                &i.role.as_str(),
+                &i.hash.0.as_slice(),
+                &i.created_at.millis(),
+                &i.expires_at.millis(),
+                &i.created_by,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn get_invitation(&self, id: &InviteId) -> Result<Option<InvitationRecord>> {
+        let conn = self.shared_conn().await?;
+        let row = conn
+            .query_opt(&format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE id = $1"), &[&id.as_str()])
+            .await
+            .map_err(pg_error)?;
+        row.as_ref().map(invitation_from_row).transpose()
+    }
+
+    async fn delete_invitation(&self, id: &InviteId) -> Result<bool> {
+        let conn = self.shared_conn().await?;
+        let n = conn.execute("DELETE FROM invitations WHERE id = $1", &[&id.as_str()]).await.map_err(pg_error)?;
+        Ok(n > 0)
+    }
+
+    async fn list_invitations(&self, scope: &TenantScope) -> Result<Vec<InvitationRecord>> {
+        let conn = self.shared_conn().await?;
+        let rows = conn
+            .query(
+                &format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE tenant_id = $1 ORDER BY created_at, id"),
+                &[&scope.tenant_id().as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(invitation_from_row).collect()
     }
 }

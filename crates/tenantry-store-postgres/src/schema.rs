@@ -43,11 +43,12 @@ pub const TENANT_TABLES: &[(&str, &str)] = &[
 /// How many of [`TENANT_TABLES`] migration 1 made.
 const TENANT_TABLES_OF_1: usize = 19;
 
-/// The install's tables that hold no tenant's rows (people; migration 3): row privileges only.
-pub const INSTALL_TABLES: &[&str] = &["users", "sessions"];
+/// The install's tables that hold no tenant's rows (people; migration 3): row privileges only. An
+/// invitation names its tenant but is the install's: the person accepting it names no tenant.
+pub const INSTALL_TABLES: &[&str] = &["users", "sessions", "invitations"];
 
-/// Migration 3: people. Users and sessions belong to the install (used in the shared database
-/// only; no row-level security: no tenant owns them, and a tenant's request never reads them, the
+/// Migration 3: people. Users, sessions and invitations belong to the install (used in the shared
+/// database only; no row-level security: no tenant owns them, and a tenant's request never reads them, the
 /// in-memory view does); memberships are a tenant's rows, locked like the others, read across
 /// tenants at start through `tenantry_directory_members()`. The triggers tell other nodes (see
 /// `feed`): a tenant's id when its memberships change, a user's id when the user or their
@@ -60,8 +61,6 @@ CREATE TABLE users (
     password TEXT,
     super_admin BOOLEAN NOT NULL,
     disabled_at BIGINT,
-    invite_hash BYTEA,
-    invite_expires_at BIGINT,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
@@ -74,6 +73,17 @@ CREATE TABLE sessions (
     last_seen_at BIGINT NOT NULL
 );
 CREATE INDEX sessions_by_user ON sessions (user_id);
+CREATE TABLE invitations (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    email TEXT NOT NULL,
+    role TEXT NOT NULL,
+    hash BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    UNIQUE (tenant_id, email)
+);
 CREATE TABLE memberships (
     tenant_id TEXT NOT NULL,
     user_id TEXT NOT NULL,

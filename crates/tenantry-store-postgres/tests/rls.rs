@@ -306,15 +306,19 @@ async fn every_key_of_tenant_data_leads_with_the_tenant() {
     for r in &rows {
         let (table, index, first): (String, String, String) = (r.get(0), r.get(1), r.get(2));
         match table.as_str() {
-            // The registry: a slug and a domain are unique across tenants; people (users and
-            // their sessions) are the install's, an email unique across it.
-            "tenants" | "tenant_domains" | "users" | "sessions" => global.push(format!("{index}({first})")),
+            // The registry: a slug and a domain are unique across tenants; people (users, their
+            // sessions, invitations found by id) are the install's, an email unique across it.
+            "tenants" | "tenant_domains" | "users" | "sessions" | "invitations" => {
+                global.push(format!("{index}({first})"))
+            }
             _ => assert_eq!(first, "tenant_id", "{table}: {index} leads with {first}"),
         }
     }
     assert_eq!(
         global,
         [
+            "invitations_pkey(id)",
+            "invitations_tenant_id_email_key(tenant_id)",
             "sessions_pkey(id)",
             "tenant_domains_pkey(domain)",
             "tenants_pkey(id)",

@@ -510,7 +510,7 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE imports;
     ALTER TABLE imports_v13 RENAME TO imports;
     "#,
-    // 14: people. Users and sessions are the install's (used in the shared database only);
+    // 14: people. Users, sessions and invitations are the install's (used in the shared database only);
     // memberships are rows of their tenant, beside its keys, in whichever database holds it.
     r#"
     CREATE TABLE users (
@@ -520,8 +520,6 @@ const MIGRATIONS: &[&str] = &[
         password TEXT,
         super_admin INTEGER NOT NULL,
         disabled_at INTEGER,
-        invite_hash BLOB,
-        invite_expires_at INTEGER,
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL
     );
@@ -534,6 +532,17 @@ const MIGRATIONS: &[&str] = &[
         last_seen_at INTEGER NOT NULL
     );
     CREATE INDEX sessions_by_user ON sessions(user_id);
+    CREATE TABLE invitations (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        email TEXT NOT NULL,
+        role TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        UNIQUE (tenant_id, email)
+    );
     CREATE TABLE memberships (
         tenant_id TEXT NOT NULL,
         user_id TEXT NOT NULL,

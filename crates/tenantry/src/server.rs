@@ -159,7 +159,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         max_memory_value_bytes: cfg.max_memory_value_bytes,
         event_retention_days: cfg.event_retention_days,
         webhooks: cfg.webhooks.clone(),
-        password_work: Arc::new(tenantry_http::api::people::BlockingPasswordWork),
+        password_work: Arc::new(tenantry_http::api::people::BlockingPasswordWork::default()),
         ..ServiceConfig::default()
     };
     // Registered before the directory is loaded (see tenantry_http::cluster).

@@ -42,9 +42,16 @@ impl Tenantry {
             Principal::Operator => true,
             Principal::Key(k) => self.directory.key(&k.id).is_some_and(|k| k.is_usable(self.clock.now())),
             Principal::Person(p) => {
+                let user = self.people.user(&p.user.id).filter(|u| u.disabled_at.is_none());
                 self.people.session_exists(&p.session)
-                    && self.people.user(&p.user.id).is_some_and(|u| u.disabled_at.is_none())
-                    && (p.operator || self.people.role_in(&p.user.id, &caller.tenant().id).is_some())
+                    && user.is_some_and(|u| {
+                        // The rights it was opened with, if it still has them.
+                        if p.operator {
+                            u.super_admin
+                        } else {
+                            self.people.role_in(&u.id, &caller.tenant().id).is_some()
+                        }
+                    })
             }
         }
     }

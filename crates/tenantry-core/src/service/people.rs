@@ -1,20 +1,26 @@
 //! People (API.md §11): users (the operator's), members (a tenant admin's), and signing in and
 //! out. A member's rights are a key's rights: the same roles, checked by the same `Caller`.
 //!
+//! Joining a tenant takes the person's consent: a tenant admin invites an email, and the
+//! membership is made when someone accepts with the invitation's token and proves the account is
+//! theirs (its password; for an email without an account, the new account's first password). So
+//! no tenant admin can take over, or add to their tenant, an account that is not theirs. Only the
+//! operator (or a super-admin) adds an existing account directly.
+//!
 //! Where things are audited: a membership change in its tenant's log, in the change's
-//! transaction; what concerns a person rather than a tenant (users created or changed, sign-ins
-//! that worked or failed, sign-outs, invitations accepted) in the `default` tenant's log, the
-//! install's own.
+//! transaction (an invitation, which is no tenant data, right after it is stored); what concerns
+//! a person rather than a tenant (users created or changed, sign-ins that worked or failed,
+//! sign-outs) in the `default` tenant's log, the install's own.
 
 use super::{actions, decode_cursor, encode_cursor, page_limit, validate_name, Tenantry};
 use crate::caller::{Caller, RequestFacts};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{types as event_types, EventDraft, Journal};
-use crate::ids::{SessionId, TenantId, UserId};
+use crate::ids::{InviteId, SessionId, TenantId, UserId};
 use crate::model::{AuditDraft, Page, TenantStatus};
 use crate::people::{
-    bad_credentials, normalize_email, validate_password, MemberInfo, Membership, SessionRecord, SignedIn, Token,
-    UserInfo, UserRecord,
+    bad_credentials, normalize_email, validate_password, InvitationRecord, MemberInfo, Membership, PendingInvitation,
+    SessionRecord, SignedIn, Token, UserInfo, UserRecord,
 };
 use crate::role::Role;
 use crate::slug::DEFAULT_SLUG;
@@ -30,8 +36,8 @@ use std::sync::Arc;
 pub struct NewUser {
     pub email: String,
     pub name: Option<String>,
-    /// At least 8 characters. Without one, the user cannot sign in until a password is set
-    /// (`PATCH /v1/users/{id}`) or an invitation is accepted.
+    /// At least 8 characters. Without one, the user cannot sign in until the operator sets one
+    /// (`PATCH /v1/users/{id}`).
     pub password: Option<String>,
     /// The operator's rights over every tenant.
     pub super_admin: Option<bool>,
@@ -77,7 +83,8 @@ pub struct SignIn {
     pub password: String,
 }
 
-/// `POST /v1/auth/accept`: an invitation's token, and the password the invited person chooses.
+/// `POST /v1/auth/accept`: an invitation's token, and the password of the person accepting: the
+/// account's password when the email has one, else the new account's first (then `name` too).
 #[derive(Debug, Clone, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -87,26 +94,43 @@ pub struct AcceptInvitation {
     pub name: Option<String>,
 }
 
-/// A one-time invitation: shown only in the answer that made it.
+/// A one-time invitation: its token is shown only in the answer that made it.
 #[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Invitation {
-    /// Give it to the invited person; `POST /v1/auth/accept` with it sets their password and
-    /// signs them in. It works once, until `expires_at`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: InviteId,
+    /// Give it to the invited person: `POST /v1/auth/accept` with it (and their password, or a
+    /// new account's first) makes them a member and signs them in. It works once, until
+    /// `expires_at`.
     pub token: String,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub expires_at: Timestamp,
 }
 
-/// What `POST /v1/members` answers: the member, and an invitation when the person has no
-/// password yet (a new account, or one never signed in to).
+/// What `POST /v1/members` answers: `status` `member` (the operator added an existing account:
+/// `user_id` names it) or `invited` (the membership is made when the person accepts
+/// `invitation`).
 #[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberAdded {
-    #[serde(flatten)]
-    pub member: MemberInfo,
+    pub email: String,
+    pub role: Role,
+    /// `member` or `invited`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub user_id: Option<UserId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invitation: Option<Invitation>,
+}
+
+/// `GET /v1/members`: the members, and the invitations not accepted yet.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MemberList {
+    pub items: Vec<MemberInfo>,
+    pub invitations: Vec<PendingInvitation>,
 }
 
 /// One of a person's tenants.
@@ -143,6 +167,9 @@ fn member_not_found(id: &str) -> Error {
     Error::not_found(format!("member '{id}' not found"))
 }
 
+/// Longest email a sign-in looks up (longer ones cannot be accounts: refused at once).
+const MAX_EMAIL_BYTES: usize = 254;
+
 impl Tenantry {
     /// Audits what concerns a person rather than a tenant, in the `default` tenant's log.
     async fn audit_install(&self, draft: AuditDraft) -> Result<()> {
@@ -172,16 +199,16 @@ impl Tenantry {
             Some(n) => validate_name(n)?,
             None => String::new(),
         };
-        let password = match req.password {
-            Some(p) => {
-                validate_password(&p)?;
-                Some(self.config.password_work.hash(p).await?)
-            }
-            None => None,
-        };
+        if let Some(p) = &req.password {
+            validate_password(p)?;
+        }
         if self.people.user_by_email(&email).is_some() {
             return Err(Error::conflict(format!("a user with email {email} exists already")));
         }
+        let password = match req.password {
+            Some(p) => Some(self.config.password_work.hash(p).await?),
+            None => None,
+        };
         let now = self.clock.now();
         let user = UserRecord {
             id: UserId::generate(),
@@ -190,7 +217,6 @@ impl Tenantry {
             password,
             super_admin: req.super_admin.unwrap_or(false),
             disabled_at: None,
-            invite: None,
             created_at: now,
             updated_at: now,
         };
@@ -225,17 +251,29 @@ impl Tenantry {
 
     pub async fn update_user(&self, caller: &Caller, id: &str, patch: UserPatch) -> Result<UserInfo> {
         let grant = caller.operator()?;
-        let old = UserId::parse(id).and_then(|u| self.people.user(&u)).ok_or_else(|| user_not_found(id))?;
+        let user_id = UserId::parse(id).filter(|u| self.people.user(u).is_some()).ok_or_else(|| user_not_found(id))?;
+        let name = match patch.name.as_deref() {
+            Some(n) if n.trim().is_empty() => Some(String::new()),
+            Some(n) => Some(validate_name(n)?),
+            None => None,
+        };
+        let password = match patch.password {
+            Some(p) => {
+                validate_password(&p)?;
+                Some(self.config.password_work.hash(p).await?)
+            }
+            None => None,
+        };
+        // Applied to the user as they are after the hashing, and stored only if still so.
+        let old = self.people.user(&user_id).ok_or_else(|| user_not_found(id))?;
         let mut user = (*old).clone();
         let now = self.clock.now();
         let mut end_sessions = false;
-        if let Some(n) = patch.name {
-            user.name = if n.trim().is_empty() { String::new() } else { validate_name(&n)? };
+        if let Some(n) = name {
+            user.name = n;
         }
-        if let Some(p) = patch.password {
-            validate_password(&p)?;
-            user.password = Some(self.config.password_work.hash(p).await?);
-            user.invite = None;
+        if let Some(p) = password {
+            user.password = Some(p);
             end_sessions = true;
         }
         if let Some(s) = patch.super_admin {
@@ -249,8 +287,12 @@ impl Tenantry {
             Some(false) => user.disabled_at = None,
             _ => {}
         }
-        user.updated_at = now;
-        self.store.update_user(&user, end_sessions).await?;
+        // Each version's `updated_at` differs from the last, so the store can tell them apart.
+        user.updated_at = Timestamp::from_millis(now.millis().max(old.updated_at.millis() + 1));
+        self.store.update_user(&user, old.updated_at, end_sessions).await.map_err(|e| match e.code {
+            ErrorCode::Conflict => Error::conflict(format!("user '{id}' changed meanwhile; try again")),
+            _ => e,
+        })?;
         let info = user.info();
         self.people.put_user(user, end_sessions);
         self.audit_install(grant.audit(actions::USER_UPDATE, id, "ok")).await?;
@@ -278,16 +320,8 @@ impl Tenantry {
         self.require_live(caller)
     }
 
-    /// A new invitation for a user without a password (replacing any earlier one).
-    async fn invite(&self, user: &UserRecord, now: Timestamp) -> Result<(UserRecord, Invitation)> {
-        let token = Token::mint(user.id.as_str());
-        let expires_at = Timestamp::from_millis(now.millis().saturating_add(self.config.sessions.invite_ms));
-        let mut invited = user.clone();
-        invited.invite = Some((token.hash(), expires_at));
-        invited.updated_at = now;
-        Ok((invited, Invitation { token: token.expose().to_owned(), expires_at }))
-    }
-
+    /// Adds a member: an existing account directly when the operator (or a super-admin) asks;
+    /// otherwise an invitation, which the person accepts to become a member.
     pub async fn add_member(&self, caller: &Caller, req: NewMember) -> Result<MemberAdded> {
         self.require_member_admin(caller)?;
         let role = Role::parse(&req.role)?;
@@ -297,64 +331,97 @@ impl Tenantry {
         let email = normalize_email(&req.email)?;
         let scope = caller.scope();
         let now = self.clock.now();
-        let (user, invitation) = match self.people.user_by_email(&email) {
-            Some(u) => {
-                if self.people.role_in(&u.id, scope.tenant_id()).is_some() {
-                    return Err(Error::conflict(format!(
-                        "{email} is a member already; change the role with PATCH /v1/members/{}",
-                        u.id
-                    )));
-                }
-                if u.password.is_some() {
-                    ((*u).clone(), None)
-                } else {
-                    let (invited, inv) = self.invite(&u, now).await?;
-                    self.store.update_user(&invited, false).await?;
-                    self.people.put_user(invited.clone(), false);
-                    (invited, Some(inv))
-                }
+        let existing = self.people.user_by_email(&email);
+        if let Some(u) = &existing {
+            if self.people.role_in(&u.id, scope.tenant_id()).is_some() {
+                return Err(Error::conflict(format!(
+                    "{email} is a member already; change the role with PATCH /v1/members/{}",
+                    u.id
+                )));
             }
-            None => {
-                let fresh = UserRecord {
-                    id: UserId::generate(),
-                    email: email.clone(),
-                    name: String::new(),
-                    password: None,
-                    super_admin: false,
-                    disabled_at: None,
-                    invite: None,
-                    created_at: now,
-                    updated_at: now,
-                };
-                let (invited, inv) = self.invite(&fresh, now).await?;
-                self.store.insert_user(&invited).await?;
-                self.people.put_user(invited.clone(), false);
-                (invited, Some(inv))
-            }
-        };
-        let member = Membership {
+        }
+        if let (Some(user), true) = (&existing, caller.is_operator()) {
+            let member = Membership {
+                tenant_id: scope.tenant_id().clone(),
+                user_id: user.id.clone(),
+                role,
+                created_at: now,
+                created_by: caller.actor(),
+            };
+            self.insert_member(&scope, &member, caller.audit(actions::MEMBER_ADD, user.id.as_str(), "ok")).await?;
+            return Ok(MemberAdded {
+                email,
+                role,
+                status: "member".into(),
+                user_id: Some(user.id.clone()),
+                invitation: None,
+            });
+        }
+        let id = InviteId::generate();
+        let token = Token::mint(id.as_str());
+        let invitation = InvitationRecord {
+            id: id.clone(),
             tenant_id: scope.tenant_id().clone(),
-            user_id: user.id.clone(),
+            email: email.clone(),
             role,
+            hash: token.hash(),
             created_at: now,
+            expires_at: Timestamp::from_millis(now.millis().saturating_add(self.config.sessions.invite_ms)),
             created_by: caller.actor(),
         };
-        let event = EventDraft::new(event_types::MEMBER_ADDED, caller.actor())
-            .detail(serde_json::json!({"user_id": user.id, "email": user.email, "role": role.as_str()}));
-        let journal = Journal::with_event(caller.audit(actions::MEMBER_ADD, user.id.as_str(), "ok"), event);
-        self.store.put_member(&scope, &member, journal).await?;
-        self.people.set_role(scope.tenant_id(), &user.id, Some(role));
-        let member = self.member_info(&member).ok_or_else(|| Error::internal("the member's user vanished"))?;
-        Ok(MemberAdded { member, invitation })
+        self.store.insert_invitation(&invitation).await?;
+        self.store.append_audit(&scope, caller.audit(actions::MEMBER_INVITE, &email, "ok")).await?;
+        Ok(MemberAdded {
+            email,
+            role,
+            status: "invited".into(),
+            user_id: None,
+            invitation: Some(Invitation { id, token: token.expose().to_owned(), expires_at: invitation.expires_at }),
+        })
     }
 
-    pub async fn list_members(&self, caller: &Caller) -> Result<Vec<MemberInfo>> {
+    async fn insert_member(&self, scope: &TenantScope, member: &Membership, audit: AuditDraft) -> Result<()> {
+        let email = self.people.user(&member.user_id).map(|u| u.email.clone()).unwrap_or_default();
+        let event = EventDraft::new(event_types::MEMBER_ADDED, audit.actor.clone())
+            .detail(serde_json::json!({"user_id": member.user_id, "email": email, "role": member.role.as_str()}));
+        self.store.insert_member(scope, member, Journal::with_event(audit, event)).await?;
+        self.people.set_role(scope.tenant_id(), &member.user_id, Some(member.role));
+        Ok(())
+    }
+
+    /// The tenant's members, and its invitations not accepted yet.
+    pub async fn list_members(&self, caller: &Caller) -> Result<MemberList> {
         self.require_member_admin(caller)?;
         let members = self.store.load_members(&caller.scope()).await?;
-        Ok(members.iter().filter_map(|m| self.member_info(m)).collect())
+        let now = self.clock.now();
+        let invitations = self.store.list_invitations(&caller.scope()).await?;
+        Ok(MemberList {
+            items: members.iter().filter_map(|m| self.member_info(m)).collect(),
+            invitations: invitations.iter().filter(|i| now < i.expires_at).map(InvitationRecord::info).collect(),
+        })
     }
 
-    /// The member's current role, refusing what an admin may not touch (an owner).
+    /// Withdraws an invitation of the request's tenant.
+    pub async fn withdraw_invitation(&self, caller: &Caller, id: &str) -> Result<()> {
+        self.require_member_admin(caller)?;
+        let not_found = || Error::not_found(format!("invitation '{id}' not found"));
+        let invite = InviteId::parse(id).ok_or_else(not_found)?;
+        let found = self.store.get_invitation(&invite).await?;
+        let ours = found.filter(|i| &i.tenant_id == caller.scope().tenant_id()).ok_or_else(not_found)?;
+        if ours.role > caller.role() {
+            return Err(Error::forbidden(format!(
+                "a {} cannot withdraw an invitation as {}",
+                caller.role(),
+                ours.role
+            )));
+        }
+        if !self.store.delete_invitation(&invite).await? {
+            return Err(not_found());
+        }
+        self.store.append_audit(&caller.scope(), caller.audit(actions::MEMBER_WITHDRAW, &ours.email, "ok")).await
+    }
+
+    /// The member's current role, refusing what the caller may not touch (a stronger role).
     fn member_in_reach(&self, caller: &Caller, id: &str) -> Result<(UserId, Role)> {
         let user = UserId::parse(id).ok_or_else(|| member_not_found(id))?;
         let current = self.people.role_in(&user, &caller.tenant().id).ok_or_else(|| member_not_found(id))?;
@@ -372,17 +439,10 @@ impl Tenantry {
             return Err(Error::forbidden(format!("a {} cannot make a member {role}", caller.role())));
         }
         let scope = caller.scope();
-        let member = Membership {
-            tenant_id: scope.tenant_id().clone(),
-            user_id: user.clone(),
-            role,
-            created_at: self.clock.now(),
-            created_by: caller.actor(),
-        };
         let event = EventDraft::new(event_types::MEMBER_UPDATED, caller.actor())
             .detail(serde_json::json!({"user_id": user, "role": role.as_str()}));
         let journal = Journal::with_event(caller.audit(actions::MEMBER_UPDATE, id, "ok"), event);
-        self.store.put_member(&scope, &member, journal).await?;
+        self.store.set_member_role(&scope, &user, role, journal).await?;
         self.people.set_role(scope.tenant_id(), &user, Some(role));
         let stored = self.store.load_members(&scope).await?;
         stored.iter().find(|m| m.user_id == user).and_then(|m| self.member_info(m)).ok_or_else(|| member_not_found(id))
@@ -416,30 +476,51 @@ impl Tenantry {
         Ok(signed)
     }
 
+    fn throttled(wait: u64) -> Error {
+        let mut e = Error::new(
+            ErrorCode::RateLimited,
+            format!("too many failed sign-ins for this account or address; retry in {wait} s"),
+        );
+        e.details = Some(serde_json::Map::from_iter([("retry_after".to_owned(), wait.into())]));
+        e
+    }
+
+    /// Checks `password` for the account `email` (throttled per account and per address, each
+    /// refusal audited): the user as they were when it was checked.
+    async fn check_password(&self, facts: &RequestFacts, email: &str, password: String) -> Result<Arc<UserRecord>> {
+        let now = self.clock.now();
+        let target: String = email.chars().take(MAX_EMAIL_BYTES).collect();
+        let refused = |result: &str| Self::install_draft(facts, "anonymous", actions::AUTH_LOGIN, &target, result);
+        if email.len() > MAX_EMAIL_BYTES {
+            self.audit_install(refused("refused:unauthenticated")).await?;
+            return Err(bad_credentials());
+        }
+        if let Err(wait) = self.throttle.attempt(email, &facts.ip, now) {
+            self.audit_install(refused("refused:rate_limited")).await?;
+            return Err(Self::throttled(wait));
+        }
+        let user = self.people.user_by_email(email).filter(|u| u.disabled_at.is_none());
+        let hash = user.as_ref().and_then(|u| u.password.clone());
+        let ok = self.config.password_work.verify(hash, password).await;
+        // The user as they are now: a password change or disabling during the check wins.
+        let current = user.as_ref().and_then(|u| self.people.user(&u.id));
+        match (ok, user, current) {
+            (true, Some(was), Some(now)) if was.updated_at == now.updated_at => {
+                self.throttle.succeeded(email, &facts.ip);
+                Ok(was)
+            }
+            _ => {
+                self.audit_install(refused("refused:unauthenticated")).await?;
+                Err(bad_credentials())
+            }
+        }
+    }
+
     /// Checks an email and password; throttled per account and per address, audited either way.
     /// Answers the new session's token (for the cookie) and what `GET /v1/auth/session` says.
     pub async fn sign_in(&self, facts: &RequestFacts, req: SignIn) -> Result<(Token, SessionView)> {
         let email = req.email.trim().to_lowercase();
-        let now = self.clock.now();
-        let refused = |result: &str| Self::install_draft(facts, "anonymous", actions::AUTH_LOGIN, &email, result);
-        if let Some(wait) = self.throttle.blocked(&email, &facts.ip, now) {
-            self.audit_install(refused("refused:rate_limited")).await?;
-            let mut e = Error::new(
-                ErrorCode::RateLimited,
-                format!("too many failed sign-ins for this account or address; retry in {wait} s"),
-            );
-            e.details = Some(serde_json::Map::from_iter([("retry_after".to_owned(), wait.into())]));
-            return Err(e);
-        }
-        let user = self.people.user_by_email(&email).filter(|u| u.disabled_at.is_none());
-        let hash = user.as_ref().and_then(|u| u.password.clone());
-        if !self.config.password_work.verify(hash, req.password).await {
-            self.throttle.failed(&email, &facts.ip, now);
-            self.audit_install(refused("refused:unauthenticated")).await?;
-            return Err(bad_credentials());
-        }
-        let user = user.ok_or_else(bad_credentials)?;
-        self.throttle.succeeded(&email);
+        let user = self.check_password(facts, &email, req.password).await?;
         let opened = self.open_session(&user).await?;
         let actor = format!("user:{}", user.id);
         self.audit_install(Self::install_draft(facts, &actor, actions::AUTH_LOGIN, &email, "ok")).await?;
@@ -464,14 +545,19 @@ impl Tenantry {
             expires_at: Timestamp::from_millis(now.millis().saturating_add(self.config.sessions.absolute_ms)),
             last_seen_at: now,
         };
-        self.store.insert_session(&record).await?;
+        // Refused if the user changed since the password was checked (a new password or
+        // disabling ended their sessions meanwhile: this one must not outlive that).
+        self.store.insert_session(&record, user.updated_at).await.map_err(|e| match e.code {
+            ErrorCode::Conflict => bad_credentials(),
+            _ => e,
+        })?;
         self.people.put_session(record.clone());
         let view = self.view_session(user, &record, now);
         Ok((token, view))
     }
 
     fn view_session(&self, user: &UserRecord, session: &SessionRecord, last_seen: Timestamp) -> SessionView {
-        let tenants = self
+        let mut tenants = self
             .people
             .memberships_of(&user.id)
             .into_iter()
@@ -486,7 +572,6 @@ impl Tenantry {
                 })
             })
             .collect::<Vec<_>>();
-        let mut tenants = tenants;
         tenants.sort_by(|a, b| a.slug.cmp(&b.slug));
         let idle_end = last_seen.millis().saturating_add(self.config.sessions.idle_ms);
         SessionView {
@@ -513,38 +598,97 @@ impl Tenantry {
         self.audit_install(Self::install_draft(facts, &actor, actions::AUTH_LOGOUT, &signed.user.email, "ok")).await
     }
 
-    /// Accepts an invitation: sets the person's password (and name) and signs them in.
+    /// Accepts an invitation: the person proves the account is theirs (its password; for an
+    /// email without an account, the new account's first), becomes a member, and is signed in.
+    /// An account without a password that has rights already (a super-admin, a member anywhere)
+    /// cannot be claimed this way: the operator sets its password.
     pub async fn accept_invitation(&self, facts: &RequestFacts, req: AcceptInvitation) -> Result<(Token, SessionView)> {
         let token = Token::from_presented(req.token.trim());
         let invalid = || Error::new(ErrorCode::Unauthenticated, "the invitation is unknown, used or expired");
-        let user = token.id().and_then(UserId::parse).and_then(|id| self.people.user(&id)).ok_or_else(invalid)?;
+        let id = token.id().and_then(InviteId::parse).ok_or_else(invalid)?;
         let now = self.clock.now();
-        let valid = user.disabled_at.is_none()
-            && user.invite.as_ref().is_some_and(|(hash, until)| now < *until && token.matches(hash));
-        if !valid {
+        let invitation = self.store.get_invitation(&id).await?.ok_or_else(invalid)?;
+        if !token.matches(&invitation.hash) || now >= invitation.expires_at {
             return Err(invalid());
         }
-        validate_password(&req.password)?;
-        let mut accepted = (*user).clone();
-        if let Some(n) = req.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-            accepted.name = validate_name(n)?;
+        let tenant = self
+            .directory
+            .tenant(&invitation.tenant_id)
+            .filter(|t| t.status != TenantStatus::Archived)
+            .ok_or_else(invalid)?;
+        let email = invitation.email.clone();
+        let user = match self.people.user_by_email(&email) {
+            Some(u) if u.password.is_some() => self.check_password(facts, &email, req.password).await?,
+            Some(u) => {
+                let rightless = !u.super_admin && self.people.memberships_of(&u.id).is_empty();
+                if !rightless || u.disabled_at.is_some() {
+                    return Err(Error::new(
+                        ErrorCode::Unauthenticated,
+                        "this account has no password yet: ask the operator to set one, then accept with it",
+                    ));
+                }
+                validate_password(&req.password)?;
+                let mut claimed = (*u).clone();
+                claimed.password = Some(self.config.password_work.hash(req.password).await?);
+                if let Some(n) = req.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+                    claimed.name = validate_name(n)?;
+                }
+                claimed.updated_at = Timestamp::from_millis(now.millis().max(u.updated_at.millis() + 1));
+                self.store.update_user(&claimed, u.updated_at, true).await?;
+                self.people.put_user(claimed.clone(), true);
+                Arc::new(claimed)
+            }
+            None => {
+                validate_password(&req.password)?;
+                let name = match req.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+                    Some(n) => validate_name(n)?,
+                    None => String::new(),
+                };
+                let fresh = UserRecord {
+                    id: UserId::generate(),
+                    email: email.clone(),
+                    name,
+                    password: Some(self.config.password_work.hash(req.password).await?),
+                    super_admin: false,
+                    disabled_at: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                self.store.insert_user(&fresh).await?;
+                self.people.put_user(fresh.clone(), false);
+                Arc::new(fresh)
+            }
+        };
+        // Used once: of two accepting at once, one gets it.
+        if !self.store.delete_invitation(&id).await? {
+            return Err(invalid());
         }
-        accepted.password = Some(self.config.password_work.hash(req.password).await?);
-        accepted.invite = None;
-        accepted.updated_at = now;
-        self.store.update_user(&accepted, true).await?;
-        self.people.put_user(accepted.clone(), true);
-        let actor = format!("user:{}", accepted.id);
-        self.audit_install(Self::install_draft(facts, &actor, actions::AUTH_ACCEPT, &accepted.email, "ok")).await?;
-        self.open_session(&accepted).await
+        let scope = TenantScope::new(&tenant);
+        if self.people.role_in(&user.id, &tenant.id).is_none() {
+            let member = Membership {
+                tenant_id: tenant.id.clone(),
+                user_id: user.id.clone(),
+                role: invitation.role,
+                created_at: now,
+                created_by: invitation.created_by.clone(),
+            };
+            let audit =
+                Self::install_draft(facts, &format!("user:{}", user.id), actions::MEMBER_ADD, user.id.as_str(), "ok");
+            match self.insert_member(&scope, &member, audit).await {
+                Err(e) if e.code != ErrorCode::Conflict => return Err(e),
+                _ => {}
+            }
+        }
+        self.open_session(&user).await
     }
 
     /// Background upkeep: stores when sessions were last used (at most once a minute each) and
-    /// deletes the ones that ended.
+    /// deletes the sessions and invitations that ended.
     pub async fn flush_sessions(&self) -> Result<()> {
         let touched = self.people.touched(60_000);
         if !touched.is_empty() {
             self.store.touch_sessions(&touched).await?;
+            self.people.stored(&touched);
         }
         let now = self.clock.now();
         self.store.delete_ended_sessions(now, self.config.sessions.idle_ms).await?;
@@ -552,12 +696,17 @@ impl Tenantry {
         Ok(())
     }
 
-    /// Re-reads a user and their sessions (another node changed them).
+    /// Re-reads a user and their sessions (another node changed them). Read again while this
+    /// node's own changes to the user overtake the read, so no notice's change is lost.
     pub async fn reload_person(&self, user: &UserId) -> Result<()> {
-        let seen = self.people.local_changes(user);
-        let found = self.store.load_person(user).await?;
-        self.people.apply_reread(user, found, seen);
-        Ok(())
+        for _ in 0..20 {
+            let seen = self.people.local_changes(user);
+            let found = self.store.load_person(user).await?;
+            if self.people.apply_reread(user, found, seen) {
+                return Ok(());
+            }
+        }
+        Err(Error::internal(format!("this node's own changes to user {user} overtook 20 re-reads in a row")))
     }
 
     /// The person's user record, for tools that need more than the request's grant.

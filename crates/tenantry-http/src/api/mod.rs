@@ -105,6 +105,7 @@ pub fn routes() -> (Router<AppState>, RouteTable) {
         .add(Method::GET, "/v1/members", MEMBER_READ, get(people::list_members))
         .add(Method::PATCH, "/v1/members/{user_id}", MEMBER_UPDATE, patch(people::update_member))
         .add(Method::DELETE, "/v1/members/{user_id}", MEMBER_REMOVE, delete(people::remove_member))
+        .add(Method::DELETE, "/v1/invitations/{id}", MEMBER_WITHDRAW, delete(people::withdraw_invitation))
         .add(Method::POST, "/v1/auth/login", AUTH_LOGIN, post(people::login))
         .add(Method::POST, "/v1/auth/accept", AUTH_ACCEPT, post(people::accept))
         .add(Method::POST, "/v1/auth/logout", AUTH_LOGOUT, post(people::logout))

@@ -1,7 +1,7 @@
 //! People (API.md §11): users (operator), members of the request's tenant (tenant admin+), and
 //! signing in and out with a session cookie.
 
-use crate::edge::{ApiJson, ApiQuery, Authed, Facts, SESSION_COOKIE};
+use crate::edge::{num_param, ApiJson, ApiQuery, Authed, Facts, SESSION_COOKIE};
 use crate::error::ApiResult;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -10,24 +10,41 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tenantry_core::people::{MemberInfo, PasswordHash, PasswordWork, Token, UserInfo};
 use tenantry_core::service::{
-    AcceptInvitation, MemberAdded, MemberPatch, NewMember, NewUser, SessionView, SignIn, UserPatch,
+    AcceptInvitation, MemberAdded, MemberList, MemberPatch, NewMember, NewUser, SessionView, SignIn, UserPatch,
 };
 
 /// Runs argon2id on tokio's blocking pool, so a sign-in's tens of milliseconds of hashing never
-/// hold up the requests sharing its worker thread.
-#[derive(Debug, Default)]
-pub struct BlockingPasswordWork;
+/// hold up the requests sharing its worker thread; at most one hash per core at a time (each
+/// takes 19 MiB: a flood of sign-ins waits here, holding no memory).
+#[derive(Debug)]
+pub struct BlockingPasswordWork {
+    running: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for BlockingPasswordWork {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        BlockingPasswordWork { running: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)) }
+    }
+}
+
+impl BlockingPasswordWork {
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let _turn = self.running.acquire().await.ok()?;
+        tokio::task::spawn_blocking(work).await.ok()
+    }
+}
 
 #[async_trait::async_trait]
 impl PasswordWork for BlockingPasswordWork {
     async fn hash(&self, password: String) -> tenantry_core::Result<PasswordHash> {
-        tokio::task::spawn_blocking(move || PasswordHash::new(&password))
+        self.run(move || PasswordHash::new(&password))
             .await
-            .map_err(|e| tenantry_core::Error::internal(format!("password hashing task: {e}")))?
+            .unwrap_or_else(|| Err(tenantry_core::Error::internal("the password hashing task failed")))
     }
 
     async fn verify(&self, hash: Option<PasswordHash>, password: String) -> bool {
-        tokio::task::spawn_blocking(move || match hash {
+        self.run(move || match hash {
             Some(h) => h.verify(&password),
             None => {
                 PasswordHash::verify_nothing(&password);
@@ -46,15 +63,9 @@ pub struct UserList {
     next_cursor: Option<String>,
 }
 
-/// The tenant's members.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct MemberList {
-    items: Vec<MemberInfo>,
-}
-
 #[derive(serde::Deserialize)]
 pub struct UserQuery {
-    limit: Option<usize>,
+    limit: Option<String>,
     cursor: Option<String>,
 }
 
@@ -79,7 +90,7 @@ pub async fn list_users(
     Authed(caller): Authed,
     ApiQuery(q): ApiQuery<UserQuery>,
 ) -> ApiResult<Response> {
-    let page = state.svc.list_users(&caller, q.limit, q.cursor.as_deref())?;
+    let page = state.svc.list_users(&caller, num_param(&q.limit, "limit")?, q.cursor.as_deref())?;
     Ok(Json(UserList { items: page.items, next_cursor: page.next_cursor }).into_response())
 }
 
@@ -107,10 +118,11 @@ pub async fn update_user(
     Ok(Json(state.svc.update_user(&caller, &id, patch).await?).into_response())
 }
 
-/// Add a member to the request's tenant (admin+; a role no higher than the caller's). An email
-/// without an account, or with one never signed in to, gets a one-time invitation.
+/// Invite someone to the request's tenant (admin+; a role no higher than the caller's): the answer
+/// holds a one-time invitation, which the person accepts (`POST /v1/auth/accept`) to become a
+/// member. The operator (or a super-admin) adds an existing account directly.
 #[utoipa::path(post, operation_id = "add_member", path = "/v1/members", tag = "people", request_body = NewMember,
-    responses((status = 201, description = "the member, and an invitation when the person has no password yet", body = MemberAdded),
+    responses((status = 201, description = "`invited`, with the invitation, or `member`", body = MemberAdded),
         (status = 403, description = "a role above the caller's"), (status = 409, description = "a member already")))]
 pub async fn add_member(
     State(state): State<AppState>,
@@ -121,12 +133,24 @@ pub async fn add_member(
     Ok((StatusCode::CREATED, Json(added)).into_response())
 }
 
-/// The request's tenant's members (admin+).
+/// The request's tenant's members and pending invitations (admin+).
 #[utoipa::path(get, operation_id = "list_members", path = "/v1/members", tag = "people",
-    responses((status = 200, description = "the members, oldest first", body = MemberList)))]
+    responses((status = 200, description = "the members, oldest first, and the invitations not accepted yet", body = MemberList)))]
 pub async fn list_members(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
-    let items = state.svc.list_members(&caller).await?;
-    Ok(Json(MemberList { items }).into_response())
+    Ok(Json(state.svc.list_members(&caller).await?).into_response())
+}
+
+/// Withdraw an invitation not accepted yet (admin+).
+#[utoipa::path(delete, operation_id = "withdraw_invitation", path = "/v1/invitations/{id}", tag = "people",
+    params(("id" = String, Path, description = "the invitation's id (`inv_...`)")),
+    responses((status = 204, description = "withdrawn: its token no longer works"), (status = 404, description = "no such invitation in this tenant")))]
+pub async fn withdraw_invitation(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    state.svc.withdraw_invitation(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Change a member's role (admin+; an admin cannot change an owner, nor make one).
@@ -204,10 +228,11 @@ fn refuse_cross_site(facts: &tenantry_core::caller::RequestFacts) -> ApiResult<(
     Ok(())
 }
 
-/// Accept an invitation: set the password (and name) and sign in.
+/// Accept an invitation: with the account's password (or, for an email without an account, the
+/// new account's first password and a name), become a member and sign in.
 #[utoipa::path(post, operation_id = "accept_invitation", path = "/v1/auth/accept", tag = "people", request_body = AcceptInvitation, security(()),
     responses((status = 200, description = "signed in; `Set-Cookie: tenantry_session=...`", body = SessionView),
-        (status = 401, description = "the invitation is unknown, used or expired")))]
+        (status = 401, description = "the invitation is unknown, used or expired, or the password is wrong")))]
 pub async fn accept(
     State(state): State<AppState>,
     Facts(facts): Facts,

@@ -402,7 +402,8 @@ async fn people_hold_on_the_other_node(placement: &str) {
     let user = json!({"email": "ada@example.com", "password": "correct horse battery"});
     app.operator().json(reqwest::Method::POST, "/v1/users", Some(&user)).await.unwrap();
     let member = json!({"email": "ada@example.com", "role": "writer"});
-    let added = app.as_key(&acme.owner).json(reqwest::Method::POST, "/v1/members", Some(&member)).await.unwrap();
+    let operator = app.operator().with_tenant(Some("acme".into()));
+    let added = operator.json(reqwest::Method::POST, "/v1/members", Some(&member)).await.unwrap();
     let ada = added["user_id"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
     let login = http.post(format!("{}/v1/auth/login", app.url)).json(&user).send().await.unwrap();

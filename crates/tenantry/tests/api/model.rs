@@ -64,6 +64,10 @@ enum Actor {
     },
 }
 
+/// Whose data a request acts on, the key it acts as (a person's role as a key of that role), the
+/// bearer secret sent (none for a person), its headers and its `/t/{slug}` path prefix.
+type Acting = (usize, Option<ModelKey>, Option<String>, Vec<(String, String)>, String);
+
 /// A signed-in person: their session cookie and their role (writer or not) in each tenant.
 struct ModelPerson {
     cookie: String,
@@ -107,8 +111,9 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
         app.operator().json(Method::POST, "/v1/users", Some(&user)).await.unwrap();
         let mut writer_in = HashMap::new();
         for (t, role) in roles {
-            let owner = app.as_key(&tenants[t].keys[0].secret);
-            owner.json(Method::POST, "/v1/members", Some(&serde_json::json!({"email": email, "role": role}))).await.unwrap();
+            let operator = app.operator().with_tenant(Some(tenants[t].slug.clone()));
+            let member = serde_json::json!({"email": email, "role": role});
+            operator.json(Method::POST, "/v1/members", Some(&member)).await.unwrap();
             writer_in.insert(t, role != "reader");
         }
         let login = app.raw(None, Method::POST, "/v1/auth/login", Some(user.to_string().as_bytes()), &[]).await;
@@ -169,13 +174,7 @@ async fn random_operations_never_cross_tenants_and_match_the_model() {
         *counts.entry(op).or_default() += 1;
 
         // Whose data the request acts on, which key (if any), and what the model expects first.
-        let (acting, key, secret, mut headers, mut prefix_path): (
-            usize,
-            Option<ModelKey>,
-            Option<String>,
-            Vec<(String, String)>,
-            String,
-        ) = match &actor {
+        let (acting, key, secret, mut headers, mut prefix_path): Acting = match &actor {
             Actor::Key { tenant, key } => {
                 let k = tenants[*tenant].keys[*key].clone();
                 (*tenant, Some(k.clone()), Some(k.secret), vec![], String::new())

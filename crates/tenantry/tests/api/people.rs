@@ -65,17 +65,46 @@ async fn add_member(app: &TestApp, key: &str, email: &str, role: &str) -> tenant
     .await
 }
 
+/// The operator adds an existing account to `slug` directly.
+async fn operator_adds(app: &TestApp, slug: &str, email: &str, role: &str) {
+    let body = json!({"email": email, "role": role}).to_string();
+    let res =
+        app.raw(Some(&app.admin_key), Method::POST, &format!("/t/{slug}/v1/members"), Some(body.as_bytes()), &[]).await;
+    assert_eq!(res.status, 201, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(res.json().unwrap()["status"], "member");
+}
+
+/// A tenant key invites `email`; the person accepts with `password` (the account's, or a new
+/// account's first). The accept's answer.
+async fn invite_and_accept(
+    app: &TestApp,
+    key: &str,
+    email: &str,
+    role: &str,
+    password: &str,
+) -> tenantry_client::RawResponse {
+    let res = add_member(app, key, email, role).await;
+    assert_eq!(res.status, 201, "{}", String::from_utf8_lossy(&res.body));
+    let invited = res.json().unwrap();
+    assert_eq!((invited["status"].as_str(), invited.get("user_id")), (Some("invited"), None));
+    let token = invited["invitation"]["token"].as_str().unwrap();
+    let accept = json!({"token": token, "password": password}).to_string();
+    app.raw(None, Method::POST, "/v1/auth/accept", Some(accept.as_bytes()), &[]).await
+}
+
 #[tokio::test]
 async fn a_person_signs_in_works_in_their_tenant_with_their_role_and_signs_out() {
     let app = spawn_app().await;
     let acme = app.create_tenant("acme").await;
     let globex = app.create_tenant("globex").await;
     let ada = create_user(&app, "ada@example.com", "correct horse battery").await;
-    let res = add_member(&app, &acme.owner, "ADA@example.com ", "writer").await;
+    let body = json!({"email": "ADA@example.com ", "role": "writer"}).to_string();
+    let res = app.raw(Some(&app.admin_key), Method::POST, "/t/acme/v1/members", Some(body.as_bytes()), &[]).await;
     assert_eq!(res.status, 201);
     let m = res.json().unwrap();
-    assert_eq!((m["user_id"].as_str(), m["role"].as_str()), (Some(ada.as_str()), Some("writer")));
-    assert!(m.get("invitation").is_none(), "she has a password: no invitation");
+    let got = (m["user_id"].as_str(), m["role"].as_str(), m["status"].as_str());
+    assert_eq!(got, (Some(ada.as_str()), Some("writer"), Some("member")));
+    assert!(m.get("invitation").is_none(), "the operator adds an existing account directly");
     let b = sign_in(&app, "ada@example.com", "correct horse battery").await;
     let s = b.send(&app, Method::GET, "/v1/auth/session", None).await.json().unwrap();
     assert_eq!(s["user"]["email"], "ada@example.com");
@@ -113,7 +142,7 @@ async fn a_change_with_a_cookie_needs_a_same_origin_request() {
     let app = spawn_app().await;
     let acme = app.create_tenant("acme").await;
     create_user(&app, "ada@example.com", "correct horse battery").await;
-    add_member(&app, &acme.owner, "ada@example.com", "admin").await;
+    operator_adds(&app, "acme", "ada@example.com", "admin").await;
     let b = sign_in(&app, "ada@example.com", "correct horse battery").await;
     let cookie = [("cookie", b.cookie.as_str())];
     // No Origin, another site's, or a cross-site fetch: refused, and nothing written.
@@ -175,22 +204,22 @@ async fn wrong_passwords_are_refused_alike_throttled_and_audited() {
 }
 
 #[tokio::test]
-async fn an_invited_person_sets_a_password_and_sees_only_that_tenant() {
+async fn an_invited_person_becomes_a_member_only_by_accepting_and_sees_only_that_tenant() {
     let app = spawn_app().await;
     let acme = app.create_tenant("acme").await;
     app.create_tenant("globex").await;
     let res = add_member(&app, &acme.owner, "grace@example.com", "reader").await;
     assert_eq!(res.status, 201);
-    let added = res.json().unwrap();
-    assert_eq!(added["has_password"], false);
-    let token = added["invitation"]["token"].as_str().unwrap().to_owned();
-    // No password yet: signing in fails as for anyone.
+    let invited = res.json().unwrap();
+    let token = invited["invitation"]["token"].as_str().unwrap().to_owned();
+    // Pending: listed as an invitation, not a member; no account yet.
+    let listed = app.raw(Some(&acme.owner), Method::GET, "/v1/members", None, &[]).await.json().unwrap();
+    assert_eq!(listed["items"], json!([]));
+    assert_eq!(listed["invitations"][0]["email"], "grace@example.com");
+    assert!(!listed.to_string().contains(&token), "a token is shown once");
     let body = json!({"email": "grace@example.com", "password": "anything at all"}).to_string();
-    assert_error(
-        &app.raw(None, Method::POST, "/v1/auth/login", Some(body.as_bytes()), &[]).await,
-        401,
-        "unauthenticated",
-    );
+    let login = app.raw(None, Method::POST, "/v1/auth/login", Some(body.as_bytes()), &[]).await;
+    assert_error(&login, 401, "unauthenticated");
     let accept = json!({"token": token, "password": "grace's own secret", "name": "Grace"}).to_string();
     let res = app.raw(None, Method::POST, "/v1/auth/accept", Some(accept.as_bytes()), &[]).await;
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
@@ -199,15 +228,50 @@ async fn an_invited_person_sets_a_password_and_sees_only_that_tenant() {
     let slugs: Vec<&str> = s["tenants"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
     assert_eq!(slugs, ["acme"]);
     // The invitation works once.
-    assert_error(
-        &app.raw(None, Method::POST, "/v1/auth/accept", Some(accept.as_bytes()), &[]).await,
-        401,
-        "unauthenticated",
-    );
+    let again = app.raw(None, Method::POST, "/v1/auth/accept", Some(accept.as_bytes()), &[]).await;
+    assert_error(&again, 401, "unauthenticated");
     let b = sign_in(&app, "grace@example.com", "grace's own secret").await;
     assert_eq!(b.send(&app, Method::GET, "/v1/files", None).await.status, 200);
     assert_error(&b.send(&app, Method::PUT, "/v1/files/x", None).await, 403, "forbidden");
     assert_error(&b.send(&app, Method::GET, "/t/globex/v1/files", None).await, 404, "tenant_not_found");
+    let listed = app.raw(Some(&acme.owner), Method::GET, "/v1/members", None, &[]).await.json().unwrap();
+    assert_eq!(listed["items"][0]["email"], "grace@example.com");
+    assert_eq!(listed["invitations"], json!([]));
+}
+
+#[tokio::test]
+async fn an_invitation_cannot_take_over_an_account() {
+    let app = spawn_app().await;
+    let acme = app.create_tenant("acme").await;
+    let globex = app.create_tenant("globex").await;
+    // An account with a password joins only with that password.
+    create_user(&app, "ada@example.com", "correct horse battery").await;
+    let wrong = invite_and_accept(&app, &globex.owner, "ada@example.com", "owner", "the attacker's choice").await;
+    assert_error(&wrong, 401, "unauthenticated");
+    let b = sign_in(&app, "ada@example.com", "correct horse battery").await;
+    assert_error(&b.send(&app, Method::GET, "/t/globex/v1/files", None).await, 404, "tenant_not_found");
+    // A super-admin created without a password cannot be claimed through an invitation.
+    let body = json!({"email": "root@example.com", "super_admin": true}).to_string();
+    assert_eq!(app.raw(Some(&app.admin_key), Method::POST, "/v1/users", Some(body.as_bytes()), &[]).await.status, 201);
+    let claim = invite_and_accept(&app, &acme.owner, "root@example.com", "reader", "now it is mine").await;
+    assert_error(&claim, 401, "unauthenticated");
+    let login = json!({"email": "root@example.com", "password": "now it is mine"}).to_string();
+    let res = app.raw(None, Method::POST, "/v1/auth/login", Some(login.as_bytes()), &[]).await;
+    assert_error(&res, 401, "unauthenticated");
+    // Ada accepts an invitation with her own password: a member of a second tenant.
+    let ok = invite_and_accept(&app, &globex.owner, "ada@example.com", "writer", "correct horse battery").await;
+    assert_eq!(ok.status, 200);
+    let tenants = ok.json().unwrap()["tenants"].clone();
+    let slugs: Vec<&str> = tenants.as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
+    assert_eq!(slugs, ["globex"]);
+    // A withdrawn invitation no longer works; another tenant cannot withdraw it.
+    let res = add_member(&app, &acme.owner, "late@example.com", "reader").await.json().unwrap();
+    let path = format!("/v1/invitations/{}", res["invitation"]["id"].as_str().unwrap());
+    assert_eq!(app.raw(Some(&globex.owner), Method::DELETE, &path, None, &[]).await.status, 404);
+    assert_eq!(app.raw(Some(&acme.owner), Method::DELETE, &path, None, &[]).await.status, 204);
+    let accept = json!({"token": res["invitation"]["token"], "password": "a fine password"}).to_string();
+    let late = app.raw(None, Method::POST, "/v1/auth/accept", Some(accept.as_bytes()), &[]).await;
+    assert_error(&late, 401, "unauthenticated");
 }
 
 #[tokio::test]
@@ -219,8 +283,10 @@ async fn admins_manage_members_below_owner_and_a_removal_takes_effect_at_once() 
     let boss = create_user(&app, "boss@example.com", "correct horse battery").await;
     // An admin cannot make an owner; the owner can.
     assert_error(&add_member(&app, &admin_key, "boss@example.com", "owner").await, 403, "forbidden");
-    assert_eq!(add_member(&app, &acme.owner, "boss@example.com", "owner").await.status, 201);
-    assert_eq!(add_member(&app, &admin_key, "ada@example.com", "writer").await.status, 201);
+    let boss_joins = invite_and_accept(&app, &acme.owner, "boss@example.com", "owner", "correct horse battery").await;
+    assert_eq!(boss_joins.status, 200);
+    let ada_joins = invite_and_accept(&app, &admin_key, "ada@example.com", "writer", "correct horse battery").await;
+    assert_eq!(ada_joins.status, 200);
     assert_error(&add_member(&app, &admin_key, "ada@example.com", "reader").await, 409, "conflict");
     // An admin cannot change or remove an owner.
     let patch = |who: &str| format!("/v1/members/{who}");
@@ -265,7 +331,7 @@ async fn users_are_the_operators_and_a_new_password_or_disabling_ends_sessions()
     let app = spawn_app().await;
     let acme = app.create_tenant("acme").await;
     let ada = create_user(&app, "ada@example.com", "correct horse battery").await;
-    add_member(&app, &acme.owner, "ada@example.com", "reader").await;
+    operator_adds(&app, "acme", "ada@example.com", "reader").await;
     // Tenant keys manage no users.
     assert_error(&app.raw(Some(&acme.owner), Method::GET, "/v1/users", None, &[]).await, 403, "forbidden");
     let dup = json!({"email": "Ada@Example.com", "password": "another password"}).to_string();
