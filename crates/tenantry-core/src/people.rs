@@ -516,10 +516,19 @@ impl People {
         inner.put_user(user);
     }
 
-    pub fn put_session(&self, session: SessionRecord) {
+    /// A session was stored for the user as of version `user_was` (their `updated_at`): held
+    /// here too unless the user changed since (a new password or disabling ended their sessions
+    /// meanwhile), then `false`.
+    pub fn put_session(&self, session: SessionRecord, user_was: Timestamp) -> bool {
         let mut inner = self.write();
+        let current =
+            inner.users.get(&session.user_id).is_some_and(|u| u.updated_at == user_was && u.disabled_at.is_none());
+        if !current {
+            return false;
+        }
         Self::count_local(&mut inner, &session.user_id);
         inner.sessions.insert(session.id.clone(), Arc::new(LiveSession::new(session)));
+        true
     }
 
     pub fn remove_session(&self, id: &SessionId) {

@@ -16,8 +16,8 @@ use super::{actions, decode_cursor, encode_cursor, page_limit, validate_name, Te
 use crate::caller::{Caller, RequestFacts};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{types as event_types, EventDraft, Journal};
-use crate::ids::{InviteId, SessionId, TenantId, UserId};
-use crate::model::{AuditDraft, Page, TenantStatus};
+use crate::ids::{InviteId, KeyId, SessionId, TenantId, UserId};
+use crate::model::{AuditDraft, Page, Tenant, TenantStatus};
 use crate::people::{
     bad_credentials, normalize_email, validate_password, InvitationRecord, MemberInfo, Membership, PendingInvitation,
     SessionRecord, SignedIn, Token, UserInfo, UserRecord,
@@ -357,6 +357,12 @@ impl Tenantry {
                 invitation: None,
             });
         }
+        // A new invitation replaces the tenant's pending one for the email: not one the caller
+        // could not withdraw.
+        let pending = self.store.list_invitations(&scope).await?;
+        if let Some(old) = pending.iter().find(|i| i.email == email && i.role > caller.role()) {
+            return Err(Error::forbidden(format!("a {} cannot replace an invitation as {}", caller.role(), old.role)));
+        }
         let id = InviteId::generate();
         let token = Token::mint(id.as_str());
         let invitation = InvitationRecord {
@@ -443,9 +449,11 @@ impl Tenantry {
             .detail(serde_json::json!({"user_id": user, "role": role.as_str()}));
         let journal = Journal::with_event(caller.audit(actions::MEMBER_UPDATE, id, "ok"), event);
         self.store.set_member_role(&scope, &user, role, journal).await?;
-        self.people.set_role(scope.tenant_id(), &user, Some(role));
+        // Memory follows what the store holds after the change (a removal that raced it wins).
         let stored = self.store.load_members(&scope).await?;
-        stored.iter().find(|m| m.user_id == user).and_then(|m| self.member_info(m)).ok_or_else(|| member_not_found(id))
+        let now_member = stored.iter().find(|m| m.user_id == user);
+        self.people.set_role(scope.tenant_id(), &user, now_member.map(|m| m.role));
+        now_member.and_then(|m| self.member_info(m)).ok_or_else(|| member_not_found(id))
     }
 
     pub async fn remove_member(&self, caller: &Caller, id: &str) -> Result<()> {
@@ -551,7 +559,11 @@ impl Tenantry {
             ErrorCode::Conflict => bad_credentials(),
             _ => e,
         })?;
-        self.people.put_session(record.clone());
+        if !self.people.put_session(record.clone(), user.updated_at) {
+            // The user changed between the store's insert and here: the session must not stand.
+            self.store.delete_session(&record.id).await?;
+            return Err(bad_credentials());
+        }
         let view = self.view_session(user, &record, now);
         Ok((token, view))
     }
@@ -598,10 +610,29 @@ impl Tenantry {
         self.audit_install(Self::install_draft(facts, &actor, actions::AUTH_LOGOUT, &signed.user.email, "ok")).await
     }
 
-    /// Accepts an invitation: the person proves the account is theirs (its password; for an
-    /// email without an account, the new account's first), becomes a member, and is signed in.
-    /// An account without a password that has rights already (a super-admin, a member anywhere)
-    /// cannot be claimed this way: the operator sets its password.
+    /// Whether `actor` (an invitation's maker: `operator`, `key:<id>`, `user:<id>`) may still
+    /// grant `role` in `tenant`: an invitation made by a key since revoked, or by a member since
+    /// removed or demoted, no longer works.
+    fn still_grants(&self, tenant: &Tenant, actor: &str, role: Role) -> bool {
+        let needed = role.max(Role::Admin);
+        if actor == "operator" {
+            return true;
+        }
+        if let Some(key) = actor.strip_prefix("key:").and_then(KeyId::parse) {
+            return self.directory.key(&key).is_some_and(|k| {
+                k.tenant_id == tenant.id && k.is_usable(self.clock.now()) && k.role >= needed && k.prefix.is_none()
+            });
+        }
+        let Some(user) = actor.strip_prefix("user:").and_then(UserId::parse).and_then(|u| self.people.user(&u)) else {
+            return false;
+        };
+        user.disabled_at.is_none()
+            && (user.super_admin || self.people.role_in(&user.id, &tenant.id).is_some_and(|r| r >= needed))
+    }
+
+    /// Accepts an invitation: the person proves the account is theirs (its password), or, for an
+    /// email without an account, makes it with its first password; then they are a member and
+    /// signed in. An account without a password is the operator's to give one.
     pub async fn accept_invitation(&self, facts: &RequestFacts, req: AcceptInvitation) -> Result<(Token, SessionView)> {
         let token = Token::from_presented(req.token.trim());
         let invalid = || Error::new(ErrorCode::Unauthenticated, "the invitation is unknown, used or expired");
@@ -615,28 +646,17 @@ impl Tenantry {
             .directory
             .tenant(&invitation.tenant_id)
             .filter(|t| t.status != TenantStatus::Archived)
+            .filter(|t| self.still_grants(t, &invitation.created_by, invitation.role))
             .ok_or_else(invalid)?;
         let email = invitation.email.clone();
-        let user = match self.people.user_by_email(&email) {
-            Some(u) if u.password.is_some() => self.check_password(facts, &email, req.password).await?,
-            Some(u) => {
-                let rightless = !u.super_admin && self.people.memberships_of(&u.id).is_empty();
-                if !rightless || u.disabled_at.is_some() {
-                    return Err(Error::new(
-                        ErrorCode::Unauthenticated,
-                        "this account has no password yet: ask the operator to set one, then accept with it",
-                    ));
-                }
-                validate_password(&req.password)?;
-                let mut claimed = (*u).clone();
-                claimed.password = Some(self.config.password_work.hash(req.password).await?);
-                if let Some(n) = req.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-                    claimed.name = validate_name(n)?;
-                }
-                claimed.updated_at = Timestamp::from_millis(now.millis().max(u.updated_at.millis() + 1));
-                self.store.update_user(&claimed, u.updated_at, true).await?;
-                self.people.put_user(claimed.clone(), true);
-                Arc::new(claimed)
+        // Whose account: proven by its password, or a new one (nothing is changed yet).
+        let (user, fresh) = match self.people.user_by_email(&email) {
+            Some(u) if u.password.is_some() => (self.check_password(facts, &email, req.password).await?, false),
+            Some(_) => {
+                return Err(Error::new(
+                    ErrorCode::Unauthenticated,
+                    "this account has no password yet: ask the operator to set one, then accept with it",
+                ))
             }
             None => {
                 validate_password(&req.password)?;
@@ -644,7 +664,7 @@ impl Tenantry {
                     Some(n) => validate_name(n)?,
                     None => String::new(),
                 };
-                let fresh = UserRecord {
+                let user = UserRecord {
                     id: UserId::generate(),
                     email: email.clone(),
                     name,
@@ -654,32 +674,69 @@ impl Tenantry {
                     created_at: now,
                     updated_at: now,
                 };
-                self.store.insert_user(&fresh).await?;
-                self.people.put_user(fresh.clone(), false);
-                Arc::new(fresh)
+                (Arc::new(user), true)
             }
         };
-        // Used once: of two accepting at once, one gets it.
+        // Used up first (of two accepting at once, one gets it); given back if a later step fails,
+        // so the person can try again.
         if !self.store.delete_invitation(&id).await? {
             return Err(invalid());
         }
-        let scope = TenantScope::new(&tenant);
-        if self.people.role_in(&user.id, &tenant.id).is_none() {
-            let member = Membership {
-                tenant_id: tenant.id.clone(),
-                user_id: user.id.clone(),
-                role: invitation.role,
-                created_at: now,
-                created_by: invitation.created_by.clone(),
-            };
-            let audit =
-                Self::install_draft(facts, &format!("user:{}", user.id), actions::MEMBER_ADD, user.id.as_str(), "ok");
-            match self.insert_member(&scope, &member, audit).await {
-                Err(e) if e.code != ErrorCode::Conflict => return Err(e),
-                _ => {}
+        let joined = self.join(facts, &tenant, &invitation, &user, fresh).await;
+        if joined.is_err() {
+            if let Err(e) = self.store.insert_invitation(&invitation).await {
+                return Err(Error::internal(format!("accepting failed, and the invitation was lost: {}", e.message)));
             }
         }
+        joined?;
+        let actor = format!("user:{}", user.id);
+        let target = format!("{email} ({} of {})", invitation.id, tenant.slug);
+        self.audit_install(Self::install_draft(facts, &actor, actions::AUTH_ACCEPT, &target, "ok")).await?;
         self.open_session(&user).await
+    }
+
+    /// The account made if `fresh`, then the membership an accepted invitation gives.
+    async fn join(
+        &self,
+        facts: &RequestFacts,
+        tenant: &Tenant,
+        invitation: &InvitationRecord,
+        user: &UserRecord,
+        fresh: bool,
+    ) -> Result<()> {
+        let actor = format!("user:{}", user.id);
+        if fresh {
+            self.store.insert_user(user).await?;
+            self.people.put_user(user.clone(), false);
+            let target = format!("{} (by accepting {} of {})", user.id, invitation.id, tenant.slug);
+            self.audit_install(Self::install_draft(facts, &actor, actions::USER_CREATE, &target, "ok")).await?;
+        }
+        if self.people.role_in(&user.id, &tenant.id).is_some() {
+            return Ok(());
+        }
+        let member = Membership {
+            tenant_id: tenant.id.clone(),
+            user_id: user.id.clone(),
+            role: invitation.role,
+            created_at: self.clock.now(),
+            created_by: invitation.created_by.clone(),
+        };
+        let audit = Self::install_draft(facts, &actor, actions::MEMBER_ADD, user.id.as_str(), "ok");
+        let scope = TenantScope::new(tenant);
+        match self.insert_member(&scope, &member, audit).await {
+            // A member already (made on another node meanwhile): what accepting asked for.
+            Err(e) if e.code == ErrorCode::Conflict => {
+                let members = self.store.load_members(&scope).await?;
+                match members.iter().find(|m| m.user_id == user.id) {
+                    Some(m) => {
+                        self.people.set_role(&tenant.id, &user.id, Some(m.role));
+                        Ok(())
+                    }
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Background upkeep: stores when sessions were last used (at most once a minute each) and

@@ -29,9 +29,16 @@ impl Default for BlockingPasswordWork {
 }
 
 impl BlockingPasswordWork {
+    /// Runs `work` once a core is free; the turn is held by the blocking task itself, so a request
+    /// dropped meanwhile (its client gone) does not free it early.
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        let _turn = self.running.acquire().await.ok()?;
-        tokio::task::spawn_blocking(work).await.ok()
+        let turn = self.running.clone().acquire_owned().await.ok()?;
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            work()
+        })
+        .await
+        .ok()
     }
 }
 

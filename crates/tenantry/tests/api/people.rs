@@ -272,6 +272,30 @@ async fn an_invitation_cannot_take_over_an_account() {
     let accept = json!({"token": res["invitation"]["token"], "password": "a fine password"}).to_string();
     let late = app.raw(None, Method::POST, "/v1/auth/accept", Some(accept.as_bytes()), &[]).await;
     assert_error(&late, 401, "unauthenticated");
+    // An account the operator made without a password is not claimed by accepting, rights or not.
+    let body = json!({"email": "plain@example.com"}).to_string();
+    assert_eq!(app.raw(Some(&app.admin_key), Method::POST, "/v1/users", Some(body.as_bytes()), &[]).await.status, 201);
+    let claim = invite_and_accept(&app, &acme.owner, "plain@example.com", "reader", "now it is mine").await;
+    assert_error(&claim, 401, "unauthenticated");
+    // An invitation made by a key since revoked no longer works.
+    let (key_id, admin_key) = app.key(&acme, "admin", None).await;
+    let made = add_member(&app, &admin_key, "someone@example.com", "writer").await.json().unwrap();
+    assert_eq!(app.raw(Some(&acme.owner), Method::DELETE, &format!("/v1/keys/{key_id}"), None, &[]).await.status, 204);
+    let accept = json!({"token": made["invitation"]["token"], "password": "a fine password"}).to_string();
+    let orphan = app.raw(None, Method::POST, "/v1/auth/accept", Some(accept.as_bytes()), &[]).await;
+    assert_error(&orphan, 401, "unauthenticated");
+    // An admin can neither withdraw nor replace an invitation to a role above their own.
+    let (_, admin_key) = app.key(&acme, "admin", None).await;
+    let owner_invite = add_member(&app, &acme.owner, "heir@example.com", "owner").await.json().unwrap();
+    let path = format!("/v1/invitations/{}", owner_invite["invitation"]["id"].as_str().unwrap());
+    assert_error(&app.raw(Some(&admin_key), Method::DELETE, &path, None, &[]).await, 403, "forbidden");
+    assert_error(&add_member(&app, &admin_key, "heir@example.com", "reader").await, 403, "forbidden");
+    // The owner's invitation still works, and its acceptance is audited in the install's log.
+    let accept = json!({"token": owner_invite["invitation"]["token"], "password": "heir's password"}).to_string();
+    assert_eq!(app.raw(None, Method::POST, "/v1/auth/accept", Some(accept.as_bytes()), &[]).await.status, 200);
+    let log = app.operator().audit("?action=auth.accept").await.unwrap();
+    let last = log["items"].as_array().unwrap().last().unwrap();
+    assert!(last["target"].as_str().unwrap().starts_with("heir@example.com (inv_"), "{log}");
 }
 
 #[tokio::test]
