@@ -266,6 +266,36 @@ impl Client {
     pub async fn revoke_key(&self, id: &str) -> Result<()> {
         self.json(Method::DELETE, &format!("/v1/keys/{}", encode_query(id)), None).await.map(|_| ())
     }
+    pub async fn create_user(&self, body: &Value) -> Result<Value> {
+        self.json(Method::POST, "/v1/users", Some(body)).await
+    }
+    /// A page of users after `cursor`.
+    pub async fn list_users(&self, cursor: Option<&str>) -> Result<Value> {
+        let after = cursor.map(|c| format!("&cursor={}", encode_query(c))).unwrap_or_default();
+        self.json(Method::GET, &format!("/v1/users?limit=1000{after}"), None).await
+    }
+    pub async fn get_user(&self, id: &str) -> Result<Value> {
+        self.json(Method::GET, &format!("/v1/users/{}", encode_query(id)), None).await
+    }
+    pub async fn update_user(&self, id: &str, patch: &Value) -> Result<Value> {
+        self.json(Method::PATCH, &format!("/v1/users/{}", encode_query(id)), Some(patch)).await
+    }
+    pub async fn add_member(&self, body: &Value) -> Result<Value> {
+        self.json(Method::POST, "/v1/members", Some(body)).await
+    }
+    pub async fn list_members(&self) -> Result<Value> {
+        self.json(Method::GET, "/v1/members", None).await
+    }
+    pub async fn set_member_role(&self, user_id: &str, role: &str) -> Result<Value> {
+        let body = serde_json::json!({ "role": role });
+        self.json(Method::PATCH, &format!("/v1/members/{}", encode_query(user_id)), Some(&body)).await
+    }
+    pub async fn remove_member(&self, user_id: &str) -> Result<()> {
+        self.json(Method::DELETE, &format!("/v1/members/{}", encode_query(user_id)), None).await.map(|_| ())
+    }
+    pub async fn withdraw_invitation(&self, id: &str) -> Result<()> {
+        self.json(Method::DELETE, &format!("/v1/invitations/{}", encode_query(id)), None).await.map(|_| ())
+    }
     pub async fn put_file(&self, path: &str, content: Vec<u8>, content_type: Option<&str>) -> Result<Value> {
         let extra: Vec<(&str, &str)> = content_type.map(|c| vec![("content-type", c)]).unwrap_or_default();
         self.call(Method::PUT, &format!("/v1/files/{}", encode_path(path)), Some(content), &extra).await?.json()

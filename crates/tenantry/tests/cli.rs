@@ -796,3 +796,55 @@ fn a_postgres_restart_answers_503_and_service_resumes_by_itself_with_nothing_los
     drop(server);
     cluster("stop");
 }
+
+/// Runs a command with `input` on its standard input.
+fn with_input(cli: &Cli, args: &[&str], input: &str) -> Output {
+    let mut child = cli.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_cli_manages_users_and_members_and_never_takes_a_password_as_an_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let cli = Cli { url: server.url.clone(), key: admin_key(&data), client_config: dir.path().join("client.toml") };
+    cli.ok(&["tenant", "create", "acme"]);
+    let out = with_input(
+        &cli,
+        &["user", "create", "ada@example.com", "--name", "Ada", "--password-stdin", "--json"],
+        "correct horse battery\n",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ada: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((ada["email"].as_str(), ada["has_password"].as_bool()), (Some("ada@example.com"), Some(true)));
+    // No password on standard input: refused, nothing created.
+    let none = with_input(&cli, &["user", "create", "tom@example.com", "--password-stdin"], "");
+    assert!(!none.status.success() && String::from_utf8_lossy(&none.stderr).contains("standard input"));
+    let users = cli.json(&["user", "list"]);
+    assert_eq!(users["items"].as_array().unwrap().len(), 1);
+    assert_eq!(cli.json(&["user", "show", "ADA@example.com"])["id"], ada["id"]);
+    // The operator adds her to acme at once; a tenant key invites.
+    let added = cli.json(&["member", "add", "ada@example.com", "--role", "writer", "--tenant", "acme"]);
+    assert_eq!(added["status"], "member");
+    let invited = cli.ok(&["member", "add", "grace@example.com", "--role", "reader", "--tenant", "acme"]);
+    assert!(invited.starts_with("[acme] invited grace@example.com as reader") && invited.contains("inv_"), "{invited}");
+    let list = cli.ok(&["member", "list", "--tenant", "acme"]);
+    assert!(
+        list.contains("ada@example.com") && list.contains("writer") && list.contains("grace@example.com"),
+        "{list}"
+    );
+    let id = ada["id"].as_str().unwrap();
+    let changed = cli.json(&["member", "set-role", id, "--role", "admin", "--tenant", "acme"]);
+    assert_eq!(changed["role"], "admin");
+    cli.ok(&["member", "rm", id, "--tenant", "acme"]);
+    assert_eq!(cli.json(&["member", "list", "--tenant", "acme"])["items"], serde_json::json!([]));
+    // A new password from standard input; disabling and enabling.
+    let out = with_input(&cli, &["user", "passwd", "ada@example.com"], "another good one\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(cli.json(&["user", "disable", id])["disabled"], true);
+    assert_eq!(cli.json(&["user", "disable", id, "--enable"])["disabled"], false);
+    let missing = cli.run(&["user", "show", "nobody@example.com"]);
+    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("no user with email"));
+}

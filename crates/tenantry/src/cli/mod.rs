@@ -10,6 +10,7 @@ mod files;
 mod keys;
 mod migrate;
 mod output;
+mod people;
 mod tenants;
 
 use clap::{Args, Parser, Subcommand};
@@ -56,6 +57,16 @@ pub enum Command {
     Key {
         #[command(subcommand)]
         cmd: KeyCmd,
+    },
+    /// People (the operator's): accounts that sign in to the admin page and the API.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// Members of the current tenant: people with a role in it (admin keys).
+    Member {
+        #[command(subcommand)]
+        cmd: MemberCmd,
     },
     /// Files of the current tenant.
     Fs {
@@ -284,6 +295,56 @@ pub enum KeyCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user. With --password-stdin the password is read from one line of standard
+    /// input; without, the user cannot sign in until `user passwd` sets one.
+    Create {
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// The operator's rights over every tenant.
+        #[arg(long)]
+        super_admin: bool,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List every user.
+    List,
+    /// One user, by id (usr_...) or email.
+    Show { user: String },
+    /// Disable a user (signed out everywhere at once), or with --enable let them in again.
+    Disable {
+        user: String,
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Set a user's password from one line of standard input (signed out everywhere at once).
+    Passwd { user: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCmd {
+    /// Invite someone by email with a role (prints the one-time invitation token); with the
+    /// operator key, an existing account is added at once.
+    Add {
+        email: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// List the tenant's members and the invitations not accepted yet.
+    List,
+    /// Change a member's role.
+    SetRole {
+        /// The member's user id (usr_...).
+        user: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a member (usr_...), or withdraw an invitation (inv_...).
+    Rm { user: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum FsCmd {
     /// Write a file from LOCAL_FILE, or standard input.
     Put {
@@ -435,6 +496,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tenant { cmd } => tenants::run(&ctx, cmd).await,
         Command::Key { cmd } => keys::run(&ctx, cmd).await,
+        Command::User { cmd } => people::user(&ctx, cmd).await,
+        Command::Member { cmd } => people::member(&ctx, cmd).await,
         Command::Fs { cmd } => files::run(&ctx, cmd).await,
         Command::Mem { cmd } => data::mem(&ctx, cmd).await,
         Command::Events(args) => data::events(&ctx, args).await,
