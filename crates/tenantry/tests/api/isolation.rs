@@ -177,3 +177,58 @@ async fn a_prefixed_key_learns_nothing_outside_its_prefix_from_errors_or_listing
     let list = w.app.as_key(&docs).list_files("/private", true, None).await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
 }
+
+/// A person who is globex's owner, signed in: their session cookie and the same-origin header
+/// their browser sends with it.
+async fn globex_person(w: &World) -> Vec<(String, String)> {
+    let user = serde_json::json!({"email": "gus@globex.test", "password": "globex owner's password"});
+    w.app.operator().json(Method::POST, "/v1/users", Some(&user)).await.unwrap();
+    let member = serde_json::json!({"email": "gus@globex.test", "role": "owner"});
+    w.app.operator().with_tenant(Some("globex".into())).json(Method::POST, "/v1/members", Some(&member)).await.unwrap();
+    let login = w.app.raw(None, Method::POST, "/v1/auth/login", Some(user.to_string().as_bytes()), &[]).await;
+    let cookie = login.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+    vec![("cookie".into(), cookie), ("origin".into(), w.app.url.clone())]
+}
+
+#[tokio::test]
+async fn a_person_of_another_tenant_never_gets_a_byte_and_cannot_tell_the_tenant_exists() {
+    let w = world().await;
+    let session = globex_person(&w).await;
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut h: Vec<(String, String)> = session.clone();
+        h.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        h
+    };
+    for (m, p) in routes(&w) {
+        // In their own tenant: acme's things are not there.
+        let own = with(&[]);
+        let refs: Vec<(&str, &str)> = own.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let res = w.app.raw(None, m.clone(), &p, Some(BODY), &refs).await;
+        assert!(res.status == 404 || res.status.is_success(), "{m} {p}: {}", res.status);
+        assert!(!leaks(&w, &res.body), "{m} {p} leaked: {}", String::from_utf8_lossy(&res.body));
+        // Naming acme by header or path: exactly what naming a tenant that does not exist gets.
+        for (named, nope) in
+            [(with(&[("x-tenant-id", "acme")]), with(&[("x-tenant-id", "nope")])), (with(&[]), with(&[]))]
+        {
+            let (acme_path, nope_path) = if named.len() == session.len() {
+                (format!("/t/acme{p}"), format!("/t/nope{p}"))
+            } else {
+                (p.clone(), p.clone())
+            };
+            let refs: Vec<(&str, &str)> = named.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            let res = w.app.raw(None, m.clone(), &acme_path, Some(BODY), &refs).await;
+            let refs: Vec<(&str, &str)> = nope.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            let none = w.app.raw(None, m.clone(), &nope_path, Some(BODY), &refs).await;
+            assert_eq!(res.status, 404, "{m} {acme_path}");
+            if m != Method::HEAD {
+                assert_eq!(code(&res), "tenant_not_found", "{m} {acme_path}");
+                let message = |r: &tenantry_client::RawResponse| {
+                    r.json().unwrap()["error"]["message"].as_str().unwrap().replace("nope", "acme")
+                };
+                assert_eq!(message(&res), message(&none), "{m} {acme_path}: the same words as for no tenant");
+            }
+            assert!(!leaks(&w, &res.body), "{m} {acme_path}");
+        }
+    }
+    acme_is_untouched(&w).await;
+}
