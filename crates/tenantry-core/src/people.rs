@@ -394,6 +394,14 @@ impl Inner {
         self.by_email.insert(user.email.clone(), user.id.clone());
         self.users.insert(user.id.clone(), Arc::new(user));
     }
+    /// Takes every membership of `tenant` away.
+    fn clear_members(&mut self, tenant: &TenantId) {
+        let old: Vec<UserId> = self.members.get(tenant).map(|m| m.iter().cloned().collect()).unwrap_or_default();
+        for user in old {
+            self.set_role(tenant, &user, None);
+        }
+    }
+
     fn set_role(&mut self, tenant: &TenantId, user: &UserId, role: Option<Role>) {
         match role {
             Some(r) => {
@@ -557,10 +565,7 @@ impl People {
         if inner.local_members.get(tenant).copied().unwrap_or(0) != seen {
             return false;
         }
-        let old: Vec<UserId> = inner.members.get(tenant).map(|m| m.iter().cloned().collect()).unwrap_or_default();
-        for user in old {
-            inner.set_role(tenant, &user, None);
-        }
+        inner.clear_members(tenant);
         for m in members {
             inner.set_role(tenant, &m.user_id, Some(m.role));
         }
@@ -570,10 +575,7 @@ impl People {
     /// Forgets every membership of a purged tenant.
     pub fn forget_tenant(&self, tenant: &TenantId) {
         let mut inner = self.write();
-        let old: Vec<UserId> = inner.members.get(tenant).map(|m| m.iter().cloned().collect()).unwrap_or_default();
-        for user in old {
-            inner.set_role(tenant, &user, None);
-        }
+        inner.clear_members(tenant);
         inner.members.remove(tenant);
         *inner.local_members.entry(tenant.clone()).or_insert(0) += 1;
     }

@@ -188,7 +188,7 @@ pub async fn remove_member(
 }
 
 /// The `Set-Cookie` value of a new session, or of its end (`None`).
-fn session_cookie(state: &AppState, token: Option<&Token>) -> HeaderValue {
+fn set_cookie(state: &AppState, token: Option<&Token>) -> HeaderValue {
     let secure = if state.config.secure_cookies { "; Secure" } else { "" };
     let value = match token {
         Some(t) => {
@@ -202,7 +202,7 @@ fn session_cookie(state: &AppState, token: Option<&Token>) -> HeaderValue {
 
 fn signed_in(state: &AppState, token: &Token, view: SessionView) -> Response {
     let mut resp = Json(view).into_response();
-    resp.headers_mut().insert(header::SET_COOKIE, session_cookie(state, Some(token)));
+    resp.headers_mut().insert(header::SET_COOKIE, set_cookie(state, Some(token)));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -256,7 +256,7 @@ pub async fn accept(
 pub async fn logout(State(state): State<AppState>, Facts(facts): Facts) -> ApiResult<Response> {
     state.svc.sign_out(&facts).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut().insert(header::SET_COOKIE, session_cookie(&state, None));
+    resp.headers_mut().insert(header::SET_COOKIE, set_cookie(&state, None));
     Ok(resp)
 }
 
