@@ -281,13 +281,17 @@ impl Directory {
         self.read().by_domain.get(domain).cloned()
     }
 
-    /// Tenants in slug order after `after_slug`, optionally of one status.
+    /// Tenants in slug order after `after_slug`, optionally of one status, and optionally only
+    /// those whose slug or name contains `text` (any case): the tenant switcher's search. A
+    /// search walks the slug index in memory, so it costs no storage round trip.
     pub fn list_tenants(
         &self,
         status: Option<TenantStatus>,
+        text: Option<&str>,
         after_slug: Option<&str>,
         limit: usize,
     ) -> Vec<Arc<Tenant>> {
+        let text = text.map(str::to_lowercase).filter(|t| !t.is_empty());
         let inner = self.read();
         let range = match after_slug {
             Some(after) => {
@@ -298,6 +302,7 @@ impl Directory {
         range
             .filter_map(|(_, id)| inner.tenant(id))
             .filter(|t| status.is_none_or(|s| t.status == s))
+            .filter(|t| text.as_deref().is_none_or(|text| tenant_matches(t, text)))
             .take(limit)
             .collect()
     }
@@ -334,6 +339,21 @@ fn index_tenant(inner: &mut Inner, tenant: Tenant) {
     }
 }
 
+/// Whether the tenant's slug or name contains `text_lower` (a lower-cased search), in any case.
+pub(crate) fn tenant_matches(tenant: &Tenant, text_lower: &str) -> bool {
+    tenant.slug.as_str().contains(text_lower) || contains_any_case(&tenant.name, text_lower)
+}
+
+/// Whether `haystack` contains `needle_lower` (already lower-cased), ignoring case; without an
+/// allocation for the usual ASCII name.
+fn contains_any_case(haystack: &str, needle_lower: &str) -> bool {
+    if haystack.is_ascii() && needle_lower.is_ascii() {
+        let (h, n) = (haystack.as_bytes(), needle_lower.as_bytes());
+        return n.len() <= h.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+    }
+    haystack.to_lowercase().contains(needle_lower)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +363,29 @@ mod tests {
 
     fn tenant(slug: &str) -> Tenant {
         Tenant::new(Slug::parse(slug).unwrap(), slug, "free", Timestamp::from_millis(0))
+    }
+
+    #[test]
+    fn a_search_matches_slug_or_name_in_any_case_in_slug_order() {
+        let d = Directory::default();
+        let mut named = tenant("zeta");
+        named.name = "ACME Holdings Ünited".into();
+        d.put_tenant(named);
+        let mut suspended = tenant("acme-labs");
+        suspended.status = TenantStatus::Suspended;
+        d.put_tenant(suspended);
+        for slug in ["acme", "globex", "initech"] {
+            d.put_tenant(tenant(slug));
+        }
+        let slugs = |status, text, after, limit| {
+            d.list_tenants(status, text, after, limit).iter().map(|t| t.slug.as_str().to_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(slugs(None, Some("Acme"), None, 10), ["acme", "acme-labs", "zeta"]);
+        assert_eq!(slugs(None, Some("üNITED"), None, 10), ["zeta"]);
+        assert_eq!(slugs(None, Some("acme"), Some("acme"), 1), ["acme-labs"]);
+        assert_eq!(slugs(Some(TenantStatus::Active), Some("acme"), None, 10), ["acme", "zeta"]);
+        assert_eq!(slugs(None, Some(""), None, 10).len(), 5, "an empty search is no filter");
+        assert!(slugs(None, Some("nothing-like-it"), None, 10).is_empty());
     }
 
     #[test]

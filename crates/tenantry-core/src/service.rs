@@ -220,6 +220,16 @@ pub enum Transition {
     Restore,
 }
 
+/// The period a usage report covers: `from` and `to` (dates or RFC 3339, `to` exclusive; this
+/// month by default) and the `granularity` of its `series` (`day` or `month`). All unset: this
+/// month's totals, without a series.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UsagePeriod<'a> {
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub granularity: Option<&'a str>,
+}
+
 /// The body of `GET /v1/usage` (API.md §8).
 #[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -363,6 +373,18 @@ fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>> {
 
 fn encode_cursor(last: &str) -> String {
     hex::encode(last.as_bytes())
+}
+
+/// The longest tenant search accepted: longer than any slug or name.
+const MAX_SEARCH_CHARS: usize = 200;
+
+/// A tenant search (`q`), trimmed; empty is none.
+fn search_text(text: Option<&str>) -> Result<Option<&str>> {
+    let text = text.map(str::trim).filter(|t| !t.is_empty());
+    if text.is_some_and(|t| t.chars().count() > MAX_SEARCH_CHARS) {
+        return Err(Error::invalid_request(format!("`q` is longer than {MAX_SEARCH_CHARS} characters")));
+    }
+    Ok(text)
 }
 
 fn page_limit(limit: Option<usize>) -> Result<usize> {
@@ -736,7 +758,7 @@ impl Tenantry {
         self.directory.entry(tenant).map(|e| e.activity().pending_by_day(from_day, to_day)).unwrap_or_default()
     }
 
-    async fn usage_report(&self, tenant: &Tenant, scope: &crate::store::TenantScope) -> Result<UsageReport> {
+    async fn usage_report(&self, tenant: &Tenant, scope: &TenantScope) -> Result<UsageReport> {
         let (from, to) = self.clock.now().month_bounds();
         let day = |t: Timestamp| t.millis().div_euclid(crate::usage::DAY_MS);
         let mut counters = self.store.usage_between(scope, day(from), day(to)).await?;
@@ -757,26 +779,24 @@ impl Tenantry {
         })
     }
 
-    /// `GET /v1/usage`: the caller's tenant, this month.
-    pub async fn usage(&self, caller: &Caller) -> Result<UsageReport> {
-        self.usage_report(caller.tenant(), &caller.scope()).await
+    /// `GET /v1/usage`: the caller's tenant, this month, or over a period as for
+    /// [`Self::tenant_usage`].
+    pub async fn usage(&self, caller: &Caller, period: UsagePeriod<'_>) -> Result<UsageReport> {
+        self.usage_over(caller.tenant(), &caller.scope(), period).await
     }
 
     /// `GET /v1/tenants/{slug}/usage`: the same for any tenant, for the operator. With `from`
     /// and/or `to` (dates or RFC 3339; `to` exclusive) the counters cover that period, and
     /// `series` breaks it down by `granularity` (`day`, the default, or `month`).
-    pub async fn tenant_usage(
-        &self,
-        caller: &Caller,
-        slug: &str,
-        from: Option<&str>,
-        to: Option<&str>,
-        granularity: Option<&str>,
-    ) -> Result<UsageReport> {
+    pub async fn tenant_usage(&self, caller: &Caller, slug: &str, period: UsagePeriod<'_>) -> Result<UsageReport> {
         let grant = caller.operator()?;
         let tenant = self.tenant_by_slug(slug)?;
-        let scope = grant.scope_of(&tenant);
-        let mut report = self.usage_report(&tenant, &scope).await?;
+        self.usage_over(&tenant, &grant.scope_of(&tenant), period).await
+    }
+
+    async fn usage_over(&self, tenant: &Tenant, scope: &TenantScope, period: UsagePeriod<'_>) -> Result<UsageReport> {
+        let UsagePeriod { from, to, granularity } = period;
+        let mut report = self.usage_report(tenant, scope).await?;
         if from.is_none() && to.is_none() && granularity.is_none() {
             return Ok(report);
         }
@@ -807,7 +827,7 @@ impl Tenantry {
         let day_of = |t: Timestamp| t.millis().div_euclid(crate::usage::DAY_MS);
         let (from_day, to_day) = (day_of(from), day_of(Timestamp::from_millis(to.millis() + crate::usage::DAY_MS - 1)));
         let mut days: std::collections::BTreeMap<i64, crate::usage::Counters> = Default::default();
-        for (d, c) in self.store.usage_by_day(&scope, from_day, to_day).await? {
+        for (d, c) in self.store.usage_by_day(scope, from_day, to_day).await? {
             days.entry(d).or_default().add(&c);
         }
         for (d, c) in self.pending_usage(&tenant.id, from_day, to_day) {
@@ -911,10 +931,12 @@ impl Tenantry {
         &self,
         caller: &Caller,
         status: Option<&str>,
+        text: Option<&str>,
         limit: Option<usize>,
         cursor: Option<&str>,
     ) -> Result<Page<TenantView>> {
         caller.operator()?;
+        let text = search_text(text)?;
         let status = match status.filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(TenantStatus::parse(s).ok_or_else(|| {
@@ -923,7 +945,7 @@ impl Tenantry {
         };
         let limit = page_limit(limit)?;
         let after = decode_cursor(cursor)?;
-        let items = self.directory.list_tenants(status, after.as_deref(), limit + 1);
+        let items = self.directory.list_tenants(status, text, after.as_deref(), limit + 1);
         let page = Page::cut(items, limit, |t| encode_cursor(t.slug.as_str()));
         Ok(Page { items: page.items.iter().map(|t| self.view(t)).collect(), next_cursor: page.next_cursor })
     }

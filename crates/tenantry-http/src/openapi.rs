@@ -110,6 +110,7 @@ impl Modify for TenantHeader {
     modifiers(&BearerAuth, &ErrorResponses, &TenantHeader),
     paths(
         api::ops::healthz, api::ops::readyz, api::ops::metrics, api::ops::openapi, api::docs::page, api::docs::asset,
+        api::admin::page, api::admin::page_folder, api::admin::page_at,
         api::tenants::create, api::tenants::list, api::tenants::show, api::tenants::update, api::tenants::archive,
         api::tenants::suspend, api::tenants::resume, api::tenants::restore,
         api::keys::create, api::keys::list, api::keys::revoke, api::keys::whoami,
@@ -123,7 +124,7 @@ impl Modify for TenantHeader {
         api::webhooks::deliveries,
         api::people::create_user, api::people::list_users, api::people::get_user, api::people::update_user,
         api::people::add_member, api::people::list_members, api::people::update_member, api::people::remove_member, api::people::withdraw_invitation,
-        api::people::login, api::people::accept, api::people::logout, api::people::session,
+        api::people::login, api::people::accept, api::people::logout, api::people::session, api::people::switchable_tenants,
     )
 )]
 struct ApiDoc;

@@ -110,7 +110,7 @@ impl Tenantry {
     /// first is returned once all were tried, and that tenant is tried again next round.
     pub async fn prune_audit(&self) -> Result<u64> {
         let now = self.clock.now();
-        let tenants = self.directory.list_tenants(None, None, usize::MAX);
+        let tenants = self.directory.list_tenants(None, None, None, usize::MAX);
         {
             let known: std::collections::HashSet<&TenantId> = tenants.iter().map(|t| &t.id).collect();
             self.audit_prune.lock().retain(|id, _| known.contains(id));

@@ -600,6 +600,51 @@ impl Tenantry {
         Ok(self.view_session(&signed.user, &signed.session.record, signed.session.last_seen()))
     }
 
+    /// `GET /v1/auth/tenants`: the tenants the signed-in person can open whose slug or name
+    /// contains `text` (all of them without), in slug order, at most `limit` (default 20, at
+    /// most 100): the tenant switcher's search. A member's are their memberships (archived
+    /// tenants left out); a super-admin's are every tenant, each as `owner` (they have the
+    /// operator's reach everywhere). Served from memory.
+    pub fn switchable_tenants(
+        &self,
+        facts: &RequestFacts,
+        text: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<SessionTenant>> {
+        let signed = self.signed_in(facts)?;
+        let text = super::search_text(text)?.map(str::to_lowercase);
+        let limit = match limit {
+            None => 20,
+            Some(n) if (1..=100).contains(&n) => n,
+            Some(_) => return Err(Error::invalid_request("`limit` must be between 1 and 100")),
+        };
+        let entry = |t: &Tenant, role: Role| SessionTenant {
+            id: t.id.clone(),
+            slug: t.slug.as_str().to_owned(),
+            name: t.name.clone(),
+            role,
+            status: t.status,
+        };
+        if signed.user.super_admin {
+            let found = self.directory.list_tenants(None, text.as_deref(), None, limit);
+            return Ok(found.iter().map(|t| entry(t, Role::Owner)).collect());
+        }
+        let mut found = self
+            .people
+            .memberships_of(&signed.user.id)
+            .iter()
+            .filter_map(|(id, role)| {
+                let t = self.directory.tenant(id)?;
+                let shown = t.status != TenantStatus::Archived
+                    && text.as_deref().is_none_or(|text| crate::directory::tenant_matches(&t, text));
+                shown.then(|| entry(&t, *role))
+            })
+            .collect::<Vec<_>>();
+        found.sort_by(|a, b| a.slug.cmp(&b.slug));
+        found.truncate(limit);
+        Ok(found)
+    }
+
     /// Ends the request's session, on every node.
     pub async fn sign_out(&self, facts: &RequestFacts) -> Result<()> {
         let signed = self.signed_in(facts)?;

@@ -2,6 +2,7 @@
 //! [`RouteTable`]: every (method, path) with its audit action, which the OpenAPI test checks
 //! against the spec so the two cannot drift.
 
+pub mod admin;
 pub mod audit;
 pub mod bundles;
 pub mod docs;
@@ -85,6 +86,9 @@ pub fn routes() -> (Router<AppState>, RouteTable) {
         .add(Method::GET, "/openapi.json", REQUEST, get(ops::openapi))
         .add(Method::GET, "/docs", REQUEST, get(docs::page))
         .add(Method::GET, "/docs/{asset}", REQUEST, get(docs::asset))
+        .add(Method::GET, "/admin", REQUEST, get(admin::page))
+        .add(Method::GET, "/admin/", REQUEST, get(admin::page_folder))
+        .add(Method::GET, "/admin/{*page}", REQUEST, get(admin::page_at))
         .add(Method::POST, "/v1/tenants", TENANT_CREATE, post(tenants::create))
         .add(Method::GET, "/v1/tenants", TENANT_READ, get(tenants::list))
         .add(Method::GET, "/v1/tenants/{slug}", TENANT_READ, get(tenants::show))
@@ -110,6 +114,7 @@ pub fn routes() -> (Router<AppState>, RouteTable) {
         .add(Method::POST, "/v1/auth/accept", AUTH_ACCEPT, post(people::accept))
         .add(Method::POST, "/v1/auth/logout", AUTH_LOGOUT, post(people::logout))
         .add(Method::GET, "/v1/auth/session", AUTH_SESSION, get(people::session))
+        .add(Method::GET, "/v1/auth/tenants", AUTH_SESSION, get(people::switchable_tenants))
         .add(Method::GET, "/v1/files", FILE_READ, get(files::list))
         .add(Method::PUT, "/v1/files/{*path}", FILE_WRITE, put(files::put))
         .add(Method::GET, "/v1/files/{*path}", FILE_READ, get(files::get))

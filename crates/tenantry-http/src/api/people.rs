@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tenantry_core::people::{MemberInfo, PasswordHash, PasswordWork, Token, UserInfo};
 use tenantry_core::service::{
-    AcceptInvitation, MemberAdded, MemberList, MemberPatch, NewMember, NewUser, SessionView, SignIn, UserPatch,
+    AcceptInvitation, MemberAdded, MemberList, MemberPatch, NewMember, NewUser, SessionTenant, SessionView, SignIn,
+    UserPatch,
 };
 
 /// Runs argon2id on tokio's blocking pool, so a sign-in's tens of milliseconds of hashing never
@@ -257,6 +258,35 @@ pub async fn logout(State(state): State<AppState>, Facts(facts): Facts) -> ApiRe
     state.svc.sign_out(&facts).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(header::SET_COOKIE, set_cookie(&state, None));
+    Ok(resp)
+}
+
+/// The tenants the signed-in person can open.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SwitchableTenants {
+    items: Vec<SessionTenant>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct SwitcherQuery {
+    q: Option<String>,
+    limit: Option<String>,
+}
+
+/// The tenant switcher's search: the signed-in person's tenants whose slug or name contains `q`
+/// (a super-admin's: every tenant), in slug order; answered from memory.
+#[utoipa::path(get, operation_id = "switchable_tenants", path = "/v1/auth/tenants", tag = "people", security(("session" = [])),
+    params(("q" = Option<String>, Query, description = "text the slug or name contains, in any case (at most 200 characters)"),
+        ("limit" = Option<usize>, Query, description = "at most this many (default 20, at most 100)")),
+    responses((status = 200, description = "the matching tenants", body = SwitchableTenants), (status = 401, description = "not signed in")))]
+pub async fn switchable_tenants(
+    State(state): State<AppState>,
+    Facts(facts): Facts,
+    ApiQuery(q): ApiQuery<SwitcherQuery>,
+) -> ApiResult<Response> {
+    let items = state.svc.switchable_tenants(&facts, q.q.as_deref(), num_param(&q.limit, "limit")?)?;
+    let mut resp = Json(SwitchableTenants { items }).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
 

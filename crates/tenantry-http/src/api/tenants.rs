@@ -37,6 +37,7 @@ pub async fn create(
 #[derive(Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
+    q: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -44,6 +45,7 @@ pub struct ListQuery {
 /// A page of tenants in slug order.
 #[utoipa::path(get, operation_id = "list_tenants", path = "/v1/tenants", tag = "tenants", params(
     ("status" = Option<String>, Query, description = "active, suspended or archived"),
+    ("q" = Option<String>, Query, description = "only tenants whose slug or name contains this text, in any case (at most 200 characters)"),
     ("limit" = Option<u32>, Query, description = "page size, at most 1000"),
     ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "a page of tenants", body = Page<TenantView>)))]
@@ -53,7 +55,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let limit = num_param(&q.limit, "limit")?;
-    let page = state.svc.list_tenants(&caller, q.status.as_deref(), limit, q.cursor.as_deref())?;
+    let page = state.svc.list_tenants(&caller, q.status.as_deref(), q.q.as_deref(), limit, q.cursor.as_deref())?;
     Ok(Json(page).into_response())
 }
 

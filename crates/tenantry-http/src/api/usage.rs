@@ -7,19 +7,40 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use tenantry_core::service::UsageReport;
+use tenantry_core::service::{UsagePeriod, UsageReport};
 
-/// The caller's tenant's usage this month.
-#[utoipa::path(get, operation_id = "get_usage", path = "/v1/usage", tag = "usage", responses((status = 200, description = "usage and limits", body = UsageReport)))]
-pub async fn own(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Response> {
-    Ok(Json(state.svc.usage(&caller).await?).into_response())
+/// The caller's tenant's usage this month, or `from`..`to` by `granularity` (the admin page's
+/// per-day chart).
+#[utoipa::path(get, operation_id = "get_usage", path = "/v1/usage", tag = "usage", params(
+        ("from" = Option<String>, Query, description = "YYYY-MM-DD or RFC 3339; default: start of this month"),
+        ("to" = Option<String>, Query, description = "exclusive; default: start of next month"),
+        ("granularity" = Option<String>, Query, description = "day (default) or month")),
+    responses((status = 200, description = "usage and limits (with `series` for a period query)", body = UsageReport)))]
+pub async fn own(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiQuery(q): ApiQuery<PeriodQuery>,
+) -> ApiResult<Response> {
+    Ok(Json(state.svc.usage(&caller, q.period()).await?).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PeriodQuery {
+    from: Option<String>,
+    to: Option<String>,
+    granularity: Option<String>,
+}
+
+impl PeriodQuery {
+    fn period(&self) -> UsagePeriod<'_> {
+        UsagePeriod { from: self.from.as_deref(), to: self.to.as_deref(), granularity: self.granularity.as_deref() }
+    }
 }
 
 #[derive(Deserialize)]
 pub struct UsageQuery {
-    from: Option<String>,
-    to: Option<String>,
-    granularity: Option<String>,
+    #[serde(flatten)]
+    period: PeriodQuery,
     format: Option<String>,
 }
 
@@ -43,8 +64,9 @@ pub async fn tenant(
         Some("csv") => true,
         Some(other) => return Err(ApiError::invalid(format!("unknown format {other:?}: use json or csv"))),
     };
-    let granularity = q.granularity.as_deref().or(csv.then_some("day"));
-    let report = state.svc.tenant_usage(&caller, &slug, q.from.as_deref(), q.to.as_deref(), granularity).await?;
+    let mut period = q.period.period();
+    period.granularity = period.granularity.or(csv.then_some("day"));
+    let report = state.svc.tenant_usage(&caller, &slug, period).await?;
     if !csv {
         return Ok(Json(report).into_response());
     }

@@ -165,3 +165,33 @@ async fn the_docs_page_and_every_file_it_loads_are_served_without_a_key_and_from
     let missing = app.raw(None, Method::GET, "/docs/index.css", None, &[]).await;
     assert_error(&missing, 404, "not_found");
 }
+
+#[tokio::test]
+async fn the_admin_page_is_one_shell_for_every_address_with_a_strict_policy_and_its_files_embedded() {
+    let app = spawn_app().await;
+    let policy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+    let shell = app.raw(None, Method::GET, "/admin", None, &[]).await;
+    assert_eq!((shell.status.as_u16(), shell.header("content-type")), (200, Some("text/html; charset=utf-8")));
+    let html = String::from_utf8(shell.body.to_vec()).unwrap();
+    for path in ["/admin/", "/admin/tenants", "/admin/t/acme/files", "/admin/login?next=%2Fadmin"] {
+        let res = app.raw(None, Method::GET, path, None, &[]).await;
+        assert_eq!(res.status.as_u16(), 200, "{path}");
+        assert_eq!(String::from_utf8(res.body.to_vec()).unwrap(), html, "{path} is the same page");
+        assert_eq!(res.header("content-security-policy"), Some(policy), "{path}");
+        assert_eq!(res.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(res.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(res.header("cache-control"), Some("no-cache"), "{path}");
+    }
+    // Its files are its own, named by their content's digest and kept for good.
+    let links: Vec<&str> = html.split('"').filter(|s| s.starts_with('/') || s.starts_with("http")).collect();
+    assert_eq!(links.len(), 3, "{links:?}");
+    assert_eq!(links[2], "/docs", "the only other link: the API reference, for a browser without JavaScript");
+    for (link, content_type) in [(links[0], "text/css; charset=utf-8"), (links[1], "text/javascript; charset=utf-8")] {
+        assert!(link.starts_with("/admin/assets/app."), "{link}");
+        let res = app.raw(None, Method::GET, link, None, &[]).await;
+        assert_eq!((res.status.as_u16(), res.header("content-type")), (200, Some(content_type)), "{link}");
+        assert_eq!(res.header("cache-control"), Some("public, max-age=31536000, immutable"));
+        assert!(res.body.len() > 2000, "{link}");
+    }
+    assert_error(&app.raw(None, Method::GET, "/admin/assets/other.js", None, &[]).await, 404, "not_found");
+}

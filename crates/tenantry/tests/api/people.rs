@@ -417,3 +417,61 @@ async fn a_super_admin_has_the_operators_rights_and_sessions_survive_a_restart()
     let log = app.raw(Some(&app.admin_key), Method::GET, "/t/made-by-root/v1/audit", None, &[]).await.json().unwrap();
     assert!(log["items"][0]["actor"].as_str().unwrap().starts_with("user:usr_"), "{log}");
 }
+
+/// `GET /v1/auth/tenants{query}` as `b`: "slug:role" of each tenant found.
+async fn switcher(app: &TestApp, b: &Browser, query: &str) -> Vec<String> {
+    let res = b.send(app, Method::GET, &format!("/v1/auth/tenants{query}"), None).await;
+    assert_eq!(res.status, 200, "{query}: {}", String::from_utf8_lossy(&res.body));
+    let items = res.json().unwrap()["items"].as_array().unwrap().clone();
+    items.iter().map(|t| format!("{}:{}", t["slug"].as_str().unwrap(), t["role"].as_str().unwrap())).collect()
+}
+
+#[tokio::test]
+async fn the_switcher_finds_a_members_tenants_and_a_super_admins_every_tenant_by_slug_or_name() {
+    let app = spawn_app().await;
+    for (slug, name) in
+        [("acme", "Acme Rockets"), ("acme-labs", "Labs"), ("globex", "Globex ACME Division"), ("initech", "Initech")]
+    {
+        app.create_tenant_with(json!({"slug": slug, "name": name})).await;
+    }
+    create_user(&app, "ada@example.com", "correct horse battery").await;
+    for slug in ["acme", "globex", "initech"] {
+        operator_adds(&app, slug, "ada@example.com", if slug == "globex" { "reader" } else { "admin" }).await;
+    }
+    let archived = app.raw(Some(&app.admin_key), Method::DELETE, "/v1/tenants/initech", None, &[]).await;
+    assert_eq!(archived.status, 200, "{}", String::from_utf8_lossy(&archived.body));
+    let ada = sign_in(&app, "ada@example.com", "correct horse battery").await;
+    // Her memberships only (not acme-labs), the archived one left out; by slug or name, any case.
+    assert_eq!(switcher(&app, &ada, "").await, ["acme:admin", "globex:reader"]);
+    assert_eq!(switcher(&app, &ada, "?q=ACME").await, ["acme:admin", "globex:reader"]);
+    assert_eq!(switcher(&app, &ada, "?q=rocket").await, ["acme:admin"]);
+    assert_eq!(switcher(&app, &ada, "?q=labs").await, Vec::<String>::new());
+    assert_eq!(switcher(&app, &ada, "?q=acme&limit=1").await, ["acme:admin"]);
+
+    // A super-admin finds every tenant, archived ones too, as owner.
+    let id = create_user(&app, "root@example.com", "correct horse battery").await;
+    let patch = json!({"super_admin": true}).to_string();
+    let res =
+        app.raw(Some(&app.admin_key), Method::PATCH, &format!("/v1/users/{id}"), Some(patch.as_bytes()), &[]).await;
+    assert_eq!(res.status, 200);
+    let root = sign_in(&app, "root@example.com", "correct horse battery").await;
+    assert_eq!(switcher(&app, &root, "?q=acme").await, ["acme:owner", "acme-labs:owner", "globex:owner"]);
+    assert_eq!(switcher(&app, &root, "?q=init").await, ["initech:owner"]);
+
+    // Bad input is refused with a clear code; without a session, 401; a key is no session.
+    for query in ["?limit=0", "?limit=101", "?limit=x"] {
+        assert_error(
+            &ada.send(&app, Method::GET, &format!("/v1/auth/tenants{query}"), None).await,
+            400,
+            "invalid_request",
+        );
+    }
+    let long = format!("/v1/auth/tenants?q={}", "a".repeat(201));
+    assert_error(&ada.send(&app, Method::GET, &long, None).await, 400, "invalid_request");
+    assert_error(&app.raw(None, Method::GET, "/v1/auth/tenants", None, &[]).await, 401, "unauthenticated");
+    assert_error(
+        &app.raw(Some(&app.admin_key), Method::GET, "/v1/auth/tenants", None, &[]).await,
+        401,
+        "unauthenticated",
+    );
+}

@@ -245,3 +245,30 @@ async fn everything_survives_a_restart() {
     app.operator().tenant_action("acme", "resume").await.unwrap();
     assert_eq!(&app.as_key(&reader).get_file("/d/x.bin").await.unwrap()[..], &[0, 1, 2, 255]);
 }
+
+#[tokio::test]
+async fn the_operator_searches_tenants_by_slug_or_name_page_by_page() {
+    let app = spawn_app().await;
+    for (slug, name) in [("acme", "Acme"), ("acme-eu", "Acme Europe"), ("globex", "Globex for ACME"), ("zeta", "Zeta")]
+    {
+        app.create_tenant_with(json!({"slug": slug, "name": name})).await;
+    }
+    app.operator().tenant_action("acme-eu", "suspend").await.unwrap();
+    let op = app.operator();
+    let slugs = |p: &serde_json::Value| {
+        p["items"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(slugs(&op.list_tenants("?q=aCmE").await.unwrap()), ["acme", "acme-eu", "globex"]);
+    assert_eq!(slugs(&op.list_tenants("?q=europe").await.unwrap()), ["acme-eu"]);
+    assert_eq!(slugs(&op.list_tenants("?q=acme&status=active").await.unwrap()), ["acme", "globex"]);
+    let p1 = op.list_tenants("?q=acme&limit=2").await.unwrap();
+    assert_eq!(slugs(&p1), ["acme", "acme-eu"]);
+    let p2 = op.list_tenants(&format!("?q=acme&limit=2&cursor={}", p1["next_cursor"].as_str().unwrap())).await.unwrap();
+    assert_eq!((slugs(&p2), p2["next_cursor"].is_null()), (vec!["globex".to_owned()], true));
+    assert!(slugs(&op.list_tenants("?q=nothing").await.unwrap()).is_empty());
+    let res =
+        app.raw(Some(&app.admin_key), Method::GET, &format!("/v1/tenants?q={}", "x".repeat(201)), None, &[]).await;
+    assert_error(&res, 400, "invalid_request");
+    let acme = app.create_tenant("searcher").await;
+    assert_error(&app.raw(Some(&acme.owner), Method::GET, "/v1/tenants?q=acme", None, &[]).await, 403, "forbidden");
+}

@@ -103,3 +103,30 @@ async fn the_operator_gets_usage_by_day_or_month_and_as_csv() {
         assert_error(&res, 400, "invalid_request");
     }
 }
+
+#[tokio::test]
+async fn a_tenant_reads_its_own_usage_by_day_and_only_its_own() {
+    let app = spawn_app().await;
+    let t = app.create_tenant_with(json!({"slug": "charted", "quotas": {"max_requests_per_minute": null}})).await;
+    let other = app.create_tenant("other").await;
+    for _ in 0..2 {
+        app.raw(Some(&t.owner), Method::PUT, "/v1/files/x", Some(b"1234"), &[]).await;
+    }
+    app.raw(Some(&other.owner), Method::PUT, "/v1/files/y", Some(b"1"), &[]).await;
+    let today = tenantry_core::time::Clock::now(&tenantry_core::time::SystemClock).to_string()[..10].to_owned();
+    let res = app.raw(Some(&t.owner), Method::GET, "/v1/usage?from=2020-01-01&granularity=day", None, &[]).await;
+    assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
+    let report = res.json().unwrap();
+    assert_eq!(report["tenant"], "charted");
+    assert_eq!(report["series"][0]["period"], today.as_str());
+    assert_eq!(report["series"][0]["writes"], 2);
+    assert_eq!(report["series"][0]["bytes_in"], 8);
+    assert_eq!(report["series"].as_array().unwrap().len(), 1);
+    // Without a period: this month's totals and no series, as before.
+    let plain = app.raw(Some(&t.owner), Method::GET, "/v1/usage", None, &[]).await.json().unwrap();
+    assert!(plain.get("series").is_none() || plain["series"].is_null(), "{plain}");
+    for bad in ["?granularity=week", "?from=2026-02-01&to=2026-01-01", "?to=soon"] {
+        let res = app.raw(Some(&t.owner), Method::GET, &format!("/v1/usage{bad}"), None, &[]).await;
+        assert_error(&res, 400, "invalid_request");
+    }
+}
