@@ -234,7 +234,104 @@ pub const TABLES: &[ImageTable] = &[
         ],
         key: 1,
     },
+    ImageTable {
+        name: "memberships",
+        tenant_column: "tenant_id",
+        columns: &[text("user_id"), text("role"), int("created_at"), text("created_by")],
+        key: 1,
+    },
 ];
+
+/// The install's own tables of people (API.md §11), not a tenant's: users, their sessions, and
+/// the invitations not yet accepted (`tenant_column` is empty: every row is carried). A copy
+/// carries them before any tenant, so each tenant's memberships (in [`TABLES`]) name users the
+/// target holds.
+pub const PEOPLE_TABLES: &[ImageTable] = &[
+    ImageTable {
+        name: "users",
+        tenant_column: "",
+        columns: &[
+            text("id"),
+            text("email"),
+            text("name"),
+            text("password"),
+            int("super_admin"),
+            int("disabled_at"),
+            int("created_at"),
+            int("updated_at"),
+        ],
+        key: 1,
+    },
+    ImageTable {
+        name: "sessions",
+        tenant_column: "",
+        columns: &[
+            text("id"),
+            text("user_id"),
+            bytes("hash"),
+            int("created_at"),
+            int("expires_at"),
+            int("last_seen_at"),
+        ],
+        key: 1,
+    },
+    ImageTable {
+        name: "invitations",
+        tenant_column: "",
+        columns: &[
+            text("id"),
+            text("tenant_id"),
+            text("email"),
+            text("role"),
+            bytes("hash"),
+            int("created_at"),
+            int("expires_at"),
+            text("created_by"),
+        ],
+        key: 1,
+    },
+];
+
+/// The rows of each of [`PEOPLE_TABLES`], in its order, each table's rows ordered by its key.
+pub type PeopleRows = Vec<Vec<Vec<Cell>>>;
+
+/// What copying the people did, per table of [`PEOPLE_TABLES`]: rows in the source, and of them
+/// how many the target did not hold yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeopleCopied {
+    pub rows: Vec<u64>,
+    pub added: Vec<u64>,
+}
+
+/// Copies the install's people from `source` to `target`, all in one transaction of the target or
+/// none. A target that holds people already gets nothing: its users must equal the source's
+/// (a copy run again), else `conflict`; its sessions and invitations are left as use has made
+/// them, so one ended there stays ended.
+pub async fn copy_people(source: &dyn ImageSource, target: &dyn ImageTarget) -> Result<PeopleCopied> {
+    let rows = source.people_rows().await?;
+    let added = target.write_people(&rows).await?;
+    Ok(PeopleCopied { rows: rows.iter().map(|t| t.len() as u64).collect(), added })
+}
+
+/// The rows of `wanted` (a source's) that `held` (the target's, same table) lacks or holds
+/// otherwise, as messages: the check a people copy makes before it commits.
+pub fn people_differences(table: &ImageTable, wanted: &[Vec<Cell>], held: &[Vec<Cell>]) -> Vec<String> {
+    let key = |row: &[Cell]| format!("{:?}", &row[..table.key]);
+    let held: std::collections::HashMap<String, &Vec<Cell>> = held.iter().map(|r| (key(r), r)).collect();
+    let mut out = Vec::new();
+    for row in wanted {
+        match held.get(&key(row)) {
+            Some(there) if *there == row => {}
+            Some(_) => out.push(format!("{} {} is in the target already, different", table.name, key(row))),
+            None => out.push(format!(
+                "{} {} could not be written: the target holds another row with one of its unique values (an email)",
+                table.name,
+                key(row)
+            )),
+        }
+    }
+    out
+}
 
 /// The index in [`TABLES`] of the table named `name`.
 pub fn table_index(name: &str) -> usize {
@@ -280,6 +377,8 @@ pub trait ImageSource: Send + Sync {
     /// How far the store has numbered what it numbers across tenants: ids ever given, including
     /// those of rows since deleted.
     async fn numbering(&self) -> Result<Numbering>;
+    /// Every row of [`PEOPLE_TABLES`], read from one snapshot of the store.
+    async fn people_rows(&self) -> Result<PeopleRows>;
 }
 
 /// The highest webhook delivery id and delivery-attempt number a store has given. A copy's target
@@ -303,6 +402,11 @@ pub trait ImageTarget: ImageSource {
     async fn write_image(&self, tenant: &TenantId, transfer: &mut Transfer) -> Result<()>;
     /// Numbers past `source`'s from now on (never lowers its own).
     async fn continue_numbering(&self, source: Numbering) -> Result<()>;
+    /// Writes `rows` (of [`PEOPLE_TABLES`]) into a target that holds no people yet, in one
+    /// transaction that commits only if every row is then held exactly ([`people_differences`]
+    /// finds none; else `conflict`). A target that holds people already is not written to: its
+    /// users must equal `rows`' (else `conflict`). Per table, how many rows it added.
+    async fn write_people(&self, rows: &PeopleRows) -> Result<Vec<u64>>;
 }
 
 /// Before any tenant is copied: the target will number past everything the source numbered, so a
@@ -690,6 +794,23 @@ mod tests {
             d.add(i)?;
         }
         d.finish()
+    }
+
+    #[test]
+    fn people_differences_name_each_row_missing_or_changed() {
+        let users = &PEOPLE_TABLES[0];
+        let user = |id: &str, email: &str| {
+            let mut row = vec![Cell::Text(id.into()), Cell::Text(email.into()), Cell::Text("N".into())];
+            row.extend([Cell::Null, Cell::Int(0), Cell::Null, Cell::Int(1), Cell::Int(1)]);
+            row
+        };
+        let wanted = vec![user("usr_a", "a@x"), user("usr_b", "b@x"), user("usr_c", "c@x")];
+        assert!(people_differences(users, &wanted, &wanted).is_empty());
+        let held = vec![user("usr_a", "a@x"), user("usr_b", "other@x"), user("usr_z", "z@x")];
+        let found = people_differences(users, &wanted, &held);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("users [Text(\"usr_b\")] is in the target already, different"), "{found:?}");
+        assert!(found[1].starts_with("users [Text(\"usr_c\")] could not be written"), "{found:?}");
     }
 
     #[test]

@@ -18,7 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tenantry_core::ids::TenantId;
 use tenantry_core::image::{
-    Cell, ImageItem, ImageItems, ImageSource, ImageTable, ImageTarget, Kind, Numbering, Transfer, FILE_COLUMNS, TABLES,
+    people_differences, Cell, ImageItem, ImageItems, ImageSource, ImageTable, ImageTarget, Kind, Numbering, PeopleRows,
+    Transfer, FILE_COLUMNS, PEOPLE_TABLES, TABLES,
 };
 use tenantry_core::{Error, Result};
 use tokio_postgres::types::{ToSql, Type};
@@ -512,6 +513,43 @@ fn reader(client: Arc<Client>, tenant: &TenantId, own_transaction: bool) -> PgIm
     }
 }
 
+/// Every row of one of the install's tables (`PEOPLE_TABLES`), in key order, as an image
+/// carries it.
+async fn install_rows(client: &Client, table: &ImageTable) -> Result<Vec<Vec<Cell>>> {
+    let types = column_types(client, table).await?;
+    let columns: Vec<String> =
+        table.columns.iter().zip(&types).map(|(c, ty)| select_expr(c.name, c.kind, ty)).collect();
+    let sql = format!("SELECT {} FROM {}{}", columns.join(", "), table.name, order_by(table));
+    let rows = client.query(sql.as_str(), &[]).await.map_err(pg_error)?;
+    rows.iter().map(|row| table.columns.iter().enumerate().map(|(n, c)| cell_at(row, n, c.kind)).collect()).collect()
+}
+
+/// Inserts `rows` into one of the install's tables, leaving every row whose key (or another
+/// unique value) the table holds already; how many it inserted.
+async fn insert_install_rows(client: &Client, table: &ImageTable, rows: &[Vec<Cell>]) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let types = column_types(client, table).await?;
+    let mut values = types.iter().map(Values::of).collect::<Result<Vec<Values>>>()?;
+    for row in rows {
+        for ((cell, v), column) in row.iter().zip(&mut values).zip(table.columns) {
+            v.push(cell.clone(), column.name)?;
+        }
+    }
+    let names: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+    let arrays: Vec<String> =
+        values.iter().enumerate().map(|(i, v)| format!("${}::{}", i + 1, v.array_type())).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT DO NOTHING",
+        table.name,
+        names.join(", "),
+        arrays.join(", ")
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(Values::param).collect();
+    client.execute(sql.as_str(), &params).await.map_err(pg_error)
+}
+
 fn begin(tenant: &TenantId, read_only: bool) -> Result<String> {
     Ok(format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ{}; SELECT set_config('tenantry.tenant_id', '{}', true)",
@@ -546,6 +584,17 @@ impl ImageSource for PgImages {
             attempts: sequence_at(&client, SEQUENCES[1]).await?,
         })
     }
+
+    async fn people_rows(&self) -> Result<PeopleRows> {
+        let client = connect(&self.target).await?;
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(pg_error)?;
+        let mut out = Vec::with_capacity(PEOPLE_TABLES.len());
+        for table in PEOPLE_TABLES {
+            out.push(install_rows(&client, table).await?);
+        }
+        client.batch_execute("COMMIT").await.map_err(pg_error)?;
+        Ok(out)
+    }
 }
 
 #[async_trait]
@@ -573,6 +622,43 @@ impl ImageTarget for PgImages {
         drop(written);
         client.batch_execute("COMMIT").await.map_err(pg_error)?;
         Ok(())
+    }
+
+    async fn write_people(&self, rows: &PeopleRows) -> Result<Vec<u64>> {
+        let client = connect(&self.target).await?;
+        // Dropping the connection on any failure ends the transaction as a rollback.
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.map_err(pg_error)?;
+        let mut held = Vec::with_capacity(PEOPLE_TABLES.len());
+        for table in PEOPLE_TABLES {
+            held.push(install_rows(&client, table).await?);
+        }
+        let conflict = |differences: Vec<String>| {
+            let n = differences.len();
+            let shown = differences.into_iter().take(5).collect::<Vec<_>>().join("; ");
+            let more = if n > 5 { format!("; and {} more", n - 5) } else { String::new() };
+            Error::conflict(format!("the target's people differ from the source's, so none were copied: {shown}{more}"))
+        };
+        if held.iter().any(|rows| !rows.is_empty()) {
+            // Copied before: the users must be as they were. Sessions and invitations change
+            // by use (a sign-out, an acceptance), and are never written again: an ended one
+            // must stay ended.
+            let differences = people_differences(&PEOPLE_TABLES[0], &rows[0], &held[0]);
+            if !differences.is_empty() {
+                return Err(conflict(differences));
+            }
+            return Ok(vec![0; PEOPLE_TABLES.len()]);
+        }
+        let mut added = Vec::with_capacity(PEOPLE_TABLES.len());
+        let mut differences = Vec::new();
+        for (table, wanted) in PEOPLE_TABLES.iter().zip(rows) {
+            added.push(insert_install_rows(&client, table, wanted).await?);
+            differences.extend(people_differences(table, wanted, &install_rows(&client, table).await?));
+        }
+        if !differences.is_empty() {
+            return Err(conflict(differences));
+        }
+        client.batch_execute("COMMIT").await.map_err(pg_error)?;
+        Ok(added)
     }
 
     async fn continue_numbering(&self, source: Numbering) -> Result<()> {

@@ -13,7 +13,8 @@ use rusqlite::Connection;
 use std::io::Read;
 use tenantry_core::ids::TenantId;
 use tenantry_core::image::{
-    table_index, Cell, Column, ImageItem, ImageItems, ImageSource, ImageTable, Kind, Numbering, FILE_COLUMNS, TABLES,
+    table_index, Cell, Column, ImageItem, ImageItems, ImageSource, ImageTable, Kind, Numbering, PeopleRows,
+    FILE_COLUMNS, PEOPLE_TABLES, TABLES,
 };
 use tenantry_core::{Error, Result};
 use tokio::sync::mpsc;
@@ -59,6 +60,26 @@ fn cell_of(value: ValueRef<'_>, column: &Column) -> Result<Cell> {
             column.name
         ))),
     }
+}
+
+/// Every row of one of the install's tables (`PEOPLE_TABLES`, in the shared database), in key
+/// order.
+fn install_rows(conn: &Connection, table: &ImageTable) -> Result<Vec<Vec<Cell>>> {
+    let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+    let sql = format!("SELECT {} FROM {} ORDER BY {}", columns.join(", "), table.name, columns[..table.key].join(", "));
+    let mut st = conn.prepare(&sql).map_err(sql_error)?;
+    let mut rows = st.query([]).map_err(sql_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        let cells = table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| cell_of(row.get_ref(i).map_err(sql_error)?, column))
+            .collect::<Result<Vec<Cell>>>()?;
+        out.push(cells);
+    }
+    Ok(out)
 }
 
 /// The tenant's rows of `table`, in key order, each passed to `each`.
@@ -323,6 +344,16 @@ impl ImageSource for SqliteStore {
                 n.attempts = n.attempts.max(sequence_of(&conn, "webhook_attempts")?);
             }
             Ok(n)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("store task failed: {e}")))?
+    }
+
+    async fn people_rows(&self) -> Result<PeopleRows> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = shared.reader();
+            in_snapshot(&conn, |c| PEOPLE_TABLES.iter().map(|t| install_rows(c, t)).collect())
         })
         .await
         .map_err(|e| Error::internal(format!("store task failed: {e}")))?

@@ -101,6 +101,59 @@ async fn everything(op: &Client, slug: &str) -> Value {
     })
 }
 
+/// Signs `email` in at `url`: the session cookie (`name=value`).
+async fn sign_in(url: &str, email: &str, password: &str) -> String {
+    let res = reqwest::Client::new()
+        .post(format!("{url}/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{email}");
+    let set = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// `GET /v1/auth/session` with `cookie`: the status, and the person's tenants as "slug:role".
+async fn session_of(url: &str, cookie: &str) -> (u16, Vec<String>) {
+    let res =
+        reqwest::Client::new().get(format!("{url}/v1/auth/session")).header("cookie", cookie).send().await.unwrap();
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    let tenants = body["tenants"].as_array().map_or(vec![], |ts| {
+        ts.iter().map(|t| format!("{}:{}", t["slug"].as_str().unwrap(), t["role"].as_str().unwrap())).collect()
+    });
+    (status, tenants)
+}
+
+/// People: Ada, a member of acme (admin) and of the dedicated beta (reader), signed in; a
+/// super-admin; an invitation to acme not accepted yet. Ada's session cookie.
+async fn populate_people(op: &Client, url: &str) -> String {
+    for body in [
+        json!({"email": "ada@example.com", "name": "Ada", "password": "ada's password"}),
+        json!({"email": "root@example.com", "password": "root's password", "super_admin": true}),
+    ] {
+        op.json(reqwest::Method::POST, "/v1/users", Some(&body)).await.unwrap();
+    }
+    for (slug, role) in [("acme", "admin"), ("beta", "reader")] {
+        let added = op
+            .json(
+                reqwest::Method::POST,
+                &format!("/t/{slug}/v1/members"),
+                Some(&json!({"email": "ada@example.com", "role": role})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(added["status"], "member");
+    }
+    let invited = op
+        .json(reqwest::Method::POST, "/t/acme/v1/members", Some(&json!({"email": "bob@example.com", "role": "writer"})))
+        .await
+        .unwrap();
+    assert_eq!(invited["status"], "invited");
+    sign_in(url, "ada@example.com", "ada's password").await
+}
+
 /// An install with a tenant of every kind of data, a dedicated one, and a deleted one.
 async fn populate(op: &Client, url: &str) -> Vec<String> {
     let acme = op.create_tenant(&json!({"slug": "acme", "tier": "enterprise", "name": "Acme"})).await.unwrap();
@@ -155,6 +208,9 @@ async fn an_embedded_install_copied_into_postgresql_serves_the_same_and_a_second
     let served = serve(&data, None);
     let op = operator(&served, &data);
     let keys = populate(&op, &served.url).await;
+    let ada = populate_people(&op, &served.url).await;
+    assert_eq!(session_of(&served.url, &ada).await, (200, vec!["acme:admin".to_owned(), "beta:reader".to_owned()]));
+    let members_before = op.json(reqwest::Method::GET, "/t/acme/v1/members", None).await.unwrap();
     let slugs = ["default", "acme", "beta", "gamma"];
     let mut before = Vec::new();
     for slug in slugs {
@@ -190,6 +246,11 @@ async fn an_embedded_install_copied_into_postgresql_serves_the_same_and_a_second
     assert_eq!(acme["file_bytes"].as_u64(), Some(file_bytes), "every file's bytes: {acme}");
     assert_eq!(acme["rows"]["webhook_outbox"], 1, "the queued delivery: {acme}");
     assert_eq!(acme["audit_chain_verifies"], true);
+    assert_eq!(acme["rows"]["memberships"], 1, "{acme}");
+    assert_eq!(
+        report["people"],
+        json!({"users": {"rows": 2, "added": 2}, "sessions": {"rows": 1, "added": 1}, "invitations": {"rows": 1, "added": 1}})
+    );
     // Deliveries are numbered on past every id SQLite ever gave (a receiver de-duplicates by id).
     let sqlite = rusqlite::Connection::open(data.join("tenantry.db")).unwrap();
     let given: i64 =
@@ -222,6 +283,12 @@ async fn an_embedded_install_copied_into_postgresql_serves_the_same_and_a_second
     }
     let deleted = op.list_tenants("?status=archived").await.unwrap();
     assert_eq!(deleted["items"][0]["slug"], "delta");
+    // People: Ada's session goes on, in both her tenants (the dedicated one's membership came with
+    // it); she and the super-admin sign in with their passwords; the invitation is still open.
+    assert_eq!(session_of(&served.url, &ada).await, (200, vec!["acme:admin".to_owned(), "beta:reader".to_owned()]));
+    let root = sign_in(&served.url, "root@example.com", "root's password").await;
+    assert_eq!(session_of(&served.url, &root).await.0, 200);
+    assert_eq!(op.json(reqwest::Method::GET, "/t/acme/v1/members", None).await.unwrap(), members_before);
     // Keys authenticate as they did; the revoked one still does not.
     let owner = Client::new(&served.url, Some(keys[0].clone()));
     let reader = Client::new(&served.url, Some(keys[1].clone()));
@@ -246,18 +313,47 @@ async fn an_embedded_install_copied_into_postgresql_serves_the_same_and_a_second
     assert_eq!(verified["ok"], true, "{verified}");
     // Two entries more: the reader's refused read, and the write.
     assert_eq!(verified["entries"].as_u64(), Some(before[1]["verified"]["entries"].as_u64().unwrap() + 2));
+    // Ada signs out on PostgreSQL: her session ends, and a copy run again must not bring it back.
+    let out = reqwest::Client::new()
+        .post(format!("{}/v1/auth/logout", served.url))
+        .header("cookie", &ada)
+        .header("origin", &served.url)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_success(), "{}", out.status());
     stop(served);
 
     // Run again: every tenant is found there, matching; nothing is written. Changed since on
-    // PostgreSQL, acme no longer matches its source and is refused, the others are not.
+    // PostgreSQL, acme no longer matches its source and is refused, and so is the default
+    // tenant (the sign-in there was audited in its log); the others are not.
     let (ok, again) = copy_json(&data, &database.owner_url());
     assert!(!ok, "acme changed on PostgreSQL: {again}");
     assert_eq!(
         (again["copied"].as_u64(), again["already_there"].as_u64(), again["failed"].as_u64()),
-        (Some(0), Some(4), Some(1))
+        (Some(0), Some(3), Some(2))
     );
-    let acme_again = again["tenants"].as_array().unwrap().iter().find(|t| t["outcome"] == "failed").unwrap();
-    assert!(acme_again["error"].as_str().unwrap().contains("differs from the source"), "{acme_again}");
+    let ids =
+        |slug: &str| report["tenants"].as_array().unwrap().iter().find(|t| t["slug"] == slug).unwrap()["id"].clone();
+    let mut refused: Vec<Value> = Vec::new();
+    for t in again["tenants"].as_array().unwrap().iter().filter(|t| t["outcome"] == "failed") {
+        assert!(t["error"].as_str().unwrap().contains("differs from the source"), "{t}");
+        refused.push(t["id"].clone());
+    }
+    let mut expected = vec![ids("acme"), ids("default")];
+    expected.sort_by_key(|v| v.to_string());
+    refused.sort_by_key(|v| v.to_string());
+    assert_eq!(refused, expected);
+    // The people are found there, the users as they were: nothing is written (Ada's session,
+    // ended since, stays ended; the super-admin's new one stays).
+    assert_eq!(
+        again["people"],
+        json!({"users": {"rows": 2, "added": 0}, "sessions": {"rows": 1, "added": 0}, "invitations": {"rows": 1, "added": 0}})
+    );
+    let served = serve(&data, Some(&database.app_url()));
+    assert_eq!(session_of(&served.url, &ada).await.0, 401, "an ended session stays ended");
+    assert_eq!(session_of(&served.url, &root).await.0, 200);
+    stop(served);
     database.drop_all().await;
 }
 
@@ -326,6 +422,41 @@ async fn a_copy_killed_midway_finishes_when_run_again() {
             assert!(body.len() == 4 << 20 && body.iter().all(|b| *b == i ^ n as u8));
         }
     }
+    stop(served);
+    database.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_that_do_not_fit_the_target_stop_the_copy_before_any_tenant() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Two installs, each with an account for the same email: two different people to Tenantry.
+    let mut installs = Vec::new();
+    for (name, slug) in [("first", "one"), ("second", "two")] {
+        let data = dir.path().join(name);
+        let served = serve(&data, None);
+        let op = operator(&served, &data);
+        op.create_tenant(&json!({"slug": slug})).await.unwrap();
+        let body = json!({"email": "ada@example.com", "password": format!("{name} password")});
+        op.json(reqwest::Method::POST, "/v1/users", Some(&body)).await.unwrap();
+        stop(served);
+        installs.push(data);
+    }
+    assert!(db(&["migrate", "--url", &database.owner_url(), "--app-role", &database.app_role]).0);
+    let (ok, report) = copy_json(&installs[0], &database.owner_url());
+    assert!(ok, "{report}");
+    let (ok, refused) = copy_json(&installs[1], &database.owner_url());
+    assert!(!ok);
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("the target's people differ from the source's, so none were copied"), "{refused}");
+    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
+    // Nothing of the second install went in: not its tenant, not its account.
+    let pg = database.connect_as(&database.owner_role).await;
+    let slugs: Vec<String> =
+        pg.query("SELECT slug FROM tenants ORDER BY slug", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(slugs, ["default", "one"]);
+    let served = serve(&installs[0], Some(&database.app_url()));
+    sign_in(&served.url, "ada@example.com", "first password").await;
     stop(served);
     database.drop_all().await;
 }

@@ -9,7 +9,9 @@ use super::DbCmd;
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
-use tenantry_core::image::{copy_tenant, prepare_copy, table_index, CopyOutcome, ImageSource, ImageSummary};
+use tenantry_core::image::{
+    copy_people, copy_tenant, prepare_copy, table_index, CopyOutcome, ImageSource, ImageSummary, PEOPLE_TABLES,
+};
 use tenantry_store_postgres::PgImages;
 use tenantry_store_sqlite::{OpenOptions, SqliteStore};
 
@@ -93,8 +95,9 @@ async fn copy(ctx: &Context, from: &Path, to: &str) -> anyhow::Result<()> {
 fn described(s: &ImageSummary) -> (String, serde_json::Value) {
     let count = |table: &str| s.rows[table_index(table)];
     let text = format!(
-        "{} keys, {} files ({} bytes), {} memory entries, {} events, {} webhooks ({} deliveries queued), {} audit entries (chain {})",
+        "{} keys, {} members, {} files ({} bytes), {} memory entries, {} events, {} webhooks ({} deliveries queued), {} audit entries (chain {})",
         count("keys"),
+        count("memberships"),
         s.files,
         s.file_bytes,
         count("memory"),
@@ -120,6 +123,22 @@ async fn copy_all(ctx: &Context, source: &SqliteStore, target: &PgImages) -> any
     tenantry_core::store::Upkeep::load_directory(source).await.map_err(fail)?;
     let tenants = source.image_tenants().await.map_err(fail)?;
     let held = prepare_copy(source, target).await.map_err(fail)?;
+    // People first: the install's users, sessions and invitations, all or none, so the tenants'
+    // memberships name users the target holds.
+    let people = copy_people(source, target).await.map_err(fail)?;
+    let people_json: serde_json::Map<String, serde_json::Value> = PEOPLE_TABLES
+        .iter()
+        .zip(people.rows.iter().zip(&people.added))
+        .map(|(t, (rows, added))| (t.name.to_owned(), json!({"rows": rows, "added": added})))
+        .collect();
+    if !ctx.json {
+        let each: Vec<String> = PEOPLE_TABLES
+            .iter()
+            .zip(people.rows.iter().zip(&people.added))
+            .map(|(t, (rows, added))| format!("{rows} {} ({added} new there)", t.name))
+            .collect();
+        println!("[db copy] people: {}; every one matches its source", each.join(", "));
+    }
     let (mut copied, mut there, mut failed) = (0u64, 0u64, 0u64);
     let mut report = Vec::new();
     for (n, tenant) in tenants.iter().enumerate() {
@@ -166,7 +185,9 @@ async fn copy_all(ctx: &Context, source: &SqliteStore, target: &PgImages) -> any
         }
     }
     if ctx.json {
-        json(&json!({"tenants": report, "copied": copied, "already_there": there, "failed": failed}));
+        json(
+            &json!({"people": people_json, "tenants": report, "copied": copied, "already_there": there, "failed": failed}),
+        );
     } else {
         println!("[db copy] {} tenants: {copied} copied, {there} there already, {failed} not copied", tenants.len());
     }
