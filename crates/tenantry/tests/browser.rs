@@ -510,3 +510,71 @@ async fn an_operator_finds_archives_and_purges_a_tenant_only_after_typing_its_sl
     assert_eq!(gone.status(), 404);
     b.close().await;
 }
+
+#[tokio::test]
+async fn every_other_page_has_no_serious_accessibility_violation() {
+    let Some((server, b)) = setup().await else { return };
+    server.tenant("acme").await;
+    server.user("root@example.com", true).await;
+    let put = |path: &str, body: &str| {
+        server.http.put(format!("{}/t/acme/v1/{path}", server.url)).bearer_auth(OPERATOR).body(body.to_owned()).send()
+    };
+    assert!(put("files/docs/hello.txt", "hello from the docs").await.unwrap().status().is_success());
+    assert!(put("memory/agent/topic", r#"{"focus": "solar"}"#).await.unwrap().status().is_success());
+
+    b.sign_in("root@example.com", PASSWORD).await;
+    b.heading("Tenants").await;
+    for (path, title, shows) in [
+        ("/admin/t/acme/memory?ns=agent", "Memory", "table tbody tr"),
+        ("/admin/t/acme/search?q=hello", "Search", "ol.results li mark"),
+        ("/admin/t/acme/events", "Live events", "ol.events"),
+        ("/admin/t/acme/webhooks", "Webhooks", "form[aria-label='Add a webhook']"),
+        ("/admin/t/acme/audit", "Audit log", "table tbody tr"),
+        ("/admin/users", "Users", "table tbody tr"),
+    ] {
+        b.goto(path).await;
+        b.heading(title).await;
+        b.wait_css(shows).await;
+        b.accessible(path).await;
+    }
+    // A user disabled from the users page (after a confirmation) is disabled.
+    server.user("ada@example.com", false).await;
+    b.goto("/admin/users").await;
+    b.click("button[aria-label='Disable ada@example.com']").await;
+    b.c().accept_alert().await.unwrap();
+    b.wait_css("button[aria-label='Enable ada@example.com']").await;
+    let users = server.operator(reqwest::Method::GET, "/v1/users", None, Value::Null).await;
+    let ada = users["items"].as_array().unwrap().iter().find(|u| u["email"] == "ada@example.com").unwrap().clone();
+    assert_eq!(ada["disabled"], true, "{ada}");
+    assert!(b.c().find(Locator::Css("button[aria-label='Disable root@example.com']")).await.is_err(), "not oneself");
+    // The memory value, the search hit and the audit chain, as the pages show them.
+    b.goto("/admin/t/acme/memory?ns=agent").await;
+    b.wait_texts("table tbody tr td:first-child", &["topic"]).await;
+    b.goto("/admin/t/acme/search?q=hello").await;
+    b.wait_texts("ol.results li a", &["/docs/hello.txt"]).await;
+    assert_eq!(b.texts("ol.results li mark").await, ["hello"]);
+    b.goto("/admin/t/acme/audit").await;
+    b.heading("Audit log").await;
+    b.c().find(Locator::XPath("//button[text()='Verify the chain']")).await.unwrap().click().await.unwrap();
+    let verdict = b.wait_css("p.ok").await.text().await.unwrap();
+    assert!(verdict.starts_with("The chain verifies:"), "{verdict}");
+    b.accessible("the audit page, verified").await;
+    // A live event reaches the open events page.
+    b.goto("/admin/t/acme/events").await;
+    b.heading("Live events").await;
+    b.c()
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::XPath("//p[starts-with(text(), 'Connected')]"))
+        .await
+        .unwrap();
+    assert!(put("files/live.txt", "now").await.unwrap().status().is_success());
+    b.c()
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::XPath("//ol[@class='events']/li[strong[text()='file.written']]"))
+        .await
+        .unwrap();
+    b.accessible("the events page with an event").await;
+    b.close().await;
+}

@@ -940,6 +940,14 @@ async function usersPage(main) {
       ['Email', (u) => u.email], ['Name', (u) => u.name], ['Super-admin', (u) => (u.super_admin ? 'yes' : 'no')],
       ['Password', (u) => (u.has_password ? 'set' : 'not set')], ['State', (u) => (u.disabled ? 'disabled' : 'active')],
       ['Created', (u) => when(u.created_at)],
+      ['', (u) => (u.id === state.session.user.id ? '' : h('button', {
+        type: 'button', class: u.disabled ? 'small' : 'danger small', 'aria-label': `${u.disabled ? 'Enable' : 'Disable'} ${u.email}`,
+        onclick: async () => {
+          if (!u.disabled && !confirm(`Disable ${u.email}? Their sessions end at once.`)) return;
+          await api('PATCH', `/v1/users/${encodeURIComponent(u.id)}`, { body: { disabled: !u.disabled } })
+            .then(() => show(byId('main'), 'Users', usersPage), (e) => toast(e.message, true));
+        },
+      }, u.disabled ? 'Enable' : 'Disable'))],
     ], users.items, 'No users yet.'));
 }
 
