@@ -67,12 +67,7 @@ struct Listed {
 
 impl Listed {
     fn of(tenant: &Tenant) -> Listed {
-        let mut searched = String::with_capacity(tenant.slug.as_str().len() + tenant.name.len() + 2);
-        searched.push_str(tenant.slug.as_str());
-        searched.push(SLUG_END);
-        searched.extend(tenant.name.chars().flat_map(char::to_lowercase).filter(|c| !c.is_control()));
-        searched.push(NAME_END);
-        Listed { id: tenant.id.clone(), status: tenant.status, searched: searched.into_boxed_str() }
+        Listed { id: tenant.id.clone(), status: tenant.status, searched: searched_text(tenant).into_boxed_str() }
     }
 }
 
@@ -452,10 +447,17 @@ fn index_tenant(inner: &mut Inner, tenant: Tenant) {
     }
 }
 
-/// Whether the tenant's slug or name contains `text_lower` (a lower-cased search), in any case:
-/// the same test as a listing's search.
+/// What a search looks in for a tenant: its slug and its lower-cased name (control characters
+/// left out), each ended by a control character, so no search (which holds none) spans the two.
+fn searched_text(tenant: &Tenant) -> String {
+    let name: String = tenant.name.to_lowercase().chars().filter(|c| !c.is_control()).collect();
+    format!("{}{SLUG_END}{name}{NAME_END}", tenant.slug.as_str())
+}
+
+/// Whether the tenant's slug or name contains `text_lower` (a lower-cased search): the same test
+/// as a listing's search, for a person's few tenants.
 pub(crate) fn tenant_matches(tenant: &Tenant, text_lower: &str) -> bool {
-    tenant.slug.as_str().contains(text_lower) || tenant.name.to_lowercase().contains(text_lower)
+    !text_lower.chars().any(char::is_control) && searched_text(tenant).contains(text_lower)
 }
 
 #[cfg(test)]

@@ -295,27 +295,46 @@ pub const PEOPLE_TABLES: &[ImageTable] = &[
 /// The rows of each of [`PEOPLE_TABLES`], in its order, each table's rows ordered by its key.
 pub type PeopleRows = Vec<Vec<Vec<Cell>>>;
 
-/// What copying the people did, per table of [`PEOPLE_TABLES`]: rows in the source, and of them
-/// how many the target did not hold yet.
+/// What copying the people did, per table of [`PEOPLE_TABLES`]: rows in the source, how many of
+/// them were added, and how many the target does not hold after the copy (only after an earlier
+/// copy: a session ended or an invitation used there since, or one made in the source after it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeopleCopied {
     pub rows: Vec<u64>,
     pub added: Vec<u64>,
+    pub not_there: Vec<u64>,
 }
 
 /// Copies the install's people from `source` to `target`, all in one transaction of the target or
-/// none. A target that holds people already gets nothing: its users must equal the source's
-/// (a copy run again), else `conflict`; its sessions and invitations are left as use has made
-/// them, so one ended there stays ended.
-pub async fn copy_people(source: &dyn ImageSource, target: &dyn ImageTarget) -> Result<PeopleCopied> {
+/// none, before any tenant (`held`: the tenants the target holds). Copied before (the target holds
+/// people, or one of the source's tenants), nothing is written: the target's users must equal the
+/// source's, else `conflict`; its sessions and invitations are left as use has made them, so one
+/// ended there stays ended.
+pub async fn copy_people(
+    source: &dyn ImageSource,
+    target: &dyn ImageTarget,
+    held: &[TenantId],
+) -> Result<PeopleCopied> {
     let rows = source.people_rows().await?;
-    let added = target.write_people(&rows).await?;
-    Ok(PeopleCopied { rows: rows.iter().map(|t| t.len() as u64).collect(), added })
+    let copied_before = source.image_tenants().await?.iter().any(|t| held.contains(t));
+    let added = target.write_people(&rows, copied_before).await?;
+    let now = target.people_rows().await?;
+    let not_there = PEOPLE_TABLES
+        .iter()
+        .zip(rows.iter().zip(&now))
+        .map(|(table, (wanted, there))| {
+            let key = |row: &[Cell]| format!("{:?}", &row[..table.key]);
+            let there: std::collections::HashSet<String> = there.iter().map(|r| key(r)).collect();
+            wanted.iter().filter(|r| !there.contains(&key(r))).count() as u64
+        })
+        .collect();
+    Ok(PeopleCopied { rows: rows.iter().map(|t| t.len() as u64).collect(), added, not_there })
 }
 
 /// The rows of `wanted` (a source's) that `held` (the target's, same table) lacks or holds
-/// otherwise, as messages: the check a people copy makes before it commits.
-pub fn people_differences(table: &ImageTable, wanted: &[Vec<Cell>], held: &[Vec<Cell>]) -> Vec<String> {
+/// otherwise, as messages: the check a people copy makes before it commits (`written`: after
+/// writing `wanted`, when a row missing means another row there holds one of its unique values).
+pub fn people_differences(table: &ImageTable, wanted: &[Vec<Cell>], held: &[Vec<Cell>], written: bool) -> Vec<String> {
     let key = |row: &[Cell]| format!("{:?}", &row[..table.key]);
     let held: std::collections::HashMap<String, &Vec<Cell>> = held.iter().map(|r| (key(r), r)).collect();
     let mut out = Vec::new();
@@ -323,11 +342,12 @@ pub fn people_differences(table: &ImageTable, wanted: &[Vec<Cell>], held: &[Vec<
         match held.get(&key(row)) {
             Some(there) if *there == row => {}
             Some(_) => out.push(format!("{} {} is in the target already, different", table.name, key(row))),
-            None => out.push(format!(
+            None if written => out.push(format!(
                 "{} {} could not be written: the target holds another row with one of its unique values (an email)",
                 table.name,
                 key(row)
             )),
+            None => out.push(format!("{} {} is not in the target", table.name, key(row))),
         }
     }
     out
@@ -404,9 +424,10 @@ pub trait ImageTarget: ImageSource {
     async fn continue_numbering(&self, source: Numbering) -> Result<()>;
     /// Writes `rows` (of [`PEOPLE_TABLES`]) into a target that holds no people yet, in one
     /// transaction that commits only if every row is then held exactly ([`people_differences`]
-    /// finds none; else `conflict`). A target that holds people already is not written to: its
-    /// users must equal `rows`' (else `conflict`). Per table, how many rows it added.
-    async fn write_people(&self, rows: &PeopleRows) -> Result<Vec<u64>>;
+    /// finds none; else `conflict`). A target that holds people already, or that the people were
+    /// copied into before (`copied_before`), is not written to: its users must equal `rows`'
+    /// (else `conflict`). Per table, how many rows it added.
+    async fn write_people(&self, rows: &PeopleRows, copied_before: bool) -> Result<Vec<u64>>;
 }
 
 /// Before any tenant is copied: the target will number past everything the source numbered, so a
@@ -805,12 +826,14 @@ mod tests {
             row
         };
         let wanted = vec![user("usr_a", "a@x"), user("usr_b", "b@x"), user("usr_c", "c@x")];
-        assert!(people_differences(users, &wanted, &wanted).is_empty());
+        assert!(people_differences(users, &wanted, &wanted, true).is_empty());
         let held = vec![user("usr_a", "a@x"), user("usr_b", "other@x"), user("usr_z", "z@x")];
-        let found = people_differences(users, &wanted, &held);
+        let found = people_differences(users, &wanted, &held, true);
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].starts_with("users [Text(\"usr_b\")] is in the target already, different"), "{found:?}");
         assert!(found[1].starts_with("users [Text(\"usr_c\")] could not be written"), "{found:?}");
+        let found = people_differences(users, &wanted, &held, false);
+        assert_eq!(found[1], "users [Text(\"usr_c\")] is not in the target");
     }
 
     #[test]

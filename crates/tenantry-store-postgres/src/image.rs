@@ -624,10 +624,16 @@ impl ImageTarget for PgImages {
         Ok(())
     }
 
-    async fn write_people(&self, rows: &PeopleRows) -> Result<Vec<u64>> {
+    async fn write_people(&self, rows: &PeopleRows, copied_before: bool) -> Result<Vec<u64>> {
         let client = connect(&self.target).await?;
-        // Dropping the connection on any failure ends the transaction as a rollback.
-        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.map_err(pg_error)?;
+        // Dropping the connection on any failure ends the transaction as a rollback. The lock
+        // keeps two copies (of two installs) from both finding the tables empty.
+        client
+            .batch_execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ; LOCK TABLE users, sessions, invitations IN EXCLUSIVE MODE",
+            )
+            .await
+            .map_err(pg_error)?;
         let mut held = Vec::with_capacity(PEOPLE_TABLES.len());
         for table in PEOPLE_TABLES {
             held.push(install_rows(&client, table).await?);
@@ -638,11 +644,11 @@ impl ImageTarget for PgImages {
             let more = if n > 5 { format!("; and {} more", n - 5) } else { String::new() };
             Error::conflict(format!("the target's people differ from the source's, so none were copied: {shown}{more}"))
         };
-        if held.iter().any(|rows| !rows.is_empty()) {
+        if copied_before || held.iter().any(|rows| !rows.is_empty()) {
             // Copied before: the users must be as they were. Sessions and invitations change
             // by use (a sign-out, an acceptance), and are never written again: an ended one
             // must stay ended.
-            let differences = people_differences(&PEOPLE_TABLES[0], &rows[0], &held[0]);
+            let differences = people_differences(&PEOPLE_TABLES[0], &rows[0], &held[0], false);
             if !differences.is_empty() {
                 return Err(conflict(differences));
             }
@@ -652,7 +658,7 @@ impl ImageTarget for PgImages {
         let mut differences = Vec::new();
         for (table, wanted) in PEOPLE_TABLES.iter().zip(rows) {
             added.push(insert_install_rows(&client, table, wanted).await?);
-            differences.extend(people_differences(table, wanted, &install_rows(&client, table).await?));
+            differences.extend(people_differences(table, wanted, &install_rows(&client, table).await?, true));
         }
         if !differences.is_empty() {
             return Err(conflict(differences));

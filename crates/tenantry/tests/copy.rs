@@ -249,7 +249,11 @@ async fn an_embedded_install_copied_into_postgresql_serves_the_same_and_a_second
     assert_eq!(acme["rows"]["memberships"], 1, "{acme}");
     assert_eq!(
         report["people"],
-        json!({"users": {"rows": 2, "added": 2}, "sessions": {"rows": 1, "added": 1}, "invitations": {"rows": 1, "added": 1}})
+        json!({
+            "users": {"rows": 2, "added": 2, "not_there": 0},
+            "sessions": {"rows": 1, "added": 1, "not_there": 0},
+            "invitations": {"rows": 1, "added": 1, "not_there": 0}
+        })
     );
     // Deliveries are numbered on past every id SQLite ever gave (a receiver de-duplicates by id).
     let sqlite = rusqlite::Connection::open(data.join("tenantry.db")).unwrap();
@@ -345,10 +349,14 @@ async fn an_embedded_install_copied_into_postgresql_serves_the_same_and_a_second
     refused.sort_by_key(|v| v.to_string());
     assert_eq!(refused, expected);
     // The people are found there, the users as they were: nothing is written (Ada's session,
-    // ended since, stays ended; the super-admin's new one stays).
+    // ended since, stays ended, and is reported as not there; the super-admin's new one stays).
     assert_eq!(
         again["people"],
-        json!({"users": {"rows": 2, "added": 0}, "sessions": {"rows": 1, "added": 0}, "invitations": {"rows": 1, "added": 0}})
+        json!({
+            "users": {"rows": 2, "added": 0, "not_there": 0},
+            "sessions": {"rows": 1, "added": 0, "not_there": 1},
+            "invitations": {"rows": 1, "added": 0, "not_there": 0}
+        })
     );
     let served = serve(&data, Some(&database.app_url()));
     assert_eq!(session_of(&served.url, &ada).await.0, 401, "an ended session stays ended");
@@ -457,6 +465,47 @@ async fn people_that_do_not_fit_the_target_stop_the_copy_before_any_tenant() {
     assert_eq!(slugs, ["default", "one"]);
     let served = serve(&installs[0], Some(&database.app_url()));
     sign_in(&served.url, "ada@example.com", "first password").await;
+    stop(served);
+    database.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_withdrawn_after_the_copy_stays_withdrawn_when_the_copy_runs_again() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // An install whose only people are one invitation (an operator's, to an email without an
+    // account): after the withdrawal on PostgreSQL the target holds no people at all.
+    let served = serve(&data, None);
+    let op = operator(&served, &data);
+    op.create_tenant(&json!({"slug": "one"})).await.unwrap();
+    let body = json!({"email": "bob@example.com", "role": "writer"});
+    let invited = op.json(reqwest::Method::POST, "/t/one/v1/members", Some(&body)).await.unwrap();
+    let (id, token) = (invited["invitation"]["id"].clone(), invited["invitation"]["token"].clone());
+    stop(served);
+    assert!(db(&["migrate", "--url", &database.owner_url(), "--app-role", &database.app_role]).0);
+    let (ok, report) = copy_json(&data, &database.owner_url());
+    assert!(ok, "{report}");
+    assert_eq!(report["people"]["invitations"], json!({"rows": 1, "added": 1, "not_there": 0}));
+
+    let served = serve(&data, Some(&database.app_url()));
+    let op = operator(&served, &data);
+    op.json(reqwest::Method::DELETE, &format!("/t/one/v1/invitations/{}", id.as_str().unwrap()), None).await.unwrap();
+    stop(served);
+    // The tenant itself changed there (the withdrawal is in its audit log) and is refused; the
+    // invitation is reported as not there, and not written again.
+    let (ok, again) = copy_json(&data, &database.owner_url());
+    assert!(!ok, "{again}");
+    assert_eq!((again["already_there"].as_u64(), again["failed"].as_u64()), (Some(1), Some(1)), "{again}");
+    assert_eq!(again["people"]["invitations"], json!({"rows": 1, "added": 0, "not_there": 1}));
+    let served = serve(&data, Some(&database.app_url()));
+    let accept = reqwest::Client::new()
+        .post(format!("{}/v1/auth/accept", served.url))
+        .json(&json!({"token": token, "password": "bob's first password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accept.status(), 401, "a withdrawn invitation stays withdrawn");
     stop(served);
     database.drop_all().await;
 }

@@ -91,6 +91,30 @@ async fn copy(ctx: &Context, from: &Path, to: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the people step did, in a line.
+fn people_line(p: &tenantry_core::image::PeopleCopied) -> String {
+    let each = |counts: &[u64]| {
+        PEOPLE_TABLES.iter().zip(counts).map(|(t, n)| format!("{n} {}", t.name)).collect::<Vec<_>>().join(", ")
+    };
+    if p.added.iter().any(|n| *n > 0) || p.rows.iter().all(|n| *n == 0) {
+        return format!("[db copy] people copied: {}; every one matches its source", each(&p.added));
+    }
+    let mut line = format!("[db copy] people there already: {} as in the source", each(&p.rows[..1]));
+    let gone: u64 = p.not_there[1..].iter().sum();
+    if gone > 0 {
+        line.push_str(&format!(
+            "; not there, and not carried: {} (ended or used there since the first copy, or made here after it)",
+            PEOPLE_TABLES[1..]
+                .iter()
+                .zip(&p.not_there[1..])
+                .map(|(t, n)| format!("{n} {}", t.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    line
+}
+
 /// What a line (or JSON object) says of a tenant's image.
 fn described(s: &ImageSummary) -> (String, serde_json::Value) {
     let count = |table: &str| s.rows[table_index(table)];
@@ -125,19 +149,17 @@ async fn copy_all(ctx: &Context, source: &SqliteStore, target: &PgImages) -> any
     let held = prepare_copy(source, target).await.map_err(fail)?;
     // People first: the install's users, sessions and invitations, all or none, so the tenants'
     // memberships name users the target holds.
-    let people = copy_people(source, target).await.map_err(fail)?;
+    let people = copy_people(source, target, &held).await.map_err(fail)?;
     let people_json: serde_json::Map<String, serde_json::Value> = PEOPLE_TABLES
         .iter()
-        .zip(people.rows.iter().zip(&people.added))
-        .map(|(t, (rows, added))| (t.name.to_owned(), json!({"rows": rows, "added": added})))
+        .enumerate()
+        .map(|(i, t)| {
+            let v = json!({"rows": people.rows[i], "added": people.added[i], "not_there": people.not_there[i]});
+            (t.name.to_owned(), v)
+        })
         .collect();
     if !ctx.json {
-        let each: Vec<String> = PEOPLE_TABLES
-            .iter()
-            .zip(people.rows.iter().zip(&people.added))
-            .map(|(t, (rows, added))| format!("{rows} {} ({added} new there)", t.name))
-            .collect();
-        println!("[db copy] people: {}; every one matches its source", each.join(", "));
+        println!("{}", people_line(&people));
     }
     let (mut copied, mut there, mut failed) = (0u64, 0u64, 0u64);
     let mut report = Vec::new();
