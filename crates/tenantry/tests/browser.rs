@@ -483,6 +483,13 @@ async fn an_operator_finds_archives_and_purges_a_tenant_only_after_typing_its_sl
     b.click("form[aria-label='Find tenants'] button[type=submit]").await;
     b.wait_texts("table tbody tr td:first-child", &["doomed"]).await;
     assert_eq!(b.path().await, "/admin/tenants?q=doom");
+    // Its use this month, beside its status, tier and placement.
+    b.wait_texts(
+        "table tbody tr td:nth-child(3), table tbody tr td:nth-child(4), table tbody tr td:nth-child(5)",
+        &["active", "pro", "shared"],
+    )
+    .await;
+    b.wait_texts("table tbody tr .use", &["0 B · 0 files · 0 calls"]).await;
 
     b.goto("/admin/t/doomed/settings").await;
     b.heading("Settings").await;

@@ -888,6 +888,15 @@ async function tenantsPage(main, params) {
   if (cursor) query.set('cursor', cursor);
   const page = await api('GET', `/v1/tenants?${query}`);
   const made = h('div', { class: 'secret', hidden: true, role: 'status' });
+  // Each tenant's use this month, asked for once the page is drawn (one call per row shown).
+  const use = new Map(page.items.map((t) => [t.slug, h('span', { class: 'muted use' }, '…')]));
+  setTimeout(() => {
+    for (const t of page.items) {
+      api('GET', `/v1/tenants/${encodeURIComponent(t.slug)}/usage`, { quiet: true }).then((r) => {
+        clear(use.get(t.slug), `${bytes(r.usage.storage_bytes)} · ${count(r.usage.files)} files · ${count(r.usage.api_calls)} calls`);
+      }, () => clear(use.get(t.slug), '—'));
+    }
+  }, 0);
   const statusSelect = h('select', { name: 'status' }, ['', 'active', 'suspended', 'archived'].map((s) => h('option', { value: s, selected: s === status }, s || 'any')));
   append(main,
     form('Find tenants', [
@@ -905,6 +914,7 @@ async function tenantsPage(main, params) {
       ['Status', (t) => t.status],
       ['Tier', (t) => t.tier],
       ['Placement', (t) => t.placement],
+      ['Use this month', (t) => use.get(t.slug)],
       ['Limits', (t) => `${bytes(t.limits.max_storage_bytes)} · ${count(t.limits.max_files)} files`],
       ['', (t) => h('a', { href: tenantUrl(t.slug, 'settings') }, 'Settings')],
     ], page.items, 'No tenant matches.'),
