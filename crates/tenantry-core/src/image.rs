@@ -317,25 +317,26 @@ pub async fn copy_people(
 ) -> Result<PeopleCopied> {
     let rows = source.people_rows().await?;
     let copied_before = source.image_tenants().await?.iter().any(|t| held.contains(t));
-    let added = target.write_people(&rows, copied_before).await?;
-    let now = target.people_rows().await?;
-    let not_there = PEOPLE_TABLES
-        .iter()
-        .zip(rows.iter().zip(&now))
-        .map(|(table, (wanted, there))| {
-            let key = |row: &[Cell]| format!("{:?}", &row[..table.key]);
-            let there: std::collections::HashSet<String> = there.iter().map(|r| key(r)).collect();
-            wanted.iter().filter(|r| !there.contains(&key(r))).count() as u64
-        })
-        .collect();
+    let (added, not_there) = target.write_people(&rows, copied_before).await?;
     Ok(PeopleCopied { rows: rows.iter().map(|t| t.len() as u64).collect(), added, not_there })
+}
+
+/// A row's key (its first `table.key` cells) as one comparable text.
+fn row_key(table: &ImageTable, row: &[Cell]) -> String {
+    format!("{:?}", &row[..table.key])
+}
+
+/// How many rows of `wanted` have no row of the same key in `held`.
+pub fn rows_not_held(table: &ImageTable, wanted: &[Vec<Cell>], held: &[Vec<Cell>]) -> u64 {
+    let held: std::collections::HashSet<String> = held.iter().map(|r| row_key(table, r)).collect();
+    wanted.iter().filter(|r| !held.contains(&row_key(table, r))).count() as u64
 }
 
 /// The rows of `wanted` (a source's) that `held` (the target's, same table) lacks or holds
 /// otherwise, as messages: the check a people copy makes before it commits (`written`: after
 /// writing `wanted`, when a row missing means another row there holds one of its unique values).
 pub fn people_differences(table: &ImageTable, wanted: &[Vec<Cell>], held: &[Vec<Cell>], written: bool) -> Vec<String> {
-    let key = |row: &[Cell]| format!("{:?}", &row[..table.key]);
+    let key = |row: &[Cell]| row_key(table, row);
     let held: std::collections::HashMap<String, &Vec<Cell>> = held.iter().map(|r| (key(r), r)).collect();
     let mut out = Vec::new();
     for row in wanted {
@@ -426,8 +427,9 @@ pub trait ImageTarget: ImageSource {
     /// transaction that commits only if every row is then held exactly ([`people_differences`]
     /// finds none; else `conflict`). A target that holds people already, or that the people were
     /// copied into before (`copied_before`), is not written to: its users must equal `rows`'
-    /// (else `conflict`). Per table, how many rows it added.
-    async fn write_people(&self, rows: &PeopleRows, copied_before: bool) -> Result<Vec<u64>>;
+    /// (else `conflict`). Per table, how many rows it added, and how many of `rows` it does not
+    /// hold ([`rows_not_held`]; none after a write).
+    async fn write_people(&self, rows: &PeopleRows, copied_before: bool) -> Result<(Vec<u64>, Vec<u64>)>;
 }
 
 /// Before any tenant is copied: the target will number past everything the source numbered, so a

@@ -18,8 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tenantry_core::ids::TenantId;
 use tenantry_core::image::{
-    people_differences, Cell, ImageItem, ImageItems, ImageSource, ImageTable, ImageTarget, Kind, Numbering, PeopleRows,
-    Transfer, FILE_COLUMNS, PEOPLE_TABLES, TABLES,
+    people_differences, rows_not_held, Cell, ImageItem, ImageItems, ImageSource, ImageTable, ImageTarget, Kind,
+    Numbering, PeopleRows, Transfer, FILE_COLUMNS, PEOPLE_TABLES, TABLES,
 };
 use tenantry_core::{Error, Result};
 use tokio_postgres::types::{ToSql, Type};
@@ -624,7 +624,7 @@ impl ImageTarget for PgImages {
         Ok(())
     }
 
-    async fn write_people(&self, rows: &PeopleRows, copied_before: bool) -> Result<Vec<u64>> {
+    async fn write_people(&self, rows: &PeopleRows, copied_before: bool) -> Result<(Vec<u64>, Vec<u64>)> {
         let client = connect(&self.target).await?;
         // Dropping the connection on any failure ends the transaction as a rollback. The lock
         // keeps two copies (of two installs) from both finding the tables empty.
@@ -652,7 +652,8 @@ impl ImageTarget for PgImages {
             if !differences.is_empty() {
                 return Err(conflict(differences));
             }
-            return Ok(vec![0; PEOPLE_TABLES.len()]);
+            let not_held = PEOPLE_TABLES.iter().zip(rows.iter().zip(&held)).map(|(t, (w, h))| rows_not_held(t, w, h));
+            return Ok((vec![0; PEOPLE_TABLES.len()], not_held.collect()));
         }
         let mut added = Vec::with_capacity(PEOPLE_TABLES.len());
         let mut differences = Vec::new();
@@ -664,7 +665,7 @@ impl ImageTarget for PgImages {
             return Err(conflict(differences));
         }
         client.batch_execute("COMMIT").await.map_err(pg_error)?;
-        Ok(added)
+        Ok((added, vec![0; PEOPLE_TABLES.len()]))
     }
 
     async fn continue_numbering(&self, source: Numbering) -> Result<()> {
