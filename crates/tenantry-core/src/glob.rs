@@ -54,18 +54,25 @@ fn tokens(glob: &str) -> Vec<Token> {
 /// Validates a `path_glob`: absolute, at most [`MAX_GLOB_BYTES`], no control characters, at most
 /// [`MAX_GLOB_STARS`] wildcards and no run of three stars.
 pub fn parse(raw: &str) -> Result<String> {
+    parse_named(raw, "path_glob")
+}
+
+/// [`parse`], naming the parameter `name` in its errors.
+pub fn parse_named(raw: &str, name: &str) -> Result<String> {
     if !raw.starts_with('/') || raw.len() > MAX_GLOB_BYTES || raw.chars().any(char::is_control) {
-        return Err(Error::invalid_request(
-            "`path_glob` must be an absolute pattern such as /uploads/*.csv (at most 1024 bytes)",
-        ));
+        return Err(Error::invalid_request(format!(
+            "`{name}` must be an absolute pattern such as /uploads/*.csv (at most 1024 bytes)"
+        )));
     }
     if raw.contains("***") {
-        return Err(Error::invalid_request("`path_glob` may not hold `***`: use `**` for any number of segments"));
+        return Err(Error::invalid_request(format!(
+            "`{name}` may not hold `***`: use `**` for any number of segments"
+        )));
     }
     let stars = tokens(raw).iter().filter(|t| matches!(t, Token::Star | Token::Stars | Token::DirsEntry)).count();
     if stars > MAX_GLOB_STARS {
         return Err(Error::invalid_request(format!(
-            "`path_glob` may hold at most {MAX_GLOB_STARS} `*` or `**` wildcards; it has {stars}"
+            "`{name}` may hold at most {MAX_GLOB_STARS} `*` or `**` wildcards; it has {stars}"
         )));
     }
     Ok(raw.to_owned())
@@ -208,6 +215,20 @@ impl Automaton {
 /// Whether `path` matches `glob` (see the module docs for the syntax).
 pub fn matches(glob: &str, path: &str) -> bool {
     Automaton::new(glob).matches(path)
+}
+
+/// A glob compiled once, to test many paths (a search's `glob` filter).
+pub struct Glob(Automaton);
+
+impl Glob {
+    /// Compiles a glob [`parse`] accepted.
+    pub fn new(glob: &str) -> Glob {
+        Glob(Automaton::new(glob))
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.0.matches(path)
+    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,21 @@
-//! Full-text search (API.md §7): how text becomes terms, how a query ranks documents (BM25 with
-//! the statistics of the searched tenant *only*), and how a snippet is cut. The store keeps one
-//! posting per (tenant, term, document) and calls [`rank`]; nothing here touches storage.
+//! Full-text search (API.md §7): how text becomes terms, what `q` means ([`query`]), which
+//! documents a query finds and how they rank (BM25 with the statistics of the searched tenant
+//! *only*, [`select`]), and how a snippet is cut. The store keeps the postings of (tenant, term,
+//! document) and reads them for a [`Selection`]; nothing here touches storage.
 //!
 //! Why not SQLite FTS5's own `bm25()`: it ranks with statistics of the whole table (row count,
 //! average length, document frequency across every tenant), so one tenant's scores would move
 //! with another tenant's documents and reveal which words they contain. Every number used here is
 //! counted inside one tenant (and inside the key's prefix).
 
-use crate::error::{Error, Result};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+mod query;
+mod select;
+
+pub use query::{prefix_upper, Query, Unit, MIN_PREFIX_CHARS};
+pub use select::{Found, Selection};
 
 /// Text files larger than this are not indexed (they are still stored and served).
 pub const MAX_INDEXED_BYTES: usize = 1 << 20;
@@ -94,23 +100,6 @@ pub fn looks_like_text(content: &[u8]) -> bool {
     content.len() <= 1024 || content.iter().filter(|b| b.is_ascii_whitespace()).count() * 200 >= content.len()
 }
 
-/// The distinct terms of a query, in the order given.
-pub fn query_terms(q: &str) -> Result<Vec<String>> {
-    let mut terms: Vec<String> = Vec::new();
-    for (_, _, t) in tokens(q) {
-        if !terms.contains(&t) {
-            terms.push(t);
-        }
-    }
-    if terms.is_empty() {
-        return Err(Error::invalid_request("`q` has no words to search for (letters or digits)"));
-    }
-    if terms.len() > MAX_QUERY_TERMS {
-        return Err(Error::invalid_request(format!("`q` has more than {MAX_QUERY_TERMS} distinct words")));
-    }
-    Ok(terms)
-}
-
 /// What a search returns per hit (API.md §7).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -124,6 +113,9 @@ pub struct SearchHit {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub score: f64,
+    /// The indexed words that made it a hit: the query's words and phrases found in it, and
+    /// the words its prefixes matched.
+    pub matched: Vec<String>,
     /// A short excerpt around the first match, matched words wrapped in `<mark>`…`</mark>`.
     pub snippet: String,
 }
@@ -149,44 +141,6 @@ pub struct Posting {
 pub struct ScopeStats {
     pub docs: u64,
     pub words: u64,
-}
-
-/// Ranks the documents holding *every* query term. `postings[i]` holds term i's postings in the
-/// scope; the result is the best `limit` as (kind, doc, score), best first, ties in document order.
-pub fn rank(postings: &[Vec<Posting>], stats: ScopeStats, limit: usize) -> Vec<(DocKind, String, f64)> {
-    if postings.is_empty() || postings.iter().any(Vec::is_empty) {
-        return Vec::new();
-    }
-    let n = stats.docs.max(1) as f64;
-    let avgdl = (stats.words as f64 / n).max(1.0);
-    // Start from the rarest term: the candidates can only shrink.
-    let mut order: Vec<usize> = (0..postings.len()).collect();
-    order.sort_by_key(|&i| postings[i].len());
-    let mut scores: BTreeMap<(DocKind, &str), f64> = BTreeMap::new();
-    for (rank_i, &i) in order.iter().enumerate() {
-        let df = postings[i].len() as f64;
-        let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
-        let mut next: BTreeMap<(DocKind, &str), f64> = BTreeMap::new();
-        for p in &postings[i] {
-            let id = (p.kind, p.doc.as_str());
-            let prior = if rank_i == 0 { Some(0.0) } else { scores.get(&id).copied() };
-            if let Some(prior) = prior {
-                let tf = f64::from(p.tf);
-                let norm = tf + K1 * (1.0 - B + B * f64::from(p.len) / avgdl);
-                next.insert(id, prior + idf * tf * (K1 + 1.0) / norm);
-            }
-        }
-        scores = next;
-        if scores.is_empty() {
-            return Vec::new();
-        }
-    }
-    let mut out: Vec<(DocKind, String, f64)> =
-        scores.into_iter().map(|((k, d), s)| (k, d.to_owned(), (s * 1e6).round() / 1e6)).collect();
-    // Stable sort on a list in document order: equal scores stay in document order.
-    out.sort_by(|a, b| b.2.total_cmp(&a.2));
-    out.truncate(limit);
-    out
 }
 
 /// An excerpt of `text` around the first word matching a term, with matches marked.
@@ -249,16 +203,17 @@ mod tests {
         assert!(IndexDoc::of_file("fn main() { println!(\"hi\"); }\n".repeat(100).as_bytes()).is_some());
     }
 
-    #[test]
-    fn a_query_needs_words() {
-        assert_eq!(query_terms("Rust rust  tokio").unwrap(), ["rust", "tokio"]);
-        assert!(query_terms("  --- ").is_err());
-        let many: String = (0..17).map(|i| format!("w{i} ")).collect();
-        assert!(query_terms(&many).is_err());
-    }
-
     fn p(doc: &str, tf: u32, len: u32) -> Posting {
         Posting { kind: DocKind::File, doc: doc.into(), tf, len }
+    }
+
+    /// The hits of `q` over the given postings, every document's text being `text(doc)`.
+    fn select(q: &str, found: Found, stats: ScopeStats, text: impl Fn(&str) -> String) -> Vec<(String, f64)> {
+        let mut s = Selection::new(&Query::parse(q).unwrap(), found, stats, |_, _| true, 10);
+        while let Some((_, doc)) = s.to_read() {
+            s.offer(Some(text(&doc)));
+        }
+        s.finish().into_iter().map(|h| (h.path.unwrap(), h.score)).collect()
     }
 
     #[test]
@@ -266,13 +221,74 @@ mod tests {
         let stats = ScopeStats { docs: 10, words: 100 };
         let rust = vec![p("/a", 1, 10), p("/b", 1, 10), p("/c", 1, 10)];
         let tokio = vec![p("/b", 1, 10)];
-        let ranked = rank(&[rust.clone(), tokio], stats, 10);
-        assert_eq!(ranked.len(), 1);
-        assert_eq!(ranked[0].1, "/b");
+        let found = Found { words: vec![rust.clone(), tokio.clone()], prefixes: vec![] };
+        let ranked = select("rust tokio", found, stats, |_| String::new());
+        assert_eq!(ranked.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["/b"]);
         // More occurrences in a document of the same length rank higher.
-        let ranked = rank(&[vec![p("/a", 1, 10), p("/b", 3, 10)]], stats, 10);
-        assert_eq!(ranked.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), ["/b", "/a"]);
-        assert!(rank(&[rust, vec![]], stats, 10).is_empty());
+        let found = Found { words: vec![vec![p("/a", 1, 10), p("/b", 3, 10)]], prefixes: vec![] };
+        let ranked = select("rust", found, stats, |_| String::new());
+        assert_eq!(ranked.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["/b", "/a"]);
+        let found = Found { words: vec![rust.clone(), vec![]], prefixes: vec![] };
+        assert!(select("rust tokio", found, stats, |_| String::new()).is_empty());
+        // An alternative adds its score where it matches; an excluded word removes the document.
+        let found = Found { words: vec![rust.clone(), tokio.clone()], prefixes: vec![] };
+        let either = select("rust OR tokio", found, stats, |_| String::new());
+        assert_eq!(either.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["/b", "/a", "/c"]);
+        assert!(either[0].1 > either[1].1 && either[1].1 == either[2].1);
+        let found = Found { words: vec![rust, tokio], prefixes: vec![] };
+        let without = select("rust -tokio", found, stats, |_| String::new());
+        assert_eq!(without.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["/a", "/c"]);
+    }
+
+    #[test]
+    fn phrases_are_checked_on_the_text_and_prefixes_count_as_one_word() {
+        let stats = ScopeStats { docs: 3, words: 12 };
+        let text = |doc: &str| match doc {
+            "/a" => "release notes for today".to_owned(),
+            "/b" => "notes about the release".to_owned(),
+            _ => "deploy deployed deployment".to_owned(),
+        };
+        let found = Found {
+            words: vec![vec![p("/a", 1, 4), p("/b", 1, 4)], vec![p("/a", 1, 4), p("/b", 1, 4)]],
+            prefixes: vec![],
+        };
+        let hits = select("\"release notes\"", found.clone(), stats, text);
+        assert_eq!(hits.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["/a"]);
+        let hits = select("release notes -\"release notes\"", found, stats, text);
+        assert_eq!(hits.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["/b"]);
+        let expansions = vec![("deploy".to_owned(), p("/c", 1, 3)), ("deployed".to_owned(), p("/c", 1, 3))];
+        let found = Found { words: vec![], prefixes: vec![expansions] };
+        let mut s = Selection::new(&Query::parse("dep*").unwrap(), found, stats, |_, _| true, 10);
+        let (_, doc) = s.to_read().unwrap();
+        s.offer(Some(text(&doc)));
+        assert_eq!(s.to_read(), None);
+        let hit = &s.finish()[0];
+        assert_eq!(hit.matched, ["deploy", "deployed"]);
+        assert_eq!(hit.snippet, "<mark>deploy</mark> <mark>deployed</mark> deployment");
+    }
+
+    #[test]
+    fn only_about_limit_documents_are_read_when_no_phrase_decides() {
+        let stats = ScopeStats { docs: 100, words: 1000 };
+        let list: Vec<Posting> = (0..100).map(|i| p(&format!("/{i:03}"), 1 + i % 7, 10)).collect();
+        let mut s = Selection::new(
+            &Query::parse("word").unwrap(),
+            Found { words: vec![list], prefixes: vec![] },
+            stats,
+            |_, _| true,
+            5,
+        );
+        let mut read = 0;
+        while s.to_read().is_some() {
+            read += 1;
+            s.offer(Some("word".into()));
+        }
+        let hits = s.finish();
+        assert_eq!(hits.len(), 5);
+        // Ties (the same count, so the same score) come in document order.
+        let paths: Vec<String> = hits.into_iter().map(|h| h.path.unwrap()).collect();
+        assert_eq!(paths, ["/006", "/013", "/020", "/027", "/034"]);
+        assert_eq!(read, 5);
     }
 
     #[test]
@@ -280,10 +296,11 @@ mod tests {
         // The same postings and the same scope statistics give the same scores, whatever else
         // exists elsewhere: there is nothing else to look at.
         let stats = ScopeStats { docs: 3, words: 30 };
-        let a = rank(&[vec![p("/x", 2, 10)]], stats, 5);
-        let b = rank(&[vec![p("/x", 2, 10)]], stats, 5);
+        let found = || Found { words: vec![vec![p("/x", 2, 10)]], prefixes: vec![] };
+        let a = select("x", found(), stats, |_| "x x".into());
+        let b = select("x", found(), stats, |_| "x x".into());
         assert_eq!(a, b);
-        assert!(a[0].2 > 0.0);
+        assert!(a[0].1 > 0.0);
     }
 
     #[test]

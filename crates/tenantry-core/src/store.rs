@@ -9,11 +9,11 @@
 use crate::error::Result;
 use crate::events::{Event, Journal};
 use crate::ids::{KeyId, TenantId, WebhookId};
-use crate::memory::{MemoryEntry, MemoryKey, Namespace};
+use crate::memory::{MemoryEntry, MemoryKey, Namespace, SEPARATOR};
 use crate::model::{AuditDraft, AuditEntry, FileMeta, KeyRecord, Placement, Tenant};
 use crate::path::{PathPrefix, TenantPath};
 pub use crate::quota::StoredUsage;
-use crate::search::{IndexDoc, SearchHit};
+use crate::search::{DocKind, Found, IndexDoc, Query, ScopeStats, SearchHit, Selection};
 use crate::slug::Slug;
 use crate::time::Timestamp;
 use crate::webhook::{DeliveryAttempt, Webhook};
@@ -433,13 +433,75 @@ pub trait MemoryStore: Send + Sync {
 /// A search, narrowed by the service to what the caller may see.
 #[derive(Debug, Clone)]
 pub struct SearchQuery {
-    pub terms: Vec<String>,
-    /// Files under this prefix (`None`: no files).
+    pub query: Query,
+    /// Files under this prefix (`None`: no files). The scope whose statistics rank the hits.
     pub files: Option<PathPrefix>,
     /// Memory entries, of this namespace when given (`None`: no memory).
     pub memory: Option<Option<Namespace>>,
+    /// Only files whose path matches this glob (validated) are hits; it narrows the hits, not
+    /// the statistics.
+    pub glob: Option<String>,
     pub limit: usize,
     pub now: Timestamp,
+}
+
+/// One part of a searched scope as the index keys it: documents of a kind, all of them or those
+/// whose id is in `[lo, hi)`, plus one exact id (a path prefix covers the file at exactly its
+/// path too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopePart {
+    pub kind: DocKind,
+    pub range: Option<(String, String)>,
+    pub exact: Option<String>,
+}
+
+impl SearchQuery {
+    /// The parts of the index the search reads: file ids sort by path, memory ids by namespace
+    /// then key (joined by [`crate::memory::SEPARATOR`]), so a prefix or namespace is a range.
+    pub fn parts(&self) -> Vec<ScopePart> {
+        let mut parts = Vec::new();
+        if let Some(prefix) = &self.files {
+            if prefix.is_root() {
+                parts.push(ScopePart { kind: DocKind::File, range: None, exact: None });
+            } else {
+                let dir = prefix.as_dir();
+                let upper = format!("{}0", &dir[..dir.len() - 1]);
+                parts.push(ScopePart {
+                    kind: DocKind::File,
+                    range: Some((dir, upper)),
+                    exact: Some(prefix.as_str().to_owned()),
+                });
+            }
+        }
+        if let Some(namespace) = &self.memory {
+            let range = namespace.as_ref().map(|ns| {
+                let lo = format!("{}{SEPARATOR}", ns.as_str());
+                let hi = format!("{}{}", ns.as_str(), char::from_u32(SEPARATOR as u32 + 1).unwrap_or(' '));
+                (lo, hi)
+            });
+            parts.push(ScopePart { kind: DocKind::Memory, range, exact: None });
+        }
+        parts
+    }
+
+    /// Whether the search covers the tenant's whole index (every file and every memory entry),
+    /// so the tenant's totals are its statistics; a narrower scope counts its own documents.
+    pub fn is_whole_index(&self) -> bool {
+        let parts = self.parts();
+        parts.len() == 2 && parts.iter().all(|p| p.range.is_none())
+    }
+
+    /// Starts the [`Selection`] of this search over what the store `found` in a scope with
+    /// `stats`.
+    pub fn select(&self, found: Found, stats: ScopeStats) -> Selection {
+        let glob = self.glob.as_deref().map(crate::glob::Glob::new);
+        let admits = move |kind: DocKind, doc: &str| match (&glob, kind) {
+            (Some(glob), DocKind::File) => glob.matches(doc),
+            (Some(_), DocKind::Memory) => false,
+            (None, _) => true,
+        };
+        Selection::new(&self.query, found, stats, admits, self.limit)
+    }
 }
 
 #[async_trait]

@@ -192,13 +192,8 @@ pub async fn another_tenants_search_finds_none_of_its_files_or_memory(b: &dyn Ba
         .put_memory(&a, memory_write("notes", "m", serde_json::json!("merger notes")), memory_journal("notes", "m"))
         .await
         .unwrap();
-    let q = tenantry_core::store::SearchQuery {
-        terms: vec!["merger".into()],
-        files: Some(PathPrefix::root()),
-        memory: Some(None),
-        limit: 10,
-        now: now(),
-    };
+    let mut q = crate::search::parsed("merger");
+    q.limit = 10;
     assert!(f.store.search(&other, q.clone()).await.unwrap().is_empty());
     assert_eq!(f.store.search(&a, q).await.unwrap().len(), 2);
 }

@@ -156,13 +156,15 @@ pub fn key(tenant: &Tenant, name: &str) -> tenantry_core::model::KeyRecord {
     }
 }
 
-/// A memory write of `value` (JSON) under `namespace`/`key`, indexed, without limits.
+/// A memory write of `value` (JSON) under `namespace`/`key`, indexed as the service indexes it
+/// (its strings, keys and numbers), without limits.
 pub fn memory_write(namespace: &str, key: &str, value: serde_json::Value) -> tenantry_core::store::MemoryWrite {
+    let index = IndexDoc::of_text(&tenantry_core::memory::searchable_text(&value));
     let value = value.to_string();
     tenantry_core::store::MemoryWrite {
         namespace: tenantry_core::memory::Namespace::parse(namespace).unwrap(),
         key: tenantry_core::memory::MemoryKey::parse(key).unwrap(),
-        index: IndexDoc::of_text(&value),
+        index,
         value,
         expires_at: None,
         at: now(),
@@ -349,6 +351,9 @@ macro_rules! suite_without_placement {
                 a_replaced_or_deleted_file_is_no_longer_found_by_its_old_words,
                 memory_values_are_found_within_their_namespace,
                 another_tenants_documents_change_neither_hits_nor_scores,
+                phrases_prefixes_alternatives_and_exclusions_find_what_they_say,
+                a_glob_narrows_the_hits_but_not_the_statistics,
+                search_answers_as_a_brute_force_scan_of_the_tenants_documents,
             ]
         );
         $crate::__contract_module!(

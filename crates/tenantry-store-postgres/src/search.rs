@@ -14,8 +14,8 @@ use deadpool_postgres::{GenericClient, Transaction};
 use std::collections::{HashMap, HashSet};
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{searchable_text, SEPARATOR};
-use tenantry_core::search::{rank, snippet, DocKind, IndexDoc, Posting, ScopeStats, SearchHit};
-use tenantry_core::store::{SearchIndex, SearchQuery, TenantScope};
+use tenantry_core::search::{prefix_upper, DocKind, Found, IndexDoc, Posting, ScopeStats, SearchHit};
+use tenantry_core::store::{ScopePart, SearchIndex, SearchQuery, TenantScope};
 use tenantry_core::Result;
 
 /// A memory entry's document id: namespace and key joined by the separator neither may hold.
@@ -205,47 +205,13 @@ pub(crate) async fn reindex_tx(
     in_one_flight(statements).await
 }
 
-/// One part of a searched scope: documents of a kind, all of them or those in `[lo, hi)` (plus
-/// one exact id: a path prefix covers the file at exactly its path too).
-struct Part {
-    kind: DocKind,
-    range: Option<(String, String)>,
-    exact: Option<String>,
-}
-
-fn parts_of(query: &SearchQuery) -> Vec<Part> {
-    let mut parts = Vec::new();
-    if let Some(prefix) = &query.files {
-        if prefix.is_root() {
-            parts.push(Part { kind: DocKind::File, range: None, exact: None });
-        } else {
-            let dir = prefix.as_dir();
-            let upper = format!("{}0", &dir[..dir.len() - 1]);
-            parts.push(Part {
-                kind: DocKind::File,
-                range: Some((dir, upper)),
-                exact: Some(prefix.as_str().to_owned()),
-            });
-        }
-    }
-    if let Some(namespace) = &query.memory {
-        let range = namespace.as_ref().map(|ns| {
-            let lo = format!("{}{SEPARATOR}", ns.as_str());
-            let hi = format!("{}{}", ns.as_str(), char::from_u32(SEPARATOR as u32 + 1).unwrap_or(' '));
-            (lo, hi)
-        });
-        parts.push(Part { kind: DocKind::Memory, range, exact: None });
-    }
-    parts
-}
-
 /// Adds the part's postings of every query term to that term's list (`lists[i]` for
 /// `terms[i]`): one statement per part for all the terms.
 async fn postings_tx(
     tx: &Transaction<'_>,
     tenant: &TenantId,
     terms: &[String],
-    part: &Part,
+    part: &ScopePart,
     lists: &mut [Vec<Posting>],
 ) -> Result<()> {
     let k: i16 = kind_code(part.kind);
@@ -289,9 +255,61 @@ async fn postings_tx(
     Ok(())
 }
 
+/// Adds the part's postings of every word starting with a prefix to that prefix's list
+/// (`lists[i]` for `prefixes[i]`): one range read per prefix.
+async fn prefix_postings_tx(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    prefixes: &[String],
+    part: &ScopePart,
+    lists: &mut [Vec<(String, Posting)>],
+) -> Result<()> {
+    let k: i16 = kind_code(part.kind);
+    for (prefix, list) in prefixes.iter().zip(lists.iter_mut()) {
+        let upper = prefix_upper(prefix);
+        let rows = match &part.range {
+            None => {
+                let st = tx
+                    .prepare_cached(
+                        "SELECT term, doc, tf, len FROM search_postings
+                         WHERE tenant_id = $1 AND term >= $2 AND term < $3 AND kind = $4",
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                tx.query(&st, &[&tenant.as_str(), prefix, &upper, &k]).await.map_err(pg_error)?
+            }
+            Some((lo, hi)) => {
+                let st = tx
+                    .prepare_cached(
+                        "SELECT term, doc, tf, len FROM search_postings
+                         WHERE tenant_id = $1 AND term >= $2 AND term < $3 AND kind = $4
+                           AND ((doc >= $5 AND doc < $6) OR doc = $7)",
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                tx.query(&st, &[&tenant.as_str(), prefix, &upper, &k, lo, hi, &part.exact]).await.map_err(pg_error)?
+            }
+        };
+        for r in &rows {
+            let term: String = r.get::<_, String>(0);
+            if !term.starts_with(prefix.as_str()) {
+                continue;
+            }
+            let posting = Posting {
+                kind: part.kind,
+                doc: r.get::<_, String>(1),
+                tf: to_u32(r.get::<_, i32>(2)),
+                len: to_u32(r.get::<_, i32>(3)),
+            };
+            list.push((term, posting));
+        }
+    }
+    Ok(())
+}
+
 /// The statistics of a narrowed scope, counted from `search_docs`: each part's documents and
 /// their words.
-async fn stats_tx(tx: &Transaction<'_>, tenant: &TenantId, parts: &[Part]) -> Result<ScopeStats> {
+async fn stats_tx(tx: &Transaction<'_>, tenant: &TenantId, parts: &[ScopePart]) -> Result<ScopeStats> {
     let mut stats = ScopeStats::default();
     for part in parts {
         let k: i16 = kind_code(part.kind);
@@ -338,16 +356,14 @@ async fn tenant_stats_tx(tx: &Transaction<'_>, tenant: &TenantId) -> Result<Scop
     })
 }
 
-/// The hit for a ranked document, or `None` if it is gone or expired.
-async fn hit_tx(
+/// The searchable text of a document, or `None` if it is gone or expired.
+async fn text_tx(
     tx: &Transaction<'_>,
     tenant: &TenantId,
     kind: DocKind,
     doc: &str,
-    score: f64,
-    terms: &[String],
     now_ms: i64,
-) -> Result<Option<SearchHit>> {
+) -> Result<Option<String>> {
     match kind {
         DocKind::File => {
             // The file's row and its body's chunks in one statement, so one snapshot: a write
@@ -371,14 +387,7 @@ async fn hit_tx(
                 }
             }
             content.truncate(size);
-            Ok(Some(SearchHit {
-                kind: "file",
-                path: Some(doc.to_owned()),
-                namespace: None,
-                key: None,
-                score,
-                snippet: snippet(&String::from_utf8_lossy(&content), terms),
-            }))
+            Ok(Some(String::from_utf8_lossy(&content).into_owned()))
         }
         DocKind::Memory => {
             let Some((namespace, key)) = doc.split_once(SEPARATOR) else { return Ok(None) };
@@ -392,16 +401,7 @@ async fn hit_tx(
             let row = tx.query_opt(&st, &[&tenant.as_str(), &namespace, &key, &now_ms]).await.map_err(pg_error)?;
             Ok(row.map(|r| {
                 let value: String = r.get::<_, String>(0);
-                let text =
-                    serde_json::from_str::<serde_json::Value>(&value).map(|v| searchable_text(&v)).unwrap_or(value);
-                SearchHit {
-                    kind: "memory",
-                    path: None,
-                    namespace: Some(namespace.to_owned()),
-                    key: Some(key.to_owned()),
-                    score,
-                    snippet: snippet(&text, terms),
-                }
+                serde_json::from_str::<serde_json::Value>(&value).map(|v| searchable_text(&v)).unwrap_or(value)
             }))
         }
     }
@@ -411,37 +411,33 @@ async fn hit_tx(
 impl SearchIndex for PgStore {
     async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<Vec<SearchHit>> {
         let tenant = scope.tenant_id();
-        let parts = parts_of(&query);
-        if parts.is_empty() || query.terms.is_empty() {
+        let parts = query.parts();
+        let (words, prefixes) = (query.query.words(), query.query.prefixes());
+        if parts.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.conn_of(tenant).await?;
         let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
-        let mut lists: Vec<Vec<Posting>> = vec![Vec::new(); query.terms.len()];
+        let mut found = Found::for_query(&query.query);
         for part in &parts {
-            postings_tx(&tx, tenant, &query.terms, part, &mut lists).await?;
+            postings_tx(&tx, tenant, &words, part, &mut found.words).await?;
+            prefix_postings_tx(&tx, tenant, &prefixes, part, &mut found.prefixes).await?;
         }
-        // A term found nowhere in the scope: no document holds every term.
-        if lists.iter().any(Vec::is_empty) {
+        if found.is_empty() {
             commit(tx).await?;
             return Ok(Vec::new());
         }
-        // The totals serve only when the scope is the tenant's whole index (every file and every
-        // memory entry); a narrower scope counts its own documents.
-        let whole = parts.len() == 2 && parts.iter().all(|p| p.range.is_none());
-        let stats = if whole { tenant_stats_tx(&tx, tenant).await? } else { stats_tx(&tx, tenant, &parts).await? };
-        // A few more than asked: an expired memory entry not yet reclaimed is dropped below.
-        let ranked = rank(&lists, stats, query.limit.saturating_add(8));
+        let stats = if query.is_whole_index() {
+            tenant_stats_tx(&tx, tenant).await?
+        } else {
+            stats_tx(&tx, tenant, &parts).await?
+        };
         let now_ms: i64 = query.now.millis();
-        let mut hits: Vec<SearchHit> = Vec::with_capacity(query.limit.min(ranked.len()));
-        for (kind, doc, score) in ranked {
-            if hits.len() == query.limit {
-                break;
-            }
-            if let Some(hit) = hit_tx(&tx, tenant, kind, &doc, score, &query.terms, now_ms).await? {
-                hits.push(hit);
-            }
+        let mut selection = query.select(found, stats);
+        while let Some((kind, doc)) = selection.to_read() {
+            selection.offer(text_tx(&tx, tenant, kind, &doc, now_ms).await?);
         }
+        let hits = selection.finish();
         commit(tx).await?;
         Ok(hits)
     }

@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{searchable_text, SEPARATOR};
-use tenantry_core::search::{rank, snippet, DocKind, IndexDoc, Posting, ScopeStats, SearchHit};
-use tenantry_core::store::{SearchIndex, SearchQuery, TenantScope};
+use tenantry_core::search::{prefix_upper, DocKind, Found, IndexDoc, Posting, ScopeStats, SearchHit};
+use tenantry_core::store::{ScopePart, SearchIndex, SearchQuery, TenantScope};
 use tenantry_core::Result;
 
 /// A memory entry's document id.
@@ -112,41 +112,13 @@ fn move_search_counters(tx: &Connection, tenant: &TenantId, docs: i64, words: i6
     counters::add_tx(tx, tenant, Counters { search_docs: docs, search_words: words, ..Default::default() })
 }
 
-/// One part of a searched scope: documents of a kind, all of them or those in `[lo, hi)` (plus
-/// one exact id: a path prefix covers the file at exactly its path too).
-struct Part {
-    kind: DocKind,
-    range: Option<(String, String)>,
-    exact: Option<String>,
-}
-
-fn parts_of(query: &SearchQuery) -> Vec<Part> {
-    let mut parts = Vec::new();
-    if let Some(prefix) = &query.files {
-        if prefix.is_root() {
-            parts.push(Part { kind: DocKind::File, range: None, exact: None });
-        } else {
-            let dir = prefix.as_dir();
-            let upper = format!("{}0", &dir[..dir.len() - 1]);
-            parts.push(Part {
-                kind: DocKind::File,
-                range: Some((dir, upper)),
-                exact: Some(prefix.as_str().to_owned()),
-            });
-        }
-    }
-    if let Some(namespace) = &query.memory {
-        let range = namespace.as_ref().map(|ns| {
-            let lo = format!("{}{SEPARATOR}", ns.as_str());
-            let hi = format!("{}{}", ns.as_str(), char::from_u32(SEPARATOR as u32 + 1).unwrap_or(' '));
-            (lo, hi)
-        });
-        parts.push(Part { kind: DocKind::Memory, range, exact: None });
-    }
-    parts
-}
-
-fn postings_tx(conn: &Connection, tenant: &TenantId, term: &str, part: &Part, out: &mut Vec<Posting>) -> Result<()> {
+fn postings_tx(
+    conn: &Connection,
+    tenant: &TenantId,
+    term: &str,
+    part: &ScopePart,
+    out: &mut Vec<Posting>,
+) -> Result<()> {
     let kind = part.kind;
     let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Posting> {
         Ok(Posting { kind, doc: r.get(0)?, tf: r.get(1)?, len: r.get(2)? })
@@ -170,7 +142,43 @@ fn postings_tx(conn: &Connection, tenant: &TenantId, term: &str, part: &Part, ou
     Ok(())
 }
 
-fn stats_tx(conn: &Connection, tenant: &TenantId, parts: &[Part]) -> Result<ScopeStats> {
+/// The part's postings of every word in `[prefix, prefix_upper(prefix))`, with the word.
+fn prefix_postings_tx(
+    conn: &Connection,
+    tenant: &TenantId,
+    prefix: &str,
+    part: &ScopePart,
+    out: &mut Vec<(String, Posting)>,
+) -> Result<()> {
+    let kind = part.kind;
+    let upper = prefix_upper(prefix);
+    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, Posting)> {
+        Ok((r.get(0)?, Posting { kind, doc: r.get(1)?, tf: r.get(2)?, len: r.get(3)? }))
+    };
+    let rows: Vec<(String, Posting)> = match &part.range {
+        None => conn
+            .prepare_cached(
+                "SELECT term, doc, tf, len FROM search_postings
+                 WHERE tenant_id = ?1 AND term >= ?2 AND term < ?3 AND kind = ?4",
+            )
+            .and_then(|mut s| s.query_map(params![tenant.as_str(), prefix, upper, kind as i64], map)?.collect())
+            .map_err(sql_error)?,
+        Some((lo, hi)) => conn
+            .prepare_cached(
+                "SELECT term, doc, tf, len FROM search_postings
+                 WHERE tenant_id = ?1 AND term >= ?2 AND term < ?3 AND kind = ?4
+                   AND ((doc >= ?5 AND doc < ?6) OR doc = ?7)",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![tenant.as_str(), prefix, upper, kind as i64, lo, hi, part.exact], map)?.collect()
+            })
+            .map_err(sql_error)?,
+    };
+    out.extend(rows.into_iter().filter(|(term, _)| term.starts_with(prefix)));
+    Ok(())
+}
+
+fn stats_tx(conn: &Connection, tenant: &TenantId, parts: &[ScopePart]) -> Result<ScopeStats> {
     let mut stats = ScopeStats::default();
     for part in parts {
         let (docs, words): (i64, i64) = match &part.range {
@@ -205,16 +213,8 @@ fn tenant_stats(c: Counters) -> ScopeStats {
     ScopeStats { docs: c.search_docs.max(0) as u64, words: c.search_words.max(0) as u64 }
 }
 
-/// The hit for a ranked document, or `None` if it is gone or expired.
-fn hit_tx(
-    conn: &Connection,
-    tenant: &TenantId,
-    kind: DocKind,
-    doc: &str,
-    score: f64,
-    terms: &[String],
-    now: i64,
-) -> Result<Option<SearchHit>> {
+/// The searchable text of a document, or `None` if it is gone or expired.
+fn text_tx(conn: &Connection, tenant: &TenantId, kind: DocKind, doc: &str, now: i64) -> Result<Option<String>> {
     match kind {
         DocKind::File => {
             let content: Option<Vec<u8>> = conn
@@ -225,14 +225,7 @@ fn hit_tx(
                 )
                 .and_then(|mut s| s.query_row(params![tenant.as_str(), doc], |r| r.get(0)).optional())
                 .map_err(sql_error)?;
-            Ok(content.map(|c| SearchHit {
-                kind: "file",
-                path: Some(doc.to_owned()),
-                namespace: None,
-                key: None,
-                score,
-                snippet: snippet(&String::from_utf8_lossy(&c), terms),
-            }))
+            Ok(content.map(|c| String::from_utf8_lossy(&c).into_owned()))
         }
         DocKind::Memory => {
             let Some((namespace, key)) = doc.split_once(SEPARATOR) else { return Ok(None) };
@@ -243,17 +236,7 @@ fn hit_tx(
                 )
                 .and_then(|mut s| s.query_row(params![tenant.as_str(), namespace, key, now], |r| r.get(0)).optional())
                 .map_err(sql_error)?;
-            Ok(value.map(|v| {
-                let text = serde_json::from_str(&v).map(|v| searchable_text(&v)).unwrap_or(v);
-                SearchHit {
-                    kind: "memory",
-                    path: None,
-                    namespace: Some(namespace.to_owned()),
-                    key: Some(key.to_owned()),
-                    score,
-                    snippet: snippet(&text, terms),
-                }
-            }))
+            Ok(value.map(|v| serde_json::from_str(&v).map(|v| searchable_text(&v)).unwrap_or(v)))
         }
     }
 }
@@ -266,33 +249,31 @@ impl SearchIndex for SqliteStore {
         // Taken before the read starts (see `counters`).
         let known = pool.tails().usage(&tenant);
         crate::pool::read_on(pool, move |conn| {
-            let parts = parts_of(&query);
-            let narrowed = parts.iter().any(|p| p.range.is_some());
-            let stats = if narrowed {
-                stats_tx(conn, &tenant, &parts)?
-            } else {
-                tenant_stats(known.map_or_else(|| counters::stored(conn, &tenant), Ok)?)
-            };
-            let mut lists = Vec::with_capacity(query.terms.len());
-            for term in &query.terms {
-                let mut list = Vec::new();
+            let parts = query.parts();
+            let mut found = Found::for_query(&query.query);
+            for (word, list) in query.query.words().iter().zip(&mut found.words) {
                 for part in &parts {
-                    postings_tx(conn, &tenant, term, part, &mut list)?;
-                }
-                lists.push(list);
-            }
-            // A few more than asked: an expired memory entry not yet reclaimed is dropped below.
-            let ranked = rank(&lists, stats, query.limit + 8);
-            let mut hits = Vec::with_capacity(query.limit);
-            for (kind, doc, score) in ranked {
-                if hits.len() == query.limit {
-                    break;
-                }
-                if let Some(hit) = hit_tx(conn, &tenant, kind, &doc, score, &query.terms, query.now.millis())? {
-                    hits.push(hit);
+                    postings_tx(conn, &tenant, word, part, list)?;
                 }
             }
-            Ok(hits)
+            for (prefix, list) in query.query.prefixes().iter().zip(&mut found.prefixes) {
+                for part in &parts {
+                    prefix_postings_tx(conn, &tenant, prefix, part, list)?;
+                }
+            }
+            if found.is_empty() {
+                return Ok(Vec::new());
+            }
+            let stats = if query.is_whole_index() {
+                tenant_stats(known.map_or_else(|| counters::stored(conn, &tenant), Ok)?)
+            } else {
+                stats_tx(conn, &tenant, &parts)?
+            };
+            let mut selection = query.select(found, stats);
+            while let Some((kind, doc)) = selection.to_read() {
+                selection.offer(text_tx(conn, &tenant, kind, &doc, query.now.millis())?);
+            }
+            Ok(selection.finish())
         })
         .await
     }

@@ -18,13 +18,17 @@ pub struct SearchRequest {
     pub namespace: Option<String>,
     /// `file` or `memory`; both when absent.
     pub kind: Option<String>,
+    /// Only files whose path matches this glob (`*`, `**`, `?` as in webhooks' `path_glob`).
+    pub glob: Option<String>,
     pub limit: Option<usize>,
 }
 
 impl Tenantry {
     pub async fn search(&self, caller: &Caller, req: SearchRequest) -> Result<Vec<SearchHit>> {
         self.require_live(caller)?;
-        let terms = search::query_terms(&req.q)?;
+        let query = search::Query::parse(&req.q)?;
+        let glob =
+            req.glob.as_deref().filter(|g| !g.is_empty()).map(|g| crate::glob::parse_named(g, "glob")).transpose()?;
         let limit = match req.limit {
             None => search::DEFAULT_LIMIT,
             Some(0) => return Err(Error::invalid_request("`limit` must be at least 1")),
@@ -49,9 +53,10 @@ impl Tenantry {
             (Some(_), Some(_)) => None,
         };
         // Memory lies under no path: searched only by keys without a prefix and when no path
-        // prefix narrows the search.
+        // prefix or glob narrows the search.
         let namespace = req.namespace.as_deref().filter(|n| !n.is_empty()).map(Namespace::parse).transpose()?;
-        let memory = (want_memory && caller.prefix().is_none() && asked.is_none()).then_some(namespace);
+        let memory =
+            (want_memory && caller.prefix().is_none() && asked.is_none() && glob.is_none()).then_some(namespace);
         let now = self.clock.now();
         let c = crate::usage::Counters { searches: 1, ..Default::default() };
         if !caller.is_operator() {
@@ -60,6 +65,6 @@ impl Tenantry {
         if files.is_none() && memory.is_none() {
             return Ok(Vec::new());
         }
-        self.store.search(&caller.scope(), SearchQuery { terms, files, memory, limit, now }).await
+        self.store.search(&caller.scope(), SearchQuery { query, files, memory, glob, limit, now }).await
     }
 }

@@ -16,6 +16,7 @@ pub struct SearchQuery {
     prefix: Option<String>,
     namespace: Option<String>,
     kind: Option<String>,
+    glob: Option<String>,
     limit: Option<String>,
 }
 
@@ -24,12 +25,18 @@ pub struct SearchResults {
     items: Vec<SearchHit>,
 }
 
-/// Ranked hits holding every word of `q`; `prefix` narrows to files under it, `namespace` to one
-/// memory namespace, `kind` to `file` or `memory`.
+/// Ranked hits for `q`; `prefix` narrows to files under it, `glob` to files whose path matches,
+/// `namespace` to one memory namespace, `kind` to `file` or `memory`.
+///
+/// `q` holds words, every one required (`quarterly budget`); `"quoted phrases"` (adjacent words in
+/// order; a word with punctuation inside, such as `rust-2024`, is a phrase too); `prefix*` (any
+/// word starting with it, at least 2 letters before the `*`); `OR` between two of those (either
+/// may match); and `-` before one to exclude documents matching it. At most 16 distinct words.
+/// A malformed `q` is `400 invalid_request` naming the character where it fails.
 #[utoipa::path(get, operation_id = "search", path = "/v1/search", tag = "search", params(
-    ("q" = String, Query, description = "words; every word must match", example = "quarterly budget"), ("prefix" = Option<String>, Query, description = "only files under this folder"), ("namespace" = Option<String>, Query, description = "only memory values of this namespace"),
+    ("q" = String, Query, description = "words (all required), \"phrases\", prefix*, `OR` between two, `-` to exclude", example = "\"release notes\" deploy* -draft"), ("prefix" = Option<String>, Query, description = "only files under this folder"), ("glob" = Option<String>, Query, description = "only files whose path matches this glob (`*` within a segment, `**` any segments, `?` one character); no memory", example = "/docs/**/*.md"), ("namespace" = Option<String>, Query, description = "only memory values of this namespace"),
     ("kind" = Option<String>, Query, description = "`file` or `memory`; both when absent"), ("limit" = Option<u32>, Query, description = "hits, 1 to 100 (default 20)")),
-    responses((status = 200, description = "hits, best first", body = SearchResults)))]
+    responses((status = 200, description = "hits, best first, each with the words that matched", body = SearchResults), (status = 400, description = "`invalid_request`: a malformed `q` (the message names the character), `glob`, `kind` or `limit`")))]
 pub async fn search(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -40,6 +47,7 @@ pub async fn search(
         prefix: q.prefix,
         namespace: q.namespace,
         kind: q.kind,
+        glob: q.glob,
         limit: num_param(&q.limit, "limit")?,
     };
     let items = state.svc.search(&caller, req).await?;

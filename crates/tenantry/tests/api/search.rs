@@ -142,3 +142,49 @@ async fn searches_are_metered() {
     let usage = c.json(Method::GET, "/v1/usage", None).await.unwrap();
     assert_eq!(usage["usage"]["searches"], 2);
 }
+
+#[tokio::test]
+async fn phrases_prefixes_or_exclusions_and_a_glob_through_the_api() {
+    let app = spawn_app().await;
+    let acme = app.create_tenant("acme").await;
+    let c = app.as_key(&acme.owner);
+    c.put_file("/docs/a.md", b"Release notes for the deployment".to_vec(), None).await.unwrap();
+    c.put_file("/docs/b.txt", b"notes on a release, deployed".to_vec(), None).await.unwrap();
+    c.put_file("/draft.md", b"release notes draft".to_vec(), None).await.unwrap();
+    c.set_memory("ns", "k", &json!("release notes in memory"), None).await.unwrap();
+    let mut phrase = hits(&c.search("\"release notes\"", "").await.unwrap());
+    phrase.sort();
+    assert_eq!(phrase, ["/docs/a.md", "/draft.md", "ns:k"]);
+    assert_eq!(hits(&c.search("\"release notes\" -draft -memory", "").await.unwrap()), ["/docs/a.md"]);
+    let found = c.search("deploy* notes", "&glob=/docs/**").await.unwrap();
+    let mut got = hits(&found);
+    got.sort();
+    assert_eq!(got, ["/docs/a.md", "/docs/b.txt"]);
+    for hit in found["items"].as_array().unwrap() {
+        let matched: Vec<&str> = hit["matched"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+        match hit["path"].as_str().unwrap() {
+            "/docs/a.md" => assert_eq!(matched, ["deployment", "notes"]),
+            _ => assert_eq!(matched, ["deployed", "notes"]),
+        }
+    }
+    assert_eq!(hits(&c.search("draft OR deployed", "&glob=/*.md").await.unwrap()), ["/draft.md"]);
+}
+
+#[tokio::test]
+async fn a_malformed_query_or_glob_is_refused_saying_where() {
+    let app = spawn_app().await;
+    let acme = app.create_tenant("acme").await;
+    let cases = [
+        ("/v1/search?q=alpha%20%22beta", "the quote at character 7 is not closed"),
+        ("/v1/search?q=alpha%20OR", "the `OR` at character 7 must be followed by a word or phrase"),
+        ("/v1/search?q=-alpha", "only excludes"),
+        ("/v1/search?q=a*", "needs at least 2 letters or digits"),
+        ("/v1/search?q=alpha&glob=docs/*", "`glob` must be an absolute pattern"),
+    ];
+    for (uri, says) in cases {
+        let res = app.raw(Some(&acme.owner), Method::GET, uri, None, &[]).await;
+        assert_error(&res, 400, "invalid_request");
+        let v: Value = res.json().unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains(says), "{uri}: {v}");
+    }
+}
