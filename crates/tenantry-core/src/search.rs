@@ -8,14 +8,15 @@
 //! with another tenant's documents and reveal which words they contain. Every number used here is
 //! counted inside one tenant (and inside the key's prefix).
 
+use crate::error::Error;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 mod query;
 mod select;
 
 pub use query::{prefix_upper, Query, Unit, MIN_PREFIX_CHARS};
-pub use select::{Found, Selection};
+pub use select::{Found, Selection, MAX_TEXT_BYTES, MAX_TEXT_READS};
 
 /// Text files larger than this are not indexed (they are still stored and served).
 pub const MAX_INDEXED_BYTES: usize = 1 << 20;
@@ -120,6 +121,25 @@ pub struct SearchHit {
     pub snippet: String,
 }
 
+/// What a search answers: the hits, best first, and whether it stopped reading texts at its
+/// budget ([`select::MAX_TEXT_READS`], [`select::MAX_TEXT_BYTES`]) before the hits were settled.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SearchAnswer {
+    pub hits: Vec<SearchHit>,
+    pub partial: bool,
+}
+
+/// A prefix matches at most this many distinct words in a search's scope; a broader one is
+/// refused ([`too_broad`]) rather than read: every expansion's postings would be.
+pub const MAX_PREFIX_WORDS: usize = 256;
+
+/// The refusal of a prefix matching more than [`MAX_PREFIX_WORDS`] words.
+pub fn too_broad(prefix: &str) -> Error {
+    Error::invalid_request(format!(
+        "`q`: the prefix `{prefix}*` matches more than {MAX_PREFIX_WORDS} different words here; make it longer"
+    ))
+}
+
 /// Which documents a document id names: files by path, memory by namespace and key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DocKind {
@@ -147,8 +167,9 @@ pub struct ScopeStats {
 pub fn snippet(text: &str, terms: &[String]) -> String {
     const BEFORE: usize = 8;
     const WORDS: usize = 32;
+    let terms: HashSet<&str> = terms.iter().map(String::as_str).collect();
     let words: Vec<(usize, usize, String)> = tokens(text).collect();
-    let Some(first) = words.iter().position(|(_, _, w)| terms.contains(w)) else {
+    let Some(first) = words.iter().position(|(_, _, w)| terms.contains(w.as_str())) else {
         return text.chars().take(200).collect();
     };
     let from = first.saturating_sub(BEFORE);
@@ -160,7 +181,7 @@ pub fn snippet(text: &str, terms: &[String]) -> String {
     let mut cursor = if from == 0 { 0 } else { words[from].0 };
     for (start, end, w) in &words[from..to] {
         out.push_str(&text[cursor..*start]);
-        if terms.contains(w) {
+        if terms.contains(w.as_str()) {
             out.push_str("<mark>");
             out.push_str(&text[*start..*end]);
             out.push_str("</mark>");
@@ -213,7 +234,7 @@ mod tests {
         while let Some((_, doc)) = s.to_read() {
             s.offer(Some(text(&doc)));
         }
-        s.finish().into_iter().map(|h| (h.path.unwrap(), h.score)).collect()
+        s.finish().hits.into_iter().map(|h| (h.path.unwrap(), h.score)).collect()
     }
 
     #[test]
@@ -262,7 +283,7 @@ mod tests {
         let (_, doc) = s.to_read().unwrap();
         s.offer(Some(text(&doc)));
         assert_eq!(s.to_read(), None);
-        let hit = &s.finish()[0];
+        let hit = &s.finish().hits[0];
         assert_eq!(hit.matched, ["deploy", "deployed"]);
         assert_eq!(hit.snippet, "<mark>deploy</mark> <mark>deployed</mark> deployment");
     }
@@ -283,12 +304,38 @@ mod tests {
             read += 1;
             s.offer(Some("word".into()));
         }
-        let hits = s.finish();
+        let hits = s.finish().hits;
         assert_eq!(hits.len(), 5);
         // Ties (the same count, so the same score) come in document order.
         let paths: Vec<String> = hits.into_iter().map(|h| h.path.unwrap()).collect();
         assert_eq!(paths, ["/006", "/013", "/020", "/027", "/034"]);
         assert_eq!(read, 5);
+    }
+
+    #[test]
+    fn a_search_stops_reading_texts_at_its_budget_and_says_so() {
+        let stats = ScopeStats { docs: 5000, words: 10000 };
+        let list = |w: &str| -> Vec<Posting> { (0..5000).map(|i| p(&format!("/{w}{i:04}"), 1, 2)).collect() };
+        let a: Vec<Posting> = list("d");
+        let found = Found { words: vec![a.clone(), a], prefixes: vec![] };
+        let mut s = Selection::new(&Query::parse("\"a b\"").unwrap(), found, stats, |_, _| true, 10);
+        let mut read = 0;
+        while s.to_read().is_some() {
+            read += 1;
+            // Both words, never adjacent: every candidate has to be read, and none is a hit.
+            s.offer(Some("b a".into()));
+        }
+        assert_eq!(read, MAX_TEXT_READS);
+        let answer = s.finish();
+        assert!(answer.partial && answer.hits.is_empty());
+        // Within the budget, nothing is partial.
+        let found = Found { words: vec![vec![p("/x", 1, 2)], vec![p("/x", 1, 2)]], prefixes: vec![] };
+        let mut s = Selection::new(&Query::parse("\"a b\"").unwrap(), found, stats, |_, _| true, 10);
+        while s.to_read().is_some() {
+            s.offer(Some("a b".into()));
+        }
+        let answer = s.finish();
+        assert!(!answer.partial && answer.hits.len() == 1);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::memory::{MemoryEntry, MemoryKey, Namespace, SEPARATOR};
 use crate::model::{AuditDraft, AuditEntry, FileMeta, KeyRecord, Placement, Tenant};
 use crate::path::{PathPrefix, TenantPath};
 pub use crate::quota::StoredUsage;
-use crate::search::{DocKind, Found, IndexDoc, Query, ScopeStats, SearchHit, Selection};
+use crate::search::{DocKind, Found, IndexDoc, Query, ScopeStats, SearchAnswer, Selection};
 use crate::slug::Slug;
 use crate::time::Timestamp;
 use crate::webhook::{DeliveryAttempt, Webhook};
@@ -506,8 +506,9 @@ impl SearchQuery {
 
 #[async_trait]
 pub trait SearchIndex: Send + Sync {
-    /// The best hits holding every term, ranked with statistics of the searched scope only.
-    async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<Vec<SearchHit>>;
+    /// The best hits of the query ([`Selection`] decides them), ranked with statistics of the
+    /// searched scope only.
+    async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<SearchAnswer>;
 }
 
 #[async_trait]

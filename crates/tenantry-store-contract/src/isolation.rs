@@ -194,8 +194,8 @@ pub async fn another_tenants_search_finds_none_of_its_files_or_memory(b: &dyn Ba
         .unwrap();
     let mut q = crate::search::parsed("merger");
     q.limit = 10;
-    assert!(f.store.search(&other, q.clone()).await.unwrap().is_empty());
-    assert_eq!(f.store.search(&a, q).await.unwrap().len(), 2);
+    assert!(f.store.search(&other, q.clone()).await.unwrap().hits.is_empty());
+    assert_eq!(f.store.search(&a, q).await.unwrap().hits.len(), 2);
 }
 
 pub async fn metering_racing_a_purge_leaves_no_usage_of_the_purged_tenant(b: &dyn Backend) {

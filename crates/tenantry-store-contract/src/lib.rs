@@ -352,6 +352,7 @@ macro_rules! suite_without_placement {
                 memory_values_are_found_within_their_namespace,
                 another_tenants_documents_change_neither_hits_nor_scores,
                 phrases_prefixes_alternatives_and_exclusions_find_what_they_say,
+                a_prefix_matching_too_many_words_in_the_scope_is_refused,
                 a_glob_narrows_the_hits_but_not_the_statistics,
                 search_answers_as_a_brute_force_scan_of_the_tenants_documents,
             ]

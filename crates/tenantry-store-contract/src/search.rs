@@ -31,6 +31,7 @@ pub(crate) async fn found(f: &crate::Fixture, scope: &TenantScope, q: SearchQuer
         .search(scope, q)
         .await
         .unwrap()
+        .hits
         .into_iter()
         .map(|h: SearchHit| h.path.unwrap_or_else(|| format!("{}/{}", h.namespace.unwrap(), h.key.unwrap())))
         .collect();
@@ -85,7 +86,8 @@ pub async fn another_tenants_documents_change_neither_hits_nor_scores(b: &dyn Ba
     f.put(&a, "/1.txt", "apple banana").await;
     f.put(&a, "/2.txt", "apple apple cherry").await;
     f.put(&a, "/3.txt", "cherry only").await;
-    let scores = |hits: Vec<SearchHit>| {
+    let scores = |answer: tenantry_core::search::SearchAnswer| {
+        let hits: Vec<SearchHit> = answer.hits;
         let mut v: Vec<(String, u64)> = hits.into_iter().map(|h| (h.path.unwrap(), h.score.to_bits())).collect();
         v.sort();
         v
@@ -120,13 +122,30 @@ pub async fn phrases_prefixes_alternatives_and_exclusions_find_what_they_say(b: 
     assert_eq!(found(&f, &a, parsed("de* -deploy*")).await, Vec::<String>::new());
     assert!(found(&f, &a, parsed("zz* OR nowhere")).await.is_empty());
     // The words that matched: a prefix names its expansions found in the document.
-    let hits = f.store.search(&a, parsed("deploy* \"release notes\"")).await.unwrap();
+    let hits = f.store.search(&a, parsed("deploy* \"release notes\"")).await.unwrap().hits;
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].matched, ["deployment", "release", "notes"]);
     assert_eq!(
         hits[0].snippet,
         "<mark>Release</mark> <mark>notes</mark>: the <mark>deployment</mark> of rust-2024 went well"
     );
+}
+
+pub async fn a_prefix_matching_too_many_words_in_the_scope_is_refused(b: &dyn Backend) {
+    let f = b.open().await;
+    let (_, a) = f.tenant("acme").await;
+    let many: Vec<String> = (0..=tenantry_core::search::MAX_PREFIX_WORDS).map(|i| format!("zz{i}")).collect();
+    f.put(&a, "/wide/all.txt", &many.join(" ")).await;
+    f.put(&a, "/narrow/few.txt", "zz1 zz2 zz3").await;
+    let e = f.store.search(&a, parsed("zz*")).await.unwrap_err();
+    assert_eq!(e.code, tenantry_core::ErrorCode::InvalidRequest);
+    assert!(e.message.contains("`zz*` matches more than 256 different words"), "{}", e.message);
+    // Counted in the searched scope only: under /narrow there are three.
+    let mut narrow = parsed("zz*");
+    narrow.files = Some(PathPrefix::parse("/narrow").unwrap());
+    let hits = f.store.search(&a, narrow).await.unwrap().hits;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].matched, ["zz1", "zz2", "zz3"]);
 }
 
 pub async fn a_glob_narrows_the_hits_but_not_the_statistics(b: &dyn Backend) {
@@ -136,12 +155,15 @@ pub async fn a_glob_narrows_the_hits_but_not_the_statistics(b: &dyn Backend) {
     f.put(&a, "/docs/deep/b.md", "budget").await;
     f.put(&a, "/docs/c.txt", "budget budget").await;
     f.put(&a, "/other.md", "budget").await;
+    let value = serde_json::json!("budget talk, a long one about it");
+    f.store.put_memory(&a, memory_write("ns", "m", value), memory_journal("ns", "m")).await.unwrap();
     let mut q = parsed("budget");
     q.glob = Some("/docs/**/*.md".into());
-    let globbed = f.store.search(&a, q).await.unwrap();
+    let globbed = f.store.search(&a, q).await.unwrap().hits;
     assert_eq!(globbed.iter().map(|h| h.path.clone().unwrap()).collect::<Vec<_>>(), ["/docs/deep/b.md", "/docs/a.md"]);
-    // The same scores as without the glob: the statistics are the scope's (the prefix's).
-    let all = f.store.search(&a, parsed("budget")).await.unwrap();
+    // The same scores as without the glob: the statistics are the scope's (memory included).
+    let all = f.store.search(&a, parsed("budget")).await.unwrap().hits;
+    assert_eq!(all.len(), 5);
     for hit in &globbed {
         let same = all.iter().find(|h| h.path == hit.path).unwrap();
         assert_eq!(hit.score.to_bits(), same.score.to_bits());
@@ -417,7 +439,7 @@ pub async fn search_answers_as_a_brute_force_scan_of_the_tenants_documents(b: &d
                 0 => (Some("/"), Some(None), None),
                 1 => (Some("/a"), None, None),
                 2 => (None, Some(Some("n1")), None),
-                3 => (Some("/"), None, Some("/a/**/*.md*")),
+                3 => (Some("/"), Some(None), Some("/a/**/*.md*")),
                 _ => (Some("/b"), Some(Some("n2")), None),
             };
             let search = SearchQuery {
@@ -444,6 +466,7 @@ pub async fn search_answers_as_a_brute_force_scan_of_the_tenants_documents(b: &d
                 .search(&a, search)
                 .await
                 .unwrap()
+                .hits
                 .into_iter()
                 .map(|h| {
                     let id = h.path.unwrap_or_else(|| format!("{}/{}", h.namespace.unwrap(), h.key.unwrap()));

@@ -2,9 +2,9 @@
 //! `search_postings` keyed by (tenant, term, kind, doc), so one term's documents under a path
 //! prefix or in a namespace are one key range; each indexed document's length and terms in
 //! `search_docs`, so it can be unindexed; the tenant's document and word totals in its
-//! `tenant_usage` row (`search_docs`, `search_words`). BM25 ranking stays in
-//! `tenantry_core::search::rank`, fed with statistics counted inside the tenant and the searched
-//! prefix or namespace only.
+//! `tenant_usage` row (`search_docs`, `search_words`). Hits, order and scores are decided by
+//! `tenantry_core::search::Selection`, fed with statistics counted inside the tenant and the
+//! searched prefix or namespace only.
 
 use crate::error::pg_error;
 use crate::journal::{in_one_flight, Pending};
@@ -14,7 +14,9 @@ use deadpool_postgres::{GenericClient, Transaction};
 use std::collections::{HashMap, HashSet};
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{searchable_text, SEPARATOR};
-use tenantry_core::search::{prefix_upper, DocKind, Found, IndexDoc, Posting, ScopeStats, SearchHit};
+use tenantry_core::search::{
+    prefix_upper, too_broad, DocKind, Found, IndexDoc, Posting, ScopeStats, SearchAnswer, MAX_PREFIX_WORDS,
+};
 use tenantry_core::store::{ScopePart, SearchIndex, SearchQuery, TenantScope};
 use tenantry_core::Result;
 
@@ -267,12 +269,14 @@ async fn prefix_postings_tx(
     let k: i16 = kind_code(part.kind);
     for (prefix, list) in prefixes.iter().zip(lists.iter_mut()) {
         let upper = prefix_upper(prefix);
+        // The words of other parts count toward the bound too.
+        let before: HashSet<String> = list.iter().map(|(w, _)| w.clone()).collect();
         let rows = match &part.range {
             None => {
                 let st = tx
                     .prepare_cached(
                         "SELECT term, doc, tf, len FROM search_postings
-                         WHERE tenant_id = $1 AND term >= $2 AND term < $3 AND kind = $4",
+                         WHERE tenant_id = $1 AND term >= $2 AND term < $3 AND kind = $4 ORDER BY term",
                     )
                     .await
                     .map_err(pg_error)?;
@@ -283,17 +287,24 @@ async fn prefix_postings_tx(
                     .prepare_cached(
                         "SELECT term, doc, tf, len FROM search_postings
                          WHERE tenant_id = $1 AND term >= $2 AND term < $3 AND kind = $4
-                           AND ((doc >= $5 AND doc < $6) OR doc = $7)",
+                           AND ((doc >= $5 AND doc < $6) OR doc = $7) ORDER BY term",
                     )
                     .await
                     .map_err(pg_error)?;
                 tx.query(&st, &[&tenant.as_str(), prefix, &upper, &k, lo, hi, &part.exact]).await.map_err(pg_error)?
             }
         };
+        let mut words: HashSet<String> = before;
         for r in &rows {
             let term: String = r.get::<_, String>(0);
             if !term.starts_with(prefix.as_str()) {
                 continue;
+            }
+            if !words.contains(&term) {
+                if words.len() == MAX_PREFIX_WORDS {
+                    return Err(too_broad(prefix));
+                }
+                words.insert(term.clone());
             }
             let posting = Posting {
                 kind: part.kind,
@@ -409,12 +420,12 @@ async fn text_tx(
 
 #[async_trait]
 impl SearchIndex for PgStore {
-    async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<Vec<SearchHit>> {
+    async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<SearchAnswer> {
         let tenant = scope.tenant_id();
         let parts = query.parts();
         let (words, prefixes) = (query.query.words(), query.query.prefixes());
         if parts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(SearchAnswer::default());
         }
         let mut conn = self.conn_of(tenant).await?;
         let tx = crate::tenant_snapshot(&mut conn, tenant).await?;
@@ -425,7 +436,7 @@ impl SearchIndex for PgStore {
         }
         if found.is_empty() {
             commit(tx).await?;
-            return Ok(Vec::new());
+            return Ok(SearchAnswer::default());
         }
         let stats = if query.is_whole_index() {
             tenant_stats_tx(&tx, tenant).await?

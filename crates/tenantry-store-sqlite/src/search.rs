@@ -10,7 +10,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{searchable_text, SEPARATOR};
-use tenantry_core::search::{prefix_upper, DocKind, Found, IndexDoc, Posting, ScopeStats, SearchHit};
+use tenantry_core::search::{
+    prefix_upper, too_broad, DocKind, Found, IndexDoc, Posting, ScopeStats, SearchAnswer, MAX_PREFIX_WORDS,
+};
 use tenantry_core::store::{ScopePart, SearchIndex, SearchQuery, TenantScope};
 use tenantry_core::Result;
 
@@ -142,7 +144,9 @@ fn postings_tx(
     Ok(())
 }
 
-/// The part's postings of every word in `[prefix, prefix_upper(prefix))`, with the word.
+/// The part's postings of every word in `[prefix, prefix_upper(prefix))`, with the word, added
+/// to `out`; refused once more than [`MAX_PREFIX_WORDS`] distinct words are met in the scope
+/// (rows come in word order, so that is found before the rest is read).
 fn prefix_postings_tx(
     conn: &Connection,
     tenant: &TenantId,
@@ -152,29 +156,55 @@ fn prefix_postings_tx(
 ) -> Result<()> {
     let kind = part.kind;
     let upper = prefix_upper(prefix);
-    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, Posting)> {
-        Ok((r.get(0)?, Posting { kind, doc: r.get(1)?, tf: r.get(2)?, len: r.get(3)? }))
+    let mut words: HashSet<String> = out.iter().map(|(w, _)| w.clone()).collect();
+    let mut take = |r: &rusqlite::Row<'_>| -> Result<()> {
+        let term: String = r.get(0).map_err(sql_error)?;
+        if !term.starts_with(prefix) {
+            return Ok(());
+        }
+        if !words.contains(&term) {
+            if words.len() == MAX_PREFIX_WORDS {
+                return Err(too_broad(prefix));
+            }
+            words.insert(term.clone());
+        }
+        let posting = Posting {
+            kind,
+            doc: r.get(1).map_err(sql_error)?,
+            tf: r.get(2).map_err(sql_error)?,
+            len: r.get(3).map_err(sql_error)?,
+        };
+        out.push((term, posting));
+        Ok(())
     };
-    let rows: Vec<(String, Posting)> = match &part.range {
-        None => conn
-            .prepare_cached(
-                "SELECT term, doc, tf, len FROM search_postings
-                 WHERE tenant_id = ?1 AND term >= ?2 AND term < ?3 AND kind = ?4",
-            )
-            .and_then(|mut s| s.query_map(params![tenant.as_str(), prefix, upper, kind as i64], map)?.collect())
-            .map_err(sql_error)?,
-        Some((lo, hi)) => conn
-            .prepare_cached(
-                "SELECT term, doc, tf, len FROM search_postings
-                 WHERE tenant_id = ?1 AND term >= ?2 AND term < ?3 AND kind = ?4
-                   AND ((doc >= ?5 AND doc < ?6) OR doc = ?7)",
-            )
-            .and_then(|mut s| {
-                s.query_map(params![tenant.as_str(), prefix, upper, kind as i64, lo, hi, part.exact], map)?.collect()
-            })
-            .map_err(sql_error)?,
-    };
-    out.extend(rows.into_iter().filter(|(term, _)| term.starts_with(prefix)));
+    match &part.range {
+        None => {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT term, doc, tf, len FROM search_postings
+                     WHERE tenant_id = ?1 AND term >= ?2 AND term < ?3 AND kind = ?4 ORDER BY term",
+                )
+                .map_err(sql_error)?;
+            let mut rows = s.query(params![tenant.as_str(), prefix, upper, kind as i64]).map_err(sql_error)?;
+            while let Some(r) = rows.next().map_err(sql_error)? {
+                take(r)?;
+            }
+        }
+        Some((lo, hi)) => {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT term, doc, tf, len FROM search_postings
+                     WHERE tenant_id = ?1 AND term >= ?2 AND term < ?3 AND kind = ?4
+                       AND ((doc >= ?5 AND doc < ?6) OR doc = ?7) ORDER BY term",
+                )
+                .map_err(sql_error)?;
+            let mut rows =
+                s.query(params![tenant.as_str(), prefix, upper, kind as i64, lo, hi, part.exact]).map_err(sql_error)?;
+            while let Some(r) = rows.next().map_err(sql_error)? {
+                take(r)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -243,12 +273,15 @@ fn text_tx(conn: &Connection, tenant: &TenantId, kind: DocKind, doc: &str, now: 
 
 #[async_trait]
 impl SearchIndex for SqliteStore {
-    async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<Vec<SearchHit>> {
+    async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<SearchAnswer> {
         let tenant = scope.tenant_id().clone();
         let pool = self.pool_of(&tenant)?;
         // Taken before the read starts (see `counters`).
         let known = pool.tails().usage(&tenant);
         crate::pool::read_on(pool, move |conn| {
+            // One snapshot for postings, statistics and texts.
+            let snapshot = conn.unchecked_transaction().map_err(sql_error)?;
+            let conn: &Connection = &snapshot;
             let parts = query.parts();
             let mut found = Found::for_query(&query.query);
             for (word, list) in query.query.words().iter().zip(&mut found.words) {
@@ -262,7 +295,7 @@ impl SearchIndex for SqliteStore {
                 }
             }
             if found.is_empty() {
-                return Ok(Vec::new());
+                return Ok(SearchAnswer::default());
             }
             let stats = if query.is_whole_index() {
                 tenant_stats(known.map_or_else(|| counters::stored(conn, &tenant), Ok)?)
@@ -273,7 +306,9 @@ impl SearchIndex for SqliteStore {
             while let Some((kind, doc)) = selection.to_read() {
                 selection.offer(text_tx(conn, &tenant, kind, &doc, query.now.millis())?);
             }
-            Ok(selection.finish())
+            let answer = selection.finish();
+            drop(snapshot);
+            Ok(answer)
         })
         .await
     }

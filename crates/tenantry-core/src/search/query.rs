@@ -11,6 +11,11 @@ use crate::error::{Error, Result};
 /// The shortest prefix accepted before `*`, in characters: a one-letter prefix reads a large
 /// part of the index for nothing anyone means.
 pub const MIN_PREFIX_CHARS: usize = 2;
+/// The longest `q`, in bytes: far above any query a person writes, and a bound on the parse.
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// At most this many words in all (a word repeated in a phrase counts each time): a bound on
+/// phrase checks.
+pub const MAX_QUERY_WORDS: usize = 64;
 
 /// One thing a document can match.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -129,12 +134,26 @@ fn items(q: &str) -> Result<Vec<Item>> {
 impl Query {
     /// Parses `q`; a malformed query is `invalid_request` naming the character where it fails.
     pub fn parse(q: &str) -> Result<Query> {
+        if q.len() > MAX_QUERY_BYTES {
+            return Err(Error::invalid_request(format!("`q` is longer than {MAX_QUERY_BYTES} bytes")));
+        }
         let mut groups: Vec<Vec<Unit>> = Vec::new();
         let mut excluded: Vec<Unit> = Vec::new();
         // The `OR` waiting for its right-hand side, and whether the item before it may take one.
         let mut open_or: Option<usize> = None;
         let mut after_positive = false;
-        for item in items(q)? {
+        let items = items(q)?;
+        let words: usize = items
+            .iter()
+            .map(|i| match i {
+                Item::Unit { unit, .. } => unit.words().len(),
+                Item::Or { .. } => 0,
+            })
+            .sum();
+        if words > MAX_QUERY_WORDS {
+            return Err(Error::invalid_request(format!("`q` has more than {MAX_QUERY_WORDS} words")));
+        }
+        for item in items {
             match item {
                 Item::Or { at } => {
                     if let Some(first) = open_or {
@@ -317,6 +336,8 @@ mod tests {
         assert!(err("  ").contains("no words"));
         let many: String = (0..17).map(|i| format!("w{i} ")).collect();
         assert!(err(&many).contains("more than 16 distinct words"));
+        assert!(err(&format!("\"{}\"", "a ".repeat(65))).contains("more than 64 words"));
+        assert!(err(&"a ".repeat(2049)).contains("longer than 4096 bytes"));
         let sixteen: String = (0..16).map(|i| format!("w{i} w{i} ")).collect();
         assert!(Query::parse(&sixteen).is_ok());
         // Positions count characters, not bytes.

@@ -17,9 +17,16 @@
 //! hit kept, so the common query reads about `limit` documents, as the snippets need anyway.
 
 use super::query::{Query, Unit};
-use super::{snippet, tokens, DocKind, Posting, ScopeStats, SearchHit, B, K1};
+use super::{snippet, tokens, DocKind, Posting, ScopeStats, SearchAnswer, SearchHit, B, K1};
 use crate::memory::SEPARATOR;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+
+/// At most this many documents' texts are read by one search, and at most
+/// [`MAX_TEXT_BYTES`] of text: a phrase that the postings allow in many documents but that few
+/// hold cannot make one search read a tenant's whole corpus. A search stopped by either answers
+/// with the hits found so far, marked partial.
+pub const MAX_TEXT_READS: usize = 4096;
+pub const MAX_TEXT_BYTES: usize = 16 << 20;
 
 /// The postings a search read, aligned with [`Query::words`] and [`Query::prefixes`].
 #[derive(Debug, Clone, Default)]
@@ -91,6 +98,9 @@ pub struct Selection {
     pending: Option<usize>,
     kept: Vec<Kept>,
     limit: usize,
+    reads: usize,
+    read_bytes: usize,
+    partial: bool,
 }
 
 /// Scores as reported: rounded to a millionth, so equal scores tie exactly and order by document.
@@ -188,13 +198,16 @@ impl Selection {
             pending: None,
             kept: Vec::new(),
             limit,
+            reads: 0,
+            read_bytes: 0,
+            partial: false,
         };
         let mut candidates: Vec<Candidate> = Vec::new();
         for ((kind, doc), mut holding) in holdings {
             for words in &mut holding.prefix_words {
                 words.sort_unstable();
             }
-            if let Some((bound, _)) = selection.evaluate(&holding, None) {
+            if let Some((bound, _)) = selection.evaluate(&holding, None, false) {
                 let read_words = selection.phrase_decides(&holding);
                 candidates.push(Candidate { kind, doc, bound: rounded(bound), holding, read_words });
             }
@@ -233,10 +246,10 @@ impl Selection {
             .any(|u| matches!(u, Compiled::Phrase(..)) && self.unit_score(u, h).is_some())
     }
 
-    /// The score and matched words of a document holding `h`, or `None` when it is no hit.
-    /// Without its `words`, every phrase its postings allow is taken to match when found and
-    /// not to when excluded: the best the document can do.
-    fn evaluate(&self, h: &Holding, words: Option<&[String]>) -> Option<(f64, Vec<String>)> {
+    /// The score of a document holding `h`, and with `name` the words that matched, or `None`
+    /// when it is no hit. Without its `words`, every phrase its postings allow is taken to match
+    /// when found and not to when excluded: the best the document can do.
+    fn evaluate<'h>(&'h self, h: &'h Holding, words: Option<&[String]>, name: bool) -> Option<(f64, Vec<String>)> {
         let phrase_holds = |unit: &Compiled| match (unit, words) {
             (Compiled::Phrase(phrase, _), Some(words)) => holds_phrase(words, phrase),
             _ => true,
@@ -252,8 +265,9 @@ impl Selection {
         }
         let mut total = 0.0;
         let mut matched: Vec<String> = Vec::new();
-        let mut add = |w: &String| {
-            if !matched.contains(w) {
+        let mut seen: HashSet<&'h str> = HashSet::new();
+        let mut add = |w: &'h String| {
+            if name && seen.insert(w.as_str()) {
                 matched.push(w.clone());
             }
         };
@@ -292,6 +306,11 @@ impl Selection {
                 return None;
             }
         }
+        if self.reads >= MAX_TEXT_READS || self.read_bytes >= MAX_TEXT_BYTES {
+            self.partial = true;
+            return None;
+        }
+        self.reads += 1;
         self.pending = Some(self.at);
         self.at += 1;
         Some((c.kind, c.doc.clone()))
@@ -301,12 +320,13 @@ impl Selection {
     /// memory value's text; `None` when it is gone (an expired memory entry not yet reclaimed).
     pub fn offer(&mut self, text: Option<String>) {
         let (Some(at), Some(text)) = (self.pending.take(), text) else { return };
+        self.read_bytes = self.read_bytes.saturating_add(text.len());
         let c = &self.candidates[at];
         let evaluated = if c.read_words {
             let words: Vec<String> = tokens(&text).map(|t| t.2).collect();
-            self.evaluate(&c.holding, Some(&words))
+            self.evaluate(&c.holding, Some(&words), true)
         } else {
-            self.evaluate(&c.holding, None)
+            self.evaluate(&c.holding, None, true)
         };
         let Some((score, matched)) = evaluated else { return };
         let score = rounded(score);
@@ -319,8 +339,9 @@ impl Selection {
     }
 
     /// The hits, best first; ties in document order.
-    pub fn finish(self) -> Vec<SearchHit> {
-        self.kept
+    pub fn finish(self) -> SearchAnswer {
+        let hits = self
+            .kept
             .into_iter()
             .filter_map(|k| {
                 let snippet = snippet(&k.text, &k.matched);
@@ -337,6 +358,7 @@ impl Selection {
                 };
                 Some(SearchHit { kind, path, namespace, key, score: k.score, matched: k.matched, snippet })
             })
-            .collect()
+            .collect();
+        SearchAnswer { hits, partial: self.partial }
     }
 }

@@ -7,7 +7,7 @@ use crate::caller::Caller;
 use crate::error::{Error, Result};
 use crate::memory::Namespace;
 use crate::path::PathPrefix;
-use crate::search::{self, SearchHit};
+use crate::search::{self, SearchAnswer};
 use crate::store::SearchQuery;
 
 /// `GET /v1/search` parameters as the client sent them.
@@ -24,7 +24,7 @@ pub struct SearchRequest {
 }
 
 impl Tenantry {
-    pub async fn search(&self, caller: &Caller, req: SearchRequest) -> Result<Vec<SearchHit>> {
+    pub async fn search(&self, caller: &Caller, req: SearchRequest) -> Result<SearchAnswer> {
         self.require_live(caller)?;
         let query = search::Query::parse(&req.q)?;
         let glob =
@@ -53,17 +53,17 @@ impl Tenantry {
             (Some(_), Some(_)) => None,
         };
         // Memory lies under no path: searched only by keys without a prefix and when no path
-        // prefix or glob narrows the search.
+        // prefix narrows the search. A glob keeps it in the scope's statistics but admits no
+        // memory entry as a hit (`SearchQuery::select`).
         let namespace = req.namespace.as_deref().filter(|n| !n.is_empty()).map(Namespace::parse).transpose()?;
-        let memory =
-            (want_memory && caller.prefix().is_none() && asked.is_none() && glob.is_none()).then_some(namespace);
+        let memory = (want_memory && caller.prefix().is_none() && asked.is_none()).then_some(namespace);
         let now = self.clock.now();
         let c = crate::usage::Counters { searches: 1, ..Default::default() };
         if !caller.is_operator() {
             caller.activity().record(now.millis(), now.month_bounds().0.millis(), c);
         }
         if files.is_none() && memory.is_none() {
-            return Ok(Vec::new());
+            return Ok(SearchAnswer::default());
         }
         self.store.search(&caller.scope(), SearchQuery { query, files, memory, glob, limit, now }).await
     }

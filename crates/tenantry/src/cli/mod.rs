@@ -368,7 +368,7 @@ pub enum FsCmd {
     },
     /// Delete a file.
     Rm { path: String },
-    /// Search text files and memory values; every word must match.
+    /// Search text files and memory values: words (all must match), "phrases", prefix*, OR, -exclusion.
     Search {
         query: String,
         /// Only files under this prefix.
