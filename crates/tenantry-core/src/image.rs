@@ -174,10 +174,12 @@ pub const TABLES: &[ImageTable] = &[
         ],
         key: 2,
     },
+    // The search index as documents and postings: what every layout can give and take (a
+    // backend keeps its own layout beside them: SQLite's segments, PostgreSQL's term lists).
     ImageTable {
         name: "search_docs",
         tenant_column: "tenant_id",
-        columns: &[int("kind"), text("doc"), int("len"), text("terms")],
+        columns: &[int("kind"), text("doc"), int("len")],
         key: 2,
     },
     ImageTable {

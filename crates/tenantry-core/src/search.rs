@@ -13,6 +13,7 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
 mod query;
+pub mod segment;
 mod select;
 
 pub use query::{prefix_upper, Query, Unit, MIN_PREFIX_CHARS};

@@ -173,8 +173,14 @@ impl TableWriter {
         let names: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
         let arrays: Vec<String> =
             values.iter().enumerate().map(|(i, v)| format!("${}::{}", i + 2, v.array_type())).collect();
+        // Columns an image does not carry, filled once the tenant's rows are all in
+        // (`settle_copied`).
+        let (later, later_values) = match table.name {
+            "search_docs" => (", terms", ", ''"),
+            _ => ("", ""),
+        };
         let sql = format!(
-            "INSERT INTO {} ({}, {}) SELECT * FROM unnest($1::text[], {})",
+            "INSERT INTO {} ({}, {}{later}) SELECT *{later_values} FROM unnest($1::text[], {})",
             table.name,
             table.tenant_column,
             names.join(", "),
@@ -324,8 +330,19 @@ async fn write_items(client: &Client, tenant: &TenantId, transfer: &mut Transfer
 }
 
 /// What the copied rows imply beyond themselves: the audit chain's head, where the next entry
-/// links (kept beside the counters here).
+/// links (kept beside the counters here), and each search document's term list (what unindexing
+/// it deletes), from its postings.
 async fn settle_copied(client: &Client, tenant: &TenantId) -> Result<()> {
+    client
+        .execute(
+            "UPDATE search_docs d SET terms = p.terms
+             FROM (SELECT kind, doc, string_agg(term, ' ' ORDER BY term) AS terms FROM search_postings
+                   WHERE tenant_id = $1 GROUP BY kind, doc) p
+             WHERE d.tenant_id = $1 AND d.kind = p.kind AND d.doc = p.doc",
+            &[&tenant.as_str()],
+        )
+        .await
+        .map_err(pg_error)?;
     client
         .execute(
             "UPDATE tenant_usage u SET audit_seq = a.seq, audit_head = a.hash

@@ -14,7 +14,8 @@ pub(crate) type Database = Pool<Tails>;
 impl Database {
     /// Opens (creating if needed) the database at `path`, migrated, its tails folded.
     pub fn open_with_tails(path: &Path, opts: &OpenOptions) -> Result<Database> {
-        Pool::open(path, opts, Tails::open)
+        let flush_at = opts.search_flush_at;
+        Pool::open(path, opts, |writer| Tails::open(writer, flush_at))
     }
 
     /// Which log entries are in the tails, by tenant, and the counters not folded yet.

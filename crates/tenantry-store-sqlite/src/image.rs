@@ -218,10 +218,24 @@ impl SqliteStore {
                     continue;
                 }
                 let mut open = true;
-                table_rows(c, table, tenant, &mut |cells| {
-                    open = out.send(ImageItem::Row { table: i, cells });
-                    Ok(open)
-                })?;
+                if table.name == "search_postings" {
+                    crate::search::image_postings(c, tenant, &mut |(term, kind, doc, tf, len)| {
+                        let cells = vec![
+                            Cell::Text(term),
+                            Cell::Int(kind as i64),
+                            Cell::Text(doc),
+                            Cell::Int(i64::from(tf)),
+                            Cell::Int(i64::from(len)),
+                        ];
+                        open = out.send(ImageItem::Row { table: i, cells });
+                        Ok(open)
+                    })?;
+                } else {
+                    table_rows(c, table, tenant, &mut |cells| {
+                        open = out.send(ImageItem::Row { table: i, cells });
+                        Ok(open)
+                    })?;
+                }
                 if !open {
                     return Ok(());
                 }

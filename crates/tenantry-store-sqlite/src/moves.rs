@@ -33,9 +33,12 @@ enum SyncBy {
     /// Rows only ever added, numbered by `seq` (or pruned when old): the rows past the last
     /// copied one.
     Append,
-    /// The search index: the rows of documents whose file or memory entry changed since the last
-    /// round (all of them in the first).
+    /// The search index's rows of a document: those of documents whose file or memory entry
+    /// changed since the last round (all of them in the first).
     ByDoc,
+    /// Rows never changed while the tenant moves (its search segments: the tenant's search
+    /// upkeep is paused at both ends for the move): copied in the first round only.
+    Once,
 }
 
 const TABLES: &[(&str, &str, &[&str], SyncBy)] = &[
@@ -46,9 +49,12 @@ const TABLES: &[(&str, &str, &[&str], SyncBy)] = &[
     ("tenant_usage", "tenant_id", &["tenant_id"], SyncBy::Whole),
     ("events", "tenant_id", &["tenant_id", "seq"], SyncBy::Append),
     ("memory", "tenant_id", &["tenant_id", "namespace", "key"], SyncBy::Whole),
-    // Postings before documents: a document's old postings are found through its old term list.
-    ("search_postings", "tenant_id", &["tenant_id", "term", "kind", "doc"], SyncBy::ByDoc),
     ("search_docs", "tenant_id", &["tenant_id", "kind", "doc"], SyncBy::ByDoc),
+    ("search_tail", "tenant_id", &["tenant_id", "kind", "doc"], SyncBy::ByDoc),
+    // Dead-document bitmaps change with writes; the segments' contents do not.
+    ("search_segments", "tenant_id", &["tenant_id", "seg"], SyncBy::Whole),
+    ("search_segment_docs", "tenant_id", &["tenant_id", "seg", "chunk"], SyncBy::Once),
+    ("search_segment_terms", "tenant_id", &["tenant_id", "seg", "term"], SyncBy::Once),
     ("webhooks", "tenant_id", &["tenant_id", "id"], SyncBy::Whole),
 ];
 
@@ -136,8 +142,7 @@ fn table_rows_where(
     Ok(TableRows { columns, rows })
 }
 
-/// The rows of one search document in `search_docs` or `search_postings` (found through the
-/// document's term list: postings are keyed by term first).
+/// The rows of one search document in `search_docs` or `search_tail`.
 fn doc_rows(
     conn: &Connection,
     table: &str,
@@ -148,27 +153,7 @@ fn doc_rows(
     doc: &str,
 ) -> Result<TableRows> {
     let by_doc = [Value::Integer(kind), Value::Text(doc.to_owned())];
-    if table == "search_docs" {
-        return table_rows_where(conn, table, tenant_col, key, tenant, "AND kind = ?2 AND doc = ?3", &by_doc);
-    }
-    let terms: Option<String> = conn
-        .prepare_cached("SELECT terms FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
-        .and_then(|mut s| s.query_row(params![tenant.as_str(), kind, doc], |r| r.get(0)).optional())
-        .map_err(sql_error)?;
-    let mut all = table_rows_where(conn, table, tenant_col, key, tenant, "AND 0", &[])?;
-    for term in terms.unwrap_or_default().split(' ').filter(|t| !t.is_empty()) {
-        let part = table_rows_where(
-            conn,
-            table,
-            tenant_col,
-            key,
-            tenant,
-            "AND term = ?2 AND kind = ?3 AND doc = ?4",
-            &[Value::Text(term.to_owned()), by_doc[0].clone(), by_doc[1].clone()],
-        )?;
-        all.rows.extend(part.rows);
-    }
-    Ok(all)
+    table_rows_where(conn, table, tenant_col, key, tenant, "AND kind = ?2 AND doc = ?3", &by_doc)
 }
 
 /// What makes `dst`'s rows of one table equal to `src`'s: rows to write and keys to delete.
@@ -484,6 +469,8 @@ impl SqliteStore {
                             let from = seq_after.get(name).copied().unwrap_or(0);
                             table_rows_where(c, name, col, key, &t, "AND seq > ?2", &[Value::Integer(from)])?
                         }
+                        SyncBy::Once if first => table_rows(c, name, col, key, &t)?,
+                        SyncBy::Once => TableRows { columns: Vec::new(), rows: HashMap::new() },
                         SyncBy::ByDoc => match &dirty_docs {
                             None => table_rows(c, name, col, key, &t)?,
                             Some(docs) => {
@@ -556,7 +543,8 @@ impl SqliteStore {
         let mut src_tables = src_tables;
         let mut pre_inserted = 0u64;
         for ((name, _, key, how), rows) in TABLES.iter().zip(src_tables.iter_mut()) {
-            let inserts_only = *how == SyncBy::Append || (*how == SyncBy::ByDoc && dirty_docs.is_none());
+            let inserts_only =
+                matches!(how, SyncBy::Append | SyncBy::Once) || (*how == SyncBy::ByDoc && dirty_docs.is_none());
             if !inserts_only || rows.rows.len() <= INSERT_CHUNK {
                 continue;
             }
@@ -592,7 +580,7 @@ impl SqliteStore {
                                 dst_whole.insert(name, src_rows);
                                 apply(tx, &d)?
                             }
-                            SyncBy::Append => {
+                            SyncBy::Append | SyncBy::Once => {
                                 let none = TableRows { columns: Vec::new(), rows: HashMap::new() };
                                 apply(tx, &diff(name, key, src_rows, &none))?
                             }
@@ -831,6 +819,30 @@ impl SqliteStore {
                 self.shared.clone()
             }
         };
+        // The tenant's search segments stay as they are at both ends until the move ends, so
+        // they are copied once (`SyncBy::Once`).
+        pause_search(&src, tenant).await?;
+        pause_search(&dst, tenant).await?;
+        let moved = self.copy_and_switch(tenant, from, to, &src, &dst, progress, report, started).await;
+        src.tails().search().resume(tenant);
+        dst.tails().search().resume(tenant);
+        moved
+    }
+
+    /// The copy rounds, the fenced one and the switch of [`Self::run_move`].
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_and_switch(
+        &self,
+        tenant: &TenantId,
+        from: Placement,
+        to: Placement,
+        src: &Arc<Database>,
+        dst: &Arc<Database>,
+        progress: &(dyn Fn(MoveProgress) + Send + Sync),
+        report: &mut MoveReport,
+        started: Instant,
+    ) -> Result<()> {
+        let (src, dst) = (src.clone(), dst.clone());
         let gate = self.routes.install_fence(tenant);
         let mut copied = Copied::default();
         // Rounds while the tenant serves, until one is short (the fenced round will be about as
@@ -902,6 +914,21 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Stops the tenant's search upkeep in `db`, on its writer, so that no step of it is under way
+/// once this returns.
+async fn pause_search(db: &Arc<Database>, tenant: &TenantId) -> Result<()> {
+    let (upkeep, t) = (db.tails().search().clone(), tenant.clone());
+    db.write(
+        None,
+        move |_| {
+            upkeep.pause(&t);
+            Ok(())
+        },
+        None,
+    )
+    .await
 }
 
 /// Catch-up rounds made at most before the fence, and the size of a round (rows changed) small
@@ -1111,8 +1138,11 @@ async fn delete_from_shared(store: &SqliteStore, tenant: &TenantId) -> Result<()
     for (table, key) in [
         ("audit", "seq"),
         ("events", "seq"),
-        ("search_postings", "(term, kind, doc)"),
         ("search_docs", "(kind, doc)"),
+        ("search_tail", "(kind, doc)"),
+        ("search_segment_terms", "(seg, term)"),
+        ("search_segment_docs", "(seg, chunk)"),
+        ("search_segments", "seg"),
         ("memory", "rowid"),
         ("keys", "rowid"),
         ("webhook_attempts", "rowid"),

@@ -24,11 +24,20 @@ pub struct OpenOptions {
     pub cache_bytes: usize,
     /// Dedicated tenants' databases open at once at most (least recently used closed first).
     pub max_open_dedicated: usize,
+    /// A tenant's search tail is flushed into a segment once it holds this many documents
+    /// (`search_upkeep::FLUSH_AT`; tests set 1, so that every write goes through segments).
+    pub search_flush_at: usize,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { synchronous_full: true, readers: 4, cache_bytes: 64 << 20, max_open_dedicated: 64 }
+        OpenOptions {
+            synchronous_full: true,
+            readers: 4,
+            cache_bytes: 64 << 20,
+            max_open_dedicated: 64,
+            search_flush_at: crate::search_upkeep::FLUSH_AT,
+        }
     }
 }
 

@@ -552,6 +552,63 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, user_id)
     );
     "#,
+    // 15: the search index in segments (see `search`): a write appends its document to the
+    // tenant's tail; the writer flushes tails into immutable segments and merges segments in the
+    // background. The postings of the old layout become tail documents, flushed after the open.
+    r#"
+    CREATE TABLE search_tail (
+        tenant_id TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        len INTEGER NOT NULL,
+        terms TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, kind, doc)
+    ) WITHOUT ROWID;
+    INSERT INTO search_tail (tenant_id, kind, doc, len, terms)
+        SELECT d.tenant_id, d.kind, d.doc, d.len,
+               COALESCE((SELECT group_concat(line, char(10)) FROM
+                   (SELECT p.term || ' ' || p.tf AS line FROM search_postings p
+                    WHERE p.tenant_id = d.tenant_id AND p.term >= '' AND p.kind = d.kind AND p.doc = d.doc
+                    ORDER BY p.term)), '')
+        FROM search_docs d;
+    DROP TABLE search_postings;
+    CREATE TABLE search_docs_v15 (
+        tenant_id TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        len INTEGER NOT NULL,
+        seg INTEGER NOT NULL,
+        number INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, kind, doc)
+    ) WITHOUT ROWID;
+    INSERT INTO search_docs_v15 (tenant_id, kind, doc, len, seg, number)
+        SELECT tenant_id, kind, doc, len, 0, 0 FROM search_docs;
+    DROP TABLE search_docs;
+    ALTER TABLE search_docs_v15 RENAME TO search_docs;
+    CREATE TABLE search_segments (
+        tenant_id TEXT NOT NULL,
+        seg INTEGER NOT NULL,
+        level INTEGER NOT NULL,
+        docs INTEGER NOT NULL,
+        dead BLOB NOT NULL,
+        fences BLOB NOT NULL,
+        PRIMARY KEY (tenant_id, seg)
+    ) WITHOUT ROWID;
+    CREATE TABLE search_segment_docs (
+        tenant_id TEXT NOT NULL,
+        seg INTEGER NOT NULL,
+        chunk INTEGER NOT NULL,
+        docs BLOB NOT NULL,
+        PRIMARY KEY (tenant_id, seg, chunk)
+    ) WITHOUT ROWID;
+    CREATE TABLE search_segment_terms (
+        tenant_id TEXT NOT NULL,
+        seg INTEGER NOT NULL,
+        term TEXT NOT NULL,
+        postings BLOB NOT NULL,
+        PRIMARY KEY (tenant_id, seg, term)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -663,7 +720,7 @@ mod tests {
         assert_eq!(count("SELECT COUNT(*) FROM audit"), 2);
         assert_eq!(count("SELECT seq FROM audit_tail"), 3, "the copy of 2 went, 3 stays");
         assert_eq!(count("SELECT COUNT(*) FROM audit_tail_index"), 0);
-        let tails = crate::tails::Tails::open(&conn).unwrap();
+        let tails = crate::tails::Tails::open(&conn, 1).unwrap();
         assert_eq!(count("SELECT COUNT(*) FROM audit_tail_index"), 1);
         assert_eq!(
             count("SELECT upto FROM tails_indexed WHERE log = 'audit'"),
@@ -682,6 +739,48 @@ mod tests {
         let whole: i64 =
             conn.query_row("SELECT COUNT(*) FROM audit_all WHERE tenant_id = ?1", [t.as_str()], |r| r.get(0)).unwrap();
         assert_eq!(whole, 3);
+    }
+
+    #[test]
+    fn a_version_14_search_index_becomes_tail_documents_that_a_flush_puts_in_a_segment() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..14] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 14).unwrap();
+        conn.execute_batch(
+            "INSERT INTO search_docs (tenant_id, kind, doc, len, terms)
+                 VALUES ('ta', 0, '/a', 3, 'beta alpha'), ('ta', 1, 'ns' || char(31) || 'k', 1, 'alpha'),
+                        ('tb', 0, '/empty', 0, '');
+             INSERT INTO search_postings (tenant_id, term, kind, doc, tf, len)
+                 VALUES ('ta', 'beta', 0, '/a', 1, 3), ('ta', 'alpha', 0, '/a', 2, 3), ('ta', 'alpha', 1, 'ns' || char(31) || 'k', 1, 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows = |sql: &str| -> Vec<String> {
+            conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        assert_eq!(
+            rows("SELECT tenant_id || ' ' || kind || ' ' || doc || ' ' || len || ' ' || replace(terms, char(10), '|') FROM search_tail ORDER BY tenant_id, kind, doc"),
+            ["ta 0 /a 3 alpha 2|beta 1", "ta 1 ns\u{1f}k 1 alpha 1", "tb 0 /empty 0 "]
+        );
+        assert_eq!(
+            rows("SELECT tenant_id || ' ' || doc || ' ' || len || ' ' || seg FROM search_docs ORDER BY tenant_id, kind, doc"),
+            ["ta /a 3 0", "ta ns\u{1f}k 1 0", "tb /empty 0 0"]
+        );
+        let ta = tenantry_core::ids::TenantId::parse("tnt_aaaaaaaaaaaaaaaa").unwrap();
+        conn.execute_batch(&format!(
+            "UPDATE search_tail SET tenant_id = '{ta}' WHERE tenant_id = 'ta'; UPDATE search_docs SET tenant_id = '{ta}' WHERE tenant_id = 'ta';"
+        ))
+        .unwrap();
+        assert_eq!(crate::search_upkeep::flush_tx(&conn, &ta).unwrap(), 2);
+        assert_eq!(
+            rows(
+                "SELECT doc || ' ' || seg || ' ' || number FROM search_docs WHERE tenant_id LIKE 'tnt%' ORDER BY kind"
+            ),
+            ["/a 1 0", "ns\u{1f}k 1 1"]
+        );
+        assert_eq!(rows("SELECT term FROM search_segment_terms ORDER BY term"), ["alpha", "beta"]);
     }
 
     #[test]

@@ -1,32 +1,144 @@
-//! The search index on plain tables (see tenantry_core::search for the why): postings keyed by
-//! (tenant, term, kind, doc), so one term's documents under a path prefix are one key range, and
-//! the statistics BM25 needs are counted inside the tenant (and the prefix) only.
+//! The search index in segments (see `tenantry_core::search::segment` for what a segment holds,
+//! and this crate's README for the layout and its costs).
+//!
+//! A write appends: the document's new version goes to the tenant's tail (`search_tail`, one row
+//! keyed by document), the version it replaces is marked dead in its segment's bitmap, and
+//! `search_docs` says where each live version is (`seg` 0: the tail) with its length. The writer
+//! flushes tails into segments and merges segments in the background (`search_upkeep`). A search
+//! reads one snapshot: every segment's postings of its words, less the dead, and the tail's; so
+//! it finds a write at once and never a replaced or deleted version. The statistics BM25 needs
+//! are counted inside the tenant (and the searched prefix) only: the counters for the whole
+//! index, `search_docs` for a narrower scope.
 
 use crate::counters::{self, Counters};
 use crate::error::sql_error;
 use crate::store::SqliteStore;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{searchable_text, SEPARATOR};
+use tenantry_core::search::segment::{self, SegDoc, CHUNK_DOCS};
 use tenantry_core::search::{
     prefix_upper, too_broad, DocKind, Found, IndexDoc, Posting, ScopeStats, SearchAnswer, MAX_PREFIX_WORDS,
 };
 use tenantry_core::store::{ScopePart, SearchIndex, SearchQuery, TenantScope};
-use tenantry_core::Result;
+use tenantry_core::{Error, Result};
 
 /// A memory entry's document id.
 pub(crate) fn memory_doc(namespace: &str, key: &str) -> String {
     format!("{namespace}{SEPARATOR}{key}")
 }
 
-/// Postings written or deleted per statement: one statement per row costs more in SQLite's VM
-/// than the B-tree work itself.
-const BATCH: usize = 32;
+fn kind_of(code: i64) -> Result<DocKind> {
+    match code {
+        0 => Ok(DocKind::File),
+        1 => Ok(DocKind::Memory),
+        other => Err(Error::internal(format!("a search document of unknown kind {other}"))),
+    }
+}
 
-/// Makes the index hold `new` for a document (`None`: not indexed any more). Only what changed is
-/// written: postings of words no longer present are deleted, the others are upserted in batches.
+/// A tail document's terms as stored: `term count` lines in term order (terms are letters and
+/// digits only, so neither separator can occur inside one).
+pub(crate) fn tail_terms(terms: &[(String, u32)]) -> String {
+    let mut out = String::with_capacity(terms.len() * 10);
+    for (i, (term, tf)) in terms.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(term);
+        out.push(' ');
+        out.push_str(&tf.to_string());
+    }
+    out
+}
+
+/// The terms of a tail document back.
+pub(crate) fn parse_tail_terms(text: &str) -> Result<Vec<(String, u32)>> {
+    text.split('\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let (term, tf) =
+                line.split_once(' ').ok_or_else(|| Error::internal("a tail document's terms do not parse"))?;
+            let tf: u32 = tf.parse().map_err(|_| Error::internal("a tail document's terms do not parse"))?;
+            Ok((term.to_owned(), tf))
+        })
+        .collect()
+}
+
+/// The count of `word` in a tail document's terms, found without parsing them.
+fn tail_tf(terms: &str, word: &str) -> Option<u32> {
+    let bytes = terms.as_bytes();
+    let needle = format!("{word} ");
+    for at in memchr::memmem::find_iter(bytes, needle.as_bytes()) {
+        if at == 0 || bytes[at - 1] == b'\n' {
+            let rest = &terms[at + needle.len()..];
+            let end = rest.find('\n').unwrap_or(rest.len());
+            return rest[..end].parse().ok();
+        }
+    }
+    None
+}
+
+/// The words of a tail document starting with `prefix`, with their counts.
+fn tail_prefixed(terms: &str, prefix: &str) -> Vec<(String, u32)> {
+    let bytes = terms.as_bytes();
+    let mut out = Vec::new();
+    for at in memchr::memmem::find_iter(bytes, prefix.as_bytes()) {
+        if at == 0 || bytes[at - 1] == b'\n' {
+            let line = &terms[at..];
+            let line = &line[..line.find('\n').unwrap_or(line.len())];
+            if let Some((term, tf)) = line.split_once(' ') {
+                if let Ok(tf) = tf.parse() {
+                    out.push((term.to_owned(), tf));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Where a document's live version is, and its length.
+struct Located {
+    len: i64,
+    seg: i64,
+    number: i64,
+}
+
+fn located_tx(tx: &Connection, tenant: &TenantId, kind: DocKind, doc: &str) -> Result<Option<Located>> {
+    tx.prepare_cached("SELECT len, seg, number FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
+        .and_then(|mut s| {
+            s.query_row(params![tenant.as_str(), kind as i64, doc], |r| {
+                Ok(Located { len: r.get(0)?, seg: r.get(1)?, number: r.get(2)? })
+            })
+            .optional()
+        })
+        .map_err(sql_error)
+}
+
+/// Marks document `number` of a segment dead; notes the tenant for compaction once most of the
+/// segment is.
+fn kill_tx(tx: &Connection, tenant: &TenantId, seg: i64, number: i64) -> Result<()> {
+    let found: Option<(Vec<u8>, i64)> = tx
+        .prepare_cached("SELECT dead, docs FROM search_segments WHERE tenant_id = ?1 AND seg = ?2")
+        .and_then(|mut s| s.query_row(params![tenant.as_str(), seg], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(sql_error)?;
+    let Some((mut dead, docs)) = found else {
+        return Err(Error::internal(format!("a search document names segment {seg}, which is gone")));
+    };
+    segment::set_dead(&mut dead, u32::try_from(number).unwrap_or(u32::MAX));
+    tx.prepare_cached("UPDATE search_segments SET dead = ?3 WHERE tenant_id = ?1 AND seg = ?2")
+        .and_then(|mut s| s.execute(params![tenant.as_str(), seg, dead]))
+        .map_err(sql_error)?;
+    if crate::search_upkeep::wants_compaction(segment::dead_count(&dead), docs) {
+        crate::search_upkeep::note(tenant);
+    }
+    Ok(())
+}
+
+/// Makes the index hold `new` for a document (`None`: not indexed any more): the new version goes
+/// to the tenant's tail, the replaced one is marked dead where it is, and the tenant's totals
+/// move by the change.
 pub(crate) fn reindex_tx(
     tx: &Connection,
     tenant: &TenantId,
@@ -34,78 +146,44 @@ pub(crate) fn reindex_tx(
     doc: &str,
     new: Option<&IndexDoc>,
 ) -> Result<()> {
-    let old: Option<(i64, String)> = tx
-        .prepare_cached("SELECT len, terms FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
-        .and_then(|mut s| {
-            s.query_row(params![tenant.as_str(), kind as i64, doc], |r| Ok((r.get(0)?, r.get(1)?))).optional()
-        })
-        .map_err(sql_error)?;
+    let old = located_tx(tx, tenant, kind, doc)?;
     if old.is_none() && new.is_none() {
         return Ok(());
     }
-    let keep: HashSet<&str> = new.map(|n| n.terms.iter().map(|(t, _)| t.as_str()).collect()).unwrap_or_default();
-    let removed: Vec<&str> = match &old {
-        Some((_, terms)) => terms.split(' ').filter(|t| !t.is_empty() && !keep.contains(t)).collect(),
-        None => Vec::new(),
-    };
     let k = kind as i64;
-    for chunk in removed.chunks(BATCH) {
-        // A full batch's statement, the IN list padded with its first term.
-        let mut s = tx
-            .prepare_cached(&format!(
-                "DELETE FROM search_postings WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3 AND term IN ({})",
-                (4..4 + BATCH).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
-            ))
-            .map_err(sql_error)?;
-        let padded: Vec<&str> = (0..BATCH).map(|i| chunk.get(i).copied().unwrap_or(chunk[0])).collect();
-        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(3 + BATCH);
-        let tenant_str = tenant.as_str();
-        all.push(&tenant_str);
-        all.push(&k);
-        all.push(&doc);
-        for t in &padded {
-            all.push(t);
+    if let Some(o) = &old {
+        if o.seg != 0 {
+            kill_tx(tx, tenant, o.seg, o.number)?;
         }
-        s.execute(all.as_slice()).map_err(sql_error)?;
     }
     match new {
         Some(entry) => {
-            let upsert_sql = |rows: usize| {
-                format!(
-                    "INSERT INTO search_postings (tenant_id, term, kind, doc, tf, len) VALUES {}
-                     ON CONFLICT (tenant_id, term, kind, doc) DO UPDATE SET tf = excluded.tf, len = excluded.len",
-                    (0..rows)
-                        .map(|r| format!("(?1, ?{}, ?2, ?3, ?{}, ?4)", 5 + 2 * r, 6 + 2 * r))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            let tenant_str = tenant.as_str();
-            let len = i64::from(entry.len);
-            for chunk in entry.terms.chunks(BATCH) {
-                let mut s = tx.prepare_cached(&upsert_sql(chunk.len().min(BATCH))).map_err(sql_error)?;
-                let mut all: Vec<&dyn rusqlite::ToSql> = vec![&tenant_str, &k, &doc, &len];
-                for (term, tf) in chunk {
-                    all.push(term);
-                    all.push(tf);
-                }
-                s.execute(all.as_slice()).map_err(sql_error)?;
-            }
-            let terms: Vec<&str> = entry.terms.iter().map(|(t, _)| t.as_str()).collect();
             tx.prepare_cached(
-                "INSERT INTO search_docs (tenant_id, kind, doc, len, terms) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO search_tail (tenant_id, kind, doc, len, terms) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tenant_id, kind, doc) DO UPDATE SET len = excluded.len, terms = excluded.terms",
             )
-            .and_then(|mut s| s.execute(params![tenant.as_str(), k, doc, entry.len, terms.join(" ")]))
+            .and_then(|mut s| s.execute(params![tenant.as_str(), k, doc, entry.len, tail_terms(&entry.terms)]))
             .map_err(sql_error)?;
+            tx.prepare_cached(
+                "INSERT INTO search_docs (tenant_id, kind, doc, len, seg, number) VALUES (?1, ?2, ?3, ?4, 0, 0)
+                 ON CONFLICT (tenant_id, kind, doc) DO UPDATE SET len = excluded.len, seg = 0, number = 0",
+            )
+            .and_then(|mut s| s.execute(params![tenant.as_str(), k, doc, entry.len]))
+            .map_err(sql_error)?;
+            crate::search_upkeep::note_tail(tenant);
         }
         None => {
+            if old.as_ref().is_some_and(|o| o.seg == 0) {
+                tx.prepare_cached("DELETE FROM search_tail WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
+                    .and_then(|mut s| s.execute(params![tenant.as_str(), k, doc]))
+                    .map_err(sql_error)?;
+            }
             tx.prepare_cached("DELETE FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
                 .and_then(|mut s| s.execute(params![tenant.as_str(), k, doc]))
                 .map_err(sql_error)?;
         }
     }
-    let old_len = old.as_ref().map_or(0, |o| o.0);
+    let old_len = old.as_ref().map_or(0, |o| o.len);
     let docs = i64::from(new.is_some()) - i64::from(old.is_some());
     move_search_counters(tx, tenant, docs, new.map_or(0, |n| i64::from(n.len)) - old_len)
 }
@@ -114,97 +192,219 @@ fn move_search_counters(tx: &Connection, tenant: &TenantId, docs: i64, words: i6
     counters::add_tx(tx, tenant, Counters { search_docs: docs, search_words: words, ..Default::default() })
 }
 
-fn postings_tx(
-    conn: &Connection,
-    tenant: &TenantId,
-    term: &str,
-    part: &ScopePart,
-    out: &mut Vec<Posting>,
-) -> Result<()> {
-    let kind = part.kind;
-    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Posting> {
-        Ok(Posting { kind, doc: r.get(0)?, tf: r.get(1)?, len: r.get(2)? })
-    };
-    let rows: Vec<Posting> = match &part.range {
-        None => conn
-            .prepare_cached(
-                "SELECT doc, tf, len FROM search_postings WHERE tenant_id = ?1 AND term = ?2 AND kind = ?3 ORDER BY doc",
-            )
-            .and_then(|mut s| s.query_map(params![tenant.as_str(), term, kind as i64], map)?.collect())
-            .map_err(sql_error)?,
-        Some((lo, hi)) => conn
-            .prepare_cached(
-                "SELECT doc, tf, len FROM search_postings WHERE tenant_id = ?1 AND term = ?2 AND kind = ?3
-                   AND ((doc >= ?4 AND doc < ?5) OR doc = ?6) ORDER BY doc",
-            )
-            .and_then(|mut s| s.query_map(params![tenant.as_str(), term, kind as i64, lo, hi, part.exact], map)?.collect())
-            .map_err(sql_error)?,
-    };
-    out.extend(rows);
-    Ok(())
+/// A segment as a search reads it: its catalog row, and the chunks of its document list read so
+/// far.
+pub(crate) struct SegmentView {
+    pub seg: i64,
+    pub docs: usize,
+    pub dead: Vec<u8>,
+    fences: Vec<SegDoc>,
+    chunks: HashMap<usize, Vec<SegDoc>>,
 }
 
-/// The part's postings of every word in `[prefix, prefix_upper(prefix))`, with the word, added
-/// to `out`; refused once more than [`MAX_PREFIX_WORDS`] distinct words are met in the scope
-/// (rows come in word order, so that is found before the rest is read).
-fn prefix_postings_tx(
-    conn: &Connection,
-    tenant: &TenantId,
-    prefix: &str,
-    part: &ScopePart,
-    out: &mut Vec<(String, Posting)>,
-) -> Result<()> {
-    let kind = part.kind;
-    let upper = prefix_upper(prefix);
-    let mut words: HashSet<String> = out.iter().map(|(w, _)| w.clone()).collect();
-    let mut take = |r: &rusqlite::Row<'_>| -> Result<()> {
-        let term: String = r.get(0).map_err(sql_error)?;
-        if !term.starts_with(prefix) {
-            return Ok(());
+/// The tenant's segments, oldest first.
+pub(crate) fn segments_tx(conn: &Connection, tenant: &TenantId) -> Result<Vec<SegmentView>> {
+    let mut s = conn
+        .prepare_cached("SELECT seg, docs, dead, fences FROM search_segments WHERE tenant_id = ?1 ORDER BY seg")
+        .map_err(sql_error)?;
+    let rows = s
+        .query_map(params![tenant.as_str()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?))
+        })
+        .map_err(sql_error)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seg, docs, dead, fences) = row.map_err(sql_error)?;
+        out.push(SegmentView {
+            seg,
+            docs: docs.max(0) as usize,
+            dead,
+            fences: segment::decode_docs(&fences)?,
+            chunks: HashMap::new(),
+        });
+    }
+    Ok(out)
+}
+
+/// One chunk of a segment's document list.
+pub(crate) fn chunk_tx(conn: &Connection, tenant: &TenantId, seg: i64, chunk: usize) -> Result<Vec<SegDoc>> {
+    let bytes: Vec<u8> = conn
+        .prepare_cached("SELECT docs FROM search_segment_docs WHERE tenant_id = ?1 AND seg = ?2 AND chunk = ?3")
+        .and_then(|mut s| s.query_row(params![tenant.as_str(), seg, chunk as i64], |r| r.get(0)))
+        .map_err(sql_error)?;
+    segment::decode_docs(&bytes)
+}
+
+impl SegmentView {
+    fn chunk(&mut self, conn: &Connection, tenant: &TenantId, chunk: usize) -> Result<&Vec<SegDoc>> {
+        if !self.chunks.contains_key(&chunk) {
+            let docs = chunk_tx(conn, tenant, self.seg, chunk)?;
+            self.chunks.insert(chunk, docs);
         }
-        if !words.contains(&term) {
-            if words.len() == MAX_PREFIX_WORDS {
-                return Err(too_broad(prefix));
+        self.chunks.get(&chunk).ok_or_else(|| Error::internal("a segment chunk went missing"))
+    }
+
+    /// The document numbered `number`.
+    fn doc(&mut self, conn: &Connection, tenant: &TenantId, number: u32) -> Result<SegDoc> {
+        let n = number as usize;
+        let listed = self.chunk(conn, tenant, n / CHUNK_DOCS)?;
+        listed.get(n % CHUNK_DOCS).cloned().ok_or_else(|| Error::internal("a posting names no document"))
+    }
+
+    /// The numbers each part of the scope covers (an exact id as a range of its own).
+    fn ranges(&mut self, conn: &Connection, tenant: &TenantId, parts: &[ScopePart]) -> Result<Vec<(u32, u32)>> {
+        let mut out = Vec::new();
+        for part in parts {
+            let mut wanted: Vec<(Option<String>, Option<String>)> = Vec::new();
+            match &part.range {
+                None => wanted.push((None, None)),
+                Some((lo, hi)) => wanted.push((Some(lo.clone()), Some(hi.clone()))),
             }
-            words.insert(term.clone());
+            if let Some(exact) = &part.exact {
+                wanted.push((Some(exact.clone()), Some(format!("{exact}\0"))));
+            }
+            for (from, to) in wanted {
+                let (fences, docs, seg) = (self.fences.clone(), self.docs, self.seg);
+                let mut read = |c: usize| chunk_tx(conn, tenant, seg, c);
+                let range = segment::range_of(&fences, docs, part.kind, from.as_deref(), to.as_deref(), &mut read)?;
+                if range.0 < range.1 {
+                    out.push(range);
+                }
+            }
         }
-        let posting = Posting {
-            kind,
-            doc: r.get(1).map_err(sql_error)?,
-            tf: r.get(2).map_err(sql_error)?,
-            len: r.get(3).map_err(sql_error)?,
-        };
-        out.push((term, posting));
-        Ok(())
-    };
-    match &part.range {
-        None => {
-            let mut s = conn
+        Ok(out)
+    }
+}
+
+/// Whether `number` is in one of the ranges.
+fn within(ranges: &[(u32, u32)], number: u32) -> bool {
+    ranges.iter().any(|&(lo, hi)| number >= lo && number < hi)
+}
+
+/// A tail document in the scope.
+struct TailDoc {
+    kind: DocKind,
+    doc: String,
+    len: u32,
+    terms: String,
+}
+
+fn in_part(part: &ScopePart, kind: DocKind, doc: &str) -> bool {
+    part.kind == kind
+        && match &part.range {
+            None => true,
+            Some((lo, hi)) => (doc >= lo.as_str() && doc < hi.as_str()) || part.exact.as_deref() == Some(doc),
+        }
+}
+
+fn tail_tx(conn: &Connection, tenant: &TenantId, parts: &[ScopePart]) -> Result<Vec<TailDoc>> {
+    let mut s =
+        conn.prepare_cached("SELECT kind, doc, len, terms FROM search_tail WHERE tenant_id = ?1").map_err(sql_error)?;
+    let mut rows = s.query(params![tenant.as_str()]).map_err(sql_error)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(sql_error)? {
+        let kind = kind_of(r.get(0).map_err(sql_error)?)?;
+        let doc: String = r.get(1).map_err(sql_error)?;
+        if parts.iter().any(|p| in_part(p, kind, &doc)) {
+            out.push(TailDoc { kind, doc, len: r.get(2).map_err(sql_error)?, terms: r.get(3).map_err(sql_error)? });
+        }
+    }
+    Ok(out)
+}
+
+/// Every posting of the query's words and prefixes in the scope: from each segment (less its
+/// dead documents) and from the tail.
+fn found_tx(conn: &Connection, tenant: &TenantId, query: &SearchQuery, parts: &[ScopePart]) -> Result<Found> {
+    let words = query.query.words();
+    let prefixes = query.query.prefixes();
+    let mut found = Found::for_query(&query.query);
+    let mut met: Vec<HashSet<String>> = vec![HashSet::new(); prefixes.len()];
+    let mut segments = segments_tx(conn, tenant)?;
+    // Per segment, the postings by (word or prefix index), as (number, tf, len[, word]).
+    for view in &mut segments {
+        let ranges = view.ranges(conn, tenant, parts)?;
+        if ranges.is_empty() {
+            continue;
+        }
+        let live = |n: u32, dead: &[u8]| within(&ranges, n) && !segment::is_dead(dead, n);
+        let mut numbered: Vec<(usize, Option<String>, segment::SegPosting)> = Vec::new();
+        for (i, word) in words.iter().enumerate() {
+            let blob: Option<Vec<u8>> = conn
                 .prepare_cached(
-                    "SELECT term, doc, tf, len FROM search_postings
-                     WHERE tenant_id = ?1 AND term >= ?2 AND term < ?3 AND kind = ?4 ORDER BY term",
+                    "SELECT postings FROM search_segment_terms WHERE tenant_id = ?1 AND seg = ?2 AND term = ?3",
                 )
+                .and_then(|mut s| s.query_row(params![tenant.as_str(), view.seg, word], |r| r.get(0)).optional())
                 .map_err(sql_error)?;
-            let mut rows = s.query(params![tenant.as_str(), prefix, upper, kind as i64]).map_err(sql_error)?;
-            while let Some(r) = rows.next().map_err(sql_error)? {
-                take(r)?;
+            if let Some(blob) = blob {
+                for p in segment::decode_postings(&blob)? {
+                    if live(p.number, &view.dead) {
+                        numbered.push((i, None, p));
+                    }
+                }
             }
         }
-        Some((lo, hi)) => {
+        for (i, prefix) in prefixes.iter().enumerate() {
             let mut s = conn
                 .prepare_cached(
-                    "SELECT term, doc, tf, len FROM search_postings
-                     WHERE tenant_id = ?1 AND term >= ?2 AND term < ?3 AND kind = ?4
-                       AND ((doc >= ?5 AND doc < ?6) OR doc = ?7) ORDER BY term",
+                    "SELECT term, postings FROM search_segment_terms
+                     WHERE tenant_id = ?1 AND seg = ?2 AND term >= ?3 AND term < ?4 ORDER BY term",
                 )
                 .map_err(sql_error)?;
             let mut rows =
-                s.query(params![tenant.as_str(), prefix, upper, kind as i64, lo, hi, part.exact]).map_err(sql_error)?;
+                s.query(params![tenant.as_str(), view.seg, prefix, prefix_upper(prefix)]).map_err(sql_error)?;
             while let Some(r) = rows.next().map_err(sql_error)? {
-                take(r)?;
+                let term: String = r.get(0).map_err(sql_error)?;
+                if !term.starts_with(prefix.as_str()) {
+                    continue;
+                }
+                let blob: Vec<u8> = r.get(1).map_err(sql_error)?;
+                let mut any = false;
+                for p in segment::decode_postings(&blob)? {
+                    if live(p.number, &view.dead) {
+                        numbered.push((words.len() + i, Some(term.clone()), p));
+                        any = true;
+                    }
+                }
+                if any {
+                    meet(&mut met, i, prefix, &term)?;
+                }
+            }
+        }
+        for (i, word, p) in numbered {
+            let d = view.doc(conn, tenant, p.number)?;
+            let posting = Posting { kind: d.kind, doc: d.doc, tf: p.tf, len: p.len };
+            match word {
+                None => found.words[i].push(posting),
+                Some(w) => found.prefixes[i - words.len()].push((w, posting)),
             }
         }
     }
+    for t in tail_tx(conn, tenant, parts)? {
+        for (i, word) in words.iter().enumerate() {
+            if let Some(tf) = tail_tf(&t.terms, word) {
+                found.words[i].push(Posting { kind: t.kind, doc: t.doc.clone(), tf, len: t.len });
+            }
+        }
+        for (i, prefix) in prefixes.iter().enumerate() {
+            for (term, tf) in tail_prefixed(&t.terms, prefix) {
+                meet(&mut met, i, prefix, &term)?;
+                found.prefixes[i].push((term, Posting { kind: t.kind, doc: t.doc.clone(), tf, len: t.len }));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Notes that prefix `i` matched `term`; refuses the prefix once it has matched more than
+/// [`MAX_PREFIX_WORDS`] distinct words, checked as postings arrive.
+fn meet(met: &mut [HashSet<String>], i: usize, prefix: &str, term: &str) -> Result<()> {
+    if met[i].contains(term) {
+        return Ok(());
+    }
+    if met[i].len() >= MAX_PREFIX_WORDS {
+        return Err(too_broad(prefix));
+    }
+    met[i].insert(term.to_owned());
     Ok(())
 }
 
@@ -271,6 +471,105 @@ fn text_tx(conn: &Connection, tenant: &TenantId, kind: DocKind, doc: &str, now: 
     }
 }
 
+/// One term's postings as an image carries them: (kind, doc, tf, len).
+type ImagePostings = Vec<(DocKind, String, u32, u32)>;
+
+/// Every live posting of the tenant as `(term, kind, doc, tf, len)`, in that order, passed to
+/// `each` until it answers false: the index as a tenant image carries it (`search_postings`),
+/// whatever segments and tail hold it. The database sorts the segments' term rows (spilling to
+/// disk for a large tenant); the document lists of the segments are held while it runs.
+pub(crate) fn image_postings(
+    conn: &Connection,
+    tenant: &TenantId,
+    each: &mut dyn FnMut((String, DocKind, String, u32, u32)) -> Result<bool>,
+) -> Result<()> {
+    // The tail's postings by term.
+    let mut tail: std::collections::BTreeMap<String, ImagePostings> = Default::default();
+    for t in tail_tx(
+        conn,
+        tenant,
+        &[
+            ScopePart { kind: DocKind::File, range: None, exact: None },
+            ScopePart { kind: DocKind::Memory, range: None, exact: None },
+        ],
+    )? {
+        for (term, tf) in parse_tail_terms(&t.terms)? {
+            tail.entry(term).or_default().push((t.kind, t.doc.clone(), tf, t.len));
+        }
+    }
+    let mut docs: HashMap<i64, (Vec<SegDoc>, Vec<u8>)> = HashMap::new();
+    for view in segments_tx(conn, tenant)? {
+        let mut s = conn
+            .prepare_cached("SELECT docs FROM search_segment_docs WHERE tenant_id = ?1 AND seg = ?2 ORDER BY chunk")
+            .map_err(sql_error)?;
+        let mut listed = Vec::with_capacity(view.docs);
+        let mut rows = s.query(params![tenant.as_str(), view.seg]).map_err(sql_error)?;
+        while let Some(r) = rows.next().map_err(sql_error)? {
+            let bytes: Vec<u8> = r.get(0).map_err(sql_error)?;
+            listed.extend(segment::decode_docs(&bytes)?);
+        }
+        docs.insert(view.seg, (listed, view.dead));
+    }
+    let mut s = conn
+        .prepare("SELECT term, seg, postings FROM search_segment_terms WHERE tenant_id = ?1 ORDER BY term, seg")
+        .map_err(sql_error)?;
+    let mut rows = s.query(params![tenant.as_str()]).map_err(sql_error)?;
+    let mut tail = tail.into_iter().peekable();
+    let mut current: Option<(String, ImagePostings)> = None;
+    // Emits one term's postings in document order; false once `each` wants no more.
+    let mut emit = |term: String, mut list: ImagePostings| -> Result<bool> {
+        list.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        for (kind, doc, tf, len) in list {
+            if !each((term.clone(), kind, doc, tf, len))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    loop {
+        let row = rows.next().map_err(sql_error)?;
+        let next_term: Option<String> = match row {
+            Some(r) => Some(r.get(0).map_err(sql_error)?),
+            None => None,
+        };
+        // A term is complete once the rows have moved past it: the tail's terms before the next
+        // row's term go first.
+        if current.as_ref().map(|c| Some(&c.0) != next_term.as_ref()).unwrap_or(false) {
+            let (term, list) = current.take().unwrap_or_default();
+            if !emit(term, list)? {
+                return Ok(());
+            }
+        }
+        while let Some((t, _)) = tail.peek() {
+            if next_term.as_ref().is_some_and(|n| t >= n) {
+                break;
+            }
+            let (term, list) = tail.next().unwrap_or_default();
+            if !emit(term, list)? {
+                return Ok(());
+            }
+        }
+        let (Some(term), Some(r)) = (next_term, row) else { break };
+        let seg: i64 = r.get(1).map_err(sql_error)?;
+        let blob: Vec<u8> = r.get(2).map_err(sql_error)?;
+        let entry = current.get_or_insert_with(|| (term.clone(), Vec::new()));
+        if tail.peek().is_some_and(|(t, _)| *t == term) {
+            entry.1.extend(tail.next().map(|(_, l)| l).unwrap_or_default());
+        }
+        let (listed, dead) = docs.get(&seg).ok_or_else(|| Error::internal("a term row of no segment"))?;
+        for p in segment::decode_postings(&blob)? {
+            if !segment::is_dead(dead, p.number) {
+                let d = listed.get(p.number as usize).ok_or_else(|| Error::internal("a posting names no document"))?;
+                entry.1.push((d.kind, d.doc.clone(), p.tf, p.len));
+            }
+        }
+    }
+    if let Some((term, list)) = current.take() {
+        emit(term, list)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl SearchIndex for SqliteStore {
     async fn search(&self, scope: &TenantScope, query: SearchQuery) -> Result<SearchAnswer> {
@@ -279,21 +578,11 @@ impl SearchIndex for SqliteStore {
         // Taken before the read starts (see `counters`).
         let known = pool.tails().usage(&tenant);
         crate::pool::read_on(pool, move |conn| {
-            // One snapshot for postings, statistics and texts.
+            // One snapshot for segments, tail, statistics and texts.
             let snapshot = conn.unchecked_transaction().map_err(sql_error)?;
             let conn: &Connection = &snapshot;
             let parts = query.parts();
-            let mut found = Found::for_query(&query.query);
-            for (word, list) in query.query.words().iter().zip(&mut found.words) {
-                for part in &parts {
-                    postings_tx(conn, &tenant, word, part, list)?;
-                }
-            }
-            for (prefix, list) in query.query.prefixes().iter().zip(&mut found.prefixes) {
-                for part in &parts {
-                    prefix_postings_tx(conn, &tenant, prefix, part, list)?;
-                }
-            }
+            let found = found_tx(conn, &tenant, &query, &parts)?;
             if found.is_empty() {
                 return Ok(SearchAnswer::default());
             }
@@ -311,5 +600,24 @@ impl SearchIndex for SqliteStore {
             Ok(answer)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_terms_are_found_by_word_and_prefix_without_parsing() {
+        let terms = tail_terms(&[("deploy".into(), 2), ("deployed".into(), 1), ("ploy".into(), 7)]);
+        assert_eq!(parse_tail_terms(&terms).unwrap().len(), 3);
+        assert_eq!(tail_tf(&terms, "deploy"), Some(2));
+        assert_eq!(tail_tf(&terms, "ploy"), Some(7));
+        assert_eq!(tail_tf(&terms, "deplo"), None);
+        assert_eq!(tail_tf(&terms, "loy"), None);
+        assert_eq!(tail_prefixed(&terms, "dep"), [("deploy".to_owned(), 2), ("deployed".to_owned(), 1)]);
+        assert_eq!(tail_prefixed(&terms, "loy"), Vec::<(String, u32)>::new());
+        assert_eq!(tail_terms(&[]), "");
+        assert!(parse_tail_terms("").unwrap().is_empty());
     }
 }

@@ -282,6 +282,8 @@ struct TailHead {
 /// The tails of one database: which tail rows are whose, and the fold under way.
 pub(crate) struct Tails {
     registry: Mutex<Registry>,
+    /// The search index's flushes and merges, scheduled beside the folds.
+    search: Arc<crate::search_upkeep::SearchUpkeep>,
 }
 
 fn json_ids(ids: &[i64]) -> String {
@@ -357,12 +359,19 @@ fn in_transaction<T>(conn: &Connection, work: impl FnOnce() -> rusqlite::Result<
 
 impl Tails {
     /// Prepares the writer connection and indexes what a previous run left unindexed.
-    pub fn open(writer: &Connection) -> Result<Tails> {
+    /// `search_flush_at`: see `OpenOptions`.
+    pub fn open(writer: &Connection, search_flush_at: usize) -> Result<Tails> {
         writer.execute_batch(&format!("PRAGMA temp_store = MEMORY; {HEADS};")).map_err(sql_error)?;
         crate::counters::prepare(writer).map_err(sql_error)?;
-        let tails = Tails { registry: Mutex::new(Registry::default()) };
+        let search = Arc::new(crate::search_upkeep::SearchUpkeep::open(writer, search_flush_at)?);
+        let tails = Tails { registry: Mutex::new(Registry::default()), search };
         tails.fold_all(writer)?;
         Ok(tails)
+    }
+
+    /// The search index's schedule.
+    pub fn search(&self) -> &Arc<crate::search_upkeep::SearchUpkeep> {
+        &self.search
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -611,31 +620,37 @@ impl WriterCompanion for Tails {
     const IDLE_AFTER: Duration = FOLD_WHEN_IDLE;
 
     fn busy(&self) -> bool {
-        self.folding()
+        self.folding() || self.search.busy()
     }
 
     fn at_rest(&self) -> bool {
-        self.is_empty()
+        self.is_empty() && self.search.at_rest()
     }
 
     fn begin(&self, idle: bool) -> bool {
-        self.begin_fold(idle)
+        let fold = self.begin_fold(idle);
+        let search = self.search.begin(idle);
+        fold || search
     }
 
-    /// The fold's next step.
+    /// The fold's next step, else the search index's.
     fn next_job(self: &Arc<Self>) -> Option<Box<dyn WriteJob>> {
-        let step = self.next_step()?;
-        Some(Box::new(FoldStep { tails: self.clone(), step, failed: None }))
+        match self.next_step() {
+            Some(step) => Some(Box::new(FoldStep { tails: self.clone(), step, failed: None })),
+            None => self.search.next_job(),
+        }
     }
 
     /// Runs the group knowing its dense tenants: those with at least [`DENSE_WRITES`] writes in it.
     fn around<T>(self: &Arc<Self>, owners: &[u64], group: impl FnOnce() -> T) -> T {
+        self.search.group_starts();
         in_group(self, dense_owners(owners), group)
     }
 
     /// Registers a commit's log entries before its writes are answered. Should reading them back
     /// fail, folding makes them readable instead (a fold needs no registration).
     fn after_commit(&self, conn: &Connection) {
+        self.search.committed();
         if let Err(e) = self.register(conn) {
             tracing::error!("cannot register the log tail ({e}): folding it instead");
             if let Err(e) = self.fold_all(conn) {
@@ -861,7 +876,7 @@ mod tests {
         let mut writer = Connection::open(&path).unwrap();
         writer.pragma_update(None, "journal_mode", "WAL").unwrap();
         crate::schema::migrate(&mut writer).unwrap();
-        let tails = Arc::new(Tails::open(&writer).unwrap());
+        let tails = Arc::new(Tails::open(&writer, crate::search_upkeep::FLUSH_AT).unwrap());
         let reader = Connection::open(&path).unwrap();
         Db { _dir: dir, path, writer, reader, tails }
     }
@@ -1094,7 +1109,7 @@ mod tests {
         let Db { _dir, path, writer, reader, tails } = db;
         drop((writer, reader, tails));
         let writer = Connection::open(&path).unwrap();
-        let tails = Arc::new(Tails::open(&writer).unwrap());
+        let tails = Arc::new(Tails::open(&writer, crate::search_upkeep::FLUSH_AT).unwrap());
         let db = Db { reader: Connection::open(&path).unwrap(), _dir, path, writer, tails };
         assert_eq!((db.count("audit_tail"), db.count("audit_tail_index"), db.indexed_upto()), (5, 5, 5));
         assert_eq!(db.head(&a), None);

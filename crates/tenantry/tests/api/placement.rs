@@ -56,7 +56,9 @@ fn shared_rows(app: &TestApp, id: &str) -> i64 {
         "events",
         "events_tail",
         "events_tail_index",
-        "search_postings",
+        "search_docs",
+        "search_tail",
+        "search_segments",
     ]
     .iter()
     .map(|t| {

@@ -1,0 +1,430 @@
+//! Index segments: a tenant's documents indexed together, immutable once written. A store keeps a
+//! tenant's index as a few segments plus a small tail of documents written since the last flush
+//! (`tenantry-store-sqlite`'s README says how it stores them); this module is what a segment
+//! holds and how it is built, read and merged, with no storage in it.
+//!
+//! A segment numbers its documents 0, 1, 2, ... in (kind, id) order, so a path prefix or a
+//! namespace is a range of numbers. It holds:
+//! - the documents, in chunks of [`CHUNK_DOCS`] (front-coded ids, each with its length), and the
+//!   first document of each chunk (the fences) to find a range's chunks;
+//! - per term, the postings: (number, count in the document, document length), numbers in
+//!   ascending order, delta- and varint-coded: about 3–4 bytes a posting;
+//! - beside it, kept by the store, a bitmap of the numbers whose document was replaced or deleted
+//!   since (dead): readers skip them, and a merge leaves them out.
+
+use super::DocKind;
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+
+/// Documents per chunk of a segment's document list.
+pub const CHUNK_DOCS: usize = 128;
+
+/// A document as a segment lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SegDoc {
+    pub kind: DocKind,
+    pub doc: String,
+    pub len: u32,
+}
+
+/// A document to index: what [`super::IndexDoc`] says of it, with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDoc {
+    pub kind: DocKind,
+    pub doc: String,
+    pub len: u32,
+    pub terms: Vec<(String, u32)>,
+}
+
+/// A segment made in memory, ready to store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Built {
+    /// The documents in number order.
+    pub docs: Vec<SegDoc>,
+    /// Every term with its encoded postings, in term order.
+    pub terms: Vec<(String, Vec<u8>)>,
+}
+
+impl Built {
+    /// The document list in chunks of [`CHUNK_DOCS`], encoded.
+    pub fn doc_chunks(&self) -> Vec<Vec<u8>> {
+        self.docs.chunks(CHUNK_DOCS).map(encode_docs).collect()
+    }
+
+    /// The first document of each chunk, encoded as one list (lengths 0).
+    pub fn fences(&self) -> Vec<u8> {
+        let firsts: Vec<SegDoc> =
+            self.docs.chunks(CHUNK_DOCS).map(|c| SegDoc { kind: c[0].kind, doc: c[0].doc.clone(), len: 0 }).collect();
+        encode_docs(&firsts)
+    }
+
+    /// Bytes the segment takes encoded (terms, postings and document chunks).
+    pub fn encoded_bytes(&self) -> usize {
+        self.terms.iter().map(|(t, p)| t.len() + p.len()).sum::<usize>()
+            + self.doc_chunks().iter().map(Vec::len).sum::<usize>()
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::internal(format!("a search segment's {what} does not decode"))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut n: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        n |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+fn get_u32(bytes: &[u8], at: &mut usize) -> Option<u32> {
+    get_varint(bytes, at).and_then(|n| u32::try_from(n).ok())
+}
+
+fn kind_code(kind: DocKind) -> u8 {
+    kind as u8
+}
+
+fn kind_of(code: u8) -> Option<DocKind> {
+    match code {
+        0 => Some(DocKind::File),
+        1 => Some(DocKind::Memory),
+        _ => None,
+    }
+}
+
+/// A list of documents, front-coded: each id as the bytes it shares with the previous one and
+/// the rest.
+pub fn encode_docs(docs: &[SegDoc]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(docs.len() * 8);
+    let mut prev: &[u8] = &[];
+    for d in docs {
+        let id = d.doc.as_bytes();
+        let shared = prev.iter().zip(id).take_while(|(a, b)| a == b).count();
+        out.push(kind_code(d.kind));
+        put_varint(&mut out, shared as u64);
+        put_varint(&mut out, (id.len() - shared) as u64);
+        out.extend_from_slice(&id[shared..]);
+        put_varint(&mut out, u64::from(d.len));
+        prev = id;
+    }
+    out
+}
+
+pub fn decode_docs(bytes: &[u8]) -> Result<Vec<SegDoc>> {
+    let mut out: Vec<SegDoc> = Vec::new();
+    let mut prev: Vec<u8> = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let kind = kind_of(bytes[at]).ok_or_else(|| corrupt("document list"))?;
+        at += 1;
+        let shared = get_varint(bytes, &mut at).ok_or_else(|| corrupt("document list"))? as usize;
+        let rest = get_varint(bytes, &mut at).ok_or_else(|| corrupt("document list"))? as usize;
+        let end = at.checked_add(rest).filter(|&e| e <= bytes.len() && shared <= prev.len());
+        let end = end.ok_or_else(|| corrupt("document list"))?;
+        let mut id = prev[..shared].to_vec();
+        id.extend_from_slice(&bytes[at..end]);
+        at = end;
+        let len = get_u32(bytes, &mut at).ok_or_else(|| corrupt("document list"))?;
+        let doc = String::from_utf8(id.clone()).map_err(|_| corrupt("document list"))?;
+        prev = id;
+        out.push(SegDoc { kind, doc, len });
+    }
+    Ok(out)
+}
+
+/// One posting as a segment holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegPosting {
+    pub number: u32,
+    pub tf: u32,
+    pub len: u32,
+}
+
+/// Postings in ascending number order, encoded.
+pub fn encode_postings(postings: &[SegPosting]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(postings.len() * 4);
+    let mut prev: u64 = 0;
+    for (i, p) in postings.iter().enumerate() {
+        let n = u64::from(p.number);
+        put_varint(&mut out, if i == 0 { n } else { n - prev });
+        put_varint(&mut out, u64::from(p.tf));
+        put_varint(&mut out, u64::from(p.len));
+        prev = n;
+    }
+    out
+}
+
+pub fn decode_postings(bytes: &[u8]) -> Result<Vec<SegPosting>> {
+    let mut out = Vec::with_capacity(bytes.len() / 3);
+    let mut at = 0;
+    let mut number: u64 = 0;
+    while at < bytes.len() {
+        let delta = get_varint(bytes, &mut at).ok_or_else(|| corrupt("postings"))?;
+        number = if out.is_empty() { delta } else { number.checked_add(delta).ok_or_else(|| corrupt("postings"))? };
+        let tf = get_u32(bytes, &mut at).ok_or_else(|| corrupt("postings"))?;
+        let len = get_u32(bytes, &mut at).ok_or_else(|| corrupt("postings"))?;
+        let number = u32::try_from(number).map_err(|_| corrupt("postings"))?;
+        out.push(SegPosting { number, tf, len });
+    }
+    Ok(out)
+}
+
+/// Builds a segment of `docs` (ids distinct).
+pub fn build(mut docs: Vec<NewDoc>) -> Built {
+    docs.sort_by(|a, b| (a.kind, &a.doc).cmp(&(b.kind, &b.doc)));
+    let mut terms: BTreeMap<String, Vec<SegPosting>> = BTreeMap::new();
+    let mut listed = Vec::with_capacity(docs.len());
+    for (number, d) in docs.into_iter().enumerate() {
+        let number = number as u32;
+        for (term, tf) in d.terms {
+            terms.entry(term).or_default().push(SegPosting { number, tf, len: d.len });
+        }
+        listed.push(SegDoc { kind: d.kind, doc: d.doc, len: d.len });
+    }
+    Built { docs: listed, terms: terms.into_iter().map(|(t, p)| (t, encode_postings(&p))).collect() }
+}
+
+/// A dead-document bitmap of a segment of `docs` documents, none dead.
+pub fn no_dead(docs: usize) -> Vec<u8> {
+    vec![0; docs.div_ceil(8)]
+}
+
+pub fn is_dead(dead: &[u8], number: u32) -> bool {
+    dead.get(number as usize / 8).is_some_and(|b| b & (1 << (number % 8)) != 0)
+}
+
+pub fn set_dead(dead: &mut [u8], number: u32) {
+    if let Some(b) = dead.get_mut(number as usize / 8) {
+        *b |= 1 << (number % 8);
+    }
+}
+
+/// How many documents the bitmap marks dead.
+pub fn dead_count(dead: &[u8]) -> u32 {
+    dead.iter().map(|b| b.count_ones()).sum()
+}
+
+/// A stored segment as a merge reads it: its documents, its dead bitmap, and its terms with
+/// their encoded postings in term order.
+pub struct Input {
+    pub docs: Vec<SegDoc>,
+    pub dead: Vec<u8>,
+    pub terms: Vec<(String, Vec<u8>)>,
+}
+
+/// Merges segments into one of their live documents, renumbered. A document live in two inputs
+/// (which a store never leaves) is taken from the later input.
+pub fn merge(inputs: Vec<Input>) -> Result<Built> {
+    // Every live document, with where it came from.
+    let mut live: BTreeMap<(DocKind, String), (usize, u32, u32)> = BTreeMap::new();
+    for (i, input) in inputs.iter().enumerate() {
+        for (n, d) in input.docs.iter().enumerate() {
+            if !is_dead(&input.dead, n as u32) {
+                live.insert((d.kind, d.doc.clone()), (i, n as u32, d.len));
+            }
+        }
+    }
+    // Old number → new number, per input (`u32::MAX`: left out).
+    let mut renumber: Vec<Vec<u32>> = inputs.iter().map(|input| vec![u32::MAX; input.docs.len()]).collect();
+    let mut docs = Vec::with_capacity(live.len());
+    for (new, ((kind, doc), (i, old, len))) in live.into_iter().enumerate() {
+        renumber[i][old as usize] = new as u32;
+        docs.push(SegDoc { kind, doc, len });
+    }
+    let mut terms: BTreeMap<&str, Vec<SegPosting>> = BTreeMap::new();
+    for (i, input) in inputs.iter().enumerate() {
+        for (term, blob) in &input.terms {
+            for p in decode_postings(blob)? {
+                let new = renumber[i].get(p.number as usize).copied().unwrap_or(u32::MAX);
+                if new != u32::MAX {
+                    terms.entry(term.as_str()).or_default().push(SegPosting { number: new, ..p });
+                }
+            }
+        }
+    }
+    let terms = terms
+        .into_iter()
+        .map(|(t, mut p)| {
+            p.sort_unstable_by_key(|p| p.number);
+            (t.to_owned(), encode_postings(&p))
+        })
+        .collect();
+    Ok(Built { docs, terms })
+}
+
+/// The numbers `[lo, hi)` of a segment's documents of `kind` whose id is in `[from, to)`, found
+/// from the fences and at most two chunks read through `chunk` (by chunk index); with `exact`,
+/// also the number of the document with exactly that id, if any (a path prefix covers the file
+/// at its own path).
+pub fn range_of(
+    fences: &[SegDoc],
+    docs: usize,
+    kind: DocKind,
+    from: Option<&str>,
+    to: Option<&str>,
+    mut chunk: impl FnMut(usize) -> Result<Vec<SegDoc>>,
+) -> Result<(u32, u32)> {
+    // The first number whose (kind, id) is at or after `key`.
+    let mut first_at_or_after = |key: (DocKind, &str)| -> Result<u32> {
+        // Chunks whose first document is before the key: the answer is in the last of them, or
+        // it is the next chunk's first.
+        let before = fences.partition_point(|f| (f.kind, f.doc.as_str()) < key);
+        if before == 0 {
+            return Ok(0);
+        }
+        let c = before - 1;
+        let listed = chunk(c)?;
+        let inside = listed.partition_point(|d| (d.kind, d.doc.as_str()) < key);
+        Ok(((c * CHUNK_DOCS + inside).min(docs)) as u32)
+    };
+    let lo = first_at_or_after((kind, from.unwrap_or("")))?;
+    let hi = match (to, kind) {
+        (Some(to), _) => first_at_or_after((kind, to))?,
+        (None, DocKind::File) => first_at_or_after((DocKind::Memory, ""))?,
+        (None, DocKind::Memory) => docs as u32,
+    };
+    Ok((lo, hi.max(lo)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn doc(kind: DocKind, id: &str, terms: &[(&str, u32)]) -> NewDoc {
+        NewDoc {
+            kind,
+            doc: id.into(),
+            len: terms.iter().map(|t| t.1).sum(),
+            terms: terms.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+        }
+    }
+
+    fn postings_of(built: &Built, term: &str) -> Vec<(String, u32)> {
+        let Some((_, blob)) = built.terms.iter().find(|(t, _)| t == term) else { return Vec::new() };
+        decode_postings(blob).unwrap().into_iter().map(|p| (built.docs[p.number as usize].doc.clone(), p.tf)).collect()
+    }
+
+    #[test]
+    fn a_segment_numbers_documents_in_id_order_and_lists_each_terms_postings() {
+        let built = build(vec![
+            doc(DocKind::Memory, "ns\u{1f}k", &[("alpha", 1)]),
+            doc(DocKind::File, "/b.txt", &[("alpha", 2), ("beta", 1)]),
+            doc(DocKind::File, "/a.txt", &[("beta", 3)]),
+        ]);
+        let ids: Vec<&str> = built.docs.iter().map(|d| d.doc.as_str()).collect();
+        assert_eq!(ids, ["/a.txt", "/b.txt", "ns\u{1f}k"]);
+        assert_eq!(postings_of(&built, "alpha"), [("/b.txt".to_owned(), 2), ("ns\u{1f}k".to_owned(), 1)]);
+        assert_eq!(postings_of(&built, "beta"), [("/a.txt".to_owned(), 3), ("/b.txt".to_owned(), 1)]);
+        assert_eq!(decode_docs(&encode_docs(&built.docs)).unwrap(), built.docs);
+    }
+
+    #[test]
+    fn a_merge_keeps_live_documents_only_and_renumbers_them() {
+        let old = build(vec![doc(DocKind::File, "/a", &[("x", 1)]), doc(DocKind::File, "/b", &[("x", 2), ("y", 1)])]);
+        let new = build(vec![doc(DocKind::File, "/a", &[("y", 5)]), doc(DocKind::File, "/c", &[("x", 1)])]);
+        // /a was rewritten: its first version is dead.
+        let mut dead = no_dead(2);
+        set_dead(&mut dead, 0);
+        let merged = merge(vec![
+            Input { docs: old.docs.clone(), dead, terms: old.terms.clone() },
+            Input { docs: new.docs.clone(), dead: no_dead(2), terms: new.terms.clone() },
+        ])
+        .unwrap();
+        let ids: Vec<&str> = merged.docs.iter().map(|d| d.doc.as_str()).collect();
+        assert_eq!(ids, ["/a", "/b", "/c"]);
+        assert_eq!(postings_of(&merged, "x"), [("/b".to_owned(), 2), ("/c".to_owned(), 1)]);
+        assert_eq!(postings_of(&merged, "y"), [("/a".to_owned(), 5), ("/b".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn corrupt_bytes_are_an_error_not_a_panic() {
+        assert!(decode_postings(&[0x80]).is_err());
+        assert!(decode_docs(&[7]).is_err());
+        assert!(decode_docs(&[0, 5, 1, b'a', 0]).is_err());
+    }
+
+    proptest! {
+        /// Ranges found through fences and chunks equal a scan of every document.
+        #[test]
+        fn a_range_found_by_fences_equals_a_scan(
+            ids in proptest::collection::btree_set("/[a-c]{1,3}(/[a-c]{1,2})?", 0..400),
+            memory in 0usize..5,
+            from in "/[a-c]{0,3}",
+            to in "/[a-c]{0,3}",
+        ) {
+            let mut docs: Vec<NewDoc> = ids.iter().map(|id| doc(DocKind::File, id, &[("w", 1)])).collect();
+            docs.extend((0..memory).map(|i| doc(DocKind::Memory, &format!("n\u{1f}{i}"), &[("w", 1)])));
+            let built = build(docs);
+            let fences = decode_docs(&built.fences()).unwrap();
+            let chunks = built.doc_chunks();
+            let read = |c: usize| decode_docs(&chunks[c]);
+            let (lo, hi) = range_of(&fences, built.docs.len(), DocKind::File, Some(&from), Some(&to), read).unwrap();
+            let want: Vec<u32> = (0..built.docs.len() as u32)
+                .filter(|&n| {
+                    let d = &built.docs[n as usize];
+                    d.kind == DocKind::File && d.doc.as_str() >= from.as_str() && d.doc.as_str() < to.as_str()
+                })
+                .collect();
+            let got: Vec<u32> = (lo..hi).collect();
+            prop_assert_eq!(got, want);
+            let (lo, hi) = range_of(&fences, built.docs.len(), DocKind::Memory, None, None, read).unwrap();
+            prop_assert_eq!((hi - lo) as usize, memory);
+            let (lo, hi) = range_of(&fences, built.docs.len(), DocKind::File, None, None, read).unwrap();
+            prop_assert_eq!((lo, hi as usize), (0, ids.len()));
+        }
+
+        /// Merging segments in any order of deletions gives the segment built from the live
+        /// documents alone.
+        #[test]
+        fn a_merge_equals_building_the_live_documents_afresh(
+            versions in proptest::collection::vec((0u8..30, proptest::collection::vec((0u8..6, 1u32..4), 1..5)), 1..60),
+            cuts in proptest::collection::vec(1usize..60, 0..4),
+        ) {
+            // Versions written in order, cut into segments; a later version kills the earlier.
+            let mut bounds: Vec<usize> = cuts.into_iter().filter(|&c| c < versions.len()).collect();
+            bounds.extend([0, versions.len()]);
+            bounds.sort_unstable();
+            bounds.dedup();
+            let mut latest: BTreeMap<String, NewDoc> = BTreeMap::new();
+            let mut inputs: Vec<Input> = Vec::new();
+            let mut located: BTreeMap<String, (usize, u32)> = BTreeMap::new();
+            for w in bounds.windows(2) {
+                let mut seg_docs: BTreeMap<String, NewDoc> = BTreeMap::new();
+                for (id, terms) in &versions[w[0]..w[1]] {
+                    let mut t: BTreeMap<String, u32> = BTreeMap::new();
+                    for (term, n) in terms {
+                        *t.entry(format!("t{term}")).or_default() += n;
+                    }
+                    let d = NewDoc { kind: DocKind::File, doc: format!("/{id}"), len: t.values().sum(), terms: t.into_iter().collect() };
+                    seg_docs.insert(d.doc.clone(), d.clone());
+                    latest.insert(d.doc.clone(), d);
+                }
+                let built = build(seg_docs.into_values().collect());
+                let seg = inputs.len();
+                for (n, d) in built.docs.iter().enumerate() {
+                    if let Some((s, old)) = located.insert(d.doc.clone(), (seg, n as u32)) {
+                        set_dead(&mut inputs[s].dead, old);
+                    }
+                }
+                inputs.push(Input { dead: no_dead(built.docs.len()), docs: built.docs, terms: built.terms });
+            }
+            let merged = merge(inputs).unwrap();
+            prop_assert_eq!(merged, build(latest.into_values().collect()));
+        }
+    }
+}
