@@ -13,13 +13,15 @@ cd "$(dirname "$0")/.."
 SECTIONS=${1:-memory search sse webhooks}
 SCALE=${2:-1.0}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# TENANTRY_BIN=path runs another build of the server (e.g. an older commit's, for an A/B).
+BIN=${TENANTRY_BIN:-./target/release/tenantry}
 cargo build --release -q --bin tenantry --example bench_dataplane
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 for section in $SECTIONS; do
   rm -rf "$WORK/data"
   TENANTRY_ADMIN_KEY=bench-operator TENANTRY_LOG=warn TENANTRY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS=1 \
-    ./target/release/tenantry serve --listen 127.0.0.1:18071 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
+    "$BIN" serve --listen 127.0.0.1:18071 --data "$WORK/data" > "$WORK/serve.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 50); do curl -sf http://127.0.0.1:18071/healthz >/dev/null && break; sleep 0.1; done
   echo "== $section"

@@ -33,8 +33,9 @@ pub const MAX_LIMIT: usize = 100;
 const K1: f64 = 1.2;
 const B: f64 = 0.75;
 
-/// The words of `text` with their byte offsets: maximal runs of letters and digits, lowercased.
-pub fn tokens(text: &str) -> impl Iterator<Item = (usize, usize, String)> + '_ {
+/// The byte spans of the words of `text`: maximal runs of letters and digits, at most
+/// [`MAX_TERM_BYTES`] long (longer runs are skipped).
+fn word_spans(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut chars = text.char_indices().peekable();
     std::iter::from_fn(move || loop {
         let (start, c) = chars.next()?;
@@ -49,11 +50,25 @@ pub fn tokens(text: &str) -> impl Iterator<Item = (usize, usize, String)> + '_ {
             end = i + c.len_utf8();
             chars.next();
         }
-        let word = &text[start..end];
-        if word.len() <= MAX_TERM_BYTES {
-            return Some((start, end, word.to_lowercase()));
+        if end - start <= MAX_TERM_BYTES {
+            return Some((start, end));
         }
     })
+}
+
+/// A word as the index keeps it: lowercased, borrowed when it is lowercase ASCII already (other
+/// scripts go through `to_lowercase`, which knows titlecase letters and final sigma).
+fn lowered(word: &str) -> std::borrow::Cow<'_, str> {
+    if word.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(word)
+    } else {
+        std::borrow::Cow::Owned(word.to_lowercase())
+    }
+}
+
+/// The words of `text` with their byte offsets: maximal runs of letters and digits, lowercased.
+pub fn tokens(text: &str) -> impl Iterator<Item = (usize, usize, String)> + '_ {
+    word_spans(text).map(|(start, end)| (start, end, lowered(&text[start..end]).into_owned()))
 }
 
 /// What the index stores for one document: its distinct terms with their counts, and its length
@@ -65,13 +80,23 @@ pub struct IndexDoc {
 }
 
 impl IndexDoc {
+    /// Whether the document goes into the index at all: one without a word could match nothing,
+    /// and is not counted in the statistics either (as Lucene's `docCount` leaves out documents
+    /// without the field).
+    pub fn is_indexed(&self) -> bool {
+        !self.terms.is_empty()
+    }
+
     pub fn of_text(text: &str) -> IndexDoc {
-        let mut counts: HashMap<String, u32> = HashMap::new();
+        // Words are borrowed from the text where they are lowercase already: a document's words
+        // cost one allocation per distinct word, not one per word.
+        let mut counts: HashMap<std::borrow::Cow<'_, str>, u32> = HashMap::new();
         let mut len = 0u32;
-        for (_, _, word) in tokens(text) {
+        for (start, end) in word_spans(text) {
             len = len.saturating_add(1);
+            let word = lowered(&text[start..end]);
             let distinct = counts.len();
-            match counts.get_mut(&word) {
+            match counts.get_mut(word.as_ref()) {
                 Some(n) => *n += 1,
                 None if distinct < MAX_TERMS_PER_DOC => {
                     counts.insert(word, 1);
@@ -79,7 +104,7 @@ impl IndexDoc {
                 None => {}
             }
         }
-        let mut terms: Vec<(String, u32)> = counts.into_iter().collect();
+        let mut terms: Vec<(String, u32)> = counts.into_iter().map(|(w, n)| (w.into_owned(), n)).collect();
         terms.sort_unstable();
         IndexDoc { terms, len }
     }

@@ -89,6 +89,7 @@ pub(crate) struct Reindex<'n> {
 }
 
 pub(crate) fn plan_reindex<'n>(kind: DocKind, old: Option<(i32, String)>, new: Option<&'n IndexDoc>) -> Reindex<'n> {
+    let new = new.filter(|n| n.is_indexed());
     let terms: Vec<(&str, i32)> = new.map(distinct_terms).unwrap_or_default();
     let keep: HashSet<&str> = terms.iter().map(|(t, _)| *t).collect();
     let removed: Vec<String> = match &old {

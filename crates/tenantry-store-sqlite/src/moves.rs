@@ -821,12 +821,10 @@ impl SqliteStore {
         };
         // The tenant's search segments stay as they are at both ends until the move ends, so
         // they are copied once (`SyncBy::Once`).
+        // `move_tenant` lets them go once the move (or its rollback) is over.
         pause_search(&src, tenant).await?;
         pause_search(&dst, tenant).await?;
-        let moved = self.copy_and_switch(tenant, from, to, &src, &dst, progress, report, started).await;
-        src.tails().search().resume(tenant);
-        dst.tails().search().resume(tenant);
-        moved
+        self.copy_and_switch(tenant, from, to, &src, &dst, progress, report, started).await
     }
 
     /// The copy rounds, the fenced one and the switch of [`Self::run_move`].
@@ -919,11 +917,11 @@ impl SqliteStore {
 /// Stops the tenant's search upkeep in `db`, on its writer, so that no step of it is under way
 /// once this returns.
 async fn pause_search(db: &Arc<Database>, tenant: &TenantId) -> Result<()> {
-    let (upkeep, t) = (db.tails().search().clone(), tenant.clone());
+    let t = tenant.clone();
     db.write(
         None,
         move |_| {
-            upkeep.pause(&t);
+            crate::search_upkeep::pause(&t);
             Ok(())
         },
         None,
@@ -994,16 +992,20 @@ impl PlacementStore for SqliteStore {
             verified: false,
         };
         let moved = self.run_move(&tenant, from, to, &*progress, &mut report).await;
-        if let Err(e) = moved {
+        let settled = match moved {
             // Not switched (the switch is the last step that can fail before the old copy is
             // dropped, and it is one transaction): roll back to where the tenant was.
-            let not_switched = self.routes.is_dedicated(&tenant) == (from == Placement::Dedicated);
-            if not_switched {
-                rollback(self, &tenant, to).await?;
+            Err(e) if self.routes.is_dedicated(&tenant) == (from == Placement::Dedicated) => {
+                rollback(self, &tenant, to).await.and(Err(e))
             }
-            return Err(e);
+            other => other,
+        };
+        // The tenant's search upkeep goes on where it is now.
+        crate::search_upkeep::unpause(&tenant);
+        if let Ok(db) = self.pool_of(&tenant) {
+            db.tails().search().resume(&tenant);
         }
-        Ok(report)
+        settled.map(|()| report)
     }
 }
 

@@ -554,7 +554,9 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 15: the search index in segments (see `search`): a write appends its document to the
     // tenant's tail; the writer flushes tails into immutable segments and merges segments in the
-    // background. The postings of the old layout become tail documents, flushed after the open.
+    // background. The postings of the old layout become tail documents (in one pass over them,
+    // sorted), flushed after the open. Documents without a word stay indexed (and counted)
+    // until they change: since this version such a document is not indexed.
     r#"
     CREATE TABLE search_tail (
         tenant_id TEXT NOT NULL,
@@ -565,12 +567,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, kind, doc)
     ) WITHOUT ROWID;
     INSERT INTO search_tail (tenant_id, kind, doc, len, terms)
-        SELECT d.tenant_id, d.kind, d.doc, d.len,
-               COALESCE((SELECT group_concat(line, char(10)) FROM
-                   (SELECT p.term || ' ' || p.tf AS line FROM search_postings p
-                    WHERE p.tenant_id = d.tenant_id AND p.term >= '' AND p.kind = d.kind AND p.doc = d.doc
-                    ORDER BY p.term)), '')
-        FROM search_docs d;
+        SELECT d.tenant_id, d.kind, d.doc, d.len, COALESCE(p.terms, '')
+        FROM search_docs d LEFT JOIN (
+            SELECT tenant_id, kind, doc, group_concat(line, char(10)) AS terms
+            FROM (SELECT tenant_id, kind, doc, term || ' ' || tf AS line FROM search_postings
+                  ORDER BY tenant_id, kind, doc, term)
+            GROUP BY tenant_id, kind, doc
+        ) p ON p.tenant_id = d.tenant_id AND p.kind = d.kind AND p.doc = d.doc;
     DROP TABLE search_postings;
     CREATE TABLE search_docs_v15 (
         tenant_id TEXT NOT NULL,
@@ -591,7 +594,7 @@ const MIGRATIONS: &[&str] = &[
         level INTEGER NOT NULL,
         docs INTEGER NOT NULL,
         dead BLOB NOT NULL,
-        fences BLOB NOT NULL,
+        uid INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, seg)
     ) WITHOUT ROWID;
     CREATE TABLE search_segment_docs (

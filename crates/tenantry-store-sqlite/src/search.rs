@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use tenantry_core::ids::TenantId;
 use tenantry_core::memory::{searchable_text, SEPARATOR};
-use tenantry_core::search::segment::{self, SegDoc, CHUNK_DOCS};
+use tenantry_core::search::segment::{self, SegDoc};
 use tenantry_core::search::{
     prefix_upper, too_broad, DocKind, Found, IndexDoc, Posting, ScopeStats, SearchAnswer, MAX_PREFIX_WORDS,
 };
@@ -119,18 +119,24 @@ fn located_tx(tx: &Connection, tenant: &TenantId, kind: DocKind, doc: &str) -> R
 /// Marks document `number` of a segment dead; notes the tenant for compaction once most of the
 /// segment is.
 fn kill_tx(tx: &Connection, tenant: &TenantId, seg: i64, number: i64) -> Result<()> {
-    let found: Option<(Vec<u8>, i64)> = tx
-        .prepare_cached("SELECT dead, docs FROM search_segments WHERE tenant_id = ?1 AND seg = ?2")
-        .and_then(|mut s| s.query_row(params![tenant.as_str(), seg], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+    let found: Option<(Vec<u8>, i64, i64)> = tx
+        .prepare_cached("SELECT dead, docs, level FROM search_segments WHERE tenant_id = ?1 AND seg = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![tenant.as_str(), seg], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+        })
         .map_err(sql_error)?;
-    let Some((mut dead, docs)) = found else {
+    let Some((mut dead, docs, level)) = found else {
         return Err(Error::internal(format!("a search document names segment {seg}, which is gone")));
     };
     segment::set_dead(&mut dead, u32::try_from(number).unwrap_or(u32::MAX));
     tx.prepare_cached("UPDATE search_segments SET dead = ?3 WHERE tenant_id = ?1 AND seg = ?2")
         .and_then(|mut s| s.execute(params![tenant.as_str(), seg, dead]))
         .map_err(sql_error)?;
-    if crate::search_upkeep::wants_compaction(segment::dead_count(&dead), docs) {
+    let dead_now = i64::from(segment::dead_count(&dead));
+    if dead_now >= docs
+        || (crate::search_upkeep::wants_compaction(segment::dead_count(&dead), docs)
+            && crate::search_upkeep::is_top(level))
+    {
         crate::search_upkeep::note(tenant);
     }
     Ok(())
@@ -146,6 +152,7 @@ pub(crate) fn reindex_tx(
     doc: &str,
     new: Option<&IndexDoc>,
 ) -> Result<()> {
+    let new = new.filter(|n| n.is_indexed());
     let old = located_tx(tx, tenant, kind, doc)?;
     if old.is_none() && new.is_none() {
         return Ok(());
@@ -158,11 +165,13 @@ pub(crate) fn reindex_tx(
     }
     match new {
         Some(entry) => {
+            let terms = tail_terms(&entry.terms);
+            let bytes = terms.len();
             tx.prepare_cached(
                 "INSERT INTO search_tail (tenant_id, kind, doc, len, terms) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tenant_id, kind, doc) DO UPDATE SET len = excluded.len, terms = excluded.terms",
             )
-            .and_then(|mut s| s.execute(params![tenant.as_str(), k, doc, entry.len, tail_terms(&entry.terms)]))
+            .and_then(|mut s| s.execute(params![tenant.as_str(), k, doc, entry.len, terms]))
             .map_err(sql_error)?;
             tx.prepare_cached(
                 "INSERT INTO search_docs (tenant_id, kind, doc, len, seg, number) VALUES (?1, ?2, ?3, ?4, 0, 0)
@@ -170,7 +179,7 @@ pub(crate) fn reindex_tx(
             )
             .and_then(|mut s| s.execute(params![tenant.as_str(), k, doc, entry.len]))
             .map_err(sql_error)?;
-            crate::search_upkeep::note_tail(tenant);
+            crate::search_upkeep::note_tail(tenant, bytes);
         }
         None => {
             if old.as_ref().is_some_and(|o| o.seg == 0) {
@@ -192,88 +201,126 @@ fn move_search_counters(tx: &Connection, tenant: &TenantId, docs: i64, words: i6
     counters::add_tx(tx, tenant, Counters { search_docs: docs, search_words: words, ..Default::default() })
 }
 
-/// A segment as a search reads it: its catalog row, and the chunks of its document list read so
-/// far.
+/// Segments' document lists as searches decode them, by segment uid (a segment never changes, so
+/// a list read once serves every later search until evicted). Bounded by documents held.
+#[derive(Default)]
+pub(crate) struct SegmentDocuments {
+    lists: std::sync::Mutex<HashMap<i64, std::sync::Arc<Vec<SegDoc>>>>,
+}
+
+/// Documents [`SegmentDocuments`] holds at most, for the whole process (some 60 bytes each).
+const CACHED_DOCUMENTS: usize = 1 << 19;
+
+/// The process's document lists: one bound for every database (uids are random, so lists of
+/// different databases never collide).
+pub(crate) fn segment_documents() -> &'static SegmentDocuments {
+    static DOCUMENTS: std::sync::OnceLock<SegmentDocuments> = std::sync::OnceLock::new();
+    DOCUMENTS.get_or_init(SegmentDocuments::default)
+}
+
+impl SegmentDocuments {
+    fn get(&self, uid: i64) -> Option<std::sync::Arc<Vec<SegDoc>>> {
+        self.lists.lock().unwrap_or_else(|e| e.into_inner()).get(&uid).cloned()
+    }
+
+    fn put(&self, uid: i64, list: std::sync::Arc<Vec<SegDoc>>) {
+        let mut lists = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held: usize = lists.values().map(|l| l.len()).sum();
+        // Any entries go first: a search reads every segment of its tenant, so what one evicts
+        // another soon reads again; the bound is what matters.
+        while held + list.len() > CACHED_DOCUMENTS {
+            let Some(uid) = lists.keys().next().copied() else { break };
+            held -= lists.remove(&uid).map_or(0, |l| l.len());
+        }
+        lists.insert(uid, list);
+    }
+}
+
+/// A segment as a search reads it: its catalog row.
 pub(crate) struct SegmentView {
     pub seg: i64,
     pub docs: usize,
     pub dead: Vec<u8>,
-    fences: Vec<SegDoc>,
-    chunks: HashMap<usize, Vec<SegDoc>>,
+    uid: i64,
 }
 
 /// The tenant's segments, oldest first.
 pub(crate) fn segments_tx(conn: &Connection, tenant: &TenantId) -> Result<Vec<SegmentView>> {
     let mut s = conn
-        .prepare_cached("SELECT seg, docs, dead, fences FROM search_segments WHERE tenant_id = ?1 ORDER BY seg")
+        .prepare_cached("SELECT seg, docs, dead, uid FROM search_segments WHERE tenant_id = ?1 ORDER BY seg")
         .map_err(sql_error)?;
     let rows = s
         .query_map(params![tenant.as_str()], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?))
+            Ok(SegmentView {
+                seg: r.get(0)?,
+                docs: r.get::<_, i64>(1)?.max(0) as usize,
+                dead: r.get(2)?,
+                uid: r.get(3)?,
+            })
         })
         .map_err(sql_error)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+}
+
+/// A segment's whole document list, in number order.
+pub(crate) fn documents_tx(conn: &Connection, tenant: &TenantId, seg: i64) -> Result<Vec<SegDoc>> {
+    let mut s = conn
+        .prepare_cached("SELECT docs FROM search_segment_docs WHERE tenant_id = ?1 AND seg = ?2 ORDER BY chunk")
+        .map_err(sql_error)?;
+    let mut rows = s.query(params![tenant.as_str(), seg]).map_err(sql_error)?;
     let mut out = Vec::new();
-    for row in rows {
-        let (seg, docs, dead, fences) = row.map_err(sql_error)?;
-        out.push(SegmentView {
-            seg,
-            docs: docs.max(0) as usize,
-            dead,
-            fences: segment::decode_docs(&fences)?,
-            chunks: HashMap::new(),
-        });
+    while let Some(r) = rows.next().map_err(sql_error)? {
+        let bytes: Vec<u8> = r.get(0).map_err(sql_error)?;
+        out.extend(segment::decode_docs(&bytes)?);
     }
     Ok(out)
 }
 
-/// One chunk of a segment's document list.
-pub(crate) fn chunk_tx(conn: &Connection, tenant: &TenantId, seg: i64, chunk: usize) -> Result<Vec<SegDoc>> {
-    let bytes: Vec<u8> = conn
-        .prepare_cached("SELECT docs FROM search_segment_docs WHERE tenant_id = ?1 AND seg = ?2 AND chunk = ?3")
-        .and_then(|mut s| s.query_row(params![tenant.as_str(), seg, chunk as i64], |r| r.get(0)))
-        .map_err(sql_error)?;
-    segment::decode_docs(&bytes)
+impl SegmentView {
+    /// Its document list, from `cache` or read (and kept there).
+    fn documents(
+        &self,
+        conn: &Connection,
+        tenant: &TenantId,
+        cache: &SegmentDocuments,
+    ) -> Result<std::sync::Arc<Vec<SegDoc>>> {
+        if let Some(list) = cache.get(self.uid) {
+            return Ok(list);
+        }
+        let list = std::sync::Arc::new(documents_tx(conn, tenant, self.seg)?);
+        if list.len() != self.docs {
+            return Err(Error::internal(format!(
+                "search segment {} lists {} documents, not {}",
+                self.seg,
+                list.len(),
+                self.docs
+            )));
+        }
+        cache.put(self.uid, list.clone());
+        Ok(list)
+    }
 }
 
-impl SegmentView {
-    fn chunk(&mut self, conn: &Connection, tenant: &TenantId, chunk: usize) -> Result<&Vec<SegDoc>> {
-        if !self.chunks.contains_key(&chunk) {
-            let docs = chunk_tx(conn, tenant, self.seg, chunk)?;
-            self.chunks.insert(chunk, docs);
+/// The numbers of `docs` each part of the scope covers (an exact id as a range of its own).
+fn ranges(docs: &[SegDoc], parts: &[ScopePart]) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for part in parts {
+        let mut wanted: Vec<(Option<String>, Option<String>)> = Vec::new();
+        match &part.range {
+            None => wanted.push((None, None)),
+            Some((lo, hi)) => wanted.push((Some(lo.clone()), Some(hi.clone()))),
         }
-        self.chunks.get(&chunk).ok_or_else(|| Error::internal("a segment chunk went missing"))
-    }
-
-    /// The document numbered `number`.
-    fn doc(&mut self, conn: &Connection, tenant: &TenantId, number: u32) -> Result<SegDoc> {
-        let n = number as usize;
-        let listed = self.chunk(conn, tenant, n / CHUNK_DOCS)?;
-        listed.get(n % CHUNK_DOCS).cloned().ok_or_else(|| Error::internal("a posting names no document"))
-    }
-
-    /// The numbers each part of the scope covers (an exact id as a range of its own).
-    fn ranges(&mut self, conn: &Connection, tenant: &TenantId, parts: &[ScopePart]) -> Result<Vec<(u32, u32)>> {
-        let mut out = Vec::new();
-        for part in parts {
-            let mut wanted: Vec<(Option<String>, Option<String>)> = Vec::new();
-            match &part.range {
-                None => wanted.push((None, None)),
-                Some((lo, hi)) => wanted.push((Some(lo.clone()), Some(hi.clone()))),
-            }
-            if let Some(exact) = &part.exact {
-                wanted.push((Some(exact.clone()), Some(format!("{exact}\0"))));
-            }
-            for (from, to) in wanted {
-                let (fences, docs, seg) = (self.fences.clone(), self.docs, self.seg);
-                let mut read = |c: usize| chunk_tx(conn, tenant, seg, c);
-                let range = segment::range_of(&fences, docs, part.kind, from.as_deref(), to.as_deref(), &mut read)?;
-                if range.0 < range.1 {
-                    out.push(range);
-                }
+        if let Some(exact) = &part.exact {
+            wanted.push((Some(exact.clone()), Some(format!("{exact}\0"))));
+        }
+        for (from, to) in wanted {
+            let range = segment::range_in(docs, part.kind, from.as_deref(), to.as_deref());
+            if range.0 < range.1 {
+                out.push(range);
             }
         }
-        Ok(out)
     }
+    out
 }
 
 /// Whether `number` is in one of the ranges.
@@ -314,19 +361,21 @@ fn tail_tx(conn: &Connection, tenant: &TenantId, parts: &[ScopePart]) -> Result<
 
 /// Every posting of the query's words and prefixes in the scope: from each segment (less its
 /// dead documents) and from the tail.
-fn found_tx(conn: &Connection, tenant: &TenantId, query: &SearchQuery, parts: &[ScopePart]) -> Result<Found> {
+fn found_tx(
+    conn: &Connection,
+    tenant: &TenantId,
+    query: &SearchQuery,
+    parts: &[ScopePart],
+    cache: &SegmentDocuments,
+) -> Result<Found> {
     let words = query.query.words();
     let prefixes = query.query.prefixes();
     let mut found = Found::for_query(&query.query);
     let mut met: Vec<HashSet<String>> = vec![HashSet::new(); prefixes.len()];
-    let mut segments = segments_tx(conn, tenant)?;
-    // Per segment, the postings by (word or prefix index), as (number, tf, len[, word]).
-    for view in &mut segments {
-        let ranges = view.ranges(conn, tenant, parts)?;
-        if ranges.is_empty() {
-            continue;
-        }
-        let live = |n: u32, dead: &[u8]| within(&ranges, n) && !segment::is_dead(dead, n);
+    // Whether the scope is every document of each kind it names: then numbers need no ranges.
+    let whole_kinds = parts.iter().all(|p| p.range.is_none());
+    for view in segments_tx(conn, tenant)? {
+        // The segment's live postings of the query's words and prefixes, as (index, word, posting).
         let mut numbered: Vec<(usize, Option<String>, segment::SegPosting)> = Vec::new();
         for (i, word) in words.iter().enumerate() {
             let blob: Option<Vec<u8>> = conn
@@ -337,7 +386,7 @@ fn found_tx(conn: &Connection, tenant: &TenantId, query: &SearchQuery, parts: &[
                 .map_err(sql_error)?;
             if let Some(blob) = blob {
                 for p in segment::decode_postings(&blob)? {
-                    if live(p.number, &view.dead) {
+                    if !segment::is_dead(&view.dead, p.number) {
                         numbered.push((i, None, p));
                     }
                 }
@@ -358,24 +407,36 @@ fn found_tx(conn: &Connection, tenant: &TenantId, query: &SearchQuery, parts: &[
                     continue;
                 }
                 let blob: Vec<u8> = r.get(1).map_err(sql_error)?;
-                let mut any = false;
                 for p in segment::decode_postings(&blob)? {
-                    if live(p.number, &view.dead) {
+                    if !segment::is_dead(&view.dead, p.number) {
                         numbered.push((words.len() + i, Some(term.clone()), p));
-                        any = true;
                     }
-                }
-                if any {
-                    meet(&mut met, i, prefix, &term)?;
                 }
             }
         }
+        // Only a segment with something to give is read for its documents (cached by uid).
+        if numbered.is_empty() {
+            continue;
+        }
+        let documents = view.documents(conn, tenant, cache)?;
+        let ranges = ranges(&documents, parts);
         for (i, word, p) in numbered {
-            let d = view.doc(conn, tenant, p.number)?;
-            let posting = Posting { kind: d.kind, doc: d.doc, tf: p.tf, len: p.len };
+            let in_scope = if whole_kinds {
+                documents.get(p.number as usize).is_some_and(|d| parts.iter().any(|part| part.kind == d.kind))
+            } else {
+                within(&ranges, p.number)
+            };
+            if !in_scope {
+                continue;
+            }
+            let d = documents.get(p.number as usize).ok_or_else(|| Error::internal("a posting names no document"))?;
+            let posting = Posting { kind: d.kind, doc: d.doc.clone(), tf: p.tf, len: p.len };
             match word {
                 None => found.words[i].push(posting),
-                Some(w) => found.prefixes[i - words.len()].push((w, posting)),
+                Some(w) => {
+                    meet(&mut met, i - words.len(), &prefixes[i - words.len()], &w)?;
+                    found.prefixes[i - words.len()].push((w, posting));
+                }
             }
         }
     }
@@ -499,16 +560,7 @@ pub(crate) fn image_postings(
     }
     let mut docs: HashMap<i64, (Vec<SegDoc>, Vec<u8>)> = HashMap::new();
     for view in segments_tx(conn, tenant)? {
-        let mut s = conn
-            .prepare_cached("SELECT docs FROM search_segment_docs WHERE tenant_id = ?1 AND seg = ?2 ORDER BY chunk")
-            .map_err(sql_error)?;
-        let mut listed = Vec::with_capacity(view.docs);
-        let mut rows = s.query(params![tenant.as_str(), view.seg]).map_err(sql_error)?;
-        while let Some(r) = rows.next().map_err(sql_error)? {
-            let bytes: Vec<u8> = r.get(0).map_err(sql_error)?;
-            listed.extend(segment::decode_docs(&bytes)?);
-        }
-        docs.insert(view.seg, (listed, view.dead));
+        docs.insert(view.seg, (documents_tx(conn, tenant, view.seg)?, view.dead));
     }
     let mut s = conn
         .prepare("SELECT term, seg, postings FROM search_segment_terms WHERE tenant_id = ?1 ORDER BY term, seg")
@@ -582,7 +634,7 @@ impl SearchIndex for SqliteStore {
             let snapshot = conn.unchecked_transaction().map_err(sql_error)?;
             let conn: &Connection = &snapshot;
             let parts = query.parts();
-            let found = found_tx(conn, &tenant, &query, &parts)?;
+            let found = found_tx(conn, &tenant, &query, &parts, segment_documents())?;
             if found.is_empty() {
                 return Ok(SearchAnswer::default());
             }

@@ -23,19 +23,30 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tenantry_core::ids::TenantId;
-use tenantry_core::search::segment::{self, Built, Input, NewDoc, SegDoc};
+use tenantry_core::search::segment::{self, Built, Input, NewDoc};
 use tenantry_core::search::DocKind;
 use tenantry_core::{Error, Result};
 
 /// A tail this long is flushed at the next group commit.
-pub(crate) const FLUSH_AT: usize = 128;
+pub(crate) const FLUSH_AT: usize = 1024;
 /// At most this many tail documents go into one segment (one step).
-pub(crate) const FLUSH_MAX: usize = 512;
+pub(crate) const FLUSH_MAX: usize = 2048;
+/// A tail holding this many bytes of term lists is flushed at the next group commit.
+pub(crate) const FLUSH_BYTES: usize = 4 << 20;
+/// A tail is flushed once its first write is this old, however short.
+pub(crate) const FLUSH_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long writes into the tails pause before the short tails are flushed too.
+pub(crate) const QUIET: std::time::Duration = std::time::Duration::from_millis(200);
 /// Segments of one level merged into one of the next.
 pub(crate) const MERGE_FACTOR: usize = 4;
-/// Segments of this level are not merged further (only compacted): a merge stays a step of at
-/// most `FLUSH_MAX × MERGE_FACTOR²` documents.
-pub(crate) const TOP_LEVEL: i64 = 2;
+/// Segments of this level are not merged further, but for compaction and the merge of small ones:
+/// a merge stays a step of at most `FLUSH_MAX × MERGE_FACTOR` documents.
+pub(crate) const TOP_LEVEL: i64 = 1;
+
+/// Whether a segment of this level is one merges leave alone (only compaction rewrites it).
+pub(crate) fn is_top(level: i64) -> bool {
+    level >= TOP_LEVEL
+}
 
 /// Whether a segment with `dead` of its `docs` documents dead is rewritten alone: once half is.
 pub(crate) fn wants_compaction(dead: u32, docs: i64) -> bool {
@@ -44,8 +55,8 @@ pub(crate) fn wants_compaction(dead: u32, docs: i64) -> bool {
 
 /// What the write path noted in the group being written.
 enum Noted {
-    /// A document went into the tenant's tail.
-    Tail(TenantId),
+    /// A document went into the tenant's tail, with this many bytes of term list.
+    Tail(TenantId, usize),
     /// A step is due for the tenant (a segment mostly dead).
     Due(TenantId),
 }
@@ -54,14 +65,37 @@ thread_local! {
     static NOTED: RefCell<Vec<Noted>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Notes, inside a write on the writer, a document written to the tenant's tail.
-pub(crate) fn note_tail(tenant: &TenantId) {
-    NOTED.with(|n| n.borrow_mut().push(Noted::Tail(tenant.clone())));
+/// Notes, inside a write on the writer, a document written to the tenant's tail (`bytes`: its
+/// term list's).
+pub(crate) fn note_tail(tenant: &TenantId, bytes: usize) {
+    NOTED.with(|n| n.borrow_mut().push(Noted::Tail(tenant.clone(), bytes)));
 }
 
 /// Notes, inside a write on the writer, that the tenant has a step due.
 pub(crate) fn note(tenant: &TenantId) {
     NOTED.with(|n| n.borrow_mut().push(Noted::Due(tenant.clone())));
+}
+
+/// Tenants being moved: no step touches their search rows, in any database of the process (a
+/// dedicated database closed and opened again mid-move is paused too).
+static PAUSED: Mutex<Option<HashSet<TenantId>>> = Mutex::new(None);
+
+/// Stops the tenant's steps everywhere; a step already chosen does nothing when it runs. Call on
+/// the writers of the databases concerned (inside a write), so that no step of the tenant is
+/// under way there once it returns.
+pub(crate) fn pause(tenant: &TenantId) {
+    PAUSED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashSet::new).insert(tenant.clone());
+}
+
+/// Lets the tenant's steps go on (then [`SearchUpkeep::resume`] each database that holds it).
+pub(crate) fn unpause(tenant: &TenantId) {
+    if let Some(set) = PAUSED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        set.remove(tenant);
+    }
+}
+
+fn is_paused(tenant: &TenantId) -> bool {
+    PAUSED.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|set| set.contains(tenant))
 }
 
 #[derive(Default)]
@@ -72,7 +106,18 @@ struct State {
     /// Tenants with a step due, in order, each once.
     due: VecDeque<TenantId>,
     queued: HashSet<TenantId>,
-    paused: HashSet<TenantId>,
+    /// Tenants whose tail is flushed however short (the writes paused).
+    whole: HashSet<TenantId>,
+    /// Steps committed, and their time on the writer.
+    steps: u64,
+    step_time: std::time::Duration,
+    /// When a write last went into a tail: short tails wait until the writes pause.
+    last_write: Option<std::time::Instant>,
+    /// Bytes of term lists written to each tenant's tail since its last flush, and when the
+    /// first of them was: a tail is flushed once it holds [`FLUSH_BYTES`], or is [`FLUSH_AGE`]
+    /// old, however few its writes (a search reads the whole tail).
+    tail_bytes: HashMap<TenantId, usize>,
+    first_write: HashMap<TenantId, std::time::Instant>,
 }
 
 impl State {
@@ -83,7 +128,7 @@ impl State {
     }
 
     fn has_work(&self) -> bool {
-        self.due.iter().any(|t| !self.paused.contains(t))
+        self.due.iter().any(|t| !is_paused(t))
     }
 }
 
@@ -136,12 +181,19 @@ impl SearchUpkeep {
             return;
         }
         let mut state = self.lock();
+        state.last_write = Some(std::time::Instant::now());
         for n in noted {
             match n {
-                Noted::Tail(t) => {
+                Noted::Tail(t, bytes) => {
                     let count = state.tails.entry(t.clone()).or_default();
                     *count += 1;
-                    if *count >= self.flush_at {
+                    let due = *count >= self.flush_at;
+                    let held = state.tail_bytes.entry(t.clone()).or_default();
+                    *held += bytes;
+                    let full = *held >= FLUSH_BYTES;
+                    state.first_write.entry(t.clone()).or_insert_with(std::time::Instant::now);
+                    if due || full {
+                        state.whole.insert(t.clone());
                         state.enqueue(&t);
                     }
                 }
@@ -158,17 +210,24 @@ impl SearchUpkeep {
     /// Nothing is due, nor will be when the writer is idle.
     pub fn at_rest(&self) -> bool {
         let state = self.lock();
-        !state.has_work() && state.tails.iter().all(|(t, n)| *n == 0 || state.paused.contains(t))
+        !state.has_work() && state.tails.keys().all(is_paused)
     }
 
-    /// Whether a step is due now; `idle`: every tail waiting is flushed.
+    /// Whether a step is due now; `idle`, nothing else due and no write into a tail for
+    /// [`QUIET`]: every tail waiting is flushed.
     pub fn begin(&self, idle: bool) -> bool {
         let mut state = self.lock();
-        if idle {
-            let waiting: Vec<TenantId> = state.tails.iter().filter(|(_, n)| **n > 0).map(|(t, _)| t.clone()).collect();
-            for t in waiting {
-                state.enqueue(&t);
-            }
+        let quiet = state.last_write.is_none_or(|at| at.elapsed() >= QUIET);
+        let flush_all = idle && quiet && !state.has_work();
+        let waiting: Vec<TenantId> = state
+            .tails
+            .keys()
+            .filter(|t| flush_all || state.first_write.get(*t).is_some_and(|at| at.elapsed() >= FLUSH_AGE))
+            .cloned()
+            .collect();
+        for t in waiting {
+            state.whole.insert(t.clone());
+            state.enqueue(&t);
         }
         state.has_work()
     }
@@ -176,40 +235,42 @@ impl SearchUpkeep {
     /// The next step, for the first tenant due that is not paused.
     pub fn next_job(self: &Arc<Self>) -> Option<Box<dyn WriteJob>> {
         let mut state = self.lock();
-        let at = state.due.iter().position(|t| !state.paused.contains(t))?;
+        let at = state.due.iter().position(|t| !is_paused(t))?;
         let tenant = state.due.remove(at)?;
         state.queued.remove(&tenant);
-        Some(Box::new(Step { upkeep: self.clone(), tenant, outcome: None, failed: None }))
+        // A tail is flushed once that many writes went into it (rewrites of one document too:
+        // a tail rewritten in place stays short but is read by every search all the same), or
+        // whole once the writes paused.
+        let flush = state.whole.remove(&tenant);
+        Some(Box::new(Step { upkeep: self.clone(), tenant, flush, outcome: None, failed: None }))
     }
 
-    /// Stops the tenant's steps; a step already chosen does nothing when it runs. Call on the
-    /// writer (inside a write) so no step of the tenant is under way.
-    pub fn pause(&self, tenant: &TenantId) {
-        self.lock().paused.insert(tenant.clone());
-    }
-
-    /// Lets the tenant's steps go on, and looks at it at once.
+    /// Looks at the tenant again (its move ended).
     pub fn resume(&self, tenant: &TenantId) {
-        let mut state = self.lock();
-        state.paused.remove(tenant);
-        state.enqueue(tenant);
+        self.lock().enqueue(tenant);
     }
 
-    fn is_paused(&self, tenant: &TenantId) -> bool {
-        self.lock().paused.contains(tenant)
+    /// Documents in the tails as counted (not yet in a segment), steps committed, and the
+    /// writer's time in them.
+    pub fn stats(&self) -> (u64, u64, std::time::Duration) {
+        let state = self.lock();
+        (state.tails.values().sum::<usize>() as u64, state.steps, state.step_time)
     }
 }
 
-/// What a step left.
+/// What a step did and left.
 struct Outcome {
     tail_left: usize,
     more: bool,
+    took: std::time::Duration,
 }
 
 /// A search step as a job of the writer's group.
 struct Step {
     upkeep: Arc<SearchUpkeep>,
     tenant: TenantId,
+    /// Whether the tail is flushed (when no merge is due).
+    flush: bool,
     outcome: Option<Outcome>,
     failed: Option<Error>,
 }
@@ -220,11 +281,13 @@ impl WriteJob for Step {
     }
 
     fn run(&mut self, conn: &Connection) -> bool {
-        if self.upkeep.is_paused(&self.tenant) {
+        if is_paused(&self.tenant) {
             return true;
         }
-        match maintain_tx(conn, &self.tenant) {
-            Ok(o) => {
+        let began = std::time::Instant::now();
+        match maintain_tx(conn, &self.tenant, self.flush) {
+            Ok(mut o) => {
+                o.took = began.elapsed();
                 self.outcome = Some(o);
                 true
             }
@@ -244,26 +307,47 @@ impl WriteJob for Step {
     fn finish(self: Box<Self>, committed: std::result::Result<(), Error>) {
         let (Ok(()), Some(outcome)) = (committed, self.outcome) else { return };
         let mut state = self.upkeep.lock();
-        state.tails.insert(self.tenant.clone(), outcome.tail_left);
-        if outcome.more {
+        state.steps += 1;
+        state.step_time += outcome.took;
+        // After a flush (asked for, whether or not the tail still held anything: its documents
+        // may have been deleted, or the writes rolled back), what is left counts from its length;
+        // otherwise every write noted since still counts. An empty tail is forgotten.
+        if self.flush || outcome.tail_left == 0 {
+            state.tail_bytes.remove(&self.tenant);
+            state.first_write.remove(&self.tenant);
+            if outcome.tail_left == 0 {
+                state.tails.remove(&self.tenant);
+            } else {
+                state.tails.insert(self.tenant.clone(), outcome.tail_left);
+            }
+        }
+        // A flush still due (a merge went first, or the tail held more than one step takes)
+        // comes back as one.
+        let written = state.tails.get(&self.tenant).copied().unwrap_or(0);
+        let bytes = state.tail_bytes.get(&self.tenant).copied().unwrap_or(0);
+        let flush = written >= self.upkeep.flush_at || bytes >= FLUSH_BYTES;
+        if flush {
+            state.whole.insert(self.tenant.clone());
+        }
+        if outcome.more || flush {
             state.enqueue(&self.tenant);
         }
     }
 }
 
-/// One step for the tenant: its tail flushed (the first [`FLUSH_MAX`] documents), or else one
-/// merge or compaction.
-fn maintain_tx(conn: &Connection, tenant: &TenantId) -> Result<Outcome> {
-    let flushed = flush_tx(conn, tenant)?;
-    if flushed == 0 {
-        merge_tx(conn, tenant)?;
-    }
+/// One step for the tenant: a merge or compaction if one is due, else its tail flushed (the
+/// first [`FLUSH_MAX`] documents) if `flush`. Merging first keeps the segments few; a tail not
+/// due waits for more writes, or for them to pause.
+fn maintain_tx(conn: &Connection, tenant: &TenantId, flush: bool) -> Result<Outcome> {
+    let merged = merge_tx(conn, tenant)?;
+    let flushed = !merged && flush && flush_tx(conn, tenant)? > 0;
     let tail_left: i64 = conn
         .prepare_cached("SELECT count(*) FROM search_tail WHERE tenant_id = ?1")
         .and_then(|mut s| s.query_row(params![tenant.as_str()], |r| r.get(0)))
         .map_err(sql_error)?;
-    let more = tail_left > 0 || choose(&catalog_tx(conn, tenant)?).is_some();
-    Ok(Outcome { tail_left: tail_left.max(0) as usize, more })
+    // A flush that left documents (more than FLUSH_MAX) goes on; so do merges.
+    let more = (flushed && tail_left > 0) || choose(&catalog_tx(conn, tenant)?).is_some();
+    Ok(Outcome { tail_left: tail_left.max(0) as usize, more, took: std::time::Duration::ZERO })
 }
 
 /// Moves the first [`FLUSH_MAX`] documents of the tenant's tail into a new segment; returns how
@@ -277,12 +361,16 @@ pub(crate) fn flush_tx(conn: &Connection, tenant: &TenantId) -> Result<usize> {
             )
             .map_err(sql_error)?;
         let mut rows = s.query(params![tenant.as_str(), FLUSH_MAX as i64]).map_err(sql_error)?;
-        while let Some(r) = rows.next().map_err(sql_error)? {
+        let mut bytes = 0usize;
+        // At most FLUSH_BYTES of term lists (and at least one document) in one step.
+        while bytes < FLUSH_BYTES {
+            let Some(r) = rows.next().map_err(sql_error)? else { break };
             let kind = match r.get::<_, i64>(0).map_err(sql_error)? {
                 0 => DocKind::File,
                 _ => DocKind::Memory,
             };
             let terms: String = r.get(3).map_err(sql_error)?;
+            bytes += terms.len();
             docs.push(NewDoc {
                 kind,
                 doc: r.get(1).map_err(sql_error)?,
@@ -328,21 +416,44 @@ fn catalog_tx(conn: &Connection, tenant: &TenantId) -> Result<Vec<Cataloged>> {
     rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
 }
 
-/// The segments to merge next and the level of the result: a segment half dead alone (its
-/// level kept), else the oldest [`MERGE_FACTOR`] of the lowest level that has as many.
+/// The segments to merge next and the level of the result: a segment all dead (dropped), a
+/// top-level segment half dead alone (lower ones are merged soon anyway, leaving their dead
+/// out), else the oldest [`MERGE_FACTOR`] of the lowest level that has as many.
 fn choose(catalog: &[Cataloged]) -> Option<(Vec<i64>, i64)> {
-    if let Some(c) = catalog.iter().find(|c| wants_compaction(c.dead, c.docs)) {
+    // A segment whose every document is dead is dropped, whatever its level, unread.
+    if let Some(c) = catalog.iter().find(|c| i64::from(c.dead) >= c.docs) {
         return Some((vec![c.seg], c.level));
     }
-    (0..TOP_LEVEL).find_map(|level| {
+    if let Some(c) = catalog.iter().find(|c| is_top(c.level) && wants_compaction(c.dead, c.docs)) {
+        return Some((vec![c.seg], c.level));
+    }
+    let merge = (0..TOP_LEVEL).find_map(|level| {
         let at: Vec<i64> = catalog.iter().filter(|c| c.level == level).map(|c| c.seg).collect();
         (at.len() >= MERGE_FACTOR).then(|| (at[..MERGE_FACTOR].to_vec(), level + 1))
+    });
+    // Top segments left small by deaths and compactions are merged together, so a tenant's
+    // segments stay about as many as its live documents need.
+    merge.or_else(|| {
+        let small: Vec<i64> = catalog
+            .iter()
+            .filter(|c| is_top(c.level) && c.docs - i64::from(c.dead) < FLUSH_MAX as i64)
+            .map(|c| c.seg)
+            .collect();
+        (small.len() >= MERGE_FACTOR).then(|| (small[..MERGE_FACTOR].to_vec(), TOP_LEVEL))
     })
 }
 
 /// One merge or compaction of the tenant's segments, if one is due; returns whether one ran.
 pub(crate) fn merge_tx(conn: &Connection, tenant: &TenantId) -> Result<bool> {
-    let Some((segs, level)) = choose(&catalog_tx(conn, tenant)?) else { return Ok(false) };
+    let catalog = catalog_tx(conn, tenant)?;
+    let Some((segs, level)) = choose(&catalog) else { return Ok(false) };
+    let all_dead = segs.iter().all(|s| catalog.iter().any(|c| c.seg == *s && i64::from(c.dead) >= c.docs));
+    if all_dead {
+        for seg in &segs {
+            delete_segment(conn, tenant, *seg)?;
+        }
+        return Ok(true);
+    }
     let mut inputs = Vec::with_capacity(segs.len());
     for seg in &segs {
         inputs.push(read_segment(conn, tenant, *seg)?);
@@ -368,10 +479,13 @@ fn next_seg(conn: &Connection, tenant: &TenantId) -> Result<i64> {
 fn write_segment(conn: &Connection, tenant: &TenantId, seg: i64, level: i64, built: &Built) -> Result<()> {
     let id = tenant.as_str();
     conn.prepare_cached(
-        "INSERT INTO search_segments (tenant_id, seg, level, docs, dead, fences) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO search_segments (tenant_id, seg, level, docs, dead, uid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut s| {
-        s.execute(params![id, seg, level, built.docs.len() as i64, segment::no_dead(built.docs.len()), built.fences()])
+        // A number no other segment has (ids are reused once a segment is merged away): what
+        // readers cache the segment's document list by.
+        let uid: i64 = rand::random();
+        s.execute(params![id, seg, level, built.docs.len() as i64, segment::no_dead(built.docs.len()), uid])
     })
     .map_err(sql_error)?;
     let mut chunk = conn
@@ -405,15 +519,7 @@ fn read_segment(conn: &Connection, tenant: &TenantId, seg: i64) -> Result<Input>
         .prepare_cached("SELECT dead FROM search_segments WHERE tenant_id = ?1 AND seg = ?2")
         .and_then(|mut s| s.query_row(params![id, seg], |r| r.get(0)))
         .map_err(sql_error)?;
-    let mut docs: Vec<SegDoc> = Vec::new();
-    let mut s = conn
-        .prepare_cached("SELECT docs FROM search_segment_docs WHERE tenant_id = ?1 AND seg = ?2 ORDER BY chunk")
-        .map_err(sql_error)?;
-    let mut rows = s.query(params![id, seg]).map_err(sql_error)?;
-    while let Some(r) = rows.next().map_err(sql_error)? {
-        let bytes: Vec<u8> = r.get(0).map_err(sql_error)?;
-        docs.extend(segment::decode_docs(&bytes)?);
-    }
+    let docs = crate::search::documents_tx(conn, tenant, seg)?;
     let mut s = conn
         .prepare_cached(
             "SELECT term, postings FROM search_segment_terms WHERE tenant_id = ?1 AND seg = ?2 ORDER BY term",
@@ -478,10 +584,7 @@ mod tests {
         assert_eq!(in_tail, tail.len(), "every live version in the tail has its row");
         let mut alive = 0;
         for view in crate::search::segments_tx(conn, tenant).unwrap() {
-            let mut docs = Vec::new();
-            for c in 0..view.docs.div_ceil(segment::CHUNK_DOCS) {
-                docs.extend(crate::search::chunk_tx(conn, tenant, view.seg, c).unwrap());
-            }
+            let docs = crate::search::documents_tx(conn, tenant, view.seg).unwrap();
             assert_eq!(docs.len(), view.docs);
             for (n, d) in docs.iter().enumerate() {
                 let pointed =

@@ -216,6 +216,7 @@ impl Health for SqliteStore {
     fn metrics(&self) -> Vec<StoreMetric> {
         let cache = self.cache.stats();
         let (tail_entries, folds, fold_time) = self.shared.tails().stats();
+        let (search_tail, search_steps, search_time) = self.shared.tails().search().stats();
         let m = |name, help, counter, value| StoreMetric { name, help, counter, value };
         vec![
             m("tenantry_file_cache_hits_total", "File reads answered from the in-memory file cache.", true, cache.hits),
@@ -240,6 +241,24 @@ impl Health for SqliteStore {
                 "Time folds of the shared database's log tails have been under way.",
                 true,
                 fold_time.as_millis() as u64,
+            ),
+            m(
+                "tenantry_search_tail_documents",
+                "Search documents written to the shared database's tenant tails and not yet flushed into a segment.",
+                false,
+                search_tail,
+            ),
+            m(
+                "tenantry_search_steps_total",
+                "Flushes and merges of the shared database's search segments committed.",
+                true,
+                search_steps,
+            ),
+            m(
+                "tenantry_search_step_milliseconds_total",
+                "Writer time in flushes and merges of the shared database's search segments.",
+                true,
+                search_time.as_millis() as u64,
             ),
         ]
     }

@@ -129,8 +129,15 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
                         let path =
                             if wrng.gen_bool(0.5) { format!("/r{round}/w{w}/{n}") } else { format!("/hot/w{w}") };
                         let len = wrng.gen_range(0..20_000);
-                        let mut content = format!("{slug}:{path}:{n}:").into_bytes();
-                        content.extend((0..len).map(|_| wrng.gen::<u8>()));
+                        // Half text (indexed: a word of its own finds it), half bytes (not).
+                        let content = if wrng.gen_bool(0.5) {
+                            let filler = "lorem ipsum dolor sit amet ".repeat(len % 200);
+                            format!("{slug} crash note m{round}x{w}x{n} {filler}").into_bytes()
+                        } else {
+                            let mut bytes = format!("{slug}:{path}:{n}:").into_bytes();
+                            bytes.extend((0..len).map(|_| wrng.gen::<u8>()));
+                            bytes
+                        };
                         let key = (slug.to_owned(), path.clone());
                         ledger.lock().unwrap().in_flight.entry(key.clone()).or_default().push(content.clone());
                         match client.put_file(&path, content.clone(), None).await {
@@ -196,6 +203,27 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
                 observed.push(((s.clone(), path.clone()), got.to_vec()));
             }
         }
+        // The search index agrees: a text version there is found by its own word, at its path
+        // only; one in flight at the kill and not there is found nowhere.
+        for ((s, path), got) in &observed {
+            if let Some(word) = marker(got) {
+                let client = Client::new(&url, Some(owners[s].clone()));
+                let found = search_paths(&client, &word).await;
+                assert_eq!(found, std::slice::from_ref(path), "round {round}: {s}{path}'s word {word}");
+            }
+        }
+        for ((s, path), pending) in l.in_flight.iter() {
+            for content in pending {
+                let there = observed.iter().any(|((os, op), got)| os == s && op == path && got == content);
+                if let (false, Some(word)) = (there, marker(content)) {
+                    let client = Client::new(&url, Some(owners[s].clone()));
+                    assert!(
+                        search_paths(&client, &word).await.is_empty(),
+                        "round {round}: {s}{path}: lost {word} found"
+                    );
+                }
+            }
+        }
         for (slug, owner) in &owners {
             let client = Client::new(&url, Some(owner.clone()));
             let report = client.verify_audit().await.unwrap();
@@ -253,6 +281,20 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
     let _ = child.kill();
     assert!(total_acked > rounds, "the writers got too few writes in ({total_acked}) for the test to mean much");
     println!("crash test: {rounds} SIGKILLs survived, {total_acked} acknowledged writes checked");
+}
+
+/// The word of its own a text version of the crash test holds (`m{round}x{writer}x{n}`).
+fn marker(content: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(content).ok()?;
+    let mut words = text.split(' ');
+    let (_, crash, note, word) = (words.next()?, words.next()?, words.next()?, words.next()?);
+    (crash == "crash" && note == "note").then(|| word.to_owned())
+}
+
+/// The paths a search for `word` finds.
+async fn search_paths(client: &Client, word: &str) -> Vec<String> {
+    let found = client.search(word, "&limit=10").await.unwrap();
+    found["items"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap_or("").to_owned()).collect()
 }
 
 /// Metering is counted in memory and flushed every 2 s: a crash may lose the last seconds, never

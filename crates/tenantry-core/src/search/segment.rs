@@ -5,8 +5,7 @@
 //!
 //! A segment numbers its documents 0, 1, 2, ... in (kind, id) order, so a path prefix or a
 //! namespace is a range of numbers. It holds:
-//! - the documents, in chunks of [`CHUNK_DOCS`] (front-coded ids, each with its length), and the
-//!   first document of each chunk (the fences) to find a range's chunks;
+//! - the documents, in chunks of [`CHUNK_DOCS`] (front-coded ids, each with its length);
 //! - per term, the postings: (number, count in the document, document length), numbers in
 //!   ascending order, delta- and varint-coded: about 3–4 bytes a posting;
 //! - beside it, kept by the store, a bitmap of the numbers whose document was replaced or deleted
@@ -49,13 +48,6 @@ impl Built {
     /// The document list in chunks of [`CHUNK_DOCS`], encoded.
     pub fn doc_chunks(&self) -> Vec<Vec<u8>> {
         self.docs.chunks(CHUNK_DOCS).map(encode_docs).collect()
-    }
-
-    /// The first document of each chunk, encoded as one list (lengths 0).
-    pub fn fences(&self) -> Vec<u8> {
-        let firsts: Vec<SegDoc> =
-            self.docs.chunks(CHUNK_DOCS).map(|c| SegDoc { kind: c[0].kind, doc: c[0].doc.clone(), len: 0 }).collect();
-        encode_docs(&firsts)
     }
 
     /// Bytes the segment takes encoded (terms, postings and document chunks).
@@ -266,38 +258,17 @@ pub fn merge(inputs: Vec<Input>) -> Result<Built> {
     Ok(Built { docs, terms })
 }
 
-/// The numbers `[lo, hi)` of a segment's documents of `kind` whose id is in `[from, to)`, found
-/// from the fences and at most two chunks read through `chunk` (by chunk index); with `exact`,
-/// also the number of the document with exactly that id, if any (a path prefix covers the file
-/// at its own path).
-pub fn range_of(
-    fences: &[SegDoc],
-    docs: usize,
-    kind: DocKind,
-    from: Option<&str>,
-    to: Option<&str>,
-    mut chunk: impl FnMut(usize) -> Result<Vec<SegDoc>>,
-) -> Result<(u32, u32)> {
-    // The first number whose (kind, id) is at or after `key`.
-    let mut first_at_or_after = |key: (DocKind, &str)| -> Result<u32> {
-        // Chunks whose first document is before the key: the answer is in the last of them, or
-        // it is the next chunk's first.
-        let before = fences.partition_point(|f| (f.kind, f.doc.as_str()) < key);
-        if before == 0 {
-            return Ok(0);
-        }
-        let c = before - 1;
-        let listed = chunk(c)?;
-        let inside = listed.partition_point(|d| (d.kind, d.doc.as_str()) < key);
-        Ok(((c * CHUNK_DOCS + inside).min(docs)) as u32)
-    };
-    let lo = first_at_or_after((kind, from.unwrap_or("")))?;
+/// The numbers `[lo, hi)` of a segment's documents (`docs`, in number order) of `kind` whose id
+/// is in `[from, to)` (unbounded where `None`).
+pub fn range_in(docs: &[SegDoc], kind: DocKind, from: Option<&str>, to: Option<&str>) -> (u32, u32) {
+    let at = |key: (DocKind, &str)| docs.partition_point(|d| (d.kind, d.doc.as_str()) < key) as u32;
+    let lo = at((kind, from.unwrap_or("")));
     let hi = match (to, kind) {
-        (Some(to), _) => first_at_or_after((kind, to))?,
-        (None, DocKind::File) => first_at_or_after((DocKind::Memory, ""))?,
-        (None, DocKind::Memory) => docs as u32,
+        (Some(to), _) => at((kind, to)),
+        (None, DocKind::File) => at((DocKind::Memory, "")),
+        (None, DocKind::Memory) => docs.len() as u32,
     };
-    Ok((lo, hi.max(lo)))
+    (lo, hi.max(lo))
 }
 
 #[cfg(test)]
@@ -359,9 +330,9 @@ mod tests {
     }
 
     proptest! {
-        /// Ranges found through fences and chunks equal a scan of every document.
+        /// A range found by bisection equals a scan of every document.
         #[test]
-        fn a_range_found_by_fences_equals_a_scan(
+        fn a_range_found_by_bisection_equals_a_scan(
             ids in proptest::collection::btree_set("/[a-c]{1,3}(/[a-c]{1,2})?", 0..400),
             memory in 0usize..5,
             from in "/[a-c]{0,3}",
@@ -370,10 +341,7 @@ mod tests {
             let mut docs: Vec<NewDoc> = ids.iter().map(|id| doc(DocKind::File, id, &[("w", 1)])).collect();
             docs.extend((0..memory).map(|i| doc(DocKind::Memory, &format!("n\u{1f}{i}"), &[("w", 1)])));
             let built = build(docs);
-            let fences = decode_docs(&built.fences()).unwrap();
-            let chunks = built.doc_chunks();
-            let read = |c: usize| decode_docs(&chunks[c]);
-            let (lo, hi) = range_of(&fences, built.docs.len(), DocKind::File, Some(&from), Some(&to), read).unwrap();
+            let (lo, hi) = range_in(&built.docs, DocKind::File, Some(&from), Some(&to));
             let want: Vec<u32> = (0..built.docs.len() as u32)
                 .filter(|&n| {
                     let d = &built.docs[n as usize];
@@ -382,9 +350,9 @@ mod tests {
                 .collect();
             let got: Vec<u32> = (lo..hi).collect();
             prop_assert_eq!(got, want);
-            let (lo, hi) = range_of(&fences, built.docs.len(), DocKind::Memory, None, None, read).unwrap();
+            let (lo, hi) = range_in(&built.docs, DocKind::Memory, None, None);
             prop_assert_eq!((hi - lo) as usize, memory);
-            let (lo, hi) = range_of(&fences, built.docs.len(), DocKind::File, None, None, read).unwrap();
+            let (lo, hi) = range_in(&built.docs, DocKind::File, None, None);
             prop_assert_eq!((lo, hi as usize), (0, ids.len()));
         }
 
