@@ -45,6 +45,7 @@ mod pool;
 mod recovery;
 mod schema;
 mod search;
+mod search_layout;
 mod search_upkeep;
 mod sinks;
 mod store;

@@ -25,9 +25,12 @@ pub struct OpenOptions {
     /// Dedicated tenants' databases open at once at most (least recently used closed first).
     pub max_open_dedicated: usize,
     /// A tenant's search tail is flushed into a segment once it holds this many documents
-    /// (`search_upkeep::FLUSH_AT`; tests set 1, so that every write goes through segments).
+    /// ([`DEFAULT_SEARCH_FLUSH_AT`]; tests set 1, so that every write goes through segments).
     pub search_flush_at: usize,
 }
+
+/// Writes into a tenant's search tail before it is flushed into a segment (`search_upkeep`).
+pub(crate) const DEFAULT_SEARCH_FLUSH_AT: usize = 1024;
 
 impl Default for OpenOptions {
     fn default() -> Self {
@@ -36,7 +39,7 @@ impl Default for OpenOptions {
             readers: 4,
             cache_bytes: 64 << 20,
             max_open_dedicated: 64,
-            search_flush_at: crate::search_upkeep::FLUSH_AT,
+            search_flush_at: DEFAULT_SEARCH_FLUSH_AT,
         }
     }
 }

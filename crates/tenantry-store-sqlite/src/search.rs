@@ -12,6 +12,10 @@
 
 use crate::counters::{self, Counters};
 use crate::error::sql_error;
+use crate::search_layout::{
+    documents_tx, kind_of, parse_tail_terms, segment_documents, segments_tx, tail_prefixed, tail_terms, tail_tf,
+    SegmentDocuments,
+};
 use crate::store::SqliteStore;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -28,74 +32,6 @@ use tenantry_core::{Error, Result};
 /// A memory entry's document id.
 pub(crate) fn memory_doc(namespace: &str, key: &str) -> String {
     format!("{namespace}{SEPARATOR}{key}")
-}
-
-fn kind_of(code: i64) -> Result<DocKind> {
-    match code {
-        0 => Ok(DocKind::File),
-        1 => Ok(DocKind::Memory),
-        other => Err(Error::internal(format!("a search document of unknown kind {other}"))),
-    }
-}
-
-/// A tail document's terms as stored: `term count` lines in term order (terms are letters and
-/// digits only, so neither separator can occur inside one).
-pub(crate) fn tail_terms(terms: &[(String, u32)]) -> String {
-    let mut out = String::with_capacity(terms.len() * 10);
-    for (i, (term, tf)) in terms.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(term);
-        out.push(' ');
-        out.push_str(&tf.to_string());
-    }
-    out
-}
-
-/// The terms of a tail document back.
-pub(crate) fn parse_tail_terms(text: &str) -> Result<Vec<(String, u32)>> {
-    text.split('\n')
-        .filter(|l| !l.is_empty())
-        .map(|line| {
-            let (term, tf) =
-                line.split_once(' ').ok_or_else(|| Error::internal("a tail document's terms do not parse"))?;
-            let tf: u32 = tf.parse().map_err(|_| Error::internal("a tail document's terms do not parse"))?;
-            Ok((term.to_owned(), tf))
-        })
-        .collect()
-}
-
-/// The count of `word` in a tail document's terms, found without parsing them.
-fn tail_tf(terms: &str, word: &str) -> Option<u32> {
-    let bytes = terms.as_bytes();
-    let needle = format!("{word} ");
-    for at in memchr::memmem::find_iter(bytes, needle.as_bytes()) {
-        if at == 0 || bytes[at - 1] == b'\n' {
-            let rest = &terms[at + needle.len()..];
-            let end = rest.find('\n').unwrap_or(rest.len());
-            return rest[..end].parse().ok();
-        }
-    }
-    None
-}
-
-/// The words of a tail document starting with `prefix`, with their counts.
-fn tail_prefixed(terms: &str, prefix: &str) -> Vec<(String, u32)> {
-    let bytes = terms.as_bytes();
-    let mut out = Vec::new();
-    for at in memchr::memmem::find_iter(bytes, prefix.as_bytes()) {
-        if at == 0 || bytes[at - 1] == b'\n' {
-            let line = &terms[at..];
-            let line = &line[..line.find('\n').unwrap_or(line.len())];
-            if let Some((term, tf)) = line.split_once(' ') {
-                if let Ok(tf) = tf.parse() {
-                    out.push((term.to_owned(), tf));
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Where a document's live version is, and its length.
@@ -199,106 +135,6 @@ pub(crate) fn reindex_tx(
 
 fn move_search_counters(tx: &Connection, tenant: &TenantId, docs: i64, words: i64) -> Result<()> {
     counters::add_tx(tx, tenant, Counters { search_docs: docs, search_words: words, ..Default::default() })
-}
-
-/// Segments' document lists as searches decode them, by segment uid (a segment never changes, so
-/// a list read once serves every later search until evicted). Bounded by documents held.
-#[derive(Default)]
-pub(crate) struct SegmentDocuments {
-    lists: std::sync::Mutex<HashMap<i64, std::sync::Arc<Vec<SegDoc>>>>,
-}
-
-/// Documents [`SegmentDocuments`] holds at most, for the whole process (some 60 bytes each).
-const CACHED_DOCUMENTS: usize = 1 << 19;
-
-/// The process's document lists: one bound for every database (uids are random, so lists of
-/// different databases never collide).
-pub(crate) fn segment_documents() -> &'static SegmentDocuments {
-    static DOCUMENTS: std::sync::OnceLock<SegmentDocuments> = std::sync::OnceLock::new();
-    DOCUMENTS.get_or_init(SegmentDocuments::default)
-}
-
-impl SegmentDocuments {
-    fn get(&self, uid: i64) -> Option<std::sync::Arc<Vec<SegDoc>>> {
-        self.lists.lock().unwrap_or_else(|e| e.into_inner()).get(&uid).cloned()
-    }
-
-    fn put(&self, uid: i64, list: std::sync::Arc<Vec<SegDoc>>) {
-        let mut lists = self.lists.lock().unwrap_or_else(|e| e.into_inner());
-        let mut held: usize = lists.values().map(|l| l.len()).sum();
-        // Any entries go first: a search reads every segment of its tenant, so what one evicts
-        // another soon reads again; the bound is what matters.
-        while held + list.len() > CACHED_DOCUMENTS {
-            let Some(uid) = lists.keys().next().copied() else { break };
-            held -= lists.remove(&uid).map_or(0, |l| l.len());
-        }
-        lists.insert(uid, list);
-    }
-}
-
-/// A segment as a search reads it: its catalog row.
-pub(crate) struct SegmentView {
-    pub seg: i64,
-    pub docs: usize,
-    pub dead: Vec<u8>,
-    uid: i64,
-}
-
-/// The tenant's segments, oldest first.
-pub(crate) fn segments_tx(conn: &Connection, tenant: &TenantId) -> Result<Vec<SegmentView>> {
-    let mut s = conn
-        .prepare_cached("SELECT seg, docs, dead, uid FROM search_segments WHERE tenant_id = ?1 ORDER BY seg")
-        .map_err(sql_error)?;
-    let rows = s
-        .query_map(params![tenant.as_str()], |r| {
-            Ok(SegmentView {
-                seg: r.get(0)?,
-                docs: r.get::<_, i64>(1)?.max(0) as usize,
-                dead: r.get(2)?,
-                uid: r.get(3)?,
-            })
-        })
-        .map_err(sql_error)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
-}
-
-/// A segment's whole document list, in number order.
-pub(crate) fn documents_tx(conn: &Connection, tenant: &TenantId, seg: i64) -> Result<Vec<SegDoc>> {
-    let mut s = conn
-        .prepare_cached("SELECT docs FROM search_segment_docs WHERE tenant_id = ?1 AND seg = ?2 ORDER BY chunk")
-        .map_err(sql_error)?;
-    let mut rows = s.query(params![tenant.as_str(), seg]).map_err(sql_error)?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().map_err(sql_error)? {
-        let bytes: Vec<u8> = r.get(0).map_err(sql_error)?;
-        out.extend(segment::decode_docs(&bytes)?);
-    }
-    Ok(out)
-}
-
-impl SegmentView {
-    /// Its document list, from `cache` or read (and kept there).
-    fn documents(
-        &self,
-        conn: &Connection,
-        tenant: &TenantId,
-        cache: &SegmentDocuments,
-    ) -> Result<std::sync::Arc<Vec<SegDoc>>> {
-        if let Some(list) = cache.get(self.uid) {
-            return Ok(list);
-        }
-        let list = std::sync::Arc::new(documents_tx(conn, tenant, self.seg)?);
-        if list.len() != self.docs {
-            return Err(Error::internal(format!(
-                "search segment {} lists {} documents, not {}",
-                self.seg,
-                list.len(),
-                self.docs
-            )));
-        }
-        cache.put(self.uid, list.clone());
-        Ok(list)
-    }
 }
 
 /// The numbers of `docs` each part of the scope covers (an exact id as a range of its own).
@@ -655,21 +491,123 @@ impl SearchIndex for SqliteStore {
     }
 }
 
+/// The layout against a model: writes, deletes, flushes and merges in any order.
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod layout_tests {
+    use crate::search_upkeep::{catalog_tx, choose, flush_tx, merge_tx, settle_tx};
+    use crate::tails::tests_open_at as open_at;
+    use proptest::prelude::*;
+    use rusqlite::Connection;
+    use std::collections::BTreeMap;
+    use tenantry_core::ids::TenantId;
+    use tenantry_core::search::segment;
+    use tenantry_core::search::DocKind;
+    use tenantry_core::search::IndexDoc;
 
-    #[test]
-    fn tail_terms_are_found_by_word_and_prefix_without_parsing() {
-        let terms = tail_terms(&[("deploy".into(), 2), ("deployed".into(), 1), ("ploy".into(), 7)]);
-        assert_eq!(parse_tail_terms(&terms).unwrap().len(), 3);
-        assert_eq!(tail_tf(&terms, "deploy"), Some(2));
-        assert_eq!(tail_tf(&terms, "ploy"), Some(7));
-        assert_eq!(tail_tf(&terms, "deplo"), None);
-        assert_eq!(tail_tf(&terms, "loy"), None);
-        assert_eq!(tail_prefixed(&terms, "dep"), [("deploy".to_owned(), 2), ("deployed".to_owned(), 1)]);
-        assert_eq!(tail_prefixed(&terms, "loy"), Vec::<(String, u32)>::new());
-        assert_eq!(tail_terms(&[]), "");
-        assert!(parse_tail_terms("").unwrap().is_empty());
+    /// Checks the layout's invariants for the tenant: each live document is in exactly one place
+    /// (the tail, or a segment where its number names it and is not dead), and nothing else is
+    /// live anywhere.
+    fn check(conn: &Connection, tenant: &TenantId) {
+        let mut live: BTreeMap<(i64, String), (i64, i64, i64)> = BTreeMap::new();
+        let mut s = conn.prepare("SELECT kind, doc, len, seg, number FROM search_docs WHERE tenant_id = ?1").unwrap();
+        for r in
+            s.query_map([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap()
+        {
+            let (k, d, len, seg, n): (i64, String, i64, i64, i64) = r.unwrap();
+            live.insert((k, d), (len, seg, n));
+        }
+        let tail: Vec<(i64, String)> = conn
+            .prepare("SELECT kind, doc FROM search_tail WHERE tenant_id = ?1")
+            .unwrap()
+            .query_map([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for key in &tail {
+            assert_eq!(live.get(key).map(|l| l.1), Some(0), "a tail row is the document's live version: {key:?}");
+        }
+        let in_tail = live.values().filter(|l| l.1 == 0).count();
+        assert_eq!(in_tail, tail.len(), "every live version in the tail has its row");
+        let mut alive = 0;
+        for view in crate::search_layout::segments_tx(conn, tenant).unwrap() {
+            let docs = crate::search_layout::documents_tx(conn, tenant, view.seg).unwrap();
+            assert_eq!(docs.len(), view.docs);
+            for (n, d) in docs.iter().enumerate() {
+                let pointed =
+                    live.get(&(d.kind as i64, d.doc.clone())).is_some_and(|l| l.1 == view.seg && l.2 == n as i64);
+                assert_eq!(
+                    !segment::is_dead(&view.dead, n as u32),
+                    pointed,
+                    "segment {} number {n} ({})",
+                    view.seg,
+                    d.doc
+                );
+                alive += usize::from(pointed);
+            }
+        }
+        assert_eq!(alive + in_tail, live.len(), "every live version is somewhere");
+    }
+
+    /// The postings the image gives, as (term, doc, tf, len).
+    fn postings(conn: &Connection, tenant: &TenantId) -> Vec<(String, String, u32, u32)> {
+        let mut out = Vec::new();
+        crate::search::image_postings(conn, tenant, &mut |(term, _, doc, tf, len)| {
+            out.push((term, doc, tf, len));
+            Ok(true)
+        })
+        .unwrap();
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+        /// Writes, deletes, flushes and merges in any order keep the layout whole, and it holds
+        /// exactly the postings of the live documents.
+        #[test]
+        fn flushes_and_merges_keep_every_live_document_once(
+            ops in proptest::collection::vec((0u8..10, 0u8..24, proptest::collection::vec(0u8..8, 0..6)), 1..160),
+        ) {
+            let db = open_at(tempfile::tempdir().unwrap());
+            let (t, other) = (TenantId::generate(), TenantId::generate());
+            let mut model: BTreeMap<String, IndexDoc> = BTreeMap::new();
+            for (op, id, words) in ops {
+                let doc = format!("/d{id}");
+                let text: Vec<String> = words.iter().map(|w| format!("w{w}")).collect();
+                let index = IndexDoc::of_text(&text.join(" "));
+                db.commit(&[], false, |tx| match op {
+                    0..=5 => {
+                        crate::search::reindex_tx(tx, &t, DocKind::File, &doc, Some(&index)).unwrap();
+                        crate::search::reindex_tx(tx, &other, DocKind::File, &doc, Some(&index)).unwrap();
+                    }
+                    6 => crate::search::reindex_tx(tx, &t, DocKind::File, &doc, None).unwrap(),
+                    7 => { flush_tx(tx, &t).unwrap(); }
+                    8 => { merge_tx(tx, &t).unwrap(); }
+                    _ => settle_tx(tx, &t).unwrap(),
+                });
+                match op {
+                    0..=5 => { model.insert(doc, index); }
+                    6 => { model.remove(&doc); }
+                    _ => {}
+                }
+                check(&db.writer, &t);
+            }
+            let mut want: Vec<(String, String, u32, u32)> = model
+                .iter()
+                .flat_map(|(doc, ix)| ix.terms.iter().map(move |(term, tf)| (term.clone(), doc.clone(), *tf, ix.len)))
+                .collect();
+            want.sort();
+            prop_assert_eq!(postings(&db.writer, &t), want.clone());
+            db.commit(&[], false, |tx| settle_tx(tx, &t).unwrap());
+            check(&db.writer, &t);
+            prop_assert_eq!(postings(&db.writer, &t), want);
+            // Settled: no tail, and no merge left to make.
+            prop_assert_eq!(db.count("search_tail") - count_of(&db.writer, "search_tail", &other), 0);
+            prop_assert!(choose(&catalog_tx(&db.writer, &t).unwrap()).is_none());
+        }
+    }
+
+    fn count_of(conn: &Connection, table: &str, tenant: &TenantId) -> i64 {
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = ?1"), [tenant.as_str()], |r| r.get(0))
+            .unwrap()
     }
 }

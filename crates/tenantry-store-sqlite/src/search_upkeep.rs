@@ -1,5 +1,5 @@
 //! Keeping the search index in shape, on the writer (see `search` for the layout): a tenant's
-//! tail is flushed into a new segment once it holds [`FLUSH_AT`] documents (or the writer is
+//! tail is flushed into a new segment once it holds `OpenOptions::search_flush_at` (1,024) documents (or the writer is
 //! idle), [`MERGE_FACTOR`] segments of one level are merged into one of the next, up to
 //! [`TOP_LEVEL`], and a segment mostly dead is rewritten alone. Each step is one job at the end of
 //! a group commit (its pages share the group's fsync) and touches one tenant: at most
@@ -17,7 +17,7 @@
 
 use crate::error::sql_error;
 use crate::pool::WriteJob;
-use crate::search::parse_tail_terms;
+use crate::search_layout::parse_tail_terms;
 use rusqlite::{params, Connection};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -27,8 +27,6 @@ use tenantry_core::search::segment::{self, Built, Input, NewDoc};
 use tenantry_core::search::DocKind;
 use tenantry_core::{Error, Result};
 
-/// A tail this long is flushed at the next group commit.
-pub(crate) const FLUSH_AT: usize = 1024;
 /// At most this many tail documents go into one segment (one step).
 pub(crate) const FLUSH_MAX: usize = 2048;
 /// A tail holding this many bytes of term lists is flushed at the next group commit.
@@ -396,14 +394,14 @@ pub(crate) fn flush_tx(conn: &Connection, tenant: &TenantId) -> Result<usize> {
 }
 
 /// A segment's catalog entry as a merge chooses by it.
-struct Cataloged {
+pub(crate) struct Cataloged {
     seg: i64,
     level: i64,
     docs: i64,
     dead: u32,
 }
 
-fn catalog_tx(conn: &Connection, tenant: &TenantId) -> Result<Vec<Cataloged>> {
+pub(crate) fn catalog_tx(conn: &Connection, tenant: &TenantId) -> Result<Vec<Cataloged>> {
     let mut s = conn
         .prepare_cached("SELECT seg, level, docs, dead FROM search_segments WHERE tenant_id = ?1 ORDER BY seg")
         .map_err(sql_error)?;
@@ -419,7 +417,7 @@ fn catalog_tx(conn: &Connection, tenant: &TenantId) -> Result<Vec<Cataloged>> {
 /// The segments to merge next and the level of the result: a segment all dead (dropped), a
 /// top-level segment half dead alone (lower ones are merged soon anyway, leaving their dead
 /// out), else the oldest [`MERGE_FACTOR`] of the lowest level that has as many.
-fn choose(catalog: &[Cataloged]) -> Option<(Vec<i64>, i64)> {
+pub(crate) fn choose(catalog: &[Cataloged]) -> Option<(Vec<i64>, i64)> {
     // A segment whose every document is dead is dropped, whatever its level, unread.
     if let Some(c) = catalog.iter().find(|c| i64::from(c.dead) >= c.docs) {
         return Some((vec![c.seg], c.level));
@@ -519,7 +517,7 @@ fn read_segment(conn: &Connection, tenant: &TenantId, seg: i64) -> Result<Input>
         .prepare_cached("SELECT dead FROM search_segments WHERE tenant_id = ?1 AND seg = ?2")
         .and_then(|mut s| s.query_row(params![id, seg], |r| r.get(0)))
         .map_err(sql_error)?;
-    let docs = crate::search::documents_tx(conn, tenant, seg)?;
+    let docs = crate::search_layout::documents_tx(conn, tenant, seg)?;
     let mut s = conn
         .prepare_cached(
             "SELECT term, postings FROM search_segment_terms WHERE tenant_id = ?1 AND seg = ?2 ORDER BY term",
@@ -548,120 +546,4 @@ pub(crate) fn settle_tx(conn: &Connection, tenant: &TenantId) -> Result<()> {
     while flush_tx(conn, tenant)? > 0 {}
     while merge_tx(conn, tenant)? {}
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tails::tests_open_at as open_at;
-    use proptest::prelude::*;
-    use std::collections::BTreeMap;
-    use tenantry_core::search::IndexDoc;
-
-    /// Checks the layout's invariants for the tenant: each live document is in exactly one place
-    /// (the tail, or a segment where its number names it and is not dead), and nothing else is
-    /// live anywhere.
-    fn check(conn: &Connection, tenant: &TenantId) {
-        let mut live: BTreeMap<(i64, String), (i64, i64, i64)> = BTreeMap::new();
-        let mut s = conn.prepare("SELECT kind, doc, len, seg, number FROM search_docs WHERE tenant_id = ?1").unwrap();
-        for r in
-            s.query_map([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap()
-        {
-            let (k, d, len, seg, n): (i64, String, i64, i64, i64) = r.unwrap();
-            live.insert((k, d), (len, seg, n));
-        }
-        let tail: Vec<(i64, String)> = conn
-            .prepare("SELECT kind, doc FROM search_tail WHERE tenant_id = ?1")
-            .unwrap()
-            .query_map([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        for key in &tail {
-            assert_eq!(live.get(key).map(|l| l.1), Some(0), "a tail row is the document's live version: {key:?}");
-        }
-        let in_tail = live.values().filter(|l| l.1 == 0).count();
-        assert_eq!(in_tail, tail.len(), "every live version in the tail has its row");
-        let mut alive = 0;
-        for view in crate::search::segments_tx(conn, tenant).unwrap() {
-            let docs = crate::search::documents_tx(conn, tenant, view.seg).unwrap();
-            assert_eq!(docs.len(), view.docs);
-            for (n, d) in docs.iter().enumerate() {
-                let pointed =
-                    live.get(&(d.kind as i64, d.doc.clone())).is_some_and(|l| l.1 == view.seg && l.2 == n as i64);
-                assert_eq!(
-                    !segment::is_dead(&view.dead, n as u32),
-                    pointed,
-                    "segment {} number {n} ({})",
-                    view.seg,
-                    d.doc
-                );
-                alive += usize::from(pointed);
-            }
-        }
-        assert_eq!(alive + in_tail, live.len(), "every live version is somewhere");
-    }
-
-    /// The postings the image gives, as (term, doc, tf, len).
-    fn postings(conn: &Connection, tenant: &TenantId) -> Vec<(String, String, u32, u32)> {
-        let mut out = Vec::new();
-        crate::search::image_postings(conn, tenant, &mut |(term, _, doc, tf, len)| {
-            out.push((term, doc, tf, len));
-            Ok(true)
-        })
-        .unwrap();
-        out
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
-        /// Writes, deletes, flushes and merges in any order keep the layout whole, and it holds
-        /// exactly the postings of the live documents.
-        #[test]
-        fn flushes_and_merges_keep_every_live_document_once(
-            ops in proptest::collection::vec((0u8..10, 0u8..24, proptest::collection::vec(0u8..8, 0..6)), 1..160),
-        ) {
-            let db = open_at(tempfile::tempdir().unwrap());
-            let (t, other) = (TenantId::generate(), TenantId::generate());
-            let mut model: BTreeMap<String, IndexDoc> = BTreeMap::new();
-            for (op, id, words) in ops {
-                let doc = format!("/d{id}");
-                let text: Vec<String> = words.iter().map(|w| format!("w{w}")).collect();
-                let index = IndexDoc::of_text(&text.join(" "));
-                db.commit(&[], false, |tx| match op {
-                    0..=5 => {
-                        crate::search::reindex_tx(tx, &t, DocKind::File, &doc, Some(&index)).unwrap();
-                        crate::search::reindex_tx(tx, &other, DocKind::File, &doc, Some(&index)).unwrap();
-                    }
-                    6 => crate::search::reindex_tx(tx, &t, DocKind::File, &doc, None).unwrap(),
-                    7 => { flush_tx(tx, &t).unwrap(); }
-                    8 => { merge_tx(tx, &t).unwrap(); }
-                    _ => settle_tx(tx, &t).unwrap(),
-                });
-                match op {
-                    0..=5 => { model.insert(doc, index); }
-                    6 => { model.remove(&doc); }
-                    _ => {}
-                }
-                check(&db.writer, &t);
-            }
-            let mut want: Vec<(String, String, u32, u32)> = model
-                .iter()
-                .flat_map(|(doc, ix)| ix.terms.iter().map(move |(term, tf)| (term.clone(), doc.clone(), *tf, ix.len)))
-                .collect();
-            want.sort();
-            prop_assert_eq!(postings(&db.writer, &t), want.clone());
-            db.commit(&[], false, |tx| settle_tx(tx, &t).unwrap());
-            check(&db.writer, &t);
-            prop_assert_eq!(postings(&db.writer, &t), want);
-            // Settled: no tail, and no merge left to make.
-            prop_assert_eq!(db.count("search_tail") - count_of(&db.writer, "search_tail", &other), 0);
-            prop_assert!(choose(&catalog_tx(&db.writer, &t).unwrap()).is_none());
-        }
-    }
-
-    fn count_of(conn: &Connection, table: &str, tenant: &TenantId) -> i64 {
-        conn.query_row(&format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = ?1"), [tenant.as_str()], |r| r.get(0))
-            .unwrap()
-    }
 }

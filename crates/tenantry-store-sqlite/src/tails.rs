@@ -876,7 +876,7 @@ mod tests {
         let mut writer = Connection::open(&path).unwrap();
         writer.pragma_update(None, "journal_mode", "WAL").unwrap();
         crate::schema::migrate(&mut writer).unwrap();
-        let tails = Arc::new(Tails::open(&writer, crate::search_upkeep::FLUSH_AT).unwrap());
+        let tails = Arc::new(Tails::open(&writer, crate::pool::DEFAULT_SEARCH_FLUSH_AT).unwrap());
         let reader = Connection::open(&path).unwrap();
         Db { _dir: dir, path, writer, reader, tails }
     }
@@ -1109,7 +1109,7 @@ mod tests {
         let Db { _dir, path, writer, reader, tails } = db;
         drop((writer, reader, tails));
         let writer = Connection::open(&path).unwrap();
-        let tails = Arc::new(Tails::open(&writer, crate::search_upkeep::FLUSH_AT).unwrap());
+        let tails = Arc::new(Tails::open(&writer, crate::pool::DEFAULT_SEARCH_FLUSH_AT).unwrap());
         let db = Db { reader: Connection::open(&path).unwrap(), _dir, path, writer, tails };
         assert_eq!((db.count("audit_tail"), db.count("audit_tail_index"), db.indexed_upto()), (5, 5, 5));
         assert_eq!(db.head(&a), None);
