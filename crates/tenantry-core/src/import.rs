@@ -367,7 +367,10 @@ pub struct StagedFile {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub content: Vec<u8>,
-    pub index: Option<IndexDoc>,
+    /// Whether the content goes into the search index ([`crate::search::is_indexed_content`]).
+    /// Its terms are not carried here: the store reads them from the content when it publishes
+    /// the file ([`IndexDoc::of_file`]), the one time they are needed.
+    pub indexed: bool,
 }
 
 /// A record read from a bundle, validated, waiting to be published.

@@ -113,11 +113,21 @@ impl IndexDoc {
     /// holding NUL bytes), larger than [`MAX_INDEXED_BYTES`], or an encoded blob rather than
     /// text (see [`looks_like_text`]).
     pub fn of_file(content: &[u8]) -> Option<IndexDoc> {
-        if content.len() > MAX_INDEXED_BYTES || content.contains(&0) || !looks_like_text(content) {
-            return None;
-        }
-        std::str::from_utf8(content).ok().map(IndexDoc::of_text)
+        indexed_text(content).map(IndexDoc::of_text)
     }
+}
+
+/// Whether [`IndexDoc::of_file`] indexes this content, without reading its words.
+pub fn is_indexed_content(content: &[u8]) -> bool {
+    indexed_text(content).is_some()
+}
+
+/// The content as the text the index reads, if it is indexed (see [`IndexDoc::of_file`]).
+fn indexed_text(content: &[u8]) -> Option<&str> {
+    if content.len() > MAX_INDEXED_BYTES || content.contains(&0) || !looks_like_text(content) {
+        return None;
+    }
+    std::str::from_utf8(content).ok()
 }
 
 /// Whether UTF-8 content reads as text worth indexing: anything up to 1 KiB, and beyond that at
@@ -248,6 +258,9 @@ mod tests {
         assert!(IndexDoc::of_file("QUJD".repeat(300).as_bytes()).is_none());
         assert!(IndexDoc::of_file("QUJD".repeat(200).as_bytes()).is_some());
         assert!(IndexDoc::of_file("fn main() { println!(\"hi\"); }\n".repeat(100).as_bytes()).is_some());
+        for content in [&b"plain text"[..], &[0xff, 0xfe], b"nul\0inside", &vec![b'a'; MAX_INDEXED_BYTES + 1]] {
+            assert_eq!(is_indexed_content(content), IndexDoc::of_file(content).is_some());
+        }
     }
 
     fn p(doc: &str, tf: u32, len: u32) -> Posting {

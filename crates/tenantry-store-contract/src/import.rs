@@ -23,7 +23,7 @@ pub(crate) fn file(n: u64, p: &str, content: &str) -> StagedFile {
         created_at: now(),
         updated_at: now(),
         content: content.as_bytes().to_vec(),
-        index: IndexDoc::of_file(content.as_bytes()),
+        indexed: tenantry_core::search::is_indexed_content(content.as_bytes()),
     }
 }
 

@@ -370,6 +370,69 @@ fn brute_force(
     hits.into_iter().map(|(_, id, score, matched)| (id.replace(SEPARATOR, "/"), score, matched)).collect()
 }
 
+/// A random document of the test's few: a file path, or a memory entry's id.
+fn random_doc(rng: &mut Rng) -> (DocKind, String) {
+    const PLACES: [&str; 8] =
+        ["/a/1.md", "/a/2.txt", "/a/x/3.md", "/a/x/4.md", "/b/5.md", "/b/6.txt", "/7.md", "/a.md"];
+    let kind = if rng.below(4) == 0 { DocKind::Memory } else { DocKind::File };
+    let id = match kind {
+        DocKind::File => format!("{}{}", rng.pick(&PLACES), rng.below(4)),
+        DocKind::Memory => format!("{}{SEPARATOR}k{}", rng.pick(&["n1", "n2"]), rng.below(6)),
+    };
+    (kind, id)
+}
+
+/// Imports a few random documents over `scope`'s (overwriting), in the store and in the model: a
+/// bundle's documents are indexed together (a store may index them otherwise than one write's).
+/// Some files are binary, which unindexes what they replace; a path may come twice (the later
+/// wins).
+async fn random_import(
+    f: &crate::Fixture,
+    scope: &TenantScope,
+    rng: &mut Rng,
+    docs: &mut BTreeMap<(DocKind, String), ModelDoc>,
+    import: &str,
+) {
+    use crate::import::{file, journal, plan, stage};
+    use tenantry_core::import::{ConflictPolicy, StagedRecord};
+    let (mut files, mut records) = (Vec::new(), Vec::new());
+    for n in 0..1 + rng.below(6) as u64 {
+        let (kind, id) = random_doc(rng);
+        let text = random_text(rng);
+        match kind {
+            DocKind::File if rng.below(5) == 0 => {
+                files.push(file(n, &id, &format!("\0{text}")));
+                docs.remove(&(kind, id));
+            }
+            DocKind::File => {
+                files.push(file(n, &id, &text));
+                docs.insert((kind, id), ModelDoc { words: tokens(&text).map(|t| t.2).collect() });
+            }
+            DocKind::Memory => {
+                let (ns, key) = id.split_once(SEPARATOR).unwrap();
+                let w = memory_write(ns, key, serde_json::json!(text));
+                let (created_at, updated_at) = (now(), now());
+                records.push((
+                    n,
+                    StagedRecord::Memory {
+                        namespace: ns.to_owned(),
+                        key: key.to_owned(),
+                        value: w.value,
+                        expires_at: None,
+                        created_at,
+                        updated_at,
+                        index: w.index,
+                    },
+                ));
+                docs.insert((kind, id), ModelDoc { words: tokens(&text).map(|t| t.2).collect() });
+            }
+        }
+    }
+    stage(f, scope, import, ConflictPolicy::Overwrite, files).await;
+    f.store.stage_records(scope, import, records).await.unwrap();
+    f.store.commit_import(scope, import, plan(ConflictPolicy::Overwrite, None), journal()).await.unwrap();
+}
+
 /// Writes, replaces or deletes a random document of `scope`, in the store and in the model.
 async fn random_change(
     f: &crate::Fixture,
@@ -377,14 +440,8 @@ async fn random_change(
     rng: &mut Rng,
     docs: &mut BTreeMap<(DocKind, String), ModelDoc>,
 ) {
-    const PLACES: [&str; 8] =
-        ["/a/1.md", "/a/2.txt", "/a/x/3.md", "/a/x/4.md", "/b/5.md", "/b/6.txt", "/7.md", "/a.md"];
     let text = random_text(rng);
-    let kind = if rng.below(4) == 0 { DocKind::Memory } else { DocKind::File };
-    let id = match kind {
-        DocKind::File => format!("{}{}", rng.pick(&PLACES), rng.below(4)),
-        DocKind::Memory => format!("{}{SEPARATOR}k{}", rng.pick(&["n1", "n2"]), rng.below(6)),
-    };
+    let (kind, id) = random_doc(rng);
     let delete = docs.contains_key(&(kind, id.clone())) && rng.below(5) == 0;
     match (kind, delete) {
         (DocKind::File, false) => {
@@ -426,7 +483,11 @@ pub async fn search_answers_as_a_brute_force_scan_of_the_tenants_documents(b: &d
     }
     let mut checked = 0;
     for round in 0..30 {
-        random_change(&f, &a, &mut rng, &mut docs).await;
+        if round % 4 == 3 {
+            random_import(&f, &a, &mut rng, &mut docs, &format!("import-{round}")).await;
+        } else {
+            random_change(&f, &a, &mut rng, &mut docs).await;
+        }
         for _ in 0..6 {
             let groups =
                 (0..1 + rng.below(3)).map(|_| (0..1 + rng.below(2)).map(|_| random_unit(&mut rng)).collect()).collect();

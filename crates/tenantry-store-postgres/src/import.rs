@@ -513,8 +513,8 @@ impl ImportStore for PgStore {
                 Resolution::Unchanged | Resolution::Skip => None,
                 _ => Some(write_body_tx(&tx, tenant, &f.content).await?),
             };
-            let index: Option<String> = match &f.index {
-                Some(doc) => Some(serde_json::to_string(doc).map_err(json_error)?),
+            let index: Option<String> = match f.indexed.then(|| IndexDoc::of_file(&f.content)).flatten() {
+                Some(doc) => Some(serde_json::to_string(&doc).map_err(json_error)?),
                 None => None,
             };
             let (n, size): (i64, i64) = (f.n as i64, f.content.len() as i64);

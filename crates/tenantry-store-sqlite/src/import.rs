@@ -10,8 +10,8 @@ use crate::error::corrupt;
 use crate::error::sql_error;
 use crate::files::{current_file, drop_content_tx, store_content_tx, upsert_file_row_tx, Body, ContentRef, FileRow};
 use crate::journal::{journal_tx, quota_warnings_tx};
-use crate::memory::{upsert_memory_tx, StoredEntry};
-use crate::search::reindex_tx;
+use crate::memory::{upsert_memory_row_tx, StoredEntry};
+use crate::search::{memory_doc, SegmentBatch};
 use crate::store::SqliteStore;
 use crate::usage::{add_usage_tx, usage_tx};
 use async_trait::async_trait;
@@ -94,7 +94,8 @@ struct Staged {
     created_at: i64,
     updated_at: i64,
     content_id: Option<i64>,
-    index: Option<IndexDoc>,
+    /// The content of a file staged as indexed, whose terms are read from it if it lands.
+    text: Option<Vec<u8>>,
 }
 
 /// Publishing state: the running report and usage deltas (the core's `Tally`, which its
@@ -106,6 +107,8 @@ struct Publish<'a> {
     tenant: &'a TenantId,
     policy: ConflictPolicy,
     tally: Tally,
+    /// The index documents of what lands, written as segments of their own.
+    index: SegmentBatch,
 }
 
 impl Publish<'_> {
@@ -114,7 +117,7 @@ impl Publish<'_> {
         Ok(())
     }
 
-    fn write_file(&mut self, path: &str, f: &Staged, content_id: i64, version: i64) -> Result<()> {
+    fn write_file(&mut self, path: &str, f: Staged, content_id: i64, version: i64) -> Result<()> {
         let row = FileRow {
             path,
             size: f.size,
@@ -126,7 +129,8 @@ impl Publish<'_> {
             content_id,
         };
         upsert_file_row_tx(self.tx, self.tenant, &row)?;
-        reindex_tx(self.tx, self.tenant, DocKind::File, path, f.index.as_ref())
+        let index = f.text.as_deref().and_then(IndexDoc::of_file);
+        self.index.reindex(self.tx, DocKind::File, path, index)
     }
 
     fn file(&mut self, f: Staged) -> Result<()> {
@@ -151,7 +155,7 @@ impl Publish<'_> {
                         }
                         None => 1,
                     };
-                    return self.write_file(landing.name(), &f, content_id, version);
+                    return self.write_file(landing.name(), f, content_id, version);
                 }
             }
         }
@@ -166,10 +170,11 @@ impl Publish<'_> {
         expires_at: Option<Timestamp>,
         created_at: Timestamp,
         updated_at: Timestamp,
-        index: &IndexDoc,
+        index: IndexDoc,
     ) -> Result<()> {
         let entry = StoredEntry { namespace, key, value, expires_at, created_at, updated_at };
-        upsert_memory_tx(self.tx, self.tenant, &entry, index)
+        upsert_memory_row_tx(self.tx, self.tenant, &entry)?;
+        self.index.reindex(self.tx, DocKind::Memory, &memory_doc(namespace, key), Some(index))
     }
 
     /// The value and size of a live entry; an expired one counts as absent but its size is freed.
@@ -201,7 +206,7 @@ impl Publish<'_> {
                         Step::Stay => return Ok(()),
                         Step::Land => {
                             let (ns, at) = (&namespace, landing.name());
-                            return self.write_memory(ns, at, &value, expires_at, created_at, updated_at, &index);
+                            return self.write_memory(ns, at, &value, expires_at, created_at, updated_at, index);
                         }
                     }
                 }
@@ -392,13 +397,13 @@ impl ImportStore for SqliteStore {
                         unused.extend(external.cloned());
                         None
                     };
-                    let index = match &f.index {
-                        Some(doc) => Some(serde_json::to_string(doc).map_err(|e| Error::internal(e.to_string()))?),
-                        None => None,
-                    };
+                    // The terms are not staged: publishing reads them from the content again
+                    // (always inline: an indexed file is at most MAX_INDEXED_BYTES), which costs
+                    // less than writing, reading and erasing them here.
+                    let indexed = f.indexed.then_some(1i64);
                     tx.prepare_cached(
                         "INSERT INTO import_files (tenant_id, import_id, n, path, size, etag, content_type, created_at,
-                                   updated_at, content_id, index_doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                   updated_at, content_id, indexed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )
                     .and_then(|mut s| {
                         s.execute(params![
@@ -412,7 +417,7 @@ impl ImportStore for SqliteStore {
                             f.created_at.millis(),
                             f.updated_at.millis(),
                             content_id,
-                            index
+                            indexed
                         ])
                     })
                     .map_err(sql_error)?;
@@ -468,6 +473,7 @@ impl ImportStore for SqliteStore {
                     tenant,
                     policy: plan.on_conflict,
                     tally: Tally::new(scope.slug().as_str(), plan.on_conflict),
+                    index: SegmentBatch::new(tenant),
                 };
                 // Records first (they come first in a bundle), then files in bundle order.
                 let records: Vec<String> = tx
@@ -480,39 +486,35 @@ impl ImportStore for SqliteStore {
                     let record: StagedRecord = serde_json::from_str(&json).map_err(|_| corrupt("staged record"))?;
                     p.record(record, &plan)?;
                 }
+                // An indexed file's content comes with it (inline: at most MAX_INDEXED_BYTES).
                 let mut s = tx
                     .prepare_cached(
-                        "SELECT path, size, etag, content_type, created_at, updated_at, content_id, index_doc
-                         FROM import_files WHERE tenant_id = ?1 AND import_id = ?2 ORDER BY n",
+                        "SELECT f.path, f.size, f.etag, f.content_type, f.created_at, f.updated_at, f.content_id,
+                                c.content
+                         FROM import_files f LEFT JOIN file_content c
+                           ON f.indexed IS NOT NULL AND c.id = f.content_id AND c.tenant_id = f.tenant_id
+                         WHERE f.tenant_id = ?1 AND f.import_id = ?2 ORDER BY f.n",
                     )
                     .map_err(sql_error)?;
                 let rows = s
                     .query_map([tenant.as_str(), &import], |r| {
-                        let index: Option<String> = r.get(7)?;
-                        Ok((
-                            Staged {
-                                path: r.get(0)?,
-                                size: r.get(1)?,
-                                etag: r.get(2)?,
-                                content_type: r.get(3)?,
-                                created_at: r.get(4)?,
-                                updated_at: r.get(5)?,
-                                content_id: r.get(6)?,
-                                index: None,
-                            },
-                            index,
-                        ))
+                        Ok(Staged {
+                            path: r.get(0)?,
+                            size: r.get(1)?,
+                            etag: r.get(2)?,
+                            content_type: r.get(3)?,
+                            created_at: r.get(4)?,
+                            updated_at: r.get(5)?,
+                            content_id: r.get(6)?,
+                            text: r.get(7)?,
+                        })
                     })
                     .map_err(sql_error)?;
-                for row in rows {
-                    let (mut f, index) = row.map_err(sql_error)?;
-                    f.index = match index {
-                        Some(j) => Some(serde_json::from_str(&j).map_err(|_| corrupt("staged index"))?),
-                        None => None,
-                    };
-                    p.file(f)?;
+                for f in rows {
+                    p.file(f.map_err(sql_error)?)?;
                 }
                 drop(s);
+                p.index.finish(tx)?;
                 // The limits, against the whole import at once.
                 let limits = StorageLimits { max_storage_bytes: plan.max_storage_bytes, max_files: plan.max_files };
                 let after = quota::storage(

@@ -85,6 +85,12 @@ pub(crate) fn upsert_memory_tx(
     e: &StoredEntry<'_>,
     index: &IndexDoc,
 ) -> Result<()> {
+    upsert_memory_row_tx(tx, tenant, e)?;
+    reindex_tx(tx, tenant, DocKind::Memory, &memory_doc(e.namespace, e.key), Some(index))
+}
+
+/// Creates or replaces an entry's row, leaving its index document to the caller.
+pub(crate) fn upsert_memory_row_tx(tx: &Connection, tenant: &TenantId, e: &StoredEntry<'_>) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO memory (tenant_id, namespace, key, value, size, expires_at, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -104,7 +110,7 @@ pub(crate) fn upsert_memory_tx(
         ])
     })
     .map_err(sql_error)?;
-    reindex_tx(tx, tenant, DocKind::Memory, &memory_doc(e.namespace, e.key), Some(index))
+    Ok(())
 }
 
 /// Values at most this large are read inline (see `get_memory`).

@@ -612,6 +612,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, seg, term)
     ) WITHOUT ROWID;
     "#,
+    // 16: a staged file says only whether it is indexed; its terms are read from its (inline)
+    // content when the import publishes it, into segments of their own. Rows staged before hold
+    // their index as JSON: not NULL, so indexed, which they are.
+    r#"
+    ALTER TABLE import_files RENAME COLUMN index_doc TO indexed;
+    "#,
 ];
 
 /// The schema version this binary writes.

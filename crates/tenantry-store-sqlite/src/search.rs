@@ -16,6 +16,7 @@ use crate::search_layout::{
     documents_tx, kind_of, parse_tail_terms, segment_documents, segments_tx, tail_prefixed, tail_terms, tail_tf,
     SegmentDocuments,
 };
+use crate::search_upkeep::DocRows;
 use crate::store::SqliteStore;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -131,6 +132,113 @@ pub(crate) fn reindex_tx(
     let old_len = old.as_ref().map_or(0, |o| o.len);
     let docs = i64::from(new.is_some()) - i64::from(old.is_some());
     move_search_counters(tx, tenant, docs, new.map_or(0, |n| i64::from(n.len)) - old_len)
+}
+
+/// Documents indexed together, as an import publishes a bundle's: written straight into segments
+/// of their own instead of one by one into the tail, which skips the tail's write, the rewrite of
+/// every posting by the flush and the first merge, and a counter row per document. Used inside
+/// one transaction, which must call [`SegmentBatch::finish`] before it commits. A segment holds
+/// what a merge of the first level makes (`FLUSH_MAX × MERGE_FACTOR` documents, or as many bytes
+/// of terms). A tenant being moved (whose segments the move copies once) gets its documents
+/// through the tail instead.
+pub(crate) struct SegmentBatch {
+    tenant: TenantId,
+    docs: Vec<segment::NewDoc>,
+    /// The documents in `docs`: one indexed again goes into a segment first, and dies there.
+    held: HashSet<(DocKind, String)>,
+    bytes: usize,
+    /// How the tenant's document and word totals move once the batch is written.
+    counts: Counters,
+    direct: bool,
+    wrote: bool,
+}
+
+impl SegmentBatch {
+    const MAX_DOCS: usize = crate::search_upkeep::FLUSH_MAX * crate::search_upkeep::MERGE_FACTOR;
+    const MAX_BYTES: usize = crate::search_upkeep::FLUSH_BYTES * crate::search_upkeep::MERGE_FACTOR;
+
+    pub(crate) fn new(tenant: &TenantId) -> SegmentBatch {
+        SegmentBatch {
+            tenant: tenant.clone(),
+            docs: Vec::new(),
+            held: HashSet::new(),
+            bytes: 0,
+            counts: Counters::default(),
+            direct: !crate::search_upkeep::is_paused(tenant),
+            wrote: false,
+        }
+    }
+
+    /// What [`reindex_tx`] does, with the new version going into the batch.
+    pub(crate) fn reindex(&mut self, tx: &Connection, kind: DocKind, doc: &str, new: Option<IndexDoc>) -> Result<()> {
+        if !self.direct {
+            return reindex_tx(tx, &self.tenant, kind, doc, new.as_ref());
+        }
+        if self.held.contains(&(kind, doc.to_owned())) {
+            self.write(tx)?;
+        }
+        let new = new.filter(IndexDoc::is_indexed);
+        let old = located_tx(tx, &self.tenant, kind, doc)?;
+        if old.is_none() && new.is_none() {
+            return Ok(());
+        }
+        let (tenant, k) = (self.tenant.as_str(), kind as i64);
+        match &old {
+            Some(o) if o.seg != 0 => kill_tx(tx, &self.tenant, o.seg, o.number)?,
+            Some(_) => {
+                tx.prepare_cached("DELETE FROM search_tail WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
+                    .and_then(|mut s| s.execute(params![tenant, k, doc]))
+                    .map_err(sql_error)?;
+            }
+            None => {}
+        }
+        self.counts.search_docs += i64::from(new.is_some()) - i64::from(old.is_some());
+        self.counts.search_words += new.as_ref().map_or(0, |n| i64::from(n.len)) - old.as_ref().map_or(0, |o| o.len);
+        match new {
+            // Its `search_docs` row is written with the segment.
+            Some(entry) => {
+                self.bytes += entry.terms.iter().map(|(t, _)| t.len() + 6).sum::<usize>();
+                self.held.insert((kind, doc.to_owned()));
+                self.docs.push(segment::NewDoc { kind, doc: doc.to_owned(), len: entry.len, terms: entry.terms });
+                if self.docs.len() >= Self::MAX_DOCS || self.bytes >= Self::MAX_BYTES {
+                    self.write(tx)?;
+                }
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
+                    .and_then(|mut s| s.execute(params![tenant, k, doc]))
+                    .map_err(sql_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the documents gathered so far as a segment, of the top level when it holds at least
+    /// a flush's worth, else of the first (merged with the flushes that follow); and the totals.
+    fn write(&mut self, tx: &Connection) -> Result<()> {
+        counters::add_tx(tx, &self.tenant, std::mem::take(&mut self.counts))?;
+        if self.docs.is_empty() {
+            return Ok(());
+        }
+        let docs = std::mem::take(&mut self.docs);
+        self.held.clear();
+        self.bytes = 0;
+        let level = if docs.len() >= crate::search_upkeep::FLUSH_MAX { crate::search_upkeep::TOP_LEVEL } else { 0 };
+        let built = segment::build(docs);
+        let seg = crate::search_upkeep::next_seg(tx, &self.tenant)?;
+        crate::search_upkeep::write_segment(tx, &self.tenant, seg, level, &built, DocRows::Insert)?;
+        self.wrote = true;
+        Ok(())
+    }
+
+    /// Writes what is left; the tenant is then noted for the merges its new segments may make due.
+    pub(crate) fn finish(&mut self, tx: &Connection) -> Result<()> {
+        self.write(tx)?;
+        if self.wrote {
+            crate::search_upkeep::note(&self.tenant);
+        }
+        Ok(())
+    }
 }
 
 fn move_search_counters(tx: &Connection, tenant: &TenantId, docs: i64, words: i64) -> Result<()> {
@@ -565,7 +673,7 @@ mod layout_tests {
         /// exactly the postings of the live documents.
         #[test]
         fn flushes_and_merges_keep_every_live_document_once(
-            ops in proptest::collection::vec((0u8..10, 0u8..24, proptest::collection::vec(0u8..8, 0..6)), 1..160),
+            ops in proptest::collection::vec((0u8..11, 0u8..24, proptest::collection::vec(0u8..8, 0..6)), 1..160),
         ) {
             let db = open_at(tempfile::tempdir().unwrap());
             let (t, other) = (TenantId::generate(), TenantId::generate());
@@ -574,12 +682,23 @@ mod layout_tests {
                 let doc = format!("/d{id}");
                 let text: Vec<String> = words.iter().map(|w| format!("w{w}")).collect();
                 let index = IndexDoc::of_text(&text.join(" "));
+                let reversed = IndexDoc::of_text(&format!("{} r", text.iter().rev().cloned().collect::<Vec<_>>().join(" ")));
                 db.commit(&[], false, |tx| match op {
                     0..=5 => {
                         crate::search::reindex_tx(tx, &t, DocKind::File, &doc, Some(&index)).unwrap();
                         crate::search::reindex_tx(tx, &other, DocKind::File, &doc, Some(&index)).unwrap();
                     }
                     6 => crate::search::reindex_tx(tx, &t, DocKind::File, &doc, None).unwrap(),
+                    // An import's batch: the document, its neighbour, the document again with its
+                    // words reversed, and the next neighbour deleted.
+                    10 => {
+                        let mut batch = crate::search::SegmentBatch::new(&t);
+                        batch.reindex(tx, DocKind::File, &doc, Some(index.clone())).unwrap();
+                        batch.reindex(tx, DocKind::File, &format!("/d{}", id + 1), Some(index.clone())).unwrap();
+                        batch.reindex(tx, DocKind::File, &doc, Some(reversed.clone())).unwrap();
+                        batch.reindex(tx, DocKind::File, &format!("/d{}", id + 2), None).unwrap();
+                        batch.finish(tx).unwrap();
+                    }
                     7 => { flush_tx(tx, &t).unwrap(); }
                     8 => { merge_tx(tx, &t).unwrap(); }
                     _ => settle_tx(tx, &t).unwrap(),
@@ -587,9 +706,21 @@ mod layout_tests {
                 match op {
                     0..=5 => { model.insert(doc, index); }
                     6 => { model.remove(&doc); }
+                    10 => {
+                        model.insert(format!("/d{}", id + 1), index);
+                        model.insert(doc, reversed);
+                        model.remove(&format!("/d{}", id + 2));
+                    }
                     _ => {}
                 }
                 check(&db.writer, &t);
+                // The tenant's totals count the indexed documents and their words.
+                let mut counted = None;
+                db.commit(&[], false, |tx| counted = Some(crate::counters::now_tx(tx, &t).unwrap()));
+                let counted = counted.unwrap();
+                let indexed: Vec<&IndexDoc> = model.values().filter(|ix| ix.is_indexed()).collect();
+                let words: i64 = indexed.iter().map(|ix| i64::from(ix.len)).sum();
+                prop_assert_eq!((counted.search_docs, counted.search_words), (indexed.len() as i64, words));
             }
             let mut want: Vec<(String, String, u32, u32)> = model
                 .iter()

@@ -92,7 +92,7 @@ pub(crate) fn unpause(tenant: &TenantId) {
     }
 }
 
-fn is_paused(tenant: &TenantId) -> bool {
+pub(crate) fn is_paused(tenant: &TenantId) -> bool {
     PAUSED.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|set| set.contains(tenant))
 }
 
@@ -389,7 +389,7 @@ pub(crate) fn flush_tx(conn: &Connection, tenant: &TenantId) -> Result<usize> {
     let n = docs.len();
     let built = segment::build(docs);
     let seg = next_seg(conn, tenant)?;
-    write_segment(conn, tenant, seg, 0, &built)?;
+    write_segment(conn, tenant, seg, 0, &built, DocRows::Update)?;
     Ok(n)
 }
 
@@ -462,19 +462,35 @@ pub(crate) fn merge_tx(conn: &Connection, tenant: &TenantId) -> Result<bool> {
     }
     if !built.docs.is_empty() {
         let seg = next_seg(conn, tenant)?;
-        write_segment(conn, tenant, seg, level, &built)?;
+        write_segment(conn, tenant, seg, level, &built, DocRows::Update)?;
     }
     Ok(true)
 }
 
-fn next_seg(conn: &Connection, tenant: &TenantId) -> Result<i64> {
+pub(crate) fn next_seg(conn: &Connection, tenant: &TenantId) -> Result<i64> {
     conn.prepare_cached("SELECT COALESCE(MAX(seg), 0) + 1 FROM search_segments WHERE tenant_id = ?1")
         .and_then(|mut s| s.query_row(params![tenant.as_str()], |r| r.get(0)))
         .map_err(sql_error)
 }
 
+/// How [`write_segment`] points the documents' `search_docs` rows at the segment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DocRows {
+    /// Each document has its row (in the tail or another segment): it is moved.
+    Update,
+    /// The rows are written here (a [`crate::search::SegmentBatch`]'s documents).
+    Insert,
+}
+
 /// Stores a built segment, and points its documents' `search_docs` rows at it.
-fn write_segment(conn: &Connection, tenant: &TenantId, seg: i64, level: i64, built: &Built) -> Result<()> {
+pub(crate) fn write_segment(
+    conn: &Connection,
+    tenant: &TenantId,
+    seg: i64,
+    level: i64,
+    built: &Built,
+    rows: DocRows,
+) -> Result<()> {
     let id = tenant.as_str();
     conn.prepare_cached(
         "INSERT INTO search_segments (tenant_id, seg, level, docs, dead, uid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -497,6 +513,19 @@ fn write_segment(conn: &Connection, tenant: &TenantId, seg: i64, level: i64, bui
         .map_err(sql_error)?;
     for (t, postings) in &built.terms {
         term.execute(params![id, seg, t, postings]).map_err(sql_error)?;
+    }
+    if rows == DocRows::Insert {
+        let mut located = conn
+            .prepare_cached(
+                "INSERT INTO search_docs (tenant_id, kind, doc, len, seg, number) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tenant_id, kind, doc) DO UPDATE SET len = excluded.len, seg = excluded.seg,
+                   number = excluded.number",
+            )
+            .map_err(sql_error)?;
+        for (number, d) in built.docs.iter().enumerate() {
+            located.execute(params![id, d.kind as i64, d.doc, d.len, seg, number as i64]).map_err(sql_error)?;
+        }
+        return Ok(());
     }
     let mut located = conn
         .prepare_cached("UPDATE search_docs SET seg = ?4, number = ?5 WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")

@@ -1,8 +1,11 @@
 //! Load generator for the data-plane benchmarks (bench/dataplane.sh runs it against a release
 //! server): memory vs file rates, search latency with 100,000 documents in one tenant and 1,000
-//! tenants of 100, SSE fan-out to 1,000 subscribers, webhook delivery throughput.
-//!   bench_dataplane URL OPERATOR_KEY memory|search|sse|webhooks [SCALE]
+//! tenants of 100 (BIG_DOCS=1000000 for the large tenant), bulk indexing on import against
+//! SQLite FTS5, SSE fan-out to 1,000 subscribers, webhook delivery throughput.
+//!   bench_dataplane URL OPERATOR_KEY memory|search|import|sse|webhooks [SCALE]
 //! SCALE (default 1.0) shrinks the document counts and durations for a quick run.
+//! BENCH_DATA_DIR, when set, is the server's data directory: the search index's bytes are read
+//! from it.
 
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,15 +111,7 @@ async fn memory(op: Client, scale: f64) {
     // is the server's, not the text generator's.
     let words = vocabulary(5000);
     let zipf = Zipf::new(words.len());
-    let corpus: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..4096u64)
-            .map(|n| {
-                let mut rng = Rng(n + 1);
-                let text: Vec<&str> = (0..150).map(|_| words[zipf.sample(rng.next())].as_str()).collect();
-                text.join(" ").into_bytes()
-            })
-            .collect(),
-    );
+    let corpus: Arc<Vec<Vec<u8>>> = Arc::new((0..4096u64).map(|n| prose(&words, &zipf, n)).collect());
     let c5 = c.clone();
     let (steps_before, step_ms_before) = (
         metric(&op, "tenantry_search_steps_total").await,
@@ -208,15 +203,25 @@ impl Rng {
     }
 }
 
+/// Document `n` of the prose corpus: 150 words (about 1 KiB), the same for the same `n` every run.
+fn prose(words: &[String], zipf: &Zipf, n: u64) -> Vec<u8> {
+    let mut rng = Rng(n + 1);
+    let text: Vec<&str> = (0..150).map(|_| words[zipf.sample(rng.next())].as_str()).collect();
+    text.join(" ").into_bytes()
+}
+
 fn document(words: &[String], zipf: &Zipf, rng: &mut Rng) -> Vec<u8> {
     (0..40).map(|_| words[zipf.sample(rng.next())].as_str()).collect::<Vec<_>>().join(" ").into_bytes()
 }
 
-async fn load_docs(c: &Client, n: usize, prefix: &str, words: Arc<Vec<String>>, zipf: Arc<Zipf>, seed: u64) {
+/// PUTs `n` documents of 40 words from 32 connections; returns the bytes of text written.
+async fn load_docs(c: &Client, n: usize, prefix: &str, words: Arc<Vec<String>>, zipf: Arc<Zipf>, seed: u64) -> u64 {
     let next = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for t in 0..32u64 {
-        let (c, next, words, zipf, prefix) = (c.clone(), next.clone(), words.clone(), zipf.clone(), prefix.to_owned());
+        let (c, next, bytes, words, zipf, prefix) =
+            (c.clone(), next.clone(), bytes.clone(), words.clone(), zipf.clone(), prefix.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(seed * 1000 + t + 1);
             loop {
@@ -224,15 +229,56 @@ async fn load_docs(c: &Client, n: usize, prefix: &str, words: Arc<Vec<String>>, 
                 if i >= n {
                     return;
                 }
-                c.put_file(&format!("{prefix}/{i}.txt"), document(&words, &zipf, &mut rng), Some("text/plain"))
-                    .await
-                    .unwrap();
+                let text = document(&words, &zipf, &mut rng);
+                bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
+                c.put_file(&format!("{prefix}/{i}.txt"), text, Some("text/plain")).await.unwrap();
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
+    bytes.load(Ordering::Relaxed)
+}
+
+/// Waits (up to 10 minutes) until no tenant's tail holds a document: everything written is in
+/// segments. Returns the seconds waited.
+async fn drain_tails(op: &Client) -> f64 {
+    let t0 = Instant::now();
+    while metric(op, "tenantry_search_tail_documents").await > 0.0 && t0.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+/// The bytes of the search index (its tables' pages, as SQLite's dbstat counts them) in every
+/// database under `BENCH_DATA_DIR`, read while the server runs (WAL: a reader sees the last
+/// commit). None when the variable is unset.
+fn index_bytes() -> Option<(u64, Vec<(String, u64)>)> {
+    let dir = std::env::var_os("BENCH_DATA_DIR")?;
+    let mut by_table = std::collections::BTreeMap::<String, u64>::new();
+    let mut stack = vec![std::path::PathBuf::from(dir)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if !(name.ends_with(".db") || name.ends_with(".sqlite")) {
+                continue;
+            }
+            let conn = rusqlite::Connection::open_with_flags(&p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+            let mut st =
+                conn.prepare("SELECT name, sum(pgsize) FROM dbstat WHERE name LIKE 'search%' GROUP BY name").ok()?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).ok()?;
+            for (table, bytes) in rows.flatten() {
+                *by_table.entry(table).or_default() += bytes as u64;
+            }
+        }
+    }
+    Some((by_table.values().sum(), by_table.into_iter().collect()))
 }
 
 /// Query words drawn like the documents' words (Zipf), skipping the 20 most common (stop
@@ -273,27 +319,40 @@ async fn search(op: Client, scale: f64) {
     let big_docs = (100_000.0 * scale) as usize;
     let tenants = (1000.0 * scale).max(2.0) as usize;
     let queries = (2000.0 * scale).max(200.0) as usize;
+    let big_docs: usize = std::env::var("BIG_DOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(big_docs);
     let first = tenant(&op, "small-0000").await;
-    load_docs(&first, 100, "/docs", words.clone(), zipf.clone(), 1).await;
+    let mut text_bytes = load_docs(&first, 100, "/docs", words.clone(), zipf.clone(), 1).await;
     let (a50, a99, ah) = query_latencies(std::slice::from_ref(&first), queries, &words, &zipf, 7).await;
     println!("1 tenant of 100 docs, alone:            p50 {a50:.2} ms  p99 {a99:.2} ms  ({ah:.1} hits/query)");
     let t0 = Instant::now();
     let mut smalls = vec![first.clone()];
     for i in 1..tenants {
         let c = tenant(&op, &format!("small-{i:04}")).await;
-        load_docs(&c, 100, "/docs", words.clone(), zipf.clone(), i as u64 + 1).await;
+        text_bytes += load_docs(&c, 100, "/docs", words.clone(), zipf.clone(), i as u64 + 1).await;
         // A fresh client for the queries: the loading one's 32 pooled connections close with it
         // (1,000 of those pools held some 32,000 sockets open).
         smalls.push(Client::new(op.base(), c.key().map(str::to_owned)));
     }
     let big = tenant(&op, "big").await;
-    load_docs(&big, big_docs, "/corpus", words.clone(), zipf.clone(), 99_999).await;
+    text_bytes += load_docs(&big, big_docs, "/corpus", words.clone(), zipf.clone(), 99_999).await;
     println!(
         "loaded {} tenants x 100 docs and 1 tenant x {big_docs} docs in {:.0} s ({:.0} docs/s)",
         tenants,
         t0.elapsed().as_secs_f64(),
         (tenants * 100 + big_docs) as f64 / t0.elapsed().as_secs_f64()
     );
+    let drained = drain_tails(&op).await;
+    println!("  the tails were flushed {drained:.1} s after the last write");
+    if let Some((bytes, tables)) = index_bytes() {
+        let detail: Vec<String> = tables.iter().map(|(t, b)| format!("{t} {:.1} MiB", *b as f64 / 1048576.0)).collect();
+        println!(
+            "index {:.1} MiB for {:.1} MiB of text: {:.2}x  ({})",
+            bytes as f64 / 1048576.0,
+            text_bytes as f64 / 1048576.0,
+            bytes as f64 / text_bytes as f64,
+            detail.join(", ")
+        );
+    }
     let (b50, b99, bh) = query_latencies(std::slice::from_ref(&first), queries, &words, &zipf, 7).await;
     println!("the same tenant among {tenants} others:     p50 {b50:.2} ms  p99 {b99:.2} ms  ({bh:.1} hits/query)");
     let (c50, c99, ch) = query_latencies(&smalls, queries, &words, &zipf, 11).await;
@@ -301,6 +360,104 @@ async fn search(op: Client, scale: f64) {
     let (d50, d99, dh) = query_latencies(std::slice::from_ref(&big), queries, &words, &zipf, 13).await;
     println!("1 tenant of {big_docs} docs:              p50 {d50:.2} ms  p99 {d99:.2} ms  ({dh:.1} hits/query)");
     println!("growth with other tenants (p50 among / alone): {:.2}", b50 / a50);
+}
+
+/// Bulk indexing on import: a tenant of 1 KiB prose documents exported and imported into an
+/// empty tenant (until its tail is flushed into segments), against the same count of 1 KiB
+/// unindexed files through the same path, and against SQLite FTS5 loading the same documents in
+/// one transaction in this process (what the storage engine's own full-text index does).
+async fn import(op: Client, scale: f64) {
+    let n: usize =
+        std::env::var("IMPORT_DOCS").ok().and_then(|v| v.parse().ok()).unwrap_or((100_000.0 * scale) as usize);
+    let words = vocabulary(5000);
+    let zipf = Zipf::new(words.len());
+    let corpus: Arc<Vec<Vec<u8>>> = Arc::new((0..n as u64).map(|i| prose(&words, &zipf, i)).collect());
+    let text_bytes: usize = corpus.iter().map(Vec::len).sum();
+    let dir = std::env::temp_dir().join(format!("tenantry-bench-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut report = Vec::new();
+    for (slug, indexed) in [("prose", true), ("binary", false)] {
+        let c = tenant(&op, slug).await;
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let (c, next, corpus) = (c.clone(), next.clone(), corpus.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= corpus.len() {
+                        return;
+                    }
+                    // The same bytes with a NUL in front: as large and as unique (not shared
+                    // content), but not text, so never indexed.
+                    let mut body = corpus[i].clone();
+                    if !indexed {
+                        body[0] = 0;
+                    }
+                    c.put_file(&format!("/docs/{i}.txt"), body, None).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        drain_tails(&op).await;
+        let bundle = dir.join(format!("{slug}.tenantry"));
+        let mut out = std::fs::File::create(&bundle).unwrap();
+        op.download(&format!("/v1/tenants/{slug}/export"), &mut out, |_| {}).await.unwrap();
+        drop(out);
+        op.create_tenant(&json!({"slug": format!("{slug}-restored"), "tier": "enterprise"})).await.unwrap();
+        let t0 = Instant::now();
+        let input = Box::new(std::fs::File::open(&bundle).unwrap());
+        op.upload(&format!("/v1/tenants/{slug}-restored/import"), input, Arc::new(|_| {})).await.unwrap();
+        let imported = t0.elapsed().as_secs_f64();
+        drain_tails(&op).await;
+        let indexed_in = t0.elapsed().as_secs_f64();
+        report.push((slug, imported, indexed_in));
+    }
+    // The reference: FTS5 (bundled with the same SQLite), the same documents, one transaction,
+    // in a file database with the server's journal settings.
+    let fts = dir.join("fts5.db");
+    let conn = rusqlite::Connection::open(&fts).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.execute_batch("CREATE VIRTUAL TABLE docs USING fts5(path UNINDEXED, body)").unwrap();
+    let t0 = Instant::now();
+    conn.execute_batch("BEGIN").unwrap();
+    {
+        let mut st = conn.prepare("INSERT INTO docs (path, body) VALUES (?1, ?2)").unwrap();
+        for (i, d) in corpus.iter().enumerate() {
+            st.execute(rusqlite::params![format!("/docs/{i}.txt"), std::str::from_utf8(d).unwrap()]).unwrap();
+        }
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    let fts_secs = t0.elapsed().as_secs_f64();
+    let fts_bytes: i64 =
+        conn.query_row("SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'docs%'", [], |r| r.get(0)).unwrap();
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{n} documents of 1 KiB prose ({:.1} MiB of text)", text_bytes as f64 / 1048576.0);
+    let fts_rate = n as f64 / fts_secs;
+    println!(
+        "SQLite FTS5, one transaction:   {fts_secs:>7.1} s  {fts_rate:>7.0} docs/s  (index {:.1} MiB)",
+        fts_bytes as f64 / 1048576.0
+    );
+    for (slug, imported, indexed_in) in report {
+        let r = n as f64 / indexed_in;
+        println!(
+            "import of {slug:<6} files:        {indexed_in:>7.1} s  {r:>7.0} docs/s  ratio to FTS5 {:.2}  (the import answered after {imported:.1} s)",
+            r / fts_rate
+        );
+    }
+    if let Some((bytes, _)) = index_bytes() {
+        // Two tenants hold the prose: the one exported and the one imported.
+        println!(
+            "index {:.1} MiB for {:.1} MiB of text: {:.2}x",
+            bytes as f64 / 1048576.0,
+            2.0 * text_bytes as f64 / 1048576.0,
+            bytes as f64 / (2.0 * text_bytes as f64)
+        );
+    }
 }
 
 fn millis_now() -> i64 {
@@ -444,7 +601,7 @@ async fn webhooks(op: Client, scale: f64) {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: bench_dataplane URL OPERATOR_KEY memory|search|sse|webhooks [SCALE]");
+        eprintln!("usage: bench_dataplane URL OPERATOR_KEY memory|search|import|sse|webhooks [SCALE]");
         std::process::exit(2);
     }
     let op = Client::new(&args[1], Some(args[2].clone()));
@@ -452,6 +609,7 @@ async fn main() {
     match args[3].as_str() {
         "memory" => memory(op, scale).await,
         "search" => search(op, scale).await,
+        "import" => import(op, scale).await,
         "sse" => sse(op, scale).await,
         "webhooks" => webhooks(op, scale).await,
         other => {

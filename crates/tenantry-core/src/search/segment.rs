@@ -15,8 +15,11 @@ use super::DocKind;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
-/// Documents per chunk of a segment's document list.
-pub const CHUNK_DOCS: usize = 128;
+/// At most this many bytes per chunk of a segment's document list (but for a chunk of one
+/// document with a longer id): a store keeping a chunk as a row of a B-tree keeps it on the
+/// row's page (SQLite's index B-tree leaves a row's first ~1,000 bytes of a 4 KiB page local and
+/// spills the rest to an overflow page of its own, mostly empty for a row just over).
+pub const CHUNK_BYTES: usize = 900;
 
 /// A document as a segment lists it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,9 +48,27 @@ pub struct Built {
 }
 
 impl Built {
-    /// The document list in chunks of [`CHUNK_DOCS`], encoded.
+    /// The document list in chunks of at most [`CHUNK_BYTES`], encoded (each front-coded on its
+    /// own: a reader decodes each and appends).
     pub fn doc_chunks(&self) -> Vec<Vec<u8>> {
-        self.docs.chunks(CHUNK_DOCS).map(encode_docs).collect()
+        let mut chunks = Vec::new();
+        let (mut chunk, mut prev): (Vec<u8>, &[u8]) = (Vec::new(), &[]);
+        let mut one = Vec::new();
+        for d in &self.docs {
+            one.clear();
+            encode_doc(&mut one, prev, d);
+            if !chunk.is_empty() && chunk.len() + one.len() > CHUNK_BYTES {
+                chunks.push(std::mem::take(&mut chunk));
+                one.clear();
+                encode_doc(&mut one, &[], d);
+            }
+            chunk.extend_from_slice(&one);
+            prev = d.doc.as_bytes();
+        }
+        if !chunk.is_empty() {
+            chunks.push(chunk);
+        }
+        chunks
     }
 
     /// Bytes the segment takes encoded (terms, postings and document chunks).
@@ -104,16 +125,21 @@ pub fn encode_docs(docs: &[SegDoc]) -> Vec<u8> {
     let mut out = Vec::with_capacity(docs.len() * 8);
     let mut prev: &[u8] = &[];
     for d in docs {
-        let id = d.doc.as_bytes();
-        let shared = prev.iter().zip(id).take_while(|(a, b)| a == b).count();
-        out.push(kind_code(d.kind));
-        put_varint(&mut out, shared as u64);
-        put_varint(&mut out, (id.len() - shared) as u64);
-        out.extend_from_slice(&id[shared..]);
-        put_varint(&mut out, u64::from(d.len));
-        prev = id;
+        encode_doc(&mut out, prev, d);
+        prev = d.doc.as_bytes();
     }
     out
+}
+
+/// One document of a list, its id front-coded against the previous one's (`prev`).
+fn encode_doc(out: &mut Vec<u8>, prev: &[u8], d: &SegDoc) {
+    let id = d.doc.as_bytes();
+    let shared = prev.iter().zip(id).take_while(|(a, b)| a == b).count();
+    out.push(kind_code(d.kind));
+    put_varint(out, shared as u64);
+    put_varint(out, (id.len() - shared) as u64);
+    out.extend_from_slice(&id[shared..]);
+    put_varint(out, u64::from(d.len));
 }
 
 pub fn decode_docs(bytes: &[u8]) -> Result<Vec<SegDoc>> {
@@ -178,15 +204,26 @@ pub fn decode_postings(bytes: &[u8]) -> Result<Vec<SegPosting>> {
 /// Builds a segment of `docs` (ids distinct).
 pub fn build(mut docs: Vec<NewDoc>) -> Built {
     docs.sort_by(|a, b| (a.kind, &a.doc).cmp(&(b.kind, &b.doc)));
-    let mut terms: BTreeMap<String, Vec<SegPosting>> = BTreeMap::new();
+    // Terms gathered by hash (Fx: short keys, no untrusted collisions worth defending against
+    // here: a document holds at most MAX_TERMS_PER_DOC), then sorted once: a tree would compare
+    // strings a dozen times per posting.
+    let mut terms: rustc_hash::FxHashMap<String, Vec<SegPosting>> = rustc_hash::FxHashMap::default();
     let mut listed = Vec::with_capacity(docs.len());
     for (number, d) in docs.into_iter().enumerate() {
         let number = number as u32;
         for (term, tf) in d.terms {
-            terms.entry(term).or_default().push(SegPosting { number, tf, len: d.len });
+            let posting = SegPosting { number, tf, len: d.len };
+            match terms.get_mut(term.as_str()) {
+                Some(list) => list.push(posting),
+                None => {
+                    terms.insert(term, vec![posting]);
+                }
+            }
         }
         listed.push(SegDoc { kind: d.kind, doc: d.doc, len: d.len });
     }
+    let mut terms: Vec<(String, Vec<SegPosting>)> = terms.into_iter().collect();
+    terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Built { docs: listed, terms: terms.into_iter().map(|(t, p)| (t, encode_postings(&p))).collect() }
 }
 
@@ -302,6 +339,23 @@ mod tests {
         assert_eq!(postings_of(&built, "alpha"), [("/b.txt".to_owned(), 2), ("ns\u{1f}k".to_owned(), 1)]);
         assert_eq!(postings_of(&built, "beta"), [("/a.txt".to_owned(), 3), ("/b.txt".to_owned(), 1)]);
         assert_eq!(decode_docs(&encode_docs(&built.docs)).unwrap(), built.docs);
+    }
+
+    #[test]
+    fn the_document_list_comes_in_chunks_that_fit_a_page_and_decode_to_the_whole_list() {
+        let mut docs: Vec<NewDoc> =
+            (0..2000).map(|i| doc(DocKind::File, &format!("/corpus/{i:06}.txt"), &[("w", 1)])).collect();
+        // An id longer than a chunk is a chunk of its own.
+        docs.push(doc(DocKind::File, &format!("/long/{}", "x".repeat(2 * CHUNK_BYTES)), &[("w", 1)]));
+        docs.push(doc(DocKind::Memory, "ns\u{1f}k", &[("w", 1)]));
+        let built = build(docs);
+        let chunks = built.doc_chunks();
+        assert!(chunks.len() > 10, "{} chunks", chunks.len());
+        for c in &chunks {
+            assert!(c.len() <= CHUNK_BYTES || decode_docs(c).unwrap().len() == 1, "a chunk of {} bytes", c.len());
+        }
+        let whole: Vec<SegDoc> = chunks.iter().flat_map(|c| decode_docs(c).unwrap()).collect();
+        assert_eq!(whole, built.docs);
     }
 
     #[test]

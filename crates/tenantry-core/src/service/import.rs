@@ -200,7 +200,7 @@ impl Tenantry {
         imp.next += 1;
         Ok(StagedFile {
             n: imp.next,
-            index: IndexDoc::of_file(&content),
+            indexed: crate::search::is_indexed_content(&content),
             path,
             etag: format!("\"{sha256}\""),
             content_type,
