@@ -498,6 +498,21 @@ impl ImportStore for PgStore {
         files: Vec<StagedFile>,
     ) -> Result<()> {
         let tenant = scope.tenant_id();
+        // The index entries (as JSON, which `commit_import` reads back), read from the contents
+        // before the transaction, off the runtime's workers: none of it waits on a lock.
+        let (files, indexes) = tokio::task::spawn_blocking(move || {
+            let indexes = files
+                .iter()
+                .map(|f| match f.indexed.then(|| IndexDoc::of_file(&f.content)).flatten() {
+                    Some(doc) => serde_json::to_string(&doc).map(Some).map_err(json_error),
+                    None => Ok(None),
+                })
+                .collect::<Result<Vec<Option<String>>>>();
+            (files, indexes)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("staging failed: {e}")))?;
+        let indexes = indexes?;
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
         // Not the usage lock: staging changes nothing the tenant's other writes read, and a
@@ -506,16 +521,12 @@ impl ImportStore for PgStore {
         if !lock_import(&tx, tenant, import, false).await? {
             return Err(no_such_import());
         }
-        for f in &files {
+        for (f, index) in files.iter().zip(indexes) {
             // As things stand now; `commit_import` decides again.
             let held_same = peek_etag_tx(&tx, tenant, f.path.as_str()).await?.map(|etag| etag == f.etag);
             let body_id: Option<i64> = match policy.resolve(held_same) {
                 Resolution::Unchanged | Resolution::Skip => None,
                 _ => Some(write_body_tx(&tx, tenant, &f.content).await?),
-            };
-            let index: Option<String> = match f.indexed.then(|| IndexDoc::of_file(&f.content)).flatten() {
-                Some(doc) => Some(serde_json::to_string(&doc).map_err(json_error)?),
-                None => None,
             };
             let (n, size): (i64, i64) = (f.n as i64, f.content.len() as i64);
             let (created_at, updated_at): (i64, i64) = (f.created_at.millis(), f.updated_at.millis());

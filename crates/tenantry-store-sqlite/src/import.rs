@@ -1,8 +1,10 @@
 //! Bundle imports on SQLite. Staging writes file bytes into `file_content` rows that no `files`
 //! row points at yet (listed in `import_files`), and records into `import_records`, in ordinary
 //! small write jobs that take their turn with every other tenant's writes. `commit_import` then
-//! publishes the tenant's whole import in one transaction that writes metadata rows only, so it
-//! is atomic without holding the shared writer for the time it takes to write the bytes. An
+//! publishes the tenant's whole import in one transaction that writes metadata rows and the
+//! search index (the indexed files' terms, read from their inline content, into segments of
+//! their own: `search::SegmentBatch`), so it is atomic without holding the shared writer for the
+//! time it takes to write the bytes. An
 //! import that is aborted, or interrupted by a crash, is swept: its staged bytes deleted.
 
 use crate::blobs::{Doomed, Pending, EXTERNAL_OVER};
@@ -85,6 +87,9 @@ fn check_import(tx: &Connection, tenant: &TenantId, import: &str) -> Result<()> 
     }
 }
 
+// A file the index reads is always stored inline, where publishing reads its terms from.
+const _: () = assert!(tenantry_core::search::MAX_INDEXED_BYTES <= EXTERNAL_OVER);
+
 /// A staged file as read back for publishing.
 struct Staged {
     path: String,
@@ -96,6 +101,7 @@ struct Staged {
     content_id: Option<i64>,
     /// The content of a file staged as indexed, whose terms are read from it if it lands.
     text: Option<Vec<u8>>,
+    indexed: bool,
 }
 
 /// Publishing state: the running report and usage deltas (the core's `Tally`, which its
@@ -129,6 +135,9 @@ impl Publish<'_> {
             content_id,
         };
         upsert_file_row_tx(self.tx, self.tenant, &row)?;
+        if f.indexed && f.text.is_none() {
+            return Err(corrupt("a file staged as indexed has no inline content"));
+        }
         let index = f.text.as_deref().and_then(IndexDoc::of_file);
         self.index.reindex(self.tx, DocKind::File, path, index)
     }
@@ -486,14 +495,16 @@ impl ImportStore for SqliteStore {
                     let record: StagedRecord = serde_json::from_str(&json).map_err(|_| corrupt("staged record"))?;
                     p.record(record, &plan)?;
                 }
-                // An indexed file's content comes with it (inline: at most MAX_INDEXED_BYTES).
+                // An indexed file's content comes with it (inline: at most MAX_INDEXED_BYTES); no
+                // other file's content is read.
                 let mut s = tx
                     .prepare_cached(
                         "SELECT f.path, f.size, f.etag, f.content_type, f.created_at, f.updated_at, f.content_id,
-                                c.content
-                         FROM import_files f LEFT JOIN file_content c
-                           ON f.indexed IS NOT NULL AND c.id = f.content_id AND c.tenant_id = f.tenant_id
-                         WHERE f.tenant_id = ?1 AND f.import_id = ?2 ORDER BY f.n",
+                                CASE WHEN f.indexed IS NOT NULL THEN
+                                  (SELECT c.content FROM file_content c
+                                   WHERE c.id = f.content_id AND c.tenant_id = f.tenant_id AND c.blob IS NULL)
+                                END, f.indexed IS NOT NULL
+                         FROM import_files f WHERE f.tenant_id = ?1 AND f.import_id = ?2 ORDER BY f.n",
                     )
                     .map_err(sql_error)?;
                 let rows = s
@@ -507,6 +518,7 @@ impl ImportStore for SqliteStore {
                             updated_at: r.get(5)?,
                             content_id: r.get(6)?,
                             text: r.get(7)?,
+                            indexed: r.get(8)?,
                         })
                     })
                     .map_err(sql_error)?;

@@ -139,18 +139,26 @@ pub(crate) fn reindex_tx(
 /// every posting by the flush and the first merge, and a counter row per document. Used inside
 /// one transaction, which must call [`SegmentBatch::finish`] before it commits. A segment holds
 /// what a merge of the first level makes (`FLUSH_MAX × MERGE_FACTOR` documents, or as many bytes
-/// of terms). A tenant being moved (whose segments the move copies once) gets its documents
-/// through the tail instead.
+/// of terms). A document indexed again while the batch holds it is replaced in the batch (a
+/// bundle may name a path many times: no segment per repeat). A tenant being moved (whose
+/// segments the move copies once) gets its documents through the tail instead.
 pub(crate) struct SegmentBatch {
     tenant: TenantId,
-    docs: Vec<segment::NewDoc>,
-    /// The documents in `docs`: one indexed again goes into a segment first, and dies there.
-    held: HashSet<(DocKind, String)>,
+    /// The documents gathered, in landing order; `None` where one was unindexed again.
+    docs: Vec<Option<segment::NewDoc>>,
+    /// Where each document of `docs` is.
+    held: HashMap<(DocKind, String), usize>,
+    /// Bytes of terms in `docs`.
     bytes: usize,
     /// How the tenant's document and word totals move once the batch is written.
     counts: Counters,
     direct: bool,
     wrote: bool,
+}
+
+/// The bytes a document's terms weigh in a batch (as a tail would hold them).
+fn term_bytes(terms: &[(String, u32)]) -> usize {
+    terms.iter().map(|(t, _)| t.len() + 6).sum()
 }
 
 impl SegmentBatch {
@@ -161,7 +169,7 @@ impl SegmentBatch {
         SegmentBatch {
             tenant: tenant.clone(),
             docs: Vec::new(),
-            held: HashSet::new(),
+            held: HashMap::new(),
             bytes: 0,
             counts: Counters::default(),
             direct: !crate::search_upkeep::is_paused(tenant),
@@ -174,15 +182,36 @@ impl SegmentBatch {
         if !self.direct {
             return reindex_tx(tx, &self.tenant, kind, doc, new.as_ref());
         }
-        if self.held.contains(&(kind, doc.to_owned())) {
-            self.write(tx)?;
-        }
         let new = new.filter(IndexDoc::is_indexed);
+        let (tenant, k) = (self.tenant.as_str(), kind as i64);
+        if let Some(&at) = self.held.get(&(kind, doc.to_owned())) {
+            // Held: the version it had before the batch is dead (or gone) already, and this one
+            // replaces the batch's, which no one has seen.
+            let held = self.docs[at].take().ok_or_else(|| Error::internal("a held search document is not held"))?;
+            self.bytes -= term_bytes(&held.terms);
+            self.counts.search_words -= i64::from(held.len);
+            match new {
+                Some(entry) => {
+                    self.counts.search_words += i64::from(entry.len);
+                    self.bytes += term_bytes(&entry.terms);
+                    self.docs[at] =
+                        Some(segment::NewDoc { kind, doc: doc.to_owned(), len: entry.len, terms: entry.terms });
+                }
+                None => {
+                    self.held.remove(&(kind, doc.to_owned()));
+                    self.counts.search_docs -= 1;
+                    // The row may still name the version before the batch.
+                    tx.prepare_cached("DELETE FROM search_docs WHERE tenant_id = ?1 AND kind = ?2 AND doc = ?3")
+                        .and_then(|mut s| s.execute(params![tenant, k, doc]))
+                        .map_err(sql_error)?;
+                }
+            }
+            return Ok(());
+        }
         let old = located_tx(tx, &self.tenant, kind, doc)?;
         if old.is_none() && new.is_none() {
             return Ok(());
         }
-        let (tenant, k) = (self.tenant.as_str(), kind as i64);
         match &old {
             Some(o) if o.seg != 0 => kill_tx(tx, &self.tenant, o.seg, o.number)?,
             Some(_) => {
@@ -197,9 +226,9 @@ impl SegmentBatch {
         match new {
             // Its `search_docs` row is written with the segment.
             Some(entry) => {
-                self.bytes += entry.terms.iter().map(|(t, _)| t.len() + 6).sum::<usize>();
-                self.held.insert((kind, doc.to_owned()));
-                self.docs.push(segment::NewDoc { kind, doc: doc.to_owned(), len: entry.len, terms: entry.terms });
+                self.bytes += term_bytes(&entry.terms);
+                self.held.insert((kind, doc.to_owned()), self.docs.len());
+                self.docs.push(Some(segment::NewDoc { kind, doc: doc.to_owned(), len: entry.len, terms: entry.terms }));
                 if self.docs.len() >= Self::MAX_DOCS || self.bytes >= Self::MAX_BYTES {
                     self.write(tx)?;
                 }
@@ -214,16 +243,18 @@ impl SegmentBatch {
     }
 
     /// Writes the documents gathered so far as a segment, of the top level when it holds at least
-    /// a flush's worth, else of the first (merged with the flushes that follow); and the totals.
+    /// a flush's worth (by documents or bytes), else of the first (merged with the flushes that
+    /// follow); and the totals.
     fn write(&mut self, tx: &Connection) -> Result<()> {
         counters::add_tx(tx, &self.tenant, std::mem::take(&mut self.counts))?;
-        if self.docs.is_empty() {
+        let docs: Vec<segment::NewDoc> = std::mem::take(&mut self.docs).into_iter().flatten().collect();
+        self.held.clear();
+        let bytes = std::mem::take(&mut self.bytes);
+        if docs.is_empty() {
             return Ok(());
         }
-        let docs = std::mem::take(&mut self.docs);
-        self.held.clear();
-        self.bytes = 0;
-        let level = if docs.len() >= crate::search_upkeep::FLUSH_MAX { crate::search_upkeep::TOP_LEVEL } else { 0 };
+        let flush_sized = docs.len() >= crate::search_upkeep::FLUSH_MAX || bytes >= crate::search_upkeep::FLUSH_BYTES;
+        let level = if flush_sized { crate::search_upkeep::TOP_LEVEL } else { 0 };
         let built = segment::build(docs);
         let seg = crate::search_upkeep::next_seg(tx, &self.tenant)?;
         crate::search_upkeep::write_segment(tx, &self.tenant, seg, level, &built, DocRows::Insert)?;
@@ -690,13 +721,17 @@ mod layout_tests {
                     }
                     6 => crate::search::reindex_tx(tx, &t, DocKind::File, &doc, None).unwrap(),
                     // An import's batch: the document, its neighbour, the document again with its
-                    // words reversed, and the next neighbour deleted.
+                    // words reversed, the next neighbour deleted, and with an odd count of words
+                    // the neighbour unindexed again.
                     10 => {
                         let mut batch = crate::search::SegmentBatch::new(&t);
                         batch.reindex(tx, DocKind::File, &doc, Some(index.clone())).unwrap();
                         batch.reindex(tx, DocKind::File, &format!("/d{}", id + 1), Some(index.clone())).unwrap();
                         batch.reindex(tx, DocKind::File, &doc, Some(reversed.clone())).unwrap();
                         batch.reindex(tx, DocKind::File, &format!("/d{}", id + 2), None).unwrap();
+                        if words.len() % 2 == 1 {
+                            batch.reindex(tx, DocKind::File, &format!("/d{}", id + 1), None).unwrap();
+                        }
                         batch.finish(tx).unwrap();
                     }
                     7 => { flush_tx(tx, &t).unwrap(); }
@@ -710,6 +745,9 @@ mod layout_tests {
                         model.insert(format!("/d{}", id + 1), index);
                         model.insert(doc, reversed);
                         model.remove(&format!("/d{}", id + 2));
+                        if words.len() % 2 == 1 {
+                            model.remove(&format!("/d{}", id + 1));
+                        }
                     }
                     _ => {}
                 }

@@ -241,6 +241,22 @@ async fn load_docs(c: &Client, n: usize, prefix: &str, words: Arc<Vec<String>>, 
     bytes.load(Ordering::Relaxed)
 }
 
+/// Waits (up to 10 minutes) until no tenant's tail holds a document and the upkeep has taken
+/// no step for 2 s: everything written is in segments, merged.
+async fn settle(op: &Client) {
+    drain_tails(op).await;
+    let mut steps = metric(op, "tenantry_search_steps_total").await;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = metric(op, "tenantry_search_steps_total").await;
+        if now == steps {
+            return;
+        }
+        steps = now;
+    }
+}
+
 /// Waits (up to 10 minutes) until no tenant's tail holds a document: everything written is in
 /// segments. Returns the seconds waited.
 async fn drain_tails(op: &Client) -> f64 {
@@ -269,12 +285,16 @@ fn index_bytes() -> Option<(u64, Vec<(String, u64)>)> {
             if !(name.ends_with(".db") || name.ends_with(".sqlite")) {
                 continue;
             }
-            let conn = rusqlite::Connection::open_with_flags(&p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
-            let mut st =
-                conn.prepare("SELECT name, sum(pgsize) FROM dbstat WHERE name LIKE 'search%' GROUP BY name").ok()?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).ok()?;
-            for (table, bytes) in rows.flatten() {
-                *by_table.entry(table).or_default() += bytes as u64;
+            let read = || -> rusqlite::Result<Vec<(String, i64)>> {
+                let conn = rusqlite::Connection::open_with_flags(&p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                let mut st =
+                    conn.prepare("SELECT name, sum(pgsize) FROM dbstat WHERE name LIKE 'search%' GROUP BY name")?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            };
+            match read() {
+                Ok(rows) => rows.into_iter().for_each(|(t, b)| *by_table.entry(t).or_default() += b as u64),
+                Err(e) => eprintln!("index bytes: {} not read: {e}", p.display()),
             }
         }
     }
@@ -401,7 +421,8 @@ async fn import(op: Client, scale: f64) {
         for t in tasks {
             t.await.unwrap();
         }
-        drain_tails(&op).await;
+        // The source's flushes and merges end before anything is timed.
+        settle(&op).await;
         let bundle = dir.join(format!("{slug}.tenantry"));
         let mut out = std::fs::File::create(&bundle).unwrap();
         op.download(&format!("/v1/tenants/{slug}/export"), &mut out, |_| {}).await.unwrap();
@@ -416,11 +437,11 @@ async fn import(op: Client, scale: f64) {
         report.push((slug, imported, indexed_in));
     }
     // The reference: FTS5 (bundled with the same SQLite), the same documents, one transaction,
-    // in a file database with the server's journal settings.
+    // in a file database with the server's journal settings (WAL, synchronous FULL).
     let fts = dir.join("fts5.db");
     let conn = rusqlite::Connection::open(&fts).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.pragma_update(None, "synchronous", "FULL").unwrap();
     conn.execute_batch("CREATE VIRTUAL TABLE docs USING fts5(path UNINDEXED, body)").unwrap();
     let t0 = Instant::now();
     conn.execute_batch("BEGIN").unwrap();
@@ -450,7 +471,8 @@ async fn import(op: Client, scale: f64) {
         );
     }
     if let Some((bytes, _)) = index_bytes() {
-        // Two tenants hold the prose: the one exported and the one imported.
+        // Two tenants hold the prose: the one exported (indexed through the tail, merged) and the
+        // one imported.
         println!(
             "index {:.1} MiB for {:.1} MiB of text: {:.2}x",
             bytes as f64 / 1048576.0,
