@@ -117,6 +117,36 @@ impl IndexDoc {
     }
 }
 
+/// Documents of at least this many bytes are tokenized by [`IndexWork`]; smaller ones where they
+/// are (handing one over costs more than reading it).
+pub const OFFLOAD_BYTES: usize = 32 << 10;
+
+/// Where a large document's words are read ([`IndexDoc::of_text`], [`IndexDoc::of_file`]): a
+/// megabyte of text takes tens of milliseconds, which an async runtime's worker must not spend,
+/// or the requests of every tenant sharing that worker wait behind it. The core has no runtime,
+/// so it is handed one (the server's runs them on blocking threads; see `tenantry-http`).
+#[async_trait::async_trait]
+pub trait IndexWork: Send + Sync + std::fmt::Debug {
+    async fn of_text(&self, text: String) -> IndexDoc;
+    /// The file's index entry, and its content back.
+    async fn of_file(&self, content: Vec<u8>) -> (Vec<u8>, Option<IndexDoc>);
+}
+
+/// Reads the words on the calling thread: for tests and tools that run no server.
+#[derive(Debug, Default)]
+pub struct InlineIndexWork;
+
+#[async_trait::async_trait]
+impl IndexWork for InlineIndexWork {
+    async fn of_text(&self, text: String) -> IndexDoc {
+        IndexDoc::of_text(&text)
+    }
+    async fn of_file(&self, content: Vec<u8>) -> (Vec<u8>, Option<IndexDoc>) {
+        let index = IndexDoc::of_file(&content);
+        (content, index)
+    }
+}
+
 /// Whether [`IndexDoc::of_file`] indexes this content, without reading its words.
 pub fn is_indexed_content(content: &[u8]) -> bool {
     indexed_text(content).is_some()

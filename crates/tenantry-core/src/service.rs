@@ -111,6 +111,8 @@ pub struct ServiceConfig {
     pub sessions: crate::people::SessionPolicy,
     /// Where password hashing runs.
     pub password_work: Arc<dyn crate::people::PasswordWork>,
+    /// Where large documents are tokenized for the search index.
+    pub index_work: Arc<dyn crate::search::IndexWork>,
 }
 
 /// How webhooks are delivered (config `[webhooks]`).
@@ -151,6 +153,7 @@ impl Default for ServiceConfig {
             webhooks: WebhookPolicy::default(),
             sessions: crate::people::SessionPolicy::default(),
             password_work: Arc::new(crate::people::InlinePasswordWork),
+            index_work: Arc::new(crate::search::InlineIndexWork),
         }
     }
 }
@@ -1176,7 +1179,13 @@ impl Tenantry {
             EventDraft::new(event_types::FILE_WRITTEN, caller.actor()).path(path.as_str()),
         );
         let limits = *caller.limits();
-        let index = crate::search::IndexDoc::of_file(&content);
+        let (content, index) =
+            if content.len() >= crate::search::OFFLOAD_BYTES && crate::search::is_indexed_content(&content) {
+                self.config.index_work.of_file(content).await
+            } else {
+                let index = crate::search::IndexDoc::of_file(&content);
+                (content, index)
+            };
         let write = FileWrite {
             path,
             content,

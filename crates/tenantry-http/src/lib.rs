@@ -22,6 +22,7 @@ pub mod error;
 pub mod fairness;
 pub mod live;
 pub mod metrics;
+pub mod offload;
 pub mod openapi;
 pub mod reference;
 pub mod schemas;

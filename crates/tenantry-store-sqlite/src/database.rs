@@ -14,8 +14,8 @@ pub(crate) type Database = Pool<Tails>;
 impl Database {
     /// Opens (creating if needed) the database at `path`, migrated, its tails folded.
     pub fn open_with_tails(path: &Path, opts: &OpenOptions) -> Result<Database> {
-        let flush_at = opts.search_flush_at;
-        Pool::open(path, opts, |writer| Tails::open(writer, flush_at))
+        let (flush_at, step_rows) = (opts.search_flush_at, opts.search_step_rows);
+        Pool::open(path, opts, |writer| Tails::open(writer, flush_at, step_rows))
     }
 
     /// Which log entries are in the tails, by tenant, and the counters not folded yet.

@@ -55,6 +55,9 @@ const TABLES: &[(&str, &str, &[&str], SyncBy)] = &[
     ("search_segments", "tenant_id", &["tenant_id", "seg"], SyncBy::Whole),
     ("search_segment_docs", "tenant_id", &["tenant_id", "seg", "chunk"], SyncBy::Once),
     ("search_segment_terms", "tenant_id", &["tenant_id", "seg", "term"], SyncBy::Once),
+    // Segments being written or deleted: the target deletes those no step under way there writes
+    // (its steps know their own by uid).
+    ("search_pending", "tenant_id", &["tenant_id", "seg"], SyncBy::Whole),
     ("webhooks", "tenant_id", &["tenant_id", "id"], SyncBy::Whole),
 ];
 
@@ -1145,6 +1148,7 @@ async fn delete_from_shared(store: &SqliteStore, tenant: &TenantId) -> Result<()
         ("search_segment_terms", "(seg, term)"),
         ("search_segment_docs", "(seg, chunk)"),
         ("search_segments", "seg"),
+        ("search_pending", "seg"),
         ("memory", "rowid"),
         ("keys", "rowid"),
         ("webhook_attempts", "rowid"),

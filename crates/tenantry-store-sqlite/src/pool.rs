@@ -27,6 +27,10 @@ pub struct OpenOptions {
     /// A tenant's search tail is flushed into a segment once it holds this many documents
     /// ([`DEFAULT_SEARCH_FLUSH_AT`]; tests set 1, so that every write goes through segments).
     pub search_flush_at: usize,
+    /// About the most term rows one step of search upkeep reads or writes
+    /// ([`crate::search_upkeep::STEP_ROWS`]; tests set 2, so that a merge takes many steps with
+    /// other writes between them).
+    pub search_step_rows: usize,
 }
 
 /// Writes into a tenant's search tail before it is flushed into a segment (`search_upkeep`).
@@ -40,6 +44,7 @@ impl Default for OpenOptions {
             cache_bytes: 64 << 20,
             max_open_dedicated: 64,
             search_flush_at: DEFAULT_SEARCH_FLUSH_AT,
+            search_step_rows: crate::search_upkeep::STEP_ROWS,
         }
     }
 }

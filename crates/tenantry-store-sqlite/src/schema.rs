@@ -618,6 +618,21 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE import_files RENAME COLUMN index_doc TO indexed;
     "#,
+    // 17: segments written and deleted a slice per step (see `search_upkeep`): a segment being
+    // merged into, or one merged away whose rows are still being deleted, is listed in
+    // `search_pending` (with the number its merge knows it by), not in the catalog, so no search
+    // reads it. The catalog counts each segment's term rows, which a merge is chosen by.
+    r#"
+    CREATE TABLE search_pending (
+        tenant_id TEXT NOT NULL,
+        seg INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, seg)
+    ) WITHOUT ROWID;
+    ALTER TABLE search_segments ADD COLUMN terms INTEGER NOT NULL DEFAULT 0;
+    UPDATE search_segments SET terms = (SELECT count(*) FROM search_segment_terms t
+        WHERE t.tenant_id = search_segments.tenant_id AND t.seg = search_segments.seg);
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -729,7 +744,7 @@ mod tests {
         assert_eq!(count("SELECT COUNT(*) FROM audit"), 2);
         assert_eq!(count("SELECT seq FROM audit_tail"), 3, "the copy of 2 went, 3 stays");
         assert_eq!(count("SELECT COUNT(*) FROM audit_tail_index"), 0);
-        let tails = crate::tails::Tails::open(&conn, 1).unwrap();
+        let tails = crate::tails::Tails::open(&conn, 1, crate::search_upkeep::STEP_ROWS).unwrap();
         assert_eq!(count("SELECT COUNT(*) FROM audit_tail_index"), 1);
         assert_eq!(
             count("SELECT upto FROM tails_indexed WHERE log = 'audit'"),
@@ -782,7 +797,7 @@ mod tests {
             "UPDATE search_tail SET tenant_id = '{ta}' WHERE tenant_id = 'ta'; UPDATE search_docs SET tenant_id = '{ta}' WHERE tenant_id = 'ta';"
         ))
         .unwrap();
-        assert_eq!(crate::search_upkeep::flush_tx(&conn, &ta).unwrap(), 2);
+        assert_eq!(crate::search_upkeep::flush_tx(&conn, &ta, 100, 100, None).unwrap().docs, 2);
         assert_eq!(
             rows(
                 "SELECT doc || ' ' || seg || ' ' || number FROM search_docs WHERE tenant_id LIKE 'tnt%' ORDER BY kind"

@@ -578,12 +578,13 @@ pub(crate) fn image_postings(
         }
         let (Some(term), Some(r)) = (next_term, row) else { break };
         let seg: i64 = r.get(1).map_err(sql_error)?;
+        // A segment being merged into, or retired and being deleted: not in the catalog.
+        let Some((listed, dead)) = docs.get(&seg) else { continue };
         let blob: Vec<u8> = r.get(2).map_err(sql_error)?;
         let entry = current.get_or_insert_with(|| (term.clone(), Vec::new()));
         if tail.peek().is_some_and(|(t, _)| *t == term) {
             entry.1.extend(tail.next().map(|(_, l)| l).unwrap_or_default());
         }
-        let (listed, dead) = docs.get(&seg).ok_or_else(|| Error::internal("a term row of no segment"))?;
         for p in segment::decode_postings(&blob)? {
             if !segment::is_dead(dead, p.number) {
                 let d = listed.get(p.number as usize).ok_or_else(|| Error::internal("a posting names no document"))?;
@@ -633,7 +634,7 @@ impl SearchIndex for SqliteStore {
 /// The layout against a model: writes, deletes, flushes and merges in any order.
 #[cfg(test)]
 mod layout_tests {
-    use crate::search_upkeep::{catalog_tx, choose, flush_tx, merge_tx, settle_tx};
+    use crate::search_upkeep::{catalog_tx, choose, maintain_tx, settle_tx, Asked, Underway};
     use crate::tails::tests_open_at as open_at;
     use proptest::prelude::*;
     use rusqlite::Connection;
@@ -685,6 +686,17 @@ mod layout_tests {
             }
         }
         assert_eq!(alive + in_tail, live.len(), "every live version is somewhere");
+        // Every term row is of a segment in the catalog or pending (being written or deleted).
+        let orphans: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM search_segment_terms t WHERE t.tenant_id = ?1
+                   AND NOT EXISTS (SELECT 1 FROM search_segments s WHERE s.tenant_id = t.tenant_id AND s.seg = t.seg)
+                   AND NOT EXISTS (SELECT 1 FROM search_pending p WHERE p.tenant_id = t.tenant_id AND p.seg = t.seg)",
+                [tenant.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphans, 0, "term rows of no segment");
     }
 
     /// The postings the image gives, as (term, doc, tf, len).
@@ -701,7 +713,8 @@ mod layout_tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
         /// Writes, deletes, flushes and merges in any order keep the layout whole, and it holds
-        /// exactly the postings of the live documents.
+        /// exactly the postings of the live documents. Flushes and merges take steps of two or
+        /// three term rows, so writes replace and delete documents of a segment being written.
         #[test]
         fn flushes_and_merges_keep_every_live_document_once(
             ops in proptest::collection::vec((0u8..11, 0u8..24, proptest::collection::vec(0u8..8, 0..6)), 1..160),
@@ -709,6 +722,7 @@ mod layout_tests {
             let db = open_at(tempfile::tempdir().unwrap());
             let (t, other) = (TenantId::generate(), TenantId::generate());
             let mut model: BTreeMap<String, IndexDoc> = BTreeMap::new();
+            let mut underway = Default::default();
             for (op, id, words) in ops {
                 let doc = format!("/d{id}");
                 let text: Vec<String> = words.iter().map(|w| format!("w{w}")).collect();
@@ -734,9 +748,11 @@ mod layout_tests {
                         }
                         batch.finish(tx).unwrap();
                     }
-                    7 => { flush_tx(tx, &t).unwrap(); }
-                    8 => { merge_tx(tx, &t).unwrap(); }
-                    _ => settle_tx(tx, &t).unwrap(),
+                    7 | 8 => {
+                        let asked = Asked { flush: op == 7, flush_turn: op == 7, rows: 2, flush_terms: 3 };
+                        underway = maintain_tx(tx, &t, asked, std::mem::take(&mut underway)).unwrap().1;
+                    }
+                    _ => settle_tx(tx, &t, std::mem::take(&mut underway)).unwrap(),
                 });
                 match op {
                     0..=5 => { model.insert(doc, index); }
@@ -766,13 +782,86 @@ mod layout_tests {
                 .collect();
             want.sort();
             prop_assert_eq!(postings(&db.writer, &t), want.clone());
-            db.commit(&[], false, |tx| settle_tx(tx, &t).unwrap());
+            db.commit(&[], false, |tx| settle_tx(tx, &t, std::mem::take(&mut underway)).unwrap());
             check(&db.writer, &t);
             prop_assert_eq!(postings(&db.writer, &t), want);
+            prop_assert_eq!(count_of(&db.writer, "search_pending", &t), 0);
             // Settled: no tail, and no merge left to make.
             prop_assert_eq!(db.count("search_tail") - count_of(&db.writer, "search_tail", &other), 0);
             prop_assert!(choose(&catalog_tx(&db.writer, &t).unwrap()).is_none());
         }
+    }
+
+    /// A document replaced (by one of as many words) or deleted while the segment it is flushed
+    /// into is being written keeps its new version only: the flush finds its tail row changed.
+    #[test]
+    fn a_document_replaced_or_deleted_while_its_flush_is_written_keeps_its_new_version_only() {
+        let db = open_at(tempfile::tempdir().unwrap());
+        let t = TenantId::generate();
+        let old = IndexDoc::of_text("a b c d e f g h");
+        let new = IndexDoc::of_text("i j k l m n o p");
+        assert_eq!(old.len, new.len);
+        for (doc, then) in [("/replaced", Some(&new)), ("/deleted", None), ("/kept", Some(&old))] {
+            db.commit(&[], false, |tx| crate::search::reindex_tx(tx, &t, DocKind::File, doc, Some(&old)).unwrap());
+            let mut underway = Underway::default();
+            let asked = Asked { flush: true, flush_turn: true, rows: 3, flush_terms: 3 };
+            db.commit(&[], false, |tx| underway = maintain_tx(tx, &t, asked, Underway::default()).unwrap().1);
+            assert_eq!(count_of(&db.writer, "search_pending", &t), 1, "{doc}: its segment is being written");
+            assert_eq!(count_of(&db.writer, "search_tail", &t), 1, "{doc}: it is still in the tail");
+            db.commit(&[], false, |tx| crate::search::reindex_tx(tx, &t, DocKind::File, doc, then).unwrap());
+            db.commit(&[], false, |tx| settle_tx(tx, &t, std::mem::take(&mut underway)).unwrap());
+            check(&db.writer, &t);
+            assert_eq!(count_of(&db.writer, "search_pending", &t), 0);
+        }
+        let mut want: Vec<(String, String, u32, u32)> = Vec::new();
+        for (doc, ix) in [("/kept", &old), ("/replaced", &new)] {
+            want.extend(ix.terms.iter().map(|(term, tf)| (term.clone(), doc.to_owned(), *tf, ix.len)));
+        }
+        want.sort();
+        assert_eq!(postings(&db.writer, &t), want);
+    }
+
+    /// A flush reads on from where the last one stopped: documents rewritten while their flush
+    /// was being written stay in the tail, and must not hold back those after them.
+    #[test]
+    fn documents_rewritten_during_a_flush_do_not_hold_back_the_documents_after_them() {
+        let db = open_at(tempfile::tempdir().unwrap());
+        let t = TenantId::generate();
+        let (one, two) = (IndexDoc::of_text("a b c d"), IndexDoc::of_text("e f g h"));
+        let hot: Vec<String> = (0..crate::search_upkeep::FLUSH_MAX).map(|i| format!("/a{i:05}")).collect();
+        let write_all = |ix: &IndexDoc| {
+            db.commit(&[], false, |tx| {
+                for doc in &hot {
+                    crate::search::reindex_tx(tx, &t, DocKind::File, doc, Some(ix)).unwrap();
+                }
+            })
+        };
+        write_all(&one);
+        db.commit(&[], false, |tx| crate::search::reindex_tx(tx, &t, DocKind::File, "/b", Some(&one)).unwrap());
+        let asked = Asked { flush: true, flush_turn: true, rows: 1, flush_terms: 1 };
+        let mut underway = Underway::default();
+        let mut step = || {
+            db.commit(&[], false, |tx| underway = maintain_tx(tx, &t, asked, std::mem::take(&mut underway)).unwrap().1)
+        };
+        // The first flush takes the hot documents (as many as a flush reads), which are all
+        // rewritten before it ends; the next one takes /b.
+        step();
+        write_all(&two);
+        for _ in 0..8 {
+            step();
+        }
+        let in_tail = |doc: &str| -> i64 {
+            db.writer
+                .query_row(
+                    "SELECT count(*) FROM search_tail WHERE tenant_id = ?1 AND doc = ?2",
+                    [t.as_str(), doc],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(in_tail("/b"), 0, "/b was flushed");
+        assert_eq!(in_tail(&hot[0]), 1, "the rewritten documents wait in the tail");
+        check(&db.writer, &t);
     }
 
     fn count_of(conn: &Connection, table: &str, tenant: &TenantId) -> i64 {

@@ -359,11 +359,11 @@ fn in_transaction<T>(conn: &Connection, work: impl FnOnce() -> rusqlite::Result<
 
 impl Tails {
     /// Prepares the writer connection and indexes what a previous run left unindexed.
-    /// `search_flush_at`: see `OpenOptions`.
-    pub fn open(writer: &Connection, search_flush_at: usize) -> Result<Tails> {
+    /// `search_flush_at`, `search_step_rows`: see `OpenOptions`.
+    pub fn open(writer: &Connection, search_flush_at: usize, search_step_rows: usize) -> Result<Tails> {
         writer.execute_batch(&format!("PRAGMA temp_store = MEMORY; {HEADS};")).map_err(sql_error)?;
         crate::counters::prepare(writer).map_err(sql_error)?;
-        let search = Arc::new(crate::search_upkeep::SearchUpkeep::open(writer, search_flush_at)?);
+        let search = Arc::new(crate::search_upkeep::SearchUpkeep::open(writer, search_flush_at, search_step_rows)?);
         let tails = Tails { registry: Mutex::new(Registry::default()), search };
         tails.fold_all(writer)?;
         Ok(tails)
@@ -876,7 +876,9 @@ mod tests {
         let mut writer = Connection::open(&path).unwrap();
         writer.pragma_update(None, "journal_mode", "WAL").unwrap();
         crate::schema::migrate(&mut writer).unwrap();
-        let tails = Arc::new(Tails::open(&writer, crate::pool::DEFAULT_SEARCH_FLUSH_AT).unwrap());
+        let tails = Arc::new(
+            Tails::open(&writer, crate::pool::DEFAULT_SEARCH_FLUSH_AT, crate::search_upkeep::STEP_ROWS).unwrap(),
+        );
         let reader = Connection::open(&path).unwrap();
         Db { _dir: dir, path, writer, reader, tails }
     }
@@ -1109,7 +1111,9 @@ mod tests {
         let Db { _dir, path, writer, reader, tails } = db;
         drop((writer, reader, tails));
         let writer = Connection::open(&path).unwrap();
-        let tails = Arc::new(Tails::open(&writer, crate::pool::DEFAULT_SEARCH_FLUSH_AT).unwrap());
+        let tails = Arc::new(
+            Tails::open(&writer, crate::pool::DEFAULT_SEARCH_FLUSH_AT, crate::search_upkeep::STEP_ROWS).unwrap(),
+        );
         let db = Db { reader: Connection::open(&path).unwrap(), _dir, path, writer, tails };
         assert_eq!((db.count("audit_tail"), db.count("audit_tail_index"), db.indexed_upto()), (5, 5, 5));
         assert_eq!(db.head(&a), None);

@@ -133,6 +133,7 @@ pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bo
         "search_tail",
         "search_segments",
         "search_segment_docs",
+        "search_pending",
         "search_segment_terms",
         "webhooks",
         "webhook_outbox",

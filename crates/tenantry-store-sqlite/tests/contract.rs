@@ -44,7 +44,7 @@ mod in_segments {
     struct SqliteInSegments;
 
     fn options() -> OpenOptions {
-        OpenOptions { search_flush_at: 1, ..OpenOptions::default() }
+        OpenOptions { search_flush_at: 1, search_step_rows: 2, ..OpenOptions::default() }
     }
 
     #[async_trait::async_trait]

@@ -152,6 +152,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
             Arc::new(store)
         }
     };
+    // Password hashing and large documents' tokenizing share one turn per core but one.
+    let offload = tenantry_http::offload::Offload::default();
     let service_config = ServiceConfig {
         tiers: cfg.tiers.clone(),
         naming: TenantNaming { base_domain: cfg.base_domain.clone() },
@@ -159,7 +161,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         max_memory_value_bytes: cfg.max_memory_value_bytes,
         event_retention_days: cfg.event_retention_days,
         webhooks: cfg.webhooks.clone(),
-        password_work: Arc::new(tenantry_http::api::people::BlockingPasswordWork::default()),
+        password_work: Arc::new(tenantry_http::offload::BlockingPasswordWork(offload.clone())),
+        index_work: Arc::new(tenantry_http::offload::BlockingIndexWork(offload)),
         ..ServiceConfig::default()
     };
     // Registered before the directory is loaded (see tenantry_http::cluster).

@@ -5,7 +5,7 @@
 //!
 //! A segment numbers its documents 0, 1, 2, ... in (kind, id) order, so a path prefix or a
 //! namespace is a range of numbers. It holds:
-//! - the documents, in chunks of [`CHUNK_DOCS`] (front-coded ids, each with its length);
+//! - the documents, in chunks of at most [`CHUNK_BYTES`] (front-coded ids, each with its length);
 //! - per term, the postings: (number, count in the document, document length), numbers in
 //!   ascending order, delta- and varint-coded: about 3–4 bytes a posting;
 //! - beside it, kept by the store, a bitmap of the numbers whose document was replaced or deleted
@@ -51,24 +51,7 @@ impl Built {
     /// The document list in chunks of at most [`CHUNK_BYTES`], encoded (each front-coded on its
     /// own: a reader decodes each and appends).
     pub fn doc_chunks(&self) -> Vec<Vec<u8>> {
-        let mut chunks = Vec::new();
-        let (mut chunk, mut prev): (Vec<u8>, &[u8]) = (Vec::new(), &[]);
-        let mut one = Vec::new();
-        for d in &self.docs {
-            one.clear();
-            encode_doc(&mut one, prev, d);
-            if !chunk.is_empty() && chunk.len() + one.len() > CHUNK_BYTES {
-                chunks.push(std::mem::take(&mut chunk));
-                one.clear();
-                encode_doc(&mut one, &[], d);
-            }
-            chunk.extend_from_slice(&one);
-            prev = d.doc.as_bytes();
-        }
-        if !chunk.is_empty() {
-            chunks.push(chunk);
-        }
-        chunks
+        doc_chunks(&self.docs)
     }
 
     /// Bytes the segment takes encoded (terms, postings and document chunks).
@@ -201,6 +184,29 @@ pub fn decode_postings(bytes: &[u8]) -> Result<Vec<SegPosting>> {
     Ok(out)
 }
 
+/// A document list (in number order) in chunks of at most [`CHUNK_BYTES`], encoded (each
+/// front-coded on its own: a reader decodes each and appends).
+pub fn doc_chunks(docs: &[SegDoc]) -> Vec<Vec<u8>> {
+    let mut chunks = Vec::new();
+    let (mut chunk, mut prev): (Vec<u8>, &[u8]) = (Vec::new(), &[]);
+    let mut one = Vec::new();
+    for d in docs {
+        one.clear();
+        encode_doc(&mut one, prev, d);
+        if !chunk.is_empty() && chunk.len() + one.len() > CHUNK_BYTES {
+            chunks.push(std::mem::take(&mut chunk));
+            one.clear();
+            encode_doc(&mut one, &[], d);
+        }
+        chunk.extend_from_slice(&one);
+        prev = d.doc.as_bytes();
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
 /// Builds a segment of `docs` (ids distinct).
 pub fn build(mut docs: Vec<NewDoc>) -> Built {
     docs.sort_by(|a, b| (a.kind, &a.doc).cmp(&(b.kind, &b.doc)));
@@ -255,44 +261,75 @@ pub struct Input {
     pub terms: Vec<(String, Vec<u8>)>,
 }
 
-/// Merges segments into one of their live documents, renumbered. A document live in two inputs
-/// (which a store never leaves) is taken from the later input.
-pub fn merge(inputs: Vec<Input>) -> Result<Built> {
+/// How a merge renumbers: the merged segment's documents (the inputs' live ones, in (kind, id)
+/// order), and per input, each old number's new one (`u32::MAX`: left out, dead).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergePlan {
+    pub docs: Vec<SegDoc>,
+    pub renumber: Vec<Vec<u32>>,
+}
+
+impl MergePlan {
+    /// Every document the merge keeps: (input, old number, new number).
+    pub fn kept(&self) -> impl Iterator<Item = (usize, u32, u32)> + '_ {
+        self.renumber.iter().enumerate().flat_map(|(i, numbers)| {
+            numbers.iter().enumerate().filter(|(_, new)| **new != u32::MAX).map(move |(old, new)| (i, old as u32, *new))
+        })
+    }
+}
+
+/// The renumbering of a merge of segments given by their documents and dead bitmaps. A document
+/// live in two inputs (which a store never leaves) is taken from the later input.
+pub fn plan_merge(inputs: &[(&[SegDoc], &[u8])]) -> MergePlan {
     // Every live document, with where it came from.
-    let mut live: BTreeMap<(DocKind, String), (usize, u32, u32)> = BTreeMap::new();
-    for (i, input) in inputs.iter().enumerate() {
-        for (n, d) in input.docs.iter().enumerate() {
-            if !is_dead(&input.dead, n as u32) {
-                live.insert((d.kind, d.doc.clone()), (i, n as u32, d.len));
+    let mut live: BTreeMap<(DocKind, &str), (usize, u32, u32)> = BTreeMap::new();
+    for (i, (docs, dead)) in inputs.iter().enumerate() {
+        for (n, d) in docs.iter().enumerate() {
+            if !is_dead(dead, n as u32) {
+                live.insert((d.kind, d.doc.as_str()), (i, n as u32, d.len));
             }
         }
     }
-    // Old number → new number, per input (`u32::MAX`: left out).
-    let mut renumber: Vec<Vec<u32>> = inputs.iter().map(|input| vec![u32::MAX; input.docs.len()]).collect();
+    let mut renumber: Vec<Vec<u32>> = inputs.iter().map(|(docs, _)| vec![u32::MAX; docs.len()]).collect();
     let mut docs = Vec::with_capacity(live.len());
     for (new, ((kind, doc), (i, old, len))) in live.into_iter().enumerate() {
         renumber[i][old as usize] = new as u32;
-        docs.push(SegDoc { kind, doc, len });
+        docs.push(SegDoc { kind, doc: doc.to_owned(), len });
     }
-    let mut terms: BTreeMap<&str, Vec<SegPosting>> = BTreeMap::new();
-    for (i, input) in inputs.iter().enumerate() {
-        for (term, blob) in &input.terms {
+    MergePlan { docs, renumber }
+}
+
+/// The merged postings of some of the inputs' terms (`terms[i]`: input i's, in term order), by
+/// `renumber` (see [`MergePlan`]): every term with a kept posting, in term order. A merge may
+/// take the terms a range at a time: the ranges' results, concatenated, are the whole.
+pub fn merge_terms(renumber: &[Vec<u32>], terms: &[&[(String, Vec<u8>)]]) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut merged: BTreeMap<&str, Vec<SegPosting>> = BTreeMap::new();
+    for (i, input) in terms.iter().enumerate() {
+        let numbers = renumber.get(i).map(Vec::as_slice).unwrap_or_default();
+        for (term, blob) in input.iter() {
             for p in decode_postings(blob)? {
-                let new = renumber[i].get(p.number as usize).copied().unwrap_or(u32::MAX);
+                let new = numbers.get(p.number as usize).copied().unwrap_or(u32::MAX);
                 if new != u32::MAX {
-                    terms.entry(term.as_str()).or_default().push(SegPosting { number: new, ..p });
+                    merged.entry(term.as_str()).or_default().push(SegPosting { number: new, ..p });
                 }
             }
         }
     }
-    let terms = terms
+    Ok(merged
         .into_iter()
         .map(|(t, mut p)| {
             p.sort_unstable_by_key(|p| p.number);
             (t.to_owned(), encode_postings(&p))
         })
-        .collect();
-    Ok(Built { docs, terms })
+        .collect())
+}
+
+/// Merges segments into one of their live documents, renumbered ([`plan_merge`], then
+/// [`merge_terms`] of all their terms).
+pub fn merge(inputs: Vec<Input>) -> Result<Built> {
+    let plan = plan_merge(&inputs.iter().map(|i| (i.docs.as_slice(), i.dead.as_slice())).collect::<Vec<_>>());
+    let terms = merge_terms(&plan.renumber, &inputs.iter().map(|i| i.terms.as_slice()).collect::<Vec<_>>())?;
+    Ok(Built { docs: plan.docs, terms })
 }
 
 /// The numbers `[lo, hi)` of a segment's documents (`docs`, in number order) of `kind` whose id
@@ -416,6 +453,7 @@ mod tests {
         fn a_merge_equals_building_the_live_documents_afresh(
             versions in proptest::collection::vec((0u8..30, proptest::collection::vec((0u8..6, 1u32..4), 1..5)), 1..60),
             cuts in proptest::collection::vec(1usize..60, 0..4),
+            split in 0u8..7,
         ) {
             // Versions written in order, cut into segments; a later version kills the earlier.
             let mut bounds: Vec<usize> = cuts.into_iter().filter(|&c| c < versions.len()).collect();
@@ -445,7 +483,18 @@ mod tests {
                 }
                 inputs.push(Input { dead: no_dead(built.docs.len()), docs: built.docs, terms: built.terms });
             }
+            // The terms merged a range at a time (below a cut, then the rest) are the whole merge's.
+            let plan = plan_merge(&inputs.iter().map(|i| (i.docs.as_slice(), i.dead.as_slice())).collect::<Vec<_>>());
+            let cut = format!("t{split}");
+            let below: Vec<Vec<(String, Vec<u8>)>> =
+                inputs.iter().map(|i| i.terms.iter().filter(|t| t.0 < cut).cloned().collect()).collect();
+            let rest: Vec<Vec<(String, Vec<u8>)>> =
+                inputs.iter().map(|i| i.terms.iter().filter(|t| t.0 >= cut).cloned().collect()).collect();
+            let mut by_range = merge_terms(&plan.renumber, &below.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap();
+            by_range.extend(merge_terms(&plan.renumber, &rest.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap());
             let merged = merge(inputs).unwrap();
+            prop_assert_eq!(&plan.docs, &merged.docs);
+            prop_assert_eq!(&by_range, &merged.terms);
             prop_assert_eq!(merged, build(latest.into_values().collect()));
         }
     }

@@ -27,7 +27,12 @@ impl Tenantry {
         let now = self.clock.now();
         let expires_at = memory::expiry(ttl_seconds, now)?;
         let text = memory::encode_value(&value, self.config.max_memory_value_bytes)?;
-        let index = IndexDoc::of_text(&memory::searchable_text(&value));
+        let searchable = memory::searchable_text(&value);
+        let index = if searchable.len() >= crate::search::OFFLOAD_BYTES {
+            self.config.index_work.of_text(searchable).await
+        } else {
+            IndexDoc::of_text(&searchable)
+        };
         let journal = Journal::with_event(
             caller.audit(actions::MEMORY_SET, &format!("{}/{}", namespace.as_str(), key.as_str()), "ok"),
             EventDraft::new(types::MEMORY_SET, caller.actor()).memory(namespace.as_str(), key.as_str()),

@@ -8,61 +8,11 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tenantry_core::people::{MemberInfo, PasswordHash, PasswordWork, Token, UserInfo};
+use tenantry_core::people::{MemberInfo, Token, UserInfo};
 use tenantry_core::service::{
     AcceptInvitation, MemberAdded, MemberList, MemberPatch, NewMember, NewUser, SessionTenant, SessionView, SignIn,
     UserPatch,
 };
-
-/// Runs argon2id on tokio's blocking pool, so a sign-in's tens of milliseconds of hashing never
-/// hold up the requests sharing its worker thread; at most one hash per core at a time (each
-/// takes 19 MiB: a flood of sign-ins waits here, holding no memory).
-#[derive(Debug)]
-pub struct BlockingPasswordWork {
-    running: std::sync::Arc<tokio::sync::Semaphore>,
-}
-
-impl Default for BlockingPasswordWork {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        BlockingPasswordWork { running: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)) }
-    }
-}
-
-impl BlockingPasswordWork {
-    /// Runs `work` once a core is free; the turn is held by the blocking task itself, so a request
-    /// dropped meanwhile (its client gone) does not free it early.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        let turn = self.running.clone().acquire_owned().await.ok()?;
-        tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            work()
-        })
-        .await
-        .ok()
-    }
-}
-
-#[async_trait::async_trait]
-impl PasswordWork for BlockingPasswordWork {
-    async fn hash(&self, password: String) -> tenantry_core::Result<PasswordHash> {
-        self.run(move || PasswordHash::new(&password))
-            .await
-            .unwrap_or_else(|| Err(tenantry_core::Error::internal("the password hashing task failed")))
-    }
-
-    async fn verify(&self, hash: Option<PasswordHash>, password: String) -> bool {
-        self.run(move || match hash {
-            Some(h) => h.verify(&password),
-            None => {
-                PasswordHash::verify_nothing(&password);
-                false
-            }
-        })
-        .await
-        .unwrap_or(false)
-    }
-}
 
 /// A page of users.
 #[derive(serde::Serialize, utoipa::ToSchema)]
