@@ -1180,7 +1180,8 @@ impl Tenantry {
         );
         let limits = *caller.limits();
         let (content, index) =
-            if content.len() >= crate::search::OFFLOAD_BYTES && crate::search::is_indexed_content(&content) {
+            // Only a size check here: whether the content is text is read once, where its words are.
+            if (crate::search::OFFLOAD_BYTES..=crate::search::MAX_INDEXED_BYTES).contains(&content.len()) {
                 self.config.index_work.of_file(content).await
             } else {
                 let index = crate::search::IndexDoc::of_file(&content);
