@@ -96,6 +96,9 @@ pub const DEFAULT_PAGE: usize = 100;
 /// behind the other nodes' view of a tenant's rate may be.
 pub const SHARE_ACTIVITY_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The name NATS publishing records its position in each tenant's events under.
+pub const NATS_RELAY: &str = "nats";
+
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub tiers: TierTable,
@@ -106,6 +109,9 @@ pub struct ServiceConfig {
     pub max_memory_value_bytes: u64,
     /// How long events are kept (`GET /v1/events` and SSE resume reach back this far).
     pub event_retention_days: u64,
+    /// The relay of events to elsewhere this install runs (NATS publishing: [`NATS_RELAY`]), if
+    /// any: pruning keeps a tenant's events that it has not relayed yet, however old.
+    pub event_relay: Option<String>,
     pub webhooks: WebhookPolicy,
     /// How long sessions and invitations last.
     pub sessions: crate::people::SessionPolicy,
@@ -150,6 +156,7 @@ impl Default for ServiceConfig {
             max_file_bytes: 64 << 20,
             max_memory_value_bytes: crate::memory::DEFAULT_MAX_VALUE_BYTES,
             event_retention_days: 7,
+            event_relay: None,
             webhooks: WebhookPolicy::default(),
             sessions: crate::people::SessionPolicy::default(),
             password_work: Arc::new(crate::people::InlinePasswordWork),

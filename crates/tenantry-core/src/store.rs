@@ -731,8 +731,33 @@ pub trait Upkeep: Send + Sync {
     /// Every tenant's API calls over days `[from_day, to_day)` (to seed the monthly allowance).
     async fn calls_between(&self, from_day: i64, to_day: i64) -> Result<Vec<(TenantId, u64)>>;
     /// Background upkeep across tenants: deletes a batch of events (and webhook delivery logs)
-    /// older than `before`, returning how many events; `seq` numbers are never reused.
-    async fn prune_events(&self, before: Timestamp) -> Result<u64>;
+    /// older than `before`, returning how many events; `seq` numbers are never reused. With
+    /// `relay`, a tenant's events that relay has not passed yet are kept, whatever their age
+    /// (all of them while it has no position for the tenant).
+    async fn prune_events(&self, before: Timestamp, relay: Option<&str>) -> Result<u64>;
+    /// Takes the tenant's relay `relay` (an outside copy of its events, such as NATS) for
+    /// `holder` until `lease_until`, if nobody holds it, `holder` does, or the lease ended before
+    /// `now`. Returns the seq relayed so far (0 for a relay new to the tenant), or `None` when
+    /// another holder has it or the tenant is gone.
+    async fn claim_relay(
+        &self,
+        scope: &TenantScope,
+        relay: &str,
+        holder: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<u64>>;
+    /// Records that `holder` relayed the tenant's events through `seq` (a position never moves
+    /// back) and holds on until `lease_until`: `false`, with nothing changed, when `holder` holds
+    /// the relay no more (its lease ended and another holder claimed it).
+    async fn advance_relay(
+        &self,
+        scope: &TenantScope,
+        relay: &str,
+        holder: &str,
+        seq: u64,
+        lease_until: Timestamp,
+    ) -> Result<bool>;
     /// Background upkeep of one tenant: deletes, oldest first, at most `max` of its entries
     /// written before `before`, never its newest one; in the same transaction records the last
     /// one deleted as the tenant's anchor and appends [`crate::audit::prune_record`] of it.

@@ -67,7 +67,7 @@ pub async fn pruned_events_never_give_their_seq_back(b: &dyn Backend) {
         f.put(&a, p, "x").await;
     }
     let future = Timestamp::from_millis(crate::now().millis() + 60_000);
-    while f.store.prune_events(future).await.unwrap() > 0 {}
+    while f.store.prune_events(future, None).await.unwrap() > 0 {}
     assert!(f.event_log(&a).await.is_empty());
     assert_eq!(f.store.last_event_seq(&a).await.unwrap(), 3);
     f.put(&a, "/4", "x").await;
@@ -86,4 +86,61 @@ pub async fn a_published_event_takes_the_next_seq(b: &dyn Backend) {
         [(1, "file.written"), (2, "quota.warning")]
     );
     assert_eq!(log[1].actor, "system");
+}
+
+/// `now` moved by `ms`.
+fn at(ms: i64) -> Timestamp {
+    Timestamp::from_millis(crate::now().millis() + ms)
+}
+
+pub async fn a_relay_is_held_by_one_holder_until_its_lease_ends(b: &dyn Backend) {
+    let f = b.open().await;
+    let (_, a) = f.tenant("acme").await;
+    let (_, other) = f.tenant("globex").await;
+    let s = &f.store;
+    assert_eq!(s.claim_relay(&a, "nats", "n1", at(0), at(10_000)).await.unwrap(), Some(0));
+    assert_eq!(s.claim_relay(&a, "nats", "n2", at(0), at(10_000)).await.unwrap(), None, "held by n1");
+    assert!(s.advance_relay(&a, "nats", "n1", 3, at(10_000)).await.unwrap());
+    assert!(!s.advance_relay(&a, "nats", "n2", 5, at(10_000)).await.unwrap(), "n2 holds nothing");
+    assert_eq!(s.claim_relay(&a, "nats", "n1", at(0), at(10_000)).await.unwrap(), Some(3), "its holder again");
+    // Another tenant, and another relay of the same tenant, are held apart.
+    assert_eq!(s.claim_relay(&other, "nats", "n2", at(0), at(10_000)).await.unwrap(), Some(0));
+    assert_eq!(s.claim_relay(&a, "archive", "n2", at(0), at(10_000)).await.unwrap(), Some(0));
+    // n1's lease ends at +10 s: n2 takes over where n1 got, and n1 can no longer move it.
+    assert_eq!(s.claim_relay(&a, "nats", "n2", at(20_000), at(30_000)).await.unwrap(), Some(3));
+    assert!(!s.advance_relay(&a, "nats", "n1", 9, at(40_000)).await.unwrap());
+    assert!(s.advance_relay(&a, "nats", "n2", 2, at(30_000)).await.unwrap(), "an older seq is no error");
+    assert_eq!(s.claim_relay(&a, "nats", "n2", at(0), at(30_000)).await.unwrap(), Some(3), "never moves back");
+    assert_eq!(s.claim_relay(&other, "nats", "n2", at(0), at(10_000)).await.unwrap(), Some(0));
+    f.store.purge_tenant(&a).await.unwrap();
+    assert_eq!(s.claim_relay(&a, "nats", "n2", at(0), at(30_000)).await.unwrap(), None, "purged");
+}
+
+pub async fn pruning_keeps_the_events_a_relay_has_not_passed(b: &dyn Backend) {
+    let f = b.open().await;
+    let (_, a) = f.tenant("acme").await;
+    let (_, other) = f.tenant("globex").await;
+    for scope in [&a, &other] {
+        for p in ["/1", "/2", "/3", "/4"] {
+            f.put(scope, p, "x").await;
+        }
+    }
+    assert_eq!(f.store.claim_relay(&a, "nats", "n1", at(0), at(10_000)).await.unwrap(), Some(0));
+    assert!(f.store.advance_relay(&a, "nats", "n1", 2, at(10_000)).await.unwrap());
+    let seqs = |scope| {
+        let f = &f;
+        async move { f.event_log(scope).await.iter().map(|e| e.seq).collect::<Vec<_>>() }
+    };
+    let future = at(60_000);
+    while f.store.prune_events(future, Some("nats")).await.unwrap() > 0 {}
+    assert_eq!(seqs(&a).await, [3, 4], "past the relay's position");
+    assert_eq!(seqs(&other).await, [1, 2, 3, 4], "no position yet: nothing relayed");
+    // Another relay's position keeps nothing of this one's.
+    while f.store.prune_events(future, Some("archive")).await.unwrap() > 0 {}
+    assert_eq!(seqs(&a).await, [3, 4]);
+    assert!(f.store.advance_relay(&a, "nats", "n1", 4, at(10_000)).await.unwrap());
+    while f.store.prune_events(future, Some("nats")).await.unwrap() > 0 {}
+    assert!(seqs(&a).await.is_empty());
+    while f.store.prune_events(future, None).await.unwrap() > 0 {}
+    assert!(seqs(&other).await.is_empty(), "without a relay, age alone decides");
 }

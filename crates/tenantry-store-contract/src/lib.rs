@@ -241,6 +241,7 @@ macro_rules! suite {
                 a_file_replaced_by_another_with_its_bytes_during_a_move_ends_right,
                 every_kind_of_change_made_during_a_move_arrives,
                 memberships_move_with_their_tenant,
+                a_relays_position_moves_with_its_tenant,
             ]
         );
     };
@@ -330,6 +331,8 @@ macro_rules! suite_without_placement {
                 sinks_hear_committed_events_in_order_and_nothing_refused,
                 pruned_events_never_give_their_seq_back,
                 a_published_event_takes_the_next_seq,
+                a_relay_is_held_by_one_holder_until_its_lease_ends,
+                pruning_keeps_the_events_a_relay_has_not_passed,
             ]
         );
         $crate::__contract_module!(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tenantry_core::memory::{MemoryKey, Namespace};
 use tenantry_core::model::Placement;
 use tenantry_core::store::{FileListing, MoveProgress, Precondition, StoredUsage, TenantScope};
+use tenantry_core::time::Timestamp;
 
 pub async fn a_move_there_and_back_keeps_every_row_of_the_tenant(b: &dyn Backend) {
     let f = b.open().await;
@@ -310,4 +311,24 @@ pub async fn memberships_move_with_their_tenant(b: &dyn Backend) {
     let members = people::sorted(f.store.load_members(&home).await.unwrap(), |m| m.user_id.to_string());
     assert_eq!(members, people::sorted(vec![m, t], |m| m.user_id.to_string()));
     assert_eq!(f.store.load_people().await.unwrap().2.len(), 2);
+}
+
+pub async fn a_relays_position_moves_with_its_tenant(b: &dyn Backend) {
+    let f = b.open().await;
+    let (ta, a) = f.tenant("acme").await;
+    let later = |ms: i64| Timestamp::from_millis(now().millis() + ms);
+    assert_eq!(f.store.claim_relay(&a, "nats", "n1", later(0), later(60_000)).await.unwrap(), Some(0));
+    assert!(f.store.advance_relay(&a, "nats", "n1", 7, later(60_000)).await.unwrap());
+    let report = f.store.move_tenant(&a, Placement::Dedicated, Arc::new(|_| {})).await.unwrap();
+    assert!(report.verified, "{report:?}");
+    let mut moved = ta.clone();
+    moved.placement = Placement::Dedicated;
+    let there = TenantScope::for_store_contract(&moved);
+    assert_eq!(f.store.claim_relay(&there, "nats", "n2", later(0), later(60_000)).await.unwrap(), None, "still n1's");
+    assert_eq!(f.store.claim_relay(&there, "nats", "n1", later(0), later(60_000)).await.unwrap(), Some(7));
+    assert!(f.store.advance_relay(&there, "nats", "n1", 9, later(60_000)).await.unwrap());
+    let back = f.store.move_tenant(&there, Placement::Shared, Arc::new(|_| {})).await.unwrap();
+    assert!(back.verified, "{back:?}");
+    let home = TenantScope::for_store_contract(&ta);
+    assert_eq!(f.store.claim_relay(&home, "nats", "n1", later(0), later(60_000)).await.unwrap(), Some(9));
 }

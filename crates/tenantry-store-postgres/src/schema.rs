@@ -16,7 +16,7 @@ use tenantry_core::{Error, Result};
 use tokio_postgres::Client;
 
 /// Tables holding tenants' rows, with the column naming the tenant (those of migration 1, then
-/// `memberships`, of migration 3).
+/// `memberships`, of migration 3, then `event_relays`, of migration 4).
 pub const TENANT_TABLES: &[(&str, &str)] = &[
     ("tenants", "id"),
     ("tenant_domains", "tenant_id"),
@@ -38,10 +38,13 @@ pub const TENANT_TABLES: &[(&str, &str)] = &[
     ("webhook_outbox", "tenant_id"),
     ("webhook_attempts", "tenant_id"),
     ("memberships", "tenant_id"),
+    ("event_relays", "tenant_id"),
 ];
 
 /// How many of [`TENANT_TABLES`] migration 1 made.
 const TENANT_TABLES_OF_1: usize = 19;
+/// How many of [`TENANT_TABLES`] there are once migration 3 is applied.
+const TENANT_TABLES_OF_3: usize = 20;
 
 /// The install's tables that hold no tenant's rows (people; migration 3): row privileges only. An
 /// invitation names its tenant but is the install's: the person accepting it names no tenant.
@@ -365,7 +368,8 @@ fn migrations() -> Vec<String> {
             crate::feed::FEED_SQL
         ),
         crate::feed::FEED_SQL_2.to_owned(),
-        format!("{PEOPLE_3}\n{}", lock(&TENANT_TABLES[TENANT_TABLES_OF_1..])),
+        format!("{PEOPLE_3}\n{}", lock(&TENANT_TABLES[TENANT_TABLES_OF_1..TENANT_TABLES_OF_3])),
+        format!("{}\n{}", crate::upkeep::RELAYS_4, lock(&TENANT_TABLES[TENANT_TABLES_OF_3..])),
     ]
 }
 
@@ -431,7 +435,11 @@ fn grant_to(role: &str, version: i32) -> Result<String> {
             "the app role {role:?} is not a plain role name (lowercase letters, digits and _)"
         )));
     }
-    let tenant_tables = if version >= 3 { TENANT_TABLES } else { &TENANT_TABLES[..TENANT_TABLES_OF_1] };
+    let tenant_tables = match version {
+        ..=2 => &TENANT_TABLES[..TENANT_TABLES_OF_1],
+        3 => &TENANT_TABLES[..TENANT_TABLES_OF_3],
+        _ => TENANT_TABLES,
+    };
     let global: &[&str] = if version >= 3 { INSTALL_TABLES } else { &[] };
     let tables: Vec<&str> = tenant_tables.iter().map(|(t, _)| *t).chain(global.iter().copied()).collect();
     Ok(format!(
@@ -447,6 +455,7 @@ fn grant_to(role: &str, version: i32) -> Result<String> {
             .chain(crate::import::IMPORT_FUNCTIONS)
             .chain(if version >= 2 { crate::feed::FEED_FUNCTIONS } else { &[] })
             .chain(if version >= 3 { PEOPLE_FUNCTIONS } else { &[] })
+            .chain(if version >= 4 { crate::upkeep::RELAY_FUNCTIONS } else { &[] })
             .copied()
             .collect::<Vec<_>>()
             .join(", ")

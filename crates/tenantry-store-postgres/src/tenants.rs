@@ -112,6 +112,7 @@ const PURGED: &[&str] = &[
     "audit",
     "audit_anchor",
     "events",
+    "event_relays",
     "memory",
     "search_docs",
     "search_postings",

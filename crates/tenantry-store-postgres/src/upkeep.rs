@@ -125,6 +125,47 @@ pub(crate) const UPKEEP_FUNCTIONS: &[&str] = &[
     "tenantry_prune_events(bigint)",
 ];
 
+/// Migration 4: how far each relay of a tenant's events elsewhere (NATS publishing) has got, and
+/// which node holds it until when (a tenant's rows, locked like the others); pruning keeps the
+/// events a relay has not passed, which `tenantry_prune_kept_events` does (`tenantry_prune_events`
+/// stays, unused, for a node of the build before, which prunes everything old).
+pub(crate) const RELAYS_4: &str = r#"
+CREATE TABLE event_relays (
+    tenant_id TEXT NOT NULL,
+    relay TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    holder TEXT NOT NULL,
+    lease_until BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, relay)
+);
+-- tenantry_prune_events, but with p_relay a tenant's events past that relay's position stay (all
+-- of them while it has none).
+CREATE FUNCTION tenantry_prune_kept_events(p_before bigint, p_relay text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+    DECLARE
+        pruned bigint;
+    BEGIN
+        DELETE FROM events e
+        USING (SELECT o.tenant_id, o.seq FROM events o
+               WHERE o.at < p_before
+                 AND (p_relay IS NULL OR o.seq <= COALESCE((SELECT r.seq FROM event_relays r
+                      WHERE r.tenant_id = o.tenant_id AND r.relay = p_relay), 0))
+               LIMIT 5000) batch
+        WHERE e.tenant_id = batch.tenant_id AND e.seq = batch.seq;
+        GET DIAGNOSTICS pruned = ROW_COUNT;
+        DELETE FROM webhook_attempts a
+        USING (SELECT o.tenant_id, o.webhook_id, o.n FROM webhook_attempts o WHERE o.at < p_before LIMIT 5000) batch
+        WHERE a.tenant_id = batch.tenant_id AND a.webhook_id = batch.webhook_id AND a.n = batch.n;
+        RETURN pruned;
+    END
+    $$;
+REVOKE EXECUTE ON FUNCTION tenantry_prune_kept_events(bigint, text) FROM PUBLIC;
+"#;
+
+/// The functions of [`RELAYS_4`], to grant EXECUTE on to the server's role.
+pub(crate) const RELAY_FUNCTIONS: &[&str] = &["tenantry_prune_kept_events(bigint, text)"];
+
 /// Locks the tenant's usage row as every write does first (`FOR NO KEY UPDATE`), and tells
 /// whether the tenant is still registered. A purge locks the row more strongly before it
 /// deletes, so a tenant found here stays until the commit, and a tenant purged meanwhile is found
@@ -362,7 +403,7 @@ impl Upkeep for PgStore {
             .collect()
     }
 
-    async fn prune_events(&self, before: Timestamp) -> Result<u64> {
+    async fn prune_events(&self, before: Timestamp, relay: Option<&str>) -> Result<u64> {
         // Upkeep's turn to drop imports a crashed node left open, too (see `import`).
         crate::import::sweep_abandoned_imports(self).await?;
         let before: i64 = before.millis();
@@ -370,7 +411,10 @@ impl Upkeep for PgStore {
         for (place, db) in self.places.for_upkeep("prune events").await {
             let done = async {
                 let conn = db?.client().await?;
-                let n = conn.query_one("SELECT tenantry_prune_events($1)", &[&before]).await.map_err(pg_error)?;
+                let n = conn
+                    .query_one("SELECT tenantry_prune_kept_events($1, $2)", &[&before, &relay])
+                    .await
+                    .map_err(pg_error)?;
                 Ok::<u64, Error>(n.get::<_, i64>(0).max(0) as u64)
             };
             match (done.await, place) {
@@ -380,6 +424,64 @@ impl Upkeep for PgStore {
             }
         }
         Ok(pruned)
+    }
+
+    async fn claim_relay(
+        &self,
+        scope: &TenantScope,
+        relay: &str,
+        holder: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<u64>> {
+        let tenant = scope.tenant_id();
+        let mut conn = self.conn_of(tenant).await?;
+        let tx = begin(&mut conn, tenant).await?;
+        // Purged or moved away meanwhile: nothing to claim here. `FOR KEY SHARE` waits for a
+        // purge or a move's fence, never for the tenant's writes.
+        if !registered_under(&tx, tenant, "FOR KEY SHARE").await? {
+            commit(tx).await?;
+            return Ok(None);
+        }
+        let (now, lease_until) = (now.millis(), lease_until.millis());
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO event_relays (tenant_id, relay, seq, holder, lease_until) VALUES ($1, $2, 0, $3, $5)
+                 ON CONFLICT (tenant_id, relay) DO UPDATE SET holder = $3, lease_until = $5
+                 WHERE event_relays.holder = $3 OR event_relays.lease_until < $4
+                 RETURNING seq",
+            )
+            .await
+            .map_err(pg_error)?;
+        let row =
+            tx.query_opt(&st, &[&tenant.as_str(), &relay, &holder, &now, &lease_until]).await.map_err(pg_error)?;
+        commit(tx).await?;
+        Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
+    }
+
+    async fn advance_relay(
+        &self,
+        scope: &TenantScope,
+        relay: &str,
+        holder: &str,
+        seq: u64,
+        lease_until: Timestamp,
+    ) -> Result<bool> {
+        let tenant = scope.tenant_id();
+        let mut conn = self.conn_of(tenant).await?;
+        let tx = begin(&mut conn, tenant).await?;
+        let (seq, lease_until) = (seq.min(i64::MAX as u64) as i64, lease_until.millis());
+        let st = tx
+            .prepare_cached(
+                "UPDATE event_relays SET seq = GREATEST(seq, $4), lease_until = $5
+                 WHERE tenant_id = $1 AND relay = $2 AND holder = $3",
+            )
+            .await
+            .map_err(pg_error)?;
+        let changed =
+            tx.execute(&st, &[&tenant.as_str(), &relay, &holder, &seq, &lease_until]).await.map_err(pg_error)?;
+        commit(tx).await?;
+        Ok(changed == 1)
     }
 
     async fn prune_audit(&self, scope: &TenantScope, before: Timestamp, max: usize) -> Result<AuditPruned> {

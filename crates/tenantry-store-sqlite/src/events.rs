@@ -104,17 +104,29 @@ impl EventLog for SqliteStore {
 
 /// Cross-tenant upkeep (see `upkeep`): not reachable through a request's scope.
 impl SqliteStore {
-    pub(crate) async fn prune_events(&self, before: Timestamp) -> Result<u64> {
+    pub(crate) async fn prune_events(&self, before: Timestamp, relay: Option<&str>) -> Result<u64> {
+        let relay = relay.map(str::to_owned);
         self.upkeep_write(move |tx| {
             // In batches, so the writer is never held for long; the caller repeats while full.
+            // With a relay, a tenant's events past its position there stay (all of them while it
+            // has none).
+            let kept = "(?3 IS NULL OR seq <= COALESCE((SELECT r.seq FROM event_relays r
+                 WHERE r.tenant_id = e.tenant_id AND r.relay = ?3), 0))";
             let mut n = 0;
             for sql in [
-                "DELETE FROM events WHERE (tenant_id, seq) IN
-                   (SELECT tenant_id, seq FROM events WHERE at < ?1 LIMIT ?2)",
+                format!(
+                    "DELETE FROM events WHERE (tenant_id, seq) IN
+                       (SELECT tenant_id, seq FROM events e WHERE at < ?1 AND {kept} LIMIT ?2)"
+                ),
                 // Its index entries go with them (trigger); an id still registered names nothing.
-                "DELETE FROM events_tail WHERE id IN (SELECT id FROM events_tail WHERE at < ?1 LIMIT ?2)",
+                format!(
+                    "DELETE FROM events_tail WHERE id IN (SELECT id FROM events_tail e WHERE at < ?1 AND {kept} LIMIT ?2)"
+                ),
             ] {
-                n += tx.execute(sql, params![before.millis(), PRUNE_BATCH as i64]).map_err(sql_error)?;
+                n += tx
+                    .prepare_cached(&sql)
+                    .and_then(|mut s| s.execute(params![before.millis(), PRUNE_BATCH as i64, relay]))
+                    .map_err(sql_error)?;
             }
             tx.execute(
                 "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts WHERE at < ?1 LIMIT ?2)",
@@ -125,6 +137,66 @@ impl SqliteStore {
         })
         .await
     }
+
+    pub(crate) async fn claim_relay(
+        &self,
+        scope: &TenantScope,
+        relay: &str,
+        holder: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<u64>> {
+        let (tenant, relay, holder) = (scope.tenant_id().clone(), relay.to_owned(), holder.to_owned());
+        self.write_of(&tenant.clone(), move |tx| {
+            // Purged meanwhile (a purge does not wait at the tenant's gate): nothing to claim.
+            if !registered(tx, &tenant)? {
+                return Ok(None);
+            }
+            tx.prepare_cached(
+                "INSERT INTO event_relays (tenant_id, relay, seq, holder, lease_until) VALUES (?1, ?2, 0, ?3, ?5)
+                 ON CONFLICT (tenant_id, relay) DO UPDATE SET holder = ?3, lease_until = ?5
+                 WHERE event_relays.holder = ?3 OR event_relays.lease_until < ?4",
+            )
+            .and_then(|mut s| s.execute(params![tenant.as_str(), relay, holder, now.millis(), lease_until.millis()]))
+            .map_err(sql_error)?;
+            let (seq, held_by): (i64, String) = tx
+                .prepare_cached("SELECT seq, holder FROM event_relays WHERE tenant_id = ?1 AND relay = ?2")
+                .and_then(|mut s| s.query_row(params![tenant.as_str(), relay], |r| Ok((r.get(0)?, r.get(1)?))))
+                .map_err(sql_error)?;
+            Ok((held_by == holder).then_some(seq.max(0) as u64))
+        })
+        .await
+    }
+
+    pub(crate) async fn advance_relay(
+        &self,
+        scope: &TenantScope,
+        relay: &str,
+        holder: &str,
+        seq: u64,
+        lease_until: Timestamp,
+    ) -> Result<bool> {
+        let (tenant, relay, holder) = (scope.tenant_id().clone(), relay.to_owned(), holder.to_owned());
+        let seq = seq.min(i64::MAX as u64) as i64;
+        self.write_of(&tenant.clone(), move |tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE event_relays SET seq = max(seq, ?4), lease_until = ?5
+                     WHERE tenant_id = ?1 AND relay = ?2 AND holder = ?3",
+                )
+                .and_then(|mut s| s.execute(params![tenant.as_str(), relay, holder, seq, lease_until.millis()]))
+                .map_err(sql_error)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+}
+
+/// Whether the tenant is registered in the database its writes go to.
+fn registered(tx: &rusqlite::Connection, tenant: &tenantry_core::ids::TenantId) -> Result<bool> {
+    tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)")
+        .and_then(|mut s| s.query_row([tenant.as_str()], |r| r.get(0)))
+        .map_err(sql_error)
 }
 
 #[cfg(test)]
@@ -173,8 +245,8 @@ mod tests {
             .unwrap()
         };
         assert_eq!(left().await, [vec![1, 2], vec![3, 4], vec![3, 4]]);
-        assert_eq!(store.prune_events(Timestamp::from_millis(200)).await.unwrap(), 2);
-        assert_eq!(store.prune_events(Timestamp::from_millis(200)).await.unwrap(), 0);
+        assert_eq!(store.prune_events(Timestamp::from_millis(200), None).await.unwrap(), 2);
+        assert_eq!(store.prune_events(Timestamp::from_millis(200), None).await.unwrap(), 0);
         assert_eq!(left().await, [vec![2], vec![4], vec![4]]);
     }
 }

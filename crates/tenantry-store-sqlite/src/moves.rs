@@ -59,6 +59,7 @@ const TABLES: &[(&str, &str, &[&str], SyncBy)] = &[
     // (its steps know their own by uid).
     ("search_pending", "tenant_id", &["tenant_id", "seg"], SyncBy::Whole),
     ("webhooks", "tenant_id", &["tenant_id", "id"], SyncBy::Whole),
+    ("event_relays", "tenant_id", &["tenant_id", "relay"], SyncBy::Whole),
 ];
 
 /// A value made comparable and hashable (reals by their bits).

@@ -633,6 +633,18 @@ const MIGRATIONS: &[&str] = &[
     UPDATE search_segments SET terms = (SELECT count(*) FROM search_segment_terms t
         WHERE t.tenant_id = search_segments.tenant_id AND t.seg = search_segments.seg);
     "#,
+    // 18: how far each relay of a tenant's events elsewhere (NATS publishing) has got, and which
+    // node holds it until when; pruning keeps the events a relay has not passed.
+    r#"
+    CREATE TABLE event_relays (
+        tenant_id TEXT NOT NULL,
+        relay TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        holder TEXT NOT NULL,
+        lease_until INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, relay)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -138,6 +138,7 @@ pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bo
         "webhooks",
         "webhook_outbox",
         "webhook_attempts",
+        "event_relays",
     ];
     crate::tails::forget_audit_head(tx, id)?;
     counters::forget_tx(tx, id)?;

@@ -30,8 +30,30 @@ impl Upkeep for SqliteStore {
         SqliteStore::calls_between(self, from_day, to_day).await
     }
 
-    async fn prune_events(&self, before: Timestamp) -> Result<u64> {
-        SqliteStore::prune_events(self, before).await
+    async fn prune_events(&self, before: Timestamp, relay: Option<&str>) -> Result<u64> {
+        SqliteStore::prune_events(self, before, relay).await
+    }
+
+    async fn claim_relay(
+        &self,
+        scope: &TenantScope,
+        relay: &str,
+        holder: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<u64>> {
+        SqliteStore::claim_relay(self, scope, relay, holder, now, lease_until).await
+    }
+
+    async fn advance_relay(
+        &self,
+        scope: &TenantScope,
+        relay: &str,
+        holder: &str,
+        seq: u64,
+        lease_until: Timestamp,
+    ) -> Result<bool> {
+        SqliteStore::advance_relay(self, scope, relay, holder, seq, lease_until).await
     }
 
     async fn prune_audit(&self, scope: &TenantScope, before: Timestamp, max: usize) -> Result<AuditPruned> {

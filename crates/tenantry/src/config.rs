@@ -27,6 +27,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "TENANTRY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS",
     "TENANTRY_DATABASE_URL",
     "TENANTRY_DATABASE_OWNER_URL",
+    "TENANTRY_NATS_URL",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +85,21 @@ pub struct StorageConfig {
     pub owner_url: Option<String>,
 }
 
+/// `[nats]` (API.md §12; docs/NATS.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsFileConfig {
+    /// `nats://host:4222` (comma-separated for several; TENANTRY_NATS_URL): publish every event.
+    pub url: Option<String>,
+    /// First token(s) of every subject (default `tenantry`).
+    pub subject_prefix: Option<String>,
+    /// The JetStream stream to publish into (default `TENANTRY`, created on `{prefix}.>` if
+    /// missing); `""` publishes to core NATS only.
+    pub stream: Option<String>,
+    /// A `.creds` file the server connects to NATS with.
+    pub credentials: Option<PathBuf>,
+}
+
 /// `[webhooks]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +138,8 @@ pub struct FileConfig {
     pub webhooks: WebhooksConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub nats: NatsFileConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +167,8 @@ pub struct ServeConfig {
     /// The owning role's URL, for dedicated tenants' databases (`[storage] owner_url`,
     /// TENANTRY_DATABASE_OWNER_URL).
     pub database_owner_url: Option<String>,
+    /// Publishing every event to NATS (`[nats]`, TENANTRY_NATS_URL), when set.
+    pub nats: Option<tenantry_nats::NatsConfig>,
 }
 
 /// Largest memory value the configuration may allow (it travels in one JSON body).
@@ -196,6 +216,26 @@ impl ServeConfig {
                 bail!("[storage] owner_url (TENANTRY_DATABASE_OWNER_URL) is for PostgreSQL: set [storage] url too");
             }
         }
+        let nats = match std::env::var("TENANTRY_NATS_URL").ok().filter(|u| !u.is_empty()).or(file.nats.url.clone()) {
+            None => {
+                if file.nats.subject_prefix.is_some() || file.nats.stream.is_some() || file.nats.credentials.is_some() {
+                    bail!("[nats] needs url (or TENANTRY_NATS_URL) to publish");
+                }
+                None
+            }
+            Some(url) => {
+                let mut nats = tenantry_nats::NatsConfig::new(url);
+                if let Some(prefix) = &file.nats.subject_prefix {
+                    nats.subject_prefix = prefix.clone();
+                }
+                if let Some(stream) = &file.nats.stream {
+                    nats.stream = Some(stream.clone()).filter(|s| !s.is_empty());
+                }
+                nats.credentials = file.nats.credentials.clone();
+                nats.check().map_err(|e| anyhow::anyhow!(e))?;
+                Some(nats)
+            }
+        };
         let database_connections = file.storage.max_connections.unwrap_or(16);
         if database_connections == 0 {
             bail!("[storage] max_connections must be at least 1");
@@ -336,6 +376,7 @@ impl ServeConfig {
             database_url,
             database_owner_url,
             database_connections,
+            nats,
         })
     }
 }
@@ -427,6 +468,15 @@ timeout_ms = 10000
 # url = "postgres://tenantry_app@db.internal/tenantry"
 # owner_url = "postgres://tenantry_owner@db.internal/tenantry"
 # max_connections = 16
+
+# Publish every tenant's events to NATS (TENANTRY_NATS_URL), to {subject_prefix}.{slug}.{type},
+# at least once and in order, into the JetStream stream `stream` (created on "{subject_prefix}.>"
+# if missing; "" publishes to core NATS only). See docs/NATS.md.
+# [nats]
+# url = "nats://127.0.0.1:4222"
+# subject_prefix = "tenantry"
+# stream = "TENANTRY"
+# credentials = "/etc/tenantry/nats.creds"
 
 # Tiers: a built-in tier (free, starter, pro, enterprise) keeps the values you leave out; a new
 # tier starts unlimited and without features.

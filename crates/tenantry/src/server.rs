@@ -44,6 +44,27 @@ pub fn operator_key(data: &Path, from_env: Option<&str>) -> anyhow::Result<(Stri
     Ok((key, true))
 }
 
+/// The file naming this node (see [`node_id`]).
+pub const NODE_ID_FILE: &str = "node.id";
+
+/// This node's name among those sharing a store: read from DATA/node.id, else a new random one
+/// written there. It is what a node holds a tenant's NATS publishing by, so a node restarted
+/// after a crash takes its own tenants back at once instead of waiting for its leases to end.
+pub fn node_id(data: &Path) -> anyhow::Result<String> {
+    let path = data.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let id = format!("node-{:016x}", rand::random::<u64>());
+    let mut f = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(id.as_bytes())?;
+    f.sync_all()?;
+    Ok(id)
+}
+
 /// Creates the data dir readable by its owner only (mode 0700), or narrows an existing one to
 /// that: it holds webhook secrets in clear and every tenant's data, and a directory other local
 /// users cannot enter keeps every file in it from them, whatever the files' own modes.
@@ -86,6 +107,7 @@ pub struct Running {
     directory_follower: JoinHandle<()>,
     activity_sharer: Option<JoinHandle<()>>,
     deliveries: JoinHandle<()>,
+    nats: Option<JoinHandle<()>>,
     stop_workers: tokio::sync::watch::Sender<bool>,
 }
 
@@ -108,6 +130,9 @@ impl Running {
         // An attempt in flight finishes and is recorded; what was not attempted stays queued.
         let _ = self.stop_workers.send(true);
         let _ = (&mut self.deliveries).await;
+        if let Some(nats) = self.nats.as_mut() {
+            let _ = nats.await;
+        }
         // Nothing metered is lost on a clean shutdown.
         self.svc.flush_usage().await.map_err(|e| anyhow::anyhow!("flushing usage: {}", e.message))?;
         self.store.close().await.context("closing storage")?;
@@ -160,6 +185,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         max_file_bytes: cfg.max_file_bytes,
         max_memory_value_bytes: cfg.max_memory_value_bytes,
         event_retention_days: cfg.event_retention_days,
+        event_relay: cfg.nats.is_some().then(|| tenantry_core::service::NATS_RELAY.to_owned()),
         webhooks: cfg.webhooks.clone(),
         password_work: Arc::new(tenantry_http::offload::BlockingPasswordWork(offload.clone())),
         index_work: Arc::new(tenantry_http::offload::BlockingIndexWork(offload)),
@@ -229,7 +255,15 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         })
     };
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-    let deliveries = tenantry_http::delivery::spawn(svc.clone(), workers_stopped);
+    let deliveries = tenantry_http::delivery::spawn(svc.clone(), workers_stopped.clone());
+    let nats = match &cfg.nats {
+        Some(nats) => Some(
+            tenantry_nats::spawn(svc.clone(), nats.clone(), node_id(&cfg.data)?, workers_stopped)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot publish to NATS: {e}"))?,
+        ),
+        None => None,
+    };
     Ok(Running {
         addr,
         admin_key,
@@ -243,6 +277,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         directory_follower,
         activity_sharer,
         deliveries,
+        nats,
         stop_workers,
     })
 }

@@ -42,6 +42,17 @@ fn the_http_crate_knows_no_storage_backend() {
     }
 }
 
+#[test]
+fn the_nats_relay_knows_no_storage_backend_and_no_http() {
+    let deps = dependencies("tenantry-nats");
+    assert!(deps.contains(&"async-nats".to_owned()), "{deps:?}");
+    for forbidden in
+        ["tenantry-store-sqlite", "tenantry-store-postgres", "rusqlite", "tokio-postgres", "tenantry-http", "axum"]
+    {
+        assert!(!deps.iter().any(|d| d == forbidden), "tenantry-nats depends on {forbidden}");
+    }
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let p = entry.unwrap().path();

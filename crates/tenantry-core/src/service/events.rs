@@ -5,8 +5,11 @@ use super::{page_limit, Tenantry};
 use crate::caller::{Caller, Principal};
 use crate::error::Result;
 use crate::events::Event;
-use crate::model::{Page, TenantStatus};
+use crate::model::{Page, Tenant, TenantStatus};
 use crate::role::Role;
+use crate::store::TenantScope;
+use crate::time::Timestamp;
+use std::time::Duration;
 
 /// Largest page of events.
 pub const EVENT_PAGE_MAX: usize = 1000;
@@ -62,11 +65,55 @@ impl Tenantry {
         let before = crate::time::Timestamp::from_millis(self.clock.now().millis().saturating_sub(keep_ms));
         let mut total = 0;
         loop {
-            let n = self.store.prune_events(before).await?;
+            let n = self.store.prune_events(before, self.config.event_relay.as_deref()).await?;
             total += n;
             if n == 0 {
                 return Ok(total);
             }
         }
     }
+
+    /// Every tenant in the directory, for a relay's rounds (events of suspended and archived
+    /// tenants are relayed too: they were committed).
+    pub fn relay_tenants(&self) -> Vec<std::sync::Arc<Tenant>> {
+        self.directory.list_tenants(None, None, None, usize::MAX)
+    }
+
+    /// A relay's claim on one tenant's events for `holder`, for `lease` from now (see
+    /// [`crate::store::Upkeep::claim_relay`]): the seq relayed so far, or `None` when another
+    /// holder has it.
+    pub async fn claim_relay(
+        &self,
+        tenant: &Tenant,
+        relay: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<u64>> {
+        let now = self.clock.now();
+        self.store.claim_relay(&TenantScope::new(tenant), relay, holder, now, lease_end(now, lease)).await
+    }
+
+    /// Up to `limit` of the tenant's events after `after`, oldest first, all paths: what a relay
+    /// sends next.
+    pub async fn relay_events(&self, tenant: &Tenant, after: u64, limit: usize) -> Result<Vec<Event>> {
+        self.store.list_events(&TenantScope::new(tenant), after, None, limit).await
+    }
+
+    /// Records a relay's progress through `seq` and holds its claim for `lease` more: `false`
+    /// when another holder took the relay over.
+    pub async fn advance_relay(
+        &self,
+        tenant: &Tenant,
+        relay: &str,
+        holder: &str,
+        seq: u64,
+        lease: Duration,
+    ) -> Result<bool> {
+        let end = lease_end(self.clock.now(), lease);
+        self.store.advance_relay(&TenantScope::new(tenant), relay, holder, seq, end).await
+    }
+}
+
+fn lease_end(now: Timestamp, lease: Duration) -> Timestamp {
+    Timestamp::from_millis(now.millis().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)))
 }

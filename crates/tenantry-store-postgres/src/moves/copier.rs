@@ -82,6 +82,7 @@ pub(super) const MOVED: &[Moved] = &[
     moved("imports", &["id"], SyncBy::Versions, false),
     moved("import_files", &["import_id", "n"], SyncBy::Versions, false),
     moved("import_records", &["import_id", "n"], SyncBy::Versions, false),
+    moved("event_relays", &["relay"], SyncBy::Versions, false),
 ];
 
 /// A dedicated database's copy of the tenant's record (the registry's row stays where it is).
