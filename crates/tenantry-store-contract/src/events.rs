@@ -144,3 +144,29 @@ pub async fn pruning_keeps_the_events_a_relay_has_not_passed(b: &dyn Backend) {
     while f.store.prune_events(future, None).await.unwrap() > 0 {}
     assert!(seqs(&other).await.is_empty(), "without a relay, age alone decides");
 }
+
+pub async fn a_reader_following_the_log_never_sees_a_later_event_before_an_earlier_one(b: &dyn Backend) {
+    let f = b.open().await;
+    let (_, a) = f.tenant("acme").await;
+    let writers = crate::concurrently(8, |w| {
+        let (store, a) = (f.store.clone(), a.clone());
+        async move {
+            for i in 0..150 {
+                let p = format!("/w{w}/{i}");
+                store.put_file(&a, write(&p, b"x"), crate::file_journal(&p)).await.unwrap();
+            }
+        }
+    });
+    let reader = async {
+        // As a client paging the feed does: each page from the last seq it got.
+        let mut after = 0;
+        while after < 8 * 150 {
+            let page = f.store.list_events(&a, after, None, 64).await.unwrap();
+            for e in &page {
+                assert_eq!(e.seq, after + 1, "a page skipped from {after} to {}", e.seq);
+                after = e.seq;
+            }
+        }
+    };
+    tokio::join!(writers, reader);
+}

@@ -333,6 +333,7 @@ macro_rules! suite_without_placement {
                 a_published_event_takes_the_next_seq,
                 a_relay_is_held_by_one_holder_until_its_lease_ends,
                 pruning_keeps_the_events_a_relay_has_not_passed,
+                a_reader_following_the_log_never_sees_a_later_event_before_an_earlier_one,
             ]
         );
         $crate::__contract_module!(

@@ -53,8 +53,9 @@ pub(crate) fn event_tx(
     let seq = crate::counters::next_event_seq_tx(tx, tenant)?;
     let event = draft.into_event(seq as u64, SystemClock.now());
     let detail = event.detail.as_ref().map(|d| d.to_string());
-    // A dense tenant of the group skips the tail (see `tails`); either way its seq is the counter's.
-    let table = if crate::tails::dense_tenant(tenant) { Log::Events.keyed() } else { Log::Events.tail() };
+    // A dense tenant of the group with nothing in the tail skips it (see `tails`); either way its
+    // seq is the counter's.
+    let table = if crate::tails::events_direct(tenant) { Log::Events.keyed() } else { Log::Events.tail() };
     tx.prepare_cached(&format!(
         "INSERT INTO {table} (tenant_id, seq, type, path, namespace, key, detail, actor, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"

@@ -37,8 +37,9 @@
 //!   each write searched and journalled a page of; see `counters`, which keeps its values so too.)
 //! - A crash leaves unindexed rows: they are indexed when the database opens.
 //! - A tenant with [`DENSE_WRITES`] or more writes in a group writes its entries straight to the
-//!   keyed tables, unless its chain head is in the tail: where an entry lands is only a matter of
-//!   cost, since readers take all three.
+//!   keyed tables, unless it has entries in the tail (its audit chain head there; any event
+//!   registered): readers take all three, but one whose tail ids predate an entry's registration
+//!   must not find later keyed entries without it.
 //!
 //! Readers that take a tenant's whole log (moves) read the views `audit_all` and `events_all`
 //! (keyed, indexed, and the tail past `tails_indexed.upto`: that end is scanned, rare and off the
@@ -744,10 +745,24 @@ pub(crate) fn in_group<T>(tails: &Arc<Tails>, dense: Vec<u64>, group: impl FnOnc
     out
 }
 
-/// Whether `tenant`'s entries written now skip the tails: it is a dense tenant of the group being
-/// written. Either place is correct (readers take both); this is only about cost.
+/// Whether `tenant` is a dense tenant of the group being written (see [`DENSE_WRITES`]).
 pub(crate) fn dense_tenant(tenant: &TenantId) -> bool {
     GROUP.with(|g| g.borrow().as_ref().is_some_and(|g| !g.dense.is_empty() && g.dense.contains(&owner_of(tenant))))
+}
+
+/// Whether `tenant`'s events written now skip the tail: it is dense in the group and has no event
+/// in the tail's registry. Not with one there: a reader that took its tail ids before that entry
+/// was registered would find the keyed rows after it and not the entry, and a client paging the
+/// feed from the last seq it got would never see it. The registry changes only between groups,
+/// so a group puts all of a tenant's events in one place, and keyed rows are written only once
+/// every earlier event of the tenant is keyed or indexed.
+pub(crate) fn events_direct(tenant: &TenantId) -> bool {
+    GROUP.with(|g| {
+        g.borrow().as_ref().is_some_and(|g| {
+            g.dense.contains(&owner_of(tenant))
+                && !g.tails.lock().logs[Log::Events.index()].by_tenant.contains_key(tenant.as_str())
+        })
+    })
 }
 
 /// A tenant's audit chain head: seq and hash of its last entry.
@@ -1023,6 +1038,40 @@ mod tests {
         assert_eq!(db.log(&b), [(1, "/b1".to_owned())]);
         // Outside a group nothing is dense.
         assert!(!dense_tenant(&a));
+    }
+
+    #[test]
+    fn a_reader_whose_tail_ids_predate_an_event_never_finds_later_events_without_it() {
+        let db = open();
+        let a = TenantId::generate();
+        let event = |tx: &Connection| {
+            let draft = tenantry_core::events::EventDraft::new("file.written", "key:k".into());
+            crate::journal::event_tx(tx, &a, "slug", draft, &crate::sinks::Published::default()).unwrap();
+        };
+        // A reader takes its tail ids (none yet) and is slow to start its statement...
+        let ids = db.tails.ids(Log::Events, &a, 0, Some(256));
+        // ...while seq 1 is written alone (to the tail), then seqs 2 and 3 in a group where the
+        // tenant is dense.
+        db.commit(&[], false, event);
+        db.commit(&[&a], false, |tx| {
+            event(tx);
+            event(tx);
+        });
+        let sql = Log::Events.select("seq", "seq > ?2", 4, "ORDER BY seq LIMIT ?3");
+        let seqs = |ids: &str| -> Vec<i64> {
+            let mut s = db.reader.prepare(&sql).unwrap();
+            s.query_map(params![a.as_str(), 0i64, 256i64, ids], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        assert_eq!(seqs(&ids), Vec::<i64>::new(), "all of them still unknown to that reader, not 2 and 3");
+        assert_eq!(seqs(&db.tails.ids(Log::Events, &a, 0, Some(256))), [1, 2, 3]);
+        // Once a fold settled the tail, a dense group writes straight to the keyed table again.
+        assert!(db.tails.begin_fold(true));
+        while db.tails.folding() {
+            db.tails.step(&db.writer).unwrap();
+        }
+        db.commit(&[&a], false, event);
+        assert_eq!(db.count("events"), 1);
+        assert_eq!(seqs(&db.tails.ids(Log::Events, &a, 0, Some(256))), [1, 2, 3, 4]);
     }
 
     #[test]
