@@ -242,6 +242,14 @@ pub const TABLES: &[ImageTable] = &[
         columns: &[text("user_id"), text("role"), int("created_at"), text("created_by")],
         key: 1,
     },
+    // How far each relay of the tenant's events (NATS) got: a copy goes on from there, not from
+    // the first event kept.
+    ImageTable {
+        name: "event_relays",
+        tenant_column: "tenant_id",
+        columns: &[text("relay"), int("seq"), text("holder"), int("lease_until")],
+        key: 1,
+    },
 ];
 
 /// The install's own tables of people (API.md §11), not a tenant's: users, their sessions, and

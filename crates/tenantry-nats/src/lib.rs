@@ -1,32 +1,32 @@
-//! The NATS relay (API.md §12): every committed event of every tenant is published to
+//! The NATS relay (the contract's §12): every committed event of every tenant is published to
 //! `{subject_prefix}.{slug}.{type}`, with the event's JSON (as `GET /v1/events` gives it) as the
-//! body, at least once and in each tenant's `seq` order.
+//! body, into a JetStream stream, at least once and in each tenant's `seq` order.
 //!
 //! The outbox is the event log itself: an event is written in its change's transaction, so
 //! nothing acknowledged can miss NATS. Each tenant's log has a position for this relay
 //! ([`tenantry_core::service::NATS_RELAY`], kept by the store beside the events, moved and purged
 //! with them), and pruning keeps every event past it, so a NATS outage of any length queues the
 //! backlog and loses nothing. The position is held by one node at a time through a lease (several
-//! nodes on one PostgreSQL database publish each tenant from one of them, in order); a node that
-//! stops is taken over when its lease ends.
+//! nodes on one PostgreSQL database publish each tenant from one of them); a node that stops is
+//! taken over when its lease ends, or at once by itself restarted (it holds by its lasting name).
 //!
-//! A round for one tenant: claim the position (kept in memory while the lease lasts), read the
-//! events after it, publish them in order, then record the new position. With a JetStream
-//! stream (the default), each message carries `Nats-Msg-Id: {tenant id}-{seq}` and counts as
-//! published once the stream acknowledges it, so a message published twice (a crash before the
-//! position was recorded, a lease taken over) is dropped by the stream within its duplicate
-//! window. Without one, a message counts as published once the server has it (flushed): core
-//! NATS subscribers present at that moment get it. Positions are recorded at most every
-//! [`SAVE_EVERY`] per tenant (and at shutdown), not per message: a crash republishes at most
-//! that much, which the stream drops as duplicates.
+//! A round for one tenant: read the events after its position; if there are any, hold the
+//! position (claimed, or renewed while it publishes), publish them **one at a time**, each
+//! counting once the stream acknowledged it, and record the position at most every
+//! [`SAVE_EVERY`]. One at a time because a reconnect drops what was written to the old
+//! connection but not what was still queued: with several messages in flight, a later one could
+//! be stored before an earlier one lost and sent again. Each message carries
+//! `Nats-Msg-Id: {tenant id}-{seq}`, so one published twice (a crash before its position was
+//! recorded, a lease taken over) is dropped by the stream within its duplicate window.
 //!
 //! Subjects go by the tenant's slug, which never changes (the API has no rename), so a subscriber
-//! can name a tenant's subjects as people know it; the tenant's id is in the `Tenantry-Tenant`
-//! header of every message, and is what tells a later tenant given a purged tenant's slug apart.
+//! names a tenant's subjects as people know it; the tenant's id is in the `Tenantry-Tenant`
+//! header of every message, and tells a later tenant given a purged tenant's slug apart.
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tenantry_core::events::{Event, EventSink};
@@ -43,9 +43,11 @@ pub struct NatsConfig {
     pub url: String,
     /// First token(s) of every subject (default `tenantry`).
     pub subject_prefix: String,
-    /// The JetStream stream that stores the subjects, created on `{subject_prefix}.>` if it does
-    /// not exist; `None`: core NATS publishing only (no stream, no acknowledgement by storage).
-    pub stream: Option<String>,
+    /// The JetStream stream that stores the subjects; created on `{subject_prefix}.>` if it does
+    /// not exist.
+    pub stream: String,
+    /// How long a stream created here keeps messages (the event log's retention).
+    pub stream_max_age: Duration,
     /// A credentials file (`.creds`: a user JWT and its seed) the relay connects with.
     pub credentials: Option<std::path::PathBuf>,
 }
@@ -58,7 +60,8 @@ impl NatsConfig {
         NatsConfig {
             url: url.into(),
             subject_prefix: DEFAULT_SUBJECT_PREFIX.to_owned(),
-            stream: Some(DEFAULT_STREAM.to_owned()),
+            stream: DEFAULT_STREAM.to_owned(),
+            stream_max_age: Duration::from_secs(7 * 86_400),
             credentials: None,
         }
     }
@@ -76,10 +79,8 @@ impl NatsConfig {
                 self.subject_prefix
             ));
         }
-        if let Some(stream) = &self.stream {
-            if !token_ok(stream) {
-                return Err(format!("[nats] stream {stream:?} is not a name of letters, digits, _ and -"));
-            }
+        if !token_ok(&self.stream) {
+            return Err(format!("[nats] stream {:?} is not a name of letters, digits, _ and -", self.stream));
         }
         Ok(())
     }
@@ -97,27 +98,32 @@ pub fn message_id(tenant: &TenantId, seq: u64) -> String {
 
 /// How long a node holds a tenant's position once it claimed or recorded it.
 pub const LEASE: Duration = Duration::from_secs(30);
-/// A held position is claimed again (renewing the lease) when this little of it is left.
+/// A held position is renewed when this little of its lease is left; a node whose publishing
+/// fails lets it run out instead, so a node that can reach NATS may take the tenant over.
 const RENEW_BEFORE: Duration = Duration::from_secs(10);
 /// How often a tenant's position is recorded at most while its events keep coming.
 pub const SAVE_EVERY: Duration = Duration::from_millis(250);
-/// How often the directory is gone through for tenants this node has not looked at: new ones,
-/// those another node held (whose lease may have ended), those whose publishing failed.
+/// How often the directory is gone through for tenants due a look without an event heard of.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// A tenant this node holds is looked at this often even when no event of it was heard of.
-const LOOK_EVERY: Duration = Duration::from_secs(10);
-/// Events read and published per batch.
+/// A tenant is looked at this often even when no event of it was heard of: events another node
+/// committed unheard (it stopped before announcing them), a lease another node let run out.
+const LOOK_EVERY: Duration = Duration::from_secs(30);
+/// Events read per batch, and batches per round: a tenant with a long backlog gives its slot
+/// up after this many, so every tenant is published after an outage, not one after the other.
 const BATCH: usize = 256;
+const BATCHES_PER_ROUND: usize = 4;
 /// Tenants published at once.
 const CONCURRENCY: usize = 16;
 /// After a failure (NATS unreachable, a stream that refuses), a tenant waits this long.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Time allowed for a stream's acknowledgement (and JetStream API requests).
+/// Time allowed for one message's acknowledgement (and JetStream API requests).
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a stop waits for the rounds under way.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Messages published and failures since start, for `/metrics`.
-pub static PUBLISHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static PUBLISHED: AtomicU64 = AtomicU64::new(0);
+pub static FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// Where one tenant's publishing stands on this node.
 #[derive(Debug, Clone)]
@@ -135,6 +141,8 @@ struct Position {
     looked_at: Instant,
     /// A round of it is under way.
     running: bool,
+    /// Rounds in a row that failed to publish.
+    failures: u32,
 }
 
 impl Position {
@@ -147,11 +155,28 @@ impl Position {
             not_before: None,
             looked_at: now,
             running: false,
+            failures: 0,
         }
     }
 
+    /// Published past what is recorded, and due to be recorded.
     fn unsaved(&self, now: Instant) -> bool {
-        !self.running && self.published > self.saved && now.duration_since(self.saved_at) >= SAVE_EVERY
+        !self.running
+            && self.held_until.is_some()
+            && self.published > self.saved
+            && now.duration_since(self.saved_at) >= SAVE_EVERY
+    }
+
+    fn holds(&self, now: Instant) -> bool {
+        self.held_until.is_some_and(|until| until > now + RENEW_BEFORE)
+    }
+
+    /// Lets go of the position on this node (another holds it, or this one stops renewing):
+    /// not tried again before `until`.
+    fn let_go(&mut self, until: Instant) {
+        self.held_until = None;
+        self.saved = self.published;
+        self.not_before = Some(until);
     }
 }
 
@@ -179,6 +204,9 @@ impl Heard {
     }
 }
 
+/// Other nodes' events of held tenants are wanted ([`EventSink::follows`]); the store's own
+/// check for events a stopped node never announced is not asked for (the relay looks at every
+/// tenant every [`LOOK_EVERY`] itself, without a query per second over all of them).
 impl EventSink for Heard {
     fn published(&self, tenant: &TenantId, _events: &[Event]) {
         self.add([tenant.clone()]);
@@ -188,12 +216,8 @@ impl EventSink for Heard {
         self.held().contains(tenant)
     }
 
-    fn followed(&self) -> Vec<TenantId> {
-        self.held().iter().cloned().collect()
-    }
-
     fn missed(&self) {
-        let held = self.followed();
+        let held: Vec<TenantId> = self.held().iter().cloned().collect();
         self.add(held);
     }
 
@@ -202,102 +226,76 @@ impl EventSink for Heard {
     }
 }
 
-/// The connection and what it publishes to.
+/// The stream and what it publishes to.
 #[derive(Clone)]
 struct Publisher {
-    client: async_nats::Client,
-    jetstream: Option<jetstream::Context>,
+    jetstream: jetstream::Context,
     config: Arc<NatsConfig>,
     /// Whether the stream is known to exist (checked again after a failure).
-    stream_ready: Arc<std::sync::atomic::AtomicBool>,
+    stream_ready: Arc<AtomicBool>,
 }
 
 impl Publisher {
     async fn ensure_stream(&self) -> Result<(), String> {
-        let (Some(js), Some(name)) = (&self.jetstream, &self.config.stream) else { return Ok(()) };
-        if self.stream_ready.load(std::sync::atomic::Ordering::Acquire) {
+        if self.stream_ready.load(Ordering::Acquire) {
             return Ok(());
         }
         let config = jetstream::stream::Config {
-            name: name.clone(),
+            name: self.config.stream.clone(),
             subjects: vec![format!("{}.>", self.config.subject_prefix)],
             duplicate_window: Duration::from_secs(120),
+            max_age: self.config.stream_max_age,
             ..Default::default()
         };
-        js.get_or_create_stream(config).await.map_err(|e| format!("stream {name}: {e}"))?;
-        self.stream_ready.store(true, std::sync::atomic::Ordering::Release);
+        self.jetstream.get_or_create_stream(config).await.map_err(|e| format!("stream {}: {e}", self.config.stream))?;
+        self.stream_ready.store(true, Ordering::Release);
         Ok(())
     }
 
-    /// Publishes `events` of `tenant` in order; returns the last seq published (acknowledged by
-    /// the stream, or flushed to the server), and the error that stopped it, if any.
+    /// Publishes `events` of `tenant` in order, each once the previous one is acknowledged;
+    /// returns the last seq published and the error that stopped it, if any.
     async fn publish(&self, tenant: &Tenant, events: &[Event]) -> (Option<u64>, Option<String>) {
         if let Err(e) = self.ensure_stream().await {
             return (None, Some(e));
         }
-        let mut sent = Vec::with_capacity(events.len());
-        let mut failed = None;
-        for e in events {
-            let body = match serde_json::to_vec(e) {
-                Ok(b) => bytes::Bytes::from(b),
-                Err(err) => {
-                    failed = Some(format!("event {} does not serialize: {err}", e.seq));
-                    break;
-                }
-            };
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", message_id(&tenant.id, e.seq).as_str());
-            headers.insert("Tenantry-Tenant", tenant.id.as_str());
-            headers.insert("Tenantry-Seq", e.seq.to_string().as_str());
-            let subject = subject(&self.config.subject_prefix, tenant.slug.as_str(), &e.kind);
-            let outcome = match &self.jetstream {
-                Some(js) => js.publish_with_headers(subject, headers, body).await.map(Some).map_err(|e| e.to_string()),
-                None => self
-                    .client
-                    .publish_with_headers(subject, headers, body)
-                    .await
-                    .map(|_| None)
-                    .map_err(|e| e.to_string()),
-            };
-            match outcome {
-                Ok(ack) => sent.push((e.seq, ack)),
-                Err(err) => {
-                    failed = Some(err);
-                    break;
-                }
-            }
-        }
         let mut published = None;
-        if self.jetstream.is_none() {
-            if let Err(e) = self.client.flush().await {
-                return (None, Some(e.to_string()));
-            }
-            published = sent.last().map(|(seq, _)| *seq);
-        } else {
-            // In order: a later acknowledgement does not count past an earlier failure.
-            for (seq, ack) in sent {
-                match ack.expect("a JetStream publish has an acknowledgement").await {
-                    Ok(_) => published = Some(seq),
-                    Err(e) => {
-                        self.stream_ready.store(false, std::sync::atomic::Ordering::Release);
-                        failed.get_or_insert(e.to_string());
-                        break;
-                    }
+        for e in events {
+            match tokio::time::timeout(ACK_TIMEOUT, self.publish_one(tenant, e)).await {
+                Ok(Ok(())) => {
+                    published = Some(e.seq);
+                    PUBLISHED.fetch_add(1, Ordering::Relaxed);
                 }
+                Ok(Err(err)) => return (published, Some(err)),
+                Err(_) => return (published, Some(format!("no acknowledgement within {ACK_TIMEOUT:?}"))),
             }
         }
-        if let Some(last) = published {
-            let n = events.iter().take_while(|e| e.seq <= last).count() as u64;
-            PUBLISHED.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        (published, None)
+    }
+
+    async fn publish_one(&self, tenant: &Tenant, e: &Event) -> Result<(), String> {
+        let body = serde_json::to_vec(e).map_err(|err| format!("event {} does not serialize: {err}", e.seq))?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", message_id(&tenant.id, e.seq).as_str());
+        headers.insert("Tenantry-Tenant", tenant.id.as_str());
+        headers.insert("Tenantry-Seq", e.seq.to_string().as_str());
+        let subject = subject(&self.config.subject_prefix, tenant.slug.as_str(), &e.kind);
+        let acked = match self.jetstream.publish_with_headers(subject, headers, body.into()).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        if acked.is_err() {
+            // Deleted or replaced meanwhile, perhaps: looked up (or created) again next time.
+            self.stream_ready.store(false, Ordering::Release);
         }
-        (published, failed)
+        acked
     }
 }
 
 /// Connects (in the background: a NATS server that is down at start is retried, and events
 /// wait in the log meanwhile) and starts the relay, which holds tenants' positions as `holder`
 /// (the node's lasting name: restarted, it takes its own tenants back at once). It stops when
-/// `shutdown` turns true, after recording every position published and letting go of them.
+/// `shutdown` turns true (or its sender is dropped), after the rounds under way (at most
+/// [`STOP_WAIT`]) and recording what they published.
 pub async fn spawn(
     svc: Arc<Tenantry>,
     config: NatsConfig,
@@ -322,22 +320,21 @@ pub async fn spawn(
         .map(|u| u.trim().parse::<async_nats::ServerAddr>().map_err(|e| format!("[nats] url {u:?}: {e}")))
         .collect::<Result<_, _>>()?;
     let client = async_nats::connect_with_options(addrs, options).await.map_err(|e| format!("NATS: {e}"))?;
-    let jetstream = config.stream.as_ref().map(|_| {
-        let mut js = jetstream::new(client.clone());
-        js.set_timeout(ACK_TIMEOUT);
-        js
-    });
-    let publisher = Publisher {
-        client,
-        jetstream,
-        config: Arc::new(config),
-        stream_ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-    };
+    let mut jetstream = jetstream::new(client);
+    jetstream.set_timeout(ACK_TIMEOUT);
+    let publisher = Publisher { jetstream, config: Arc::new(config), stream_ready: Arc::new(AtomicBool::new(false)) };
     let heard = Arc::new(Heard::default());
     svc.add_event_sink(heard.clone());
     Ok(tokio::spawn(async move {
-        let mut relay =
-            Relay { svc, publisher, holder, heard: heard.clone(), positions: HashMap::new(), running: JoinSet::new() };
+        let mut relay = Relay {
+            svc,
+            publisher,
+            holder,
+            heard: heard.clone(),
+            positions: HashMap::new(),
+            running: JoinSet::new(),
+            rounds: HashMap::new(),
+        };
         let mut next_sweep = Instant::now();
         loop {
             if *shutdown.borrow() {
@@ -350,22 +347,30 @@ pub async fn spawn(
                 next_sweep = now + SWEEP_EVERY;
                 due.extend(relay.sweep(now));
             }
-            // Positions published but not recorded yet, once SAVE_EVERY has passed.
-            due.extend(relay.positions.iter().filter(|(_, p)| p.unsaved(now)).map(|(id, _)| id.clone()));
+            due.extend(relay.waited(now));
             let deferred = relay.start(due, now);
             // Tenants whose round is under way (or that found every slot taken) go again after
             // one ends; nothing wakes the loop for them before that.
             heard.tenants.lock().unwrap_or_else(|e| e.into_inner()).extend(deferred);
             let wait = relay.next_wake(now).min(next_sweep.saturating_duration_since(now));
             tokio::select! {
-                Some(done) = relay.running.join_next(), if !relay.running.is_empty() => relay.done(done),
+                Some(done) = relay.running.join_next_with_id(), if !relay.running.is_empty() => relay.done(done),
                 _ = heard.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        relay.finish().await;
+                        return;
+                    }
+                }
             }
         }
     }))
 }
+
+/// What a round hands back: the position, the error that stopped it, and whether it gave its
+/// slot up with events left.
+type RoundEnd = (Position, Option<String>, bool);
 
 struct Relay {
     svc: Arc<Tenantry>,
@@ -373,41 +378,56 @@ struct Relay {
     holder: String,
     heard: Arc<Heard>,
     positions: HashMap<TenantId, Position>,
-    running: JoinSet<(TenantId, Position, Option<String>)>,
+    running: JoinSet<RoundEnd>,
+    /// The tenant of each round under way, by task.
+    rounds: HashMap<tokio::task::Id, TenantId>,
 }
 
 impl Relay {
-    /// The tenants of the directory due a look without an event heard of: new to this node, held
-    /// but not looked at for [`LOOK_EVERY`], or no longer waiting (after a failure, or for
-    /// another node's lease). Forgets the positions of tenants gone.
+    /// The tenants of the directory due a look without an event heard of: new to this node, or
+    /// not looked at for [`LOOK_EVERY`]. Forgets the positions of tenants gone.
     fn sweep(&mut self, now: Instant) -> Vec<TenantId> {
         let tenants: Vec<TenantId> = self.svc.relay_tenants().iter().map(|t| t.id.clone()).collect();
         let known: HashSet<&TenantId> = tenants.iter().collect();
-        self.positions.retain(|id, _| known.contains(id));
+        self.positions.retain(|id, p| p.running || known.contains(id));
         self.heard.held().retain(|id| known.contains(id));
         tenants
             .into_iter()
             .filter(|id| match self.positions.get(id) {
                 None => true,
-                Some(p) if p.running => false,
-                Some(p) if p.held_until.is_some() => now.duration_since(p.looked_at) >= LOOK_EVERY,
-                Some(p) => p.not_before.is_none_or(|at| at <= now),
+                Some(p) => !p.running && now.duration_since(p.looked_at) >= LOOK_EVERY,
             })
             .collect()
     }
 
-    /// When the loop must look again without being woken: the next unsaved position or retry.
+    /// Tenants whose wait ended (after a failure, or for another node's lease), and those with a
+    /// position published but not yet recorded.
+    fn waited(&mut self, now: Instant) -> Vec<TenantId> {
+        let mut due = Vec::new();
+        for (id, p) in self.positions.iter_mut() {
+            if p.not_before.is_some_and(|at| at <= now) {
+                p.not_before = None;
+                due.push(id.clone());
+            } else if p.unsaved(now) {
+                due.push(id.clone());
+            }
+        }
+        due
+    }
+
+    /// When the loop must look again without being woken: the next position to record or wait
+    /// to end.
     fn next_wake(&self, now: Instant) -> Duration {
         let mut wait = SWEEP_EVERY;
         for p in self.positions.values().filter(|p| !p.running) {
-            if p.published > p.saved {
+            if p.held_until.is_some() && p.published > p.saved {
                 wait = wait.min((p.saved_at + SAVE_EVERY).saturating_duration_since(now));
             }
             if let Some(at) = p.not_before {
                 wait = wait.min(at.saturating_duration_since(now));
             }
         }
-        wait.max(Duration::from_millis(5))
+        wait.max(Duration::from_millis(1))
     }
 
     /// Starts a round for each tenant in `due` that is not in one and not waiting; returns those
@@ -430,23 +450,36 @@ impl Relay {
             p.running = true;
             let position = p.clone();
             let (svc, publisher, holder) = (self.svc.clone(), self.publisher.clone(), self.holder.clone());
-            self.running.spawn(async move {
-                let (position, error) = round(&svc, &publisher, &holder, &tenant, position).await;
-                (tenant.id.clone(), position, error)
-            });
+            let task = self.running.spawn(async move { round(&svc, &publisher, &holder, &tenant, position).await });
+            self.rounds.insert(task.id(), id);
         }
         deferred
     }
 
-    fn done(&mut self, done: Result<(TenantId, Position, Option<String>), tokio::task::JoinError>) {
-        let Ok((tenant, mut p, error)) = done else { return };
+    fn done(&mut self, done: Result<(tokio::task::Id, RoundEnd), tokio::task::JoinError>) {
+        let (task, ended) = match done {
+            Ok((task, ended)) => (task, Some(ended)),
+            Err(e) => (e.id(), None),
+        };
+        let Some(tenant) = self.rounds.remove(&task) else { return };
         let now = Instant::now();
+        let Some((mut p, error, more)) = ended else {
+            // A round that panicked: its tenant starts over from what the store recorded.
+            tracing::error!(tenant = %tenant, "a NATS publishing round panicked (started over)");
+            self.positions
+                .insert(tenant.clone(), Position { not_before: Some(now + RETRY_AFTER), ..Position::new(now) });
+            self.heard.held().remove(&tenant);
+            return;
+        };
         p.running = false;
         p.looked_at = now;
         if let Some(e) = error {
-            FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            FAILURES.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(tenant = %tenant, "NATS publishing stopped after seq {} (retried): {e}", p.published);
-            p.not_before = Some(now + RETRY_AFTER);
+            let retry = now + RETRY_AFTER;
+            p.not_before = Some(p.not_before.map_or(retry, |at| at.max(retry)));
+        } else if more {
+            self.heard.add([tenant.clone()]);
         }
         if p.held_until.is_some() {
             self.heard.held().insert(tenant.clone());
@@ -456,14 +489,24 @@ impl Relay {
         self.positions.insert(tenant, p);
     }
 
-    /// At shutdown: waits for the rounds under way, then records every position published and
-    /// lets go of it (its lease ends now), so another node takes the tenant over at once.
+    /// At shutdown: waits for the rounds under way (at most [`STOP_WAIT`]), then records every
+    /// position published past what is recorded, letting go of it (its lease ends now). Positions
+    /// with nothing new keep their leases until they end (or this node, restarted, resumes them).
     async fn finish(&mut self) {
-        while let Some(done) = self.running.join_next().await {
-            self.done(done);
+        let waited = tokio::time::timeout(STOP_WAIT, async {
+            while let Some(done) = self.running.join_next_with_id().await {
+                self.done(done);
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(
+                "NATS publishing rounds still under way at shutdown were stopped (published again at the next start)"
+            );
+            self.running.abort_all();
         }
         for (id, p) in self.positions.clone() {
-            if p.held_until.is_none() {
+            if p.held_until.is_none() || p.published <= p.saved || p.running {
                 continue;
             }
             let Some(tenant) = self.svc.directory().tenant(&id) else { continue };
@@ -475,55 +518,55 @@ impl Relay {
     }
 }
 
-/// One tenant's round: claims (or renews) its position, publishes what follows it, records it.
-/// Returns the position (not held when another node holds it, or the tenant is gone: it is not
-/// tried again before that node's lease could end) and the error that stopped the round, if any.
-async fn round(
-    svc: &Tenantry,
-    publisher: &Publisher,
-    holder: &str,
-    tenant: &Tenant,
-    mut p: Position,
-) -> (Position, Option<String>) {
-    let mut error = None;
-    loop {
-        let now = Instant::now();
-        if p.held_until.is_none_or(|until| until <= now + RENEW_BEFORE) {
-            let held = if p.held_until.is_some() {
-                // Renewed while held: recording what was published renews the lease.
-                svc.advance_relay(tenant, NATS_RELAY, holder, p.published, LEASE)
-                    .await
-                    .map(|ok| ok.then_some(p.published))
-            } else {
-                svc.claim_relay(tenant, NATS_RELAY, holder, LEASE).await
-            };
-            match held {
-                // What the store says was published: a claim after a lapse starts where the last
-                // holder recorded (what this node published since goes again, and the stream
-                // drops it as a duplicate).
-                Ok(Some(seq)) => {
-                    (p.published, p.saved, p.saved_at, p.held_until) = (seq, seq, now, Some(now + LEASE));
-                }
-                Ok(None) => {
-                    p.held_until = None;
-                    p.not_before = Some(now + LEASE);
-                    return (p, None);
-                }
-                Err(e) => {
-                    p.held_until = None;
-                    return (p, Some(e.message));
-                }
-            }
-        }
+/// One tenant's round (see the module's doc).
+async fn round(svc: &Tenantry, publisher: &Publisher, holder: &str, tenant: &Tenant, mut p: Position) -> RoundEnd {
+    for _ in 0..BATCHES_PER_ROUND {
         let events = match svc.relay_events(tenant, p.published, BATCH).await {
             Ok(e) => e,
-            Err(e) => {
-                error = Some(e.message);
-                break;
-            }
+            Err(e) => return (p, Some(e.message), false),
         };
-        if events.is_empty() {
-            break;
+        let Some(first) = events.first() else { return save(svc, holder, tenant, p, None, false).await };
+        let now = Instant::now();
+        if !p.holds(now) {
+            if p.failures > 0 && p.held_until.is_some_and(|until| until > now) {
+                // Failing to publish: the lease is left to run out, for a node that can.
+                let until = p.held_until.unwrap_or(now);
+                p.let_go(until + Duration::from_millis(100));
+                return (p, None, false);
+            }
+            let held = match p.held_until.filter(|until| *until > now) {
+                // Renewed while held: recording what was published renews the lease.
+                Some(_) => svc
+                    .advance_relay(tenant, NATS_RELAY, holder, p.published, LEASE)
+                    .await
+                    .map(|ok| ok.then_some(p.published)),
+                None => svc.claim_relay(tenant, NATS_RELAY, holder, LEASE).await,
+            };
+            match held {
+                Ok(Some(seq)) => {
+                    let moved = seq != p.published;
+                    (p.published, p.saved, p.saved_at, p.held_until) = (seq, seq, now, Some(now + LEASE));
+                    // The store's position, not this node's: a claim after a lapse starts where
+                    // the last holder recorded. Read again from there.
+                    if moved {
+                        continue;
+                    }
+                }
+                Ok(None) => {
+                    p.let_go(now + LEASE);
+                    return (p, None, false);
+                }
+                Err(e) => return (p, Some(e.message), false),
+            }
+        }
+        if first.seq > p.published + 1 {
+            tracing::warn!(
+                tenant = %tenant.id,
+                "events {}..{} were pruned before NATS had them (published from {})",
+                p.published + 1,
+                first.seq - 1,
+                first.seq
+            );
         }
         let full = events.len() == BATCH;
         let (published, failed) = publisher.publish(tenant, &events).await;
@@ -531,31 +574,51 @@ async fn round(
             p.published = seq;
         }
         if failed.is_some() {
-            error = failed;
-            break;
+            p.failures += 1;
+            return save(svc, holder, tenant, p, failed, false).await;
         }
+        p.failures = 0;
         if !full {
-            break;
+            return save(svc, holder, tenant, p, None, false).await;
+        }
+        p = save(svc, holder, tenant, p, None, false).await.0;
+        if p.held_until.is_none() {
+            return (p, None, false);
         }
     }
-    if p.published > p.saved && Instant::now().duration_since(p.saved_at) >= SAVE_EVERY {
-        let published = p.published;
-        match svc.advance_relay(tenant, NATS_RELAY, holder, published, LEASE).await {
-            Ok(true) => {
-                p.saved = published;
-                p.saved_at = Instant::now();
-                p.held_until = Some(Instant::now() + LEASE);
-            }
-            // Taken over after this node's lease ran out: that node goes on from where it was
-            // recorded.
-            Ok(false) => {
-                p.held_until = None;
-                p.not_before = Some(Instant::now() + LEASE);
-            }
-            Err(e) => {
-                error.get_or_insert(e.message);
-            }
-        }
+    (p, None, true)
+}
+
+/// Records the position if it was published past what is recorded and [`SAVE_EVERY`] passed
+/// since it last was; hands back the round's end.
+async fn save(
+    svc: &Tenantry,
+    holder: &str,
+    tenant: &Tenant,
+    mut p: Position,
+    error: Option<String>,
+    more: bool,
+) -> RoundEnd {
+    let now = Instant::now();
+    if p.held_until.is_none() || p.published <= p.saved || now.duration_since(p.saved_at) < SAVE_EVERY {
+        return (p, error, more);
     }
-    (p, error)
+    // A failing node records what it published but does not extend its hold (see `round`).
+    let lease = match p.failures {
+        0 => LEASE,
+        _ => p.held_until.map_or(Duration::ZERO, |until| until.saturating_duration_since(now)),
+    };
+    match svc.advance_relay(tenant, NATS_RELAY, holder, p.published, lease).await {
+        Ok(true) => {
+            (p.saved, p.saved_at, p.held_until) = (p.published, now, Some(now + lease));
+            (p, error, more)
+        }
+        // Taken over after this node's lease ran out: that node goes on from where it was
+        // recorded (what this one published since goes again, and the stream drops it).
+        Ok(false) => {
+            p.let_go(now + LEASE);
+            (p, error, false)
+        }
+        Err(e) => (p, error.or(Some(e.message)), more),
+    }
 }

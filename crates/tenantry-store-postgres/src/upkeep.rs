@@ -139,7 +139,8 @@ CREATE TABLE event_relays (
     PRIMARY KEY (tenant_id, relay)
 );
 -- tenantry_prune_events, but with p_relay a tenant's events past that relay's position stay (all
--- of them while it has none).
+-- of them while it has none). The batch is of the 5000 oldest rows, kept or not, so rows kept
+-- through a long outage are not read again and again: pruning waits behind them.
 CREATE FUNCTION tenantry_prune_kept_events(p_before bigint, p_relay text) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
     AS $$
@@ -147,11 +148,10 @@ CREATE FUNCTION tenantry_prune_kept_events(p_before bigint, p_relay text) RETURN
         pruned bigint;
     BEGIN
         DELETE FROM events e
-        USING (SELECT o.tenant_id, o.seq FROM events o
-               WHERE o.at < p_before
-                 AND (p_relay IS NULL OR o.seq <= COALESCE((SELECT r.seq FROM event_relays r
-                      WHERE r.tenant_id = o.tenant_id AND r.relay = p_relay), 0))
-               LIMIT 5000) batch
+        USING (SELECT o.tenant_id, o.seq
+               FROM (SELECT x.tenant_id, x.seq FROM events x WHERE x.at < p_before ORDER BY x.at LIMIT 5000) o
+               WHERE p_relay IS NULL OR o.seq <= COALESCE((SELECT r.seq FROM event_relays r
+                     WHERE r.tenant_id = o.tenant_id AND r.relay = p_relay), 0)) batch
         WHERE e.tenant_id = batch.tenant_id AND e.seq = batch.seq;
         GET DIAGNOSTICS pruned = ROW_COUNT;
         DELETE FROM webhook_attempts a
@@ -441,6 +441,8 @@ impl Upkeep for PgStore {
         // purge or a move's fence, never for the tenant's writes.
         if !registered_under(&tx, tenant, "FOR KEY SHARE").await? {
             commit(tx).await?;
+            // Moved away since this node routed it, perhaps: the route is read again.
+            self.places.mark_stale(tenant);
             return Ok(None);
         }
         let (now, lease_until) = (now.millis(), lease_until.millis());
@@ -470,6 +472,12 @@ impl Upkeep for PgStore {
         let tenant = scope.tenant_id();
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
+        // As a claim: after a purge or a move's fence, never beside them.
+        if !registered_under(&tx, tenant, "FOR KEY SHARE").await? {
+            commit(tx).await?;
+            self.places.mark_stale(tenant);
+            return Ok(false);
+        }
         let (seq, lease_until) = (seq.min(i64::MAX as u64) as i64, lease_until.millis());
         let st = tx
             .prepare_cached(

@@ -109,18 +109,21 @@ impl SqliteStore {
         self.upkeep_write(move |tx| {
             // In batches, so the writer is never held for long; the caller repeats while full.
             // With a relay, a tenant's events past its position there stay (all of them while it
-            // has none).
-            let kept = "(?3 IS NULL OR seq <= COALESCE((SELECT r.seq FROM event_relays r
+            // has none); the batch is of the oldest rows, kept or not, so rows kept through a
+            // long outage are never read over and over: pruning waits behind them until they
+            // are relayed.
+            let kept = "(?3 IS NULL OR e.seq <= COALESCE((SELECT r.seq FROM event_relays r
                  WHERE r.tenant_id = e.tenant_id AND r.relay = ?3), 0))";
             let mut n = 0;
             for sql in [
                 format!(
-                    "DELETE FROM events WHERE (tenant_id, seq) IN
-                       (SELECT tenant_id, seq FROM events e WHERE at < ?1 AND {kept} LIMIT ?2)"
+                    "DELETE FROM events WHERE (tenant_id, seq) IN (SELECT e.tenant_id, e.seq FROM
+                       (SELECT tenant_id, seq FROM events WHERE at < ?1 ORDER BY at LIMIT ?2) e WHERE {kept})"
                 ),
                 // Its index entries go with them (trigger); an id still registered names nothing.
                 format!(
-                    "DELETE FROM events_tail WHERE id IN (SELECT id FROM events_tail e WHERE at < ?1 AND {kept} LIMIT ?2)"
+                    "DELETE FROM events_tail WHERE id IN (SELECT e.id FROM
+                       (SELECT id, tenant_id, seq FROM events_tail WHERE at < ?1 LIMIT ?2) e WHERE {kept})"
                 ),
             ] {
                 n += tx

@@ -93,8 +93,8 @@ pub struct NatsFileConfig {
     pub url: Option<String>,
     /// First token(s) of every subject (default `tenantry`).
     pub subject_prefix: Option<String>,
-    /// The JetStream stream to publish into (default `TENANTRY`, created on `{prefix}.>` if
-    /// missing); `""` publishes to core NATS only.
+    /// The JetStream stream to publish into (default `TENANTRY`, created on `{prefix}.>`, keeping
+    /// messages as long as `[events] retention_days`, if missing).
     pub stream: Option<String>,
     /// A `.creds` file the server connects to NATS with.
     pub credentials: Option<PathBuf>,
@@ -229,8 +229,10 @@ impl ServeConfig {
                     nats.subject_prefix = prefix.clone();
                 }
                 if let Some(stream) = &file.nats.stream {
-                    nats.stream = Some(stream.clone()).filter(|s| !s.is_empty());
+                    nats.stream = stream.clone();
                 }
+                nats.stream_max_age =
+                    Duration::from_secs(file.events.retention_days.unwrap_or(7).saturating_mul(86_400));
                 nats.credentials = file.nats.credentials.clone();
                 nats.check().map_err(|e| anyhow::anyhow!(e))?;
                 Some(nats)
@@ -471,7 +473,7 @@ timeout_ms = 10000
 
 # Publish every tenant's events to NATS (TENANTRY_NATS_URL), to {subject_prefix}.{slug}.{type},
 # at least once and in order, into the JetStream stream `stream` (created on "{subject_prefix}.>"
-# if missing; "" publishes to core NATS only). See docs/NATS.md.
+# if missing, keeping messages for [events] retention_days). See docs/NATS.md.
 # [nats]
 # url = "nats://127.0.0.1:4222"
 # subject_prefix = "tenantry"

@@ -341,6 +341,11 @@ async fn two_nodes_on_one_database_publish_each_event_once_in_order() {
         assert!(Instant::now() < deadline, "node B never knew the new tenant");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A core subscriber sees every message published, duplicates included (the stream would
+    // drop a second node's copies of the same messages).
+    let client = nats.client().await;
+    let mut sub = client.subscribe("tenantry.acme.>").await.unwrap();
+    client.flush().await.unwrap();
     // Writes alternate between the nodes; one of them publishes the tenant, in seq order.
     for i in 0..20 {
         let node = if i % 2 == 0 { &a } else { &b };
@@ -348,8 +353,15 @@ async fn two_nodes_on_one_database_publish_each_event_once_in_order() {
     }
     let events = a.events(&acme).await;
     assert_eq!(events.len(), 20);
-    let all = stream_messages(&nats.client().await, 20).await;
+    let all = stream_messages(&client, 20).await;
     assert_eq!(all, expected("acme", &acme_id, &events));
+    let mut seqs = Vec::new();
+    while let Ok(Some(m)) =
+        tokio::time::timeout(Duration::from_millis(500), futures_util::StreamExt::next(&mut sub)).await
+    {
+        seqs.push(header(&m.headers.unwrap_or_default(), "Tenantry-Seq").parse::<u64>().unwrap());
+    }
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "published once, by one node, in order");
     drop((a, b));
     db.drop_all().await;
 }
