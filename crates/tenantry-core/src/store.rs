@@ -529,6 +529,16 @@ pub trait EventLog: Send + Sync {
     fn add_event_sink(&self, sink: std::sync::Arc<dyn crate::events::EventSink>);
 }
 
+/// Where a relay of a tenant's events stands (see [`Upkeep::claim_relay`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayPosition {
+    /// The last seq relayed.
+    pub seq: u64,
+    /// Whether the claim took it: else another holder has it, until `lease_until`.
+    pub taken: bool,
+    pub lease_until: Timestamp,
+}
+
 /// A webhook to store, with its secret (kept for signing; never shown again).
 #[derive(Debug, Clone)]
 pub struct NewWebhookRecord {
@@ -737,8 +747,8 @@ pub trait Upkeep: Send + Sync {
     async fn prune_events(&self, before: Timestamp, relay: Option<&str>) -> Result<u64>;
     /// Takes the tenant's relay `relay` (an outside copy of its events, such as NATS) for
     /// `holder` until `lease_until`, if nobody holds it, `holder` does, or the lease ended before
-    /// `now`. Returns the seq relayed so far (0 for a relay new to the tenant), or `None` when
-    /// another holder has it or the tenant is gone.
+    /// `now`. Returns where the relay stands, taken or not (seq 0 for a relay new to the tenant),
+    /// or `None` when the tenant is gone.
     async fn claim_relay(
         &self,
         scope: &TenantScope,
@@ -746,7 +756,7 @@ pub trait Upkeep: Send + Sync {
         holder: &str,
         now: Timestamp,
         lease_until: Timestamp,
-    ) -> Result<Option<u64>>;
+    ) -> Result<Option<RelayPosition>>;
     /// Records that `holder` relayed the tenant's events through `seq` (a position never moves
     /// back) and holds on until `lease_until`: `false`, with nothing changed, when `holder` holds
     /// the relay no more (its lease ended and another holder claimed it).

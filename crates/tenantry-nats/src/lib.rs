@@ -98,9 +98,11 @@ pub fn message_id(tenant: &TenantId, seq: u64) -> String {
 
 /// How long a node holds a tenant's position once it claimed or recorded it.
 pub const LEASE: Duration = Duration::from_secs(30);
-/// A held position is renewed when this little of its lease is left; a node whose publishing
-/// fails lets it run out instead, so a node that can reach NATS may take the tenant over.
+/// A held position is renewed when this little of its lease is left.
 const RENEW_BEFORE: Duration = Duration::from_secs(10);
+/// A node whose rounds of a tenant failed this many times in a row lets its lease run out and
+/// stays away for one more lease, so a node that can reach NATS takes the tenant over.
+const GIVE_UP_AFTER: u32 = 3;
 /// How often a tenant's position is recorded at most while its events keep coming.
 pub const SAVE_EVERY: Duration = Duration::from_millis(250);
 /// How often the directory is gone through for tenants due a look without an event heard of.
@@ -159,12 +161,13 @@ impl Position {
         }
     }
 
-    /// Published past what is recorded, and due to be recorded.
+    /// Published past what is recorded, and due to be recorded (not while it waits).
     fn unsaved(&self, now: Instant) -> bool {
         !self.running
             && self.held_until.is_some()
             && self.published > self.saved
             && now.duration_since(self.saved_at) >= SAVE_EVERY
+            && self.not_before.is_none_or(|at| at <= now)
     }
 
     fn holds(&self, now: Instant) -> bool {
@@ -266,7 +269,10 @@ impl Publisher {
                     PUBLISHED.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Err(err)) => return (published, Some(err)),
-                Err(_) => return (published, Some(format!("no acknowledgement within {ACK_TIMEOUT:?}"))),
+                Err(_) => {
+                    self.stream_ready.store(false, Ordering::Release);
+                    return (published, Some(format!("no acknowledgement within {ACK_TIMEOUT:?}")));
+                }
             }
         }
         (published, None)
@@ -416,15 +422,19 @@ impl Relay {
     }
 
     /// When the loop must look again without being woken: the next position to record or wait
-    /// to end.
+    /// to end. With every slot taken, a round's end wakes it first.
     fn next_wake(&self, now: Instant) -> Duration {
         let mut wait = SWEEP_EVERY;
+        if self.running.len() >= CONCURRENCY {
+            return wait;
+        }
         for p in self.positions.values().filter(|p| !p.running) {
-            if p.held_until.is_some() && p.published > p.saved {
-                wait = wait.min((p.saved_at + SAVE_EVERY).saturating_duration_since(now));
-            }
-            if let Some(at) = p.not_before {
-                wait = wait.min(at.saturating_duration_since(now));
+            match p.not_before {
+                Some(at) if at > now => wait = wait.min(at - now),
+                _ if p.held_until.is_some() && p.published > p.saved => {
+                    wait = wait.min((p.saved_at + SAVE_EVERY).saturating_duration_since(now));
+                }
+                _ => {}
             }
         }
         wait.max(Duration::from_millis(1))
@@ -449,6 +459,9 @@ impl Relay {
             };
             p.running = true;
             let position = p.clone();
+            // Other nodes' events of it are read back to this node from now on (the round may
+            // claim it); `done` stops that if the round did not hold it.
+            self.heard.held().insert(id.clone());
             let (svc, publisher, holder) = (self.svc.clone(), self.publisher.clone(), self.holder.clone());
             let task = self.running.spawn(async move { round(&svc, &publisher, &holder, &tenant, position).await });
             self.rounds.insert(task.id(), id);
@@ -518,6 +531,24 @@ impl Relay {
     }
 }
 
+/// What holding a position at the start of a batch came to.
+enum Hold {
+    /// Held already: the lease runs on.
+    Renewed,
+    /// Claimed, at the store's position.
+    Claimed(u64),
+    /// Another node holds it, at that position, until then.
+    Elsewhere(u64, Instant),
+    /// Taken over by another node, or the tenant is gone.
+    Lost,
+}
+
+/// The instant of a store timestamp, by this node's clock.
+fn instant_of(svc: &Tenantry, at: tenantry_core::time::Timestamp) -> Instant {
+    let ahead = at.millis().saturating_sub(svc.now().millis()).max(0);
+    Instant::now() + Duration::from_millis(ahead as u64)
+}
+
 /// One tenant's round (see the module's doc).
 async fn round(svc: &Tenantry, publisher: &Publisher, holder: &str, tenant: &Tenant, mut p: Position) -> RoundEnd {
     for _ in 0..BATCHES_PER_ROUND {
@@ -528,31 +559,47 @@ async fn round(svc: &Tenantry, publisher: &Publisher, holder: &str, tenant: &Ten
         let Some(first) = events.first() else { return save(svc, holder, tenant, p, None, false).await };
         let now = Instant::now();
         if !p.holds(now) {
-            if p.failures > 0 && p.held_until.is_some_and(|until| until > now) {
-                // Failing to publish: the lease is left to run out, for a node that can.
-                let until = p.held_until.unwrap_or(now);
-                p.let_go(until + Duration::from_millis(100));
+            if p.failures >= GIVE_UP_AFTER {
+                // Failing to publish: the lease is left to run out, and the tenant to a node
+                // that can reach NATS for one more lease.
+                let until = p.held_until.filter(|until| *until > now).unwrap_or(now);
+                p.let_go(until + LEASE);
                 return (p, None, false);
             }
-            let held = match p.held_until.filter(|until| *until > now) {
-                // Renewed while held: recording what was published renews the lease.
-                Some(_) => svc
-                    .advance_relay(tenant, NATS_RELAY, holder, p.published, LEASE)
-                    .await
-                    .map(|ok| ok.then_some(p.published)),
-                None => svc.claim_relay(tenant, NATS_RELAY, holder, LEASE).await,
+            let hold = match p.held_until.filter(|until| *until > now) {
+                // Held: recording what was published renews the lease.
+                Some(_) => match svc.advance_relay(tenant, NATS_RELAY, holder, p.published, LEASE).await {
+                    Ok(true) => Ok(Hold::Renewed),
+                    Ok(false) => Ok(Hold::Lost),
+                    Err(e) => Err(e),
+                },
+                None => match svc.claim_relay(tenant, NATS_RELAY, holder, LEASE).await {
+                    Ok(Some(at)) if at.taken => Ok(Hold::Claimed(at.seq)),
+                    Ok(Some(at)) => Ok(Hold::Elsewhere(at.seq, instant_of(svc, at.lease_until))),
+                    Ok(None) => Ok(Hold::Lost),
+                    Err(e) => Err(e),
+                },
             };
-            match held {
-                Ok(Some(seq)) => {
+            match hold {
+                Ok(Hold::Renewed) => {
+                    (p.saved, p.saved_at, p.held_until) = (p.published, now, Some(now + LEASE));
+                }
+                // From the store's position, not this node's (a claim after a lapse starts where
+                // the last holder recorded): read again from there if they differ.
+                Ok(Hold::Claimed(seq)) => {
                     let moved = seq != p.published;
                     (p.published, p.saved, p.saved_at, p.held_until) = (seq, seq, now, Some(now + LEASE));
-                    // The store's position, not this node's: a claim after a lapse starts where
-                    // the last holder recorded. Read again from there.
                     if moved {
                         continue;
                     }
                 }
-                Ok(None) => {
+                // Tried again when the other node's lease ends, from where it got.
+                Ok(Hold::Elsewhere(seq, until)) => {
+                    p.published = seq;
+                    p.let_go(until.max(now) + Duration::from_millis(100));
+                    return (p, None, false);
+                }
+                Ok(Hold::Lost) => {
                     p.let_go(now + LEASE);
                     return (p, None, false);
                 }

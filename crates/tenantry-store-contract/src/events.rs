@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tenantry_core::events::{Event, EventDraft, EventSink};
 use tenantry_core::ids::TenantId;
-use tenantry_core::store::Precondition;
+use tenantry_core::store::{Precondition, TenantScope};
 use tenantry_core::time::Timestamp;
 
 pub async fn event_seqs_increase_by_one_without_gaps(b: &dyn Backend) {
@@ -98,22 +98,33 @@ pub async fn a_relay_is_held_by_one_holder_until_its_lease_ends(b: &dyn Backend)
     let (_, a) = f.tenant("acme").await;
     let (_, other) = f.tenant("globex").await;
     let s = &f.store;
-    assert_eq!(s.claim_relay(&a, "nats", "n1", at(0), at(10_000)).await.unwrap(), Some(0));
-    assert_eq!(s.claim_relay(&a, "nats", "n2", at(0), at(10_000)).await.unwrap(), None, "held by n1");
+    // Times from one instant, so a lease's end reads back as it was given.
+    let t0 = crate::now().millis();
+    let at = |ms: i64| Timestamp::from_millis(t0 + ms);
+    let claim = |scope: &TenantScope, relay: &'static str, holder: &'static str, now: i64, until: i64| {
+        let (s, scope) = (s.clone(), scope.clone());
+        async move {
+            let p = s.claim_relay(&scope, relay, holder, at(now), at(until)).await.unwrap();
+            p.map(|p| (p.taken, p.seq, p.lease_until))
+        }
+    };
+    assert_eq!(claim(&a, "nats", "n1", 0, 10_000).await, Some((true, 0, at(10_000))));
+    // Refused, it says where the relay is and until when n1 holds it.
+    assert_eq!(claim(&a, "nats", "n2", 0, 20_000).await, Some((false, 0, at(10_000))), "held by n1");
     assert!(s.advance_relay(&a, "nats", "n1", 3, at(10_000)).await.unwrap());
     assert!(!s.advance_relay(&a, "nats", "n2", 5, at(10_000)).await.unwrap(), "n2 holds nothing");
-    assert_eq!(s.claim_relay(&a, "nats", "n1", at(0), at(10_000)).await.unwrap(), Some(3), "its holder again");
+    assert_eq!(claim(&a, "nats", "n2", 0, 20_000).await, Some((false, 3, at(10_000))));
+    assert_eq!(claim(&a, "nats", "n1", 0, 10_000).await, Some((true, 3, at(10_000))), "its holder again");
     // Another tenant, and another relay of the same tenant, are held apart.
-    assert_eq!(s.claim_relay(&other, "nats", "n2", at(0), at(10_000)).await.unwrap(), Some(0));
-    assert_eq!(s.claim_relay(&a, "archive", "n2", at(0), at(10_000)).await.unwrap(), Some(0));
+    assert_eq!(claim(&other, "nats", "n2", 0, 10_000).await, Some((true, 0, at(10_000))));
+    assert_eq!(claim(&a, "archive", "n2", 0, 10_000).await, Some((true, 0, at(10_000))));
     // n1's lease ends at +10 s: n2 takes over where n1 got, and n1 can no longer move it.
-    assert_eq!(s.claim_relay(&a, "nats", "n2", at(20_000), at(30_000)).await.unwrap(), Some(3));
+    assert_eq!(claim(&a, "nats", "n2", 20_000, 30_000).await, Some((true, 3, at(30_000))));
     assert!(!s.advance_relay(&a, "nats", "n1", 9, at(40_000)).await.unwrap());
     assert!(s.advance_relay(&a, "nats", "n2", 2, at(30_000)).await.unwrap(), "an older seq is no error");
-    assert_eq!(s.claim_relay(&a, "nats", "n2", at(0), at(30_000)).await.unwrap(), Some(3), "never moves back");
-    assert_eq!(s.claim_relay(&other, "nats", "n2", at(0), at(10_000)).await.unwrap(), Some(0));
+    assert_eq!(claim(&a, "nats", "n2", 0, 30_000).await, Some((true, 3, at(30_000))), "never moves back");
     f.store.purge_tenant(&a).await.unwrap();
-    assert_eq!(s.claim_relay(&a, "nats", "n2", at(0), at(30_000)).await.unwrap(), None, "purged");
+    assert_eq!(claim(&a, "nats", "n2", 0, 30_000).await, None, "purged");
 }
 
 pub async fn pruning_keeps_the_events_a_relay_has_not_passed(b: &dyn Backend) {
@@ -125,7 +136,7 @@ pub async fn pruning_keeps_the_events_a_relay_has_not_passed(b: &dyn Backend) {
             f.put(scope, p, "x").await;
         }
     }
-    assert_eq!(f.store.claim_relay(&a, "nats", "n1", at(0), at(10_000)).await.unwrap(), Some(0));
+    assert!(f.store.claim_relay(&a, "nats", "n1", at(0), at(10_000)).await.unwrap().unwrap().taken);
     assert!(f.store.advance_relay(&a, "nats", "n1", 2, at(10_000)).await.unwrap());
     let seqs = |scope| {
         let f = &f;

@@ -317,18 +317,24 @@ pub async fn a_relays_position_moves_with_its_tenant(b: &dyn Backend) {
     let f = b.open().await;
     let (ta, a) = f.tenant("acme").await;
     let later = |ms: i64| Timestamp::from_millis(now().millis() + ms);
-    assert_eq!(f.store.claim_relay(&a, "nats", "n1", later(0), later(60_000)).await.unwrap(), Some(0));
+    let claim = |scope: TenantScope, holder: &'static str| {
+        let store = f.store.clone();
+        async move {
+            let p = store.claim_relay(&scope, "nats", holder, later(0), later(60_000)).await.unwrap().unwrap();
+            (p.taken, p.seq)
+        }
+    };
+    assert_eq!(claim(a.clone(), "n1").await, (true, 0));
     assert!(f.store.advance_relay(&a, "nats", "n1", 7, later(60_000)).await.unwrap());
     let report = f.store.move_tenant(&a, Placement::Dedicated, Arc::new(|_| {})).await.unwrap();
     assert!(report.verified, "{report:?}");
     let mut moved = ta.clone();
     moved.placement = Placement::Dedicated;
     let there = TenantScope::for_store_contract(&moved);
-    assert_eq!(f.store.claim_relay(&there, "nats", "n2", later(0), later(60_000)).await.unwrap(), None, "still n1's");
-    assert_eq!(f.store.claim_relay(&there, "nats", "n1", later(0), later(60_000)).await.unwrap(), Some(7));
+    assert_eq!(claim(there.clone(), "n2").await, (false, 7), "still n1's");
+    assert_eq!(claim(there.clone(), "n1").await, (true, 7));
     assert!(f.store.advance_relay(&there, "nats", "n1", 9, later(60_000)).await.unwrap());
     let back = f.store.move_tenant(&there, Placement::Shared, Arc::new(|_| {})).await.unwrap();
     assert!(back.verified, "{back:?}");
-    let home = TenantScope::for_store_contract(&ta);
-    assert_eq!(f.store.claim_relay(&home, "nats", "n1", later(0), later(60_000)).await.unwrap(), Some(9));
+    assert_eq!(claim(TenantScope::for_store_contract(&ta), "n1").await, (true, 9));
 }

@@ -24,7 +24,7 @@ use tenantry_core::audit::{prune_record, worth_pruning, AuditAnchor};
 use tenantry_core::directory::DirectoryFollower;
 use tenantry_core::ids::{TenantId, WebhookId};
 use tenantry_core::model::{KeyRecord, Placement, Tenant};
-use tenantry_core::store::{AttemptReport, AuditPruned, DueDelivery, TenantScope, Upkeep, UsageLog};
+use tenantry_core::store::{AttemptReport, AuditPruned, DueDelivery, RelayPosition, TenantScope, Upkeep, UsageLog};
 use tenantry_core::time::Timestamp;
 use tenantry_core::usage::Counters;
 use tenantry_core::{Error, Result};
@@ -433,7 +433,7 @@ impl Upkeep for PgStore {
         holder: &str,
         now: Timestamp,
         lease_until: Timestamp,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<RelayPosition>> {
         let tenant = scope.tenant_id();
         let mut conn = self.conn_of(tenant).await?;
         let tx = begin(&mut conn, tenant).await?;
@@ -450,15 +450,24 @@ impl Upkeep for PgStore {
             .prepare_cached(
                 "INSERT INTO event_relays (tenant_id, relay, seq, holder, lease_until) VALUES ($1, $2, 0, $3, $5)
                  ON CONFLICT (tenant_id, relay) DO UPDATE SET holder = $3, lease_until = $5
-                 WHERE event_relays.holder = $3 OR event_relays.lease_until < $4
-                 RETURNING seq",
+                 WHERE event_relays.holder = $3 OR event_relays.lease_until < $4",
             )
             .await
             .map_err(pg_error)?;
-        let row =
-            tx.query_opt(&st, &[&tenant.as_str(), &relay, &holder, &now, &lease_until]).await.map_err(pg_error)?;
+        tx.execute(&st, &[&tenant.as_str(), &relay, &holder, &now, &lease_until]).await.map_err(pg_error)?;
+        let row = tx
+            .query_one(
+                "SELECT seq, holder, lease_until FROM event_relays WHERE tenant_id = $1 AND relay = $2",
+                &[&tenant.as_str(), &relay],
+            )
+            .await
+            .map_err(pg_error)?;
         commit(tx).await?;
-        Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
+        Ok(Some(RelayPosition {
+            seq: row.get::<_, i64>(0).max(0) as u64,
+            taken: row.get::<_, String>(1) == holder,
+            lease_until: Timestamp::from_millis(row.get(2)),
+        }))
     }
 
     async fn advance_relay(

@@ -11,7 +11,7 @@ use rusqlite::{params, Row};
 use std::sync::Arc;
 use tenantry_core::events::{Event, EventDraft, EventSink};
 use tenantry_core::path::PathPrefix;
-use tenantry_core::store::{EventLog, TenantScope};
+use tenantry_core::store::{EventLog, RelayPosition, TenantScope};
 use tenantry_core::time::Timestamp;
 use tenantry_core::Result;
 
@@ -148,7 +148,7 @@ impl SqliteStore {
         holder: &str,
         now: Timestamp,
         lease_until: Timestamp,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<RelayPosition>> {
         let (tenant, relay, holder) = (scope.tenant_id().clone(), relay.to_owned(), holder.to_owned());
         self.write_of(&tenant.clone(), move |tx| {
             // Purged meanwhile (a purge does not wait at the tenant's gate): nothing to claim.
@@ -162,11 +162,17 @@ impl SqliteStore {
             )
             .and_then(|mut s| s.execute(params![tenant.as_str(), relay, holder, now.millis(), lease_until.millis()]))
             .map_err(sql_error)?;
-            let (seq, held_by): (i64, String) = tx
-                .prepare_cached("SELECT seq, holder FROM event_relays WHERE tenant_id = ?1 AND relay = ?2")
-                .and_then(|mut s| s.query_row(params![tenant.as_str(), relay], |r| Ok((r.get(0)?, r.get(1)?))))
+            let (seq, held_by, until): (i64, String, i64) = tx
+                .prepare_cached("SELECT seq, holder, lease_until FROM event_relays WHERE tenant_id = ?1 AND relay = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![tenant.as_str(), relay], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                })
                 .map_err(sql_error)?;
-            Ok((held_by == holder).then_some(seq.max(0) as u64))
+            Ok(Some(RelayPosition {
+                seq: seq.max(0) as u64,
+                taken: held_by == holder,
+                lease_until: Timestamp::from_millis(until),
+            }))
         })
         .await
     }

@@ -7,7 +7,7 @@ use crate::store::SqliteStore;
 use async_trait::async_trait;
 use tenantry_core::ids::TenantId;
 use tenantry_core::model::{KeyRecord, Tenant};
-use tenantry_core::store::{AttemptReport, AuditPruned, DueDelivery, TenantScope, Upkeep};
+use tenantry_core::store::{AttemptReport, AuditPruned, DueDelivery, RelayPosition, TenantScope, Upkeep};
 use tenantry_core::time::Timestamp;
 use tenantry_core::usage::Counters;
 use tenantry_core::Result;
@@ -41,7 +41,7 @@ impl Upkeep for SqliteStore {
         holder: &str,
         now: Timestamp,
         lease_until: Timestamp,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<RelayPosition>> {
         SqliteStore::claim_relay(self, scope, relay, holder, now, lease_until).await
     }
 

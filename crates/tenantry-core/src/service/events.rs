@@ -80,15 +80,15 @@ impl Tenantry {
     }
 
     /// A relay's claim on one tenant's events for `holder`, for `lease` from now (see
-    /// [`crate::store::Upkeep::claim_relay`]): the seq relayed so far, or `None` when another
-    /// holder has it.
+    /// [`crate::store::Upkeep::claim_relay`]): where it stands, taken or not (`None`: the tenant
+    /// is gone).
     pub async fn claim_relay(
         &self,
         tenant: &Tenant,
         relay: &str,
         holder: &str,
         lease: Duration,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<crate::store::RelayPosition>> {
         let now = self.clock.now();
         self.store.claim_relay(&TenantScope::new(tenant), relay, holder, now, lease_end(now, lease)).await
     }
