@@ -321,6 +321,14 @@ pub struct Tenantry {
     moving: Arc<std::sync::Mutex<std::collections::HashMap<TenantId, crate::store::MoveProgress>>>,
     /// When each tenant's audit log is next due for pruning.
     audit_prune: audit_log::PruneSchedule,
+    /// Numbers of background workers outside the store (the NATS relay) for `/metrics`.
+    metric_sources: std::sync::RwLock<Vec<Arc<dyn MetricSource>>>,
+}
+
+/// Something besides the store that reports numbers about its workings for `/metrics`, read
+/// from memory (cheap to scrape).
+pub trait MetricSource: Send + Sync {
+    fn metrics(&self) -> Vec<crate::store::StoreMetric>;
 }
 
 fn validate_name(name: &str) -> Result<String> {
@@ -422,6 +430,7 @@ impl Tenantry {
             operator_hash: SecretHash::of(operator_key),
             clock,
             warnings: Default::default(),
+            metric_sources: Default::default(),
             moving: Default::default(),
             audit_prune: Default::default(),
         };
@@ -474,6 +483,17 @@ impl Tenantry {
     /// The storage backend's own figures, for `/metrics`.
     pub fn storage_metrics(&self) -> Vec<crate::store::StoreMetric> {
         self.store.metrics()
+    }
+
+    /// The numbers of the registered [`MetricSource`]s, for `/metrics`.
+    pub fn worker_metrics(&self) -> Vec<crate::store::StoreMetric> {
+        let sources = self.metric_sources.read().unwrap_or_else(|e| e.into_inner()).clone();
+        sources.iter().flat_map(|s| s.metrics()).collect()
+    }
+
+    /// Registers a worker's numbers for `/metrics`.
+    pub fn add_metric_source(&self, source: Arc<dyn MetricSource>) {
+        self.metric_sources.write().unwrap_or_else(|e| e.into_inner()).push(source);
     }
 
     /// Registers a sink told about every committed event (the SSE hub, the delivery worker).

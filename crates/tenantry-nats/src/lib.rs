@@ -123,9 +123,39 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a stop waits for the rounds under way.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
-/// Messages published and failures since start, for `/metrics`.
+/// Messages published and failed rounds since start (process-wide: one relay per process in
+/// production), for `/metrics` through [`RelayMetrics`].
 pub static PUBLISHED: AtomicU64 = AtomicU64::new(0);
 pub static FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// The relay's numbers for `/metrics`: messages published, failed rounds, tenants held.
+struct RelayMetrics(Arc<Heard>);
+
+impl tenantry_core::service::MetricSource for RelayMetrics {
+    fn metrics(&self) -> Vec<tenantry_core::store::StoreMetric> {
+        let m = |name, help, counter, value| tenantry_core::store::StoreMetric { name, help, counter, value };
+        vec![
+            m(
+                "tenantry_nats_published_total",
+                "Events published to NATS (acknowledged by the stream) since start.",
+                true,
+                PUBLISHED.load(Ordering::Relaxed),
+            ),
+            m(
+                "tenantry_nats_failures_total",
+                "Rounds of a tenant's NATS publishing that failed (retried) since start.",
+                true,
+                FAILURES.load(Ordering::Relaxed),
+            ),
+            m(
+                "tenantry_nats_tenants_held",
+                "Tenants whose NATS publishing this node holds (or is claiming).",
+                false,
+                self.0.held().len() as u64,
+            ),
+        ]
+    }
+}
 
 /// Where one tenant's publishing stands on this node.
 #[derive(Debug, Clone)]
@@ -331,6 +361,7 @@ pub async fn spawn(
     let publisher = Publisher { jetstream, config: Arc::new(config), stream_ready: Arc::new(AtomicBool::new(false)) };
     let heard = Arc::new(Heard::default());
     svc.add_event_sink(heard.clone());
+    svc.add_metric_source(Arc::new(RelayMetrics(heard.clone())));
     Ok(tokio::spawn(async move {
         let mut relay = Relay {
             svc,

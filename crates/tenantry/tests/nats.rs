@@ -277,6 +277,11 @@ async fn every_event_arrives_once_in_order_on_its_tenants_subjects() {
         heard.push(serde_json::from_slice::<Value>(&m.payload).unwrap());
     }
     assert_eq!(heard, globex_events);
+    // /metrics counts what this server published.
+    let metrics = server.http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    for line in ["tenantry_nats_published_total 21", "tenantry_nats_failures_total 0", "tenantry_nats_tenants_held 2"] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in /metrics");
+    }
 }
 
 async fn futures_next(sub: &mut async_nats::Subscriber) -> async_nats::Message {

@@ -47,7 +47,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         let _ = writeln!(body, "tenantry_webhook_attempts_total{{outcome=\"failed\"}} {failed}");
         body.push_str(&state.fairness.render());
         body.push_str(&state.bodies.render());
-        for m in state.svc.storage_metrics() {
+        for m in state.svc.storage_metrics().into_iter().chain(state.svc.worker_metrics()) {
             let kind = if m.counter { "counter" } else { "gauge" };
             let _ = writeln!(body, "# HELP {} {}", m.name, m.help);
             let _ = writeln!(body, "# TYPE {} {kind}", m.name);
