@@ -166,6 +166,26 @@ REVOKE EXECUTE ON FUNCTION tenantry_prune_kept_events(bigint, text) FROM PUBLIC;
 /// The functions of [`RELAYS_4`], to grant EXECUTE on to the server's role.
 pub(crate) const RELAY_FUNCTIONS: &[&str] = &["tenantry_prune_kept_events(bigint, text)"];
 
+impl PgStore {
+    /// The tenant's transaction for its relay positions, after its usage row `FOR KEY SHARE`
+    /// (which waits for a purge or a move's fence, never for the tenant's writes); `None`, with
+    /// the route marked to be read again, when the tenant is not here: purged, or moved away
+    /// since this node routed it.
+    async fn relay_tx<'a>(
+        &self,
+        conn: &'a mut deadpool_postgres::Object,
+        tenant: &TenantId,
+    ) -> Result<Option<Transaction<'a>>> {
+        let tx = begin(conn, tenant).await?;
+        if registered_under(&tx, tenant, "FOR KEY SHARE").await? {
+            return Ok(Some(tx));
+        }
+        commit(tx).await?;
+        self.places.mark_stale(tenant);
+        Ok(None)
+    }
+}
+
 /// Locks the tenant's usage row as every write does first (`FOR NO KEY UPDATE`), and tells
 /// whether the tenant is still registered. A purge locks the row more strongly before it
 /// deletes, so a tenant found here stays until the commit, and a tenant purged meanwhile is found
@@ -436,15 +456,7 @@ impl Upkeep for PgStore {
     ) -> Result<Option<RelayPosition>> {
         let tenant = scope.tenant_id();
         let mut conn = self.conn_of(tenant).await?;
-        let tx = begin(&mut conn, tenant).await?;
-        // Purged or moved away meanwhile: nothing to claim here. `FOR KEY SHARE` waits for a
-        // purge or a move's fence, never for the tenant's writes.
-        if !registered_under(&tx, tenant, "FOR KEY SHARE").await? {
-            commit(tx).await?;
-            // Moved away since this node routed it, perhaps: the route is read again.
-            self.places.mark_stale(tenant);
-            return Ok(None);
-        }
+        let Some(tx) = self.relay_tx(&mut conn, tenant).await? else { return Ok(None) };
         let (now, lease_until) = (now.millis(), lease_until.millis());
         let st = tx
             .prepare_cached(
@@ -480,13 +492,7 @@ impl Upkeep for PgStore {
     ) -> Result<bool> {
         let tenant = scope.tenant_id();
         let mut conn = self.conn_of(tenant).await?;
-        let tx = begin(&mut conn, tenant).await?;
-        // As a claim: after a purge or a move's fence, never beside them.
-        if !registered_under(&tx, tenant, "FOR KEY SHARE").await? {
-            commit(tx).await?;
-            self.places.mark_stale(tenant);
-            return Ok(false);
-        }
+        let Some(tx) = self.relay_tx(&mut conn, tenant).await? else { return Ok(false) };
         let (seq, lease_until) = (seq.min(i64::MAX as u64) as i64, lease_until.millis());
         let st = tx
             .prepare_cached(

@@ -215,11 +215,9 @@ impl SqliteStore {
             .write_of(&scope.tenant_id().clone(), move |tx| {
                 let tenant = scope.tenant_id();
                 // Pruned meanwhile, or purged (a purge does not wait at the tenant's gate).
-                let registered: bool = tx
-                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)")
-                    .and_then(|mut s| s.query_row([tenant.as_str()], |r| r.get(0)))
-                    .map_err(sql_error)?;
-                if !registered || anchor_of(tx, tenant)?.is_some_and(|a| a.seq >= anchor.seq) {
+                if !crate::tenants::registered_tx(tx, tenant)?
+                    || anchor_of(tx, tenant)?.is_some_and(|a| a.seq >= anchor.seq)
+                {
                     return Ok(0);
                 }
                 let through = anchor.seq as i64;

@@ -152,7 +152,7 @@ impl SqliteStore {
         let (tenant, relay, holder) = (scope.tenant_id().clone(), relay.to_owned(), holder.to_owned());
         self.write_of(&tenant.clone(), move |tx| {
             // Purged meanwhile (a purge does not wait at the tenant's gate): nothing to claim.
-            if !registered(tx, &tenant)? {
+            if !crate::tenants::registered_tx(tx, &tenant)? {
                 return Ok(None);
             }
             tx.prepare_cached(
@@ -199,13 +199,6 @@ impl SqliteStore {
         })
         .await
     }
-}
-
-/// Whether the tenant is registered in the database its writes go to.
-fn registered(tx: &rusqlite::Connection, tenant: &tenantry_core::ids::TenantId) -> Result<bool> {
-    tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)")
-        .and_then(|mut s| s.query_row([tenant.as_str()], |r| r.get(0)))
-        .map_err(sql_error)
 }
 
 #[cfg(test)]

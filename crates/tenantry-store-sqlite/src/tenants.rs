@@ -106,6 +106,14 @@ pub(crate) fn write_tenant_row(tx: &Connection, t: &Tenant, insert: bool) -> Res
     Ok(())
 }
 
+/// Whether the tenant is registered in the database its writes go to (a purge does not wait at
+/// the tenant's gate, so upkeep writing for a tenant checks inside its transaction).
+pub(crate) fn registered_tx(tx: &Connection, tenant: &TenantId) -> Result<bool> {
+    tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)")
+        .and_then(|mut s| s.query_row([tenant.as_str()], |r| r.get(0)))
+        .map_err(sql_error)
+}
+
 /// Deletes every row of the tenant in one database: its data, and with `registry` also its
 /// registry rows (record, domains, metered usage, a move in progress).
 pub(crate) fn delete_tenant_rows_tx(tx: &Connection, id: &TenantId, registry: bool) -> Result<()> {

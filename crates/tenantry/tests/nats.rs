@@ -26,10 +26,6 @@ fn nats_available() -> bool {
     false
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `nats-server -js` on a port and store directory of its own; stopped and started again on the
 /// same ones (its stream survives), killed when dropped.
 struct Nats {
@@ -40,7 +36,7 @@ struct Nats {
 
 impl Nats {
     fn start() -> Nats {
-        let mut nats = Nats { child: None, port: free_port(), store: tempfile::tempdir().unwrap() };
+        let mut nats = Nats { child: None, port: common::free_port(), store: tempfile::tempdir().unwrap() };
         nats.up();
         nats
     }

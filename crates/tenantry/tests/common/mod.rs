@@ -19,6 +19,11 @@ pub fn clean_command() -> Command {
     c
 }
 
+/// A port free on loopback now (for a server a test starts on it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A running `tenantry serve` child.
 pub struct Served {
     pub child: Child,
